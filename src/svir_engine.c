@@ -1,0 +1,726 @@
+/* SVI engine (no R API).
+ *
+ * ELBO = E_q[log p(y | theta, z)] + E_q[log p(theta)] + H[q(theta)]
+ *        - sum_groups KL(q(z_j) || N(0, I)),
+ * estimated with reparameterised draws of theta (global guide) and z (local
+ * per-group Gaussian blocks); the local KL terms are exact. A minibatch of B
+ * observations scales the likelihood by n / B and charges each group's KL to
+ * its observations (weight n/B * (count in batch) / (count in data)), so the
+ * estimator stays unbiased and local parameters change only for groups present
+ * in the batch. */
+#include "svir_engine.h"
+#include "svir_math.h"
+#include "svir_philox.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define ADAM_B1 0.9
+#define ADAM_B2 0.999
+#define ADAM_EPS 1e-8
+#define MAX_REJECT 10
+
+typedef struct {
+    const svir_model *m;
+    const svir_control *c;
+    int T;
+    ptrdiff_t D, ngp, ngroups_total;
+    uint32_t key[2];
+    int full;
+    ptrdiff_t B;            /* observations per step */
+    double scale;           /* n / B */
+    svir_globals g;
+    double *theta, *eps, *gtheta;
+    double *z, *noise, *b;  /* [nz], valid for present groups */
+    double *Gt;             /* [T x nz] per-thread d loglik / d b */
+    double *gbt, *gauxt, *llt;
+    double *gb;             /* [p] reduced d loglik / d beta */
+    double *dA;             /* [nqq] */
+    ptrdiff_t *idx;         /* [B] minibatch */
+    ptrdiff_t *goff;        /* [nterms] first global group id of each term */
+    long *stamp;            /* [ngroups_total] */
+    ptrdiff_t *slot;        /* [ngroups_total] */
+    int *pres_term, *pres_group;
+    double *pres_cnt;
+    ptrdiff_t npres;
+} work;
+
+ptrdiff_t svir_n_global_par(const svir_model *m, int guide)
+{
+    return guide == SVIR_GUIDE_FULLRANK ? m->D + m->D * (m->D + 1) / 2 : 2 * m->D;
+}
+
+static void *xcalloc(size_t n, size_t size, int *fail)
+{
+    void *p = calloc(n ? n : 1, size);
+    if (!p) *fail = 1;
+    return p;
+}
+
+static void work_free(work *w)
+{
+    svir_globals_free(&w->g);
+    free(w->theta); free(w->eps); free(w->gtheta);
+    free(w->z); free(w->noise); free(w->b);
+    free(w->Gt); free(w->gb); free(w->gbt); free(w->gauxt); free(w->llt);
+    free(w->dA); free(w->idx); free(w->goff); free(w->stamp); free(w->slot);
+    free(w->pres_term); free(w->pres_group); free(w->pres_cnt);
+}
+
+static int work_init(work *w, const svir_model *m, const svir_control *c)
+{
+    int fail = 0;
+    memset(w, 0, sizeof(*w));
+    w->m = m;
+    w->c = c;
+    w->T = c->threads > 0 ? c->threads : 1;
+    w->D = m->D;
+    w->ngp = svir_n_global_par(m, c->guide);
+    w->key[0] = (uint32_t)(c->seed & 0xffffffffu);
+    w->key[1] = (uint32_t)(c->seed >> 32);
+    w->full = c->batch_size <= 0 || c->batch_size >= m->n;
+    w->B = w->full ? m->n : c->batch_size;
+    w->scale = (double)m->n / (double)w->B;
+    if (svir_globals_alloc(m, &w->g)) fail = 1;
+    const size_t D = (size_t)m->D, nz = (size_t)m->nz;
+    w->theta = xcalloc(D, sizeof(double), &fail);
+    w->eps = xcalloc(D, sizeof(double), &fail);
+    w->gtheta = xcalloc(D, sizeof(double), &fail);
+    w->z = xcalloc(nz, sizeof(double), &fail);
+    w->noise = xcalloc(nz, sizeof(double), &fail);
+    w->b = xcalloc(nz, sizeof(double), &fail);
+    w->Gt = xcalloc(nz * (size_t)w->T, sizeof(double), &fail);
+    w->gb = xcalloc((size_t)m->p, sizeof(double), &fail);
+    w->gbt = xcalloc((size_t)m->p * (size_t)w->T, sizeof(double), &fail);
+    w->gauxt = xcalloc((size_t)w->T, sizeof(double), &fail);
+    w->llt = xcalloc((size_t)w->T, sizeof(double), &fail);
+    w->dA = xcalloc((size_t)m->nqq, sizeof(double), &fail);
+    w->goff = xcalloc((size_t)m->nterms, sizeof(ptrdiff_t), &fail);
+    ptrdiff_t ng = 0;
+    for (int t = 0; t < m->nterms; t++) {
+        if (w->goff) w->goff[t] = ng;
+        ng += m->terms[t].ngroups;
+    }
+    w->ngroups_total = ng;
+    w->stamp = xcalloc((size_t)ng, sizeof(long), &fail);
+    w->slot = xcalloc((size_t)ng, sizeof(ptrdiff_t), &fail);
+    w->pres_term = xcalloc((size_t)ng, sizeof(int), &fail);
+    w->pres_group = xcalloc((size_t)ng, sizeof(int), &fail);
+    w->pres_cnt = xcalloc((size_t)ng, sizeof(double), &fail);
+    if (!w->full) w->idx = xcalloc((size_t)w->B, sizeof(ptrdiff_t), &fail);
+    if (fail) {
+        work_free(w);
+        return 2;
+    }
+    if (w->full) { /* every group is present at every step */
+        ptrdiff_t k = 0;
+        for (int t = 0; t < m->nterms; t++)
+            for (int j = 0; j < m->terms[t].ngroups; j++, k++) {
+                w->pres_term[k] = t;
+                w->pres_group[k] = j;
+                w->pres_cnt[k] = m->terms[t].nobs[j];
+            }
+        w->npres = k;
+    }
+    return 0;
+}
+
+/* The minibatch of step s: positions s*B .. s*B+B-1 of an endless sequence of
+ * epochs, each a keyed permutation of 0..n-1 (sampling without replacement
+ * within an epoch). */
+static void select_batch(work *w, long step)
+{
+    const svir_model *m = w->m;
+    const uint64_t n = (uint64_t)m->n;
+    const long stamp_id = step + 1;
+    w->npres = 0;
+    for (ptrdiff_t k = 0; k < w->B; k++) {
+        const uint64_t pos = (uint64_t)step * (uint64_t)w->B + (uint64_t)k;
+        const uint64_t epoch = pos / n;
+        const ptrdiff_t i = (ptrdiff_t)svir_perm_index(pos % n, n, w->key, (uint32_t)epoch);
+        w->idx[k] = i;
+        for (int t = 0; t < m->nterms; t++) {
+            const int j = m->terms[t].group[i];
+            const ptrdiff_t gid = w->goff[t] + j;
+            if (w->stamp[gid] != stamp_id) {
+                w->stamp[gid] = stamp_id;
+                w->slot[gid] = w->npres;
+                w->pres_term[w->npres] = t;
+                w->pres_group[w->npres] = j;
+                w->pres_cnt[w->npres] = 0.0;
+                w->npres++;
+            }
+            w->pres_cnt[w->slot[gid]] += 1.0;
+        }
+    }
+}
+
+/* theta = mu + sigma * eps (meanfield) or mu + L eps (fullrank). */
+static void draw_theta(const work *w, const double *gpar, uint64_t stream, uint64_t step,
+                       uint64_t base, double *eps, double *theta)
+{
+    const ptrdiff_t D = w->D;
+    for (ptrdiff_t d = 0; d < D; d++)
+        eps[d] = svir_normal(w->key, stream, step, base + (uint64_t)d);
+    if (w->c->guide == SVIR_GUIDE_FULLRANK) {
+        const double *L = gpar + D;
+        for (ptrdiff_t r = 0; r < D; r++) {
+            const double *Lr = L + r * (r + 1) / 2;
+            double s = gpar[r] + exp(Lr[r]) * eps[r];
+            for (ptrdiff_t c = 0; c < r; c++) s += Lr[c] * eps[c];
+            theta[r] = s;
+        }
+    } else {
+        for (ptrdiff_t d = 0; d < D; d++) theta[d] = gpar[d] + exp(gpar[D + d]) * eps[d];
+    }
+}
+
+/* z = m + C noise for one group; returns log q(z) if want_logq. */
+static double draw_z(int q, const double *blk, const uint32_t key[2], uint64_t stream,
+                     uint64_t step, uint64_t base, double *noise, double *z)
+{
+    const double *mj = blk, *Cp = blk + q;
+    double logq = 0.0;
+    for (int k = 0; k < q; k++) noise[k] = svir_normal(key, stream, step, base + (uint64_t)k);
+    for (int r = 0; r < q; r++) {
+        const double *Cr = Cp + r * (r + 1) / 2;
+        double s = mj[r] + exp(Cr[r]) * noise[r];
+        for (int c = 0; c < r; c++) s += Cr[c] * noise[c];
+        z[r] = s;
+        logq += -0.5 * noise[r] * noise[r] - Cr[r] - SVIR_LOG_SQRT_2PI;
+    }
+    return logq;
+}
+
+static void b_from_z_group(int q, const double *A, const double *z, double *b)
+{
+    for (int r = 0; r < q; r++) {
+        double s = 0.0;
+        for (int c = 0; c <= r; c++) s += A[r * q + c] * z[c];
+        b[r] = s;
+    }
+}
+
+/* Sum over the batch of log p(y_i | eta_i) (without constants) and its
+ * gradients: beta (gb, [p]), b (w->Gt thread 0, present groups), log aux. */
+static double batch_loglik(work *w, double *gb, double *gaux)
+{
+    const svir_model *m = w->m;
+    const ptrdiff_t nb = w->B, nz = m->nz;
+    const int T = w->T, p = m->p;
+    const double *beta = w->theta;
+    /* zero the per-thread d/db buffers at the present groups */
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(T) schedule(static)
+#endif
+    for (ptrdiff_t k = 0; k < w->npres; k++) {
+        const svir_term *tm = &m->terms[w->pres_term[k]];
+        const ptrdiff_t pos = tm->off_z + (ptrdiff_t)w->pres_group[k] * tm->q;
+        for (int tid = 0; tid < T; tid++)
+            memset(w->Gt + (size_t)tid * (size_t)nz + pos, 0, sizeof(double) * (size_t)tm->q);
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(T)
+#endif
+    {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        const ptrdiff_t lo = nb * tid / T, hi = nb * (tid + 1) / T;
+        double *G = w->Gt + (size_t)tid * (size_t)nz;
+        double *g = w->gbt + (size_t)tid * (size_t)p;
+        double ll = 0.0, ga = 0.0;
+        for (int k = 0; k < p; k++) g[k] = 0.0;
+        for (ptrdiff_t k = lo; k < hi; k++) {
+            const ptrdiff_t i = w->full ? k : w->idx[k];
+            double de, da;
+            const double eta = svir_eta_obs(m, i, beta, w->b);
+            ll += svir_loglik_obs(m, i, eta, w->g.sigma, w->g.phi, &de, &da);
+            ga += da;
+            for (int c = 0; c < p; c++) g[c] += de * m->X[i + (ptrdiff_t)c * m->n];
+            for (int t = 0; t < m->nterms; t++) {
+                const svir_term *tm = &m->terms[t];
+                double *Gj = G + tm->off_z + (ptrdiff_t)tm->group[i] * tm->q;
+                for (int c = 0; c < tm->q; c++) Gj[c] += de * tm->Z[i + (ptrdiff_t)c * m->n];
+            }
+        }
+        w->llt[tid] = ll;
+        w->gauxt[tid] = ga;
+    }
+    /* deterministic reductions: thread order */
+    double ll = 0.0;
+    *gaux = 0.0;
+    for (int k = 0; k < p; k++) gb[k] = 0.0;
+    for (int tid = 0; tid < T; tid++) {
+        ll += w->llt[tid];
+        *gaux += w->gauxt[tid];
+        for (int k = 0; k < p; k++) gb[k] += w->gbt[(size_t)tid * (size_t)p + k];
+    }
+    if (T > 1) {
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(T) schedule(static)
+#endif
+        for (ptrdiff_t k = 0; k < w->npres; k++) {
+            const svir_term *tm = &m->terms[w->pres_term[k]];
+            const ptrdiff_t pos = tm->off_z + (ptrdiff_t)w->pres_group[k] * tm->q;
+            for (int tid = 1; tid < T; tid++)
+                for (int c = 0; c < tm->q; c++)
+                    w->Gt[pos + c] += w->Gt[(size_t)tid * (size_t)nz + pos + c];
+        }
+    }
+    return ll;
+}
+
+/* ELBO estimate at (gpar, lpar) with the noise and minibatch of `step`;
+ * writes the gradient into ggrad [ngp] and, for present groups, lgrad [nloc].
+ * Assumes select_batch was called for this step (minibatch). */
+static double estimate(work *w, long step, const double *gpar, const double *lpar,
+                       double *ggrad, double *lgrad)
+{
+    const svir_model *m = w->m;
+    const svir_control *c = w->c;
+    const ptrdiff_t D = w->D;
+    const int S = c->num_particles > 0 ? c->num_particles : 1;
+    const double invS = 1.0 / S, scale = w->scale;
+    const int fullrank = c->guide == SVIR_GUIDE_FULLRANK;
+    double elbo = 0.0;
+    double *gb = w->gb;
+
+    memset(ggrad, 0, sizeof(double) * (size_t)w->ngp);
+    for (ptrdiff_t k = 0; k < w->npres; k++) {
+        const svir_term *tm = &m->terms[w->pres_term[k]];
+        const ptrdiff_t lb = svir_local_block(tm->q);
+        memset(lgrad + tm->off_loc + (ptrdiff_t)w->pres_group[k] * lb, 0, sizeof(double) * (size_t)lb);
+    }
+
+    for (int s = 0; s < S; s++) {
+        draw_theta(w, gpar, SVIR_STREAM_GLOBAL, (uint64_t)step, (uint64_t)s * (uint64_t)D,
+                   w->eps, w->theta);
+        svir_unpack_globals(m, w->theta, &w->g);
+        memset(w->gtheta, 0, sizeof(double) * (size_t)D);
+        double lp = svir_log_prior(m, w->theta, w->gtheta);
+
+        /* local draws for the present groups */
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(w->T) schedule(static)
+#endif
+        for (ptrdiff_t k = 0; k < w->npres; k++) {
+            const svir_term *tm = &m->terms[w->pres_term[k]];
+            const int q = tm->q, j = w->pres_group[k];
+            const ptrdiff_t pos = tm->off_z + (ptrdiff_t)j * q;
+            const double *blk = lpar + tm->off_loc + (ptrdiff_t)j * svir_local_block(q);
+            draw_z(q, blk, w->key, SVIR_STREAM_LOCAL, (uint64_t)step,
+                   (uint64_t)s * (uint64_t)m->nz + (uint64_t)pos, w->noise + pos, w->z + pos);
+            b_from_z_group(q, w->g.A + tm->off_qq, w->z + pos, w->b + pos);
+        }
+
+        double gaux;
+        const double ll = batch_loglik(w, gb, &gaux);
+        for (int k = 0; k < m->p; k++) w->gtheta[k] += scale * gb[k];
+        if (m->off_sigma >= 0) w->gtheta[m->off_sigma] += scale * gaux;
+        if (m->off_phi >= 0) w->gtheta[m->off_phi] += scale * gaux;
+        elbo += invS * (m->ll_const + scale * ll + lp);
+
+        /* back through b = A z: to the local parameters and to A */
+        memset(w->dA, 0, sizeof(double) * (size_t)m->nqq);
+        for (ptrdiff_t k = 0; k < w->npres; k++) {
+            const svir_term *tm = &m->terms[w->pres_term[k]];
+            const int q = tm->q, j = w->pres_group[k];
+            const ptrdiff_t pos = tm->off_z + (ptrdiff_t)j * q;
+            const double *G = w->Gt + pos, *zj = w->z + pos;
+            double *dA = w->dA + tm->off_qq;
+            for (int r = 0; r < q; r++)
+                for (int cc = 0; cc <= r; cc++) dA[r * q + cc] += scale * G[r] * zj[cc];
+        }
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(w->T) schedule(static)
+#endif
+        for (ptrdiff_t k = 0; k < w->npres; k++) {
+            const svir_term *tm = &m->terms[w->pres_term[k]];
+            const int q = tm->q, j = w->pres_group[k];
+            const ptrdiff_t pos = tm->off_z + (ptrdiff_t)j * q;
+            const double *G = w->Gt + pos, *nz = w->noise + pos, *A = w->g.A + tm->off_qq;
+            const ptrdiff_t lo = tm->off_loc + (ptrdiff_t)j * svir_local_block(q);
+            const double *Cp = lpar + lo + q;
+            double *gm = lgrad + lo, *gC = lgrad + lo + q;
+            for (int cc = 0; cc < q; cc++) {
+                double dz = 0.0;
+                for (int r = cc; r < q; r++) dz += A[r * q + cc] * G[r];
+                dz *= scale * invS;
+                gm[cc] += dz;
+                /* z_cc = m_cc + sum_{l<cc} C_cc,l n_l + exp(logC_cc,cc) n_cc */
+                double *gCr = gC + cc * (cc + 1) / 2;
+                const double *Cr = Cp + cc * (cc + 1) / 2;
+                for (int l = 0; l < cc; l++) gCr[l] += dz * nz[l];
+                gCr[cc] += dz * nz[cc] * exp(Cr[cc]);
+            }
+        }
+        for (int t = 0; t < m->nterms; t++)
+            svir_backprop_A(m, t, w->theta, &w->g, w->dA + m->terms[t].off_qq, w->gtheta);
+
+        /* reparameterisation of the global guide */
+        for (ptrdiff_t d = 0; d < D; d++) ggrad[d] += invS * w->gtheta[d];
+        if (fullrank) {
+            double *gL = ggrad + D;
+            const double *L = gpar + D;
+            for (ptrdiff_t r = 0; r < D; r++) {
+                const ptrdiff_t o = r * (r + 1) / 2;
+                for (ptrdiff_t cc = 0; cc < r; cc++) gL[o + cc] += invS * w->gtheta[r] * w->eps[cc];
+                gL[o + r] += invS * w->gtheta[r] * w->eps[r] * exp(L[o + r]);
+            }
+        } else {
+            for (ptrdiff_t d = 0; d < D; d++)
+                ggrad[D + d] += invS * w->gtheta[d] * w->eps[d] * exp(gpar[D + d]);
+        }
+    }
+
+    /* entropy of the global guide */
+    double H = (double)D * 0.5 * (1.0 + SVIR_LOG_2PI);
+    if (fullrank) {
+        for (ptrdiff_t r = 0; r < D; r++) {
+            const ptrdiff_t o = D + r * (r + 1) / 2 + r;
+            H += gpar[o];
+            ggrad[o] += 1.0;
+        }
+    } else {
+        for (ptrdiff_t d = 0; d < D; d++) {
+            H += gpar[D + d];
+            ggrad[D + d] += 1.0;
+        }
+    }
+    elbo += H;
+
+    /* exact local KL terms, charged to the batch */
+    double kl = 0.0;
+    for (ptrdiff_t k = 0; k < w->npres; k++) {
+        const svir_term *tm = &m->terms[w->pres_term[k]];
+        const int q = tm->q, j = w->pres_group[k];
+        const ptrdiff_t lo = tm->off_loc + (ptrdiff_t)j * svir_local_block(q);
+        const double wt = scale * w->pres_cnt[k] / tm->nobs[j];
+        const double *mj = lpar + lo, *Cp = lpar + lo + q;
+        double *gm = lgrad + lo, *gC = lgrad + lo + q;
+        double klj = -0.5 * q;
+        for (int r = 0; r < q; r++) {
+            klj += 0.5 * mj[r] * mj[r];
+            gm[r] -= wt * mj[r];
+            const ptrdiff_t o = r * (r + 1) / 2;
+            for (int cc = 0; cc < r; cc++) {
+                klj += 0.5 * Cp[o + cc] * Cp[o + cc];
+                gC[o + cc] -= wt * Cp[o + cc];
+            }
+            const double Crr = exp(Cp[o + r]);
+            klj += 0.5 * Crr * Crr - Cp[o + r];
+            gC[o + r] -= wt * (Crr * Crr - 1.0);
+        }
+        kl += wt * klj;
+    }
+    elbo -= kl;
+    return elbo;
+}
+
+static int all_finite(const double *x, ptrdiff_t n)
+{
+    for (ptrdiff_t k = 0; k < n; k++)
+        if (!isfinite(x[k])) return 0;
+    return 1;
+}
+
+static int locals_finite(const work *w, const double *lgrad)
+{
+    const svir_model *m = w->m;
+    for (ptrdiff_t k = 0; k < w->npres; k++) {
+        const svir_term *tm = &m->terms[w->pres_term[k]];
+        const ptrdiff_t lb = svir_local_block(tm->q);
+        if (!all_finite(lgrad + tm->off_loc + (ptrdiff_t)w->pres_group[k] * lb, lb)) return 0;
+    }
+    return 1;
+}
+
+static void adam(double *par, double *mom, double *vel, const double *g, ptrdiff_t n,
+                 double lr, double bc1, double bc2)
+{
+    for (ptrdiff_t k = 0; k < n; k++) {
+        mom[k] = ADAM_B1 * mom[k] + (1.0 - ADAM_B1) * g[k];
+        vel[k] = ADAM_B2 * vel[k] + (1.0 - ADAM_B2) * g[k] * g[k];
+        par[k] += lr * (mom[k] / bc1) / (sqrt(vel[k] / bc2) + ADAM_EPS);
+    }
+}
+
+static void init_params(const svir_model *m, const svir_control *c, double *gpar, double *lpar)
+{
+    const ptrdiff_t D = m->D;
+    const double ls = log(c->init_scale > 0 ? c->init_scale : 0.1);
+    for (ptrdiff_t d = 0; d < D; d++) gpar[d] = c->init_mu ? c->init_mu[d] : 0.0;
+    if (c->guide == SVIR_GUIDE_FULLRANK) {
+        for (ptrdiff_t r = 0; r < D; r++)
+            for (ptrdiff_t cc = 0; cc <= r; cc++) gpar[D + r * (r + 1) / 2 + cc] = cc == r ? ls : 0.0;
+    } else {
+        for (ptrdiff_t d = 0; d < D; d++) gpar[D + d] = ls;
+    }
+    for (int t = 0; t < m->nterms; t++) {
+        const svir_term *tm = &m->terms[t];
+        const int q = tm->q;
+        for (int j = 0; j < tm->ngroups; j++) {
+            double *blk = lpar + tm->off_loc + (ptrdiff_t)j * svir_local_block(q);
+            for (int r = 0; r < q; r++) {
+                blk[r] = 0.0;
+                for (int cc = 0; cc <= r; cc++) blk[q + r * (r + 1) / 2 + cc] = cc == r ? ls : 0.0;
+            }
+        }
+    }
+}
+
+static double schedule_lr(const svir_control *c, double lr, long step)
+{
+    if (c->lr_schedule == SVIR_LR_DECAY)
+        return lr / sqrt(1.0 + (double)step / (double)(c->eval_every > 0 ? c->eval_every : 100));
+    return lr;
+}
+
+/* Posterior draws of the globals and the PSIS log ratios. */
+static int final_draws(work *w, const double *gpar, const double *lpar, svir_result *res)
+{
+    const svir_model *m = w->m;
+    const svir_control *c = w->c;
+    const ptrdiff_t D = w->D;
+    const int nd = c->ndraws;
+    res->ndraws = nd;
+    if (nd <= 0) return 0;
+    res->draws = calloc((size_t)nd * (size_t)D + 1, sizeof(double));
+    res->log_ratio = calloc((size_t)nd + 1, sizeof(double));
+    if (!res->draws || !res->log_ratio) return 2;
+    int fail = 0;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(w->T)
+#endif
+    {
+        double *eps = malloc(sizeof(double) * (size_t)(D + 1));
+        double *theta = malloc(sizeof(double) * (size_t)(D + 1));
+        double *z = malloc(sizeof(double) * (size_t)(m->nz + 1));
+        double *noise = malloc(sizeof(double) * (size_t)(m->qmax + 1));
+        if (!eps || !theta || !z || !noise) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+            fail = 1;
+        } else {
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (int s = 0; s < nd; s++) {
+                draw_theta(w, gpar, SVIR_STREAM_DRAWS, (uint64_t)s, 0, eps, theta);
+                double logq = 0.0;
+                if (c->guide == SVIR_GUIDE_FULLRANK) {
+                    for (ptrdiff_t r = 0; r < D; r++)
+                        logq += -0.5 * eps[r] * eps[r] - gpar[D + r * (r + 1) / 2 + r] - SVIR_LOG_SQRT_2PI;
+                } else {
+                    for (ptrdiff_t d = 0; d < D; d++)
+                        logq += -0.5 * eps[d] * eps[d] - gpar[D + d] - SVIR_LOG_SQRT_2PI;
+                }
+                for (ptrdiff_t d = 0; d < D; d++) res->draws[(size_t)s + (size_t)d * (size_t)nd] = theta[d];
+                for (int t = 0; t < m->nterms; t++) {
+                    const svir_term *tm = &m->terms[t];
+                    const int q = tm->q;
+                    for (int j = 0; j < tm->ngroups; j++) {
+                        const ptrdiff_t pos = tm->off_z + (ptrdiff_t)j * q;
+                        logq += draw_z(q, lpar + tm->off_loc + (ptrdiff_t)j * svir_local_block(q),
+                                       w->key, SVIR_STREAM_DRAWS_LOCAL, (uint64_t)s, (uint64_t)pos,
+                                       noise, z + pos);
+                    }
+                }
+                res->log_ratio[s] = svir_log_joint(m, theta, z, NULL, NULL, 1) - logq;
+            }
+        }
+        free(eps); free(theta); free(z); free(noise);
+    }
+    return fail ? 2 : 0;
+}
+
+int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *cb,
+             svir_result *res)
+{
+    memset(res, 0, sizeof(*res));
+    work w;
+    if (work_init(&w, m, c)) {
+        snprintf(res->message, sizeof res->message, "out of memory setting up the fit");
+        return 2;
+    }
+    const ptrdiff_t ngp = w.ngp, nloc = m->nloc;
+    const long maxs = c->max_steps > 0 ? c->max_steps : 1;
+    const int W = c->eval_every > 0 ? c->eval_every : 100;
+    int fail = 0;
+    double *gpar = xcalloc((size_t)ngp, sizeof(double), &fail);
+    double *lpar = xcalloc((size_t)nloc, sizeof(double), &fail);
+    double *gg = xcalloc((size_t)ngp, sizeof(double), &fail);
+    double *lg = xcalloc((size_t)nloc, sizeof(double), &fail);
+    double *gm1 = xcalloc((size_t)ngp, sizeof(double), &fail);
+    double *gm2 = xcalloc((size_t)ngp, sizeof(double), &fail);
+    double *lm1 = xcalloc((size_t)nloc, sizeof(double), &fail);
+    double *lm2 = xcalloc((size_t)nloc, sizeof(double), &fail);
+    double *gsum = xcalloc((size_t)ngp, sizeof(double), &fail);
+    double *lsum = xcalloc((size_t)nloc, sizeof(double), &fail);
+    double *gprev = xcalloc((size_t)ngp, sizeof(double), &fail);
+    double *lprev = xcalloc((size_t)nloc, sizeof(double), &fail);
+    res->elbo = xcalloc((size_t)maxs, sizeof(double), &fail);
+    res->lr_steps = xcalloc(64, sizeof(long), &fail);
+    int status = 0;
+    if (fail) {
+        snprintf(res->message, sizeof res->message, "out of memory allocating variational parameters");
+        status = 2;
+        goto done;
+    }
+    init_params(m, c, gpar, lpar);
+
+    double lr = c->lr;
+    long t_adam = 0, nsum = 0, nprev = 0, window_no = 0;
+    int reject_run = 0, reductions = 0, have_prev = 0;
+    double wsum = 0.0, wss = 0.0, prev_mean = 0.0, prev_var = 0.0, last_mean = NAN;
+    int wcount = 0;
+    res->stop_reason = SVIR_STOP_MAX_STEPS;
+    long step;
+    for (step = 0; step < maxs; step++) {
+        if (cb && cb->interrupted && step % 16 == 0 && cb->interrupted(cb->ctx)) {
+            res->stop_reason = SVIR_STOP_INTERRUPTED;
+            break;
+        }
+        if (!w.full) select_batch(&w, step);
+        const double elbo = estimate(&w, step, gpar, lpar, gg, lg);
+        if (!isfinite(elbo) || !all_finite(gg, ngp) || !locals_finite(&w, lg)) {
+            res->elbo[step] = NAN;
+            res->n_rejected++;
+            lr *= 0.5;
+            if (++reject_run >= MAX_REJECT) {
+                res->stop_reason = SVIR_STOP_DIVERGED;
+                step++;
+                break;
+            }
+            continue;
+        }
+        reject_run = 0;
+        res->elbo[step] = elbo;
+        t_adam++;
+        const double bc1 = 1.0 - pow(ADAM_B1, (double)t_adam);
+        const double bc2 = 1.0 - pow(ADAM_B2, (double)t_adam);
+        const double lr_t = schedule_lr(c, lr, step);
+        adam(gpar, gm1, gm2, gg, ngp, lr_t, bc1, bc2);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(w.T) schedule(static)
+#endif
+        for (ptrdiff_t k = 0; k < w.npres; k++) {
+            const svir_term *tm = &m->terms[w.pres_term[k]];
+            const ptrdiff_t lb = svir_local_block(tm->q);
+            const ptrdiff_t o = tm->off_loc + (ptrdiff_t)w.pres_group[k] * lb;
+            adam(lpar + o, lm1 + o, lm2 + o, lg + o, lb, lr_t, bc1, bc2);
+        }
+        /* running sums for the window average of the parameters */
+        for (ptrdiff_t k = 0; k < ngp; k++) gsum[k] += gpar[k];
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(w.T) schedule(static)
+#endif
+        for (ptrdiff_t k = 0; k < nloc; k++) lsum[k] += lpar[k];
+        nsum++;
+        wsum += elbo;
+        wss += elbo * elbo;
+        wcount++;
+        if (cb && cb->progress && step % 10 == 0) cb->progress(cb->ctx, step, maxs, elbo);
+
+        if (wcount == W) {
+            const double mean = wsum / W;
+            const double var = W > 1 ? fmax(0.0, (wss - W * mean * mean) / (W - 1)) : 0.0;
+            int plateau = 0;
+            if (have_prev) {
+                /* no improvement beyond tol_rel_obj * |ELBO|, nor beyond the
+                 * noise of the two window means */
+                const double se = sqrt((var + prev_var) / W);
+                const double thr = fmax(c->tol_rel_obj * fabs(mean), 2.0 * se);
+                plateau = mean - prev_mean < thr;
+            }
+            /* keep this window's parameter average */
+            for (ptrdiff_t k = 0; k < ngp; k++) gprev[k] = gsum[k] / (double)nsum;
+            for (ptrdiff_t k = 0; k < nloc; k++) lprev[k] = lsum[k] / (double)nsum;
+            nprev = nsum;
+            memset(gsum, 0, sizeof(double) * (size_t)ngp);
+            memset(lsum, 0, sizeof(double) * (size_t)nloc);
+            nsum = 0;
+            last_mean = mean;
+            prev_mean = mean;
+            prev_var = var;
+            have_prev = 1;
+            wsum = wss = 0.0;
+            wcount = 0;
+            window_no++;
+            if (plateau) {
+                if (c->lr_schedule == SVIR_LR_PLATEAU && reductions < c->patience) {
+                    lr *= c->lr_decay;
+                    if (res->n_lr_steps < 64) res->lr_steps[res->n_lr_steps++] = step + 1;
+                    reductions++;
+                    have_prev = 0; /* the next window restarts the comparison */
+                } else {
+                    res->stop_reason = SVIR_STOP_CONVERGED;
+                    step++;
+                    break;
+                }
+            }
+        }
+    }
+    res->steps = step;
+    res->lr_final = lr;
+    (void)window_no;
+
+    /* final parameters: the average over the last complete window, or over the
+     * partial one if it is long enough; the current ones after divergence */
+    if (res->stop_reason != SVIR_STOP_DIVERGED) {
+        if (nsum >= W / 2 || (nsum > 0 && nprev == 0)) {
+            for (ptrdiff_t k = 0; k < ngp; k++) gpar[k] = gsum[k] / (double)nsum;
+            for (ptrdiff_t k = 0; k < nloc; k++) lpar[k] = lsum[k] / (double)nsum;
+        } else if (nprev > 0) {
+            memcpy(gpar, gprev, sizeof(double) * (size_t)ngp);
+            memcpy(lpar, lprev, sizeof(double) * (size_t)nloc);
+        }
+    }
+    res->elbo_final = !isnan(last_mean) ? last_mean : (wcount > 0 ? wsum / wcount : NAN);
+
+    if (final_draws(&w, gpar, lpar, res)) {
+        snprintf(res->message, sizeof res->message, "out of memory drawing from the posterior");
+        status = 2;
+    }
+    res->gpar = gpar;
+    res->lpar = lpar;
+    gpar = lpar = NULL;
+
+done:
+    free(gpar); free(lpar); free(gg); free(lg); free(gm1); free(gm2); free(lm1); free(lm2);
+    free(gsum); free(lsum); free(gprev); free(lprev);
+    work_free(&w);
+    return status;
+}
+
+void svir_result_free(svir_result *res)
+{
+    free(res->gpar); free(res->lpar); free(res->elbo); free(res->lr_steps);
+    free(res->draws); free(res->log_ratio);
+    memset(res, 0, sizeof(*res));
+}
+
+int svir_elbo_grad(const svir_model *m, const svir_control *c, const double *gpar,
+                   const double *lpar, long step, double *elbo, double *grad,
+                   char *err, size_t errlen)
+{
+    work w;
+    if (work_init(&w, m, c)) {
+        snprintf(err, errlen, "out of memory");
+        return 2;
+    }
+    memset(grad, 0, sizeof(double) * (size_t)(w.ngp + m->nloc));
+    if (!w.full) select_batch(&w, step);
+    *elbo = estimate(&w, step, gpar, lpar, grad, grad + w.ngp);
+    work_free(&w);
+    return 0;
+}

@@ -1,0 +1,78 @@
+/* SVI engine: guides, ELBO gradient estimator, Adam, step-size schedule,
+ * stopping rule, posterior draws. Plain C, no R API. */
+#ifndef SVIR_ENGINE_H
+#define SVIR_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "svir_glmm.h"
+
+enum { SVIR_GUIDE_MEANFIELD = 0, SVIR_GUIDE_FULLRANK = 1 };
+enum { SVIR_LR_CONSTANT = 0, SVIR_LR_PLATEAU = 1, SVIR_LR_DECAY = 2 };
+enum {
+    SVIR_STOP_CONVERGED = 0, SVIR_STOP_MAX_STEPS = 1,
+    SVIR_STOP_DIVERGED = 2, SVIR_STOP_INTERRUPTED = 3
+};
+
+typedef struct {
+    int guide;
+    long max_steps;
+    double lr;
+    int lr_schedule;
+    double lr_decay;
+    int eval_every;         /* window of the stopping rule */
+    double tol_rel_obj;
+    int patience;           /* plateau: step-size reductions before stopping */
+    int num_particles;
+    ptrdiff_t batch_size;   /* 0 (or >= n): full batch */
+    int threads;            /* >= 1 */
+    int ndraws;
+    double init_scale;
+    uint64_t seed;
+    const double *init_mu;  /* [D] or NULL */
+} svir_control;
+
+typedef struct {
+    int (*interrupted)(void *ctx);
+    void (*progress)(void *ctx, long step, long max_steps, double elbo);
+    void *ctx;
+} svir_callbacks;
+
+/* Variational parameters, flat:
+ *   global: mu[D], then omega[D] (meanfield, log sd) or the packed row-major
+ *           lower triangle of L (fullrank, D(D+1)/2, log diagonal);
+ *   local:  per term, per group: m[q], packed C (q(q+1)/2, log diagonal). */
+ptrdiff_t svir_n_global_par(const svir_model *m, int guide);
+
+typedef struct {
+    double *gpar, *lpar;    /* final variational parameters */
+    double *elbo;           /* [max_steps] trace (NaN for rejected steps) */
+    long steps;
+    int stop_reason;
+    double lr_final;
+    long n_rejected;
+    double elbo_final;      /* mean ELBO over the last window */
+    long *lr_steps;         /* steps at which the step size was reduced */
+    int n_lr_steps;
+    int ndraws;
+    double *draws;          /* [ndraws x D] column-major, internal units */
+    double *log_ratio;      /* [ndraws] log p(y,theta,z) - log q(theta) - log q(z) */
+    char message[512];
+} svir_result;
+
+/* Fits; returns 0 on success (any stop reason) or an error status with a
+ * message in res->message. res must be released with svir_result_free. */
+int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *cb,
+             svir_result *res);
+void svir_result_free(svir_result *res);
+
+/* One-step ELBO estimate and its exact gradient at the given variational
+ * parameters, with the noise and minibatch of step `step` (for gradient tests).
+ * grad has n_global_par + nloc entries; entries of locals absent from the
+ * minibatch are zero. */
+int svir_elbo_grad(const svir_model *m, const svir_control *c, const double *gpar,
+                   const double *lpar, long step, double *elbo, double *grad,
+                   char *err, size_t errlen);
+
+#endif

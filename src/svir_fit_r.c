@@ -1,0 +1,395 @@
+/* Glue between R and the engine: reads the spec and control lists
+ * (dev/CONTRACT.md), runs the engine, builds the result list. The engine's
+ * memory lives in an external pointer with a finalizer, so an R error in the
+ * middle (allocation failure, bad input) cannot leak it. */
+#define R_NO_REMAP
+#include <R.h>
+#include <Rinternals.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "svir_engine.h"
+
+typedef struct {
+    svir_model m;
+    svir_result res;
+    int has_model, has_res;
+} holder;
+
+static void holder_release(holder *h)
+{
+    if (!h) return;
+    if (h->has_model) svir_model_free(&h->m);
+    if (h->has_res) svir_result_free(&h->res);
+    free(h->m.terms);
+    free(h);
+}
+
+static void holder_finalize(SEXP p)
+{
+    holder_release(R_ExternalPtrAddr(p));
+    R_ClearExternalPtr(p);
+}
+
+static SEXP holder_new(holder **out)
+{
+    holder *h = calloc(1, sizeof(holder));
+    if (!h) Rf_error("svir: out of memory");
+    SEXP p = PROTECT(R_MakeExternalPtr(h, R_NilValue, R_NilValue));
+    R_RegisterCFinalizerEx(p, holder_finalize, TRUE);
+    UNPROTECT(1);
+    *out = h;
+    return p;
+}
+
+static void holder_done(SEXP p)
+{
+    holder_release(R_ExternalPtrAddr(p));
+    R_ClearExternalPtr(p);
+}
+
+static SEXP get(SEXP list, const char *name)
+{
+    SEXP nms = Rf_getAttrib(list, R_NamesSymbol);
+    for (R_xlen_t k = 0; k < Rf_xlength(list); k++)
+        if (strcmp(CHAR(STRING_ELT(nms, k)), name) == 0) return VECTOR_ELT(list, k);
+    return R_NilValue;
+}
+
+static const double *get_dbl(SEXP list, const char *name, R_xlen_t len, int optional)
+{
+    SEXP x = get(list, name);
+    if (Rf_isNull(x)) {
+        if (optional) return NULL;
+        Rf_error("svir internal error: spec$%s is missing", name);
+    }
+    if (TYPEOF(x) != REALSXP) Rf_error("svir internal error: spec$%s must be double", name);
+    if (len >= 0 && Rf_xlength(x) != len)
+        Rf_error("svir internal error: spec$%s has length %lld, expected %lld", name,
+                 (long long)Rf_xlength(x), (long long)len);
+    return REAL(x);
+}
+
+static int get_int(SEXP list, const char *name, int dflt)
+{
+    SEXP x = get(list, name);
+    if (Rf_isNull(x)) return dflt;
+    return Rf_asInteger(x);
+}
+
+static double get_num(SEXP list, const char *name, double dflt)
+{
+    SEXP x = get(list, name);
+    if (Rf_isNull(x)) return dflt;
+    return Rf_asReal(x);
+}
+
+/* Fills h->m from the spec list; pointers refer to R memory held by spec. */
+static void read_spec(SEXP spec, holder *h)
+{
+    svir_model *m = &h->m;
+    SEXP y = get(spec, "y");
+    if (TYPEOF(y) != REALSXP) Rf_error("svir internal error: spec$y must be double");
+    m->n = Rf_xlength(y);
+    m->y = REAL(y);
+    SEXP X = get(spec, "X");
+    if (TYPEOF(X) != REALSXP || !Rf_isMatrix(X) || Rf_nrows(X) != m->n)
+        Rf_error("svir internal error: spec$X must be a double matrix with one row per observation");
+    m->X = REAL(X);
+    m->p = Rf_ncols(X);
+    m->trials = get_dbl(spec, "trials", m->n, 1);
+    m->offset = get_dbl(spec, "offset", m->n, 1);
+    m->family = get_int(spec, "family", 0);
+    m->link = get_int(spec, "link", 0);
+    SEXP terms = get(spec, "terms");
+    m->nterms = Rf_isNull(terms) ? 0 : (int)Rf_xlength(terms);
+    m->terms = calloc((size_t)m->nterms + 1, sizeof(svir_term));
+    if (!m->terms) Rf_error("svir: out of memory");
+    for (int t = 0; t < m->nterms; t++) {
+        SEXP tm = VECTOR_ELT(terms, t);
+        svir_term *st = &m->terms[t];
+        SEXP g = get(tm, "group"), Z = get(tm, "Z");
+        if (TYPEOF(g) != INTSXP || Rf_xlength(g) != m->n)
+            Rf_error("svir internal error: term %d group must be integer of length n", t + 1);
+        if (TYPEOF(Z) != REALSXP || !Rf_isMatrix(Z) || Rf_nrows(Z) != m->n)
+            Rf_error("svir internal error: term %d Z must be a double matrix with n rows", t + 1);
+        st->group = INTEGER(g);
+        st->Z = REAL(Z);
+        st->q = Rf_ncols(Z);
+        st->ngroups = get_int(tm, "ngroups", 0);
+        st->correlated = Rf_asLogical(get(tm, "correlated")) == TRUE;
+    }
+    char err[256];
+    int status = svir_model_init(m, err, sizeof err);
+    h->has_model = 1;
+    if (status) Rf_error("svir: %s", err);
+    SEXP pt = get(spec, "prior_type");
+    if (TYPEOF(pt) != INTSXP || Rf_xlength(pt) != m->D)
+        Rf_error("svir internal error: spec$prior_type must be integer of length %lld", (long long)m->D);
+    m->prior_type = INTEGER(pt);
+    m->prior_df = get_dbl(spec, "prior_df", m->D, 0);
+    m->prior_loc = get_dbl(spec, "prior_loc", m->D, 0);
+    m->prior_scale = get_dbl(spec, "prior_scale", m->D, 0);
+}
+
+static void read_control(SEXP ctrl, SEXP spec, const svir_model *m, svir_control *c)
+{
+    memset(c, 0, sizeof(*c));
+    SEXP guide = get(ctrl, "guide");
+    c->guide = (Rf_isString(guide) && strcmp(CHAR(STRING_ELT(guide, 0)), "fullrank") == 0)
+        ? SVIR_GUIDE_FULLRANK : SVIR_GUIDE_MEANFIELD;
+    c->max_steps = (long)get_num(ctrl, "max_steps", 10000);
+    c->lr = get_num(ctrl, "lr", 0.05);
+    SEXP sch = get(ctrl, "lr_schedule");
+    c->lr_schedule = SVIR_LR_PLATEAU;
+    if (Rf_isString(sch)) {
+        const char *s = CHAR(STRING_ELT(sch, 0));
+        c->lr_schedule = strcmp(s, "constant") == 0 ? SVIR_LR_CONSTANT :
+            strcmp(s, "decay") == 0 ? SVIR_LR_DECAY : SVIR_LR_PLATEAU;
+    }
+    c->lr_decay = get_num(ctrl, "lr_decay", 0.3);
+    c->eval_every = get_int(ctrl, "eval_every", 100);
+    c->tol_rel_obj = get_num(ctrl, "tol_rel_obj", 1e-4);
+    c->patience = get_int(ctrl, "patience", 3);
+    c->num_particles = get_int(ctrl, "num_particles", 1);
+    SEXP bs = get(ctrl, "batch_size");
+    c->batch_size = Rf_isNull(bs) ? 0 : (ptrdiff_t)Rf_asReal(bs);
+    int threads = get_int(ctrl, "threads", 0);
+#ifdef _OPENMP
+    if (threads <= 0) threads = omp_get_max_threads();
+#else
+    threads = 1;
+#endif
+    c->threads = threads > 0 ? threads : 1;
+    c->ndraws = get_int(ctrl, "ndraws", 1000);
+    c->init_scale = get_num(ctrl, "init_scale", 0.1);
+    double seed = get_num(ctrl, "seed", 1.0);
+    if (!(seed >= 0) || seed > 9007199254740992.0) Rf_error("svir internal error: seed out of range");
+    c->seed = (uint64_t)seed;
+    c->init_mu = get_dbl(spec, "init_mu", m->D, 1);
+}
+
+static void check_interrupt_fn(void *data)
+{
+    (void)data;
+    R_CheckUserInterrupt();
+}
+
+/* R_ToplevelExec catches the interrupt's longjmp, so the engine unwinds itself. */
+static int check_interrupt_cb(void *ctx)
+{
+    (void)ctx;
+    return !R_ToplevelExec(check_interrupt_fn, NULL);
+}
+
+static void progress_eval(void *data)
+{
+    SEXP call = (SEXP)data;
+    Rf_eval(call, R_GlobalEnv);
+}
+
+static void progress_cb(void *ctx, long step, long max_steps, double elbo)
+{
+    (void)max_steps;
+    SEXP fun = (SEXP)ctx;
+    SEXP s = PROTECT(Rf_ScalarReal((double)step));
+    SEXP e = PROTECT(Rf_ScalarReal(elbo));
+    SEXP call = PROTECT(Rf_lang3(fun, s, e));
+    R_ToplevelExec(progress_eval, call); /* errors in the bar must not unwind the engine */
+    UNPROTECT(3);
+}
+
+static const char *stop_name(int r)
+{
+    switch (r) {
+    case SVIR_STOP_CONVERGED: return "converged";
+    case SVIR_STOP_MAX_STEPS: return "max_steps";
+    case SVIR_STOP_DIVERGED: return "diverged";
+    default: return "interrupted";
+    }
+}
+
+/* Local parameters: per term a list of (J x q) means and (J x q(q+1)/2) packed C. */
+static SEXP locals_to_r(const svir_model *m, const double *lpar, int want_C)
+{
+    SEXP out = PROTECT(Rf_allocVector(VECSXP, m->nterms));
+    for (int t = 0; t < m->nterms; t++) {
+        const svir_term *tm = &m->terms[t];
+        const int q = tm->q, J = tm->ngroups;
+        const int nc = want_C ? q * (q + 1) / 2 : q;
+        const ptrdiff_t lb = svir_local_block(q);
+        SEXP x = PROTECT(Rf_allocMatrix(REALSXP, J, nc));
+        double *px = REAL(x);
+        for (int j = 0; j < J; j++) {
+            const double *blk = lpar + tm->off_loc + (ptrdiff_t)j * lb + (want_C ? q : 0);
+            for (int k = 0; k < nc; k++) px[j + (ptrdiff_t)k * J] = blk[k];
+        }
+        SET_VECTOR_ELT(out, t, x);
+        UNPROTECT(1);
+    }
+    UNPROTECT(1);
+    return out;
+}
+
+static void set_elt(SEXP list, SEXP names, int k, const char *name, SEXP val)
+{
+    SET_VECTOR_ELT(list, k, val);
+    SET_STRING_ELT(names, k, Rf_mkChar(name));
+}
+
+SEXP svir_fit_r(SEXP spec, SEXP ctrl)
+{
+    holder *h;
+    SEXP hp = PROTECT(holder_new(&h));
+    read_spec(spec, h);
+    svir_control c;
+    read_control(ctrl, spec, &h->m, &c);
+    SEXP prog = get(ctrl, "progress_fun");
+    svir_callbacks cb = {check_interrupt_cb, NULL, NULL};
+    if (Rf_isFunction(prog)) {
+        cb.progress = progress_cb;
+        cb.ctx = prog;
+    }
+    h->has_res = 1;
+    int status = svir_fit(&h->m, &c, &cb, &h->res);
+    if (status) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "%s", h->res.message);
+        holder_done(hp);
+        UNPROTECT(1);
+        Rf_error("svir: %s", msg);
+    }
+    const svir_model *m = &h->m;
+    const svir_result *r = &h->res;
+    const ptrdiff_t D = m->D;
+
+    const int nout = 14;
+    SEXP out = PROTECT(Rf_allocVector(VECSXP, nout));
+    SEXP nms = PROTECT(Rf_allocVector(STRSXP, nout));
+    int k = 0;
+    SEXP mu = PROTECT(Rf_allocVector(REALSXP, D));
+    memcpy(REAL(mu), r->gpar, sizeof(double) * (size_t)D);
+    set_elt(out, nms, k++, "mu", mu);
+    if (c.guide == SVIR_GUIDE_FULLRANK) {
+        SEXP L = PROTECT(Rf_allocMatrix(REALSXP, (int)D, (int)D));
+        double *pL = REAL(L);
+        for (ptrdiff_t i = 0; i < D * D; i++) pL[i] = 0.0;
+        for (ptrdiff_t row = 0; row < D; row++)
+            for (ptrdiff_t col = 0; col <= row; col++) {
+                const double v = r->gpar[D + row * (row + 1) / 2 + col];
+                pL[row + col * D] = col == row ? exp(v) : v;
+            }
+        set_elt(out, nms, k++, "L", L);
+    } else {
+        SEXP om = PROTECT(Rf_allocVector(REALSXP, D));
+        memcpy(REAL(om), r->gpar + D, sizeof(double) * (size_t)D);
+        set_elt(out, nms, k++, "omega", om);
+    }
+    set_elt(out, nms, k++, "m", locals_to_r(m, r->lpar, 0));
+    set_elt(out, nms, k++, "C", locals_to_r(m, r->lpar, 1));
+    SEXP el = PROTECT(Rf_allocVector(REALSXP, r->steps));
+    memcpy(REAL(el), r->elbo, sizeof(double) * (size_t)r->steps);
+    set_elt(out, nms, k++, "elbo", el);
+    set_elt(out, nms, k++, "steps", Rf_ScalarInteger((int)r->steps));
+    set_elt(out, nms, k++, "stop_reason", Rf_mkString(stop_name(r->stop_reason)));
+    set_elt(out, nms, k++, "lr_final", Rf_ScalarReal(r->lr_final));
+    set_elt(out, nms, k++, "n_rejected", Rf_ScalarInteger((int)r->n_rejected));
+    set_elt(out, nms, k++, "elbo_final", Rf_ScalarReal(r->elbo_final));
+    SEXP lrs = PROTECT(Rf_allocVector(REALSXP, r->n_lr_steps));
+    for (int i = 0; i < r->n_lr_steps; i++) REAL(lrs)[i] = (double)r->lr_steps[i];
+    set_elt(out, nms, k++, "lr_steps", lrs);
+    SEXP dr = PROTECT(Rf_allocMatrix(REALSXP, r->ndraws, (int)D));
+    if (r->ndraws > 0) memcpy(REAL(dr), r->draws, sizeof(double) * (size_t)r->ndraws * (size_t)D);
+    set_elt(out, nms, k++, "draws", dr);
+    SEXP lr = PROTECT(Rf_allocVector(REALSXP, r->ndraws));
+    if (r->ndraws > 0) memcpy(REAL(lr), r->log_ratio, sizeof(double) * (size_t)r->ndraws);
+    set_elt(out, nms, k++, "log_ratio", lr);
+    SEXP vp = PROTECT(Rf_allocVector(REALSXP, svir_n_global_par(m, c.guide) + m->nloc));
+    memcpy(REAL(vp), r->gpar, sizeof(double) * (size_t)svir_n_global_par(m, c.guide));
+    memcpy(REAL(vp) + svir_n_global_par(m, c.guide), r->lpar, sizeof(double) * (size_t)m->nloc);
+    set_elt(out, nms, k++, "vpar", vp);
+    Rf_setAttrib(out, R_NamesSymbol, nms);
+    holder_done(hp);
+    UNPROTECT(3 + 7);
+    return out;
+}
+
+static void z_from_r(const svir_model *m, SEXP zl, double *z)
+{
+    if (Rf_xlength(zl) != m->nterms) Rf_error("svir internal error: z must have one matrix per term");
+    for (int t = 0; t < m->nterms; t++) {
+        const svir_term *tm = &m->terms[t];
+        SEXP x = VECTOR_ELT(zl, t);
+        if (TYPEOF(x) != REALSXP || Rf_xlength(x) != (R_xlen_t)tm->ngroups * tm->q)
+            Rf_error("svir internal error: z[[%d]] must be a %d x %d double matrix", t + 1,
+                     tm->ngroups, tm->q);
+        for (int j = 0; j < tm->ngroups; j++)
+            for (int c = 0; c < tm->q; c++)
+                z[tm->off_z + (ptrdiff_t)j * tm->q + c] = REAL(x)[j + (ptrdiff_t)c * tm->ngroups];
+    }
+}
+
+SEXP svir_logdensity_r(SEXP spec, SEXP theta, SEXP zl)
+{
+    holder *h;
+    SEXP hp = PROTECT(holder_new(&h));
+    read_spec(spec, h);
+    const svir_model *m = &h->m;
+    if (TYPEOF(theta) != REALSXP || Rf_xlength(theta) != m->D)
+        Rf_error("svir internal error: theta must be double of length %lld", (long long)m->D);
+    SEXP z = PROTECT(Rf_allocVector(REALSXP, m->nz));
+    z_from_r(m, zl, REAL(z));
+    SEXP gt = PROTECT(Rf_allocVector(REALSXP, m->D));
+    SEXP gz = PROTECT(Rf_allocVector(REALSXP, m->nz));
+    const double lp = svir_log_joint(m, REAL(theta), REAL(z), REAL(gt), REAL(gz), 1);
+    SEXP gzl = PROTECT(Rf_allocVector(VECSXP, m->nterms));
+    for (int t = 0; t < m->nterms; t++) {
+        const svir_term *tm = &m->terms[t];
+        SEXP x = PROTECT(Rf_allocMatrix(REALSXP, tm->ngroups, tm->q));
+        for (int j = 0; j < tm->ngroups; j++)
+            for (int c = 0; c < tm->q; c++)
+                REAL(x)[j + (ptrdiff_t)c * tm->ngroups] = REAL(gz)[tm->off_z + (ptrdiff_t)j * tm->q + c];
+        SET_VECTOR_ELT(gzl, t, x);
+        UNPROTECT(1);
+    }
+    SEXP out = PROTECT(Rf_allocVector(VECSXP, 3));
+    SEXP nms = PROTECT(Rf_allocVector(STRSXP, 3));
+    set_elt(out, nms, 0, "logp", Rf_ScalarReal(lp));
+    set_elt(out, nms, 1, "grad_theta", gt);
+    set_elt(out, nms, 2, "grad_z", gzl);
+    Rf_setAttrib(out, R_NamesSymbol, nms);
+    holder_done(hp);
+    UNPROTECT(7);
+    return out;
+}
+
+SEXP svir_elbo_grad_r(SEXP spec, SEXP ctrl, SEXP vpar, SEXP step)
+{
+    holder *h;
+    SEXP hp = PROTECT(holder_new(&h));
+    read_spec(spec, h);
+    svir_control c;
+    read_control(ctrl, spec, &h->m, &c);
+    const svir_model *m = &h->m;
+    const ptrdiff_t ng = svir_n_global_par(m, c.guide);
+    if (TYPEOF(vpar) != REALSXP || Rf_xlength(vpar) != ng + m->nloc)
+        Rf_error("svir internal error: vpar must be double of length %lld", (long long)(ng + m->nloc));
+    SEXP grad = PROTECT(Rf_allocVector(REALSXP, ng + m->nloc));
+    double elbo;
+    char err[256];
+    if (svir_elbo_grad(m, &c, REAL(vpar), REAL(vpar) + ng, (long)Rf_asReal(step), &elbo,
+                       REAL(grad), err, sizeof err))
+        Rf_error("svir: %s", err);
+    SEXP out = PROTECT(Rf_allocVector(VECSXP, 2));
+    SEXP nms = PROTECT(Rf_allocVector(STRSXP, 2));
+    set_elt(out, nms, 0, "elbo", Rf_ScalarReal(elbo));
+    set_elt(out, nms, 1, "grad", grad);
+    Rf_setAttrib(out, R_NamesSymbol, nms);
+    holder_done(hp);
+    UNPROTECT(4);
+    return out;
+}

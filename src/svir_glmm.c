@@ -1,0 +1,456 @@
+/* GLMM log density and hand-derived gradients (no R API). */
+#include "svir_glmm.h"
+#include "svir_math.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static double obs_const(const svir_model *m, ptrdiff_t i)
+{
+    const double y = m->y[i];
+    switch (m->family) {
+    case SVIR_GAUSSIAN:
+        return -SVIR_LOG_SQRT_2PI;
+    case SVIR_BINOMIAL: {
+        const double t = m->trials ? m->trials[i] : 1.0;
+        if (t == 1.0) return 0.0;
+        return svir_lgamma(t + 1) - svir_lgamma(y + 1) - svir_lgamma(t - y + 1);
+    }
+    default: /* poisson, negbin */
+        return y < 2 ? 0.0 : -svir_lgamma(y + 1);
+    }
+}
+
+int svir_model_init(svir_model *m, char *err, size_t errlen)
+{
+    if (m->n < 1 || m->p < 0) {
+        snprintf(err, errlen, "the model has no observations");
+        return 1;
+    }
+    ptrdiff_t off = m->p, nz = 0, nloc = 0, nqq = 0;
+    m->qmax = 1;
+    for (int t = 0; t < m->nterms; t++) {
+        svir_term *tm = &m->terms[t];
+        tm->nobs = NULL;
+        if (tm->q < 1 || tm->ngroups < 1) {
+            snprintf(err, errlen, "random-effect term %d is empty", t + 1);
+            return 1;
+        }
+        if (tm->q == 1) tm->correlated = 0;
+        tm->off_sd = off;
+        off += tm->q;
+        tm->off_z = nz;
+        nz += (ptrdiff_t)tm->ngroups * tm->q;
+        tm->off_loc = nloc;
+        nloc += (ptrdiff_t)tm->ngroups * svir_local_block(tm->q);
+        tm->off_qq = nqq;
+        nqq += (ptrdiff_t)tm->q * tm->q;
+        if (tm->q > m->qmax) m->qmax = tm->q;
+    }
+    for (int t = 0; t < m->nterms; t++) {
+        svir_term *tm = &m->terms[t];
+        if (tm->correlated) {
+            tm->off_cpc = off;
+            off += (ptrdiff_t)tm->q * (tm->q - 1) / 2;
+        } else {
+            tm->off_cpc = -1;
+        }
+    }
+    m->off_sigma = m->family == SVIR_GAUSSIAN ? off++ : -1;
+    m->off_phi = m->family == SVIR_NEGBIN ? off++ : -1;
+    m->D = off;
+    m->nz = nz;
+    m->nloc = nloc;
+    m->nqq = nqq;
+
+    for (int t = 0; t < m->nterms; t++) {
+        svir_term *tm = &m->terms[t];
+        tm->nobs = calloc((size_t)tm->ngroups, sizeof(double));
+        if (!tm->nobs) {
+            snprintf(err, errlen, "out of memory");
+            return 2;
+        }
+        for (ptrdiff_t i = 0; i < m->n; i++) {
+            const int g = tm->group[i];
+            if (g < 0 || g >= tm->ngroups) {
+                snprintf(err, errlen, "group index out of range in term %d", t + 1);
+                return 1;
+            }
+            tm->nobs[g] += 1.0;
+        }
+    }
+    double c = 0.0;
+    for (ptrdiff_t i = 0; i < m->n; i++) c += obs_const(m, i);
+    m->ll_const = c;
+    return 0;
+}
+
+void svir_model_free(svir_model *m)
+{
+    for (int t = 0; t < m->nterms; t++) {
+        free(m->terms[t].nobs);
+        m->terms[t].nobs = NULL;
+    }
+}
+
+int svir_globals_alloc(const svir_model *m, svir_globals *g)
+{
+    ptrdiff_t nsd = 0;
+    for (int t = 0; t < m->nterms; t++) nsd += m->terms[t].q;
+    g->sd = malloc(sizeof(double) * (size_t)(nsd + 1));
+    g->L = malloc(sizeof(double) * (size_t)(m->nqq + 1));
+    g->A = malloc(sizeof(double) * (size_t)(m->nqq + 1));
+    return g->sd && g->L && g->A ? 0 : 2;
+}
+
+void svir_globals_free(svir_globals *g)
+{
+    free(g->sd);
+    free(g->L);
+    free(g->A);
+    g->sd = g->L = g->A = NULL;
+}
+
+int svir_is_positive_par(const svir_model *m, ptrdiff_t k)
+{
+    if (k == m->off_sigma || k == m->off_phi) return 1;
+    for (int t = 0; t < m->nterms; t++) {
+        const svir_term *tm = &m->terms[t];
+        if (k >= tm->off_sd && k < tm->off_sd + tm->q) return 1;
+    }
+    return 0;
+}
+
+static double term_lkj_eta(const svir_model *m, const svir_term *tm)
+{
+    const ptrdiff_t k = tm->off_cpc;
+    return m->prior_type[k] == SVIR_PRIOR_LKJ ? m->prior_df[k] : 1.0;
+}
+
+void svir_unpack_globals(const svir_model *m, const double *theta, svir_globals *g)
+{
+    g->beta = theta;
+    for (int t = 0; t < m->nterms; t++) {
+        const svir_term *tm = &m->terms[t];
+        const int q = tm->q;
+        double *sd = g->sd + (tm->off_sd - m->p);
+        double *L = g->L + tm->off_qq, *A = g->A + tm->off_qq;
+        for (int k = 0; k < q; k++) sd[k] = exp(theta[tm->off_sd + k]);
+        if (tm->correlated) {
+            svir_cpc_forward(theta + tm->off_cpc, q, 1.0, L);
+        } else {
+            memset(L, 0, sizeof(double) * (size_t)(q * q));
+            for (int k = 0; k < q; k++) L[k * q + k] = 1.0;
+        }
+        for (int r = 0; r < q; r++)
+            for (int c = 0; c < q; c++) A[r * q + c] = sd[r] * L[r * q + c];
+    }
+    g->sigma = m->off_sigma >= 0 ? exp(theta[m->off_sigma]) : 1.0;
+    g->phi = m->off_phi >= 0 ? exp(theta[m->off_phi]) : 1.0;
+}
+
+/* ---- Stan's cholesky_corr transform with LKJ prior ---------------------- */
+
+double svir_cpc_forward(const double *y, int q, double eta, double *L)
+{
+    double lp = 0.0;
+    memset(L, 0, sizeof(double) * (size_t)(q * q));
+    L[0] = 1.0;
+    int k = 0;
+    for (int i = 1; i < q; i++) {
+        double z = tanh(y[k++]);
+        lp += log1p(-z * z);
+        L[i * q] = z;
+        double s = z * z;
+        for (int j = 1; j < i; j++) {
+            z = tanh(y[k++]);
+            lp += log1p(-z * z);
+            lp += 0.5 * log1p(-s);
+            L[i * q + j] = z * sqrt(1.0 - s);
+            s += L[i * q + j] * L[i * q + j];
+        }
+        L[i * q + i] = sqrt(1.0 - s);
+        /* LKJ on the Cholesky factor (Stan's lkj_corr_cholesky_lpdf) */
+        lp += (q - i - 1 + 2.0 * (eta - 1.0)) * log(L[i * q + i]);
+    }
+    return lp;
+}
+
+void svir_cpc_backward(const double *y, int q, double eta, const double *L,
+                       const double *dL, double *dy, int with_density)
+{
+    const double wd = with_density ? 1.0 : 0.0;
+    int k0 = 0;
+    for (int i = 1; i < q; i++) {
+        /* y indices of row i: k0 .. k0 + i - 1; s_j = sum_{l<=j} L_il^2 */
+        const double Lii = L[i * q + i];
+        const double ci = wd * (q - i - 1 + 2.0 * (eta - 1.0));
+        double gs = (dL[i * q + i] + ci / Lii) * (-0.5 / Lii); /* adjoint of s_{i-1} */
+        double s = 1.0 - Lii * Lii;
+        for (int j = i - 1; j >= 1; j--) {
+            const double Lij = L[i * q + j];
+            const double z = tanh(y[k0 + j]);
+            const double sprev = s - Lij * Lij; /* s_{j-1} */
+            const double w = sqrt(1.0 - sprev);
+            const double aL = dL[i * q + j] + gs * 2.0 * Lij;
+            dy[k0 + j] += aL * w * (1.0 - z * z) - wd * 2.0 * z;
+            gs += aL * z * (-0.5 / w) - wd * 0.5 / (1.0 - sprev);
+            s = sprev;
+        }
+        const double z0 = L[i * q];
+        const double aL0 = dL[i * q] + gs * 2.0 * z0;
+        dy[k0] += aL0 * (1.0 - z0 * z0) - wd * 2.0 * z0;
+        k0 += i;
+    }
+}
+
+/* ---- priors ------------------------------------------------------------- */
+
+static double prior_lpdf(int type, double df, double loc, double scale, double x,
+                         int half, double *dx)
+{
+    switch (type) {
+    case SVIR_PRIOR_NORMAL: {
+        const double r = (x - loc) / scale;
+        *dx = -r / scale;
+        return -0.5 * r * r - log(scale) - SVIR_LOG_SQRT_2PI + (half ? SVIR_LOG2 : 0.0);
+    }
+    case SVIR_PRIOR_STUDENT_T: {
+        const double r = (x - loc) / scale;
+        *dx = -(df + 1.0) * (x - loc) / (df * scale * scale + (x - loc) * (x - loc));
+        return svir_lgamma(0.5 * (df + 1.0)) - svir_lgamma(0.5 * df) -
+            0.5 * log(df * 3.14159265358979323846) - log(scale) - 0.5 * (df + 1.0) * log1p(r * r / df) +
+            (half ? SVIR_LOG2 : 0.0);
+    }
+    case SVIR_PRIOR_EXPONENTIAL:
+        *dx = -scale;
+        return log(scale) - scale * x;
+    default:
+        *dx = 0.0;
+        return 0.0;
+    }
+}
+
+double svir_log_prior(const svir_model *m, const double *theta, double *grad)
+{
+    double lp = 0.0, dx;
+    for (int k = 0; k < m->p; k++) {
+        lp += prior_lpdf(m->prior_type[k], m->prior_df[k], m->prior_loc[k],
+                         m->prior_scale[k], theta[k], 0, &dx);
+        if (grad) grad[k] += dx;
+    }
+    /* positive parameters on the log scale: log p(x) + log x */
+    for (ptrdiff_t k = m->p; k < m->D; k++) {
+        if (!svir_is_positive_par(m, k)) continue;
+        const double x = exp(theta[k]);
+        lp += prior_lpdf(m->prior_type[k], m->prior_df[k], m->prior_loc[k],
+                         m->prior_scale[k], x, 1, &dx) + theta[k];
+        if (grad) grad[k] += x * dx + 1.0;
+    }
+    for (int t = 0; t < m->nterms; t++) {
+        const svir_term *tm = &m->terms[t];
+        if (!tm->correlated) continue;
+        const int q = tm->q;
+        double L[64 * 64];
+        double *Lp = q <= 64 ? L : malloc(sizeof(double) * (size_t)(q * q));
+        const double eta = term_lkj_eta(m, tm);
+        lp += svir_cpc_forward(theta + tm->off_cpc, q, eta, Lp);
+        if (grad) {
+            double *zero = calloc((size_t)(q * q), sizeof(double));
+            svir_cpc_backward(theta + tm->off_cpc, q, eta, Lp, zero, grad + tm->off_cpc, 1);
+            free(zero);
+        }
+        if (Lp != L) free(Lp);
+    }
+    return lp;
+}
+
+/* ---- likelihood --------------------------------------------------------- */
+
+double svir_loglik_obs(const svir_model *m, ptrdiff_t i, double eta,
+                       double sigma, double phi, double *d_eta, double *d_aux)
+{
+    const double y = m->y[i];
+    *d_aux = 0.0;
+    switch (m->family) {
+    case SVIR_GAUSSIAN: {
+        const double r = (y - eta) / sigma;
+        *d_eta = r / sigma;
+        *d_aux = r * r - 1.0;
+        return -log(sigma) - 0.5 * r * r;
+    }
+    case SVIR_BINOMIAL: {
+        const double t = m->trials ? m->trials[i] : 1.0;
+        switch (m->link) {
+        case SVIR_LINK_PROBIT:
+            *d_eta = y * svir_mills_inv(eta) - (t - y) * svir_mills_inv(-eta);
+            return (y > 0 ? y * svir_log_pnorm(eta) : 0.0) +
+                (t - y > 0 ? (t - y) * svir_log_pnorm(-eta) : 0.0);
+        case SVIR_LINK_CLOGLOG: {
+            const double u = exp(eta);
+            *d_eta = u * ((y > 0 ? y / expm1(u) : 0.0) - (t - y));
+            return (y > 0 ? y * log(-expm1(-u)) : 0.0) - (t - y) * u;
+        }
+        default: { /* logit */
+            const double pr = eta >= 0 ? 1.0 / (1.0 + exp(-eta)) : exp(eta) / (1.0 + exp(eta));
+            *d_eta = y - t * pr;
+            return y * eta - t * svir_log1pexp(eta);
+        }
+        }
+    }
+    case SVIR_POISSON: {
+        const double mu = exp(eta);
+        *d_eta = y - mu;
+        return y * eta - mu;
+    }
+    default: { /* negbin, log link */
+        const double lphi = log(phi);
+        const double hi = lphi > eta ? lphi : eta;
+        const double log_pm = hi + log1p(exp(-fabs(lphi - eta))); /* log(phi + mu) */
+        const double frac = (y + phi) * exp(-log_pm); /* (y + phi) / (phi + mu) */
+        const double mu_share = exp(eta - log_pm);     /* mu / (phi + mu) */
+        double lg, dg;
+        if (y < 16) {
+            lg = 0.0;
+            dg = 0.0;
+            for (int k = 0; k < (int)y; k++) {
+                lg += log(phi + k);
+                dg += 1.0 / (phi + k);
+            }
+        } else {
+            lg = svir_lgamma(y + phi) - svir_lgamma(phi);
+            dg = svir_digamma(y + phi) - svir_digamma(phi);
+        }
+        /* d/d eta: y - (y + phi) mu / (phi + mu) */
+        *d_eta = y - (y + phi) * mu_share;
+        *d_aux = phi * (dg + lphi + 1.0 - log_pm - frac);
+        return lg + phi * lphi + y * eta - (y + phi) * log_pm;
+    }
+    }
+}
+
+double svir_eta_obs(const svir_model *m, ptrdiff_t i, const double *beta, const double *b)
+{
+    const ptrdiff_t n = m->n;
+    double eta = m->offset ? m->offset[i] : 0.0;
+    for (int k = 0; k < m->p; k++) eta += m->X[i + k * n] * beta[k];
+    for (int t = 0; t < m->nterms; t++) {
+        const svir_term *tm = &m->terms[t];
+        const double *bj = b + tm->off_z + (ptrdiff_t)tm->group[i] * tm->q;
+        for (int k = 0; k < tm->q; k++) eta += tm->Z[i + k * n] * bj[k];
+    }
+    return eta;
+}
+
+void svir_b_from_z(const svir_model *m, const svir_globals *g, const double *z, double *b)
+{
+    for (int t = 0; t < m->nterms; t++) {
+        const svir_term *tm = &m->terms[t];
+        const int q = tm->q;
+        const double *A = g->A + tm->off_qq;
+        for (int j = 0; j < tm->ngroups; j++) {
+            const double *zj = z + tm->off_z + (ptrdiff_t)j * q;
+            double *bj = b + tm->off_z + (ptrdiff_t)j * q;
+            for (int r = 0; r < q; r++) {
+                double s = 0.0;
+                for (int c = 0; c <= r; c++) s += A[r * q + c] * zj[c];
+                bj[r] = s;
+            }
+        }
+    }
+}
+
+void svir_backprop_A(const svir_model *m, int t, const double *theta,
+                     const svir_globals *g, const double *dA, double *grad)
+{
+    const svir_term *tm = &m->terms[t];
+    const int q = tm->q;
+    const double *sd = g->sd + (tm->off_sd - m->p);
+    const double *L = g->L + tm->off_qq;
+    /* A_rc = sd_r L_rc */
+    for (int r = 0; r < q; r++) {
+        double ds = 0.0;
+        for (int c = 0; c <= r; c++) ds += dA[r * q + c] * L[r * q + c];
+        grad[tm->off_sd + r] += ds * sd[r];
+    }
+    if (tm->correlated) {
+        double dLbuf[16 * 16] = {0};
+        double *dL = q <= 16 ? dLbuf : malloc(sizeof(double) * (size_t)(q * q));
+        for (int r = 0; r < q; r++)
+            for (int c = 0; c < q; c++) dL[r * q + c] = c <= r ? sd[r] * dA[r * q + c] : 0.0;
+        /* the LKJ density and Jacobian are counted in svir_log_prior */
+        svir_cpc_backward(theta + tm->off_cpc, q, 1.0, L, dL, grad + tm->off_cpc, 0);
+        if (dL != dLbuf) free(dL);
+    }
+}
+
+double svir_log_joint(const svir_model *m, const double *theta, const double *z,
+                      double *grad_theta, double *grad_z, int threads)
+{
+    svir_globals g;
+    if (svir_globals_alloc(m, &g)) return NAN;
+    svir_unpack_globals(m, theta, &g);
+    double *b = malloc(sizeof(double) * (size_t)(m->nz + 1));
+    double *G = calloc((size_t)(m->nz + 1), sizeof(double));
+    double *gb = calloc((size_t)(m->p + 1), sizeof(double));
+    svir_b_from_z(m, &g, z, b);
+    double ll = 0.0, gaux = 0.0;
+    (void)threads;
+    for (ptrdiff_t i = 0; i < m->n; i++) {
+        double de, da;
+        const double eta = svir_eta_obs(m, i, theta, b);
+        ll += svir_loglik_obs(m, i, eta, g.sigma, g.phi, &de, &da);
+        gaux += da;
+        for (int k = 0; k < m->p; k++) gb[k] += de * m->X[i + k * m->n];
+        for (int t = 0; t < m->nterms; t++) {
+            const svir_term *tm = &m->terms[t];
+            double *Gj = G + tm->off_z + (ptrdiff_t)tm->group[i] * tm->q;
+            for (int k = 0; k < tm->q; k++) Gj[k] += de * tm->Z[i + k * m->n];
+        }
+    }
+    double lp = ll + m->ll_const;
+    for (ptrdiff_t k = 0; k < m->nz; k++) lp += -0.5 * z[k] * z[k] - SVIR_LOG_SQRT_2PI;
+    if (grad_theta) {
+        for (ptrdiff_t k = 0; k < m->D; k++) grad_theta[k] = 0.0;
+        for (int k = 0; k < m->p; k++) grad_theta[k] = gb[k];
+        if (m->off_sigma >= 0) grad_theta[m->off_sigma] += gaux;
+        if (m->off_phi >= 0) grad_theta[m->off_phi] += gaux;
+    }
+    lp += svir_log_prior(m, theta, grad_theta);
+    if (grad_theta || grad_z) {
+        double *dA = malloc(sizeof(double) * (size_t)(m->qmax * m->qmax));
+        for (int t = 0; t < m->nterms; t++) {
+            const svir_term *tm = &m->terms[t];
+            const int q = tm->q;
+            const double *A = g.A + tm->off_qq;
+            memset(dA, 0, sizeof(double) * (size_t)(q * q));
+            for (int j = 0; j < tm->ngroups; j++) {
+                const double *Gj = G + tm->off_z + (ptrdiff_t)j * q;
+                const double *zj = z + tm->off_z + (ptrdiff_t)j * q;
+                for (int r = 0; r < q; r++)
+                    for (int c = 0; c <= r; c++) dA[r * q + c] += Gj[r] * zj[c];
+                if (grad_z) {
+                    double *gz = grad_z + tm->off_z + (ptrdiff_t)j * q;
+                    for (int c = 0; c < q; c++) {
+                        double s = 0.0;
+                        for (int r = c; r < q; r++) s += A[r * q + c] * Gj[r];
+                        gz[c] = s - zj[c];
+                    }
+                }
+            }
+            if (grad_theta) svir_backprop_A(m, t, theta, &g, dA, grad_theta);
+        }
+        free(dA);
+    }
+    free(b);
+    free(G);
+    free(gb);
+    svir_globals_free(&g);
+    return lp;
+}

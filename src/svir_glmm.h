@@ -1,0 +1,114 @@
+/* GLMM model: data layout, parameter layout, log density and gradients.
+ * Plain C, no R API (see dev/CONTRACT.md, section 2). */
+#ifndef SVIR_GLMM_H
+#define SVIR_GLMM_H
+
+#include <stddef.h>
+
+enum { SVIR_GAUSSIAN = 0, SVIR_BINOMIAL = 1, SVIR_POISSON = 2, SVIR_NEGBIN = 3 };
+enum {
+    SVIR_LINK_IDENTITY = 0, SVIR_LINK_LOGIT = 1, SVIR_LINK_LOG = 2,
+    SVIR_LINK_PROBIT = 3, SVIR_LINK_CLOGLOG = 4
+};
+enum {
+    SVIR_PRIOR_FLAT = 0, SVIR_PRIOR_NORMAL = 1, SVIR_PRIOR_STUDENT_T = 2,
+    SVIR_PRIOR_EXPONENTIAL = 3, SVIR_PRIOR_LKJ = 4
+};
+
+/* One random-effect term: b_j = diag(sd) L z_j for each level j of a
+ * grouping factor, entering eta_i through the q columns of Z. */
+typedef struct {
+    int q;                  /* columns of Z (random coefficients per group) */
+    int ngroups;            /* levels J */
+    int correlated;         /* full correlation matrix (only when q > 1) */
+    const int *group;       /* [n] 0-based level of each observation */
+    const double *Z;        /* [n x q] column-major */
+    /* filled by svir_model_init */
+    ptrdiff_t off_sd;       /* first log-sd in the global vector */
+    ptrdiff_t off_cpc;      /* first cpc in the global vector, -1 if none */
+    ptrdiff_t off_z;        /* first z of this term in the [nz] latent vector */
+    ptrdiff_t off_loc;      /* first local variational parameter */
+    ptrdiff_t off_qq;       /* first entry of this term in the [sum q^2] arrays */
+    double *nobs;           /* [J] observations per level (owned) */
+} svir_term;
+
+typedef struct {
+    ptrdiff_t n;            /* observations */
+    int p;                  /* fixed-effect columns */
+    const double *y;        /* [n] response (binomial: successes) */
+    const double *trials;   /* [n] binomial trials, or NULL */
+    const double *offset;   /* [n] or NULL */
+    const double *X;        /* [n x p] column-major */
+    int family, link;
+    int nterms;
+    svir_term *terms;
+    const int *prior_type;  /* [D] */
+    const double *prior_df, *prior_loc, *prior_scale;
+    /* filled by svir_model_init */
+    ptrdiff_t D;            /* global parameters */
+    ptrdiff_t off_sigma;    /* -1 unless gaussian */
+    ptrdiff_t off_phi;      /* -1 unless negbin */
+    ptrdiff_t nz;           /* sum_t J_t q_t: latent z values */
+    ptrdiff_t nloc;         /* sum_t J_t (q_t + q_t(q_t+1)/2): local variational parameters */
+    ptrdiff_t nqq;          /* sum_t q_t^2 */
+    int qmax;
+    double ll_const;        /* sum over all observations of the parts of log p(y_i | eta_i) free of parameters */
+} svir_model;
+
+/* Global parameters unpacked to the natural scale (workspace owned by caller). */
+typedef struct {
+    const double *beta;     /* [p] */
+    double *sd;             /* [sum q] natural sd per term, term t at off_sd - p */
+    double *L;              /* [nqq] row-major correlation Cholesky per term */
+    double *A;              /* [nqq] A = diag(sd) L per term */
+    double sigma, phi;
+} svir_globals;
+
+/* Validates sizes and indices, fills the derived fields. Returns 0 or a
+ * nonzero status with a message in err. */
+int svir_model_init(svir_model *m, char *err, size_t errlen);
+void svir_model_free(svir_model *m);
+
+/* Length of the local block of one group of a term with q columns. */
+static inline ptrdiff_t svir_local_block(int q) { return q + (ptrdiff_t)q * (q + 1) / 2; }
+
+int svir_globals_alloc(const svir_model *m, svir_globals *g);
+void svir_globals_free(svir_globals *g);
+void svir_unpack_globals(const svir_model *m, const double *theta, svir_globals *g);
+
+/* log p(theta) including the log-Jacobians of the unconstraining transforms;
+ * adds its gradient to grad (if not NULL). */
+double svir_log_prior(const svir_model *m, const double *theta, double *grad);
+
+/* Log-likelihood of observation i given the linear predictor, without its
+ * constant part; *d_eta and *d_aux receive d/d eta and d/d log(sigma or phi). */
+double svir_loglik_obs(const svir_model *m, ptrdiff_t i, double eta,
+                       double sigma, double phi, double *d_eta, double *d_aux);
+
+/* Linear predictor of observation i, given b (indexed like z). */
+double svir_eta_obs(const svir_model *m, ptrdiff_t i, const double *beta, const double *b);
+
+/* Backpropagate dL/dA for one term into the global gradient (log sd, cpc). */
+void svir_backprop_A(const svir_model *m, int t, const double *theta,
+                     const svir_globals *g, const double *dA, double *grad);
+
+/* b = A z for every group of every term (z and b indexed alike). */
+void svir_b_from_z(const svir_model *m, const svir_globals *g, const double *z, double *b);
+
+/* Full-data log p(y, theta, z) (z: [nz]) and its gradients (may be NULL).
+ * Used for diagnostics (PSIS) and gradient tests; threads >= 1. */
+double svir_log_joint(const svir_model *m, const double *theta, const double *z,
+                      double *grad_theta, double *grad_z, int threads);
+
+/* Stan's cholesky_corr transform: unconstrained y (q(q-1)/2) -> L (q x q
+ * row-major); returns log-Jacobian + LKJ(eta) log density (without its
+ * normalising constant). */
+double svir_cpc_forward(const double *y, int q, double eta, double *L);
+/* Adds to dy the gradient w.r.t. y of sum(dL .* L), plus that of the
+ * log-Jacobian and LKJ density when with_density. */
+void svir_cpc_backward(const double *y, int q, double eta, const double *L,
+                       const double *dL, double *dy, int with_density);
+/* 1 if global parameter k is a log-transformed positive parameter. */
+int svir_is_positive_par(const svir_model *m, ptrdiff_t k);
+
+#endif
