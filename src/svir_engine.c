@@ -207,6 +207,49 @@ static void b_from_z_group(int q, const double *A, const double *z, double *b)
     }
 }
 
+/* Observations lo..hi-1 of the batch: adds log p(y_i | eta_i) (without
+ * constants) to *ll and the gradients to g (beta), G (b) and *ga (log aux).
+ * Inlined once per family and link, so the switch leaves the hot loop. */
+static inline void range_loglik(const work *w, ptrdiff_t lo, ptrdiff_t hi, const int family,
+                                const int link, const svir_aux *aux, double *g, double *G,
+                                double *ll_out, double *ga_out)
+{
+    const svir_model *m = w->m;
+    const ptrdiff_t n = m->n;
+    const int p = m->p, nt = m->nterms;
+    const double *beta = w->theta, *b = w->b;
+    double ll = 0.0, ga = 0.0;
+    for (ptrdiff_t k = lo; k < hi; k++) {
+        const ptrdiff_t i = w->full ? k : w->idx[k];
+        double eta = m->offset ? m->offset[i] : 0.0;
+        for (int c = 0; c < p; c++) eta += m->X[i + (ptrdiff_t)c * n] * beta[c];
+        for (int t = 0; t < nt; t++) {
+            const svir_term *tm = &m->terms[t];
+            const double *bj = b + tm->off_z + (ptrdiff_t)tm->group[i] * tm->q;
+            if (tm->z_ones) {
+                eta += bj[0];
+            } else {
+                for (int c = 0; c < tm->q; c++) eta += tm->Z[i + (ptrdiff_t)c * n] * bj[c];
+            }
+        }
+        double de, da;
+        ll += svir_loglik(m, family, link, i, eta, aux, &de, &da);
+        ga += da;
+        for (int c = 0; c < p; c++) g[c] += de * m->X[i + (ptrdiff_t)c * n];
+        for (int t = 0; t < nt; t++) {
+            const svir_term *tm = &m->terms[t];
+            double *Gj = G + tm->off_z + (ptrdiff_t)tm->group[i] * tm->q;
+            if (tm->z_ones) {
+                Gj[0] += de;
+            } else {
+                for (int c = 0; c < tm->q; c++) Gj[c] += de * tm->Z[i + (ptrdiff_t)c * n];
+            }
+        }
+    }
+    *ll_out = ll;
+    *ga_out = ga;
+}
+
 /* Sum over the batch of log p(y_i | eta_i) (without constants) and its
  * gradients: beta (gb, [p]), b (w->Gt thread 0, present groups), log aux. */
 static double batch_loglik(work *w, double *gb, double *gaux)
@@ -214,7 +257,8 @@ static double batch_loglik(work *w, double *gb, double *gaux)
     const svir_model *m = w->m;
     const ptrdiff_t nb = w->B, nz = m->nz;
     const int T = w->T, p = m->p;
-    const double *beta = w->theta;
+    svir_aux aux;
+    svir_aux_set(&aux, w->g.sigma, w->g.phi);
     /* zero the per-thread d/db buffers at the present groups */
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(T) schedule(static)
@@ -238,18 +282,25 @@ static double batch_loglik(work *w, double *gb, double *gaux)
         double *g = w->gbt + (size_t)tid * (size_t)p;
         double ll = 0.0, ga = 0.0;
         for (int k = 0; k < p; k++) g[k] = 0.0;
-        for (ptrdiff_t k = lo; k < hi; k++) {
-            const ptrdiff_t i = w->full ? k : w->idx[k];
-            double de, da;
-            const double eta = svir_eta_obs(m, i, beta, w->b);
-            ll += svir_loglik_obs(m, i, eta, w->g.sigma, w->g.phi, &de, &da);
-            ga += da;
-            for (int c = 0; c < p; c++) g[c] += de * m->X[i + (ptrdiff_t)c * m->n];
-            for (int t = 0; t < m->nterms; t++) {
-                const svir_term *tm = &m->terms[t];
-                double *Gj = G + tm->off_z + (ptrdiff_t)tm->group[i] * tm->q;
-                for (int c = 0; c < tm->q; c++) Gj[c] += de * tm->Z[i + (ptrdiff_t)c * m->n];
-            }
+        switch (m->family * 8 + m->link) {
+        case SVIR_GAUSSIAN * 8 + SVIR_LINK_IDENTITY:
+            range_loglik(w, lo, hi, SVIR_GAUSSIAN, SVIR_LINK_IDENTITY, &aux, g, G, &ll, &ga);
+            break;
+        case SVIR_BINOMIAL * 8 + SVIR_LINK_PROBIT:
+            range_loglik(w, lo, hi, SVIR_BINOMIAL, SVIR_LINK_PROBIT, &aux, g, G, &ll, &ga);
+            break;
+        case SVIR_BINOMIAL * 8 + SVIR_LINK_CLOGLOG:
+            range_loglik(w, lo, hi, SVIR_BINOMIAL, SVIR_LINK_CLOGLOG, &aux, g, G, &ll, &ga);
+            break;
+        case SVIR_BINOMIAL * 8 + SVIR_LINK_LOGIT:
+            range_loglik(w, lo, hi, SVIR_BINOMIAL, SVIR_LINK_LOGIT, &aux, g, G, &ll, &ga);
+            break;
+        case SVIR_POISSON * 8 + SVIR_LINK_LOG:
+            range_loglik(w, lo, hi, SVIR_POISSON, SVIR_LINK_LOG, &aux, g, G, &ll, &ga);
+            break;
+        default:
+            range_loglik(w, lo, hi, SVIR_NEGBIN, SVIR_LINK_LOG, &aux, g, G, &ll, &ga);
+            break;
         }
         w->llt[tid] = ll;
         w->gauxt[tid] = ga;

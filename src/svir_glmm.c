@@ -84,6 +84,9 @@ int svir_model_init(svir_model *m, char *err, size_t errlen)
             }
             tm->nobs[g] += 1.0;
         }
+        tm->z_ones = tm->q == 1;
+        for (ptrdiff_t i = 0; i < m->n && tm->z_ones; i++)
+            if (tm->Z[i] != 1.0) tm->z_ones = 0;
     }
     double c = 0.0;
     for (ptrdiff_t i = 0; i < m->n; i++) c += obs_const(m, i);
@@ -276,63 +279,9 @@ double svir_log_prior(const svir_model *m, const double *theta, double *grad)
 double svir_loglik_obs(const svir_model *m, ptrdiff_t i, double eta,
                        double sigma, double phi, double *d_eta, double *d_aux)
 {
-    const double y = m->y[i];
-    *d_aux = 0.0;
-    switch (m->family) {
-    case SVIR_GAUSSIAN: {
-        const double r = (y - eta) / sigma;
-        *d_eta = r / sigma;
-        *d_aux = r * r - 1.0;
-        return -log(sigma) - 0.5 * r * r;
-    }
-    case SVIR_BINOMIAL: {
-        const double t = m->trials ? m->trials[i] : 1.0;
-        switch (m->link) {
-        case SVIR_LINK_PROBIT:
-            *d_eta = y * svir_mills_inv(eta) - (t - y) * svir_mills_inv(-eta);
-            return (y > 0 ? y * svir_log_pnorm(eta) : 0.0) +
-                (t - y > 0 ? (t - y) * svir_log_pnorm(-eta) : 0.0);
-        case SVIR_LINK_CLOGLOG: {
-            const double u = exp(eta);
-            *d_eta = u * ((y > 0 ? y / expm1(u) : 0.0) - (t - y));
-            return (y > 0 ? y * log(-expm1(-u)) : 0.0) - (t - y) * u;
-        }
-        default: { /* logit */
-            const double pr = eta >= 0 ? 1.0 / (1.0 + exp(-eta)) : exp(eta) / (1.0 + exp(eta));
-            *d_eta = y - t * pr;
-            return y * eta - t * svir_log1pexp(eta);
-        }
-        }
-    }
-    case SVIR_POISSON: {
-        const double mu = exp(eta);
-        *d_eta = y - mu;
-        return y * eta - mu;
-    }
-    default: { /* negbin, log link */
-        const double lphi = log(phi);
-        const double hi = lphi > eta ? lphi : eta;
-        const double log_pm = hi + log1p(exp(-fabs(lphi - eta))); /* log(phi + mu) */
-        const double frac = (y + phi) * exp(-log_pm); /* (y + phi) / (phi + mu) */
-        const double mu_share = exp(eta - log_pm);     /* mu / (phi + mu) */
-        double lg, dg;
-        if (y < 16) {
-            lg = 0.0;
-            dg = 0.0;
-            for (int k = 0; k < (int)y; k++) {
-                lg += log(phi + k);
-                dg += 1.0 / (phi + k);
-            }
-        } else {
-            lg = svir_lgamma(y + phi) - svir_lgamma(phi);
-            dg = svir_digamma(y + phi) - svir_digamma(phi);
-        }
-        /* d/d eta: y - (y + phi) mu / (phi + mu) */
-        *d_eta = y - (y + phi) * mu_share;
-        *d_aux = phi * (dg + lphi + 1.0 - log_pm - frac);
-        return lg + phi * lphi + y * eta - (y + phi) * log_pm;
-    }
-    }
+    svir_aux a;
+    svir_aux_set(&a, sigma, phi);
+    return svir_loglik(m, m->family, m->link, i, eta, &a, d_eta, d_aux);
 }
 
 double svir_eta_obs(const svir_model *m, ptrdiff_t i, const double *beta, const double *b)
@@ -343,6 +292,10 @@ double svir_eta_obs(const svir_model *m, ptrdiff_t i, const double *beta, const 
     for (int t = 0; t < m->nterms; t++) {
         const svir_term *tm = &m->terms[t];
         const double *bj = b + tm->off_z + (ptrdiff_t)tm->group[i] * tm->q;
+        if (tm->z_ones) {
+            eta += bj[0];
+            continue;
+        }
         for (int k = 0; k < tm->q; k++) eta += tm->Z[i + k * n] * bj[k];
     }
     return eta;

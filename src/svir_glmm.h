@@ -3,7 +3,10 @@
 #ifndef SVIR_GLMM_H
 #define SVIR_GLMM_H
 
+#include <math.h>
 #include <stddef.h>
+
+#include "svir_math.h"
 
 enum { SVIR_GAUSSIAN = 0, SVIR_BINOMIAL = 1, SVIR_POISSON = 2, SVIR_NEGBIN = 3 };
 enum {
@@ -30,6 +33,7 @@ typedef struct {
     ptrdiff_t off_loc;      /* first local variational parameter */
     ptrdiff_t off_qq;       /* first entry of this term in the [sum q^2] arrays */
     double *nobs;           /* [J] observations per level (owned) */
+    int z_ones;             /* q == 1 and Z is all ones: a random intercept */
 } svir_term;
 
 typedef struct {
@@ -84,6 +88,84 @@ double svir_log_prior(const svir_model *m, const double *theta, double *grad);
  * constant part; *d_eta and *d_aux receive d/d eta and d/d log(sigma or phi). */
 double svir_loglik_obs(const svir_model *m, ptrdiff_t i, double eta,
                        double sigma, double phi, double *d_eta, double *d_aux);
+
+/* Per-step constants of the auxiliary parameters. */
+typedef struct { double sigma, inv_s2, log_sigma, phi, log_phi; } svir_aux;
+
+static inline void svir_aux_set(svir_aux *a, double sigma, double phi)
+{
+    a->sigma = sigma;
+    a->inv_s2 = 1.0 / (sigma * sigma);
+    a->log_sigma = log(sigma);
+    a->phi = phi;
+    a->log_phi = log(phi);
+}
+
+/* Inline log-likelihood of one observation (without its constant), for the
+ * hot loops: family and link are passed as constants so that the compiler can
+ * specialise each loop. */
+static inline double svir_loglik(const svir_model *m, const int family, const int link,
+                                 ptrdiff_t i, double eta, const svir_aux *a,
+                                 double *d_eta, double *d_aux)
+{
+    const double y = m->y[i];
+    *d_aux = 0.0;
+    switch (family) {
+    case SVIR_GAUSSIAN: {
+        const double r = y - eta, r2 = r * r * a->inv_s2;
+        *d_eta = r * a->inv_s2;
+        *d_aux = r2 - 1.0;
+        return -a->log_sigma - 0.5 * r2;
+    }
+    case SVIR_BINOMIAL: {
+        const double t = m->trials ? m->trials[i] : 1.0;
+        switch (link) {
+        case SVIR_LINK_PROBIT:
+            *d_eta = y * svir_mills_inv(eta) - (t - y) * svir_mills_inv(-eta);
+            return (y > 0 ? y * svir_log_pnorm(eta) : 0.0) +
+                (t - y > 0 ? (t - y) * svir_log_pnorm(-eta) : 0.0);
+        case SVIR_LINK_CLOGLOG: {
+            const double u = exp(eta);
+            *d_eta = u * ((y > 0 ? y / expm1(u) : 0.0) - (t - y));
+            return (y > 0 ? y * log(-expm1(-u)) : 0.0) - (t - y) * u;
+        }
+        default: { /* logit */
+            const double pr = eta >= 0 ? 1.0 / (1.0 + exp(-eta)) : exp(eta) / (1.0 + exp(eta));
+            *d_eta = y - t * pr;
+            return y * eta - t * svir_log1pexp(eta);
+        }
+        }
+    }
+    case SVIR_POISSON: {
+        const double mu = exp(eta);
+        *d_eta = y - mu;
+        return y * eta - mu;
+    }
+    default: { /* negbin, log link */
+        const double phi = a->phi, lphi = a->log_phi;
+        const double hi = lphi > eta ? lphi : eta;
+        const double log_pm = hi + log1p(exp(-fabs(lphi - eta))); /* log(phi + mu) */
+        const double frac = (y + phi) * exp(-log_pm); /* (y + phi) / (phi + mu) */
+        const double mu_share = exp(eta - log_pm);     /* mu / (phi + mu) */
+        double lg, dg;
+        if (y < 16) {
+            lg = 0.0;
+            dg = 0.0;
+            for (int k = 0; k < (int)y; k++) {
+                lg += log(phi + k);
+                dg += 1.0 / (phi + k);
+            }
+        } else {
+            lg = svir_lgamma(y + phi) - svir_lgamma(phi);
+            dg = svir_digamma(y + phi) - svir_digamma(phi);
+        }
+        /* d/d eta: y - (y + phi) mu / (phi + mu) */
+        *d_eta = y - (y + phi) * mu_share;
+        *d_aux = phi * (dg + lphi + 1.0 - log_pm - frac);
+        return lg + phi * lphi + y * eta - (y + phi) * log_pm;
+    }
+    }
+}
 
 /* Linear predictor of observation i, given b (indexed like z). */
 double svir_eta_obs(const svir_model *m, ptrdiff_t i, const double *beta, const double *b);
