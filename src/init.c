@@ -1,0 +1,35 @@
+/* Registration of the .Call entry points (R names: C_<name>). */
+#include <R.h>
+#include <Rinternals.h>
+#include <R_ext/Rdynload.h>
+#include <stdlib.h> /* for NULL */
+
+/* svir_fit_r.c */
+extern SEXP svir_fit_r(SEXP spec, SEXP control);
+extern SEXP svir_logdensity_r(SEXP spec, SEXP theta, SEXP z);
+extern SEXP svir_elbo_grad_r(SEXP spec, SEXP control, SEXP vpar, SEXP step);
+/* svir_backend_r.c */
+extern SEXP svir_backends_r(void);
+extern SEXP svir_philox_r(SEXP key, SEXP ctr);
+extern SEXP svir_perm_r(SEXP n, SEXP seed, SEXP round_key);
+extern SEXP svir_normals_r(SEXP seed, SEXP stream, SEXP step, SEXP n);
+extern SEXP svir_uniforms_r(SEXP seed, SEXP stream, SEXP step, SEXP n);
+
+static const R_CallMethodDef call_methods[] = {
+    {"svir_fit_r", (DL_FUNC)&svir_fit_r, 2},
+    {"svir_logdensity_r", (DL_FUNC)&svir_logdensity_r, 3},
+    {"svir_elbo_grad_r", (DL_FUNC)&svir_elbo_grad_r, 4},
+    {"svir_backends_r", (DL_FUNC)&svir_backends_r, 0},
+    {"svir_philox_r", (DL_FUNC)&svir_philox_r, 2},
+    {"svir_perm_r", (DL_FUNC)&svir_perm_r, 3},
+    {"svir_normals_r", (DL_FUNC)&svir_normals_r, 4},
+    {"svir_uniforms_r", (DL_FUNC)&svir_uniforms_r, 4},
+    {NULL, NULL, 0}
+};
+
+void R_init_svir(DllInfo *dll)
+{
+    R_registerRoutines(dll, NULL, call_methods, NULL, NULL);
+    R_useDynamicSymbols(dll, FALSE);
+    R_forceSymbols(dll, TRUE);
+}

@@ -1,0 +1,130 @@
+/* .Call glue for the backend table and the RNG (the latter for tests). */
+#define R_NO_REMAP
+#include <R.h>
+#include <Rinternals.h>
+
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "svir_backend.h"
+#include "svir_philox.h"
+
+SEXP svir_backends_r(void)
+{
+    SEXP name = PROTECT(Rf_allocVector(STRSXP, SVIR_N_BACKENDS));
+    SEXP avail = PROTECT(Rf_allocVector(LGLSXP, SVIR_N_BACKENDS));
+    SEXP detail = PROTECT(Rf_allocVector(STRSXP, SVIR_N_BACKENDS));
+    for (int i = 0; i < SVIR_N_BACKENDS; i++) {
+        char buf[512];
+        buf[0] = '\0';
+        const int ok = svir_backend_table[i].available(buf, sizeof buf);
+        buf[sizeof buf - 1] = '\0';
+        SET_STRING_ELT(name, i, Rf_mkChar(svir_backend_table[i].name));
+        LOGICAL(avail)[i] = ok != 0;
+        SET_STRING_ELT(detail, i, Rf_mkCharCE(buf, CE_UTF8));
+    }
+    SEXP ans = PROTECT(Rf_allocVector(VECSXP, 3));
+    SEXP nms = PROTECT(Rf_allocVector(STRSXP, 3));
+    SET_VECTOR_ELT(ans, 0, name);
+    SET_VECTOR_ELT(ans, 1, avail);
+    SET_VECTOR_ELT(ans, 2, detail);
+    SET_STRING_ELT(nms, 0, Rf_mkChar("backend"));
+    SET_STRING_ELT(nms, 1, Rf_mkChar("available"));
+    SET_STRING_ELT(nms, 2, Rf_mkChar("detail"));
+    Rf_setAttrib(ans, R_NamesSymbol, nms);
+    UNPROTECT(5);
+    return ans;
+}
+
+/* A whole number in [0, max] held in a double. */
+static uint64_t as_u64(SEXP x, R_xlen_t i, double max, const char *what)
+{
+    double v = REAL(x)[i];
+    if (!R_FINITE(v) || v < 0 || v > max || v != floor(v))
+        Rf_error("`%s` must hold whole numbers in [0, %.0f]", what, max);
+    return (uint64_t)v;
+}
+
+static SEXP as_real(SEXP x, R_xlen_t n, const char *what)
+{
+    if (!Rf_isNumeric(x) || (n >= 0 && XLENGTH(x) != n))
+        Rf_error("`%s` must be a numeric vector of length %d", what, (int)n);
+    return Rf_coerceVector(x, REALSXP);
+}
+
+#define U32MAX 4294967295.0
+#define SEEDMAX 9007199254740992.0 /* 2^53: seeds travel as doubles */
+
+SEXP svir_philox_r(SEXP key, SEXP ctr)
+{
+    SEXP k = PROTECT(as_real(key, 2, "key"));
+    SEXP c = PROTECT(as_real(ctr, 4, "ctr"));
+    uint32_t kk[2], cc[4], out[4];
+    for (int i = 0; i < 2; i++) kk[i] = (uint32_t)as_u64(k, i, U32MAX, "key");
+    for (int i = 0; i < 4; i++) cc[i] = (uint32_t)as_u64(c, i, U32MAX, "ctr");
+    svir_philox4x32(cc, kk, out);
+    SEXP ans = PROTECT(Rf_allocVector(REALSXP, 4));
+    for (int i = 0; i < 4; i++) REAL(ans)[i] = (double)out[i];
+    UNPROTECT(3);
+    return ans;
+}
+
+static R_xlen_t as_count(SEXP n, const char *what)
+{
+    SEXP v = PROTECT(as_real(n, 1, what));
+    const double d = REAL(v)[0];
+    UNPROTECT(1);
+    if (!R_FINITE(d) || d < 0 || d > (double)R_XLEN_T_MAX || d != floor(d))
+        Rf_error("`%s` must be a non-negative whole number", what);
+    return (R_xlen_t)d;
+}
+
+SEXP svir_perm_r(SEXP n, SEXP seed, SEXP round_key)
+{
+    const R_xlen_t nn = as_count(n, "n");
+    if (nn > INT_MAX)
+        Rf_error("`n` must be at most %d", INT_MAX);
+    SEXP s = PROTECT(as_real(seed, 1, "seed"));
+    SEXP rk = PROTECT(as_real(round_key, 1, "round_key"));
+    uint32_t key[2];
+    svir_philox_key(as_u64(s, 0, SEEDMAX, "seed"), key);
+    const uint32_t r32 = (uint32_t)as_u64(rk, 0, U32MAX, "round_key");
+    SEXP ans = PROTECT(Rf_allocVector(INTSXP, nn));
+    int *p = INTEGER(ans);
+    for (R_xlen_t r = 0; r < nn; r++)
+        p[r] = (int)svir_perm_index((uint64_t)r, (uint64_t)nn, key, r32);
+    UNPROTECT(3);
+    return ans;
+}
+
+/* n draws number 0..n-1 of (stream, step) under seed: kind 0 normals
+ * (svir_normal), 1 uniforms (svir_uniform). */
+static SEXP draws(SEXP seed, SEXP stream, SEXP step, SEXP n, int kind)
+{
+    const R_xlen_t nn = as_count(n, "n");
+    SEXP s = PROTECT(as_real(seed, 1, "seed"));
+    SEXP st = PROTECT(as_real(stream, 1, "stream"));
+    SEXP sp = PROTECT(as_real(step, 1, "step"));
+    uint32_t key[2];
+    svir_philox_key(as_u64(s, 0, SEEDMAX, "seed"), key);
+    const uint64_t strm = as_u64(st, 0, U32MAX, "stream");
+    const uint64_t stp = as_u64(sp, 0, U32MAX, "step");
+    SEXP ans = PROTECT(Rf_allocVector(REALSXP, nn));
+    double *x = REAL(ans);
+    for (R_xlen_t i = 0; i < nn; i++)
+        x[i] = kind == 0 ? svir_normal(key, strm, stp, (uint64_t)i)
+                         : svir_uniform(key, strm, stp, (uint64_t)i);
+    UNPROTECT(4);
+    return ans;
+}
+
+SEXP svir_normals_r(SEXP seed, SEXP stream, SEXP step, SEXP n)
+{
+    return draws(seed, stream, step, n, 0);
+}
+
+SEXP svir_uniforms_r(SEXP seed, SEXP stream, SEXP step, SEXP n)
+{
+    return draws(seed, stream, step, n, 1);
+}

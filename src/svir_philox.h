@@ -1,0 +1,211 @@
+/* Philox4x32-10 counter-based RNG (Salmon et al. 2011, "Parallel random
+ * numbers: as easy as 1, 2, 3"), header only, usable from C99 and CUDA.
+ *
+ * The bit stream matches Random123's philox4x32 with 10 rounds exactly (it is
+ * tested against Random123's kat_vectors), so the same seed gives the same
+ * uniforms on every backend and for any thread count. Normals go through
+ * log/sqrt/sin/cos, so CPU and GPU agree to the last few ulps, not bit for bit.
+ *
+ * Key and counter layout used by the whole package
+ * ------------------------------------------------
+ *   key[0] = low 32 bits of the 64-bit seed, key[1] = high 32 bits
+ *   ctr[0] = low 32 bits of (index / 2)      } a 63-bit element index;
+ *   ctr[1] = high 32 bits of (index / 2)     } one Philox call gives 2 values
+ *   ctr[2] = step (low 32 bits): optimisation step, draw number, ...
+ *   ctr[3] = stream id (SVIR_STREAM_*), so that the draws of different
+ *            purposes never share a counter
+ * One Philox call yields 4 words = two 53-bit uniforms (words 0,1 and 2,3) =
+ * one Box-Muller pair. Element `index` of a (stream, step) takes the first
+ * (index even) or second (index odd) value of the call at index / 2, so
+ * element i never depends on how many elements were drawn before it, nor on
+ * which thread drew it.
+ *
+ * Minibatches come from a keyed bijection of [0, n) (svir_perm_index): the
+ * r-th unit of a pass is svir_perm_index(r, n, key, pass); see there. */
+#ifndef SVIR_PHILOX_H
+#define SVIR_PHILOX_H
+
+#include <stdint.h>
+#include <math.h>
+
+#ifndef SVIR_HD
+#ifdef __CUDACC__
+#define SVIR_HD __host__ __device__ static inline
+#else
+#define SVIR_HD static inline
+#endif
+#endif
+
+/* stream ids (ctr[3]) */
+#define SVIR_STREAM_GLOBAL 1      /* noise of the global block, per step */
+#define SVIR_STREAM_LOCAL 2       /* noise of the local (per-group) block */
+#define SVIR_STREAM_DRAWS 3       /* posterior draws of the globals */
+#define SVIR_STREAM_DRAWS_LOCAL 4 /* posterior draws of the locals */
+#define SVIR_STREAM_BATCH 5       /* minibatch permutations */
+#define SVIR_STREAM_INIT 6        /* initial values */
+
+#define SVIR_PHILOX_M0 0xD2511F53u
+#define SVIR_PHILOX_M1 0xCD9E8D57u
+#define SVIR_PHILOX_W0 0x9E3779B9u
+#define SVIR_PHILOX_W1 0xBB67AE85u
+
+SVIR_HD void svir_philox_key(uint64_t seed, uint32_t key[2])
+{
+    key[0] = (uint32_t)seed;
+    key[1] = (uint32_t)(seed >> 32);
+}
+
+SVIR_HD void svir_philox_round(uint32_t x[4], const uint32_t k[2])
+{
+#ifdef __CUDA_ARCH__
+    const uint32_t hi0 = __umulhi(SVIR_PHILOX_M0, x[0]), lo0 = SVIR_PHILOX_M0 * x[0];
+    const uint32_t hi1 = __umulhi(SVIR_PHILOX_M1, x[2]), lo1 = SVIR_PHILOX_M1 * x[2];
+#else
+    const uint64_t p0 = (uint64_t)SVIR_PHILOX_M0 * x[0];
+    const uint64_t p1 = (uint64_t)SVIR_PHILOX_M1 * x[2];
+    const uint32_t hi0 = (uint32_t)(p0 >> 32), lo0 = (uint32_t)p0;
+    const uint32_t hi1 = (uint32_t)(p1 >> 32), lo1 = (uint32_t)p1;
+#endif
+    const uint32_t y0 = hi1 ^ x[1] ^ k[0];
+    const uint32_t y2 = hi0 ^ x[3] ^ k[1];
+    x[0] = y0;
+    x[1] = lo1;
+    x[2] = y2;
+    x[3] = lo0;
+}
+
+/* Philox4x32 with 10 rounds: out = philox(ctr, key). out may alias ctr. */
+SVIR_HD void svir_philox4x32(const uint32_t ctr[4], const uint32_t key[2],
+                             uint32_t out[4])
+{
+    uint32_t x[4] = {ctr[0], ctr[1], ctr[2], ctr[3]};
+    uint32_t k[2] = {key[0], key[1]};
+    for (int r = 0; r < 10; r++) {
+        if (r > 0) {
+            k[0] += SVIR_PHILOX_W0;
+            k[1] += SVIR_PHILOX_W1;
+        }
+        svir_philox_round(x, k);
+    }
+    out[0] = x[0];
+    out[1] = x[1];
+    out[2] = x[2];
+    out[3] = x[3];
+}
+
+/* Uniform on the open interval (0, 1) from 64 random bits (hi, lo): the odd
+ * multiples of 2^-53, {1, 3, ..., 2^53 - 1} / 2^53, all equally likely
+ * (Random123's u01fixedpt_open_open_64_double, "P = 53"; a grid of 2^53
+ * points centred in (0, 1) is not representable next to 1, so the top 52
+ * bits pick one of 2^52 cells and the value is its centre). Every value is an exact
+ * double, never 0 nor 1, and u and 1 - u are equally likely, so log(u) and
+ * log1p(-u) are both finite. */
+SVIR_HD double svir_u01_53(uint32_t hi, uint32_t lo)
+{
+    const uint64_t b = (((uint64_t)hi << 32) | lo) >> 12; /* 52 bits */
+    return ((double)b + 0.5) * (1.0 / 4503599627370496.0); /* 2^-52 */
+}
+
+SVIR_HD void svir_philox_ctr(uint64_t stream, uint64_t step, uint64_t pair,
+                             uint32_t ctr[4])
+{
+    ctr[0] = (uint32_t)pair;
+    ctr[1] = (uint32_t)(pair >> 32);
+    ctr[2] = (uint32_t)step;
+    ctr[3] = (uint32_t)stream;
+}
+
+/* Two independent standard normals from one Philox call (Box-Muller on the
+ * two uniforms held in words 0,1 and 2,3). */
+SVIR_HD void svir_normal2(const uint32_t key[2], const uint32_t ctr[4],
+                          double *z0, double *z1)
+{
+    uint32_t w[4];
+    svir_philox4x32(ctr, key, w);
+    const double u1 = svir_u01_53(w[0], w[1]);
+    const double u2 = svir_u01_53(w[2], w[3]);
+    const double r = sqrt(-2.0 * log(u1));
+    const double th = 6.283185307179586476925 * u2;
+    *z0 = r * cos(th);
+    *z1 = r * sin(th);
+}
+
+/* Standard normal number `index` of (stream, step); see the layout above. */
+SVIR_HD double svir_normal(const uint32_t key[2], uint64_t stream, uint64_t step,
+                           uint64_t index)
+{
+    uint32_t ctr[4];
+    double z0, z1;
+    svir_philox_ctr(stream, step, index >> 1, ctr);
+    svir_normal2(key, ctr, &z0, &z1);
+    return (index & 1) ? z1 : z0;
+}
+
+/* Uniform (0, 1) number `index` of (stream, step): words 0,1 of the call at
+ * index / 2 for even index, words 2,3 for odd. */
+SVIR_HD double svir_uniform(const uint32_t key[2], uint64_t stream, uint64_t step,
+                            uint64_t index)
+{
+    uint32_t ctr[4], w[4];
+    svir_philox_ctr(stream, step, index >> 1, ctr);
+    svir_philox4x32(ctr, key, w);
+    return (index & 1) ? svir_u01_53(w[2], w[3]) : svir_u01_53(w[0], w[1]);
+}
+
+/* ---- keyed permutation of [0, n) for minibatches ------------------------
+ * A balanced Feistel network over [0, 4^h), 4^h the smallest power of 4 >= n
+ * (two halves of h bits), with cycle-walking: apply the network until the
+ * value falls in [0, n). A Feistel network is a bijection of [0, 4^h) for any
+ * round function, and cycle-walking restricts a bijection of a superset to a
+ * bijection of [0, n); since 4^h < 4n, fewer than 4 passes are expected.
+ * The round function is a 64-bit finaliser (splitmix64's) of the seed
+ * (key), round_key, round number and right half; SVIR_PERM_ROUNDS rounds
+ * make the permutation look random for any n. round_key selects one of 2^32
+ * permutations for a given key: the engine passes the epoch (pass number
+ * over the data), so the r-th unit of pass e is svir_perm_index(r, n, key, e).
+ * r should be < n (r >= n is reduced mod n); n <= 1 returns 0. */
+#define SVIR_PERM_ROUNDS 6
+
+SVIR_HD uint64_t svir_mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+SVIR_HD uint64_t svir_perm_feistel(uint64_t x, int h, uint64_t rk0)
+{
+    const uint64_t mask = (h >= 32) ? 0xFFFFFFFFull : ((1ull << h) - 1);
+    uint64_t left = (x >> h) & mask, right = x & mask;
+    for (int r = 0; r < SVIR_PERM_ROUNDS; r++) {
+        const uint64_t f =
+            svir_mix64((rk0 + (uint64_t)(r + 1) * 0x9E3779B97F4A7C15ull) ^ right);
+        const uint64_t nl = right;
+        right = (left ^ f) & mask;
+        left = nl;
+    }
+    return (left << h) | right;
+}
+
+SVIR_HD uint64_t svir_perm_index(uint64_t r, uint64_t n, const uint32_t key[2],
+                                 uint32_t round_key)
+{
+    if (n <= 1)
+        return 0;
+    if (r >= n) /* outside the domain its cycle may never enter [0, n) */
+        r %= n;
+    int h = 1;
+    while (h < 32 && (1ull << (2 * h)) < n)
+        h++;
+    /* per-permutation constant: seed and round_key, mixed once */
+    const uint64_t seed = ((uint64_t)key[1] << 32) | key[0];
+    const uint64_t rk0 =
+        svir_mix64(seed ^ svir_mix64(((uint64_t)round_key << 8) ^ 0x5851F42D4C957F2Dull));
+    uint64_t x = r;
+    do {
+        x = svir_perm_feistel(x, h, rk0);
+    } while (x >= n);
+    return x;
+}
+
+#endif

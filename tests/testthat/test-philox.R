@@ -1,0 +1,124 @@
+# Philox4x32-10 against the published known-answer vectors, the keyed
+# permutation used for minibatches, and the uniform/normal maps.
+
+hex <- function(x) as.numeric(paste0("0x", x))
+philox <- function(ctr, key) .Call(C_svir_philox_r, hex(key), hex(ctr))
+
+# Known answers for philox4x32 with 10 rounds, copied from Random123 1.14.0,
+# file tests/kat_vectors (Debian: librandom123-doc 1.14.0+dfsg-4,
+# /usr/share/doc/librandom123-dev/tests/kat_vectors.gz). Each line there is
+# "philox4x32 10 <ctr x4> <key x2>   <out x4>".
+kat <- list(
+  list(ctr = c("00000000", "00000000", "00000000", "00000000"),
+       key = c("00000000", "00000000"),
+       out = c("6627e8d5", "e169c58d", "bc57ac4c", "9b00dbd8")),
+  list(ctr = c("ffffffff", "ffffffff", "ffffffff", "ffffffff"),
+       key = c("ffffffff", "ffffffff"),
+       out = c("408f276d", "41c83b0e", "a20bc7c6", "6d5451fd")),
+  list(ctr = c("243f6a88", "85a308d3", "13198a2e", "03707344"),
+       key = c("a4093822", "299f31d0"),
+       out = c("d16cfe09", "94fdcceb", "5001e420", "24126ea1"))
+)
+
+test_that("Philox4x32-10 reproduces Random123's known-answer vectors", {
+  for (v in kat) {
+    expect_identical(philox(v$ctr, v$key), hex(v$out))
+  }
+})
+
+test_that("Philox4x32-10 matches the kat_vectors file where Debian ships it", {
+  f <- "/usr/share/doc/librandom123-dev/tests/kat_vectors.gz"
+  skip_if_not(file.exists(f), "librandom123-doc is not installed")
+  lines <- grep("^philox4x32 10 ", readLines(f), value = TRUE)
+  expect_gt(length(lines), 0L)
+  for (l in lines) {
+    w <- strsplit(trimws(l), "[[:space:]]+")[[1]]
+    expect_identical(philox(w[3:6], w[7:8]), hex(w[9:12]), info = l)
+  }
+})
+
+test_that("philox entry validates its arguments", {
+  expect_error(.Call(C_svir_philox_r, c(0, 0), c(0, 0, 0)), "ctr")
+  expect_error(.Call(C_svir_philox_r, c(-1, 0), c(0, 0, 0, 0)), "key")
+  expect_error(.Call(C_svir_philox_r, c(2^32, 0), c(0, 0, 0, 0)), "key")
+  expect_error(.Call(C_svir_philox_r, c(0.5, 0), c(0, 0, 0, 0)), "key")
+})
+
+test_that("the minibatch permutation is a bijection of 0..n-1", {
+  for (n in c(1, 2, 3, 4, 5, 16, 17, 1000, 4096, 4097, 73421)) {
+    for (rk in c(0, 1, 4294967295)) {
+      p <- .Call(C_svir_perm_r, n, 20240607, rk)
+      expect_identical(sort(p), seq_len(n) - 1L, info = paste(n, rk))
+    }
+  }
+  expect_identical(.Call(C_svir_perm_r, 0, 1, 0), integer(0))
+})
+
+test_that("the permutation depends on the seed and the round key, and repeats", {
+  n <- 1000
+  p1 <- .Call(C_svir_perm_r, n, 1, 0)
+  expect_identical(p1, .Call(C_svir_perm_r, n, 1, 0))
+  expect_false(identical(p1, .Call(C_svir_perm_r, n, 2, 0)))
+  expect_false(identical(p1, .Call(C_svir_perm_r, n, 1, 1)))
+  # looks shuffled: few fixed points, no trend
+  expect_lt(sum(p1 == 0:(n - 1)), 10)
+  expect_lt(abs(stats::cor(p1, 0:(n - 1))), 0.15)
+  # a minibatch (first 100 of the pass) is spread over the whole range
+  expect_gt(stats::sd(p1[1:100]), 200)
+})
+
+test_that("uniforms lie in the open interval (0, 1) and are uniform", {
+  u <- .Call(C_svir_uniforms_r, 42, 1, 0, 1e5)
+  expect_true(all(u > 0 & u < 1))
+  expect_equal(mean(u), 0.5, tolerance = 0.01)
+  expect_equal(stats::var(u), 1 / 12, tolerance = 0.02)
+  h <- tabulate(findInterval(u, seq(0, 1, by = 0.1)), nbins = 10)
+  expect_gt(stats::chisq.test(h)$p.value, 1e-4)
+})
+
+test_that("uniform i uses words 0,1 (even i) or 2,3 (odd i) of call i %/% 2", {
+  key <- c(123, 0)
+  w <- .Call(C_svir_philox_r, key, c(0, 0, 7, 3))  # pair 0, step 7, stream 3
+  u53 <- function(hi, lo) (floor(hi * 2^20) + floor(lo / 2^12) + 0.5) / 2^52
+  u <- .Call(C_svir_uniforms_r, 123, 3, 7, 2)
+  expect_identical(u[1], u53(w[1], w[2]))
+  expect_identical(u[2], u53(w[3], w[4]))
+  w5 <- .Call(C_svir_philox_r, key, c(5, 0, 7, 3))  # pair 5 holds draws 10, 11
+  u12 <- .Call(C_svir_uniforms_r, 123, 3, 7, 12)
+  expect_identical(u12[11:12], c(u53(w5[1], w5[2]), u53(w5[3], w5[4])))
+})
+
+test_that("normals are Box-Muller on the two uniforms of one call", {
+  key <- c(99, 0)
+  w <- .Call(C_svir_philox_r, key, c(0, 0, 2, 1))
+  u53 <- function(hi, lo) (floor(hi * 2^20) + floor(lo / 2^12) + 0.5) / 2^52
+  u1 <- u53(w[1], w[2])
+  u2 <- u53(w[3], w[4])
+  z <- .Call(C_svir_normals_r, 99, 1, 2, 2)
+  r <- sqrt(-2 * log(u1))
+  expect_equal(z, c(r * cos(2 * pi * u2), r * sin(2 * pi * u2)), tolerance = 1e-14)
+})
+
+test_that("normal draws have mean 0 and sd 1", {
+  z <- .Call(C_svir_normals_r, 2024, 1, 0, 1e5)
+  expect_true(all(is.finite(z)))
+  expect_lt(abs(mean(z)), 4 / sqrt(1e5))
+  expect_equal(stats::sd(z), 1, tolerance = 0.01)
+  expect_lt(abs(mean(z^3)), 0.05)            # skewness
+  expect_equal(mean(z^4), 3, tolerance = 0.03)   # kurtosis
+  expect_gt(stats::ks.test(z, "pnorm")$p.value, 1e-4)
+  # neighbours (the two halves of one Box-Muller pair) are uncorrelated
+  expect_lt(abs(stats::cor(z[c(TRUE, FALSE)], z[c(FALSE, TRUE)])), 0.02)
+})
+
+test_that("streams, steps and seeds give different draws; a seed repeats", {
+  a <- .Call(C_svir_normals_r, 7, 1, 0, 1000)
+  expect_identical(a, .Call(C_svir_normals_r, 7, 1, 0, 1000))
+  expect_false(any(a == .Call(C_svir_normals_r, 7, 2, 0, 1000)))
+  expect_false(any(a == .Call(C_svir_normals_r, 7, 1, 1, 1000)))
+  expect_false(any(a == .Call(C_svir_normals_r, 8, 1, 0, 1000)))
+  # a seed above 2^32 uses the high key word
+  expect_false(identical(.Call(C_svir_normals_r, 2^32 + 7, 1, 0, 10), a[1:10]))
+  # element i does not depend on how many were drawn
+  expect_identical(.Call(C_svir_normals_r, 7, 1, 0, 11), a[1:11])
+})
