@@ -1,0 +1,215 @@
+# Control of the SVI optimiser (dev/CONTRACT.md, section 3).
+
+#' Check a whole-number control
+#'
+#' @param x Value.
+#' @param arg Argument name.
+#' @param min Smallest allowed value.
+#' @return `x` as integer.
+#' @noRd
+svir_check_whole <- function(x, arg, min = 1L) {
+  ok <- is.numeric(x) && length(x) == 1L && !is.na(x) && is.finite(x) &&
+    abs(x - round(x)) < 1e-8 && x >= min && x <= .Machine$integer.max
+  if (!ok) {
+    cli::cli_abort(
+      c("{.arg {arg}} must be a whole number of at least {min}.",
+        "x" = "You supplied {.code {deparse1(x)}}."),
+      class = "svir_error", call = NULL
+    )
+  }
+  as.integer(round(x))
+}
+
+#' Check a real-valued control
+#'
+#' @param x Value.
+#' @param arg Argument name.
+#' @param lower,upper Bounds (exclusive).
+#' @return `x` as double.
+#' @noRd
+svir_check_real <- function(x, arg, lower = 0, upper = Inf) {
+  ok <- is.numeric(x) && length(x) == 1L && !is.na(x) && is.finite(x) &&
+    x > lower && x < upper
+  if (!ok) {
+    range <- if (is.finite(upper)) {
+      sprintf("strictly between %s and %s", lower, upper)
+    } else {
+      sprintf("a finite number greater than %s", lower)
+    }
+    cli::cli_abort(
+      c("{.arg {arg}} must be {range}.",
+        "x" = "You supplied {.code {deparse1(x)}}."),
+      class = "svir_error", call = NULL
+    )
+  }
+  as.double(x)
+}
+
+#' Control the stochastic variational inference optimiser
+#'
+#' Settings of the optimiser used by `svi_fit()`: the number of steps, the
+#' step size (Adam's learning rate) and its schedule, the stopping rule, the
+#' Monte Carlo and minibatch sizes, threads and the number of posterior draws
+#' kept.
+#'
+#' @section The stopping rule:
+#' The ELBO estimates are averaged over consecutive windows of `eval_every`
+#' steps. A window is a *plateau* when its mean ELBO exceeds the previous
+#' window's by less than `tol_rel_obj * |mean ELBO|` or by less than two
+#' standard errors of the difference of the two window means (the
+#' improvement is lost in the Monte Carlo noise). What happens then depends
+#' on `lr_schedule`:
+#' * `"plateau"` (default): the step size is multiplied by `lr_decay` and
+#'   the comparison restarts with the next window. After `patience` such
+#'   reductions, the next plateau ends the fit as converged. Small final step
+#'   sizes reduce the noise of the final estimates.
+#' * `"constant"`: the step size stays `lr`; the first plateau ends the fit.
+#' * `"decay"`: the step size at step `t` is `lr / sqrt(1 + t / eval_every)`;
+#'   the first plateau ends the fit.
+#'
+#' The fit otherwise stops after `max_steps` steps (stop reason
+#' `"max_steps"`). A step whose ELBO or gradient is not finite is rejected
+#' and halves the step size; 10 rejections in a row end the fit as
+#' `"diverged"`. The reported variational parameters are the average of the
+#' iterates over the last complete window, which removes most of the
+#' step-to-step noise of stochastic optimisation.
+#'
+#' @param max_steps Largest number of optimisation steps.
+#' @param lr Step size (learning rate) of Adam, greater than 0.
+#' @param lr_schedule Step-size schedule: `"plateau"`, `"constant"` or
+#'   `"decay"` (see the stopping rule below).
+#' @param lr_decay Factor (between 0 and 1) by which the `"plateau"` schedule
+#'   multiplies the step size at each plateau.
+#' @param eval_every Window length, in steps, of the stopping rule.
+#' @param tol_rel_obj Relative tolerance on the change of the window-mean
+#'   ELBO, greater than 0.
+#' @param patience Number of step-size reductions of the `"plateau"`
+#'   schedule before the next plateau stops the fit (0 stops at the first).
+#' @param num_particles Monte Carlo draws per step for the ELBO gradient;
+#'   more draws give a less noisy gradient at a proportional cost.
+#' @param batch_size Observations per minibatch, or `NULL` for full batches.
+#'   With minibatches the likelihood is rescaled by `n / batch_size`
+#'   automatically, and only the random effects of the groups present in a
+#'   batch are updated. Must not exceed the number of observations.
+#' @param threads Number of CPU threads, or `NULL` (stored as `0`) for every
+#'   thread OpenMP makes available. Results are reproducible for a given
+#'   number of threads.
+#' @param ndraws Number of draws from the fitted approximate posterior kept
+#'   in the fit, for summaries, intervals and predictions.
+#' @param init_scale Initial standard deviation of the variational
+#'   distributions (on the internal, standardised scale), greater than 0.
+#' @param progress Show a progress bar while fitting.
+#' @return An object of class `"svi_control"`: a list with the validated
+#'   values (integers for counts, `batch_size` `NULL` for full batches,
+#'   `threads` `0` for the default).
+#' @examples
+#' svi_control()
+#' svi_control(max_steps = 5000, lr = 0.02, lr_schedule = "constant")
+#' svi_control(batch_size = 256, num_particles = 4, threads = 2)
+#' @export
+svi_control <- function(max_steps = 10000L, lr = 0.05,
+                        lr_schedule = c("plateau", "constant", "decay"),
+                        lr_decay = 0.3, eval_every = 100L, tol_rel_obj = 1e-4,
+                        patience = 3L, num_particles = 1L, batch_size = NULL,
+                        threads = NULL, ndraws = 1000L, init_scale = 0.1,
+                        progress = interactive()) {
+  schedules <- c("plateau", "constant", "decay")
+  if (missing(lr_schedule) || identical(lr_schedule, schedules)) {
+    lr_schedule <- "plateau"
+  }
+  if (!is.character(lr_schedule) || length(lr_schedule) != 1L || is.na(lr_schedule) ||
+      is.na(pmatch(lr_schedule, schedules))) {
+    cli::cli_abort(
+      c("{.arg lr_schedule} must be one of {.val {schedules}}.",
+        "x" = "You supplied {.code {deparse1(lr_schedule)}}."),
+      class = "svir_error", call = NULL
+    )
+  }
+  lr_schedule <- schedules[pmatch(lr_schedule, schedules)]
+  if (!is.null(batch_size)) batch_size <- svir_check_whole(batch_size, "batch_size", 1L)
+  threads <- if (is.null(threads)) 0L else svir_check_whole(threads, "threads", 0L)
+  if (!is.logical(progress) || length(progress) != 1L || is.na(progress)) {
+    cli::cli_abort(
+      c("{.arg progress} must be {.val TRUE} or {.val FALSE}.",
+        "x" = "You supplied {.code {deparse1(progress)}}."),
+      class = "svir_error", call = NULL
+    )
+  }
+  out <- list(
+    max_steps = svir_check_whole(max_steps, "max_steps", 1L),
+    lr = svir_check_real(lr, "lr"),
+    lr_schedule = lr_schedule,
+    lr_decay = svir_check_real(lr_decay, "lr_decay", 0, 1),
+    eval_every = svir_check_whole(eval_every, "eval_every", 1L),
+    tol_rel_obj = svir_check_real(tol_rel_obj, "tol_rel_obj"),
+    patience = svir_check_whole(patience, "patience", 0L),
+    num_particles = svir_check_whole(num_particles, "num_particles", 1L),
+    batch_size = batch_size,
+    threads = threads,
+    ndraws = svir_check_whole(ndraws, "ndraws", 1L),
+    init_scale = svir_check_real(init_scale, "init_scale"),
+    progress = progress
+  )
+  structure(out, class = "svi_control")
+}
+
+#' @export
+print.svi_control <- function(x, ...) {
+  cat("svir control settings\n")
+  vals <- vapply(names(x), function(nm) {
+    v <- x[[nm]]
+    if (is.null(v)) {
+      if (nm == "batch_size") "NULL (full batch)" else "NULL"
+    } else if (nm == "threads" && identical(v, 0L)) {
+      "0 (OpenMP default)"
+    } else {
+      format(v)
+    }
+  }, "")
+  cat(sprintf("  %-14s %s\n", names(x), vals), sep = "")
+  invisible(x)
+}
+
+#' Check the minibatch size against the number of observations
+#'
+#' @param control An `svi_control` object.
+#' @param n Number of observations.
+#' @return `control`, invisibly.
+#' @noRd
+svir_check_batch <- function(control, n) {
+  bs <- control$batch_size
+  if (!is.null(bs) && bs > n) {
+    cli::cli_abort(
+      c("{.arg batch_size} ({bs}) is larger than the number of observations ({n}).",
+        "i" = "Use a value in 1..{n}, or {.code NULL} for full batches."),
+      class = "svir_error", call = NULL
+    )
+  }
+  invisible(control)
+}
+
+#' Coerce the user's `control` argument
+#'
+#' @param control `NULL`, an `svi_control` object or a list of its arguments.
+#' @return An `svi_control` object.
+#' @noRd
+svir_as_control <- function(control) {
+  if (is.null(control)) return(svi_control())
+  if (inherits(control, "svi_control")) return(control)
+  if (is.list(control)) {
+    bad <- setdiff(names(control), names(formals(svi_control)))
+    if (length(bad) || is.null(names(control)) || any(names(control) == "")) {
+      cli::cli_abort(
+        c("{.arg control} has unknown setting{?s} {.val {bad}}.",
+          "i" = "Make it with {.code svi_control()}; its arguments are {.arg {names(formals(svi_control))}}."),
+        class = "svir_error", call = NULL
+      )
+    }
+    return(do.call(svi_control, control))
+  }
+  cli::cli_abort(
+    c("{.arg control} must be made by {.fun svi_control}.",
+      "i" = "For example {.code control = svi_control(max_steps = 5000)}."),
+    class = "svir_error", call = NULL
+  )
+}

@@ -1,0 +1,285 @@
+# Formula handling and the engine spec (dev/CONTRACT.md, sections 2 and 6).
+
+#' Check the `formula` argument
+#'
+#' @param formula The user's formula.
+#' @return The formula.
+#' @noRd
+svir_check_formula <- function(formula) {
+  if (missing(formula) || !inherits(formula, "formula")) {
+    svir_abort(c("{.arg formula} must be a formula such as {.code y ~ x + (1 | g)}.",
+                 "x" = "It is {.obj_type_friendly {if (missing(formula)) NULL else formula}}."))
+  }
+  if (length(formula) != 3L) {
+    svir_abort(c("{.arg formula} has no response (left-hand side).",
+                 "i" = "Write it as {.code response ~ predictors}."))
+  }
+  formula
+}
+
+#' Random-effect terms
+#'
+#' Uses lme4's machinery: `findbars()` (which expands `(x | a/b)` into
+#' `(x | b:a) + (x | a)`), `mkReTrms()` for the grouping factors and the
+#' order of the terms (sorted by decreasing number of levels, as lme4 does;
+#' svir keeps this order everywhere), and for each term
+#' `model.matrix(~ lhs, mf)` for its raw Z, as lme4 builds it.
+#'
+#' @param formula Formula with `||` expanded.
+#' @param mf Model frame.
+#' @return List per term: `grpvar`, `cnms`, `levels`, `group` (1-based
+#'   integer), `ngroups`, `Z` (raw n x q), `correlated`, `term` (the bar as
+#'   text, e.g. `"Days | Subject"`), `lhs` (the left-hand side expression),
+#'   `z_scale` (sd of each Z column, or its absolute value when constant).
+#' @noRd
+svir_re_terms <- function(formula, mf) {
+  bars <- lme4::findbars(formula)
+  if (!length(bars)) return(list())
+  tn <- vapply(bars, deparse1, "")
+  if (anyDuplicated(tn)) {
+    svir_abort(c("{.arg formula} repeats the random-effect term {.code ({tn[duplicated(tn)][1]})}.",
+                 "i" = "Give each random-effect term once."))
+  }
+  # grouping factors with a single level make mkReTrms' output degenerate;
+  # check them first so the message names the factor
+  rt <- tryCatch(
+    suppressWarnings(lme4::mkReTrms(bars, mf)),
+    error = function(e) {
+      svir_abort(c("Can't build the random-effect terms of {.arg formula}.",
+                   "x" = "{conditionMessage(e)}",
+                   "i" = "Grouping factors must be variables of {.arg data}."))
+    }
+  )
+  ord <- match(names(rt$Ztlist), tn)
+  asg <- attr(rt$flist, "assign")
+  out <- vector("list", length(ord))
+  for (i in seq_along(ord)) {
+    bar <- bars[[ord[i]]]
+    ff <- rt$flist[[asg[i]]]
+    grpvar <- names(rt$flist)[asg[i]]
+    if (nlevels(ff) < 2L) {
+      svir_abort(c("Grouping factor {.var {grpvar}} of the term {.code ({tn[ord[i]]})} has only one level ({.val {levels(ff)}}).",
+                   "i" = "A random effect needs at least two groups: remove the term from {.arg formula} or check {.var {grpvar}} in {.arg data}."))
+    }
+    Z <- tryCatch(
+      stats::model.matrix(eval(substitute(~foo, list(foo = bar[[2]]))), mf),
+      error = function(e) {
+        svir_abort(c("Can't build the random-effect design of {.code ({tn[ord[i]]})}.",
+                     "x" = "{conditionMessage(e)}"))
+      }
+    )
+    if (ncol(Z) == 0L) {
+      svir_abort(c("The random-effect term {.code ({tn[ord[i]]})} has no coefficients.",
+                   "i" = "Write {.code (1 | {grpvar})} for a random intercept."))
+    }
+    cn <- colnames(Z)
+    for (j in seq_len(ncol(Z))) {
+      svir_check_finite(Z[, j], cn[j], sprintf("random-effect column (term %s)", tn[ord[i]]))
+    }
+    Zr <- matrix(as.double(Z), nrow(Z), ncol(Z), dimnames = list(NULL, cn))
+    zs <- apply(Zr, 2L, function(z) {
+      s <- if (length(z) > 1L) stats::sd(z) else 0
+      if (s > 1e-12 * max(1, abs(z))) s else max(abs(z[1]), 1e-12)
+    })
+    out[[i]] <- list(
+      grpvar = grpvar,
+      cnms = cn,
+      levels = levels(ff),
+      group = as.integer(ff),
+      ngroups = nlevels(ff),
+      Z = Zr,
+      correlated = ncol(Zr) > 1L,
+      term = tn[ord[i]],
+      lhs = bar[[2]],
+      z_scale = unname(zs)
+    )
+  }
+  out
+}
+
+#' Global parameter layout
+#'
+#' One row per entry of the engine's global parameter vector, in the order of
+#' dev/CONTRACT.md section 2: `beta`, all `log_sd` blocks (term order), all
+#' `cpc` blocks of correlated terms, `log_sigma` (gaussian), `log_phi`
+#' (negbin).
+#'
+#' @param coef_names Column names of X.
+#' @param re Random-effect terms from [svir_re_terms()].
+#' @param family_name Family name.
+#' @return A data.frame with columns `index` (1-based), `name` (internal
+#'   name: `beta[j]`, `log_sd[t][k]`, `cpc[t][m]`, `log_sigma`, `log_phi`),
+#'   `class` (`"b"`, `"sd"`, `"cor"`, `"sigma"`, `"phi"`), `is_intercept`,
+#'   `col` (column of X for `b`), `term` (term index for `sd`/`cor`),
+#'   `group` (grouping factor name), `coef` (X column, Z column, or
+#'   `"<cnm_j>__<cnm_i>"` for `cor`), `cor_i`, `cor_j` (1-based row and column
+#'   of the correlation, `i > j`), `z_scale` (sd of the Z column, for `sd`),
+#'   `draws_name` (the natural-scale column name of section 6).
+#' @noRd
+svir_layout <- function(coef_names, re, family_name) {
+  rows <- list()
+  add <- function(...) rows[[length(rows) + 1L]] <<- list(...)
+  for (j in seq_along(coef_names)) {
+    add(name = sprintf("beta[%d]", j), class = "b",
+        is_intercept = coef_names[j] == "(Intercept)", col = j, term = NA_integer_,
+        group = "", coef = coef_names[j], cor_i = NA_integer_, cor_j = NA_integer_,
+        z_scale = NA_real_, draws_name = coef_names[j])
+  }
+  for (t in seq_along(re)) {
+    tm <- re[[t]]
+    for (k in seq_along(tm$cnms)) {
+      add(name = sprintf("log_sd[%d][%d]", t, k), class = "sd", is_intercept = FALSE,
+          col = NA_integer_, term = t, group = tm$grpvar, coef = tm$cnms[k],
+          cor_i = NA_integer_, cor_j = NA_integer_, z_scale = tm$z_scale[k],
+          draws_name = sprintf("sd_%s__%s", tm$grpvar, tm$cnms[k]))
+    }
+  }
+  for (t in seq_along(re)) {
+    tm <- re[[t]]
+    q <- length(tm$cnms)
+    if (!tm$correlated || q < 2L) next
+    m <- 0L
+    for (i in 2:q) {
+      for (j in seq_len(i - 1L)) {
+        m <- m + 1L
+        add(name = sprintf("cpc[%d][%d]", t, m), class = "cor", is_intercept = FALSE,
+            col = NA_integer_, term = t, group = tm$grpvar,
+            coef = paste(tm$cnms[j], tm$cnms[i], sep = "__"),
+            cor_i = i, cor_j = j, z_scale = NA_real_,
+            draws_name = sprintf("cor_%s__%s__%s", tm$grpvar, tm$cnms[j], tm$cnms[i]))
+      }
+    }
+  }
+  if (family_name == "gaussian") {
+    add(name = "log_sigma", class = "sigma", is_intercept = FALSE, col = NA_integer_,
+        term = NA_integer_, group = "", coef = "", cor_i = NA_integer_,
+        cor_j = NA_integer_, z_scale = NA_real_, draws_name = "sigma")
+  }
+  if (family_name == "negbin") {
+    add(name = "log_phi", class = "phi", is_intercept = FALSE, col = NA_integer_,
+        term = NA_integer_, group = "", coef = "", cor_i = NA_integer_,
+        cor_j = NA_integer_, z_scale = NA_real_, draws_name = "phi")
+  }
+  if (!length(rows)) {
+    layout <- data.frame(index = integer(), name = character(), class = character(),
+                         is_intercept = logical(), col = integer(), term = integer(),
+                         group = character(), coef = character(), cor_i = integer(),
+                         cor_j = integer(), z_scale = double(), draws_name = character(),
+                         stringsAsFactors = FALSE)
+    return(layout)
+  }
+  layout <- do.call(rbind, lapply(rows, as.data.frame, stringsAsFactors = FALSE))
+  layout <- cbind(index = seq_len(nrow(layout)), layout)
+  rownames(layout) <- NULL
+  dup <- layout$draws_name[duplicated(layout$draws_name)]
+  if (length(dup)) {
+    svir_abort(c("{.arg formula} gives two parameters the same name {.val {dup[1]}}.",
+                 "i" = "A random-effect coefficient may appear once per grouping factor, and a fixed-effect column may not be named {.val sigma} or {.val phi}: rename or remove the duplicate."))
+  }
+  layout
+}
+
+#' Build the engine spec and the information the result object needs
+#'
+#' The front door from formula + data to the numeric arrays of
+#' dev/CONTRACT.md section 2, in internal units, and to everything the
+#' `svi_fit` object of section 6 records.
+#'
+#' @param formula Model formula, lme4 syntax: `y ~ x + (x | g)`, `(x || g)`,
+#'   `(1 | a/b)`, `offset()`, `poly()`, factors, interactions. Binomial
+#'   responses may be `cbind(successes, failures)`.
+#' @param data A data frame.
+#' @param family A family object, family function or string (see
+#'   [svir_family_code()]).
+#' @param prior An `svi_prior` object or `NULL` (defaults).
+#' @param na.action `NULL` (`getOption("na.action")`), a function or its
+#'   name.
+#' @param contrasts `contrasts.arg` for the fixed-effect model matrix.
+#' @param ... Ignored.
+#' @return `list(spec, info)`; see dev/CONTRACT.md and the report in
+#'   the package's development notes. `spec` holds `y, trials, offset, X,
+#'   family, link, terms, prior_type, prior_df, prior_loc, prior_scale`.
+#' @noRd
+svir_build_spec <- function(formula, data, family = stats::gaussian(), prior = NULL,
+                            na.action = NULL, contrasts = NULL, ...) {
+  formula <- svir_check_formula(formula)
+  fam <- svir_family_code(family)
+  prior <- svir_as_prior(prior)
+  data <- svir_check_data(data)
+
+  formula_x <- lme4::expandDoubleVerts(formula)
+  environment(formula_x) <- environment(formula)
+  mf <- svir_model_frame(formula_x, data, na.action)
+  n <- nrow(mf)
+
+  resp <- svir_response(mf, fam$name)
+  fixed_form <- lme4::nobars(formula_x)
+  if (!inherits(fixed_form, "formula")) {
+    # nobars() returns the bare response when the formula has only bars
+    fixed_form <- stats::reformulate("1", response = formula_x[[2]])
+  }
+  environment(fixed_form) <- environment(formula)
+  tf <- svir_fixed_terms(fixed_form, mf)
+  X <- svir_fixed_matrix(tf, mf, contrasts)
+  coef_names <- colnames(X)
+  has_intercept <- attr(tf, "intercept") == 1L && "(Intercept)" %in% coef_names
+  offset <- svir_offset(mf)
+  re <- svir_re_terms(formula_x, mf)
+
+  scaling <- svir_scaling(X, resp$y, fam$name, has_intercept)
+  Xs <- svir_scale_X(X, scaling)
+  svir_check_rank(Xs)
+
+  layout <- svir_layout(coef_names, re, fam$name)
+  ptab <- svir_prior_table(prior, layout, scaling)
+  parr <- svir_prior_arrays(ptab, layout, scaling)
+
+  y_int <- (resp$y - scaling$y_center) / scaling$y_scale
+  off_int <- if (is.null(offset)) NULL else offset / scaling$y_scale
+  spec_terms <- lapply(re, function(tm) {
+    list(group = tm$group - 1L, ngroups = as.integer(tm$ngroups), Z = tm$Z,
+         correlated = isTRUE(tm$correlated))
+  })
+  spec <- list(
+    y = as.double(y_int),
+    trials = resp$trials,
+    offset = off_int,
+    X = Xs,
+    family = as.integer(fam$family),
+    link = as.integer(fam$link),
+    terms = spec_terms,
+    prior_type = parr$prior_type,
+    prior_df = parr$prior_df,
+    prior_loc = parr$prior_loc,
+    prior_scale = parr$prior_scale
+  )
+  info <- list(
+    formula = formula,
+    formula_expanded = formula_x,
+    fixed_formula = fixed_form,
+    terms_fixed = tf,
+    terms_full = attr(mf, "terms"),
+    xlevels = stats::.getXlevels(tf, mf),
+    contrasts = attr(X, "contrasts"),
+    frame = mf,
+    na.action = attr(mf, "na.action"),
+    X = X,
+    y = resp$y,
+    trials = resp$trials,
+    offset = offset,
+    response_name = deparse1(formula[[2]]),
+    re = lapply(re, function(tm) tm[c("grpvar", "cnms", "levels", "group", "Z",
+                                        "correlated", "term", "lhs", "ngroups",
+                                        "z_scale")]),
+    scaling = scaling,
+    layout = layout,
+    prior = ptab,
+    prior_user = prior,
+    family = fam$object,
+    family_code = fam[c("family", "link", "name", "link_name")],
+    coef_names = coef_names,
+    draws_names = layout$draws_name,
+    nobs = n
+  )
+  list(spec = spec, info = info)
+}
