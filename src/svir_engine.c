@@ -29,7 +29,8 @@
 typedef struct {
     const svir_model *m;
     const svir_control *c;
-    int T;
+    int T;                  /* threads for the per-step loops */
+    int T_draws;            /* threads for the final draws (one data pass each) */
     ptrdiff_t D, ngp, ngroups_total;
     uint32_t key[2];
     int full;
@@ -87,6 +88,13 @@ static int work_init(work *w, const svir_model *m, const svir_control *c)
     w->full = c->batch_size <= 0 || c->batch_size >= m->n;
     w->B = w->full ? m->n : c->batch_size;
     w->scale = (double)m->n / (double)w->B;
+    /* a parallel region costs microseconds: small batches run on one thread */
+    {
+        const ptrdiff_t per_thread = 4096;
+        const ptrdiff_t useful = (w->B + per_thread - 1) / per_thread;
+        if (useful < w->T) w->T = useful > 0 ? (int)useful : 1;
+    }
+    w->T_draws = c->threads > 0 ? c->threads : 1;
     if (svir_globals_alloc(m, &w->g)) fail = 1;
     const size_t D = (size_t)m->D, nz = (size_t)m->nz;
     w->theta = xcalloc(D, sizeof(double), &fail);
@@ -549,7 +557,7 @@ static int final_draws(work *w, const double *gpar, const double *lpar, svir_res
     if (!res->draws || !res->log_ratio) return 2;
     int fail = 0;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(w->T)
+#pragma omp parallel num_threads(w->T_draws)
 #endif
     {
         double *eps = malloc(sizeof(double) * (size_t)(D + 1));

@@ -1,0 +1,207 @@
+#' Fit a generalised linear mixed model by stochastic variational inference
+#'
+#' `svi_fit()` fits a Bayesian generalised linear mixed model with lme4-style
+#' random effects by stochastic variational inference (SVI): a Gaussian guide
+#' over the global parameters (fixed effects, random-effect standard deviations
+#' and correlations, residual scale) and per-group Gaussian blocks over the
+#' random effects is fitted by maximising the evidence lower bound (ELBO) with
+#' reparameterised gradients and Adam. Gradients are derived by hand for each
+#' family and computed in C, in parallel over observations.
+#'
+#' @section Model:
+#' The linear predictor is `eta = X beta + offset + sum_t Z_t b_t`. For each
+#' random-effect term `(x | g)` and each level `j` of `g`,
+#' `b_tj = diag(sd_t) L_t z_tj` with `z_tj ~ N(0, I)` (non-centred), `sd_t` the
+#' standard deviations and `L_t` the Cholesky factor of the correlation matrix
+#' (LKJ prior). `(x || g)` gives uncorrelated terms, `(1 | a/b)` nested and
+#' `(1 | a) + (1 | b)` crossed factors, as in lme4.
+#'
+#' @section Guides:
+#' `"meanfield"`: independent Gaussians over the unconstrained global
+#' parameters (log standard deviations, Stan's canonical-partial-correlation
+#' transform for correlations). `"fullrank"`: one multivariate Gaussian over
+#' all of them. In both, the random effects of each group get their own
+#' Gaussian with a full covariance over the terms of that group (a block per
+#' group), independent of the globals; only groups present in a minibatch are
+#' updated at a step.
+#'
+#' @section Minibatches:
+#' With `control = svi_control(batch_size = B)` each step uses `B`
+#' observations drawn without replacement (a fresh permutation each epoch); the
+#' likelihood is scaled by `n / B` and each group's prior term is charged to its
+#' observations in the batch, so the ELBO estimate and its gradient stay
+#' unbiased. Nothing needs to be set by hand.
+#'
+#' @section Reproducibility:
+#' All noise comes from one counter-based generator (Philox4x32-10) keyed by
+#' `seed`: the same seed gives bit-identical results for the same number of
+#' threads. With `seed = NULL` the seed is drawn from R's generator, so
+#' `set.seed()` makes a fit reproducible.
+#'
+#' @param formula A two-sided model formula with lme4-style random effects,
+#'   e.g. `y ~ x + (x | g)`. Binomial responses may be `cbind(successes,
+#'   failures)`. `offset()` terms are allowed.
+#' @param data A data frame containing the variables in `formula`.
+#' @param family A family: [gaussian()], [binomial()] (logit, probit or
+#'   cloglog link), [poisson()] or [negbin()]; a family function or its name
+#'   also works.
+#' @param prior Priors from [svi_prior()], or `NULL` for the defaults
+#'   documented there. See [prior_summary()] for what a fit used.
+#' @param guide `"meanfield"` (default) or `"fullrank"`, the variational family
+#'   over the global parameters.
+#' @param method Inference engine. Only `"svi"` is available in this version.
+#' @param control Settings of the optimiser and stopping rule, from
+#'   [svi_control()] (a plain list of the same names is accepted).
+#' @param backend `"auto"`, `"cpu"` or `"cuda"`; see [svir_backends()].
+#' @param seed `NULL` or a whole number in `0 .. 2^53`; see Reproducibility.
+#' @param na.action How to handle missing values, as in [stats::lm()]; by
+#'   default `getOption("na.action")`.
+#' @param ... Not used; a warning names any argument given here.
+#'
+#' @return An object of class `svi_fit`; see [summary.svi_fit()],
+#'   [fixef.svi_fit()], [ranef.svi_fit()], [VarCorr.svi_fit()],
+#'   [predict.svi_fit()] and [plot.svi_fit()].
+#' @seealso [svi_control()], [svi_prior()], [negbin()].
+#' @examples
+#' fit <- svi_fit(Reaction ~ Days + (Days | Subject), data = lme4::sleepstudy,
+#'                seed = 1)
+#' fit
+#' fixef(fit)
+#' VarCorr(fit)
+#' @export
+svi_fit <- function(formula, data, family = gaussian(), prior = NULL,
+                    guide = c("meanfield", "fullrank"), method = "svi",
+                    control = svi_control(), backend = "auto", seed = NULL,
+                    na.action = getOption("na.action"), ...) {
+  call <- match.call()
+  dots <- list(...)
+  if (length(dots)) {
+    cli::cli_warn(c("Ignoring argument{?s} not used by {.fn svi_fit}: {.arg {names(dots)}}."))
+  }
+  guide <- svir_match_arg(guide, c("meanfield", "fullrank"), "guide")
+  if (!identical(method, "svi")) {
+    if (identical(method, "qem")) {
+      cli::cli_abort(c("{.code method = \"qem\"} is not available in this version of svir.",
+                       i = "Use {.code method = \"svi\"}."), class = "svir_error", call = call)
+    }
+    cli::cli_abort(c("{.arg method} must be {.val svi}.", x = "You supplied {.val {method}}."),
+                   class = "svir_error", call = call)
+  }
+  control <- svir_as_control(control)
+  seed <- svir_check_seed(seed, call)
+
+  built <- svir_build_spec(formula, data, family = family, prior = prior,
+                           na.action = na.action)
+  spec <- built$spec
+  info <- built$info
+  n <- length(spec$y)
+  svir_check_batch(control, n)
+  be <- svir_choose_backend(backend, n)
+  spec$init_mu <- svir_init_mu(spec, info)
+
+  ctrl <- unclass(control)
+  ctrl$guide <- guide
+  ctrl$seed <- seed
+  ctrl$threads <- as.integer(if (is.null(control$threads)) 0L else control$threads)
+  bar <- NULL
+  if (isTRUE(control$progress)) {
+    bar_env <- environment()
+    bar <- cli::cli_progress_bar("Fitting (SVI)", total = control$max_steps,
+                                 .envir = bar_env)
+    ctrl$progress_fun <- function(step, elbo) {
+      cli::cli_progress_update(set = step, id = bar, .envir = bar_env)
+    }
+  }
+  t0 <- proc.time()[["elapsed"]]
+  engine <- .Call(C_svir_fit_r, spec, ctrl)
+  engine$time <- proc.time()[["elapsed"]] - t0
+  if (!is.null(bar)) cli::cli_progress_done(id = bar, .envir = bar_env)
+
+  svir_warn_stop(engine, control)
+  svir_postprocess(engine, info, call = call, control = control, method = method,
+                   guide = guide, backend = be, seed = seed)
+}
+
+svir_match_arg <- function(arg, choices, name) {
+  if (identical(arg, choices)) return(choices[1])
+  if (!is.character(arg) || length(arg) != 1 || !arg %in% choices) {
+    cli::cli_abort(c("{.arg {name}} must be one of {.val {choices}}.",
+                     x = "You supplied {.val {format(arg)}}."),
+                   class = "svir_error", call = NULL)
+  }
+  arg
+}
+
+svir_check_seed <- function(seed, call = NULL) {
+  if (is.null(seed)) {
+    # two draws from R's generator, so set.seed() governs the fit
+    return(as.double(sample.int(2^30, 1) - 1) * 2^22 + (sample.int(2^22, 1) - 1))
+  }
+  if (!is.numeric(seed) || length(seed) != 1 || !is.finite(seed) || seed < 0 ||
+      seed != round(seed) || seed > 2^53) {
+    cli::cli_abort(c("{.arg seed} must be NULL or a whole number between 0 and 2^53.",
+                     x = "You supplied {.val {format(seed)}}."),
+                   class = "svir_error", call = call)
+  }
+  as.double(seed)
+}
+
+svir_warn_stop <- function(engine, control) {
+  switch(engine$stop_reason,
+    max_steps = cli::cli_warn(c(
+      "The fit stopped at {.code max_steps = {engine$steps}} before the ELBO converged.",
+      i = "Increase {.code control = svi_control(max_steps = )} or {.arg lr}; check {.code plot(fit)}.")),
+    diverged = cli::cli_warn(c(
+      "The fit diverged: {engine$n_rejected} step{?s} gave non-finite values and the step size was reduced each time.",
+      i = "Try a smaller {.code svi_control(lr = )}, check the scale of the predictors, or tighter priors.",
+      i = "The returned parameters are the last finite ones and are not reliable.")),
+    interrupted = cli::cli_warn(c(
+      "The fit was interrupted after {engine$steps} step{?s}; the result is not converged.")),
+    invisible(NULL))
+  if (engine$n_rejected > 0 && engine$stop_reason != "diverged") {
+    cli::cli_inform(c(i = "{engine$n_rejected} step{?s} with non-finite values {?was/were} rejected and the step size reduced."))
+  }
+}
+
+# Starting values for the means of the global guide, in internal units: fixed
+# effects from an ordinary GLM without random effects, scales at moderate values.
+svir_init_mu <- function(spec, info) {
+  D <- length(spec$prior_type)
+  mu <- numeric(D)
+  layout <- info$layout
+  X <- spec$X
+  p <- ncol(X)
+  off <- if (is.null(spec$offset)) rep(0, length(spec$y)) else spec$offset
+  fam <- switch(as.character(spec$family),
+    "0" = stats::gaussian(),
+    "1" = stats::binomial(link = c("identity", "logit", "log", "probit", "cloglog")[spec$link + 1]),
+    stats::poisson())
+  y <- spec$y
+  w <- rep(1, length(y))
+  if (spec$family == 1L) {
+    tr <- if (is.null(spec$trials)) rep(1, length(y)) else spec$trials
+    y <- y / tr
+    w <- tr
+  }
+  beta <- tryCatch({
+    f <- suppressWarnings(stats::glm.fit(X, y, weights = w, offset = off, family = fam,
+                                         control = list(maxit = 25)))
+    b <- f$coefficients
+    b[!is.finite(b)] <- 0
+    b
+  }, error = function(e) rep(0, p))
+  mu[seq_len(p)] <- beta
+  cls <- layout$class
+  mu[cls == "sd"] <- log(0.5)
+  if (spec$family == 0L) {
+    r <- spec$y - off - drop(X %*% beta)
+    mu[cls == "sigma"] <- log(max(stats::sd(r), 1e-3))
+  }
+  if (spec$family == 3L) {
+    m <- mean(spec$y)
+    v <- stats::var(spec$y)
+    phi <- if (is.finite(v) && v > m) m^2 / (v - m) else 10
+    mu[cls == "phi"] <- log(min(max(phi, 0.1), 100))
+  }
+  mu
+}
