@@ -86,7 +86,14 @@ svir_check_real <- function(x, arg, lower = 0, upper = Inf) {
 #' @param patience Number of step-size reductions of the `"plateau"`
 #'   schedule before the next plateau stops the fit (0 stops at the first).
 #' @param num_particles Monte Carlo draws per step for the ELBO gradient;
-#'   more draws give a less noisy gradient at a proportional cost.
+#'   more draws give a less noisy gradient at a proportional cost. `NULL`
+#'   (default) chooses `min(8, ceiling(4000 / B))` for a batch of `B`
+#'   observations: several draws where a step is cheap, one for large data.
+#' @param stl Use the path-derivative ("sticking the landing", Roeder et al.
+#'   2017) gradient of the entropy and of the random effects' prior: an
+#'   unbiased estimator whose variance vanishes as the guide approaches the
+#'   posterior, so that late steps are far less noisy. `FALSE` uses the
+#'   closed-form gradients of those terms.
 #' @param batch_size Observations per minibatch, or `NULL` for full batches.
 #'   With minibatches the likelihood is rescaled by `n / batch_size`
 #'   automatically, and only the random effects of the groups present in a
@@ -110,7 +117,8 @@ svir_check_real <- function(x, arg, lower = 0, upper = Inf) {
 svi_control <- function(max_steps = 10000L, lr = 0.05,
                         lr_schedule = c("plateau", "constant", "decay"),
                         lr_decay = 0.3, eval_every = 100L, tol_rel_obj = 1e-4,
-                        patience = 3L, num_particles = 1L, batch_size = NULL,
+                        patience = 3L, num_particles = NULL, stl = TRUE,
+                        batch_size = NULL,
                         threads = NULL, ndraws = 1000L, init_scale = 0.1,
                         progress = interactive()) {
   schedules <- c("plateau", "constant", "decay")
@@ -128,13 +136,7 @@ svi_control <- function(max_steps = 10000L, lr = 0.05,
   lr_schedule <- schedules[pmatch(lr_schedule, schedules)]
   if (!is.null(batch_size)) batch_size <- svir_check_whole(batch_size, "batch_size", 1L)
   threads <- if (is.null(threads)) 0L else svir_check_whole(threads, "threads", 0L)
-  if (!is.logical(progress) || length(progress) != 1L || is.na(progress)) {
-    cli::cli_abort(
-      c("{.arg progress} must be {.val TRUE} or {.val FALSE}.",
-        "x" = "You supplied {.code {deparse1(progress)}}."),
-      class = "svir_error", call = NULL
-    )
-  }
+  progress <- svir_check_flag(progress, "progress")
   out <- list(
     max_steps = svir_check_whole(max_steps, "max_steps", 1L),
     lr = svir_check_real(lr, "lr"),
@@ -143,7 +145,9 @@ svi_control <- function(max_steps = 10000L, lr = 0.05,
     eval_every = svir_check_whole(eval_every, "eval_every", 1L),
     tol_rel_obj = svir_check_real(tol_rel_obj, "tol_rel_obj"),
     patience = svir_check_whole(patience, "patience", 0L),
-    num_particles = svir_check_whole(num_particles, "num_particles", 1L),
+    num_particles = if (is.null(num_particles)) NULL else
+      svir_check_whole(num_particles, "num_particles", 1L),
+    stl = svir_check_flag(stl, "stl"),
     batch_size = batch_size,
     threads = threads,
     ndraws = svir_check_whole(ndraws, "ndraws", 1L),
@@ -168,6 +172,17 @@ print.svi_control <- function(x, ...) {
   }, "")
   cat(sprintf("  %-14s %s\n", names(x), vals), sep = "")
   invisible(x)
+}
+
+svir_check_flag <- function(x, arg) {
+  if (!is.logical(x) || length(x) != 1L || is.na(x)) {
+    cli::cli_abort(
+      c("{.arg {arg}} must be {.val TRUE} or {.val FALSE}.",
+        "x" = "You supplied {.code {deparse1(x)}}."),
+      class = "svir_error", call = NULL
+    )
+  }
+  x
 }
 
 #' Check the minibatch size against the number of observations

@@ -103,6 +103,11 @@ svi_fit <- function(formula, data, family = gaussian(), prior = NULL,
   ctrl$guide <- guide
   ctrl$seed <- seed
   ctrl$threads <- as.integer(if (is.null(control$threads)) 0L else control$threads)
+  B <- if (is.null(control$batch_size)) n else control$batch_size
+  if (is.null(control$num_particles)) {
+    ctrl$num_particles <- control$num_particles <- as.integer(min(8, ceiling(4000 / B)))
+  }
+  ctrl$stl <- as.integer(control$stl)
   bar <- NULL
   if (isTRUE(control$progress)) {
     bar_env <- environment()

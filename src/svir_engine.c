@@ -37,7 +37,7 @@ typedef struct {
     ptrdiff_t B;            /* observations per step */
     double scale;           /* n / B */
     svir_globals g;
-    double *theta, *eps, *gtheta;
+    double *theta, *eps, *gtheta, *u;
     double *z, *noise, *b;  /* [nz], valid for present groups */
     double *Gt;             /* [T x nz] per-thread d loglik / d b */
     double *gbt, *gauxt, *llt;
@@ -67,7 +67,7 @@ static void *xcalloc(size_t n, size_t size, int *fail)
 static void work_free(work *w)
 {
     svir_globals_free(&w->g);
-    free(w->theta); free(w->eps); free(w->gtheta);
+    free(w->theta); free(w->eps); free(w->gtheta); free(w->u);
     free(w->z); free(w->noise); free(w->b);
     free(w->Gt); free(w->gb); free(w->gbt); free(w->gauxt); free(w->llt);
     free(w->dA); free(w->idx); free(w->goff); free(w->stamp); free(w->slot);
@@ -100,6 +100,7 @@ static int work_init(work *w, const svir_model *m, const svir_control *c)
     w->theta = xcalloc(D, sizeof(double), &fail);
     w->eps = xcalloc(D, sizeof(double), &fail);
     w->gtheta = xcalloc(D, sizeof(double), &fail);
+    w->u = xcalloc(D, sizeof(double), &fail);
     w->z = xcalloc(nz, sizeof(double), &fail);
     w->noise = xcalloc(nz, sizeof(double), &fail);
     w->b = xcalloc(nz, sizeof(double), &fail);
@@ -186,6 +187,27 @@ static void draw_theta(const work *w, const double *gpar, uint64_t stream, uint6
         }
     } else {
         for (ptrdiff_t d = 0; d < D; d++) theta[d] = gpar[d] + exp(gpar[D + d]) * eps[d];
+    }
+}
+
+#define SVIR_QMAX_STACK 64
+
+/* Solves C^T u = v for a packed row-major lower-triangular C with log diagonal. */
+static void back_solve_packed(int q, const double *Cp, const double *v, double *u)
+{
+    for (int r = q - 1; r >= 0; r--) {
+        double s = v[r];
+        for (int k = r + 1; k < q; k++) s -= Cp[k * (k + 1) / 2 + r] * u[k];
+        u[r] = s / exp(Cp[r * (r + 1) / 2 + r]);
+    }
+}
+
+static void back_solve_packed_D(ptrdiff_t q, const double *Cp, const double *v, double *u)
+{
+    for (ptrdiff_t r = q - 1; r >= 0; r--) {
+        double s = v[r];
+        for (ptrdiff_t k = r + 1; k < q; k++) s -= Cp[k * (k + 1) / 2 + r] * u[k];
+        u[r] = s / exp(Cp[r * (r + 1) / 2 + r]);
     }
 }
 
@@ -349,6 +371,7 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
     const int S = c->num_particles > 0 ? c->num_particles : 1;
     const double invS = 1.0 / S, scale = w->scale;
     const int fullrank = c->guide == SVIR_GUIDE_FULLRANK;
+    const int stl = c->stl;
     double elbo = 0.0;
     double *gb = w->gb;
 
@@ -407,24 +430,45 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
             const ptrdiff_t pos = tm->off_z + (ptrdiff_t)j * q;
             const double *G = w->Gt + pos, *nz = w->noise + pos, *A = w->g.A + tm->off_qq;
             const ptrdiff_t lo = tm->off_loc + (ptrdiff_t)j * svir_local_block(q);
-            const double *Cp = lpar + lo + q;
+            const double *Cp = lpar + lo + q, *zj = w->z + pos;
             double *gm = lgrad + lo, *gC = lgrad + lo + q;
+            double dz[SVIR_QMAX_STACK], u[SVIR_QMAX_STACK];
+            /* d/dz of the likelihood: A^T G */
             for (int cc = 0; cc < q; cc++) {
-                double dz = 0.0;
-                for (int r = cc; r < q; r++) dz += A[r * q + cc] * G[r];
-                dz *= scale * invS;
-                gm[cc] += dz;
+                double s = 0.0;
+                for (int r = cc; r < q; r++) s += A[r * q + cc] * G[r];
+                dz[cc] = scale * s;
+            }
+            if (stl) {
+                /* path derivative of log N(z; 0, I) - log q(z), charged with
+                 * the group's weight: -z + C^{-T} noise */
+                const double wt = scale * w->pres_cnt[k] / tm->nobs[j];
+                back_solve_packed(q, Cp, nz, u);
+                for (int cc = 0; cc < q; cc++) dz[cc] += wt * (u[cc] - zj[cc]);
+            }
+            for (int cc = 0; cc < q; cc++) {
+                const double d = dz[cc] * invS;
+                gm[cc] += d;
                 /* z_cc = m_cc + sum_{l<cc} C_cc,l n_l + exp(logC_cc,cc) n_cc */
                 double *gCr = gC + cc * (cc + 1) / 2;
                 const double *Cr = Cp + cc * (cc + 1) / 2;
-                for (int l = 0; l < cc; l++) gCr[l] += dz * nz[l];
-                gCr[cc] += dz * nz[cc] * exp(Cr[cc]);
+                for (int l = 0; l < cc; l++) gCr[l] += d * nz[l];
+                gCr[cc] += d * nz[cc] * exp(Cr[cc]);
             }
         }
         for (int t = 0; t < m->nterms; t++)
             svir_backprop_A(m, t, w->theta, &w->g, w->dA + m->terms[t].off_qq, w->gtheta);
 
-        /* reparameterisation of the global guide */
+        /* reparameterisation of the global guide; with stl the entropy's
+         * gradient is the path derivative -d log q / d theta, not analytic */
+        if (stl) {
+            if (fullrank) {
+                back_solve_packed_D(D, gpar + D, w->eps, w->u);
+                for (ptrdiff_t d = 0; d < D; d++) w->gtheta[d] += w->u[d];
+            } else {
+                for (ptrdiff_t d = 0; d < D; d++) w->gtheta[d] += w->eps[d] * exp(-gpar[D + d]);
+            }
+        }
         for (ptrdiff_t d = 0; d < D; d++) ggrad[d] += invS * w->gtheta[d];
         if (fullrank) {
             double *gL = ggrad + D;
@@ -446,12 +490,12 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
         for (ptrdiff_t r = 0; r < D; r++) {
             const ptrdiff_t o = D + r * (r + 1) / 2 + r;
             H += gpar[o];
-            ggrad[o] += 1.0;
+            if (!stl) ggrad[o] += 1.0;
         }
     } else {
         for (ptrdiff_t d = 0; d < D; d++) {
             H += gpar[D + d];
-            ggrad[D + d] += 1.0;
+            if (!stl) ggrad[D + d] += 1.0;
         }
     }
     elbo += H;
@@ -465,18 +509,19 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
         const double wt = scale * w->pres_cnt[k] / tm->nobs[j];
         const double *mj = lpar + lo, *Cp = lpar + lo + q;
         double *gm = lgrad + lo, *gC = lgrad + lo + q;
+        const double gw = stl ? 0.0 : wt; /* with stl the gradient came with the draws */
         double klj = -0.5 * q;
         for (int r = 0; r < q; r++) {
             klj += 0.5 * mj[r] * mj[r];
-            gm[r] -= wt * mj[r];
+            gm[r] -= gw * mj[r];
             const ptrdiff_t o = r * (r + 1) / 2;
             for (int cc = 0; cc < r; cc++) {
                 klj += 0.5 * Cp[o + cc] * Cp[o + cc];
-                gC[o + cc] -= wt * Cp[o + cc];
+                gC[o + cc] -= gw * Cp[o + cc];
             }
             const double Crr = exp(Cp[o + r]);
             klj += 0.5 * Crr * Crr - Cp[o + r];
-            gC[o + r] -= wt * (Crr * Crr - 1.0);
+            gC[o + r] -= gw * (Crr * Crr - 1.0);
         }
         kl += wt * klj;
     }
@@ -629,6 +674,8 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
     double *lprev = xcalloc((size_t)nloc, sizeof(double), &fail);
     res->elbo = xcalloc((size_t)maxs, sizeof(double), &fail);
     res->lr_steps = xcalloc(64, sizeof(long), &fail);
+    res->max_windows = (int)(maxs / W + 1);
+    res->window_elbo = xcalloc((size_t)res->max_windows, sizeof(double), &fail);
     int status = 0;
     if (fail) {
         snprintf(res->message, sizeof res->message, "out of memory allocating variational parameters");
@@ -701,6 +748,10 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
                 const double thr = fmax(c->tol_rel_obj * fabs(mean), 2.0 * se);
                 plateau = mean - prev_mean < thr;
             }
+            if (res->n_windows < res->max_windows) {
+                res->window_elbo[res->n_windows] = mean;
+                res->n_windows++;
+            }
             /* keep this window's parameter average */
             for (ptrdiff_t k = 0; k < ngp; k++) gprev[k] = gsum[k] / (double)nsum;
             for (ptrdiff_t k = 0; k < nloc; k++) lprev[k] = lsum[k] / (double)nsum;
@@ -764,6 +815,7 @@ done:
 void svir_result_free(svir_result *res)
 {
     free(res->gpar); free(res->lpar); free(res->elbo); free(res->lr_steps);
+    free(res->window_elbo);
     free(res->draws); free(res->log_ratio);
     memset(res, 0, sizeof(*res));
 }

@@ -25,6 +25,7 @@ typedef struct {
     double tol_rel_obj;
     int patience;           /* plateau: step-size reductions before stopping */
     int num_particles;
+    int stl;                /* path-derivative ("sticking the landing") entropy gradients */
     ptrdiff_t batch_size;   /* 0 (or >= n): full batch */
     int threads;            /* >= 1 */
     int ndraws;
@@ -55,6 +56,8 @@ typedef struct {
     double elbo_final;      /* mean ELBO over the last window */
     long *lr_steps;         /* steps at which the step size was reduced */
     int n_lr_steps;
+    int n_windows, max_windows;
+    double *window_elbo;    /* mean ELBO of each window */
     int ndraws;
     double *draws;          /* [ndraws x D] column-major, internal units */
     double *log_ratio;      /* [ndraws] log p(y,theta,z) - log q(theta) - log q(z) */

@@ -156,6 +156,7 @@ static void read_control(SEXP ctrl, SEXP spec, const svir_model *m, svir_control
     c->tol_rel_obj = get_num(ctrl, "tol_rel_obj", 1e-4);
     c->patience = get_int(ctrl, "patience", 3);
     c->num_particles = get_int(ctrl, "num_particles", 1);
+    c->stl = get_int(ctrl, "stl", 1) != 0;
     SEXP bs = get(ctrl, "batch_size");
     c->batch_size = Rf_isNull(bs) ? 0 : (ptrdiff_t)Rf_asReal(bs);
     int threads = get_int(ctrl, "threads", 0);
@@ -267,7 +268,7 @@ SEXP svir_fit_r(SEXP spec, SEXP ctrl)
     const svir_result *r = &h->res;
     const ptrdiff_t D = m->D;
 
-    const int nout = 14;
+    const int nout = 15;
     SEXP out = PROTECT(Rf_allocVector(VECSXP, nout));
     SEXP nms = PROTECT(Rf_allocVector(STRSXP, nout));
     int k = 0;
@@ -312,9 +313,14 @@ SEXP svir_fit_r(SEXP spec, SEXP ctrl)
     memcpy(REAL(vp), r->gpar, sizeof(double) * (size_t)svir_n_global_par(m, c.guide));
     memcpy(REAL(vp) + svir_n_global_par(m, c.guide), r->lpar, sizeof(double) * (size_t)m->nloc);
     set_elt(out, nms, k++, "vpar", vp);
+    SEXP we = PROTECT(Rf_allocVector(REALSXP, r->n_windows));
+    for (int i = 0; i < r->n_windows; i++) {
+        REAL(we)[i] = r->window_elbo[i];
+    }
+    set_elt(out, nms, k++, "window_elbo", we);
     Rf_setAttrib(out, R_NamesSymbol, nms);
     holder_done(hp);
-    UNPROTECT(3 + 7);
+    UNPROTECT(3 + 8);
     return out;
 }
 

@@ -42,6 +42,11 @@ int svir_model_init(svir_model *m, char *err, size_t errlen)
             snprintf(err, errlen, "random-effect term %d is empty", t + 1);
             return 1;
         }
+        if (tm->q > 64) {
+            snprintf(err, errlen, "random-effect term %d has %d columns; at most 64 are supported",
+                     t + 1, tm->q);
+            return 1;
+        }
         if (tm->q == 1) tm->correlated = 0;
         tm->off_sd = off;
         off += tm->q;
