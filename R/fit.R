@@ -177,10 +177,7 @@ svir_init_mu <- function(spec, info) {
   X <- spec$X
   p <- ncol(X)
   off <- if (is.null(spec$offset)) rep(0, length(spec$y)) else spec$offset
-  fam <- switch(as.character(spec$family),
-    "0" = stats::gaussian(),
-    "1" = stats::binomial(link = c("identity", "logit", "log", "probit", "cloglog")[spec$link + 1]),
-    stats::poisson())
+  fam <- if (spec$family == 3L) stats::poisson() else info$family
   y <- spec$y
   w <- rep(1, length(y))
   if (spec$family == 1L) {

@@ -1,0 +1,265 @@
+# summary() and the posterior summaries shared by print(), summary(),
+# VarCorr() and sigma().
+
+# Posterior summary rows: Estimate (mean), Est.Error (sd) and quantiles.
+svir_quantile_names <- function(probs) {
+  paste0("Q", as.character(signif(100 * probs, 6)))
+}
+
+svir_probs <- function(prob) {
+  if (!is.numeric(prob) || length(prob) != 1L || is.na(prob) || prob <= 0 || prob >= 1) {
+    cli::cli_abort("{.arg prob} must be a single number between 0 and 1, such as 0.95.",
+                   class = "svir_error", call = NULL)
+  }
+  c((1 - prob) / 2, 0.5, 1 - (1 - prob) / 2)
+}
+
+# Summary of draws (matrix, one column per parameter).
+svir_draws_table <- function(d, probs) {
+  d <- as.matrix(d)
+  q <- t(apply(d, 2L, stats::quantile, probs = probs, names = FALSE, na.rm = TRUE))
+  if (ncol(d) == 0L) q <- matrix(numeric(0), 0L, length(probs))
+  out <- data.frame(Estimate = colMeans(d), Est.Error = apply(d, 2L, stats::sd),
+                    q, check.names = FALSE)
+  names(out)[-(1:2)] <- svir_quantile_names(probs)
+  rownames(out) <- colnames(d)
+  out
+}
+
+# Exact summary of a normal marginal, optionally through y = a * exp(x).
+svir_normal_table <- function(mean, sd, probs, names, exp_scale = NULL) {
+  if (is.null(exp_scale)) {
+    est <- mean
+    err <- sd
+    q <- outer(sd, stats::qnorm(probs)) + mean
+  } else {
+    est <- exp_scale * exp(mean + sd^2 / 2)
+    err <- est * sqrt(expm1(sd^2))
+    q <- exp_scale * exp(outer(sd, stats::qnorm(probs)) + mean)
+  }
+  q <- matrix(q, ncol = length(probs))
+  out <- data.frame(Estimate = est, Est.Error = err, q, check.names = FALSE)
+  names(out)[-(1:2)] <- svir_quantile_names(probs)
+  rownames(out) <- names
+  out
+}
+
+# Posterior summaries of all global parameters in natural units, one
+# data.frame per block. Fixed effects, sds, sigma and phi are exact under the
+# Gaussian guide (affine map, or exp of a Gaussian coordinate); correlations
+# come from the stored draws.
+svir_global_tables <- function(object, probs = c(0.025, 0.5, 0.975)) {
+  idx <- object$index
+  eng <- object$engine
+  ys <- object$scaling$y_scale
+  fx <- object$fixef
+  fixed <- svir_normal_table(fx$mean, sqrt(pmax(diag(fx$vcov), 0)), probs, names(fx$mean))
+  re <- object$re
+  dn <- colnames(object$draws)
+  sd_tabs <- lapply(seq_along(re), function(t) {
+    k <- idx$sd[[t]]
+    svir_normal_table(eng$mu[k], svir_guide_sd(eng, k), probs,
+                      paste0("sd(", svir_pretty_cnm(re[[t]]$cnms), ")"), exp_scale = ys)
+  })
+  cor_tabs <- lapply(seq_along(re), function(t) {
+    if (is.null(idx$cpc[[t]])) return(NULL)
+    cn <- svir_pretty_cnm(re[[t]]$cnms)
+    ij <- svir_lower_pairs(length(cn))
+    cols <- paste0("cor_", re[[t]]$grpvar, "__", re[[t]]$cnms[ij[, 2]], "__", re[[t]]$cnms[ij[, 1]])
+    cols <- intersect(cols, dn)
+    tab <- svir_draws_table(object$draws[, cols, drop = FALSE], probs)
+    rownames(tab) <- paste0("cor(", cn[ij[, 2]], ",", cn[ij[, 1]], ")")
+    tab
+  })
+  aux <- NULL
+  if (!is.na(idx$sigma)) {
+    aux <- rbind(aux, svir_normal_table(eng$mu[idx$sigma], svir_guide_sd(eng, idx$sigma),
+                                        probs, "sigma", exp_scale = ys))
+  }
+  if (!is.na(idx$phi)) {
+    aux <- rbind(aux, svir_normal_table(eng$mu[idx$phi], svir_guide_sd(eng, idx$phi),
+                                        probs, "phi", exp_scale = 1))
+  }
+  list(fixed = fixed, sd = sd_tabs, cor = cor_tabs, aux = aux)
+}
+
+svir_pretty_cnm <- function(x) {
+  x[x == "(Intercept)"] <- "Intercept"
+  x
+}
+
+# Posterior means of sd and correlation matrix per term (VarCorr, print).
+svir_re_point <- function(object) {
+  tabs <- svir_global_tables(object)
+  re <- object$re
+  lapply(seq_along(re), function(t) {
+    cn <- re[[t]]$cnms
+    q <- length(cn)
+    sd <- stats::setNames(tabs$sd[[t]]$Estimate, cn)
+    R <- diag(q)
+    if (!is.null(tabs$cor[[t]])) {
+      ij <- svir_lower_pairs(q)
+      R[ij] <- tabs$cor[[t]]$Estimate
+      R[ij[, 2:1, drop = FALSE]] <- tabs$cor[[t]]$Estimate
+    }
+    dimnames(R) <- list(cn, cn)
+    list(sd = sd, cor = R)
+  })
+}
+
+# Levels per grouping factor, in order of first appearance (lme4's ngrps).
+svir_ngrps <- function(object) {
+  re <- object$re
+  if (!length(re)) return(integer(0))
+  g <- vapply(re, `[[`, "", "grpvar")
+  n <- vapply(re, function(r) length(r$levels), 1L)
+  stats::setNames(n[!duplicated(g)], g[!duplicated(g)])
+}
+
+svir_elbo_final <- function(object) {
+  if (!is.null(object$engine$elbo_final) && is.finite(object$engine$elbo_final))
+    return(as.double(object$engine$elbo_final))
+  e <- object$elbo
+  e <- e[is.finite(e)]
+  if (!length(e)) return(NA_real_)
+  w <- object$control$eval_every
+  if (is.null(w) || !is.finite(w) || w < 1) w <- 100L
+  mean(e[max(1L, length(e) - w + 1L):length(e)])
+}
+
+svir_data_name <- function(object) {
+  d <- object$call$data
+  if (is.null(d)) return(NULL)
+  paste(deparse(d, width.cutoff = 500L), collapse = " ")
+}
+
+svir_stop_line <- function(object) {
+  reason <- object$stop_reason
+  why <- switch(reason %||% "",
+    converged = "converged",
+    max_steps = "reached max_steps",
+    diverged = "DIVERGED",
+    interrupted = "interrupted by the user",
+    if (is.na(reason)) "unknown" else reason)
+  tm <- object$time
+  per <- if (is.finite(tm) && object$steps > 0) sprintf(", %.3g ms/step", 1000 * tm / object$steps) else ""
+  sprintf("%s after %d steps (%s%s)", why, as.integer(object$steps),
+          if (is.finite(tm)) sprintf("%.3g s", tm) else "time unknown", per)
+}
+
+`%||%` <- function(a, b) if (is.null(a)) b else a
+
+#' Summarise a variational GLMM fit
+#'
+#' Posterior summaries in the style of brms: `Estimate` (posterior mean),
+#' `Est.Error` (posterior standard deviation) and quantiles, for the fixed
+#' effects, the random-effect standard deviations and correlations (grouped by
+#' grouping factor) and `sigma` (gaussian) or `phi` (negative binomial). The
+#' posterior is the variational approximation: fixed effects, standard
+#' deviations, `sigma` and `phi` are summarised exactly under it (they are
+#' affine maps or exponentials of its Gaussian coordinates), correlations from
+#' the stored draws.
+#'
+#' @param object an `svi_fit`.
+#' @param prob width of the central interval (default 0.95: columns `Q2.5`,
+#'   `Q50`, `Q97.5`).
+#' @param ... unused.
+#' @return An object of class `summary.svi_fit`: a list with `fixed`,
+#'   `random` (list per grouping factor of data.frames), `spec_pars` (sigma /
+#'   phi), `ngrps`, `nobs`, `elbo`, `stop_reason`, `steps`, `time`, `khat` and
+#'   information on the model.
+#' @examples
+#' fit <- svi_fit(Reaction ~ Days + (Days | Subject), lme4::sleepstudy)
+#' summary(fit)
+#' @method summary svi_fit
+#' @export
+summary.svi_fit <- function(object, prob = 0.95, ...) {
+  probs <- svir_probs(prob)
+  tabs <- svir_global_tables(object, probs)
+  g <- vapply(object$re, `[[`, "", "grpvar")
+  random <- lapply(unique(g), function(gv) {
+    ts <- which(g == gv)
+    do.call(rbind, c(tabs$sd[ts], tabs$cor[ts]))
+  })
+  names(random) <- unique(g)
+  out <- list(
+    formula = object$formula,
+    data_name = svir_data_name(object),
+    family = object$family,
+    method = object$method,
+    guide = object$guide,
+    backend = object$backend,
+    backend_reason = object$backend_reason,
+    nobs = object$nobs,
+    ngrps = svir_ngrps(object),
+    fixed = tabs$fixed,
+    random = random,
+    spec_pars = tabs$aux,
+    prob = prob,
+    elbo = svir_elbo_final(object),
+    elbo_window = object$control$eval_every %||% 100L,
+    stop_reason = object$stop_reason,
+    stop_line = svir_stop_line(object),
+    steps = object$steps,
+    time = object$time,
+    khat = object$khat,
+    ndraws = nrow(object$draws)
+  )
+  class(out) <- "summary.svi_fit"
+  out
+}
+
+#' @rdname summary.svi_fit
+#' @param x a `summary.svi_fit` object.
+#' @param digits number of significant digits.
+#' @method print summary.svi_fit
+#' @export
+print.summary.svi_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
+  cat("Bayesian GLMM fit by stochastic variational inference (svir)\n")
+  svir_cat_header(x$family, x$formula, x$data_name, x$method, x$guide,
+                  x$backend, x$backend_reason)
+  cat(svir_nobs_line(x$nobs, x$ngrps), "\n", sep = "")
+  if (length(x$random)) {
+    cat("\nGroup-level effects:\n")
+    for (g in names(x$random)) {
+      cat("~", g, " (Number of levels: ", x$ngrps[[g]], ")\n", sep = "")
+      print(x$random[[g]], digits = digits)
+      cat("\n")
+    }
+  } else cat("\n")
+  cat("Population-level effects:\n")
+  print(x$fixed, digits = digits)
+  if (!is.null(x$spec_pars)) {
+    cat("\nFamily-specific parameters:\n")
+    print(x$spec_pars, digits = digits)
+  }
+  cat("\nELBO: ", format(x$elbo, digits = max(digits, 6L)),
+      " (mean of the last ", x$elbo_window, " steps); ", x$stop_line, "\n", sep = "")
+  if (identical(x$stop_reason, "diverged")) {
+    cat("Warning: the optimisation diverged; the estimates are not reliable.\n")
+  } else if (identical(x$stop_reason, "max_steps")) {
+    cat("Note: the ELBO had not settled by max_steps; consider increasing it.\n")
+  }
+  cat("PSIS k-hat: ", svir_khat_message(x$khat), "\n", sep = "")
+  if (any(grepl("^cor\\(", unlist(lapply(x$random, rownames))))) {
+    cat("Correlations are summarised from ", x$ndraws, " draws of the variational posterior.\n", sep = "")
+  }
+  invisible(x)
+}
+
+svir_cat_header <- function(family, formula, data_name, method, guide, backend, reason) {
+  fam <- family$family %||% "?"
+  cat(" Family: ", fam, "  ( ", family$link %||% "?", " )\n", sep = "")
+  if (!is.null(formula)) cat("Formula: ", paste(deparse(formula, width.cutoff = 500L), collapse = " "), "\n", sep = "")
+  if (!is.null(data_name)) cat("   Data: ", data_name, "\n", sep = "")
+  cat(" Method: ", method %||% "svi", " (guide: ", guide %||% "?", "); backend: ", backend %||% "?",
+      if (!is.null(reason) && !is.na(reason) && nzchar(reason)) paste0(" (", reason, ")"), "\n", sep = "")
+}
+
+svir_nobs_line <- function(nobs, ngrps) {
+  s <- paste0("Number of obs: ", nobs)
+  if (length(ngrps)) {
+    s <- paste0(s, ", groups:  ", paste(names(ngrps), ngrps, sep = ", ", collapse = "; "))
+  }
+  s
+}
