@@ -179,6 +179,24 @@ svir_layout <- function(coef_names, re, family_name) {
   layout
 }
 
+# For each column of a random-effect design Z that is a linear combination of
+# the (internal) fixed-effect columns, Z[, k] = X a_k, the coefficients a_k
+# (a p x q matrix, NaN columns where Z[, k] is not in the span). Along these
+# directions a shift of every group's effect can be moved into the fixed
+# effects without changing the linear predictor; the engine uses that to
+# re-centre the random effects (see svir_engine.c).
+svir_xmap <- function(qr_x, X, Z) {
+  out <- matrix(NaN, ncol(X), ncol(Z))
+  if (ncol(X) == 0L) return(out)
+  for (k in seq_len(ncol(Z))) {
+    a <- qr.coef(qr_x, Z[, k])
+    if (anyNA(a)) next
+    res <- Z[, k] - drop(X %*% a)
+    if (max(abs(res)) <= 1e-8 * (1 + max(abs(Z[, k])))) out[, k] <- a
+  }
+  out
+}
+
 #' Build the engine spec and the information the result object needs
 #'
 #' The front door from formula + data to the numeric arrays of
@@ -236,9 +254,10 @@ svir_build_spec <- function(formula, data, family = stats::gaussian(), prior = N
 
   y_int <- (resp$y - scaling$y_center) / scaling$y_scale
   off_int <- if (is.null(offset)) NULL else offset / scaling$y_scale
+  qr_x <- qr(Xs)
   spec_terms <- lapply(re, function(tm) {
     list(group = tm$group - 1L, ngroups = as.integer(tm$ngroups), Z = tm$Z,
-         correlated = isTRUE(tm$correlated))
+         correlated = isTRUE(tm$correlated), xmap = svir_xmap(qr_x, Xs, tm$Z))
   })
   spec <- list(
     y = as.double(y_int),

@@ -588,6 +588,86 @@ static double schedule_lr(const svir_control *c, double lr, long step)
     return lr;
 }
 
+/* Re-centring move. Where a column k of a term's Z lies in the span of X
+ * (Z[, k] = X a_k: a random intercept, or a random slope whose variable is
+ * also a fixed effect), shifting every group's effect b_jk by -d and the fixed
+ * effects by +d a_k leaves the linear predictor unchanged, so only the
+ * random effects' prior distinguishes the two. Plain gradient steps travel
+ * along this ridge very slowly (the fixed effect is pinned by all the data,
+ * each group's mean only by its own), so the fit could stop with the groups'
+ * common shift still in the random effects. This move takes, at the guide's
+ * mean, the shift that minimises sum_j |m_j|^2 (the local KL's mean part) and
+ * hands it to the fixed effects. */
+static void recentre(work *w, double *gpar, double *lpar)
+{
+    const svir_model *m = w->m;
+    const int p = m->p;
+    if (p == 0) return;
+    svir_unpack_globals(m, gpar, &w->g);
+    for (int t = 0; t < m->nterms; t++) {
+        const svir_term *tm = &m->terms[t];
+        const int q = tm->q, J = tm->ngroups;
+        if (!tm->xmap || J < 2) continue;
+        int S[SVIR_QMAX_STACK], ns = 0;
+        for (int k = 0; k < q; k++)
+            if (!isnan(tm->xmap[(ptrdiff_t)k * p])) S[ns++] = k;
+        if (ns == 0) continue;
+        const ptrdiff_t lb = svir_local_block(q);
+        double mbar[SVIR_QMAX_STACK] = {0};
+        for (int j = 0; j < J; j++)
+            for (int k = 0; k < q; k++) mbar[k] += lpar[tm->off_loc + (ptrdiff_t)j * lb + k] / J;
+        /* V = A^{-1} e_k for k in S (A lower triangular) */
+        const double *A = w->g.A + tm->off_qq;
+        double V[SVIR_QMAX_STACK * SVIR_QMAX_STACK];
+        for (int s = 0; s < ns; s++) {
+            double *v = V + s * q;
+            for (int r = 0; r < q; r++) {
+                double acc = r == S[s] ? 1.0 : 0.0;
+                for (int c = 0; c < r; c++) acc -= A[r * q + c] * v[c];
+                v[r] = acc / A[r * q + r];
+            }
+        }
+        /* least squares: (V^T V) d = V^T mbar, by Gauss-Jordan on ns x ns */
+        double N[SVIR_QMAX_STACK * (SVIR_QMAX_STACK + 1)];
+        for (int a = 0; a < ns; a++) {
+            for (int b = 0; b < ns; b++) {
+                double acc = 0.0;
+                for (int r = 0; r < q; r++) acc += V[a * q + r] * V[b * q + r];
+                N[a * (ns + 1) + b] = acc;
+            }
+            double acc = 0.0;
+            for (int r = 0; r < q; r++) acc += V[a * q + r] * mbar[r];
+            N[a * (ns + 1) + ns] = acc;
+        }
+        int ok = 1;
+        for (int a = 0; a < ns && ok; a++) {
+            const double piv = N[a * (ns + 1) + a];
+            if (!(fabs(piv) > 1e-300)) { ok = 0; break; }
+            for (int b = 0; b <= ns; b++) N[a * (ns + 1) + b] /= piv;
+            for (int r = 0; r < ns; r++) {
+                if (r == a) continue;
+                const double f = N[r * (ns + 1) + a];
+                for (int b = 0; b <= ns; b++) N[r * (ns + 1) + b] -= f * N[a * (ns + 1) + b];
+            }
+        }
+        if (!ok) continue;
+        double shift[SVIR_QMAX_STACK] = {0};
+        for (int s = 0; s < ns; s++) {
+            const double d = N[s * (ns + 1) + ns];
+            if (!isfinite(d)) { ok = 0; break; }
+            for (int r = 0; r < q; r++) shift[r] += V[s * q + r] * d;
+        }
+        if (!ok) continue;
+        for (int j = 0; j < J; j++)
+            for (int k = 0; k < q; k++) lpar[tm->off_loc + (ptrdiff_t)j * lb + k] -= shift[k];
+        for (int s = 0; s < ns; s++) {
+            const double d = N[s * (ns + 1) + ns];
+            const double *a = tm->xmap + (ptrdiff_t)S[s] * p;
+            for (int c = 0; c < p; c++) gpar[c] += d * a[c];
+        }
+    }
+}
+
 /* Posterior draws of the globals and the PSIS log ratios. */
 static int final_draws(work *w, const double *gpar, const double *lpar, svir_result *res)
 {
@@ -759,6 +839,7 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
             memset(gsum, 0, sizeof(double) * (size_t)ngp);
             memset(lsum, 0, sizeof(double) * (size_t)nloc);
             nsum = 0;
+            if (c->recentre) recentre(&w, gpar, lpar);
             last_mean = mean;
             prev_mean = mean;
             prev_var = var;
@@ -797,6 +878,7 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
     }
     res->elbo_final = !isnan(last_mean) ? last_mean : (wcount > 0 ? wsum / wcount : NAN);
 
+    if (c->recentre && res->stop_reason != SVIR_STOP_DIVERGED) recentre(&w, gpar, lpar);
     if (final_draws(&w, gpar, lpar, res)) {
         snprintf(res->message, sizeof res->message, "out of memory drawing from the posterior");
         status = 2;

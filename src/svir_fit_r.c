@@ -122,6 +122,13 @@ static void read_spec(SEXP spec, holder *h)
         st->q = Rf_ncols(Z);
         st->ngroups = get_int(tm, "ngroups", 0);
         st->correlated = Rf_asLogical(get(tm, "correlated")) == TRUE;
+        SEXP xm = get(tm, "xmap");
+        st->xmap = NULL;
+        if (!Rf_isNull(xm)) {
+            if (TYPEOF(xm) != REALSXP || Rf_xlength(xm) != (R_xlen_t)m->p * st->q)
+                Rf_error("svir internal error: term %d xmap must be a p x q double matrix", t + 1);
+            st->xmap = REAL(xm);
+        }
     }
     char err[256];
     int status = svir_model_init(m, err, sizeof err);
@@ -157,6 +164,7 @@ static void read_control(SEXP ctrl, SEXP spec, const svir_model *m, svir_control
     c->patience = get_int(ctrl, "patience", 3);
     c->num_particles = get_int(ctrl, "num_particles", 1);
     c->stl = get_int(ctrl, "stl", 1) != 0;
+    c->recentre = get_int(ctrl, "recentre", 1) != 0;
     SEXP bs = get(ctrl, "batch_size");
     c->batch_size = Rf_isNull(bs) ? 0 : (ptrdiff_t)Rf_asReal(bs);
     int threads = get_int(ctrl, "threads", 0);

@@ -26,6 +26,7 @@ typedef struct {
     int correlated;         /* full correlation matrix (only when q > 1) */
     const int *group;       /* [n] 0-based level of each observation */
     const double *Z;        /* [n x q] column-major */
+    const double *xmap;     /* [p x q] or NULL: Z[, k] = X xmap[, k] (NaN column: not in X's span) */
     /* filled by svir_model_init */
     ptrdiff_t off_sd;       /* first log-sd in the global vector */
     ptrdiff_t off_cpc;      /* first cpc in the global vector, -1 if none */

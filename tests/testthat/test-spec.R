@@ -31,7 +31,7 @@ test_that("sleepstudy: layout, draws names and types follow the contract", {
   expect_identical(sp$link, 0L)
   expect_length(sp$terms, 1L)
   tm <- sp$terms[[1]]
-  expect_named(tm, c("group", "ngroups", "Z", "correlated"))
+  expect_named(tm, c("group", "ngroups", "Z", "correlated", "xmap"))
   expect_type(tm$group, "integer")
   expect_identical(range(tm$group), c(0L, 17L))
   expect_identical(tm$ngroups, 18L)
