@@ -224,12 +224,18 @@ svir_eta_draws <- function(object, des, sel, new_all = FALSE) {
     ok <- which(!is.na(row))
     Zok <- tm$Z[ok, , drop = FALSE]
     rok <- row[ok]
+    # coupled guide: existing levels' effects are A z - shift (new levels: A z)
+    U <- if (new_all) NULL else svir_re_shift(object$engine, t, object$scaling$y_scale, sel)
+    n_used <- if (new_all) 0L else length(used)
     Ca <- lapply(seq_len(q), function(a) matrix(C[, a, ], Ju, q))
     for (s in seq_len(nd)) {
       eps <- matrix(stats::rnorm(Ju * q), Ju, q)
       z <- m
       for (a in seq_len(q)) z[, a] <- z[, a] + rowSums(Ca[[a]] * eps)
       b <- z %*% t(matrix(A[s, , ], q, q))
+      if (!is.null(U) && n_used > 0L) {
+        b[seq_len(n_used), ] <- sweep(b[seq_len(n_used), , drop = FALSE], 2L, U[s, ])
+      }
       eta[ok, s] <- eta[ok, s] + rowSums(Zok * b[rok, , drop = FALSE])
     }
     if (!is.null(tm$missing_group)) eta[tm$missing_group, ] <- NA

@@ -63,7 +63,8 @@ ranef.svi_fit <- function(object, condVar = TRUE, drop = FALSE, whichel = NULL, 
     if (condVar) {
       pv <- lapply(ts, function(t) {
         A <- svir_re_A(theta, object$index, t, re[[t]], object$scaling$y_scale)
-        cv <- svir_re_moments(object$engine$m[[t]], object$engine$C[[t]], A, full = TRUE)$cov
+        cv <- svir_re_moments(object$engine$m[[t]], object$engine$C[[t]], A, full = TRUE,
+                              shift = svir_re_shift(object$engine, t, object$scaling$y_scale))$cov
         dimnames(cv) <- list(re[[t]]$cnms, re[[t]]$cnms, NULL)
         cv
       })

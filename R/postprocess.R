@@ -62,7 +62,8 @@ svir_postprocess <- function(engine, info, call = NULL, control = list(),
   # random effects
   ranef <- lapply(seq_along(re), function(t) {
     A <- svir_re_A(theta, idx, t, re[[t]], scaling$y_scale)
-    mom <- svir_re_moments(engine$m[[t]], engine$C[[t]], A, full = FALSE)
+    mom <- svir_re_moments(engine$m[[t]], engine$C[[t]], A, full = FALSE,
+                           shift = svir_re_shift(engine, t, scaling$y_scale))
     dn <- list(re[[t]]$levels, re[[t]]$cnms)
     dimnames(mom$mean) <- dn
     dimnames(mom$sd) <- dn
@@ -393,12 +394,23 @@ svir_unpack_C <- function(Cp, q) {
   C
 }
 
-# Posterior moments of b_j = A z_j with A ~ draws (S x q x q) and
-# z_j ~ N(m_j, C_j C_j^T) independent of A. Law of total variance:
-#   E b_j = Abar m_j,
-#   E b_jr b_jr' = sum_ab E[A_ra A_r'b] (V_j,ab + m_ja m_jb).
+# Per-draw shift of a term's random effects under the coupled guide
+# (S x q, raw units): b = A z0 - shift, see svir_engine.c. NULL when absent.
+svir_re_shift <- function(engine, t, y_scale, sel = NULL) {
+  sh <- engine$shift
+  if (is.null(sh) || length(sh) < t) return(NULL)
+  U <- sh[[t]] * y_scale
+  if (!is.null(sel)) U <- U[sel, , drop = FALSE]
+  if (all(U == 0)) NULL else U
+}
+
+# Posterior moments of b_j = A z_j - u with (A, u) ~ draws (S x q x q and
+# S x q) and z_j ~ N(m_j, C_j C_j^T) given them. Law of total variance:
+#   E b_j = Abar m_j - ubar,
+#   E b_jr b_jr' = sum_ab E[A_ra A_r'b] (V_j,ab + m_ja m_jb)
+#                  - sum_b E[u_r A_r'b] m_jb - sum_a E[u_r' A_ra] m_ja + E[u_r u_r'].
 # Cost O(S q^4 + J q^4) (J q^3 when full = FALSE); no S x J work.
-svir_re_moments <- function(m, Cp, A, full = FALSE) {
+svir_re_moments <- function(m, Cp, A, full = FALSE, shift = NULL) {
   q <- dim(A)[2]
   m <- matrix(as.double(m), ncol = q)
   J <- nrow(m)
@@ -412,6 +424,7 @@ svir_re_moments <- function(m, Cp, A, full = FALSE) {
   }
   Abar <- matrix(colMeans(matrix(A, dim(A)[1])), q, q)
   mean <- m %*% t(Abar)
+  if (!is.null(shift)) mean <- sweep(mean, 2L, colMeans(shift))
   pairs <- if (full) which(lower.tri(diag(q), diag = TRUE), arr.ind = TRUE) else cbind(seq_len(q), seq_len(q))
   cov <- if (full) array(0, c(q, q, J)) else NULL
   var <- matrix(0, J, q)
@@ -420,6 +433,12 @@ svir_re_moments <- function(m, Cp, A, full = FALSE) {
     # E[A_ra A_r'b] over draws: q x q
     M2 <- crossprod(matrix(A[, r, ], ncol = q), matrix(A[, rr, ], ncol = q)) / dim(A)[1]
     s2 <- matrix(W, J) %*% as.vector(M2) - mean[, r] * mean[, rr]
+    if (!is.null(shift)) {
+      S <- dim(A)[1]
+      EuA1 <- colMeans(shift[, r] * matrix(A[, rr, ], S, q)) # E[u_r A_r'b]
+      EuA2 <- colMeans(shift[, rr] * matrix(A[, r, ], S, q)) # E[u_r' A_ra]
+      s2 <- s2 - m %*% EuA1 - m %*% EuA2 + mean(shift[, r] * shift[, rr])
+    }
     if (r == rr) var[, r] <- pmax(s2, 0)
     if (full) {
       cov[r, rr, ] <- s2

@@ -50,7 +50,26 @@ typedef struct {
     int *pres_term, *pres_group;
     double *pres_cnt;
     ptrdiff_t npres;
+    /* coupled guide (see coupling_forward) */
+    int couple;             /* any term has a column in X's span */
+    int *cns, *coff;        /* [nterms] span columns per term, offset into the arrays below */
+    int *qoff, sumq;        /* [nterms] offset of each term in the [sum q] arrays */
+    int *cS;                /* [ns] column of Z */
+    double *ca;             /* [ns x p] a_k: Z[, k] = X a_k */
+    double *cK;             /* [ns x p] rows of (a^T a)^{-1} a^T, per term */
+    double *comega;         /* [ns] share of the fixed-effect deviation given to the column */
+    double *cref;           /* [p] reference point of the fixed effects */
+    double *beta_eff;       /* [p] fixed effects the likelihood sees */
+    double *cu, *cw, *cdw;  /* [sum q] per term: u = E s, w = A^{-1} u, d objective / d w */
+    double *cds;            /* [ns] d objective / d s */
 } work;
+
+#define SVIR_QMAX_STACK 64
+/* loops over groups go parallel only when there are this many: a parallel
+ * region costs microseconds, far more on a loaded machine */
+#define SVIR_PAR_GROUPS 4096
+
+static int coupling_init(work *w);
 
 ptrdiff_t svir_n_global_par(const svir_model *m, int guide)
 {
@@ -72,6 +91,8 @@ static void work_free(work *w)
     free(w->Gt); free(w->gb); free(w->gbt); free(w->gauxt); free(w->llt);
     free(w->dA); free(w->idx); free(w->goff); free(w->stamp); free(w->slot);
     free(w->pres_term); free(w->pres_group); free(w->pres_cnt);
+    free(w->cns); free(w->coff); free(w->qoff); free(w->cS); free(w->ca); free(w->cK); free(w->comega);
+    free(w->cref); free(w->beta_eff); free(w->cu); free(w->cw); free(w->cdw); free(w->cds);
 }
 
 static int work_init(work *w, const svir_model *m, const svir_control *c)
@@ -123,6 +144,8 @@ static int work_init(work *w, const svir_model *m, const svir_control *c)
     w->pres_group = xcalloc((size_t)ng, sizeof(int), &fail);
     w->pres_cnt = xcalloc((size_t)ng, sizeof(double), &fail);
     if (!w->full) w->idx = xcalloc((size_t)w->B, sizeof(ptrdiff_t), &fail);
+    w->beta_eff = xcalloc((size_t)m->p, sizeof(double), &fail);
+    if (!fail) fail = coupling_init(w);
     if (fail) {
         work_free(w);
         return 2;
@@ -138,6 +161,251 @@ static int work_init(work *w, const svir_model *m, const svir_control *c)
         w->npres = k;
     }
     return 0;
+}
+
+/* ---- coupled guide ---------------------------------------------------------
+ * Under the plain guide q(theta) q(z) the fixed effects cannot trade off
+ * against the common level of the random effects (the intercept against the
+ * groups' mean, a fixed slope against the random slopes' mean): the
+ * likelihood pins their sum, so q(beta) comes out far too narrow. Where a
+ * column k of a term's Z lies in X's span (Z[, k] = X a_k), the guide couples
+ * the two: with d = beta - c (c a fixed reference point),
+ *   s_tk = omega_tk (K_t d)_k,   K_t = (a_t^T a_t)^{-1} a_t^T,
+ *   z_tj = z0_tj - w_t,          w_t = A_t^{-1} E_t s_t,   z0_tj ~ N(m_tj, C_tj C_tj^T),
+ * so b_tj = A_t z0_tj - E_t s_t and the linear predictor sees
+ * beta_eff = beta - sum_tk s_tk a_tk. The shares omega_tk of columns with
+ * the same a add to one, so a deviation of beta along the span reaches the
+ * likelihood not at all and the random effects' prior alone sets its spread
+ * (sd^2 / J for a random intercept), as in the exact posterior. This is
+ * still a valid guide q(theta) q(z | theta), with the same entropy. */
+static int coupling_init(work *w)
+{
+    const svir_model *m = w->m;
+    const int p = m->p, nt = m->nterms;
+    int fail = 0;
+    w->cns = xcalloc((size_t)nt, sizeof(int), &fail);
+    w->coff = xcalloc((size_t)nt, sizeof(int), &fail);
+    w->qoff = xcalloc((size_t)nt, sizeof(int), &fail);
+    if (fail) return 1;
+    int ns = 0, qs = 0;
+    for (int t = 0; t < nt; t++) {
+        const svir_term *tm = &m->terms[t];
+        w->coff[t] = ns;
+        w->qoff[t] = qs;
+        qs += tm->q;
+        if (!w->c->couple || !tm->xmap || p == 0 || tm->ngroups < 2) continue;
+        for (int k = 0; k < tm->q; k++)
+            if (!isnan(tm->xmap[(ptrdiff_t)k * p])) w->cns[t]++;
+        ns += w->cns[t];
+    }
+    w->couple = ns > 0;
+    w->sumq = qs;
+    w->cS = xcalloc((size_t)ns, sizeof(int), &fail);
+    w->ca = xcalloc((size_t)ns * (size_t)p, sizeof(double), &fail);
+    w->cK = xcalloc((size_t)ns * (size_t)p, sizeof(double), &fail);
+    w->comega = xcalloc((size_t)ns, sizeof(double), &fail);
+    w->cref = xcalloc((size_t)p, sizeof(double), &fail);
+    w->cu = xcalloc((size_t)qs, sizeof(double), &fail);
+    w->cw = xcalloc((size_t)qs, sizeof(double), &fail);
+    w->cdw = xcalloc((size_t)qs, sizeof(double), &fail);
+    w->cds = xcalloc((size_t)ns, sizeof(double), &fail);
+    if (fail) return 1;
+    for (int t = 0; t < nt; t++) {
+        const svir_term *tm = &m->terms[t];
+        const int n_s = w->cns[t], o = w->coff[t];
+        if (n_s == 0) continue;
+        int s = 0;
+        for (int k = 0; k < tm->q; k++)
+            if (!isnan(tm->xmap[(ptrdiff_t)k * p])) {
+                w->cS[o + s] = k;
+                memcpy(w->ca + (size_t)(o + s) * p, tm->xmap + (ptrdiff_t)k * p, sizeof(double) * (size_t)p);
+                s++;
+            }
+        /* K = (a^T a)^{-1} a^T by Gauss-Jordan on [a^T a | a^T] */
+        const int wd = n_s + p;
+        double *N = calloc((size_t)n_s * (size_t)wd, sizeof(double));
+        if (!N) return 1;
+        for (int r = 0; r < n_s; r++) {
+            const double *ar = w->ca + (size_t)(o + r) * p;
+            for (int cc = 0; cc < n_s; cc++) {
+                const double *ac = w->ca + (size_t)(o + cc) * p;
+                double acc = 0.0;
+                for (int i = 0; i < p; i++) acc += ar[i] * ac[i];
+                N[r * wd + cc] = acc;
+            }
+            for (int i = 0; i < p; i++) N[r * wd + n_s + i] = ar[i];
+        }
+        for (int r = 0; r < n_s; r++) {
+            const double piv = N[r * wd + r];
+            if (!(fabs(piv) > 1e-12)) { free(N); return 1; }
+            for (int cc = 0; cc < wd; cc++) N[r * wd + cc] /= piv;
+            for (int r2 = 0; r2 < n_s; r2++) {
+                if (r2 == r) continue;
+                const double f = N[r2 * wd + r];
+                for (int cc = 0; cc < wd; cc++) N[r2 * wd + cc] -= f * N[r * wd + cc];
+            }
+        }
+        for (int r = 0; r < n_s; r++)
+            for (int i = 0; i < p; i++) w->cK[(size_t)(o + r) * p + i] = N[r * wd + n_s + i];
+        free(N);
+    }
+    return 0;
+}
+
+/* Reference point and shares from the means `gpar` (beta and log sd): a
+ * column's share of a direction is its sd^2 / J among the columns with the
+ * same a. */
+static void coupling_update(work *w, const double *gpar)
+{
+    const svir_model *m = w->m;
+    const int p = m->p;
+    if (!w->couple) return;
+    memcpy(w->cref, gpar, sizeof(double) * (size_t)p);
+    const int ns = w->coff[m->nterms - 1] + w->cns[m->nterms - 1];
+    double *v = w->cds; /* scratch */
+    for (int t = 0; t < m->nterms; t++) {
+        const svir_term *tm = &m->terms[t];
+        for (int s = 0; s < w->cns[t]; s++) {
+            const double sd = exp(gpar[tm->off_sd + w->cS[w->coff[t] + s]]);
+            v[w->coff[t] + s] = sd * sd / tm->ngroups;
+        }
+    }
+    for (int i = 0; i < ns; i++) {
+        double tot = 0.0;
+        for (int j = 0; j < ns; j++) {
+            int same = 1;
+            for (int c = 0; c < p && same; c++)
+                if (fabs(w->ca[(size_t)i * p + c] - w->ca[(size_t)j * p + c]) > 1e-10 *
+                    (1.0 + fabs(w->ca[(size_t)i * p + c]))) same = 0;
+            if (same) tot += v[j];
+        }
+        w->comega[i] = tot > 0 ? v[i] / tot : 0.0;
+    }
+}
+
+/* s, beta_eff, u = E s and w = A^{-1} u for the draw theta (A from g). */
+static void coupling_forward(const work *w, const double *theta, const svir_globals *g,
+                             double *beta_eff, double *u, double *wv)
+{
+    const svir_model *m = w->m;
+    const int p = m->p;
+    memcpy(beta_eff, theta, sizeof(double) * (size_t)p);
+    if (!w->couple) return;
+    int qo = 0;
+    for (int t = 0; t < m->nterms; t++) {
+        const svir_term *tm = &m->terms[t];
+        const int q = tm->q;
+        double *ut = u + qo, *wt = wv + qo;
+        memset(ut, 0, sizeof(double) * (size_t)q);
+        for (int s = 0; s < w->cns[t]; s++) {
+            const int o = w->coff[t] + s;
+            const double *K = w->cK + (size_t)o * p, *a = w->ca + (size_t)o * p;
+            double sk = 0.0;
+            for (int i = 0; i < p; i++) sk += K[i] * (theta[i] - w->cref[i]);
+            sk *= w->comega[o];
+            ut[w->cS[o]] = sk;
+            for (int i = 0; i < p; i++) beta_eff[i] -= sk * a[i];
+        }
+        const double *A = g->A + tm->off_qq;
+        for (int r = 0; r < q; r++) {
+            double acc = ut[r];
+            for (int cc = 0; cc < r; cc++) acc -= A[r * q + cc] * wt[cc];
+            wt[r] = acc / A[r * q + r];
+        }
+        qo += q;
+    }
+}
+
+/* Re-anchors the coupling at new means `src` (reference point and shares).
+ * Each parameter set (gpars[i], lpars[i]) keeps its conditional mean of z at
+ * theta = its own mean: m -= w_old - w_new. */
+static void coupling_reanchor(work *w, const double *src, int nsets, double *const *gpars,
+                              double *const *lpars)
+{
+    const svir_model *m = w->m;
+    if (!w->couple) return;
+    const int p = m->p, ns = w->coff[m->nterms - 1] + w->cns[m->nterms - 1];
+    double *old_ref = malloc(sizeof(double) * (size_t)(p + 1));
+    double *old_om = malloc(sizeof(double) * (size_t)(ns + 1));
+    double *new_ref = malloc(sizeof(double) * (size_t)(p + 1));
+    double *new_om = malloc(sizeof(double) * (size_t)(ns + 1));
+    double *wold = malloc(sizeof(double) * (size_t)(w->sumq + 1));
+    if (!old_ref || !old_om || !new_ref || !new_om || !wold) goto out;
+    memcpy(old_ref, w->cref, sizeof(double) * (size_t)p);
+    memcpy(old_om, w->comega, sizeof(double) * (size_t)ns);
+    coupling_update(w, src);
+    memcpy(new_ref, w->cref, sizeof(double) * (size_t)p);
+    memcpy(new_om, w->comega, sizeof(double) * (size_t)ns);
+    for (int i = 0; i < nsets; i++) {
+        svir_unpack_globals(m, gpars[i], &w->g);
+        memcpy(w->cref, old_ref, sizeof(double) * (size_t)p);
+        memcpy(w->comega, old_om, sizeof(double) * (size_t)ns);
+        coupling_forward(w, gpars[i], &w->g, w->beta_eff, w->cu, wold);
+        memcpy(w->cref, new_ref, sizeof(double) * (size_t)p);
+        memcpy(w->comega, new_om, sizeof(double) * (size_t)ns);
+        coupling_forward(w, gpars[i], &w->g, w->beta_eff, w->cu, w->cw);
+        for (int t = 0; t < m->nterms; t++) {
+            if (w->cns[t] == 0) continue;
+            const svir_term *tm = &m->terms[t];
+            const int q = tm->q;
+            for (int j = 0; j < tm->ngroups; j++) {
+                double *mj = lpars[i] + tm->off_loc + (ptrdiff_t)j * svir_local_block(q);
+                for (int r = 0; r < q; r++) mj[r] -= wold[w->qoff[t] + r] - w->cw[w->qoff[t] + r];
+            }
+        }
+    }
+out:
+    free(old_ref); free(old_om); free(new_ref); free(new_om); free(wold);
+}
+
+/* After the local gradients of one draw: the coupling's share of the ELBO
+ * (returned: minus the change of the weighted local KL terms, whose mean is
+ * m - w rather than m) and its gradient, back through w = A^{-1} E s and
+ * s = omega K (beta - c) into A (w->dA) and beta (w->gtheta). */
+static double coupling_backward(work *w, const double *lpar, int stl)
+{
+    const svir_model *m = w->m;
+    const int p = m->p;
+    double val = 0.0;
+    memset(w->cdw, 0, sizeof(double) * (size_t)w->sumq);
+    for (ptrdiff_t k = 0; k < w->npres; k++) {
+        const int t = w->pres_term[k];
+        if (w->cns[t] == 0) continue;
+        const svir_term *tm = &m->terms[t];
+        const int q = tm->q, j = w->pres_group[k];
+        const double wt = w->scale * w->pres_cnt[k] / tm->nobs[j];
+        const double *wv = w->cw + w->qoff[t];
+        const double *mj = lpar + tm->off_loc + (ptrdiff_t)j * svir_local_block(q);
+        const double *z0 = w->z + tm->off_z + (ptrdiff_t)j * q;
+        double *dw = w->cdw + w->qoff[t];
+        for (int r = 0; r < q; r++) {
+            val -= wt * (-mj[r] * wv[r] + 0.5 * wv[r] * wv[r]);
+            dw[r] += wt * (stl ? z0[r] - wv[r] : mj[r] - wv[r]);
+        }
+    }
+    for (int t = 0; t < m->nterms; t++) {
+        if (w->cns[t] == 0) continue;
+        const svir_term *tm = &m->terms[t];
+        const int q = tm->q;
+        const double *A = w->g.A + tm->off_qq, *wv = w->cw + w->qoff[t], *dw = w->cdw + w->qoff[t];
+        double du[SVIR_QMAX_STACK];
+        /* w = A^{-1} u: du = A^{-T} dw, dA = -du w^T (lower part) */
+        for (int r = q - 1; r >= 0; r--) {
+            double acc = dw[r];
+            for (int r2 = r + 1; r2 < q; r2++) acc -= A[r2 * q + r] * du[r2];
+            du[r] = acc / A[r * q + r];
+        }
+        double *dA = w->dA + tm->off_qq;
+        for (int r = 0; r < q; r++)
+            for (int cc = 0; cc <= r; cc++) dA[r * q + cc] -= du[r] * wv[cc];
+        for (int s = 0; s < w->cns[t]; s++) {
+            const int o = w->coff[t] + s;
+            const double ds = w->cds[o] + du[w->cS[o]];
+            const double *K = w->cK + (size_t)o * p;
+            for (int i = 0; i < p; i++) w->gtheta[i] += w->comega[o] * ds * K[i];
+        }
+    }
+    return val;
 }
 
 /* The minibatch of step s: positions s*B .. s*B+B-1 of an endless sequence of
@@ -190,7 +458,6 @@ static void draw_theta(const work *w, const double *gpar, uint64_t stream, uint6
     }
 }
 
-#define SVIR_QMAX_STACK 64
 
 /* Solves C^T u = v for a packed row-major lower-triangular C with log diagonal. */
 static void back_solve_packed(int q, const double *Cp, const double *v, double *u)
@@ -247,7 +514,7 @@ static inline void range_loglik(const work *w, ptrdiff_t lo, ptrdiff_t hi, const
     const svir_model *m = w->m;
     const ptrdiff_t n = m->n;
     const int p = m->p, nt = m->nterms;
-    const double *beta = w->theta, *b = w->b;
+    const double *beta = w->beta_eff, *b = w->b;
     double ll = 0.0, ga = 0.0;
     for (ptrdiff_t k = lo; k < hi; k++) {
         const ptrdiff_t i = w->full ? k : w->idx[k];
@@ -291,7 +558,7 @@ static double batch_loglik(work *w, double *gb, double *gaux)
     svir_aux_set(&aux, w->g.sigma, w->g.phi);
     /* zero the per-thread d/db buffers at the present groups */
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(T) schedule(static)
+#pragma omp parallel for num_threads(T) schedule(static) if (w->npres >= SVIR_PAR_GROUPS)
 #endif
     for (ptrdiff_t k = 0; k < w->npres; k++) {
         const svir_term *tm = &m->terms[w->pres_term[k]];
@@ -346,7 +613,7 @@ static double batch_loglik(work *w, double *gb, double *gaux)
     }
     if (T > 1) {
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(T) schedule(static)
+#pragma omp parallel for num_threads(T) schedule(static) if (w->npres >= SVIR_PAR_GROUPS)
 #endif
         for (ptrdiff_t k = 0; k < w->npres; k++) {
             const svir_term *tm = &m->terms[w->pres_term[k]];
@@ -386,12 +653,13 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
         draw_theta(w, gpar, SVIR_STREAM_GLOBAL, (uint64_t)step, (uint64_t)s * (uint64_t)D,
                    w->eps, w->theta);
         svir_unpack_globals(m, w->theta, &w->g);
+        coupling_forward(w, w->theta, &w->g, w->beta_eff, w->cu, w->cw);
         memset(w->gtheta, 0, sizeof(double) * (size_t)D);
         double lp = svir_log_prior(m, w->theta, w->gtheta);
 
         /* local draws for the present groups */
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(w->T) schedule(static)
+#pragma omp parallel for num_threads(w->T) schedule(static) if (w->npres >= SVIR_PAR_GROUPS)
 #endif
         for (ptrdiff_t k = 0; k < w->npres; k++) {
             const svir_term *tm = &m->terms[w->pres_term[k]];
@@ -406,6 +674,15 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
         double gaux;
         const double ll = batch_loglik(w, gb, &gaux);
         for (int k = 0; k < m->p; k++) w->gtheta[k] += scale * gb[k];
+        if (w->couple) {
+            /* beta_eff = beta - sum s_tk a_tk */
+            const int ns = w->coff[m->nterms - 1] + w->cns[m->nterms - 1];
+            for (int o = 0; o < ns; o++) {
+                double acc = 0.0;
+                for (int i = 0; i < m->p; i++) acc += w->ca[(size_t)o * m->p + i] * gb[i];
+                w->cds[o] = -scale * acc;
+            }
+        }
         if (m->off_sigma >= 0) w->gtheta[m->off_sigma] += scale * gaux;
         if (m->off_phi >= 0) w->gtheta[m->off_phi] += scale * gaux;
         elbo += invS * (m->ll_const + scale * ll + lp);
@@ -422,7 +699,7 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
                 for (int cc = 0; cc <= r; cc++) dA[r * q + cc] += scale * G[r] * zj[cc];
         }
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(w->T) schedule(static)
+#pragma omp parallel for num_threads(w->T) schedule(static) if (w->npres >= SVIR_PAR_GROUPS)
 #endif
         for (ptrdiff_t k = 0; k < w->npres; k++) {
             const svir_term *tm = &m->terms[w->pres_term[k]];
@@ -431,6 +708,7 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
             const double *G = w->Gt + pos, *nz = w->noise + pos, *A = w->g.A + tm->off_qq;
             const ptrdiff_t lo = tm->off_loc + (ptrdiff_t)j * svir_local_block(q);
             const double *Cp = lpar + lo + q, *zj = w->z + pos;
+            const double *wt_shift = w->couple ? w->cw + w->qoff[w->pres_term[k]] : NULL;
             double *gm = lgrad + lo, *gC = lgrad + lo + q;
             double dz[SVIR_QMAX_STACK], u[SVIR_QMAX_STACK];
             /* d/dz of the likelihood: A^T G */
@@ -444,7 +722,13 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
                  * the group's weight: -z + C^{-T} noise */
                 const double wt = scale * w->pres_cnt[k] / tm->nobs[j];
                 back_solve_packed(q, Cp, nz, u);
-                for (int cc = 0; cc < q; cc++) dz[cc] += wt * (u[cc] - zj[cc]);
+                for (int cc = 0; cc < q; cc++)
+                    dz[cc] += wt * (u[cc] - zj[cc] + (wt_shift ? wt_shift[cc] : 0.0));
+            } else if (wt_shift) {
+                /* analytic KL with mean m - w: its gradient in m is -(m - w);
+                 * the -m part is added after the particles */
+                const double wt = scale * w->pres_cnt[k] / tm->nobs[j];
+                for (int cc = 0; cc < q; cc++) gm[cc] += invS * wt * wt_shift[cc];
             }
             for (int cc = 0; cc < q; cc++) {
                 const double d = dz[cc] * invS;
@@ -456,6 +740,7 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
                 gCr[cc] += d * nz[cc] * exp(Cr[cc]);
             }
         }
+        if (w->couple) elbo += invS * coupling_backward(w, lpar, stl);
         for (int t = 0; t < m->nterms; t++)
             svir_backprop_A(m, t, w->theta, &w->g, w->dA + m->terms[t].off_qq, w->gtheta);
 
@@ -668,7 +953,7 @@ static void recentre(work *w, double *gpar, double *lpar)
     }
 }
 
-/* Posterior draws of the globals and the PSIS log ratios. */
+/* Posterior draws of the globals, the coupling shifts and the PSIS log ratios. */
 static int final_draws(work *w, const double *gpar, const double *lpar, svir_result *res)
 {
     const svir_model *m = w->m;
@@ -676,10 +961,12 @@ static int final_draws(work *w, const double *gpar, const double *lpar, svir_res
     const ptrdiff_t D = w->D;
     const int nd = c->ndraws;
     res->ndraws = nd;
+    res->nshift = w->sumq;
     if (nd <= 0) return 0;
     res->draws = calloc((size_t)nd * (size_t)D + 1, sizeof(double));
     res->log_ratio = calloc((size_t)nd + 1, sizeof(double));
-    if (!res->draws || !res->log_ratio) return 2;
+    res->shift = calloc((size_t)nd * (size_t)w->sumq + 1, sizeof(double));
+    if (!res->draws || !res->log_ratio || !res->shift) return 2;
     int fail = 0;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(w->T_draws)
@@ -689,7 +976,11 @@ static int final_draws(work *w, const double *gpar, const double *lpar, svir_res
         double *theta = malloc(sizeof(double) * (size_t)(D + 1));
         double *z = malloc(sizeof(double) * (size_t)(m->nz + 1));
         double *noise = malloc(sizeof(double) * (size_t)(m->qmax + 1));
-        if (!eps || !theta || !z || !noise) {
+        double *be = malloc(sizeof(double) * (size_t)(m->p + 1));
+        double *cu = malloc(sizeof(double) * (size_t)(w->sumq + 1));
+        double *cw = malloc(sizeof(double) * (size_t)(w->sumq + 1));
+        svir_globals g = {0};
+        if (!eps || !theta || !z || !noise || !be || !cu || !cw || svir_globals_alloc(m, &g)) {
 #ifdef _OPENMP
 #pragma omp atomic write
 #endif
@@ -709,6 +1000,14 @@ static int final_draws(work *w, const double *gpar, const double *lpar, svir_res
                         logq += -0.5 * eps[d] * eps[d] - gpar[D + d] - SVIR_LOG_SQRT_2PI;
                 }
                 for (ptrdiff_t d = 0; d < D; d++) res->draws[(size_t)s + (size_t)d * (size_t)nd] = theta[d];
+                if (w->couple) {
+                    svir_unpack_globals(m, theta, &g);
+                    coupling_forward(w, theta, &g, be, cu, cw);
+                } else {
+                    memset(cu, 0, sizeof(double) * (size_t)(w->sumq + 1));
+                    memset(cw, 0, sizeof(double) * (size_t)(w->sumq + 1));
+                }
+                for (int k = 0; k < w->sumq; k++) res->shift[(size_t)s + (size_t)k * (size_t)nd] = cu[k];
                 for (int t = 0; t < m->nterms; t++) {
                     const svir_term *tm = &m->terms[t];
                     const int q = tm->q;
@@ -717,12 +1016,14 @@ static int final_draws(work *w, const double *gpar, const double *lpar, svir_res
                         logq += draw_z(q, lpar + tm->off_loc + (ptrdiff_t)j * svir_local_block(q),
                                        w->key, SVIR_STREAM_DRAWS_LOCAL, (uint64_t)s, (uint64_t)pos,
                                        noise, z + pos);
+                        for (int r = 0; r < q; r++) z[pos + r] -= cw[w->qoff[t] + r];
                     }
                 }
                 res->log_ratio[s] = svir_log_joint(m, theta, z, NULL, NULL, 1) - logq;
             }
         }
-        free(eps); free(theta); free(z); free(noise);
+        free(eps); free(theta); free(z); free(noise); free(be); free(cu); free(cw);
+        svir_globals_free(&g);
     }
     return fail ? 2 : 0;
 }
@@ -763,6 +1064,7 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
         goto done;
     }
     init_params(m, c, gpar, lpar);
+    coupling_update(&w, gpar);
 
     double lr = c->lr;
     long t_adam = 0, nsum = 0, nprev = 0, window_no = 0;
@@ -797,7 +1099,7 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
         const double lr_t = schedule_lr(c, lr, step);
         adam(gpar, gm1, gm2, gg, ngp, lr_t, bc1, bc2);
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(w.T) schedule(static)
+#pragma omp parallel for num_threads(w.T) schedule(static) if (w.npres >= SVIR_PAR_GROUPS)
 #endif
         for (ptrdiff_t k = 0; k < w.npres; k++) {
             const svir_term *tm = &m->terms[w.pres_term[k]];
@@ -808,7 +1110,7 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
         /* running sums for the window average of the parameters */
         for (ptrdiff_t k = 0; k < ngp; k++) gsum[k] += gpar[k];
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(w.T) schedule(static)
+#pragma omp parallel for num_threads(w.T) schedule(static) if (nloc >= 16 * SVIR_PAR_GROUPS)
 #endif
         for (ptrdiff_t k = 0; k < nloc; k++) lsum[k] += lpar[k];
         nsum++;
@@ -839,7 +1141,12 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
             memset(gsum, 0, sizeof(double) * (size_t)ngp);
             memset(lsum, 0, sizeof(double) * (size_t)nloc);
             nsum = 0;
-            if (c->recentre) recentre(&w, gpar, lpar);
+            if (w.couple) {
+                double *gs[2] = {gpar, gprev}, *ls[2] = {lpar, lprev};
+                coupling_reanchor(&w, gprev, 2, gs, ls);
+            } else if (c->recentre) {
+                recentre(&w, gpar, lpar);
+            }
             last_mean = mean;
             prev_mean = mean;
             prev_var = var;
@@ -878,7 +1185,7 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
     }
     res->elbo_final = !isnan(last_mean) ? last_mean : (wcount > 0 ? wsum / wcount : NAN);
 
-    if (c->recentre && res->stop_reason != SVIR_STOP_DIVERGED) recentre(&w, gpar, lpar);
+    if (!w.couple && c->recentre && res->stop_reason != SVIR_STOP_DIVERGED) recentre(&w, gpar, lpar);
     if (final_draws(&w, gpar, lpar, res)) {
         snprintf(res->message, sizeof res->message, "out of memory drawing from the posterior");
         status = 2;
@@ -898,7 +1205,7 @@ void svir_result_free(svir_result *res)
 {
     free(res->gpar); free(res->lpar); free(res->elbo); free(res->lr_steps);
     free(res->window_elbo);
-    free(res->draws); free(res->log_ratio);
+    free(res->draws); free(res->log_ratio); free(res->shift);
     memset(res, 0, sizeof(*res));
 }
 
@@ -912,6 +1219,18 @@ int svir_elbo_grad(const svir_model *m, const svir_control *c, const double *gpa
         return 2;
     }
     memset(grad, 0, sizeof(double) * (size_t)(w.ngp + m->nloc));
+    if (w.couple) {
+        /* a reference that does not move with gpar (finite differences) */
+        double *ref = calloc((size_t)m->D + 1, sizeof(double));
+        if (!ref) {
+            work_free(&w);
+            snprintf(err, errlen, "out of memory");
+            return 2;
+        }
+        if (c->init_mu) memcpy(ref, c->init_mu, sizeof(double) * (size_t)m->D);
+        coupling_update(&w, ref);
+        free(ref);
+    }
     if (!w.full) select_batch(&w, step);
     *elbo = estimate(&w, step, gpar, lpar, grad, grad + w.ngp);
     work_free(&w);

@@ -26,6 +26,7 @@ typedef struct {
     int patience;           /* plateau: step-size reductions before stopping */
     int num_particles;
     int recentre;           /* move the groups' common shift into the fixed effects */
+    int couple;             /* coupled guide: z | theta shifts with the fixed effects */
     int stl;                /* path-derivative ("sticking the landing") entropy gradients */
     ptrdiff_t batch_size;   /* 0 (or >= n): full batch */
     int threads;            /* >= 1 */
@@ -61,7 +62,9 @@ typedef struct {
     double *window_elbo;    /* mean ELBO of each window */
     int ndraws;
     double *draws;          /* [ndraws x D] column-major, internal units */
-    double *log_ratio;      /* [ndraws] log p(y,theta,z) - log q(theta) - log q(z) */
+    double *log_ratio;      /* [ndraws] log p(y,theta,z) - log q(theta) - log q(z | theta) */
+    double *shift;          /* [ndraws x nshift] per term's columns: b = A z0 - shift (coupled guide) */
+    int nshift;             /* sum of q over terms */
     char message[512];
 } svir_result;
 

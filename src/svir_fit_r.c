@@ -165,6 +165,7 @@ static void read_control(SEXP ctrl, SEXP spec, const svir_model *m, svir_control
     c->num_particles = get_int(ctrl, "num_particles", 1);
     c->stl = get_int(ctrl, "stl", 1) != 0;
     c->recentre = get_int(ctrl, "recentre", 1) != 0;
+    c->couple = get_int(ctrl, "couple", 1) != 0;
     SEXP bs = get(ctrl, "batch_size");
     c->batch_size = Rf_isNull(bs) ? 0 : (ptrdiff_t)Rf_asReal(bs);
     int threads = get_int(ctrl, "threads", 0);
@@ -276,7 +277,7 @@ SEXP svir_fit_r(SEXP spec, SEXP ctrl)
     const svir_result *r = &h->res;
     const ptrdiff_t D = m->D;
 
-    const int nout = 15;
+    const int nout = 16;
     SEXP out = PROTECT(Rf_allocVector(VECSXP, nout));
     SEXP nms = PROTECT(Rf_allocVector(STRSXP, nout));
     int k = 0;
@@ -326,9 +327,21 @@ SEXP svir_fit_r(SEXP spec, SEXP ctrl)
         REAL(we)[i] = r->window_elbo[i];
     }
     set_elt(out, nms, k++, "window_elbo", we);
+    SEXP sh = PROTECT(Rf_allocVector(VECSXP, m->nterms));
+    for (int t = 0, qo = 0; t < m->nterms; t++) {
+        const int q = m->terms[t].q;
+        SEXP x = PROTECT(Rf_allocMatrix(REALSXP, r->ndraws, q));
+        for (int kk = 0; kk < q; kk++)
+            for (int s = 0; s < r->ndraws; s++)
+                REAL(x)[s + (ptrdiff_t)kk * r->ndraws] = r->shift[(size_t)s + (size_t)(qo + kk) * (size_t)r->ndraws];
+        SET_VECTOR_ELT(sh, t, x);
+        UNPROTECT(1);
+        qo += q;
+    }
+    set_elt(out, nms, k++, "shift", sh);
     Rf_setAttrib(out, R_NamesSymbol, nms);
     holder_done(hp);
-    UNPROTECT(3 + 8);
+    UNPROTECT(3 + 9);
     return out;
 }
 
