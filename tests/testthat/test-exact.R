@@ -53,3 +53,40 @@ test_that("mean-field SVI recovers the exact posterior mean", {
   cond_sd <- 1 / sqrt(diag(solve(ex$cov)))
   expect_lt(max(abs(exp(r$omega[1:3]) / cond_sd - 1)), 0.05)
 })
+
+# Random-intercept model with known variances: the marginal posterior of the
+# intercept is N(sum w_j ybar_j / (sum w_j + 1/s0^2), 1 / (sum w_j + 1/s0^2)),
+# w_j = 1 / (tau^2 + sigma^2 / n_j). The plain guide q(beta) q(z) cannot give
+# the intercept the spread of the groups' common level; the coupled guide
+# (default) must, within Monte-Carlo tolerance.
+test_that("the coupled guide recovers the intercept's exact marginal posterior", {
+  set.seed(12)
+  J <- 30
+  nj <- 10
+  g <- factor(rep(seq_len(J), each = nj))
+  y <- 2 + rnorm(J)[g] + rnorm(J * nj)
+  b <- svir:::svir_build_spec(y ~ 1 + (1 | g), data.frame(y = y, g = g))
+  spec <- b$spec
+  ys <- b$info$scaling$y_scale
+  tau <- 1 / ys
+  sig <- 1 / ys
+  s0 <- 10
+  # pin sd and sigma at their true values; intercept prior normal(0, s0)
+  spec$prior_type[] <- 1L
+  spec$prior_loc <- c(0, tau, sig)
+  spec$prior_scale <- c(s0, 0.002 * tau, 0.002 * sig)
+  spec$init_mu <- c(0, log(tau), log(sig))
+  ybar <- tapply(spec$y, g, mean)
+  wj <- 1 / (tau^2 + sig^2 / nj)
+  post_var <- 1 / (J * wj + 1 / s0^2)
+  post_mean <- post_var * sum(wj * ybar)
+  ctrl <- list(guide = "meanfield", seed = 3, threads = 1L, ndraws = 10L,
+               num_particles = 4L, max_steps = 20000)
+  r <- .Call(svir:::C_svir_fit_r, spec, ctrl)
+  expect_equal(r$stop_reason, "converged")
+  expect_lt(abs(r$mu[1] - post_mean) / sqrt(post_var), 0.1)
+  expect_lt(abs(exp(r$omega[1]) / sqrt(post_var) - 1), 0.1)
+  # without the coupling the intercept's spread collapses
+  r0 <- .Call(svir:::C_svir_fit_r, spec, modifyList(ctrl, list(couple = 0L)))
+  expect_lt(exp(r0$omega[1]) / sqrt(post_var), 0.5)
+})
