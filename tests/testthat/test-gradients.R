@@ -85,6 +85,10 @@ test_that("path-derivative (stl) gradients are unbiased for the analytic ones", 
         .Call(svir:::C_svir_elbo_grad_r, spec, ctrl1, v, s)$grad -
           .Call(svir:::C_svir_elbo_grad_r, spec, ctrl0, v, s)$grad
       }, numeric(length(v)))
+      # a rare draw far in the tails overflows (the engine rejects such steps)
+      ok <- colSums(!is.finite(diffs)) == 0
+      expect_gt(mean(ok), 0.95)
+      diffs <- diffs[, ok]
       # same noise, so the difference is the zero-mean score term alone
       z <- rowMeans(diffs) / (apply(diffs, 1, sd) / sqrt(ncol(diffs)) + 1e-12)
       expect_lt(max(abs(z)), 4.5)
