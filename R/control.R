@@ -59,8 +59,9 @@ svir_check_real <- function(x, arg, lower = 0, upper = Inf) {
 #' standard errors of the difference of the two window means (the
 #' improvement is lost in the Monte Carlo noise). What happens then depends
 #' on `lr_schedule`:
-#' * `"plateau"` (default): the step size is multiplied by `lr_decay` and
-#'   the comparison restarts with the next window. After `patience` such
+#' * `"plateau"` (default): the step size is multiplied by `lr_decay`,
+#'   Adam's moment estimates restart (so that early, large gradients no
+#'   longer damp the steps) and the comparison restarts with the next window. After `patience` such
 #'   reductions, the next plateau ends the fit as converged. Small final step
 #'   sizes reduce the noise of the final estimates.
 #' * `"constant"`: the step size stays `lr`; the first plateau ends the fit.

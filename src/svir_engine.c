@@ -1159,6 +1159,16 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
                     lr *= c->lr_decay;
                     if (res->n_lr_steps < 64) res->lr_steps[res->n_lr_steps++] = step + 1;
                     reductions++;
+                    {
+                        /* restart Adam's moments: the early, large gradients
+                         * would otherwise keep its second moment inflated
+                         * for ~1/(1 - beta2) steps and freeze the scales */
+                        memset(gm1, 0, sizeof(double) * (size_t)ngp);
+                        memset(gm2, 0, sizeof(double) * (size_t)ngp);
+                        memset(lm1, 0, sizeof(double) * (size_t)nloc);
+                        memset(lm2, 0, sizeof(double) * (size_t)nloc);
+                        t_adam = 0;
+                    }
                     have_prev = 0; /* the next window restarts the comparison */
                 } else {
                     res->stop_reason = SVIR_STOP_CONVERGED;
