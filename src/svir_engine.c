@@ -67,7 +67,7 @@ typedef struct {
 #define SVIR_QMAX_STACK 64
 /* loops over groups go parallel only when there are this many: a parallel
  * region costs microseconds, far more on a loaded machine */
-#define SVIR_PAR_GROUPS 4096
+#define SVIR_PAR_GROUPS 32768
 
 static int coupling_init(work *w);
 
