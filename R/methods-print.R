@@ -18,8 +18,9 @@
 #' @export
 print.svi_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
   cat("Bayesian GLMM fit by stochastic variational inference (svir)\n")
+  # the backend's reason is long: summary() prints it
   svir_cat_header(x$family, x$formula, svir_data_name(x), x$method, x$guide,
-                  x$backend, x$backend_reason)
+                  x$backend, NULL)
   cat(svir_nobs_line(x$nobs, svir_ngrps(x)), "\n", sep = "")
   if (length(x$re)) {
     cat("Random effects (posterior means):\n")
