@@ -360,10 +360,13 @@ double svir_log_joint(const svir_model *m, const double *theta, const double *z,
     svir_b_from_z(m, &g, z, b);
     double ll = 0.0, gaux = 0.0;
     (void)threads;
+    svir_aux aux;
+    svir_aux_set(&aux, g.sigma, g.phi);
     for (ptrdiff_t i = 0; i < m->n; i++) {
         double de, da;
         const double eta = svir_eta_obs(m, i, theta, b);
-        ll += svir_loglik_obs(m, i, eta, g.sigma, g.phi, &de, &da);
+        ll += svir_loglik(m, m->family, m->link, i, eta, &aux, &de, &da);
+        if (!grad_theta && !grad_z) continue;
         gaux += da;
         for (int k = 0; k < m->p; k++) gb[k] += de * m->X[i + k * m->n];
         for (int t = 0; t < m->nterms; t++) {
