@@ -76,7 +76,9 @@ svir_check_real <- function(x, arg, lower = 0, upper = Inf) {
 #' step-to-step noise of stochastic optimisation.
 #'
 #' @param max_steps Largest number of optimisation steps.
-#' @param lr Step size (learning rate) of Adam, greater than 0.
+#' @param lr Step size (learning rate) of Adam, greater than 0, or `NULL`
+#'   (default) for 0.05 with the mean-field guide and 0.02 with the full-rank
+#'   guide, whose off-diagonal scales make larger steps unstable.
 #' @param lr_schedule Step-size schedule: `"plateau"`, `"constant"` or
 #'   `"decay"` (see the stopping rule below).
 #' @param lr_decay Factor (between 0 and 1) by which the `"plateau"` schedule
@@ -99,9 +101,11 @@ svir_check_real <- function(x, arg, lower = 0, upper = Inf) {
 #'   With minibatches the likelihood is rescaled by `n / batch_size`
 #'   automatically, and only the random effects of the groups present in a
 #'   batch are updated. Must not exceed the number of observations.
-#' @param threads Number of CPU threads, or `NULL` (stored as `0`) for every
-#'   thread OpenMP makes available. Results are reproducible for a given
-#'   number of threads.
+#' @param threads Number of CPU threads, or `NULL` (stored as `0`): one
+#'   thread per 100,000 observations in a step, at most as many as OpenMP
+#'   makes available. Below that size a second thread costs more in
+#'   synchronisation than it saves, and much more on a machine busy with other
+#'   work. Results are reproducible for a given number of threads.
 #' @param ndraws Number of draws from the fitted approximate posterior kept
 #'   in the fit, for summaries, intervals and predictions.
 #' @param init_scale Initial standard deviation of the variational
@@ -115,7 +119,7 @@ svir_check_real <- function(x, arg, lower = 0, upper = Inf) {
 #' svi_control(max_steps = 5000, lr = 0.02, lr_schedule = "constant")
 #' svi_control(batch_size = 256, num_particles = 4, threads = 2)
 #' @export
-svi_control <- function(max_steps = 10000L, lr = 0.05,
+svi_control <- function(max_steps = 10000L, lr = NULL,
                         lr_schedule = c("plateau", "constant", "decay"),
                         lr_decay = 0.3, eval_every = 100L, tol_rel_obj = 1e-4,
                         patience = 3L, num_particles = NULL, stl = TRUE,
@@ -140,7 +144,7 @@ svi_control <- function(max_steps = 10000L, lr = 0.05,
   progress <- svir_check_flag(progress, "progress")
   out <- list(
     max_steps = svir_check_whole(max_steps, "max_steps", 1L),
-    lr = svir_check_real(lr, "lr"),
+    lr = if (is.null(lr)) NULL else svir_check_real(lr, "lr"),
     lr_schedule = lr_schedule,
     lr_decay = svir_check_real(lr_decay, "lr_decay", 0, 1),
     eval_every = svir_check_whole(eval_every, "eval_every", 1L),
@@ -164,9 +168,13 @@ print.svi_control <- function(x, ...) {
   vals <- vapply(names(x), function(nm) {
     v <- x[[nm]]
     if (is.null(v)) {
-      if (nm == "batch_size") "NULL (full batch)" else "NULL"
+      switch(nm,
+        batch_size = "NULL (full batch)",
+        lr = "NULL (0.05 mean-field, 0.02 full-rank)",
+        num_particles = "NULL (min(8, ceiling(4000 / batch)))",
+        "NULL")
     } else if (nm == "threads" && identical(v, 0L)) {
-      "0 (OpenMP default)"
+      "0 (one per 100,000 observations in a step)"
     } else {
       format(v)
     }

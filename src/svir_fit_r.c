@@ -150,7 +150,7 @@ static void read_control(SEXP ctrl, SEXP spec, const svir_model *m, svir_control
     c->guide = (Rf_isString(guide) && strcmp(CHAR(STRING_ELT(guide, 0)), "fullrank") == 0)
         ? SVIR_GUIDE_FULLRANK : SVIR_GUIDE_MEANFIELD;
     c->max_steps = (long)get_num(ctrl, "max_steps", 10000);
-    c->lr = get_num(ctrl, "lr", 0.05);
+    c->lr = get_num(ctrl, "lr", c->guide == SVIR_GUIDE_FULLRANK ? 0.02 : 0.05);
     SEXP sch = get(ctrl, "lr_schedule");
     c->lr_schedule = SVIR_LR_PLATEAU;
     if (Rf_isString(sch)) {
@@ -170,7 +170,12 @@ static void read_control(SEXP ctrl, SEXP spec, const svir_model *m, svir_control
     c->batch_size = Rf_isNull(bs) ? 0 : (ptrdiff_t)Rf_asReal(bs);
     int threads = get_int(ctrl, "threads", 0);
 #ifdef _OPENMP
-    if (threads <= 0) threads = omp_get_max_threads();
+    if (threads <= 0) {
+        /* one thread per 1e5 observations in a step */
+        const ptrdiff_t B = c->batch_size > 0 && c->batch_size < m->n ? c->batch_size : m->n;
+        const ptrdiff_t want = B / 100000 > 1 ? B / 100000 : 1;
+        threads = want < omp_get_max_threads() ? (int)want : omp_get_max_threads();
+    }
 #else
     threads = 1;
 #endif
