@@ -483,7 +483,7 @@ report <- c(
   sprintf("## svir GLMM benchmark, %s", today), "",
   "Wall time of the fitting call (svi_fit(), rstan::vb() without compilation, lmer()), median over repeats with different seeds;",
   "max abs(dbeta)/SE: largest difference of a fixed effect (posterior mean) from lmer's estimate, in lmer's standard errors, median over repeats.",
-  "svir rows use default settings (threads = all OpenMP threads) unless named; rstan::vb uses its defaults (ADVI meanfield, iter = 10000, tol_rel_obj = 0.01) on the same model and priors.",
+  "svir rows use default settings (threads: one per 100,000 observations in a step) unless named; rstan::vb uses its defaults (ADVI meanfield, iter = 10000, tol_rel_obj = 0.01), and again with tol_rel_obj = 0.001, on the same model and priors.",
   "",
   unlist(lapply(out, report_dataset)),
   targets_lines(out$inst),
