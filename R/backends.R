@@ -59,7 +59,7 @@ svir_choose_backend <- function(backend = "auto", n = NA_real_) {
   b <- svir_backends()
   cuda <- b[b$backend == "cuda", , drop = FALSE]
   reason <- if (nrow(cuda) == 1L && isTRUE(cuda$available)) {
-    "CUDA backend not yet implemented for fitting; using CPU"
+    "this version of svir fits on the CPU only (a CUDA device was found)"
   } else {
     paste0("no usable CUDA device: ", cuda$detail[1L])
   }

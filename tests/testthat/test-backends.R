@@ -34,7 +34,7 @@ test_that("auto chooses the CPU and records why", {
   expect_true(nzchar(ch$reason))
   b <- svir_backends()
   if (b$available[b$backend == "cuda"]) {
-    expect_match(ch$reason, "not yet implemented")
+    expect_match(ch$reason, "fits on the CPU only")
   } else {
     expect_match(ch$reason, "no usable CUDA device", fixed = TRUE)
   }
