@@ -229,34 +229,34 @@ svir_check_counts <- function(y, name, family_name) {
   invisible(y)
 }
 
-#' Fixed-effect terms with the predictor transformations kept
+#' Terms with the predictor transformations kept
 #'
-#' The terms of the fixed part of the formula, without the response, with
-#' `predvars` taken from the model frame so that `poly()`, `ns()` and
-#' `scale()` evaluate on new data as on the fitting data.
+#' The terms of one side of a formula (the fixed part, or the left side of a
+#' random-effect term), without the response, with `predvars` taken from the
+#' model frame so that `poly()`, `ns()` and `scale()` evaluate on new data as
+#' on the fitting data.
 #'
-#' @param fixed_form The formula without random-effect terms.
-#' @param mf The model frame.
+#' @param form A one- or two-sided formula.
+#' @param mf The model frame of the fit.
 #' @return A terms object.
 #' @noRd
-svir_fixed_terms <- function(fixed_form, mf) {
-  tf <- stats::delete.response(stats::terms(fixed_form, data = mf))
-  tt <- attr(mf, "terms")
-  pv <- attr(tt, "predvars")
+svir_terms_with_predvars <- function(form, mf) {
+  tt <- stats::delete.response(stats::terms(form, data = mf))
+  pv <- attr(attr(mf, "terms"), "predvars")
   if (!is.null(pv)) {
-    vars_full <- vapply(as.list(attr(tt, "variables"))[-1L], deparse1, "")
-    vars_fix <- vapply(as.list(attr(tf, "variables"))[-1L], deparse1, "")
-    idx <- match(vars_fix, vars_full)
-    if (!anyNA(idx)) {
-      attr(tf, "predvars") <- as.call(c(quote(list), as.list(pv)[-1L][idx]))
+    vf <- vapply(as.list(attr(attr(mf, "terms"), "variables"))[-1L], deparse1, "")
+    vt <- vapply(as.list(attr(tt, "variables"))[-1L], deparse1, "")
+    i <- match(vt, vf)
+    if (length(vt) && !anyNA(i)) {
+      attr(tt, "predvars") <- as.call(c(quote(list), as.list(pv)[-1L][i]))
     }
   }
-  tf
+  tt
 }
 
 #' Fixed-effect model matrix
 #'
-#' @param tf Fixed terms from [svir_fixed_terms()].
+#' @param tf Fixed terms from [svir_terms_with_predvars()].
 #' @param mf Model frame.
 #' @param contrasts `contrasts.arg` for [stats::model.matrix()].
 #' @return The raw model matrix (with `assign` and `contrasts` attributes).

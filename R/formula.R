@@ -183,8 +183,9 @@ svir_layout <- function(coef_names, re, family_name) {
 # the (internal) fixed-effect columns, Z[, k] = X a_k, the coefficients a_k
 # (a p x q matrix, NaN columns where Z[, k] is not in the span). Along these
 # directions a shift of every group's effect can be moved into the fixed
-# effects without changing the linear predictor; the engine uses that to
-# re-centre the random effects (see svir_engine.c).
+# effects without changing the linear predictor; the engine's guide
+# couples the fixed effects with the random effects (coupling_forward() in
+# svir_engine.c).
 svir_xmap <- function(qr_x, X, Z) {
   out <- matrix(NaN, ncol(X), ncol(Z))
   if (ncol(X) == 0L) return(out)
@@ -237,7 +238,7 @@ svir_build_spec <- function(formula, data, family = stats::gaussian(), prior = N
     fixed_form <- stats::reformulate("1", response = formula_x[[2]])
   }
   environment(fixed_form) <- environment(formula)
-  tf <- svir_fixed_terms(fixed_form, mf)
+  tf <- svir_terms_with_predvars(fixed_form, mf)
   X <- svir_fixed_matrix(tf, mf, contrasts)
   coef_names <- colnames(X)
   has_intercept <- attr(tf, "intercept") == 1L && "(Intercept)" %in% coef_names

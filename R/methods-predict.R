@@ -45,21 +45,6 @@ svir_frame_xlev <- function(frame, vars) {
   out
 }
 
-# Terms for one side of a formula with the frame's predvars (poly(), scale(),
-# ns() evaluate on new data as on the fitting data).
-svir_terms_with_predvars <- function(form, frame) {
-  tt <- stats::delete.response(stats::terms(form))
-  full <- attr(frame, "terms")
-  pv <- attr(full, "predvars")
-  if (!is.null(pv)) {
-    vf <- vapply(as.list(attr(full, "variables"))[-1L], deparse1, "")
-    vt <- vapply(as.list(attr(tt, "variables"))[-1L], deparse1, "")
-    i <- match(vt, vf)
-    if (length(vt) && !anyNA(i)) attr(tt, "predvars") <- as.call(c(quote(list), as.list(pv)[-1L][i]))
-  }
-  tt
-}
-
 # Character columns as factors, as model frames hold them.
 svir_factorize <- function(data) {
   for (v in names(data)) if (is.character(data[[v]])) data[[v]] <- factor(data[[v]])

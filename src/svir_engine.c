@@ -460,16 +460,7 @@ static void draw_theta(const work *w, const double *gpar, uint64_t stream, uint6
 
 
 /* Solves C^T u = v for a packed row-major lower-triangular C with log diagonal. */
-static void back_solve_packed(int q, const double *Cp, const double *v, double *u)
-{
-    for (int r = q - 1; r >= 0; r--) {
-        double s = v[r];
-        for (int k = r + 1; k < q; k++) s -= Cp[k * (k + 1) / 2 + r] * u[k];
-        u[r] = s / exp(Cp[r * (r + 1) / 2 + r]);
-    }
-}
-
-static void back_solve_packed_D(ptrdiff_t q, const double *Cp, const double *v, double *u)
+static void back_solve_packed(ptrdiff_t q, const double *Cp, const double *v, double *u)
 {
     for (ptrdiff_t r = q - 1; r >= 0; r--) {
         double s = v[r];
@@ -748,7 +739,7 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
          * gradient is the path derivative -d log q / d theta, not analytic */
         if (stl) {
             if (fullrank) {
-                back_solve_packed_D(D, gpar + D, w->eps, w->u);
+                back_solve_packed(D, gpar + D, w->eps, w->u);
                 for (ptrdiff_t d = 0; d < D; d++) w->gtheta[d] += w->u[d];
             } else {
                 for (ptrdiff_t d = 0; d < D; d++) w->gtheta[d] += w->eps[d] * exp(-gpar[D + d]);
@@ -873,86 +864,6 @@ static double schedule_lr(const svir_control *c, double lr, long step)
     return lr;
 }
 
-/* Re-centring move. Where a column k of a term's Z lies in the span of X
- * (Z[, k] = X a_k: a random intercept, or a random slope whose variable is
- * also a fixed effect), shifting every group's effect b_jk by -d and the fixed
- * effects by +d a_k leaves the linear predictor unchanged, so only the
- * random effects' prior distinguishes the two. Plain gradient steps travel
- * along this ridge very slowly (the fixed effect is pinned by all the data,
- * each group's mean only by its own), so the fit could stop with the groups'
- * common shift still in the random effects. This move takes, at the guide's
- * mean, the shift that minimises sum_j |m_j|^2 (the local KL's mean part) and
- * hands it to the fixed effects. */
-static void recentre(work *w, double *gpar, double *lpar)
-{
-    const svir_model *m = w->m;
-    const int p = m->p;
-    if (p == 0) return;
-    svir_unpack_globals(m, gpar, &w->g);
-    for (int t = 0; t < m->nterms; t++) {
-        const svir_term *tm = &m->terms[t];
-        const int q = tm->q, J = tm->ngroups;
-        if (!tm->xmap || J < 2) continue;
-        int S[SVIR_QMAX_STACK], ns = 0;
-        for (int k = 0; k < q; k++)
-            if (!isnan(tm->xmap[(ptrdiff_t)k * p])) S[ns++] = k;
-        if (ns == 0) continue;
-        const ptrdiff_t lb = svir_local_block(q);
-        double mbar[SVIR_QMAX_STACK] = {0};
-        for (int j = 0; j < J; j++)
-            for (int k = 0; k < q; k++) mbar[k] += lpar[tm->off_loc + (ptrdiff_t)j * lb + k] / J;
-        /* V = A^{-1} e_k for k in S (A lower triangular) */
-        const double *A = w->g.A + tm->off_qq;
-        double V[SVIR_QMAX_STACK * SVIR_QMAX_STACK];
-        for (int s = 0; s < ns; s++) {
-            double *v = V + s * q;
-            for (int r = 0; r < q; r++) {
-                double acc = r == S[s] ? 1.0 : 0.0;
-                for (int c = 0; c < r; c++) acc -= A[r * q + c] * v[c];
-                v[r] = acc / A[r * q + r];
-            }
-        }
-        /* least squares: (V^T V) d = V^T mbar, by Gauss-Jordan on ns x ns */
-        double N[SVIR_QMAX_STACK * (SVIR_QMAX_STACK + 1)];
-        for (int a = 0; a < ns; a++) {
-            for (int b = 0; b < ns; b++) {
-                double acc = 0.0;
-                for (int r = 0; r < q; r++) acc += V[a * q + r] * V[b * q + r];
-                N[a * (ns + 1) + b] = acc;
-            }
-            double acc = 0.0;
-            for (int r = 0; r < q; r++) acc += V[a * q + r] * mbar[r];
-            N[a * (ns + 1) + ns] = acc;
-        }
-        int ok = 1;
-        for (int a = 0; a < ns && ok; a++) {
-            const double piv = N[a * (ns + 1) + a];
-            if (!(fabs(piv) > 1e-300)) { ok = 0; break; }
-            for (int b = 0; b <= ns; b++) N[a * (ns + 1) + b] /= piv;
-            for (int r = 0; r < ns; r++) {
-                if (r == a) continue;
-                const double f = N[r * (ns + 1) + a];
-                for (int b = 0; b <= ns; b++) N[r * (ns + 1) + b] -= f * N[a * (ns + 1) + b];
-            }
-        }
-        if (!ok) continue;
-        double shift[SVIR_QMAX_STACK] = {0};
-        for (int s = 0; s < ns; s++) {
-            const double d = N[s * (ns + 1) + ns];
-            if (!isfinite(d)) { ok = 0; break; }
-            for (int r = 0; r < q; r++) shift[r] += V[s * q + r] * d;
-        }
-        if (!ok) continue;
-        for (int j = 0; j < J; j++)
-            for (int k = 0; k < q; k++) lpar[tm->off_loc + (ptrdiff_t)j * lb + k] -= shift[k];
-        for (int s = 0; s < ns; s++) {
-            const double d = N[s * (ns + 1) + ns];
-            const double *a = tm->xmap + (ptrdiff_t)S[s] * p;
-            for (int c = 0; c < p; c++) gpar[c] += d * a[c];
-        }
-    }
-}
-
 /* Posterior draws of the globals, the coupling shifts and the PSIS log ratios. */
 static int final_draws(work *w, const double *gpar, const double *lpar, svir_result *res)
 {
@@ -1067,7 +978,7 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
     coupling_update(&w, gpar);
 
     double lr = c->lr;
-    long t_adam = 0, nsum = 0, nprev = 0, window_no = 0;
+    long t_adam = 0, nsum = 0, nprev = 0;
     int reject_run = 0, reductions = 0, have_prev = 0;
     double wsum = 0.0, wss = 0.0, prev_mean = 0.0, prev_var = 0.0, last_mean = NAN;
     int wcount = 0;
@@ -1144,8 +1055,6 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
             if (w.couple) {
                 double *gs[2] = {gpar, gprev}, *ls[2] = {lpar, lprev};
                 coupling_reanchor(&w, gprev, 2, gs, ls);
-            } else if (c->recentre) {
-                recentre(&w, gpar, lpar);
             }
             last_mean = mean;
             prev_mean = mean;
@@ -1153,7 +1062,6 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
             have_prev = 1;
             wsum = wss = 0.0;
             wcount = 0;
-            window_no++;
             if (plateau) {
                 if (c->lr_schedule == SVIR_LR_PLATEAU && reductions < c->patience) {
                     lr *= c->lr_decay;
@@ -1180,7 +1088,6 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
     }
     res->steps = step;
     res->lr_final = lr;
-    (void)window_no;
 
     /* final parameters: the average over the last complete window, or over the
      * partial one if it is long enough; the current ones after divergence */
@@ -1195,7 +1102,6 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
     }
     res->elbo_final = !isnan(last_mean) ? last_mean : (wcount > 0 ? wsum / wcount : NAN);
 
-    if (!w.couple && c->recentre && res->stop_reason != SVIR_STOP_DIVERGED) recentre(&w, gpar, lpar);
     if (final_draws(&w, gpar, lpar, res)) {
         snprintf(res->message, sizeof res->message, "out of memory drawing from the posterior");
         status = 2;

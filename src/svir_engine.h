@@ -25,7 +25,6 @@ typedef struct {
     double tol_rel_obj;
     int patience;           /* plateau: step-size reductions before stopping */
     int num_particles;
-    int recentre;           /* move the groups' common shift into the fixed effects */
     int couple;             /* coupled guide: z | theta shifts with the fixed effects */
     int stl;                /* path-derivative ("sticking the landing") entropy gradients */
     ptrdiff_t batch_size;   /* 0 (or >= n): full batch */

@@ -164,7 +164,6 @@ static void read_control(SEXP ctrl, SEXP spec, const svir_model *m, svir_control
     c->patience = get_int(ctrl, "patience", 3);
     c->num_particles = get_int(ctrl, "num_particles", 1);
     c->stl = get_int(ctrl, "stl", 1) != 0;
-    c->recentre = get_int(ctrl, "recentre", 1) != 0;
     c->couple = get_int(ctrl, "couple", 1) != 0;
     SEXP bs = get(ctrl, "batch_size");
     c->batch_size = Rf_isNull(bs) ? 0 : (ptrdiff_t)Rf_asReal(bs);

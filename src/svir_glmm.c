@@ -281,14 +281,6 @@ double svir_log_prior(const svir_model *m, const double *theta, double *grad)
 
 /* ---- likelihood --------------------------------------------------------- */
 
-double svir_loglik_obs(const svir_model *m, ptrdiff_t i, double eta,
-                       double sigma, double phi, double *d_eta, double *d_aux)
-{
-    svir_aux a;
-    svir_aux_set(&a, sigma, phi);
-    return svir_loglik(m, m->family, m->link, i, eta, &a, d_eta, d_aux);
-}
-
 double svir_eta_obs(const svir_model *m, ptrdiff_t i, const double *beta, const double *b)
 {
     const ptrdiff_t n = m->n;

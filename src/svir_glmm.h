@@ -85,11 +85,6 @@ void svir_unpack_globals(const svir_model *m, const double *theta, svir_globals 
  * adds its gradient to grad (if not NULL). */
 double svir_log_prior(const svir_model *m, const double *theta, double *grad);
 
-/* Log-likelihood of observation i given the linear predictor, without its
- * constant part; *d_eta and *d_aux receive d/d eta and d/d log(sigma or phi). */
-double svir_loglik_obs(const svir_model *m, ptrdiff_t i, double eta,
-                       double sigma, double phi, double *d_eta, double *d_aux);
-
 /* Per-step constants of the auxiliary parameters. */
 typedef struct { double sigma, inv_s2, log_sigma, phi, log_phi; } svir_aux;
 
