@@ -17,13 +17,59 @@ svir_check_formula <- function(formula) {
   formula
 }
 
+#' Grouping factor of a random-effect term
+#'
+#' As lme4 builds it (`mkReTrms()`), without its sparse design matrices:
+#' the variables of the grouping expression become factors, `a:b` is the
+#' interaction with lme4's level order, and unused levels are dropped.
+#'
+#' @param expr The grouping expression (right of the bar).
+#' @param mf Model frame.
+#' @param env_parent Where functions in the expression are looked up.
+#' @return A factor.
+#' @noRd
+svir_group_factor <- function(expr, mf, env_parent = baseenv()) {
+  env <- list()
+  for (v in all.vars(expr)) {
+    x <- mf[[v]]
+    if (!is.null(x)) env[[v]] <- if (is.factor(x)) x else factor(x)
+  }
+  # lme4's `%i%`: levels ordered by (level of a, level of b)
+  interact <- function(f1, f2) {
+    if (!is.factor(f1) || !is.factor(f2)) stop("both inputs must be factors", call. = FALSE)
+    f12 <- paste(f1, f2, sep = ":")
+    u <- which(!duplicated(f12))
+    rank <- length(levels(f2)) * as.numeric(f1[u]) + as.numeric(f2[u])
+    factor(f12, levels = (f12[u])[order(rank)])
+  }
+  swap <- function(e) {
+    if (!is.call(e)) return(e)
+    args <- lapply(as.list(e)[-1L], swap)
+    if (identical(e[[1L]], quote(`:`))) return(as.call(c(list(interact), args)))
+    as.call(c(list(e[[1L]]), args))
+  }
+  ff <- eval(swap(expr), env, env_parent)
+  if (!is.factor(ff)) ff <- factor(ff)
+  if (all(is.na(ff))) stop("invalid grouping factor ", deparse1(expr), call. = FALSE)
+  # factor(ff, exclude = NA), without its character round trip
+  lv <- levels(ff)
+  codes <- unclass(ff)
+  keep <- tabulate(codes, length(lv)) > 0L & !is.na(lv)
+  if (all(keep) && is.null(attr(ff, "contrasts"))) return(ff)
+  newcode <- cumsum(keep)
+  newcode[!keep] <- NA_integer_
+  structure(as.integer(newcode[codes]), levels = lv[keep], class = "factor")
+}
+
 #' Random-effect terms
 #'
-#' Uses lme4's machinery: `findbars()` (which expands `(x | a/b)` into
-#' `(x | b:a) + (x | a)`), `mkReTrms()` for the grouping factors and the
-#' order of the terms (sorted by decreasing number of levels, as lme4 does;
-#' svir keeps this order everywhere), and for each term
-#' `model.matrix(~ lhs, mf)` for its raw Z, as lme4 builds it.
+#' Follows lme4: `findbars()` (which expands `(x | a/b)` into
+#' `(x | b:a) + (x | a)`), grouping factors as `mkReTrms()` builds them
+#' ([svir_group_factor()]), the order of the terms (sorted by decreasing
+#' number of levels, as lme4 does; svir keeps this order everywhere), and
+#' for each term `model.matrix(~ lhs, mf)` for its raw Z, as lme4 builds it.
+#' lme4's sparse design matrices are not built: the engine needs only the
+#' group of each observation and the dense Z columns.
 #'
 #' @param formula Formula with `||` expanded.
 #' @param mf Model frame.
@@ -40,23 +86,24 @@ svir_re_terms <- function(formula, mf) {
     svir_abort(c("{.arg formula} repeats the random-effect term {.code ({tn[duplicated(tn)][1]})}.",
                  "i" = "Give each random-effect term once."))
   }
-  # grouping factors with a single level make mkReTrms' output degenerate;
-  # check them first so the message names the factor
-  rt <- tryCatch(
-    suppressWarnings(lme4::mkReTrms(bars, mf)),
-    error = function(e) {
-      svir_abort(c("Can't build the random-effect terms of {.arg formula}.",
-                   "x" = "{conditionMessage(e)}",
-                   "i" = "Grouping factors must be variables of {.arg data}."))
-    }
-  )
-  ord <- match(names(rt$Ztlist), tn)
-  asg <- attr(rt$flist, "assign")
+  facs <- lapply(bars, function(bar) {
+    tryCatch(
+      svir_group_factor(bar[[3L]], mf, environment(formula) %||% baseenv()),
+      error = function(e) {
+        svir_abort(c("Can't build the random-effect terms of {.arg formula}.",
+                     "x" = "{conditionMessage(e)}",
+                     "i" = "Grouping factors must be variables of {.arg data}."))
+      }
+    )
+  })
+  nl <- vapply(facs, nlevels, 0L)
+  ord <- if (any(diff(nl) > 0)) rev(order(nl)) else seq_along(nl)
+  gnames <- vapply(bars, function(b) paste(deparse(b[[3L]], 500L), collapse = " "), "")
   out <- vector("list", length(ord))
   for (i in seq_along(ord)) {
     bar <- bars[[ord[i]]]
-    ff <- rt$flist[[asg[i]]]
-    grpvar <- names(rt$flist)[asg[i]]
+    ff <- facs[[ord[i]]]
+    grpvar <- gnames[ord[i]]
     if (nlevels(ff) < 2L) {
       svir_abort(c("Grouping factor {.var {grpvar}} of the term {.code ({tn[ord[i]]})} has only one level ({.val {levels(ff)}}).",
                    "i" = "A random effect needs at least two groups: remove the term from {.arg formula} or check {.var {grpvar}} in {.arg data}."))

@@ -7,6 +7,7 @@
 /* svir_fit_r.c */
 extern SEXP svir_fit_r(SEXP spec, SEXP control);
 extern SEXP svir_logdensity_r(SEXP spec, SEXP theta, SEXP z);
+extern SEXP svir_loglik_block_r(SEXP spec, SEXP theta, SEXP z);
 extern SEXP svir_elbo_grad_r(SEXP spec, SEXP control, SEXP vpar, SEXP step);
 /* svir_backend_r.c */
 extern SEXP svir_backends_r(void);
@@ -18,6 +19,7 @@ extern SEXP svir_uniforms_r(SEXP seed, SEXP stream, SEXP step, SEXP n);
 static const R_CallMethodDef call_methods[] = {
     {"svir_fit_r", (DL_FUNC)&svir_fit_r, 2},
     {"svir_logdensity_r", (DL_FUNC)&svir_logdensity_r, 3},
+    {"svir_loglik_block_r", (DL_FUNC)&svir_loglik_block_r, 3},
     {"svir_elbo_grad_r", (DL_FUNC)&svir_elbo_grad_r, 4},
     {"svir_backends_r", (DL_FUNC)&svir_backends_r, 0},
     {"svir_philox_r", (DL_FUNC)&svir_philox_r, 2},

@@ -50,6 +50,8 @@ typedef struct {
     int *pres_term, *pres_group;
     double *pres_cnt;
     ptrdiff_t npres;
+    int *runs;              /* [nterms] consecutive observations mostly share a group */
+    int nt_fast;            /* 1..SVIR_NT_FAST: all terms are random intercepts; else 0 */
     /* coupled guide (see coupling_forward) */
     int couple;             /* any term has a column in X's span */
     int *cns, *coff;        /* [nterms] span columns per term, offset into the arrays below */
@@ -90,7 +92,7 @@ static void work_free(work *w)
     free(w->z); free(w->noise); free(w->b);
     free(w->Gt); free(w->gb); free(w->gbt); free(w->gauxt); free(w->llt);
     free(w->dA); free(w->idx); free(w->goff); free(w->stamp); free(w->slot);
-    free(w->pres_term); free(w->pres_group); free(w->pres_cnt);
+    free(w->pres_term); free(w->pres_group); free(w->pres_cnt); free(w->runs);
     free(w->cns); free(w->coff); free(w->qoff); free(w->cS); free(w->ca); free(w->cK); free(w->comega);
     free(w->cref); free(w->beta_eff); free(w->cu); free(w->cw); free(w->cdw); free(w->cds);
 }
@@ -145,6 +147,18 @@ static int work_init(work *w, const svir_model *m, const svir_control *c)
     w->pres_cnt = xcalloc((size_t)ng, sizeof(double), &fail);
     if (!w->full) w->idx = xcalloc((size_t)w->B, sizeof(ptrdiff_t), &fail);
     w->beta_eff = xcalloc((size_t)m->p, sizeof(double), &fail);
+    w->runs = xcalloc((size_t)m->nterms + 1, sizeof(int), &fail);
+    if (w->runs && w->full && m->n > 1) {
+        for (int t = 0; t < m->nterms; t++) {
+            const int *grp = m->terms[t].group;
+            ptrdiff_t same = 0;
+            for (ptrdiff_t i = 1; i < m->n; i++) same += grp[i] == grp[i - 1];
+            w->runs[t] = same > (m->n - 1) / 2;
+        }
+    }
+    w->nt_fast = m->nterms >= 1 && m->nterms <= 4 ? m->nterms : 0;
+    for (int t = 0; t < m->nterms; t++)
+        if (!m->terms[t].z_ones) w->nt_fast = 0;
     if (!fail) fail = coupling_init(w);
     if (fail) {
         work_free(w);
@@ -469,13 +483,11 @@ static void back_solve_packed(ptrdiff_t q, const double *Cp, const double *v, do
     }
 }
 
-/* z = m + C noise for one group; returns log q(z) if want_logq. */
-static double draw_z(int q, const double *blk, const uint32_t key[2], uint64_t stream,
-                     uint64_t step, uint64_t base, double *noise, double *z)
+/* z = m + C noise for one group (noise drawn beforehand); returns log q(z). */
+static double draw_z(int q, const double *blk, const double *noise, double *z)
 {
     const double *mj = blk, *Cp = blk + q;
     double logq = 0.0;
-    for (int k = 0; k < q; k++) noise[k] = svir_normal(key, stream, step, base + (uint64_t)k);
     for (int r = 0; r < q; r++) {
         const double *Cr = Cp + r * (r + 1) / 2;
         double s = mj[r] + exp(Cr[r]) * noise[r];
@@ -484,6 +496,21 @@ static double draw_z(int q, const double *blk, const uint32_t key[2], uint64_t s
         logq += -0.5 * noise[r] * noise[r] - Cr[r] - SVIR_LOG_SQRT_2PI;
     }
     return logq;
+}
+
+/* The local noise of particle s at `step`: entry k of z takes normal number
+ * s * nz + k of the local stream. Full batches fill it in bulk (pairs). */
+static void fill_local_noise(work *w, uint64_t stream, uint64_t step, uint64_t first)
+{
+    const ptrdiff_t nz = w->m->nz, chunk = 8192;
+    const ptrdiff_t nchunks = (nz + chunk - 1) / chunk;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(w->T) schedule(static) if (nz >= 4 * SVIR_PAR_GROUPS)
+#endif
+    for (ptrdiff_t ch = 0; ch < nchunks; ch++) {
+        const ptrdiff_t lo = ch * chunk, cnt = nz - lo < chunk ? nz - lo : chunk;
+        svir_normal_fill(w->key, stream, step, first + (uint64_t)lo, cnt, w->noise + lo);
+    }
 }
 
 static void b_from_z_group(int q, const double *A, const double *z, double *b)
@@ -495,42 +522,205 @@ static void b_from_z_group(int q, const double *A, const double *z, double *b)
     }
 }
 
+/* sum_k x[k] y[k] with four accumulators in a fixed order (deterministic) */
+static inline double dot4(const double *x, const double *y, int n)
+{
+    double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
+    int k = 0;
+    for (; k + 4 <= n; k += 4) {
+        a0 += x[k] * y[k];
+        a1 += x[k + 1] * y[k + 1];
+        a2 += x[k + 2] * y[k + 2];
+        a3 += x[k + 3] * y[k + 3];
+    }
+    for (; k < n; k++) a0 += x[k] * y[k];
+    return (a0 + a1) + (a2 + a3);
+}
+
+static inline double sum4(const double *x, int n)
+{
+    double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
+    int k = 0;
+    for (; k + 4 <= n; k += 4) {
+        a0 += x[k];
+        a1 += x[k + 1];
+        a2 += x[k + 2];
+        a3 += x[k + 3];
+    }
+    for (; k < n; k++) a0 += x[k];
+    return (a0 + a1) + (a2 + a3);
+}
+
 /* Observations lo..hi-1 of the batch: adds log p(y_i | eta_i) (without
  * constants) to *ll and the gradients to g (beta), G (b) and *ga (log aux).
- * Inlined once per family and link, so the switch leaves the hot loop. */
-static inline void range_loglik(const work *w, ptrdiff_t lo, ptrdiff_t hi, const int family,
+ * Inlined once per family and link, so the switch leaves the hot loop.
+ *
+ * Observations go in chunks. The fixed part X beta and the gradient X^T de
+ * are column passes over a chunk (streaming, no dependencies between
+ * elements); the random-effect part, the likelihood and the scatter of de
+ * into the groups are one fused loop, specialised (NT = 1..4) for models
+ * whose terms are all random intercepts so that every group pointer stays in
+ * a register. A term whose data are sorted by group (w->runs) adds each run
+ * of equal groups in a register instead of through memory. */
+#define SVIR_CHUNK 512
+#define SVIR_NT_FAST 4
+
+SVIR_ALWAYS_INLINE void chunk_terms_fast(const work *w, const int NT, const int family,
+                                    const int link, const svir_aux *aux, const ptrdiff_t *ix,
+                                    int nk, double *eta, double *de, double *lv, double *dav,
+                                    double *G)
+{
+    const svir_model *m = w->m;
+    const int *grp[SVIR_NT_FAST];
+    const double *bt[SVIR_NT_FAST];
+    double *Gt[SVIR_NT_FAST], acc[SVIR_NT_FAST];
+    int run[SVIR_NT_FAST], gp[SVIR_NT_FAST];
+    SVIR_UNROLL4
+    for (int t = 0; t < NT; t++) {
+        const svir_term *tm = &m->terms[t];
+        grp[t] = tm->group;
+        bt[t] = w->b + tm->off_z;
+        Gt[t] = G + tm->off_z;
+        run[t] = w->runs[t];
+        gp[t] = grp[t][ix[0]];
+        acc[t] = 0.0;
+    }
+    for (int k = 0; k < nk; k++) {
+        const ptrdiff_t i = ix[k];
+        double e = eta[k];
+        SVIR_UNROLL4
+    for (int t = 0; t < NT; t++) e += bt[t][grp[t][i]];
+        double d;
+        lv[k] = svir_loglik(m, family, link, i, e, aux, &d, &dav[k]);
+        de[k] = d;
+        SVIR_UNROLL4
+    for (int t = 0; t < NT; t++) {
+            const int gk = grp[t][i];
+            if (run[t]) {
+                if (gk != gp[t]) {
+                    Gt[t][gp[t]] += acc[t];
+                    acc[t] = 0.0;
+                    gp[t] = gk;
+                }
+                acc[t] += d;
+            } else {
+                Gt[t][gk] += d;
+            }
+        }
+    }
+    SVIR_UNROLL4
+    for (int t = 0; t < NT; t++)
+        if (run[t]) Gt[t][gp[t]] += acc[t];
+}
+
+/* any terms: the general loop */
+SVIR_ALWAYS_INLINE void chunk_terms_general(const work *w, const int family, const int link,
+                                       const svir_aux *aux, const ptrdiff_t *ix, int nk,
+                                       double *eta, double *de, double *lv, double *dav,
+                                       double *G)
+{
+    const svir_model *m = w->m;
+    const ptrdiff_t n = m->n;
+    for (int t = 0; t < m->nterms; t++) {
+        const svir_term *tm = &m->terms[t];
+        const int *grp = tm->group, q = tm->q;
+        const double *bt = w->b + tm->off_z;
+        if (tm->z_ones) {
+            for (int k = 0; k < nk; k++) eta[k] += bt[grp[ix[k]]];
+        } else {
+            for (int c = 0; c < q; c++) {
+                const double *zc = tm->Z + (ptrdiff_t)c * n;
+                for (int k = 0; k < nk; k++) {
+                    const ptrdiff_t i = ix[k];
+                    eta[k] += zc[i] * bt[(ptrdiff_t)grp[i] * q + c];
+                }
+            }
+        }
+    }
+    for (int k = 0; k < nk; k++)
+        lv[k] = svir_loglik(m, family, link, ix[k], eta[k], aux, &de[k], &dav[k]);
+    for (int t = 0; t < m->nterms; t++) {
+        const svir_term *tm = &m->terms[t];
+        const int *grp = tm->group, q = tm->q;
+        double *Gt = G + tm->off_z;
+        if (tm->z_ones && w->runs[t]) {
+            int gp = grp[ix[0]];
+            double acc = 0.0;
+            for (int k = 0; k < nk; k++) {
+                const int gk = grp[ix[k]];
+                if (gk != gp) {
+                    Gt[gp] += acc;
+                    acc = 0.0;
+                    gp = gk;
+                }
+                acc += de[k];
+            }
+            Gt[gp] += acc;
+        } else if (tm->z_ones) {
+            for (int k = 0; k < nk; k++) Gt[grp[ix[k]]] += de[k];
+        } else {
+            for (int c = 0; c < q; c++) {
+                const double *zc = tm->Z + (ptrdiff_t)c * n;
+                for (int k = 0; k < nk; k++) {
+                    const ptrdiff_t i = ix[k];
+                    Gt[(ptrdiff_t)grp[i] * q + c] += de[k] * zc[i];
+                }
+            }
+        }
+    }
+}
+
+SVIR_ALWAYS_INLINE void range_loglik(const work *w, ptrdiff_t lo, ptrdiff_t hi, const int family,
                                 const int link, const svir_aux *aux, double *g, double *G,
                                 double *ll_out, double *ga_out)
 {
     const svir_model *m = w->m;
     const ptrdiff_t n = m->n;
-    const int p = m->p, nt = m->nterms;
-    const double *beta = w->beta_eff, *b = w->b;
+    const int p = m->p;
+    const double *beta = w->beta_eff;
+    double eta[SVIR_CHUNK], de[SVIR_CHUNK], lv[SVIR_CHUNK], dav[SVIR_CHUNK], xv[SVIR_CHUNK];
+    ptrdiff_t ix[SVIR_CHUNK];
     double ll = 0.0, ga = 0.0;
-    for (ptrdiff_t k = lo; k < hi; k++) {
-        const ptrdiff_t i = w->full ? k : w->idx[k];
-        double eta = m->offset ? m->offset[i] : 0.0;
-        for (int c = 0; c < p; c++) eta += m->X[i + (ptrdiff_t)c * n] * beta[c];
-        for (int t = 0; t < nt; t++) {
-            const svir_term *tm = &m->terms[t];
-            const double *bj = b + tm->off_z + (ptrdiff_t)tm->group[i] * tm->q;
-            if (tm->z_ones) {
-                eta += bj[0];
+    for (ptrdiff_t k0 = lo; k0 < hi; k0 += SVIR_CHUNK) {
+        const int nk = (int)(hi - k0 < SVIR_CHUNK ? hi - k0 : SVIR_CHUNK);
+        if (w->full) {
+            for (int k = 0; k < nk; k++) ix[k] = k0 + k;
+        } else {
+            for (int k = 0; k < nk; k++) ix[k] = w->idx[k0 + k];
+        }
+        /* eta = offset + X beta */
+        if (m->offset) {
+            for (int k = 0; k < nk; k++) eta[k] = m->offset[ix[k]];
+        } else {
+            for (int k = 0; k < nk; k++) eta[k] = 0.0;
+        }
+        for (int c = 0; c < p; c++) {
+            const double *xc = m->X + (ptrdiff_t)c * n, bc = beta[c];
+            if (w->full) {
+                xc += k0;
+                for (int k = 0; k < nk; k++) eta[k] += xc[k] * bc;
             } else {
-                for (int c = 0; c < tm->q; c++) eta += tm->Z[i + (ptrdiff_t)c * n] * bj[c];
+                for (int k = 0; k < nk; k++) eta[k] += xc[ix[k]] * bc;
             }
         }
-        double de, da;
-        ll += svir_loglik(m, family, link, i, eta, aux, &de, &da);
-        ga += da;
-        for (int c = 0; c < p; c++) g[c] += de * m->X[i + (ptrdiff_t)c * n];
-        for (int t = 0; t < nt; t++) {
-            const svir_term *tm = &m->terms[t];
-            double *Gj = G + tm->off_z + (ptrdiff_t)tm->group[i] * tm->q;
-            if (tm->z_ones) {
-                Gj[0] += de;
+        /* + Z b, likelihood, d/d b */
+        switch (w->nt_fast) {
+        case 1: chunk_terms_fast(w, 1, family, link, aux, ix, nk, eta, de, lv, dav, G); break;
+        case 2: chunk_terms_fast(w, 2, family, link, aux, ix, nk, eta, de, lv, dav, G); break;
+        case 3: chunk_terms_fast(w, 3, family, link, aux, ix, nk, eta, de, lv, dav, G); break;
+        case 4: chunk_terms_fast(w, 4, family, link, aux, ix, nk, eta, de, lv, dav, G); break;
+        default: chunk_terms_general(w, family, link, aux, ix, nk, eta, de, lv, dav, G); break;
+        }
+        ll += sum4(lv, nk);
+        ga += sum4(dav, nk);
+        /* d/d beta = X^T de */
+        for (int c = 0; c < p; c++) {
+            const double *xc = m->X + (ptrdiff_t)c * n;
+            if (w->full) {
+                g[c] += dot4(xc + k0, de, nk);
             } else {
-                for (int c = 0; c < tm->q; c++) Gj[c] += de * tm->Z[i + (ptrdiff_t)c * n];
+                for (int k = 0; k < nk; k++) xv[k] = xc[ix[k]];
+                g[c] += dot4(xv, de, nk);
             }
         }
     }
@@ -570,26 +760,9 @@ static double batch_loglik(work *w, double *gb, double *gaux)
         double *g = w->gbt + (size_t)tid * (size_t)p;
         double ll = 0.0, ga = 0.0;
         for (int k = 0; k < p; k++) g[k] = 0.0;
-        switch (m->family * 8 + m->link) {
-        case SVIR_GAUSSIAN * 8 + SVIR_LINK_IDENTITY:
-            range_loglik(w, lo, hi, SVIR_GAUSSIAN, SVIR_LINK_IDENTITY, &aux, g, G, &ll, &ga);
-            break;
-        case SVIR_BINOMIAL * 8 + SVIR_LINK_PROBIT:
-            range_loglik(w, lo, hi, SVIR_BINOMIAL, SVIR_LINK_PROBIT, &aux, g, G, &ll, &ga);
-            break;
-        case SVIR_BINOMIAL * 8 + SVIR_LINK_CLOGLOG:
-            range_loglik(w, lo, hi, SVIR_BINOMIAL, SVIR_LINK_CLOGLOG, &aux, g, G, &ll, &ga);
-            break;
-        case SVIR_BINOMIAL * 8 + SVIR_LINK_LOGIT:
-            range_loglik(w, lo, hi, SVIR_BINOMIAL, SVIR_LINK_LOGIT, &aux, g, G, &ll, &ga);
-            break;
-        case SVIR_POISSON * 8 + SVIR_LINK_LOG:
-            range_loglik(w, lo, hi, SVIR_POISSON, SVIR_LINK_LOG, &aux, g, G, &ll, &ga);
-            break;
-        default:
-            range_loglik(w, lo, hi, SVIR_NEGBIN, SVIR_LINK_LOG, &aux, g, G, &ll, &ga);
-            break;
-        }
+#define RANGE(FAM, LINK) range_loglik(w, lo, hi, FAM, LINK, &aux, g, G, &ll, &ga)
+        SVIR_FAMILY_DISPATCH(m, RANGE)
+#undef RANGE
         w->llt[tid] = ll;
         w->gauxt[tid] = ga;
     }
@@ -649,6 +822,8 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
         double lp = svir_log_prior(m, w->theta, w->gtheta);
 
         /* local draws for the present groups */
+        if (w->full)
+            fill_local_noise(w, SVIR_STREAM_LOCAL, (uint64_t)step, (uint64_t)s * (uint64_t)m->nz);
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(w->T) schedule(static) if (w->npres >= SVIR_PAR_GROUPS)
 #endif
@@ -657,8 +832,10 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
             const int q = tm->q, j = w->pres_group[k];
             const ptrdiff_t pos = tm->off_z + (ptrdiff_t)j * q;
             const double *blk = lpar + tm->off_loc + (ptrdiff_t)j * svir_local_block(q);
-            draw_z(q, blk, w->key, SVIR_STREAM_LOCAL, (uint64_t)step,
-                   (uint64_t)s * (uint64_t)m->nz + (uint64_t)pos, w->noise + pos, w->z + pos);
+            if (!w->full)
+                svir_normal_fill(w->key, SVIR_STREAM_LOCAL, (uint64_t)step,
+                                 (uint64_t)s * (uint64_t)m->nz + (uint64_t)pos, q, w->noise + pos);
+            draw_z(q, blk, w->noise + pos, w->z + pos);
             b_from_z_group(q, w->g.A + tm->off_qq, w->z + pos, w->b + pos);
         }
 
@@ -864,13 +1041,15 @@ static double schedule_lr(const svir_control *c, double lr, long step)
     return lr;
 }
 
-/* Posterior draws of the globals, the coupling shifts and the PSIS log ratios. */
+/* Posterior draws of the globals, the coupling shifts and the PSIS log ratios.
+ * Draws go in blocks of SVIR_LL_BLOCK that share one pass over the data. */
 static int final_draws(work *w, const double *gpar, const double *lpar, svir_result *res)
 {
     const svir_model *m = w->m;
     const svir_control *c = w->c;
     const ptrdiff_t D = w->D;
     const int nd = c->ndraws;
+    enum { NB = SVIR_LL_BLOCK };
     res->ndraws = nd;
     res->nshift = w->sumq;
     if (nd <= 0) return 0;
@@ -878,6 +1057,7 @@ static int final_draws(work *w, const double *gpar, const double *lpar, svir_res
     res->log_ratio = calloc((size_t)nd + 1, sizeof(double));
     res->shift = calloc((size_t)nd * (size_t)w->sumq + 1, sizeof(double));
     if (!res->draws || !res->log_ratio || !res->shift) return 2;
+    const int nblocks = (nd + NB - 1) / NB;
     int fail = 0;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(w->T_draws)
@@ -886,12 +1066,15 @@ static int final_draws(work *w, const double *gpar, const double *lpar, svir_res
         double *eps = malloc(sizeof(double) * (size_t)(D + 1));
         double *theta = malloc(sizeof(double) * (size_t)(D + 1));
         double *z = malloc(sizeof(double) * (size_t)(m->nz + 1));
-        double *noise = malloc(sizeof(double) * (size_t)(m->qmax + 1));
+        double *noise = malloc(sizeof(double) * (size_t)(m->nz + 1));
         double *be = malloc(sizeof(double) * (size_t)(m->p + 1));
         double *cu = malloc(sizeof(double) * (size_t)(w->sumq + 1));
         double *cw = malloc(sizeof(double) * (size_t)(w->sumq + 1));
+        double *bblk = malloc(sizeof(double) * (size_t)NB * (size_t)(m->nz + 1));
+        double *betablk = malloc(sizeof(double) * (size_t)NB * (size_t)(m->p + 1));
         svir_globals g = {0};
-        if (!eps || !theta || !z || !noise || !be || !cu || !cw || svir_globals_alloc(m, &g)) {
+        if (!eps || !theta || !z || !noise || !be || !cu || !cw || !bblk || !betablk ||
+            svir_globals_alloc(m, &g)) {
 #ifdef _OPENMP
 #pragma omp atomic write
 #endif
@@ -900,40 +1083,73 @@ static int final_draws(work *w, const double *gpar, const double *lpar, svir_res
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-            for (int s = 0; s < nd; s++) {
-                draw_theta(w, gpar, SVIR_STREAM_DRAWS, (uint64_t)s, 0, eps, theta);
-                double logq = 0.0;
-                if (c->guide == SVIR_GUIDE_FULLRANK) {
-                    for (ptrdiff_t r = 0; r < D; r++)
-                        logq += -0.5 * eps[r] * eps[r] - gpar[D + r * (r + 1) / 2 + r] - SVIR_LOG_SQRT_2PI;
-                } else {
-                    for (ptrdiff_t d = 0; d < D; d++)
-                        logq += -0.5 * eps[d] * eps[d] - gpar[D + d] - SVIR_LOG_SQRT_2PI;
-                }
-                for (ptrdiff_t d = 0; d < D; d++) res->draws[(size_t)s + (size_t)d * (size_t)nd] = theta[d];
-                if (w->couple) {
-                    svir_unpack_globals(m, theta, &g);
-                    coupling_forward(w, theta, &g, be, cu, cw);
-                } else {
-                    memset(cu, 0, sizeof(double) * (size_t)(w->sumq + 1));
-                    memset(cw, 0, sizeof(double) * (size_t)(w->sumq + 1));
-                }
-                for (int k = 0; k < w->sumq; k++) res->shift[(size_t)s + (size_t)k * (size_t)nd] = cu[k];
-                for (int t = 0; t < m->nterms; t++) {
-                    const svir_term *tm = &m->terms[t];
-                    const int q = tm->q;
-                    for (int j = 0; j < tm->ngroups; j++) {
-                        const ptrdiff_t pos = tm->off_z + (ptrdiff_t)j * q;
-                        logq += draw_z(q, lpar + tm->off_loc + (ptrdiff_t)j * svir_local_block(q),
-                                       w->key, SVIR_STREAM_DRAWS_LOCAL, (uint64_t)s, (uint64_t)pos,
-                                       noise, z + pos);
-                        for (int r = 0; r < q; r++) z[pos + r] -= cw[w->qoff[t] + r];
+            for (int blk = 0; blk < nblocks; blk++) {
+                const int s0 = blk * NB, nb = nd - s0 < NB ? nd - s0 : NB;
+                double rest[NB], ll[NB];
+                svir_aux aux[NB];
+                for (int sl = 0; sl < NB; sl++) {
+                    /* slots past the last draw repeat draw s0 (computed, dropped) */
+                    const int s = sl < nb ? s0 + sl : s0;
+                    draw_theta(w, gpar, SVIR_STREAM_DRAWS, (uint64_t)s, 0, eps, theta);
+                    double logq = 0.0;
+                    if (c->guide == SVIR_GUIDE_FULLRANK) {
+                        for (ptrdiff_t r = 0; r < D; r++)
+                            logq += -0.5 * eps[r] * eps[r] - gpar[D + r * (r + 1) / 2 + r] - SVIR_LOG_SQRT_2PI;
+                    } else {
+                        for (ptrdiff_t d = 0; d < D; d++)
+                            logq += -0.5 * eps[d] * eps[d] - gpar[D + d] - SVIR_LOG_SQRT_2PI;
                     }
+                    svir_unpack_globals(m, theta, &g);
+                    if (w->couple) {
+                        coupling_forward(w, theta, &g, be, cu, cw);
+                    } else {
+                        memset(cu, 0, sizeof(double) * (size_t)(w->sumq + 1));
+                        memset(cw, 0, sizeof(double) * (size_t)(w->sumq + 1));
+                    }
+                    if (sl < nb) {
+                        for (ptrdiff_t d = 0; d < D; d++)
+                            res->draws[(size_t)s + (size_t)d * (size_t)nd] = theta[d];
+                        for (int k = 0; k < w->sumq; k++)
+                            res->shift[(size_t)s + (size_t)k * (size_t)nd] = cu[k];
+                    }
+                    svir_normal_fill(w->key, SVIR_STREAM_DRAWS_LOCAL, (uint64_t)s, 0, m->nz, noise);
+                    for (int t = 0; t < m->nterms; t++) {
+                        const svir_term *tm = &m->terms[t];
+                        const int q = tm->q;
+                        for (int j = 0; j < tm->ngroups; j++) {
+                            const ptrdiff_t pos = tm->off_z + (ptrdiff_t)j * q;
+                            logq += draw_z(q, lpar + tm->off_loc + (ptrdiff_t)j * svir_local_block(q),
+                                           noise + pos, z + pos);
+                            for (int r = 0; r < q; r++) z[pos + r] -= cw[w->qoff[t] + r];
+                        }
+                    }
+                    /* log p(theta) + log N(z; 0, I) - log q, and b = A z */
+                    double lp = m->ll_const;
+                    for (ptrdiff_t k = 0; k < m->nz; k++) lp += -0.5 * z[k] * z[k] - SVIR_LOG_SQRT_2PI;
+                    lp += svir_log_prior(m, theta, NULL);
+                    rest[sl] = lp - logq;
+                    for (int t = 0; t < m->nterms; t++) {
+                        const svir_term *tm = &m->terms[t];
+                        const int q = tm->q;
+                        const double *A = g.A + tm->off_qq;
+                        for (int j = 0; j < tm->ngroups; j++) {
+                            const ptrdiff_t pos = tm->off_z + (ptrdiff_t)j * q;
+                            for (int r = 0; r < q; r++) {
+                                double acc = 0.0;
+                                for (int cc = 0; cc <= r; cc++) acc += A[r * q + cc] * z[pos + cc];
+                                bblk[(pos + r) * NB + sl] = acc;
+                            }
+                        }
+                    }
+                    for (int k = 0; k < m->p; k++) betablk[k * NB + sl] = theta[k];
+                    svir_aux_set(&aux[sl], g.sigma, g.phi);
                 }
-                res->log_ratio[s] = svir_log_joint(m, theta, z, NULL, NULL, 1) - logq;
+                svir_loglik_block(m, nb, betablk, bblk, aux, ll);
+                for (int sl = 0; sl < nb; sl++) res->log_ratio[s0 + sl] = ll[sl] + rest[sl];
             }
         }
         free(eps); free(theta); free(z); free(noise); free(be); free(cu); free(cw);
+        free(bblk); free(betablk);
         svir_globals_free(&g);
     }
     return fail ? 2 : 0;

@@ -376,7 +376,8 @@ SEXP svir_logdensity_r(SEXP spec, SEXP theta, SEXP zl)
     z_from_r(m, zl, REAL(z));
     SEXP gt = PROTECT(Rf_allocVector(REALSXP, m->D));
     SEXP gz = PROTECT(Rf_allocVector(REALSXP, m->nz));
-    const double lp = svir_log_joint(m, REAL(theta), REAL(z), REAL(gt), REAL(gz), 1);
+    double ll;
+    const double lp = svir_log_joint(m, REAL(theta), REAL(z), REAL(gt), REAL(gz), &ll);
     SEXP gzl = PROTECT(Rf_allocVector(VECSXP, m->nterms));
     for (int t = 0; t < m->nterms; t++) {
         const svir_term *tm = &m->terms[t];
@@ -387,14 +388,75 @@ SEXP svir_logdensity_r(SEXP spec, SEXP theta, SEXP zl)
         SET_VECTOR_ELT(gzl, t, x);
         UNPROTECT(1);
     }
-    SEXP out = PROTECT(Rf_allocVector(VECSXP, 3));
-    SEXP nms = PROTECT(Rf_allocVector(STRSXP, 3));
+    SEXP out = PROTECT(Rf_allocVector(VECSXP, 4));
+    SEXP nms = PROTECT(Rf_allocVector(STRSXP, 4));
     set_elt(out, nms, 0, "logp", Rf_ScalarReal(lp));
     set_elt(out, nms, 1, "grad_theta", gt);
     set_elt(out, nms, 2, "grad_z", gzl);
+    set_elt(out, nms, 3, "loglik", Rf_ScalarReal(ll));
     Rf_setAttrib(out, R_NamesSymbol, nms);
     holder_done(hp);
     UNPROTECT(7);
+    return out;
+}
+
+/* Log-likelihoods of the draws in the columns of theta (D x k) and z (list
+ * of per-term arrays, groups x q x k), by svir_loglik_block in blocks. */
+SEXP svir_loglik_block_r(SEXP spec, SEXP theta, SEXP zl)
+{
+    holder *h;
+    SEXP hp = PROTECT(holder_new(&h));
+    read_spec(spec, h);
+    const svir_model *m = &h->m;
+    if (TYPEOF(theta) != REALSXP || !Rf_isMatrix(theta) || Rf_nrows(theta) != m->D)
+        Rf_error("svir internal error: theta must be a double matrix with %lld rows", (long long)m->D);
+    const int k = Rf_ncols(theta);
+    if (Rf_xlength(zl) != m->nterms) Rf_error("svir internal error: z must have one array per term");
+    for (int t = 0; t < m->nterms; t++) {
+        SEXP x = VECTOR_ELT(zl, t);
+        if (TYPEOF(x) != REALSXP || Rf_xlength(x) != (R_xlen_t)m->terms[t].ngroups * m->terms[t].q * k)
+            Rf_error("svir internal error: z[[%d]] has the wrong size", t + 1);
+    }
+    enum { NB = SVIR_LL_BLOCK };
+    SEXP out = PROTECT(Rf_allocVector(REALSXP, k));
+    svir_globals g;
+    if (svir_globals_alloc(m, &g)) Rf_error("svir: out of memory");
+    double *z = malloc(sizeof(double) * (size_t)(m->nz + 1));
+    double *b = malloc(sizeof(double) * (size_t)(m->nz + 1));
+    double *bblk = malloc(sizeof(double) * (size_t)NB * (size_t)(m->nz + 1));
+    double *beta = malloc(sizeof(double) * (size_t)NB * (size_t)(m->p + 1));
+    if (!z || !b || !bblk || !beta) {
+        free(z); free(b); free(bblk); free(beta);
+        svir_globals_free(&g);
+        Rf_error("svir: out of memory");
+    }
+    for (int s0 = 0; s0 < k; s0 += NB) {
+        const int nb = k - s0 < NB ? k - s0 : NB;
+        svir_aux aux[NB];
+        double ll[NB];
+        for (int sl = 0; sl < NB; sl++) {
+            const int s = s0 + (sl < nb ? sl : 0);
+            const double *th = REAL(theta) + (ptrdiff_t)s * m->D;
+            for (int t = 0; t < m->nterms; t++) {
+                const svir_term *tm = &m->terms[t];
+                const double *x = REAL(VECTOR_ELT(zl, t)) + (ptrdiff_t)s * tm->ngroups * tm->q;
+                for (int j = 0; j < tm->ngroups; j++)
+                    for (int c = 0; c < tm->q; c++)
+                        z[tm->off_z + (ptrdiff_t)j * tm->q + c] = x[j + (ptrdiff_t)c * tm->ngroups];
+            }
+            svir_unpack_globals(m, th, &g);
+            svir_b_from_z(m, &g, z, b);
+            for (ptrdiff_t q = 0; q < m->nz; q++) bblk[q * NB + sl] = b[q];
+            for (int c = 0; c < m->p; c++) beta[c * NB + sl] = th[c];
+            svir_aux_set(&aux[sl], g.sigma, g.phi);
+        }
+        svir_loglik_block(m, nb, beta, bblk, aux, ll);
+        for (int sl = 0; sl < nb; sl++) REAL(out)[s0 + sl] = ll[sl];
+    }
+    free(z); free(b); free(bblk); free(beta);
+    svir_globals_free(&g);
+    holder_done(hp);
+    UNPROTECT(2);
     return out;
 }
 

@@ -341,7 +341,7 @@ void svir_backprop_A(const svir_model *m, int t, const double *theta,
 }
 
 double svir_log_joint(const svir_model *m, const double *theta, const double *z,
-                      double *grad_theta, double *grad_z, int threads)
+                      double *grad_theta, double *grad_z, double *loglik)
 {
     svir_globals g;
     if (svir_globals_alloc(m, &g)) return NAN;
@@ -351,7 +351,6 @@ double svir_log_joint(const svir_model *m, const double *theta, const double *z,
     double *gb = calloc((size_t)(m->p + 1), sizeof(double));
     svir_b_from_z(m, &g, z, b);
     double ll = 0.0, gaux = 0.0;
-    (void)threads;
     svir_aux aux;
     svir_aux_set(&aux, g.sigma, g.phi);
     for (ptrdiff_t i = 0; i < m->n; i++) {
@@ -367,6 +366,7 @@ double svir_log_joint(const svir_model *m, const double *theta, const double *z,
             for (int k = 0; k < tm->q; k++) Gj[k] += de * tm->Z[i + k * m->n];
         }
     }
+    if (loglik) *loglik = ll;
     double lp = ll + m->ll_const;
     for (ptrdiff_t k = 0; k < m->nz; k++) lp += -0.5 * z[k] * z[k] - SVIR_LOG_SQRT_2PI;
     if (grad_theta) {
@@ -406,4 +406,52 @@ double svir_log_joint(const svir_model *m, const double *theta, const double *z,
     free(gb);
     svir_globals_free(&g);
     return lp;
+}
+
+/* ---- log-likelihood of a block of parameter draws --------------------------
+ * One pass over the data serves SVIR_LL_BLOCK draws: per observation the
+ * indices and covariates are read once and the inner loops run over the
+ * draws (contiguous, no dependencies), instead of one full pass per draw. */
+SVIR_ALWAYS_INLINE void loglik_block_fam(const svir_model *m, const int family, const int link,
+                                         int nb, const double *beta, const double *b,
+                                         const svir_aux *aux, double *ll)
+{
+    const ptrdiff_t n = m->n;
+    enum { NB = SVIR_LL_BLOCK };
+    double acc[NB] = {0}, eta[NB];
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const double off = m->offset ? m->offset[i] : 0.0;
+        for (int s = 0; s < NB; s++) eta[s] = off;
+        for (int c = 0; c < m->p; c++) {
+            const double x = m->X[i + (ptrdiff_t)c * n];
+            const double *bc = beta + (ptrdiff_t)c * NB;
+            for (int s = 0; s < NB; s++) eta[s] += x * bc[s];
+        }
+        for (int t = 0; t < m->nterms; t++) {
+            const svir_term *tm = &m->terms[t];
+            const int q = tm->q;
+            const double *bj = b + (tm->off_z + (ptrdiff_t)tm->group[i] * q) * NB;
+            if (tm->z_ones) {
+                for (int s = 0; s < NB; s++) eta[s] += bj[s];
+            } else {
+                for (int c = 0; c < q; c++) {
+                    const double zc = tm->Z[i + (ptrdiff_t)c * n];
+                    for (int s = 0; s < NB; s++) eta[s] += zc * bj[(ptrdiff_t)c * NB + s];
+                }
+            }
+        }
+        for (int s = 0; s < NB; s++) {
+            double de, da;
+            acc[s] += svir_loglik(m, family, link, i, eta[s], &aux[s], &de, &da);
+        }
+    }
+    for (int s = 0; s < nb; s++) ll[s] = acc[s];
+}
+
+void svir_loglik_block(const svir_model *m, int nb, const double *beta, const double *b,
+                       const svir_aux *aux, double *ll)
+{
+#define BLOCK(FAM, LINK) loglik_block_fam(m, FAM, LINK, nb, beta, b, aux, ll)
+    SVIR_FAMILY_DISPATCH(m, BLOCK)
+#undef BLOCK
 }

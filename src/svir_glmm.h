@@ -97,10 +97,28 @@ static inline void svir_aux_set(svir_aux *a, double sigma, double phi)
     a->log_phi = log(phi);
 }
 
+/* Runs CALL(family, link) with both as compile-time constants, for the
+ * model's family and link: each hot loop is specialised once per pair. */
+#define SVIR_FAMILY_DISPATCH(m, CALL)                                            \
+    switch ((m)->family * 8 + (m)->link) {                                       \
+    case SVIR_GAUSSIAN * 8 + SVIR_LINK_IDENTITY:                                 \
+        CALL(SVIR_GAUSSIAN, SVIR_LINK_IDENTITY); break;                          \
+    case SVIR_BINOMIAL * 8 + SVIR_LINK_PROBIT:                                   \
+        CALL(SVIR_BINOMIAL, SVIR_LINK_PROBIT); break;                            \
+    case SVIR_BINOMIAL * 8 + SVIR_LINK_CLOGLOG:                                  \
+        CALL(SVIR_BINOMIAL, SVIR_LINK_CLOGLOG); break;                           \
+    case SVIR_BINOMIAL * 8 + SVIR_LINK_LOGIT:                                    \
+        CALL(SVIR_BINOMIAL, SVIR_LINK_LOGIT); break;                             \
+    case SVIR_POISSON * 8 + SVIR_LINK_LOG:                                       \
+        CALL(SVIR_POISSON, SVIR_LINK_LOG); break;                                \
+    default:                                                                     \
+        CALL(SVIR_NEGBIN, SVIR_LINK_LOG); break;                                 \
+    }
+
 /* Inline log-likelihood of one observation (without its constant), for the
  * hot loops: family and link are passed as constants so that the compiler can
  * specialise each loop. */
-static inline double svir_loglik(const svir_model *m, const int family, const int link,
+SVIR_ALWAYS_INLINE double svir_loglik(const svir_model *m, const int family, const int link,
                                  ptrdiff_t i, double eta, const svir_aux *a,
                                  double *d_eta, double *d_aux)
 {
@@ -173,10 +191,20 @@ void svir_backprop_A(const svir_model *m, int t, const double *theta,
 /* b = A z for every group of every term (z and b indexed alike). */
 void svir_b_from_z(const svir_model *m, const svir_globals *g, const double *z, double *b);
 
-/* Full-data log p(y, theta, z) (z: [nz]) and its gradients (may be NULL).
- * Used for diagnostics (PSIS) and gradient tests; threads >= 1. */
+/* Full-data log p(y, theta, z) (z: [nz]) and its gradients (may be NULL);
+ * *loglik (if not NULL) receives the log-likelihood part without its
+ * constant. A reference for the tests of the gradients and of
+ * svir_loglik_block. */
 double svir_log_joint(const svir_model *m, const double *theta, const double *z,
-                      double *grad_theta, double *grad_z, int threads);
+                      double *grad_theta, double *grad_z, double *loglik);
+
+/* Log-likelihood (without constants) of nb <= SVIR_LL_BLOCK parameter draws
+ * in one pass over the data. Layout, with NB = SVIR_LL_BLOCK: beta [p x NB]
+ * (beta[c * NB + s]), b [nz x NB] (b[k * NB + s], indexed like z), aux [NB];
+ * slots s >= nb must hold finite values (they are computed and dropped). */
+#define SVIR_LL_BLOCK 8
+void svir_loglik_block(const svir_model *m, int nb, const double *beta, const double *b,
+                       const svir_aux *aux, double *ll);
 
 /* Stan's cholesky_corr transform: unconstrained y (q(q-1)/2) -> L (q x q
  * row-major); returns log-Jacobian + LKJ(eta) log density (without its

@@ -11,6 +11,22 @@
 #define SVIR_MATH_HD static inline
 #endif
 
+/* for the hot loops: inlining with constant family, link and term count
+ * removes every branch on them from the loop body */
+#if defined(__GNUC__) || defined(__clang__)
+#define SVIR_ALWAYS_INLINE static inline __attribute__((always_inline))
+#else
+#define SVIR_ALWAYS_INLINE static inline
+#endif
+
+/* full unrolling of the short loops over terms, so that their per-term
+ * state lives in registers */
+#if defined(__GNUC__) && !defined(__CUDACC__)
+#define SVIR_UNROLL4 _Pragma("GCC unroll 4")
+#else
+#define SVIR_UNROLL4
+#endif
+
 #define SVIR_LOG_SQRT_2PI 0.91893853320467274178
 #define SVIR_LOG_2PI 1.83787706640934548356
 #define SVIR_LOG2 0.69314718055994530942

@@ -25,6 +25,7 @@
 #ifndef SVIR_PHILOX_H
 #define SVIR_PHILOX_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <math.h>
 
@@ -139,6 +140,28 @@ SVIR_HD double svir_normal(const uint32_t key[2], uint64_t stream, uint64_t step
     svir_philox_ctr(stream, step, index >> 1, ctr);
     svir_normal2(key, ctr, &z0, &z1);
     return (index & 1) ? z1 : z0;
+}
+
+/* out[k] = svir_normal(key, stream, step, first + k) for k < count, with one
+ * Philox call and one Box-Muller transform per pair (svir_normal computes a
+ * pair and keeps one of its values). */
+SVIR_HD void svir_normal_fill(const uint32_t key[2], uint64_t stream, uint64_t step,
+                              uint64_t first, ptrdiff_t count, double *out)
+{
+    uint32_t ctr[4];
+    double z0, z1;
+    ptrdiff_t k = 0;
+    if (count <= 0) return;
+    if (first & 1) { /* odd start: second value of a pair */
+        out[k++] = svir_normal(key, stream, step, first);
+    }
+    for (; k + 2 <= count; k += 2) {
+        svir_philox_ctr(stream, step, (first + (uint64_t)k) >> 1, ctr);
+        svir_normal2(key, ctr, &z0, &z1);
+        out[k] = z0;
+        out[k + 1] = z1;
+    }
+    if (k < count) out[k] = svir_normal(key, stream, step, first + (uint64_t)k);
 }
 
 /* Uniform (0, 1) number `index` of (stream, step): words 0,1 of the call at
