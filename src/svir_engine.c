@@ -39,6 +39,7 @@ typedef struct {
     svir_globals g;
     double *theta, *eps, *gtheta, *u;
     double *z, *noise, *b;  /* [nz], valid for present groups */
+    double *ediag;          /* [nz] diagonal of each group's C (exp of its stored log) */
     double *Gt;             /* [T x nz] per-thread d loglik / d b */
     double *gbt, *gauxt, *llt;
     double *gb;             /* [p] reduced d loglik / d beta */
@@ -89,7 +90,7 @@ static void work_free(work *w)
 {
     svir_globals_free(&w->g);
     free(w->theta); free(w->eps); free(w->gtheta); free(w->u);
-    free(w->z); free(w->noise); free(w->b);
+    free(w->z); free(w->noise); free(w->b); free(w->ediag);
     free(w->Gt); free(w->gb); free(w->gbt); free(w->gauxt); free(w->llt);
     free(w->dA); free(w->idx); free(w->goff); free(w->stamp); free(w->slot);
     free(w->pres_term); free(w->pres_group); free(w->pres_cnt); free(w->runs);
@@ -127,6 +128,7 @@ static int work_init(work *w, const svir_model *m, const svir_control *c)
     w->z = xcalloc(nz, sizeof(double), &fail);
     w->noise = xcalloc(nz, sizeof(double), &fail);
     w->b = xcalloc(nz, sizeof(double), &fail);
+    w->ediag = xcalloc(nz, sizeof(double), &fail);
     w->Gt = xcalloc(nz * (size_t)w->T, sizeof(double), &fail);
     w->gb = xcalloc((size_t)m->p, sizeof(double), &fail);
     w->gbt = xcalloc((size_t)m->p * (size_t)w->T, sizeof(double), &fail);
@@ -473,24 +475,28 @@ static void draw_theta(const work *w, const double *gpar, uint64_t stream, uint6
 }
 
 
-/* Solves C^T u = v for a packed row-major lower-triangular C with log diagonal. */
-static void back_solve_packed(ptrdiff_t q, const double *Cp, const double *v, double *u)
+/* Solves C^T u = v for a packed row-major lower-triangular C whose diagonal
+ * is ed (ed[r] = exp of the stored log diagonal; NULL: computed here). */
+static void back_solve_packed(ptrdiff_t q, const double *Cp, const double *ed, const double *v,
+                              double *u)
 {
     for (ptrdiff_t r = q - 1; r >= 0; r--) {
         double s = v[r];
         for (ptrdiff_t k = r + 1; k < q; k++) s -= Cp[k * (k + 1) / 2 + r] * u[k];
-        u[r] = s / exp(Cp[r * (r + 1) / 2 + r]);
+        u[r] = s / (ed ? ed[r] : exp(Cp[r * (r + 1) / 2 + r]));
     }
 }
 
-/* z = m + C noise for one group (noise drawn beforehand); returns log q(z). */
-static double draw_z(int q, const double *blk, const double *noise, double *z)
+/* z = m + C noise for one group (noise drawn beforehand); returns log q(z).
+ * Stores the diagonal of C (exp of its stored logs) in ed. */
+static double draw_z(int q, const double *blk, const double *noise, double *z, double *ed)
 {
     const double *mj = blk, *Cp = blk + q;
     double logq = 0.0;
     for (int r = 0; r < q; r++) {
         const double *Cr = Cp + r * (r + 1) / 2;
-        double s = mj[r] + exp(Cr[r]) * noise[r];
+        ed[r] = exp(Cr[r]);
+        double s = mj[r] + ed[r] * noise[r];
         for (int c = 0; c < r; c++) s += Cr[c] * noise[c];
         z[r] = s;
         logq += -0.5 * noise[r] * noise[r] - Cr[r] - SVIR_LOG_SQRT_2PI;
@@ -537,20 +543,6 @@ static inline double dot4(const double *x, const double *y, int n)
     return (a0 + a1) + (a2 + a3);
 }
 
-static inline double sum4(const double *x, int n)
-{
-    double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
-    int k = 0;
-    for (; k + 4 <= n; k += 4) {
-        a0 += x[k];
-        a1 += x[k + 1];
-        a2 += x[k + 2];
-        a3 += x[k + 3];
-    }
-    for (; k < n; k++) a0 += x[k];
-    return (a0 + a1) + (a2 + a3);
-}
-
 /* Observations lo..hi-1 of the batch: adds log p(y_i | eta_i) (without
  * constants) to *ll and the gradients to g (beta), G (b) and *ga (log aux).
  * Inlined once per family and link, so the switch leaves the hot loop.
@@ -566,9 +558,9 @@ static inline double sum4(const double *x, int n)
 #define SVIR_NT_FAST 4
 
 SVIR_ALWAYS_INLINE void chunk_terms_fast(const work *w, const int NT, const int family,
-                                    const int link, const svir_aux *aux, const ptrdiff_t *ix,
-                                    int nk, double *eta, double *de, double *lv, double *dav,
-                                    double *G)
+                                         const int link, const svir_aux *aux,
+                                         const ptrdiff_t *ix, int nk, const double *eta,
+                                         double *de, double *G, double *ll_out, double *ga_out)
 {
     const svir_model *m = w->m;
     const int *grp[SVIR_NT_FAST];
@@ -585,16 +577,18 @@ SVIR_ALWAYS_INLINE void chunk_terms_fast(const work *w, const int NT, const int 
         gp[t] = grp[t][ix[0]];
         acc[t] = 0.0;
     }
+    double ll = 0.0, ga = 0.0;
     for (int k = 0; k < nk; k++) {
         const ptrdiff_t i = ix[k];
         double e = eta[k];
         SVIR_UNROLL4
-    for (int t = 0; t < NT; t++) e += bt[t][grp[t][i]];
-        double d;
-        lv[k] = svir_loglik(m, family, link, i, e, aux, &d, &dav[k]);
+        for (int t = 0; t < NT; t++) e += bt[t][grp[t][i]];
+        double d, da;
+        ll += svir_loglik(m, family, link, i, e, aux, &d, &da);
+        ga += da;
         de[k] = d;
         SVIR_UNROLL4
-    for (int t = 0; t < NT; t++) {
+        for (int t = 0; t < NT; t++) {
             const int gk = grp[t][i];
             if (run[t]) {
                 if (gk != gp[t]) {
@@ -611,13 +605,15 @@ SVIR_ALWAYS_INLINE void chunk_terms_fast(const work *w, const int NT, const int 
     SVIR_UNROLL4
     for (int t = 0; t < NT; t++)
         if (run[t]) Gt[t][gp[t]] += acc[t];
+    *ll_out += ll;
+    *ga_out += ga;
 }
 
 /* any terms: the general loop */
 SVIR_ALWAYS_INLINE void chunk_terms_general(const work *w, const int family, const int link,
-                                       const svir_aux *aux, const ptrdiff_t *ix, int nk,
-                                       double *eta, double *de, double *lv, double *dav,
-                                       double *G)
+                                            const svir_aux *aux, const ptrdiff_t *ix, int nk,
+                                            double *eta, double *de, double *G, double *ll_out,
+                                            double *ga_out)
 {
     const svir_model *m = w->m;
     const ptrdiff_t n = m->n;
@@ -637,8 +633,14 @@ SVIR_ALWAYS_INLINE void chunk_terms_general(const work *w, const int family, con
             }
         }
     }
-    for (int k = 0; k < nk; k++)
-        lv[k] = svir_loglik(m, family, link, ix[k], eta[k], aux, &de[k], &dav[k]);
+    double ll = 0.0, ga = 0.0;
+    for (int k = 0; k < nk; k++) {
+        double da;
+        ll += svir_loglik(m, family, link, ix[k], eta[k], aux, &de[k], &da);
+        ga += da;
+    }
+    *ll_out += ll;
+    *ga_out += ga;
     for (int t = 0; t < m->nterms; t++) {
         const svir_term *tm = &m->terms[t];
         const int *grp = tm->group, q = tm->q;
@@ -678,7 +680,7 @@ SVIR_ALWAYS_INLINE void range_loglik(const work *w, ptrdiff_t lo, ptrdiff_t hi, 
     const ptrdiff_t n = m->n;
     const int p = m->p;
     const double *beta = w->beta_eff;
-    double eta[SVIR_CHUNK], de[SVIR_CHUNK], lv[SVIR_CHUNK], dav[SVIR_CHUNK], xv[SVIR_CHUNK];
+    double eta[SVIR_CHUNK], de[SVIR_CHUNK], xv[SVIR_CHUNK];
     ptrdiff_t ix[SVIR_CHUNK];
     double ll = 0.0, ga = 0.0;
     for (ptrdiff_t k0 = lo; k0 < hi; k0 += SVIR_CHUNK) {
@@ -705,14 +707,12 @@ SVIR_ALWAYS_INLINE void range_loglik(const work *w, ptrdiff_t lo, ptrdiff_t hi, 
         }
         /* + Z b, likelihood, d/d b */
         switch (w->nt_fast) {
-        case 1: chunk_terms_fast(w, 1, family, link, aux, ix, nk, eta, de, lv, dav, G); break;
-        case 2: chunk_terms_fast(w, 2, family, link, aux, ix, nk, eta, de, lv, dav, G); break;
-        case 3: chunk_terms_fast(w, 3, family, link, aux, ix, nk, eta, de, lv, dav, G); break;
-        case 4: chunk_terms_fast(w, 4, family, link, aux, ix, nk, eta, de, lv, dav, G); break;
-        default: chunk_terms_general(w, family, link, aux, ix, nk, eta, de, lv, dav, G); break;
+        case 1: chunk_terms_fast(w, 1, family, link, aux, ix, nk, eta, de, G, &ll, &ga); break;
+        case 2: chunk_terms_fast(w, 2, family, link, aux, ix, nk, eta, de, G, &ll, &ga); break;
+        case 3: chunk_terms_fast(w, 3, family, link, aux, ix, nk, eta, de, G, &ll, &ga); break;
+        case 4: chunk_terms_fast(w, 4, family, link, aux, ix, nk, eta, de, G, &ll, &ga); break;
+        default: chunk_terms_general(w, family, link, aux, ix, nk, eta, de, G, &ll, &ga); break;
         }
-        ll += sum4(lv, nk);
-        ga += sum4(dav, nk);
         /* d/d beta = X^T de */
         for (int c = 0; c < p; c++) {
             const double *xc = m->X + (ptrdiff_t)c * n;
@@ -744,8 +744,10 @@ static double batch_loglik(work *w, double *gb, double *gaux)
     for (ptrdiff_t k = 0; k < w->npres; k++) {
         const svir_term *tm = &m->terms[w->pres_term[k]];
         const ptrdiff_t pos = tm->off_z + (ptrdiff_t)w->pres_group[k] * tm->q;
-        for (int tid = 0; tid < T; tid++)
-            memset(w->Gt + (size_t)tid * (size_t)nz + pos, 0, sizeof(double) * (size_t)tm->q);
+        for (int tid = 0; tid < T; tid++) {
+            double *Gp = w->Gt + (size_t)tid * (size_t)nz + pos;
+            for (int c = 0; c < tm->q; c++) Gp[c] = 0.0;
+        }
     }
 #ifdef _OPENMP
 #pragma omp parallel num_threads(T)
@@ -810,7 +812,8 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
     for (ptrdiff_t k = 0; k < w->npres; k++) {
         const svir_term *tm = &m->terms[w->pres_term[k]];
         const ptrdiff_t lb = svir_local_block(tm->q);
-        memset(lgrad + tm->off_loc + (ptrdiff_t)w->pres_group[k] * lb, 0, sizeof(double) * (size_t)lb);
+        double *lg = lgrad + tm->off_loc + (ptrdiff_t)w->pres_group[k] * lb;
+        for (ptrdiff_t c = 0; c < lb; c++) lg[c] = 0.0;
     }
 
     for (int s = 0; s < S; s++) {
@@ -835,7 +838,7 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
             if (!w->full)
                 svir_normal_fill(w->key, SVIR_STREAM_LOCAL, (uint64_t)step,
                                  (uint64_t)s * (uint64_t)m->nz + (uint64_t)pos, q, w->noise + pos);
-            draw_z(q, blk, w->noise + pos, w->z + pos);
+            draw_z(q, blk, w->noise + pos, w->z + pos, w->ediag + pos);
             b_from_z_group(q, w->g.A + tm->off_qq, w->z + pos, w->b + pos);
         }
 
@@ -889,7 +892,7 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
                 /* path derivative of log N(z; 0, I) - log q(z), charged with
                  * the group's weight: -z + C^{-T} noise */
                 const double wt = scale * w->pres_cnt[k] / tm->nobs[j];
-                back_solve_packed(q, Cp, nz, u);
+                back_solve_packed(q, Cp, w->ediag + pos, nz, u);
                 for (int cc = 0; cc < q; cc++)
                     dz[cc] += wt * (u[cc] - zj[cc] + (wt_shift ? wt_shift[cc] : 0.0));
             } else if (wt_shift) {
@@ -903,9 +906,8 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
                 gm[cc] += d;
                 /* z_cc = m_cc + sum_{l<cc} C_cc,l n_l + exp(logC_cc,cc) n_cc */
                 double *gCr = gC + cc * (cc + 1) / 2;
-                const double *Cr = Cp + cc * (cc + 1) / 2;
                 for (int l = 0; l < cc; l++) gCr[l] += d * nz[l];
-                gCr[cc] += d * nz[cc] * exp(Cr[cc]);
+                gCr[cc] += d * nz[cc] * w->ediag[pos + cc];
             }
         }
         if (w->couple) elbo += invS * coupling_backward(w, lpar, stl);
@@ -916,7 +918,7 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
          * gradient is the path derivative -d log q / d theta, not analytic */
         if (stl) {
             if (fullrank) {
-                back_solve_packed(D, gpar + D, w->eps, w->u);
+                back_solve_packed(D, gpar + D, NULL, w->eps, w->u);
                 for (ptrdiff_t d = 0; d < D; d++) w->gtheta[d] += w->u[d];
             } else {
                 for (ptrdiff_t d = 0; d < D; d++) w->gtheta[d] += w->eps[d] * exp(-gpar[D + d]);
@@ -972,7 +974,7 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
                 klj += 0.5 * Cp[o + cc] * Cp[o + cc];
                 gC[o + cc] -= gw * Cp[o + cc];
             }
-            const double Crr = exp(Cp[o + r]);
+            const double Crr = w->ediag[tm->off_z + (ptrdiff_t)j * q + r];
             klj += 0.5 * Crr * Crr - Cp[o + r];
             gC[o + r] -= gw * (Crr * Crr - 1.0);
         }
@@ -1072,8 +1074,9 @@ static int final_draws(work *w, const double *gpar, const double *lpar, svir_res
         double *cw = malloc(sizeof(double) * (size_t)(w->sumq + 1));
         double *bblk = malloc(sizeof(double) * (size_t)NB * (size_t)(m->nz + 1));
         double *betablk = malloc(sizeof(double) * (size_t)NB * (size_t)(m->p + 1));
+        double *ed = malloc(sizeof(double) * (size_t)(m->qmax + 1));
         svir_globals g = {0};
-        if (!eps || !theta || !z || !noise || !be || !cu || !cw || !bblk || !betablk ||
+        if (!eps || !theta || !z || !noise || !be || !cu || !cw || !bblk || !betablk || !ed ||
             svir_globals_alloc(m, &g)) {
 #ifdef _OPENMP
 #pragma omp atomic write
@@ -1119,7 +1122,7 @@ static int final_draws(work *w, const double *gpar, const double *lpar, svir_res
                         for (int j = 0; j < tm->ngroups; j++) {
                             const ptrdiff_t pos = tm->off_z + (ptrdiff_t)j * q;
                             logq += draw_z(q, lpar + tm->off_loc + (ptrdiff_t)j * svir_local_block(q),
-                                           noise + pos, z + pos);
+                                           noise + pos, z + pos, ed);
                             for (int r = 0; r < q; r++) z[pos + r] -= cw[w->qoff[t] + r];
                         }
                     }
@@ -1149,7 +1152,7 @@ static int final_draws(work *w, const double *gpar, const double *lpar, svir_res
             }
         }
         free(eps); free(theta); free(z); free(noise); free(be); free(cu); free(cw);
-        free(bblk); free(betablk);
+        free(bblk); free(betablk); free(ed);
         svir_globals_free(&g);
     }
     return fail ? 2 : 0;
