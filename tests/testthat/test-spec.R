@@ -330,3 +330,34 @@ test_that("negbin() is a complete family object", {
   expect_equal(negbin(link = log)$link, "log")
   expect_equal(negbin("log")$link, "log")
 })
+
+test_that("grouping factors, term order and names match lme4::mkReTrms()", {
+  set.seed(12)
+  d <- data.frame(y = rnorm(200), a = sample(letters[1:5], 200, TRUE),
+                  b = sample(1:7, 200, TRUE), x = rnorm(200))
+  d$a2 <- factor(d$a, levels = c("z", letters[1:5])) # an unused level
+  cases <- list(
+    list(y ~ service + (1 | s) + (1 | d) + (1 | dept), lme4::InstEval[1:3000, ]),
+    list(Reaction ~ Days + (Days | Subject), lme4::sleepstudy),
+    list(y ~ x + (1 | a/b), d),
+    list(y ~ x + (x | a:b) + (1 | b), d),
+    list(y ~ x + (1 | b) + (0 + x | a), d),
+    list(y ~ x + (1 | a2), d)
+  )
+  for (cs in cases) {
+    f <- cs[[1]]
+    mf <- stats::model.frame(lme4::subbars(f), cs[[2]])
+    ours <- svir:::svir_re_terms(f, mf)
+    rt <- suppressWarnings(lme4::mkReTrms(lme4::findbars(f), mf))
+    asg <- attr(rt$flist, "assign")
+    expect_length(ours, length(rt$Ztlist))
+    for (i in seq_along(ours)) {
+      ff <- rt$flist[[asg[i]]]
+      expect_identical(ours[[i]]$levels, levels(ff))
+      expect_identical(ours[[i]]$group, as.integer(ff))
+      expect_identical(ours[[i]]$grpvar, names(rt$flist)[asg[i]])
+      expect_identical(ours[[i]]$term, names(rt$Ztlist)[i])
+      expect_identical(ours[[i]]$cnms, rt$cnms[[i]])
+    }
+  }
+})
