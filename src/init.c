@@ -14,6 +14,7 @@ extern SEXP svir_backends_r(void);
 extern SEXP svir_philox_r(SEXP key, SEXP ctr);
 extern SEXP svir_perm_r(SEXP n, SEXP seed, SEXP round_key);
 extern SEXP svir_normals_r(SEXP seed, SEXP stream, SEXP step, SEXP n);
+extern SEXP svir_normal_fill_r(SEXP seed, SEXP stream, SEXP step, SEXP first, SEXP n);
 extern SEXP svir_uniforms_r(SEXP seed, SEXP stream, SEXP step, SEXP n);
 
 static const R_CallMethodDef call_methods[] = {
@@ -25,6 +26,7 @@ static const R_CallMethodDef call_methods[] = {
     {"svir_philox_r", (DL_FUNC)&svir_philox_r, 2},
     {"svir_perm_r", (DL_FUNC)&svir_perm_r, 3},
     {"svir_normals_r", (DL_FUNC)&svir_normals_r, 4},
+    {"svir_normal_fill_r", (DL_FUNC)&svir_normal_fill_r, 5},
     {"svir_uniforms_r", (DL_FUNC)&svir_uniforms_r, 4},
     {NULL, NULL, 0}
 };

@@ -98,33 +98,51 @@ SEXP svir_perm_r(SEXP n, SEXP seed, SEXP round_key)
     return ans;
 }
 
-/* n draws number 0..n-1 of (stream, step) under seed: kind 0 normals
- * (svir_normal), 1 uniforms (svir_uniform). */
-static SEXP draws(SEXP seed, SEXP stream, SEXP step, SEXP n, int kind)
+/* n draws number first..first+n-1 of (stream, step) under seed: kind 0
+ * normals one at a time (svir_normal), 1 uniforms (svir_uniform), 2 normals
+ * in bulk (svir_normal_fill, which must give the same numbers as kind 0). */
+static SEXP draws(SEXP seed, SEXP stream, SEXP step, SEXP first, SEXP n, int kind)
 {
     const R_xlen_t nn = as_count(n, "n");
     SEXP s = PROTECT(as_real(seed, 1, "seed"));
     SEXP st = PROTECT(as_real(stream, 1, "stream"));
     SEXP sp = PROTECT(as_real(step, 1, "step"));
+    SEXP fi = PROTECT(as_real(first, 1, "first"));
     uint32_t key[2];
     svir_philox_key(as_u64(s, 0, SEEDMAX, "seed"), key);
     const uint64_t strm = as_u64(st, 0, U32MAX, "stream");
     const uint64_t stp = as_u64(sp, 0, U32MAX, "step");
+    const uint64_t f0 = as_u64(fi, 0, U32MAX, "first");
     SEXP ans = PROTECT(Rf_allocVector(REALSXP, nn));
     double *x = REAL(ans);
-    for (R_xlen_t i = 0; i < nn; i++)
-        x[i] = kind == 0 ? svir_normal(key, strm, stp, (uint64_t)i)
-                         : svir_uniform(key, strm, stp, (uint64_t)i);
-    UNPROTECT(4);
+    if (kind == 2) {
+        svir_normal_fill(key, strm, stp, f0, (ptrdiff_t)nn, x);
+    } else {
+        for (R_xlen_t i = 0; i < nn; i++)
+            x[i] = kind == 0 ? svir_normal(key, strm, stp, f0 + (uint64_t)i)
+                             : svir_uniform(key, strm, stp, f0 + (uint64_t)i);
+    }
+    UNPROTECT(5);
     return ans;
 }
 
 SEXP svir_normals_r(SEXP seed, SEXP stream, SEXP step, SEXP n)
 {
-    return draws(seed, stream, step, n, 0);
+    SEXP zero = PROTECT(Rf_ScalarReal(0));
+    SEXP ans = draws(seed, stream, step, zero, n, 0);
+    UNPROTECT(1);
+    return ans;
 }
 
 SEXP svir_uniforms_r(SEXP seed, SEXP stream, SEXP step, SEXP n)
 {
-    return draws(seed, stream, step, n, 1);
+    SEXP zero = PROTECT(Rf_ScalarReal(0));
+    SEXP ans = draws(seed, stream, step, zero, n, 1);
+    UNPROTECT(1);
+    return ans;
+}
+
+SEXP svir_normal_fill_r(SEXP seed, SEXP stream, SEXP step, SEXP first, SEXP n)
+{
+    return draws(seed, stream, step, first, n, 2);
 }

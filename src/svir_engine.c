@@ -1075,8 +1075,9 @@ static int final_draws(work *w, const double *gpar, const double *lpar, svir_res
         double *bblk = malloc(sizeof(double) * (size_t)NB * (size_t)(m->nz + 1));
         double *betablk = malloc(sizeof(double) * (size_t)NB * (size_t)(m->p + 1));
         double *ed = malloc(sizeof(double) * (size_t)(m->qmax + 1));
+        double *bw = malloc(sizeof(double) * (size_t)(m->nz + 1));
         svir_globals g = {0};
-        if (!eps || !theta || !z || !noise || !be || !cu || !cw || !bblk || !betablk || !ed ||
+        if (!eps || !theta || !z || !noise || !be || !cu || !cw || !bblk || !betablk || !ed || !bw ||
             svir_globals_alloc(m, &g)) {
 #ifdef _OPENMP
 #pragma omp atomic write
@@ -1126,33 +1127,19 @@ static int final_draws(work *w, const double *gpar, const double *lpar, svir_res
                             for (int r = 0; r < q; r++) z[pos + r] -= cw[w->qoff[t] + r];
                         }
                     }
-                    /* log p(theta) + log N(z; 0, I) - log q, and b = A z */
+                    /* log p(theta) + log N(z; 0, I) - log q */
                     double lp = m->ll_const;
                     for (ptrdiff_t k = 0; k < m->nz; k++) lp += -0.5 * z[k] * z[k] - SVIR_LOG_SQRT_2PI;
                     lp += svir_log_prior(m, theta, NULL);
                     rest[sl] = lp - logq;
-                    for (int t = 0; t < m->nterms; t++) {
-                        const svir_term *tm = &m->terms[t];
-                        const int q = tm->q;
-                        const double *A = g.A + tm->off_qq;
-                        for (int j = 0; j < tm->ngroups; j++) {
-                            const ptrdiff_t pos = tm->off_z + (ptrdiff_t)j * q;
-                            for (int r = 0; r < q; r++) {
-                                double acc = 0.0;
-                                for (int cc = 0; cc <= r; cc++) acc += A[r * q + cc] * z[pos + cc];
-                                bblk[(pos + r) * NB + sl] = acc;
-                            }
-                        }
-                    }
-                    for (int k = 0; k < m->p; k++) betablk[k * NB + sl] = theta[k];
-                    svir_aux_set(&aux[sl], g.sigma, g.phi);
+                    svir_block_put(m, &g, theta, z, sl, bw, betablk, bblk, aux);
                 }
                 svir_loglik_block(m, nb, betablk, bblk, aux, ll);
                 for (int sl = 0; sl < nb; sl++) res->log_ratio[s0 + sl] = ll[sl] + rest[sl];
             }
         }
         free(eps); free(theta); free(z); free(noise); free(be); free(cu); free(cw);
-        free(bblk); free(betablk); free(ed);
+        free(bblk); free(betablk); free(ed); free(bw);
         svir_globals_free(&g);
     }
     return fail ? 2 : 0;

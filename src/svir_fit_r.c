@@ -445,10 +445,7 @@ SEXP svir_loglik_block_r(SEXP spec, SEXP theta, SEXP zl)
                         z[tm->off_z + (ptrdiff_t)j * tm->q + c] = x[j + (ptrdiff_t)c * tm->ngroups];
             }
             svir_unpack_globals(m, th, &g);
-            svir_b_from_z(m, &g, z, b);
-            for (ptrdiff_t q = 0; q < m->nz; q++) bblk[q * NB + sl] = b[q];
-            for (int c = 0; c < m->p; c++) beta[c * NB + sl] = th[c];
-            svir_aux_set(&aux[sl], g.sigma, g.phi);
+            svir_block_put(m, &g, th, z, sl, b, beta, bblk, aux);
         }
         svir_loglik_block(m, nb, beta, bblk, aux, ll);
         for (int sl = 0; sl < nb; sl++) REAL(out)[s0 + sl] = ll[sl];

@@ -448,6 +448,17 @@ SVIR_ALWAYS_INLINE void loglik_block_fam(const svir_model *m, const int family, 
     for (int s = 0; s < nb; s++) ll[s] = acc[s];
 }
 
+void svir_block_put(const svir_model *m, const svir_globals *g, const double *theta,
+                    const double *z, int slot, double *b, double *beta_blk, double *b_blk,
+                    svir_aux *aux)
+{
+    enum { NB = SVIR_LL_BLOCK };
+    svir_b_from_z(m, g, z, b);
+    for (ptrdiff_t k = 0; k < m->nz; k++) b_blk[k * NB + slot] = b[k];
+    for (int c = 0; c < m->p; c++) beta_blk[c * NB + slot] = theta[c];
+    svir_aux_set(&aux[slot], g->sigma, g->phi);
+}
+
 void svir_loglik_block(const svir_model *m, int nb, const double *beta, const double *b,
                        const svir_aux *aux, double *ll)
 {

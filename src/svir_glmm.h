@@ -205,6 +205,11 @@ double svir_log_joint(const svir_model *m, const double *theta, const double *z,
 #define SVIR_LL_BLOCK 8
 void svir_loglik_block(const svir_model *m, int nb, const double *beta, const double *b,
                        const svir_aux *aux, double *ll);
+/* Puts draw (theta, z) in slot `slot` of that layout: beta, b = A z (g holds
+ * theta unpacked; b [nz] is workspace) and the auxiliary constants. */
+void svir_block_put(const svir_model *m, const svir_globals *g, const double *theta,
+                    const double *z, int slot, double *b, double *beta_blk, double *b_blk,
+                    svir_aux *aux);
 
 /* Stan's cholesky_corr transform: unconstrained y (q(q-1)/2) -> L (q x q
  * row-major); returns log-Jacobian + LKJ(eta) log density (without its

@@ -99,6 +99,16 @@ test_that("normals are Box-Muller on the two uniforms of one call", {
   expect_equal(z, c(r * cos(2 * pi * u2), r * sin(2 * pi * u2)), tolerance = 1e-14)
 })
 
+test_that("bulk normals in pairs are the same numbers as one at a time", {
+  ref <- .Call(C_svir_normals_r, 31, 3, 5, 40)
+  for (first in c(0, 1, 6, 7)) {
+    for (n in c(0, 1, 2, 5, 20)) {
+      got <- .Call(C_svir_normal_fill_r, 31, 3, 5, first, n)
+      expect_identical(got, ref[first + seq_len(n)])
+    }
+  }
+})
+
 test_that("normal draws have mean 0 and sd 1", {
   z <- .Call(C_svir_normals_r, 2024, 1, 0, 1e5)
   expect_true(all(is.finite(z)))
