@@ -12,6 +12,7 @@
 #include "svir_math.h"
 #include "svir_philox.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +54,9 @@ typedef struct {
     ptrdiff_t npres;
     int *runs;              /* [nterms] consecutive observations mostly share a group */
     int nt_fast;            /* 1..SVIR_NT_FAST: all terms are random intercepts; else 0 */
+    int *gcat;              /* [n x nt_fast] with nt_fast: observation i's position in b
+                             * (off_z + group) for each term, side by side */
+    int runmask;            /* bit t: w->runs[t] */
     /* coupled guide (see coupling_forward) */
     int couple;             /* any term has a column in X's span */
     int *cns, *coff;        /* [nterms] span columns per term, offset into the arrays below */
@@ -94,6 +98,7 @@ static void work_free(work *w)
     free(w->Gt); free(w->gb); free(w->gbt); free(w->gauxt); free(w->llt);
     free(w->dA); free(w->idx); free(w->goff); free(w->stamp); free(w->slot);
     free(w->pres_term); free(w->pres_group); free(w->pres_cnt); free(w->runs);
+    free(w->gcat);
     free(w->cns); free(w->coff); free(w->qoff); free(w->cS); free(w->ca); free(w->cK); free(w->comega);
     free(w->cref); free(w->beta_eff); free(w->cu); free(w->cw); free(w->cdw); free(w->cds);
 }
@@ -161,6 +166,18 @@ static int work_init(work *w, const svir_model *m, const svir_control *c)
     w->nt_fast = m->nterms >= 1 && m->nterms <= 4 ? m->nterms : 0;
     for (int t = 0; t < m->nterms; t++)
         if (!m->terms[t].z_ones) w->nt_fast = 0;
+    if (m->nz > INT_MAX) w->nt_fast = 0;
+    if (w->nt_fast && !fail) {
+        const int NT = w->nt_fast;
+        w->gcat = xcalloc((size_t)m->n * (size_t)NT, sizeof(int), &fail);
+        if (w->gcat)
+            for (int t = 0; t < NT; t++) {
+                const int *grp = m->terms[t].group, o = (int)m->terms[t].off_z;
+                for (ptrdiff_t i = 0; i < m->n; i++) w->gcat[i * NT + t] = o + grp[i];
+            }
+        for (int t = 0; t < NT && w->runs; t++)
+            if (w->runs[t]) w->runmask |= 1 << t;
+    }
     if (!fail) fail = coupling_init(w);
     if (fail) {
         work_free(w);
@@ -543,6 +560,21 @@ static inline double dot4(const double *x, const double *y, int n)
     return (a0 + a1) + (a2 + a3);
 }
 
+/* sum_k x[k], in dot4's order: the same as dot4 with a column of ones */
+static inline double sum4(const double *x, int n)
+{
+    double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
+    int k = 0;
+    for (; k + 4 <= n; k += 4) {
+        a0 += x[k];
+        a1 += x[k + 1];
+        a2 += x[k + 2];
+        a3 += x[k + 3];
+    }
+    for (; k < n; k++) a0 += x[k];
+    return (a0 + a1) + (a2 + a3);
+}
+
 /* Observations lo..hi-1 of the batch: adds log p(y_i | eta_i) (without
  * constants) to *ll and the gradients to g (beta), G (b) and *ga (log aux).
  * Inlined once per family and link, so the switch leaves the hot loop.
@@ -559,52 +591,60 @@ static inline double dot4(const double *x, const double *y, int n)
 
 SVIR_ALWAYS_INLINE void chunk_terms_fast(const work *w, const int NT, const int family,
                                          const int link, const svir_aux *aux,
-                                         const ptrdiff_t *ix, int nk, const double *eta,
-                                         double *de, double *G, double *ll_out, double *ga_out)
+                                         const ptrdiff_t *ix, ptrdiff_t k0, int nk,
+                                         const double *eta, double *de, double *G,
+                                         double *ll_out, double *ga_out)
 {
+    /* ix == NULL: the full batch, observations k0 .. k0 + nk - 1. Each
+     * observation's NT positions in b (and G) sit side by side in w->gcat,
+     * so the loop needs one index pointer and one base pointer each for b
+     * and G, whatever NT is: few enough registers that nothing spills. */
     const svir_model *m = w->m;
-    const int *grp[SVIR_NT_FAST];
-    const double *bt[SVIR_NT_FAST];
-    double *Gt[SVIR_NT_FAST], acc[SVIR_NT_FAST];
-    int run[SVIR_NT_FAST], gp[SVIR_NT_FAST];
-    SVIR_UNROLL4
-    for (int t = 0; t < NT; t++) {
-        const svir_term *tm = &m->terms[t];
-        grp[t] = tm->group;
-        bt[t] = w->b + tm->off_z;
-        Gt[t] = G + tm->off_z;
-        run[t] = w->runs[t];
-        gp[t] = grp[t][ix[0]];
-        acc[t] = 0.0;
+    /* a local copy: the stores into G cannot alias it, so sigma and phi
+     * stay in registers */
+    const svir_aux al = *aux;
+    const int *gc = w->gcat;
+    const double *b = w->b;
+    const int runmask = w->runmask;
+    double acc[SVIR_NT_FAST];
+    int gp[SVIR_NT_FAST];
+    {
+        const int *g0 = gc + (ix ? ix[0] : k0) * NT;
+        SVIR_UNROLL4
+        for (int t = 0; t < NT; t++) {
+            gp[t] = g0[t];
+            acc[t] = 0.0;
+        }
     }
     double ll = 0.0, ga = 0.0;
     for (int k = 0; k < nk; k++) {
-        const ptrdiff_t i = ix[k];
+        const ptrdiff_t i = ix ? ix[k] : k0 + k;
+        const int *gi = gc + i * NT;
         double e = eta[k];
         SVIR_UNROLL4
-        for (int t = 0; t < NT; t++) e += bt[t][grp[t][i]];
+        for (int t = 0; t < NT; t++) e += b[gi[t]];
         double d, da;
-        ll += svir_loglik(m, family, link, i, e, aux, &d, &da);
+        ll += svir_loglik(m, family, link, i, e, &al, &d, &da);
         ga += da;
         de[k] = d;
         SVIR_UNROLL4
         for (int t = 0; t < NT; t++) {
-            const int gk = grp[t][i];
-            if (run[t]) {
+            const int gk = gi[t];
+            if (runmask & (1 << t)) {
                 if (gk != gp[t]) {
-                    Gt[t][gp[t]] += acc[t];
+                    G[gp[t]] += acc[t];
                     acc[t] = 0.0;
                     gp[t] = gk;
                 }
                 acc[t] += d;
             } else {
-                Gt[t][gk] += d;
+                G[gk] += d;
             }
         }
     }
     SVIR_UNROLL4
     for (int t = 0; t < NT; t++)
-        if (run[t]) Gt[t][gp[t]] += acc[t];
+        if (runmask & (1 << t)) G[gp[t]] += acc[t];
     *ll_out += ll;
     *ga_out += ga;
 }
@@ -686,37 +726,54 @@ SVIR_ALWAYS_INLINE void range_loglik(const work *w, ptrdiff_t lo, ptrdiff_t hi, 
     for (ptrdiff_t k0 = lo; k0 < hi; k0 += SVIR_CHUNK) {
         const int nk = (int)(hi - k0 < SVIR_CHUNK ? hi - k0 : SVIR_CHUNK);
         if (w->full) {
-            for (int k = 0; k < nk; k++) ix[k] = k0 + k;
+            if (!w->nt_fast)
+                for (int k = 0; k < nk; k++) ix[k] = k0 + k;
         } else {
             for (int k = 0; k < nk; k++) ix[k] = w->idx[k0 + k];
         }
-        /* eta = offset + X beta */
-        if (m->offset) {
-            for (int k = 0; k < nk; k++) eta[k] = m->offset[ix[k]];
+        /* eta = offset + X beta; the intercept column is not read (adding
+         * 1 * b0 to 0 or to the offset is the same as adding b0) */
+        const double b0 = m->x_ones >= 0 ? beta[m->x_ones] : 0.0;
+        if (m->offset && w->full) {
+            SVIR_SIMD
+            for (int k = 0; k < nk; k++) eta[k] = m->offset[k0 + k] + b0;
+        } else if (m->offset) {
+            for (int k = 0; k < nk; k++) eta[k] = m->offset[ix[k]] + b0;
         } else {
-            for (int k = 0; k < nk; k++) eta[k] = 0.0;
+            SVIR_SIMD
+            for (int k = 0; k < nk; k++) eta[k] = b0;
         }
         for (int c = 0; c < p; c++) {
+            if (c == m->x_ones) continue;
             const double *xc = m->X + (ptrdiff_t)c * n, bc = beta[c];
             if (w->full) {
                 xc += k0;
+                SVIR_SIMD
                 for (int k = 0; k < nk; k++) eta[k] += xc[k] * bc;
             } else {
                 for (int k = 0; k < nk; k++) eta[k] += xc[ix[k]] * bc;
             }
         }
         /* + Z b, likelihood, d/d b */
+        /* full batches pass ix = NULL as a constant: a loop of their own */
+#define FAST(NT)                                                                            \
+    case NT:                                                                                \
+        if (w->full)                                                                        \
+            chunk_terms_fast(w, NT, family, link, aux, NULL, k0, nk, eta, de, G, &ll, &ga); \
+        else                                                                                \
+            chunk_terms_fast(w, NT, family, link, aux, ix, k0, nk, eta, de, G, &ll, &ga);   \
+        break;
         switch (w->nt_fast) {
-        case 1: chunk_terms_fast(w, 1, family, link, aux, ix, nk, eta, de, G, &ll, &ga); break;
-        case 2: chunk_terms_fast(w, 2, family, link, aux, ix, nk, eta, de, G, &ll, &ga); break;
-        case 3: chunk_terms_fast(w, 3, family, link, aux, ix, nk, eta, de, G, &ll, &ga); break;
-        case 4: chunk_terms_fast(w, 4, family, link, aux, ix, nk, eta, de, G, &ll, &ga); break;
+        FAST(1) FAST(2) FAST(3) FAST(4)
         default: chunk_terms_general(w, family, link, aux, ix, nk, eta, de, G, &ll, &ga); break;
         }
+#undef FAST
         /* d/d beta = X^T de */
         for (int c = 0; c < p; c++) {
             const double *xc = m->X + (ptrdiff_t)c * n;
-            if (w->full) {
+            if (c == m->x_ones) {
+                g[c] += sum4(de, nk);
+            } else if (w->full) {
                 g[c] += dot4(xc + k0, de, nk);
             } else {
                 for (int k = 0; k < nk; k++) xv[k] = xc[ix[k]];
@@ -795,6 +852,57 @@ static double batch_loglik(work *w, double *gb, double *gaux)
 /* ELBO estimate at (gpar, lpar) with the noise and minibatch of `step`;
  * writes the gradient into ggrad [ngp] and, for present groups, lgrad [nloc].
  * Assumes select_batch was called for this step (minibatch). */
+/* The full batch's per-group work for a random-intercept term (q = 1), as
+ * flat loops over its groups: the same arithmetic as draw_z, b_from_z_group
+ * and the general backward loop in estimate, without their per-group
+ * indexing and loops of length one. */
+static void draw_q1(work *w, const svir_term *tm, const double *lpar)
+{
+    const ptrdiff_t J = tm->ngroups;
+    const double A = w->g.A[tm->off_qq];
+    const double *lp = lpar + tm->off_loc, *nz = w->noise + tm->off_z;
+    double *z = w->z + tm->off_z, *ed = w->ediag + tm->off_z, *b = w->b + tm->off_z;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(w->T) schedule(static) if (J >= SVIR_PAR_GROUPS)
+#endif
+    for (ptrdiff_t j = 0; j < J; j++) {
+        const double e = exp(lp[2 * j + 1]), zj = lp[2 * j] + e * nz[j];
+        ed[j] = e;
+        z[j] = zj;
+        b[j] = 0.0 + A * zj;
+    }
+}
+
+static void back_q1(work *w, int t, const double *lpar, double *lgrad, double invS, int stl)
+{
+    const svir_model *m = w->m;
+    const svir_term *tm = &m->terms[t];
+    const ptrdiff_t J = tm->ngroups;
+    const double A = w->g.A[tm->off_qq], scale = w->scale;
+    const double *G = w->Gt + tm->off_z, *nz = w->noise + tm->off_z;
+    const double *z = w->z + tm->off_z, *ed = w->ediag + tm->off_z;
+    const double *wt_shift = w->couple ? w->cw + w->qoff[t] : NULL;
+    const double shift = wt_shift ? wt_shift[0] : 0.0;
+    double *lg = lgrad + tm->off_loc;
+    (void)lpar;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(w->T) schedule(static) if (J >= SVIR_PAR_GROUPS)
+#endif
+    for (ptrdiff_t j = 0; j < J; j++) {
+        /* the full batch: every group's count is its number of observations */
+        const double wt = scale * tm->nobs[j] / tm->nobs[j];
+        double dz = scale * (0.0 + A * G[j]);
+        if (stl) {
+            dz += wt * (nz[j] / ed[j] - z[j] + shift);
+        } else if (wt_shift) {
+            lg[2 * j] += invS * wt * shift;
+        }
+        const double d = dz * invS;
+        lg[2 * j] += d;
+        lg[2 * j + 1] += d * nz[j] * ed[j];
+    }
+}
+
 static double estimate(work *w, long step, const double *gpar, const double *lpar,
                        double *ggrad, double *lgrad)
 {
@@ -809,11 +917,15 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
     double *gb = w->gb;
 
     memset(ggrad, 0, sizeof(double) * (size_t)w->ngp);
-    for (ptrdiff_t k = 0; k < w->npres; k++) {
-        const svir_term *tm = &m->terms[w->pres_term[k]];
-        const ptrdiff_t lb = svir_local_block(tm->q);
-        double *lg = lgrad + tm->off_loc + (ptrdiff_t)w->pres_group[k] * lb;
-        for (ptrdiff_t c = 0; c < lb; c++) lg[c] = 0.0;
+    if (w->full) {
+        memset(lgrad, 0, sizeof(double) * (size_t)m->nloc);
+    } else {
+        for (ptrdiff_t k = 0; k < w->npres; k++) {
+            const svir_term *tm = &m->terms[w->pres_term[k]];
+            const ptrdiff_t lb = svir_local_block(tm->q);
+            double *lg = lgrad + tm->off_loc + (ptrdiff_t)w->pres_group[k] * lb;
+            for (ptrdiff_t c = 0; c < lb; c++) lg[c] = 0.0;
+        }
     }
 
     for (int s = 0; s < S; s++) {
@@ -833,6 +945,7 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
         for (ptrdiff_t k = 0; k < w->npres; k++) {
             const svir_term *tm = &m->terms[w->pres_term[k]];
             const int q = tm->q, j = w->pres_group[k];
+            if (w->full && q == 1) continue; /* below */
             const ptrdiff_t pos = tm->off_z + (ptrdiff_t)j * q;
             const double *blk = lpar + tm->off_loc + (ptrdiff_t)j * svir_local_block(q);
             if (!w->full)
@@ -841,6 +954,9 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
             draw_z(q, blk, w->noise + pos, w->z + pos, w->ediag + pos);
             b_from_z_group(q, w->g.A + tm->off_qq, w->z + pos, w->b + pos);
         }
+        if (w->full)
+            for (int t = 0; t < m->nterms; t++)
+                if (m->terms[t].q == 1) draw_q1(w, &m->terms[t], lpar);
 
         double gaux;
         const double ll = batch_loglik(w, gb, &gaux);
@@ -863,6 +979,15 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
         for (ptrdiff_t k = 0; k < w->npres; k++) {
             const svir_term *tm = &m->terms[w->pres_term[k]];
             const int q = tm->q, j = w->pres_group[k];
+            if (w->full && q == 1) {
+                /* the term's groups, in order, in one loop */
+                const double *G = w->Gt + tm->off_z, *zj = w->z + tm->off_z;
+                double a = w->dA[tm->off_qq];
+                for (int jj = 0; jj < tm->ngroups; jj++) a += scale * G[jj] * zj[jj];
+                w->dA[tm->off_qq] = a;
+                k += tm->ngroups - 1;
+                continue;
+            }
             const ptrdiff_t pos = tm->off_z + (ptrdiff_t)j * q;
             const double *G = w->Gt + pos, *zj = w->z + pos;
             double *dA = w->dA + tm->off_qq;
@@ -875,6 +1000,7 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
         for (ptrdiff_t k = 0; k < w->npres; k++) {
             const svir_term *tm = &m->terms[w->pres_term[k]];
             const int q = tm->q, j = w->pres_group[k];
+            if (w->full && q == 1) continue; /* below */
             const ptrdiff_t pos = tm->off_z + (ptrdiff_t)j * q;
             const double *G = w->Gt + pos, *nz = w->noise + pos, *A = w->g.A + tm->off_qq;
             const ptrdiff_t lo = tm->off_loc + (ptrdiff_t)j * svir_local_block(q);
@@ -910,6 +1036,9 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
                 gCr[cc] += d * nz[cc] * w->ediag[pos + cc];
             }
         }
+        if (w->full)
+            for (int t = 0; t < m->nterms; t++)
+                if (m->terms[t].q == 1) back_q1(w, t, lpar, lgrad, invS, stl);
         if (w->couple) elbo += invS * coupling_backward(w, lpar, stl);
         for (int t = 0; t < m->nterms; t++)
             svir_backprop_A(m, t, w->theta, &w->g, w->dA + m->terms[t].off_qq, w->gtheta);
@@ -1215,14 +1344,26 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
         const double bc2 = 1.0 - pow(ADAM_B2, (double)t_adam);
         const double lr_t = schedule_lr(c, lr, step);
         adam(gpar, gm1, gm2, gg, ngp, lr_t, bc1, bc2);
+        if (w.full) {
+            /* every group is present: one pass over the local parameters */
+            const ptrdiff_t nch = (nloc + 4095) / 4096;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(w.T) schedule(static) if (nloc >= 16 * SVIR_PAR_GROUPS)
+#endif
+            for (ptrdiff_t ch = 0; ch < nch; ch++) {
+                const ptrdiff_t o = ch * 4096, len = nloc - o < 4096 ? nloc - o : 4096;
+                adam(lpar + o, lm1 + o, lm2 + o, lg + o, len, lr_t, bc1, bc2);
+            }
+        } else {
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(w.T) schedule(static) if (w.npres >= SVIR_PAR_GROUPS)
 #endif
-        for (ptrdiff_t k = 0; k < w.npres; k++) {
-            const svir_term *tm = &m->terms[w.pres_term[k]];
-            const ptrdiff_t lb = svir_local_block(tm->q);
-            const ptrdiff_t o = tm->off_loc + (ptrdiff_t)w.pres_group[k] * lb;
-            adam(lpar + o, lm1 + o, lm2 + o, lg + o, lb, lr_t, bc1, bc2);
+            for (ptrdiff_t k = 0; k < w.npres; k++) {
+                const svir_term *tm = &m->terms[w.pres_term[k]];
+                const ptrdiff_t lb = svir_local_block(tm->q);
+                const ptrdiff_t o = tm->off_loc + (ptrdiff_t)w.pres_group[k] * lb;
+                adam(lpar + o, lm1 + o, lm2 + o, lg + o, lb, lr_t, bc1, bc2);
+            }
         }
         /* running sums for the window average of the parameters */
         for (ptrdiff_t k = 0; k < ngp; k++) gsum[k] += gpar[k];

@@ -93,6 +93,13 @@ int svir_model_init(svir_model *m, char *err, size_t errlen)
         for (ptrdiff_t i = 0; i < m->n && tm->z_ones; i++)
             if (tm->Z[i] != 1.0) tm->z_ones = 0;
     }
+    m->x_ones = -1;
+    for (int c = 0; c < m->p && m->x_ones < 0; c++) {
+        const double *xc = m->X + (ptrdiff_t)c * m->n;
+        ptrdiff_t i = 0;
+        while (i < m->n && xc[i] == 1.0) i++;
+        if (i == m->n) m->x_ones = c;
+    }
     double c = 0.0;
     for (ptrdiff_t i = 0; i < m->n; i++) c += obs_const(m, i);
     m->ll_const = c;
@@ -411,38 +418,73 @@ double svir_log_joint(const svir_model *m, const double *theta, const double *z,
 /* ---- log-likelihood of a block of parameter draws --------------------------
  * One pass over the data serves SVIR_LL_BLOCK draws: per observation the
  * indices and covariates are read once and the inner loops run over the
- * draws (contiguous, no dependencies), instead of one full pass per draw. */
+ * draws (contiguous, no dependencies), instead of one full pass per draw.
+ * Those loops are unrolled in full, so that the draws' linear predictors
+ * stay in (vector) registers. */
 SVIR_ALWAYS_INLINE void loglik_block_fam(const svir_model *m, const int family, const int link,
-                                         int nb, const double *beta, const double *b,
-                                         const svir_aux *aux, double *ll)
+                                         const int NT, int nb, const double *beta,
+                                         const double *b, const svir_aux *aux, double *ll)
 {
     const ptrdiff_t n = m->n;
     enum { NB = SVIR_LL_BLOCK };
     double acc[NB] = {0}, eta[NB];
+    /* NT = 1..4: every term is a random intercept (pointers in registers) */
+    const int *grp[4] = {NULL, NULL, NULL, NULL};
+    const double *bt[4] = {NULL, NULL, NULL, NULL};
+    double is2[NB], lsig[NB], b0[NB];
+    for (int s = 0; s < NB; s++) {
+        b0[s] = m->x_ones >= 0 ? beta[(ptrdiff_t)m->x_ones * NB + s] : 0.0;
+        is2[s] = aux[s].inv_s2;
+        lsig[s] = aux[s].log_sigma;
+    }
+    SVIR_UNROLL4
+    for (int t = 0; t < NT; t++) {
+        grp[t] = m->terms[t].group;
+        bt[t] = b + m->terms[t].off_z * NB;
+    }
     for (ptrdiff_t i = 0; i < n; i++) {
         const double off = m->offset ? m->offset[i] : 0.0;
-        for (int s = 0; s < NB; s++) eta[s] = off;
+        SVIR_UNROLL8
+        for (int s = 0; s < NB; s++) eta[s] = off + b0[s];
         for (int c = 0; c < m->p; c++) {
+            if (c == m->x_ones) continue;
             const double x = m->X[i + (ptrdiff_t)c * n];
             const double *bc = beta + (ptrdiff_t)c * NB;
+            SVIR_UNROLL8
             for (int s = 0; s < NB; s++) eta[s] += x * bc[s];
         }
-        for (int t = 0; t < m->nterms; t++) {
-            const svir_term *tm = &m->terms[t];
-            const int q = tm->q;
-            const double *bj = b + (tm->off_z + (ptrdiff_t)tm->group[i] * q) * NB;
-            if (tm->z_ones) {
+        if (NT > 0) {
+            SVIR_UNROLL4
+            for (int t = 0; t < NT; t++) {
+                const double *bj = bt[t] + (ptrdiff_t)grp[t][i] * NB;
+                SVIR_UNROLL8
                 for (int s = 0; s < NB; s++) eta[s] += bj[s];
-            } else {
+            }
+        } else {
+            for (int t = 0; t < m->nterms; t++) {
+                const svir_term *tm = &m->terms[t];
+                const int q = tm->q;
+                const double *bj = b + (tm->off_z + (ptrdiff_t)tm->group[i] * q) * NB;
                 for (int c = 0; c < q; c++) {
-                    const double zc = tm->Z[i + (ptrdiff_t)c * n];
+                    const double zc = tm->z_ones ? 1.0 : tm->Z[i + (ptrdiff_t)c * n];
+                    SVIR_UNROLL8
                     for (int s = 0; s < NB; s++) eta[s] += zc * bj[(ptrdiff_t)c * NB + s];
                 }
             }
         }
-        for (int s = 0; s < NB; s++) {
-            double de, da;
-            acc[s] += svir_loglik(m, family, link, i, eta[s], &aux[s], &de, &da);
+        if (family == SVIR_GAUSSIAN) {
+            /* svir_loglik's Gaussian case, over the draws in vector lanes */
+            const double y = m->y[i];
+            SVIR_UNROLL8
+            for (int s = 0; s < NB; s++) {
+                const double r = y - eta[s], r2 = r * r * is2[s];
+                acc[s] += -lsig[s] - 0.5 * r2;
+            }
+        } else {
+            for (int s = 0; s < NB; s++) {
+                double de, da;
+                acc[s] += svir_loglik(m, family, link, i, eta[s], &aux[s], &de, &da);
+            }
         }
     }
     for (int s = 0; s < nb; s++) ll[s] = acc[s];
@@ -462,7 +504,17 @@ void svir_block_put(const svir_model *m, const svir_globals *g, const double *th
 void svir_loglik_block(const svir_model *m, int nb, const double *beta, const double *b,
                        const svir_aux *aux, double *ll)
 {
-#define BLOCK(FAM, LINK) loglik_block_fam(m, FAM, LINK, nb, beta, b, aux, ll)
+    int nt = m->nterms >= 1 && m->nterms <= 4 ? m->nterms : 0;
+    for (int t = 0; t < nt; t++)
+        if (!m->terms[t].z_ones) nt = 0;
+#define BLOCK(FAM, LINK) \
+    switch (nt) { \
+    case 1: loglik_block_fam(m, FAM, LINK, 1, nb, beta, b, aux, ll); break; \
+    case 2: loglik_block_fam(m, FAM, LINK, 2, nb, beta, b, aux, ll); break; \
+    case 3: loglik_block_fam(m, FAM, LINK, 3, nb, beta, b, aux, ll); break; \
+    case 4: loglik_block_fam(m, FAM, LINK, 4, nb, beta, b, aux, ll); break; \
+    default: loglik_block_fam(m, FAM, LINK, 0, nb, beta, b, aux, ll); break; \
+    }
     SVIR_FAMILY_DISPATCH(m, BLOCK)
 #undef BLOCK
 }

@@ -57,6 +57,7 @@ typedef struct {
     ptrdiff_t nloc;         /* sum_t J_t (q_t + q_t(q_t+1)/2): local variational parameters */
     ptrdiff_t nqq;          /* sum_t q_t^2 */
     int qmax;
+    int x_ones;             /* first column of X that is all ones (the intercept), or -1 */
     double ll_const;        /* sum over all observations of the parts of log p(y_i | eta_i) free of parameters */
 } svir_model;
 
