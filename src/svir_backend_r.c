@@ -146,3 +146,17 @@ SEXP svir_normal_fill_r(SEXP seed, SEXP stream, SEXP step, SEXP first, SEXP n)
 {
     return draws(seed, stream, step, first, n, 2);
 }
+
+/* svir_box_muller(u1, u2), for tests of the transform at chosen inputs */
+SEXP svir_box_muller_r(SEXP u1, SEXP u2)
+{
+    SEXP a = PROTECT(as_real(u1, 1, "u1"));
+    SEXP b = PROTECT(as_real(u2, 1, "u2"));
+    const double x = REAL(a)[0], y = REAL(b)[0];
+    if (!(x > 0.0 && x < 1.0) || !(y >= 0.0 && y <= 1.0))
+        Rf_error("u1 must be in (0, 1) and u2 in [0, 1]");
+    SEXP ans = PROTECT(Rf_allocVector(REALSXP, 2));
+    svir_box_muller(x, y, REAL(ans), REAL(ans) + 1);
+    UNPROTECT(3);
+    return ans;
+}

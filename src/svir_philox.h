@@ -4,7 +4,8 @@
  * The bit stream matches Random123's philox4x32 with 10 rounds exactly (it is
  * tested against Random123's kat_vectors), so the same seed gives the same
  * uniforms on every backend and for any thread count. Normals go through
- * log/sqrt/sin/cos, so CPU and GPU agree to the last few ulps, not bit for bit.
+ * Box-Muller with svir's own log and sin/cos (below) and sqrt, so CPU and GPU
+ * agree to the last ulp or so (a compiler's fused multiply-adds can differ).
  *
  * Key and counter layout used by the whole package
  * ------------------------------------------------
@@ -116,6 +117,104 @@ SVIR_HD void svir_philox_ctr(uint64_t stream, uint64_t step, uint64_t pair,
     ctr[3] = (uint32_t)stream;
 }
 
+/* ---- the Box-Muller transform ---------------------------------------------
+ * Written out here (fdlibm's polynomials, Sun Microsystems 1993, as in
+ * glibc, musl and CUDA's libdevice ancestry) rather than called from libm:
+ * inline, free of branches and of errno, so that svir_normal_fill's loop
+ * vectorises, and the same arithmetic on every backend. Accurate to about
+ * 1 ulp on the inputs they get (u in (0, 1), normal numbers). */
+SVIR_HD uint64_t svir_dbits(double x)
+{
+#ifdef __CUDA_ARCH__
+    return (uint64_t)__double_as_longlong(x);
+#else
+    union { double d; uint64_t u; } v;
+    v.d = x;
+    return v.u;
+#endif
+}
+
+SVIR_HD double svir_bitsd(uint64_t b)
+{
+#ifdef __CUDA_ARCH__
+    return __longlong_as_double((long long)b);
+#else
+    union { double d; uint64_t u; } v;
+    v.u = b;
+    return v.d;
+#endif
+}
+
+/* log(x) for a positive normal x (fdlibm's e_log.c without its special
+ * cases): x = 2^k (1 + f), sqrt(2)/2 <= 1 + f < sqrt(2), log(1 + f) from
+ * s = f / (2 + f) and a minimax polynomial in s^2. */
+SVIR_HD double svir_log_pos(double x)
+{
+    const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+    const double Lg1 = 6.666666666666735130e-01, Lg2 = 3.999999999940941908e-01,
+                 Lg3 = 2.857142874366239149e-01, Lg4 = 2.222219843214978396e-01,
+                 Lg5 = 1.818357216161805012e-01, Lg6 = 1.531383769920937332e-01,
+                 Lg7 = 1.479819860511658591e-01;
+    const uint64_t b = svir_dbits(x);
+    const uint32_t hx = (uint32_t)(b >> 32) & 0x000fffffu;
+    /* i = 0x100000 when the mantissa is >= sqrt(2): then use (1 + f) / 2 */
+    const uint32_t i = (hx + 0x95f64u) & 0x100000u;
+    const int k = (int)(b >> 52) - 1023 + (int)(i >> 20);
+    const double m = svir_bitsd(((uint64_t)(hx | (i ^ 0x3ff00000u)) << 32) | (b & 0xffffffffu));
+    const double f = m - 1.0, s = f / (2.0 + f), z = s * s, w = z * z;
+    const double t1 = w * (Lg2 + w * (Lg4 + w * Lg6));
+    const double t2 = z * (Lg1 + w * (Lg3 + w * (Lg5 + w * Lg7)));
+    const double R = t2 + t1, hfsq = 0.5 * f * f, dk = (double)k;
+    return dk * ln2_hi - ((hfsq - (s * (hfsq + R) + dk * ln2_lo)) - f);
+}
+
+/* cos(2 pi u) and sin(2 pi u) for u in [0, 1]: u = q / 4 + t exactly, with
+ * |t| <= 1/8, so the angle a = 2 pi t lies in [-pi/4, pi/4], where fdlibm's
+ * kernels k_sin.c / k_cos.c apply; the quadrant q rotates the pair. */
+SVIR_HD void svir_sincos_2pi(double u, double *c_out, double *s_out)
+{
+    const double S1 = -1.66666666666666324348e-01, S2 = 8.33333333332248946124e-03,
+                 S3 = -1.98412698298579493134e-04, S4 = 2.75573137070700676789e-06,
+                 S5 = -2.50507602534068634195e-08, S6 = 1.58969099521155010221e-10;
+    const double C1 = 4.16666666666666019037e-02, C2 = -1.38888888888741095749e-03,
+                 C3 = 2.48015872894767294178e-05, C4 = -2.75573143513906633035e-07,
+                 C5 = 2.08757232129817482790e-09, C6 = -1.13596475577881948265e-11;
+    const int q = (int)(4.0 * u + 0.5);          /* nearest quarter turn, 0..4 */
+    const double t = u - 0.25 * (double)q;        /* exact */
+    const double a = 6.283185307179586476925 * t; /* |a| <= pi/4 */
+    const double z = a * a;
+    /* sin(a) */
+    const double v = z * a, rs = S2 + z * (S3 + z * (S4 + z * (S5 + z * S6)));
+    const double sa = a + v * (S1 + z * rs);
+    /* cos(a): 1 - z/2 + z^2 r, with qx taken out of 1 - z/2 exactly when
+     * |a| >= 0.3 (fdlibm's way of keeping the subtraction accurate) */
+    const double rc = z * (C1 + z * (C2 + z * (C3 + z * (C4 + z * (C5 + z * C6)))));
+    /* selections by bit masks, not branches, so that loops vectorise */
+    const uint64_t ia = (svir_dbits(a) >> 32) & 0x7fffffffu;
+    const uint64_t q4 = (uint64_t)(ia - 0x00200000u) << 32;            /* |a| / 4, short */
+    const uint64_t big = 0 - (uint64_t)(ia > 0x3fe90000u);               /* |a| > 0.78125 */
+    const uint64_t mid = 0 - (uint64_t)(ia >= 0x3FD33333u);              /* |a| >= 0.3 */
+    const uint64_t qb = ((big & svir_dbits(0.28125)) | (~big & q4)) & mid; /* 0 below 0.3 */
+    const double qx = svir_bitsd(qb);
+    const double ca = (1.0 - qx) - ((0.5 * z - qx) - z * rc);
+    /* rotate by q quarter turns: swap on odd q, then the signs */
+    const uint64_t odd = 0 - (uint64_t)(q & 1);
+    const uint64_t bs = svir_dbits(sa), bc = svir_dbits(ca);
+    const uint64_t c = (odd & bs) | (~odd & bc), s = (odd & bc) | (~odd & bs);
+    *c_out = svir_bitsd(c ^ ((uint64_t)(((q + 1) >> 1) & 1) << 63));
+    *s_out = svir_bitsd(s ^ ((uint64_t)((q >> 1) & 1) << 63));
+}
+
+/* The two normals of one Box-Muller pair from its two uniforms. */
+SVIR_HD void svir_box_muller(double u1, double u2, double *z0, double *z1)
+{
+    double c, s;
+    const double r = sqrt(-2.0 * svir_log_pos(u1));
+    svir_sincos_2pi(u2, &c, &s);
+    *z0 = r * c;
+    *z1 = r * s;
+}
+
 /* Two independent standard normals from one Philox call (Box-Muller on the
  * two uniforms held in words 0,1 and 2,3). */
 SVIR_HD void svir_normal2(const uint32_t key[2], const uint32_t ctr[4],
@@ -123,12 +222,7 @@ SVIR_HD void svir_normal2(const uint32_t key[2], const uint32_t ctr[4],
 {
     uint32_t w[4];
     svir_philox4x32(ctr, key, w);
-    const double u1 = svir_u01_53(w[0], w[1]);
-    const double u2 = svir_u01_53(w[2], w[3]);
-    const double r = sqrt(-2.0 * log(u1));
-    const double th = 6.283185307179586476925 * u2;
-    *z0 = r * cos(th);
-    *z1 = r * sin(th);
+    svir_box_muller(svir_u01_53(w[0], w[1]), svir_u01_53(w[2], w[3]), z0, z1);
 }
 
 /* Standard normal number `index` of (stream, step); see the layout above. */
@@ -142,24 +236,46 @@ SVIR_HD double svir_normal(const uint32_t key[2], uint64_t stream, uint64_t step
     return (index & 1) ? z1 : z0;
 }
 
-/* out[k] = svir_normal(key, stream, step, first + k) for k < count, with one
- * Philox call and one Box-Muller transform per pair (svir_normal computes a
- * pair and keeps one of its values). */
+/* out[k] = svir_normal(key, stream, step, first + k) for k < count. Pairs go
+ * in batches: the Philox calls fill the uniforms, then one branch-free loop
+ * transforms them (vectorised where the compiler can). */
+#define SVIR_NORMAL_BATCH 64
 SVIR_HD void svir_normal_fill(const uint32_t key[2], uint64_t stream, uint64_t step,
                               uint64_t first, ptrdiff_t count, double *out)
 {
-    uint32_t ctr[4];
-    double z0, z1;
+    uint32_t ctr[4], w[4];
+    double u1[SVIR_NORMAL_BATCH], u2[SVIR_NORMAL_BATCH], z0[SVIR_NORMAL_BATCH],
+        z1[SVIR_NORMAL_BATCH];
     ptrdiff_t k = 0;
     if (count <= 0) return;
     if (first & 1) { /* odd start: second value of a pair */
         out[k++] = svir_normal(key, stream, step, first);
     }
-    for (; k + 2 <= count; k += 2) {
-        svir_philox_ctr(stream, step, (first + (uint64_t)k) >> 1, ctr);
-        svir_normal2(key, ctr, &z0, &z1);
-        out[k] = z0;
-        out[k + 1] = z1;
+    while (k + 2 <= count) {
+        const ptrdiff_t left = (count - k) / 2;
+        const int np = left < SVIR_NORMAL_BATCH ? (int)left : SVIR_NORMAL_BATCH;
+        const uint64_t pair0 = (first + (uint64_t)k) >> 1;
+        for (int j = 0; j < np; j++) {
+            svir_philox_ctr(stream, step, pair0 + (uint64_t)j, ctr);
+            svir_philox4x32(ctr, key, w);
+            u1[j] = svir_u01_53(w[0], w[1]);
+            u2[j] = svir_u01_53(w[2], w[3]);
+        }
+        /* svir_box_muller, split so that the first loop has no call to
+         * sqrt (whose errno path would keep it scalar) */
+#if defined(_OPENMP) && !defined(__CUDACC__)
+#pragma omp simd
+#endif
+        for (int j = 0; j < np; j++) {
+            u1[j] = -2.0 * svir_log_pos(u1[j]);
+            svir_sincos_2pi(u2[j], &z0[j], &z1[j]);
+        }
+        for (int j = 0; j < np; j++) {
+            const double r = sqrt(u1[j]);
+            out[k + 2 * j] = r * z0[j];
+            out[k + 2 * j + 1] = r * z1[j];
+        }
+        k += 2 * (ptrdiff_t)np;
     }
     if (k < count) out[k] = svir_normal(key, stream, step, first + (uint64_t)k);
 }

@@ -99,6 +99,41 @@ test_that("normals are Box-Muller on the two uniforms of one call", {
   expect_equal(z, c(r * cos(2 * pi * u2), r * sin(2 * pi * u2)), tolerance = 1e-14)
 })
 
+# Box-Muller by R's (libm's) log, sin and cos, after the same exact reduction
+# of the angle to [-pi/4, pi/4] that svir uses (2 * pi * u itself carries an
+# error of up to 2^-51 before any cos is taken)
+bm_ref <- function(u1, u2) {
+  q <- floor(4 * u2 + 0.5)
+  a <- 2 * pi * (u2 - q / 4)
+  r <- sqrt(-2 * log(u1))
+  k <- q %% 4
+  c0 <- ifelse(k %% 2 == 1, sin(a), cos(a))
+  s0 <- ifelse(k %% 2 == 1, cos(a), sin(a))
+  cbind(r = r, c = r * ifelse(k %in% c(1, 2), -c0, c0), s = r * ifelse(k >= 2, -s0, s0))
+}
+
+test_that("svir's own log and sin/cos give libm's Box-Muller to about an ulp", {
+  # 10^5 pairs: all four quadrants, u1 over its whole range
+  n <- 2e5
+  u <- .Call(C_svir_uniforms_r, 4242, 2, 9, n)
+  z <- .Call(C_svir_normals_r, 4242, 2, 9, n)
+  ref <- bm_ref(u[c(TRUE, FALSE)], u[c(FALSE, TRUE)])
+  err <- abs(z - c(t(ref[, c("c", "s")]))) / pmax(1, rep(ref[, "r"], each = 2))
+  expect_lt(max(err), 1e-15)
+  # edges: the ends of the uniform grid, the quarter turns, fdlibm's
+  # switch points of the cosine kernel (|a| = 0.3 and 0.78125)
+  for (b in c(0, 1, 2^52 - 1, 2^51, 2^50, 3 * 2^50)) {
+    uu <- (b + 0.5) / 2^52
+    got <- .Call(C_svir_box_muller_r, uu, 0.3)
+    expect_lt(max(abs(got - bm_ref(uu, 0.3)[, c("c", "s")])), 1e-15 * max(1, bm_ref(uu, 0.3)[, "r"]))
+  }
+  for (v in c((0:8) / 8, 0.3 / (2 * pi) + c(-1e-12, 0, 1e-12), 0.78125 / (2 * pi) + c(-1e-12, 1e-12),
+              1 / 4 - 1e-9, 1 - 2^-53)) {
+    got <- .Call(C_svir_box_muller_r, exp(-0.5), v) # r = 1
+    expect_lt(max(abs(got - bm_ref(exp(-0.5), v)[, c("c", "s")])), 4e-16)
+  }
+})
+
 test_that("bulk normals in pairs are the same numbers as one at a time", {
   ref <- .Call(C_svir_normals_r, 31, 3, 5, 40)
   for (first in c(0, 1, 6, 7)) {
