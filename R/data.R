@@ -358,17 +358,20 @@ svir_scaling <- function(X, y, family_name, has_intercept) {
 #' @noRd
 svir_scale_X <- function(X, scaling) {
   Xs <- sweep(sweep(unclass(X), 2L, scaling$x_center, "-"), 2L, scaling$x_scale, "/")
-  Xs <- matrix(as.double(Xs), nrow(X), ncol(X), dimnames = list(NULL, colnames(X)))
+  # unname() first: as.double() of a matrix with model.matrix()'s n row
+  # names costs ten times the copy itself
+  Xs <- matrix(as.double(unname(Xs)), nrow(X), ncol(X), dimnames = list(NULL, colnames(X)))
   Xs
 }
 
 #' Refuse a rank-deficient fixed-effect design
 #'
 #' @param Xs Scaled model matrix.
+#' @return The QR decomposition of `Xs`, invisibly.
 #' @noRd
 svir_check_rank <- function(Xs) {
   p <- ncol(Xs)
-  if (p == 0L) return(invisible())
+  if (p == 0L) return(invisible(qr(Xs)))
   if (nrow(Xs) < p) {
     svir_abort(c("The fixed-effect design has {p} columns but only {nrow(Xs)} observation{?s}.",
                  "i" = "Simplify the fixed part of {.arg formula}."))
@@ -380,5 +383,5 @@ svir_check_rank <- function(Xs) {
     svir_abort(c("The fixed-effect design is rank deficient: {.var {aliased}} {?is/are} a linear combination of the other columns.",
                  "i" = "Remove {cli::qty(k)}{?it/them} from {.arg formula} ({.fun lm} would report {cli::qty(k)}{?its coefficient/their coefficients} as {.val NA})."))
   }
-  invisible()
+  invisible(qx)
 }

@@ -186,9 +186,13 @@ svir_init_mu <- function(spec, info) {
     w <- tr
   }
   beta <- tryCatch({
-    f <- suppressWarnings(stats::glm.fit(X, y, weights = w, offset = off, family = fam,
-                                         control = list(maxit = 25)))
-    b <- f$coefficients
+    b <- if (spec$family == 0L) {
+      # Gaussian, identity link: least squares, without glm.fit()'s iterations
+      stats::.lm.fit(X, y - off)$coefficients
+    } else {
+      suppressWarnings(stats::glm.fit(X, y, weights = w, offset = off, family = fam,
+                                      control = list(maxit = 25)))$coefficients
+    }
     b[!is.finite(b)] <- 0
     b
   }, error = function(e) rep(0, p))

@@ -123,7 +123,7 @@ svir_re_terms <- function(formula, mf) {
     for (j in seq_len(ncol(Z))) {
       svir_check_finite(Z[, j], cn[j], sprintf("random-effect column (term %s)", tn[ord[i]]))
     }
-    Zr <- matrix(as.double(Z), nrow(Z), ncol(Z), dimnames = list(NULL, cn))
+    Zr <- matrix(as.double(unname(Z)), nrow(Z), ncol(Z), dimnames = list(NULL, cn))
     zs <- apply(Zr, 2L, function(z) {
       s <- if (length(z) > 1L) stats::sd(z) else 0
       if (s > 1e-12 * max(1, abs(z))) s else max(abs(z[1]), 1e-12)
@@ -294,7 +294,7 @@ svir_build_spec <- function(formula, data, family = stats::gaussian(), prior = N
 
   scaling <- svir_scaling(X, resp$y, fam$name, has_intercept)
   Xs <- svir_scale_X(X, scaling)
-  svir_check_rank(Xs)
+  qr_x <- svir_check_rank(Xs)
 
   layout <- svir_layout(coef_names, re, fam$name)
   ptab <- svir_prior_table(prior, layout, scaling)
@@ -302,7 +302,6 @@ svir_build_spec <- function(formula, data, family = stats::gaussian(), prior = N
 
   y_int <- (resp$y - scaling$y_center) / scaling$y_scale
   off_int <- if (is.null(offset)) NULL else offset / scaling$y_scale
-  qr_x <- qr(Xs)
   spec_terms <- lapply(re, function(tm) {
     list(group = tm$group - 1L, ngroups = as.integer(tm$ngroups), Z = tm$Z,
          correlated = isTRUE(tm$correlated), xmap = svir_xmap(qr_x, Xs, tm$Z))

@@ -506,13 +506,24 @@ static void back_solve_packed(ptrdiff_t q, const double *Cp, const double *ed, c
 
 /* z = m + C noise for one group (noise drawn beforehand); returns log q(z).
  * Stores the diagonal of C (exp of its stored logs) in ed. */
+static double draw_z_ed(int q, const double *blk, const double *noise, double *z,
+                        const double *ed);
+
 static double draw_z(int q, const double *blk, const double *noise, double *z, double *ed)
+{
+    const double *Cp = blk + q;
+    for (int r = 0; r < q; r++) ed[r] = exp(Cp[r * (r + 1) / 2 + r]);
+    return draw_z_ed(q, blk, noise, z, ed);
+}
+
+/* draw_z with the diagonal ed given */
+static double draw_z_ed(int q, const double *blk, const double *noise, double *z,
+                        const double *ed)
 {
     const double *mj = blk, *Cp = blk + q;
     double logq = 0.0;
     for (int r = 0; r < q; r++) {
         const double *Cr = Cp + r * (r + 1) / 2;
-        ed[r] = exp(Cr[r]);
         double s = mj[r] + ed[r] * noise[r];
         for (int c = 0; c < r; c++) s += Cr[c] * noise[c];
         z[r] = s;
@@ -1190,6 +1201,19 @@ static int final_draws(work *w, const double *gpar, const double *lpar, svir_res
     if (!res->draws || !res->log_ratio || !res->shift) return 2;
     const int nblocks = (nd + NB - 1) / NB;
     int fail = 0;
+    /* the diagonal of every group's C, exp of its stored log: the same for
+     * all draws */
+    double *edf = malloc(sizeof(double) * (size_t)(m->nz + 1));
+    if (!edf) return 2;
+    for (int t = 0; t < m->nterms; t++) {
+        const svir_term *tm = &m->terms[t];
+        const int q = tm->q;
+        for (int j = 0; j < tm->ngroups; j++) {
+            const double *Cp = lpar + tm->off_loc + (ptrdiff_t)j * svir_local_block(q) + q;
+            for (int r = 0; r < q; r++)
+                edf[tm->off_z + (ptrdiff_t)j * q + r] = exp(Cp[r * (r + 1) / 2 + r]);
+        }
+    }
 #ifdef _OPENMP
 #pragma omp parallel num_threads(w->T_draws)
 #endif
@@ -1203,10 +1227,9 @@ static int final_draws(work *w, const double *gpar, const double *lpar, svir_res
         double *cw = malloc(sizeof(double) * (size_t)(w->sumq + 1));
         double *bblk = malloc(sizeof(double) * (size_t)NB * (size_t)(m->nz + 1));
         double *betablk = malloc(sizeof(double) * (size_t)NB * (size_t)(m->p + 1));
-        double *ed = malloc(sizeof(double) * (size_t)(m->qmax + 1));
         double *bw = malloc(sizeof(double) * (size_t)(m->nz + 1));
         svir_globals g = {0};
-        if (!eps || !theta || !z || !noise || !be || !cu || !cw || !bblk || !betablk || !ed || !bw ||
+        if (!eps || !theta || !z || !noise || !be || !cu || !cw || !bblk || !betablk || !bw ||
             svir_globals_alloc(m, &g)) {
 #ifdef _OPENMP
 #pragma omp atomic write
@@ -1251,8 +1274,8 @@ static int final_draws(work *w, const double *gpar, const double *lpar, svir_res
                         const int q = tm->q;
                         for (int j = 0; j < tm->ngroups; j++) {
                             const ptrdiff_t pos = tm->off_z + (ptrdiff_t)j * q;
-                            logq += draw_z(q, lpar + tm->off_loc + (ptrdiff_t)j * svir_local_block(q),
-                                           noise + pos, z + pos, ed);
+                            logq += draw_z_ed(q, lpar + tm->off_loc + (ptrdiff_t)j * svir_local_block(q),
+                                              noise + pos, z + pos, edf + pos);
                             for (int r = 0; r < q; r++) z[pos + r] -= cw[w->qoff[t] + r];
                         }
                     }
@@ -1268,9 +1291,10 @@ static int final_draws(work *w, const double *gpar, const double *lpar, svir_res
             }
         }
         free(eps); free(theta); free(z); free(noise); free(be); free(cu); free(cw);
-        free(bblk); free(betablk); free(ed); free(bw);
+        free(bblk); free(betablk); free(bw);
         svir_globals_free(&g);
     }
+    free(edf);
     return fail ? 2 : 0;
 }
 
