@@ -60,7 +60,14 @@
 #'
 #' @return An object of class `svi_fit`; see [summary.svi_fit()],
 #'   [fixef.svi_fit()], [ranef.svi_fit()], [VarCorr.svi_fit()],
-#'   [predict.svi_fit()] and [plot.svi_fit()].
+#'   [predict.svi_fit()] and [plot.svi_fit()]. Among its elements, `time` is
+#'   the engine's wall time in seconds and `time_split` how it divides:
+#'   drawing the globals and random effects (`draw`), the pass over the
+#'   observations (`observations`), the backward pass to the variational
+#'   parameters (`backward`), the optimiser's update and stopping rule
+#'   (`update`), summed over the steps, and the pass over the posterior draws
+#'   kept in the fit (`posterior_draws`); the rest of `time` is setting up and
+#'   returning the results.
 #' @seealso [svi_control()], [svi_prior()], [negbin()].
 #' @examples
 #' fit <- svi_fit(Reaction ~ Days + (Days | Subject), data = lme4::sleepstudy,

@@ -1,8 +1,10 @@
 #!/usr/bin/env Rscript
-# Where an svir fit's time goes on lme4::InstEval (one thread): the
-# optimisation steps, the pass over the posterior draws kept in the fit
-# (one full-data log density each, for PSIS k-hat), and the R side (model
-# frame, lme4::mkReTrms, glm.fit starting values, post-processing).
+# Where an svir fit's time goes on lme4::InstEval (one thread, default
+# settings): the engine's own phase timers (fit$time_split: drawing the
+# globals and random effects, the pass over the observations, the backward
+# pass, the optimiser's update; the pass over the 1,000 posterior draws kept
+# for PSIS k-hat) and the R side (model frame, grouping factors, starting
+# values, post-processing: the whole svi_fit() call minus the engine's time).
 # Usage: Rscript bench/step.R [--reps=5] [--lib=DIR]
 a <- commandArgs(trailingOnly = TRUE)
 arg <- function(flag, default) {
@@ -16,23 +18,36 @@ suppressPackageStartupMessages(library(svir))
 
 f <- y ~ service + (1 | s) + (1 | d) + (1 | dept)
 d <- lme4::InstEval
-run <- function(ndraws, seed) {
+run <- function(seed) {
   t0 <- proc.time()[["elapsed"]]
-  fit <- svi_fit(f, d, seed = seed, control = svi_control(threads = 1, ndraws = ndraws))
-  c(total = proc.time()[["elapsed"]] - t0, engine = fit$time, steps = fit$steps)
+  fit <- svi_fit(f, d, seed = seed, control = svi_control(threads = 1))
+  total <- proc.time()[["elapsed"]] - t0
+  c(total = total, engine = fit$time, steps = fit$steps, fit$time_split)
 }
-invisible(run(1, 1)) # warm-up
-r1 <- t(sapply(seq_len(reps), function(i) run(1, 100 + i)))
-r1000 <- t(sapply(seq_len(reps), function(i) run(1000, 100 + i)))
+invisible(run(1)) # warm-up
+r <- t(sapply(seq_len(reps), function(i) run(100 + i)))
 med <- function(x) stats::median(x)
-steps_s <- med(r1[, "engine"])
-ms_step <- med(1000 * r1[, "engine"] / r1[, "steps"])
-draws_s <- med(r1000[, "engine"]) - steps_s
-r_side <- med(r1000[, "total"] - r1000[, "engine"])
-cat(sprintf("InstEval, one thread, %d repeats (medians), %s\n", reps, format(Sys.time(), "%Y-%m-%d")))
-cat(sprintf("  steps: %.0f, %.2f s (%.2f ms/step)\n", med(r1[, "steps"]), steps_s, ms_step))
-cat(sprintf("  posterior-draw pass (1000 draws): %.2f s\n", draws_s))
-cat(sprintf("  R side: %.2f s\n", r_side))
-cat(sprintf("  whole svi_fit() with defaults: %.2f s\n", med(r1000[, "total"])))
-# the floor: 36 bytes per observation (y, two X columns, three group indices)
-cat(sprintf("  bytes per step: %.2f MB\n", 36 * nrow(d) / 1e6))
+st <- med(r[, "steps"])
+cat(sprintf("InstEval, one thread, %d repeats (medians), %s, svir %s\n", reps,
+            format(Sys.time(), "%Y-%m-%d"), utils::packageVersion("svir")))
+cat(sprintf("  steps: %.0f\n", st))
+per <- function(col) med(1000 * r[, col] / r[, "steps"])
+phases <- c(draw = "draws of globals and random effects",
+            observations = "pass over the observations",
+            backward = "backward pass to the variational parameters",
+            update = "Adam, window averages, stopping rule")
+for (ph in names(phases)) {
+  cat(sprintf("  %-46s %.3f ms/step  %.2f s\n", phases[[ph]], per(ph), med(r[, ph])))
+}
+steps_s <- med(rowSums(r[, names(phases), drop = FALSE]))
+cat(sprintf("  %-46s %.3f ms/step  %.2f s\n", "all steps",
+            med(1000 * rowSums(r[, names(phases), drop = FALSE]) / r[, "steps"]), steps_s))
+cat(sprintf("  %-46s %.2f s\n", "posterior-draw pass (1000 draws)", med(r[, "posterior_draws"])))
+cat(sprintf("  %-46s %.2f s\n", "rest of the engine call (setup, results)",
+            med(r[, "engine"] - rowSums(r[, c(names(phases), "posterior_draws"), drop = FALSE]))))
+cat(sprintf("  %-46s %.2f s\n", "R side", med(r[, "total"] - r[, "engine"])))
+cat(sprintf("  %-46s %.2f s\n", "whole svi_fit()", med(r[, "total"])))
+# the floor: 36 bytes per observation (y, two X columns, three group indices);
+# the intercept column is no longer read, so 28 bytes are read per step
+cat(sprintf("  bytes per step: %.2f MB (%.2f MB read: the intercept column is not)\n",
+            36 * nrow(d) / 1e6, 28 * nrow(d) / 1e6))

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -57,6 +58,7 @@ typedef struct {
     int *gcat;              /* [n x nt_fast] with nt_fast: observation i's position in b
                              * (off_z + group) for each term, side by side */
     int runmask;            /* bit t: w->runs[t] */
+    double tsplit[SVIR_N_PHASES]; /* seconds per phase (svir_result.time_split) */
     /* coupled guide (see coupling_forward) */
     int couple;             /* any term has a column in X's span */
     int *cns, *coff;        /* [nterms] span columns per term, offset into the arrays below */
@@ -72,6 +74,16 @@ typedef struct {
 } work;
 
 #define SVIR_QMAX_STACK 64
+
+/* wall clock in seconds, for the engine's time split */
+static double svir_now(void)
+{
+#ifdef _OPENMP
+    return omp_get_wtime();
+#else
+    return (double)clock() / CLOCKS_PER_SEC;
+#endif
+}
 /* loops over groups go parallel only when there are this many: a parallel
  * region costs microseconds, far more on a loaded machine */
 #define SVIR_PAR_GROUPS 32768
@@ -917,6 +929,13 @@ static void back_q1(work *w, int t, const double *lpar, double *lgrad, double in
 static double estimate(work *w, long step, const double *gpar, const double *lpar,
                        double *ggrad, double *lgrad)
 {
+    double tp = svir_now(); /* time split: the mark of the last lap */
+#define SVIR_LAP(PHASE)                                \
+    do {                                               \
+        const double tn_ = svir_now();                 \
+        w->tsplit[PHASE] += tn_ - tp;                  \
+        tp = tn_;                                      \
+    } while (0)
     const svir_model *m = w->m;
     const svir_control *c = w->c;
     const ptrdiff_t D = w->D;
@@ -970,7 +989,9 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
                 if (m->terms[t].q == 1) draw_q1(w, &m->terms[t], lpar);
 
         double gaux;
+        SVIR_LAP(SVIR_PHASE_DRAW);
         const double ll = batch_loglik(w, gb, &gaux);
+        SVIR_LAP(SVIR_PHASE_OBS);
         for (int k = 0; k < m->p; k++) w->gtheta[k] += scale * gb[k];
         if (w->couple) {
             /* beta_eff = beta - sum s_tk a_tk */
@@ -1077,6 +1098,7 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
             for (ptrdiff_t d = 0; d < D; d++)
                 ggrad[D + d] += invS * w->gtheta[d] * w->eps[d] * exp(gpar[D + d]);
         }
+        SVIR_LAP(SVIR_PHASE_BACKWARD);
     }
 
     /* entropy of the global guide */
@@ -1121,6 +1143,8 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
         kl += wt * klj;
     }
     elbo -= kl;
+    SVIR_LAP(SVIR_PHASE_BACKWARD);
+#undef SVIR_LAP
     return elbo;
 }
 
@@ -1343,13 +1367,19 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
     int wcount = 0;
     res->stop_reason = SVIR_STOP_MAX_STEPS;
     long step;
+    double t_upd = -1.0; /* when the last estimate() returned */
     for (step = 0; step < maxs; step++) {
+        if (t_upd >= 0.0) {
+            w.tsplit[SVIR_PHASE_UPDATE] += svir_now() - t_upd;
+            t_upd = -1.0;
+        }
         if (cb && cb->interrupted && step % 16 == 0 && cb->interrupted(cb->ctx)) {
             res->stop_reason = SVIR_STOP_INTERRUPTED;
             break;
         }
         if (!w.full) select_batch(&w, step);
         const double elbo = estimate(&w, step, gpar, lpar, gg, lg);
+        t_upd = svir_now();
         if (!isfinite(elbo) || !all_finite(gg, ngp) || !locals_finite(&w, lg)) {
             res->elbo[step] = NAN;
             res->n_rejected++;
@@ -1457,6 +1487,7 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
             }
         }
     }
+    if (t_upd >= 0.0) w.tsplit[SVIR_PHASE_UPDATE] += svir_now() - t_upd;
     res->steps = step;
     res->lr_final = lr;
 
@@ -1473,7 +1504,11 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
     }
     res->elbo_final = !isnan(last_mean) ? last_mean : (wcount > 0 ? wsum / wcount : NAN);
 
-    if (final_draws(&w, gpar, lpar, res)) {
+    const double t_post = svir_now();
+    const int draws_fail = final_draws(&w, gpar, lpar, res);
+    w.tsplit[SVIR_PHASE_POSTERIOR] += svir_now() - t_post;
+    memcpy(res->time_split, w.tsplit, sizeof w.tsplit);
+    if (draws_fail) {
         snprintf(res->message, sizeof res->message, "out of memory drawing from the posterior");
         status = 2;
     }

@@ -47,6 +47,9 @@ typedef struct {
  *   local:  per term, per group: m[q], packed C (q(q+1)/2, log diagonal). */
 ptrdiff_t svir_n_global_par(const svir_model *m, int guide);
 
+enum { SVIR_PHASE_DRAW, SVIR_PHASE_OBS, SVIR_PHASE_BACKWARD, SVIR_PHASE_UPDATE,
+       SVIR_PHASE_POSTERIOR, SVIR_N_PHASES };
+
 typedef struct {
     double *gpar, *lpar;    /* final variational parameters */
     double *elbo;           /* [max_steps] trace (NaN for rejected steps) */
@@ -64,6 +67,12 @@ typedef struct {
     double *log_ratio;      /* [ndraws] log p(y,theta,z) - log q(theta) - log q(z | theta) */
     double *shift;          /* [ndraws x nshift] per term's columns: b = A z0 - shift (coupled guide) */
     int nshift;             /* sum of q over terms */
+    /* wall time (s) of the engine's phases, summed over the steps: the draws
+     * of the globals and the random effects, the pass over the observations
+     * (likelihood and its gradients), the backward pass to the variational
+     * parameters, the update (Adam, window averages, stopping rule); then the
+     * pass over the posterior draws kept in the fit */
+    double time_split[SVIR_N_PHASES];
     char message[512];
 } svir_result;
 

@@ -281,7 +281,7 @@ SEXP svir_fit_r(SEXP spec, SEXP ctrl)
     const svir_result *r = &h->res;
     const ptrdiff_t D = m->D;
 
-    const int nout = 16;
+    const int nout = 17;
     SEXP out = PROTECT(Rf_allocVector(VECSXP, nout));
     SEXP nms = PROTECT(Rf_allocVector(STRSXP, nout));
     int k = 0;
@@ -343,9 +343,19 @@ SEXP svir_fit_r(SEXP spec, SEXP ctrl)
         qo += q;
     }
     set_elt(out, nms, k++, "shift", sh);
+    SEXP ts = PROTECT(Rf_allocVector(REALSXP, SVIR_N_PHASES));
+    SEXP tsn = PROTECT(Rf_allocVector(STRSXP, SVIR_N_PHASES));
+    static const char *phase[SVIR_N_PHASES] = {"draw", "observations", "backward", "update",
+                                              "posterior_draws"};
+    for (int i = 0; i < SVIR_N_PHASES; i++) {
+        REAL(ts)[i] = r->time_split[i];
+        SET_STRING_ELT(tsn, i, Rf_mkChar(phase[i]));
+    }
+    Rf_setAttrib(ts, R_NamesSymbol, tsn);
+    set_elt(out, nms, k++, "time_split", ts);
     Rf_setAttrib(out, R_NamesSymbol, nms);
     holder_done(hp);
-    UNPROTECT(3 + 9);
+    UNPROTECT(3 + 11);
     return out;
 }
 

@@ -43,6 +43,17 @@ test_that("the fit has the fields of CONTRACT section 6", {
   expect_identical(dim(fit$ranef$Subject$condsd), c(18L, 2L))
 })
 
+test_that("the engine's time split is measured and adds up to less than its time", {
+  fit <- svi_fit(Reaction ~ Days + (1 | Subject), ss, seed = 2)
+  ts <- fit$time_split
+  expect_named(ts, c("draw", "observations", "backward", "update", "posterior_draws"))
+  expect_true(all(is.finite(ts) & ts >= 0))
+  expect_gt(ts[["observations"]], 0)
+  expect_gt(ts[["posterior_draws"]], 0)
+  # the phases are disjoint parts of the engine call, which fit$time brackets
+  expect_lte(sum(ts), fit$time + 0.01)
+})
+
 test_that("fixed effects are the exact affine image of q", {
   expect_equal(fixef(fit), lme4::fixef(mod))
   # full-rank guide built from lme4's covariance: the map back is exact
