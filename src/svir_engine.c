@@ -1169,10 +1169,15 @@ static int locals_finite(const work *w, const double *lgrad)
 static void adam(double *par, double *mom, double *vel, const double *g, ptrdiff_t n,
                  double lr, double bc1, double bc2)
 {
+    /* lr (m / bc1) / (sqrt(v / bc2) + eps), with the bias corrections taken
+     * out of the loop: one division and one square root per parameter */
+    const double a = lr / bc1, sb = 1.0 / sqrt(bc2);
     for (ptrdiff_t k = 0; k < n; k++) {
-        mom[k] = ADAM_B1 * mom[k] + (1.0 - ADAM_B1) * g[k];
-        vel[k] = ADAM_B2 * vel[k] + (1.0 - ADAM_B2) * g[k] * g[k];
-        par[k] += lr * (mom[k] / bc1) / (sqrt(vel[k] / bc2) + ADAM_EPS);
+        const double mk = ADAM_B1 * mom[k] + (1.0 - ADAM_B1) * g[k];
+        const double vk = ADAM_B2 * vel[k] + (1.0 - ADAM_B2) * g[k] * g[k];
+        mom[k] = mk;
+        vel[k] = vk;
+        par[k] += a * mk / (sqrt(vk) * sb + ADAM_EPS);
     }
 }
 
