@@ -54,7 +54,7 @@ typedef struct {
     double *pres_cnt;
     ptrdiff_t npres;
     int *runs;              /* [nterms] consecutive observations mostly share a group */
-    int nt_fast;            /* 1..SVIR_NT_FAST: all terms are random intercepts; else 0 */
+    int nt_fast;            /* m->nt_icpt, or 0 when positions in b overflow an int */
     int *gcat;              /* [n x nt_fast] with nt_fast: observation i's position in b
                              * (off_z + group) for each term, side by side */
     int runmask;            /* bit t: w->runs[t] */
@@ -75,7 +75,8 @@ typedef struct {
 
 #define SVIR_QMAX_STACK 64
 
-/* wall clock in seconds, for the engine's time split */
+/* wall clock in seconds, for the engine's time split (without OpenMP,
+ * clock()'s processor time, which one thread makes nearly the same) */
 static double svir_now(void)
 {
 #ifdef _OPENMP
@@ -175,10 +176,7 @@ static int work_init(work *w, const svir_model *m, const svir_control *c)
             w->runs[t] = same > (m->n - 1) / 2;
         }
     }
-    w->nt_fast = m->nterms >= 1 && m->nterms <= 4 ? m->nterms : 0;
-    for (int t = 0; t < m->nterms; t++)
-        if (!m->terms[t].z_ones) w->nt_fast = 0;
-    if (m->nz > INT_MAX) w->nt_fast = 0;
+    w->nt_fast = m->nz > INT_MAX ? 0 : m->nt_icpt;
     if (w->nt_fast && !fail) {
         const int NT = w->nt_fast;
         w->gcat = xcalloc((size_t)m->n * (size_t)NT, sizeof(int), &fail);
@@ -516,19 +514,15 @@ static void back_solve_packed(ptrdiff_t q, const double *Cp, const double *ed, c
     }
 }
 
-/* z = m + C noise for one group (noise drawn beforehand); returns log q(z).
- * Stores the diagonal of C (exp of its stored logs) in ed. */
-static double draw_z_ed(int q, const double *blk, const double *noise, double *z,
-                        const double *ed);
-
-static double draw_z(int q, const double *blk, const double *noise, double *z, double *ed)
+/* ed = the diagonal of one group's C: exp of its stored logs */
+static void exp_diag(int q, const double *blk, double *ed)
 {
     const double *Cp = blk + q;
     for (int r = 0; r < q; r++) ed[r] = exp(Cp[r * (r + 1) / 2 + r]);
-    return draw_z_ed(q, blk, noise, z, ed);
 }
 
-/* draw_z with the diagonal ed given */
+/* z = m + C noise for one group (noise drawn beforehand), with C's diagonal
+ * ed from exp_diag; returns log q(z). */
 static double draw_z_ed(int q, const double *blk, const double *noise, double *z,
                         const double *ed)
 {
@@ -542,6 +536,13 @@ static double draw_z_ed(int q, const double *blk, const double *noise, double *z
         logq += -0.5 * noise[r] * noise[r] - Cr[r] - SVIR_LOG_SQRT_2PI;
     }
     return logq;
+}
+
+/* draw_z_ed, storing the diagonal in ed */
+static double draw_z(int q, const double *blk, const double *noise, double *z, double *ed)
+{
+    exp_diag(q, blk, ed);
+    return draw_z_ed(q, blk, noise, z, ed);
 }
 
 /* The local noise of particle s at `step`: entry k of z takes normal number
@@ -610,7 +611,6 @@ static inline double sum4(const double *x, int n)
  * a register. A term whose data are sorted by group (w->runs) adds each run
  * of equal groups in a register instead of through memory. */
 #define SVIR_CHUNK 512
-#define SVIR_NT_FAST 4
 
 SVIR_ALWAYS_INLINE void chunk_terms_fast(const work *w, const int NT, const int family,
                                          const int link, const svir_aux *aux,
@@ -629,8 +629,8 @@ SVIR_ALWAYS_INLINE void chunk_terms_fast(const work *w, const int NT, const int 
     const int *gc = w->gcat;
     const double *b = w->b;
     const int runmask = w->runmask;
-    double acc[SVIR_NT_FAST];
-    int gp[SVIR_NT_FAST];
+    double acc[SVIR_NT_ICPT_MAX];
+    int gp[SVIR_NT_ICPT_MAX];
     {
         const int *g0 = gc + (ix ? ix[0] : k0) * NT;
         SVIR_UNROLL4
@@ -872,13 +872,10 @@ static double batch_loglik(work *w, double *gb, double *gaux)
     return ll;
 }
 
-/* ELBO estimate at (gpar, lpar) with the noise and minibatch of `step`;
- * writes the gradient into ggrad [ngp] and, for present groups, lgrad [nloc].
- * Assumes select_batch was called for this step (minibatch). */
 /* The full batch's per-group work for a random-intercept term (q = 1), as
  * flat loops over its groups: the same arithmetic as draw_z, b_from_z_group
- * and the general backward loop in estimate, without their per-group
- * indexing and loops of length one. */
+ * and the general loops over present groups in estimate, without their
+ * per-group indexing and loops of length one. */
 static void draw_q1(work *w, const svir_term *tm, const double *lpar)
 {
     const ptrdiff_t J = tm->ngroups;
@@ -892,29 +889,33 @@ static void draw_q1(work *w, const svir_term *tm, const double *lpar)
         const double e = exp(lp[2 * j + 1]), zj = lp[2 * j] + e * nz[j];
         ed[j] = e;
         z[j] = zj;
-        b[j] = 0.0 + A * zj;
+        b[j] = A * zj;
     }
 }
 
-static void back_q1(work *w, int t, const double *lpar, double *lgrad, double invS, int stl)
+/* Back through b = A z for term t: d/dA (into w->dA, in group order) and the
+ * gradients of the groups' local parameters. */
+static void back_q1(work *w, int t, double *lgrad, double invS, int stl)
 {
     const svir_model *m = w->m;
     const svir_term *tm = &m->terms[t];
     const ptrdiff_t J = tm->ngroups;
-    const double A = w->g.A[tm->off_qq], scale = w->scale;
+    /* the full batch: scale is 1 and every group's weight, its count in the
+     * batch over its number of observations, is too */
+    const double A = w->g.A[tm->off_qq], scale = w->scale, wt = scale;
     const double *G = w->Gt + tm->off_z, *nz = w->noise + tm->off_z;
     const double *z = w->z + tm->off_z, *ed = w->ediag + tm->off_z;
     const double *wt_shift = w->couple ? w->cw + w->qoff[t] : NULL;
     const double shift = wt_shift ? wt_shift[0] : 0.0;
     double *lg = lgrad + tm->off_loc;
-    (void)lpar;
+    double dA = w->dA[tm->off_qq];
+    for (ptrdiff_t j = 0; j < J; j++) dA += scale * G[j] * z[j];
+    w->dA[tm->off_qq] = dA;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(w->T) schedule(static) if (J >= SVIR_PAR_GROUPS)
 #endif
     for (ptrdiff_t j = 0; j < J; j++) {
-        /* the full batch: every group's count is its number of observations */
-        const double wt = scale * tm->nobs[j] / tm->nobs[j];
-        double dz = scale * (0.0 + A * G[j]);
+        double dz = scale * (A * G[j]);
         if (stl) {
             dz += wt * (nz[j] / ed[j] - z[j] + shift);
         } else if (wt_shift) {
@@ -926,6 +927,9 @@ static void back_q1(work *w, int t, const double *lpar, double *lgrad, double in
     }
 }
 
+/* ELBO estimate at (gpar, lpar) with the noise and minibatch of `step`;
+ * writes the gradient into ggrad [ngp] and, for present groups, lgrad [nloc].
+ * Assumes select_batch was called for this step (minibatch). */
 static double estimate(work *w, long step, const double *gpar, const double *lpar,
                        double *ggrad, double *lgrad)
 {
@@ -975,7 +979,7 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
         for (ptrdiff_t k = 0; k < w->npres; k++) {
             const svir_term *tm = &m->terms[w->pres_term[k]];
             const int q = tm->q, j = w->pres_group[k];
-            if (w->full && q == 1) continue; /* below */
+            if (w->full && q == 1) continue; /* draw_q1 */
             const ptrdiff_t pos = tm->off_z + (ptrdiff_t)j * q;
             const double *blk = lpar + tm->off_loc + (ptrdiff_t)j * svir_local_block(q);
             if (!w->full)
@@ -1011,15 +1015,7 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
         for (ptrdiff_t k = 0; k < w->npres; k++) {
             const svir_term *tm = &m->terms[w->pres_term[k]];
             const int q = tm->q, j = w->pres_group[k];
-            if (w->full && q == 1) {
-                /* the term's groups, in order, in one loop */
-                const double *G = w->Gt + tm->off_z, *zj = w->z + tm->off_z;
-                double a = w->dA[tm->off_qq];
-                for (int jj = 0; jj < tm->ngroups; jj++) a += scale * G[jj] * zj[jj];
-                w->dA[tm->off_qq] = a;
-                k += tm->ngroups - 1;
-                continue;
-            }
+            if (w->full && q == 1) continue; /* back_q1 */
             const ptrdiff_t pos = tm->off_z + (ptrdiff_t)j * q;
             const double *G = w->Gt + pos, *zj = w->z + pos;
             double *dA = w->dA + tm->off_qq;
@@ -1032,7 +1028,7 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
         for (ptrdiff_t k = 0; k < w->npres; k++) {
             const svir_term *tm = &m->terms[w->pres_term[k]];
             const int q = tm->q, j = w->pres_group[k];
-            if (w->full && q == 1) continue; /* below */
+            if (w->full && q == 1) continue; /* back_q1 */
             const ptrdiff_t pos = tm->off_z + (ptrdiff_t)j * q;
             const double *G = w->Gt + pos, *nz = w->noise + pos, *A = w->g.A + tm->off_qq;
             const ptrdiff_t lo = tm->off_loc + (ptrdiff_t)j * svir_local_block(q);
@@ -1070,7 +1066,7 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
         }
         if (w->full)
             for (int t = 0; t < m->nterms; t++)
-                if (m->terms[t].q == 1) back_q1(w, t, lpar, lgrad, invS, stl);
+                if (m->terms[t].q == 1) back_q1(w, t, lgrad, invS, stl);
         if (w->couple) elbo += invS * coupling_backward(w, lpar, stl);
         for (int t = 0; t < m->nterms; t++)
             svir_backprop_A(m, t, w->theta, &w->g, w->dA + m->terms[t].off_qq, w->gtheta);
@@ -1237,11 +1233,9 @@ static int final_draws(work *w, const double *gpar, const double *lpar, svir_res
     for (int t = 0; t < m->nterms; t++) {
         const svir_term *tm = &m->terms[t];
         const int q = tm->q;
-        for (int j = 0; j < tm->ngroups; j++) {
-            const double *Cp = lpar + tm->off_loc + (ptrdiff_t)j * svir_local_block(q) + q;
-            for (int r = 0; r < q; r++)
-                edf[tm->off_z + (ptrdiff_t)j * q + r] = exp(Cp[r * (r + 1) / 2 + r]);
-        }
+        for (int j = 0; j < tm->ngroups; j++)
+            exp_diag(q, lpar + tm->off_loc + (ptrdiff_t)j * svir_local_block(q),
+                     edf + tm->off_z + (ptrdiff_t)j * q);
     }
 #ifdef _OPENMP
 #pragma omp parallel num_threads(w->T_draws)

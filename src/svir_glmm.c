@@ -93,6 +93,9 @@ int svir_model_init(svir_model *m, char *err, size_t errlen)
         for (ptrdiff_t i = 0; i < m->n && tm->z_ones; i++)
             if (tm->Z[i] != 1.0) tm->z_ones = 0;
     }
+    m->nt_icpt = m->nterms >= 1 && m->nterms <= SVIR_NT_ICPT_MAX ? m->nterms : 0;
+    for (int t = 0; t < m->nterms; t++)
+        if (!m->terms[t].z_ones) m->nt_icpt = 0;
     m->x_ones = -1;
     for (int c = 0; c < m->p && m->x_ones < 0; c++) {
         const double *xc = m->X + (ptrdiff_t)c * m->n;
@@ -428,14 +431,16 @@ SVIR_ALWAYS_INLINE void loglik_block_fam(const svir_model *m, const int family, 
     const ptrdiff_t n = m->n;
     enum { NB = SVIR_LL_BLOCK };
     double acc[NB] = {0}, eta[NB];
-    /* NT = 1..4: every term is a random intercept (pointers in registers) */
-    const int *grp[4] = {NULL, NULL, NULL, NULL};
-    const double *bt[4] = {NULL, NULL, NULL, NULL};
-    double is2[NB], lsig[NB], b0[NB];
+    /* NT = 1..SVIR_NT_ICPT_MAX: every term is a random intercept (pointers in
+     * registers); 0: any terms */
+    const int *grp[SVIR_NT_ICPT_MAX] = {NULL};
+    const double *bt[SVIR_NT_ICPT_MAX] = {NULL};
+    /* aux copied locally: the loads of sigma and phi need not be redone */
+    double b0[NB];
+    svir_aux al[NB];
     for (int s = 0; s < NB; s++) {
         b0[s] = m->x_ones >= 0 ? beta[(ptrdiff_t)m->x_ones * NB + s] : 0.0;
-        is2[s] = aux[s].inv_s2;
-        lsig[s] = aux[s].log_sigma;
+        al[s] = aux[s];
     }
     SVIR_UNROLL4
     for (int t = 0; t < NT; t++) {
@@ -472,19 +477,10 @@ SVIR_ALWAYS_INLINE void loglik_block_fam(const svir_model *m, const int family, 
                 }
             }
         }
-        if (family == SVIR_GAUSSIAN) {
-            /* svir_loglik's Gaussian case, over the draws in vector lanes */
-            const double y = m->y[i];
-            SVIR_UNROLL8
-            for (int s = 0; s < NB; s++) {
-                const double r = y - eta[s], r2 = r * r * is2[s];
-                acc[s] += -lsig[s] - 0.5 * r2;
-            }
-        } else {
-            for (int s = 0; s < NB; s++) {
-                double de, da;
-                acc[s] += svir_loglik(m, family, link, i, eta[s], &aux[s], &de, &da);
-            }
+        SVIR_UNROLL8
+        for (int s = 0; s < NB; s++) {
+            double de, da;
+            acc[s] += svir_loglik(m, family, link, i, eta[s], &al[s], &de, &da);
         }
     }
     for (int s = 0; s < nb; s++) ll[s] = acc[s];
@@ -504,11 +500,8 @@ void svir_block_put(const svir_model *m, const svir_globals *g, const double *th
 void svir_loglik_block(const svir_model *m, int nb, const double *beta, const double *b,
                        const svir_aux *aux, double *ll)
 {
-    int nt = m->nterms >= 1 && m->nterms <= 4 ? m->nterms : 0;
-    for (int t = 0; t < nt; t++)
-        if (!m->terms[t].z_ones) nt = 0;
 #define BLOCK(FAM, LINK) \
-    switch (nt) { \
+    switch (m->nt_icpt) { \
     case 1: loglik_block_fam(m, FAM, LINK, 1, nb, beta, b, aux, ll); break; \
     case 2: loglik_block_fam(m, FAM, LINK, 2, nb, beta, b, aux, ll); break; \
     case 3: loglik_block_fam(m, FAM, LINK, 3, nb, beta, b, aux, ll); break; \

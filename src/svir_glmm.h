@@ -20,6 +20,9 @@ enum {
 
 /* One random-effect term: b_j = diag(sd) L z_j for each level j of a
  * grouping factor, entering eta_i through the q columns of Z. */
+/* random-intercept terms handled by the specialised loops */
+#define SVIR_NT_ICPT_MAX 4
+
 typedef struct {
     int q;                  /* columns of Z (random coefficients per group) */
     int ngroups;            /* levels J */
@@ -58,6 +61,9 @@ typedef struct {
     ptrdiff_t nqq;          /* sum_t q_t^2 */
     int qmax;
     int x_ones;             /* first column of X that is all ones (the intercept), or -1 */
+    int nt_icpt;            /* nterms when every term is a random intercept and there
+                             * are at most SVIR_NT_ICPT_MAX of them (the hot loops'
+                             * specialised paths), else 0 */
     double ll_const;        /* sum over all observations of the parts of log p(y_i | eta_i) free of parameters */
 } svir_model;
 
