@@ -40,6 +40,12 @@ for (cs in cases) {
   d_int$o <- 0.1 * d_int$x2
   spec_int <- svir:::svir_build_spec(y ~ x1 + (1 | g) + (1 | h) + offset(o), d_int,
                                      family = cs$family)$spec
+  # sorted by the factor with fewer levels, which lme4 puts second, and
+  # shuffled within it: the loop keeps h in slot 0 of its positions
+  set.seed(10)
+  d_h <- d_int[order(d_int$h, runif(nrow(d_int))), ]
+  spec_int2 <- svir:::svir_build_spec(y ~ x1 + (1 | g) + (1 | h) + offset(o), d_h,
+                                      family = cs$family)$spec
   # and without an intercept column (the loop then reads every column of X)
   spec_noint <- svir:::svir_build_spec(y ~ 0 + x1 + x2 + (1 | g), d_int, family = cs$family)$spec
   for (bs in list(NULL, 5L)) {
@@ -47,7 +53,7 @@ for (cs in cases) {
     test_that(paste("ELBO gradient matches finite differences:", lab), {
       ctrl <- list(guide = "meanfield", seed = 7, threads = 1L, num_particles = 2L, stl = 0L,
                    batch_size = bs)
-      for (sp in list(spec_int, spec_noint)) {
+      for (sp in list(spec_int, spec_int2, spec_noint)) {
         v <- rand_vpar(sp, "meanfield")
         f <- function(v) .Call(svir:::C_svir_elbo_grad_r, sp, ctrl, v, 3)$elbo
         g <- .Call(svir:::C_svir_elbo_grad_r, sp, ctrl, v, 3)$grad
@@ -56,6 +62,23 @@ for (cs in cases) {
       }
     })
   }
+  test_that(paste("the run accumulation gives the same ELBO as unsorted data:", fam_lab), {
+    # the rows shuffled: no factor runs any more, so every term goes through
+    # memory; the model and the noise (indexed by group) are the same
+    set.seed(9)
+    d_shuf <- d_int[sample(nrow(d_int)), ]
+    ctrl <- list(guide = "meanfield", seed = 7, threads = 1L, num_particles = 2L, stl = 0L)
+    f <- y ~ x1 + (1 | g) + (1 | h) + offset(o)
+    for (d_sorted in list(d_int, d_h)) {
+      sp <- svir:::svir_build_spec(f, d_sorted, family = cs$family)$spec
+      sp_shuf <- svir:::svir_build_spec(f, d_shuf, family = cs$family)$spec
+      v <- rand_vpar(sp, "meanfield")
+      a <- .Call(svir:::C_svir_elbo_grad_r, sp, ctrl, v, 3)
+      b <- .Call(svir:::C_svir_elbo_grad_r, sp_shuf, ctrl, v, 3)
+      expect_equal(a$elbo, b$elbo, tolerance = 1e-12)
+      expect_equal(a$grad, b$grad, tolerance = 1e-10)
+    }
+  })
   test_that(paste("blocked log-likelihood of draws matches the log joint's:", fam_lab), {
     for (sp in list(spec, spec_int, spec_noint)) {
       D <- length(sp$prior_type)
