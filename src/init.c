@@ -16,7 +16,7 @@ extern SEXP svir_perm_r(SEXP n, SEXP seed, SEXP round_key);
 extern SEXP svir_normals_r(SEXP seed, SEXP stream, SEXP step, SEXP n);
 extern SEXP svir_normal_fill_r(SEXP seed, SEXP stream, SEXP step, SEXP first, SEXP n);
 extern SEXP svir_uniforms_r(SEXP seed, SEXP stream, SEXP step, SEXP n);
-extern SEXP svir_box_muller_r(SEXP u1, SEXP u2);
+extern SEXP svir_box_muller_r(SEXP u1, SEXP u2, SEXP batch);
 
 static const R_CallMethodDef call_methods[] = {
     {"svir_fit_r", (DL_FUNC)&svir_fit_r, 2},
@@ -29,7 +29,7 @@ static const R_CallMethodDef call_methods[] = {
     {"svir_normals_r", (DL_FUNC)&svir_normals_r, 4},
     {"svir_normal_fill_r", (DL_FUNC)&svir_normal_fill_r, 5},
     {"svir_uniforms_r", (DL_FUNC)&svir_uniforms_r, 4},
-    {"svir_box_muller_r", (DL_FUNC)&svir_box_muller_r, 2},
+    {"svir_box_muller_r", (DL_FUNC)&svir_box_muller_r, 3},
     {NULL, NULL, 0}
 };
 

@@ -147,16 +147,28 @@ SEXP svir_normal_fill_r(SEXP seed, SEXP stream, SEXP step, SEXP first, SEXP n)
     return draws(seed, stream, step, first, n, 2);
 }
 
-/* svir_box_muller(u1, u2), for tests of the transform at chosen inputs */
-SEXP svir_box_muller_r(SEXP u1, SEXP u2)
+/* svir_box_muller(u1[j], u2[j]) for each j, one pair at a time or through
+ * svir_box_muller_batch, for tests of the transform at chosen inputs */
+SEXP svir_box_muller_r(SEXP u1, SEXP u2, SEXP batch)
 {
-    SEXP a = PROTECT(as_real(u1, 1, "u1"));
-    SEXP b = PROTECT(as_real(u2, 1, "u2"));
-    const double x = REAL(a)[0], y = REAL(b)[0];
-    if (!(x > 0.0 && x < 1.0) || !(y >= 0.0 && y <= 1.0))
-        Rf_error("u1 must be in (0, 1) and u2 in [0, 1]");
-    SEXP ans = PROTECT(Rf_allocVector(REALSXP, 2));
-    svir_box_muller(x, y, REAL(ans), REAL(ans) + 1);
-    UNPROTECT(3);
+    if (!Rf_isReal(u1) || !Rf_isReal(u2) || XLENGTH(u1) != XLENGTH(u2) || XLENGTH(u1) < 1 ||
+        XLENGTH(u1) > SVIR_NORMAL_BATCH)
+        Rf_error("u1 and u2 must be double vectors of the same length, 1 to %d",
+                 SVIR_NORMAL_BATCH);
+    const int n = (int)XLENGTH(u1), bat = Rf_asLogical(batch) == TRUE;
+    double x[SVIR_NORMAL_BATCH], y[SVIR_NORMAL_BATCH];
+    for (int j = 0; j < n; j++) {
+        x[j] = REAL(u1)[j];
+        y[j] = REAL(u2)[j];
+        if (!(x[j] > 0.0 && x[j] < 1.0) || !(y[j] >= 0.0 && y[j] <= 1.0))
+            Rf_error("u1 must be in (0, 1) and u2 in [0, 1]");
+    }
+    SEXP ans = PROTECT(Rf_allocVector(REALSXP, 2 * (R_xlen_t)n));
+    if (bat) {
+        svir_box_muller_batch(x, y, n, REAL(ans));
+    } else {
+        for (int j = 0; j < n; j++) svir_box_muller(x[j], y[j], REAL(ans) + 2 * j, REAL(ans) + 2 * j + 1);
+    }
+    UNPROTECT(1);
     return ans;
 }

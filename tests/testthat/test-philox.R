@@ -124,17 +124,41 @@ test_that("svir's own log and sin/cos give libm's Box-Muller to about an ulp", {
   # switch points of the cosine kernel (|a| = 0.3 and 0.78125)
   for (b in c(0, 1, 2^52 - 1, 2^51, 2^50, 3 * 2^50)) {
     uu <- (b + 0.5) / 2^52
-    got <- .Call(C_svir_box_muller_r, uu, 0.3)
+    got <- .Call(C_svir_box_muller_r, uu, 0.3, FALSE)
     expect_lt(max(abs(got - bm_ref(uu, 0.3)[, c("c", "s")])), 1e-15 * max(1, bm_ref(uu, 0.3)[, "r"]))
   }
   for (v in c((0:8) / 8, 0.3 / (2 * pi) + c(-1e-12, 0, 1e-12), 0.78125 / (2 * pi) + c(-1e-12, 1e-12),
               1 / 4 - 1e-9, 1 - 2^-53)) {
-    got <- .Call(C_svir_box_muller_r, exp(-0.5), v) # r = 1
+    got <- .Call(C_svir_box_muller_r, exp(-0.5), v, FALSE) # r = 1
     expect_lt(max(abs(got - bm_ref(exp(-0.5), v)[, c("c", "s")])), 4e-16)
   }
 })
 
+test_that("batched Box-Muller (vector registers where built) is the scalar one bit for bit", {
+  # the edges of the test above, and random pairs, in batches of odd and
+  # even length (the vector path takes two pairs at a time)
+  b <- c(0, 1, 2^52 - 1, 2^51, 2^50, 3 * 2^50)
+  v <- c((0:8) / 8, 0.3 / (2 * pi) + c(-1e-12, 0, 1e-12), 0.78125 / (2 * pi) + c(-1e-12, 1e-12),
+         1 / 4 - 1e-9, 1 - 2^-53, 0.125 + c(-2^-53, 2^-53), 0.375 + c(-2^-53, 2^-53))
+  u1 <- c((b + 0.5) / 2^52, rep(exp(-0.5), length(v)))
+  u2 <- c(rep(0.3, length(b)), v)
+  set.seed(3)
+  u1 <- c(u1, runif(41))
+  u2 <- c(u2, runif(41))
+  for (len in c(1, 2, 7, 64)) {
+    for (s in seq(1, length(u1), by = len)) {
+      i <- s:min(length(u1), s + len - 1)
+      expect_identical(.Call(C_svir_box_muller_r, u1[i], u2[i], TRUE),
+                       .Call(C_svir_box_muller_r, u1[i], u2[i], FALSE))
+    }
+  }
+  expect_error(.Call(C_svir_box_muller_r, 0.5, c(0.1, 0.2), TRUE), "same length")
+})
+
 test_that("bulk normals in pairs are the same numbers as one at a time", {
+  # 10^5 normals: every batch goes through svir_box_muller_batch
+  expect_identical(.Call(C_svir_normal_fill_r, 4242, 2, 9, 1, 1e5),
+                   .Call(C_svir_normals_r, 4242, 2, 9, 1e5 + 1)[-1])
   ref <- .Call(C_svir_normals_r, 31, 3, 5, 40)
   for (first in c(0, 1, 6, 7)) {
     for (n in c(0, 1, 2, 5, 20)) {
