@@ -9,6 +9,7 @@ extern SEXP svir_fit_r(SEXP spec, SEXP control);
 extern SEXP svir_logdensity_r(SEXP spec, SEXP theta, SEXP z);
 extern SEXP svir_loglik_block_r(SEXP spec, SEXP theta, SEXP z);
 extern SEXP svir_elbo_grad_r(SEXP spec, SEXP control, SEXP vpar, SEXP step);
+extern SEXP svir_obs_pass_r(SEXP spec, SEXP beta, SEXP b, SEXP aux, SEXP backend);
 /* svir_backend_r.c */
 extern SEXP svir_backends_r(void);
 extern SEXP svir_philox_r(SEXP key, SEXP ctr);
@@ -17,12 +18,14 @@ extern SEXP svir_normals_r(SEXP seed, SEXP stream, SEXP step, SEXP n);
 extern SEXP svir_normal_fill_r(SEXP seed, SEXP stream, SEXP step, SEXP first, SEXP n);
 extern SEXP svir_uniforms_r(SEXP seed, SEXP stream, SEXP step, SEXP n);
 extern SEXP svir_box_muller_r(SEXP u1, SEXP u2, SEXP batch);
+extern SEXP svir_cuda_normals_r(SEXP seed, SEXP stream, SEXP step, SEXP first, SEXP n);
 
 static const R_CallMethodDef call_methods[] = {
     {"svir_fit_r", (DL_FUNC)&svir_fit_r, 2},
     {"svir_logdensity_r", (DL_FUNC)&svir_logdensity_r, 3},
     {"svir_loglik_block_r", (DL_FUNC)&svir_loglik_block_r, 3},
     {"svir_elbo_grad_r", (DL_FUNC)&svir_elbo_grad_r, 4},
+    {"svir_obs_pass_r", (DL_FUNC)&svir_obs_pass_r, 5},
     {"svir_backends_r", (DL_FUNC)&svir_backends_r, 0},
     {"svir_philox_r", (DL_FUNC)&svir_philox_r, 2},
     {"svir_perm_r", (DL_FUNC)&svir_perm_r, 3},
@@ -30,6 +33,7 @@ static const R_CallMethodDef call_methods[] = {
     {"svir_normal_fill_r", (DL_FUNC)&svir_normal_fill_r, 5},
     {"svir_uniforms_r", (DL_FUNC)&svir_uniforms_r, 4},
     {"svir_box_muller_r", (DL_FUNC)&svir_box_muller_r, 3},
+    {"svir_cuda_normals_r", (DL_FUNC)&svir_cuda_normals_r, 5},
     {NULL, NULL, 0}
 };
 

@@ -9,6 +9,9 @@
 
 #include "svir_backend.h"
 #include "svir_philox.h"
+#ifdef SVIR_HAVE_CUDA
+#include "svir_cuda.h"
+#endif
 
 SEXP svir_backends_r(void)
 {
@@ -100,7 +103,8 @@ SEXP svir_perm_r(SEXP n, SEXP seed, SEXP round_key)
 
 /* n draws number first..first+n-1 of (stream, step) under seed: kind 0
  * normals one at a time (svir_normal), 1 uniforms (svir_uniform), 2 normals
- * in bulk (svir_normal_fill, which must give the same numbers as kind 0). */
+ * in bulk (svir_normal_fill, which must give the same numbers as kind 0),
+ * 3 normals computed on the CUDA device (the same numbers again). */
 static SEXP draws(SEXP seed, SEXP stream, SEXP step, SEXP first, SEXP n, int kind)
 {
     const R_xlen_t nn = as_count(n, "n");
@@ -115,7 +119,16 @@ static SEXP draws(SEXP seed, SEXP stream, SEXP step, SEXP first, SEXP n, int kin
     const uint64_t f0 = as_u64(fi, 0, U32MAX, "first");
     SEXP ans = PROTECT(Rf_allocVector(REALSXP, nn));
     double *x = REAL(ans);
-    if (kind == 2) {
+    if (kind == 3) {
+#ifdef SVIR_HAVE_CUDA
+        char err[512];
+        const uint64_t sd = (uint64_t)key[0] | ((uint64_t)key[1] << 32);
+        if (svir_cuda_normals_host(sd, strm, stp, f0, (ptrdiff_t)nn, x, err, sizeof err))
+            Rf_error("svir: %s", err);
+#else
+        Rf_error("svir was built without CUDA");
+#endif
+    } else if (kind == 2) {
         svir_normal_fill(key, strm, stp, f0, (ptrdiff_t)nn, x);
     } else {
         for (R_xlen_t i = 0; i < nn; i++)
@@ -145,6 +158,11 @@ SEXP svir_uniforms_r(SEXP seed, SEXP stream, SEXP step, SEXP n)
 SEXP svir_normal_fill_r(SEXP seed, SEXP stream, SEXP step, SEXP first, SEXP n)
 {
     return draws(seed, stream, step, first, n, 2);
+}
+
+SEXP svir_cuda_normals_r(SEXP seed, SEXP stream, SEXP step, SEXP first, SEXP n)
+{
+    return draws(seed, stream, step, first, n, 3);
 }
 
 /* svir_box_muller(u1[j], u2[j]) for each j, one pair at a time or through

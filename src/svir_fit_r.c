@@ -13,6 +13,9 @@
 #endif
 
 #include "svir_engine.h"
+#ifdef SVIR_HAVE_CUDA
+#include "svir_cuda.h"
+#endif
 
 typedef struct {
     svir_model m;
@@ -491,5 +494,73 @@ SEXP svir_elbo_grad_r(SEXP spec, SEXP ctrl, SEXP vpar, SEXP step)
     Rf_setAttrib(out, R_NamesSymbol, nms);
     holder_done(hp);
     UNPROTECT(4);
+    return out;
+}
+
+/* One pass over all observations at given fixed effects beta [p] and random
+ * effects b [nz] (indexed like z), on the CPU (a plain loop, the reference)
+ * or on the CUDA device (src/cuda/svir_cuda_obs.cu): list(ll, gbeta, gaux, G,
+ * ms), ll without constants. For the CPU/CUDA parity tests and bench/. */
+#define SVIR_OBS_REF(FAM, LINK) ll += svir_loglik(m, FAM, LINK, i, eta, &a, &d, &da)
+SEXP svir_obs_pass_r(SEXP spec, SEXP beta, SEXP b, SEXP aux, SEXP backend)
+{
+    holder *h;
+    SEXP hp = PROTECT(holder_new(&h));
+    read_spec(spec, h);
+    const svir_model *m = &h->m;
+    if (TYPEOF(beta) != REALSXP || Rf_xlength(beta) != m->p)
+        Rf_error("svir internal error: beta must be double of length %d", m->p);
+    if (TYPEOF(b) != REALSXP || Rf_xlength(b) != m->nz)
+        Rf_error("svir internal error: b must be double of length %lld", (long long)m->nz);
+    if (TYPEOF(aux) != REALSXP || Rf_xlength(aux) != 2)
+        Rf_error("svir internal error: aux must be c(sigma, phi)");
+    const int cuda = Rf_asLogical(backend) == TRUE;
+    SEXP gbeta = PROTECT(Rf_allocVector(REALSXP, m->p));
+    SEXP G = PROTECT(Rf_allocVector(REALSXP, m->nz));
+    double ll = 0.0, gaux = 0.0, ms = NA_REAL;
+    if (cuda) {
+#ifdef SVIR_HAVE_CUDA
+        char err[512];
+        svir_cuda_data *d = NULL;
+        int st = svir_cuda_data_new(m, &d, err, sizeof err);
+        if (!st) {
+            st = svir_cuda_obs_pass_host(d, REAL(beta), REAL(b), REAL(aux)[0], REAL(aux)[1], &ll,
+                                         REAL(gbeta), &gaux, REAL(G), &ms, err, sizeof err);
+            svir_cuda_data_free(d);
+        }
+        if (st) Rf_error("svir: %s", err);
+#else
+        Rf_error("svir was built without CUDA");
+#endif
+    } else {
+        svir_aux a;
+        svir_aux_set(&a, REAL(aux)[0], REAL(aux)[1]);
+        double *gb = REAL(gbeta), *gz = REAL(G);
+        for (int c = 0; c < m->p; c++) gb[c] = 0.0;
+        for (ptrdiff_t k = 0; k < m->nz; k++) gz[k] = 0.0;
+        for (ptrdiff_t i = 0; i < m->n; i++) {
+            double d, da;
+            const double eta = svir_eta_obs(m, i, REAL(beta), REAL(b));
+            SVIR_FAMILY_DISPATCH(m, SVIR_OBS_REF);
+            gaux += da;
+            for (int c = 0; c < m->p; c++) gb[c] += m->X[i + (ptrdiff_t)c * m->n] * d;
+            for (int t = 0; t < m->nterms; t++) {
+                const svir_term *tm = &m->terms[t];
+                double *gj = gz + tm->off_z + (ptrdiff_t)tm->group[i] * tm->q;
+                for (int k = 0; k < tm->q; k++)
+                    gj[k] += tm->z_ones ? d : d * tm->Z[i + (ptrdiff_t)k * m->n];
+            }
+        }
+    }
+    SEXP out = PROTECT(Rf_allocVector(VECSXP, 5));
+    SEXP nms = PROTECT(Rf_allocVector(STRSXP, 5));
+    set_elt(out, nms, 0, "ll", Rf_ScalarReal(ll));
+    set_elt(out, nms, 1, "gbeta", gbeta);
+    set_elt(out, nms, 2, "gaux", Rf_ScalarReal(gaux));
+    set_elt(out, nms, 3, "G", G);
+    set_elt(out, nms, 4, "ms", Rf_ScalarReal(ms));
+    Rf_setAttrib(out, R_NamesSymbol, nms);
+    holder_done(hp);
+    UNPROTECT(5);
     return out;
 }

@@ -95,7 +95,7 @@ double svir_log_prior(const svir_model *m, const double *theta, double *grad);
 /* Per-step constants of the auxiliary parameters. */
 typedef struct { double sigma, inv_s2, log_sigma, phi, log_phi; } svir_aux;
 
-static inline void svir_aux_set(svir_aux *a, double sigma, double phi)
+SVIR_MATH_HD void svir_aux_set(svir_aux *a, double sigma, double phi)
 {
     a->sigma = sigma;
     a->inv_s2 = 1.0 / (sigma * sigma);

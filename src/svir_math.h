@@ -13,7 +13,9 @@
 
 /* for the hot loops: inlining with constant family, link and term count
  * removes every branch on them from the loop body */
-#if defined(__GNUC__) || defined(__clang__)
+#if defined(__CUDACC__)
+#define SVIR_ALWAYS_INLINE __host__ __device__ static __forceinline__
+#elif defined(__GNUC__) || defined(__clang__)
 #define SVIR_ALWAYS_INLINE static inline __attribute__((always_inline))
 #else
 #define SVIR_ALWAYS_INLINE static inline

@@ -1,0 +1,64 @@
+/* The CUDA backend's host API (src/cuda/svir_cuda_obs.cu): C linkage, no R
+ * API, every function returns 0 or a nonzero status with a one-line message
+ * in err, and frees what it allocated on every path. Declared whether or not
+ * the build has CUDA; only builds with SVIR_HAVE_CUDA define them.
+ *
+ * What is here so far (the first part of the CUDA backend; the fitting engine
+ * on the device builds on it):
+ *   - the model's data uploaded once (y, trials, offset, X, per term its
+ *     groups, Z and a by-group index of its observations);
+ *   - the pass over the observations: linear predictor (fixed part and every
+ *     random-effect term), log-likelihood, and its gradients with respect to
+ *     the fixed effects, the random effects and log sigma / log phi;
+ *     deterministic (fixed-order reductions, no atomics) for a given device;
+ *   - standard normals from the shared Philox/Box-Muller code (the same
+ *     numbers as the CPU's, svir_philox.h), for the parity checks. */
+#ifndef SVIR_CUDA_H
+#define SVIR_CUDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "svir_glmm.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* most random-effect terms the device pass takes */
+#define SVIR_CUDA_MAX_TERMS 16
+
+typedef struct svir_cuda_data svir_cuda_data;
+
+/* Uploads m's data to the current device; *out must be released with
+ * svir_cuda_data_free. */
+int svir_cuda_data_new(const svir_model *m, svir_cuda_data **out, char *err, size_t errlen);
+void svir_cuda_data_free(svir_cuda_data *d);
+
+/* One pass over all observations on the device, with host arrays in and
+ * out: beta [p], b [nz] (random effects, indexed like z), sigma and phi
+ * (ignored where the family has none). Returns ll = sum_i log p(y_i | eta_i)
+ * without constants, gbeta [p], gaux (d ll / d log sigma or log phi), and
+ * G [nz] = d ll / d b. *ms (if not NULL) gets the device time of the pass in
+ * milliseconds (uploads and downloads excluded). */
+int svir_cuda_obs_pass_host(svir_cuda_data *d, const double *beta, const double *b,
+                            double sigma, double phi, double *ll, double *gbeta, double *gaux,
+                            double *G, double *ms, char *err, size_t errlen);
+
+/* out[k] = svir_normal(key(seed), stream, step, first + k), k < count,
+ * computed on the device. */
+int svir_cuda_normals_host(uint64_t seed, uint64_t stream, uint64_t step, uint64_t first,
+                           ptrdiff_t count, double *out, char *err, size_t errlen);
+
+/* Timing for bench/: the median over reps of the device time of one
+ * observation pass (beta and b already on the device), the bytes that pass
+ * must read from device memory, and the device-to-device copy bandwidth
+ * (GB/s, bytes read plus bytes written, cudaMemcpy of `copy_bytes`). */
+int svir_cuda_obs_bench(svir_cuda_data *d, int reps, size_t copy_bytes, double *ms_pass,
+                        double *bytes_pass, double *copy_gbs, char *err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

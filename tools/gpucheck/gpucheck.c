@@ -1,0 +1,279 @@
+/* svir GPU checks without R (see README.md here). Exit status 0 when every
+ * check passes, 1 when one fails, 2 when no usable CUDA device is found.
+ *
+ *   1. the device, as svir_backends() would report it;
+ *   2. normals: 10^6 from the device against svir_normal_fill on the CPU,
+ *      bit for bit (the shared Philox/Box-Muller code of svir_philox.h);
+ *   3. the observation pass for every family and link, with and without a
+ *      random slope, against a plain CPU loop over svir_loglik (the same
+ *      reference as the R entry point used by tests/testthat/test-cuda.R);
+ *   4. unless --quick, the benchmark of issue 3's size: a Poisson GLMM with
+ *      N = 10^7, 10 fixed effects, two crossed factors of 10^5 and 10^3
+ *      levels; device time of one observation pass against the bytes it must
+ *      read and the device-to-device copy bandwidth, and the CPU loop's time. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "svir_backend.h"
+#include "svir_cuda.h"
+#include "svir_glmm.h"
+#include "svir_philox.h"
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+typedef struct {
+    svir_model m;
+    svir_term terms[2];
+    double *y, *X, *Z0, *trials, *offset, *beta, *b;
+    int *g0, *g1;
+    int pt[64];
+    double pdf[64], ploc[64], pscale[64];
+    double xmap0[64], xmap1[64];
+} sim;
+
+static void sim_free(sim *s)
+{
+    svir_model_free(&s->m);
+    free(s->y); free(s->X); free(s->Z0); free(s->trials); free(s->offset);
+    free(s->beta); free(s->b); free(s->g0); free(s->g1);
+}
+
+/* data drawn with svir's own generator (stream 7): the values only need to be
+ * valid for the family, the checks compare two computations on the same data */
+static int sim_make(sim *s, int family, int link, ptrdiff_t n, int p, int J0, int J1, int slope)
+{
+    memset(s, 0, sizeof *s);
+    const uint32_t key[2] = {20261122u, 0u};
+    const int q0 = slope ? 2 : 1;
+    s->y = malloc(sizeof(double) * (size_t)n);
+    s->X = malloc(sizeof(double) * (size_t)n * (size_t)p);
+    s->Z0 = malloc(sizeof(double) * (size_t)n * (size_t)q0);
+    s->offset = malloc(sizeof(double) * (size_t)n);
+    s->g0 = malloc(sizeof(int) * (size_t)n);
+    s->g1 = malloc(sizeof(int) * (size_t)n);
+    s->trials = family == SVIR_BINOMIAL ? malloc(sizeof(double) * (size_t)n) : NULL;
+    if (!s->y || !s->X || !s->Z0 || !s->offset || !s->g0 || !s->g1 ||
+        (family == SVIR_BINOMIAL && !s->trials))
+        return 1;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const double u = svir_uniform(key, 7, 0, (uint64_t)i);
+        const double v = svir_uniform(key, 7, 1, (uint64_t)i);
+        s->X[i] = 1.0;
+        for (int c = 1; c < p; c++)
+            s->X[i + (ptrdiff_t)c * n] = svir_normal(key, 7, 2 + (uint64_t)c, (uint64_t)i);
+        s->Z0[i] = 1.0;
+        if (slope) s->Z0[i + n] = p > 1 ? s->X[i + n] : 1.0;
+        s->g0[i] = (int)(u * J0) < J0 ? (int)(u * J0) : J0 - 1;
+        s->g1[i] = (int)(v * J1) < J1 ? (int)(v * J1) : J1 - 1;
+        s->offset[i] = 0.1 * svir_normal(key, 7, 1000, (uint64_t)i);
+        const double w = svir_uniform(key, 7, 1001, (uint64_t)i);
+        switch (family) {
+        case SVIR_GAUSSIAN: s->y[i] = svir_normal(key, 7, 1002, (uint64_t)i); break;
+        case SVIR_BINOMIAL:
+            s->trials[i] = 1.0 + floor(4.0 * w);
+            s->y[i] = floor(svir_uniform(key, 7, 1003, (uint64_t)i) * (s->trials[i] + 1.0));
+            break;
+        default: s->y[i] = floor(6.0 * w * w); break;
+        }
+    }
+    for (int k = 0; k < 64; k++) {
+        s->pt[k] = SVIR_PRIOR_NORMAL;
+        s->pdf[k] = 3.0;
+        s->ploc[k] = 0.0;
+        s->pscale[k] = 2.5;
+        s->xmap0[k] = s->xmap1[k] = NAN;
+    }
+    s->terms[0].q = q0;
+    s->terms[0].ngroups = J0;
+    s->terms[0].group = s->g0;
+    s->terms[0].Z = s->Z0;
+    s->terms[1].q = 1;
+    s->terms[1].ngroups = J1;
+    s->terms[1].group = s->g1;
+    s->terms[1].Z = s->Z0; /* its first column: ones */
+    s->m.n = n;
+    s->m.p = p;
+    s->m.y = s->y;
+    s->m.trials = s->trials;
+    s->m.offset = s->offset;
+    s->m.X = s->X;
+    s->m.family = family;
+    s->m.link = link;
+    s->m.nterms = 2;
+    s->m.terms = s->terms;
+    s->m.prior_type = s->pt;
+    s->m.prior_df = s->pdf;
+    s->m.prior_loc = s->ploc;
+    s->m.prior_scale = s->pscale;
+    char err[256];
+    if (svir_model_init(&s->m, err, sizeof err)) {
+        fprintf(stderr, "svir_model_init: %s\n", err);
+        return 1;
+    }
+    s->beta = malloc(sizeof(double) * (size_t)p);
+    s->b = malloc(sizeof(double) * (size_t)s->m.nz);
+    if (!s->beta || !s->b) return 1;
+    for (int c = 0; c < p; c++) s->beta[c] = 0.1 * svir_normal(key, 8, 0, (uint64_t)c);
+    for (ptrdiff_t k = 0; k < s->m.nz; k++) s->b[k] = 0.3 * svir_normal(key, 8, 1, (uint64_t)k);
+    return 0;
+}
+
+/* the CPU reference: one plain loop over the observations */
+#define REF(FAM, LINK) ll += svir_loglik(m, FAM, LINK, i, eta, &a, &d, &da)
+static void cpu_pass(const svir_model *m, const double *beta, const double *b, double sigma,
+                     double phi, double *ll_out, double *gbeta, double *gaux, double *G)
+{
+    svir_aux a;
+    svir_aux_set(&a, sigma, phi);
+    double ll = 0.0, ga = 0.0;
+    for (int c = 0; c < m->p; c++) gbeta[c] = 0.0;
+    for (ptrdiff_t k = 0; k < m->nz; k++) G[k] = 0.0;
+    for (ptrdiff_t i = 0; i < m->n; i++) {
+        double d, da;
+        const double eta = svir_eta_obs(m, i, beta, b);
+        SVIR_FAMILY_DISPATCH(m, REF);
+        ga += da;
+        for (int c = 0; c < m->p; c++) gbeta[c] += m->X[i + (ptrdiff_t)c * m->n] * d;
+        for (int t = 0; t < m->nterms; t++) {
+            const svir_term *tm = &m->terms[t];
+            double *gj = G + tm->off_z + (ptrdiff_t)tm->group[i] * tm->q;
+            for (int k = 0; k < tm->q; k++)
+                gj[k] += tm->z_ones ? d : d * tm->Z[i + (ptrdiff_t)k * m->n];
+        }
+    }
+    *ll_out = ll;
+    *gaux = ga;
+}
+
+static double rel_diff(const double *a, const double *b, ptrdiff_t len)
+{
+    double num = 0.0, den = 1.0;
+    for (ptrdiff_t k = 0; k < len; k++) {
+        const double e = fabs(a[k] - b[k]);
+        if (e > num || isnan(e)) num = e;
+        if (fabs(a[k]) > den) den = fabs(a[k]);
+    }
+    return num / den;
+}
+
+int main(int argc, char **argv)
+{
+    int quick = argc > 1 && strcmp(argv[1], "--quick") == 0, failed = 0;
+    char buf[512], err[512];
+
+    /* 1. the device */
+    const int avail = svir_backend_table[SVIR_BACKEND_CUDA].available(buf, sizeof buf);
+    printf("cuda backend: %s\n  %s\n", avail ? "available" : "NOT available", buf);
+    if (!avail) return 2;
+
+    /* 2. normals */
+    {
+        const ptrdiff_t cnt = 1000003;
+        const uint64_t first = 5;
+        double *c = malloc(sizeof(double) * (size_t)cnt), *g = malloc(sizeof(double) * (size_t)cnt);
+        uint32_t key[2];
+        svir_philox_key(4242, key);
+        svir_normal_fill(key, 2, 9, first, cnt, c);
+        if (!c || !g || svir_cuda_normals_host(4242, 2, 9, first, cnt, g, err, sizeof err)) {
+            printf("normals: FAILED to run: %s\n", err);
+            return 1;
+        }
+        ptrdiff_t bad = 0;
+        for (ptrdiff_t k = 0; k < cnt; k++) bad += memcmp(c + k, g + k, sizeof(double)) != 0;
+        printf("normals: %td of %td differ from the CPU's bit pattern: %s\n", bad, cnt,
+               bad == 0 ? "ok" : "FAILED");
+        failed |= bad != 0;
+        free(c);
+        free(g);
+    }
+
+    /* 3. the observation pass, every family and link */
+    {
+        const int fams[6][2] = {{SVIR_GAUSSIAN, SVIR_LINK_IDENTITY}, {SVIR_BINOMIAL, SVIR_LINK_LOGIT},
+                                {SVIR_BINOMIAL, SVIR_LINK_PROBIT}, {SVIR_BINOMIAL, SVIR_LINK_CLOGLOG},
+                                {SVIR_POISSON, SVIR_LINK_LOG}, {SVIR_NEGBIN, SVIR_LINK_LOG}};
+        const char *names[6] = {"gaussian", "binomial logit", "binomial probit",
+                                "binomial cloglog", "poisson", "negbin"};
+        for (int f = 0; f < 6; f++)
+            for (int slope = 0; slope < 2; slope++) {
+                sim s;
+                if (sim_make(&s, fams[f][0], fams[f][1], 200000, slope ? 40 : 5, 2000, 50, slope)) {
+                    printf("out of host memory\n");
+                    return 1;
+                }
+                const svir_model *m = &s.m;
+                double *G0 = malloc(sizeof(double) * (size_t)m->nz), *G1 = malloc(sizeof(double) * (size_t)m->nz);
+                double gb0[64], gb1[64], ll0, ll1, ga0, ga1, ms = 0;
+                cpu_pass(m, s.beta, s.b, 0.9, 2.5, &ll0, gb0, &ga0, G0);
+                svir_cuda_data *d = NULL;
+                int st = svir_cuda_data_new(m, &d, err, sizeof err);
+                if (!st)
+                    st = svir_cuda_obs_pass_host(d, s.beta, s.b, 0.9, 2.5, &ll1, gb1, &ga1, G1, &ms,
+                                                 err, sizeof err);
+                svir_cuda_data_free(d);
+                if (st) {
+                    printf("pass %-16s slope %d: FAILED to run: %s\n", names[f], slope, err);
+                    failed = 1;
+                } else {
+                    const double e_ll = fabs(ll1 - ll0) / fmax(1.0, fabs(ll0));
+                    const double e_g = fmax(rel_diff(gb0, gb1, m->p), rel_diff(G0, G1, m->nz));
+                    const double e_a = fabs(ga1 - ga0) / fmax(1.0, fabs(ga0));
+                    const int ok = e_ll < 1e-12 && e_g < 1e-11 && e_a < 1e-11;
+                    printf("pass %-16s p = %2d, slope %d: rel. diff ll %.1e, gradients %.1e, aux %.1e "
+                           "(%.3f ms): %s\n", names[f], m->p, slope, e_ll, e_g, e_a, ms,
+                           ok ? "ok" : "FAILED");
+                    failed |= !ok;
+                }
+                free(G0);
+                free(G1);
+                sim_free(&s);
+            }
+    }
+    if (quick) return failed;
+
+    /* 4. the benchmark size of issue 3 */
+    {
+        sim s;
+        const ptrdiff_t n = 10000000;
+        printf("building the benchmark data (N = %td, p = 10, factors of 100000 and 1000 levels)\n", n);
+        if (sim_make(&s, SVIR_POISSON, SVIR_LINK_LOG, n, 10, 100000, 1000, 0)) {
+            printf("out of host memory\n");
+            return 1;
+        }
+        s.m.offset = NULL; /* the benchmark model has no offset */
+        const svir_model *m = &s.m;
+        svir_cuda_data *d = NULL;
+        double ms = 0, bytes = 0, gbs = 0;
+        double t0 = now();
+        int st = svir_cuda_data_new(m, &d, err, sizeof err);
+        const double t_up = now() - t0;
+        double *G = malloc(sizeof(double) * (size_t)m->nz), gb[16], ll, ga;
+        if (!st) st = svir_cuda_obs_pass_host(d, s.beta, s.b, 1, 1, &ll, gb, &ga, G, NULL, err, sizeof err);
+        if (!st) st = svir_cuda_obs_bench(d, 20, (size_t)1 << 30, &ms, &bytes, &gbs, err, sizeof err);
+        svir_cuda_data_free(d);
+        if (st) {
+            printf("benchmark: FAILED to run: %s\n", err);
+            return 1;
+        }
+        t0 = now();
+        cpu_pass(m, s.beta, s.b, 1, 1, &ll, gb, &ga, G);
+        const double t_cpu = now() - t0;
+        const double achieved = bytes / (1e-3 * ms) / 1e9;
+        printf("observation pass, N = %td: %.3f ms on the device (median of 20), %.0f MB read, "
+               "%.0f GB/s = %.0f%% of the device-to-device copy bandwidth (%.0f GB/s, read + write "
+               "of 1 GiB); upload %.2f s; the CPU reference loop (one thread, -O2) %.3f s\n",
+               n, ms, bytes / 1e6, achieved, 100.0 * achieved / gbs, gbs, t_up, t_cpu);
+        free(G);
+        sim_free(&s);
+    }
+    return failed;
+}
