@@ -501,7 +501,6 @@ SEXP svir_elbo_grad_r(SEXP spec, SEXP ctrl, SEXP vpar, SEXP step)
  * effects b [nz] (indexed like z), on the CPU (a plain loop, the reference)
  * or on the CUDA device (src/cuda/svir_cuda_obs.cu): list(ll, gbeta, gaux, G,
  * ms), ll without constants. For the CPU/CUDA parity tests and bench/. */
-#define SVIR_OBS_REF(FAM, LINK) ll += svir_loglik(m, FAM, LINK, i, eta, &a, &d, &da)
 SEXP svir_obs_pass_r(SEXP spec, SEXP beta, SEXP b, SEXP aux, SEXP backend)
 {
     holder *h;
@@ -535,22 +534,7 @@ SEXP svir_obs_pass_r(SEXP spec, SEXP beta, SEXP b, SEXP aux, SEXP backend)
     } else {
         svir_aux a;
         svir_aux_set(&a, REAL(aux)[0], REAL(aux)[1]);
-        double *gb = REAL(gbeta), *gz = REAL(G);
-        for (int c = 0; c < m->p; c++) gb[c] = 0.0;
-        for (ptrdiff_t k = 0; k < m->nz; k++) gz[k] = 0.0;
-        for (ptrdiff_t i = 0; i < m->n; i++) {
-            double d, da;
-            const double eta = svir_eta_obs(m, i, REAL(beta), REAL(b));
-            SVIR_FAMILY_DISPATCH(m, SVIR_OBS_REF);
-            gaux += da;
-            for (int c = 0; c < m->p; c++) gb[c] += m->X[i + (ptrdiff_t)c * m->n] * d;
-            for (int t = 0; t < m->nterms; t++) {
-                const svir_term *tm = &m->terms[t];
-                double *gj = gz + tm->off_z + (ptrdiff_t)tm->group[i] * tm->q;
-                for (int k = 0; k < tm->q; k++)
-                    gj[k] += tm->z_ones ? d : d * tm->Z[i + (ptrdiff_t)k * m->n];
-            }
-        }
+        svir_obs_pass_ref(m, REAL(beta), REAL(b), &a, &ll, REAL(gbeta), &gaux, REAL(G));
     }
     SEXP out = PROTECT(Rf_allocVector(VECSXP, 5));
     SEXP nms = PROTECT(Rf_allocVector(STRSXP, 5));

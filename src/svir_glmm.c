@@ -308,6 +308,31 @@ double svir_eta_obs(const svir_model *m, ptrdiff_t i, const double *beta, const 
     return eta;
 }
 
+#define SVIR_OBS_REF(FAM, LINK) ll += svir_loglik(m, FAM, LINK, i, eta, aux, &d, &da)
+void svir_obs_pass_ref(const svir_model *m, const double *beta, const double *b,
+                       const svir_aux *aux, double *ll_out, double *gbeta, double *gaux, double *G)
+{
+    double ll = 0.0, ga = 0.0;
+    for (int c = 0; c < m->p; c++) gbeta[c] = 0.0;
+    for (ptrdiff_t k = 0; k < m->nz; k++) G[k] = 0.0;
+    for (ptrdiff_t i = 0; i < m->n; i++) {
+        double d, da;
+        const double eta = svir_eta_obs(m, i, beta, b);
+        SVIR_FAMILY_DISPATCH(m, SVIR_OBS_REF);
+        ga += da;
+        for (int c = 0; c < m->p; c++) gbeta[c] += m->X[i + (ptrdiff_t)c * m->n] * d;
+        for (int t = 0; t < m->nterms; t++) {
+            const svir_term *tm = &m->terms[t];
+            double *gj = G + tm->off_z + (ptrdiff_t)tm->group[i] * tm->q;
+            for (int k = 0; k < tm->q; k++)
+                gj[k] += tm->z_ones ? d : d * tm->Z[i + (ptrdiff_t)k * m->n];
+        }
+    }
+    *ll_out = ll;
+    *gaux = ga;
+}
+#undef SVIR_OBS_REF
+
 void svir_b_from_z(const svir_model *m, const svir_globals *g, const double *z, double *b)
 {
     for (int t = 0; t < m->nterms; t++) {

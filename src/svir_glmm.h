@@ -191,6 +191,14 @@ SVIR_ALWAYS_INLINE double svir_loglik(const svir_model *m, const int family, con
 /* Linear predictor of observation i, given b (indexed like z). */
 double svir_eta_obs(const svir_model *m, ptrdiff_t i, const double *beta, const double *b);
 
+/* One plain pass over all observations at fixed effects beta [p] and random
+ * effects b [nz]: *ll = sum_i log p(y_i | eta_i) without constants, gbeta [p],
+ * *gaux (d ll / d log sigma or log phi) and G [nz] = d ll / d b. The
+ * reference for the engine's and the CUDA backend's passes (tests,
+ * tools/gpucheck); not used by the fits. */
+void svir_obs_pass_ref(const svir_model *m, const double *beta, const double *b,
+                       const svir_aux *aux, double *ll, double *gbeta, double *gaux, double *G);
+
 /* Backpropagate dL/dA for one term into the global gradient (log sd, cpc). */
 void svir_backprop_A(const svir_model *m, int t, const double *theta,
                      const svir_globals *g, const double *dA, double *grad);

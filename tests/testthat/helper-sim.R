@@ -47,3 +47,13 @@ fd_grad <- function(f, v, h = 1e-6) {
     (f(v1) - f(v2)) / (2 * h)
   }, numeric(1))
 }
+
+# every family and link the engine has, with the simulator that suits it
+family_cases <- list(
+  list(family = gaussian(), sim = "gaussian"),
+  list(family = binomial(), sim = "binomial"),
+  list(family = binomial(link = "probit"), sim = "binomial"),
+  list(family = binomial(link = "cloglog"), sim = "binomial"),
+  list(family = poisson(), sim = "poisson"),
+  list(family = negbin(), sim = "negbin")
+)

@@ -67,16 +67,7 @@ test_that("CUDA normals are the CPU's, bit for bit", {
   }
 })
 
-cuda_cases <- list(
-  list(family = gaussian(), sim = "gaussian"),
-  list(family = binomial(), sim = "binomial"),
-  list(family = binomial(link = "probit"), sim = "binomial"),
-  list(family = binomial(link = "cloglog"), sim = "binomial"),
-  list(family = poisson(), sim = "poisson"),
-  list(family = negbin(), sim = "negbin")
-)
-
-for (cs in cuda_cases) {
+for (cs in family_cases) {
   lab <- paste(cs$family$family, cs$family$link)
   test_that(paste("the CUDA observation pass agrees with the CPU's:", lab), {
     skip_if_not(cuda_ok(), "no CUDA device")

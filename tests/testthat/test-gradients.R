@@ -1,16 +1,7 @@
 # Finite-difference checks of the hand-derived gradients, for every family x
 # link x guide, full batch and minibatch.
 
-cases <- list(
-  list(family = gaussian(), sim = "gaussian"),
-  list(family = binomial(), sim = "binomial"),
-  list(family = binomial(link = "probit"), sim = "binomial"),
-  list(family = binomial(link = "cloglog"), sim = "binomial"),
-  list(family = poisson(), sim = "poisson"),
-  list(family = negbin(), sim = "negbin")
-)
-
-for (cs in cases) {
+for (cs in family_cases) {
   fam_lab <- paste(cs$family$family, cs$family$link)
   d <- sim_glmm(cs$sim, n_groups = 6, n_per = 8, crossed = 4, seed = 3)
   built <- svir:::svir_build_spec(y ~ x1 + x2 + (x1 | g) + (1 | h), d, family = cs$family)

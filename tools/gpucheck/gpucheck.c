@@ -127,31 +127,13 @@ static int sim_make(sim *s, int family, int link, ptrdiff_t n, int p, int J0, in
     return 0;
 }
 
-/* the CPU reference: one plain loop over the observations */
-#define REF(FAM, LINK) ll += svir_loglik(m, FAM, LINK, i, eta, &a, &d, &da)
+/* the CPU reference: svir_obs_pass_ref, one plain loop over the observations */
 static void cpu_pass(const svir_model *m, const double *beta, const double *b, double sigma,
-                     double phi, double *ll_out, double *gbeta, double *gaux, double *G)
+                     double phi, double *ll, double *gbeta, double *gaux, double *G)
 {
     svir_aux a;
     svir_aux_set(&a, sigma, phi);
-    double ll = 0.0, ga = 0.0;
-    for (int c = 0; c < m->p; c++) gbeta[c] = 0.0;
-    for (ptrdiff_t k = 0; k < m->nz; k++) G[k] = 0.0;
-    for (ptrdiff_t i = 0; i < m->n; i++) {
-        double d, da;
-        const double eta = svir_eta_obs(m, i, beta, b);
-        SVIR_FAMILY_DISPATCH(m, REF);
-        ga += da;
-        for (int c = 0; c < m->p; c++) gbeta[c] += m->X[i + (ptrdiff_t)c * m->n] * d;
-        for (int t = 0; t < m->nterms; t++) {
-            const svir_term *tm = &m->terms[t];
-            double *gj = G + tm->off_z + (ptrdiff_t)tm->group[i] * tm->q;
-            for (int k = 0; k < tm->q; k++)
-                gj[k] += tm->z_ones ? d : d * tm->Z[i + (ptrdiff_t)k * m->n];
-        }
-    }
-    *ll_out = ll;
-    *gaux = ga;
+    svir_obs_pass_ref(m, beta, b, &a, ll, gbeta, gaux, G);
 }
 
 static double rel_diff(const double *a, const double *b, ptrdiff_t len)
