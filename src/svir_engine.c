@@ -11,6 +11,7 @@
 #include "svir_engine.h"
 #include "svir_math.h"
 #include "svir_philox.h"
+#include "svir_local.h"
 
 #include <limits.h>
 #include <math.h>
@@ -73,7 +74,6 @@ typedef struct {
     double *cds;            /* [ns] d objective / d s */
 } work;
 
-#define SVIR_QMAX_STACK 64
 
 /* wall clock in seconds, for the engine's time split (without OpenMP,
  * clock()'s processor time, which one thread makes nearly the same) */
@@ -505,49 +505,6 @@ static void draw_theta(const work *w, const double *gpar, uint64_t stream, uint6
 }
 
 
-/* Solves C^T u = v for a packed row-major lower-triangular C whose diagonal
- * is ed (ed[r] = exp of the stored log diagonal; NULL: computed here). */
-static void back_solve_packed(ptrdiff_t q, const double *Cp, const double *ed, const double *v,
-                              double *u)
-{
-    for (ptrdiff_t r = q - 1; r >= 0; r--) {
-        double s = v[r];
-        for (ptrdiff_t k = r + 1; k < q; k++) s -= Cp[k * (k + 1) / 2 + r] * u[k];
-        u[r] = s / (ed ? ed[r] : exp(Cp[r * (r + 1) / 2 + r]));
-    }
-}
-
-/* ed = the diagonal of one group's C: exp of its stored logs */
-static void exp_diag(int q, const double *blk, double *ed)
-{
-    const double *Cp = blk + q;
-    for (int r = 0; r < q; r++) ed[r] = exp(Cp[r * (r + 1) / 2 + r]);
-}
-
-/* z = m + C noise for one group (noise drawn beforehand), with C's diagonal
- * ed from exp_diag; returns log q(z). */
-static double draw_z_ed(int q, const double *blk, const double *noise, double *z,
-                        const double *ed)
-{
-    const double *mj = blk, *Cp = blk + q;
-    double logq = 0.0;
-    for (int r = 0; r < q; r++) {
-        const double *Cr = Cp + r * (r + 1) / 2;
-        double s = mj[r] + ed[r] * noise[r];
-        for (int c = 0; c < r; c++) s += Cr[c] * noise[c];
-        z[r] = s;
-        logq += -0.5 * noise[r] * noise[r] - Cr[r] - SVIR_LOG_SQRT_2PI;
-    }
-    return logq;
-}
-
-/* draw_z_ed, storing the diagonal in ed */
-static double draw_z(int q, const double *blk, const double *noise, double *z, double *ed)
-{
-    exp_diag(q, blk, ed);
-    return draw_z_ed(q, blk, noise, z, ed);
-}
-
 /* The local noise of particle s at `step`: entry k of z takes normal number
  * s * nz + k of the local stream. Full batches fill it in bulk (pairs). */
 static void fill_local_noise(work *w, uint64_t stream, uint64_t step, uint64_t first)
@@ -560,15 +517,6 @@ static void fill_local_noise(work *w, uint64_t stream, uint64_t step, uint64_t f
     for (ptrdiff_t ch = 0; ch < nchunks; ch++) {
         const ptrdiff_t lo = ch * chunk, cnt = nz - lo < chunk ? nz - lo : chunk;
         svir_normal_fill(w->key, stream, step, first + (uint64_t)lo, cnt, w->noise + lo);
-    }
-}
-
-static void b_from_z_group(int q, const double *A, const double *z, double *b)
-{
-    for (int r = 0; r < q; r++) {
-        double s = 0.0;
-        for (int c = 0; c <= r; c++) s += A[r * q + c] * z[c];
-        b[r] = s;
     }
 }
 
@@ -882,7 +830,7 @@ static double batch_loglik(work *w, double *gb, double *gaux)
 }
 
 /* The full batch's per-group work for a random-intercept term (q = 1), as
- * flat loops over its groups: the same arithmetic as draw_z, b_from_z_group
+ * flat loops over its groups: the same arithmetic as svir_local_draw, svir_local_b
  * and the general loops over present groups in estimate, without their
  * per-group indexing and loops of length one. */
 static void draw_q1(work *w, const svir_term *tm, const double *lpar)
@@ -994,8 +942,9 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
             if (!w->full)
                 svir_normal_fill(w->key, SVIR_STREAM_LOCAL, (uint64_t)step,
                                  (uint64_t)s * (uint64_t)m->nz + (uint64_t)pos, q, w->noise + pos);
-            draw_z(q, blk, w->noise + pos, w->z + pos, w->ediag + pos);
-            b_from_z_group(q, w->g.A + tm->off_qq, w->z + pos, w->b + pos);
+            svir_local_exp_diag(q, blk, w->ediag + pos);
+            svir_local_draw(q, blk, w->noise + pos, w->ediag + pos, w->z + pos);
+            svir_local_b(q, w->g.A + tm->off_qq, w->z + pos, w->b + pos);
         }
         if (w->full)
             for (int t = 0; t < m->nterms; t++)
@@ -1043,35 +992,9 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
             const ptrdiff_t lo = tm->off_loc + (ptrdiff_t)j * svir_local_block(q);
             const double *Cp = lpar + lo + q, *zj = w->z + pos;
             const double *wt_shift = w->couple ? w->cw + w->qoff[w->pres_term[k]] : NULL;
-            double *gm = lgrad + lo, *gC = lgrad + lo + q;
-            double dz[SVIR_QMAX_STACK], u[SVIR_QMAX_STACK];
-            /* d/dz of the likelihood: A^T G */
-            for (int cc = 0; cc < q; cc++) {
-                double s = 0.0;
-                for (int r = cc; r < q; r++) s += A[r * q + cc] * G[r];
-                dz[cc] = scale * s;
-            }
-            if (stl) {
-                /* path derivative of log N(z; 0, I) - log q(z), charged with
-                 * the group's weight: -z + C^{-T} noise */
-                const double wt = scale * w->pres_cnt[k] / tm->nobs[j];
-                back_solve_packed(q, Cp, w->ediag + pos, nz, u);
-                for (int cc = 0; cc < q; cc++)
-                    dz[cc] += wt * (u[cc] - zj[cc] + (wt_shift ? wt_shift[cc] : 0.0));
-            } else if (wt_shift) {
-                /* analytic KL with mean m - w: its gradient in m is -(m - w);
-                 * the -m part is added after the particles */
-                const double wt = scale * w->pres_cnt[k] / tm->nobs[j];
-                for (int cc = 0; cc < q; cc++) gm[cc] += invS * wt * wt_shift[cc];
-            }
-            for (int cc = 0; cc < q; cc++) {
-                const double d = dz[cc] * invS;
-                gm[cc] += d;
-                /* z_cc = m_cc + sum_{l<cc} C_cc,l n_l + exp(logC_cc,cc) n_cc */
-                double *gCr = gC + cc * (cc + 1) / 2;
-                for (int l = 0; l < cc; l++) gCr[l] += d * nz[l];
-                gCr[cc] += d * nz[cc] * w->ediag[pos + cc];
-            }
+            const double wt = scale * w->pres_cnt[k] / tm->nobs[j];
+            svir_local_backward(q, A, G, nz, zj, w->ediag + pos, Cp, wt_shift, scale, wt, invS,
+                                stl, lgrad + lo, lgrad + lo + q);
         }
         if (w->full)
             for (int t = 0; t < m->nterms; t++)
@@ -1084,7 +1007,7 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
          * gradient is the path derivative -d log q / d theta, not analytic */
         if (stl) {
             if (fullrank) {
-                back_solve_packed(D, gpar + D, NULL, w->eps, w->u);
+                svir_local_back_solve(D, gpar + D, NULL, w->eps, w->u);
                 for (ptrdiff_t d = 0; d < D; d++) w->gtheta[d] += w->u[d];
             } else {
                 for (ptrdiff_t d = 0; d < D; d++) w->gtheta[d] += w->eps[d] * exp(-gpar[D + d]);
@@ -1132,20 +1055,7 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
         const double *mj = lpar + lo, *Cp = lpar + lo + q;
         double *gm = lgrad + lo, *gC = lgrad + lo + q;
         const double gw = stl ? 0.0 : wt; /* with stl the gradient came with the draws */
-        double klj = -0.5 * q;
-        for (int r = 0; r < q; r++) {
-            klj += 0.5 * mj[r] * mj[r];
-            gm[r] -= gw * mj[r];
-            const ptrdiff_t o = r * (r + 1) / 2;
-            for (int cc = 0; cc < r; cc++) {
-                klj += 0.5 * Cp[o + cc] * Cp[o + cc];
-                gC[o + cc] -= gw * Cp[o + cc];
-            }
-            const double Crr = w->ediag[tm->off_z + (ptrdiff_t)j * q + r];
-            klj += 0.5 * Crr * Crr - Cp[o + r];
-            gC[o + r] -= gw * (Crr * Crr - 1.0);
-        }
-        kl += wt * klj;
+        kl += svir_local_kl(q, mj, Cp, w->ediag + tm->off_z + (ptrdiff_t)j * q, wt, gw, gm, gC);
     }
     elbo -= kl;
     SVIR_LAP(SVIR_PHASE_BACKWARD);
@@ -1243,7 +1153,7 @@ static int final_draws(work *w, const double *gpar, const double *lpar, svir_res
         const svir_term *tm = &m->terms[t];
         const int q = tm->q;
         for (int j = 0; j < tm->ngroups; j++)
-            exp_diag(q, lpar + tm->off_loc + (ptrdiff_t)j * svir_local_block(q),
+            svir_local_exp_diag(q, lpar + tm->off_loc + (ptrdiff_t)j * svir_local_block(q),
                      edf + tm->off_z + (ptrdiff_t)j * q);
     }
 #ifdef _OPENMP
@@ -1306,8 +1216,8 @@ static int final_draws(work *w, const double *gpar, const double *lpar, svir_res
                         const int q = tm->q;
                         for (int j = 0; j < tm->ngroups; j++) {
                             const ptrdiff_t pos = tm->off_z + (ptrdiff_t)j * q;
-                            logq += draw_z_ed(q, lpar + tm->off_loc + (ptrdiff_t)j * svir_local_block(q),
-                                              noise + pos, z + pos, edf + pos);
+                            logq += svir_local_draw(q, lpar + tm->off_loc + (ptrdiff_t)j * svir_local_block(q),
+                                                    noise + pos, edf + pos, z + pos);
                             for (int r = 0; r < q; r++) z[pos + r] -= cw[w->qoff[t] + r];
                         }
                     }
