@@ -57,6 +57,21 @@ int svir_cuda_normals_host(uint64_t seed, uint64_t stream, uint64_t step, uint64
 int svir_cuda_obs_bench(svir_cuda_data *d, int reps, size_t copy_bytes, double *ms_pass,
                         double *bytes_pass, double *copy_gbs, char *err, size_t errlen);
 
+/* The per-group part of one full-batch step on the device, with host arrays
+ * in and out (for checks): for every group of every term, the local noise
+ * (particle 0 of SVIR_STREAM_LOCAL at `step`), z = m + C noise and b = A z
+ * (svir_local_draw, svir_local_b), then from G = d ll / d b the gradient of
+ * the local parameters (svir_local_backward with the batch's scale, weight
+ * wt = scale, invS = 1, then svir_local_kl), as the CPU engine computes
+ * them. lpar [nloc]; A [nqq] (each term's q x q lower triangle, row-major, at
+ * off_qq); G [nz]; shift [sum of q] (the coupled guide's w per term) or
+ * NULL. Out: z, b [nz], lgrad [nloc], *kl (the sum of the groups' KL terms
+ * times wt) and *logq (the sum of log q(z_j)). */
+int svir_cuda_local_step_host(const svir_model *m, const double *lpar, const double *A,
+                              const double *G, const double *shift, uint64_t seed, uint64_t step,
+                              double scale, int stl, double *z, double *b, double *lgrad,
+                              double *kl, double *logq, char *err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

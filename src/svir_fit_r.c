@@ -13,6 +13,7 @@
 #endif
 
 #include "svir_engine.h"
+#include "svir_local.h"
 #ifdef SVIR_HAVE_CUDA
 #include "svir_cuda.h"
 #endif
@@ -546,5 +547,59 @@ SEXP svir_obs_pass_r(SEXP spec, SEXP beta, SEXP b, SEXP aux, SEXP backend)
     Rf_setAttrib(out, R_NamesSymbol, nms);
     holder_done(hp);
     UNPROTECT(5);
+    return out;
+}
+
+/* The per-group part of a full-batch step (see svir_cuda_local_step_host) at
+ * given local parameters lpar [nloc], A [nqq], G [nz] and shift [sum q] (or
+ * NULL), on the CPU (the engine's svir_local.h functions in a plain loop) or
+ * on the CUDA device: list(z, b, lgrad, kl, logq). For the parity tests. */
+SEXP svir_local_step_r(SEXP spec, SEXP lpar, SEXP A, SEXP G, SEXP shift, SEXP seed, SEXP step,
+                       SEXP stl, SEXP backend)
+{
+    holder *h;
+    SEXP hp = PROTECT(holder_new(&h));
+    read_spec(spec, h);
+    const svir_model *m = &h->m;
+    int sumq = 0;
+    for (int t = 0; t < m->nterms; t++) sumq += m->terms[t].q;
+    if (TYPEOF(lpar) != REALSXP || Rf_xlength(lpar) != m->nloc ||
+        TYPEOF(A) != REALSXP || Rf_xlength(A) != m->nqq ||
+        TYPEOF(G) != REALSXP || Rf_xlength(G) != m->nz ||
+        (!Rf_isNull(shift) && (TYPEOF(shift) != REALSXP || Rf_xlength(shift) != sumq)))
+        Rf_error("svir internal error: lpar, A, G or shift has the wrong type or length");
+    const uint64_t sd = (uint64_t)Rf_asReal(seed), st = (uint64_t)Rf_asReal(step);
+    const int use_stl = Rf_asLogical(stl) == TRUE, cuda = Rf_asLogical(backend) == TRUE;
+    const double *sh = Rf_isNull(shift) ? NULL : REAL(shift);
+    const double scale = 1.0; /* full batch */
+    SEXP z = PROTECT(Rf_allocVector(REALSXP, m->nz));
+    SEXP b = PROTECT(Rf_allocVector(REALSXP, m->nz));
+    SEXP lg = PROTECT(Rf_allocVector(REALSXP, m->nloc));
+    double kl = 0.0, logq = 0.0;
+    if (cuda) {
+#ifdef SVIR_HAVE_CUDA
+        char err[512];
+        if (svir_cuda_local_step_host(m, REAL(lpar), REAL(A), REAL(G), sh, sd, st, scale, use_stl,
+                                      REAL(z), REAL(b), REAL(lg), &kl, &logq, err, sizeof err))
+            Rf_error("svir: %s", err);
+#else
+        Rf_error("svir was built without CUDA");
+#endif
+    } else {
+        const int rc = svir_local_step_ref(m, REAL(lpar), REAL(A), REAL(G), sh, sd, st, scale,
+                                           use_stl, REAL(z), REAL(b), REAL(lg), &kl, &logq);
+        if (rc == 1) Rf_error("svir: a term has more than %d columns", SVIR_QMAX_STACK);
+        if (rc) Rf_error("svir: out of memory");
+    }
+    SEXP out = PROTECT(Rf_allocVector(VECSXP, 5));
+    SEXP nms = PROTECT(Rf_allocVector(STRSXP, 5));
+    set_elt(out, nms, 0, "z", z);
+    set_elt(out, nms, 1, "b", b);
+    set_elt(out, nms, 2, "lgrad", lg);
+    set_elt(out, nms, 3, "kl", Rf_ScalarReal(kl));
+    set_elt(out, nms, 4, "logq", Rf_ScalarReal(logq));
+    Rf_setAttrib(out, R_NamesSymbol, nms);
+    holder_done(hp);
+    UNPROTECT(6);
     return out;
 }

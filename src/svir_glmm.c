@@ -1,5 +1,7 @@
 /* GLMM log density and hand-derived gradients (no R API). */
 #include "svir_glmm.h"
+#include "svir_local.h"
+#include "svir_philox.h"
 #include "svir_math.h"
 
 #include <math.h>
@@ -535,4 +537,47 @@ void svir_loglik_block(const svir_model *m, int nb, const double *beta, const do
     }
     SVIR_FAMILY_DISPATCH(m, BLOCK)
 #undef BLOCK
+}
+
+int svir_local_step_ref(const svir_model *m, const double *lpar, const double *A, const double *G,
+                        const double *shift, uint64_t seed, uint64_t step, double scale, int stl,
+                        double *z, double *b, double *lgrad, double *kl_out, double *logq_out)
+{
+    uint32_t key[2];
+    double kl = 0.0, logq = 0.0;
+    int qoff = 0;
+    for (int t = 0; t < m->nterms; t++)
+        if (m->terms[t].q > SVIR_QMAX_STACK) return 1;
+    double *noise = malloc(sizeof(double) * ((size_t)m->nz + 1));
+    double *ed = malloc(sizeof(double) * ((size_t)m->nz + 1));
+    if (!noise || !ed) {
+        free(noise);
+        free(ed);
+        return 2;
+    }
+    svir_philox_key(seed, key);
+    svir_normal_fill(key, SVIR_STREAM_LOCAL, step, 0, m->nz, noise);
+    for (int t = 0; t < m->nterms; t++) {
+        const svir_term *tm = &m->terms[t];
+        const int q = tm->q;
+        const ptrdiff_t lb = svir_local_block(q);
+        for (int j = 0; j < tm->ngroups; j++) {
+            const ptrdiff_t pos = tm->off_z + (ptrdiff_t)j * q, lo = tm->off_loc + (ptrdiff_t)j * lb;
+            const double *blk = lpar + lo;
+            double *gm = lgrad + lo;
+            for (ptrdiff_t c = 0; c < lb; c++) gm[c] = 0.0;
+            svir_local_exp_diag(q, blk, ed + pos);
+            logq += svir_local_draw(q, blk, noise + pos, ed + pos, z + pos);
+            svir_local_b(q, A + tm->off_qq, z + pos, b + pos);
+            svir_local_backward(q, A + tm->off_qq, G + pos, noise + pos, z + pos, ed + pos, blk + q,
+                                shift ? shift + qoff : NULL, scale, scale, 1.0, stl, gm, gm + q);
+            kl += svir_local_kl(q, blk, blk + q, ed + pos, scale, stl ? 0.0 : scale, gm, gm + q);
+        }
+        qoff += q;
+    }
+    free(noise);
+    free(ed);
+    *kl_out = kl;
+    *logq_out = logq;
+    return 0;
 }

@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "svir_math.h"
 
@@ -82,7 +83,7 @@ int svir_model_init(svir_model *m, char *err, size_t errlen);
 void svir_model_free(svir_model *m);
 
 /* Length of the local block of one group of a term with q columns. */
-static inline ptrdiff_t svir_local_block(int q) { return q + (ptrdiff_t)q * (q + 1) / 2; }
+SVIR_MATH_HD ptrdiff_t svir_local_block(int q) { return q + (ptrdiff_t)q * (q + 1) / 2; }
 
 int svir_globals_alloc(const svir_model *m, svir_globals *g);
 void svir_globals_free(svir_globals *g);
@@ -198,6 +199,14 @@ double svir_eta_obs(const svir_model *m, ptrdiff_t i, const double *beta, const 
  * tools/gpucheck); not used by the fits. */
 void svir_obs_pass_ref(const svir_model *m, const double *beta, const double *b,
                        const svir_aux *aux, double *ll, double *gbeta, double *gaux, double *G);
+
+/* The per-group part of a full-batch step on the CPU, the reference for the
+ * CUDA backend's (arguments as svir_cuda_local_step_host in svir_cuda.h).
+ * Returns 0, 1 if a term has more than SVIR_QMAX_STACK columns, 2 when out
+ * of memory. */
+int svir_local_step_ref(const svir_model *m, const double *lpar, const double *A, const double *G,
+                        const double *shift, uint64_t seed, uint64_t step, double scale, int stl,
+                        double *z, double *b, double *lgrad, double *kl, double *logq);
 
 /* Backpropagate dL/dA for one term into the global gradient (log sd, cpc). */
 void svir_backprop_A(const svir_model *m, int t, const double *theta,

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "../svir_cuda.h"
+#include "../svir_local.h"
 #include "../svir_philox.h"
 
 #define SVIR_CUDA_BLOCK 256
@@ -522,5 +523,129 @@ extern "C" int svir_cuda_obs_bench(svir_cuda_data *d, int reps, size_t copy_byte
 fail:
     cudaFree(src);
     cudaFree(dst);
+    return 3;
+}
+
+/* ---- the per-group part of a step ------------------------------------------ */
+
+typedef struct {
+    int q, ngroups, qoff;
+    ptrdiff_t off_z, off_loc, off_qq, first; /* first: the term's first global group */
+} dev_lterm;
+
+typedef struct {
+    int nterms;
+    ptrdiff_t ngroups;
+    dev_lterm t[SVIR_CUDA_MAX_TERMS];
+} dev_locals;
+
+/* one thread per group of any term; per block: partial sums of KL and log q */
+__global__ void __launch_bounds__(SVIR_CUDA_BLOCK)
+k_local_step(const dev_locals L, const double *__restrict__ lpar, const double *__restrict__ A,
+             const double *__restrict__ G, const double *__restrict__ shift,
+             const double *__restrict__ noise, double scale, int stl, double *__restrict__ z,
+             double *__restrict__ b, double *__restrict__ ed, double *__restrict__ lgrad,
+             double *__restrict__ partial)
+{
+    __shared__ double sh[SVIR_CUDA_WARPS];
+    double kl = 0.0, lq = 0.0;
+    for (ptrdiff_t k = (ptrdiff_t)blockIdx.x * blockDim.x + threadIdx.x; k < L.ngroups;
+         k += (ptrdiff_t)gridDim.x * blockDim.x) {
+        int t = 0;
+        while (t + 1 < L.nterms && k >= L.t[t + 1].first) t++;
+        const dev_lterm &tm = L.t[t];
+        const int q = tm.q;
+        const ptrdiff_t j = k - tm.first, pos = tm.off_z + j * q;
+        const ptrdiff_t lb = svir_local_block(q), lo = tm.off_loc + j * lb;
+        const double *blk = lpar + lo;
+        double *gm = lgrad + lo;
+        for (ptrdiff_t c = 0; c < lb; c++) gm[c] = 0.0;
+        svir_local_exp_diag(q, blk, ed + pos);
+        lq += svir_local_draw(q, blk, noise + pos, ed + pos, z + pos);
+        svir_local_b(q, A + tm.off_qq, z + pos, b + pos);
+        svir_local_backward(q, A + tm.off_qq, G + pos, noise + pos, z + pos, ed + pos, blk + q,
+                            shift ? shift + tm.qoff : NULL, scale, scale, 1.0, stl, gm, gm + q);
+        kl += svir_local_kl(q, blk, blk + q, ed + pos, scale, stl ? 0.0 : scale, gm, gm + q);
+    }
+    double s = block_sum(kl, sh);
+    if (threadIdx.x == 0) partial[2 * blockIdx.x] = s;
+    s = block_sum(lq, sh);
+    if (threadIdx.x == 0) partial[2 * blockIdx.x + 1] = s;
+}
+
+extern "C" int svir_cuda_local_step_host(const svir_model *m, const double *lpar, const double *A,
+                                         const double *G, const double *shift, uint64_t seed,
+                                         uint64_t step, double scale, int stl, double *z,
+                                         double *b, double *lgrad, double *kl, double *logq,
+                                         char *err, size_t errlen)
+{
+    double *d_lpar = NULL, *d_A = NULL, *d_G = NULL, *d_shift = NULL, *d_noise = NULL;
+    double *d_z = NULL, *d_b = NULL, *d_ed = NULL, *d_lgrad = NULL, *d_part = NULL, *d_out = NULL;
+    dev_locals L;
+    int sumq = 0, nb = 1;
+    double o[2] = {0.0, 0.0};
+    uint32_t key[2];
+    const ptrdiff_t nz = m->nz;
+    memset(&L, 0, sizeof L);
+    if (m->nterms > SVIR_CUDA_MAX_TERMS) {
+        snprintf(err, errlen, "the CUDA backend takes at most %d random-effect terms",
+                 SVIR_CUDA_MAX_TERMS);
+        return 1;
+    }
+    L.nterms = m->nterms;
+    for (int t = 0; t < m->nterms; t++) {
+        const svir_term *tm = &m->terms[t];
+        if (tm->q > SVIR_QMAX_STACK) {
+            snprintf(err, errlen, "a term has %d columns; the CUDA backend takes at most %d",
+                     tm->q, SVIR_QMAX_STACK);
+            return 1;
+        }
+        L.t[t].q = tm->q;
+        L.t[t].ngroups = tm->ngroups;
+        L.t[t].qoff = sumq;
+        L.t[t].off_z = tm->off_z;
+        L.t[t].off_loc = tm->off_loc;
+        L.t[t].off_qq = tm->off_qq;
+        L.t[t].first = L.ngroups;
+        L.ngroups += tm->ngroups;
+        sumq += tm->q;
+    }
+    nb = (int)std::min<ptrdiff_t>((L.ngroups + SVIR_CUDA_BLOCK - 1) / SVIR_CUDA_BLOCK, 4096);
+    if (nb < 1) nb = 1;
+    CK(upload(&d_lpar, lpar, (size_t)m->nloc));
+    CK(upload(&d_A, A, (size_t)m->nqq));
+    CK(upload(&d_G, G, (size_t)nz));
+    if (shift) CK(upload(&d_shift, shift, (size_t)sumq));
+    CK(upload<double>(&d_noise, NULL, (size_t)nz));
+    CK(upload<double>(&d_z, NULL, (size_t)nz));
+    CK(upload<double>(&d_b, NULL, (size_t)nz));
+    CK(upload<double>(&d_ed, NULL, (size_t)nz));
+    CK(upload<double>(&d_lgrad, NULL, (size_t)m->nloc));
+    CK(upload<double>(&d_part, NULL, 2 * (size_t)nb));
+    CK(upload<double>(&d_out, NULL, 2));
+    svir_philox_key(seed, key);
+    if (nz > 0) {
+        const ptrdiff_t npairs = (nz + 1) / 2;
+        k_normals<<<(int)std::min<ptrdiff_t>((npairs + 255) / 256, 4096), 256>>>(
+            key[0], key[1], SVIR_STREAM_LOCAL, step, 0, nz, 0, npairs, d_noise);
+        CK(cudaGetLastError());
+    }
+    k_local_step<<<nb, SVIR_CUDA_BLOCK>>>(L, d_lpar, d_A, d_G, d_shift, d_noise, scale, stl, d_z,
+                                          d_b, d_ed, d_lgrad, d_part);
+    CK(cudaGetLastError());
+    k_reduce_partials<<<1, 64>>>(d_part, nb, 2, d_out);
+    CK(cudaGetLastError());
+    CK(cudaMemcpy(o, d_out, sizeof o, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(z, d_z, sizeof(double) * (size_t)nz, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(b, d_b, sizeof(double) * (size_t)nz, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(lgrad, d_lgrad, sizeof(double) * (size_t)m->nloc, cudaMemcpyDeviceToHost));
+    *kl = o[0];
+    *logq = o[1];
+    cudaFree(d_lpar); cudaFree(d_A); cudaFree(d_G); cudaFree(d_shift); cudaFree(d_noise);
+    cudaFree(d_z); cudaFree(d_b); cudaFree(d_ed); cudaFree(d_lgrad); cudaFree(d_part); cudaFree(d_out);
+    return 0;
+fail:
+    cudaFree(d_lpar); cudaFree(d_A); cudaFree(d_G); cudaFree(d_shift); cudaFree(d_noise);
+    cudaFree(d_z); cudaFree(d_b); cudaFree(d_ed); cudaFree(d_lgrad); cudaFree(d_part); cudaFree(d_out);
     return 3;
 }

@@ -108,3 +108,71 @@ test_that("wide fixed-effect designs take the sliced gradient on the device", {
   expect_equal(b$gbeta, a$gbeta, tolerance = 1e-11)
   expect_equal(b$ll, a$ll, tolerance = 1e-12)
 })
+
+local_inputs <- function(spec, seed = 1) {
+  set.seed(seed)
+  q <- vapply(spec$terms, function(t) ncol(t$Z), numeric(1))
+  J <- vapply(spec$terms, function(t) t$ngroups, numeric(1))
+  nz <- sum(J * q)
+  list(lpar = rnorm(sum(J * (q + q * (q + 1) / 2)), sd = 0.4),
+       # each term's q x q lower triangle, row-major
+       A = unlist(lapply(q, function(k) {
+         a <- matrix(0, k, k)
+         a[lower.tri(a, diag = TRUE)] <- rnorm(k * (k + 1) / 2, sd = 0.5)
+         c(t(a))
+       })),
+       G = rnorm(nz), shift = rnorm(sum(q), sd = 0.2))
+}
+
+local_step <- function(spec, inp, stl, shift, cuda, seed = 11, step = 3) {
+  .Call(C_svir_local_step_r, spec, inp$lpar, inp$A, inp$G, if (shift) inp$shift, seed, step,
+        stl, cuda)
+}
+
+test_that("the CPU per-group step is the closed form for random intercepts", {
+  d <- sim_glmm("poisson", n_groups = 9, n_per = 4, seed = 5)
+  spec <- svir:::svir_build_spec(y ~ x1 + (1 | g), d, family = poisson())$spec
+  inp <- local_inputs(spec)
+  r <- local_step(spec, inp, stl = FALSE, shift = FALSE, cuda = FALSE)
+  m <- inp$lpar[c(TRUE, FALSE)]
+  logC <- inp$lpar[c(FALSE, TRUE)]
+  C <- exp(logC)
+  noise <- .Call(C_svir_normals_r, 11, 2, 3, 9) # stream 2: the local noise
+  expect_equal(r$z, m + C * noise, tolerance = 1e-15)
+  expect_equal(r$b, inp$A * r$z, tolerance = 1e-15)
+  expect_equal(r$kl, sum(0.5 * (m^2 + C^2 - 1) - logC), tolerance = 1e-14)
+  expect_equal(r$logq, sum(-0.5 * noise^2 - logC - 0.5 * log(2 * pi)), tolerance = 1e-14)
+  dz <- inp$A * inp$G
+  expect_equal(r$lgrad[c(TRUE, FALSE)], dz - m, tolerance = 1e-14)
+  expect_equal(r$lgrad[c(FALSE, TRUE)], dz * noise * C - (C^2 - 1), tolerance = 1e-14)
+})
+
+test_that("the CUDA per-group step needs a device and says so", {
+  skip_if(cuda_ok(), "a CUDA device is present")
+  d <- sim_glmm("poisson", n_groups = 5, n_per = 4, seed = 5)
+  spec <- svir:::svir_build_spec(y ~ x1 + (1 | g), d, family = poisson())$spec
+  inp <- local_inputs(spec)
+  expect_error(local_step(spec, inp, stl = TRUE, shift = FALSE, cuda = TRUE),
+               if (cuda_built()) "CUDA" else "built without CUDA")
+})
+
+test_that("the CUDA per-group step agrees with the CPU's", {
+  skip_if_not(cuda_ok(), "no CUDA device")
+  d <- sim_glmm("gaussian", n_groups = 300, n_per = 4, crossed = 20, seed = 6)
+  forms <- list(y ~ x1 + (1 | g) + (1 | h), y ~ x1 + (x1 | g) + (1 | h),
+                y ~ x1 + (x1 + x2 | g))
+  for (f in forms) {
+    spec <- svir:::svir_build_spec(f, d)$spec
+    inp <- local_inputs(spec, seed = 2)
+    for (stl in c(TRUE, FALSE)) for (shift in c(TRUE, FALSE)) {
+      a <- local_step(spec, inp, stl, shift, FALSE)
+      b <- local_step(spec, inp, stl, shift, TRUE)
+      # the same operations per group; exp may differ by an ulp
+      expect_equal(b$z, a$z, tolerance = 1e-14)
+      expect_equal(b$b, a$b, tolerance = 1e-14)
+      expect_equal(b$lgrad, a$lgrad, tolerance = 1e-12)
+      expect_equal(b$kl, a$kl, tolerance = 1e-12)
+      expect_equal(b$logq, a$logq, tolerance = 1e-12)
+    }
+  }
+})

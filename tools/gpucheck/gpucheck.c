@@ -7,6 +7,8 @@
  *   3. the observation pass for every family and link, with and without a
  *      random slope, against a plain CPU loop over svir_loglik (the same
  *      reference as the R entry point used by tests/testthat/test-cuda.R);
+ *      and the per-group part of a step (local draws, b = A z, gradients of
+ *      the local parameters, KL) against svir_local_step_ref;
  *   4. unless --quick, the benchmark of issue 3's size: a Poisson GLMM with
  *      N = 10^7, 10 fixed effects, two crossed factors of 10^5 and 10^3
  *      levels; device time of one observation pass against the bytes it must
@@ -219,6 +221,65 @@ int main(int argc, char **argv)
                 free(G1);
                 sim_free(&s);
             }
+    }
+    /* 3b. the per-group part of a step: draws, b = A z, gradients, KL */
+    {
+        const uint32_t key[2] = {99u, 0u};
+        for (int slope = 0; slope < 2; slope++) {
+            sim s;
+            if (sim_make(&s, SVIR_GAUSSIAN, SVIR_LINK_IDENTITY, 100000, 3, 20000, 300, slope)) {
+                printf("out of host memory\n");
+                return 1;
+            }
+            const svir_model *m = &s.m;
+            const size_t nz = (size_t)m->nz, nl = (size_t)m->nloc, nq = (size_t)m->nqq;
+            double *lp = malloc(sizeof(double) * nl), *A = calloc(nq, sizeof(double));
+            double *G = malloc(sizeof(double) * nz), shift[8];
+            double *out[2][3];
+            for (int k = 0; k < 2; k++) {
+                out[k][0] = malloc(sizeof(double) * nz);
+                out[k][1] = malloc(sizeof(double) * nz);
+                out[k][2] = malloc(sizeof(double) * nl);
+            }
+            for (size_t k = 0; k < nl; k++) lp[k] = 0.4 * svir_normal(key, 9, 0, k);
+            for (size_t k = 0; k < nz; k++) G[k] = svir_normal(key, 9, 1, k);
+            for (int t = 0; t < m->nterms; t++) {
+                const int q = m->terms[t].q;
+                for (int r = 0; r < q; r++)
+                    for (int c = 0; c <= r; c++)
+                        A[m->terms[t].off_qq + r * q + c] = 0.5 * svir_normal(key, 9, 2, (uint64_t)(r * q + c));
+            }
+            for (int k = 0; k < 8; k++) shift[k] = 0.2 * svir_normal(key, 9, 3, (uint64_t)k);
+            for (int stl = 0; stl < 2; stl++)
+                for (int sh = 0; sh < 2; sh++) {
+                    double kl[2], lq[2];
+                    int st = svir_local_step_ref(m, lp, A, G, sh ? shift : NULL, 11, 3, 1.0, stl,
+                                                 out[0][0], out[0][1], out[0][2], &kl[0], &lq[0]);
+                    if (!st)
+                        st = svir_cuda_local_step_host(m, lp, A, G, sh ? shift : NULL, 11, 3, 1.0,
+                                                       stl, out[1][0], out[1][1], out[1][2], &kl[1],
+                                                       &lq[1], err, sizeof err);
+                    if (st) {
+                        printf("local step, slope %d: FAILED to run: %s\n", slope, st == 1 ? "" : err);
+                        failed = 1;
+                        continue;
+                    }
+                    const double e_z = fmax(rel_diff(out[0][0], out[1][0], m->nz),
+                                            rel_diff(out[0][1], out[1][1], m->nz));
+                    const double e_g = rel_diff(out[0][2], out[1][2], m->nloc);
+                    const double e_s = fmax(fabs(kl[1] - kl[0]) / fmax(1.0, fabs(kl[0])),
+                                            fabs(lq[1] - lq[0]) / fmax(1.0, fabs(lq[0])));
+                    const int ok = e_z < 1e-14 && e_g < 1e-12 && e_s < 1e-12;
+                    printf("local step, %d groups, slope %d, stl %d, shift %d: rel. diff z/b %.1e, "
+                           "gradients %.1e, KL/log q %.1e: %s\n", 20300, slope, stl, sh, e_z, e_g,
+                           e_s, ok ? "ok" : "FAILED");
+                    failed |= !ok;
+                }
+            for (int k = 0; k < 2; k++)
+                for (int c = 0; c < 3; c++) free(out[k][c]);
+            free(lp); free(A); free(G);
+            sim_free(&s);
+        }
     }
     if (quick) return failed;
 
