@@ -504,13 +504,25 @@ SVIR_ALWAYS_INLINE void loglik_block_fam(const svir_model *m, const int family, 
                 }
             }
         }
-        SVIR_UNROLL8
-        for (int s = 0; s < NB; s++) {
-            double de, da;
-            acc[s] += svir_loglik(m, family, link, i, eta[s], &al[s], &de, &da);
+        if (family == SVIR_GAUSSIAN) {
+            /* the sum of squared residuals; the log-likelihood at the end */
+            const double y = m->y[i];
+            SVIR_UNROLL8
+            for (int s = 0; s < NB; s++) {
+                const double r = y - eta[s];
+                acc[s] += r * r;
+            }
+        } else {
+            SVIR_UNROLL8
+            for (int s = 0; s < NB; s++) {
+                double de, da;
+                acc[s] += svir_loglik(m, family, link, i, eta[s], &al[s], &de, &da);
+            }
         }
     }
-    for (int s = 0; s < nb; s++) ll[s] = acc[s];
+    for (int s = 0; s < nb; s++)
+        ll[s] = family == SVIR_GAUSSIAN ? -0.5 * al[s].inv_s2 * acc[s] - (double)n * al[s].log_sigma
+                                        : acc[s];
 }
 
 void svir_block_put(const svir_model *m, const svir_globals *g, const double *theta,
