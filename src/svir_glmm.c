@@ -137,157 +137,15 @@ void svir_globals_free(svir_globals *g)
     g->sd = g->L = g->A = NULL;
 }
 
-int svir_is_positive_par(const svir_model *m, ptrdiff_t k)
-{
-    if (k == m->off_sigma || k == m->off_phi) return 1;
-    for (int t = 0; t < m->nterms; t++) {
-        const svir_term *tm = &m->terms[t];
-        if (k >= tm->off_sd && k < tm->off_sd + tm->q) return 1;
-    }
-    return 0;
-}
-
-static double term_lkj_eta(const svir_model *m, const svir_term *tm)
-{
-    const ptrdiff_t k = tm->off_cpc;
-    return m->prior_type[k] == SVIR_PRIOR_LKJ ? m->prior_df[k] : 1.0;
-}
-
-void svir_unpack_globals(const svir_model *m, const double *theta, svir_globals *g)
-{
-    g->beta = theta;
-    for (int t = 0; t < m->nterms; t++) {
-        const svir_term *tm = &m->terms[t];
-        const int q = tm->q;
-        double *sd = g->sd + (tm->off_sd - m->p);
-        double *L = g->L + tm->off_qq, *A = g->A + tm->off_qq;
-        for (int k = 0; k < q; k++) sd[k] = exp(theta[tm->off_sd + k]);
-        if (tm->correlated) {
-            svir_cpc_forward(theta + tm->off_cpc, q, 1.0, L);
-        } else {
-            memset(L, 0, sizeof(double) * (size_t)(q * q));
-            for (int k = 0; k < q; k++) L[k * q + k] = 1.0;
-        }
-        for (int r = 0; r < q; r++)
-            for (int c = 0; c < q; c++) A[r * q + c] = sd[r] * L[r * q + c];
-    }
-    g->sigma = m->off_sigma >= 0 ? exp(theta[m->off_sigma]) : 1.0;
-    g->phi = m->off_phi >= 0 ? exp(theta[m->off_phi]) : 1.0;
-}
-
-/* ---- Stan's cholesky_corr transform with LKJ prior ---------------------- */
-
-double svir_cpc_forward(const double *y, int q, double eta, double *L)
-{
-    double lp = 0.0;
-    memset(L, 0, sizeof(double) * (size_t)(q * q));
-    L[0] = 1.0;
-    int k = 0;
-    for (int i = 1; i < q; i++) {
-        double z = tanh(y[k++]);
-        lp += log1p(-z * z);
-        L[i * q] = z;
-        double s = z * z;
-        for (int j = 1; j < i; j++) {
-            z = tanh(y[k++]);
-            lp += log1p(-z * z);
-            lp += 0.5 * log1p(-s);
-            L[i * q + j] = z * sqrt(1.0 - s);
-            s += L[i * q + j] * L[i * q + j];
-        }
-        L[i * q + i] = sqrt(1.0 - s);
-        /* LKJ on the Cholesky factor (Stan's lkj_corr_cholesky_lpdf) */
-        lp += (q - i - 1 + 2.0 * (eta - 1.0)) * log(L[i * q + i]);
-    }
-    return lp;
-}
-
-void svir_cpc_backward(const double *y, int q, double eta, const double *L,
-                       const double *dL, double *dy, int with_density)
-{
-    const double wd = with_density ? 1.0 : 0.0;
-    int k0 = 0;
-    for (int i = 1; i < q; i++) {
-        /* y indices of row i: k0 .. k0 + i - 1; s_j = sum_{l<=j} L_il^2 */
-        const double Lii = L[i * q + i];
-        const double ci = wd * (q - i - 1 + 2.0 * (eta - 1.0));
-        double gs = (dL[i * q + i] + ci / Lii) * (-0.5 / Lii); /* adjoint of s_{i-1} */
-        double s = 1.0 - Lii * Lii;
-        for (int j = i - 1; j >= 1; j--) {
-            const double Lij = L[i * q + j];
-            const double z = tanh(y[k0 + j]);
-            const double sprev = s - Lij * Lij; /* s_{j-1} */
-            const double w = sqrt(1.0 - sprev);
-            const double aL = dL[i * q + j] + gs * 2.0 * Lij;
-            dy[k0 + j] += aL * w * (1.0 - z * z) - wd * 2.0 * z;
-            gs += aL * z * (-0.5 / w) - wd * 0.5 / (1.0 - sprev);
-            s = sprev;
-        }
-        const double z0 = L[i * q];
-        const double aL0 = dL[i * q] + gs * 2.0 * z0;
-        dy[k0] += aL0 * (1.0 - z0 * z0) - wd * 2.0 * z0;
-        k0 += i;
-    }
-}
-
-/* ---- priors ------------------------------------------------------------- */
-
-static double prior_lpdf(int type, double df, double loc, double scale, double x,
-                         int half, double *dx)
-{
-    switch (type) {
-    case SVIR_PRIOR_NORMAL: {
-        const double r = (x - loc) / scale;
-        *dx = -r / scale;
-        return -0.5 * r * r - log(scale) - SVIR_LOG_SQRT_2PI + (half ? SVIR_LOG2 : 0.0);
-    }
-    case SVIR_PRIOR_STUDENT_T: {
-        const double r = (x - loc) / scale;
-        *dx = -(df + 1.0) * (x - loc) / (df * scale * scale + (x - loc) * (x - loc));
-        return svir_lgamma(0.5 * (df + 1.0)) - svir_lgamma(0.5 * df) -
-            0.5 * log(df * 3.14159265358979323846) - log(scale) - 0.5 * (df + 1.0) * log1p(r * r / df) +
-            (half ? SVIR_LOG2 : 0.0);
-    }
-    case SVIR_PRIOR_EXPONENTIAL:
-        *dx = -scale;
-        return log(scale) - scale * x;
-    default:
-        *dx = 0.0;
-        return 0.0;
-    }
-}
-
+/* log p(theta): svir_log_prior_ws with workspace on the stack (or the heap
+ * for terms of more than 64 columns) */
 double svir_log_prior(const svir_model *m, const double *theta, double *grad)
 {
-    double lp = 0.0, dx;
-    for (int k = 0; k < m->p; k++) {
-        lp += prior_lpdf(m->prior_type[k], m->prior_df[k], m->prior_loc[k],
-                         m->prior_scale[k], theta[k], 0, &dx);
-        if (grad) grad[k] += dx;
-    }
-    /* positive parameters on the log scale: log p(x) + log x */
-    for (ptrdiff_t k = m->p; k < m->D; k++) {
-        if (!svir_is_positive_par(m, k)) continue;
-        const double x = exp(theta[k]);
-        lp += prior_lpdf(m->prior_type[k], m->prior_df[k], m->prior_loc[k],
-                         m->prior_scale[k], x, 1, &dx) + theta[k];
-        if (grad) grad[k] += x * dx + 1.0;
-    }
-    for (int t = 0; t < m->nterms; t++) {
-        const svir_term *tm = &m->terms[t];
-        if (!tm->correlated) continue;
-        const int q = tm->q;
-        double L[64 * 64];
-        double *Lp = q <= 64 ? L : malloc(sizeof(double) * (size_t)(q * q));
-        const double eta = term_lkj_eta(m, tm);
-        lp += svir_cpc_forward(theta + tm->off_cpc, q, eta, Lp);
-        if (grad) {
-            double *zero = calloc((size_t)(q * q), sizeof(double));
-            svir_cpc_backward(theta + tm->off_cpc, q, eta, Lp, zero, grad + tm->off_cpc, 1);
-            free(zero);
-        }
-        if (Lp != L) free(Lp);
-    }
+    double ws[64 * 64];
+    double *w = m->qmax <= 64 ? ws : malloc(sizeof(double) * (size_t)m->qmax * (size_t)m->qmax);
+    if (!w) return NAN;
+    const double lp = svir_log_prior_ws(m, theta, grad, w);
+    if (w != ws) free(w);
     return lp;
 }
 
@@ -356,25 +214,12 @@ void svir_b_from_z(const svir_model *m, const svir_globals *g, const double *z, 
 void svir_backprop_A(const svir_model *m, int t, const double *theta,
                      const svir_globals *g, const double *dA, double *grad)
 {
-    const svir_term *tm = &m->terms[t];
-    const int q = tm->q;
-    const double *sd = g->sd + (tm->off_sd - m->p);
-    const double *L = g->L + tm->off_qq;
-    /* A_rc = sd_r L_rc */
-    for (int r = 0; r < q; r++) {
-        double ds = 0.0;
-        for (int c = 0; c <= r; c++) ds += dA[r * q + c] * L[r * q + c];
-        grad[tm->off_sd + r] += ds * sd[r];
-    }
-    if (tm->correlated) {
-        double dLbuf[16 * 16] = {0};
-        double *dL = q <= 16 ? dLbuf : malloc(sizeof(double) * (size_t)(q * q));
-        for (int r = 0; r < q; r++)
-            for (int c = 0; c < q; c++) dL[r * q + c] = c <= r ? sd[r] * dA[r * q + c] : 0.0;
-        /* the LKJ density and Jacobian are counted in svir_log_prior */
-        svir_cpc_backward(theta + tm->off_cpc, q, 1.0, L, dL, grad + tm->off_cpc, 0);
-        if (dL != dLbuf) free(dL);
-    }
+    const int q = m->terms[t].q;
+    double ws[16 * 16];
+    double *w = q <= 16 ? ws : malloc(sizeof(double) * (size_t)(q * q));
+    if (!w) return;
+    svir_backprop_A_ws(m, t, theta, g, dA, grad, w);
+    if (w != ws) free(w);
 }
 
 double svir_log_joint(const svir_model *m, const double *theta, const double *z,

@@ -87,7 +87,6 @@ SVIR_MATH_HD ptrdiff_t svir_local_block(int q) { return q + (ptrdiff_t)q * (q + 
 
 int svir_globals_alloc(const svir_model *m, svir_globals *g);
 void svir_globals_free(svir_globals *g);
-void svir_unpack_globals(const svir_model *m, const double *theta, svir_globals *g);
 
 /* log p(theta) including the log-Jacobians of the unconstraining transforms;
  * adds its gradient to grad (if not NULL). */
@@ -235,15 +234,7 @@ void svir_block_put(const svir_model *m, const svir_globals *g, const double *th
                     const double *z, int slot, double *b, double *beta_blk, double *b_blk,
                     svir_aux *aux);
 
-/* Stan's cholesky_corr transform: unconstrained y (q(q-1)/2) -> L (q x q
- * row-major); returns log-Jacobian + LKJ(eta) log density (without its
- * normalising constant). */
-double svir_cpc_forward(const double *y, int q, double eta, double *L);
-/* Adds to dy the gradient w.r.t. y of sum(dL .* L), plus that of the
- * log-Jacobian and LKJ density when with_density. */
-void svir_cpc_backward(const double *y, int q, double eta, const double *L,
-                       const double *dL, double *dy, int with_density);
-/* 1 if global parameter k is a log-transformed positive parameter. */
-int svir_is_positive_par(const svir_model *m, ptrdiff_t k);
+
+#include "svir_global.h"
 
 #endif
