@@ -12,6 +12,7 @@
 #include "svir_math.h"
 #include "svir_philox.h"
 #include "svir_local.h"
+#include "svir_step.h"
 
 #include <limits.h>
 #include <math.h>
@@ -72,6 +73,7 @@ typedef struct {
     double *beta_eff;       /* [p] fixed effects the likelihood sees */
     double *cu, *cw, *cdw;  /* [sum q] per term: u = E s, w = A^{-1} u, d objective / d w */
     double *cds;            /* [ns] d objective / d s */
+    svir_coupling cp;       /* the arrays above, for svir_step.h */
 } work;
 
 
@@ -192,6 +194,18 @@ static int work_init(work *w, const svir_model *m, const svir_control *c)
             }
     }
     if (!fail) fail = coupling_init(w);
+    if (!fail) {
+        w->cp.couple = w->couple;
+        w->cp.sumq = w->sumq;
+        w->cp.cns = w->cns;
+        w->cp.coff = w->coff;
+        w->cp.qoff = w->qoff;
+        w->cp.cS = w->cS;
+        w->cp.ca = w->ca;
+        w->cp.cK = w->cK;
+        w->cp.comega = w->comega;
+        w->cp.cref = w->cref;
+    }
     if (fail) {
         work_free(w);
         return 2;
@@ -333,33 +347,7 @@ static void coupling_update(work *w, const double *gpar)
 static void coupling_forward(const work *w, const double *theta, const svir_globals *g,
                              double *beta_eff, double *u, double *wv)
 {
-    const svir_model *m = w->m;
-    const int p = m->p;
-    memcpy(beta_eff, theta, sizeof(double) * (size_t)p);
-    if (!w->couple) return;
-    int qo = 0;
-    for (int t = 0; t < m->nterms; t++) {
-        const svir_term *tm = &m->terms[t];
-        const int q = tm->q;
-        double *ut = u + qo, *wt = wv + qo;
-        memset(ut, 0, sizeof(double) * (size_t)q);
-        for (int s = 0; s < w->cns[t]; s++) {
-            const int o = w->coff[t] + s;
-            const double *K = w->cK + (size_t)o * p, *a = w->ca + (size_t)o * p;
-            double sk = 0.0;
-            for (int i = 0; i < p; i++) sk += K[i] * (theta[i] - w->cref[i]);
-            sk *= w->comega[o];
-            ut[w->cS[o]] = sk;
-            for (int i = 0; i < p; i++) beta_eff[i] -= sk * a[i];
-        }
-        const double *A = g->A + tm->off_qq;
-        for (int r = 0; r < q; r++) {
-            double acc = ut[r];
-            for (int cc = 0; cc < r; cc++) acc -= A[r * q + cc] * wt[cc];
-            wt[r] = acc / A[r * q + r];
-        }
-        qo += q;
-    }
+    svir_coupling_forward(w->m, &w->cp, theta, g, beta_eff, u, wv);
 }
 
 /* Re-anchors the coupling at new means `src` (reference point and shares).
@@ -411,7 +399,6 @@ out:
 static double coupling_backward(work *w, const double *lpar, int stl)
 {
     const svir_model *m = w->m;
-    const int p = m->p;
     double val = 0.0;
     memset(w->cdw, 0, sizeof(double) * (size_t)w->sumq);
     for (ptrdiff_t k = 0; k < w->npres; k++) {
@@ -429,28 +416,7 @@ static double coupling_backward(work *w, const double *lpar, int stl)
             dw[r] += wt * (stl ? z0[r] - wv[r] : mj[r] - wv[r]);
         }
     }
-    for (int t = 0; t < m->nterms; t++) {
-        if (w->cns[t] == 0) continue;
-        const svir_term *tm = &m->terms[t];
-        const int q = tm->q;
-        const double *A = w->g.A + tm->off_qq, *wv = w->cw + w->qoff[t], *dw = w->cdw + w->qoff[t];
-        double du[SVIR_QMAX_STACK];
-        /* w = A^{-1} u: du = A^{-T} dw, dA = -du w^T (lower part) */
-        for (int r = q - 1; r >= 0; r--) {
-            double acc = dw[r];
-            for (int r2 = r + 1; r2 < q; r2++) acc -= A[r2 * q + r] * du[r2];
-            du[r] = acc / A[r * q + r];
-        }
-        double *dA = w->dA + tm->off_qq;
-        for (int r = 0; r < q; r++)
-            for (int cc = 0; cc <= r; cc++) dA[r * q + cc] -= du[r] * wv[cc];
-        for (int s = 0; s < w->cns[t]; s++) {
-            const int o = w->coff[t] + s;
-            const double ds = w->cds[o] + du[w->cS[o]];
-            const double *K = w->cK + (size_t)o * p;
-            for (int i = 0; i < p; i++) w->gtheta[i] += w->comega[o] * ds * K[i];
-        }
-    }
+    svir_coupling_back_terms(m, &w->cp, &w->g, w->cw, w->cdw, w->cds, w->dA, w->gtheta);
     return val;
 }
 
@@ -491,17 +457,7 @@ static void draw_theta(const work *w, const double *gpar, uint64_t stream, uint6
     const ptrdiff_t D = w->D;
     for (ptrdiff_t d = 0; d < D; d++)
         eps[d] = svir_normal(w->key, stream, step, base + (uint64_t)d);
-    if (w->c->guide == SVIR_GUIDE_FULLRANK) {
-        const double *L = gpar + D;
-        for (ptrdiff_t r = 0; r < D; r++) {
-            const double *Lr = L + r * (r + 1) / 2;
-            double s = gpar[r] + exp(Lr[r]) * eps[r];
-            for (ptrdiff_t c = 0; c < r; c++) s += Lr[c] * eps[c];
-            theta[r] = s;
-        }
-    } else {
-        for (ptrdiff_t d = 0; d < D; d++) theta[d] = gpar[d] + exp(gpar[D + d]) * eps[d];
-    }
+    svir_guide_theta(D, w->c->guide == SVIR_GUIDE_FULLRANK, gpar, eps, theta);
 }
 
 
@@ -1005,44 +961,12 @@ static double estimate(work *w, long step, const double *gpar, const double *lpa
 
         /* reparameterisation of the global guide; with stl the entropy's
          * gradient is the path derivative -d log q / d theta, not analytic */
-        if (stl) {
-            if (fullrank) {
-                svir_local_back_solve(D, gpar + D, NULL, w->eps, w->u);
-                for (ptrdiff_t d = 0; d < D; d++) w->gtheta[d] += w->u[d];
-            } else {
-                for (ptrdiff_t d = 0; d < D; d++) w->gtheta[d] += w->eps[d] * exp(-gpar[D + d]);
-            }
-        }
-        for (ptrdiff_t d = 0; d < D; d++) ggrad[d] += invS * w->gtheta[d];
-        if (fullrank) {
-            double *gL = ggrad + D;
-            const double *L = gpar + D;
-            for (ptrdiff_t r = 0; r < D; r++) {
-                const ptrdiff_t o = r * (r + 1) / 2;
-                for (ptrdiff_t cc = 0; cc < r; cc++) gL[o + cc] += invS * w->gtheta[r] * w->eps[cc];
-                gL[o + r] += invS * w->gtheta[r] * w->eps[r] * exp(L[o + r]);
-            }
-        } else {
-            for (ptrdiff_t d = 0; d < D; d++)
-                ggrad[D + d] += invS * w->gtheta[d] * w->eps[d] * exp(gpar[D + d]);
-        }
+        svir_guide_backward(D, fullrank, stl, gpar, w->eps, w->gtheta, invS, ggrad, w->u);
         SVIR_LAP(SVIR_PHASE_BACKWARD);
     }
 
     /* entropy of the global guide */
-    double H = (double)D * 0.5 * (1.0 + SVIR_LOG_2PI);
-    if (fullrank) {
-        for (ptrdiff_t r = 0; r < D; r++) {
-            const ptrdiff_t o = D + r * (r + 1) / 2 + r;
-            H += gpar[o];
-            if (!stl) ggrad[o] += 1.0;
-        }
-    } else {
-        for (ptrdiff_t d = 0; d < D; d++) {
-            H += gpar[D + d];
-            if (!stl) ggrad[D + d] += 1.0;
-        }
-    }
+    const double H = svir_guide_entropy(D, fullrank, stl, gpar, ggrad);
     elbo += H;
 
     /* exact local KL terms, charged to the batch */
