@@ -72,6 +72,11 @@ int svir_cuda_local_step_host(const svir_model *m, const double *lpar, const dou
                               double scale, int stl, double *z, double *b, double *lgrad,
                               double *kl, double *logq, char *err, size_t errlen);
 
+/* One Adam update on the device, host arrays in and out: par, mom, vel [n]
+ * updated in place from g [n] (svir_adam1 per element, as svir_adam). */
+int svir_cuda_adam_host(double *par, double *mom, double *vel, const double *g, ptrdiff_t n,
+                        double lr, double bc1, double bc2, char *err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

@@ -25,9 +25,9 @@
 #include <omp.h>
 #endif
 
-#define ADAM_B1 0.9
-#define ADAM_B2 0.999
-#define ADAM_EPS 1e-8
+#define ADAM_B1 SVIR_ADAM_B1
+#define ADAM_B2 SVIR_ADAM_B2
+#define ADAM_EPS SVIR_ADAM_EPS
 #define MAX_REJECT 10
 
 typedef struct {
@@ -1005,12 +1005,13 @@ static int locals_finite(const work *w, const double *lgrad)
     return 1;
 }
 
-static void adam(double *par, double *mom, double *vel, const double *g, ptrdiff_t n,
-                 double lr, double bc1, double bc2)
+void svir_adam(double *par, double *mom, double *vel, const double *g, ptrdiff_t n,
+               double lr, double bc1, double bc2)
 {
     /* lr (m / bc1) / (sqrt(v / bc2) + eps), with the bias corrections taken
      * out of the loop: one division and one square root per parameter */
-    const double a = lr / bc1, sb = 1.0 / sqrt(bc2);
+    double a, sb;
+    svir_adam_consts(lr, bc1, bc2, &a, &sb);
     ptrdiff_t k = 0;
 #ifdef SVIR_BM_VEC
     /* two parameters at a time in SSE2 registers (the scalar loop's square
@@ -1030,13 +1031,7 @@ static void adam(double *par, double *mom, double *vel, const double *g, ptrdiff
         memcpy(par + k, &p0, sizeof p0);
     }
 #endif
-    for (; k < n; k++) {
-        const double mk = ADAM_B1 * mom[k] + (1.0 - ADAM_B1) * g[k];
-        const double vk = ADAM_B2 * vel[k] + (1.0 - ADAM_B2) * g[k] * g[k];
-        mom[k] = mk;
-        vel[k] = vk;
-        par[k] += a * mk / (sqrt(vk) * sb + ADAM_EPS);
-    }
+    for (; k < n; k++) svir_adam1(par, mom, vel, g, k, a, sb);
 }
 
 static void init_params(const svir_model *m, const svir_control *c, double *gpar, double *lpar)
@@ -1258,7 +1253,7 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
         const double bc1 = 1.0 - pow(ADAM_B1, (double)t_adam);
         const double bc2 = 1.0 - pow(ADAM_B2, (double)t_adam);
         const double lr_t = schedule_lr(c, lr, step);
-        adam(gpar, gm1, gm2, gg, ngp, lr_t, bc1, bc2);
+        svir_adam(gpar, gm1, gm2, gg, ngp, lr_t, bc1, bc2);
         if (w.full) {
             /* every group is present: one pass over the local parameters */
             const ptrdiff_t nch = (nloc + 4095) / 4096;
@@ -1267,7 +1262,7 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
 #endif
             for (ptrdiff_t ch = 0; ch < nch; ch++) {
                 const ptrdiff_t o = ch * 4096, len = nloc - o < 4096 ? nloc - o : 4096;
-                adam(lpar + o, lm1 + o, lm2 + o, lg + o, len, lr_t, bc1, bc2);
+                svir_adam(lpar + o, lm1 + o, lm2 + o, lg + o, len, lr_t, bc1, bc2);
             }
         } else {
 #ifdef _OPENMP
@@ -1277,7 +1272,7 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
                 const svir_term *tm = &m->terms[w.pres_term[k]];
                 const ptrdiff_t lb = svir_local_block(tm->q);
                 const ptrdiff_t o = tm->off_loc + (ptrdiff_t)w.pres_group[k] * lb;
-                adam(lpar + o, lm1 + o, lm2 + o, lg + o, lb, lr_t, bc1, bc2);
+                svir_adam(lpar + o, lm1 + o, lm2 + o, lg + o, lb, lr_t, bc1, bc2);
             }
         }
         /* running sums for the window average of the parameters */

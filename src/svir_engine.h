@@ -82,6 +82,12 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
              svir_result *res);
 void svir_result_free(svir_result *res);
 
+/* One Adam update of par [n] (moments mom, vel updated in place) with step
+ * size lr and bias corrections bc1 = 1 - b1^t, bc2 = 1 - b2^t; elementwise
+ * svir_adam1 (svir_step.h), two elements at a time where SSE2 is used. */
+void svir_adam(double *par, double *mom, double *vel, const double *g, ptrdiff_t n, double lr,
+               double bc1, double bc2);
+
 /* One-step ELBO estimate and its exact gradient at the given variational
  * parameters, with the noise and minibatch of step `step` (for gradient tests).
  * grad has n_global_par + nloc entries; entries of locals absent from the

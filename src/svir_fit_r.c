@@ -5,6 +5,7 @@
 #define R_NO_REMAP
 #include <R.h>
 #include <Rinternals.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +15,7 @@
 
 #include "svir_engine.h"
 #include "svir_local.h"
+#include "svir_step.h"
 #ifdef SVIR_HAVE_CUDA
 #include "svir_cuda.h"
 #endif
@@ -601,5 +603,41 @@ SEXP svir_local_step_r(SEXP spec, SEXP lpar, SEXP A, SEXP G, SEXP shift, SEXP se
     Rf_setAttrib(out, R_NamesSymbol, nms);
     holder_done(hp);
     UNPROTECT(6);
+    return out;
+}
+
+/* One Adam update of par with moments mom, vel and gradient g (all double of
+ * one length) at step size lr and Adam step t >= 1, on the CPU (svir_adam)
+ * or on the CUDA device: list(par, mom, vel). For the parity tests. */
+SEXP svir_adam_r(SEXP par, SEXP mom, SEXP vel, SEXP g, SEXP lr, SEXP t, SEXP backend)
+{
+    const R_xlen_t n = Rf_xlength(par);
+    if (TYPEOF(par) != REALSXP || TYPEOF(mom) != REALSXP || TYPEOF(vel) != REALSXP ||
+        TYPEOF(g) != REALSXP || Rf_xlength(mom) != n || Rf_xlength(vel) != n || Rf_xlength(g) != n)
+        Rf_error("svir internal error: par, mom, vel and g must be double of one length");
+    const double tt = Rf_asReal(t), step = Rf_asReal(lr);
+    if (!(tt >= 1.0)) Rf_error("svir internal error: t must be at least 1");
+    const double bc1 = 1.0 - pow(SVIR_ADAM_B1, tt), bc2 = 1.0 - pow(SVIR_ADAM_B2, tt);
+    SEXP p = PROTECT(Rf_duplicate(par)), m = PROTECT(Rf_duplicate(mom));
+    SEXP v = PROTECT(Rf_duplicate(vel));
+    if (Rf_asLogical(backend) == TRUE) {
+#ifdef SVIR_HAVE_CUDA
+        char err[512];
+        if (svir_cuda_adam_host(REAL(p), REAL(m), REAL(v), REAL(g), (ptrdiff_t)n, step, bc1, bc2,
+                                err, sizeof err))
+            Rf_error("svir: %s", err);
+#else
+        Rf_error("svir was built without CUDA");
+#endif
+    } else {
+        svir_adam(REAL(p), REAL(m), REAL(v), REAL(g), (ptrdiff_t)n, step, bc1, bc2);
+    }
+    SEXP out = PROTECT(Rf_allocVector(VECSXP, 3));
+    SEXP nms = PROTECT(Rf_allocVector(STRSXP, 3));
+    set_elt(out, nms, 0, "par", p);
+    set_elt(out, nms, 1, "mom", m);
+    set_elt(out, nms, 2, "vel", v);
+    Rf_setAttrib(out, R_NamesSymbol, nms);
+    UNPROTECT(5);
     return out;
 }

@@ -32,6 +32,7 @@
 
 #include "../svir_cuda.h"
 #include "../svir_local.h"
+#include "../svir_step.h"
 #include "../svir_philox.h"
 
 #define SVIR_CUDA_BLOCK 256
@@ -647,5 +648,38 @@ extern "C" int svir_cuda_local_step_host(const svir_model *m, const double *lpar
 fail:
     cudaFree(d_lpar); cudaFree(d_A); cudaFree(d_G); cudaFree(d_shift); cudaFree(d_noise);
     cudaFree(d_z); cudaFree(d_b); cudaFree(d_ed); cudaFree(d_lgrad); cudaFree(d_part); cudaFree(d_out);
+    return 3;
+}
+
+/* ---- Adam ------------------------------------------------------------------ */
+
+__global__ void k_adam(double *__restrict__ par, double *__restrict__ mom, double *__restrict__ vel,
+                       const double *__restrict__ g, ptrdiff_t n, double a, double sb)
+{
+    for (ptrdiff_t k = (ptrdiff_t)blockIdx.x * blockDim.x + threadIdx.x; k < n;
+         k += (ptrdiff_t)gridDim.x * blockDim.x)
+        svir_adam1(par, mom, vel, g, k, a, sb);
+}
+
+extern "C" int svir_cuda_adam_host(double *par, double *mom, double *vel, const double *g,
+                                   ptrdiff_t n, double lr, double bc1, double bc2, char *err,
+                                   size_t errlen)
+{
+    double *d_p = NULL, *d_m = NULL, *d_v = NULL, *d_g = NULL, a, sb;
+    if (n <= 0) return 0;
+    svir_adam_consts(lr, bc1, bc2, &a, &sb);
+    CK(upload(&d_p, (const double *)par, (size_t)n));
+    CK(upload(&d_m, (const double *)mom, (size_t)n));
+    CK(upload(&d_v, (const double *)vel, (size_t)n));
+    CK(upload(&d_g, g, (size_t)n));
+    k_adam<<<(int)std::min<ptrdiff_t>((n + 255) / 256, 4096), 256>>>(d_p, d_m, d_v, d_g, n, a, sb);
+    CK(cudaGetLastError());
+    CK(cudaMemcpy(par, d_p, sizeof(double) * (size_t)n, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(mom, d_m, sizeof(double) * (size_t)n, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(vel, d_v, sizeof(double) * (size_t)n, cudaMemcpyDeviceToHost));
+    cudaFree(d_p); cudaFree(d_m); cudaFree(d_v); cudaFree(d_g);
+    return 0;
+fail:
+    cudaFree(d_p); cudaFree(d_m); cudaFree(d_v); cudaFree(d_g);
     return 3;
 }

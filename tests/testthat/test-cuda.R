@@ -176,3 +176,19 @@ test_that("the CUDA per-group step agrees with the CPU's", {
     }
   }
 })
+
+test_that("the engine's Adam update is Adam's formula", {
+  set.seed(12)
+  n <- 11 # odd: the two-at-a-time path and its scalar tail
+  par <- rnorm(n); mom <- rnorm(n, sd = 0.1); vel <- rexp(n) / 100; g <- rnorm(n)
+  r <- .Call(C_svir_adam_r, par, mom, vel, g, 0.05, 7, FALSE)
+  m1 <- 0.9 * mom + 0.1 * g
+  v1 <- 0.999 * vel + 0.001 * g^2
+  expect_equal(r$mom, m1, tolerance = 1e-15)
+  expect_equal(r$vel, v1, tolerance = 1e-15)
+  expect_equal(r$par, par + 0.05 * (m1 / (1 - 0.9^7)) / (sqrt(v1 / (1 - 0.999^7)) + 1e-8),
+               tolerance = 1e-14)
+  skip_if_not(cuda_ok(), "no CUDA device")
+  # the same operations per element on the device: the same numbers
+  expect_identical(.Call(C_svir_adam_r, par, mom, vel, g, 0.05, 7, TRUE), r)
+})

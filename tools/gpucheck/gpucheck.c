@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "svir_backend.h"
+#include "svir_engine.h"
 #include "svir_cuda.h"
 #include "svir_glmm.h"
 #include "svir_philox.h"
@@ -280,6 +281,36 @@ int main(int argc, char **argv)
             free(lp); free(A); free(G);
             sim_free(&s);
         }
+    }
+    /* 3c. Adam: the same operations per element, so the same numbers */
+    {
+        const ptrdiff_t n = 100001;
+        const uint32_t key[2] = {5u, 0u};
+        double *v[2][4];
+        for (int k = 0; k < 2; k++)
+            for (int c = 0; c < 4; c++) v[k][c] = malloc(sizeof(double) * (size_t)n);
+        for (ptrdiff_t i = 0; i < n; i++) {
+            v[0][0][i] = v[1][0][i] = svir_normal(key, 10, 0, (uint64_t)i);
+            v[0][1][i] = v[1][1][i] = 0.1 * svir_normal(key, 10, 1, (uint64_t)i);
+            v[0][2][i] = v[1][2][i] = 0.01 * svir_uniform(key, 10, 2, (uint64_t)i);
+            v[0][3][i] = v[1][3][i] = svir_normal(key, 10, 3, (uint64_t)i);
+        }
+        const double bc1 = 1.0 - pow(0.9, 7.0), bc2 = 1.0 - pow(0.999, 7.0);
+        svir_adam(v[0][0], v[0][1], v[0][2], v[0][3], n, 0.05, bc1, bc2);
+        if (svir_cuda_adam_host(v[1][0], v[1][1], v[1][2], v[1][3], n, 0.05, bc1, bc2, err,
+                                sizeof err)) {
+            printf("adam: FAILED to run: %s\n", err);
+            failed = 1;
+        } else {
+            ptrdiff_t bad = 0;
+            for (int c = 0; c < 3; c++)
+                for (ptrdiff_t i = 0; i < n; i++) bad += memcmp(v[0][c] + i, v[1][c] + i, 8) != 0;
+            printf("adam: %td of %td values differ from the CPU's bit pattern: %s\n", bad, 3 * n,
+                   bad == 0 ? "ok" : "FAILED");
+            failed |= bad != 0;
+        }
+        for (int k = 0; k < 2; k++)
+            for (int c = 0; c < 4; c++) free(v[k][c]);
     }
     if (quick) return failed;
 
