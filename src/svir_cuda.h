@@ -66,11 +66,14 @@ int svir_cuda_obs_bench(svir_cuda_data *d, int reps, size_t copy_bytes, double *
  * them. lpar [nloc]; A [nqq] (each term's q x q lower triangle, row-major, at
  * off_qq); G [nz]; shift [sum of q] (the coupled guide's w per term) or
  * NULL. Out: z, b [nz], lgrad [nloc], *kl (the sum of the groups' KL terms
- * times wt) and *logq (the sum of log q(z_j)). */
+ * times wt), *logq (the sum of log q(z_j)) and sums [nqq + 2 sum q]: per
+ * term at off_qq dA = sum_j scale G_j z_j^T (lower triangle, row-major; the
+ * upper part 0), then per term (at its offset in [sum q]) sum_j m_j, then
+ * sum_j z_j: what the global block needs from the groups. */
 int svir_cuda_local_step_host(const svir_model *m, const double *lpar, const double *A,
                               const double *G, const double *shift, uint64_t seed, uint64_t step,
                               double scale, int stl, double *z, double *b, double *lgrad,
-                              double *kl, double *logq, char *err, size_t errlen);
+                              double *kl, double *logq, double *sums, char *err, size_t errlen);
 
 /* One Adam update on the device, host arrays in and out: par, mom, vel [n]
  * updated in place from g [n] (svir_adam1 per element, as svir_adam). */

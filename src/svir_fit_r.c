@@ -555,7 +555,8 @@ SEXP svir_obs_pass_r(SEXP spec, SEXP beta, SEXP b, SEXP aux, SEXP backend)
 /* The per-group part of a full-batch step (see svir_cuda_local_step_host) at
  * given local parameters lpar [nloc], A [nqq], G [nz] and shift [sum q] (or
  * NULL), on the CPU (the engine's svir_local.h functions in a plain loop) or
- * on the CUDA device: list(z, b, lgrad, kl, logq). For the parity tests. */
+ * on the CUDA device: list(z, b, lgrad, kl, logq, sums). For the parity
+ * tests. */
 SEXP svir_local_step_r(SEXP spec, SEXP lpar, SEXP A, SEXP G, SEXP shift, SEXP seed, SEXP step,
                        SEXP stl, SEXP backend)
 {
@@ -577,32 +578,36 @@ SEXP svir_local_step_r(SEXP spec, SEXP lpar, SEXP A, SEXP G, SEXP shift, SEXP se
     SEXP z = PROTECT(Rf_allocVector(REALSXP, m->nz));
     SEXP b = PROTECT(Rf_allocVector(REALSXP, m->nz));
     SEXP lg = PROTECT(Rf_allocVector(REALSXP, m->nloc));
+    SEXP sums = PROTECT(Rf_allocVector(REALSXP, m->nqq + 2 * (R_xlen_t)sumq));
     double kl = 0.0, logq = 0.0;
     if (cuda) {
 #ifdef SVIR_HAVE_CUDA
         char err[512];
         if (svir_cuda_local_step_host(m, REAL(lpar), REAL(A), REAL(G), sh, sd, st, scale, use_stl,
-                                      REAL(z), REAL(b), REAL(lg), &kl, &logq, err, sizeof err))
+                                      REAL(z), REAL(b), REAL(lg), &kl, &logq, REAL(sums), err,
+                                      sizeof err))
             Rf_error("svir: %s", err);
 #else
         Rf_error("svir was built without CUDA");
 #endif
     } else {
         const int rc = svir_local_step_ref(m, REAL(lpar), REAL(A), REAL(G), sh, sd, st, scale,
-                                           use_stl, REAL(z), REAL(b), REAL(lg), &kl, &logq);
+                                           use_stl, REAL(z), REAL(b), REAL(lg), &kl, &logq,
+                                           REAL(sums));
         if (rc == 1) Rf_error("svir: a term has more than %d columns", SVIR_QMAX_STACK);
         if (rc) Rf_error("svir: out of memory");
     }
-    SEXP out = PROTECT(Rf_allocVector(VECSXP, 5));
-    SEXP nms = PROTECT(Rf_allocVector(STRSXP, 5));
+    SEXP out = PROTECT(Rf_allocVector(VECSXP, 6));
+    SEXP nms = PROTECT(Rf_allocVector(STRSXP, 6));
     set_elt(out, nms, 0, "z", z);
     set_elt(out, nms, 1, "b", b);
     set_elt(out, nms, 2, "lgrad", lg);
     set_elt(out, nms, 3, "kl", Rf_ScalarReal(kl));
     set_elt(out, nms, 4, "logq", Rf_ScalarReal(logq));
+    set_elt(out, nms, 5, "sums", sums);
     Rf_setAttrib(out, R_NamesSymbol, nms);
     holder_done(hp);
-    UNPROTECT(6);
+    UNPROTECT(7);
     return out;
 }
 

@@ -398,7 +398,8 @@ void svir_loglik_block(const svir_model *m, int nb, const double *beta, const do
 
 int svir_local_step_ref(const svir_model *m, const double *lpar, const double *A, const double *G,
                         const double *shift, uint64_t seed, uint64_t step, double scale, int stl,
-                        double *z, double *b, double *lgrad, double *kl_out, double *logq_out)
+                        double *z, double *b, double *lgrad, double *kl_out, double *logq_out,
+                        double *sums)
 {
     uint32_t key[2];
     double kl = 0.0, logq = 0.0;
@@ -430,6 +431,29 @@ int svir_local_step_ref(const svir_model *m, const double *lpar, const double *A
                                 shift ? shift + qoff : NULL, scale, scale, 1.0, stl, gm, gm + q);
             kl += svir_local_kl(q, blk, blk + q, ed + pos, scale, stl ? 0.0 : scale, gm, gm + q);
         }
+        qoff += q;
+    }
+    /* per-term sums over the groups, in group order */
+    int sumq = 0;
+    for (int t = 0; t < m->nterms; t++) sumq += m->terms[t].q;
+    for (ptrdiff_t k = 0; k < m->nqq + 2 * (ptrdiff_t)sumq; k++) sums[k] = 0.0;
+    qoff = 0;
+    for (int t = 0; t < m->nterms; t++) {
+        const svir_term *tm = &m->terms[t];
+        const int q = tm->q;
+        const ptrdiff_t lb = svir_local_block(q);
+        double *dA = sums + tm->off_qq, *ms = sums + m->nqq + qoff, *zs = ms + sumq;
+        for (int r = 0; r < q; r++)
+            for (int c = 0; c <= r; c++)
+                for (int j = 0; j < tm->ngroups; j++) {
+                    const ptrdiff_t pos = tm->off_z + (ptrdiff_t)j * q;
+                    dA[r * q + c] += scale * G[pos + r] * z[pos + c];
+                }
+        for (int r = 0; r < q; r++)
+            for (int j = 0; j < tm->ngroups; j++) {
+                ms[r] += lpar[tm->off_loc + (ptrdiff_t)j * lb + r];
+                zs[r] += z[tm->off_z + (ptrdiff_t)j * q + r];
+            }
         qoff += q;
     }
     free(noise);

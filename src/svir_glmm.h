@@ -205,7 +205,8 @@ void svir_obs_pass_ref(const svir_model *m, const double *beta, const double *b,
  * of memory. */
 int svir_local_step_ref(const svir_model *m, const double *lpar, const double *A, const double *G,
                         const double *shift, uint64_t seed, uint64_t step, double scale, int stl,
-                        double *z, double *b, double *lgrad, double *kl, double *logq);
+                        double *z, double *b, double *lgrad, double *kl, double *logq,
+                        double *sums);
 
 /* Backpropagate dL/dA for one term into the global gradient (log sd, cpc). */
 void svir_backprop_A(const svir_model *m, int t, const double *theta,

@@ -540,45 +540,100 @@ typedef struct {
     dev_lterm t[SVIR_CUDA_MAX_TERMS];
 } dev_locals;
 
-/* one thread per group of any term; per block: partial sums of KL and log q */
+/* the group k of any term: its term t and index j */
+__device__ __forceinline__ int local_term(const dev_locals &L, ptrdiff_t k)
+{
+    int t = 0;
+    while (t + 1 < L.nterms && k >= L.t[t + 1].first) t++;
+    return t;
+}
+
+/* one thread per group of any term: ed, z = m + C noise, b = A z; per block:
+ * the partial sum of log q(z) */
 __global__ void __launch_bounds__(SVIR_CUDA_BLOCK)
-k_local_step(const dev_locals L, const double *__restrict__ lpar, const double *__restrict__ A,
+k_local_draw(const dev_locals L, const double *__restrict__ lpar, const double *__restrict__ A,
+             const double *__restrict__ noise, double *__restrict__ z, double *__restrict__ b,
+             double *__restrict__ ed, double *__restrict__ partial)
+{
+    __shared__ double sh[SVIR_CUDA_WARPS];
+    double lq = 0.0;
+    for (ptrdiff_t k = (ptrdiff_t)blockIdx.x * blockDim.x + threadIdx.x; k < L.ngroups;
+         k += (ptrdiff_t)gridDim.x * blockDim.x) {
+        const dev_lterm &tm = L.t[local_term(L, k)];
+        const int q = tm.q;
+        const ptrdiff_t j = k - tm.first, pos = tm.off_z + j * q;
+        const double *blk = lpar + tm.off_loc + j * svir_local_block(q);
+        svir_local_exp_diag(q, blk, ed + pos);
+        lq += svir_local_draw(q, blk, noise + pos, ed + pos, z + pos);
+        svir_local_b(q, A + tm.off_qq, z + pos, b + pos);
+    }
+    const double s = block_sum(lq, sh);
+    if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+/* one thread per group: the local gradients from G (svir_local_backward),
+ * then the KL terms (svir_local_kl); per block: the partial sum of KL */
+__global__ void __launch_bounds__(SVIR_CUDA_BLOCK)
+k_local_back(const dev_locals L, const double *__restrict__ lpar, const double *__restrict__ A,
              const double *__restrict__ G, const double *__restrict__ shift,
-             const double *__restrict__ noise, double scale, int stl, double *__restrict__ z,
-             double *__restrict__ b, double *__restrict__ ed, double *__restrict__ lgrad,
+             const double *__restrict__ noise, const double *__restrict__ z,
+             const double *__restrict__ ed, double scale, int stl, double *__restrict__ lgrad,
              double *__restrict__ partial)
 {
     __shared__ double sh[SVIR_CUDA_WARPS];
-    double kl = 0.0, lq = 0.0;
+    double kl = 0.0;
     for (ptrdiff_t k = (ptrdiff_t)blockIdx.x * blockDim.x + threadIdx.x; k < L.ngroups;
          k += (ptrdiff_t)gridDim.x * blockDim.x) {
-        int t = 0;
-        while (t + 1 < L.nterms && k >= L.t[t + 1].first) t++;
-        const dev_lterm &tm = L.t[t];
+        const dev_lterm &tm = L.t[local_term(L, k)];
         const int q = tm.q;
         const ptrdiff_t j = k - tm.first, pos = tm.off_z + j * q;
         const ptrdiff_t lb = svir_local_block(q), lo = tm.off_loc + j * lb;
         const double *blk = lpar + lo;
         double *gm = lgrad + lo;
         for (ptrdiff_t c = 0; c < lb; c++) gm[c] = 0.0;
-        svir_local_exp_diag(q, blk, ed + pos);
-        lq += svir_local_draw(q, blk, noise + pos, ed + pos, z + pos);
-        svir_local_b(q, A + tm.off_qq, z + pos, b + pos);
         svir_local_backward(q, A + tm.off_qq, G + pos, noise + pos, z + pos, ed + pos, blk + q,
                             shift ? shift + tm.qoff : NULL, scale, scale, 1.0, stl, gm, gm + q);
         kl += svir_local_kl(q, blk, blk + q, ed + pos, scale, stl ? 0.0 : scale, gm, gm + q);
     }
-    double s = block_sum(kl, sh);
-    if (threadIdx.x == 0) partial[2 * blockIdx.x] = s;
-    s = block_sum(lq, sh);
-    if (threadIdx.x == 0) partial[2 * blockIdx.x + 1] = s;
+    const double s = block_sum(kl, sh);
+    if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+/* Per term t, sums over its groups j in a fixed order: value v < q^2 is
+ * dA[r q + c] = sum_j scale G_j[r] z_j[c] (c <= r, else 0); then sum_j m_j
+ * (q values) and sum_j z_j (q values). Per block: partial[blk nv + v],
+ * nv = q^2 + 2q. */
+__global__ void __launch_bounds__(SVIR_CUDA_BLOCK)
+k_term_sums(const dev_lterm tm, const double *__restrict__ lpar, const double *__restrict__ G,
+            const double *__restrict__ z, double scale, double *__restrict__ partial)
+{
+    __shared__ double sh[SVIR_CUDA_WARPS];
+    const int q = tm.q, nv = q * q + 2 * q;
+    const ptrdiff_t lb = svir_local_block(q);
+    for (int v = 0; v < nv; v++) {
+        double acc = 0.0;
+        for (ptrdiff_t j = (ptrdiff_t)blockIdx.x * blockDim.x + threadIdx.x; j < tm.ngroups;
+             j += (ptrdiff_t)gridDim.x * blockDim.x) {
+            const ptrdiff_t pos = tm.off_z + j * q;
+            if (v < q * q) {
+                const int r = v / q, c = v % q;
+                if (c <= r) acc += scale * G[pos + r] * z[pos + c];
+            } else if (v < q * q + q) {
+                acc += lpar[tm.off_loc + j * lb + (v - q * q)];
+            } else {
+                acc += z[pos + (v - q * q - q)];
+            }
+        }
+        const double s = block_sum(acc, sh);
+        if (threadIdx.x == 0) partial[(ptrdiff_t)blockIdx.x * nv + v] = s;
+    }
 }
 
 extern "C" int svir_cuda_local_step_host(const svir_model *m, const double *lpar, const double *A,
                                          const double *G, const double *shift, uint64_t seed,
                                          uint64_t step, double scale, int stl, double *z,
                                          double *b, double *lgrad, double *kl, double *logq,
-                                         char *err, size_t errlen)
+                                         double *sums, char *err, size_t errlen)
 {
     double *d_lpar = NULL, *d_A = NULL, *d_G = NULL, *d_shift = NULL, *d_noise = NULL;
     double *d_z = NULL, *d_b = NULL, *d_ed = NULL, *d_lgrad = NULL, *d_part = NULL, *d_out = NULL;
@@ -622,7 +677,7 @@ extern "C" int svir_cuda_local_step_host(const svir_model *m, const double *lpar
     CK(upload<double>(&d_b, NULL, (size_t)nz));
     CK(upload<double>(&d_ed, NULL, (size_t)nz));
     CK(upload<double>(&d_lgrad, NULL, (size_t)m->nloc));
-    CK(upload<double>(&d_part, NULL, 2 * (size_t)nb));
+    CK(upload<double>(&d_part, NULL, (size_t)nb));
     CK(upload<double>(&d_out, NULL, 2));
     svir_philox_key(seed, key);
     if (nz > 0) {
@@ -631,12 +686,38 @@ extern "C" int svir_cuda_local_step_host(const svir_model *m, const double *lpar
             key[0], key[1], SVIR_STREAM_LOCAL, step, 0, nz, 0, npairs, d_noise);
         CK(cudaGetLastError());
     }
-    k_local_step<<<nb, SVIR_CUDA_BLOCK>>>(L, d_lpar, d_A, d_G, d_shift, d_noise, scale, stl, d_z,
-                                          d_b, d_ed, d_lgrad, d_part);
+    k_local_draw<<<nb, SVIR_CUDA_BLOCK>>>(L, d_lpar, d_A, d_noise, d_z, d_b, d_ed, d_part);
     CK(cudaGetLastError());
-    k_reduce_partials<<<1, 64>>>(d_part, nb, 2, d_out);
+    k_reduce_partials<<<1, 64>>>(d_part, nb, 1, d_out + 1);
+    CK(cudaGetLastError());
+    k_local_back<<<nb, SVIR_CUDA_BLOCK>>>(L, d_lpar, d_A, d_G, d_shift, d_noise, d_z, d_ed, scale,
+                                          stl, d_lgrad, d_part);
+    CK(cudaGetLastError());
+    k_reduce_partials<<<1, 64>>>(d_part, nb, 1, d_out);
     CK(cudaGetLastError());
     CK(cudaMemcpy(o, d_out, sizeof o, cudaMemcpyDeviceToHost));
+    /* per-term sums: dA, then sum m, then sum z */
+    for (int t = 0; t < m->nterms; t++) {
+        const int q = L.t[t].q, nv = q * q + 2 * q;
+        const int nbt = (int)std::min<ptrdiff_t>((L.t[t].ngroups + SVIR_CUDA_BLOCK - 1) / SVIR_CUDA_BLOCK, 64);
+        std::vector<double> tv((size_t)nv);
+        CK(cudaFree(d_part));
+        d_part = NULL;
+        CK(upload<double>(&d_part, NULL, (size_t)nbt * (size_t)nv));
+        k_term_sums<<<nbt > 0 ? nbt : 1, SVIR_CUDA_BLOCK>>>(L.t[t], d_lpar, d_G, d_z, scale, d_part);
+        CK(cudaGetLastError());
+        CK(cudaFree(d_out));
+        d_out = NULL;
+        CK(upload<double>(&d_out, NULL, (size_t)nv));
+        k_reduce_partials<<<1, 64>>>(d_part, nbt > 0 ? nbt : 1, nv, d_out);
+        CK(cudaGetLastError());
+        CK(cudaMemcpy(tv.data(), d_out, sizeof(double) * (size_t)nv, cudaMemcpyDeviceToHost));
+        for (int v = 0; v < q * q; v++) sums[m->terms[t].off_qq + v] = tv[(size_t)v];
+        for (int r = 0; r < q; r++) {
+            sums[m->nqq + L.t[t].qoff + r] = tv[(size_t)(q * q + r)];
+            sums[m->nqq + sumq + L.t[t].qoff + r] = tv[(size_t)(q * q + q + r)];
+        }
+    }
     CK(cudaMemcpy(z, d_z, sizeof(double) * (size_t)nz, cudaMemcpyDeviceToHost));
     CK(cudaMemcpy(b, d_b, sizeof(double) * (size_t)nz, cudaMemcpyDeviceToHost));
     CK(cudaMemcpy(lgrad, d_lgrad, sizeof(double) * (size_t)m->nloc, cudaMemcpyDeviceToHost));

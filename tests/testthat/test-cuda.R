@@ -145,6 +145,8 @@ test_that("the CPU per-group step is the closed form for random intercepts", {
   dz <- inp$A * inp$G
   expect_equal(r$lgrad[c(TRUE, FALSE)], dz - m, tolerance = 1e-14)
   expect_equal(r$lgrad[c(FALSE, TRUE)], dz * noise * C - (C^2 - 1), tolerance = 1e-14)
+  # what the global block needs: dA = sum G z, sum m, sum z
+  expect_equal(r$sums, c(sum(inp$G * r$z), sum(m), sum(r$z)), tolerance = 1e-14)
 })
 
 test_that("the CUDA per-group step needs a device and says so", {
@@ -173,6 +175,7 @@ test_that("the CUDA per-group step agrees with the CPU's", {
       expect_equal(b$lgrad, a$lgrad, tolerance = 1e-12)
       expect_equal(b$kl, a$kl, tolerance = 1e-12)
       expect_equal(b$logq, a$logq, tolerance = 1e-12)
+      expect_equal(b$sums, a$sums, tolerance = 1e-12)
     }
   }
 })
