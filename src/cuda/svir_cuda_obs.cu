@@ -540,12 +540,25 @@ typedef struct {
     dev_lterm t[SVIR_CUDA_MAX_TERMS];
 } dev_locals;
 
-/* the group k of any term: its term t and index j */
-__device__ __forceinline__ int local_term(const dev_locals &L, ptrdiff_t k)
+/* group k of any term: its term, q, and its offsets in z (pos) and in the
+ * local parameters (lo) */
+typedef struct {
+    const dev_lterm *tm;
+    int q;
+    ptrdiff_t pos, lo;
+} local_at;
+
+__device__ __forceinline__ local_at local_group(const dev_locals &L, ptrdiff_t k)
 {
     int t = 0;
     while (t + 1 < L.nterms && k >= L.t[t + 1].first) t++;
-    return t;
+    local_at g;
+    g.tm = &L.t[t];
+    g.q = g.tm->q;
+    const ptrdiff_t j = k - g.tm->first;
+    g.pos = g.tm->off_z + j * g.q;
+    g.lo = g.tm->off_loc + j * svir_local_block(g.q);
+    return g;
 }
 
 /* one thread per group of any term: ed, z = m + C noise, b = A z; per block:
@@ -559,13 +572,13 @@ k_local_draw(const dev_locals L, const double *__restrict__ lpar, const double *
     double lq = 0.0;
     for (ptrdiff_t k = (ptrdiff_t)blockIdx.x * blockDim.x + threadIdx.x; k < L.ngroups;
          k += (ptrdiff_t)gridDim.x * blockDim.x) {
-        const dev_lterm &tm = L.t[local_term(L, k)];
-        const int q = tm.q;
-        const ptrdiff_t j = k - tm.first, pos = tm.off_z + j * q;
-        const double *blk = lpar + tm.off_loc + j * svir_local_block(q);
+        const local_at g = local_group(L, k);
+        const int q = g.q;
+        const ptrdiff_t pos = g.pos;
+        const double *blk = lpar + g.lo;
         svir_local_exp_diag(q, blk, ed + pos);
         lq += svir_local_draw(q, blk, noise + pos, ed + pos, z + pos);
-        svir_local_b(q, A + tm.off_qq, z + pos, b + pos);
+        svir_local_b(q, A + g.tm->off_qq, z + pos, b + pos);
     }
     const double s = block_sum(lq, sh);
     if (threadIdx.x == 0) partial[blockIdx.x] = s;
@@ -584,15 +597,14 @@ k_local_back(const dev_locals L, const double *__restrict__ lpar, const double *
     double kl = 0.0;
     for (ptrdiff_t k = (ptrdiff_t)blockIdx.x * blockDim.x + threadIdx.x; k < L.ngroups;
          k += (ptrdiff_t)gridDim.x * blockDim.x) {
-        const dev_lterm &tm = L.t[local_term(L, k)];
-        const int q = tm.q;
-        const ptrdiff_t j = k - tm.first, pos = tm.off_z + j * q;
-        const ptrdiff_t lb = svir_local_block(q), lo = tm.off_loc + j * lb;
-        const double *blk = lpar + lo;
-        double *gm = lgrad + lo;
-        for (ptrdiff_t c = 0; c < lb; c++) gm[c] = 0.0;
-        svir_local_backward(q, A + tm.off_qq, G + pos, noise + pos, z + pos, ed + pos, blk + q,
-                            shift ? shift + tm.qoff : NULL, scale, scale, 1.0, stl, gm, gm + q);
+        const local_at g = local_group(L, k);
+        const int q = g.q;
+        const ptrdiff_t pos = g.pos;
+        const double *blk = lpar + g.lo;
+        double *gm = lgrad + g.lo;
+        for (ptrdiff_t c = 0; c < svir_local_block(q); c++) gm[c] = 0.0;
+        svir_local_backward(q, A + g.tm->off_qq, G + pos, noise + pos, z + pos, ed + pos, blk + q,
+                            shift ? shift + g.tm->qoff : NULL, scale, scale, 1.0, stl, gm, gm + q);
         kl += svir_local_kl(q, blk, blk + q, ed + pos, scale, stl ? 0.0 : scale, gm, gm + q);
     }
     const double s = block_sum(kl, sh);
