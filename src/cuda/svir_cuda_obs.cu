@@ -401,9 +401,10 @@ extern "C" int svir_cuda_data_new(const svir_model *m, svir_cuda_data **out, cha
     CK(upload<double>(&d->partial, NULL, (size_t)d->nblocks * (size_t)(p + 2)));
     CK(upload<double>(&d->out, NULL, (size_t)(p + 2)));
     CK(cudaEventCreate(&d->ev0));
-    if (cudaEventCreate(&d->ev1) != cudaSuccess) {
-        cudaEventDestroy(d->ev0);
-        CK(cudaGetLastError());
+    {
+        const cudaError_t e1 = cudaEventCreate(&d->ev1);
+        if (e1 != cudaSuccess) cudaEventDestroy(d->ev0);
+        CK(e1);
     }
     d->have_events = 1;
     *out = d;
