@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "svir_glmm.h"
+#include "svir_step.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -74,6 +75,17 @@ int svir_cuda_local_step_host(const svir_model *m, const double *lpar, const dou
                               const double *G, const double *shift, uint64_t seed, uint64_t step,
                               double scale, int stl, double *z, double *b, double *lgrad,
                               double *kl, double *logq, double *sums, char *err, size_t errlen);
+
+/* One full-batch ELBO estimate and its gradient on the device, as
+ * svir_elbo_grad computes them on the CPU for the same step: S particles,
+ * the mean-field or full-rank global guide, stl, the coupled guide's
+ * constants cp (ns span columns; from svir_coupling_new). gpar [n global
+ * par], lpar [nloc]; grad [n global par + nloc]. Every step of estimate()
+ * runs on the device; only the ELBO and the gradient come back. */
+int svir_cuda_elbo_grad_host(const svir_model *m, const svir_coupling *cp, int ns, int fullrank,
+                             int stl, int S, const double *gpar, const double *lpar,
+                             uint64_t seed, long step, double *elbo, double *grad, char *err,
+                             size_t errlen);
 
 /* One Adam update on the device, host arrays in and out: par, mom, vel [n]
  * updated in place from g [n] (svir_adam1 per element, as svir_adam). */

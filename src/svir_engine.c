@@ -1414,3 +1414,63 @@ int svir_elbo_grad(const svir_model *m, const svir_control *c, const double *gpa
     work_free(&w);
     return 0;
 }
+
+int svir_coupling_new(const svir_model *m, const svir_control *c, const double *ref,
+                      svir_coupling *out, int *ns_out)
+{
+    work w;
+    memset(out, 0, sizeof *out);
+    *ns_out = 0;
+    if (work_init(&w, m, c)) return 2;
+    const int nt = m->nterms, p = m->p;
+    const int ns = nt > 0 ? w.coff[nt - 1] + w.cns[nt - 1] : 0;
+    if (w.couple) {
+        double *r0 = calloc((size_t)m->D + 1, sizeof(double));
+        if (!r0) {
+            work_free(&w);
+            return 2;
+        }
+        if (ref) memcpy(r0, ref, sizeof(double) * (size_t)m->D);
+        coupling_update(&w, r0);
+        free(r0);
+    }
+    int *cns = malloc(sizeof(int) * ((size_t)nt + 1)), *coff = malloc(sizeof(int) * ((size_t)nt + 1));
+    int *qoff = malloc(sizeof(int) * ((size_t)nt + 1)), *cS = malloc(sizeof(int) * ((size_t)ns + 1));
+    double *ca = malloc(sizeof(double) * ((size_t)ns * (size_t)p + 1));
+    double *cK = malloc(sizeof(double) * ((size_t)ns * (size_t)p + 1));
+    double *comega = malloc(sizeof(double) * ((size_t)ns + 1));
+    double *cref = malloc(sizeof(double) * ((size_t)p + 1));
+    if (!cns || !coff || !qoff || !cS || !ca || !cK || !comega || !cref) {
+        free(cns); free(coff); free(qoff); free(cS); free(ca); free(cK); free(comega); free(cref);
+        work_free(&w);
+        return 2;
+    }
+    memcpy(cns, w.cns, sizeof(int) * (size_t)nt);
+    memcpy(coff, w.coff, sizeof(int) * (size_t)nt);
+    memcpy(qoff, w.qoff, sizeof(int) * (size_t)nt);
+    memcpy(cS, w.cS, sizeof(int) * (size_t)ns);
+    memcpy(ca, w.ca, sizeof(double) * (size_t)ns * (size_t)p);
+    memcpy(cK, w.cK, sizeof(double) * (size_t)ns * (size_t)p);
+    memcpy(comega, w.comega, sizeof(double) * (size_t)ns);
+    memcpy(cref, w.cref, sizeof(double) * (size_t)p);
+    out->couple = w.couple;
+    out->sumq = w.sumq;
+    out->cns = cns;
+    out->coff = coff;
+    out->qoff = qoff;
+    out->cS = cS;
+    out->ca = ca;
+    out->cK = cK;
+    out->comega = comega;
+    out->cref = cref;
+    *ns_out = ns;
+    work_free(&w);
+    return 0;
+}
+
+void svir_coupling_free(svir_coupling *cp)
+{
+    free((void *)cp->cns); free((void *)cp->coff); free((void *)cp->qoff); free((void *)cp->cS);
+    free((void *)cp->ca); free((void *)cp->cK); free((void *)cp->comega); free((void *)cp->cref);
+    memset(cp, 0, sizeof *cp);
+}

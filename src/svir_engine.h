@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "svir_glmm.h"
+#include "svir_step.h"
 
 enum { SVIR_GUIDE_MEANFIELD = 0, SVIR_GUIDE_FULLRANK = 1 };
 enum { SVIR_LR_CONSTANT = 0, SVIR_LR_PLATEAU = 1, SVIR_LR_DECAY = 2 };
@@ -87,6 +88,14 @@ void svir_result_free(svir_result *res);
  * svir_adam1 (svir_step.h), two elements at a time where SSE2 is used. */
 void svir_adam(double *par, double *mom, double *vel, const double *g, ptrdiff_t n, double lr,
                double bc1, double bc2);
+
+/* The coupled guide's constants of (m, c) with the reference point ref [D]
+ * (NULL: zeros), as svir_elbo_grad sets them, in arrays owned by out
+ * (release with svir_coupling_free); *ns gets the number of span columns.
+ * For the CUDA backend. Returns 0, or 2 when out of memory. */
+int svir_coupling_new(const svir_model *m, const svir_control *c, const double *ref,
+                      svir_coupling *out, int *ns);
+void svir_coupling_free(svir_coupling *cp);
 
 /* One-step ELBO estimate and its exact gradient at the given variational
  * parameters, with the noise and minibatch of step `step` (for gradient tests).

@@ -473,7 +473,9 @@ SEXP svir_loglik_block_r(SEXP spec, SEXP theta, SEXP zl)
     return out;
 }
 
-SEXP svir_elbo_grad_r(SEXP spec, SEXP ctrl, SEXP vpar, SEXP step)
+/* svir_elbo_grad at vpar for `step` on the CPU, or its full-batch CUDA
+ * version (svir_cuda_elbo_grad_host): list(elbo, grad) */
+static SEXP elbo_grad(SEXP spec, SEXP ctrl, SEXP vpar, SEXP step, int cuda)
 {
     holder *h;
     SEXP hp = PROTECT(holder_new(&h));
@@ -485,11 +487,29 @@ SEXP svir_elbo_grad_r(SEXP spec, SEXP ctrl, SEXP vpar, SEXP step)
     if (TYPEOF(vpar) != REALSXP || Rf_xlength(vpar) != ng + m->nloc)
         Rf_error("svir internal error: vpar must be double of length %lld", (long long)(ng + m->nloc));
     SEXP grad = PROTECT(Rf_allocVector(REALSXP, ng + m->nloc));
-    double elbo;
-    char err[256];
-    if (svir_elbo_grad(m, &c, REAL(vpar), REAL(vpar) + ng, (long)Rf_asReal(step), &elbo,
-                       REAL(grad), err, sizeof err))
-        Rf_error("svir: %s", err);
+    double elbo = 0.0;
+    char err[512];
+    if (!cuda) {
+        if (svir_elbo_grad(m, &c, REAL(vpar), REAL(vpar) + ng, (long)Rf_asReal(step), &elbo,
+                           REAL(grad), err, sizeof err))
+            Rf_error("svir: %s", err);
+    } else {
+        if (c.batch_size > 0 && c.batch_size < m->n)
+            Rf_error("svir: the CUDA ELBO check takes full batches only");
+#ifdef SVIR_HAVE_CUDA
+        svir_coupling cp;
+        int ns = 0;
+        if (svir_coupling_new(m, &c, c.init_mu, &cp, &ns)) Rf_error("svir: out of memory");
+        const int st = svir_cuda_elbo_grad_host(
+            m, &cp, ns, c.guide == SVIR_GUIDE_FULLRANK, c.stl,
+            c.num_particles > 0 ? c.num_particles : 1, REAL(vpar), REAL(vpar) + ng, c.seed,
+            (long)Rf_asReal(step), &elbo, REAL(grad), err, sizeof err);
+        svir_coupling_free(&cp);
+        if (st) Rf_error("svir: %s", err);
+#else
+        Rf_error("svir was built without CUDA");
+#endif
+    }
     SEXP out = PROTECT(Rf_allocVector(VECSXP, 2));
     SEXP nms = PROTECT(Rf_allocVector(STRSXP, 2));
     set_elt(out, nms, 0, "elbo", Rf_ScalarReal(elbo));
@@ -498,6 +518,11 @@ SEXP svir_elbo_grad_r(SEXP spec, SEXP ctrl, SEXP vpar, SEXP step)
     holder_done(hp);
     UNPROTECT(4);
     return out;
+}
+
+SEXP svir_elbo_grad_r(SEXP spec, SEXP ctrl, SEXP vpar, SEXP step)
+{
+    return elbo_grad(spec, ctrl, vpar, step, 0);
 }
 
 /* One pass over all observations at given fixed effects beta [p] and random
@@ -645,4 +670,11 @@ SEXP svir_adam_r(SEXP par, SEXP mom, SEXP vel, SEXP g, SEXP lr, SEXP t, SEXP bac
     Rf_setAttrib(out, R_NamesSymbol, nms);
     UNPROTECT(5);
     return out;
+}
+
+/* svir_elbo_grad_r on the CUDA device (svir_cuda_elbo_grad_host): the same
+ * list(elbo, grad) for a full batch. For the parity tests. */
+SEXP svir_cuda_elbo_grad_r(SEXP spec, SEXP ctrl, SEXP vpar, SEXP step)
+{
+    return elbo_grad(spec, ctrl, vpar, step, 1);
 }

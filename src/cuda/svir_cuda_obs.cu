@@ -66,6 +66,7 @@ struct svir_cuda_data {
     double *y, *trials, *offset, *X, *Z[SVIR_CUDA_MAX_TERMS];
     int *group[SVIR_CUDA_MAX_TERMS], *rowptr[SVIR_CUDA_MAX_TERMS], *rows[SVIR_CUDA_MAX_TERMS];
     double *beta, *b, *de, *G, *partial, *out;
+    svir_aux *aux;
     cudaEvent_t ev0, ev1;
     int have_events;
 };
@@ -110,8 +111,9 @@ __device__ __forceinline__ double block_sum(double v, double *sh)
 template <int FAM, int LINK, int PC>
 __global__ void __launch_bounds__(SVIR_CUDA_BLOCK)
 k_obs(const dev_model dm, const double *__restrict__ beta, const double *__restrict__ b,
-      svir_aux aux, double *__restrict__ de, double *__restrict__ partial)
+      const svir_aux *__restrict__ auxp, double *__restrict__ de, double *__restrict__ partial)
 {
+    const svir_aux aux = *auxp;
     __shared__ double sh[SVIR_CUDA_WARPS];
     const ptrdiff_t n = dm.n;
     const int p = dm.p, pc = p < PC ? p : PC;
@@ -195,6 +197,18 @@ k_xtde(const dev_model dm, int c0, const double *__restrict__ de, double *__rest
     }
 }
 
+/* out[v - v0] = sum over blocks of partial[blk * nv + v] for v0 <= v < v0 +
+ * count, in block order */
+__global__ void k_reduce_range(const double *__restrict__ partial, int nblocks, int nv, int v0,
+                               int count, double *__restrict__ out)
+{
+    for (int v = v0 + threadIdx.x; v < v0 + count; v += blockDim.x) {
+        double s = 0.0;
+        for (int k = 0; k < nblocks; k++) s += partial[(ptrdiff_t)k * nv + v];
+        out[v - v0] = s;
+    }
+}
+
 /* out[v] = sum over blocks of partial[blk][v], in block order */
 __global__ void k_reduce_partials(const double *__restrict__ partial, int nblocks, int nv,
                                   double *__restrict__ out)
@@ -249,20 +263,21 @@ __global__ void k_normals(uint32_t k0, uint32_t k1, uint64_t stream, uint64_t st
 
 /* ---- host side ------------------------------------------------------------- */
 
-static int launch_obs(svir_cuda_data *d, const svir_aux *aux)
+/* the observation pass with d->beta, d->b and d->aux already on the device */
+static int launch_obs(svir_cuda_data *d)
 {
     const dev_model &dm = d->dm;
     const int nb = d->nblocks;
 #define OBS(FAM, LINK)                                                                  \
     do {                                                                                \
         if (dm.p <= 4)                                                                  \
-            k_obs<FAM, LINK, 4><<<nb, SVIR_CUDA_BLOCK>>>(dm, d->beta, d->b, *aux, d->de, \
+            k_obs<FAM, LINK, 4><<<nb, SVIR_CUDA_BLOCK>>>(dm, d->beta, d->b, d->aux, d->de, \
                                                          d->partial);                   \
         else if (dm.p <= 16)                                                            \
-            k_obs<FAM, LINK, 16><<<nb, SVIR_CUDA_BLOCK>>>(dm, d->beta, d->b, *aux, d->de, \
+            k_obs<FAM, LINK, 16><<<nb, SVIR_CUDA_BLOCK>>>(dm, d->beta, d->b, d->aux, d->de, \
                                                           d->partial);                  \
         else                                                                            \
-            k_obs<FAM, LINK, 32><<<nb, SVIR_CUDA_BLOCK>>>(dm, d->beta, d->b, *aux, d->de, \
+            k_obs<FAM, LINK, 32><<<nb, SVIR_CUDA_BLOCK>>>(dm, d->beta, d->b, d->aux, d->de, \
                                                           d->partial);                  \
     } while (0)
     switch (dm.family * 8 + dm.link) {
@@ -307,6 +322,7 @@ extern "C" void svir_cuda_data_free(svir_cuda_data *d)
     cudaFree(d->G);
     cudaFree(d->partial);
     cudaFree(d->out);
+    cudaFree(d->aux);
     if (d->have_events) {
         cudaEventDestroy(d->ev0);
         cudaEventDestroy(d->ev1);
@@ -400,6 +416,7 @@ extern "C" int svir_cuda_data_new(const svir_model *m, svir_cuda_data **out, cha
     CK(upload<double>(&d->G, NULL, (size_t)m->nz));
     CK(upload<double>(&d->partial, NULL, (size_t)d->nblocks * (size_t)(p + 2)));
     CK(upload<double>(&d->out, NULL, (size_t)(p + 2)));
+    CK(upload<svir_aux>(&d->aux, NULL, 1));
     CK(cudaEventCreate(&d->ev0));
     {
         const cudaError_t e1 = cudaEventCreate(&d->ev1);
@@ -426,8 +443,9 @@ extern "C" int svir_cuda_obs_pass_host(svir_cuda_data *d, const double *beta, co
     float t = 0.0f;
     if (p > 0) CK(cudaMemcpy(d->beta, beta, sizeof(double) * (size_t)p, cudaMemcpyHostToDevice));
     if (d->nz > 0) CK(cudaMemcpy(d->b, b, sizeof(double) * (size_t)d->nz, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(d->aux, &aux, sizeof aux, cudaMemcpyHostToDevice));
     CK(cudaEventRecord(d->ev0));
-    if (launch_obs(d, &aux)) {
+    if (launch_obs(d)) {
         snprintf(err, errlen, "the CUDA backend has no kernel for family %d with link %d",
                  d->dm.family, d->dm.link);
         return 1;
@@ -491,9 +509,10 @@ extern "C" int svir_cuda_obs_bench(svir_cuda_data *d, int reps, size_t copy_byte
     }
     bytes += 8.0 * (double)dm.n; /* de written once */
     *bytes_pass = bytes;
+    CK(cudaMemcpy(d->aux, &aux, sizeof aux, cudaMemcpyHostToDevice));
     for (int r = 0; r < reps + 1; r++) { /* the first is a warm-up */
         CK(cudaEventRecord(d->ev0));
-        launch_obs(d, &aux);
+        launch_obs(d);
         CK(cudaGetLastError());
         CK(cudaEventRecord(d->ev1));
         CK(cudaEventSynchronize(d->ev1));
@@ -540,6 +559,38 @@ typedef struct {
     ptrdiff_t ngroups;
     dev_lterm t[SVIR_CUDA_MAX_TERMS];
 } dev_locals;
+
+/* The terms' group layout for the per-group kernels; returns the blocks
+ * for one thread per group, or 0 (with a message) when a term is too wide. */
+static int make_locals(const svir_model *m, dev_locals *L, char *err, size_t errlen)
+{
+    memset(L, 0, sizeof *L);
+    if (m->nterms > SVIR_CUDA_MAX_TERMS) {
+        snprintf(err, errlen, "the CUDA backend takes at most %d random-effect terms",
+                 SVIR_CUDA_MAX_TERMS);
+        return 0;
+    }
+    L->nterms = m->nterms;
+    for (int t = 0, qo = 0; t < m->nterms; t++) {
+        const svir_term *tm = &m->terms[t];
+        if (tm->q > SVIR_QMAX_STACK) {
+            snprintf(err, errlen, "a term has %d columns; the CUDA backend takes at most %d",
+                     tm->q, SVIR_QMAX_STACK);
+            return 0;
+        }
+        L->t[t].q = tm->q;
+        L->t[t].ngroups = tm->ngroups;
+        L->t[t].qoff = qo;
+        L->t[t].off_z = tm->off_z;
+        L->t[t].off_loc = tm->off_loc;
+        L->t[t].off_qq = tm->off_qq;
+        L->t[t].first = L->ngroups;
+        L->ngroups += tm->ngroups;
+        qo += tm->q;
+    }
+    const ptrdiff_t nb = (L->ngroups + SVIR_CUDA_BLOCK - 1) / SVIR_CUDA_BLOCK;
+    return nb < 1 ? 1 : (int)std::min<ptrdiff_t>(nb, 4096);
+}
 
 /* group k of any term: its term, q, and its offsets in z (pos) and in the
  * local parameters (lo) */
@@ -591,8 +642,9 @@ __global__ void __launch_bounds__(SVIR_CUDA_BLOCK)
 k_local_back(const dev_locals L, const double *__restrict__ lpar, const double *__restrict__ A,
              const double *__restrict__ G, const double *__restrict__ shift,
              const double *__restrict__ noise, const double *__restrict__ z,
-             const double *__restrict__ ed, double scale, int stl, double *__restrict__ lgrad,
-             double *__restrict__ partial)
+             const double *__restrict__ ed, double scale, double invS, int stl, int first,
+             int with_kl,
+             double *__restrict__ lgrad, double *__restrict__ partial)
 {
     __shared__ double sh[SVIR_CUDA_WARPS];
     double kl = 0.0;
@@ -603,10 +655,11 @@ k_local_back(const dev_locals L, const double *__restrict__ lpar, const double *
         const ptrdiff_t pos = g.pos;
         const double *blk = lpar + g.lo;
         double *gm = lgrad + g.lo;
-        for (ptrdiff_t c = 0; c < svir_local_block(q); c++) gm[c] = 0.0;
+        if (first)
+            for (ptrdiff_t c = 0; c < svir_local_block(q); c++) gm[c] = 0.0;
         svir_local_backward(q, A + g.tm->off_qq, G + pos, noise + pos, z + pos, ed + pos, blk + q,
-                            shift ? shift + g.tm->qoff : NULL, scale, scale, 1.0, stl, gm, gm + q);
-        kl += svir_local_kl(q, blk, blk + q, ed + pos, scale, stl ? 0.0 : scale, gm, gm + q);
+                            shift ? shift + g.tm->qoff : NULL, scale, scale, invS, stl, gm, gm + q);
+        if (with_kl) kl += svir_local_kl(q, blk, blk + q, ed + pos, scale, stl ? 0.0 : scale, gm, gm + q);
     }
     const double s = block_sum(kl, sh);
     if (threadIdx.x == 0) partial[blockIdx.x] = s;
@@ -655,32 +708,9 @@ extern "C" int svir_cuda_local_step_host(const svir_model *m, const double *lpar
     double o[2] = {0.0, 0.0};
     uint32_t key[2];
     const ptrdiff_t nz = m->nz;
-    memset(&L, 0, sizeof L);
-    if (m->nterms > SVIR_CUDA_MAX_TERMS) {
-        snprintf(err, errlen, "the CUDA backend takes at most %d random-effect terms",
-                 SVIR_CUDA_MAX_TERMS);
-        return 1;
-    }
-    L.nterms = m->nterms;
-    for (int t = 0; t < m->nterms; t++) {
-        const svir_term *tm = &m->terms[t];
-        if (tm->q > SVIR_QMAX_STACK) {
-            snprintf(err, errlen, "a term has %d columns; the CUDA backend takes at most %d",
-                     tm->q, SVIR_QMAX_STACK);
-            return 1;
-        }
-        L.t[t].q = tm->q;
-        L.t[t].ngroups = tm->ngroups;
-        L.t[t].qoff = sumq;
-        L.t[t].off_z = tm->off_z;
-        L.t[t].off_loc = tm->off_loc;
-        L.t[t].off_qq = tm->off_qq;
-        L.t[t].first = L.ngroups;
-        L.ngroups += tm->ngroups;
-        sumq += tm->q;
-    }
-    nb = (int)std::min<ptrdiff_t>((L.ngroups + SVIR_CUDA_BLOCK - 1) / SVIR_CUDA_BLOCK, 4096);
-    if (nb < 1) nb = 1;
+    nb = make_locals(m, &L, err, errlen);
+    if (!nb) return 1;
+    for (int t = 0; t < m->nterms; t++) sumq += m->terms[t].q;
     CK(upload(&d_lpar, lpar, (size_t)m->nloc));
     CK(upload(&d_A, A, (size_t)m->nqq));
     CK(upload(&d_G, G, (size_t)nz));
@@ -704,7 +734,7 @@ extern "C" int svir_cuda_local_step_host(const svir_model *m, const double *lpar
     k_reduce_partials<<<1, 64>>>(d_part, nb, 1, d_out + 1);
     CK(cudaGetLastError());
     k_local_back<<<nb, SVIR_CUDA_BLOCK>>>(L, d_lpar, d_A, d_G, d_shift, d_noise, d_z, d_ed, scale,
-                                          stl, d_lgrad, d_part);
+                                          1.0, stl, 1, 1, d_lgrad, d_part);
     CK(cudaGetLastError());
     k_reduce_partials<<<1, 64>>>(d_part, nb, 1, d_out);
     CK(cudaGetLastError());
@@ -776,4 +806,276 @@ extern "C" int svir_cuda_adam_host(double *par, double *mom, double *vel, const 
 fail:
     cudaFree(d_p); cudaFree(d_m); cudaFree(d_v); cudaFree(d_g);
     return 3;
+}
+
+/* ---- one full-batch ELBO estimate and its gradient on the device -------------
+ * The order of estimate() in svir_engine.c, particle by particle: the global
+ * block's forward pass (one thread: k_global_fwd), the local draws, the
+ * observation pass, the local backward pass, the per-term sums, the global
+ * block's backward pass (one thread: k_global_back); then the entropy and
+ * the KL terms (k_global_end). Only the result crosses to the host. */
+
+/* scal: [0] log prior of the particle, [1] the ELBO so far, [2] KL */
+__global__ void k_global_fwd(svir_model m, svir_coupling cp, int fullrank, const double *gpar,
+                             uint32_t k0, uint32_t k1, uint64_t step, uint64_t base, double *eps,
+                             double *theta, svir_globals g, double *beta_eff, double *cu,
+                             double *cw, svir_aux *aux, double *gtheta, double *ws, double *scal)
+{
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    const uint32_t key[2] = {k0, k1};
+    const ptrdiff_t D = m.D;
+    for (ptrdiff_t d = 0; d < D; d++) eps[d] = svir_normal(key, SVIR_STREAM_GLOBAL, step, base + (uint64_t)d);
+    svir_guide_theta(D, fullrank, gpar, eps, theta);
+    svir_unpack_globals(&m, theta, &g);
+    svir_coupling_forward(&m, &cp, theta, &g, beta_eff, cu, cw);
+    for (ptrdiff_t d = 0; d < D; d++) gtheta[d] = 0.0;
+    scal[0] = svir_log_prior_ws(&m, theta, gtheta, ws);
+    svir_aux_set(aux, g.sigma, g.phi);
+}
+
+/* obs: [ll, d ll / d log aux, d ll / d beta (p)]; sums: per term dA (at
+ * off_qq), then sum m, then sum z (k_term_sums) */
+__global__ void k_global_back(svir_model m, svir_coupling cp, int ns, int fullrank, int stl,
+                              double scale, double invS, const double *gpar, const double *eps,
+                              const double *theta, svir_globals g, const double *cw,
+                              const double *obs, const double *sums, double *gtheta, double *cds,
+                              double *cdw, double *dA, double *ggrad, double *ws, double *scal)
+{
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    const int p = m.p;
+    const ptrdiff_t D = m.D;
+    svir_unpack_globals(&m, theta, &g);
+    const double ll = obs[0], gaux = obs[1];
+    const double *gb = obs + 2;
+    for (int k = 0; k < p; k++) gtheta[k] += scale * gb[k];
+    if (cp.couple)
+        for (int o = 0; o < ns; o++) {
+            double acc = 0.0;
+            for (int i = 0; i < p; i++) acc += cp.ca[(size_t)o * p + i] * gb[i];
+            cds[o] = -scale * acc;
+        }
+    if (m.off_sigma >= 0) gtheta[m.off_sigma] += scale * gaux;
+    if (m.off_phi >= 0) gtheta[m.off_phi] += scale * gaux;
+    scal[1] += invS * (m.ll_const + scale * ll + scal[0]);
+    for (ptrdiff_t k = 0; k < m.nqq; k++) dA[k] = sums[k];
+    if (cp.couple) {
+        /* coupling_backward's sums over the groups, from the per-term sums
+         * (full batch: every group has weight scale) */
+        double val = 0.0;
+        for (int t = 0; t < m.nterms; t++) {
+            const int q = m.terms[t].q, qo = cp.qoff[t];
+            for (int r = 0; r < q; r++) cdw[qo + r] = 0.0;
+            if (cp.cns[t] == 0) continue;
+            const double J = (double)m.terms[t].ngroups, wt = scale;
+            const double *wv = cw + qo, *ms = sums + m.nqq + qo, *zs = ms + cp.sumq;
+            for (int r = 0; r < q; r++) {
+                val -= wt * (-ms[r] * wv[r] + J * 0.5 * wv[r] * wv[r]);
+                cdw[qo + r] = wt * ((stl ? zs[r] : ms[r]) - J * wv[r]);
+            }
+        }
+        svir_coupling_back_terms(&m, &cp, &g, cw, cdw, cds, dA, gtheta);
+        scal[1] += invS * val;
+    }
+    for (int t = 0; t < m.nterms; t++)
+        svir_backprop_A_ws(&m, t, theta, &g, dA + m.terms[t].off_qq, gtheta, ws);
+    svir_guide_backward(D, fullrank, stl, gpar, eps, gtheta, invS, ggrad, ws);
+}
+
+/* after the particles: the entropy, then minus the KL terms (scal[2]) */
+__global__ void k_global_end(svir_model m, int fullrank, int stl, const double *gpar,
+                             double *ggrad, double *scal)
+{
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    scal[1] += svir_guide_entropy(m.D, fullrank, stl, gpar, ggrad);
+    scal[1] -= scal[2];
+}
+
+__global__ void k_zero(double *x, ptrdiff_t n)
+{
+    for (ptrdiff_t k = (ptrdiff_t)blockIdx.x * blockDim.x + threadIdx.x; k < n;
+         k += (ptrdiff_t)gridDim.x * blockDim.x)
+        x[k] = 0.0;
+}
+
+extern "C" int svir_cuda_elbo_grad_host(const svir_model *m, const svir_coupling *cp, int ns,
+                                        int fullrank, int stl, int S, const double *gpar,
+                                        const double *lpar, uint64_t seed, long step,
+                                        double *elbo, double *grad, char *err, size_t errlen)
+{
+    svir_cuda_data *d = NULL;
+    const ptrdiff_t D = m->D, nz = m->nz, nloc = m->nloc;
+    const ptrdiff_t ngp = fullrank ? D + D * (D + 1) / 2 : 2 * D;
+    const int p = m->p, nt = m->nterms;
+    int sumq = 0, nb = 1, st = 3;
+    svir_model md = *m;
+    svir_coupling cd;
+    svir_globals g;
+    dev_locals L;
+    uint32_t key[2];
+    double scal_h[3] = {0.0, 0.0, 0.0};
+    /* device buffers */
+    svir_term *d_terms = NULL;
+    int *d_pt = NULL, *d_cns = NULL, *d_coff = NULL, *d_qoff = NULL, *d_cS = NULL;
+    double *d_pdf = NULL, *d_ploc = NULL, *d_pscale = NULL, *d_ca = NULL, *d_cK = NULL,
+           *d_comega = NULL, *d_cref = NULL;
+    double *d_gpar = NULL, *d_lpar = NULL, *d_eps = NULL, *d_theta = NULL, *d_sd = NULL,
+           *d_L = NULL, *d_A = NULL, *d_cu = NULL, *d_cw = NULL, *d_gtheta = NULL, *d_ws = NULL,
+           *d_scal = NULL, *d_noise = NULL, *d_z = NULL, *d_ed = NULL, *d_ggrad = NULL,
+           *d_lgrad = NULL, *d_part = NULL, *d_sums = NULL, *d_cds = NULL, *d_cdw = NULL,
+           *d_dA = NULL;
+    std::vector<svir_term> terms((size_t)(nt > 0 ? nt : 1));
+    memset(&cd, 0, sizeof cd);
+    memset(&L, 0, sizeof L);
+    for (int t = 0; t < nt; t++) sumq += m->terms[t].q;
+    for (int t = 0; t < nt; t++) {
+        terms[(size_t)t] = m->terms[t];
+        terms[(size_t)t].group = NULL;
+        terms[(size_t)t].Z = NULL;
+        terms[(size_t)t].xmap = NULL;
+        terms[(size_t)t].nobs = NULL;
+        if (m->terms[t].q > SVIR_QMAX_STACK) {
+            snprintf(err, errlen, "a term has more than %d columns", SVIR_QMAX_STACK);
+            return 1;
+        }
+    }
+    if (svir_cuda_data_new(m, &d, err, errlen)) return 3;
+    /* the model's global part on the device */
+    CK(upload(&d_terms, terms.data(), (size_t)nt));
+    CK(upload(&d_pt, m->prior_type, (size_t)D));
+    CK(upload(&d_pdf, m->prior_df, (size_t)D));
+    CK(upload(&d_ploc, m->prior_loc, (size_t)D));
+    CK(upload(&d_pscale, m->prior_scale, (size_t)D));
+    md.y = md.trials = md.offset = md.X = NULL;
+    md.terms = d_terms;
+    md.prior_type = d_pt;
+    md.prior_df = d_pdf;
+    md.prior_loc = d_ploc;
+    md.prior_scale = d_pscale;
+    /* the coupled guide's constants */
+    cd.couple = cp->couple;
+    cd.sumq = cp->sumq;
+    CK(upload(&d_cns, cp->cns, (size_t)nt));
+    CK(upload(&d_coff, cp->coff, (size_t)nt));
+    CK(upload(&d_qoff, cp->qoff, (size_t)nt));
+    CK(upload(&d_cS, cp->cS, (size_t)ns));
+    CK(upload(&d_ca, cp->ca, (size_t)ns * (size_t)p));
+    CK(upload(&d_cK, cp->cK, (size_t)ns * (size_t)p));
+    CK(upload(&d_comega, cp->comega, (size_t)ns));
+    CK(upload(&d_cref, cp->cref, (size_t)p));
+    cd.cns = d_cns;
+    cd.coff = d_coff;
+    cd.qoff = d_qoff;
+    cd.cS = d_cS;
+    cd.ca = d_ca;
+    cd.cK = d_cK;
+    cd.comega = d_comega;
+    cd.cref = d_cref;
+    /* the variational parameters and work space */
+    CK(upload(&d_gpar, gpar, (size_t)ngp));
+    CK(upload(&d_lpar, lpar, (size_t)nloc));
+    CK(upload<double>(&d_eps, NULL, (size_t)D));
+    CK(upload<double>(&d_theta, NULL, (size_t)D));
+    CK(upload<double>(&d_sd, NULL, (size_t)sumq));
+    CK(upload<double>(&d_L, NULL, (size_t)m->nqq));
+    CK(upload<double>(&d_A, NULL, (size_t)m->nqq));
+    CK(upload<double>(&d_cu, NULL, (size_t)sumq));
+    CK(upload<double>(&d_cw, NULL, (size_t)sumq));
+    CK(upload<double>(&d_gtheta, NULL, (size_t)D));
+    CK(upload<double>(&d_ws, NULL, (size_t)std::max<ptrdiff_t>(D, (ptrdiff_t)m->qmax * m->qmax)));
+    CK(upload(&d_scal, scal_h, 3));
+    CK(upload<double>(&d_noise, NULL, (size_t)nz));
+    CK(upload<double>(&d_z, NULL, (size_t)nz));
+    CK(upload<double>(&d_ed, NULL, (size_t)nz));
+    CK(upload<double>(&d_ggrad, NULL, (size_t)ngp));
+    CK(upload<double>(&d_lgrad, NULL, (size_t)nloc));
+    CK(upload<double>(&d_sums, NULL, (size_t)m->nqq + 2 * (size_t)sumq));
+    CK(upload<double>(&d_cds, NULL, (size_t)ns));
+    CK(upload<double>(&d_cdw, NULL, (size_t)sumq));
+    CK(upload<double>(&d_dA, NULL, (size_t)m->nqq));
+    g.beta = NULL;
+    g.sd = d_sd;
+    g.L = d_L;
+    g.A = d_A;
+    g.sigma = g.phi = 1.0;
+    nb = make_locals(m, &L, err, errlen);
+    if (!nb) {
+        st = 1;
+        goto fail;
+    }
+    {
+        /* block partials: the groups' kernels (one value) and the per-term
+         * sums (q^2 + 2q values, at most 64 blocks) */
+        const ptrdiff_t need = std::max<ptrdiff_t>(nb, 64 * ((ptrdiff_t)m->qmax * m->qmax + 2 * m->qmax));
+        CK(upload<double>(&d_part, NULL, (size_t)need));
+    }
+    k_zero<<<64, 256>>>(d_ggrad, ngp);
+    CK(cudaGetLastError());
+    svir_philox_key(seed, key);
+    for (int s = 0; s < S; s++) {
+        const double invS = 1.0 / S, scale = 1.0;
+        k_global_fwd<<<1, 1>>>(md, cd, fullrank, d_gpar, key[0], key[1], (uint64_t)step,
+                               (uint64_t)s * (uint64_t)D, d_eps, d_theta, g, d->beta, d_cu, d_cw,
+                               d->aux, d_gtheta, d_ws, d_scal);
+        CK(cudaGetLastError());
+        if (nz > 0) {
+            /* the local noise of particle s: normals s nz .. s nz + nz - 1 */
+            const uint64_t first = (uint64_t)s * (uint64_t)nz;
+            const uint64_t pair0 = first >> 1, pair1 = (first + (uint64_t)nz - 1) >> 1;
+            const ptrdiff_t npairs = (ptrdiff_t)(pair1 - pair0 + 1);
+            k_normals<<<(int)std::min<ptrdiff_t>((npairs + 255) / 256, 4096), 256>>>(
+                key[0], key[1], SVIR_STREAM_LOCAL, (uint64_t)step, first, nz, pair0, npairs, d_noise);
+            CK(cudaGetLastError());
+        }
+        k_local_draw<<<nb, SVIR_CUDA_BLOCK>>>(L, d_lpar, d_A, d_noise, d_z, d->b, d_ed, d_part);
+        CK(cudaGetLastError());
+        if (launch_obs(d)) {
+            snprintf(err, errlen, "the CUDA backend has no kernel for family %d with link %d",
+                     m->family, m->link);
+            st = 1;
+            goto fail;
+        }
+        CK(cudaGetLastError());
+        k_local_back<<<nb, SVIR_CUDA_BLOCK>>>(L, d_lpar, d_A, d->G, cd.couple ? d_cw : NULL,
+                                              d_noise, d_z, d_ed, scale, invS, stl, s == 0,
+                                              s == S - 1, d_lgrad, d_part);
+        CK(cudaGetLastError());
+        if (s == S - 1) {
+            k_reduce_partials<<<1, 64>>>(d_part, nb, 1, d_scal + 2);
+            CK(cudaGetLastError());
+        }
+        for (int t = 0; t < nt; t++) {
+            const int q = L.t[t].q, nv = q * q + 2 * q;
+            int nbt = (int)std::min<ptrdiff_t>((L.t[t].ngroups + SVIR_CUDA_BLOCK - 1) / SVIR_CUDA_BLOCK, 64);
+            if (nbt < 1) nbt = 1;
+            k_term_sums<<<nbt, SVIR_CUDA_BLOCK>>>(L.t[t], d_lpar, d->G, d_z, scale, d_part);
+            CK(cudaGetLastError());
+            k_reduce_range<<<1, 64>>>(d_part, nbt, nv, 0, q * q, d_sums + L.t[t].off_qq);
+            k_reduce_range<<<1, 64>>>(d_part, nbt, nv, q * q, q, d_sums + m->nqq + L.t[t].qoff);
+            k_reduce_range<<<1, 64>>>(d_part, nbt, nv, q * q + q, q,
+                                      d_sums + m->nqq + sumq + L.t[t].qoff);
+            CK(cudaGetLastError());
+        }
+        k_global_back<<<1, 1>>>(md, cd, ns, fullrank, stl, scale, invS, d_gpar, d_eps, d_theta, g,
+                                d_cw, d->out, d_sums, d_gtheta, d_cds, d_cdw, d_dA, d_ggrad, d_ws,
+                                d_scal);
+        CK(cudaGetLastError());
+    }
+    k_global_end<<<1, 1>>>(md, fullrank, stl, d_gpar, d_ggrad, d_scal);
+    CK(cudaGetLastError());
+    CK(cudaMemcpy(scal_h, d_scal, sizeof scal_h, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(grad, d_ggrad, sizeof(double) * (size_t)ngp, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(grad + ngp, d_lgrad, sizeof(double) * (size_t)nloc, cudaMemcpyDeviceToHost));
+    *elbo = scal_h[1];
+    st = 0;
+fail:
+    cudaFree(d_terms); cudaFree(d_pt); cudaFree(d_pdf); cudaFree(d_ploc); cudaFree(d_pscale);
+    cudaFree(d_cns); cudaFree(d_coff); cudaFree(d_qoff); cudaFree(d_cS); cudaFree(d_ca);
+    cudaFree(d_cK); cudaFree(d_comega); cudaFree(d_cref); cudaFree(d_gpar); cudaFree(d_lpar);
+    cudaFree(d_eps); cudaFree(d_theta); cudaFree(d_sd); cudaFree(d_L); cudaFree(d_A);
+    cudaFree(d_cu); cudaFree(d_cw); cudaFree(d_gtheta); cudaFree(d_ws); cudaFree(d_scal);
+    cudaFree(d_noise); cudaFree(d_z); cudaFree(d_ed); cudaFree(d_ggrad); cudaFree(d_lgrad);
+    cudaFree(d_part); cudaFree(d_sums); cudaFree(d_cds); cudaFree(d_cdw); cudaFree(d_dA);
+    svir_cuda_data_free(d);
+    (void)cudaGetLastError();
+    return st;
 }

@@ -195,3 +195,36 @@ test_that("the engine's Adam update is Adam's formula", {
   # the same operations per element on the device: the same numbers
   expect_identical(.Call(C_svir_adam_r, par, mom, vel, g, 0.05, 7, TRUE), r)
 })
+
+test_that("the CUDA ELBO and gradient need a device and say so", {
+  skip_if(cuda_ok(), "a CUDA device is present")
+  d <- sim_glmm("poisson", n_groups = 5, n_per = 4, seed = 5)
+  spec <- svir:::svir_build_spec(y ~ x1 + (1 | g), d, family = poisson())$spec
+  ctrl <- list(guide = "meanfield", seed = 11, threads = 1L, num_particles = 1L, stl = 1L)
+  v <- rand_vpar(spec, "meanfield")
+  expect_error(.Call(C_svir_cuda_elbo_grad_r, spec, ctrl, v, 3),
+               if (cuda_built()) "CUDA" else "built without CUDA")
+})
+
+for (cs in family_cases) {
+  lab <- paste(cs$family$family, cs$family$link)
+  test_that(paste("a whole full-batch ELBO step on the device agrees with the CPU's:", lab), {
+    skip_if_not(cuda_ok(), "no CUDA device")
+    d <- sim_glmm(cs$sim, n_groups = 30, n_per = 12, crossed = 5, seed = 7)
+    forms <- list(y ~ x1 + x2 + (x1 | g) + (1 | h),   # correlated: LKJ; coupled intercept and slope
+                  y ~ x1 + (1 | g) + (1 | h),         # random intercepts (the CPU's flat loops)
+                  y ~ 0 + x1 + (x1 + x2 || g))        # no coupling
+    for (f in forms) {
+      spec <- svir:::svir_build_spec(f, d, family = cs$family)$spec
+      for (guide in c("meanfield", "fullrank")) for (stl in 0:1) for (S in 1:2) {
+        ctrl <- list(guide = guide, seed = 11, threads = 1L, num_particles = S, stl = stl)
+        v <- rand_vpar(spec, guide)
+        a <- .Call(C_svir_elbo_grad_r, spec, ctrl, v, 5)
+        b <- .Call(C_svir_cuda_elbo_grad_r, spec, ctrl, v, 5)
+        # the same draws and the same operations; sums in another order
+        expect_equal(b$elbo, a$elbo, tolerance = 1e-11)
+        expect_equal(b$grad, a$grad, tolerance = 1e-9)
+      }
+    }
+  })
+}

@@ -284,6 +284,58 @@ int main(int argc, char **argv)
             sim_free(&s);
         }
     }
+    /* 3b'. a whole full-batch ELBO estimate and its gradient */
+    {
+        for (int fam = 0; fam < 2; fam++) {
+            sim s;
+            if (sim_make(&s, fam ? SVIR_POISSON : SVIR_GAUSSIAN, fam ? SVIR_LINK_LOG : SVIR_LINK_IDENTITY,
+                         50000, 3, 500, 40, 1)) {
+                printf("out of host memory\n");
+                return 1;
+            }
+            const svir_model *m = &s.m;
+            for (int fr = 0; fr < 2; fr++)
+                for (int stl = 0; stl < 2; stl++) {
+                    svir_control c;
+                    memset(&c, 0, sizeof c);
+                    c.guide = fr ? SVIR_GUIDE_FULLRANK : SVIR_GUIDE_MEANFIELD;
+                    c.num_particles = 2;
+                    c.couple = 1;
+                    c.stl = stl;
+                    c.threads = 1;
+                    c.seed = 11;
+                    const ptrdiff_t ngp = svir_n_global_par(m, c.guide), nv = ngp + m->nloc;
+                    double *v = malloc(sizeof(double) * (size_t)nv);
+                    double *g0 = malloc(sizeof(double) * (size_t)nv), *g1 = malloc(sizeof(double) * (size_t)nv);
+                    const uint32_t key[2] = {3u, 0u};
+                    for (ptrdiff_t k = 0; k < nv; k++) v[k] = 0.3 * svir_normal(key, 11, 0, (uint64_t)k);
+                    double e0 = 0, e1 = 0;
+                    svir_coupling cp;
+                    int ns = 0;
+                    int st = svir_elbo_grad(m, &c, v, v + ngp, 5, &e0, g0, err, sizeof err);
+                    if (!st) st = svir_coupling_new(m, &c, NULL, &cp, &ns);
+                    if (!st) {
+                        st = svir_cuda_elbo_grad_host(m, &cp, ns, fr, stl, 2, v, v + ngp, 11, 5, &e1, g1,
+                                                      err, sizeof err);
+                        svir_coupling_free(&cp);
+                    }
+                    if (st) {
+                        printf("ELBO step: FAILED to run: %s\n", err);
+                        failed = 1;
+                    } else {
+                        const double ee = fabs(e1 - e0) / fmax(1.0, fabs(e0)), eg = rel_diff(g0, g1, nv);
+                        const int ok = ee < 1e-11 && eg < 1e-9;
+                        printf("ELBO step, %s, %s, stl %d: rel. diff ELBO %.1e, gradient %.1e: %s\n",
+                               fam ? "poisson" : "gaussian", fr ? "fullrank" : "meanfield", stl, ee, eg,
+                               ok ? "ok" : "FAILED");
+                        failed |= !ok;
+                    }
+                    free(v); free(g0); free(g1);
+                }
+            sim_free(&s);
+        }
+    }
+
     /* 3c. Adam: the same operations per element, so the same numbers */
     {
         const ptrdiff_t n = 100001;
