@@ -548,10 +548,8 @@ SVIR_ALWAYS_INLINE void chunk_terms_fast(const work *w, const int NT, const int 
         for (int t = 0; t < NT; t++) e += b[gi[t]];
         double d;
         if (family == SVIR_GAUSSIAN) {
-            /* svir_loglik's Gaussian case, summed: with u = r^2 / sigma^2,
-             * log p = -log sigma - u / 2 and d/d log sigma = u - 1, so only
-             * the sum of u is needed (three operations per observation
-             * instead of seven) */
+            /* only the sum of u = r^2 / sigma^2 (svir_loglik_gauss_sum):
+             * three operations per observation instead of seven */
             const double r = m->y[i] - e;
             d = r * al.inv_s2;
             ss += r * d;
@@ -574,10 +572,7 @@ SVIR_ALWAYS_INLINE void chunk_terms_fast(const work *w, const int NT, const int 
         for (int t = NR; t < NT; t++) G[gi[t]] += d;
     }
     if (NR) G[gp] += acc;
-    if (family == SVIR_GAUSSIAN) {
-        ll = -0.5 * ss - (double)nk * al.log_sigma;
-        ga = ss - (double)nk;
-    }
+    if (family == SVIR_GAUSSIAN) ll = svir_loglik_gauss_sum(&al, ss, (double)nk, &ga);
     *ll_out += ll;
     *ga_out += ga;
 }
@@ -1418,52 +1413,42 @@ int svir_elbo_grad(const svir_model *m, const svir_control *c, const double *gpa
 int svir_coupling_new(const svir_model *m, const svir_control *c, const double *ref,
                       svir_coupling *out, int *ns_out)
 {
+    /* coupling_init and coupling_update read only the model and the control:
+     * a work with nothing else set, whose coupling arrays then pass to out */
     work w;
+    memset(&w, 0, sizeof w);
     memset(out, 0, sizeof *out);
     *ns_out = 0;
-    if (work_init(&w, m, c)) return 2;
-    const int nt = m->nterms, p = m->p;
-    const int ns = nt > 0 ? w.coff[nt - 1] + w.cns[nt - 1] : 0;
-    if (w.couple) {
+    w.m = m;
+    w.c = c;
+    int fail = coupling_init(&w);
+    if (!fail && w.couple) {
         double *r0 = calloc((size_t)m->D + 1, sizeof(double));
-        if (!r0) {
-            work_free(&w);
-            return 2;
+        if (r0) {
+            if (ref) memcpy(r0, ref, sizeof(double) * (size_t)m->D);
+            coupling_update(&w, r0);
+            free(r0);
+        } else {
+            fail = 1;
         }
-        if (ref) memcpy(r0, ref, sizeof(double) * (size_t)m->D);
-        coupling_update(&w, r0);
-        free(r0);
     }
-    int *cns = malloc(sizeof(int) * ((size_t)nt + 1)), *coff = malloc(sizeof(int) * ((size_t)nt + 1));
-    int *qoff = malloc(sizeof(int) * ((size_t)nt + 1)), *cS = malloc(sizeof(int) * ((size_t)ns + 1));
-    double *ca = malloc(sizeof(double) * ((size_t)ns * (size_t)p + 1));
-    double *cK = malloc(sizeof(double) * ((size_t)ns * (size_t)p + 1));
-    double *comega = malloc(sizeof(double) * ((size_t)ns + 1));
-    double *cref = malloc(sizeof(double) * ((size_t)p + 1));
-    if (!cns || !coff || !qoff || !cS || !ca || !cK || !comega || !cref) {
-        free(cns); free(coff); free(qoff); free(cS); free(ca); free(cK); free(comega); free(cref);
+    if (fail) {
         work_free(&w);
         return 2;
     }
-    memcpy(cns, w.cns, sizeof(int) * (size_t)nt);
-    memcpy(coff, w.coff, sizeof(int) * (size_t)nt);
-    memcpy(qoff, w.qoff, sizeof(int) * (size_t)nt);
-    memcpy(cS, w.cS, sizeof(int) * (size_t)ns);
-    memcpy(ca, w.ca, sizeof(double) * (size_t)ns * (size_t)p);
-    memcpy(cK, w.cK, sizeof(double) * (size_t)ns * (size_t)p);
-    memcpy(comega, w.comega, sizeof(double) * (size_t)ns);
-    memcpy(cref, w.cref, sizeof(double) * (size_t)p);
     out->couple = w.couple;
     out->sumq = w.sumq;
-    out->cns = cns;
-    out->coff = coff;
-    out->qoff = qoff;
-    out->cS = cS;
-    out->ca = ca;
-    out->cK = cK;
-    out->comega = comega;
-    out->cref = cref;
-    *ns_out = ns;
+    out->cns = w.cns;
+    out->coff = w.coff;
+    out->qoff = w.qoff;
+    out->cS = w.cS;
+    out->ca = w.ca;
+    out->cK = w.cK;
+    out->comega = w.comega;
+    out->cref = w.cref;
+    *ns_out = m->nterms > 0 ? w.coff[m->nterms - 1] + w.cns[m->nterms - 1] : 0;
+    w.cns = w.coff = w.qoff = w.cS = NULL;
+    w.ca = w.cK = w.comega = w.cref = NULL;
     work_free(&w);
     return 0;
 }

@@ -350,7 +350,7 @@ SVIR_ALWAYS_INLINE void loglik_block_fam(const svir_model *m, const int family, 
             }
         }
         if (family == SVIR_GAUSSIAN) {
-            /* the sum of squared residuals; the log-likelihood at the end */
+            /* the sum of squared residuals; svir_loglik_gauss_sum at the end */
             const double y = m->y[i];
             SVIR_UNROLL8
             for (int s = 0; s < NB; s++) {
@@ -365,9 +365,12 @@ SVIR_ALWAYS_INLINE void loglik_block_fam(const svir_model *m, const int family, 
             }
         }
     }
-    for (int s = 0; s < nb; s++)
-        ll[s] = family == SVIR_GAUSSIAN ? -0.5 * al[s].inv_s2 * acc[s] - (double)n * al[s].log_sigma
-                                        : acc[s];
+    for (int s = 0; s < nb; s++) {
+        double da;
+        ll[s] = family == SVIR_GAUSSIAN
+            ? svir_loglik_gauss_sum(&al[s], al[s].inv_s2 * acc[s], (double)n, &da)
+            : acc[s];
+    }
 }
 
 void svir_block_put(const svir_model *m, const svir_globals *g, const double *theta,

@@ -188,6 +188,16 @@ SVIR_ALWAYS_INLINE double svir_loglik(const svir_model *m, const int family, con
     }
 }
 
+/* svir_loglik's Gaussian case summed over nobs observations, for the loops
+ * that need only the sums: with u_i = r_i^2 / sigma^2, the sum of log p is
+ * -nobs log sigma - usum / 2 (returned) and its d/d log sigma usum - nobs. */
+SVIR_MATH_HD double svir_loglik_gauss_sum(const svir_aux *a, double usum, double nobs,
+                                          double *d_aux)
+{
+    *d_aux = usum - nobs;
+    return -0.5 * usum - nobs * a->log_sigma;
+}
+
 /* Linear predictor of observation i, given b (indexed like z). */
 double svir_eta_obs(const svir_model *m, ptrdiff_t i, const double *beta, const double *b);
 

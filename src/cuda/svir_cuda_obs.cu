@@ -695,6 +695,30 @@ k_term_sums(const dev_lterm tm, const double *__restrict__ lpar, const double *_
     }
 }
 
+/* The per-term sums of k_term_sums into sums (device, [nqq + 2 sum q]):
+ * per term dA at off_qq, sum m at nqq + qoff, sum z at nqq + sumq + qoff.
+ * part: at least part_size() doubles. */
+static size_t part_size(const svir_model *m, int nb)
+{
+    return std::max<size_t>((size_t)nb, 64 * ((size_t)m->qmax * m->qmax + 2 * (size_t)m->qmax));
+}
+
+static cudaError_t launch_term_sums(const svir_model *m, const dev_locals &L, int sumq,
+                                    const double *lpar, const double *G, const double *z,
+                                    double scale, double *part, double *sums)
+{
+    for (int t = 0; t < L.nterms; t++) {
+        const int q = L.t[t].q, nv = q * q + 2 * q;
+        int nbt = (int)std::min<ptrdiff_t>((L.t[t].ngroups + SVIR_CUDA_BLOCK - 1) / SVIR_CUDA_BLOCK, 64);
+        if (nbt < 1) nbt = 1;
+        k_term_sums<<<nbt, SVIR_CUDA_BLOCK>>>(L.t[t], lpar, G, z, scale, part);
+        k_reduce_range<<<1, 64>>>(part, nbt, nv, 0, q * q, sums + L.t[t].off_qq);
+        k_reduce_range<<<1, 64>>>(part, nbt, nv, q * q, q, sums + m->nqq + L.t[t].qoff);
+        k_reduce_range<<<1, 64>>>(part, nbt, nv, q * q + q, q, sums + m->nqq + sumq + L.t[t].qoff);
+    }
+    return cudaGetLastError();
+}
+
 extern "C" int svir_cuda_local_step_host(const svir_model *m, const double *lpar, const double *A,
                                          const double *G, const double *shift, uint64_t seed,
                                          uint64_t step, double scale, int stl, double *z,
@@ -703,8 +727,9 @@ extern "C" int svir_cuda_local_step_host(const svir_model *m, const double *lpar
 {
     double *d_lpar = NULL, *d_A = NULL, *d_G = NULL, *d_shift = NULL, *d_noise = NULL;
     double *d_z = NULL, *d_b = NULL, *d_ed = NULL, *d_lgrad = NULL, *d_part = NULL, *d_out = NULL;
+    double *d_sums = NULL;
     dev_locals L;
-    int sumq = 0, nb = 1;
+    int sumq = 0, nb = 1, st = 3;
     double o[2] = {0.0, 0.0};
     uint32_t key[2];
     const ptrdiff_t nz = m->nz;
@@ -720,8 +745,9 @@ extern "C" int svir_cuda_local_step_host(const svir_model *m, const double *lpar
     CK(upload<double>(&d_b, NULL, (size_t)nz));
     CK(upload<double>(&d_ed, NULL, (size_t)nz));
     CK(upload<double>(&d_lgrad, NULL, (size_t)m->nloc));
-    CK(upload<double>(&d_part, NULL, (size_t)nb));
+    CK(upload<double>(&d_part, NULL, part_size(m, nb)));
     CK(upload<double>(&d_out, NULL, 2));
+    CK(upload<double>(&d_sums, NULL, (size_t)m->nqq + 2 * (size_t)sumq));
     svir_philox_key(seed, key);
     if (nz > 0) {
         const ptrdiff_t npairs = (nz + 1) / 2;
@@ -739,40 +765,20 @@ extern "C" int svir_cuda_local_step_host(const svir_model *m, const double *lpar
     k_reduce_partials<<<1, 64>>>(d_part, nb, 1, d_out);
     CK(cudaGetLastError());
     CK(cudaMemcpy(o, d_out, sizeof o, cudaMemcpyDeviceToHost));
-    /* per-term sums: dA, then sum m, then sum z */
-    for (int t = 0; t < m->nterms; t++) {
-        const int q = L.t[t].q, nv = q * q + 2 * q;
-        const int nbt = (int)std::min<ptrdiff_t>((L.t[t].ngroups + SVIR_CUDA_BLOCK - 1) / SVIR_CUDA_BLOCK, 64);
-        std::vector<double> tv((size_t)nv);
-        CK(cudaFree(d_part));
-        d_part = NULL;
-        CK(upload<double>(&d_part, NULL, (size_t)nbt * (size_t)nv));
-        k_term_sums<<<nbt > 0 ? nbt : 1, SVIR_CUDA_BLOCK>>>(L.t[t], d_lpar, d_G, d_z, scale, d_part);
-        CK(cudaGetLastError());
-        CK(cudaFree(d_out));
-        d_out = NULL;
-        CK(upload<double>(&d_out, NULL, (size_t)nv));
-        k_reduce_partials<<<1, 64>>>(d_part, nbt > 0 ? nbt : 1, nv, d_out);
-        CK(cudaGetLastError());
-        CK(cudaMemcpy(tv.data(), d_out, sizeof(double) * (size_t)nv, cudaMemcpyDeviceToHost));
-        for (int v = 0; v < q * q; v++) sums[m->terms[t].off_qq + v] = tv[(size_t)v];
-        for (int r = 0; r < q; r++) {
-            sums[m->nqq + L.t[t].qoff + r] = tv[(size_t)(q * q + r)];
-            sums[m->nqq + sumq + L.t[t].qoff + r] = tv[(size_t)(q * q + q + r)];
-        }
-    }
+    CK(launch_term_sums(m, L, sumq, d_lpar, d_G, d_z, scale, d_part, d_sums));
+    CK(cudaMemcpy(sums, d_sums, sizeof(double) * ((size_t)m->nqq + 2 * (size_t)sumq),
+                  cudaMemcpyDeviceToHost));
     CK(cudaMemcpy(z, d_z, sizeof(double) * (size_t)nz, cudaMemcpyDeviceToHost));
     CK(cudaMemcpy(b, d_b, sizeof(double) * (size_t)nz, cudaMemcpyDeviceToHost));
     CK(cudaMemcpy(lgrad, d_lgrad, sizeof(double) * (size_t)m->nloc, cudaMemcpyDeviceToHost));
     *kl = o[0];
     *logq = o[1];
-    cudaFree(d_lpar); cudaFree(d_A); cudaFree(d_G); cudaFree(d_shift); cudaFree(d_noise);
-    cudaFree(d_z); cudaFree(d_b); cudaFree(d_ed); cudaFree(d_lgrad); cudaFree(d_part); cudaFree(d_out);
-    return 0;
+    st = 0;
 fail:
     cudaFree(d_lpar); cudaFree(d_A); cudaFree(d_G); cudaFree(d_shift); cudaFree(d_noise);
     cudaFree(d_z); cudaFree(d_b); cudaFree(d_ed); cudaFree(d_lgrad); cudaFree(d_part); cudaFree(d_out);
-    return 3;
+    cudaFree(d_sums);
+    return st;
 }
 
 /* ---- Adam ------------------------------------------------------------------ */
@@ -790,6 +796,7 @@ extern "C" int svir_cuda_adam_host(double *par, double *mom, double *vel, const 
                                    size_t errlen)
 {
     double *d_p = NULL, *d_m = NULL, *d_v = NULL, *d_g = NULL, a, sb;
+    int st = 3;
     if (n <= 0) return 0;
     svir_adam_consts(lr, bc1, bc2, &a, &sb);
     CK(upload(&d_p, (const double *)par, (size_t)n));
@@ -801,11 +808,10 @@ extern "C" int svir_cuda_adam_host(double *par, double *mom, double *vel, const 
     CK(cudaMemcpy(par, d_p, sizeof(double) * (size_t)n, cudaMemcpyDeviceToHost));
     CK(cudaMemcpy(mom, d_m, sizeof(double) * (size_t)n, cudaMemcpyDeviceToHost));
     CK(cudaMemcpy(vel, d_v, sizeof(double) * (size_t)n, cudaMemcpyDeviceToHost));
-    cudaFree(d_p); cudaFree(d_m); cudaFree(d_v); cudaFree(d_g);
-    return 0;
+    st = 0;
 fail:
     cudaFree(d_p); cudaFree(d_m); cudaFree(d_v); cudaFree(d_g);
-    return 3;
+    return st;
 }
 
 /* ---- one full-batch ELBO estimate and its gradient on the device -------------
@@ -925,18 +931,15 @@ extern "C" int svir_cuda_elbo_grad_host(const svir_model *m, const svir_coupling
            *d_dA = NULL;
     std::vector<svir_term> terms((size_t)(nt > 0 ? nt : 1));
     memset(&cd, 0, sizeof cd);
-    memset(&L, 0, sizeof L);
-    for (int t = 0; t < nt; t++) sumq += m->terms[t].q;
+    nb = make_locals(m, &L, err, errlen);
+    if (!nb) return 1;
     for (int t = 0; t < nt; t++) {
+        sumq += m->terms[t].q;
         terms[(size_t)t] = m->terms[t];
         terms[(size_t)t].group = NULL;
         terms[(size_t)t].Z = NULL;
         terms[(size_t)t].xmap = NULL;
         terms[(size_t)t].nobs = NULL;
-        if (m->terms[t].q > SVIR_QMAX_STACK) {
-            snprintf(err, errlen, "a term has more than %d columns", SVIR_QMAX_STACK);
-            return 1;
-        }
     }
     if (svir_cuda_data_new(m, &d, err, errlen)) return 3;
     /* the model's global part on the device */
@@ -997,17 +1000,7 @@ extern "C" int svir_cuda_elbo_grad_host(const svir_model *m, const svir_coupling
     g.L = d_L;
     g.A = d_A;
     g.sigma = g.phi = 1.0;
-    nb = make_locals(m, &L, err, errlen);
-    if (!nb) {
-        st = 1;
-        goto fail;
-    }
-    {
-        /* block partials: the groups' kernels (one value) and the per-term
-         * sums (q^2 + 2q values, at most 64 blocks) */
-        const ptrdiff_t need = std::max<ptrdiff_t>(nb, 64 * ((ptrdiff_t)m->qmax * m->qmax + 2 * m->qmax));
-        CK(upload<double>(&d_part, NULL, (size_t)need));
-    }
+    CK(upload<double>(&d_part, NULL, part_size(m, nb)));
     k_zero<<<64, 256>>>(d_ggrad, ngp);
     CK(cudaGetLastError());
     svir_philox_key(seed, key);
@@ -1043,18 +1036,7 @@ extern "C" int svir_cuda_elbo_grad_host(const svir_model *m, const svir_coupling
             k_reduce_partials<<<1, 64>>>(d_part, nb, 1, d_scal + 2);
             CK(cudaGetLastError());
         }
-        for (int t = 0; t < nt; t++) {
-            const int q = L.t[t].q, nv = q * q + 2 * q;
-            int nbt = (int)std::min<ptrdiff_t>((L.t[t].ngroups + SVIR_CUDA_BLOCK - 1) / SVIR_CUDA_BLOCK, 64);
-            if (nbt < 1) nbt = 1;
-            k_term_sums<<<nbt, SVIR_CUDA_BLOCK>>>(L.t[t], d_lpar, d->G, d_z, scale, d_part);
-            CK(cudaGetLastError());
-            k_reduce_range<<<1, 64>>>(d_part, nbt, nv, 0, q * q, d_sums + L.t[t].off_qq);
-            k_reduce_range<<<1, 64>>>(d_part, nbt, nv, q * q, q, d_sums + m->nqq + L.t[t].qoff);
-            k_reduce_range<<<1, 64>>>(d_part, nbt, nv, q * q + q, q,
-                                      d_sums + m->nqq + sumq + L.t[t].qoff);
-            CK(cudaGetLastError());
-        }
+        CK(launch_term_sums(m, L, sumq, d_lpar, d->G, d_z, scale, d_part, d_sums));
         k_global_back<<<1, 1>>>(md, cd, ns, fullrank, stl, scale, invS, d_gpar, d_eps, d_theta, g,
                                 d_cw, d->out, d_sums, d_gtheta, d_cds, d_cdw, d_dA, d_ggrad, d_ws,
                                 d_scal);
