@@ -3,16 +3,18 @@
  * in err, and frees what it allocated on every path. Declared whether or not
  * the build has CUDA; only builds with SVIR_HAVE_CUDA define them.
  *
- * What is here so far (the first part of the CUDA backend; the fitting engine
- * on the device builds on it):
+ * What is here so far (the parts of the CUDA backend a fit on the device
+ * builds on; none of it has run on a GPU yet, see dev/CUDA.md):
  *   - the model's data uploaded once (y, trials, offset, X, per term its
  *     groups, Z and a by-group index of its observations);
  *   - the pass over the observations: linear predictor (fixed part and every
  *     random-effect term), log-likelihood, and its gradients with respect to
  *     the fixed effects, the random effects and log sigma / log phi;
  *     deterministic (fixed-order reductions, no atomics) for a given device;
- *   - standard normals from the shared Philox/Box-Muller code (the same
- *     numbers as the CPU's, svir_philox.h), for the parity checks. */
+ *   - the per-group part of a step, Adam, and a whole full-batch ELBO
+ *     estimate with its gradient;
+ *   - standard normals from the shared Philox/Box-Muller code
+ *     (svir_philox.h), for the parity checks. */
 #ifndef SVIR_CUDA_H
 #define SVIR_CUDA_H
 

@@ -339,8 +339,7 @@ SVIR_HD double svir_normal(const uint32_t key[2], uint64_t stream, uint64_t step
 /* out[2j], out[2j + 1] = svir_box_muller(u1[j], u2[j]) for j < np, the
  * same numbers bit for bit; u1 is overwritten. Two pairs at a time in
  * vector registers where SVIR_BM_VEC is set; otherwise in two loops (the log
- * and sin/cos, then the square roots), about 10% faster than one pair at a
- * time in a development timing. */
+ * and sin/cos, then the square roots), which keep the pairs independent. */
 #define SVIR_NORMAL_BATCH 64
 SVIR_HD void svir_box_muller_batch(double *u1, const double *u2, int np, double *out)
 {

@@ -1,13 +1,15 @@
-/* CUDA backend, first part: the model's data on the device and the pass over
- * the observations (see src/svir_cuda.h for the API and what it returns).
+/* CUDA backend: the model's data on the device, the pass over the
+ * observations, the per-group part of a step, Adam, and a whole full-batch
+ * ELBO step (see src/svir_cuda.h for the API and what each returns).
  *
- * The per-observation arithmetic is the CPU engine's: svir_loglik (the
- * family and link as compile-time constants, as in the CPU's hot loop) and
- * the normals of svir_philox.h are compiled from the same headers for the
- * device. nvcc runs with --fmad=false (configure), so no multiply-add is
- * fused where the CPU's baseline x86-64 code has none: each observation's
- * numbers match the CPU's up to the library's exp/log/log1p (within an ulp
- * or two) and the order of the sums.
+ * The arithmetic is the CPU engine's: svir_loglik (the family and link as
+ * compile-time constants, as in the CPU's hot loop), svir_local.h,
+ * svir_global.h, svir_step.h and the normals of svir_philox.h are compiled
+ * from the same headers for the device. nvcc runs with --fmad=false
+ * (configure), so no multiply-add is fused where the CPU's baseline x86-64
+ * code has none: each observation's numbers should match the CPU's up to
+ * the library's exp/log/log1p and the order of the sums (tests/testthat/
+ * test-cuda.R and tools/gpucheck check this; not yet run on a GPU).
  *
  * Layout of the pass (one launch each, no atomics, so the result depends only
  * on the device's launch shape, not on scheduling):
