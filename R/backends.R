@@ -27,8 +27,9 @@ svir_backends <- function() {
 }
 
 # Picks the backend a fit runs on and says why, for the fit's record.
-# `n` (observations) is for the size rule of "auto" once the CUDA engine
-# exists; for now "auto" always runs on the CPU.
+# `n` (observations) is for the size rule of "auto". That rule must come from
+# timings on real hardware (bench/README.md); none has been measured yet, so
+# "auto" runs on the CPU and says so.
 svir_choose_backend <- function(backend = "auto", n = NA_real_) {
   if (!is.character(backend) || length(backend) != 1L || is.na(backend)) {
     cli::cli_abort(
@@ -48,18 +49,25 @@ svir_choose_backend <- function(backend = "auto", n = NA_real_) {
   if (backend == "cpu") {
     return(list(backend = "cpu", reason = "backend = \"cpu\" was requested"))
   }
-  if (backend == "cuda") {
-    cli::cli_abort(
-      c("CUDA fitting is not available in this version of svir.",
-        "i" = "The CUDA backend can be detected ({.code svir_backends()}) but has no fitting engine yet.",
-        ">" = "Use {.code backend = \"cpu\"} or {.code backend = \"auto\"}."),
-      class = "svir_error"
-    )
-  }
   b <- svir_backends()
   cuda <- b[b$backend == "cuda", , drop = FALSE]
-  reason <- if (nrow(cuda) == 1L && isTRUE(cuda$available)) {
-    "this version of svir fits on the CPU only (a CUDA device was found)"
+  usable <- nrow(cuda) == 1L && isTRUE(cuda$available)
+  if (backend == "cuda") {
+    if (!usable) {
+      cli::cli_abort(
+        c("{.code backend = \"cuda\"} needs a usable CUDA device.",
+          "x" = "{cuda$detail[1L]}",
+          "i" = "See {.code svir_backends()}.",
+          ">" = "Use {.code backend = \"cpu\"} or {.code backend = \"auto\"}."),
+        class = "svir_error"
+      )
+    }
+    return(list(backend = "cuda",
+                reason = paste0("backend = \"cuda\" was requested (", cuda$detail[1L], ")")))
+  }
+  reason <- if (usable) {
+    paste0("a CUDA device was found (", cuda$detail[1L], "), but \"auto\" has no ",
+           "measured rule yet for when it is faster, so it fits on the CPU")
   } else {
     paste0("no usable CUDA device: ", cuda$detail[1L])
   }

@@ -53,6 +53,14 @@
 #' @param control Settings of the optimiser and stopping rule, from
 #'   [svi_control()] (a plain list of the same names is accepted).
 #' @param backend `"auto"`, `"cpu"` or `"cuda"`; see [svir_backends()].
+#'   `"cuda"` fits on the GPU: the data are uploaded once and every step
+#'   (draws, likelihood, gradients, minibatch selection, Adam, the stopping
+#'   rule) runs there, with the same random numbers and decisions as the CPU,
+#'   so both give the same fit up to the order of floating-point sums; the
+#'   posterior draws kept in the fit are then made on the CPU. It is an error
+#'   when no usable CUDA device is found. `"auto"` fits on the CPU: no rule
+#'   for when the GPU is faster has been measured yet (the fit records the
+#'   reason in `backend_reason`).
 #' @param seed `NULL` or a whole number in `0 .. 2^53`; see Reproducibility.
 #' @param na.action How to handle missing values, as in [stats::lm()]; by
 #'   default `getOption("na.action")`.
@@ -67,7 +75,9 @@
 #'   parameters (`backward`), the optimiser's update and stopping rule
 #'   (`update`), summed over the steps, and the pass over the posterior draws
 #'   kept in the fit (`posterior_draws`); the rest of `time` is setting up and
-#'   returning the results.
+#'   returning the results. On the CUDA backend the steps run as one stream of
+#'   device work, so `draw`, `observations` and `backward` are `NaN` and
+#'   `update` holds the whole loop.
 #' @seealso [svi_control()], [svi_prior()], [negbin()].
 #' @examples
 #' fit <- svi_fit(Reaction ~ Days + (Days | Subject), data = lme4::sleepstudy,
@@ -109,6 +119,7 @@ svi_fit <- function(formula, data, family = gaussian(), prior = NULL,
   ctrl <- unclass(control)
   ctrl$guide <- guide
   ctrl$seed <- seed
+  ctrl$backend <- be$backend
   ctrl$threads <- as.integer(if (is.null(control$threads)) 0L else control$threads)
   B <- if (is.null(control$batch_size)) n else control$batch_size
   if (is.null(control$num_particles)) {

@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "svir_engine.h"
 #include "svir_glmm.h"
 #include "svir_step.h"
 
@@ -78,16 +79,29 @@ int svir_cuda_local_step_host(const svir_model *m, const double *lpar, const dou
                               double scale, int stl, double *z, double *b, double *lgrad,
                               double *kl, double *logq, double *sums, char *err, size_t errlen);
 
-/* One full-batch ELBO estimate and its gradient on the device, as
- * svir_elbo_grad computes them on the CPU for the same step: S particles,
- * the mean-field or full-rank global guide, stl, the coupled guide's
- * constants cp (ns span columns; from svir_coupling_new). gpar [n global
- * par], lpar [nloc]; grad [n global par + nloc]. Every step of estimate()
- * runs on the device; only the ELBO and the gradient come back. */
+/* One ELBO estimate and its gradient on the device, as svir_elbo_grad
+ * computes them on the CPU for the same step: S particles, the mean-field
+ * or full-rank global guide, stl, the coupled guide's constants cp (ns span
+ * columns; from svir_coupling_new), batch_size rows per step (<= 0 or >= n:
+ * full batch; else the minibatch of `step`, selected on the device). gpar
+ * [n global par], lpar [nloc]; grad [n global par + nloc] (0 for the locals
+ * of groups absent from the batch). Every step of estimate() runs on the
+ * device; only the ELBO and the gradient come back. */
 int svir_cuda_elbo_grad_host(const svir_model *m, const svir_coupling *cp, int ns, int fullrank,
-                             int stl, int S, const double *gpar, const double *lpar,
-                             uint64_t seed, long step, double *elbo, double *grad, char *err,
-                             size_t errlen);
+                             int stl, int S, ptrdiff_t batch_size, const double *gpar,
+                             const double *lpar, uint64_t seed, long step, double *elbo,
+                             double *grad, char *err, size_t errlen);
+
+/* A whole fit on the device, as svir_fit on the CPU: the same draws, the
+ * same loop (svir_loop.h, run by one device thread), the same results in
+ * res, up to the order of floating-point sums. The data are uploaded once;
+ * per step nothing crosses to the host, and every 16 steps the loop's state
+ * (a few hundred bytes) does, for the stopping test, the interrupt check
+ * (cb->interrupted) and cb->progress. The posterior draws then run on the
+ * CPU (svir_final_draws), after the device memory is freed. Returns 0, or
+ * a status with a message in err; device memory is freed on every path. */
+int svir_cuda_fit(const svir_model *m, const svir_control *c, const svir_callbacks *cb,
+                  svir_result *res, char *err, size_t errlen);
 
 /* One Adam update on the device, host arrays in and out: par, mom, vel [n]
  * updated in place from g [n] (svir_adam1 per element, as svir_adam). */

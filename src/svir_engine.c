@@ -13,6 +13,7 @@
 #include "svir_philox.h"
 #include "svir_local.h"
 #include "svir_step.h"
+#include "svir_loop.h"
 
 #include <limits.h>
 #include <math.h>
@@ -28,7 +29,6 @@
 #define ADAM_B1 SVIR_ADAM_B1
 #define ADAM_B2 SVIR_ADAM_B2
 #define ADAM_EPS SVIR_ADAM_EPS
-#define MAX_REJECT 10
 
 typedef struct {
     const svir_model *m;
@@ -195,16 +195,8 @@ static int work_init(work *w, const svir_model *m, const svir_control *c)
     }
     if (!fail) fail = coupling_init(w);
     if (!fail) {
-        w->cp.couple = w->couple;
-        w->cp.sumq = w->sumq;
-        w->cp.cns = w->cns;
-        w->cp.coff = w->coff;
-        w->cp.qoff = w->qoff;
-        w->cp.cS = w->cS;
-        w->cp.ca = w->ca;
-        w->cp.cK = w->cK;
-        w->cp.comega = w->comega;
-        w->cp.cref = w->cref;
+        svir_coupling_view(&w->cp, w->couple, w->sumq, w->cns, w->coff, w->qoff, w->cS, w->ca,
+                           w->cK, w->comega, w->cref);
     }
     if (fail) {
         work_free(w);
@@ -318,29 +310,16 @@ static int coupling_init(work *w)
 static void coupling_update(work *w, const double *gpar)
 {
     const svir_model *m = w->m;
-    const int p = m->p;
     if (!w->couple) return;
-    memcpy(w->cref, gpar, sizeof(double) * (size_t)p);
     const int ns = w->coff[m->nterms - 1] + w->cns[m->nterms - 1];
-    double *v = w->cds; /* scratch */
-    for (int t = 0; t < m->nterms; t++) {
-        const svir_term *tm = &m->terms[t];
-        for (int s = 0; s < w->cns[t]; s++) {
-            const double sd = exp(gpar[tm->off_sd + w->cS[w->coff[t] + s]]);
-            v[w->coff[t] + s] = sd * sd / tm->ngroups;
-        }
-    }
-    for (int i = 0; i < ns; i++) {
-        double tot = 0.0;
-        for (int j = 0; j < ns; j++) {
-            int same = 1;
-            for (int c = 0; c < p && same; c++)
-                if (fabs(w->ca[(size_t)i * p + c] - w->ca[(size_t)j * p + c]) > 1e-10 *
-                    (1.0 + fabs(w->ca[(size_t)i * p + c]))) same = 0;
-            if (same) tot += v[j];
-        }
-        w->comega[i] = tot > 0 ? v[i] / tot : 0.0;
-    }
+    /* the constants alone (svir_coupling_new calls this before w->cp is set) */
+    svir_coupling cp;
+    memset(&cp, 0, sizeof cp);
+    cp.cns = w->cns;
+    cp.coff = w->coff;
+    cp.cS = w->cS;
+    cp.ca = w->ca;
+    svir_coupling_shares(m, &cp, ns, gpar, w->cref, w->comega, w->cds /* scratch */);
 }
 
 /* s, beta_eff, u = E s and w = A^{-1} u for the draw theta (A from g). */
@@ -1029,7 +1008,7 @@ void svir_adam(double *par, double *mom, double *vel, const double *g, ptrdiff_t
     for (; k < n; k++) svir_adam1(par, mom, vel, g, k, a, sb);
 }
 
-static void init_params(const svir_model *m, const svir_control *c, double *gpar, double *lpar)
+void svir_init_params(const svir_model *m, const svir_control *c, double *gpar, double *lpar)
 {
     const ptrdiff_t D = m->D;
     const double ls = log(c->init_scale > 0 ? c->init_scale : 0.1);
@@ -1051,13 +1030,6 @@ static void init_params(const svir_model *m, const svir_control *c, double *gpar
             }
         }
     }
-}
-
-static double schedule_lr(const svir_control *c, double lr, long step)
-{
-    if (c->lr_schedule == SVIR_LR_DECAY)
-        return lr / sqrt(1.0 + (double)step / (double)(c->eval_every > 0 ? c->eval_every : 100));
-    return lr;
 }
 
 /* Posterior draws of the globals, the coupling shifts and the PSIS log ratios.
@@ -1208,15 +1180,12 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
         status = 2;
         goto done;
     }
-    init_params(m, c, gpar, lpar);
+    svir_init_params(m, c, gpar, lpar);
     coupling_update(&w, gpar);
 
-    double lr = c->lr;
-    long t_adam = 0, nsum = 0, nprev = 0;
-    int reject_run = 0, reductions = 0, have_prev = 0;
-    double wsum = 0.0, wss = 0.0, prev_mean = 0.0, prev_var = 0.0, last_mean = NAN;
-    int wcount = 0;
-    res->stop_reason = SVIR_STOP_MAX_STEPS;
+    svir_loop L;
+    svir_loop_init(&L, maxs, W, c->lr, c->lr_schedule, c->lr_decay, c->patience, c->tol_rel_obj,
+                   res->elbo, res->window_elbo);
     long step;
     double t_upd = -1.0; /* when the last estimate() returned */
     for (step = 0; step < maxs; step++) {
@@ -1225,135 +1194,83 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
             t_upd = -1.0;
         }
         if (cb && cb->interrupted && step % 16 == 0 && cb->interrupted(cb->ctx)) {
-            res->stop_reason = SVIR_STOP_INTERRUPTED;
+            L.stop_reason = SVIR_STOP_INTERRUPTED;
             break;
         }
         if (!w.full) select_batch(&w, step);
         const double elbo = estimate(&w, step, gpar, lpar, gg, lg);
         t_upd = svir_now();
-        if (!isfinite(elbo) || !all_finite(gg, ngp) || !locals_finite(&w, lg)) {
-            res->elbo[step] = NAN;
-            res->n_rejected++;
-            lr *= 0.5;
-            if (++reject_run >= MAX_REJECT) {
-                res->stop_reason = SVIR_STOP_DIVERGED;
-                step++;
-                break;
-            }
-            continue;
-        }
-        reject_run = 0;
-        res->elbo[step] = elbo;
-        t_adam++;
-        const double bc1 = 1.0 - pow(ADAM_B1, (double)t_adam);
-        const double bc2 = 1.0 - pow(ADAM_B2, (double)t_adam);
-        const double lr_t = schedule_lr(c, lr, step);
-        svir_adam(gpar, gm1, gm2, gg, ngp, lr_t, bc1, bc2);
-        if (w.full) {
-            /* every group is present: one pass over the local parameters */
-            const ptrdiff_t nch = (nloc + 4095) / 4096;
+        svir_loop_step(&L, step, elbo, all_finite(gg, ngp) && locals_finite(&w, lg));
+        if (L.act & SVIR_LOOP_ACCEPT) {
+            const double lr_t = L.lr_t, bc1 = L.bc1, bc2 = L.bc2;
+            svir_adam(gpar, gm1, gm2, gg, ngp, lr_t, bc1, bc2);
+            if (w.full) {
+                /* every group is present: one pass over the local parameters */
+                const ptrdiff_t nch = (nloc + 4095) / 4096;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(w.T) schedule(static) if (nloc >= 16 * SVIR_PAR_GROUPS)
 #endif
-            for (ptrdiff_t ch = 0; ch < nch; ch++) {
-                const ptrdiff_t o = ch * 4096, len = nloc - o < 4096 ? nloc - o : 4096;
-                svir_adam(lpar + o, lm1 + o, lm2 + o, lg + o, len, lr_t, bc1, bc2);
-            }
-        } else {
+                for (ptrdiff_t ch = 0; ch < nch; ch++) {
+                    const ptrdiff_t o = ch * 4096, len = nloc - o < 4096 ? nloc - o : 4096;
+                    svir_adam(lpar + o, lm1 + o, lm2 + o, lg + o, len, lr_t, bc1, bc2);
+                }
+            } else {
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(w.T) schedule(static) if (w.npres >= SVIR_PAR_GROUPS)
 #endif
-            for (ptrdiff_t k = 0; k < w.npres; k++) {
-                const svir_term *tm = &m->terms[w.pres_term[k]];
-                const ptrdiff_t lb = svir_local_block(tm->q);
-                const ptrdiff_t o = tm->off_loc + (ptrdiff_t)w.pres_group[k] * lb;
-                svir_adam(lpar + o, lm1 + o, lm2 + o, lg + o, lb, lr_t, bc1, bc2);
+                for (ptrdiff_t k = 0; k < w.npres; k++) {
+                    const svir_term *tm = &m->terms[w.pres_term[k]];
+                    const ptrdiff_t lb = svir_local_block(tm->q);
+                    const ptrdiff_t o = tm->off_loc + (ptrdiff_t)w.pres_group[k] * lb;
+                    svir_adam(lpar + o, lm1 + o, lm2 + o, lg + o, lb, lr_t, bc1, bc2);
+                }
             }
-        }
-        /* running sums for the window average of the parameters */
-        for (ptrdiff_t k = 0; k < ngp; k++) gsum[k] += gpar[k];
+            /* running sums for the window average of the parameters */
+            for (ptrdiff_t k = 0; k < ngp; k++) gsum[k] += gpar[k];
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(w.T) schedule(static) if (nloc >= 16 * SVIR_PAR_GROUPS)
 #endif
-        for (ptrdiff_t k = 0; k < nloc; k++) lsum[k] += lpar[k];
-        nsum++;
-        wsum += elbo;
-        wss += elbo * elbo;
-        wcount++;
-        if (cb && cb->progress && step % 10 == 0) cb->progress(cb->ctx, step, maxs, elbo);
-
-        if (wcount == W) {
-            const double mean = wsum / W;
-            const double var = W > 1 ? fmax(0.0, (wss - W * mean * mean) / (W - 1)) : 0.0;
-            int plateau = 0;
-            if (have_prev) {
-                /* no improvement beyond tol_rel_obj * |ELBO|, nor beyond the
-                 * noise of the two window means */
-                const double se = sqrt((var + prev_var) / W);
-                const double thr = fmax(c->tol_rel_obj * fabs(mean), 2.0 * se);
-                plateau = mean - prev_mean < thr;
-            }
-            if (res->n_windows < res->max_windows) {
-                res->window_elbo[res->n_windows] = mean;
-                res->n_windows++;
-            }
+            for (ptrdiff_t k = 0; k < nloc; k++) lsum[k] += lpar[k];
+            if (cb && cb->progress && step % 10 == 0) cb->progress(cb->ctx, step, maxs, elbo);
+        }
+        if (L.act & SVIR_LOOP_WINDOW) {
             /* keep this window's parameter average */
-            for (ptrdiff_t k = 0; k < ngp; k++) gprev[k] = gsum[k] / (double)nsum;
-            for (ptrdiff_t k = 0; k < nloc; k++) lprev[k] = lsum[k] / (double)nsum;
-            nprev = nsum;
+            const double nw = (double)L.nprev;
+            for (ptrdiff_t k = 0; k < ngp; k++) gprev[k] = gsum[k] / nw;
+            for (ptrdiff_t k = 0; k < nloc; k++) lprev[k] = lsum[k] / nw;
             memset(gsum, 0, sizeof(double) * (size_t)ngp);
             memset(lsum, 0, sizeof(double) * (size_t)nloc);
-            nsum = 0;
             if (w.couple) {
                 double *gs[2] = {gpar, gprev}, *ls[2] = {lpar, lprev};
                 coupling_reanchor(&w, gprev, 2, gs, ls);
             }
-            last_mean = mean;
-            prev_mean = mean;
-            prev_var = var;
-            have_prev = 1;
-            wsum = wss = 0.0;
-            wcount = 0;
-            if (plateau) {
-                if (c->lr_schedule == SVIR_LR_PLATEAU && reductions < c->patience) {
-                    lr *= c->lr_decay;
-                    if (res->n_lr_steps < 64) res->lr_steps[res->n_lr_steps++] = step + 1;
-                    reductions++;
-                    {
-                        /* restart Adam's moments: the early, large gradients
-                         * would otherwise keep its second moment inflated
-                         * for ~1/(1 - beta2) steps and freeze the scales */
-                        memset(gm1, 0, sizeof(double) * (size_t)ngp);
-                        memset(gm2, 0, sizeof(double) * (size_t)ngp);
-                        memset(lm1, 0, sizeof(double) * (size_t)nloc);
-                        memset(lm2, 0, sizeof(double) * (size_t)nloc);
-                        t_adam = 0;
-                    }
-                    have_prev = 0; /* the next window restarts the comparison */
-                } else {
-                    res->stop_reason = SVIR_STOP_CONVERGED;
-                    step++;
-                    break;
-                }
-            }
+        }
+        if (L.act & SVIR_LOOP_RESET) {
+            memset(gm1, 0, sizeof(double) * (size_t)ngp);
+            memset(gm2, 0, sizeof(double) * (size_t)ngp);
+            memset(lm1, 0, sizeof(double) * (size_t)nloc);
+            memset(lm2, 0, sizeof(double) * (size_t)nloc);
+        }
+        if (L.stopped) {
+            step++;
+            break;
         }
     }
     if (t_upd >= 0.0) w.tsplit[SVIR_PHASE_UPDATE] += svir_now() - t_upd;
-    res->steps = step;
-    res->lr_final = lr;
+    svir_loop_to_result(&L, step, res);
 
     /* final parameters: the average over the last complete window, or over the
      * partial one if it is long enough; the current ones after divergence */
-    if (res->stop_reason != SVIR_STOP_DIVERGED) {
-        if (nsum >= W / 2 || (nsum > 0 && nprev == 0)) {
-            for (ptrdiff_t k = 0; k < ngp; k++) gpar[k] = gsum[k] / (double)nsum;
-            for (ptrdiff_t k = 0; k < nloc; k++) lpar[k] = lsum[k] / (double)nsum;
-        } else if (nprev > 0) {
-            memcpy(gpar, gprev, sizeof(double) * (size_t)ngp);
-            memcpy(lpar, lprev, sizeof(double) * (size_t)nloc);
-        }
+    switch (svir_loop_final(&L)) {
+    case 1:
+        for (ptrdiff_t k = 0; k < ngp; k++) gpar[k] = gsum[k] / (double)L.nsum;
+        for (ptrdiff_t k = 0; k < nloc; k++) lpar[k] = lsum[k] / (double)L.nsum;
+        break;
+    case 2:
+        memcpy(gpar, gprev, sizeof(double) * (size_t)ngp);
+        memcpy(lpar, lprev, sizeof(double) * (size_t)nloc);
+        break;
     }
-    res->elbo_final = !isnan(last_mean) ? last_mean : (wcount > 0 ? wsum / wcount : NAN);
 
     const double t_post = svir_now();
     const int draws_fail = final_draws(&w, gpar, lpar, res);
@@ -1372,6 +1289,18 @@ done:
     free(gsum); free(lsum); free(gprev); free(lprev);
     work_free(&w);
     return status;
+}
+
+void svir_loop_to_result(const svir_loop *L, long step, svir_result *res)
+{
+    res->steps = L->stopped ? L->steps : step;
+    res->stop_reason = L->stop_reason;
+    res->lr_final = L->lr;
+    res->n_rejected = L->n_rejected;
+    res->n_windows = L->n_windows;
+    res->n_lr_steps = L->n_lr_steps;
+    memcpy(res->lr_steps, L->lr_steps, sizeof(long) * (size_t)L->n_lr_steps);
+    res->elbo_final = svir_loop_elbo_final(L);
 }
 
 void svir_result_free(svir_result *res)
@@ -1458,4 +1387,30 @@ void svir_coupling_free(svir_coupling *cp)
     free((void *)cp->cns); free((void *)cp->coff); free((void *)cp->qoff); free((void *)cp->cS);
     free((void *)cp->ca); free((void *)cp->cK); free((void *)cp->comega); free((void *)cp->cref);
     memset(cp, 0, sizeof *cp);
+}
+
+int svir_final_draws(const svir_model *m, const svir_control *c, const double *gpar,
+                     const double *lpar, const double *cref, const double *comega,
+                     svir_result *res)
+{
+    work w;
+    if (work_init(&w, m, c)) {
+        snprintf(res->message, sizeof res->message, "out of memory drawing from the posterior");
+        return 2;
+    }
+    if (w.couple) {
+        const int ns = w.coff[m->nterms - 1] + w.cns[m->nterms - 1];
+        if (cref && comega) {
+            memcpy(w.cref, cref, sizeof(double) * (size_t)m->p);
+            memcpy(w.comega, comega, sizeof(double) * (size_t)ns);
+        } else {
+            coupling_update(&w, gpar);
+        }
+    }
+    const double t0 = svir_now();
+    const int st = final_draws(&w, gpar, lpar, res);
+    res->time_split[SVIR_PHASE_POSTERIOR] += svir_now() - t0;
+    work_free(&w);
+    if (st) snprintf(res->message, sizeof res->message, "out of memory drawing from the posterior");
+    return st;
 }

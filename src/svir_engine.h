@@ -8,6 +8,11 @@
 
 #include "svir_glmm.h"
 #include "svir_step.h"
+#include "svir_loop.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 enum { SVIR_GUIDE_MEANFIELD = 0, SVIR_GUIDE_FULLRANK = 1 };
 enum { SVIR_LR_CONSTANT = 0, SVIR_LR_PLATEAU = 1, SVIR_LR_DECAY = 2 };
@@ -83,6 +88,24 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
              svir_result *res);
 void svir_result_free(svir_result *res);
 
+/* The loop's results in res after it ended at `step` (steps, stop reason,
+ * final step size, rejected steps, windows, step-size reductions, the final
+ * ELBO); the traces are the driver's. */
+void svir_loop_to_result(const svir_loop *L, long step, svir_result *res);
+
+/* The starting point of a fit: gpar [svir_n_global_par], lpar [nloc]. */
+void svir_init_params(const svir_model *m, const svir_control *c, double *gpar, double *lpar);
+
+/* The posterior draws, coupling shifts and PSIS log ratios of a fit that
+ * ended at (gpar, lpar), into res (draws, log_ratio, shift, ndraws, nshift;
+ * the posterior phase of time_split), as svir_fit makes them. For the
+ * coupled guide, cref [p] and comega [span columns] are its reference point
+ * and shares at the end of the fit (NULL: anchored at gpar). Returns 0, or 2
+ * (out of memory, with res->message). For the CUDA backend. */
+int svir_final_draws(const svir_model *m, const svir_control *c, const double *gpar,
+                     const double *lpar, const double *cref, const double *comega,
+                     svir_result *res);
+
 /* One Adam update of par [n] (moments mom, vel updated in place) with step
  * size lr and bias corrections bc1 = 1 - b1^t, bc2 = 1 - b2^t; elementwise
  * svir_adam1 (svir_step.h), two elements at a time where SSE2 is used. */
@@ -104,5 +127,10 @@ void svir_coupling_free(svir_coupling *cp);
 int svir_elbo_grad(const svir_model *m, const svir_control *c, const double *gpar,
                    const double *lpar, long step, double *elbo, double *grad,
                    char *err, size_t errlen);
+
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

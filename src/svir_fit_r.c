@@ -275,10 +275,26 @@ SEXP svir_fit_r(SEXP spec, SEXP ctrl)
         cb.ctx = prog;
     }
     h->has_res = 1;
-    int status = svir_fit(&h->m, &c, &cb, &h->res);
-    if (status) {
-        char msg[600];
+    SEXP be = get(ctrl, "backend");
+    const int cuda = Rf_isString(be) && strcmp(CHAR(STRING_ELT(be, 0)), "cuda") == 0;
+    char msg[600];
+    int status;
+    if (!cuda) {
+        status = svir_fit(&h->m, &c, &cb, &h->res);
         snprintf(msg, sizeof msg, "%s", h->res.message);
+    } else {
+#ifdef SVIR_HAVE_CUDA
+        /* frees its device memory on every path; interrupts come through
+         * cb (R_ToplevelExec), so nothing unwinds past it */
+        char err[512] = "";
+        status = svir_cuda_fit(&h->m, &c, &cb, &h->res, err, sizeof err);
+        snprintf(msg, sizeof msg, "CUDA backend: %s", err);
+#else
+        status = 1;
+        snprintf(msg, sizeof msg, "this build of svir has no CUDA backend");
+#endif
+    }
+    if (status) {
         holder_done(hp);
         UNPROTECT(1);
         Rf_error("svir: %s", msg);
@@ -473,8 +489,8 @@ SEXP svir_loglik_block_r(SEXP spec, SEXP theta, SEXP zl)
     return out;
 }
 
-/* svir_elbo_grad at vpar for `step` on the CPU, or its full-batch CUDA
- * version (svir_cuda_elbo_grad_host): list(elbo, grad) */
+/* svir_elbo_grad at vpar for `step` on the CPU, or its CUDA version
+ * (svir_cuda_elbo_grad_host): list(elbo, grad) */
 static SEXP elbo_grad(SEXP spec, SEXP ctrl, SEXP vpar, SEXP step, int cuda)
 {
     holder *h;
@@ -494,15 +510,14 @@ static SEXP elbo_grad(SEXP spec, SEXP ctrl, SEXP vpar, SEXP step, int cuda)
                            REAL(grad), err, sizeof err))
             Rf_error("svir: %s", err);
     } else {
-        if (c.batch_size > 0 && c.batch_size < m->n)
-            Rf_error("svir: the CUDA ELBO check takes full batches only");
 #ifdef SVIR_HAVE_CUDA
         svir_coupling cp;
         int ns = 0;
         if (svir_coupling_new(m, &c, c.init_mu, &cp, &ns)) Rf_error("svir: out of memory");
         const int st = svir_cuda_elbo_grad_host(
             m, &cp, ns, c.guide == SVIR_GUIDE_FULLRANK, c.stl,
-            c.num_particles > 0 ? c.num_particles : 1, REAL(vpar), REAL(vpar) + ng, c.seed,
+            c.num_particles > 0 ? c.num_particles : 1, c.batch_size, REAL(vpar), REAL(vpar) + ng,
+            c.seed,
             (long)Rf_asReal(step), &elbo, REAL(grad), err, sizeof err);
         svir_coupling_free(&cp);
         if (st) Rf_error("svir: %s", err);

@@ -19,6 +19,24 @@ typedef struct {
     const double *ca, *cK, *comega, *cref;
 } svir_coupling;
 
+/* *cp viewing the given arrays (host or device) */
+SVIR_MATH_HD void svir_coupling_view(svir_coupling *cp, int couple, int sumq, const int *cns,
+                                     const int *coff, const int *qoff, const int *cS,
+                                     const double *ca, const double *cK, const double *comega,
+                                     const double *cref)
+{
+    cp->couple = couple;
+    cp->sumq = sumq;
+    cp->cns = cns;
+    cp->coff = coff;
+    cp->qoff = qoff;
+    cp->cS = cS;
+    cp->ca = ca;
+    cp->cK = cK;
+    cp->comega = comega;
+    cp->cref = cref;
+}
+
 /* theta = mu + L eps (fullrank, L packed with a log diagonal) or
  * mu + exp(omega) eps (meanfield); gpar = [mu (D), L or omega]. */
 SVIR_MATH_HD void svir_guide_theta(ptrdiff_t D, int fullrank, const double *gpar,
@@ -118,6 +136,35 @@ SVIR_MATH_HD void svir_coupling_forward(const svir_model *m, const svir_coupling
             wt[r] = acc / A[r * q + r];
         }
         qo += q;
+    }
+}
+
+/* The coupled guide's reference point cref [p] and shares comega [ns] from
+ * the means `gpar` (beta and log sd): a span column's share of a direction
+ * is its sd^2 / J among the columns with the same a (v: [ns] scratch). */
+SVIR_MATH_HD void svir_coupling_shares(const svir_model *m, const svir_coupling *cp, int ns,
+                                       const double *gpar, double *cref, double *comega,
+                                       double *v)
+{
+    const int p = m->p;
+    for (int i = 0; i < p; i++) cref[i] = gpar[i];
+    for (int t = 0; t < m->nterms; t++) {
+        const svir_term *tm = &m->terms[t];
+        for (int s = 0; s < cp->cns[t]; s++) {
+            const double sd = exp(gpar[tm->off_sd + cp->cS[cp->coff[t] + s]]);
+            v[cp->coff[t] + s] = sd * sd / tm->ngroups;
+        }
+    }
+    for (int i = 0; i < ns; i++) {
+        double tot = 0.0;
+        for (int j = 0; j < ns; j++) {
+            int same = 1;
+            for (int c = 0; c < p && same; c++)
+                if (fabs(cp->ca[(size_t)i * p + c] - cp->ca[(size_t)j * p + c]) > 1e-10 *
+                    (1.0 + fabs(cp->ca[(size_t)i * p + c]))) same = 0;
+            if (same) tot += v[j];
+        }
+        comega[i] = tot > 0 ? v[i] / tot : 0.0;
     }
 }
 

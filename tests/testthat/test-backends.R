@@ -34,16 +34,27 @@ test_that("auto chooses the CPU and records why", {
   expect_true(nzchar(ch$reason))
   b <- svir_backends()
   if (b$available[b$backend == "cuda"]) {
-    expect_match(ch$reason, "fits on the CPU only")
+    expect_match(ch$reason, "no measured rule", fixed = TRUE)
   } else {
     expect_match(ch$reason, "no usable CUDA device", fixed = TRUE)
   }
   expect_identical(svir_choose_backend("cpu")$backend, "cpu")
 })
 
-test_that("backend = 'cuda' and unknown names give clear errors", {
-  expect_error(svir_choose_backend("cuda"), class = "svir_error")
-  expect_error(svir_choose_backend("cuda"), "backend = \"cpu\"", fixed = TRUE)
+test_that("backend = 'cuda' without a device and unknown names give clear errors", {
+  b <- svir_backends()
+  if (!b$available[b$backend == "cuda"]) {
+    expect_error(svir_choose_backend("cuda"), class = "svir_error")
+    expect_error(svir_choose_backend("cuda"), "backend = \"cpu\"", fixed = TRUE)
+    # the reason the device cannot run is in the message
+    expect_error(svir_choose_backend("cuda"), b$detail[b$backend == "cuda"], fixed = TRUE)
+    expect_error(svi_fit(Reaction ~ Days + (1 | Subject), lme4::sleepstudy, backend = "cuda"),
+                 class = "svir_error")
+  } else {
+    ch <- svir_choose_backend("cuda")
+    expect_identical(ch$backend, "cuda")
+    expect_match(ch$reason, "requested", fixed = TRUE)
+  }
   expect_error(svir_choose_backend("gpu"), class = "svir_error")
   expect_error(svir_choose_backend("gpu"), "backend")
   expect_error(svir_choose_backend(1), "backend")

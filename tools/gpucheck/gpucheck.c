@@ -130,6 +130,30 @@ static int sim_make(sim *s, int family, int link, ptrdiff_t n, int p, int J0, in
     return 0;
 }
 
+/* the settings of a whole fit for the checks and the benchmark (no
+ * posterior draws, one thread) */
+static void fit_control(svir_control *c, int fullrank, long max_steps, double lr, int schedule,
+                        int eval_every, ptrdiff_t batch_size, uint64_t seed)
+{
+    memset(c, 0, sizeof *c);
+    c->guide = fullrank ? SVIR_GUIDE_FULLRANK : SVIR_GUIDE_MEANFIELD;
+    c->max_steps = max_steps;
+    c->lr = lr;
+    c->lr_schedule = schedule;
+    c->lr_decay = 0.3;
+    c->eval_every = eval_every;
+    c->tol_rel_obj = 1e-4;
+    c->patience = 3;
+    c->num_particles = 1;
+    c->couple = 1;
+    c->stl = 1;
+    c->batch_size = batch_size;
+    c->threads = 1;
+    c->ndraws = 0;
+    c->init_scale = 0.1;
+    c->seed = seed;
+}
+
 /* the CPU reference: svir_obs_pass_ref, one plain loop over the observations */
 static void cpu_pass(const svir_model *m, const double *beta, const double *b, double sigma,
                      double phi, double *ll, double *gbeta, double *gaux, double *G)
@@ -284,7 +308,7 @@ int main(int argc, char **argv)
             sim_free(&s);
         }
     }
-    /* 3b'. a whole full-batch ELBO estimate and its gradient */
+    /* 3b'. a whole ELBO estimate and its gradient, full batch and minibatch */
     {
         for (int fam = 0; fam < 2; fam++) {
             sim s;
@@ -295,10 +319,12 @@ int main(int argc, char **argv)
             }
             const svir_model *m = &s.m;
             for (int fr = 0; fr < 2; fr++)
-                for (int stl = 0; stl < 2; stl++) {
+                for (int stl = 0; stl < 2; stl++)
+                for (int mb = 0; mb < 2; mb++) {
                     svir_control c;
                     memset(&c, 0, sizeof c);
                     c.guide = fr ? SVIR_GUIDE_FULLRANK : SVIR_GUIDE_MEANFIELD;
+                    c.batch_size = mb ? 5000 : 0;
                     c.num_particles = 2;
                     c.couple = 1;
                     c.stl = stl;
@@ -315,8 +341,8 @@ int main(int argc, char **argv)
                     int st = svir_elbo_grad(m, &c, v, v + ngp, 5, &e0, g0, err, sizeof err);
                     if (!st) st = svir_coupling_new(m, &c, NULL, &cp, &ns);
                     if (!st) {
-                        st = svir_cuda_elbo_grad_host(m, &cp, ns, fr, stl, 2, v, v + ngp, 11, 5, &e1, g1,
-                                                      err, sizeof err);
+                        st = svir_cuda_elbo_grad_host(m, &cp, ns, fr, stl, 2, c.batch_size, v, v + ngp,
+                                                      11, 5, &e1, g1, err, sizeof err);
                         svir_coupling_free(&cp);
                     }
                     if (st) {
@@ -325,9 +351,9 @@ int main(int argc, char **argv)
                     } else {
                         const double ee = fabs(e1 - e0) / fmax(1.0, fabs(e0)), eg = rel_diff(g0, g1, nv);
                         const int ok = ee < 1e-11 && eg < 1e-9;
-                        printf("ELBO step, %s, %s, stl %d: rel. diff ELBO %.1e, gradient %.1e: %s\n",
-                               fam ? "poisson" : "gaussian", fr ? "fullrank" : "meanfield", stl, ee, eg,
-                               ok ? "ok" : "FAILED");
+                        printf("ELBO step, %s, %s, stl %d, %s: rel. diff ELBO %.1e, gradient %.1e: %s\n",
+                               fam ? "poisson" : "gaussian", fr ? "fullrank" : "meanfield", stl,
+                               mb ? "minibatch" : "full batch", ee, eg, ok ? "ok" : "FAILED");
                         failed |= !ok;
                     }
                     free(v); free(g0); free(g1);
@@ -366,6 +392,48 @@ int main(int argc, char **argv)
         for (int k = 0; k < 2; k++)
             for (int c = 0; c < 4; c++) free(v[k][c]);
     }
+    /* 3d. whole fits with a fixed number of steps: the same draws and loop
+     * on both sides, so the same parameters up to the order of the sums
+     * (tolerance 1e-6 relative after 300 Adam steps) */
+    {
+        sim s;
+        if (sim_make(&s, SVIR_POISSON, SVIR_LINK_LOG, 40000, 3, 400, 30, 1)) {
+            printf("out of host memory\n");
+            return 1;
+        }
+        const svir_model *m = &s.m;
+        for (int fr = 0; fr < 2; fr++)
+            for (int mb = 0; mb < 2; mb++) {
+                svir_control c;
+                fit_control(&c, fr, 300, 0.05, SVIR_LR_PLATEAU, 50, mb ? 4000 : 0, 42);
+                svir_result r0, r1;
+                int st = svir_fit(m, &c, NULL, &r0);
+                if (!st) st = svir_cuda_fit(m, &c, NULL, &r1, err, sizeof err);
+                if (st) {
+                    printf("fit, %s, %s: FAILED to run: %s\n", fr ? "fullrank" : "meanfield",
+                           mb ? "minibatch" : "full batch", err);
+                    failed = 1;
+                } else {
+                    const ptrdiff_t ngp = svir_n_global_par(m, c.guide);
+                    const double eg = rel_diff(r0.gpar, r1.gpar, ngp);
+                    const double el = rel_diff(r0.lpar, r1.lpar, m->nloc);
+                    double et = 0.0;
+                    for (long k = 0; k < r0.steps && k < r1.steps; k++)
+                        et = fmax(et, fabs(r0.elbo[k] - r1.elbo[k]) / fmax(1.0, fabs(r0.elbo[k])));
+                    const int ok = r0.steps == r1.steps && r0.stop_reason == r1.stop_reason &&
+                                   eg < 1e-6 && el < 1e-6 && et < 1e-6;
+                    printf("fit, %s, %s: steps %ld / %ld, stop %d / %d, rel. diff globals %.1e, "
+                           "locals %.1e, ELBO trace %.1e: %s\n",
+                           fr ? "fullrank" : "meanfield", mb ? "minibatch" : "full batch",
+                           r0.steps, r1.steps, r0.stop_reason, r1.stop_reason, eg, el, et,
+                           ok ? "ok" : "FAILED");
+                    failed |= !ok;
+                }
+                svir_result_free(&r0);
+                svir_result_free(&r1);
+            }
+        sim_free(&s);
+    }
     if (quick) return failed;
 
     /* 4. the benchmark size of issue 3 */
@@ -401,6 +469,36 @@ int main(int argc, char **argv)
                "of 1 GiB); upload %.2f s; the CPU reference loop (one thread, -O2) %.3f s\n",
                n, ms, bytes / 1e6, achieved, 100.0 * achieved / gbs, gbs, t_up, t_cpu);
         free(G);
+        /* whole steps of a fit: steps/s on the device and on the CPU */
+        for (int mb = 0; mb < 2; mb++) {
+            svir_control c;
+            /* device: 200 steps (no window ends: eval_every > steps) */
+            fit_control(&c, 0, 200, 0.01, SVIR_LR_CONSTANT, 1000, mb ? 100000 : 0, 1);
+            svir_result r;
+            st = svir_cuda_fit(m, &c, NULL, &r, err, sizeof err);
+            if (st) {
+                printf("fit benchmark: FAILED to run: %s\n", err);
+                return 1;
+            }
+            const double t_dev = r.time_split[SVIR_PHASE_UPDATE] / (double)r.steps;
+            const double el_dev = r.elbo[r.steps - 1];
+            svir_result_free(&r);
+            /* CPU: a few steps, all its threads */
+            c.max_steps = mb ? 50 : 3;
+            c.threads = 16;
+            t0 = now();
+            st = svir_fit(m, &c, NULL, &r);
+            const double t_cpu_fit = (now() - t0) / (double)r.steps;
+            svir_result_free(&r);
+            printf("fit steps, N = %td, %s: device %.3f ms/step (%.0f steps/s; ELBO after 200 "
+                   "steps %.6g), CPU (16 threads) %.1f ms/step (%.1f steps/s): %.0fx\n",
+                   n, mb ? "minibatch of 10^5" : "full batch", 1e3 * t_dev, 1.0 / t_dev, el_dev,
+                   1e3 * t_cpu_fit, 1.0 / t_cpu_fit, t_cpu_fit / t_dev);
+            if (!mb)
+                printf("  full-batch step against the floor: the observation pass must read %.0f MB "
+                       "(above), %.0f%% of the step's time at %.0f GB/s\n",
+                       bytes / 1e6, 100.0 * (bytes / (gbs * 1e9)) / t_dev, gbs);
+        }
         sim_free(&s);
     }
     return failed;
