@@ -56,9 +56,9 @@
 #'   `"cuda"` fits on the GPU: the data are uploaded once and every step
 #'   (draws, likelihood, gradients, minibatch selection, Adam, the stopping
 #'   rule) runs there, with the same random numbers and decisions as the CPU,
-#'   so both give the same fit up to the order of floating-point sums; the
-#'   posterior draws kept in the fit are then made on the CPU. It is an error
-#'   when no usable CUDA device is found. `"auto"` fits on the CPU: no rule
+#'   so both give the same fit up to the order of floating-point sums (the
+#'   posterior draws kept in the fit are made there too). It is an error when
+#'   no usable CUDA device is found. `"auto"` fits on the CPU: no rule
 #'   for when the GPU is faster has been measured yet (the fit records the
 #'   reason in `backend_reason`).
 #' @param seed `NULL` or a whole number in `0 .. 2^53`; see Reproducibility.

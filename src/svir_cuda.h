@@ -97,8 +97,8 @@ int svir_cuda_elbo_grad_host(const svir_model *m, const svir_coupling *cp, int n
  * res, up to the order of floating-point sums. The data are uploaded once;
  * per step nothing crosses to the host, and every 16 steps the loop's state
  * (a few hundred bytes) does, for the stopping test, the interrupt check
- * (cb->interrupted) and cb->progress. The posterior draws then run on the
- * CPU (svir_final_draws), after the device memory is freed. Returns 0, or
+ * (cb->interrupted) and cb->progress. The posterior draws kept in the fit
+ * (final_draws of the CPU engine) are made on the device too. Returns 0, or
  * a status with a message in err; device memory is freed on every path. */
 int svir_cuda_fit(const svir_model *m, const svir_control *c, const svir_callbacks *cb,
                   svir_result *res, char *err, size_t errlen);

@@ -1388,29 +1388,3 @@ void svir_coupling_free(svir_coupling *cp)
     free((void *)cp->ca); free((void *)cp->cK); free((void *)cp->comega); free((void *)cp->cref);
     memset(cp, 0, sizeof *cp);
 }
-
-int svir_final_draws(const svir_model *m, const svir_control *c, const double *gpar,
-                     const double *lpar, const double *cref, const double *comega,
-                     svir_result *res)
-{
-    work w;
-    if (work_init(&w, m, c)) {
-        snprintf(res->message, sizeof res->message, "out of memory drawing from the posterior");
-        return 2;
-    }
-    if (w.couple) {
-        const int ns = w.coff[m->nterms - 1] + w.cns[m->nterms - 1];
-        if (cref && comega) {
-            memcpy(w.cref, cref, sizeof(double) * (size_t)m->p);
-            memcpy(w.comega, comega, sizeof(double) * (size_t)ns);
-        } else {
-            coupling_update(&w, gpar);
-        }
-    }
-    const double t0 = svir_now();
-    const int st = final_draws(&w, gpar, lpar, res);
-    res->time_split[SVIR_PHASE_POSTERIOR] += svir_now() - t0;
-    work_free(&w);
-    if (st) snprintf(res->message, sizeof res->message, "out of memory drawing from the posterior");
-    return st;
-}

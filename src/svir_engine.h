@@ -96,16 +96,6 @@ void svir_loop_to_result(const svir_loop *L, long step, svir_result *res);
 /* The starting point of a fit: gpar [svir_n_global_par], lpar [nloc]. */
 void svir_init_params(const svir_model *m, const svir_control *c, double *gpar, double *lpar);
 
-/* The posterior draws, coupling shifts and PSIS log ratios of a fit that
- * ended at (gpar, lpar), into res (draws, log_ratio, shift, ndraws, nshift;
- * the posterior phase of time_split), as svir_fit makes them. For the
- * coupled guide, cref [p] and comega [span columns] are its reference point
- * and shares at the end of the fit (NULL: anchored at gpar). Returns 0, or 2
- * (out of memory, with res->message). For the CUDA backend. */
-int svir_final_draws(const svir_model *m, const svir_control *c, const double *gpar,
-                     const double *lpar, const double *cref, const double *comega,
-                     svir_result *res);
-
 /* One Adam update of par [n] (moments mom, vel updated in place) with step
  * size lr and bias corrections bc1 = 1 - b1^t, bc2 = 1 - b2^t; elementwise
  * svir_adam1 (svir_step.h), two elements at a time where SSE2 is used. */

@@ -288,7 +288,9 @@ SEXP svir_fit_r(SEXP spec, SEXP ctrl)
          * cb (R_ToplevelExec), so nothing unwinds past it */
         char err[512] = "";
         status = svir_cuda_fit(&h->m, &c, &cb, &h->res, err, sizeof err);
-        snprintf(msg, sizeof msg, "CUDA backend: %s", err);
+        snprintf(msg, sizeof msg, "CUDA backend: %s%s", err,
+                 strstr(err, "out of memory") ? " (use a smaller batch_size in svi_control(), "
+                                                "or backend = \"cpu\")" : "");
 #else
         status = 1;
         snprintf(msg, sizeof msg, "this build of svir has no CUDA backend");

@@ -1462,6 +1462,146 @@ k_reanchor_l(const svir_loop *Lp, const dev_locals L, const int *__restrict__ cn
     }
 }
 
+/* ---- the posterior draws kept in the fit ------------------------------------
+ * final_draws() of svir_engine.c on the device, one draw at a time: the
+ * globals (one thread), the random effects (one thread per group), the
+ * log-likelihood of all observations (launch_obs), then the draw's PSIS log
+ * ratio log p(y, theta, z) - log q(theta) - log q(z | theta). */
+
+/* post: [0] ll_const + log p(theta) - log q(theta), [1] the groups' part */
+__global__ void k_post_global(svir_model m, svir_coupling cp, int fullrank, const double *gpar,
+                              uint32_t k0, uint32_t k1, int s, int nd, double *eps,
+                              double *theta, svir_globals g, double *beta_eff, double *cu,
+                              double *cw, svir_aux *aux, double *ws, double *draws,
+                              double *shift, double *post)
+{
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    const uint32_t key[2] = {k0, k1};
+    const ptrdiff_t D = m.D;
+    for (ptrdiff_t d = 0; d < D; d++) eps[d] = svir_normal(key, SVIR_STREAM_DRAWS, (uint64_t)s, (uint64_t)d);
+    svir_guide_theta(D, fullrank, gpar, eps, theta);
+    double logq = 0.0;
+    for (ptrdiff_t d = 0; d < D; d++)
+        logq += -0.5 * eps[d] * eps[d] - gpar[fullrank ? D + d * (d + 1) / 2 + d : D + d] -
+                SVIR_LOG_SQRT_2PI;
+    svir_unpack_globals(&m, theta, &g);
+    if (cp.couple) {
+        svir_coupling_forward(&m, &cp, theta, &g, beta_eff, cu, cw);
+    } else {
+        for (int i = 0; i < m.p; i++) beta_eff[i] = theta[i];
+        for (int k = 0; k < cp.sumq; k++) cu[k] = cw[k] = 0.0;
+    }
+    /* the likelihood sees beta itself, as in final_draws (svir_block_put) */
+    for (int i = 0; i < m.p; i++) beta_eff[i] = theta[i];
+    for (ptrdiff_t d = 0; d < D; d++) draws[(size_t)s + (size_t)d * (size_t)nd] = theta[d];
+    for (int k = 0; k < cp.sumq; k++) shift[(size_t)s + (size_t)k * (size_t)nd] = cu[k];
+    post[0] = m.ll_const + svir_log_prior_ws(&m, theta, NULL, ws) - logq;
+    svir_aux_set(aux, g.sigma, g.phi);
+}
+
+/* per group: z = m + C noise, shifted by -w; b = A z; per block the partial
+ * sum of log N(z; 0, I) - log q(z) */
+__global__ void __launch_bounds__(SVIR_CUDA_BLOCK)
+k_post_local(const dev_locals L, const double *__restrict__ lpar, const double *__restrict__ A,
+             const double *__restrict__ noise, const double *__restrict__ cw,
+             double *__restrict__ z, double *__restrict__ b, double *__restrict__ ed,
+             double *__restrict__ partial)
+{
+    __shared__ double sh[SVIR_CUDA_WARPS];
+    double acc = 0.0;
+    for (ptrdiff_t k = (ptrdiff_t)blockIdx.x * blockDim.x + threadIdx.x; k < L.ngroups;
+         k += (ptrdiff_t)gridDim.x * blockDim.x) {
+        const local_at g = local_group(L, k);
+        const int q = g.q;
+        const ptrdiff_t pos = g.pos;
+        const double *blk = lpar + g.lo;
+        svir_local_exp_diag(q, blk, ed + pos);
+        acc -= svir_local_draw(q, blk, noise + pos, ed + pos, z + pos);
+        for (int r = 0; r < q; r++) {
+            z[pos + r] -= cw[g.tm->qoff + r];
+            acc += -0.5 * z[pos + r] * z[pos + r] - SVIR_LOG_SQRT_2PI;
+        }
+        svir_local_b(q, A + g.tm->off_qq, z + pos, b + pos);
+    }
+    const double t = block_sum(acc, sh);
+    if (threadIdx.x == 0) partial[blockIdx.x] = t;
+}
+
+__global__ void k_post_end(const double *obs, const double *post, int s, double *log_ratio)
+{
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    log_ratio[s] = obs[0] + post[0] + post[1];
+}
+
+/* the observation pass back on the full data */
+static void data_full(svir_cuda_data *d)
+{
+    d->bidx = NULL;
+    d->nrows = d->dm.n;
+    for (int t = 0; t < d->dm.nterms; t++) {
+        d->gstart[t] = d->rowptr[t];
+        d->gend[t] = d->rowptr[t] + 1;
+        d->grows[t] = d->rows[t];
+    }
+}
+
+/* the nd draws at the parameters in d_par into res (draws, log_ratio, shift) */
+static int ctx_post(fit_ctx *x, int nd, svir_result *res, char *err, size_t errlen)
+{
+    svir_cuda_data *d = x->d;
+    const ptrdiff_t D = x->D, nz = x->nz;
+    double *d_draws = NULL, *d_lr = NULL, *d_shift = NULL;
+    int st = 3;
+    res->ndraws = nd > 0 ? nd : 0;
+    res->nshift = x->sumq;
+    if (nd <= 0) return 0;
+    res->draws = (double *)calloc((size_t)nd * (size_t)D + 1, sizeof(double));
+    res->log_ratio = (double *)calloc((size_t)nd + 1, sizeof(double));
+    res->shift = (double *)calloc((size_t)nd * (size_t)x->sumq + 1, sizeof(double));
+    if (!res->draws || !res->log_ratio || !res->shift) {
+        snprintf(err, errlen, "out of memory drawing from the posterior");
+        return 2;
+    }
+    data_full(d);
+    CK(upload<double>(&d_draws, NULL, (size_t)nd * (size_t)D));
+    CK(upload<double>(&d_lr, NULL, (size_t)nd));
+    CK(upload<double>(&d_shift, NULL, (size_t)nd * (size_t)x->sumq));
+    for (int s = 0; s < nd; s++) {
+        k_post_global<<<1, 1>>>(x->md, x->cd, x->fullrank, x->d_par, x->key[0], x->key[1], s, nd,
+                                x->d_eps, x->d_theta, x->g, d->beta, x->d_cu, x->d_cw, d->aux,
+                                x->d_ws, d_draws, d_shift, x->d_scal);
+        if (nz > 0) {
+            const ptrdiff_t npairs = (nz + 1) / 2;
+            k_normals<<<grid_for(npairs), 256>>>(x->key[0], x->key[1], SVIR_STREAM_DRAWS_LOCAL,
+                                                 (uint64_t)s, 0, nz, 0, npairs, x->d_noise);
+        }
+        k_post_local<<<x->nb, SVIR_CUDA_BLOCK>>>(x->L, x->d_par + x->ngp, x->d_A, x->d_noise,
+                                                 x->d_cw, x->d_z, d->b, x->d_ed, x->d_part);
+        k_reduce_partials<<<1, 64>>>(x->d_part, x->nb, 1, x->d_scal + 1);
+        CK(cudaGetLastError());
+        if (launch_obs(d)) {
+            snprintf(err, errlen, "the CUDA backend has no kernel for family %d with link %d",
+                     x->m->family, x->m->link);
+            st = 1;
+            goto fail;
+        }
+        k_post_end<<<1, 1>>>(d->out, x->d_scal, s, d_lr);
+        CK(cudaGetLastError());
+    }
+    CK(cudaMemcpy(res->draws, d_draws, sizeof(double) * (size_t)nd * (size_t)D,
+                  cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(res->log_ratio, d_lr, sizeof(double) * (size_t)nd, cudaMemcpyDeviceToHost));
+    if (x->sumq > 0)
+        CK(cudaMemcpy(res->shift, d_shift, sizeof(double) * (size_t)nd * (size_t)x->sumq,
+                      cudaMemcpyDeviceToHost));
+    st = 0;
+fail:
+    cudaFree(d_draws);
+    cudaFree(d_lr);
+    cudaFree(d_shift);
+    return st;
+}
+
 static double wall_now(void)
 {
     struct timespec ts;
@@ -1484,7 +1624,7 @@ extern "C" int svir_cuda_fit(const svir_model *m, const svir_control *c, const s
     const int W = c->eval_every > 0 ? c->eval_every : 100;
     const ptrdiff_t ngp = svir_n_global_par(m, c->guide), nloc = m->nloc;
     const double t0 = wall_now();
-    std::vector<double> gpar((size_t)ngp + 1), lpar((size_t)nloc + 1), cref, comega;
+    std::vector<double> gpar((size_t)ngp + 1), lpar((size_t)nloc + 1);
     memset(res, 0, sizeof *res);
     memset(&cp, 0, sizeof cp);
     res->elbo = (double *)calloc((size_t)maxs, sizeof(double));
@@ -1575,7 +1715,7 @@ extern "C" int svir_cuda_fit(const svir_model *m, const svir_control *c, const s
     if (hL.n_windows > 0)
         CK(cudaMemcpy(res->window_elbo, x.d_wel, sizeof(double) * (size_t)hL.n_windows,
                       cudaMemcpyDeviceToHost));
-    /* the final parameters (svir_loop_final) */
+    /* the final parameters (svir_loop_final), on the device and the host */
     final_sel = svir_loop_final(&hL);
     {
         const double *src = final_sel == 1 ? x.d_sum : final_sel == 2 ? x.d_prev : x.d_par;
@@ -1586,23 +1726,25 @@ extern "C" int svir_cuda_fit(const svir_model *m, const svir_control *c, const s
         for (ptrdiff_t k = 0; k < nloc; k++)
             lpar[(size_t)k] = final_sel == 1 ? all[(size_t)(ngp + k)] / (double)hL.nsum
                                              : all[(size_t)(ngp + k)];
+        CK(cudaMemcpy(x.d_par, gpar.data(), sizeof(double) * (size_t)ngp, cudaMemcpyHostToDevice));
+        if (nloc > 0)
+            CK(cudaMemcpy(x.d_par + ngp, lpar.data(), sizeof(double) * (size_t)nloc,
+                          cudaMemcpyHostToDevice));
     }
-    if (x.cd.couple) {
-        cref.resize((size_t)m->p + 1);
-        comega.resize((size_t)ns + 1);
-        CK(cudaMemcpy(cref.data(), x.d_cref, sizeof(double) * (size_t)m->p, cudaMemcpyDeviceToHost));
-        CK(cudaMemcpy(comega.data(), x.d_comega, sizeof(double) * (size_t)ns,
-                      cudaMemcpyDeviceToHost));
+    /* the posterior draws kept in the fit, with the coupling's last anchor */
+    {
+        const double tp = wall_now();
+        const int e = ctx_post(&x, c->ndraws, res, err, errlen);
+        if (e) {
+            st = e;
+            goto fail;
+        }
+        CK(cudaDeviceSynchronize());
+        res->time_split[SVIR_PHASE_POSTERIOR] = wall_now() - tp;
     }
-    /* the device is done: free it before the posterior draws */
     ctx_free(&x);
     have_ctx = 0;
     svir_coupling_free(&cp);
-    if (svir_final_draws(m, c, gpar.data(), lpar.data(), cref.empty() ? NULL : cref.data(),
-                         comega.empty() ? NULL : comega.data(), res)) {
-        snprintf(err, errlen, "%s", res->message);
-        return 2;
-    }
     res->gpar = (double *)malloc(sizeof(double) * (size_t)(ngp + 1));
     res->lpar = (double *)malloc(sizeof(double) * (size_t)(nloc + 1));
     if (!res->gpar || !res->lpar) {

@@ -267,6 +267,8 @@ for (cs in family_cases) {
       expect_equal(fits[[2]]$elbo, fits[[1]]$elbo, tolerance = 1e-6)
       expect_equal(as.matrix(fits[[2]]), as.matrix(fits[[1]]), tolerance = 1e-6)
       expect_equal(ranef(fits[[2]]), ranef(fits[[1]]), tolerance = 1e-6)
+      # the posterior draws and their PSIS diagnostic, made on the device
+      expect_equal(fits[[2]]$khat, fits[[1]]$khat, tolerance = 1e-6)
     }
   })
 }

@@ -406,6 +406,7 @@ int main(int argc, char **argv)
             for (int mb = 0; mb < 2; mb++) {
                 svir_control c;
                 fit_control(&c, fr, 300, 0.05, SVIR_LR_PLATEAU, 50, mb ? 4000 : 0, 42);
+                c.ndraws = 100; /* and the posterior draws kept in the fit */
                 svir_result r0, r1;
                 int st = svir_fit(m, &c, NULL, &r0);
                 if (!st) st = svir_cuda_fit(m, &c, NULL, &r1, err, sizeof err);
@@ -417,15 +418,17 @@ int main(int argc, char **argv)
                     const ptrdiff_t ngp = svir_n_global_par(m, c.guide);
                     const double eg = rel_diff(r0.gpar, r1.gpar, ngp);
                     const double el = rel_diff(r0.lpar, r1.lpar, m->nloc);
+                    const double ed = rel_diff(r0.draws, r1.draws, (ptrdiff_t)c.ndraws * m->D);
+                    const double er = rel_diff(r0.log_ratio, r1.log_ratio, c.ndraws);
                     double et = 0.0;
                     for (long k = 0; k < r0.steps && k < r1.steps; k++)
                         et = fmax(et, fabs(r0.elbo[k] - r1.elbo[k]) / fmax(1.0, fabs(r0.elbo[k])));
                     const int ok = r0.steps == r1.steps && r0.stop_reason == r1.stop_reason &&
-                                   eg < 1e-6 && el < 1e-6 && et < 1e-6;
+                                   eg < 1e-6 && el < 1e-6 && et < 1e-6 && ed < 1e-6 && er < 1e-6;
                     printf("fit, %s, %s: steps %ld / %ld, stop %d / %d, rel. diff globals %.1e, "
-                           "locals %.1e, ELBO trace %.1e: %s\n",
+                           "locals %.1e, ELBO trace %.1e, draws %.1e, log ratios %.1e: %s\n",
                            fr ? "fullrank" : "meanfield", mb ? "minibatch" : "full batch",
-                           r0.steps, r1.steps, r0.stop_reason, r1.stop_reason, eg, el, et,
+                           r0.steps, r1.steps, r0.stop_reason, r1.stop_reason, eg, el, et, ed, er,
                            ok ? "ok" : "FAILED");
                     failed |= !ok;
                 }
