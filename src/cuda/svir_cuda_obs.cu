@@ -646,11 +646,14 @@ __device__ __forceinline__ local_at local_group(const dev_locals &L, ptrdiff_t k
 }
 
 /* one thread per group of any term: ed, z = m + C noise, b = A z; per block:
- * the partial sum of log q(z) */
+ * the partial sum of log q(z). With post_shift (a posterior draw, as
+ * final_draws): z is first shifted by -w (post_shift, [sum q]) and the sum is
+ * that of log N(z; 0, I) - log q(z). */
 __global__ void __launch_bounds__(SVIR_CUDA_BLOCK)
 k_local_draw(const dev_locals L, const double *__restrict__ lpar, const double *__restrict__ A,
-             const double *__restrict__ noise, double *__restrict__ z, double *__restrict__ b,
-             double *__restrict__ ed, double *__restrict__ partial)
+             const double *__restrict__ noise, const double *__restrict__ post_shift,
+             double *__restrict__ z, double *__restrict__ b, double *__restrict__ ed,
+             double *__restrict__ partial)
 {
     __shared__ double sh[SVIR_CUDA_WARPS];
     double lq = 0.0;
@@ -661,7 +664,16 @@ k_local_draw(const dev_locals L, const double *__restrict__ lpar, const double *
         const ptrdiff_t pos = g.pos;
         const double *blk = lpar + g.lo;
         svir_local_exp_diag(q, blk, ed + pos);
-        lq += svir_local_draw(q, blk, noise + pos, ed + pos, z + pos);
+        const double lqk = svir_local_draw(q, blk, noise + pos, ed + pos, z + pos);
+        if (post_shift) {
+            lq -= lqk;
+            for (int r = 0; r < q; r++) {
+                z[pos + r] -= post_shift[g.tm->qoff + r];
+                lq += -0.5 * z[pos + r] * z[pos + r] - SVIR_LOG_SQRT_2PI;
+            }
+        } else {
+            lq += lqk;
+        }
         svir_local_b(q, A + g.tm->off_qq, z + pos, b + pos);
     }
     const double s = block_sum(lq, sh);
@@ -812,7 +824,7 @@ extern "C" int svir_cuda_local_step_host(const svir_model *m, const double *lpar
             key[0], key[1], SVIR_STREAM_LOCAL, step, 0, nz, 0, npairs, d_noise);
         CK(cudaGetLastError());
     }
-    k_local_draw<<<nb, SVIR_CUDA_BLOCK>>>(L, d_lpar, d_A, d_noise, d_z, d_b, d_ed, d_part);
+    k_local_draw<<<nb, SVIR_CUDA_BLOCK>>>(L, d_lpar, d_A, d_noise, NULL, d_z, d_b, d_ed, d_part);
     CK(cudaGetLastError());
     k_reduce_partials<<<1, 64>>>(d_part, nb, 1, d_out + 1);
     CK(cudaGetLastError());
@@ -1272,8 +1284,8 @@ static int ctx_step(fit_ctx *x, long step, char *err, size_t errlen)
                                                  x->d_noise);
             CK(cudaGetLastError());
         }
-        k_local_draw<<<x->nb, SVIR_CUDA_BLOCK>>>(x->L, lpar, x->d_A, x->d_noise, x->d_z, d->b,
-                                                 x->d_ed, x->d_part);
+        k_local_draw<<<x->nb, SVIR_CUDA_BLOCK>>>(x->L, lpar, x->d_A, x->d_noise, NULL, x->d_z,
+                                                 d->b, x->d_ed, x->d_part);
         CK(cudaGetLastError());
         if (launch_obs(d)) {
             snprintf(err, errlen, "the CUDA backend has no kernel for family %d with link %d",
@@ -1499,34 +1511,6 @@ __global__ void k_post_global(svir_model m, svir_coupling cp, int fullrank, cons
     svir_aux_set(aux, g.sigma, g.phi);
 }
 
-/* per group: z = m + C noise, shifted by -w; b = A z; per block the partial
- * sum of log N(z; 0, I) - log q(z) */
-__global__ void __launch_bounds__(SVIR_CUDA_BLOCK)
-k_post_local(const dev_locals L, const double *__restrict__ lpar, const double *__restrict__ A,
-             const double *__restrict__ noise, const double *__restrict__ cw,
-             double *__restrict__ z, double *__restrict__ b, double *__restrict__ ed,
-             double *__restrict__ partial)
-{
-    __shared__ double sh[SVIR_CUDA_WARPS];
-    double acc = 0.0;
-    for (ptrdiff_t k = (ptrdiff_t)blockIdx.x * blockDim.x + threadIdx.x; k < L.ngroups;
-         k += (ptrdiff_t)gridDim.x * blockDim.x) {
-        const local_at g = local_group(L, k);
-        const int q = g.q;
-        const ptrdiff_t pos = g.pos;
-        const double *blk = lpar + g.lo;
-        svir_local_exp_diag(q, blk, ed + pos);
-        acc -= svir_local_draw(q, blk, noise + pos, ed + pos, z + pos);
-        for (int r = 0; r < q; r++) {
-            z[pos + r] -= cw[g.tm->qoff + r];
-            acc += -0.5 * z[pos + r] * z[pos + r] - SVIR_LOG_SQRT_2PI;
-        }
-        svir_local_b(q, A + g.tm->off_qq, z + pos, b + pos);
-    }
-    const double t = block_sum(acc, sh);
-    if (threadIdx.x == 0) partial[blockIdx.x] = t;
-}
-
 __global__ void k_post_end(const double *obs, const double *post, int s, double *log_ratio)
 {
     if (threadIdx.x != 0 || blockIdx.x != 0) return;
@@ -1575,7 +1559,7 @@ static int ctx_post(fit_ctx *x, int nd, svir_result *res, char *err, size_t errl
             k_normals<<<grid_for(npairs), 256>>>(x->key[0], x->key[1], SVIR_STREAM_DRAWS_LOCAL,
                                                  (uint64_t)s, 0, nz, 0, npairs, x->d_noise);
         }
-        k_post_local<<<x->nb, SVIR_CUDA_BLOCK>>>(x->L, x->d_par + x->ngp, x->d_A, x->d_noise,
+        k_local_draw<<<x->nb, SVIR_CUDA_BLOCK>>>(x->L, x->d_par + x->ngp, x->d_A, x->d_noise,
                                                  x->d_cw, x->d_z, d->b, x->d_ed, x->d_part);
         k_reduce_partials<<<1, 64>>>(x->d_part, x->nb, 1, x->d_scal + 1);
         CK(cudaGetLastError());
