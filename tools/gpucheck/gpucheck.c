@@ -7,12 +7,18 @@
  *   3. the observation pass for every family and link, with and without a
  *      random slope, against a plain CPU loop over svir_loglik (the same
  *      reference as the R entry point used by tests/testthat/test-cuda.R);
- *      and the per-group part of a step (local draws, b = A z, gradients of
- *      the local parameters, KL) against svir_local_step_ref;
+ *      the per-group part of a step (local draws, b = A z, gradients of the
+ *      local parameters, KL) against svir_local_step_ref; whole ELBO steps
+ *      against svir_elbo_grad; Adam; whole fits against svir_fit;
  *   4. unless --quick, the benchmark of issue 3's size: a Poisson GLMM with
  *      N = 10^7, 10 fixed effects, two crossed factors of 10^5 and 10^3
- *      levels; device time of one observation pass against the bytes it must
- *      read and the device-to-device copy bandwidth, and the CPU loop's time. */
+ *      levels (or, with --data DIR, the data bench/gpu_glmm.py --save DIR
+ *      wrote); device time of one observation pass against the bytes it must
+ *      read and the device-to-device copy bandwidth, and the CPU loop's time;
+ *      then whole fit steps (--steps N, default 1000, at NumPyro's settings)
+ *      on the device and on the CPU, full batch and minibatch.
+ *
+ * Usage: gpucheck [--quick] [--data DIR] [--steps N] */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -130,6 +136,83 @@ static int sim_make(sim *s, int family, int link, ptrdiff_t n, int p, int J0, in
     return 0;
 }
 
+/* the data bench/gpu_glmm.py --save DIR wrote (y, X column-major, g1, g2 as
+ * raw little-endian arrays and header.json): the same numbers NumPyro fits,
+ * a Poisson GLMM with two crossed random intercepts */
+static int read_raw(const char *dir, const char *name, void *dst, size_t size, size_t count)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    if (!f) return 1;
+    const size_t got = fread(dst, size, count, f);
+    fclose(f);
+    return got != count;
+}
+
+static int sim_load(sim *s, const char *dir)
+{
+    char path[4096], buf[1024];
+    long n = 0, p = 0, j1 = 0, j2 = 0;
+    memset(s, 0, sizeof *s);
+    snprintf(path, sizeof path, "%s/header.json", dir);
+    FILE *f = fopen(path, "r");
+    if (!f) return 1;
+    const size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = 0;
+    const char *k;
+    if ((k = strstr(buf, "\"n\":"))) n = strtol(k + 4, NULL, 10);
+    if ((k = strstr(buf, "\"p\":"))) p = strtol(k + 4, NULL, 10);
+    if ((k = strstr(buf, "\"j1\":"))) j1 = strtol(k + 5, NULL, 10);
+    if ((k = strstr(buf, "\"j2\":"))) j2 = strtol(k + 5, NULL, 10);
+    if (n <= 0 || p <= 0 || p > 64 || j1 <= 0 || j2 <= 0) return 1;
+    s->y = malloc(sizeof(double) * (size_t)n);
+    s->X = malloc(sizeof(double) * (size_t)n * (size_t)p);
+    s->Z0 = malloc(sizeof(double) * (size_t)n);
+    s->g0 = malloc(sizeof(int) * (size_t)n);
+    s->g1 = malloc(sizeof(int) * (size_t)n);
+    if (!s->y || !s->X || !s->Z0 || !s->g0 || !s->g1) return 1;
+    if (read_raw(dir, "y.bin", s->y, 8, (size_t)n) ||
+        read_raw(dir, "X.bin", s->X, 8, (size_t)n * (size_t)p) ||
+        read_raw(dir, "g1.bin", s->g0, 4, (size_t)n) || read_raw(dir, "g2.bin", s->g1, 4, (size_t)n))
+        return 1;
+    for (long i = 0; i < n; i++) s->Z0[i] = 1.0;
+    for (int c = 0; c < 64; c++) {
+        s->pt[c] = SVIR_PRIOR_NORMAL;
+        s->pdf[c] = 3.0;
+        s->ploc[c] = 0.0;
+        s->pscale[c] = 2.5;
+    }
+    for (int t = 0; t < 2; t++) {
+        s->terms[t].q = 1;
+        s->terms[t].ngroups = (int)(t ? j2 : j1);
+        s->terms[t].group = t ? s->g1 : s->g0;
+        s->terms[t].Z = s->Z0;
+        s->terms[t].z_ones = 1;
+    }
+    s->m.n = n;
+    s->m.p = (int)p;
+    s->m.y = s->y;
+    s->m.X = s->X;
+    s->m.family = SVIR_POISSON;
+    s->m.link = SVIR_LINK_LOG;
+    s->m.nterms = 2;
+    s->m.terms = s->terms;
+    s->m.prior_type = s->pt;
+    s->m.prior_df = s->pdf;
+    s->m.prior_loc = s->ploc;
+    s->m.prior_scale = s->pscale;
+    char err[256];
+    if (svir_model_init(&s->m, err, sizeof err)) {
+        fprintf(stderr, "svir_model_init: %s\n", err);
+        return 1;
+    }
+    s->beta = calloc((size_t)p, sizeof(double));
+    s->b = calloc((size_t)s->m.nz + 1, sizeof(double));
+    return !s->beta || !s->b;
+}
+
 /* the settings of a whole fit for the checks and the benchmark (no
  * posterior draws, one thread) */
 static void fit_control(svir_control *c, int fullrank, long max_steps, double lr, int schedule,
@@ -176,7 +259,17 @@ static double rel_diff(const double *a, const double *b, ptrdiff_t len)
 
 int main(int argc, char **argv)
 {
-    int quick = argc > 1 && strcmp(argv[1], "--quick") == 0, failed = 0;
+    int quick = 0, failed = 0, steps = 1000;
+    const char *data = NULL;
+    for (int a = 1; a < argc; a++) {
+        if (strcmp(argv[a], "--quick") == 0) quick = 1;
+        else if (strcmp(argv[a], "--data") == 0 && a + 1 < argc) data = argv[++a];
+        else if (strcmp(argv[a], "--steps") == 0 && a + 1 < argc) steps = atoi(argv[++a]);
+        else {
+            fprintf(stderr, "usage: gpucheck [--quick] [--data DIR] [--steps N]\n");
+            return 2;
+        }
+    }
     char buf[512], err[512];
 
     /* 1. the device */
@@ -442,13 +535,21 @@ int main(int argc, char **argv)
     /* 4. the benchmark size of issue 3 */
     {
         sim s;
-        const ptrdiff_t n = 10000000;
-        printf("building the benchmark data (N = %td, p = 10, factors of 100000 and 1000 levels)\n", n);
-        if (sim_make(&s, SVIR_POISSON, SVIR_LINK_LOG, n, 10, 100000, 1000, 0)) {
-            printf("out of host memory\n");
-            return 1;
+        if (data) {
+            printf("reading the benchmark data from %s (bench/gpu_glmm.py --save)\n", data);
+            if (sim_load(&s, data)) {
+                printf("could not read the data in %s\n", data);
+                return 1;
+            }
+        } else {
+            printf("building the benchmark data (N = 10^7, p = 10, factors of 100000 and 1000 levels)\n");
+            if (sim_make(&s, SVIR_POISSON, SVIR_LINK_LOG, 10000000, 10, 100000, 1000, 0)) {
+                printf("out of host memory\n");
+                return 1;
+            }
+            s.m.offset = NULL; /* the benchmark model has no offset */
         }
-        s.m.offset = NULL; /* the benchmark model has no offset */
+        const ptrdiff_t n = s.m.n;
         const svir_model *m = &s.m;
         svir_cuda_data *d = NULL;
         double ms = 0, bytes = 0, gbs = 0;
@@ -475,8 +576,9 @@ int main(int argc, char **argv)
         /* whole steps of a fit: steps/s on the device and on the CPU */
         for (int mb = 0; mb < 2; mb++) {
             svir_control c;
-            /* device: 200 steps (no window ends: eval_every > steps) */
-            fit_control(&c, 0, 200, 0.01, SVIR_LR_CONSTANT, 1000, mb ? 100000 : 0, 1);
+            /* device: `steps` steps at NumPyro's settings (Adam 0.01, constant;
+             * no window ends: eval_every > steps) */
+            fit_control(&c, 0, steps, 0.01, SVIR_LR_CONSTANT, steps + 1, mb ? 100000 : 0, 1);
             svir_result r;
             st = svir_cuda_fit(m, &c, NULL, &r, err, sizeof err);
             if (st) {
@@ -484,7 +586,11 @@ int main(int argc, char **argv)
                 return 1;
             }
             const double t_dev = r.time_split[SVIR_PHASE_UPDATE] / (double)r.steps;
-            const double el_dev = r.elbo[r.steps - 1];
+            /* the ELBO as bench/gpu_glmm.py reports it: the mean over the
+             * last 10% of the steps */
+            const long tail = r.steps / 10 > 0 ? r.steps / 10 : 1;
+            double el_dev = 0.0;
+            for (long k = r.steps - tail; k < r.steps; k++) el_dev += r.elbo[k] / (double)tail;
             svir_result_free(&r);
             /* CPU: a few steps, all its threads */
             c.max_steps = mb ? 50 : 3;
@@ -493,10 +599,10 @@ int main(int argc, char **argv)
             st = svir_fit(m, &c, NULL, &r);
             const double t_cpu_fit = (now() - t0) / (double)r.steps;
             svir_result_free(&r);
-            printf("fit steps, N = %td, %s: device %.3f ms/step (%.0f steps/s; ELBO after 200 "
-                   "steps %.6g), CPU (16 threads) %.1f ms/step (%.1f steps/s): %.0fx\n",
+            printf("fit steps, N = %td, %s: device %.3f ms/step (%.0f steps/s; ELBO %.1f over "
+                   "the last 10%% of %d steps), CPU (16 threads) %.1f ms/step (%.1f steps/s): %.0fx\n",
                    n, mb ? "minibatch of 10^5" : "full batch", 1e3 * t_dev, 1.0 / t_dev, el_dev,
-                   1e3 * t_cpu_fit, 1.0 / t_cpu_fit, t_cpu_fit / t_dev);
+                   steps, 1e3 * t_cpu_fit, 1.0 / t_cpu_fit, t_cpu_fit / t_dev);
             if (!mb)
                 printf("  full-batch step against the floor: the observation pass must read %.0f MB "
                        "(above), %.0f%% of the step's time at %.0f GB/s\n",
