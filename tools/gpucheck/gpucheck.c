@@ -56,6 +56,34 @@ static void sim_free(sim *s)
     free(s->beta); free(s->b); free(s->g0); free(s->g1);
 }
 
+/* s->m from s's arrays (two terms, the priors in s), initialised; and room
+ * for beta and b */
+static int sim_model(sim *s, int family, int link, ptrdiff_t n, int p)
+{
+    s->m.n = n;
+    s->m.p = p;
+    s->m.y = s->y;
+    s->m.trials = s->trials;
+    s->m.offset = s->offset;
+    s->m.X = s->X;
+    s->m.family = family;
+    s->m.link = link;
+    s->m.nterms = 2;
+    s->m.terms = s->terms;
+    s->m.prior_type = s->pt;
+    s->m.prior_df = s->pdf;
+    s->m.prior_loc = s->ploc;
+    s->m.prior_scale = s->pscale;
+    char err[256];
+    if (svir_model_init(&s->m, err, sizeof err)) {
+        fprintf(stderr, "svir_model_init: %s\n", err);
+        return 1;
+    }
+    s->beta = malloc(sizeof(double) * (size_t)p);
+    s->b = malloc(sizeof(double) * (size_t)(s->m.nz + 1));
+    return !s->beta || !s->b;
+}
+
 /* data drawn with svir's own generator (stream 7): the values only need to be
  * valid for the family, the checks compare two computations on the same data */
 static int sim_make(sim *s, int family, int link, ptrdiff_t n, int p, int J0, int J1, int slope)
@@ -109,28 +137,7 @@ static int sim_make(sim *s, int family, int link, ptrdiff_t n, int p, int J0, in
     s->terms[1].ngroups = J1;
     s->terms[1].group = s->g1;
     s->terms[1].Z = s->Z0; /* its first column: ones */
-    s->m.n = n;
-    s->m.p = p;
-    s->m.y = s->y;
-    s->m.trials = s->trials;
-    s->m.offset = s->offset;
-    s->m.X = s->X;
-    s->m.family = family;
-    s->m.link = link;
-    s->m.nterms = 2;
-    s->m.terms = s->terms;
-    s->m.prior_type = s->pt;
-    s->m.prior_df = s->pdf;
-    s->m.prior_loc = s->ploc;
-    s->m.prior_scale = s->pscale;
-    char err[256];
-    if (svir_model_init(&s->m, err, sizeof err)) {
-        fprintf(stderr, "svir_model_init: %s\n", err);
-        return 1;
-    }
-    s->beta = malloc(sizeof(double) * (size_t)p);
-    s->b = malloc(sizeof(double) * (size_t)s->m.nz);
-    if (!s->beta || !s->b) return 1;
+    if (sim_model(s, family, link, n, p)) return 1;
     for (int c = 0; c < p; c++) s->beta[c] = 0.1 * svir_normal(key, 8, 0, (uint64_t)c);
     for (ptrdiff_t k = 0; k < s->m.nz; k++) s->b[k] = 0.3 * svir_normal(key, 8, 1, (uint64_t)k);
     return 0;
@@ -191,26 +198,10 @@ static int sim_load(sim *s, const char *dir)
         s->terms[t].Z = s->Z0;
         s->terms[t].z_ones = 1;
     }
-    s->m.n = n;
-    s->m.p = (int)p;
-    s->m.y = s->y;
-    s->m.X = s->X;
-    s->m.family = SVIR_POISSON;
-    s->m.link = SVIR_LINK_LOG;
-    s->m.nterms = 2;
-    s->m.terms = s->terms;
-    s->m.prior_type = s->pt;
-    s->m.prior_df = s->pdf;
-    s->m.prior_loc = s->ploc;
-    s->m.prior_scale = s->pscale;
-    char err[256];
-    if (svir_model_init(&s->m, err, sizeof err)) {
-        fprintf(stderr, "svir_model_init: %s\n", err);
-        return 1;
-    }
-    s->beta = calloc((size_t)p, sizeof(double));
-    s->b = calloc((size_t)s->m.nz + 1, sizeof(double));
-    return !s->beta || !s->b;
+    if (sim_model(s, SVIR_POISSON, SVIR_LINK_LOG, n, (int)p)) return 1;
+    memset(s->beta, 0, sizeof(double) * (size_t)p);
+    memset(s->b, 0, sizeof(double) * (size_t)s->m.nz);
+    return 0;
 }
 
 /* the settings of a whole fit for the checks and the benchmark (no
