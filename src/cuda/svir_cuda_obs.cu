@@ -63,6 +63,9 @@ typedef struct {
     int p, family, link, nterms;
     const double *y, *trials, *offset, *X;
     dev_term terms[SVIR_CUDA_MAX_TERMS];
+    /* in a fit: the loop's `stopped` flag (device); once set, the steps the
+     * host queued before it noticed skip the pass (they change nothing) */
+    const int *halt;
 } dev_model;
 
 struct svir_cuda_data {
@@ -128,6 +131,7 @@ k_obs(const dev_model dm, const int *__restrict__ idx, ptrdiff_t nrows,
       const double *__restrict__ beta, const double *__restrict__ b,
       const svir_aux *__restrict__ auxp, double *__restrict__ de, double *__restrict__ partial)
 {
+    if (dm.halt && *dm.halt) return; /* the same for every thread */
     const svir_aux aux = *auxp;
     __shared__ double sh[SVIR_CUDA_WARPS];
     const ptrdiff_t n = dm.n;
@@ -191,6 +195,7 @@ __global__ void __launch_bounds__(SVIR_CUDA_BLOCK)
 k_xtde(const dev_model dm, const int *__restrict__ idx, ptrdiff_t nrows, int c0,
        const double *__restrict__ de, double *__restrict__ partial)
 {
+    if (dm.halt && *dm.halt) return;
     __shared__ double sh[SVIR_CUDA_WARPS];
     const ptrdiff_t n = dm.n;
     const int p = dm.p, pc = p - c0 < SVIR_CUDA_PCHUNK ? p - c0 : SVIR_CUDA_PCHUNK;
@@ -242,10 +247,11 @@ __global__ void k_reduce_partials(const double *__restrict__ partial, int nblock
  * rows[start[j]] .. rows[end[j] - 1], observation i = idx[r] (a minibatch)
  * or r (idx NULL: the full data, rows = the term's by-group index) */
 __global__ void __launch_bounds__(SVIR_CUDA_BLOCK)
-k_group_sum(const dev_term tm, ptrdiff_t n, const int *__restrict__ start,
+k_group_sum(const dev_term tm, ptrdiff_t n, const int *halt, const int *__restrict__ start,
             const int *__restrict__ end, const int *__restrict__ rows,
             const int *__restrict__ idx, const double *__restrict__ de, double *__restrict__ G)
 {
+    if (halt && *halt) return;
     const int lane = threadIdx.x & 31;
     const ptrdiff_t warp = ((ptrdiff_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const ptrdiff_t nwarps = ((ptrdiff_t)gridDim.x * blockDim.x) >> 5;
@@ -324,8 +330,9 @@ static int launch_obs(svir_cuda_data *d)
         const int need = (int)std::min<ptrdiff_t>(((ptrdiff_t)tm.ngroups * 32 + SVIR_CUDA_BLOCK - 1) /
                                                       SVIR_CUDA_BLOCK,
                                                   (ptrdiff_t)d->sms * 16);
-        k_group_sum<<<need > 0 ? need : 1, SVIR_CUDA_BLOCK>>>(tm, dm.n, d->gstart[t], d->gend[t],
-                                                              d->grows[t], idx, d->de, d->G);
+        k_group_sum<<<need > 0 ? need : 1, SVIR_CUDA_BLOCK>>>(tm, dm.n, dm.halt, d->gstart[t],
+                                                              d->gend[t], d->grows[t], idx,
+                                                              d->de, d->G);
     }
     return 0;
 }
@@ -386,7 +393,7 @@ extern "C" int svir_cuda_data_new(const svir_model *m, svir_cuda_data **out, cha
     }
     const ptrdiff_t n = m->n;
     const int p = m->p;
-    int dev = 0;
+    int dev = 0, *rowptr = NULL, *rows = NULL;
     cudaDeviceProp prop;
     CK(cudaGetDevice(&dev));
     CK(cudaGetDeviceProperties(&prop, dev));
@@ -427,13 +434,22 @@ extern "C" int svir_cuda_data_new(const svir_model *m, svir_cuda_data **out, cha
             dt->Z = d->Z[t];
         }
         /* the term's observations by group (counting sort, stable) */
-        std::vector<int> rowptr((size_t)tm->ngroups + 1, 0), rows((size_t)n);
+        const size_t J = (size_t)tm->ngroups;
+        free(rowptr);
+        free(rows);
+        rowptr = (int *)calloc(2 * J + 2, sizeof(int));
+        rows = (int *)malloc(sizeof(int) * ((size_t)n + 1));
+        if (!rowptr || !rows) {
+            snprintf(err, errlen, "out of host memory");
+            goto fail;
+        }
+        int *next = rowptr + J + 1;
         for (ptrdiff_t i = 0; i < n; i++) rowptr[(size_t)tm->group[i] + 1]++;
-        for (int j = 0; j < tm->ngroups; j++) rowptr[(size_t)j + 1] += rowptr[(size_t)j];
-        std::vector<int> next(rowptr.begin(), rowptr.end() - 1);
-        for (ptrdiff_t i = 0; i < n; i++) rows[(size_t)next[(size_t)tm->group[i]]++] = (int)i;
-        CK(upload(&d->rowptr[t], rowptr.data(), rowptr.size()));
-        CK(upload(&d->rows[t], rows.data(), rows.size()));
+        for (size_t j = 0; j < J; j++) rowptr[j + 1] += rowptr[j];
+        for (size_t j = 0; j < J; j++) next[j] = rowptr[j];
+        for (ptrdiff_t i = 0; i < n; i++) rows[next[(size_t)tm->group[i]]++] = (int)i;
+        CK(upload(&d->rowptr[t], (const int *)rowptr, J + 1));
+        CK(upload(&d->rows[t], (const int *)rows, (size_t)n));
         dt->rowptr = d->rowptr[t];
         dt->rows = d->rows[t];
         d->gstart[t] = d->rowptr[t];
@@ -456,9 +472,13 @@ extern "C" int svir_cuda_data_new(const svir_model *m, svir_cuda_data **out, cha
         CK(e1);
     }
     d->have_events = 1;
+    free(rowptr);
+    free(rows);
     *out = d;
     return 0;
 fail:
+    free(rowptr);
+    free(rows);
     svir_cuda_data_free(d);
     return 3;
 }
@@ -704,6 +724,7 @@ k_local_back(const dev_locals L, const double *__restrict__ lpar, const double *
     double kl = 0.0;
     for (ptrdiff_t k = (ptrdiff_t)blockIdx.x * blockDim.x + threadIdx.x; k < L.ngroups;
          k += (ptrdiff_t)gridDim.x * blockDim.x) {
+        if (cnt && cnt[k] == 0.0) continue; /* not in the batch: as the CPU, untouched */
         const local_at g = local_group(L, k);
         const int q = g.q;
         const ptrdiff_t pos = g.pos;
@@ -738,6 +759,7 @@ k_term_sums(const dev_lterm tm, const double *__restrict__ lpar, const double *_
         for (ptrdiff_t j = (ptrdiff_t)blockIdx.x * blockDim.x + threadIdx.x; j < tm.ngroups;
              j += (ptrdiff_t)gridDim.x * blockDim.x) {
             const ptrdiff_t pos = tm.off_z + j * q;
+            if (cnt && cnt[tm.first + j] == 0.0) continue; /* not in the batch */
             const double w = cnt ? group_weight(cnt, nobs, tm.first + j, scale) : 1.0;
             if (v < q * q) {
                 const int r = v / q, c = v % q;
@@ -1090,8 +1112,7 @@ static int ctx_new(fit_ctx *x, const svir_model *m, const svir_coupling *cp, int
 {
     const int nt = m->nterms, p = m->p;
     svir_model &md = x->md;
-    std::vector<svir_term> terms((size_t)(nt > 0 ? nt : 1));
-    std::vector<double> nobs;
+    svir_term terms[SVIR_CUDA_MAX_TERMS];
     memset(x, 0, sizeof *x);
     x->m = m;
     x->ns = ns;
@@ -1113,11 +1134,11 @@ static int ctx_new(fit_ctx *x, const svir_model *m, const svir_coupling *cp, int
     x->ngroups = x->L.ngroups;
     for (int t = 0; t < nt; t++) {
         x->sumq += m->terms[t].q;
-        terms[(size_t)t] = m->terms[t];
-        terms[(size_t)t].group = NULL;
-        terms[(size_t)t].Z = NULL;
-        terms[(size_t)t].xmap = NULL;
-        terms[(size_t)t].nobs = NULL;
+        terms[t] = m->terms[t];
+        terms[t].group = NULL;
+        terms[t].Z = NULL;
+        terms[t].xmap = NULL;
+        terms[t].nobs = NULL;
     }
     if (svir_cuda_data_new(m, &x->d, err, errlen)) {
         x->d = NULL;
@@ -1126,7 +1147,7 @@ static int ctx_new(fit_ctx *x, const svir_model *m, const svir_coupling *cp, int
     }
     /* the model's global part on the device */
     md = *m;
-    CK(upload(&x->d_terms, terms.data(), (size_t)nt));
+    CK(upload(&x->d_terms, (const svir_term *)terms, (size_t)nt));
     CK(upload(&x->d_pt, m->prior_type, (size_t)m->D));
     CK(upload(&x->d_pdf, m->prior_df, (size_t)m->D));
     CK(upload(&x->d_ploc, m->prior_loc, (size_t)m->D));
@@ -1185,11 +1206,10 @@ static int ctx_new(fit_ctx *x, const svir_model *m, const svir_coupling *cp, int
         CK(upload<int>(&x->d_start, NULL, (size_t)x->ngroups));
         CK(upload<int>(&x->d_end, NULL, (size_t)x->ngroups));
         CK(upload<double>(&x->d_cnt, NULL, (size_t)x->ngroups));
-        nobs.resize((size_t)(x->ngroups > 0 ? x->ngroups : 1));
+        CK(upload<double>(&x->d_nobs, NULL, (size_t)x->ngroups));
         for (int t = 0; t < nt; t++)
-            for (int j = 0; j < m->terms[t].ngroups; j++)
-                nobs[(size_t)(x->L.t[t].first + j)] = m->terms[t].nobs[j];
-        CK(upload(&x->d_nobs, nobs.data(), (size_t)x->ngroups));
+            CK(cudaMemcpy(x->d_nobs + x->L.t[t].first, m->terms[t].nobs,
+                          sizeof(double) * (size_t)m->terms[t].ngroups, cudaMemcpyHostToDevice));
         k_iota<<<grid_for(x->B), 256>>>(x->d_iota, x->B);
         CK(cudaGetLastError());
         for (int t = 0; t < nt; t++) {
@@ -1324,7 +1344,7 @@ extern "C" int svir_cuda_elbo_grad_host(const svir_model *m, const svir_coupling
                                         size_t errlen)
 {
     fit_ctx x;
-    double scal_h[3] = {0.0, 0.0, 0.0};
+    double scal_h[3] = {0.0, 0.0, 0.0}, *cnt = NULL;
     int st = ctx_new(&x, m, cp, ns, fullrank, stl, S, batch_size, seed, 0, 1, err, errlen);
     if (st) return st;
     st = 3;
@@ -1343,14 +1363,18 @@ extern "C" int svir_cuda_elbo_grad_host(const svir_model *m, const svir_coupling
     CK(cudaMemcpy(grad, x.d_grad, sizeof(double) * (size_t)x.npar, cudaMemcpyDeviceToHost));
     if (!x.full) {
         /* as svir_elbo_grad: the locals of groups absent from the batch get 0 */
-        std::vector<double> cnt((size_t)(x.ngroups > 0 ? x.ngroups : 1));
-        CK(cudaMemcpy(cnt.data(), x.d_cnt, sizeof(double) * (size_t)x.ngroups,
-                      cudaMemcpyDeviceToHost));
+        cnt = (double *)malloc(sizeof(double) * (size_t)(x.ngroups + 1));
+        if (!cnt) {
+            snprintf(err, errlen, "out of host memory");
+            st = 2;
+            goto fail;
+        }
+        CK(cudaMemcpy(cnt, x.d_cnt, sizeof(double) * (size_t)x.ngroups, cudaMemcpyDeviceToHost));
         for (int t = 0; t < m->nterms; t++) {
             const svir_term *tm = &m->terms[t];
             const ptrdiff_t lb = svir_local_block(tm->q);
             for (int j = 0; j < tm->ngroups; j++)
-                if (cnt[(size_t)(x.L.t[t].first + j)] == 0.0)
+                if (cnt[x.L.t[t].first + j] == 0.0)
                     for (ptrdiff_t c = 0; c < lb; c++)
                         grad[x.ngp + tm->off_loc + (ptrdiff_t)j * lb + c] = 0.0;
         }
@@ -1358,6 +1382,7 @@ extern "C" int svir_cuda_elbo_grad_host(const svir_model *m, const svir_coupling
     *elbo = scal_h[1];
     st = 0;
 fail:
+    free(cnt);
     ctx_free(&x);
     return st;
 }
@@ -1608,18 +1633,21 @@ extern "C" int svir_cuda_fit(const svir_model *m, const svir_control *c, const s
     const int W = c->eval_every > 0 ? c->eval_every : 100;
     const ptrdiff_t ngp = svir_n_global_par(m, c->guide), nloc = m->nloc;
     const double t0 = wall_now();
-    std::vector<double> gpar((size_t)ngp + 1), lpar((size_t)nloc + 1);
+    double *gpar = NULL, *lpar = NULL;
     memset(res, 0, sizeof *res);
     memset(&cp, 0, sizeof cp);
     res->elbo = (double *)calloc((size_t)maxs, sizeof(double));
     res->lr_steps = (long *)calloc(SVIR_LOOP_MAX_LR_STEPS, sizeof(long));
     res->max_windows = (int)(maxs / W + 1);
     res->window_elbo = (double *)calloc((size_t)res->max_windows, sizeof(double));
-    if (!res->elbo || !res->lr_steps || !res->window_elbo) {
+    /* the final parameters go straight into the result (svir_result_free) */
+    gpar = res->gpar = (double *)malloc(sizeof(double) * (size_t)(ngp + 1));
+    lpar = res->lpar = (double *)malloc(sizeof(double) * (size_t)(nloc + 1));
+    if (!res->elbo || !res->lr_steps || !res->window_elbo || !gpar || !lpar) {
         snprintf(err, errlen, "out of memory allocating the fit's results");
         return 2;
     }
-    svir_init_params(m, c, gpar.data(), lpar.data());
+    svir_init_params(m, c, gpar, lpar);
     if (svir_coupling_new(m, c, c->init_mu, &cp, &ns)) {
         snprintf(err, errlen, "out of memory setting up the coupled guide");
         return 2;
@@ -1632,9 +1660,9 @@ extern "C" int svir_cuda_fit(const svir_model *m, const svir_control *c, const s
     }
     have_ctx = 1;
     st = 3;
-    CK(cudaMemcpy(x.d_par, gpar.data(), sizeof(double) * (size_t)ngp, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(x.d_par, gpar, sizeof(double) * (size_t)ngp, cudaMemcpyHostToDevice));
     if (nloc > 0)
-        CK(cudaMemcpy(x.d_par + ngp, lpar.data(), sizeof(double) * (size_t)nloc,
+        CK(cudaMemcpy(x.d_par + ngp, lpar, sizeof(double) * (size_t)nloc,
                       cudaMemcpyHostToDevice));
     k_zero<<<grid_for(x.npar), 256>>>(x.d_mom, x.npar);
     k_zero<<<grid_for(x.npar), 256>>>(x.d_vel, x.npar);
@@ -1643,6 +1671,7 @@ extern "C" int svir_cuda_fit(const svir_model *m, const svir_control *c, const s
     CK(cudaGetLastError());
     svir_loop_init(&hL, maxs, W, c->lr, c->lr_schedule, c->lr_decay, c->patience, c->tol_rel_obj,
                    x.d_trace, x.d_wel);
+    x.d->dm.halt = &x.d_loop->stopped; /* a device address: not dereferenced here */
     CK(cudaMemcpy(x.d_loop, &hL, sizeof hL, cudaMemcpyHostToDevice));
     {
         const int ncheck = grid_for(x.npar);
@@ -1703,19 +1732,20 @@ extern "C" int svir_cuda_fit(const svir_model *m, const svir_control *c, const s
     final_sel = svir_loop_final(&hL);
     {
         const double *src = final_sel == 1 ? x.d_sum : final_sel == 2 ? x.d_prev : x.d_par;
-        std::vector<double> all((size_t)x.npar + 1);
-        CK(cudaMemcpy(all.data(), src, sizeof(double) * (size_t)x.npar, cudaMemcpyDeviceToHost));
-        for (ptrdiff_t k = 0; k < ngp; k++)
-            gpar[(size_t)k] = final_sel == 1 ? all[(size_t)k] / (double)hL.nsum : all[(size_t)k];
-        for (ptrdiff_t k = 0; k < nloc; k++)
-            lpar[(size_t)k] = final_sel == 1 ? all[(size_t)(ngp + k)] / (double)hL.nsum
-                                             : all[(size_t)(ngp + k)];
-        CK(cudaMemcpy(x.d_par, gpar.data(), sizeof(double) * (size_t)ngp, cudaMemcpyHostToDevice));
+        CK(cudaMemcpy(gpar, src, sizeof(double) * (size_t)ngp, cudaMemcpyDeviceToHost));
         if (nloc > 0)
-            CK(cudaMemcpy(x.d_par + ngp, lpar.data(), sizeof(double) * (size_t)nloc,
+            CK(cudaMemcpy(lpar, src + ngp, sizeof(double) * (size_t)nloc, cudaMemcpyDeviceToHost));
+        if (final_sel == 1) {
+            for (ptrdiff_t k = 0; k < ngp; k++) gpar[k] /= (double)hL.nsum;
+            for (ptrdiff_t k = 0; k < nloc; k++) lpar[k] /= (double)hL.nsum;
+        }
+        CK(cudaMemcpy(x.d_par, gpar, sizeof(double) * (size_t)ngp, cudaMemcpyHostToDevice));
+        if (nloc > 0)
+            CK(cudaMemcpy(x.d_par + ngp, lpar, sizeof(double) * (size_t)nloc,
                           cudaMemcpyHostToDevice));
     }
     /* the posterior draws kept in the fit, with the coupling's last anchor */
+    x.d->dm.halt = NULL;
     {
         const double tp = wall_now();
         const int e = ctx_post(&x, c->ndraws, res, err, errlen);
@@ -1729,14 +1759,6 @@ extern "C" int svir_cuda_fit(const svir_model *m, const svir_control *c, const s
     ctx_free(&x);
     have_ctx = 0;
     svir_coupling_free(&cp);
-    res->gpar = (double *)malloc(sizeof(double) * (size_t)(ngp + 1));
-    res->lpar = (double *)malloc(sizeof(double) * (size_t)(nloc + 1));
-    if (!res->gpar || !res->lpar) {
-        snprintf(err, errlen, "out of memory returning the fit");
-        return 2;
-    }
-    memcpy(res->gpar, gpar.data(), sizeof(double) * (size_t)ngp);
-    memcpy(res->lpar, lpar.data(), sizeof(double) * (size_t)nloc);
     return 0;
 fail:
     if (have_ctx) ctx_free(&x);

@@ -71,7 +71,8 @@ extern "C" int svir_cuda_query(char *buf, size_t len)
             continue;
         }
         const int cc = 10 * p.major + p.minor;
-        if (cc >= SVIR_CUDA_MIN_CC) {
+        if (cc >= SVIR_CUDA_MIN_CC && cudaSetDevice(d) == cudaSuccess) {
+            /* the device the fits then run on (the current device) */
             snprintf(buf, len,
                      "%s, compute capability %d.%d, %.1f GiB, device %d of %d "
                      "(driver %s, runtime %s)",
