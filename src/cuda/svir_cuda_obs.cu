@@ -33,7 +33,6 @@
 #include <string.h>
 #include <time.h>
 #include <math.h>
-#include <vector>
 
 #include "../svir_cuda.h"
 #include "../svir_engine.h"
@@ -489,7 +488,7 @@ extern "C" int svir_cuda_obs_pass_host(svir_cuda_data *d, const double *beta, co
                                        size_t errlen)
 {
     const int p = d->dm.p;
-    std::vector<double> o((size_t)p + 2);
+    double o[2];
     svir_aux aux;
     svir_aux_set(&aux, sigma, phi);
     float t = 0.0f;
@@ -506,11 +505,11 @@ extern "C" int svir_cuda_obs_pass_host(svir_cuda_data *d, const double *beta, co
     CK(cudaEventRecord(d->ev1));
     CK(cudaEventSynchronize(d->ev1));
     CK(cudaEventElapsedTime(&t, d->ev0, d->ev1));
-    CK(cudaMemcpy(o.data(), d->out, sizeof(double) * o.size(), cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(o, d->out, sizeof o, cudaMemcpyDeviceToHost));
+    if (p > 0) CK(cudaMemcpy(gbeta, d->out + 2, sizeof(double) * (size_t)p, cudaMemcpyDeviceToHost));
     if (d->nz > 0) CK(cudaMemcpy(G, d->G, sizeof(double) * (size_t)d->nz, cudaMemcpyDeviceToHost));
     *ll = o[0];
     *gaux = o[1];
-    for (int c = 0; c < p; c++) gbeta[c] = o[(size_t)c + 2];
     if (ms) *ms = t;
     return 0;
 fail:
@@ -544,12 +543,15 @@ extern "C" int svir_cuda_obs_bench(svir_cuda_data *d, int reps, size_t copy_byte
                                    char *err, size_t errlen)
 {
     const dev_model &dm = d->dm;
-    std::vector<float> times;
+    enum { MAXREPS = 1000 };
+    float times[MAXREPS];
+    int ntimes = 0;
     float t = 0.0f;
     void *src = NULL, *dst = NULL;
     svir_aux aux;
     svir_aux_set(&aux, 1.0, 1.0);
     if (reps < 1) reps = 1;
+    if (reps > MAXREPS) reps = MAXREPS;
     /* bytes a pass must read: y (and trials, offset), X, per term its groups
      * (and Z), then for the group sums de and the by-group index again; b
      * and G are small next to these for the models the benchmark runs */
@@ -569,26 +571,26 @@ extern "C" int svir_cuda_obs_bench(svir_cuda_data *d, int reps, size_t copy_byte
         CK(cudaEventRecord(d->ev1));
         CK(cudaEventSynchronize(d->ev1));
         CK(cudaEventElapsedTime(&t, d->ev0, d->ev1));
-        if (r > 0) times.push_back(t);
+        if (r > 0) times[ntimes++] = t;
     }
-    std::sort(times.begin(), times.end());
-    *ms_pass = times[times.size() / 2];
+    std::sort(times, times + ntimes);
+    *ms_pass = times[ntimes / 2];
     *copy_gbs = 0.0;
     if (copy_bytes > 0) {
         CK(cudaMalloc(&src, copy_bytes));
         CK(cudaMalloc(&dst, copy_bytes));
         CK(cudaMemset(src, 0, copy_bytes));
-        times.clear();
+        ntimes = 0;
         for (int r = 0; r < reps + 1; r++) {
             CK(cudaEventRecord(d->ev0));
             CK(cudaMemcpy(dst, src, copy_bytes, cudaMemcpyDeviceToDevice));
             CK(cudaEventRecord(d->ev1));
             CK(cudaEventSynchronize(d->ev1));
             CK(cudaEventElapsedTime(&t, d->ev0, d->ev1));
-            if (r > 0) times.push_back(t);
+            if (r > 0) times[ntimes++] = t;
         }
-        std::sort(times.begin(), times.end());
-        *copy_gbs = 2.0 * (double)copy_bytes / (1e-3 * times[times.size() / 2]) / 1e9;
+        std::sort(times, times + ntimes);
+        *copy_gbs = 2.0 * (double)copy_bytes / (1e-3 * times[ntimes / 2]) / 1e9;
         cudaFree(src);
         cudaFree(dst);
     }
