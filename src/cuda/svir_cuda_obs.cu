@@ -1634,7 +1634,7 @@ extern "C" int svir_cuda_fit(const svir_model *m, const svir_control *c, const s
     const long maxs = c->max_steps > 0 ? c->max_steps : 1;
     const int W = c->eval_every > 0 ? c->eval_every : 100;
     const ptrdiff_t ngp = svir_n_global_par(m, c->guide), nloc = m->nloc;
-    const double t0 = wall_now();
+    double t0 = 0.0;
     double *gpar = NULL, *lpar = NULL;
     memset(res, 0, sizeof *res);
     memset(&cp, 0, sizeof cp);
@@ -1674,6 +1674,8 @@ extern "C" int svir_cuda_fit(const svir_model *m, const svir_control *c, const s
     svir_loop_init(&hL, maxs, W, c->lr, c->lr_schedule, c->lr_decay, c->patience, c->tol_rel_obj,
                    x.d_trace, x.d_wel);
     x.d->dm.halt = &x.d_loop->stopped; /* a device address: not dereferenced here */
+    CK(cudaDeviceSynchronize());
+    t0 = wall_now(); /* the loop's time: the upload and set-up are not in it */
     CK(cudaMemcpy(x.d_loop, &hL, sizeof hL, cudaMemcpyHostToDevice));
     {
         const int ncheck = grid_for(x.npar);

@@ -228,6 +228,41 @@ static void fit_control(svir_control *c, int fullrank, long max_steps, double lr
     c->seed = seed;
 }
 
+/* Seconds per step (the loop alone, uploads and set-up excluded) of a
+ * mean-field fit of m on the device (dev_steps steps
+ * at NumPyro's settings: Adam 0.01, constant, no window ends) with its ELBO
+ * as bench/gpu_glmm.py reports it (the mean over the last 10% of the
+ * steps), and on the CPU with 16 threads (cpu_steps steps). */
+static int step_times(const svir_model *m, ptrdiff_t batch, int dev_steps, int cpu_steps,
+                      double *t_dev, double *elbo, double *t_cpu, char *err, size_t errlen)
+{
+    svir_control c;
+    svir_result r;
+    fit_control(&c, 0, dev_steps, 0.01, SVIR_LR_CONSTANT, dev_steps + 1, batch, 1);
+    if (svir_cuda_fit(m, &c, NULL, &r, err, errlen)) {
+        svir_result_free(&r);
+        return 1;
+    }
+    *t_dev = r.time_split[SVIR_PHASE_UPDATE] / (double)r.steps;
+    const long tail = r.steps / 10 > 0 ? r.steps / 10 : 1;
+    *elbo = 0.0;
+    for (long k = r.steps - tail; k < r.steps; k++) *elbo += r.elbo[k] / (double)tail;
+    svir_result_free(&r);
+    c.max_steps = cpu_steps;
+    c.threads = 16;
+    if (svir_fit(m, &c, NULL, &r)) {
+        snprintf(err, errlen, "%s", r.message);
+        svir_result_free(&r);
+        return 1;
+    }
+    /* the loop's phases: set-up and the (absent) posterior draws excluded */
+    *t_cpu = (r.time_split[SVIR_PHASE_DRAW] + r.time_split[SVIR_PHASE_OBS] +
+              r.time_split[SVIR_PHASE_BACKWARD] + r.time_split[SVIR_PHASE_UPDATE]) /
+             (double)r.steps;
+    svir_result_free(&r);
+    return 0;
+}
+
 /* the CPU reference: svir_obs_pass_ref, one plain loop over the observations */
 static void cpu_pass(const svir_model *m, const double *beta, const double *b, double sigma,
                      double phi, double *ll, double *gbeta, double *gaux, double *G)
@@ -566,30 +601,12 @@ int main(int argc, char **argv)
         free(G);
         /* whole steps of a fit: steps/s on the device and on the CPU */
         for (int mb = 0; mb < 2; mb++) {
-            svir_control c;
-            /* device: `steps` steps at NumPyro's settings (Adam 0.01, constant;
-             * no window ends: eval_every > steps) */
-            fit_control(&c, 0, steps, 0.01, SVIR_LR_CONSTANT, steps + 1, mb ? 100000 : 0, 1);
-            svir_result r;
-            st = svir_cuda_fit(m, &c, NULL, &r, err, sizeof err);
-            if (st) {
+            double t_dev, el_dev, t_cpu_fit;
+            if (step_times(m, mb ? 100000 : 0, steps, mb ? 50 : 3, &t_dev, &el_dev, &t_cpu_fit, err,
+                           sizeof err)) {
                 printf("fit benchmark: FAILED to run: %s\n", err);
                 return 1;
             }
-            const double t_dev = r.time_split[SVIR_PHASE_UPDATE] / (double)r.steps;
-            /* the ELBO as bench/gpu_glmm.py reports it: the mean over the
-             * last 10% of the steps */
-            const long tail = r.steps / 10 > 0 ? r.steps / 10 : 1;
-            double el_dev = 0.0;
-            for (long k = r.steps - tail; k < r.steps; k++) el_dev += r.elbo[k] / (double)tail;
-            svir_result_free(&r);
-            /* CPU: a few steps, all its threads */
-            c.max_steps = mb ? 50 : 3;
-            c.threads = 16;
-            t0 = now();
-            st = svir_fit(m, &c, NULL, &r);
-            const double t_cpu_fit = (now() - t0) / (double)r.steps;
-            svir_result_free(&r);
             printf("fit steps, N = %td, %s: device %.3f ms/step (%.0f steps/s; ELBO %.1f over "
                    "the last 10%% of %d steps), CPU (16 threads) %.1f ms/step (%.1f steps/s): %.0fx\n",
                    n, mb ? "minibatch of 10^5" : "full batch", 1e3 * t_dev, 1.0 / t_dev, el_dev,
@@ -599,6 +616,29 @@ int main(int argc, char **argv)
                        "(above), %.0f%% of the step's time at %.0f GB/s\n",
                        bytes / 1e6, 100.0 * (bytes / (gbs * 1e9)) / t_dev, gbs);
         }
+        sim_free(&s);
+    }
+
+    /* 5. where the device starts to win, for the rule of backend = "auto":
+     * full-batch step times against N (Poisson, p = 10, groups of 100
+     * observations crossed with a 1000-level factor) */
+    printf("full-batch step time against N (for the auto rule): N, device ms/step, CPU ms/step "
+           "(16 threads), ratio\n");
+    for (int e = 0; e < 6; e++) {
+        static const ptrdiff_t ns[6] = {10000, 30000, 100000, 300000, 1000000, 3000000};
+        sim s;
+        const ptrdiff_t n = ns[e];
+        if (sim_make(&s, SVIR_POISSON, SVIR_LINK_LOG, n, 10, (int)(n / 100), 1000, 0)) {
+            printf("out of host memory\n");
+            return 1;
+        }
+        s.m.offset = NULL;
+        double t_dev, el, t_cpu;
+        if (step_times(&s.m, 0, 200, n >= 1000000 ? 5 : 50, &t_dev, &el, &t_cpu, err, sizeof err)) {
+            printf("auto rule: FAILED to run: %s\n", err);
+            return 1;
+        }
+        printf("  N = %8td: %8.3f  %9.3f  %6.1fx\n", n, 1e3 * t_dev, 1e3 * t_cpu, t_cpu / t_dev);
         sim_free(&s);
     }
     return failed;
