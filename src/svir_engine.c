@@ -1078,10 +1078,7 @@ static int final_draws(work *w, const double *gpar, const double *lpar, svir_res
         svir_globals g = {0};
         if (!eps || !theta || !z || !noise || !be || !cu || !cw || !bblk || !betablk || !bw ||
             svir_globals_alloc(m, &g)) {
-#ifdef _OPENMP
-#pragma omp atomic write
-#endif
-            fail = 1;
+            SVIR_FLAG_SET(fail);
         } else {
 #ifdef _OPENMP
 #pragma omp for schedule(static)

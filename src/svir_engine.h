@@ -88,6 +88,18 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
              svir_result *res);
 void svir_result_free(svir_result *res);
 
+/* QEM (src/svir_qem.c, first increment: one grouping factor, CPU): max_steps
+ * iterations with K samples per latent, EMA step eta0 (t + 1)^-kappa
+ * (capped at 1), the stopping rule of svir_loop.h on the bound log P-hat.
+ * gpar [svir_n_global_par] and lpar [nloc] hold the starting proposal and
+ * get the final one; trace [max_steps] gets log P-hat per iteration. Returns
+ * 0, 1 (the model or K is not supported, with a message) or 2 (out of
+ * memory). */
+#define SVIR_QEM_KMAX 256
+int svir_qem_core(const svir_model *m, const svir_control *c, int K, double eta0, double kappa,
+                  double *gpar, double *lpar, double *trace, long *steps, int *stop_reason,
+                  char *err, size_t errlen);
+
 /* The loop's results in res after it ended at `step` (steps, stop reason,
  * final step size, rejected steps, windows, step-size reductions, the final
  * ELBO); the traces are the driver's. */

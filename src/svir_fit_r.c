@@ -261,13 +261,21 @@ static void set_elt(SEXP list, SEXP names, int k, const char *name, SEXP val)
     SET_STRING_ELT(names, k, Rf_mkChar(name));
 }
 
+/* The holder with spec and ctrl read into it; returned protected (the
+ * caller's UNPROTECT count includes it). */
+static SEXP setup(SEXP spec, SEXP ctrl, holder **h, svir_control *c)
+{
+    SEXP hp = PROTECT(holder_new(h));
+    read_spec(spec, *h);
+    read_control(ctrl, spec, &(*h)->m, c);
+    return hp;
+}
+
 SEXP svir_fit_r(SEXP spec, SEXP ctrl)
 {
     holder *h;
-    SEXP hp = PROTECT(holder_new(&h));
-    read_spec(spec, h);
     svir_control c;
-    read_control(ctrl, spec, &h->m, &c);
+    SEXP hp = setup(spec, ctrl, &h, &c);
     SEXP prog = get(ctrl, "progress_fun");
     svir_callbacks cb = {check_interrupt_cb, NULL, NULL};
     if (Rf_isFunction(prog)) {
@@ -496,10 +504,8 @@ SEXP svir_loglik_block_r(SEXP spec, SEXP theta, SEXP zl)
 static SEXP elbo_grad(SEXP spec, SEXP ctrl, SEXP vpar, SEXP step, int cuda)
 {
     holder *h;
-    SEXP hp = PROTECT(holder_new(&h));
-    read_spec(spec, h);
     svir_control c;
-    read_control(ctrl, spec, &h->m, &c);
+    SEXP hp = setup(spec, ctrl, &h, &c);
     const svir_model *m = &h->m;
     const ptrdiff_t ng = svir_n_global_par(m, c.guide);
     if (TYPEOF(vpar) != REALSXP || Rf_xlength(vpar) != ng + m->nloc)
@@ -694,4 +700,44 @@ SEXP svir_adam_r(SEXP par, SEXP mom, SEXP vel, SEXP g, SEXP lr, SEXP t, SEXP bac
 SEXP svir_cuda_elbo_grad_r(SEXP spec, SEXP ctrl, SEXP vpar, SEXP step)
 {
     return elbo_grad(spec, ctrl, vpar, step, 1);
+}
+
+/* QEM's core (svir_qem_core) for the tests: list(gpar, lpar, trace, steps,
+ * stop_reason). ctrl: as for svir_fit_r plus K, qem_eta0, qem_kappa. */
+SEXP svir_qem_r(SEXP spec, SEXP ctrl)
+{
+    holder *h;
+    svir_control c;
+    SEXP hp = setup(spec, ctrl, &h, &c);
+    const svir_model *m = &h->m;
+    const ptrdiff_t ng = svir_n_global_par(m, c.guide);
+    const long maxs = c.max_steps > 0 ? c.max_steps : 1;
+    SEXP gpar = PROTECT(Rf_allocVector(REALSXP, ng));
+    SEXP lpar = PROTECT(Rf_allocVector(REALSXP, m->nloc));
+    SEXP trace = PROTECT(Rf_allocVector(REALSXP, maxs));
+    svir_init_params(m, &c, REAL(gpar), REAL(lpar));
+    long steps = 0;
+    int stop = 0;
+    char err[512];
+    const int st = svir_qem_core(m, &c, get_int(ctrl, "K", 16), get_num(ctrl, "qem_eta0", 1.0),
+                                 get_num(ctrl, "qem_kappa", 0.6), REAL(gpar), REAL(lpar),
+                                 REAL(trace), &steps, &stop, err, sizeof err);
+    if (st) {
+        holder_done(hp);
+        UNPROTECT(4);
+        Rf_error("svir: %s", err);
+    }
+    SEXP tr = PROTECT(Rf_allocVector(REALSXP, steps));
+    memcpy(REAL(tr), REAL(trace), sizeof(double) * (size_t)steps);
+    SEXP out = PROTECT(Rf_allocVector(VECSXP, 5));
+    SEXP nms = PROTECT(Rf_allocVector(STRSXP, 5));
+    set_elt(out, nms, 0, "gpar", gpar);
+    set_elt(out, nms, 1, "lpar", lpar);
+    set_elt(out, nms, 2, "trace", tr);
+    set_elt(out, nms, 3, "steps", Rf_ScalarInteger((int)steps));
+    set_elt(out, nms, 4, "stop_reason", Rf_mkString(stop_name(stop)));
+    Rf_setAttrib(out, R_NamesSymbol, nms);
+    holder_done(hp);
+    UNPROTECT(7);
+    return out;
 }

@@ -31,6 +31,13 @@
 #define SVIR_UNROLL8
 #endif
 
+/* sets an int flag (to 1) from inside an OpenMP parallel region */
+#if defined(_OPENMP) && !defined(__CUDACC__)
+#define SVIR_FLAG_SET(f) do { _Pragma("omp atomic write") (f) = 1; } while (0)
+#else
+#define SVIR_FLAG_SET(f) do { (f) = 1; } while (0)
+#endif
+
 /* a streaming loop over independent elements: vectorised under OpenMP even
  * at -O2 (each element's arithmetic, and so the result, is unchanged) */
 #if defined(_OPENMP) && !defined(__CUDACC__)

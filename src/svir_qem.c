@@ -1,0 +1,339 @@
+/* QEM core (issue 4, first increment; see dev/QEM.md): massively parallel
+ * importance weighting over the tree globals -> groups -> observations for
+ * models with one grouping factor, and the moment-matching M-step with an
+ * exponential moving average. No R API. Not yet behind svi_fit(): the R
+ * entry C_svir_qem_r runs it for the tests.
+ *
+ * Iteration t draws K samples theta_k of the globals from q(theta) (the
+ * svir guide layout: mean-field or full-rank Normal on the unconstrained
+ * scale, so positive parameters are LogNormal) and K samples z_j,k of each
+ * group's standardised effects from q(z_j) (full-covariance Normal). Then
+ *   log f_j(k0, kj) = sum_{i in j} log p(y_i | theta_k0, z_j,kj)
+ *                     + log N(z_j,kj; 0, I) - log q(z_j,kj),
+ *   log m_j(k0) = logsumexp_kj log f_j(k0, kj) - log K,
+ *   log w0(k0) = log p(theta_k0) - log q(theta_k0) + sum_j log m_j(k0),
+ *   log P-hat = logsumexp_k0 log w0(k0) - log K (the traced bound),
+ * and with w0 normalised the group marginals pi_j(kj) = sum_k0 w0(k0)
+ * f_j(k0, kj) / (K m_j(k0)). The raw first and second moments of theta and
+ * of each z_j are smoothed, M <- (1 - eta_t) M + eta_t E, with eta_t =
+ * min(1, eta0 (t + 1)^-kappa), and the proposals are set to match them. */
+#include "svir_engine.h"
+#include "svir_local.h"
+#include "svir_math.h"
+#include "svir_philox.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static double lse(const double *x, int n, ptrdiff_t stride)
+{
+    double mx = -INFINITY;
+    for (int k = 0; k < n; k++) mx = fmax(mx, x[k * stride]);
+    if (!isfinite(mx)) return mx;
+    double s = 0.0;
+    for (int k = 0; k < n; k++) s += exp(x[k * stride] - mx);
+    return mx + log(s);
+}
+
+/* The proposal N(mean, S) from raw moments M1 [d], M2 [d x d] (row-major,
+ * lower part used): its Cholesky factor into the packed row-major lower
+ * triangle Lp with a log diagonal. A variance below floor (or a pivot that
+ * is not positive) is raised to floor. */
+static void match_moments(int d, const double *M1, const double *M2, double floor, double *mean,
+                          double *Lp, double *work)
+{
+    double *S = work; /* d x d */
+    for (int r = 0; r < d; r++) {
+        mean[r] = M1[r];
+        for (int c = 0; c <= r; c++) S[r * d + c] = M2[r * d + c] - M1[r] * M1[c];
+    }
+    for (int r = 0; r < d; r++) {
+        for (int c = 0; c <= r; c++) {
+            double s = S[r * d + c];
+            for (int k = 0; k < c; k++) s -= S[r * d + k] * S[c * d + k];
+            if (c == r) {
+                S[r * d + r] = sqrt(s > floor ? s : floor);
+            } else {
+                S[r * d + c] = s / S[c * d + c];
+            }
+        }
+    }
+    for (int r = 0; r < d; r++)
+        for (int c = 0; c <= r; c++)
+            Lp[r * (r + 1) / 2 + c] = c == r ? log(S[r * d + r]) : S[r * d + c];
+}
+
+#define QEM_LL(FAM, LINK) ll += svir_loglik(m, FAM, LINK, i, eta, &aux[k0], &dd, &da)
+
+int svir_qem_core(const svir_model *m, const svir_control *c, int K, double eta0, double kappa,
+                  double *gpar, double *lpar, double *trace, long *steps_out, int *stop_out,
+                  char *err, size_t errlen)
+{
+    const ptrdiff_t D = m->D, n = m->n;
+    const int fullrank = c->guide == SVIR_GUIDE_FULLRANK;
+    const long maxs = c->max_steps > 0 ? c->max_steps : 1;
+    const int W = c->eval_every > 0 ? c->eval_every : 100;
+    if (m->nterms != 1 || m->terms[0].q > 64) {
+        snprintf(err, errlen, "QEM takes exactly one grouping factor (the model has %d)", m->nterms);
+        return 1;
+    }
+    if (K < 2 || K > SVIR_QEM_KMAX) {
+        snprintf(err, errlen, "QEM takes K from 2 to %d samples per latent (K = %d)", SVIR_QEM_KMAX, K);
+        return 1;
+    }
+    const svir_term *tm = &m->terms[0];
+    const int q = tm->q, J = tm->ngroups;
+    const ptrdiff_t lb = svir_local_block(q), nz = m->nz;
+    int T = c->threads > 0 ? c->threads : 1, status = 2;
+    uint32_t key[2];
+    svir_philox_key(c->seed, key);
+
+    /* the group's rows (counting sort) */
+    int *rowptr = calloc((size_t)J + 2, sizeof(int)), *rows = malloc(sizeof(int) * ((size_t)n + 1));
+    int *next = malloc(sizeof(int) * ((size_t)J + 1));
+    double *theta = malloc(sizeof(double) * (size_t)(K * D + 1));
+    double *eps = malloc(sizeof(double) * (size_t)(K * D + 1));
+    double *lw0 = malloc(sizeof(double) * (size_t)K);
+    double *w0 = malloc(sizeof(double) * (size_t)K);
+    svir_aux *aux = malloc(sizeof(svir_aux) * (size_t)K);
+    svir_globals *g = calloc((size_t)K, sizeof(svir_globals));
+    double *lm = malloc(sizeof(double) * (size_t)J * (size_t)K);   /* [J x K] log m_j(k0) */
+    double *lf = malloc(sizeof(double) * (size_t)J * (size_t)K * (size_t)K);
+    double *zs = malloc(sizeof(double) * (size_t)K * (size_t)(nz + 1)); /* [K x nz] */
+    double *G1 = malloc(sizeof(double) * (size_t)(D + 1)), *G2 = malloc(sizeof(double) * (size_t)(D * D + 1));
+    double *E1 = malloc(sizeof(double) * (size_t)(D + 1)), *E2 = malloc(sizeof(double) * (size_t)(D * D + 1));
+    double *Z1 = malloc(sizeof(double) * (size_t)(nz + 1));
+    double *Z2 = malloc(sizeof(double) * (size_t)J * (size_t)(q * q) + 1);
+    double *wk = malloc(sizeof(double) * (size_t)(D * D + q * q + 1));
+    int maxnj = 0;
+    svir_loop L;
+    long t = 0;
+    if (!rowptr || !rows || !next || !theta || !eps || !lw0 || !w0 || !aux || !g || !lm || !lf ||
+        !zs || !G1 || !G2 || !E1 || !E2 || !Z1 || !Z2 || !wk) {
+        snprintf(err, errlen, "out of memory setting up QEM");
+        goto done;
+    }
+    for (int k = 0; k < K; k++)
+        if (svir_globals_alloc(m, &g[k])) {
+            snprintf(err, errlen, "out of memory setting up QEM");
+            goto done;
+        }
+    for (ptrdiff_t i = 0; i < n; i++) rowptr[tm->group[i] + 1]++;
+    for (int j = 0; j < J; j++) {
+        if (rowptr[j + 1] > maxnj) maxnj = rowptr[j + 1];
+        rowptr[j + 1] += rowptr[j];
+    }
+    for (int j = 0; j < J; j++) next[j] = rowptr[j];
+    for (ptrdiff_t i = 0; i < n; i++) rows[next[tm->group[i]]++] = (int)i;
+
+    /* the raw moments of the starting proposal (gpar, lpar as given) */
+    for (ptrdiff_t r = 0; r < D; r++) G1[r] = gpar[r];
+    {
+        /* S = L L^T */
+        for (ptrdiff_t r = 0; r < D; r++)
+            for (ptrdiff_t cc = 0; cc <= r; cc++) {
+                double s = 0.0;
+                for (ptrdiff_t k = 0; k <= cc; k++) {
+                    const double lr = fullrank ? (k == r ? exp(gpar[D + r * (r + 1) / 2 + k]) : gpar[D + r * (r + 1) / 2 + k])
+                                               : (k == r ? exp(gpar[D + r]) : 0.0);
+                    const double lc = fullrank ? (k == cc ? exp(gpar[D + cc * (cc + 1) / 2 + k]) : gpar[D + cc * (cc + 1) / 2 + k])
+                                               : (k == cc ? exp(gpar[D + cc]) : 0.0);
+                    s += lr * lc;
+                }
+                G2[r * D + cc] = s + G1[r] * G1[cc];
+            }
+    }
+    for (int j = 0; j < J; j++) {
+        const double *blk = lpar + (ptrdiff_t)j * lb, *Cp = blk + q;
+        double *z1 = Z1 + (ptrdiff_t)j * q, *z2 = Z2 + (ptrdiff_t)j * q * q;
+        for (int r = 0; r < q; r++) {
+            z1[r] = blk[r];
+            for (int cc = 0; cc <= r; cc++) {
+                double s = 0.0;
+                for (int k = 0; k <= cc; k++) {
+                    const double lr = k == r ? exp(Cp[r * (r + 1) / 2 + k]) : Cp[r * (r + 1) / 2 + k];
+                    const double lc = k == cc ? exp(Cp[cc * (cc + 1) / 2 + k]) : Cp[cc * (cc + 1) / 2 + k];
+                    s += lr * lc;
+                }
+                z2[r * q + cc] = s + blk[r] * blk[cc];
+            }
+        }
+    }
+
+    svir_loop_init(&L, maxs, W, 1.0, SVIR_LR_CONSTANT, 1.0, 0, c->tol_rel_obj, trace, NULL);
+    L.max_windows = 0; /* no window record */
+    for (t = 0; t < maxs; t++) {
+        /* globals: K draws, log p - log q */
+        for (int k = 0; k < K; k++) {
+            double *th = theta + (ptrdiff_t)k * D, *ep = eps + (ptrdiff_t)k * D;
+            for (ptrdiff_t d = 0; d < D; d++)
+                ep[d] = svir_normal(key, SVIR_STREAM_GLOBAL, (uint64_t)t, (uint64_t)(k * D + d));
+            svir_guide_theta(D, fullrank, gpar, ep, th);
+            double lq = 0.0;
+            for (ptrdiff_t d = 0; d < D; d++)
+                lq += -0.5 * ep[d] * ep[d] - gpar[fullrank ? D + d * (d + 1) / 2 + d : D + d] -
+                      SVIR_LOG_SQRT_2PI;
+            svir_unpack_globals(m, th, &g[k]);
+            svir_aux_set(&aux[k], g[k].sigma, g[k].phi);
+            lw0[k] = m->ll_const + svir_log_prior(m, th, NULL) - lq;
+        }
+        /* groups: K draws each, the K x K table, log m_j */
+        int fail = 0;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(T) if (J >= 64)
+#endif
+        {
+            double *xb = malloc(sizeof(double) * (size_t)(maxnj + 1));
+            double *noise = malloc(sizeof(double) * (size_t)(q + 1));
+            double ed[SVIR_QMAX_STACK], b[SVIR_QMAX_STACK];
+            if (!xb || !noise) {
+                SVIR_FLAG_SET(fail);
+            } else {
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+                for (int j = 0; j < J; j++) {
+                    const double *blk = lpar + (ptrdiff_t)j * lb;
+                    double *lfj = lf + (ptrdiff_t)j * K * K, lzq[SVIR_QEM_KMAX];
+                    svir_local_exp_diag(q, blk, ed);
+                    for (int kj = 0; kj < K; kj++) {
+                        double *z = zs + (ptrdiff_t)kj * nz + (ptrdiff_t)j * q;
+                        svir_normal_fill(key, SVIR_STREAM_LOCAL, (uint64_t)t,
+                                         (uint64_t)kj * (uint64_t)nz + (uint64_t)j * (uint64_t)q, q,
+                                         noise);
+                        const double lq = svir_local_draw(q, blk, noise, ed, z);
+                        double lp = 0.0;
+                        for (int r = 0; r < q; r++) lp += -0.5 * z[r] * z[r] - SVIR_LOG_SQRT_2PI;
+                        lzq[kj] = lp - lq;
+                    }
+                    const int r0 = rowptr[j], r1 = rowptr[j + 1];
+                    for (int k0 = 0; k0 < K; k0++) {
+                        const double *beta = theta + (ptrdiff_t)k0 * D, *A = g[k0].A;
+                        for (int r = r0; r < r1; r++) {
+                            const ptrdiff_t i = rows[r];
+                            double e = m->offset ? m->offset[i] : 0.0;
+                            for (int cc = 0; cc < m->p; cc++) e += m->X[i + (ptrdiff_t)cc * n] * beta[cc];
+                            xb[r - r0] = e;
+                        }
+                        for (int kj = 0; kj < K; kj++) {
+                            const double *z = zs + (ptrdiff_t)kj * nz + (ptrdiff_t)j * q;
+                            svir_local_b(q, A, z, b);
+                            double ll = 0.0, dd, da;
+                            for (int r = r0; r < r1; r++) {
+                                const ptrdiff_t i = rows[r];
+                                double eta = xb[r - r0];
+                                if (tm->z_ones) {
+                                    eta += b[0];
+                                } else {
+                                    for (int cc = 0; cc < q; cc++) eta += tm->Z[i + (ptrdiff_t)cc * n] * b[cc];
+                                }
+                                SVIR_FAMILY_DISPATCH(m, QEM_LL);
+                            }
+                            lfj[k0 * K + kj] = ll + lzq[kj];
+                        }
+                        lm[(ptrdiff_t)j * K + k0] = lse(lfj + k0 * K, K, 1) - log((double)K);
+                    }
+                }
+            }
+            free(xb);
+            free(noise);
+        }
+        if (fail) {
+            snprintf(err, errlen, "out of memory in a QEM iteration");
+            goto done;
+        }
+        for (int k0 = 0; k0 < K; k0++)
+            for (int j = 0; j < J; j++) lw0[k0] += lm[(ptrdiff_t)j * K + k0];
+        const double lP = lse(lw0, K, 1);
+        const double logP = lP - log((double)K);
+        svir_loop_step(&L, t, logP, isfinite(logP));
+        if (!(L.act & SVIR_LOOP_ACCEPT)) {
+            if (L.stopped) {
+                t++;
+                break;
+            }
+            continue;
+        }
+        for (int k = 0; k < K; k++) w0[k] = exp(lw0[k] - lP);
+        /* E-step: moments of theta */
+        for (ptrdiff_t r = 0; r < D; r++) {
+            E1[r] = 0.0;
+            for (ptrdiff_t cc = 0; cc <= r; cc++) E2[r * D + cc] = 0.0;
+        }
+        for (int k = 0; k < K; k++) {
+            const double *th = theta + (ptrdiff_t)k * D;
+            for (ptrdiff_t r = 0; r < D; r++) {
+                E1[r] += w0[k] * th[r];
+                for (ptrdiff_t cc = 0; cc <= r; cc++) E2[r * D + cc] += w0[k] * th[r] * th[cc];
+            }
+        }
+        const double et = fmin(1.0, eta0 * pow((double)t + 1.0, -kappa));
+        for (ptrdiff_t r = 0; r < D; r++) {
+            G1[r] = (1.0 - et) * G1[r] + et * E1[r];
+            for (ptrdiff_t cc = 0; cc <= r; cc++)
+                G2[r * D + cc] = (1.0 - et) * G2[r * D + cc] + et * E2[r * D + cc];
+        }
+        /* ... and of each group (pi_j), then the M-step per group */
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(T) schedule(static) if (J >= 64)
+#endif
+        for (int j = 0; j < J; j++) {
+            const double *lfj = lf + (ptrdiff_t)j * K * K;
+            double pi[SVIR_QEM_KMAX], e1[SVIR_QMAX_STACK], e2[SVIR_QMAX_STACK * SVIR_QMAX_STACK > 4096 ? 4096 : SVIR_QMAX_STACK * SVIR_QMAX_STACK];
+            double ws[SVIR_QMAX_STACK * SVIR_QMAX_STACK > 4096 ? 4096 : SVIR_QMAX_STACK * SVIR_QMAX_STACK];
+            for (int kj = 0; kj < K; kj++) pi[kj] = 0.0;
+            for (int k0 = 0; k0 < K; k0++) {
+                const double off = lm[(ptrdiff_t)j * K + k0] + log((double)K);
+                for (int kj = 0; kj < K; kj++) pi[kj] += w0[k0] * exp(lfj[k0 * K + kj] - off);
+            }
+            for (int r = 0; r < q; r++) {
+                e1[r] = 0.0;
+                for (int cc = 0; cc <= r; cc++) e2[r * q + cc] = 0.0;
+            }
+            for (int kj = 0; kj < K; kj++) {
+                const double *z = zs + (ptrdiff_t)kj * nz + (ptrdiff_t)j * q;
+                for (int r = 0; r < q; r++) {
+                    e1[r] += pi[kj] * z[r];
+                    for (int cc = 0; cc <= r; cc++) e2[r * q + cc] += pi[kj] * z[r] * z[cc];
+                }
+            }
+            double *z1 = Z1 + (ptrdiff_t)j * q, *z2 = Z2 + (ptrdiff_t)j * q * q;
+            for (int r = 0; r < q; r++) {
+                z1[r] = (1.0 - et) * z1[r] + et * e1[r];
+                for (int cc = 0; cc <= r; cc++) z2[r * q + cc] = (1.0 - et) * z2[r * q + cc] + et * e2[r * q + cc];
+            }
+            double *blk = lpar + (ptrdiff_t)j * lb;
+            match_moments(q, z1, z2, 1e-12, blk, blk + q, ws);
+        }
+        /* the globals' proposal */
+        if (fullrank) {
+            match_moments((int)D, G1, G2, 1e-12, gpar, gpar + D, wk);
+        } else {
+            for (ptrdiff_t r = 0; r < D; r++) {
+                const double v = G2[r * D + r] - G1[r] * G1[r];
+                gpar[r] = G1[r];
+                gpar[D + r] = 0.5 * log(v > 1e-12 ? v : 1e-12);
+            }
+        }
+        if (L.stopped) {
+            t++;
+            break;
+        }
+    }
+    *steps_out = L.stopped ? L.steps : t;
+    *stop_out = L.stop_reason;
+    status = 0;
+done:
+    if (g)
+        for (int k = 0; k < K; k++) svir_globals_free(&g[k]);
+    free(rowptr); free(rows); free(next); free(theta); free(eps); free(lw0); free(w0); free(aux);
+    free(g); free(lm); free(lf); free(zs); free(G1); free(G2); free(E1); free(E2); free(Z1);
+    free(Z2); free(wk);
+    return status;
+}
