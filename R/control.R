@@ -110,6 +110,12 @@ svir_check_real <- function(x, arg, lower = 0, upper = Inf) {
 #'   in the fit, for summaries, intervals and predictions.
 #' @param init_scale Initial standard deviation of the variational
 #'   distributions (on the internal, standardised scale), greater than 0.
+#' @param K For `method = "qem"`: samples of every latent per iteration, from
+#'   2 to 256. Larger `K` takes fewer iterations and more time per iteration
+#'   (K^2 likelihood evaluations per observation); 32 is a provisional default
+#'   (issue 4's benchmark will settle it). QEM starts its approximate
+#'   posterior with standard deviation 1 on every latent, whatever
+#'   `init_scale` says.
 #' @param progress Show a progress bar while fitting.
 #' @return An object of class `"svi_control"`: a list with the validated
 #'   values (integers for counts, `batch_size` `NULL` for full batches,
@@ -125,7 +131,7 @@ svi_control <- function(max_steps = 10000L, lr = NULL,
                         patience = 3L, num_particles = NULL, stl = TRUE,
                         batch_size = NULL,
                         threads = NULL, ndraws = 1000L, init_scale = 0.1,
-                        progress = interactive()) {
+                        K = 32L, progress = interactive()) {
   schedules <- c("plateau", "constant", "decay")
   if (missing(lr_schedule) || identical(lr_schedule, schedules)) {
     lr_schedule <- "plateau"
@@ -157,6 +163,7 @@ svi_control <- function(max_steps = 10000L, lr = NULL,
     threads = threads,
     ndraws = svir_check_whole(ndraws, "ndraws", 1L),
     init_scale = svir_check_real(init_scale, "init_scale"),
+    K = svir_check_K(K),
     progress = progress
   )
   structure(out, class = "svi_control")
@@ -181,6 +188,15 @@ print.svi_control <- function(x, ...) {
   }, "")
   cat(sprintf("  %-14s %s\n", names(x), vals), sep = "")
   invisible(x)
+}
+
+svir_check_K <- function(K) {
+  K <- svir_check_whole(K, "K", 2L)
+  if (K > 256L) {
+    cli::cli_abort(c("{.arg K} must be at most 256.", "x" = "You supplied {K}."),
+                   class = "svir_error", call = NULL)
+  }
+  K
 }
 
 svir_check_flag <- function(x, arg) {

@@ -49,7 +49,14 @@
 #'   documented there. See [prior_summary()] for what a fit used.
 #' @param guide `"meanfield"` (default) or `"fullrank"`, the variational family
 #'   over the global parameters.
-#' @param method Inference engine. Only `"svi"` is available in this version.
+#' @param method Inference engine: `"svi"` (stochastic variational inference,
+#'   the default) or `"qem"`: massively parallel importance weighting with
+#'   `K` samples of every latent per iteration (`K` in [svi_control()]) and a
+#'   moment-matching update of the approximate posterior (Heap, Bowyer and
+#'   Aitchison). In this version QEM takes models with exactly one grouping
+#'   factor, full batches, and the CPU; its trace (`elbo`) is the
+#'   importance-weighted bound log P-hat, and it stops by the same rule as
+#'   SVI. Its approximate posterior is not coupled (q(theta) q(z)).
 #' @param control Settings of the optimiser and stopping rule, from
 #'   [svi_control()] (a plain list of the same names is accepted).
 #' @param backend `"auto"`, `"cpu"` or `"cuda"`; see [svir_backends()].
@@ -96,12 +103,9 @@ svi_fit <- function(formula, data, family = gaussian(), prior = NULL,
     cli::cli_warn(c("Ignoring argument{?s} not used by {.fn svi_fit}: {.arg {names(dots)}}."))
   }
   guide <- svir_match_arg(guide, c("meanfield", "fullrank"), "guide")
-  if (!identical(method, "svi")) {
-    if (identical(method, "qem")) {
-      cli::cli_abort(c("{.code method = \"qem\"} is not available in this version of svir.",
-                       i = "Use {.code method = \"svi\"}."), class = "svir_error", call = call)
-    }
-    cli::cli_abort(c("{.arg method} must be {.val svi}.", x = "You supplied {.val {method}}."),
+  if (!is.character(method) || length(method) != 1L || !method %in% c("svi", "qem")) {
+    cli::cli_abort(c("{.arg method} must be {.val svi} or {.val qem}.",
+                     x = "You supplied {.code {deparse1(method)}}."),
                    class = "svir_error", call = call)
   }
   control <- svir_as_control(control)
@@ -113,6 +117,7 @@ svi_fit <- function(formula, data, family = gaussian(), prior = NULL,
   info <- built$info
   n <- length(spec$y)
   svir_check_batch(control, n)
+  if (method == "qem") svir_check_qem(spec, control, backend, call)
   be <- svir_choose_backend(backend, n)
   spec$init_mu <- svir_init_mu(spec, info)
 
@@ -120,6 +125,7 @@ svi_fit <- function(formula, data, family = gaussian(), prior = NULL,
   ctrl$guide <- guide
   ctrl$seed <- seed
   ctrl$backend <- be$backend
+  ctrl$method <- method
   ctrl$threads <- as.integer(if (is.null(control$threads)) 0L else control$threads)
   B <- if (is.null(control$batch_size)) n else control$batch_size
   if (is.null(control$num_particles)) {
@@ -167,6 +173,32 @@ svir_check_seed <- function(seed, call = NULL) {
                    class = "svir_error", call = call)
   }
   as.double(seed)
+}
+
+# What QEM cannot do yet, refused before any work (see dev/QEM.md).
+svir_check_qem <- function(spec, control, backend, call) {
+  nt <- length(spec$terms)
+  if (nt != 1L) {
+    cli::cli_abort(c(
+      "{.code method = \"qem\"} takes a model with exactly one grouping factor.",
+      x = "This model has {nt} random-effect term{?s}.",
+      i = "Crossed or several factors are not a tree of plates; use {.code method = \"svi\"}."),
+      class = "svir_error", call = call)
+  }
+  if (!is.null(control$batch_size)) {
+    cli::cli_abort(c(
+      "{.code method = \"qem\"} uses every observation in each iteration.",
+      x = "{.code batch_size = {control$batch_size}} was given.",
+      i = "Leave {.arg batch_size} as {.code NULL}, or use {.code method = \"svi\"}."),
+      class = "svir_error", call = call)
+  }
+  if (identical(backend, "cuda")) {
+    cli::cli_abort(c(
+      "{.code method = \"qem\"} runs on the CPU only in this version.",
+      i = "Use {.code backend = \"cpu\"} or {.code backend = \"auto\"}."),
+      class = "svir_error", call = call)
+  }
+  invisible(NULL)
 }
 
 svir_warn_stop <- function(engine, control) {

@@ -17,7 +17,7 @@
 #' @method print svi_fit
 #' @export
 print.svi_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
-  cat("Bayesian GLMM fit by stochastic variational inference (svir)\n")
+  cat(svir_title(x$method), "\n", sep = "")
   # the backend's reason is long: summary() prints it
   svir_cat_header(x$family, x$formula, svir_data_name(x), x$method, x$guide,
                   x$backend, NULL)

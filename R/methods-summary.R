@@ -215,7 +215,7 @@ summary.svi_fit <- function(object, prob = 0.95, ...) {
 #' @method print summary.svi_fit
 #' @export
 print.summary.svi_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
-  cat("Bayesian GLMM fit by stochastic variational inference (svir)\n")
+  cat(svir_title(x$method), "\n", sep = "")
   svir_cat_header(x$family, x$formula, x$data_name, x$method, x$guide,
                   x$backend, x$backend_reason)
   cat(svir_nobs_line(x$nobs, x$ngrps), "\n", sep = "")
@@ -245,6 +245,15 @@ print.summary.svi_fit <- function(x, digits = max(3L, getOption("digits") - 3L),
     cat("Correlations are summarised from ", x$ndraws, " draws of the variational posterior.\n", sep = "")
   }
   invisible(x)
+}
+
+svir_title <- function(method) {
+  how <- if (identical(method, "qem")) {
+    "massively parallel EM of approximate posteriors (QEM)"
+  } else {
+    "stochastic variational inference"
+  }
+  paste0("Bayesian GLMM fit by ", how, " (svir)")
 }
 
 svir_cat_header <- function(family, formula, data_name, method, guide, backend, reason) {

@@ -10,7 +10,6 @@ extern SEXP svir_logdensity_r(SEXP spec, SEXP theta, SEXP z);
 extern SEXP svir_loglik_block_r(SEXP spec, SEXP theta, SEXP z);
 extern SEXP svir_elbo_grad_r(SEXP spec, SEXP control, SEXP vpar, SEXP step);
 extern SEXP svir_cuda_elbo_grad_r(SEXP spec, SEXP control, SEXP vpar, SEXP step);
-extern SEXP svir_qem_r(SEXP spec, SEXP control);
 extern SEXP svir_obs_pass_r(SEXP spec, SEXP beta, SEXP b, SEXP aux, SEXP backend);
 extern SEXP svir_adam_r(SEXP par, SEXP mom, SEXP vel, SEXP g, SEXP lr, SEXP t, SEXP backend);
 extern SEXP svir_local_step_r(SEXP spec, SEXP lpar, SEXP A, SEXP G, SEXP shift, SEXP seed,
@@ -31,7 +30,6 @@ static const R_CallMethodDef call_methods[] = {
     {"svir_loglik_block_r", (DL_FUNC)&svir_loglik_block_r, 3},
     {"svir_elbo_grad_r", (DL_FUNC)&svir_elbo_grad_r, 4},
     {"svir_cuda_elbo_grad_r", (DL_FUNC)&svir_cuda_elbo_grad_r, 4},
-    {"svir_qem_r", (DL_FUNC)&svir_qem_r, 2},
     {"svir_obs_pass_r", (DL_FUNC)&svir_obs_pass_r, 5},
     {"svir_local_step_r", (DL_FUNC)&svir_local_step_r, 9},
     {"svir_adam_r", (DL_FUNC)&svir_adam_r, 7},

@@ -79,7 +79,7 @@ typedef struct {
 
 /* wall clock in seconds, for the engine's time split (without OpenMP,
  * clock()'s processor time, which one thread makes nearly the same) */
-static double svir_now(void)
+double svir_wall_time(void)
 {
 #ifdef _OPENMP
     return omp_get_wtime();
@@ -820,10 +820,10 @@ static void back_q1(work *w, int t, double *lgrad, double invS, int stl)
 static double estimate(work *w, long step, const double *gpar, const double *lpar,
                        double *ggrad, double *lgrad)
 {
-    double tp = svir_now(); /* time split: the mark of the last lap */
+    double tp = svir_wall_time(); /* time split: the mark of the last lap */
 #define SVIR_LAP(PHASE)                                \
     do {                                               \
-        const double tn_ = svir_now();                 \
+        const double tn_ = svir_wall_time();           \
         w->tsplit[PHASE] += tn_ - tp;                  \
         tp = tn_;                                      \
     } while (0)
@@ -1187,7 +1187,7 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
     double t_upd = -1.0; /* when the last estimate() returned */
     for (step = 0; step < maxs; step++) {
         if (t_upd >= 0.0) {
-            w.tsplit[SVIR_PHASE_UPDATE] += svir_now() - t_upd;
+            w.tsplit[SVIR_PHASE_UPDATE] += svir_wall_time() - t_upd;
             t_upd = -1.0;
         }
         if (cb && cb->interrupted && step % 16 == 0 && cb->interrupted(cb->ctx)) {
@@ -1196,7 +1196,7 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
         }
         if (!w.full) select_batch(&w, step);
         const double elbo = estimate(&w, step, gpar, lpar, gg, lg);
-        t_upd = svir_now();
+        t_upd = svir_wall_time();
         svir_loop_step(&L, step, elbo, all_finite(gg, ngp) && locals_finite(&w, lg));
         if (L.act & SVIR_LOOP_ACCEPT) {
             const double lr_t = L.lr_t, bc1 = L.bc1, bc2 = L.bc2;
@@ -1253,7 +1253,7 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
             break;
         }
     }
-    if (t_upd >= 0.0) w.tsplit[SVIR_PHASE_UPDATE] += svir_now() - t_upd;
+    if (t_upd >= 0.0) w.tsplit[SVIR_PHASE_UPDATE] += svir_wall_time() - t_upd;
     svir_loop_to_result(&L, step, res);
 
     /* final parameters: the average over the last complete window, or over the
@@ -1269,9 +1269,9 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
         break;
     }
 
-    const double t_post = svir_now();
+    const double t_post = svir_wall_time();
     const int draws_fail = final_draws(&w, gpar, lpar, res);
-    w.tsplit[SVIR_PHASE_POSTERIOR] += svir_now() - t_post;
+    w.tsplit[SVIR_PHASE_POSTERIOR] += svir_wall_time() - t_post;
     memcpy(res->time_split, w.tsplit, sizeof w.tsplit);
     if (draws_fail) {
         snprintf(res->message, sizeof res->message, "out of memory drawing from the posterior");
@@ -1384,4 +1384,21 @@ void svir_coupling_free(svir_coupling *cp)
     free((void *)cp->cns); free((void *)cp->coff); free((void *)cp->qoff); free((void *)cp->cS);
     free((void *)cp->ca); free((void *)cp->cK); free((void *)cp->comega); free((void *)cp->cref);
     memset(cp, 0, sizeof *cp);
+}
+
+int svir_posterior_draws(const svir_model *m, const svir_control *c, const double *gpar,
+                         const double *lpar, svir_result *res)
+{
+    work w;
+    if (work_init(&w, m, c)) {
+        snprintf(res->message, sizeof res->message, "out of memory drawing from the posterior");
+        return 2;
+    }
+    coupling_update(&w, gpar);
+    const double t0 = svir_wall_time();
+    const int st = final_draws(&w, gpar, lpar, res);
+    res->time_split[SVIR_PHASE_POSTERIOR] += svir_wall_time() - t0;
+    work_free(&w);
+    if (st) snprintf(res->message, sizeof res->message, "out of memory drawing from the posterior");
+    return st;
 }

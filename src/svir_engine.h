@@ -39,6 +39,8 @@ typedef struct {
     double init_scale;
     uint64_t seed;
     const double *init_mu;  /* [D] or NULL */
+    int qem_K;              /* QEM: samples per latent */
+    double qem_eta0, qem_kappa; /* QEM: the moving average's step eta0 (t + 1)^-kappa */
 } svir_control;
 
 typedef struct {
@@ -88,17 +90,25 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
              svir_result *res);
 void svir_result_free(svir_result *res);
 
-/* QEM (src/svir_qem.c, first increment: one grouping factor, CPU): max_steps
- * iterations with K samples per latent, EMA step eta0 (t + 1)^-kappa
- * (capped at 1), the stopping rule of svir_loop.h on the bound log P-hat.
- * gpar [svir_n_global_par] and lpar [nloc] hold the starting proposal and
- * get the final one; trace [max_steps] gets log P-hat per iteration. Returns
- * 0, 1 (the model or K is not supported, with a message) or 2 (out of
- * memory). */
+/* QEM (src/svir_qem.c; one grouping factor, CPU): max_steps iterations
+ * with c->qem_K samples per latent, the EMA step min(1, qem_eta0 (t + 1)^-
+ * qem_kappa), svir_loop.h's stopping rule on the bound log P-hat (res->elbo
+ * is its trace); then the posterior draws from the final proposal. Returns
+ * 0, 1 (the model or K is not supported) or 2 (out of memory), with a
+ * message in res->message; release res with svir_result_free. */
 #define SVIR_QEM_KMAX 256
-int svir_qem_core(const svir_model *m, const svir_control *c, int K, double eta0, double kappa,
-                  double *gpar, double *lpar, double *trace, long *steps, int *stop_reason,
-                  char *err, size_t errlen);
+int svir_qem_fit(const svir_model *m, const svir_control *c, const svir_callbacks *cb,
+                 svir_result *res);
+
+/* The posterior draws, shifts and PSIS log ratios of a fit that ended at
+ * (gpar, lpar) into res, as svir_fit makes them (the coupled guide anchored
+ * at gpar); adds their time to res->time_split. Returns 0 or 2 (out of
+ * memory, with res->message). */
+int svir_posterior_draws(const svir_model *m, const svir_control *c, const double *gpar,
+                         const double *lpar, svir_result *res);
+
+/* wall-clock seconds (the engine's time split) */
+double svir_wall_time(void);
 
 /* The loop's results in res after it ended at `step` (steps, stop reason,
  * final step size, rejected steps, windows, step-size reductions, the final

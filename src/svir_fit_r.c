@@ -191,6 +191,9 @@ static void read_control(SEXP ctrl, SEXP spec, const svir_model *m, svir_control
     if (!(seed >= 0) || seed > 9007199254740992.0) Rf_error("svir internal error: seed out of range");
     c->seed = (uint64_t)seed;
     c->init_mu = get_dbl(spec, "init_mu", m->D, 1);
+    c->qem_K = get_int(ctrl, "K", 32);
+    c->qem_eta0 = get_num(ctrl, "qem_eta0", 1.0);
+    c->qem_kappa = get_num(ctrl, "qem_kappa", 0.6);
 }
 
 static void check_interrupt_fn(void *data)
@@ -285,9 +288,15 @@ SEXP svir_fit_r(SEXP spec, SEXP ctrl)
     h->has_res = 1;
     SEXP be = get(ctrl, "backend");
     const int cuda = Rf_isString(be) && strcmp(CHAR(STRING_ELT(be, 0)), "cuda") == 0;
+    SEXP meth = get(ctrl, "method");
+    const int qem = Rf_isString(meth) && strcmp(CHAR(STRING_ELT(meth, 0)), "qem") == 0;
     char msg[600];
     int status;
-    if (!cuda) {
+    if (qem) {
+        if (cuda) Rf_error("svir internal error: QEM runs on the CPU only");
+        status = svir_qem_fit(&h->m, &c, &cb, &h->res);
+        snprintf(msg, sizeof msg, "QEM: %s", h->res.message);
+    } else if (!cuda) {
         status = svir_fit(&h->m, &c, &cb, &h->res);
         snprintf(msg, sizeof msg, "%s", h->res.message);
     } else {
@@ -700,44 +709,4 @@ SEXP svir_adam_r(SEXP par, SEXP mom, SEXP vel, SEXP g, SEXP lr, SEXP t, SEXP bac
 SEXP svir_cuda_elbo_grad_r(SEXP spec, SEXP ctrl, SEXP vpar, SEXP step)
 {
     return elbo_grad(spec, ctrl, vpar, step, 1);
-}
-
-/* QEM's core (svir_qem_core) for the tests: list(gpar, lpar, trace, steps,
- * stop_reason). ctrl: as for svir_fit_r plus K, qem_eta0, qem_kappa. */
-SEXP svir_qem_r(SEXP spec, SEXP ctrl)
-{
-    holder *h;
-    svir_control c;
-    SEXP hp = setup(spec, ctrl, &h, &c);
-    const svir_model *m = &h->m;
-    const ptrdiff_t ng = svir_n_global_par(m, c.guide);
-    const long maxs = c.max_steps > 0 ? c.max_steps : 1;
-    SEXP gpar = PROTECT(Rf_allocVector(REALSXP, ng));
-    SEXP lpar = PROTECT(Rf_allocVector(REALSXP, m->nloc));
-    SEXP trace = PROTECT(Rf_allocVector(REALSXP, maxs));
-    svir_init_params(m, &c, REAL(gpar), REAL(lpar));
-    long steps = 0;
-    int stop = 0;
-    char err[512];
-    const int st = svir_qem_core(m, &c, get_int(ctrl, "K", 16), get_num(ctrl, "qem_eta0", 1.0),
-                                 get_num(ctrl, "qem_kappa", 0.6), REAL(gpar), REAL(lpar),
-                                 REAL(trace), &steps, &stop, err, sizeof err);
-    if (st) {
-        holder_done(hp);
-        UNPROTECT(4);
-        Rf_error("svir: %s", err);
-    }
-    SEXP tr = PROTECT(Rf_allocVector(REALSXP, steps));
-    memcpy(REAL(tr), REAL(trace), sizeof(double) * (size_t)steps);
-    SEXP out = PROTECT(Rf_allocVector(VECSXP, 5));
-    SEXP nms = PROTECT(Rf_allocVector(STRSXP, 5));
-    set_elt(out, nms, 0, "gpar", gpar);
-    set_elt(out, nms, 1, "lpar", lpar);
-    set_elt(out, nms, 2, "trace", tr);
-    set_elt(out, nms, 3, "steps", Rf_ScalarInteger((int)steps));
-    set_elt(out, nms, 4, "stop_reason", Rf_mkString(stop_name(stop)));
-    Rf_setAttrib(out, R_NamesSymbol, nms);
-    holder_done(hp);
-    UNPROTECT(7);
-    return out;
 }

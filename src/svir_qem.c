@@ -71,10 +71,14 @@ static void match_moments(int d, const double *M1, const double *M2, double floo
 
 #define QEM_LL(FAM, LINK) ll += svir_loglik(m, FAM, LINK, i, eta, &aux[k0], &dd, &da)
 
-int svir_qem_core(const svir_model *m, const svir_control *c, int K, double eta0, double kappa,
-                  double *gpar, double *lpar, double *trace, long *steps_out, int *stop_out,
-                  char *err, size_t errlen)
+/* The iterations: gpar and lpar hold the starting proposal and get the
+ * final one; res->elbo and res->window_elbo get the trace of log P-hat and
+ * its window means, and res the loop's results. */
+static int qem_iterate(const svir_model *m, const svir_control *c, const svir_callbacks *cb,
+                       double *gpar, double *lpar, svir_result *res, char *err, size_t errlen)
 {
+    const int K = c->qem_K;
+    const double eta0 = c->qem_eta0, kappa = c->qem_kappa;
     const ptrdiff_t D = m->D, n = m->n;
     const int fullrank = c->guide == SVIR_GUIDE_FULLRANK;
     const long maxs = c->max_steps > 0 ? c->max_steps : 1;
@@ -166,9 +170,14 @@ int svir_qem_core(const svir_model *m, const svir_control *c, int K, double eta0
         }
     }
 
-    svir_loop_init(&L, maxs, W, 1.0, SVIR_LR_CONSTANT, 1.0, 0, c->tol_rel_obj, trace, NULL);
-    L.max_windows = 0; /* no window record */
+    /* the stopping rule of SVI on log P-hat: the first plateau ends the fit */
+    svir_loop_init(&L, maxs, W, 1.0, SVIR_LR_CONSTANT, 1.0, 0, c->tol_rel_obj, res->elbo,
+                   res->window_elbo);
     for (t = 0; t < maxs; t++) {
+        if (cb && cb->interrupted && t % 16 == 0 && cb->interrupted(cb->ctx)) {
+            L.stop_reason = SVIR_STOP_INTERRUPTED;
+            break;
+        }
         /* globals: K draws, log p - log q */
         for (int k = 0; k < K; k++) {
             double *th = theta + (ptrdiff_t)k * D, *ep = eps + (ptrdiff_t)k * D;
@@ -321,13 +330,14 @@ int svir_qem_core(const svir_model *m, const svir_control *c, int K, double eta0
                 gpar[D + r] = 0.5 * log(v > 1e-12 ? v : 1e-12);
             }
         }
+        if (cb && cb->progress && t % 10 == 0) cb->progress(cb->ctx, t, maxs, logP);
         if (L.stopped) {
             t++;
             break;
         }
     }
-    *steps_out = L.stopped ? L.steps : t;
-    *stop_out = L.stop_reason;
+    svir_loop_to_result(&L, t, res);
+    res->lr_final = NAN; /* QEM has no step size */
     status = 0;
 done:
     if (g)
@@ -336,4 +346,40 @@ done:
     free(g); free(lm); free(lf); free(zs); free(G1); free(G2); free(E1); free(E2); free(Z1);
     free(Z2); free(wk);
     return status;
+}
+
+int svir_qem_fit(const svir_model *m, const svir_control *c, const svir_callbacks *cb,
+                 svir_result *res)
+{
+    memset(res, 0, sizeof *res);
+    const ptrdiff_t ngp = svir_n_global_par(m, c->guide), nloc = m->nloc;
+    const long maxs = c->max_steps > 0 ? c->max_steps : 1;
+    const int W = c->eval_every > 0 ? c->eval_every : 100;
+    res->elbo = calloc((size_t)maxs, sizeof(double));
+    res->lr_steps = calloc(SVIR_LOOP_MAX_LR_STEPS, sizeof(long));
+    res->max_windows = (int)(maxs / W + 1);
+    res->window_elbo = calloc((size_t)res->max_windows, sizeof(double));
+    res->gpar = malloc(sizeof(double) * (size_t)(ngp + 1));
+    res->lpar = malloc(sizeof(double) * (size_t)(nloc + 1));
+    if (!res->elbo || !res->lr_steps || !res->window_elbo || !res->gpar || !res->lpar) {
+        snprintf(res->message, sizeof res->message, "out of memory allocating the fit's results");
+        return 2;
+    }
+    /* the start: the model's initial means, sd 1 on every latent (the
+     * random effects' prior), whatever init_scale says */
+    svir_control c1 = *c;
+    c1.init_scale = 1.0;
+    svir_init_params(m, &c1, res->gpar, res->lpar);
+    const double t0 = svir_wall_time();
+    int st = qem_iterate(m, c, cb, res->gpar, res->lpar, res, res->message, sizeof res->message);
+    res->time_split[SVIR_PHASE_DRAW] = NAN;
+    res->time_split[SVIR_PHASE_OBS] = NAN;
+    res->time_split[SVIR_PHASE_BACKWARD] = NAN;
+    res->time_split[SVIR_PHASE_UPDATE] = svir_wall_time() - t0;
+    if (st) return st;
+    /* the posterior draws kept in the fit, from the final proposal (the
+     * uncoupled guide q(theta) q(z)) */
+    c1 = *c;
+    c1.couple = 0;
+    return svir_posterior_draws(m, &c1, res->gpar, res->lpar, res);
 }
