@@ -81,3 +81,42 @@ test_that("QEM refuses what it cannot do, with a clear error", {
   b <- svir:::svir_build_spec(y ~ x1 + (1 | g) + (1 | h), d, family = poisson())
   expect_error(engine(b$spec, "qem", steps = 5), "one grouping factor")
 })
+
+# Random-intercept model with known variances (pinned by tight priors, as in
+# test-exact.R): the posterior of the intercept and of every group's effect
+# is Gaussian and known exactly. QEM must recover it within Monte-Carlo
+# tolerance; its proposal is not coupled, yet the importance weights over
+# the joint draws give the intercept its full spread, which uncoupled SVI
+# cannot (test-exact.R).
+test_that("QEM recovers the exact normal-normal posterior", {
+  set.seed(12)
+  J <- 30
+  nj <- 10
+  g <- factor(rep(seq_len(J), each = nj))
+  y <- 2 + rnorm(J)[g] + rnorm(J * nj)
+  b <- svir:::svir_build_spec(y ~ 1 + (1 | g), data.frame(y = y, g = g))
+  spec <- b$spec
+  ys <- b$info$scaling$y_scale
+  tau <- 1 / ys
+  sig <- 1 / ys
+  s0 <- 10
+  spec$prior_type[] <- 1L
+  spec$prior_loc <- c(0, tau, sig)
+  spec$prior_scale <- c(s0, 0.002 * tau, 0.002 * sig)
+  spec$init_mu <- c(0, log(tau), log(sig))
+  ybar <- tapply(spec$y, g, mean)
+  wj <- 1 / (tau^2 + sig^2 / nj)
+  post_var <- 1 / (J * wj + 1 / s0^2)
+  post_mean <- post_var * sum(wj * ybar)
+  # b_j | beta, y ~ N(k (ybar_j - beta), k sig^2 / nj), k = nj tau^2 / (nj tau^2 + sig^2)
+  k <- nj * tau^2 / (nj * tau^2 + sig^2)
+  b_mean <- k * (ybar - post_mean)
+  b_sd <- sqrt(k * sig^2 / nj + k^2 * post_var)
+  r <- .Call(C_svir_fit_r, spec, list(guide = "meanfield", seed = 3, threads = 1L, ndraws = 10L,
+                                      max_steps = 3000, K = 32L, method = "qem"))
+  expect_identical(r$stop_reason, "converged")
+  expect_lt(abs(r$mu[1] - post_mean) / sqrt(post_var), 0.3)
+  expect_lt(abs(exp(r$omega[1]) / sqrt(post_var) - 1), 0.35)
+  # the groups' effects b_j = tau z_j (sd pinned at tau)
+  expect_lt(max(abs(tau * r$m[[1]][, 1] - b_mean) / b_sd), 0.3)
+})
