@@ -57,3 +57,32 @@ family_cases <- list(
   list(family = poisson(), sim = "poisson"),
   list(family = negbin(), sim = "negbin")
 )
+
+# Random-intercept model with known variances: y = 2 + b_g + e, J = 30
+# groups of 10, tau = sigma = 1 (in the engine's standardised units 1 /
+# y_scale), pinned by priors of sd 0.002 of their value; intercept prior
+# normal(0, 10). The marginal posterior of the intercept is N(post_mean,
+# post_var), post_var = 1 / (sum w_j + 1/s0^2), post_mean = post_var sum w_j
+# ybar_j, w_j = 1 / (tau^2 + sigma^2 / n_j).
+normal_normal_setup <- function() {
+  set.seed(12)
+  J <- 30
+  nj <- 10
+  g <- factor(rep(seq_len(J), each = nj))
+  y <- 2 + rnorm(J)[g] + rnorm(J * nj)
+  b <- svir:::svir_build_spec(y ~ 1 + (1 | g), data.frame(y = y, g = g))
+  spec <- b$spec
+  ys <- b$info$scaling$y_scale
+  tau <- 1 / ys
+  sig <- 1 / ys
+  s0 <- 10
+  spec$prior_type[] <- 1L
+  spec$prior_loc <- c(0, tau, sig)
+  spec$prior_scale <- c(s0, 0.002 * tau, 0.002 * sig)
+  spec$init_mu <- c(0, log(tau), log(sig))
+  ybar <- tapply(spec$y, g, mean)
+  wj <- 1 / (tau^2 + sig^2 / nj)
+  post_var <- 1 / (J * wj + 1 / s0^2)
+  list(spec = spec, J = J, nj = nj, tau = tau, sig = sig, ybar = ybar, post_var = post_var,
+       post_mean = post_var * sum(wj * ybar))
+}

@@ -60,26 +60,10 @@ test_that("mean-field SVI recovers the exact posterior mean", {
 # the intercept the spread of the groups' common level; the coupled guide
 # (default) must, within Monte-Carlo tolerance.
 test_that("the coupled guide recovers the intercept's exact marginal posterior", {
-  set.seed(12)
-  J <- 30
-  nj <- 10
-  g <- factor(rep(seq_len(J), each = nj))
-  y <- 2 + rnorm(J)[g] + rnorm(J * nj)
-  b <- svir:::svir_build_spec(y ~ 1 + (1 | g), data.frame(y = y, g = g))
-  spec <- b$spec
-  ys <- b$info$scaling$y_scale
-  tau <- 1 / ys
-  sig <- 1 / ys
-  s0 <- 10
-  # pin sd and sigma at their true values; intercept prior normal(0, s0)
-  spec$prior_type[] <- 1L
-  spec$prior_loc <- c(0, tau, sig)
-  spec$prior_scale <- c(s0, 0.002 * tau, 0.002 * sig)
-  spec$init_mu <- c(0, log(tau), log(sig))
-  ybar <- tapply(spec$y, g, mean)
-  wj <- 1 / (tau^2 + sig^2 / nj)
-  post_var <- 1 / (J * wj + 1 / s0^2)
-  post_mean <- post_var * sum(wj * ybar)
+  nn <- normal_normal_setup()
+  spec <- nn$spec
+  post_mean <- nn$post_mean
+  post_var <- nn$post_var
   ctrl <- list(guide = "meanfield", seed = 3, threads = 1L, ndraws = 10L,
                num_particles = 4L, max_steps = 20000)
   r <- .Call(svir:::C_svir_fit_r, spec, ctrl)

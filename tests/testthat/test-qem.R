@@ -89,25 +89,14 @@ test_that("QEM refuses what it cannot do, with a clear error", {
 # the joint draws give the intercept its full spread, which uncoupled SVI
 # cannot (test-exact.R).
 test_that("QEM recovers the exact normal-normal posterior", {
-  set.seed(12)
-  J <- 30
-  nj <- 10
-  g <- factor(rep(seq_len(J), each = nj))
-  y <- 2 + rnorm(J)[g] + rnorm(J * nj)
-  b <- svir:::svir_build_spec(y ~ 1 + (1 | g), data.frame(y = y, g = g))
-  spec <- b$spec
-  ys <- b$info$scaling$y_scale
-  tau <- 1 / ys
-  sig <- 1 / ys
-  s0 <- 10
-  spec$prior_type[] <- 1L
-  spec$prior_loc <- c(0, tau, sig)
-  spec$prior_scale <- c(s0, 0.002 * tau, 0.002 * sig)
-  spec$init_mu <- c(0, log(tau), log(sig))
-  ybar <- tapply(spec$y, g, mean)
-  wj <- 1 / (tau^2 + sig^2 / nj)
-  post_var <- 1 / (J * wj + 1 / s0^2)
-  post_mean <- post_var * sum(wj * ybar)
+  nn <- normal_normal_setup()
+  spec <- nn$spec
+  post_mean <- nn$post_mean
+  post_var <- nn$post_var
+  tau <- nn$tau
+  sig <- nn$sig
+  nj <- nn$nj
+  ybar <- nn$ybar
   # b_j | beta, y ~ N(k (ybar_j - beta), k sig^2 / nj), k = nj tau^2 / (nj tau^2 + sig^2)
   k <- nj * tau^2 / (nj * tau^2 + sig^2)
   b_mean <- k * (ybar - post_mean)
