@@ -1013,12 +1013,15 @@ void svir_init_params(const svir_model *m, const svir_control *c, double *gpar, 
     const ptrdiff_t D = m->D;
     const double ls = log(c->init_scale > 0 ? c->init_scale : 0.1);
     for (ptrdiff_t d = 0; d < D; d++) gpar[d] = c->init_mu ? c->init_mu[d] : 0.0;
+#define SVIR_LS0(d) (c->init_sd ? log(c->init_sd[d]) : ls)
     if (c->guide == SVIR_GUIDE_FULLRANK) {
         for (ptrdiff_t r = 0; r < D; r++)
-            for (ptrdiff_t cc = 0; cc <= r; cc++) gpar[D + r * (r + 1) / 2 + cc] = cc == r ? ls : 0.0;
+            for (ptrdiff_t cc = 0; cc <= r; cc++)
+                gpar[D + r * (r + 1) / 2 + cc] = cc == r ? SVIR_LS0(r) : 0.0;
     } else {
-        for (ptrdiff_t d = 0; d < D; d++) gpar[D + d] = ls;
+        for (ptrdiff_t d = 0; d < D; d++) gpar[D + d] = SVIR_LS0(d);
     }
+#undef SVIR_LS0
     for (int t = 0; t < m->nterms; t++) {
         const svir_term *tm = &m->terms[t];
         const int q = tm->q;

@@ -39,8 +39,9 @@ typedef struct {
     double init_scale;
     uint64_t seed;
     const double *init_mu;  /* [D] or NULL */
+    const double *init_sd;  /* [D] or NULL: the globals' starting sds (else init_scale) */
     int qem_K;              /* QEM: samples per latent */
-    double qem_eta0, qem_kappa; /* QEM: the moving average's step eta0 (t + 1)^-kappa */
+    double qem_eta0, qem_kappa; /* QEM: the moving average's step min(1, eta0 (t + 1)^-kappa) */
 } svir_control;
 
 typedef struct {

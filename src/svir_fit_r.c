@@ -191,8 +191,9 @@ static void read_control(SEXP ctrl, SEXP spec, const svir_model *m, svir_control
     if (!(seed >= 0) || seed > 9007199254740992.0) Rf_error("svir internal error: seed out of range");
     c->seed = (uint64_t)seed;
     c->init_mu = get_dbl(spec, "init_mu", m->D, 1);
+    c->init_sd = get_dbl(spec, "init_sd", m->D, 1);
     c->qem_K = get_int(ctrl, "K", 32);
-    c->qem_eta0 = get_num(ctrl, "qem_eta0", 1.0);
+    c->qem_eta0 = get_num(ctrl, "qem_eta0", 0.5);
     c->qem_kappa = get_num(ctrl, "qem_kappa", 0.6);
 }
 

@@ -109,3 +109,50 @@ test_that("QEM recovers the exact normal-normal posterior", {
   # the groups' effects b_j = tau z_j (sd pinned at tau)
   expect_lt(max(abs(tau * r$m[[1]][, 1] - b_mean) / b_sd), 0.3)
 })
+
+# The paper's reparameterisation test: rescale one latent by 1000 (its
+# covariate divided by 1000, its prior scale and start multiplied by 1000).
+# QEM's moment matching is affine-equivariant, so its trajectory in the
+# original units is unchanged (up to rounding); SVI's Adam moves every
+# parameter by about its step size per step, so the rescaled coefficient
+# crawls.
+test_that("QEM is unchanged by rescaling a latent; SVI is slowed", {
+  d <- sim_glmm("poisson", n_groups = 20, n_per = 8, seed = 5)
+  b <- svir:::svir_build_spec(y ~ x1 + x2 + (1 | g), d, family = poisson())
+  spec <- b$spec
+  D <- length(spec$prior_type)
+  spec$init_mu <- svir:::svir_init_mu(spec, b$info)
+  spec$init_mu[2] <- 1 # x1's coefficient starts far from its posterior (about -0.33)
+  spec$init_sd <- rep(1, D)
+  scaled <- spec
+  scaled$X[, 2] <- spec$X[, 2] / 1000
+  scaled$prior_loc[2] <- spec$prior_loc[2] * 1000
+  scaled$prior_scale[2] <- spec$prior_scale[2] * 1000
+  scaled$init_mu[2] <- spec$init_mu[2] * 1000
+  scaled$init_sd[2] <- 1000
+  ctrl <- list(guide = "meanfield", seed = 7, threads = 1L, ndraws = 10L, K = 16L,
+               max_steps = 60, eval_every = 1000L, num_particles = 1L, stl = 1L)
+  unscale <- function(r) c(r$mu[2] / 1000, exp(r$omega[2]) / 1000)
+  q0 <- .Call(C_svir_fit_r, spec, c(ctrl, method = "qem"))
+  q1 <- .Call(C_svir_fit_r, scaled, c(ctrl, method = "qem"))
+  expect_equal(unscale(q1), c(q0$mu[2], exp(q0$omega[2])), tolerance = 1e-6)
+  expect_equal(q1$mu[-2], q0$mu[-2], tolerance = 1e-6)
+  expect_equal(q1$elbo, q0$elbo, tolerance = 1e-6)
+  expect_lt(q0$mu[2], 0) # it moved from 1 to the other side of 0
+  # SVI, 300 steps from the same start: the unscaled run reaches the
+  # posterior, the rescaled one has barely moved
+  ctrl$max_steps <- 300
+  s0 <- .Call(C_svir_fit_r, spec, c(ctrl, method = "svi"))
+  s1 <- .Call(C_svir_fit_r, scaled, c(ctrl, method = "svi"))
+  post_sd <- exp(q0$omega[2])
+  # the answer: SVI run to convergence on the original scale
+  ref <- .Call(C_svir_fit_r, spec, list(guide = "meanfield", seed = 1, threads = 1L,
+                                        ndraws = 10L, method = "svi"))$mu[2]
+  # the start is many posterior sds from it: QEM's 60 iterations reach it on
+  # either scale; SVI's 300 steps go most of the way on the original scale
+  # and hardly move on the rescaled one
+  expect_gt(abs(1 - ref) / post_sd, 8)
+  expect_lt(abs(q1$mu[2] / 1000 - ref) / post_sd, 1)
+  expect_lt(abs(s0$mu[2] - ref), abs(1 - ref) / 3)
+  expect_gt(abs(s1$mu[2] / 1000 - ref) / post_sd, 8)
+})
