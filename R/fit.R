@@ -53,7 +53,7 @@
 #'   the default) or `"qem"`: massively parallel importance weighting with
 #'   `K` samples of every latent per iteration (`K` in [svi_control()]) and a
 #'   moment-matching update of the approximate posterior (Heap, Bowyer and
-#'   Aitchison). In this version QEM takes models with exactly one grouping
+#'   Aitchison, 2025). In this version QEM takes models with exactly one grouping
 #'   factor, full batches, and the CPU; its trace (`elbo`) is the
 #'   importance-weighted bound log P-hat, and it stops by the same rule as
 #'   SVI. Its approximate posterior is not coupled (q(theta) q(z)).
