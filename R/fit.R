@@ -63,9 +63,10 @@
 #'   `"cuda"` fits on the GPU: the data are uploaded once and every step
 #'   (draws, likelihood, gradients, minibatch selection, Adam, the stopping
 #'   rule) runs there, with the same random numbers and decisions as the CPU,
-#'   so both give the same fit up to the order of floating-point sums (the
-#'   posterior draws kept in the fit are made there too). It is an error when
-#'   no usable CUDA device is found. `"auto"` fits on the CPU: no rule
+#'   so both are meant to give the same fit up to the order of
+#'   floating-point sums (the posterior draws kept in the fit are made there
+#'   too; not yet run on a GPU). It is an error when no usable CUDA device is
+#'   found. `"auto"` fits on the CPU: no rule
 #'   for when the GPU is faster has been measured yet (the fit records the
 #'   reason in `backend_reason`).
 #' @param seed `NULL` or a whole number in `0 .. 2^53`; see Reproducibility.
@@ -83,8 +84,9 @@
 #'   (`update`), summed over the steps, and the pass over the posterior draws
 #'   kept in the fit (`posterior_draws`); the rest of `time` is setting up and
 #'   returning the results. On the CUDA backend the steps run as one stream of
-#'   device work, so `draw`, `observations` and `backward` are `NaN` and
-#'   `update` holds the whole loop.
+#'   device work, and QEM has no such phases, so for both `draw`,
+#'   `observations` and `backward` are `NaN` and `update` holds the whole
+#'   loop.
 #' @seealso [svi_control()], [svi_prior()], [negbin()].
 #' @examples
 #' fit <- svi_fit(Reaction ~ Days + (Days | Subject), data = lme4::sleepstudy,

@@ -314,11 +314,8 @@ static void coupling_update(work *w, const double *gpar)
     const int ns = w->coff[m->nterms - 1] + w->cns[m->nterms - 1];
     /* the constants alone (svir_coupling_new calls this before w->cp is set) */
     svir_coupling cp;
-    memset(&cp, 0, sizeof cp);
-    cp.cns = w->cns;
-    cp.coff = w->coff;
-    cp.cS = w->cS;
-    cp.ca = w->ca;
+    svir_coupling_view(&cp, 1, w->sumq, w->cns, w->coff, w->qoff, w->cS, w->ca, w->cK, w->comega,
+                       w->cref);
     svir_coupling_shares(m, &cp, ns, gpar, w->cref, w->comega, w->cds /* scratch */);
 }
 

@@ -69,6 +69,23 @@ static void match_moments(int d, const double *M1, const double *M2, double floo
             Lp[r * (r + 1) / 2 + c] = c == r ? log(S[r * d + r]) : S[r * d + c];
 }
 
+/* The inverse of match_moments: the raw moments M1 [d] and M2 [d x d]
+ * (row-major, lower part) of N(mean, L L^T), L packed row-major lower with
+ * a log diagonal. */
+static void raw_moments(int d, const double *mean, const double *Lp, double *M1, double *M2)
+{
+#define SVIR_LENT(r, k) ((k) == (r) ? exp(Lp[(r) * ((r) + 1) / 2 + (k)]) : Lp[(r) * ((r) + 1) / 2 + (k)])
+    for (int r = 0; r < d; r++) {
+        M1[r] = mean[r];
+        for (int c = 0; c <= r; c++) {
+            double s = 0.0;
+            for (int k = 0; k <= c; k++) s += SVIR_LENT(r, k) * SVIR_LENT(c, k);
+            M2[r * d + c] = s + mean[r] * mean[c];
+        }
+    }
+#undef SVIR_LENT
+}
+
 #define QEM_LL(FAM, LINK) ll += svir_loglik(m, FAM, LINK, i, eta, &aux[k0], &dd, &da)
 
 /* The iterations: gpar and lpar hold the starting proposal and get the
@@ -137,37 +154,19 @@ static int qem_iterate(const svir_model *m, const svir_control *c, const svir_ca
     for (ptrdiff_t i = 0; i < n; i++) rows[next[tm->group[i]]++] = (int)i;
 
     /* the raw moments of the starting proposal (gpar, lpar as given) */
-    for (ptrdiff_t r = 0; r < D; r++) G1[r] = gpar[r];
-    {
-        /* S = L L^T */
-        for (ptrdiff_t r = 0; r < D; r++)
-            for (ptrdiff_t cc = 0; cc <= r; cc++) {
-                double s = 0.0;
-                for (ptrdiff_t k = 0; k <= cc; k++) {
-                    const double lr = fullrank ? (k == r ? exp(gpar[D + r * (r + 1) / 2 + k]) : gpar[D + r * (r + 1) / 2 + k])
-                                               : (k == r ? exp(gpar[D + r]) : 0.0);
-                    const double lc = fullrank ? (k == cc ? exp(gpar[D + cc * (cc + 1) / 2 + k]) : gpar[D + cc * (cc + 1) / 2 + k])
-                                               : (k == cc ? exp(gpar[D + cc]) : 0.0);
-                    s += lr * lc;
-                }
-                G2[r * D + cc] = s + G1[r] * G1[cc];
-            }
+    if (fullrank) {
+        raw_moments((int)D, gpar, gpar + D, G1, G2);
+    } else {
+        for (ptrdiff_t r = 0; r < D; r++) {
+            G1[r] = gpar[r];
+            for (ptrdiff_t cc = 0; cc <= r; cc++)
+                G2[r * D + cc] = (cc == r ? exp(gpar[D + r]) * exp(gpar[D + r]) : 0.0) +
+                                 gpar[r] * gpar[cc];
+        }
     }
     for (int j = 0; j < J; j++) {
-        const double *blk = lpar + (ptrdiff_t)j * lb, *Cp = blk + q;
-        double *z1 = Z1 + (ptrdiff_t)j * q, *z2 = Z2 + (ptrdiff_t)j * q * q;
-        for (int r = 0; r < q; r++) {
-            z1[r] = blk[r];
-            for (int cc = 0; cc <= r; cc++) {
-                double s = 0.0;
-                for (int k = 0; k <= cc; k++) {
-                    const double lr = k == r ? exp(Cp[r * (r + 1) / 2 + k]) : Cp[r * (r + 1) / 2 + k];
-                    const double lc = k == cc ? exp(Cp[cc * (cc + 1) / 2 + k]) : Cp[cc * (cc + 1) / 2 + k];
-                    s += lr * lc;
-                }
-                z2[r * q + cc] = s + blk[r] * blk[cc];
-            }
-        }
+        const double *blk = lpar + (ptrdiff_t)j * lb;
+        raw_moments(q, blk, blk + q, Z1 + (ptrdiff_t)j * q, Z2 + (ptrdiff_t)j * q * q);
     }
 
     /* the stopping rule of SVI on log P-hat: the first plateau ends the fit */
