@@ -111,11 +111,22 @@ svir_check_real <- function(x, arg, lower = 0, upper = Inf) {
 #' @param init_scale Initial standard deviation of the variational
 #'   distributions (on the internal, standardised scale), greater than 0.
 #' @param K For `method = "qem"`: samples of every latent per iteration, from
-#'   2 to 256. Larger `K` takes fewer iterations and more time per iteration
-#'   (K^2 likelihood evaluations per observation); 32 is a provisional default
-#'   (issue 4's benchmark will settle it). QEM starts its approximate
-#'   posterior with standard deviation 1 on every latent, whatever
-#'   `init_scale` says.
+#'   2 to 256. An iteration costs about `K^2` likelihood evaluations per
+#'   observation (`K` per observation plus `K^2` per group for Gaussian
+#'   models and Poisson random intercepts), and larger `K` needs fewer
+#'   iterations. The default, 16, comes from `bench/qem.R` (see the
+#'   package's `bench/README.md`): within a small factor of the fastest `K`
+#'   on every data set there, and with a final bound within 0.07 nats of the
+#'   best. QEM's starting approximation is described under `method` in
+#'   [svi_fit()]; it ignores `init_scale`.
+#' @param keep_path Keep the approximate posterior every `keep_path` steps
+#'   (iterations for QEM) in the fit's element `path`, for studying
+#'   convergence; `0` (default) keeps none. For SVI each kept value is the
+#'   average of the iterates since the previous one (as the reported
+#'   parameters are window averages), for QEM the proposal itself. The
+#'   element holds the steps, the seconds since the loop began, and the
+#'   parameters in the engine's internal layout; `bench/qem.R` evaluates them
+#'   with one common bound. Not available with `backend = "cuda"`.
 #' @param progress Show a progress bar while fitting.
 #' @return An object of class `"svi_control"`: a list with the validated
 #'   values (integers for counts, `batch_size` `NULL` for full batches,
@@ -131,7 +142,7 @@ svi_control <- function(max_steps = 10000L, lr = NULL,
                         patience = 3L, num_particles = NULL, stl = TRUE,
                         batch_size = NULL,
                         threads = NULL, ndraws = 1000L, init_scale = 0.1,
-                        K = 32L, progress = interactive()) {
+                        K = 16L, keep_path = 0L, progress = interactive()) {
   schedules <- c("plateau", "constant", "decay")
   if (missing(lr_schedule) || identical(lr_schedule, schedules)) {
     lr_schedule <- "plateau"
@@ -164,6 +175,7 @@ svi_control <- function(max_steps = 10000L, lr = NULL,
     ndraws = svir_check_whole(ndraws, "ndraws", 1L),
     init_scale = svir_check_real(init_scale, "init_scale"),
     K = svir_check_K(K),
+    keep_path = svir_check_whole(keep_path, "keep_path", 0L),
     progress = progress
   )
   structure(out, class = "svi_control")

@@ -56,7 +56,12 @@
 #'   Aitchison, 2025). In this version QEM takes models with exactly one grouping
 #'   factor, full batches, and the CPU; its trace (`elbo`) is the
 #'   importance-weighted bound log P-hat, and it stops by the same rule as
-#'   SVI. Its approximate posterior is not coupled (q(theta) q(z)).
+#'   SVI. Its approximate posterior is not coupled (q(theta) q(z)). It starts
+#'   at the GLM fit that SVI starts from, with standard deviations three
+#'   times the large-sample posterior ones (the GLM's standard errors for
+#'   the fixed effects, `1 / sqrt(2 J)` for the log standard deviation of a
+#'   factor with `J` levels, `1 / sqrt(2 n)` for the log residual sd), at
+#'   most 1, and the random effects at their prior N(0, 1).
 #' @param control Settings of the optimiser and stopping rule, from
 #'   [svi_control()] (a plain list of the same names is accepted).
 #' @param backend `"auto"`, `"cpu"` or `"cuda"`; see [svir_backends()].
@@ -121,7 +126,14 @@ svi_fit <- function(formula, data, family = gaussian(), prior = NULL,
   svir_check_batch(control, n)
   if (method == "qem") svir_check_qem(spec, control, backend, call)
   be <- svir_choose_backend(backend, n)
+  if (control$keep_path > 0L && identical(be$backend, "cuda")) {
+    cli::cli_abort(c("{.code keep_path} is not available with {.code backend = \"cuda\"}.",
+                     i = "Use {.code backend = \"cpu\"}, or {.code keep_path = 0}."),
+                   class = "svir_error", call = call)
+  }
   spec$init_mu <- svir_init_mu(spec, info)
+  if (method == "qem") spec$init_sd <- svir_qem_start_sd(spec, info, attr(spec$init_mu, "glm_se"))
+  attr(spec$init_mu, "glm_se") <- NULL
 
   ctrl <- unclass(control)
   ctrl$guide <- guide
@@ -134,6 +146,8 @@ svi_fit <- function(formula, data, family = gaussian(), prior = NULL,
     ctrl$num_particles <- control$num_particles <- as.integer(min(8, ceiling(4000 / B)))
   }
   ctrl$stl <- as.integer(control$stl)
+  # QEM's proposal is q(theta) q(z): coupling made no difference (dev/QEM.md)
+  if (method == "qem") ctrl$couple <- 0L
   bar <- NULL
   if (isTRUE(control$progress)) {
     bar_env <- environment()
@@ -149,8 +163,14 @@ svi_fit <- function(formula, data, family = gaussian(), prior = NULL,
   if (!is.null(bar)) cli::cli_progress_done(id = bar, .envir = bar_env)
 
   svir_warn_stop(engine, control)
-  svir_postprocess(engine, info, call = call, control = control, method = method,
-                   guide = guide, backend = be, seed = seed)
+  fit <- svir_postprocess(engine, info, call = call, control = control, method = method,
+                          guide = guide, backend = be, seed = seed)
+  if (!is.null(engine$path)) {
+    # what svir_path_bound() needs to evaluate the kept guides
+    ctrl$progress_fun <- NULL
+    fit$path <- c(engine$path, list(spec = spec, ctrl = ctrl))
+  }
+  fit
 }
 
 svir_match_arg <- function(arg, choices, name) {
@@ -237,18 +257,33 @@ svir_init_mu <- function(spec, info) {
     y <- y / tr
     w <- tr
   }
+  se <- rep(NA_real_, p)
   beta <- tryCatch({
-    b <- if (spec$family == 0L) {
+    if (spec$family == 0L) {
       # Gaussian, identity link: least squares, without glm.fit()'s iterations
-      stats::.lm.fit(X, y - off)$coefficients
+      g <- stats::.lm.fit(X, y - off)
+      b <- g$coefficients
+      R <- g$qr[seq_len(p), seq_len(p), drop = FALSE]
+      R[lower.tri(R)] <- 0
+      disp <- sum(g$residuals^2) / max(length(y) - p, 1)
     } else {
-      suppressWarnings(stats::glm.fit(X, y, weights = w, offset = off, family = fam,
-                                      control = list(maxit = 25)))$coefficients
+      g <- suppressWarnings(stats::glm.fit(X, y, weights = w, offset = off, family = fam,
+                                           control = list(maxit = 25)))
+      b <- g$coefficients
+      R <- qr.R(g$qr)
+      # Pearson's dispersion, at least 1 (over-dispersed counts widen it)
+      disp <- max(1, sum(g$weights * g$residuals^2) / max(g$df.residual, 1))
+    }
+    # the GLM's standard errors, in the columns' original order
+    if (ncol(R) == p && all(is.finite(R)) && all(abs(diag(R)) > 0)) {
+      piv <- if (spec$family == 0L) g$pivot else g$qr$pivot
+      se[piv] <- sqrt(disp * rowSums(backsolve(R, diag(p))^2))
     }
     b[!is.finite(b)] <- 0
     b
   }, error = function(e) rep(0, p))
   mu[seq_len(p)] <- beta
+  attr(mu, "glm_se") <- se
   cls <- layout$class
   mu[cls == "sd"] <- log(0.5)
   if (spec$family == 0L) {
@@ -262,4 +297,50 @@ svir_init_mu <- function(spec, info) {
     mu[cls == "phi"] <- log(min(max(phi, 0.1), 100))
   }
   mu
+}
+
+# The K-sample tree bound log P-hat (svir_tree_bound() in src/svir_qem.c) of
+# each guide a fit kept with svi_control(keep_path = ): a data frame with the
+# step, the seconds into the loop, and the mean and standard error of `reps`
+# estimates (the mean is itself a lower bound on log p(y)). One bound and one
+# set of random numbers (`seed`) for SVI's and QEM's guides alike, for
+# bench/qem.R. K = 1 gives the ELBO. Models with one grouping factor.
+svir_path_bound <- function(fit, K = 16L, reps = 8L, seed = 1, which = NULL) {
+  path <- fit$path
+  if (is.null(path)) {
+    cli::cli_abort("The fit kept no path: fit with {.code svi_control(keep_path = )}.",
+                   class = "svir_error", call = NULL)
+  }
+  idx <- if (is.null(which)) seq_along(path$step) else which
+  ctrl <- path$ctrl
+  ctrl$seed <- as.double(seed)
+  b <- .Call(C_svir_tree_bound_r, path$spec, ctrl, path$gpar[, idx, drop = FALSE],
+             path$lpar[, idx, drop = FALSE], path$anchor[, idx, drop = FALSE],
+             as.integer(K), as.integer(reps))
+  data.frame(step = path$step[idx], time = path$time[idx], bound = colMeans(b),
+             se = if (reps > 1L) apply(b, 2, stats::sd) / sqrt(reps) else NA_real_)
+}
+
+# QEM's starting proposal sds for the globals (internal units): three times
+# the large-sample posterior sd, at most 1. Fixed effects: the GLM's standard
+# errors (random effects ignored, so too small for group-level covariates,
+# hence the factor 3); log sd of a term with J levels: 1 / sqrt(2 J); log
+# sigma: 1 / sqrt(2 n); log phi: 1 / sqrt(n / 4); correlations: 1 / sqrt(J).
+# Moment matching shrinks a proposal that is too wide by about the factor
+# (1 - eta_t) per iteration and widens one that is too narrow slowly, so
+# QEM's iterations grow with the log of the start's excess width (dev/QEM.md).
+svir_qem_start_sd <- function(spec, info, glm_se) {
+  cls <- info$layout$class
+  n <- length(spec$y)
+  large <- rep(1, length(cls))
+  b <- which(cls == "b")
+  large[b] <- ifelse(is.finite(glm_se) & glm_se > 0, glm_se, 1 / 3)
+  J <- vapply(spec$terms, function(tm) as.double(tm$ngroups), 1)
+  for (k in which(cls %in% c("sd", "cor"))) {
+    Jt <- J[info$layout$term[k]]
+    large[k] <- if (cls[k] == "sd") 1 / sqrt(2 * Jt) else 1 / sqrt(Jt)
+  }
+  large[cls == "sigma"] <- 1 / sqrt(2 * n)
+  large[cls == "phi"] <- 1 / sqrt(n / 4)
+  pmin(1, 3 * large)
 }

@@ -9,6 +9,8 @@ extern SEXP svir_fit_r(SEXP spec, SEXP control);
 extern SEXP svir_logdensity_r(SEXP spec, SEXP theta, SEXP z);
 extern SEXP svir_loglik_block_r(SEXP spec, SEXP theta, SEXP z);
 extern SEXP svir_elbo_grad_r(SEXP spec, SEXP control, SEXP vpar, SEXP step);
+extern SEXP svir_tree_bound_r(SEXP spec, SEXP control, SEXP gpar, SEXP lpar, SEXP anchor,
+                              SEXP K, SEXP reps);
 extern SEXP svir_cuda_elbo_grad_r(SEXP spec, SEXP control, SEXP vpar, SEXP step);
 extern SEXP svir_obs_pass_r(SEXP spec, SEXP beta, SEXP b, SEXP aux, SEXP backend);
 extern SEXP svir_adam_r(SEXP par, SEXP mom, SEXP vel, SEXP g, SEXP lr, SEXP t, SEXP backend);
@@ -29,6 +31,7 @@ static const R_CallMethodDef call_methods[] = {
     {"svir_logdensity_r", (DL_FUNC)&svir_logdensity_r, 3},
     {"svir_loglik_block_r", (DL_FUNC)&svir_loglik_block_r, 3},
     {"svir_elbo_grad_r", (DL_FUNC)&svir_elbo_grad_r, 4},
+    {"svir_tree_bound_r", (DL_FUNC)&svir_tree_bound_r, 7},
     {"svir_cuda_elbo_grad_r", (DL_FUNC)&svir_cuda_elbo_grad_r, 4},
     {"svir_obs_pass_r", (DL_FUNC)&svir_obs_pass_r, 5},
     {"svir_local_step_r", (DL_FUNC)&svir_local_step_r, 9},

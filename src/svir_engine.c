@@ -1171,6 +1171,13 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
     res->lr_steps = xcalloc(64, sizeof(long), &fail);
     res->max_windows = (int)(maxs / W + 1);
     res->window_elbo = xcalloc((size_t)res->max_windows, sizeof(double), &fail);
+    /* the path: sums of the iterates since the last snapshot, the anchor */
+    const int pe = c->path_every;
+    double *tg = pe > 0 ? xcalloc((size_t)ngp, sizeof(double), &fail) : NULL;
+    double *tl = pe > 0 ? xcalloc((size_t)nloc, sizeof(double), &fail) : NULL;
+    double *ganchor = pe > 0 ? xcalloc((size_t)ngp, sizeof(double), &fail) : NULL;
+    long nt = 0;
+    if (svir_path_alloc(res, c, ngp, nloc)) fail = 1;
     int status = 0;
     if (fail) {
         snprintf(res->message, sizeof res->message, "out of memory allocating variational parameters");
@@ -1179,12 +1186,14 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
     }
     svir_init_params(m, c, gpar, lpar);
     coupling_update(&w, gpar);
+    if (ganchor) memcpy(ganchor, gpar, sizeof(double) * (size_t)ngp);
 
     svir_loop L;
     svir_loop_init(&L, maxs, W, c->lr, c->lr_schedule, c->lr_decay, c->patience, c->tol_rel_obj,
                    res->elbo, res->window_elbo);
     long step;
     double t_upd = -1.0; /* when the last estimate() returned */
+    const double tstart = svir_wall_time();
     for (step = 0; step < maxs; step++) {
         if (t_upd >= 0.0) {
             w.tsplit[SVIR_PHASE_UPDATE] += svir_wall_time() - t_upd;
@@ -1228,7 +1237,21 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
 #pragma omp parallel for num_threads(w.T) schedule(static) if (nloc >= 16 * SVIR_PAR_GROUPS)
 #endif
             for (ptrdiff_t k = 0; k < nloc; k++) lsum[k] += lpar[k];
+            if (pe > 0) {
+                for (ptrdiff_t k = 0; k < ngp; k++) tg[k] += gpar[k];
+                for (ptrdiff_t k = 0; k < nloc; k++) tl[k] += lpar[k];
+                nt++;
+            }
             if (cb && cb->progress && step % 10 == 0) cb->progress(cb->ctx, step, maxs, elbo);
+        }
+        if (pe > 0 && nt > 0 && (step + 1) % pe == 0) {
+            /* a snapshot: the average of the iterates since the last one */
+            for (ptrdiff_t k = 0; k < ngp; k++) tg[k] /= (double)nt;
+            for (ptrdiff_t k = 0; k < nloc; k++) tl[k] /= (double)nt;
+            svir_path_push(res, ngp, nloc, step + 1, svir_wall_time() - tstart, tg, tl, ganchor);
+            memset(tg, 0, sizeof(double) * (size_t)ngp);
+            memset(tl, 0, sizeof(double) * (size_t)nloc);
+            nt = 0;
         }
         if (L.act & SVIR_LOOP_WINDOW) {
             /* keep this window's parameter average */
@@ -1240,6 +1263,13 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
             if (w.couple) {
                 double *gs[2] = {gpar, gprev}, *ls[2] = {lpar, lprev};
                 coupling_reanchor(&w, gprev, 2, gs, ls);
+                if (pe > 0) {
+                    /* the path's sums were in the old anchoring: restart */
+                    memcpy(ganchor, gprev, sizeof(double) * (size_t)ngp);
+                    memset(tg, 0, sizeof(double) * (size_t)ngp);
+                    memset(tl, 0, sizeof(double) * (size_t)nloc);
+                    nt = 0;
+                }
             }
         }
         if (L.act & SVIR_LOOP_RESET) {
@@ -1283,7 +1313,7 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
 
 done:
     free(gpar); free(lpar); free(gg); free(lg); free(gm1); free(gm2); free(lm1); free(lm2);
-    free(gsum); free(lsum); free(gprev); free(lprev);
+    free(gsum); free(lsum); free(gprev); free(lprev); free(tg); free(tl); free(ganchor);
     work_free(&w);
     return status;
 }
@@ -1300,10 +1330,42 @@ void svir_loop_to_result(const svir_loop *L, long step, svir_result *res)
     res->elbo_final = svir_loop_elbo_final(L);
 }
 
+int svir_path_alloc(svir_result *res, const svir_control *c, ptrdiff_t ngp, ptrdiff_t nloc)
+{
+    res->npath = res->path_cap = 0;
+    if (c->path_every <= 0) return 0;
+    const long maxs = c->max_steps > 0 ? c->max_steps : 1;
+    const size_t cap = (size_t)(maxs / c->path_every + 1);
+    res->path_step = malloc(sizeof(long) * cap);
+    res->path_time = malloc(sizeof(double) * cap);
+    res->path_gpar = malloc(sizeof(double) * cap * (size_t)ngp + 1);
+    res->path_lpar = malloc(sizeof(double) * cap * (size_t)nloc + 1);
+    res->path_anchor = malloc(sizeof(double) * cap * (size_t)ngp + 1);
+    if (!res->path_step || !res->path_time || !res->path_gpar || !res->path_lpar ||
+        !res->path_anchor)
+        return 2;
+    res->path_cap = (int)cap;
+    return 0;
+}
+
+void svir_path_push(svir_result *res, ptrdiff_t ngp, ptrdiff_t nloc, long step, double time,
+                    const double *gpar, const double *lpar, const double *anchor)
+{
+    if (res->npath >= res->path_cap) return;
+    const size_t s = (size_t)res->npath++;
+    res->path_step[s] = step;
+    res->path_time[s] = time;
+    memcpy(res->path_gpar + s * (size_t)ngp, gpar, sizeof(double) * (size_t)ngp);
+    memcpy(res->path_lpar + s * (size_t)nloc, lpar, sizeof(double) * (size_t)nloc);
+    memcpy(res->path_anchor + s * (size_t)ngp, anchor, sizeof(double) * (size_t)ngp);
+}
+
 void svir_result_free(svir_result *res)
 {
     free(res->gpar); free(res->lpar); free(res->elbo); free(res->lr_steps);
     free(res->window_elbo);
+    free(res->path_step); free(res->path_time); free(res->path_gpar); free(res->path_lpar);
+    free(res->path_anchor);
     free(res->draws); free(res->log_ratio); free(res->shift);
     memset(res, 0, sizeof(*res));
 }
@@ -1387,14 +1449,14 @@ void svir_coupling_free(svir_coupling *cp)
 }
 
 int svir_posterior_draws(const svir_model *m, const svir_control *c, const double *gpar,
-                         const double *lpar, svir_result *res)
+                         const double *lpar, const double *anchor, svir_result *res)
 {
     work w;
     if (work_init(&w, m, c)) {
         snprintf(res->message, sizeof res->message, "out of memory drawing from the posterior");
         return 2;
     }
-    coupling_update(&w, gpar);
+    coupling_update(&w, anchor ? anchor : gpar);
     const double t0 = svir_wall_time();
     const int st = final_draws(&w, gpar, lpar, res);
     res->time_split[SVIR_PHASE_POSTERIOR] += svir_wall_time() - t0;

@@ -42,6 +42,8 @@ typedef struct {
     const double *init_sd;  /* [D] or NULL: the globals' starting sds (else init_scale) */
     int qem_K;              /* QEM: samples per latent */
     double qem_eta0, qem_kappa; /* QEM: the moving average's step min(1, eta0 (t + 1)^-kappa) */
+    int path_every;         /* keep the variational parameters every path_every steps (0: never) */
+    int qem_direct;         /* QEM's tree: evaluate every observation, no sums (tests) */
 } svir_control;
 
 typedef struct {
@@ -82,6 +84,14 @@ typedef struct {
      * parameters, the update (Adam, window averages, stopping rule); then the
      * pass over the posterior draws kept in the fit */
     double time_split[SVIR_N_PHASES];
+    /* the path (c->path_every > 0): snapshot s of the variational parameters
+     * after path_step[s] steps, path_time[s] seconds into the loop; SVI's is
+     * the average of the iterates since the previous snapshot, QEM's the
+     * proposal. path_anchor: the parameters the coupled guide was anchored at
+     * (svir_coupling_new's ref) */
+    int npath, path_cap;
+    long *path_step;
+    double *path_time, *path_gpar, *path_lpar, *path_anchor; /* [npath x ngp or nloc] */
     char message[512];
 } svir_result;
 
@@ -101,12 +111,29 @@ void svir_result_free(svir_result *res);
 int svir_qem_fit(const svir_model *m, const svir_control *c, const svir_callbacks *cb,
                  svir_result *res);
 
+/* The path's arrays for c->path_every (none if 0); returns nonzero when out
+ * of memory. svir_path_push appends one snapshot while there is room. */
+int svir_path_alloc(svir_result *res, const svir_control *c, ptrdiff_t ngp, ptrdiff_t nloc);
+void svir_path_push(svir_result *res, ptrdiff_t ngp, ptrdiff_t nloc, long step, double time,
+                    const double *gpar, const double *lpar, const double *anchor);
+
+/* The K-sample bound log P-hat over the tree globals -> groups ->
+ * observations (src/svir_qem.c; one grouping factor) of the guide (gpar,
+ * lpar), coupled as c->couple says with its anchor `anchor` (ignored
+ * without coupling): reps independent estimates into out, from c->seed's
+ * posterior-draw streams. Their mean is itself a lower bound on log p(y).
+ * Returns 0, 1 (model or K not supported) or 2 (memory), with a message in
+ * err. */
+int svir_tree_bound(const svir_model *m, const svir_control *c, const double *gpar,
+                    const double *lpar, const double *anchor, int K, int reps, double *out,
+                    char *err, size_t errlen);
+
 /* The posterior draws, shifts and PSIS log ratios of a fit that ended at
  * (gpar, lpar) into res, as svir_fit makes them (the coupled guide anchored
- * at gpar); adds their time to res->time_split. Returns 0 or 2 (out of
- * memory, with res->message). */
+ * at `anchor`, or at gpar if NULL); adds their time to res->time_split.
+ * Returns 0 or 2 (out of memory, with res->message). */
 int svir_posterior_draws(const svir_model *m, const svir_control *c, const double *gpar,
-                         const double *lpar, svir_result *res);
+                         const double *lpar, const double *anchor, svir_result *res);
 
 /* wall-clock seconds (the engine's time split) */
 double svir_wall_time(void);

@@ -195,6 +195,8 @@ static void read_control(SEXP ctrl, SEXP spec, const svir_model *m, svir_control
     c->qem_K = get_int(ctrl, "K", 32);
     c->qem_eta0 = get_num(ctrl, "qem_eta0", 0.5);
     c->qem_kappa = get_num(ctrl, "qem_kappa", 0.6);
+    c->path_every = get_int(ctrl, "keep_path", 0);
+    c->qem_direct = get_int(ctrl, "qem_direct", 0);
 }
 
 static void check_interrupt_fn(void *data)
@@ -275,6 +277,37 @@ static SEXP setup(SEXP spec, SEXP ctrl, holder **h, svir_control *c)
     return hp;
 }
 
+/* The path (svir_result's path_*) as list(step, time, gpar, lpar, anchor),
+ * one column per snapshot, or NULL; unprotected. */
+static SEXP path_to_r(const svir_model *m, const svir_control *c, const svir_result *r)
+{
+    if (r->npath <= 0) return R_NilValue;
+    const int np = r->npath;
+    const ptrdiff_t ngp = svir_n_global_par(m, c->guide), nloc = m->nloc;
+    SEXP out = PROTECT(Rf_allocVector(VECSXP, 5));
+    SEXP nms = PROTECT(Rf_allocVector(STRSXP, 5));
+    SEXP st = PROTECT(Rf_allocVector(REALSXP, np));
+    SEXP tm = PROTECT(Rf_allocVector(REALSXP, np));
+    for (int s = 0; s < np; s++) {
+        REAL(st)[s] = (double)r->path_step[s];
+        REAL(tm)[s] = r->path_time[s];
+    }
+    set_elt(out, nms, 0, "step", st);
+    set_elt(out, nms, 1, "time", tm);
+    SEXP g = PROTECT(Rf_allocMatrix(REALSXP, (int)ngp, np));
+    memcpy(REAL(g), r->path_gpar, sizeof(double) * (size_t)ngp * (size_t)np);
+    set_elt(out, nms, 2, "gpar", g);
+    SEXP l = PROTECT(Rf_allocMatrix(REALSXP, (int)nloc, np));
+    memcpy(REAL(l), r->path_lpar, sizeof(double) * (size_t)nloc * (size_t)np);
+    set_elt(out, nms, 3, "lpar", l);
+    SEXP a = PROTECT(Rf_allocMatrix(REALSXP, (int)ngp, np));
+    memcpy(REAL(a), r->path_anchor, sizeof(double) * (size_t)ngp * (size_t)np);
+    set_elt(out, nms, 4, "anchor", a);
+    Rf_setAttrib(out, R_NamesSymbol, nms);
+    UNPROTECT(7);
+    return out;
+}
+
 SEXP svir_fit_r(SEXP spec, SEXP ctrl)
 {
     holder *h;
@@ -323,7 +356,7 @@ SEXP svir_fit_r(SEXP spec, SEXP ctrl)
     const svir_result *r = &h->res;
     const ptrdiff_t D = m->D;
 
-    const int nout = 17;
+    const int nout = 18;
     SEXP out = PROTECT(Rf_allocVector(VECSXP, nout));
     SEXP nms = PROTECT(Rf_allocVector(STRSXP, nout));
     int k = 0;
@@ -395,9 +428,45 @@ SEXP svir_fit_r(SEXP spec, SEXP ctrl)
     }
     Rf_setAttrib(ts, R_NamesSymbol, tsn);
     set_elt(out, nms, k++, "time_split", ts);
+    set_elt(out, nms, k++, "path", path_to_r(m, &c, r));
     Rf_setAttrib(out, R_NamesSymbol, nms);
     holder_done(hp);
     UNPROTECT(3 + 11);
+    return out;
+}
+
+/* The K-sample tree bound of guides (one per column of gpar, lpar, anchor):
+ * a reps x ncol matrix (svir_tree_bound). For bench/qem.R. */
+SEXP svir_tree_bound_r(SEXP spec, SEXP ctrl, SEXP gpar, SEXP lpar, SEXP anchor, SEXP K,
+                       SEXP reps)
+{
+    holder *h;
+    svir_control c;
+    SEXP hp = setup(spec, ctrl, &h, &c);
+    const svir_model *m = &h->m;
+    const ptrdiff_t ngp = svir_n_global_par(m, c.guide);
+    const int nk = Rf_asInteger(K), nr = Rf_asInteger(reps);
+    if (TYPEOF(gpar) != REALSXP || TYPEOF(lpar) != REALSXP || TYPEOF(anchor) != REALSXP ||
+        Rf_xlength(gpar) % (ngp > 0 ? ngp : 1) != 0)
+        Rf_error("svir internal error: gpar, lpar and anchor must be double matrices");
+    const R_xlen_t ns = Rf_xlength(gpar) / ngp;
+    if (Rf_xlength(lpar) != ns * m->nloc || Rf_xlength(anchor) != ns * ngp)
+        Rf_error("svir internal error: lpar or anchor has the wrong size");
+    if (nr < 1) Rf_error("svir internal error: reps must be positive");
+    SEXP out = PROTECT(Rf_allocMatrix(REALSXP, nr, (int)ns));
+    char err[512] = "";
+    for (R_xlen_t s = 0; s < ns; s++) {
+        const int st = svir_tree_bound(m, &c, REAL(gpar) + s * ngp, REAL(lpar) + s * m->nloc,
+                                       REAL(anchor) + s * ngp, nk, nr, REAL(out) + s * nr, err,
+                                       sizeof err);
+        if (st) {
+            holder_done(hp);
+            UNPROTECT(2);
+            Rf_error("svir: %s", err);
+        }
+    }
+    holder_done(hp);
+    UNPROTECT(2);
     return out;
 }
 

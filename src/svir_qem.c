@@ -1,26 +1,34 @@
-/* QEM core (issue 4, first increment; see dev/QEM.md): massively parallel
- * importance weighting over the tree globals -> groups -> observations for
- * models with one grouping factor, and the moment-matching M-step with an
- * exponential moving average. No R API. Not yet behind svi_fit(): the R
- * entry C_svir_qem_r runs it for the tests.
+/* QEM (issue 4; see dev/QEM.md): massively parallel importance weighting
+ * over the tree globals -> groups -> observations for models with one
+ * grouping factor, the moment-matching M-step with an exponential moving
+ * average, and the same K-sample bound as an evaluator of any svir guide
+ * (svir_tree_bound). No R API.
  *
  * Iteration t draws K samples theta_k of the globals from q(theta) (the
  * svir guide layout: mean-field or full-rank Normal on the unconstrained
- * scale, so positive parameters are LogNormal) and K samples z_j,k of each
- * group's standardised effects from q(z_j) (full-covariance Normal). Then
- *   log f_j(k0, kj) = sum_{i in j} log p(y_i | theta_k0, z_j,kj)
- *                     + log N(z_j,kj; 0, I) - log q(z_j,kj),
+ * scale, so positive parameters are LogNormal) and K samples z0_j,k of each
+ * group's standardised effects from q0(z_j) (full-covariance Normal). The
+ * group's effect paired with theta_k0 is z = z0 - w(theta_k0), where w is the
+ * coupled guide's shift (svir_step.h; w = 0 without coupling), so that
+ * q(z | theta) = q0(z + w(theta)). Then
+ *   log f_j(k0, kj) = sum_{i in j} log p(y_i | theta_k0, z)
+ *                     + log N(z; 0, I) - log q0(z0_j,kj),
  *   log m_j(k0) = logsumexp_kj log f_j(k0, kj) - log K,
  *   log w0(k0) = log p(theta_k0) - log q(theta_k0) + sum_j log m_j(k0),
  *   log P-hat = logsumexp_k0 log w0(k0) - log K (the traced bound),
  * and with w0 normalised the group marginals pi_j(kj) = sum_k0 w0(k0)
  * f_j(k0, kj) / (K m_j(k0)). The raw first and second moments of theta and
- * of each z_j are smoothed, M <- (1 - eta_t) M + eta_t E, with eta_t =
- * min(1, eta0 (t + 1)^-kappa), and the proposals are set to match them. */
+ * of each z0_j are smoothed, M <- (1 - eta_t) M + eta_t E, with eta_t =
+ * min(1, eta0 (t + 1)^-kappa), and the proposals are set to match them: the
+ * moments of z0 are those of z + w(theta), so the same formulas serve a
+ * coupled proposal (anchored at the start). svi_fit() asks for none (c->couple
+ * = 0): on bench/qem.R's data coupling changed nothing (dev/QEM.md). The
+ * evaluator takes the coupling of the guide it evaluates. */
 #include "svir_engine.h"
 #include "svir_local.h"
 #include "svir_math.h"
 #include "svir_philox.h"
+#include "svir_step.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -86,72 +94,355 @@ static void raw_moments(int d, const double *mean, const double *Lp, double *M1,
 #undef SVIR_LENT
 }
 
-#define QEM_LL(FAM, LINK) ll += svir_loglik(m, FAM, LINK, i, eta, &aux[k0], &dd, &da)
+/* The tree for K samples per latent: the draws of the globals and their log
+ * weights, the groups' draws and log f tables. */
+typedef struct {
+    const svir_model *m;
+    const svir_term *tm;
+    int K, q, J, fullrank, T, maxnj, direct;
+    ptrdiff_t D, nz, lb;
+    uint32_t key[2];
+    int *rowptr, *rows;        /* the groups' rows (counting sort) */
+    double *xs, *ys, *os;      /* X [n x p] row-major, y, offset: in the rows' order */
+    svir_coupling cp;          /* cp.couple = 0: no shift */
+    double *theta, *eps, *lw0; /* [K x D], [K x D], [K] */
+    double *cw, *be, *cu;      /* [K x q] shifts w(theta_k); scratch [p], [q] */
+    svir_aux *aux;             /* [K] */
+    svir_globals *g;           /* [K] */
+    double *lm;                /* [J x K] log m_j(k0) */
+    double *lf;                /* [J x K x K] f_j(k0, kj) / (K m_j(k0)), or NULL (not kept) */
+    double *zs;                /* [K x nz] the draws z0 */
+} qem_tree;
 
-/* The iterations: gpar and lpar hold the starting proposal and get the
- * final one; res->elbo and res->window_elbo get the trace of log P-hat and
- * its window means, and res the loop's results. */
-static int qem_iterate(const svir_model *m, const svir_control *c, const svir_callbacks *cb,
-                       double *gpar, double *lpar, svir_result *res, char *err, size_t errlen)
+static void tree_free(qem_tree *qt)
 {
-    const int K = c->qem_K;
-    const double eta0 = c->qem_eta0, kappa = c->qem_kappa;
-    const ptrdiff_t D = m->D, n = m->n;
-    const int fullrank = c->guide == SVIR_GUIDE_FULLRANK;
-    const long maxs = c->max_steps > 0 ? c->max_steps : 1;
-    const int W = c->eval_every > 0 ? c->eval_every : 100;
-    if (m->nterms != 1 || m->terms[0].q > 64) {
+    if (qt->g)
+        for (int k = 0; k < qt->K; k++) svir_globals_free(&qt->g[k]);
+    if (qt->cp.cns) svir_coupling_free(&qt->cp);
+    free(qt->rowptr); free(qt->rows); free(qt->xs); free(qt->ys); free(qt->os); free(qt->theta); free(qt->eps); free(qt->lw0);
+    free(qt->cw); free(qt->be); free(qt->cu); free(qt->aux); free(qt->g); free(qt->lm);
+    free(qt->lf); free(qt->zs);
+    memset(qt, 0, sizeof *qt);
+}
+
+/* Sets up the tree of model m for K samples per latent, keeping the log f
+ * tables if `tables`; with `anchor` (the guide's parameters its coupling is
+ * anchored at) and c->couple, the groups' draws are shifted by the coupled
+ * guide's w(theta). Returns 0, 1 (model or K not supported) or 2 (memory),
+ * with a message in err. */
+static int tree_init(qem_tree *qt, const svir_model *m, const svir_control *c, int K, int tables,
+                     const double *anchor, char *err, size_t errlen)
+{
+    memset(qt, 0, sizeof *qt);
+    if (m->nterms != 1 || m->terms[0].q > SVIR_QMAX_STACK) {
         snprintf(err, errlen, "QEM takes exactly one grouping factor (the model has %d)", m->nterms);
         return 1;
     }
+    if (K < 1 || K > SVIR_QEM_KMAX) {
+        snprintf(err, errlen, "the tree bound takes K from 1 to %d samples per latent (K = %d)",
+                 SVIR_QEM_KMAX, K);
+        return 1;
+    }
+    qt->m = m;
+    qt->tm = &m->terms[0];
+    qt->K = K;
+    qt->q = qt->tm->q;
+    qt->J = qt->tm->ngroups;
+    qt->fullrank = c->guide == SVIR_GUIDE_FULLRANK;
+    qt->direct = c->qem_direct;
+    qt->T = c->threads > 0 ? c->threads : 1;
+    qt->D = m->D;
+    qt->nz = m->nz;
+    qt->lb = svir_local_block(qt->q);
+    svir_philox_key(c->seed, qt->key);
+    const size_t J = (size_t)qt->J, Kz = (size_t)K, D = (size_t)qt->D, n = (size_t)m->n;
+    const size_t q = (size_t)qt->q;
+    qt->rowptr = calloc(J + 2, sizeof(int));
+    qt->rows = malloc(sizeof(int) * (n + 1));
+    qt->xs = malloc(sizeof(double) * (n * (size_t)m->p + 1));
+    qt->ys = malloc(sizeof(double) * (n + 1));
+    qt->os = malloc(sizeof(double) * (n + 1));
+    qt->theta = malloc(sizeof(double) * (Kz * D + 1));
+    qt->eps = malloc(sizeof(double) * (Kz * D + 1));
+    qt->lw0 = malloc(sizeof(double) * Kz);
+    qt->cw = calloc(Kz * q + 1, sizeof(double));
+    qt->be = malloc(sizeof(double) * ((size_t)m->p + 1));
+    qt->cu = malloc(sizeof(double) * (q + 1));
+    qt->aux = malloc(sizeof(svir_aux) * Kz);
+    qt->g = calloc(Kz, sizeof(svir_globals));
+    qt->lm = malloc(sizeof(double) * J * Kz);
+    qt->lf = tables ? malloc(sizeof(double) * J * Kz * Kz) : NULL;
+    qt->zs = malloc(sizeof(double) * Kz * ((size_t)qt->nz + 1));
+    int *next = malloc(sizeof(int) * (J + 1));
+    int fail = !qt->rowptr || !qt->rows || !qt->xs || !qt->ys || !qt->os || !qt->theta || !qt->eps || !qt->lw0 || !qt->cw ||
+               !qt->be || !qt->cu || !qt->aux || !qt->g || !qt->lm || (tables && !qt->lf) ||
+               !qt->zs || !next;
+    for (int k = 0; k < K && !fail; k++) fail = svir_globals_alloc(m, &qt->g[k]) != 0;
+    if (!fail && anchor && c->couple) {
+        int ns;
+        fail = svir_coupling_new(m, c, anchor, &qt->cp, &ns) != 0;
+    }
+    if (fail) {
+        free(next);
+        tree_free(qt);
+        snprintf(err, errlen, "out of memory setting up QEM's tree");
+        return 2;
+    }
+    const svir_term *tm = qt->tm;
+    for (size_t i = 0; i < n; i++) qt->rowptr[tm->group[i] + 1]++;
+    for (int j = 0; j < qt->J; j++) {
+        if (qt->rowptr[j + 1] > qt->maxnj) qt->maxnj = qt->rowptr[j + 1];
+        qt->rowptr[j + 1] += qt->rowptr[j];
+    }
+    for (int j = 0; j < qt->J; j++) next[j] = qt->rowptr[j];
+    for (size_t i = 0; i < n; i++) qt->rows[next[tm->group[i]]++] = (int)i;
+    free(next);
+    for (size_t r = 0; r < n; r++) {
+        const size_t i = (size_t)qt->rows[r];
+        for (int cc = 0; cc < m->p; cc++) qt->xs[r * (size_t)m->p + cc] = m->X[i + (size_t)cc * n];
+        qt->ys[r] = m->y[i];
+        qt->os[r] = m->offset ? m->offset[i] : 0.0;
+    }
+    return 0;
+}
+
+/* K draws of the globals from q(theta) = gpar, counters `ctr` of `stream`:
+ * theta, their unpacked values, lw0 = log p(theta) - log q(theta) (with the
+ * likelihood's constant) and the coupled guide's shifts. */
+static void tree_globals(qem_tree *qt, const double *gpar, uint64_t stream, uint64_t ctr)
+{
+    const svir_model *m = qt->m;
+    const ptrdiff_t D = qt->D;
+    for (int k = 0; k < qt->K; k++) {
+        double *th = qt->theta + (ptrdiff_t)k * D, *ep = qt->eps + (ptrdiff_t)k * D;
+        for (ptrdiff_t d = 0; d < D; d++)
+            ep[d] = svir_normal(qt->key, stream, ctr, (uint64_t)(k * D + d));
+        svir_guide_theta(D, qt->fullrank, gpar, ep, th);
+        double lq = 0.0;
+        for (ptrdiff_t d = 0; d < D; d++)
+            lq += -0.5 * ep[d] * ep[d] - gpar[qt->fullrank ? D + d * (d + 1) / 2 + d : D + d] -
+                  SVIR_LOG_SQRT_2PI;
+        svir_unpack_globals(m, th, &qt->g[k]);
+        svir_aux_set(&qt->aux[k], qt->g[k].sigma, qt->g[k].phi);
+        qt->lw0[k] = m->ll_const + svir_log_prior(m, th, NULL) - lq;
+        if (qt->cp.couple) svir_coupling_forward(m, &qt->cp, th, &qt->g[k], qt->be, qt->cu,
+                                                 qt->cw + (ptrdiff_t)k * qt->q);
+    }
+}
+
+#define QEM_LL(FAM, LINK) ll += svir_loglik(m, FAM, LINK, i, eta, &qt->aux[k0], &dd, &da)
+
+/* K draws z0 of every group from q0 = lpar (counters `ctr` of `stream`),
+ * the K x K tables log f_j and log m_j. Returns nonzero when out of memory.
+ *
+ * Where the group's log-likelihood depends on its effect b through a few
+ * sums, a pair (k0, kj) costs O(q^2) instead of O(n_j) after an O(n_j q)
+ * pass per k0 (the table then costs K n q + K^2 J q^2, not K^2 n q):
+ *   Gaussian, identity link, any q: with r_i = y_i - x_i beta - offset_i,
+ *     sum_i (r_i - Z_i b)^2 = sum r^2 - 2 b' sum Z_i r_i + b' (sum Z_i Z_i') b;
+ *   Poisson, log link, random intercept:
+ *     sum_i y_i eta_i - exp(eta_i) = sum y_i xb_i + b sum y_i - e^b sum e^xb_i.
+ * Other families and links, and c->qem_direct (for the tests), evaluate
+ * every observation. */
+static int tree_groups(qem_tree *qt, const double *lpar, uint64_t stream, uint64_t ctr)
+{
+    const svir_model *m = qt->m;
+    const svir_term *tm = qt->tm;
+    const int K = qt->K, q = qt->q, J = qt->J, couple = qt->cp.couple;
+    const ptrdiff_t nz = qt->nz, D = qt->D, n = m->n;
+    const double logK = log((double)K);
+    const int gauss = !qt->direct && m->family == SVIR_GAUSSIAN && m->link == SVIR_LINK_IDENTITY;
+    const int pois = !qt->direct && m->family == SVIR_POISSON && m->link == SVIR_LINK_LOG &&
+                     tm->z_ones;
+    int fail = 0;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(qt->T) if (J >= 64)
+#endif
+    {
+        double *xb = malloc(sizeof(double) * (size_t)(qt->maxnj + 1));
+        double *noise = malloc(sizeof(double) * (size_t)(q + 1));
+        double *row = malloc(sizeof(double) * (size_t)K);
+        double *szz = malloc(sizeof(double) * (size_t)(q * q + 1)); /* sum Z_i Z_i' (lower) */
+        double ed[SVIR_QMAX_STACK], b[SVIR_QMAX_STACK], zc[SVIR_QMAX_STACK], szr[SVIR_QMAX_STACK];
+        double lq0[SVIR_QEM_KMAX], lzp[SVIR_QEM_KMAX];
+        if (!xb || !noise || !row || !szz) {
+            SVIR_FLAG_SET(fail);
+        } else {
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (int j = 0; j < J; j++) {
+                const double *blk = lpar + (ptrdiff_t)j * qt->lb;
+                svir_local_exp_diag(q, blk, ed);
+                for (int kj = 0; kj < K; kj++) {
+                    double *z0 = qt->zs + (ptrdiff_t)kj * nz + (ptrdiff_t)j * q;
+                    svir_normal_fill(qt->key, stream, ctr,
+                                     (uint64_t)kj * (uint64_t)nz + (uint64_t)j * (uint64_t)q, q,
+                                     noise);
+                    lq0[kj] = svir_local_draw(q, blk, noise, ed, z0);
+                    double lp = 0.0;
+                    for (int r = 0; r < q; r++) lp += -0.5 * z0[r] * z0[r] - SVIR_LOG_SQRT_2PI;
+                    lzp[kj] = lp - lq0[kj];
+                }
+                const int r0 = qt->rowptr[j], r1 = qt->rowptr[j + 1];
+                const double nj = (double)(r1 - r0);
+                double sy = 0.0; /* Poisson: sum y_i */
+                if (gauss) {
+                    for (int r = 0; r < q; r++)
+                        for (int cc = 0; cc <= r; cc++) szz[r * q + cc] = 0.0;
+                    for (int rr = r0; rr < r1; rr++) {
+                        const ptrdiff_t i = qt->rows[rr];
+                        for (int r = 0; r < q; r++) {
+                            const double zr = tm->z_ones ? 1.0 : tm->Z[i + (ptrdiff_t)r * n];
+                            for (int cc = 0; cc <= r; cc++)
+                                szz[r * q + cc] += zr * (tm->z_ones ? 1.0 : tm->Z[i + (ptrdiff_t)cc * n]);
+                        }
+                    }
+                } else if (pois) {
+                    for (int rr = r0; rr < r1; rr++) sy += qt->ys[rr];
+                }
+                for (int k0 = 0; k0 < K; k0++) {
+                    const double *beta = qt->theta + (ptrdiff_t)k0 * D, *A = qt->g[k0].A;
+                    const double *w = qt->cw + (ptrdiff_t)k0 * q;
+                    double *lfr = qt->lf ? qt->lf + ((ptrdiff_t)j * K + k0) * K : row;
+                    for (int r = r0; r < r1; r++) {
+                        const double *xr = qt->xs + (ptrdiff_t)r * m->p;
+                        double e = qt->os[r];
+                        for (int cc = 0; cc < m->p; cc++) e += xr[cc] * beta[cc];
+                        xb[r - r0] = e;
+                    }
+                    /* the sums of the fast paths */
+                    double s2 = 0.0, s1 = 0.0;
+                    if (gauss) {
+                        for (int r = 0; r < q; r++) szr[r] = 0.0;
+                        for (int rr = r0; rr < r1; rr++) {
+                            const ptrdiff_t i = qt->rows[rr];
+                            const double res = qt->ys[rr] - xb[rr - r0];
+                            s2 += res * res;
+                            if (tm->z_ones) {
+                                szr[0] += res;
+                            } else {
+                                for (int r = 0; r < q; r++) szr[r] += tm->Z[i + (ptrdiff_t)r * n] * res;
+                            }
+                        }
+                    } else if (pois) {
+                        for (int rr = r0; rr < r1; rr++) {
+                            s1 += qt->ys[rr] * xb[rr - r0];
+                            s2 += exp(xb[rr - r0]);
+                        }
+                    }
+                    for (int kj = 0; kj < K; kj++) {
+                        const double *z = qt->zs + (ptrdiff_t)kj * nz + (ptrdiff_t)j * q;
+                        double lz = lzp[kj];
+                        if (couple) {
+                            /* z = z0 - w(theta_k0): log N(z; 0, I) - log q0(z0) */
+                            lz = -lq0[kj];
+                            for (int r = 0; r < q; r++) {
+                                zc[r] = z[r] - w[r];
+                                lz += -0.5 * zc[r] * zc[r] - SVIR_LOG_SQRT_2PI;
+                            }
+                            z = zc;
+                        }
+                        svir_local_b(q, A, z, b);
+                        double ll = 0.0, dd, da;
+                        if (gauss) {
+                            double rss = s2;
+                            for (int r = 0; r < q; r++) {
+                                rss -= 2.0 * b[r] * szr[r];
+                                for (int cc = 0; cc < r; cc++) rss += 2.0 * b[r] * szz[r * q + cc] * b[cc];
+                                rss += b[r] * szz[r * q + r] * b[r];
+                            }
+                            ll = svir_loglik_gauss_sum(&qt->aux[k0], rss * qt->aux[k0].inv_s2, nj, &da);
+                        } else if (pois) {
+                            ll = s1 + b[0] * sy - exp(b[0]) * s2;
+                        } else {
+                            for (int r = r0; r < r1; r++) {
+                                const ptrdiff_t i = qt->rows[r];
+                                double eta = xb[r - r0];
+                                if (tm->z_ones) {
+                                    eta += b[0];
+                                } else {
+                                    for (int cc = 0; cc < q; cc++) eta += tm->Z[i + (ptrdiff_t)cc * n] * b[cc];
+                                }
+                                SVIR_FAMILY_DISPATCH(m, QEM_LL);
+                            }
+                        }
+                        lfr[kj] = ll + lz;
+                    }
+                    if (qt->lf) {
+                        /* log m_j(k0), and the row turned into f / (K m_j) */
+                        double mx = -INFINITY, sum = 0.0;
+                        for (int kj = 0; kj < K; kj++) mx = fmax(mx, lfr[kj]);
+                        if (isfinite(mx)) {
+                            for (int kj = 0; kj < K; kj++) sum += (lfr[kj] = exp(lfr[kj] - mx));
+                            for (int kj = 0; kj < K; kj++) lfr[kj] /= sum;
+                        } else {
+                            /* log m_j(k0) is not finite, nor then log w0(k0): a
+                             * rejected iteration, or a weight of 0 */
+                            for (int kj = 0; kj < K; kj++) lfr[kj] = 0.0;
+                        }
+                        qt->lm[(ptrdiff_t)j * K + k0] = isfinite(mx) ? mx + log(sum) - logK : mx;
+                    } else {
+                        qt->lm[(ptrdiff_t)j * K + k0] = lse(lfr, K, 1) - logK;
+                    }
+                }
+            }
+        }
+        free(xb);
+        free(noise);
+        free(row);
+        free(szz);
+    }
+    return fail;
+}
+
+/* log P-hat from the globals' and the groups' parts; lw0 becomes log w0
+ * (unnormalised). */
+static double tree_log_phat(qem_tree *qt)
+{
+    const int K = qt->K;
+    for (int k0 = 0; k0 < K; k0++)
+        for (int j = 0; j < qt->J; j++) qt->lw0[k0] += qt->lm[(ptrdiff_t)j * K + k0];
+    return lse(qt->lw0, K, 1) - log((double)K);
+}
+
+/* The iterations: gpar and lpar hold the starting proposal and get the
+ * final one; res->elbo and res->window_elbo get the trace of log P-hat and
+ * its window means, res the loop's results and, with c->path_every, the
+ * path. */
+static int qem_iterate(const svir_model *m, const svir_control *c, const svir_callbacks *cb,
+                       double *gpar, double *lpar, const double *anchor, svir_result *res,
+                       char *err, size_t errlen)
+{
+    const int K = c->qem_K;
+    const double eta0 = c->qem_eta0, kappa = c->qem_kappa;
+    const ptrdiff_t D = m->D;
+    const int fullrank = c->guide == SVIR_GUIDE_FULLRANK;
+    const long maxs = c->max_steps > 0 ? c->max_steps : 1;
+    const int W = c->eval_every > 0 ? c->eval_every : 100;
+    const ptrdiff_t ngp = svir_n_global_par(m, c->guide);
     if (K < 2 || K > SVIR_QEM_KMAX) {
         snprintf(err, errlen, "QEM takes K from 2 to %d samples per latent (K = %d)", SVIR_QEM_KMAX, K);
         return 1;
     }
-    const svir_term *tm = &m->terms[0];
-    const int q = tm->q, J = tm->ngroups;
-    const ptrdiff_t lb = svir_local_block(q), nz = m->nz;
-    int T = c->threads > 0 ? c->threads : 1, status = 2;
-    uint32_t key[2];
-    svir_philox_key(c->seed, key);
-
-    /* the group's rows (counting sort) */
-    int *rowptr = calloc((size_t)J + 2, sizeof(int)), *rows = malloc(sizeof(int) * ((size_t)n + 1));
-    int *next = malloc(sizeof(int) * ((size_t)J + 1));
-    double *theta = malloc(sizeof(double) * (size_t)(K * D + 1));
-    double *eps = malloc(sizeof(double) * (size_t)(K * D + 1));
-    double *lw0 = malloc(sizeof(double) * (size_t)K);
+    qem_tree qt;
+    int st = tree_init(&qt, m, c, K, 1, anchor, err, errlen);
+    if (st) return st;
+    const int q = qt.q, J = qt.J, T = qt.T;
+    const ptrdiff_t nz = qt.nz, lb = qt.lb;
+    int status = 2;
     double *w0 = malloc(sizeof(double) * (size_t)K);
-    svir_aux *aux = malloc(sizeof(svir_aux) * (size_t)K);
-    svir_globals *g = calloc((size_t)K, sizeof(svir_globals));
-    double *lm = malloc(sizeof(double) * (size_t)J * (size_t)K);   /* [J x K] log m_j(k0) */
-    double *lf = malloc(sizeof(double) * (size_t)J * (size_t)K * (size_t)K);
-    double *zs = malloc(sizeof(double) * (size_t)K * (size_t)(nz + 1)); /* [K x nz] */
     double *G1 = malloc(sizeof(double) * (size_t)(D + 1)), *G2 = malloc(sizeof(double) * (size_t)(D * D + 1));
     double *E1 = malloc(sizeof(double) * (size_t)(D + 1)), *E2 = malloc(sizeof(double) * (size_t)(D * D + 1));
     double *Z1 = malloc(sizeof(double) * (size_t)(nz + 1));
     double *Z2 = malloc(sizeof(double) * (size_t)J * (size_t)(q * q) + 1);
     double *wk = malloc(sizeof(double) * (size_t)(D * D + q * q + 1));
-    int maxnj = 0;
     svir_loop L;
     long t = 0;
-    if (!rowptr || !rows || !next || !theta || !eps || !lw0 || !w0 || !aux || !g || !lm || !lf ||
-        !zs || !G1 || !G2 || !E1 || !E2 || !Z1 || !Z2 || !wk) {
+    if (!w0 || !G1 || !G2 || !E1 || !E2 || !Z1 || !Z2 || !wk) {
         snprintf(err, errlen, "out of memory setting up QEM");
         goto done;
     }
-    for (int k = 0; k < K; k++)
-        if (svir_globals_alloc(m, &g[k])) {
-            snprintf(err, errlen, "out of memory setting up QEM");
-            goto done;
-        }
-    for (ptrdiff_t i = 0; i < n; i++) rowptr[tm->group[i] + 1]++;
-    for (int j = 0; j < J; j++) {
-        if (rowptr[j + 1] > maxnj) maxnj = rowptr[j + 1];
-        rowptr[j + 1] += rowptr[j];
-    }
-    for (int j = 0; j < J; j++) next[j] = rowptr[j];
-    for (ptrdiff_t i = 0; i < n; i++) rows[next[tm->group[i]]++] = (int)i;
 
     /* the raw moments of the starting proposal (gpar, lpar as given) */
     if (fullrank) {
@@ -172,94 +463,19 @@ static int qem_iterate(const svir_model *m, const svir_control *c, const svir_ca
     /* the stopping rule of SVI on log P-hat: the first plateau ends the fit */
     svir_loop_init(&L, maxs, W, 1.0, SVIR_LR_CONSTANT, 1.0, 0, c->tol_rel_obj, res->elbo,
                    res->window_elbo);
+    const double tstart = svir_wall_time();
     for (t = 0; t < maxs; t++) {
         if (cb && cb->interrupted && t % 16 == 0 && cb->interrupted(cb->ctx)) {
             L.stop_reason = SVIR_STOP_INTERRUPTED;
             break;
         }
-        /* globals: K draws, log p - log q */
-        for (int k = 0; k < K; k++) {
-            double *th = theta + (ptrdiff_t)k * D, *ep = eps + (ptrdiff_t)k * D;
-            for (ptrdiff_t d = 0; d < D; d++)
-                ep[d] = svir_normal(key, SVIR_STREAM_GLOBAL, (uint64_t)t, (uint64_t)(k * D + d));
-            svir_guide_theta(D, fullrank, gpar, ep, th);
-            double lq = 0.0;
-            for (ptrdiff_t d = 0; d < D; d++)
-                lq += -0.5 * ep[d] * ep[d] - gpar[fullrank ? D + d * (d + 1) / 2 + d : D + d] -
-                      SVIR_LOG_SQRT_2PI;
-            svir_unpack_globals(m, th, &g[k]);
-            svir_aux_set(&aux[k], g[k].sigma, g[k].phi);
-            lw0[k] = m->ll_const + svir_log_prior(m, th, NULL) - lq;
-        }
-        /* groups: K draws each, the K x K table, log m_j */
-        int fail = 0;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(T) if (J >= 64)
-#endif
-        {
-            double *xb = malloc(sizeof(double) * (size_t)(maxnj + 1));
-            double *noise = malloc(sizeof(double) * (size_t)(q + 1));
-            double ed[SVIR_QMAX_STACK], b[SVIR_QMAX_STACK];
-            if (!xb || !noise) {
-                SVIR_FLAG_SET(fail);
-            } else {
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-                for (int j = 0; j < J; j++) {
-                    const double *blk = lpar + (ptrdiff_t)j * lb;
-                    double *lfj = lf + (ptrdiff_t)j * K * K, lzq[SVIR_QEM_KMAX];
-                    svir_local_exp_diag(q, blk, ed);
-                    for (int kj = 0; kj < K; kj++) {
-                        double *z = zs + (ptrdiff_t)kj * nz + (ptrdiff_t)j * q;
-                        svir_normal_fill(key, SVIR_STREAM_LOCAL, (uint64_t)t,
-                                         (uint64_t)kj * (uint64_t)nz + (uint64_t)j * (uint64_t)q, q,
-                                         noise);
-                        const double lq = svir_local_draw(q, blk, noise, ed, z);
-                        double lp = 0.0;
-                        for (int r = 0; r < q; r++) lp += -0.5 * z[r] * z[r] - SVIR_LOG_SQRT_2PI;
-                        lzq[kj] = lp - lq;
-                    }
-                    const int r0 = rowptr[j], r1 = rowptr[j + 1];
-                    for (int k0 = 0; k0 < K; k0++) {
-                        const double *beta = theta + (ptrdiff_t)k0 * D, *A = g[k0].A;
-                        for (int r = r0; r < r1; r++) {
-                            const ptrdiff_t i = rows[r];
-                            double e = m->offset ? m->offset[i] : 0.0;
-                            for (int cc = 0; cc < m->p; cc++) e += m->X[i + (ptrdiff_t)cc * n] * beta[cc];
-                            xb[r - r0] = e;
-                        }
-                        for (int kj = 0; kj < K; kj++) {
-                            const double *z = zs + (ptrdiff_t)kj * nz + (ptrdiff_t)j * q;
-                            svir_local_b(q, A, z, b);
-                            double ll = 0.0, dd, da;
-                            for (int r = r0; r < r1; r++) {
-                                const ptrdiff_t i = rows[r];
-                                double eta = xb[r - r0];
-                                if (tm->z_ones) {
-                                    eta += b[0];
-                                } else {
-                                    for (int cc = 0; cc < q; cc++) eta += tm->Z[i + (ptrdiff_t)cc * n] * b[cc];
-                                }
-                                SVIR_FAMILY_DISPATCH(m, QEM_LL);
-                            }
-                            lfj[k0 * K + kj] = ll + lzq[kj];
-                        }
-                        lm[(ptrdiff_t)j * K + k0] = lse(lfj + k0 * K, K, 1) - log((double)K);
-                    }
-                }
-            }
-            free(xb);
-            free(noise);
-        }
-        if (fail) {
+        tree_globals(&qt, gpar, SVIR_STREAM_GLOBAL, (uint64_t)t);
+        if (tree_groups(&qt, lpar, SVIR_STREAM_LOCAL, (uint64_t)t)) {
             snprintf(err, errlen, "out of memory in a QEM iteration");
             goto done;
         }
-        for (int k0 = 0; k0 < K; k0++)
-            for (int j = 0; j < J; j++) lw0[k0] += lm[(ptrdiff_t)j * K + k0];
-        const double lP = lse(lw0, K, 1);
-        const double logP = lP - log((double)K);
+        const double logP = tree_log_phat(&qt);
+        const double lP = logP + log((double)K);
         svir_loop_step(&L, t, logP, isfinite(logP));
         if (!(L.act & SVIR_LOOP_ACCEPT)) {
             if (L.stopped) {
@@ -268,14 +484,14 @@ static int qem_iterate(const svir_model *m, const svir_control *c, const svir_ca
             }
             continue;
         }
-        for (int k = 0; k < K; k++) w0[k] = exp(lw0[k] - lP);
+        for (int k = 0; k < K; k++) w0[k] = exp(qt.lw0[k] - lP);
         /* E-step: moments of theta */
         for (ptrdiff_t r = 0; r < D; r++) {
             E1[r] = 0.0;
             for (ptrdiff_t cc = 0; cc <= r; cc++) E2[r * D + cc] = 0.0;
         }
         for (int k = 0; k < K; k++) {
-            const double *th = theta + (ptrdiff_t)k * D;
+            const double *th = qt.theta + (ptrdiff_t)k * D;
             for (ptrdiff_t r = 0; r < D; r++) {
                 E1[r] += w0[k] * th[r];
                 for (ptrdiff_t cc = 0; cc <= r; cc++) E2[r * D + cc] += w0[k] * th[r] * th[cc];
@@ -292,20 +508,18 @@ static int qem_iterate(const svir_model *m, const svir_control *c, const svir_ca
 #pragma omp parallel for num_threads(T) schedule(static) if (J >= 64)
 #endif
         for (int j = 0; j < J; j++) {
-            const double *lfj = lf + (ptrdiff_t)j * K * K;
+            const double *lfj = qt.lf + (ptrdiff_t)j * K * K;
             double pi[SVIR_QEM_KMAX], e1[SVIR_QMAX_STACK], e2[SVIR_QMAX_STACK * SVIR_QMAX_STACK > 4096 ? 4096 : SVIR_QMAX_STACK * SVIR_QMAX_STACK];
             double ws[SVIR_QMAX_STACK * SVIR_QMAX_STACK > 4096 ? 4096 : SVIR_QMAX_STACK * SVIR_QMAX_STACK];
             for (int kj = 0; kj < K; kj++) pi[kj] = 0.0;
-            for (int k0 = 0; k0 < K; k0++) {
-                const double off = lm[(ptrdiff_t)j * K + k0] + log((double)K);
-                for (int kj = 0; kj < K; kj++) pi[kj] += w0[k0] * exp(lfj[k0 * K + kj] - off);
-            }
+            for (int k0 = 0; k0 < K; k0++)
+                for (int kj = 0; kj < K; kj++) pi[kj] += w0[k0] * lfj[k0 * K + kj];
             for (int r = 0; r < q; r++) {
                 e1[r] = 0.0;
                 for (int cc = 0; cc <= r; cc++) e2[r * q + cc] = 0.0;
             }
             for (int kj = 0; kj < K; kj++) {
-                const double *z = zs + (ptrdiff_t)kj * nz + (ptrdiff_t)j * q;
+                const double *z = qt.zs + (ptrdiff_t)kj * nz + (ptrdiff_t)j * q;
                 for (int r = 0; r < q; r++) {
                     e1[r] += pi[kj] * z[r];
                     for (int cc = 0; cc <= r; cc++) e2[r * q + cc] += pi[kj] * z[r] * z[cc];
@@ -329,6 +543,8 @@ static int qem_iterate(const svir_model *m, const svir_control *c, const svir_ca
                 gpar[D + r] = 0.5 * log(v > 1e-12 ? v : 1e-12);
             }
         }
+        if (c->path_every > 0 && (t + 1) % c->path_every == 0)
+            svir_path_push(res, ngp, m->nloc, t + 1, svir_wall_time() - tstart, gpar, lpar, anchor);
         if (cb && cb->progress && t % 10 == 0) cb->progress(cb->ctx, t, maxs, logP);
         if (L.stopped) {
             t++;
@@ -339,11 +555,8 @@ static int qem_iterate(const svir_model *m, const svir_control *c, const svir_ca
     res->lr_final = NAN; /* QEM has no step size */
     status = 0;
 done:
-    if (g)
-        for (int k = 0; k < K; k++) svir_globals_free(&g[k]);
-    free(rowptr); free(rows); free(next); free(theta); free(eps); free(lw0); free(w0); free(aux);
-    free(g); free(lm); free(lf); free(zs); free(G1); free(G2); free(E1); free(E2); free(Z1);
-    free(Z2); free(wk);
+    tree_free(&qt);
+    free(w0); free(G1); free(G2); free(E1); free(E2); free(Z1); free(Z2); free(wk);
     return status;
 }
 
@@ -360,7 +573,8 @@ int svir_qem_fit(const svir_model *m, const svir_control *c, const svir_callback
     res->window_elbo = calloc((size_t)res->max_windows, sizeof(double));
     res->gpar = malloc(sizeof(double) * (size_t)(ngp + 1));
     res->lpar = malloc(sizeof(double) * (size_t)(nloc + 1));
-    if (!res->elbo || !res->lr_steps || !res->window_elbo || !res->gpar || !res->lpar) {
+    if (!res->elbo || !res->lr_steps || !res->window_elbo || !res->gpar || !res->lpar ||
+        svir_path_alloc(res, c, ngp, nloc)) {
         snprintf(res->message, sizeof res->message, "out of memory allocating the fit's results");
         return 2;
     }
@@ -369,16 +583,43 @@ int svir_qem_fit(const svir_model *m, const svir_control *c, const svir_callback
     svir_control c1 = *c;
     c1.init_scale = 1.0;
     svir_init_params(m, &c1, res->gpar, res->lpar);
+    /* the coupled proposal (c->couple) stays anchored at the start */
+    double *anchor = malloc(sizeof(double) * (size_t)(ngp + 1));
+    if (!anchor) {
+        snprintf(res->message, sizeof res->message, "out of memory allocating the fit's results");
+        return 2;
+    }
+    memcpy(anchor, res->gpar, sizeof(double) * (size_t)ngp);
     const double t0 = svir_wall_time();
-    int st = qem_iterate(m, c, cb, res->gpar, res->lpar, res, res->message, sizeof res->message);
+    int st = qem_iterate(m, c, cb, res->gpar, res->lpar, anchor, res, res->message,
+                         sizeof res->message);
     res->time_split[SVIR_PHASE_DRAW] = NAN;
     res->time_split[SVIR_PHASE_OBS] = NAN;
     res->time_split[SVIR_PHASE_BACKWARD] = NAN;
     res->time_split[SVIR_PHASE_UPDATE] = svir_wall_time() - t0;
+    /* the posterior draws kept in the fit, from the final proposal, coupled
+     * as it was */
+    if (!st) st = svir_posterior_draws(m, c, res->gpar, res->lpar, anchor, res);
+    free(anchor);
+    return st;
+}
+
+int svir_tree_bound(const svir_model *m, const svir_control *c, const double *gpar,
+                    const double *lpar, const double *anchor, int K, int reps, double *out,
+                    char *err, size_t errlen)
+{
+    qem_tree qt;
+    int st = tree_init(&qt, m, c, K, 0, anchor, err, errlen);
     if (st) return st;
-    /* the posterior draws kept in the fit, from the final proposal (the
-     * uncoupled guide q(theta) q(z)) */
-    c1 = *c;
-    c1.couple = 0;
-    return svir_posterior_draws(m, &c1, res->gpar, res->lpar, res);
+    for (int r = 0; r < reps && !st; r++) {
+        tree_globals(&qt, gpar, SVIR_STREAM_DRAWS, (uint64_t)r);
+        if (tree_groups(&qt, lpar, SVIR_STREAM_DRAWS_LOCAL, (uint64_t)r)) {
+            snprintf(err, errlen, "out of memory evaluating the bound");
+            st = 2;
+        } else {
+            out[r] = tree_log_phat(&qt);
+        }
+    }
+    tree_free(&qt);
+    return st;
 }
