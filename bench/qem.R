@@ -24,7 +24,8 @@
 # medians over seeds of the iterations and seconds to 1 nat, the ratio of the
 # fastest SVI guide's median seconds to them (among the SVI guides that get
 # within 1 nat in at least half the seeds), how many seeds reached it, iterations and seconds to the
-# stopping rule, and the final guide's gap to `best` and its ELBO (K = 1).
+# stopping rule, the final guide's gap to `best`, its ELBO (K = 1) and the
+# fit's PSIS k-hat (of the posterior draws it keeps).
 # The Markdown report goes to stdout and to <out>/qem-<date>.md.
 
 bench_args <- function() {
@@ -164,6 +165,7 @@ for (dn in names(datasets)) {
         stop = f$stop_reason,
         gap_final = best - final[[mn]],
         elbo_final = bound_of(f, np, K = 1L, reps = 64L),
+        khat = f$khat,
         best = best)
     }
     cat(sprintf("%s seed %d done\n", dn, s), file = stderr())
@@ -193,16 +195,16 @@ for (dn in unique(res$dataset)) {
   ref_name <- if (any(ok)) svi[ok][which.min(tsvi[ok])] else "none"
   lines <- c(lines, sprintf("## %s (n = %d)", dn, r$n[1]), "",
              sprintf("Best bound (median over seeds): %.2f. Reference SVI: %s.", med(r$best), ref_name), "",
-             "| method | iterations to 1 nat | seconds to 1 nat | reference SVI / this | reached | iterations to stop | seconds to stop | final gap (nats) | final ELBO |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+             "| method | iterations to 1 nat | seconds to 1 nat | reference SVI / this | reached | iterations to stop | seconds to stop | final gap (nats) | final ELBO | k-hat |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
   for (mn in names(methods)) {
     x <- r[r$method == mn, ]
     t1 <- med(x$sec_1nat)
-    lines <- c(lines, sprintf("| %s | %s | %s | %s | %d/%d | %s | %s | %s | %s |", mn,
+    lines <- c(lines, sprintf("| %s | %s | %s | %s | %d/%d | %s | %s | %s | %s | %s |", mn,
                               fmt(med(x$it_1nat)), fmt(t1), fmt(ref / t1, 2),
                               sum(!is.na(x$sec_1nat)), nrow(x), fmt(med(x$it_stop)),
                               fmt(med(x$sec_stop)), fmt(med(x$gap_final), 2),
-                              fmt(med(x$elbo_final), 5)))
+                              fmt(med(x$elbo_final), 5), fmt(med(x$khat), 2)))
   }
   lines <- c(lines, "")
 }
@@ -210,5 +212,4 @@ cat(lines, sep = "\n")
 dir.create(a$out, showWarnings = FALSE, recursive = TRUE)
 out <- file.path(a$out, sprintf("qem-%s.md", format(Sys.Date())))
 writeLines(lines, out)
-saveRDS(res, sub("\\.md$", ".rds", out))
 cat("written to", out, "\n", file = stderr())
