@@ -54,7 +54,9 @@
 #'   `K` samples of every latent per iteration (`K` in [svi_control()]) and a
 #'   moment-matching update of the approximate posterior (Heap, Bowyer and
 #'   Aitchison, 2025). In this version QEM takes models with exactly one grouping
-#'   factor, full batches, and the CPU; its trace (`elbo`) is the
+#'   factor and full batches; with `backend = "cuda"` the groups' draws,
+#'   importance weights and updates run on the GPU and the global parameters'
+#'   on the CPU (not yet run on a GPU). Its trace (`elbo`) is the
 #'   importance-weighted bound log P-hat, and it stops by the same rule as
 #'   SVI. Its approximate posterior is not coupled (q(theta) q(z)). It starts
 #'   at the GLM fit that SVI starts from, with standard deviations three
@@ -212,12 +214,6 @@ svir_check_qem <- function(spec, control, backend, call) {
       "{.code method = \"qem\"} uses every observation in each iteration.",
       x = "{.code batch_size = {control$batch_size}} was given.",
       i = "Leave {.arg batch_size} as {.code NULL}, or use {.code method = \"svi\"}."),
-      class = "svir_error", call = call)
-  }
-  if (identical(backend, "cuda")) {
-    cli::cli_abort(c(
-      "{.code method = \"qem\"} runs on the CPU only in this version.",
-      i = "Use {.code backend = \"cpu\"} or {.code backend = \"auto\"}."),
       class = "svir_error", call = call)
   }
   invisible(NULL)

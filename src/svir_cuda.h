@@ -14,7 +14,9 @@
  *   - the per-group part of a step, Adam, and a whole full-batch ELBO
  *     estimate with its gradient;
  *   - standard normals from the shared Philox/Box-Muller code
- *     (svir_philox.h), for the parity checks. */
+ *     (svir_philox.h), for the parity checks;
+ *   - a whole SVI fit (svir_cuda_fit), and QEM's groups (svir_cuda_qem_*,
+ *     src/cuda/svir_cuda_qem.cu, driven by src/svir_qem.c). */
 #ifndef SVIR_CUDA_H
 #define SVIR_CUDA_H
 
@@ -102,6 +104,26 @@ int svir_cuda_elbo_grad_host(const svir_model *m, const svir_coupling *cp, int n
  * a status with a message in err; device memory is freed on every path. */
 int svir_cuda_fit(const svir_model *m, const svir_control *c, const svir_callbacks *cb,
                   svir_result *res, char *err, size_t errlen);
+
+/* QEM on the device (src/cuda/svir_cuda_qem.cu; src/svir_qem.c drives it):
+ * the groups' draws, tables and M-step there, the globals on the host.
+ * svir_cuda_qem_new uploads the data (one grouping factor) and the groups'
+ * starting proposals lpar [nloc] and smoothed moments Z1 [J q], Z2 [J q q];
+ * svir_cuda_qem_table takes the K draws of the globals (beta [K x p], A [K x
+ * q x q], aux [K]), draws each group's z0 with counters `ctr` of `stream`,
+ * and returns log m_j(k0) in lm [J x K]; svir_cuda_qem_mstep takes the
+ * normalised global weights w0 [K] and the moving average's step et and
+ * updates the groups' proposals; svir_cuda_qem_lpar copies them back. */
+typedef struct svir_cuda_qem svir_cuda_qem;
+int svir_cuda_qem_new(const svir_model *m, int K, uint64_t seed, const double *lpar,
+                      const double *Z1, const double *Z2, svir_cuda_qem **out, char *err,
+                      size_t errlen);
+int svir_cuda_qem_table(svir_cuda_qem *x, const double *beta, const double *A,
+                        const svir_aux *aux, uint64_t stream, uint64_t ctr, double *lm,
+                        char *err, size_t errlen);
+int svir_cuda_qem_mstep(svir_cuda_qem *x, const double *w0, double et, char *err, size_t errlen);
+int svir_cuda_qem_lpar(svir_cuda_qem *x, double *lpar, char *err, size_t errlen);
+void svir_cuda_qem_free(svir_cuda_qem *x);
 
 /* One Adam update on the device, host arrays in and out: par, mom, vel [n]
  * updated in place from g [n] (svir_adam1 per element, as svir_adam). */

@@ -101,14 +101,16 @@ int svir_fit(const svir_model *m, const svir_control *c, const svir_callbacks *c
              svir_result *res);
 void svir_result_free(svir_result *res);
 
-/* QEM (src/svir_qem.c; one grouping factor, CPU): max_steps iterations
+/* QEM (src/svir_qem.c; one grouping factor; with `cuda` the groups' part
+ * on the device, src/cuda/svir_cuda_qem.cu): max_steps iterations
  * with c->qem_K samples per latent, the EMA step min(1, qem_eta0 (t + 1)^-
  * qem_kappa), svir_loop.h's stopping rule on the bound log P-hat (res->elbo
  * is its trace); then the posterior draws from the final proposal. Returns
- * 0, 1 (the model or K is not supported) or 2 (out of memory), with a
- * message in res->message; release res with svir_result_free. */
+ * 0, 1 (the model or K is not supported), 2 (out of memory) or 3 (a CUDA
+ * error), with a message in res->message; release res with
+ * svir_result_free. */
 #define SVIR_QEM_KMAX 256
-int svir_qem_fit(const svir_model *m, const svir_control *c, const svir_callbacks *cb,
+int svir_qem_fit(const svir_model *m, const svir_control *c, int cuda, const svir_callbacks *cb,
                  svir_result *res);
 
 /* The path's arrays for c->path_every (none if 0); returns nonzero when out

@@ -327,9 +327,8 @@ SEXP svir_fit_r(SEXP spec, SEXP ctrl)
     char msg[600];
     int status;
     if (qem) {
-        if (cuda) Rf_error("svir internal error: QEM runs on the CPU only");
-        status = svir_qem_fit(&h->m, &c, &cb, &h->res);
-        snprintf(msg, sizeof msg, "QEM: %s", h->res.message);
+        status = svir_qem_fit(&h->m, &c, cuda, &cb, &h->res);
+        snprintf(msg, sizeof msg, "QEM%s: %s", cuda ? " (CUDA backend)" : "", h->res.message);
     } else if (!cuda) {
         status = svir_fit(&h->m, &c, &cb, &h->res);
         snprintf(msg, sizeof msg, "%s", h->res.message);

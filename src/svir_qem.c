@@ -24,10 +24,12 @@
  * coupled proposal (anchored at the start). svi_fit() asks for none (c->couple
  * = 0): on bench/qem.R's data coupling changed nothing (dev/QEM.md). The
  * evaluator takes the coupling of the guide it evaluates. */
+#include "svir_cuda.h"
 #include "svir_engine.h"
 #include "svir_local.h"
 #include "svir_math.h"
 #include "svir_philox.h"
+#include "svir_qem.h"
 #include "svir_step.h"
 
 #include <math.h>
@@ -47,51 +49,6 @@ static double lse(const double *x, int n, ptrdiff_t stride)
     double s = 0.0;
     for (int k = 0; k < n; k++) s += exp(x[k * stride] - mx);
     return mx + log(s);
-}
-
-/* The proposal N(mean, S) from raw moments M1 [d], M2 [d x d] (row-major,
- * lower part used): its Cholesky factor into the packed row-major lower
- * triangle Lp with a log diagonal. A variance below floor (or a pivot that
- * is not positive) is raised to floor. */
-static void match_moments(int d, const double *M1, const double *M2, double floor, double *mean,
-                          double *Lp, double *work)
-{
-    double *S = work; /* d x d */
-    for (int r = 0; r < d; r++) {
-        mean[r] = M1[r];
-        for (int c = 0; c <= r; c++) S[r * d + c] = M2[r * d + c] - M1[r] * M1[c];
-    }
-    for (int r = 0; r < d; r++) {
-        for (int c = 0; c <= r; c++) {
-            double s = S[r * d + c];
-            for (int k = 0; k < c; k++) s -= S[r * d + k] * S[c * d + k];
-            if (c == r) {
-                S[r * d + r] = sqrt(s > floor ? s : floor);
-            } else {
-                S[r * d + c] = s / S[c * d + c];
-            }
-        }
-    }
-    for (int r = 0; r < d; r++)
-        for (int c = 0; c <= r; c++)
-            Lp[r * (r + 1) / 2 + c] = c == r ? log(S[r * d + r]) : S[r * d + c];
-}
-
-/* The inverse of match_moments: the raw moments M1 [d] and M2 [d x d]
- * (row-major, lower part) of N(mean, L L^T), L packed row-major lower with
- * a log diagonal. */
-static void raw_moments(int d, const double *mean, const double *Lp, double *M1, double *M2)
-{
-#define SVIR_LENT(r, k) ((k) == (r) ? exp(Lp[(r) * ((r) + 1) / 2 + (k)]) : Lp[(r) * ((r) + 1) / 2 + (k)])
-    for (int r = 0; r < d; r++) {
-        M1[r] = mean[r];
-        for (int c = 0; c <= r; c++) {
-            double s = 0.0;
-            for (int k = 0; k <= c; k++) s += SVIR_LENT(r, k) * SVIR_LENT(c, k);
-            M2[r * d + c] = s + mean[r] * mean[c];
-        }
-    }
-#undef SVIR_LENT
 }
 
 /* The tree for K samples per latent: the draws of the globals and their log
@@ -371,17 +328,7 @@ static int tree_groups(qem_tree *qt, const double *lpar, uint64_t stream, uint64
                     }
                     if (qt->lf) {
                         /* log m_j(k0), and the row turned into f / (K m_j) */
-                        double mx = -INFINITY, sum = 0.0;
-                        for (int kj = 0; kj < K; kj++) mx = fmax(mx, lfr[kj]);
-                        if (isfinite(mx)) {
-                            for (int kj = 0; kj < K; kj++) sum += (lfr[kj] = exp(lfr[kj] - mx));
-                            for (int kj = 0; kj < K; kj++) lfr[kj] /= sum;
-                        } else {
-                            /* log m_j(k0) is not finite, nor then log w0(k0): a
-                             * rejected iteration, or a weight of 0 */
-                            for (int kj = 0; kj < K; kj++) lfr[kj] = 0.0;
-                        }
-                        qt->lm[(ptrdiff_t)j * K + k0] = isfinite(mx) ? mx + log(sum) - logK : mx;
+                        qt->lm[(ptrdiff_t)j * K + k0] = svir_qem_row(K, lfr, logK);
                     } else {
                         qt->lm[(ptrdiff_t)j * K + k0] = lse(lfr, K, 1) - logK;
                     }
@@ -409,10 +356,12 @@ static double tree_log_phat(qem_tree *qt)
 /* The iterations: gpar and lpar hold the starting proposal and get the
  * final one; res->elbo and res->window_elbo get the trace of log P-hat and
  * its window means, res the loop's results and, with c->path_every, the
- * path. */
-static int qem_iterate(const svir_model *m, const svir_control *c, const svir_callbacks *cb,
-                       double *gpar, double *lpar, const double *anchor, svir_result *res,
-                       char *err, size_t errlen)
+ * path. With `cuda` the groups' draws, tables and M-step run on the device
+ * (src/cuda/svir_cuda_qem.cu) and the globals here, with the same numbers
+ * up to the order of sums. */
+static int qem_iterate(const svir_model *m, const svir_control *c, int cuda,
+                       const svir_callbacks *cb, double *gpar, double *lpar, const double *anchor,
+                       svir_result *res, char *err, size_t errlen)
 {
     const int K = c->qem_K;
     const double eta0 = c->qem_eta0, kappa = c->qem_kappa;
@@ -425,8 +374,18 @@ static int qem_iterate(const svir_model *m, const svir_control *c, const svir_ca
         snprintf(err, errlen, "QEM takes K from 2 to %d samples per latent (K = %d)", SVIR_QEM_KMAX, K);
         return 1;
     }
+#ifndef SVIR_HAVE_CUDA
+    if (cuda) {
+        snprintf(err, errlen, "this build of svir has no CUDA backend");
+        return 1;
+    }
+#endif
+    if (cuda && c->couple) {
+        snprintf(err, errlen, "the coupled proposal is not on the device");
+        return 1;
+    }
     qem_tree qt;
-    int st = tree_init(&qt, m, c, K, 1, anchor, err, errlen);
+    int st = tree_init(&qt, m, c, K, !cuda, anchor, err, errlen);
     if (st) return st;
     const int q = qt.q, J = qt.J, T = qt.T;
     const ptrdiff_t nz = qt.nz, lb = qt.lb;
@@ -437,16 +396,22 @@ static int qem_iterate(const svir_model *m, const svir_control *c, const svir_ca
     double *Z1 = malloc(sizeof(double) * (size_t)(nz + 1));
     double *Z2 = malloc(sizeof(double) * (size_t)J * (size_t)(q * q) + 1);
     double *wk = malloc(sizeof(double) * (size_t)(D * D + q * q + 1));
+    /* the device's inputs: the globals' draws unpacked */
+    double *kbeta = malloc(sizeof(double) * (size_t)K * (size_t)(m->p + 1));
+    double *kA = malloc(sizeof(double) * (size_t)K * (size_t)(q * q));
+#ifdef SVIR_HAVE_CUDA
+    svir_cuda_qem *dev = NULL;
+#endif
     svir_loop L;
     long t = 0;
-    if (!w0 || !G1 || !G2 || !E1 || !E2 || !Z1 || !Z2 || !wk) {
+    if (!w0 || !G1 || !G2 || !E1 || !E2 || !Z1 || !Z2 || !wk || !kbeta || !kA) {
         snprintf(err, errlen, "out of memory setting up QEM");
         goto done;
     }
 
     /* the raw moments of the starting proposal (gpar, lpar as given) */
     if (fullrank) {
-        raw_moments((int)D, gpar, gpar + D, G1, G2);
+        svir_qem_raw((int)D, gpar, gpar + D, G1, G2);
     } else {
         for (ptrdiff_t r = 0; r < D; r++) {
             G1[r] = gpar[r];
@@ -457,8 +422,15 @@ static int qem_iterate(const svir_model *m, const svir_control *c, const svir_ca
     }
     for (int j = 0; j < J; j++) {
         const double *blk = lpar + (ptrdiff_t)j * lb;
-        raw_moments(q, blk, blk + q, Z1 + (ptrdiff_t)j * q, Z2 + (ptrdiff_t)j * q * q);
+        svir_qem_raw(q, blk, blk + q, Z1 + (ptrdiff_t)j * q, Z2 + (ptrdiff_t)j * q * q);
     }
+#ifdef SVIR_HAVE_CUDA
+    if (cuda) {
+        status = svir_cuda_qem_new(m, K, c->seed, lpar, Z1, Z2, &dev, err, errlen);
+        if (status) goto done;
+        status = 2;
+    }
+#endif
 
     /* the stopping rule of SVI on log P-hat: the first plateau ends the fit */
     svir_loop_init(&L, maxs, W, 1.0, SVIR_LR_CONSTANT, 1.0, 0, c->tol_rel_obj, res->elbo,
@@ -470,6 +442,18 @@ static int qem_iterate(const svir_model *m, const svir_control *c, const svir_ca
             break;
         }
         tree_globals(&qt, gpar, SVIR_STREAM_GLOBAL, (uint64_t)t);
+#ifdef SVIR_HAVE_CUDA
+        if (dev) {
+            for (int k = 0; k < K; k++) {
+                memcpy(kbeta + (ptrdiff_t)k * m->p, qt.theta + (ptrdiff_t)k * D, sizeof(double) * (size_t)m->p);
+                memcpy(kA + (ptrdiff_t)k * q * q, qt.g[k].A, sizeof(double) * (size_t)(q * q));
+            }
+            status = svir_cuda_qem_table(dev, kbeta, kA, qt.aux, SVIR_STREAM_LOCAL, (uint64_t)t,
+                                         qt.lm, err, errlen);
+            if (status) goto done;
+            status = 2;
+        } else
+#endif
         if (tree_groups(&qt, lpar, SVIR_STREAM_LOCAL, (uint64_t)t)) {
             snprintf(err, errlen, "out of memory in a QEM iteration");
             goto done;
@@ -504,38 +488,28 @@ static int qem_iterate(const svir_model *m, const svir_control *c, const svir_ca
                 G2[r * D + cc] = (1.0 - et) * G2[r * D + cc] + et * E2[r * D + cc];
         }
         /* ... and of each group (pi_j), then the M-step per group */
+#ifdef SVIR_HAVE_CUDA
+        if (dev) {
+            status = svir_cuda_qem_mstep(dev, w0, et, err, errlen);
+            if (status) goto done;
+            status = 2;
+        } else
+#endif
+        {
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(T) schedule(static) if (J >= 64)
 #endif
         for (int j = 0; j < J; j++) {
-            const double *lfj = qt.lf + (ptrdiff_t)j * K * K;
-            double pi[SVIR_QEM_KMAX], e1[SVIR_QMAX_STACK], e2[SVIR_QMAX_STACK * SVIR_QMAX_STACK > 4096 ? 4096 : SVIR_QMAX_STACK * SVIR_QMAX_STACK];
-            double ws[SVIR_QMAX_STACK * SVIR_QMAX_STACK > 4096 ? 4096 : SVIR_QMAX_STACK * SVIR_QMAX_STACK];
-            for (int kj = 0; kj < K; kj++) pi[kj] = 0.0;
-            for (int k0 = 0; k0 < K; k0++)
-                for (int kj = 0; kj < K; kj++) pi[kj] += w0[k0] * lfj[k0 * K + kj];
-            for (int r = 0; r < q; r++) {
-                e1[r] = 0.0;
-                for (int cc = 0; cc <= r; cc++) e2[r * q + cc] = 0.0;
-            }
-            for (int kj = 0; kj < K; kj++) {
-                const double *z = qt.zs + (ptrdiff_t)kj * nz + (ptrdiff_t)j * q;
-                for (int r = 0; r < q; r++) {
-                    e1[r] += pi[kj] * z[r];
-                    for (int cc = 0; cc <= r; cc++) e2[r * q + cc] += pi[kj] * z[r] * z[cc];
-                }
-            }
-            double *z1 = Z1 + (ptrdiff_t)j * q, *z2 = Z2 + (ptrdiff_t)j * q * q;
-            for (int r = 0; r < q; r++) {
-                z1[r] = (1.0 - et) * z1[r] + et * e1[r];
-                for (int cc = 0; cc <= r; cc++) z2[r * q + cc] = (1.0 - et) * z2[r * q + cc] + et * e2[r * q + cc];
-            }
-            double *blk = lpar + (ptrdiff_t)j * lb;
-            match_moments(q, z1, z2, 1e-12, blk, blk + q, ws);
+            double pi[SVIR_QEM_KMAX], e1[SVIR_QMAX_STACK], e2[SVIR_QMAX_STACK * SVIR_QMAX_STACK];
+            double ws[SVIR_QMAX_STACK * SVIR_QMAX_STACK];
+            svir_qem_group_mstep(q, K, qt.lf + (ptrdiff_t)j * K * K, w0, qt.zs + (ptrdiff_t)j * q, nz,
+                                 et, Z1 + (ptrdiff_t)j * q, Z2 + (ptrdiff_t)j * q * q,
+                                 lpar + (ptrdiff_t)j * lb, pi, e1, e2, ws);
+        }
         }
         /* the globals' proposal */
         if (fullrank) {
-            match_moments((int)D, G1, G2, 1e-12, gpar, gpar + D, wk);
+            svir_qem_match((int)D, G1, G2, 1e-12, gpar, gpar + D, wk);
         } else {
             for (ptrdiff_t r = 0; r < D; r++) {
                 const double v = G2[r * D + r] - G1[r] * G1[r];
@@ -543,24 +517,37 @@ static int qem_iterate(const svir_model *m, const svir_control *c, const svir_ca
                 gpar[D + r] = 0.5 * log(v > 1e-12 ? v : 1e-12);
             }
         }
-        if (c->path_every > 0 && (t + 1) % c->path_every == 0)
+        if (c->path_every > 0 && (t + 1) % c->path_every == 0) {
+#ifdef SVIR_HAVE_CUDA
+            if (dev && (status = svir_cuda_qem_lpar(dev, lpar, err, errlen)) != 0) goto done;
+            status = 2;
+#endif
             svir_path_push(res, ngp, m->nloc, t + 1, svir_wall_time() - tstart, gpar, lpar, anchor);
+        }
         if (cb && cb->progress && t % 10 == 0) cb->progress(cb->ctx, t, maxs, logP);
         if (L.stopped) {
             t++;
             break;
         }
     }
+#ifdef SVIR_HAVE_CUDA
+    if (dev && (status = svir_cuda_qem_lpar(dev, lpar, err, errlen)) != 0) goto done;
+#endif
     svir_loop_to_result(&L, t, res);
     res->lr_final = NAN; /* QEM has no step size */
     status = 0;
 done:
+#ifdef SVIR_HAVE_CUDA
+    svir_cuda_qem_free(dev);
+#endif
+    free(kbeta);
+    free(kA);
     tree_free(&qt);
     free(w0); free(G1); free(G2); free(E1); free(E2); free(Z1); free(Z2); free(wk);
     return status;
 }
 
-int svir_qem_fit(const svir_model *m, const svir_control *c, const svir_callbacks *cb,
+int svir_qem_fit(const svir_model *m, const svir_control *c, int cuda, const svir_callbacks *cb,
                  svir_result *res)
 {
     memset(res, 0, sizeof *res);
@@ -591,7 +578,7 @@ int svir_qem_fit(const svir_model *m, const svir_control *c, const svir_callback
     }
     memcpy(anchor, res->gpar, sizeof(double) * (size_t)ngp);
     const double t0 = svir_wall_time();
-    int st = qem_iterate(m, c, cb, res->gpar, res->lpar, anchor, res, res->message,
+    int st = qem_iterate(m, c, cuda, cb, res->gpar, res->lpar, anchor, res, res->message,
                          sizeof res->message);
     res->time_split[SVIR_PHASE_DRAW] = NAN;
     res->time_split[SVIR_PHASE_OBS] = NAN;

@@ -40,6 +40,7 @@
 #include "../svir_loop.h"
 #include "../svir_step.h"
 #include "../svir_philox.h"
+#include "svir_cuda_err.cuh"
 
 #define SVIR_CUDA_BLOCK 256
 #define SVIR_CUDA_WARPS (SVIR_CUDA_BLOCK / 32)
@@ -89,13 +90,7 @@ struct svir_cuda_data {
 
 #define CK(call)                                                                        \
     do {                                                                                \
-        cudaError_t e_ = (call);                                                        \
-        if (e_ != cudaSuccess) {                                                        \
-            snprintf(err, errlen, "CUDA error in %s: %s (%s)", #call,                   \
-                     cudaGetErrorString(e_), cudaGetErrorName(e_));                     \
-            (void)cudaGetLastError();                                                   \
-            goto fail;                                                                  \
-        }                                                                               \
+        if (svir_cuda_failed((call), #call, err, errlen)) goto fail;                    \
     } while (0)
 
 /* ---- kernels --------------------------------------------------------------- */

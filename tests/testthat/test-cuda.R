@@ -247,6 +247,17 @@ test_that("svi_fit(backend = 'cuda') needs a device and says so", {
   expect_error(.Call(C_svir_fit_r, spec, ctrl), "CUDA")
 })
 
+# a fit on the device against the same fit on the CPU: the same steps and
+# stop, the trace, draws and random effects up to the order of the sums
+expect_same_fit <- function(dev, cpu) {
+  expect_identical(dev$backend, "cuda")
+  expect_identical(dev$steps, cpu$steps)
+  expect_identical(dev$stop_reason, cpu$stop_reason)
+  expect_equal(dev$elbo, cpu$elbo, tolerance = 1e-6)
+  expect_equal(as.matrix(dev), as.matrix(cpu), tolerance = 1e-6)
+  expect_equal(ranef(dev), ranef(cpu), tolerance = 1e-6)
+}
+
 # Whole fits with a fixed number of steps: the same draws, minibatches and
 # loop decisions on both backends, so the same parameters up to the order of
 # floating-point sums (tolerance 1e-6 relative after 300 steps).
@@ -261,14 +272,44 @@ for (cs in family_cases) {
       fits <- lapply(c("cpu", "cuda"), function(be)
         svi_fit(y ~ x1 + (x1 | g) + (1 | h), d, family = cs$family, guide = guide,
                 control = ctl, backend = be, seed = 3))
-      expect_identical(fits[[2]]$backend, "cuda")
-      expect_identical(fits[[2]]$steps, fits[[1]]$steps)
-      expect_identical(fits[[2]]$stop_reason, fits[[1]]$stop_reason)
-      expect_equal(fits[[2]]$elbo, fits[[1]]$elbo, tolerance = 1e-6)
-      expect_equal(as.matrix(fits[[2]]), as.matrix(fits[[1]]), tolerance = 1e-6)
-      expect_equal(ranef(fits[[2]]), ranef(fits[[1]]), tolerance = 1e-6)
+      expect_same_fit(fits[[2]], fits[[1]])
       # the posterior draws and their PSIS diagnostic, made on the device
       expect_equal(fits[[2]]$khat, fits[[1]]$khat, tolerance = 1e-6)
+    }
+  })
+}
+
+# QEM on the device (src/cuda/svir_cuda_qem.cu): the groups' draws, tables
+# and M-step there, the globals on the host.
+test_that("QEM on the device needs a device and says so", {
+  skip_if(cuda_ok(), "a CUDA device is present")
+  d <- sim_glmm("poisson", n_groups = 5, n_per = 4, seed = 5)
+  err <- tryCatch(svi_fit(y ~ x1 + (1 | g), d, family = poisson(), method = "qem",
+                          backend = "cuda", seed = 1), error = identity)
+  expect_s3_class(err, "svir_error")
+  expect_match(conditionMessage(err), "CUDA device", fixed = TRUE)
+  spec <- svir:::svir_build_spec(y ~ x1 + (1 | g), d, family = poisson())$spec
+  ctrl <- list(guide = "meanfield", seed = 1, threads = 1L, max_steps = 5, K = 4L,
+               method = "qem", couple = 0L, backend = "cuda")
+  expect_error(.Call(C_svir_fit_r, spec, ctrl), "CUDA")
+})
+
+# Whole QEM fits: the same draws and decisions on both backends; the device
+# evaluates every observation where the CPU uses sufficient sums (Gaussian,
+# Poisson intercepts), so agreement is up to rounding (1e-6 relative).
+for (cs in family_cases) {
+  lab <- paste(cs$family$family, cs$family$link)
+  test_that(paste("QEM on the device agrees with the CPU's:", lab), {
+    skip_if_not(cuda_ok(), "no CUDA device")
+    d <- sim_glmm(cs$sim, n_groups = 40, n_per = 10, seed = 8)
+    forms <- list(y ~ x1 + (1 | g), y ~ x1 + (x1 | g))
+    for (f in forms) for (guide in c("meanfield", "fullrank")) {
+      ctl <- svi_control(K = 8L, max_steps = 120, eval_every = 40, ndraws = 200,
+                         progress = FALSE)
+      fits <- lapply(c("cpu", "cuda"), function(be)
+        svi_fit(f, d, family = cs$family, guide = guide, method = "qem", control = ctl,
+                backend = be, seed = 3))
+      expect_same_fit(fits[[2]], fits[[1]])
     }
   })
 }

@@ -71,9 +71,6 @@ test_that("QEM refuses what it cannot do, with a clear error", {
   expect_error(svi_fit(y ~ x1 + (1 | g), d, family = poisson(), method = "qem",
                        control = svi_control(batch_size = 20)),
                "batch_size", class = "svir_error")
-  expect_error(svi_fit(y ~ x1 + (1 | g), d, family = poisson(), method = "qem",
-                       backend = "cuda"),
-               "CPU only", class = "svir_error")
   expect_error(svi_control(K = 1), "K", class = "svir_error")
   expect_error(svi_control(K = 1000), "at most 256", class = "svir_error")
   expect_error(svi_fit(y ~ x1 + (1 | g), d, method = "nuts"), "svi", class = "svir_error")

@@ -56,8 +56,12 @@ static void sim_free(sim *s)
     free(s->beta); free(s->b); free(s->g0); free(s->g1);
 }
 
-/* s->m from s's arrays (two terms, the priors in s), initialised; and room
- * for beta and b */
+/* random-effect terms of the models sim_make builds: 2 (crossed), or 1 for
+ * QEM */
+static int sim_nterms = 2;
+
+/* s->m from s's arrays (sim_nterms terms, the priors in s), initialised; and
+ * room for beta and b */
 static int sim_model(sim *s, int family, int link, ptrdiff_t n, int p)
 {
     s->m.n = n;
@@ -68,7 +72,7 @@ static int sim_model(sim *s, int family, int link, ptrdiff_t n, int p)
     s->m.X = s->X;
     s->m.family = family;
     s->m.link = link;
-    s->m.nterms = 2;
+    s->m.nterms = sim_nterms;
     s->m.terms = s->terms;
     s->m.prior_type = s->pt;
     s->m.prior_df = s->pdf;
@@ -555,6 +559,58 @@ int main(int argc, char **argv)
                 svir_result_free(&r1);
             }
         sim_free(&s);
+    }
+    /* 3e. QEM (src/cuda/svir_cuda_qem.cu): whole fits with the groups' part
+     * on the device against the CPU, one grouping factor, random intercepts
+     * and slopes; the CPU's sufficient sums (Gaussian, Poisson intercepts)
+     * against the device's pass over every observation, so up to rounding */
+    {
+        const int fams[4][2] = {{SVIR_GAUSSIAN, SVIR_LINK_IDENTITY}, {SVIR_BINOMIAL, SVIR_LINK_LOGIT},
+                                {SVIR_POISSON, SVIR_LINK_LOG}, {SVIR_NEGBIN, SVIR_LINK_LOG}};
+        sim_nterms = 1;
+        for (int f = 0; f < 4; f++)
+            for (int slope = 0; slope < 2; slope++) {
+                sim s;
+                if (sim_make(&s, fams[f][0], fams[f][1], 20000, 3, 200, 30, slope)) {
+                    printf("out of host memory\n");
+                    return 1;
+                }
+                const svir_model *m = &s.m;
+                svir_control c;
+                fit_control(&c, slope, 120, 0.05, SVIR_LR_CONSTANT, 40, 0, 42);
+                c.couple = 0;
+                c.qem_K = 8;
+                c.qem_eta0 = 0.5;
+                c.qem_kappa = 0.6;
+                c.ndraws = 50;
+                svir_result r0, r1;
+                int st = svir_qem_fit(m, &c, 0, NULL, &r0);
+                if (!st) st = svir_qem_fit(m, &c, 1, NULL, &r1);
+                if (st) {
+                    printf("QEM fit, family %d, %s: FAILED to run: %s\n", fams[f][0],
+                           slope ? "slope" : "intercept", r1.message);
+                    failed = 1;
+                } else {
+                    const ptrdiff_t ngp = svir_n_global_par(m, c.guide);
+                    const double eg = rel_diff(r0.gpar, r1.gpar, ngp);
+                    const double el = rel_diff(r0.lpar, r1.lpar, m->nloc);
+                    const double er = rel_diff(r0.log_ratio, r1.log_ratio, c.ndraws);
+                    double et = 0.0;
+                    for (long k = 0; k < r0.steps && k < r1.steps; k++)
+                        et = fmax(et, fabs(r0.elbo[k] - r1.elbo[k]) / fmax(1.0, fabs(r0.elbo[k])));
+                    const int ok = r0.steps == r1.steps && r0.stop_reason == r1.stop_reason &&
+                                   eg < 1e-6 && el < 1e-6 && et < 1e-6 && er < 1e-6;
+                    printf("QEM fit, family %d, %s: iterations %ld / %ld, rel. diff globals %.1e, "
+                           "locals %.1e, log P-hat trace %.1e, log ratios %.1e: %s\n", fams[f][0],
+                           slope ? "slope" : "intercept", r0.steps, r1.steps, eg, el, et, er,
+                           ok ? "ok" : "FAILED");
+                    failed |= !ok;
+                }
+                svir_result_free(&r0);
+                svir_result_free(&r1);
+                sim_free(&s);
+            }
+        sim_nterms = 2;
     }
     if (quick) return failed;
 
