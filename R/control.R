@@ -102,8 +102,9 @@ svir_check_real <- function(x, arg, lower = 0, upper = Inf) {
 #'   automatically, and only the random effects of the groups present in a
 #'   batch are updated. Must not exceed the number of observations.
 #' @param threads Number of CPU threads, or `NULL` (stored as `0`): one
-#'   thread per 100,000 observations in a step, at most as many as OpenMP
-#'   makes available. Below that size a second thread costs more in
+#'   thread per 100,000 observations in a step (for `method = "qem"`, per
+#'   100,000 of `K n + K^2 J`, its work per iteration with `J` groups), at
+#'   most as many as OpenMP makes available. Below that size a second thread costs more in
 #'   synchronisation than it saves, and much more on a machine busy with other
 #'   work. Results are reproducible for a given number of threads.
 #' @param ndraws Number of draws from the fitted approximate posterior kept

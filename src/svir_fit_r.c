@@ -176,8 +176,16 @@ static void read_control(SEXP ctrl, SEXP spec, const svir_model *m, svir_control
     int threads = get_int(ctrl, "threads", 0);
 #ifdef _OPENMP
     if (threads <= 0) {
-        /* one thread per 1e5 observations in a step */
-        const ptrdiff_t B = c->batch_size > 0 && c->batch_size < m->n ? c->batch_size : m->n;
+        /* one thread per 1e5 observations in a step; for QEM, per 1e5 of its
+         * iteration's work K n + K^2 J (the K draws' linear predictors and
+         * the groups' K x K tables) */
+        ptrdiff_t B = c->batch_size > 0 && c->batch_size < m->n ? c->batch_size : m->n;
+        SEXP meth = get(ctrl, "method");
+        if (Rf_isString(meth) && strcmp(CHAR(STRING_ELT(meth, 0)), "qem") == 0) {
+            const ptrdiff_t K = get_int(ctrl, "K", 16);
+            B = K * m->n;
+            for (int t = 0; t < m->nterms; t++) B += K * K * (ptrdiff_t)m->terms[t].ngroups;
+        }
         const ptrdiff_t want = B / 100000 > 1 ? B / 100000 : 1;
         threads = want < omp_get_max_threads() ? (int)want : omp_get_max_threads();
     }
@@ -192,7 +200,7 @@ static void read_control(SEXP ctrl, SEXP spec, const svir_model *m, svir_control
     c->seed = (uint64_t)seed;
     c->init_mu = get_dbl(spec, "init_mu", m->D, 1);
     c->init_sd = get_dbl(spec, "init_sd", m->D, 1);
-    c->qem_K = get_int(ctrl, "K", 32);
+    c->qem_K = get_int(ctrl, "K", 16);
     c->qem_eta0 = get_num(ctrl, "qem_eta0", 0.5);
     c->qem_kappa = get_num(ctrl, "qem_kappa", 0.6);
     c->path_every = get_int(ctrl, "keep_path", 0);
