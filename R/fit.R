@@ -44,7 +44,8 @@
 #' @param data A data frame containing the variables in `formula`.
 #' @param family A family: [gaussian()], [binomial()] (logit, probit or
 #'   cloglog link), [poisson()] or [negbin()]; a family function or its name
-#'   also works.
+#'   also works. [pln()] fits the Poisson-lognormal model to a count matrix
+#'   on the left of the formula (see there).
 #' @param prior Priors from [svi_prior()], or `NULL` for the defaults
 #'   documented there. See [prior_summary()] for what a fit used.
 #' @param guide `"meanfield"` (default) or `"fullrank"`, the variational family
@@ -119,6 +120,9 @@ svi_fit <- function(formula, data, family = gaussian(), prior = NULL,
   }
   control <- svir_as_control(control)
   seed <- svir_check_seed(seed, call)
+  if (inherits(family, "svir_pln_family")) {
+    return(svir_pln_fit(formula, data, family, method, control, backend, na.action, call))
+  }
 
   built <- svir_build_spec(formula, data, family = family, prior = prior,
                            na.action = na.action)

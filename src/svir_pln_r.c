@@ -1,0 +1,64 @@
+/* R glue of the Poisson-lognormal objective (src/svir_pln.c). */
+#include <R.h>
+#include <Rinternals.h>
+#include <string.h>
+
+#include "svir_pln.h"
+
+static SEXP pln_elt(SEXP list, const char *name)
+{
+    SEXP nms = Rf_getAttrib(list, R_NamesSymbol);
+    for (R_xlen_t k = 0; k < Rf_xlength(list); k++)
+        if (strcmp(CHAR(STRING_ELT(nms, k)), name) == 0) return VECTOR_ELT(list, k);
+    return R_NilValue;
+}
+
+static const double *dbl(SEXP x, R_xlen_t len, const char *what, int null_ok)
+{
+    if (null_ok && Rf_isNull(x)) return NULL;
+    if (TYPEOF(x) != REALSXP || Rf_xlength(x) != len)
+        Rf_error("svir internal error: %s must be a double vector of length %lld", what,
+                 (long long)len);
+    return REAL(x);
+}
+
+/* dat: list(Y, O (or NULL), X, P, lgy, cov, n, p, d); par [2 n p]. Returns
+ * list(J, grad, B, Sigma). */
+SEXP svir_pln_eval_r(SEXP dat, SEXP par)
+{
+    svir_pln_data d;
+    d.n = Rf_asInteger(pln_elt(dat, "n"));
+    d.p = Rf_asInteger(pln_elt(dat, "p"));
+    d.d = Rf_asInteger(pln_elt(dat, "d"));
+    d.cov = Rf_asInteger(pln_elt(dat, "cov"));
+    if (d.n < 1 || d.p < 1 || d.d < 0 || d.cov < 0 || d.cov > 2)
+        Rf_error("svir internal error: bad PLN dimensions");
+    const R_xlen_t np = (R_xlen_t)d.n * d.p;
+    d.Y = dbl(pln_elt(dat, "Y"), np, "Y", 0);
+    d.O = dbl(pln_elt(dat, "O"), np, "O", 1);
+    d.X = dbl(pln_elt(dat, "X"), (R_xlen_t)d.n * d.d, "X", 0);
+    d.P = dbl(pln_elt(dat, "P"), (R_xlen_t)d.n * d.d, "P", 0);
+    d.lgy = Rf_asReal(pln_elt(dat, "lgy"));
+    const double *pr = dbl(par, 2 * np, "par", 0);
+    SEXP out = PROTECT(Rf_allocVector(VECSXP, 4));
+    SEXP nms = PROTECT(Rf_allocVector(STRSXP, 4));
+    SEXP J = PROTECT(Rf_allocVector(REALSXP, 1));
+    SEXP grad = PROTECT(Rf_allocVector(REALSXP, 2 * np));
+    SEXP B = PROTECT(Rf_allocMatrix(REALSXP, d.d, d.p));
+    SEXP S = PROTECT(Rf_allocMatrix(REALSXP, d.p, d.p));
+    double *work = (double *)R_alloc((size_t)(2 * np + (R_xlen_t)d.p * d.p), sizeof(double));
+    char err[256] = "";
+    if (svir_pln_eval(&d, pr, REAL(J), REAL(grad), REAL(B), REAL(S), work, err, sizeof err))
+        Rf_error("svir: %s", err);
+    SET_VECTOR_ELT(out, 0, J);
+    SET_VECTOR_ELT(out, 1, grad);
+    SET_VECTOR_ELT(out, 2, B);
+    SET_VECTOR_ELT(out, 3, S);
+    SET_STRING_ELT(nms, 0, Rf_mkChar("J"));
+    SET_STRING_ELT(nms, 1, Rf_mkChar("grad"));
+    SET_STRING_ELT(nms, 2, Rf_mkChar("B"));
+    SET_STRING_ELT(nms, 3, Rf_mkChar("Sigma"));
+    Rf_setAttrib(out, R_NamesSymbol, nms);
+    UNPROTECT(6);
+    return out;
+}
