@@ -2,6 +2,9 @@
 #include <R.h>
 #include <Rinternals.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "svir_pln.h"
 
@@ -22,23 +25,41 @@ static const double *dbl(SEXP x, R_xlen_t len, const char *what, int null_ok)
     return REAL(x);
 }
 
-/* dat: list(Y, O (or NULL), X, P, lgy, cov, n, p, d); par [2 n p]. Returns
- * list(J, grad, B, Sigma). */
+/* dat: list(Y, O (or NULL), X, P, lgy, cov, n, p, d) */
+static void read_dat(SEXP dat, svir_pln_data *d)
+{
+    d->n = Rf_asInteger(pln_elt(dat, "n"));
+    d->p = Rf_asInteger(pln_elt(dat, "p"));
+    d->d = Rf_asInteger(pln_elt(dat, "d"));
+    d->cov = Rf_asInteger(pln_elt(dat, "cov"));
+    if (d->n < 1 || d->p < 1 || d->d < 0 || d->cov < 0 || d->cov > 2)
+        Rf_error("svir internal error: bad PLN dimensions");
+    const R_xlen_t np = (R_xlen_t)d->n * d->p;
+    d->Y = dbl(pln_elt(dat, "Y"), np, "Y", 0);
+    d->O = dbl(pln_elt(dat, "O"), np, "O", 1);
+    d->X = dbl(pln_elt(dat, "X"), (R_xlen_t)d->n * d->d, "X", 0);
+    d->P = dbl(pln_elt(dat, "P"), (R_xlen_t)d->n * d->d, "P", 0);
+    d->lgy = Rf_asReal(pln_elt(dat, "lgy"));
+    /* threads: as given, or one per 500,000 counts, at most OpenMP's */
+    int T = Rf_asInteger(pln_elt(dat, "threads"));
+#ifdef _OPENMP
+    if (T == NA_INTEGER || T < 1) {
+        const R_xlen_t want = (np + 499999) / 500000;
+        T = want < omp_get_max_threads() ? (int)want : omp_get_max_threads();
+    }
+#else
+    T = 1;
+#endif
+    d->threads = T > 0 ? T : 1;
+    d->colwork = (double *)R_alloc((size_t)d->p, sizeof(double));
+}
+
+/* The objective at par [2 n p]: list(J, grad, B, Sigma). */
 SEXP svir_pln_eval_r(SEXP dat, SEXP par)
 {
     svir_pln_data d;
-    d.n = Rf_asInteger(pln_elt(dat, "n"));
-    d.p = Rf_asInteger(pln_elt(dat, "p"));
-    d.d = Rf_asInteger(pln_elt(dat, "d"));
-    d.cov = Rf_asInteger(pln_elt(dat, "cov"));
-    if (d.n < 1 || d.p < 1 || d.d < 0 || d.cov < 0 || d.cov > 2)
-        Rf_error("svir internal error: bad PLN dimensions");
+    read_dat(dat, &d);
     const R_xlen_t np = (R_xlen_t)d.n * d.p;
-    d.Y = dbl(pln_elt(dat, "Y"), np, "Y", 0);
-    d.O = dbl(pln_elt(dat, "O"), np, "O", 1);
-    d.X = dbl(pln_elt(dat, "X"), (R_xlen_t)d.n * d.d, "X", 0);
-    d.P = dbl(pln_elt(dat, "P"), (R_xlen_t)d.n * d.d, "P", 0);
-    d.lgy = Rf_asReal(pln_elt(dat, "lgy"));
     const double *pr = dbl(par, 2 * np, "par", 0);
     SEXP out = PROTECT(Rf_allocVector(VECSXP, 4));
     SEXP nms = PROTECT(Rf_allocVector(STRSXP, 4));
@@ -46,7 +67,7 @@ SEXP svir_pln_eval_r(SEXP dat, SEXP par)
     SEXP grad = PROTECT(Rf_allocVector(REALSXP, 2 * np));
     SEXP B = PROTECT(Rf_allocMatrix(REALSXP, d.d, d.p));
     SEXP S = PROTECT(Rf_allocMatrix(REALSXP, d.p, d.p));
-    double *work = (double *)R_alloc((size_t)(2 * np + (R_xlen_t)d.p * d.p), sizeof(double));
+    double *work = (double *)R_alloc((size_t)(3 * np + (R_xlen_t)d.p * d.p), sizeof(double));
     char err[256] = "";
     if (svir_pln_eval(&d, pr, REAL(J), REAL(grad), REAL(B), REAL(S), work, err, sizeof err))
         Rf_error("svir: %s", err);
@@ -58,6 +79,43 @@ SEXP svir_pln_eval_r(SEXP dat, SEXP par)
     SET_STRING_ELT(nms, 1, Rf_mkChar("grad"));
     SET_STRING_ELT(nms, 2, Rf_mkChar("B"));
     SET_STRING_ELT(nms, 3, Rf_mkChar("Sigma"));
+    Rf_setAttrib(out, R_NamesSymbol, nms);
+    UNPROTECT(6);
+    return out;
+}
+
+/* The fit from par [2 n p] (svir_pln_fit): list(J, par, iterations, trace,
+ * B, Sigma). */
+SEXP svir_pln_fit_r(SEXP dat, SEXP par, SEXP maxit, SEXP tol)
+{
+    svir_pln_data d;
+    read_dat(dat, &d);
+    const R_xlen_t np = (R_xlen_t)d.n * d.p;
+    dbl(par, 2 * np, "par", 0);
+    const int mi = Rf_asInteger(maxit);
+    if (mi < 1) Rf_error("svir internal error: maxit must be positive");
+    SEXP out = PROTECT(Rf_allocVector(VECSXP, 6));
+    SEXP nms = PROTECT(Rf_allocVector(STRSXP, 6));
+    SEXP P = PROTECT(Rf_duplicate(par));
+    SEXP B = PROTECT(Rf_allocMatrix(REALSXP, d.d, d.p));
+    SEXP S = PROTECT(Rf_allocMatrix(REALSXP, d.p, d.p));
+    double *trace = (double *)R_alloc((size_t)mi, sizeof(double));
+    double J = 0.0;
+    int iters = 0;
+    char err[256] = "";
+    const int st = svir_pln_fit(&d, REAL(P), mi, Rf_asReal(tol), &J, &iters, trace, REAL(B),
+                                REAL(S), err, sizeof err);
+    if (st) Rf_error("svir: %s", err);
+    SEXP tr = PROTECT(Rf_allocVector(REALSXP, iters));
+    if (iters > 0) memcpy(REAL(tr), trace, sizeof(double) * (size_t)iters);
+    const char *names[6] = {"J", "par", "iterations", "trace", "B", "Sigma"};
+    SET_VECTOR_ELT(out, 0, Rf_ScalarReal(J));
+    SET_VECTOR_ELT(out, 1, P);
+    SET_VECTOR_ELT(out, 2, Rf_ScalarInteger(iters));
+    SET_VECTOR_ELT(out, 3, tr);
+    SET_VECTOR_ELT(out, 4, B);
+    SET_VECTOR_ELT(out, 5, S);
+    for (int k = 0; k < 6; k++) SET_STRING_ELT(nms, k, Rf_mkChar(names[k]));
     Rf_setAttrib(out, R_NamesSymbol, nms);
     UNPROTECT(6);
     return out;
