@@ -136,3 +136,13 @@ test_that("pln() refuses bad input with clear errors", {
   Ysp <- Matrix::Matrix(d$Y, sparse = TRUE)
   expect_error(svi_fit(Ysp ~ x, d, family = pln()), "Sparse", class = "svir_error")
 })
+
+test_that("pln() fits do not depend on the number of threads", {
+  s <- pln_sim(150, 6, 0.3 * 0.5^abs(outer(1:6, 1:6, "-")), seed = 7)
+  fits <- lapply(1:2, function(th)
+    svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(),
+            control = svi_control(threads = th)))
+  expect_identical(fits[[1]]$elbo, fits[[2]]$elbo)
+  expect_identical(coef(fits[[1]]), coef(fits[[2]]))
+  expect_identical(sigma(fits[[1]]), sigma(fits[[2]]))
+})
