@@ -215,3 +215,40 @@ print.svi_pln <- function(x, ...) {
   print(signif(x$coefficients[, seq_len(min(6L, x$p)), drop = FALSE], 4))
   invisible(x)
 }
+
+#' Correlations between the count columns of a Poisson-lognormal fit
+#'
+#' The correlations of the latent layer `Z` of a fit with `family = pln()`:
+#' `cov2cor(sigma(fit))`, or with `partial = TRUE` the partial correlations
+#' (each pair given all other columns), `-Omega_jk / sqrt(Omega_jj
+#' Omega_kk)` with `Omega = Sigma^-1`: the edges of the Gaussian graphical
+#' model of the latent layer, zero where two columns are conditionally
+#' independent.
+#'
+#' @param object A fit with `family = pln()` (class `"svi_pln"`).
+#' @param partial `FALSE` (default) for correlations, `TRUE` for partial
+#'   correlations.
+#' @return A `p x p` correlation matrix with the columns' names.
+#' @examples
+#' set.seed(3)
+#' d <- data.frame(x = rnorm(150))
+#' S <- matrix(c(1, 0.6, 0.3, 0.6, 1, 0.5, 0.3, 0.5, 1), 3)
+#' Z <- 1 + matrix(rnorm(450), 150) %*% chol(S)
+#' d$Y <- matrix(rpois(450, exp(Z)), 150, dimnames = list(NULL, c("a", "b", "c")))
+#' fit <- svi_fit(Y ~ x, data = d, family = pln())
+#' pln_cor(fit)
+#' pln_cor(fit, partial = TRUE)
+#' @export
+pln_cor <- function(object, partial = FALSE) {
+  if (!inherits(object, "svi_pln")) {
+    cli::cli_abort("{.arg object} must be a fit with {.code family = pln()}.",
+                   class = "svir_error", call = NULL)
+  }
+  partial <- svir_check_flag(partial, "partial")
+  S <- object$sigma
+  if (!partial) return(stats::cov2cor(S))
+  P <- -stats::cov2cor(solve(S))
+  diag(P) <- 1
+  dimnames(P) <- dimnames(S)
+  P
+}

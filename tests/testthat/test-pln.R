@@ -146,3 +146,24 @@ test_that("pln() fits do not depend on the number of threads", {
   expect_identical(coef(fits[[1]]), coef(fits[[2]]))
   expect_identical(sigma(fits[[1]]), sigma(fits[[2]]))
 })
+
+test_that("pln_cor() gives the correlations and partial correlations of Sigma", {
+  s <- pln_sim(200, 4, 0.4 * 0.6^abs(outer(1:4, 1:4, "-")), seed = 8, scale = 10)
+  fit <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln())
+  S <- sigma(fit)
+  C <- pln_cor(fit)
+  expect_equal(C, S / sqrt(outer(diag(S), diag(S))))
+  P <- pln_cor(fit, partial = TRUE)
+  O <- solve(S)
+  expect_equal(P[1, 3], -O[1, 3] / sqrt(O[1, 1] * O[3, 3]))
+  expect_equal(unname(diag(P)), rep(1, 4))
+  expect_identical(dimnames(P), dimnames(S))
+  # an AR(1) latent layer: the neighbours are partially correlated, the
+  # others (conditionally independent) much less
+  expect_gt(min(P[cbind(1:3, 2:4)]), 0.3)
+  expect_lt(max(abs(P[cbind(1:2, 3:4)])), 0.2)
+  # a diagonal covariance has no correlations at all
+  fd <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(covariance = "diagonal"))
+  expect_equal(unname(pln_cor(fd, partial = TRUE)), diag(4))
+  expect_error(pln_cor(lm(1 ~ 1)), "pln", class = "svir_error")
+})
