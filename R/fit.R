@@ -130,7 +130,7 @@ svi_fit <- function(formula, data, family = gaussian(), prior = NULL,
   info <- built$info
   n <- length(spec$y)
   svir_check_batch(control, n)
-  if (method == "qem") svir_check_qem(spec, control, backend, call)
+  if (method == "qem") svir_check_qem(spec, control, call)
   be <- svir_choose_backend(backend, n)
   if (control$keep_path > 0L && identical(be$backend, "cuda")) {
     cli::cli_abort(c("{.code keep_path} is not available with {.code backend = \"cuda\"}.",
@@ -204,7 +204,7 @@ svir_check_seed <- function(seed, call = NULL) {
 }
 
 # What QEM cannot do yet, refused before any work (see dev/QEM.md).
-svir_check_qem <- function(spec, control, backend, call) {
+svir_check_qem <- function(spec, control, call) {
   nt <- length(spec$terms)
   if (nt != 1L) {
     cli::cli_abort(c(

@@ -65,8 +65,9 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
     } else {
         memcpy(R, M, sizeof(double) * (size_t)np);
     }
-    /* A, S^2, the likelihood part of J per column, and sum_i S_ij^2 */
-    double *colv = dat->colwork;
+    /* A, S^2, Y - A (the gradient's first part), the likelihood part of J
+     * per column (colv) and sum_i S_ij^2 (s2sum) */
+    double *colv = dat->colwork, *s2sum = dat->colwork + p;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(T) schedule(static)
 #endif
@@ -78,22 +79,21 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
             const double eta = (dat->O ? dat->O[k] : 0.0) + M[k];
             S2a[k] = S2;
             A[k] = exp(eta + 0.5 * S2);
+            grad[k] = dat->Y[k] - A[k];
             lj += dat->Y[k] * eta - A[k] + ls[k];
             s2 += S2;
         }
         colv[j] = lj;
-        Om[(ptrdiff_t)j * p + j] = s2; /* diag(sum_i S^2), added below */
+        s2sum[j] = s2;
     }
     double lik = -dat->lgy;
     for (int j = 0; j < p; j++) lik += colv[j];
     double logdet = 0.0;
     if (dat->cov == SVIR_PLN_FULL) {
         /* Sigma = (R'R + diag(sum S^2)) / n; its Cholesky factor; Omega */
-        double *dg = grad; /* keep the diagonal sums while dsyrk overwrites */
-        for (int j = 0; j < p; j++) dg[j] = Om[(ptrdiff_t)j * p + j];
         const double invn = 1.0 / n;
         F77_CALL(dsyrk)("L", "T", &p, &n, &invn, R, &n, &zero, Om, &p FCONE FCONE);
-        for (int j = 0; j < p; j++) Om[(ptrdiff_t)j * p + j] += dg[j] * invn;
+        for (int j = 0; j < p; j++) Om[(ptrdiff_t)j * p + j] += s2sum[j] * invn;
         for (int j = 0; j < p; j++)
             for (int i = j; i < p; i++) Sigma[(ptrdiff_t)j * p + i] = Sigma[(ptrdiff_t)i * p + j] = Om[(ptrdiff_t)j * p + i];
         int info = 0;
@@ -112,16 +112,12 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
         for (int j = 0; j < p; j++)
             for (int i = j + 1; i < p; i++) Om[(ptrdiff_t)i * p + j] = Om[(ptrdiff_t)j * p + i];
         /* dJ/dM = Y - A - R Omega */
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(T) schedule(static)
-#endif
-        for (ptrdiff_t k = 0; k < np; k++) grad[k] = dat->Y[k] - A[k];
         F77_CALL(dsymm)("R", "L", &n, &p, &minus1, Om, &p, R, &n, &one, grad, &n FCONE FCONE);
     } else {
         /* diagonal or spherical: Omega is diagonal */
         double tot = 0.0;
         for (int j = 0; j < p; j++) {
-            double s = Om[(ptrdiff_t)j * p + j];
+            double s = s2sum[j];
             for (int i = 0; i < n; i++) s += R[(ptrdiff_t)j * n + i] * R[(ptrdiff_t)j * n + i];
             Om[(ptrdiff_t)j * p + j] = s / n;
             tot += s;
@@ -136,18 +132,9 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
             logdet += log(v);
             for (int i = 0; i < p; i++) Sigma[(ptrdiff_t)j * p + i] = i == j ? v : 0.0;
         }
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(T) schedule(static)
-#endif
-        for (int j = 0; j < p; j++) {
-            const double w = Om[(ptrdiff_t)j * p + j];
-            for (int i = 0; i < n; i++) {
-                const ptrdiff_t k = (ptrdiff_t)j * n + i;
-                grad[k] = dat->Y[k] - A[k] - R[k] * w;
-            }
-        }
     }
-    /* dJ/d log S */
+    /* dJ/d log S, and with a diagonal Omega the rest of dJ/dM, - R Omega */
+    const int diag = dat->cov != SVIR_PLN_FULL;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(T) schedule(static)
 #endif
@@ -155,6 +142,7 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
         const double w = Om[(ptrdiff_t)j * p + j];
         for (int i = 0; i < n; i++) {
             const ptrdiff_t k = (ptrdiff_t)j * n + i;
+            if (diag) grad[k] -= R[k] * w;
             grad[np + k] = 1.0 - S2a[k] * (A[k] + w);
         }
     }
@@ -170,12 +158,11 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
  * last (work w: R, Omega, A): 1 / (A_ij + Omega_jj) for M_ij, and
  * 1 / (2 S^2 (A + Omega_jj) + S^4 A) for log S_ij (the entries' own
  * second derivatives of -J). */
-static void pln_h0(const svir_pln_data *dat, const double *par, const double *w, double *h0)
+static void pln_h0(const svir_pln_data *dat, const double *w, double *h0)
 {
     const int n = dat->n, p = dat->p;
     const ptrdiff_t np = (ptrdiff_t)n * p;
     const double *Om = w + np, *A = w + np + (ptrdiff_t)p * p, *S2a = A + np;
-    (void)par;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(dat->threads > 0 ? dat->threads : 1) schedule(static)
 #endif
@@ -245,7 +232,7 @@ int svir_pln_fit(const svir_pln_data *dat, double *par, int maxit, double tol, d
     for (ptrdiff_t k = 0; k < L; k++) g[k] = -g[k];
     for (it = 0; it < maxit;) {
         /* the two-loop recursion: dir = -H g */
-        pln_h0(dat, par, w0, h0);
+        pln_h0(dat, w0, h0);
         memcpy(dir, g, sizeof(double) * (size_t)L);
         for (int c = 0; c < mem; c++) {
             const int i = (head - 1 - c + PLN_MEM) % PLN_MEM;

@@ -16,7 +16,7 @@ typedef struct {
     const double *P;    /* [d x n] (X'X)^-1 X' */
     double lgy;         /* sum_ij log Y_ij! */
     int threads;        /* OpenMP threads (results do not depend on them) */
-    double *colwork;    /* [p] scratch */
+    double *colwork;    /* [2 p] scratch */
 } svir_pln_data;
 
 /* The ELBO J at the local parameters par = [M (n x p), log S (n x p)] with

@@ -51,7 +51,7 @@ static void read_dat(SEXP dat, svir_pln_data *d)
     T = 1;
 #endif
     d->threads = T > 0 ? T : 1;
-    d->colwork = (double *)R_alloc((size_t)d->p, sizeof(double));
+    d->colwork = (double *)R_alloc(2 * (size_t)d->p, sizeof(double));
 }
 
 /* The objective at par [2 n p]: list(J, grad, B, Sigma). */

@@ -326,12 +326,8 @@ static int tree_groups(qem_tree *qt, const double *lpar, uint64_t stream, uint64
                         }
                         lfr[kj] = ll + lz;
                     }
-                    if (qt->lf) {
-                        /* log m_j(k0), and the row turned into f / (K m_j) */
-                        qt->lm[(ptrdiff_t)j * K + k0] = svir_qem_row(K, lfr, logK);
-                    } else {
-                        qt->lm[(ptrdiff_t)j * K + k0] = lse(lfr, K, 1) - logK;
-                    }
+                    /* log m_j(k0), and the row turned into f / (K m_j) */
+                    qt->lm[(ptrdiff_t)j * K + k0] = svir_qem_row(K, lfr, logK);
                 }
             }
         }
