@@ -164,7 +164,7 @@ svir_pln_fit <- function(formula, data, family, method, control, backend, na.act
     stop_reason = if (converged) "converged" else "max_steps",
     tol = tol, time = time, covariance = family$covariance,
     n = n, p = p, formula = formula, call = call, terms = tt,
-    xlevels = stats::.getXlevels(tt, mf)),
+    xlevels = stats::.getXlevels(tt, mf), X = X, Y = Y),
     class = "svi_pln")
 }
 
