@@ -39,9 +39,11 @@ svir_pln_Sigma <- function(object) {
   tcrossprod(object$loadings) + diag(object$psi, nrow = length(object$psi))
 }
 
-# the offset as an n x p matrix (zeros when the model has none)
+# the offset as an n x p matrix (zeros when the model has none; one per row
+# recycled over the columns)
 svir_pln_O <- function(object) {
-  if (is.null(object$offset)) matrix(0, object$n, object$p) else object$offset
+  o <- object$offset
+  if (is.null(o)) matrix(0, object$n, object$p) else if (is.null(dim(o))) matrix(o, object$n, object$p) else o
 }
 
 # flip each column so that its largest entry in absolute value is positive
@@ -239,7 +241,6 @@ pln_loglik <- function(object, nsamples = 1000, seed = 1) {
                    class = "svir_error", call = NULL)
   }
   half_logdet <- sum(log(diag(U)))
-  lgy <- rowSums(lgamma(Y + 1))
   slog <- rowSums(log(S))
   # the normalising constants p/2 log(2 pi) of p(Z) and q(Z) cancel
   nb <- max(1L, floor(2^20 / (K * p)))
@@ -251,7 +252,11 @@ pln_loglik <- function(object, nsamples = 1000, seed = 1) {
     E <- matrix(stats::rnorm(m * K * p), m * K, p)
     Z <- M[idx, , drop = FALSE] + S[idx, , drop = FALSE] * E
     eta <- Z + O[idx, , drop = FALSE]
-    lpy <- rowSums(Y[idx, , drop = FALSE] * eta - exp(eta)) - lgy[idx]
+    Yb <- Y[I, , drop = FALSE]
+    if (isS4(Yb)) Yb <- as.matrix(Yb) # a sparse response, one block at a time
+    lgy <- rowSums(lgamma(Yb + 1))
+    jdx <- rep(seq_len(m), times = K)
+    lpy <- rowSums(Yb[jdx, , drop = FALSE] * eta - exp(eta)) - lgy[jdx]
     Q <- backsolve(U, t(Z - mu[idx, , drop = FALSE]), transpose = TRUE)
     lpz <- -0.5 * colSums(Q^2) - half_logdet
     lq <- -0.5 * rowSums(E^2) - slog[idx]
@@ -333,6 +338,7 @@ scores <- function(object, ...) UseMethod("scores")
 #' head(sc)
 #' attr(sc, "variance")
 #' @export
+#' @rawNamespace S3method(vegan::scores, svi_pln)
 scores.svi_pln <- function(object, axes = 2, ...) {
   svir_pln_check(object, need = "X")
   kmax <- if (is.null(object$rank)) object$p else object$rank

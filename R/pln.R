@@ -28,13 +28,54 @@
 #'
 #' All-zero columns of `Y` are refused; all-zero rows are kept.
 #'
-#' This version fits dense count matrices on the CPU, in full batches.
-#' `rank` (PLN-PCA), sparse matrices, minibatches, `method = "qem"` and
-#' `backend = "cuda"` are not available yet and are refused with an error.
+#' @section Rank (PLN-PCA):
+#' With `rank = q`, `Sigma = W W' + diag(psi)` with `W` a `p x q` matrix of
+#' loadings: a factor-analytic covariance with `p q - q (q - 1) / 2 + p`
+#' parameters instead of `p (p + 1) / 2`, for ordination ([scores()]) and
+#' for many columns (`p` may exceed `n`). `W` and `log(psi)` are optimised
+#' jointly with `M` and `S`, and `Sigma^-1` is applied by the Woodbury
+#' identity, so an iteration costs `O(n p (d + q))` and no `p x p` matrix is
+#' formed but the reported `sigma()`. `W` is identified up to a rotation.
 #'
-#' @param rank `NULL` (a full-rank `Sigma`); a number of latent dimensions
-#'   for PLN-PCA is not available in this version.
+#' @section The coefficients' posterior:
+#' `globals = "point"` (default) gives point estimates of `B` and `Sigma`
+#' (variational EM, as PLNmodels). `globals = "bayes"` gives `B` a flat
+#' prior and a Gaussian posterior: `q(B)` is matrix normal with mean the
+#' point estimate and covariance `Sigma` between columns and `(X'X)^-1`
+#' between covariates (the optimal `q(B)` under this ELBO), which also
+#' divides `Sigma`'s estimate by `n - d` instead of `n` (as REML does).
+#' [confint()] gives intervals for `B` from it; the ELBO includes `q(B)`'s
+#' entropy.
+#'
+#' @section Sparse counts:
+#' A sparse `Matrix` response (a `dgCMatrix`, e.g. a cells x genes count
+#' matrix) is used as it is: the fit visits only its non-zero counts and
+#' never forms the dense count matrix (the variational parameters `M` and
+#' `S` are dense `n x p` matrices). Name it in the formula (`Y ~ x`, `Y` in
+#' the calling environment); the covariates come from `data`, one row per
+#' row of `Y`.
+#'
+#' @section Offsets:
+#' `offset(log(depth))` in the formula, with one value per row (recycled
+#' over the columns) or an `n x p` matrix; [pln_offsets()] computes the
+#' usual ones (total counts, geometric-mean size factors).
+#'
+#' @section Bad input:
+#' Negative, non-integer or missing counts, an offset of the wrong size or
+#' with non-finite values, all-zero columns (their mean cannot be
+#' estimated) and a full covariance with `p >= n` (use `rank`, `"diagonal"`
+#' or `"spherical"`) are errors. All-zero rows are kept: their `M_i` go low,
+#' as the offsets allow.
+#'
+#' Fits run on the CPU, in full batches; minibatches, `method = "qem"` and
+#' `backend = "cuda"` are refused with an error in this version.
+#'
+#' @param rank `NULL` (a full, diagonal or spherical `Sigma`, see
+#'   `covariance`), or the number of latent dimensions `q` (PLN-PCA:
+#'   `Sigma = W W' + diag(psi)`); `covariance` is then ignored.
 #' @param covariance `"full"`, `"diagonal"` or `"spherical"`.
+#' @param globals `"point"` (variational EM point estimates of `B` and
+#'   `Sigma`) or `"bayes"` (a Gaussian posterior for `B`).
 #' @return An object of class `"svir_pln_family"` for the `family` argument
 #'   of [svi_fit()]. The fit is an object of class `"svi_pln"`; see
 #'   [coef.svi_pln()].
@@ -50,28 +91,60 @@
 #' fit
 #' coef(fit)
 #' cov2cor(sigma(fit))
+#' # a rank-1 covariance, and a posterior for B
+#' fit1 <- svi_fit(Y ~ x, data = d, family = pln(rank = 1, globals = "bayes"))
+#' confint(fit1)
 #' @export
-pln <- function(rank = NULL, covariance = c("full", "diagonal", "spherical")) {
+pln <- function(rank = NULL, covariance = c("full", "diagonal", "spherical"),
+                globals = c("point", "bayes")) {
   covariance <- svir_match_arg(covariance, c("full", "diagonal", "spherical"), "covariance")
+  globals <- svir_match_arg(globals, c("point", "bayes"), "globals")
   if (!is.null(rank)) {
-    cli::cli_abort(c("{.code pln(rank = )} (PLN-PCA) is not available in this version of svir.",
-                     i = "Leave {.arg rank} as {.code NULL} for a full-rank covariance."),
-                   class = "svir_error", call = NULL)
+    if (!is.numeric(rank) || length(rank) != 1L || !is.finite(rank) || rank < 1 ||
+        rank != round(rank)) {
+      cli::cli_abort(c("{.arg rank} must be a positive whole number (the latent dimensions) or {.code NULL}.",
+                       x = "You supplied {.code {deparse1(rank)}}."),
+                     class = "svir_error", call = NULL)
+    }
+    rank <- as.integer(rank)
   }
-  structure(list(family = "pln", rank = rank, covariance = covariance),
+  structure(list(family = "pln", rank = rank, covariance = covariance, globals = globals),
             class = "svir_pln_family")
 }
 
 #' @export
 print.svir_pln_family <- function(x, ...) {
-  cat(sprintf("Poisson-lognormal family (covariance: %s)\n", x$covariance))
+  cat(sprintf("Poisson-lognormal family (covariance: %s)\n", svir_pln_covname(x)))
   invisible(x)
+}
+
+svir_pln_covname <- function(x) {
+  if (is.null(x$rank)) x$covariance else sprintf("rank %d", x$rank)
+}
+
+# The response of a pln() formula: a dense double matrix, or a dgCMatrix
+# (kept sparse).
+svir_pln_response <- function(formula, data, abort) {
+  lhs <- tryCatch(eval(formula[[2L]], if (is.data.frame(data)) data else NULL,
+                       environment(formula)),
+                  error = function(e) NULL)
+  if (isS4(lhs) && methods::is(lhs, "Matrix")) {
+    if (!methods::is(lhs, "dgCMatrix")) {
+      lhs <- tryCatch(methods::as(methods::as(methods::as(lhs, "CsparseMatrix"), "generalMatrix"),
+                                  "dMatrix"),
+                      error = function(e) abort("The sparse response could not be converted to a {.cls dgCMatrix}: {conditionMessage(e)}"))
+    }
+    return(lhs)
+  }
+  NULL
 }
 
 # svi_fit() for family = pln(): checks, the objective's data, L-BFGS, the
 # svi_pln object.
 svir_pln_fit <- function(formula, data, family, method, control, backend, na.action, call) {
-  abort <- function(msg) cli::cli_abort(msg, class = "svir_error", call = call)
+  abort <- function(msg, .envir = parent.frame()) {
+    cli::cli_abort(msg, class = "svir_error", call = call, .envir = .envir)
+  }
   if (method != "svi") abort(c("{.code method = \"{method}\"} is not available for {.fn pln} in this version.",
                                i = "Use {.code method = \"svi\"}."))
   if (!identical(backend, "auto") && !identical(backend, "cpu")) {
@@ -89,59 +162,114 @@ svir_pln_fit <- function(formula, data, family, method, control, backend, na.act
     abort(c("{.fn pln} takes no random-effect terms such as {.code (1 | g)}.",
             i = "The rows' latent effects are the model's random effects."))
   }
-  lhs <- tryCatch(eval(formula[[2L]], data, environment(formula)), error = function(e) NULL)
-  if (inherits(lhs, "Matrix")) {
-    abort(c("Sparse count matrices are not supported yet.",
-            i = "Use {.code as.matrix()} on the response for now."))
+  Ysp <- svir_pln_response(formula, data, abort)
+  if (!is.null(Ysp)) {
+    # a sparse response: the model frame holds the covariates only
+    rhs <- formula[-2L]
+    mf <- if (missing(data) || is.null(data)) {
+      stats::model.frame(rhs, na.action = na.action)
+    } else {
+      stats::model.frame(rhs, data, na.action = na.action)
+    }
+    nall <- nrow(Ysp)
+    if (length(attr(mf, "na.action"))) {
+      Ysp <- Ysp[-as.integer(attr(mf, "na.action")), , drop = FALSE]
+    }
+    if (ncol(mf) > 0L && nrow(mf) != nrow(Ysp)) {
+      abort("The sparse count matrix has {nall} rows but the covariates have {nrow(mf) + length(attr(mf, 'na.action'))}.")
+    }
+    n <- nrow(Ysp)
+    p <- ncol(Ysp)
+    if (ncol(mf) == 0L) mf <- data.frame(row.names = seq_len(n))
+    x <- Ysp@x
+    if (any(!is.finite(x)) || any(x < 0) || any(abs(x - round(x)) > 1e-8)) {
+      abort("The counts must be non-negative whole numbers (found {sum(!is.finite(x) | x < 0 | abs(x - round(x)) > 1e-8)} other value{?s}).")
+    }
+    colsum <- numeric(p)
+    nzc <- diff(Ysp@p)
+    colsum[nzc > 0] <- rowsum(x, rep.int(seq_len(p), nzc))[, 1]
+    cn <- colnames(Ysp)
+  } else {
+    mf <- stats::model.frame(formula, data, na.action = na.action)
+    Y <- stats::model.response(mf)
+    if (is.data.frame(Y)) Y <- as.matrix(Y)
+    if (!is.matrix(Y) || !is.numeric(Y)) {
+      abort(c("The response of a {.fn pln} model must be a numeric count matrix (rows: samples, columns: species or genes).",
+              i = "Put the matrix in {.arg data} as a column, e.g. {.code d$Y <- counts}, or name it in the formula."))
+    }
+    storage.mode(Y) <- "double"
+    n <- nrow(Y)
+    p <- ncol(Y)
+    if (any(!is.finite(Y)) || any(Y < 0) || any(abs(Y - round(Y)) > 1e-8)) {
+      abort("The counts must be non-negative whole numbers (found {sum(!is.finite(Y) | Y < 0 | abs(Y - round(Y)) > 1e-8)} other value{?s}).")
+    }
+    colsum <- colSums(Y)
+    cn <- colnames(Y)
   }
-  mf <- stats::model.frame(formula, data, na.action = na.action)
-  Y <- stats::model.response(mf)
-  if (is.data.frame(Y)) Y <- as.matrix(Y)
-  if (!is.matrix(Y) || !is.numeric(Y)) {
-    abort(c("The response of a {.fn pln} model must be a numeric count matrix (rows: samples, columns: species or genes).",
-            i = "Put the matrix in {.arg data} as a column, e.g. {.code d$Y <- counts}, or name it in the formula."))
-  }
-  storage.mode(Y) <- "double"
-  n <- nrow(Y)
-  p <- ncol(Y)
-  if (is.null(colnames(Y))) colnames(Y) <- paste0("Y", seq_len(p))
-  if (any(!is.finite(Y)) || any(Y < 0) || any(abs(Y - round(Y)) > 1e-8)) {
-    abort("The counts must be non-negative whole numbers (found {sum(!is.finite(Y) | Y < 0 | abs(Y - round(Y)) > 1e-8)} other value{?s}).")
-  }
-  zero <- colnames(Y)[colSums(Y) == 0]
+  if (is.null(cn)) cn <- paste0("Y", seq_len(p))
+  zero <- cn[colsum == 0]
   if (length(zero)) {
     abort(c("The count matrix has all-zero columns: {.val {zero[seq_len(min(5L, length(zero)))]}} ({length(zero)} in all).",
             i = "Drop them before fitting: the model cannot estimate their mean."))
   }
   tt <- stats::delete.response(stats::terms(mf))
   X <- stats::model.matrix(tt, mf)
+  if (nrow(X) != n) X <- X[rep(1L, n), , drop = FALSE] # an intercept-only frame
   d <- ncol(X)
   if (d > 0 && qr(X)$rank < d) abort("The design matrix of the covariates is rank-deficient: drop redundant terms.")
   O <- stats::model.offset(mf)
+  Orow <- NULL
   if (!is.null(O)) {
     if (is.null(dim(O)) && length(O) == n) {
-      O <- matrix(as.double(O), n, p)
-    } else if (!is.matrix(O) || !identical(dim(O), dim(Y))) {
+      Orow <- as.double(O)
+      O <- NULL
+    } else if (!is.matrix(O) || !identical(dim(O), c(n, p))) {
       abort("The offset must have one value per row ({n}) or one per count ({n} x {p}); it has {if (is.null(dim(O))) length(O) else paste(dim(O), collapse = ' x ')}.")
+    } else {
+      storage.mode(O) <- "double"
     }
-    if (any(!is.finite(O))) abort(c("The offset has non-finite values.",
-                                    i = "For {.code offset(log(depth))}, every depth must be positive."))
-    storage.mode(O) <- "double"
+    if (any(!is.finite(if (is.null(O)) Orow else O))) {
+      abort(c("The offset has non-finite values.",
+              i = "For {.code offset(log(depth))}, every depth must be positive."))
+    }
   }
-  cov <- match(family$covariance, c("full", "diagonal", "spherical")) - 1L
-  if (cov == 0L && p >= n) {
-    abort(c("A full covariance of {p} columns needs more than {p} rows; the data have {n}.",
-            i = "Use {.code pln(covariance = \"diagonal\")} or {.code \"spherical\"}."))
+  rank <- family$rank
+  bayes <- identical(family$globals, "bayes")
+  nd <- if (bayes) n - d else n
+  cov <- if (is.null(rank)) match(family$covariance, c("full", "diagonal", "spherical")) - 1L else 3L
+  if (bayes && nd < 1) abort("{.code globals = \"bayes\"} needs more rows ({n}) than covariates ({d}).")
+  if (cov == 0L && p >= nd) {
+    abort(c("A full covariance of {p} columns needs more than {p} rows{if (bayes) ' (less the covariates)' else ''}; the data have {n}.",
+            i = "Use {.code pln(rank = )}, {.code covariance = \"diagonal\"} or {.code \"spherical\"}."))
   }
-  dat <- list(Y = Y, O = O, X = X, P = if (d > 0) solve(crossprod(X), t(X)) else matrix(0, 0, n),
-              lgy = sum(lgamma(Y + 1)), cov = cov, n = n, p = p, d = d,
+  if (!is.null(rank) && rank >= p) {
+    abort(c("{.code rank = {rank}} must be less than the number of count columns ({p}).",
+            i = "For a full covariance leave {.arg rank} as {.code NULL}."))
+  }
+  P <- if (d > 0) solve(crossprod(X), t(X)) else matrix(0, 0, n)
+  dat <- list(O = O, Orow = Orow, X = X, P = P, cov = cov, q = rank, nd = as.double(nd),
+              n = n, p = p, d = d,
               threads = as.integer(if (is.null(control$threads)) 0L else control$threads))
   # start: M at log(1 + Y) less the offset, S = 0.1
-  M0 <- log1p(Y) - (if (is.null(O)) 0 else O)
+  if (is.null(Ysp)) {
+    dat$Y <- Y
+    dat$lgy <- sum(lgamma(Y + 1))
+    M0 <- log1p(Y)
+  } else {
+    dat$Y <- NULL
+    dat$Yp <- Ysp@p
+    dat$Yi <- Ysp@i
+    dat$Yx <- as.double(Ysp@x)
+    dat$lgy <- sum(lgamma(Ysp@x + 1))
+    M0 <- matrix(0, n, p)
+    M0[cbind(Ysp@i + 1L, rep.int(seq_len(p), diff(Ysp@p)))] <- log1p(Ysp@x)
+  }
+  if (!is.null(O)) M0 <- M0 - O else if (!is.null(Orow)) M0 <- M0 - Orow
   par0 <- c(M0, rep(log(0.1), n * p))
+  if (!is.null(rank)) par0 <- c(par0, svir_pln_pca_start(M0 - X %*% (P %*% M0), rank, nd))
   # PLNmodels' tolerance on the relative change of the ELBO: 1e-6 when n >=
-  # 1.5 p, else 1e-8
-  tol <- if (n >= 1.5 * p) 1e-6 else 1e-8
+  # 1.5 p, else 1e-8 (control$pln_tol, set by hand, overrides it: dev/)
+  tol <- if (!is.null(control$pln_tol)) control$pln_tol else if (n >= 1.5 * p) 1e-6 else 1e-8
   t0 <- proc.time()[["elapsed"]]
   r <- .Call(C_svir_pln_fit_r, dat, par0, as.integer(control$max_steps), tol)
   time <- proc.time()[["elapsed"]] - t0
@@ -150,22 +278,65 @@ svir_pln_fit <- function(formula, data, family, method, control, backend, na.act
     cli::cli_warn(c("The fit stopped at {.code max_steps = {control$max_steps}} iterations before the ELBO converged.",
                     i = "Increase {.code control = svi_control(max_steps = )}."))
   }
-  trace <- r$trace
+  # the ELBO's constants from q(B) under globals = "bayes" (src/svir_pln.c)
+  const <- if (bayes && d > 0) {
+    d * p / 2 * log(2 * pi) - p / 2 * as.numeric(determinant(crossprod(X))$modulus)
+  } else 0
   np <- n * p
+  rn <- if (is.null(Ysp)) rownames(Y) else rownames(Ysp)
   B <- r$B
-  dimnames(B) <- list(colnames(X), colnames(Y))
+  dimnames(B) <- list(colnames(X), cn)
   Sigma <- r$Sigma
-  dimnames(Sigma) <- list(colnames(Y), colnames(Y))
-  M <- matrix(r$par[seq_len(np)], n, p, dimnames = list(rownames(Y), colnames(Y)))
+  dimnames(Sigma) <- list(cn, cn)
+  M <- matrix(r$par[seq_len(np)], n, p, dimnames = list(rn, cn))
   S <- matrix(exp(r$par[np + seq_len(np)]), n, p, dimnames = dimnames(M))
+  W <- psi <- NULL
+  if (!is.null(rank)) {
+    W <- matrix(r$par[2 * np + seq_len(p * rank)], p, rank, dimnames = list(cn, NULL))
+    psi <- stats::setNames(exp(r$par[2 * np + p * rank + seq_len(p)]), cn)
+  }
   structure(list(
-    coefficients = B, sigma = Sigma, M = M, S = S, offset = O,
-    elbo = r$J, trace = trace, steps = r$iterations,
+    coefficients = B, sigma = Sigma, M = M, S = S,
+    offset = if (is.null(O)) Orow else O,
+    loadings = W, psi = psi, rank = rank, globals = family$globals,
+    XtXinv = if (bayes && d > 0) solve(crossprod(X)) else NULL,
+    X = X, Y = if (is.null(Ysp)) Y else Ysp,
+    elbo = r$J + const, trace = r$trace + const, steps = r$iterations,
     stop_reason = if (converged) "converged" else "max_steps",
-    tol = tol, time = time, covariance = family$covariance,
+    tol = tol, time = time, covariance = if (is.null(rank)) family$covariance else "rank",
     n = n, p = p, formula = formula, call = call, terms = tt,
-    xlevels = stats::.getXlevels(tt, mf), X = X, Y = Y),
+    xlevels = stats::.getXlevels(tt, mf)),
     class = "svi_pln")
+}
+
+# PLN-PCA's start: W and log psi of probabilistic PCA of the start's latent
+# residuals R (n x p): the top q principal axes of C = (R'R + 0.01 n I) /
+# nd, W = U (lambda - s2)^(1/2), psi = s2 (the mean of the other
+# eigenvalues), by eigen() for p <= 500 and by a few subspace iterations
+# (deterministic, started at the data's first rows) above.
+svir_pln_pca_start <- function(R, q, nd) {
+  n <- nrow(R)
+  p <- ncol(R)
+  if (p <= 500L) {
+    e <- eigen((crossprod(R) + diag(0.01 * n, p)) / nd, symmetric = TRUE)
+    lam <- e$values
+    U <- e$vectors[, seq_len(q), drop = FALSE]
+    s2 <- mean(lam[-seq_len(q)])
+    lam <- lam[seq_len(q)]
+  } else {
+    k <- min(p, q + 10L)
+    Q <- qr.Q(qr(t(R[seq_len(min(n, k)), , drop = FALSE] + 1e-3)))
+    for (it in 1:4) Q <- qr.Q(qr(crossprod(R, R %*% Q)))
+    Cq <- (crossprod(R %*% Q) + 0.01 * n * diag(ncol(Q))) / nd
+    e <- eigen(Cq, symmetric = TRUE)
+    U <- Q %*% e$vectors[, seq_len(q), drop = FALSE]
+    lam <- e$values[seq_len(q)]
+    s2 <- (sum(colSums(R^2)) + 0.01 * n * p) / nd / p
+    s2 <- max((s2 * p - sum(lam)) / (p - q), 1e-3 * s2)
+  }
+  s2 <- max(s2, 1e-3)
+  W <- U %*% diag(sqrt(pmax(lam - s2, 1e-3)), q)
+  c(W, rep(log(s2), p))
 }
 
 #' Results of a Poisson-lognormal fit
@@ -207,8 +378,9 @@ fitted.svi_pln <- function(object, ...) {
 #' @rdname coef.svi_pln
 #' @export
 print.svi_pln <- function(x, ...) {
-  cat(sprintf("Poisson-lognormal model fitted by variational EM (svir), covariance: %s\n",
-              x$covariance))
+  cat(sprintf("Poisson-lognormal model fitted by variational EM (svir), covariance: %s%s\n",
+              svir_pln_covname(x),
+              if (identical(x$globals, "bayes")) ", Gaussian posterior for B" else ""))
   cat(sprintf("  %d rows x %d count columns; ELBO %.2f after %d iterations (%s), %.2f s\n",
               x$n, x$p, x$elbo, x$steps, x$stop_reason, x$time))
   cat("Coefficients (first columns):\n")
@@ -251,4 +423,149 @@ pln_cor <- function(object, partial = FALSE) {
   diag(P) <- 1
   dimnames(P) <- dimnames(S)
   P
+}
+
+#' Intervals for the coefficients of a Poisson-lognormal fit
+#'
+#' For a fit with `family = pln(globals = "bayes")`, the central intervals
+#' of the Gaussian posterior of each coefficient `B_kj`: its mean is the
+#' estimate and its variance `[(X'X)^-1]_kk Sigma_jj`.
+#'
+#' @param object A fit with `family = pln(globals = "bayes")`.
+#' @param parm Covariates (names or indices of `rownames(coef(object))`);
+#'   all by default.
+#' @param level The intervals' probability.
+#' @param ... Not used.
+#' @return A matrix with a row per coefficient, named `"covariate:column"`,
+#'   and the lower and upper limits in columns named like `confint.lm()`'s.
+#' @examples
+#' set.seed(4)
+#' d <- data.frame(x = rnorm(100))
+#' d$Y <- matrix(rpois(300, exp(1 + 0.5 * d$x)), 100)
+#' fit <- svi_fit(Y ~ x, data = d, family = pln(covariance = "diagonal", globals = "bayes"))
+#' confint(fit)
+#' @export
+confint.svi_pln <- function(object, parm, level = 0.95, ...) {
+  if (is.null(object$XtXinv)) {
+    cli::cli_abort(c("Intervals need the coefficients' posterior, which this fit does not have.",
+                     i = "Refit with {.code family = pln(globals = \"bayes\")}."),
+                   class = "svir_error", call = NULL)
+  }
+  if (!is.numeric(level) || length(level) != 1L || !(level > 0 && level < 1)) {
+    cli::cli_abort("{.arg level} must be a probability between 0 and 1.", class = "svir_error",
+                   call = NULL)
+  }
+  B <- object$coefficients
+  k <- seq_len(nrow(B))
+  if (!missing(parm)) {
+    k <- if (is.character(parm)) match(parm, rownames(B)) else parm
+    if (anyNA(k) || any(k < 1 | k > nrow(B))) {
+      cli::cli_abort("{.arg parm} must name covariates among {.val {rownames(B)}}.",
+                     class = "svir_error", call = NULL)
+    }
+  }
+  se <- sqrt(outer(diag(object$XtXinv), diag(object$sigma)))[k, , drop = FALSE]
+  est <- B[k, , drop = FALSE]
+  a <- (1 - level) / 2
+  z <- stats::qnorm(1 - a)
+  out <- cbind(as.vector(t(est - z * se)), as.vector(t(est + z * se)))
+  dimnames(out) <- list(paste(rep(rownames(est), each = ncol(B)), colnames(B), sep = ":"),
+                        paste(format(100 * c(a, 1 - a), trim = TRUE, scientific = FALSE,
+                                     digits = 3), "%"))
+  out
+}
+
+#' Offsets for count matrices
+#'
+#' The usual offsets for [pln()] models, on the log scale, one per row, for
+#' `offset()` in the formula: `"total"`, the log of each row's total count
+#' (PLNmodels' "TSS"); `"rle"`, the log of the geometric-mean size factors
+#' of DESeq2 (each row's median ratio to the columns' geometric means), in
+#' the variant for sparse data ("poscounts"): the geometric means and the
+#' medians use the positive counts only, so columns and rows with zeros
+#' still count. The size factors are scaled to a geometric mean of 1.
+#' Dense matrices and sparse `dgCMatrix` ones are accepted; a sparse one is
+#' not densified.
+#'
+#' @param Y A count matrix (rows: samples or cells; columns: species or
+#'   genes), dense or a `Matrix::dgCMatrix`.
+#' @param type `"total"` or `"rle"`.
+#' @return A numeric vector of length `nrow(Y)`, the log offsets.
+#' @examples
+#' Y <- matrix(rpois(60, 5), 10)
+#' pln_offsets(Y)
+#' pln_offsets(Y, "rle")
+#' @export
+pln_offsets <- function(Y, type = c("total", "rle")) {
+  type <- svir_match_arg(type, c("total", "rle"), "type")
+  sparse <- isS4(Y) && methods::is(Y, "Matrix")
+  if (sparse) {
+    if (!methods::is(Y, "dgCMatrix")) {
+      Y <- methods::as(methods::as(methods::as(Y, "CsparseMatrix"), "generalMatrix"), "dMatrix")
+    }
+    x <- Y@x
+    row <- Y@i + 1L
+    col <- rep.int(seq_len(ncol(Y)), diff(Y@p))
+  } else {
+    if (is.data.frame(Y)) Y <- as.matrix(Y)
+    if (!is.matrix(Y) || !is.numeric(Y)) {
+      cli::cli_abort("{.arg Y} must be a numeric count matrix or a sparse {.cls dgCMatrix}.",
+                     class = "svir_error", call = NULL)
+    }
+    nz <- which(Y != 0)
+    x <- as.double(Y[nz])
+    row <- (nz - 1L) %% nrow(Y) + 1L
+    col <- (nz - 1L) %/% nrow(Y) + 1L
+  }
+  if (any(!is.finite(x)) || any(x < 0)) {
+    cli::cli_abort("{.arg Y} must hold non-negative counts.", class = "svir_error", call = NULL)
+  }
+  keep <- x > 0
+  x <- x[keep]
+  row <- row[keep]
+  col <- col[keep]
+  n <- nrow(Y)
+  empty <- setdiff(seq_len(n), row)
+  if (length(empty)) {
+    cli::cli_abort(c("Rows {.val {empty[seq_len(min(5L, length(empty)))]}} ({length(empty)} in all) have no counts, so they have no offset.",
+                     i = "Drop the empty rows before fitting."),
+                   class = "svir_error", call = NULL)
+  }
+  out <- if (type == "total") {
+    log(as.vector(rowsum(x, row, reorder = TRUE)))
+  } else {
+    lg <- as.vector(rowsum(log(x), col, reorder = TRUE)) / tabulate(col)
+    lgm <- numeric(ncol(Y))
+    lgm[sort(unique(col))] <- lg
+    ratio <- log(x) - lgm[col]
+    s <- log(vapply(split(exp(ratio), row), stats::median, 0))
+    s - mean(s)
+  }
+  names(out) <- rownames(Y)
+  out
+}
+
+# The VE step: q(Z_i) = N(M_i, diag(S_i^2)) for new rows (counts Y, n x p;
+# covariates X; offsets O, n x p) with the fit's B and Sigma held fixed, by
+# the fit's L-BFGS (src/svir_pln.c). Returns list(M, S, elbo).
+svir_pln_ve <- function(object, Y, X, O, tol = 1e-8, max_steps = 1000L) {
+  if (isS4(Y)) Y <- as.matrix(Y)
+  storage.mode(Y) <- "double"
+  storage.mode(X) <- "double"
+  n <- nrow(Y)
+  p <- ncol(Y)
+  Sigma <- svir_pln_Sigma(object)
+  U <- chol(Sigma)
+  Om <- chol2inv(U)
+  dat <- list(Y = Y, O = if (is.null(O)) NULL else matrix(as.double(O), n, p), X = X,
+              P = matrix(0, ncol(X), n), lgy = sum(lgamma(Y + 1)), cov = 0L, n = n, p = p,
+              d = ncol(X), Bfix = unname(object$coefficients) + 0, Omfix = Om,
+              logdet_om = -2 * sum(log(diag(U))), threads = 0L)
+  M0 <- log1p(Y) - (if (is.null(O)) 0 else O)
+  r <- .Call(C_svir_pln_fit_r, dat, c(M0, rep(log(0.1), n * p)), as.integer(max_steps), tol)
+  np <- n * p
+  dn <- list(rownames(Y), colnames(object$coefficients))
+  list(M = matrix(r$par[seq_len(np)], n, p, dimnames = dn),
+       S = matrix(exp(r$par[np + seq_len(np)]), n, p, dimnames = dn),
+       elbo = r$J)
 }

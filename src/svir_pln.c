@@ -1,23 +1,33 @@
-/* The Poisson-lognormal model (issue 5, first increment; dev/PLN.md): the
- * variational EM objective with the global parameters profiled out, and its
- * gradient, for an optimiser over the local parameters. Uses R's BLAS and
- * LAPACK (the headers declare the Fortran routines only; no other R API).
+/* The Poisson-lognormal model (issue 5; dev/PLN.md): the variational EM
+ * objective with the global parameters profiled out where they have a
+ * closed form, and its gradient, for an optimiser over the rest. Uses R's
+ * BLAS and LAPACK (the headers declare the Fortran routines only; no other
+ * R API).
  *
  * Model: Z_i ~ N(X_i B, Sigma), Y_ij ~ Poisson(exp(O_ij + Z_ij)). Guide:
  * q(Z_i) = N(M_i, diag(S_i^2)), so that E exp(Z_ij) = exp(M_ij + S_ij^2 / 2)
- * in closed form and the local part has no Monte Carlo noise. For given (M,
- * S) the ELBO is maximised by
- *   B = (X'X)^-1 X'M,  R = M - X B,
- *   Sigma = (R'R + diag(sum_i S_i^2)) / n          (full),
- *   Sigma_jj = sum_i (R_ij^2 + S_ij^2) / n          (diagonal),
- *   sigma^2 = sum_ij (R_ij^2 + S_ij^2) / (n p)      (spherical),
- * and the ELBO at those values (the trace term is then n p / 2 and cancels
- * the entropy's constant) is
- *   J(M, S) = sum_ij [Y_ij (O_ij + M_ij) - A_ij - log Y_ij! + log S_ij]
- *             - n/2 log |Sigma|,   A_ij = exp(O_ij + M_ij + S_ij^2 / 2),
- * with gradient (envelope theorem; Omega = Sigma^-1)
+ * in closed form and the local part has no Monte Carlo noise. With
+ * C = R'R + diag(sum_i S_i^2), R = M - X B, the ELBO is
+ *   J = sum_ij [Y_ij (O_ij + M_ij) - A_ij - log Y_ij! + log S_ij] + n p / 2
+ *       - nd / 2 log |Sigma| - tr(Sigma^-1 C) / 2,
+ * A_ij = exp(O_ij + M_ij + S_ij^2 / 2); nd = n, or n - d when B has the
+ * Gaussian posterior N(B^, Sigma (x) (X'X)^-1) (its entropy adds
+ * d / 2 log |Sigma|, its spread d p / 2 to the trace; the constants are
+ * added in R). For given (M, S) the ELBO is maximised by
+ *   B = (X'X)^-1 X'M,
+ *   Sigma = C / nd (full), its diagonal (diagonal),
+ *   tr(C) / (nd p) I (spherical),
+ * where the trace term is nd p / 2, and by the envelope theorem the
+ * gradient at those values is the partial one (Omega = Sigma^-1):
  *   dJ/dM = Y - A - R Omega,  dJ/d log S_ij = 1 - S_ij^2 (A_ij + Omega_jj).
- * This is what PLNmodels maximises; here it is one pass of BLAS-3 work. */
+ * This is what PLNmodels maximises; here it is one pass of BLAS-3 work.
+ * For rank q, Sigma = W W' + diag(psi) has no closed-form optimum: W and
+ * log psi join the parameters, dJ/dSigma = Gamma = (Omega C Omega -
+ * nd Omega) / 2 gives dJ/dW = 2 Gamma W and dJ/d log psi_j = psi_j
+ * Gamma_jj, and Omega is applied by the Woodbury identity, so one
+ * evaluation is O(n p (d + q)) with no p x p matrix but the reported
+ * Sigma. The VE step (Bfix, Omfix: new rows given fitted B and Sigma)
+ * holds B and Omega fixed. */
 #ifndef USE_FC_LEN_T
 #define USE_FC_LEN_T
 #endif
@@ -48,50 +58,130 @@
 #define PLN_PFOR
 #endif
 
+ptrdiff_t svir_pln_npar(const svir_pln_data *dat)
+{
+    const ptrdiff_t np = (ptrdiff_t)dat->n * dat->p;
+    return 2 * np + (dat->cov == SVIR_PLN_RANK && !dat->Bfix ? (ptrdiff_t)dat->p * (dat->q + 1) : 0);
+}
+
+ptrdiff_t svir_pln_nwork(const svir_pln_data *dat)
+{
+    const ptrdiff_t n = dat->n, p = dat->p, q = dat->cov == SVIR_PLN_RANK ? dat->q : 0;
+    return 4 * n * p + p * p + 2 * p + (q > 0 ? 5 * p * q + n * q + 3 * q * q : 0);
+}
+
+/* the work's parts (svir_pln_nwork): R = M - X B, A, S^2, T = R Omega (the
+ * rank and VE cases) [n x p each], Omega [p x p] (full; the VE step uses
+ * Omfix), its diagonal omd [p], 1 / psi [p]; for the rank case G = Psi^-1 W
+ * K^-1, V = Psi^-1 W, OW = Omega W, two more [p x q], one [n x q] and
+ * three [q x q] */
+typedef struct {
+    double *R, *A, *S2, *T, *Om, *omd, *ipsi, *G, *V, *OW, *PQ, *X2, *NQ, *K, *KmI, *Qs;
+} pln_work;
+
+static pln_work pln_split(const svir_pln_data *dat, double *w)
+{
+    const ptrdiff_t n = dat->n, p = dat->p, q = dat->cov == SVIR_PLN_RANK ? dat->q : 0;
+    pln_work s;
+    s.R = w; s.A = s.R + n * p; s.S2 = s.A + n * p; s.T = s.S2 + n * p; s.Om = s.T + n * p;
+    s.omd = s.Om + p * p; s.ipsi = s.omd + p; s.G = s.ipsi + p; s.V = s.G + p * q;
+    s.OW = s.V + p * q; s.PQ = s.OW + p * q; s.X2 = s.PQ + p * q; s.NQ = s.X2 + p * q;
+    s.K = s.NQ + n * q; s.KmI = s.K + q * q; s.Qs = s.KmI + q * q;
+    return s;
+}
+
+/* sum_j v[j], in order */
+static double sumv(const double *v, int len)
+{
+    double s = 0.0;
+    for (int j = 0; j < len; j++) s += v[j];
+    return s;
+}
+
 int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double *grad,
                   double *B, double *Sigma, double *work, char *err, size_t errlen)
 {
-    const int n = dat->n, p = dat->p, d = dat->d;
+    const int n = dat->n, p = dat->p, d = dat->d, q = dat->q;
     const ptrdiff_t np = (ptrdiff_t)n * p;
     const double *M = par, *ls = par + np;
-    double *R = work, *Om = work + np, *A = Om + (ptrdiff_t)p * p, *S2a = A + np;
+    pln_work w = pln_split(dat, work);
+    double *R = w.R, *A = w.A, *S2a = w.S2, *omd = w.omd;
     const int T = dat->threads > 0 ? dat->threads : 1;
-    const double one = 1.0, zero = 0.0, minus1 = -1.0;
-    /* B = P M (P = (X'X)^-1 X', d x n), R = M - X B */
+    const double one = 1.0, zero = 0.0, minus1 = -1.0, nd = dat->nd;
+    const int fixed = dat->Bfix != NULL;
+    /* B = P M (P = (X'X)^-1 X', d x n) or the fixed B, R = M - X B */
     if (d > 0) {
-        F77_CALL(dgemm)("N", "N", &d, &p, &n, &one, dat->P, &d, M, &n, &zero, B, &d FCONE FCONE);
+        if (fixed)
+            memcpy(B, dat->Bfix, sizeof(double) * (size_t)d * p);
+        else
+            F77_CALL(dgemm)("N", "N", &d, &p, &n, &one, dat->P, &d, M, &n, &zero, B, &d FCONE FCONE);
         memcpy(R, M, sizeof(double) * (size_t)np);
         F77_CALL(dgemm)("N", "N", &n, &p, &d, &minus1, dat->X, &n, B, &d, &one, R, &n FCONE FCONE);
     } else {
         memcpy(R, M, sizeof(double) * (size_t)np);
     }
     /* A, S^2, Y - A (the gradient's first part), the likelihood part of J
-     * per column (colv) and sum_i S_ij^2 (s2sum) */
-    double *colv = dat->colwork, *s2sum = dat->colwork + p;
+     * per column (colv) and sum_i S_ij^2 (s2sum); the counts dense or
+     * sparse (only the non-zero ones are visited) */
+    double *colv = dat->colwork, *s2sum = dat->colwork + p, *colt = dat->colwork + 2 * p;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(T) schedule(static)
 #endif
     for (int j = 0; j < p; j++) {
         double s2 = 0.0, lj = 0.0;
+        const ptrdiff_t c = (ptrdiff_t)j * n;
         for (int i = 0; i < n; i++) {
-            const ptrdiff_t k = (ptrdiff_t)j * n + i;
+            const ptrdiff_t k = c + i;
             const double S2 = exp(2.0 * ls[k]);
-            const double eta = (dat->O ? dat->O[k] : 0.0) + M[k];
+            const double o = dat->O ? dat->O[k] : dat->Orow ? dat->Orow[i] : 0.0;
             S2a[k] = S2;
-            A[k] = exp(eta + 0.5 * S2);
-            grad[k] = dat->Y[k] - A[k];
-            lj += dat->Y[k] * eta - A[k] + ls[k];
+            A[k] = exp(o + M[k] + 0.5 * S2);
+            if (dat->Y) {
+                grad[k] = dat->Y[k] - A[k];
+                lj += dat->Y[k] * (o + M[k]) - A[k] + ls[k];
+            } else {
+                grad[k] = -A[k];
+                lj += ls[k] - A[k];
+            }
             s2 += S2;
+        }
+        if (!dat->Y) {
+            for (int z = dat->Yp[j]; z < dat->Yp[j + 1]; z++) {
+                const int i = dat->Yi[z];
+                const ptrdiff_t k = c + i;
+                const double o = dat->O ? dat->O[k] : dat->Orow ? dat->Orow[i] : 0.0;
+                grad[k] += dat->Yx[z];
+                lj += dat->Yx[z] * (o + M[k]);
+            }
         }
         colv[j] = lj;
         s2sum[j] = s2;
     }
-    double lik = -dat->lgy;
-    for (int j = 0; j < p; j++) lik += colv[j];
-    double logdet = 0.0;
-    if (dat->cov == SVIR_PLN_FULL) {
-        /* Sigma = (R'R + diag(sum S^2)) / n; its Cholesky factor; Omega */
-        const double invn = 1.0 / n;
+    const double lik = sumv(colv, p) - dat->lgy;
+    int diag = 0; /* Omega diagonal: dJ/dM's - R Omega is added below */
+    if (fixed) {
+        /* the VE step: T = R Omega, J = lik + n p / 2 + n / 2 log |Omega|
+         * - tr(Omega (R'R + diag(s2sum))) / 2 */
+        const double *Om = dat->Omfix;
+        F77_CALL(dsymm)("R", "L", &n, &p, &one, Om, &p, R, &n, &zero, w.T, &n FCONE FCONE);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(T) schedule(static)
+#endif
+        for (int j = 0; j < p; j++) {
+            double s = 0.0;
+            for (ptrdiff_t k = (ptrdiff_t)j * n; k < (ptrdiff_t)(j + 1) * n; k++) {
+                s += R[k] * w.T[k];
+                grad[k] -= w.T[k];
+            }
+            omd[j] = Om[(ptrdiff_t)j * p + j];
+            colt[j] = s + s2sum[j] * omd[j];
+        }
+        *J = lik + 0.5 * (double)np + 0.5 * n * dat->logdet_om - 0.5 * sumv(colt, p);
+    } else if (dat->cov == SVIR_PLN_FULL) {
+        /* Sigma = (R'R + diag(sum S^2)) / nd; its Cholesky factor; Omega */
+        double *Om = w.Om;
+        const double invn = 1.0 / nd;
+        double logdet = 0.0;
         F77_CALL(dsyrk)("L", "T", &p, &n, &invn, R, &n, &zero, Om, &p FCONE FCONE);
         for (int j = 0; j < p; j++) Om[(ptrdiff_t)j * p + j] += s2sum[j] * invn;
         for (int j = 0; j < p; j++)
@@ -109,44 +199,146 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
             snprintf(err, errlen, "the estimated covariance matrix is singular");
             return 1;
         }
-        for (int j = 0; j < p; j++)
+        for (int j = 0; j < p; j++) {
+            omd[j] = Om[(ptrdiff_t)j * p + j];
             for (int i = j + 1; i < p; i++) Om[(ptrdiff_t)i * p + j] = Om[(ptrdiff_t)j * p + i];
+        }
         /* dJ/dM = Y - A - R Omega */
         F77_CALL(dsymm)("R", "L", &n, &p, &minus1, Om, &p, R, &n, &one, grad, &n FCONE FCONE);
+        /* at the optimum tr(Omega (R'R + diag(s2sum))) = nd p */
+        *J = lik - 0.5 * nd * logdet + 0.5 * (n - nd) * p;
+    } else if (dat->cov == SVIR_PLN_RANK) {
+        /* Sigma = W W' + Psi: Omega = Psi^-1 - G V' with V = Psi^-1 W,
+         * K = I + W' V, G = V K^-1 (Woodbury), never formed */
+        const double *W = par + 2 * np, *lpsi = W + (ptrdiff_t)p * q;
+        for (int j = 0; j < p; j++) w.ipsi[j] = exp(-lpsi[j]);
+        for (int k = 0; k < q; k++)
+            for (int j = 0; j < p; j++) w.V[(ptrdiff_t)k * p + j] = W[(ptrdiff_t)k * p + j] * w.ipsi[j];
+        F77_CALL(dgemm)("T", "N", &q, &q, &p, &one, W, &p, w.V, &p, &zero, w.KmI, &q FCONE FCONE);
+        for (int k = 0; k < q; k++)
+            for (int l = 0; l < q; l++) {
+                const double v = 0.5 * (w.KmI[k * q + l] + w.KmI[l * q + k]);
+                w.KmI[k * q + l] = v;
+                w.K[k * q + l] = v + (k == l ? 1.0 : 0.0);
+            }
+        int info = 0;
+        F77_CALL(dpotrf)("L", &q, w.K, &q, &info FCONE);
+        if (info != 0) {
+            snprintf(err, errlen, "I + W' Psi^-1 W is not positive definite");
+            return 1;
+        }
+        double logdet = 0.0;
+        for (int k = 0; k < q; k++) logdet += 2.0 * log(w.K[k * q + k]);
+        for (int j = 0; j < p; j++) logdet += lpsi[j];
+        F77_CALL(dpotri)("L", &q, w.K, &q, &info FCONE);
+        for (int k = 0; k < q; k++)
+            for (int l = k + 1; l < q; l++) w.K[l * q + k] = w.K[k * q + l];
+        /* G = V K^-1; diag(Omega) */
+        F77_CALL(dgemm)("N", "N", &p, &q, &q, &one, w.V, &p, w.K, &q, &zero, w.G, &p FCONE FCONE);
+        for (int j = 0; j < p; j++) {
+            double s = 0.0;
+            for (int k = 0; k < q; k++) s += w.G[(ptrdiff_t)k * p + j] * w.V[(ptrdiff_t)k * p + j];
+            omd[j] = w.ipsi[j] - s;
+        }
+        /* T = R Omega = R Psi^-1 - (R G) V' */
+        F77_CALL(dgemm)("N", "N", &n, &q, &p, &one, R, &n, w.G, &p, &zero, w.NQ, &n FCONE FCONE);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(T) schedule(static)
+#endif
+        for (int j = 0; j < p; j++)
+            for (ptrdiff_t k = (ptrdiff_t)j * n; k < (ptrdiff_t)(j + 1) * n; k++) w.T[k] = R[k] * w.ipsi[j];
+        F77_CALL(dgemm)("N", "T", &n, &p, &q, &minus1, w.NQ, &n, w.V, &p, &one, w.T, &n FCONE FCONE);
+        /* dJ/dM -= T; tr(Omega C) per column; sum_i T_ij^2 (in colv) */
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(T) schedule(static)
+#endif
+        for (int j = 0; j < p; j++) {
+            double s = 0.0, t2 = 0.0;
+            for (ptrdiff_t k = (ptrdiff_t)j * n; k < (ptrdiff_t)(j + 1) * n; k++) {
+                s += R[k] * w.T[k];
+                t2 += w.T[k] * w.T[k];
+                grad[k] -= w.T[k];
+            }
+            colt[j] = s + s2sum[j] * omd[j];
+            colv[j] = t2;
+        }
+        const double tr = sumv(colt, p);
+        /* OW = Omega W = V - G (K - I) */
+        memcpy(w.OW, w.V, sizeof(double) * (size_t)p * q);
+        F77_CALL(dgemm)("N", "N", &p, &q, &q, &minus1, w.G, &p, w.KmI, &q, &one, w.OW, &p FCONE FCONE);
+        /* PQ = Omega C Omega W = T'(T W) + Omega (s2 o OW) */
+        F77_CALL(dgemm)("N", "N", &n, &q, &p, &one, w.T, &n, W, &p, &zero, w.NQ, &n FCONE FCONE);
+        F77_CALL(dgemm)("T", "N", &p, &q, &n, &one, w.T, &n, w.NQ, &n, &zero, w.PQ, &p FCONE FCONE);
+        for (int k = 0; k < q; k++)
+            for (int j = 0; j < p; j++) {
+                const ptrdiff_t e = (ptrdiff_t)k * p + j;
+                w.X2[e] = s2sum[j] * w.OW[e];
+                w.PQ[e] += w.ipsi[j] * w.X2[e];
+            }
+        /* Qs = V' X2 (then V' diag(s2) V, reusing it), PQ -= G Qs */
+        F77_CALL(dgemm)("T", "N", &q, &q, &p, &one, w.V, &p, w.X2, &p, &zero, w.Qs, &q FCONE FCONE);
+        F77_CALL(dgemm)("N", "N", &p, &q, &q, &minus1, w.G, &p, w.Qs, &q, &one, w.PQ, &p FCONE FCONE);
+        double *gW = grad + 2 * np, *gl = gW + (ptrdiff_t)p * q;
+        for (ptrdiff_t e = 0; e < (ptrdiff_t)p * q; e++) gW[e] = w.PQ[e] - nd * w.OW[e];
+        /* (Omega C Omega)_jj = sum_i T_ij^2 + sum_l Omega_jl^2 s2_l, with
+         * Omega_jl = delta_jl / psi_j - (G V')_jl */
+        for (int k = 0; k < q; k++)
+            for (int j = 0; j < p; j++) w.X2[(ptrdiff_t)k * p + j] = s2sum[j] * w.V[(ptrdiff_t)k * p + j];
+        F77_CALL(dgemm)("T", "N", &q, &q, &p, &one, w.V, &p, w.X2, &p, &zero, w.Qs, &q FCONE FCONE);
+        for (int j = 0; j < p; j++) {
+            double gv = 0.0, gqg = 0.0;
+            for (int k = 0; k < q; k++) {
+                const double gk = w.G[(ptrdiff_t)k * p + j];
+                gv += gk * w.V[(ptrdiff_t)k * p + j];
+                double r = 0.0;
+                for (int l = 0; l < q; l++) r += w.Qs[l * q + k] * w.G[(ptrdiff_t)l * p + j];
+                gqg += gk * r;
+            }
+            const double oco = colv[j] + w.ipsi[j] * w.ipsi[j] * s2sum[j]
+                               - 2.0 * w.ipsi[j] * gv * s2sum[j] + gqg;
+            gl[j] = exp(lpsi[j]) * (-0.5 * nd * omd[j] + 0.5 * oco);
+        }
+        /* Sigma = W W' + Psi */
+        F77_CALL(dsyrk)("L", "N", &p, &q, &one, W, &p, &zero, Sigma, &p FCONE FCONE);
+        for (int j = 0; j < p; j++) {
+            Sigma[(ptrdiff_t)j * p + j] += exp(lpsi[j]);
+            for (int i = j + 1; i < p; i++) Sigma[(ptrdiff_t)i * p + j] = Sigma[(ptrdiff_t)j * p + i];
+        }
+        *J = lik + 0.5 * (double)np - 0.5 * nd * logdet - 0.5 * tr;
     } else {
         /* diagonal or spherical: Omega is diagonal */
-        double tot = 0.0;
+        double tot = 0.0, logdet = 0.0;
         for (int j = 0; j < p; j++) {
             double s = s2sum[j];
             for (int i = 0; i < n; i++) s += R[(ptrdiff_t)j * n + i] * R[(ptrdiff_t)j * n + i];
-            Om[(ptrdiff_t)j * p + j] = s / n;
+            omd[j] = s / nd;
             tot += s;
         }
         for (int j = 0; j < p; j++) {
-            const double v = dat->cov == SVIR_PLN_SPHERICAL ? tot / ((double)n * p) : Om[(ptrdiff_t)j * p + j];
+            const double v = dat->cov == SVIR_PLN_SPHERICAL ? tot / (nd * p) : omd[j];
             if (!(v > 0.0) || !isfinite(v)) {
                 snprintf(err, errlen, "the estimated variance of column %d is not positive", j + 1);
                 return 1;
             }
-            Om[(ptrdiff_t)j * p + j] = 1.0 / v;
+            omd[j] = 1.0 / v;
             logdet += log(v);
             for (int i = 0; i < p; i++) Sigma[(ptrdiff_t)j * p + i] = i == j ? v : 0.0;
         }
+        diag = 1;
+        *J = lik - 0.5 * nd * logdet + 0.5 * (n - nd) * p;
     }
     /* dJ/d log S, and with a diagonal Omega the rest of dJ/dM, - R Omega */
-    const int diag = dat->cov != SVIR_PLN_FULL;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(T) schedule(static)
 #endif
     for (int j = 0; j < p; j++) {
-        const double w = Om[(ptrdiff_t)j * p + j];
+        const double o = omd[j];
         for (int i = 0; i < n; i++) {
             const ptrdiff_t k = (ptrdiff_t)j * n + i;
-            if (diag) grad[k] -= R[k] * w;
-            grad[np + k] = 1.0 - S2a[k] * (A[k] + w);
+            if (diag) grad[k] -= R[k] * o;
+            grad[np + k] = 1.0 - S2a[k] * (A[k] + o);
         }
     }
-    *J = lik - 0.5 * n * logdet;
     if (!isfinite(*J)) {
         snprintf(err, errlen, "the ELBO is not finite");
         return 1;
@@ -155,24 +347,43 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
 }
 
 /* The curvature-scaled inverse Hessian's diagonal at the point evaluated
- * last (work w: R, Omega, A): 1 / (A_ij + Omega_jj) for M_ij, and
+ * last (par, its work w): 1 / (A_ij + Omega_jj) for M_ij, and
  * 1 / (2 S^2 (A + Omega_jj) + S^4 A) for log S_ij (the entries' own
- * second derivatives of -J). */
-static void pln_h0(const svir_pln_data *dat, const double *w, double *h0)
+ * second derivatives of -J); for W_jk and log psi_j the Fisher
+ * information's diagonal, nd (Omega_jj (W' Omega W)_kk + (Omega W)_jk^2)
+ * and nd / 2 (psi_j Omega_jj)^2. */
+static void pln_h0(const svir_pln_data *dat, const double *par, double *work, double *h0)
 {
-    const int n = dat->n, p = dat->p;
+    const int n = dat->n, p = dat->p, q = dat->q;
     const ptrdiff_t np = (ptrdiff_t)n * p;
-    const double *Om = w + np, *A = w + np + (ptrdiff_t)p * p, *S2a = A + np;
+    pln_work w = pln_split(dat, work);
+    const double *A = w.A, *S2a = w.S2, *omd = w.omd;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(dat->threads > 0 ? dat->threads : 1) schedule(static)
 #endif
     for (int j = 0; j < p; j++) {
-        const double oj = Om[(ptrdiff_t)j * p + j];
+        const double oj = omd[j];
         for (int i = 0; i < n; i++) {
             const ptrdiff_t k = (ptrdiff_t)j * n + i;
             const double h = A[k] + oj, S2 = S2a[k];
             h0[k] = 1.0 / h;
             h0[np + k] = 1.0 / (2.0 * S2 * h + S2 * S2 * A[k]);
+        }
+    }
+    if (dat->cov == SVIR_PLN_RANK && !dat->Bfix) {
+        const double *W = par + 2 * np, *lpsi = W + (ptrdiff_t)p * q;
+        double *hW = h0 + 2 * np, *hl = hW + (ptrdiff_t)p * q;
+        for (int k = 0; k < q; k++) {
+            double wow = 0.0;
+            for (int j = 0; j < p; j++) wow += W[(ptrdiff_t)k * p + j] * w.OW[(ptrdiff_t)k * p + j];
+            for (int j = 0; j < p; j++) {
+                const double ow = w.OW[(ptrdiff_t)k * p + j];
+                hW[(ptrdiff_t)k * p + j] = 1.0 / (dat->nd * (omd[j] * (wow + 0.01) + ow * ow));
+            }
+        }
+        for (int j = 0; j < p; j++) {
+            const double po = exp(lpsi[j]) * omd[j];
+            hl[j] = 1.0 / (0.5 * dat->nd * po * po + 1e-8);
         }
     }
 }
@@ -209,7 +420,7 @@ int svir_pln_fit(const svir_pln_data *dat, double *par, int maxit, double tol, d
                  int *iters, double *trace, double *B, double *Sigma, char *err, size_t errlen)
 {
     const int n = dat->n, p = dat->p;
-    const ptrdiff_t np = (ptrdiff_t)n * p, L = 2 * np, nw = 3 * np + (ptrdiff_t)p * p;
+    const ptrdiff_t np = (ptrdiff_t)n * p, L = svir_pln_npar(dat), nw = svir_pln_nwork(dat);
     const int T = dat->threads > 0 ? dat->threads : 1;
     double *part = malloc(sizeof(double) * (size_t)(L / PLN_CHUNK + 2));
     double *g = malloc(sizeof(double) * (size_t)L), *g1 = malloc(sizeof(double) * (size_t)L);
@@ -232,7 +443,7 @@ int svir_pln_fit(const svir_pln_data *dat, double *par, int maxit, double tol, d
     for (ptrdiff_t k = 0; k < L; k++) g[k] = -g[k];
     for (it = 0; it < maxit;) {
         /* the two-loop recursion: dir = -H g */
-        pln_h0(dat, w0, h0);
+        pln_h0(dat, par, w0, h0);
         memcpy(dir, g, sizeof(double) * (size_t)L);
         for (int c = 0; c < mem; c++) {
             const int i = (head - 1 - c + PLN_MEM) % PLN_MEM;
@@ -261,7 +472,7 @@ int svir_pln_fit(const svir_pln_data *dat, double *par, int maxit, double tol, d
         }
         double big = 0.0;
         for (ptrdiff_t k = 0; k < L; k++) {
-            const double a = fabs(dir[k]) / (k < np ? 2.0 : 1.0);
+            const double a = fabs(dir[k]) / (k < np ? 2.0 : 1.0); /* W, log psi: 1 */
             if (a > big) big = a;
         }
         double t = big > 1.0 ? 1.0 / big : 1.0;

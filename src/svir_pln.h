@@ -1,37 +1,55 @@
-/* The Poisson-lognormal model's profiled variational objective
- * (src/svir_pln.c; issue 5, dev/PLN.md). */
+/* The Poisson-lognormal model's variational objective (src/svir_pln.c;
+ * issue 5, dev/PLN.md). */
 #ifndef SVIR_PLN_H
 #define SVIR_PLN_H
 
 #include <stddef.h>
 
-enum { SVIR_PLN_FULL = 0, SVIR_PLN_DIAGONAL = 1, SVIR_PLN_SPHERICAL = 2 };
+/* Sigma's structure: full, diagonal, spherical (Sigma profiled out in
+ * closed form), rank q (Sigma = W W' + diag(psi), W and log psi among the
+ * parameters) */
+enum { SVIR_PLN_FULL = 0, SVIR_PLN_DIAGONAL = 1, SVIR_PLN_SPHERICAL = 2, SVIR_PLN_RANK = 3 };
 
 typedef struct {
     int n, p, d;        /* rows, count columns, covariates */
     int cov;            /* SVIR_PLN_* */
-    const double *Y;    /* [n x p] counts, column-major */
+    int q;              /* the rank, for SVIR_PLN_RANK */
+    const double *Y;    /* [n x p] counts, column-major; NULL when sparse */
+    const int *Yp;      /* sparse counts (compressed columns, as a dgCMatrix): */
+    const int *Yi;      /*   column starts [p + 1], row indices and values */
+    const double *Yx;   /*   [Yp[p]] */
     const double *O;    /* [n x p] offsets, or NULL */
+    const double *Orow; /* [n] one offset per row, or NULL (O takes precedence) */
     const double *X;    /* [n x d] covariates */
     const double *P;    /* [d x n] (X'X)^-1 X' */
     double lgy;         /* sum_ij log Y_ij! */
+    double nd;          /* n (point estimates of B), or n - d (a Gaussian
+                         * posterior for B, globals = "bayes") */
+    const double *Bfix; /* the VE step: B [d x p] and Omega = Sigma^-1 [p x p] */
+    const double *Omfix;/*   held fixed (both NULL otherwise), log |Omega| */
+    double logdet_om;
     int threads;        /* OpenMP threads (results do not depend on them) */
-    double *colwork;    /* [2 p] scratch */
+    double *colwork;    /* [3 p] scratch */
 } svir_pln_data;
 
-/* The ELBO J at the local parameters par = [M (n x p), log S (n x p)] with
- * B and Sigma at their optimum for them, its gradient grad [2 n p], and
- * those B [d x p] and Sigma [p x p]; work: 3 n p + p^2 doubles. Returns 0,
- * or 1 with a message in err (Sigma not positive definite, J not finite). */
+/* The number of parameters: M and log S (n x p each), then for
+ * SVIR_PLN_RANK W (p x q) and log psi (p). */
+ptrdiff_t svir_pln_npar(const svir_pln_data *dat);
+/* doubles of work svir_pln_eval needs */
+ptrdiff_t svir_pln_nwork(const svir_pln_data *dat);
+
+/* The ELBO J at par, with B (and for the full, diagonal and spherical
+ * structures Sigma) at their optimum given the rest, or held at Bfix and
+ * Omfix; its gradient grad [npar], and B [d x p] and Sigma [p x p].
+ * Returns 0, or 1 with a message in err (Sigma not positive definite, J
+ * not finite). */
 int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double *grad,
                   double *B, double *Sigma, double *work, char *err, size_t errlen);
 
-/* On return from svir_pln_eval, work holds R = M - X B [n x p], Omega
- * [p x p], A [n x p] and S^2 [n x p]. svir_pln_fit maximises J from par (updated in
- * place) by L-BFGS scaled by each entry's curvature (see svir_pln.c): at
- * most maxit iterations, stopping when one raises J by less than tol |J|;
- * *J, *iters, the
- * trace of J per step (trace [maxit] or NULL) and the final B and Sigma.
+/* svir_pln_fit maximises J from par (updated in place) by L-BFGS scaled by
+ * each parameter's curvature (see svir_pln.c): at most maxit iterations,
+ * stopping when one raises J by less than tol |J|; *J, *iters, the trace
+ * of J per step (trace [maxit] or NULL) and the final B and Sigma.
  * Returns 0, 1 (as svir_pln_eval) or 2 (out of memory). */
 int svir_pln_fit(const svir_pln_data *dat, double *par, int maxit, double tol, double *J,
                  int *iters, double *trace, double *B, double *Sigma, char *err, size_t errlen);

@@ -25,21 +25,54 @@ static const double *dbl(SEXP x, R_xlen_t len, const char *what, int null_ok)
     return REAL(x);
 }
 
-/* dat: list(Y, O (or NULL), X, P, lgy, cov, n, p, d) */
+static const int *intv(SEXP x, R_xlen_t len, const char *what)
+{
+    if (TYPEOF(x) != INTSXP || Rf_xlength(x) != len)
+        Rf_error("svir internal error: %s must be an integer vector of length %lld", what,
+                 (long long)len);
+    return INTEGER(x);
+}
+
+/* dat: list(Y (dense, or NULL with Yp, Yi, Yx: a dgCMatrix's slots), O
+ * (n x p or NULL), Orow (n or NULL), X, P, lgy, cov, q, nd, n, p, d,
+ * threads, and for the VE step Bfix, Omfix, logdet_om) */
 static void read_dat(SEXP dat, svir_pln_data *d)
 {
+    memset(d, 0, sizeof *d);
     d->n = Rf_asInteger(pln_elt(dat, "n"));
     d->p = Rf_asInteger(pln_elt(dat, "p"));
     d->d = Rf_asInteger(pln_elt(dat, "d"));
     d->cov = Rf_asInteger(pln_elt(dat, "cov"));
-    if (d->n < 1 || d->p < 1 || d->d < 0 || d->cov < 0 || d->cov > 2)
+    d->q = Rf_isNull(pln_elt(dat, "q")) ? 0 : Rf_asInteger(pln_elt(dat, "q"));
+    if (d->n < 1 || d->p < 1 || d->d < 0 || d->cov < 0 || d->cov > 3 ||
+        (d->cov == SVIR_PLN_RANK && (d->q < 1 || d->q > d->p)))
         Rf_error("svir internal error: bad PLN dimensions");
     const R_xlen_t np = (R_xlen_t)d->n * d->p;
-    d->Y = dbl(pln_elt(dat, "Y"), np, "Y", 0);
+    SEXP Y = pln_elt(dat, "Y");
+    if (Rf_isNull(Y)) {
+        d->Yp = intv(pln_elt(dat, "Yp"), d->p + 1, "Yp");
+        const R_xlen_t nz = d->Yp[d->p];
+        d->Yi = intv(pln_elt(dat, "Yi"), nz, "Yi");
+        d->Yx = dbl(pln_elt(dat, "Yx"), nz, "Yx", 0);
+        for (int j = 0; j < d->p; j++)
+            if (d->Yp[j] > d->Yp[j + 1]) Rf_error("svir internal error: bad sparse columns");
+        for (R_xlen_t z = 0; z < nz; z++)
+            if (d->Yi[z] < 0 || d->Yi[z] >= d->n) Rf_error("svir internal error: bad sparse rows");
+    } else {
+        d->Y = dbl(Y, np, "Y", 0);
+    }
     d->O = dbl(pln_elt(dat, "O"), np, "O", 1);
+    d->Orow = dbl(pln_elt(dat, "Orow"), d->n, "Orow", 1);
     d->X = dbl(pln_elt(dat, "X"), (R_xlen_t)d->n * d->d, "X", 0);
     d->P = dbl(pln_elt(dat, "P"), (R_xlen_t)d->n * d->d, "P", 0);
     d->lgy = Rf_asReal(pln_elt(dat, "lgy"));
+    d->nd = Rf_isNull(pln_elt(dat, "nd")) ? (double)d->n : Rf_asReal(pln_elt(dat, "nd"));
+    if (!(d->nd > 0)) Rf_error("svir internal error: nd must be positive");
+    d->Bfix = dbl(pln_elt(dat, "Bfix"), (R_xlen_t)d->d * d->p, "Bfix", 1);
+    d->Omfix = dbl(pln_elt(dat, "Omfix"), (R_xlen_t)d->p * d->p, "Omfix", 1);
+    if ((d->Bfix == NULL) != (d->Omfix == NULL))
+        Rf_error("svir internal error: Bfix and Omfix go together");
+    if (d->Omfix) d->logdet_om = Rf_asReal(pln_elt(dat, "logdet_om"));
     /* threads: as given, or one per 500,000 counts, at most OpenMP's */
     int T = Rf_asInteger(pln_elt(dat, "threads"));
 #ifdef _OPENMP
@@ -51,23 +84,24 @@ static void read_dat(SEXP dat, svir_pln_data *d)
     T = 1;
 #endif
     d->threads = T > 0 ? T : 1;
-    d->colwork = (double *)R_alloc(2 * (size_t)d->p, sizeof(double));
+    d->colwork = (double *)R_alloc(3 * (size_t)d->p, sizeof(double));
 }
 
-/* The objective at par [2 n p]: list(J, grad, B, Sigma). */
+/* The objective at par [svir_pln_npar]: list(J, grad, B, Sigma). */
 SEXP svir_pln_eval_r(SEXP dat, SEXP par)
 {
     svir_pln_data d;
     read_dat(dat, &d);
-    const R_xlen_t np = (R_xlen_t)d.n * d.p;
-    const double *pr = dbl(par, 2 * np, "par", 0);
+    const R_xlen_t npar = svir_pln_npar(&d);
+    const double *pr = dbl(par, npar, "par", 0);
     SEXP out = PROTECT(Rf_allocVector(VECSXP, 4));
     SEXP nms = PROTECT(Rf_allocVector(STRSXP, 4));
     SEXP J = PROTECT(Rf_allocVector(REALSXP, 1));
-    SEXP grad = PROTECT(Rf_allocVector(REALSXP, 2 * np));
+    SEXP grad = PROTECT(Rf_allocVector(REALSXP, npar));
     SEXP B = PROTECT(Rf_allocMatrix(REALSXP, d.d, d.p));
     SEXP S = PROTECT(Rf_allocMatrix(REALSXP, d.p, d.p));
-    double *work = (double *)R_alloc((size_t)(3 * np + (R_xlen_t)d.p * d.p), sizeof(double));
+    memset(REAL(S), 0, sizeof(double) * (size_t)d.p * d.p);
+    double *work = (double *)R_alloc((size_t)svir_pln_nwork(&d), sizeof(double));
     char err[256] = "";
     if (svir_pln_eval(&d, pr, REAL(J), REAL(grad), REAL(B), REAL(S), work, err, sizeof err))
         Rf_error("svir: %s", err);
@@ -84,14 +118,13 @@ SEXP svir_pln_eval_r(SEXP dat, SEXP par)
     return out;
 }
 
-/* The fit from par [2 n p] (svir_pln_fit): list(J, par, iterations, trace,
+/* The fit from par [svir_pln_npar] (svir_pln_fit): list(J, par, iterations, trace,
  * B, Sigma). */
 SEXP svir_pln_fit_r(SEXP dat, SEXP par, SEXP maxit, SEXP tol)
 {
     svir_pln_data d;
     read_dat(dat, &d);
-    const R_xlen_t np = (R_xlen_t)d.n * d.p;
-    dbl(par, 2 * np, "par", 0);
+    dbl(par, svir_pln_npar(&d), "par", 0);
     const int mi = Rf_asInteger(maxit);
     if (mi < 1) Rf_error("svir internal error: maxit must be positive");
     SEXP out = PROTECT(Rf_allocVector(VECSXP, 6));
@@ -99,6 +132,7 @@ SEXP svir_pln_fit_r(SEXP dat, SEXP par, SEXP maxit, SEXP tol)
     SEXP P = PROTECT(Rf_duplicate(par));
     SEXP B = PROTECT(Rf_allocMatrix(REALSXP, d.d, d.p));
     SEXP S = PROTECT(Rf_allocMatrix(REALSXP, d.p, d.p));
+    memset(REAL(S), 0, sizeof(double) * (size_t)d.p * d.p);
     double *trace = (double *)R_alloc((size_t)mi, sizeof(double));
     double J = 0.0;
     int iters = 0;

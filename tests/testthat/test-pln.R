@@ -126,15 +126,24 @@ test_that("pln() refuses bad input with clear errors", {
   wide <- data.frame(x = rnorm(10))
   wide$Y <- matrix(rpois(10 * 12, 3), 10)
   expect_error(svi_fit(Y ~ x, wide, family = pln()), "diagonal", class = "svir_error")
-  expect_error(pln(rank = 3), "not available", class = "svir_error")
+  expect_error(pln(rank = 0), "positive whole", class = "svir_error")
+  expect_error(pln(rank = 1.5), "positive whole", class = "svir_error")
+  expect_error(svi_fit(Y ~ x, d, family = pln(rank = 3)), "less than", class = "svir_error")
+  expect_error(pln(globals = "full"), "globals", class = "svir_error")
   expect_error(pln(covariance = "banded"), "covariance", class = "svir_error")
   expect_error(svi_fit(Y ~ x, d, family = pln(), method = "qem"), "not available",
                class = "svir_error")
   expect_error(svi_fit(Y ~ x + (1 | g), d, family = pln()), "random-effect",
                class = "svir_error")
   expect_error(svi_fit(x ~ 1, d, family = pln()), "count matrix", class = "svir_error")
+  # sparse responses: the same checks, and the rows must match
   Ysp <- Matrix::Matrix(d$Y, sparse = TRUE)
-  expect_error(svi_fit(Ysp ~ x, d, family = pln()), "Sparse", class = "svir_error")
+  Ysp@x[1] <- 0.5
+  expect_error(svi_fit(Ysp ~ x, d, family = pln()), "non-negative whole", class = "svir_error")
+  Ysp <- Matrix::Matrix(d$Y[-1, ], sparse = TRUE)
+  expect_error(svi_fit(Ysp ~ x, d, family = pln()), "rows", class = "svir_error")
+  Ysp <- Matrix::Matrix(cbind(d$Y, 0), sparse = TRUE)
+  expect_error(svi_fit(Ysp ~ x, d, family = pln()), "all-zero", class = "svir_error")
 })
 
 test_that("pln() fits do not depend on the number of threads", {
@@ -166,4 +175,232 @@ test_that("pln_cor() gives the correlations and partial correlations of Sigma", 
   fd <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(covariance = "diagonal"))
   expect_equal(unname(pln_cor(fd, partial = TRUE)), diag(4))
   expect_error(pln_cor(lm(1 ~ 1)), "pln", class = "svir_error")
+})
+
+test_that("the rank-q, VE-step and Bayes objectives' gradients are their derivatives", {
+  set.seed(9)
+  n <- 30
+  p <- 6
+  q <- 2
+  X <- cbind(1, rnorm(n))
+  Y <- matrix(as.double(rpois(n * p, 3)), n, p)
+  O <- matrix(rnorm(n * p, 0, 0.1), n, p)
+  base <- list(Y = Y, O = O, X = X, P = solve(crossprod(X), t(X)), lgy = sum(lgamma(Y + 1)),
+               n = n, p = p, d = 2L)
+  par <- c(log1p(Y) + rnorm(n * p, 0, 0.1), rep(log(0.3), n * p) + rnorm(n * p, 0, 0.1))
+  ev <- function(dat, par) .Call(C_svir_pln_eval_r, dat, par)
+  fd <- function(dat, par, idx, h = 1e-6) vapply(idx, function(k) {
+    a <- par
+    a[k] <- a[k] + h
+    b <- par
+    b[k] <- b[k] - h
+    (ev(dat, a)$J - ev(dat, b)$J) / (2 * h)
+  }, 0)
+  M <- matrix(par[seq_len(n * p)], n)
+  S2 <- matrix(exp(2 * par[n * p + seq_len(n * p)]), n)
+  local <- sum(Y * (O + M) - exp(O + M + S2 / 2) - lgamma(Y + 1) + log(S2) / 2) + n * p / 2
+  # rank q: Sigma = W W' + diag(psi), with nd = n - d (globals = "bayes")
+  dat <- c(base, list(cov = 3L, q = q, nd = n - 2))
+  W <- matrix(rnorm(p * q, 0, 0.4), p)
+  lpsi <- log(runif(p, 0.2, 0.5))
+  pr <- c(par, W, lpsi)
+  r <- ev(dat, pr)
+  idx <- c(1, 17, 60, n * p + 3, n * p + 77, 2 * n * p + seq_len(p * (q + 1)))
+  expect_equal(r$grad[idx], fd(dat, pr, idx), tolerance = 1e-6)
+  Sig <- tcrossprod(W) + diag(exp(lpsi))
+  R <- M - X %*% solve(crossprod(X), crossprod(X, M))
+  C <- crossprod(R) + diag(colSums(S2))
+  expect_equal(r$Sigma, Sig, tolerance = 1e-12)
+  expect_equal(r$J, local - (n - 2) / 2 * as.numeric(determinant(Sig)$modulus) -
+                 sum(diag(solve(Sig, C))) / 2, tolerance = 1e-10)
+  # the VE step: B and Omega fixed
+  Bf <- matrix(rnorm(2 * p), 2)
+  Om <- solve(0.3 * 0.5^abs(outer(1:p, 1:p, "-")))
+  datf <- c(base, list(cov = 0L, Bfix = Bf, Omfix = Om,
+                       logdet_om = as.numeric(determinant(Om)$modulus)))
+  rf <- ev(datf, par)
+  idx <- c(1, 17, 60, n * p + 3, n * p + 77, 2 * n * p)
+  expect_length(rf$grad, 2 * n * p)
+  expect_equal(rf$grad[idx], fd(datf, par, idx), tolerance = 1e-6)
+  Rf <- M - X %*% Bf
+  expect_equal(rf$J, local + n / 2 * as.numeric(determinant(Om)$modulus) -
+                 sum(diag(Om %*% (crossprod(Rf) + diag(colSums(S2))))) / 2, tolerance = 1e-10)
+  # nd = n - d with a profiled Sigma: Sigma = C / (n - d)
+  for (cov in 0:2) {
+    rb <- ev(c(base, list(cov = cov, nd = n - 2)), par)
+    V <- C / (n - 2)
+    V <- switch(cov + 1, V, diag(diag(V)), diag(mean(diag(V)), p))
+    expect_equal(rb$Sigma, V, tolerance = 1e-10)
+    expect_equal(rb$grad[idx], fd(c(base, list(cov = cov, nd = n - 2)), par, idx),
+                 tolerance = 1e-6)
+  }
+  # sparse counts and one offset per row give the same objective
+  Ysp <- Matrix::Matrix(Y, sparse = TRUE)
+  for (cov in c(0L, 3L)) {
+    d1 <- c(base, list(cov = cov, q = q))
+    d1$O <- matrix(O[, 1], n, p)
+    d2 <- d1
+    d2$Y <- NULL
+    d2[c("Yp", "Yi", "Yx")] <- list(Ysp@p, Ysp@i, Ysp@x)
+    d2$O <- NULL
+    d2$Orow <- O[, 1]
+    pp <- if (cov == 3L) pr else par
+    a <- ev(d1, pp)
+    b <- ev(d2, pp)
+    expect_equal(a$J, b$J, tolerance = 1e-13)
+    expect_equal(a$grad, b$grad, tolerance = 1e-13)
+  }
+})
+
+pln_rank_sim <- function(n, p, q, seed, scale = 10) {
+  set.seed(seed)
+  W <- matrix(rnorm(p * q, 0, 0.35), p)
+  Sigma <- tcrossprod(W) + diag(runif(p, 0.05, 0.15))
+  x <- rnorm(n)
+  B <- rbind(runif(p, 0.5, 1.5), runif(p, -0.5, 0.5))
+  Z <- cbind(1, x) %*% B + matrix(rnorm(n * p), n) %*% chol(Sigma)
+  depth <- scale * exp(rnorm(n, 0, 0.3))
+  d <- data.frame(x = x, depth = depth)
+  d$Y <- matrix(rpois(n * p, depth * exp(Z)), n, dimnames = list(NULL, paste0("g", seq_len(p))))
+  list(d = d, B = B, Sigma = Sigma, Z = Z, x = x)
+}
+
+test_that("pln(rank = 5) recovers B and Sigma (n = 500, p = 50), and BIC picks the rank", {
+  s <- pln_rank_sim(500, 50, 5, seed = 11)
+  fit <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(rank = 5))
+  expect_identical(fit$stop_reason, "converged")
+  expect_lt(max(abs(coef(fit) - s$B)), 0.2)
+  oracle <- crossprod(s$Z - cbind(1, s$x) %*% s$B) / 500
+  expect_lt(norm(sigma(fit) - s$Sigma, "F"), 1.25 * norm(oracle - s$Sigma, "F"))
+  expect_equal(sigma(fit), tcrossprod(fit$loadings) + diag(fit$psi), ignore_attr = TRUE)
+  expect_equal(dim(fit$loadings), c(50L, 5L))
+  expect_true(all(diff(fit$trace) > 0))
+  expect_output(print(fit), "rank 5")
+  # the ELBO is higher than a rank-2 fit's; BIC (larger is better) prefers
+  # rank 5 to ranks 2 and 8 and to the full covariance
+  f2 <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(rank = 2))
+  f8 <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(rank = 8))
+  ff <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln())
+  expect_gt(fit$elbo, f2$elbo)
+  crit <- pln_criteria(f2, fit, f8, ff)
+  expect_identical(which.max(crit$BIC), 2L)
+  # the rank-5 latent positions carry the latent layer: the true latent
+  # residuals' leading principal components are linear in them
+  sc <- scores(fit, axes = 5)
+  expect_equal(dim(sc), c(500L, 5L))
+  pcs <- stats::prcomp(s$Z - cbind(1, s$x) %*% s$B)$x[, 1:3]
+  r2 <- apply(pcs, 2, function(y) summary(stats::lm(y ~ sc))$r.squared)
+  expect_true(all(r2 > 0.8))
+})
+
+test_that("a sparse count matrix gives the fit of the dense one", {
+  s <- pln_sim(120, 8, 0.3 * 0.5^abs(outer(1:8, 1:8, "-")), seed = 12)
+  Yd <- s$d$Y
+  Yd[sample(length(Yd), 300)] <- 0
+  Ysp <- Matrix::Matrix(Yd, sparse = TRUE)
+  expect_s4_class(Ysp, "dgCMatrix")
+  d <- s$d
+  for (fam in list(pln(), pln(rank = 2), pln(covariance = "diagonal"))) {
+    a <- svi_fit(Yd ~ x + offset(log(depth)), d, family = fam)
+    b <- svi_fit(Ysp ~ x + offset(log(depth)), d, family = fam)
+    expect_equal(b$elbo, a$elbo, tolerance = 1e-10)
+    expect_equal(coef(b), coef(a), tolerance = 1e-10)
+    expect_equal(sigma(b), sigma(a), tolerance = 1e-10)
+    expect_s4_class(b$Y, "dgCMatrix")
+  }
+  # a triplet-form sparse matrix is converted, and rows dropped for missing
+  # covariates are dropped from the counts
+  d$x[3] <- NA
+  c1 <- svi_fit(methods::as(Ysp, "TsparseMatrix") ~ x + offset(log(depth)), d,
+                family = pln(covariance = "diagonal"))
+  d2 <- d[-3, ]
+  d2$Y <- Yd[-3, ]
+  c2 <- svi_fit(Y ~ x + offset(log(depth)), d2, family = pln(covariance = "diagonal"))
+  expect_equal(c1$elbo, c2$elbo, tolerance = 1e-10)
+})
+
+test_that("globals = 'bayes' gives B a Gaussian posterior with the right ELBO", {
+  s <- pln_sim(40, 3, diag(3) * 0.3, seed = 13)
+  fp <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln())
+  fb <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(globals = "bayes"))
+  expect_equal(coef(fb), coef(fp), tolerance = 0.05)
+  expect_true(all(diag(sigma(fb)) > diag(sigma(fp))))
+  # Sigma is the second moment of the latent residuals over n - d
+  X <- cbind(1, s$x)
+  R <- fb$M - X %*% coef(fb)
+  expect_equal(unname(sigma(fb)), unname((crossprod(R) + diag(colSums(fb$S^2))) / 38),
+               tolerance = 1e-8)
+  # the ELBO by Monte Carlo: B ~ q(B) (matrix normal), Z ~ q(Z), a flat
+  # prior on B
+  set.seed(1)
+  K <- 4000
+  Om <- solve(sigma(fb))
+  Ls <- t(chol(sigma(fb)))
+  Lx <- t(chol(fb$XtXinv))
+  O <- log(s$d$depth)
+  Y <- s$d$Y
+  lq_b <- -3 * log(2 * pi) - 2 * as.numeric(determinant(sigma(fb))$modulus) / 2 * 1 -
+    3 / 2 * as.numeric(determinant(fb$XtXinv)$modulus)
+  vals <- vapply(seq_len(K), function(k) {
+    Eb <- matrix(rnorm(6), 2)
+    Bk <- coef(fb) + Lx %*% Eb %*% t(Ls)
+    Ez <- matrix(rnorm(120), 40)
+    Zk <- fb$M + fb$S * Ez
+    eta <- O + Zk
+    lpy <- sum(Y * eta - exp(eta) - lgamma(Y + 1))
+    Rk <- Zk - X %*% Bk
+    lpz <- -60 * log(2 * pi) - 20 * as.numeric(determinant(sigma(fb))$modulus) -
+      sum((Rk %*% Om) * Rk) / 2
+    lqz <- sum(dnorm(Ez, log = TRUE) - log(fb$S))
+    lqb <- lq_b - sum(Eb^2) / 2
+    lpy + lpz - lqz - lqb
+  }, 0)
+  expect_lt(abs(mean(vals) - fb$elbo), 4 * sd(vals) / sqrt(K))
+  # intervals: estimate -/+ z sd, sd^2 = [(X'X)^-1]_kk Sigma_jj
+  ci <- confint(fb, "x", level = 0.9)
+  sd <- sqrt(solve(crossprod(X))[2, 2] * diag(sigma(fb)))
+  expect_equal(unname(ci[, 1]), unname(coef(fb)[2, ] - qnorm(0.95) * sd))
+  expect_identical(rownames(ci), paste0("x:sp", 1:3))
+  expect_identical(colnames(ci), c("5 %", "95 %"))
+  expect_error(confint(fp), "globals", class = "svir_error")
+})
+
+test_that("pln_offsets() computes total-count and geometric-mean offsets, dense or sparse", {
+  set.seed(14)
+  Y <- matrix(rpois(200, 8), 20)
+  expect_equal(pln_offsets(Y), log(rowSums(Y)))
+  # DESeq's median of ratios when no count is zero, scaled to geometric mean 1
+  g <- exp(colMeans(log(Y)))
+  sf <- apply(sweep(Y, 2, g, "/"), 1, median)
+  expect_equal(pln_offsets(Y, "rle"), log(sf) - mean(log(sf)))
+  Y[sample(200, 60)] <- 0
+  Y[1, ] <- c(3, rep(0, 9))
+  Ysp <- Matrix::Matrix(Y, sparse = TRUE)
+  expect_equal(pln_offsets(Ysp), pln_offsets(Y))
+  expect_equal(pln_offsets(Ysp, "rle"), pln_offsets(Y, "rle"))
+  # poscounts: the zeros are left out of the geometric means and the medians
+  gp <- apply(Y, 2, function(y) exp(mean(log(y[y > 0]))))
+  r1 <- median(Y[2, Y[2, ] > 0] / gp[Y[2, ] > 0])
+  o <- pln_offsets(Y, "rle")
+  sfs <- vapply(1:20, function(i) median(Y[i, Y[i, ] > 0] / gp[Y[i, ] > 0]), 0)
+  expect_equal(o, log(sfs) - mean(log(sfs)))
+  expect_equal(unname(o[2] + mean(log(sfs))), log(r1))
+  Y[5, ] <- 0
+  expect_error(pln_offsets(Y), "no counts", class = "svir_error")
+  expect_error(pln_offsets(Y, "tss"), "type", class = "svir_error")
+})
+
+test_that("predict() with new counts runs the VE step with the fit's B and Sigma", {
+  s <- pln_sim(150, 5, 0.3 * 0.5^abs(outer(1:5, 1:5, "-")), seed = 15)
+  fit <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln())
+  # on the training rows the VE step returns the fit's own q(Z)
+  pr <- predict(fit, newdata = s$d[1:10, ], responses = s$d$Y[1:10, ])
+  expect_equal(unname(pr), unname(fitted(fit)[1:10, ]), tolerance = 1e-3)
+  # conditioning on the counts moves a row towards them
+  y <- s$d$Y[1:10, ]
+  y[, 1] <- y[, 1] * 5 + 20
+  p2 <- predict(fit, newdata = s$d[1:10, ], responses = y)
+  expect_true(all(p2[, 1] > pr[, 1]))
+  # and, through the correlation, column 2 too (Sigma_12 > 0)
+  expect_gt(mean(p2[, 2] / pr[, 2]), 1)
 })
