@@ -121,6 +121,7 @@ svi_fit <- function(formula, data, family = gaussian(), prior = NULL,
   control <- svir_as_control(control)
   seed <- svir_check_seed(seed, call)
   if (inherits(family, "svir_pln_family")) {
+    control$seed <- seed
     return(svir_pln_fit(formula, data, family, method, control, backend, na.action, call))
   }
 

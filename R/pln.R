@@ -67,8 +67,25 @@
 #' or `"spherical"`) are errors. All-zero rows are kept: their `M_i` go low,
 #' as the offsets allow.
 #'
-#' Fits run on the CPU, in full batches; minibatches, `method = "qem"` and
-#' `backend = "cuda"` are refused with an error in this version.
+#' @section Minibatches:
+#' With `control = svi_control(batch_size = m)` the fit visits the rows in
+#' minibatches of `m`, in a new random order each epoch (`seed`): a step
+#' takes the batch's contributions out of running sums over all rows
+#' (`X'M`, `M'M`, `sum S^2` and the local ELBO terms), refits the batch's
+#' `q(Z_i)` with `B` and `Sigma` held (a few L-BFGS iterations from their
+#' last values), puts the new contributions back and updates `B` and `Sigma`
+#' from the sums (for rank `q`, a few factor-analysis EM iterations). The
+#' batch's statistics replace its rows' old ones, so the update sees all `n`
+#' rows at the right scale without a learning rate (incremental variational
+#' EM, Neal and Hinton 1998): the ELBO, computed exactly from the sums,
+#' never decreases, and the fit's fixed points are the full-batch fit's.
+#' It stops when an epoch raises the ELBO by less than the full-batch
+#' tolerance; `trace` holds the ELBO after each epoch and `max_steps`
+#' counts minibatch steps. Memory: `M`, `S` and one batch, against the
+#' full-batch optimiser's `20 n p` numbers.
+#'
+#' Fits run on the CPU; `method = "qem"` and `backend = "cuda"` are refused
+#' with an error in this version.
 #'
 #' @param rank `NULL` (a full, diagonal or spherical `Sigma`, see
 #'   `covariance`), or the number of latent dimensions `q` (PLN-PCA:
@@ -125,8 +142,8 @@ svir_pln_covname <- function(x) {
 # The response of a pln() formula: a dense double matrix, or a dgCMatrix
 # (kept sparse).
 svir_pln_response <- function(formula, data, abort) {
-  lhs <- tryCatch(eval(formula[[2L]], if (is.data.frame(data)) data else NULL,
-                       environment(formula)),
+  env <- if (missing(data) || !is.data.frame(data)) NULL else data
+  lhs <- tryCatch(eval(formula[[2L]], env, environment(formula)),
                   error = function(e) NULL)
   if (isS4(lhs) && methods::is(lhs, "Matrix")) {
     if (!methods::is(lhs, "dgCMatrix")) {
@@ -151,10 +168,6 @@ svir_pln_fit <- function(formula, data, family, method, control, backend, na.act
     abort(c("{.fn pln} fits run on the CPU in this version.",
             i = "Use {.code backend = \"cpu\"} or {.code \"auto\"}."))
   }
-  if (!is.null(control$batch_size)) {
-    abort(c("{.fn pln} fits use every row in each iteration in this version.",
-            i = "Leave {.arg batch_size} as {.code NULL}."))
-  }
   if (!inherits(formula, "formula") || length(formula) != 3L) {
     abort("{.arg formula} must be a two-sided formula with the count matrix on the left, e.g. {.code Y ~ x}.")
   }
@@ -166,21 +179,15 @@ svir_pln_fit <- function(formula, data, family, method, control, backend, na.act
   if (!is.null(Ysp)) {
     # a sparse response: the model frame holds the covariates only
     rhs <- formula[-2L]
-    mf <- if (missing(data) || is.null(data)) {
-      stats::model.frame(rhs, na.action = na.action)
-    } else {
-      stats::model.frame(rhs, data, na.action = na.action)
+    if (missing(data) || is.null(data)) data <- data.frame(row.names = seq_len(nrow(Ysp)))
+    mf <- stats::model.frame(rhs, data, na.action = na.action)
+    nas <- as.integer(attr(mf, "na.action"))
+    if (nrow(mf) + length(nas) != nrow(Ysp)) {
+      abort("The sparse count matrix has {nrow(Ysp)} rows but the covariates have {nrow(mf) + length(nas)}.")
     }
-    nall <- nrow(Ysp)
-    if (length(attr(mf, "na.action"))) {
-      Ysp <- Ysp[-as.integer(attr(mf, "na.action")), , drop = FALSE]
-    }
-    if (ncol(mf) > 0L && nrow(mf) != nrow(Ysp)) {
-      abort("The sparse count matrix has {nall} rows but the covariates have {nrow(mf) + length(attr(mf, 'na.action'))}.")
-    }
+    if (length(nas)) Ysp <- Ysp[-nas, , drop = FALSE]
     n <- nrow(Ysp)
     p <- ncol(Ysp)
-    if (ncol(mf) == 0L) mf <- data.frame(row.names = seq_len(n))
     x <- Ysp@x
     if (any(!is.finite(x)) || any(x < 0) || any(abs(x - round(x)) > 1e-8)) {
       abort("The counts must be non-negative whole numbers (found {sum(!is.finite(x) | x < 0 | abs(x - round(x)) > 1e-8)} other value{?s}).")
@@ -214,7 +221,6 @@ svir_pln_fit <- function(formula, data, family, method, control, backend, na.act
   }
   tt <- stats::delete.response(stats::terms(mf))
   X <- stats::model.matrix(tt, mf)
-  if (nrow(X) != n) X <- X[rep(1L, n), , drop = FALSE] # an intercept-only frame
   d <- ncol(X)
   if (d > 0 && qr(X)$rank < d) abort("The design matrix of the covariates is rank-deficient: drop redundant terms.")
   O <- stats::model.offset(mf)
@@ -270,12 +276,35 @@ svir_pln_fit <- function(formula, data, family, method, control, backend, na.act
   # PLNmodels' tolerance on the relative change of the ELBO: 1e-6 when n >=
   # 1.5 p, else 1e-8 (control$pln_tol, set by hand, overrides it: dev/)
   tol <- if (!is.null(control$pln_tol)) control$pln_tol else if (n >= 1.5 * p) 1e-6 else 1e-8
+  batch <- control$batch_size
+  if (!is.null(batch) && batch > n) {
+    abort(c("{.arg batch_size} ({batch}) is larger than the number of rows ({n}).",
+            i = "Use a value in 1..{n}, or {.code NULL} for full batches."))
+  }
   t0 <- proc.time()[["elapsed"]]
-  r <- .Call(C_svir_pln_fit_r, dat, par0, as.integer(control$max_steps), tol)
+  if (is.null(batch)) {
+    r <- .Call(C_svir_pln_fit_r, dat, par0, as.integer(control$max_steps), tol)
+    converged <- r$iterations < control$max_steps
+    epochs <- NULL
+  } else {
+    # minibatches of rows: incremental variational EM (src/svir_pln_mb.c)
+    mbx <- list(XtXinv = if (d > 0) solve(crossprod(X)) else matrix(0, 0, 0))
+    if (!is.null(Ysp)) {
+      Yt <- Matrix::t(Ysp)
+      mbx$Rp <- Yt@p
+      mbx$Rj <- Yt@i
+      mbx$Rx <- as.double(Yt@x)
+    }
+    inner <- if (is.null(control$pln_inner)) 10 else control$pln_inner
+    r <- .Call(C_svir_pln_mb_r, dat, mbx, par0,
+               as.double(c(batch, control$max_steps, inner, 5, tol)), control$seed)
+    r$iterations <- r$steps
+    epochs <- r$epochs
+    converged <- r$steps < control$max_steps
+  }
   time <- proc.time()[["elapsed"]] - t0
-  converged <- r$iterations < control$max_steps
   if (!converged) {
-    cli::cli_warn(c("The fit stopped at {.code max_steps = {control$max_steps}} iterations before the ELBO converged.",
+    cli::cli_warn(c("The fit stopped at {.code max_steps = {control$max_steps}} {if (is.null(batch)) 'iterations' else 'minibatch steps'} before the ELBO converged.",
                     i = "Increase {.code control = svi_control(max_steps = )}."))
   }
   # the ELBO's constants from q(B) under globals = "bayes" (src/svir_pln.c)
@@ -302,6 +331,7 @@ svir_pln_fit <- function(formula, data, family, method, control, backend, na.act
     XtXinv = if (bayes && d > 0) solve(crossprod(X)) else NULL,
     X = X, Y = if (is.null(Ysp)) Y else Ysp,
     elbo = r$J + const, trace = r$trace + const, steps = r$iterations,
+    batch_size = batch, epochs = epochs,
     stop_reason = if (converged) "converged" else "max_steps",
     tol = tol, time = time, covariance = if (is.null(rank)) family$covariance else "rank",
     n = n, p = p, formula = formula, call = call, terms = tt,
@@ -381,8 +411,10 @@ print.svi_pln <- function(x, ...) {
   cat(sprintf("Poisson-lognormal model fitted by variational EM (svir), covariance: %s%s\n",
               svir_pln_covname(x),
               if (identical(x$globals, "bayes")) ", Gaussian posterior for B" else ""))
-  cat(sprintf("  %d rows x %d count columns; ELBO %.2f after %d iterations (%s), %.2f s\n",
-              x$n, x$p, x$elbo, x$steps, x$stop_reason, x$time))
+  how <- if (is.null(x$batch_size)) sprintf("%d iterations", x$steps) else
+    sprintf("%d minibatch steps (%d epochs of %d-row batches)", x$steps, x$epochs, x$batch_size)
+  cat(sprintf("  %d rows x %d count columns; ELBO %.2f after %s (%s), %.2f s\n",
+              x$n, x$p, x$elbo, how, x$stop_reason, x$time))
   cat("Coefficients (first columns):\n")
   print(signif(x$coefficients[, seq_len(min(6L, x$p)), drop = FALSE], 4))
   invisible(x)
@@ -551,6 +583,11 @@ pln_offsets <- function(Y, type = c("total", "rle")) {
 svir_pln_ve <- function(object, Y, X, O, tol = 1e-8, max_steps = 1000L) {
   if (isS4(Y)) Y <- as.matrix(Y)
   storage.mode(Y) <- "double"
+  if (any(!is.finite(Y)) || any(Y < 0) || any(abs(Y - round(Y)) > 1e-8)) {
+    cli::cli_abort(c("{.arg responses} must hold non-negative whole counts, with no missing values.",
+                     i = "Predict rows with missing counts without {.arg responses} (unconditionally)."),
+                   class = "svir_error", call = NULL)
+  }
   storage.mode(X) <- "double"
   n <- nrow(Y)
   p <- ncol(Y)

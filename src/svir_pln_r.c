@@ -7,6 +7,7 @@
 #endif
 
 #include "svir_pln.h"
+#include "svir_pln_mb.h"
 
 static SEXP pln_elt(SEXP list, const char *name)
 {
@@ -14,6 +15,13 @@ static SEXP pln_elt(SEXP list, const char *name)
     for (R_xlen_t k = 0; k < Rf_xlength(list); k++)
         if (strcmp(CHAR(STRING_ELT(nms, k)), name) == 0) return VECTOR_ELT(list, k);
     return R_NilValue;
+}
+
+/* out[k] = v, named name (v is held by out before the name is made) */
+static void put(SEXP out, SEXP nms, int k, const char *name, SEXP v)
+{
+    SET_VECTOR_ELT(out, k, v);
+    SET_STRING_ELT(nms, k, Rf_mkChar(name));
 }
 
 static const double *dbl(SEXP x, R_xlen_t len, const char *what, int null_ok)
@@ -142,14 +150,63 @@ SEXP svir_pln_fit_r(SEXP dat, SEXP par, SEXP maxit, SEXP tol)
     if (st) Rf_error("svir: %s", err);
     SEXP tr = PROTECT(Rf_allocVector(REALSXP, iters));
     if (iters > 0) memcpy(REAL(tr), trace, sizeof(double) * (size_t)iters);
-    const char *names[6] = {"J", "par", "iterations", "trace", "B", "Sigma"};
-    SET_VECTOR_ELT(out, 0, Rf_ScalarReal(J));
-    SET_VECTOR_ELT(out, 1, P);
-    SET_VECTOR_ELT(out, 2, Rf_ScalarInteger(iters));
-    SET_VECTOR_ELT(out, 3, tr);
-    SET_VECTOR_ELT(out, 4, B);
-    SET_VECTOR_ELT(out, 5, S);
-    for (int k = 0; k < 6; k++) SET_STRING_ELT(nms, k, Rf_mkChar(names[k]));
+    put(out, nms, 0, "J", Rf_ScalarReal(J));
+    put(out, nms, 1, "par", P);
+    put(out, nms, 2, "iterations", Rf_ScalarInteger(iters));
+    put(out, nms, 3, "trace", tr);
+    put(out, nms, 4, "B", B);
+    put(out, nms, 5, "Sigma", S);
+    Rf_setAttrib(out, R_NamesSymbol, nms);
+    UNPROTECT(6);
+    return out;
+}
+
+/* The fit in minibatches (svir_pln_mb_fit): mbx = list(Rp, Rj, Rx (sparse
+ * counts by rows, or NULL), XtXinv); list(J, par, epochs, steps, trace, B,
+ * Sigma). */
+SEXP svir_pln_mb_r(SEXP dat, SEXP mbx, SEXP par, SEXP ctl, SEXP seed)
+{
+    svir_pln_data d;
+    read_dat(dat, &d);
+    svir_pln_mb_data mb;
+    memset(&mb, 0, sizeof mb);
+    mb.dat = &d;
+    mb.XtXinv = dbl(pln_elt(mbx, "XtXinv"), (R_xlen_t)d.d * d.d, "XtXinv", 0);
+    if (!d.Y) {
+        mb.Rp = intv(pln_elt(mbx, "Rp"), (R_xlen_t)d.n + 1, "Rp");
+        const R_xlen_t nz = mb.Rp[d.n];
+        mb.Rj = intv(pln_elt(mbx, "Rj"), nz, "Rj");
+        mb.Rx = dbl(pln_elt(mbx, "Rx"), nz, "Rx", 0);
+        for (R_xlen_t z = 0; z < nz; z++)
+            if (mb.Rj[z] < 0 || mb.Rj[z] >= d.p) Rf_error("svir internal error: bad sparse columns");
+    }
+    dbl(par, svir_pln_npar(&d), "par", 0);
+    /* ctl: batch, max_steps, inner, fa_iters, tol */
+    const double *c = dbl(ctl, 5, "ctl", 0);
+    const int batch = (int)c[0], maxs = (int)c[1], inner = (int)c[2], fai = (int)c[3];
+    if (batch < 1 || maxs < 1 || inner < 1 || fai < 1) Rf_error("svir internal error: bad minibatch settings");
+    SEXP P = PROTECT(Rf_duplicate(par));
+    SEXP B = PROTECT(Rf_allocMatrix(REALSXP, d.d, d.p));
+    SEXP S = PROTECT(Rf_allocMatrix(REALSXP, d.p, d.p));
+    double *trace = (double *)R_alloc((size_t)maxs, sizeof(double));
+    double J = 0.0;
+    int epochs = 0, steps = 0;
+    char err[256] = "";
+    const int st = svir_pln_mb_fit(&mb, REAL(P), batch, maxs, inner, fai, c[4],
+                                   (uint64_t)Rf_asReal(seed), trace, &epochs, &steps, &J,
+                                   REAL(B), REAL(S), err, sizeof err);
+    if (st) Rf_error("svir: %s", err);
+    SEXP tr = PROTECT(Rf_allocVector(REALSXP, epochs));
+    if (epochs > 0) memcpy(REAL(tr), trace, sizeof(double) * (size_t)epochs);
+    SEXP out = PROTECT(Rf_allocVector(VECSXP, 7));
+    SEXP nms = PROTECT(Rf_allocVector(STRSXP, 7));
+    put(out, nms, 0, "J", Rf_ScalarReal(J));
+    put(out, nms, 1, "par", P);
+    put(out, nms, 2, "epochs", Rf_ScalarInteger(epochs));
+    put(out, nms, 3, "steps", Rf_ScalarInteger(steps));
+    put(out, nms, 4, "trace", tr);
+    put(out, nms, 5, "B", B);
+    put(out, nms, 6, "Sigma", S);
     Rf_setAttrib(out, R_NamesSymbol, nms);
     UNPROTECT(6);
     return out;

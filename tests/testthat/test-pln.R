@@ -404,3 +404,44 @@ test_that("predict() with new counts runs the VE step with the fit's B and Sigma
   # and, through the correlation, column 2 too (Sigma_12 > 0)
   expect_gt(mean(p2[, 2] / pr[, 2]), 1)
 })
+
+test_that("minibatches of rows reach the full-batch fit (incremental variational EM)", {
+  s <- pln_rank_sim(300, 20, 3, seed = 16)
+  for (fam in list(pln(), pln(covariance = "diagonal"), pln(rank = 3))) {
+    full <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = fam)
+    mb <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = fam,
+                  control = svi_control(batch_size = 64), seed = 2)
+    expect_identical(mb$stop_reason, "converged")
+    expect_identical(mb$batch_size, 64L)
+    expect_gt(mb$epochs, 1L)
+    # the ELBO, exact from the running sums, never goes down
+    expect_true(all(diff(mb$trace) >= -1e-8 * abs(mb$elbo)))
+    expect_equal(mb$elbo, full$elbo, tolerance = 1e-5)
+    expect_lt(max(abs(coef(mb) - coef(full))), 0.01)
+    expect_lt(max(abs(sigma(mb) - sigma(full))), if (is.null(fam$rank)) 0.01 else 0.05)
+    expect_output(print(mb), "minibatch steps")
+  }
+  # the same seed, the same fit; a sparse matrix, the same fit as dense
+  Ysp <- Matrix::Matrix(s$d$Y, sparse = TRUE)
+  a <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(covariance = "diagonal"),
+               control = svi_control(batch_size = 50), seed = 3)
+  b <- svi_fit(Ysp ~ x + offset(log(depth)), s$d, family = pln(covariance = "diagonal"),
+               control = svi_control(batch_size = 50), seed = 3)
+  expect_equal(b$elbo, a$elbo, tolerance = 1e-12)
+  expect_equal(coef(b), coef(a), tolerance = 1e-12)
+  expect_error(svi_fit(Y ~ x, s$d, family = pln(), control = svi_control(batch_size = 301)),
+               "larger than", class = "svir_error")
+})
+
+test_that("sparse responses work without data, intercept only", {
+  set.seed(17)
+  Y <- Matrix::Matrix(matrix(rpois(200, 2), 50), sparse = TRUE)
+  a <- svi_fit(Y ~ 1, family = pln(covariance = "diagonal"))
+  Yd <- as.matrix(Y)
+  b <- svi_fit(Yd ~ 1, family = pln(covariance = "diagonal"))
+  expect_equal(a$elbo, b$elbo, tolerance = 1e-10)
+  expect_identical(rownames(coef(a)), "(Intercept)")
+  expect_error(predict(b, newdata = data.frame(row.names = 1:2),
+                       responses = matrix(c(1, NA, 2, 3, 1, 1, 0, 2), 2)),
+               "missing", class = "svir_error")
+})
