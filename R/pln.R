@@ -84,8 +84,25 @@
 #' counts minibatch steps. Memory: `M`, `S` and one batch, against the
 #' full-batch optimiser's `20 n p` numbers.
 #'
-#' Fits run on the CPU; `method = "qem"` and `backend = "cuda"` are refused
-#' with an error in this version.
+#' @section QEM:
+#' `svi_fit(..., family = pln(rank = q), method = "qem")` fits the rank-q
+#' model as `Z_ij = X_i B_j + W_j u_i + e_ij` with factors `u_i ~ N(0, I_q)`
+#' and entry effects `e_ij ~ N(0, psi_j)`, by importance sampling instead
+#' of a variational bound: each iteration draws `K` (`svi_control(K = )`)
+#' samples of every row's `u_i` and of every entry's `e_ij` from Gaussian
+#' proposals, sums the importance weights over the tree rows > entries into
+#' `log P-hat` (a `K`-sample lower bound on the log-likelihood), moves each
+#' proposal towards its weighted posterior moments, and updates `B`, `W`
+#' (a Newton step of each column's weighted Poisson regression) and `psi`.
+#' Its estimates approach the maximum-likelihood ones, so with small counts
+#' its `Sigma` is not attenuated as the variational fit's is. `trace` holds
+#' `log P-hat` per iteration and the fit's `elbo` its mean over the last 10;
+#' `ess` the rows' effective sample sizes. An iteration costs `2 n p K^2`
+#' exponentials. The factors' importance sampling works in few dimensions:
+#' see `dev/PLN.md` for the dimensions where it was checked. Dense counts,
+#' full batches, the CPU only.
+#'
+#' `backend = "cuda"` is refused with an error in this version.
 #'
 #' @param rank `NULL` (a full, diagonal or spherical `Sigma`, see
 #'   `covariance`), or the number of latent dimensions `q` (PLN-PCA:
@@ -162,8 +179,14 @@ svir_pln_fit <- function(formula, data, family, method, control, backend, na.act
   abort <- function(msg, .envir = parent.frame()) {
     cli::cli_abort(msg, class = "svir_error", call = call, .envir = .envir)
   }
-  if (method != "svi") abort(c("{.code method = \"{method}\"} is not available for {.fn pln} in this version.",
-                               i = "Use {.code method = \"svi\"}."))
+  if (method == "qem" && is.null(family$rank)) {
+    abort(c("{.code method = \"qem\"} fits {.fn pln} models with a rank: the latent dimension it samples.",
+            i = "Use {.code pln(rank = q)}, or {.code method = \"svi\"} for a full, diagonal or spherical covariance."))
+  }
+  if (method == "qem" && !is.null(control$batch_size)) {
+    abort(c("{.code method = \"qem\"} uses every row in each iteration.",
+            i = "Leave {.arg batch_size} as {.code NULL}, or use {.code method = \"svi\"}."))
+  }
   if (!identical(backend, "auto") && !identical(backend, "cpu")) {
     abort(c("{.fn pln} fits run on the CPU in this version.",
             i = "Use {.code backend = \"cpu\"} or {.code \"auto\"}."))
@@ -253,6 +276,14 @@ svir_pln_fit <- function(formula, data, family, method, control, backend, na.act
             i = "For a full covariance leave {.arg rank} as {.code NULL}."))
   }
   P <- if (d > 0) solve(crossprod(X), t(X)) else matrix(0, 0, n)
+  if (method == "qem") {
+    if (!is.null(Ysp)) {
+      abort(c("{.code method = \"qem\"} needs a dense count matrix in this version.",
+              i = "Use {.code method = \"svi\"} for sparse counts, or {.code as.matrix()} on them."))
+    }
+    if (bayes) abort("{.code method = \"qem\"} gives point estimates of B: use {.code globals = \"point\"}.")
+    return(svir_pln_qem(Y, O, Orow, X, P, rank, control, tt, mf, formula, call))
+  }
   dat <- list(O = O, Orow = Orow, X = X, P = P, cov = cov, q = rank, nd = as.double(nd),
               n = n, p = p, d = d,
               threads = as.integer(if (is.null(control$threads)) 0L else control$threads))
@@ -605,4 +636,62 @@ svir_pln_ve <- function(object, Y, X, O, tol = 1e-8, max_steps = 1000L) {
   list(M = matrix(r$par[seq_len(np)], n, p, dimnames = dn),
        S = matrix(exp(r$par[np + seq_len(np)]), n, p, dimnames = dn),
        elbo = r$J)
+}
+
+# method = "qem" for pln(rank = q) (src/svir_pln_qem.c): the start (the
+# VEM start's B and probabilistic PCA, the rows' factor means under it,
+# prior-wide proposals), the fit, and an svi_pln object whose M and S are
+# the posterior means and sds of Z - O under the final proposals.
+svir_pln_qem <- function(Y, O, Orow, X, P, q, control, tt, mf, formula, call) {
+  n <- nrow(Y)
+  p <- ncol(Y)
+  d <- ncol(X)
+  K <- control$K
+  Ofull <- if (!is.null(O)) O else if (!is.null(Orow)) matrix(Orow, n, p) else NULL
+  M0 <- log1p(Y) - (if (is.null(Ofull)) 0 else Ofull)
+  B0 <- P %*% M0
+  R0 <- M0 - X %*% B0
+  st <- svir_pln_pca_start(R0, q, n)
+  W0 <- matrix(st[seq_len(p * q)], p, q)
+  psi0 <- exp(st[p * q + seq_len(p)])
+  Kq <- diag(q) + crossprod(W0 / psi0, W0)
+  mu_u <- R0 %*% (W0 / psi0) %*% solve(Kq)
+  state <- list(B = B0 + 0, W = W0, psi = psi0, mu_u = mu_u + 0, su = matrix(1, n, q),
+                mu_e = R0 - tcrossprod(mu_u, W0), tau = matrix(sqrt(psi0), n, p, byrow = TRUE))
+  dat <- list(Y = Y, O = Ofull, X = X, lgy = lgamma(Y + 1), n = n, p = p, d = d, q = q,
+              threads = as.integer(if (is.null(control$threads)) 0L else control$threads))
+  t0 <- proc.time()[["elapsed"]]
+  r <- .Call(C_svir_pln_qem_r, dat, state,
+             as.double(c(K, control$max_steps, 30, 0.5, 0.6)), control$seed)
+  time <- proc.time()[["elapsed"]] - t0
+  converged <- r$iterations < control$max_steps
+  if (!converged) {
+    cli::cli_warn(c("QEM stopped at {.code max_steps = {control$max_steps}} iterations before log P-hat levelled off.",
+                    i = "Increase {.code control = svi_control(max_steps = )}."))
+  }
+  cn <- colnames(Y)
+  if (is.null(cn)) cn <- paste0("Y", seq_len(p))
+  B <- matrix(r$B, d, p, dimnames = list(colnames(X), cn))
+  W <- matrix(r$W, p, q, dimnames = list(cn, NULL))
+  psi <- stats::setNames(r$psi, cn)
+  Sigma <- tcrossprod(W) + diag(psi, p)
+  dimnames(Sigma) <- list(cn, cn)
+  mu_u <- matrix(r$mu_u, n, q)
+  su <- matrix(r$su, n, q)
+  M <- X %*% B + tcrossprod(mu_u, W) + matrix(r$mu_e, n, p)
+  S <- sqrt(tcrossprod(su^2, W^2) + matrix(r$tau, n, p)^2)
+  dimnames(M) <- dimnames(S) <- list(rownames(Y), cn)
+  tr <- r$trace
+  structure(list(
+    coefficients = B, sigma = Sigma, M = M, S = S,
+    offset = if (is.null(O)) Orow else O,
+    loadings = W, psi = psi, rank = q, globals = "point", XtXinv = NULL, X = X, Y = Y,
+    elbo = mean(tr[max(1L, length(tr) - 9L):length(tr)]), trace = tr, steps = r$iterations,
+    batch_size = NULL, epochs = NULL, method = "qem", K = K, ess = r$ess,
+    factors = list(mean = mu_u, sd = su),
+    stop_reason = if (converged) "converged" else "max_steps",
+    tol = NA_real_, time = time, covariance = "rank",
+    n = n, p = p, formula = formula, call = call, terms = tt,
+    xlevels = stats::.getXlevels(tt, mf)),
+    class = "svi_pln")
 }

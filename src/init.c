@@ -20,6 +20,7 @@ extern SEXP svir_local_step_r(SEXP spec, SEXP lpar, SEXP A, SEXP G, SEXP shift, 
 extern SEXP svir_pln_eval_r(SEXP dat, SEXP par);
 extern SEXP svir_pln_fit_r(SEXP dat, SEXP par, SEXP maxit, SEXP tol);
 extern SEXP svir_pln_mb_r(SEXP dat, SEXP mbx, SEXP par, SEXP ctl, SEXP seed);
+extern SEXP svir_pln_qem_r(SEXP dat, SEXP st, SEXP ctl, SEXP seed);
 /* svir_backend_r.c */
 extern SEXP svir_backends_r(void);
 extern SEXP svir_philox_r(SEXP key, SEXP ctr);
@@ -35,6 +36,7 @@ static const R_CallMethodDef call_methods[] = {
     {"svir_pln_eval_r", (DL_FUNC)&svir_pln_eval_r, 2},
     {"svir_pln_fit_r", (DL_FUNC)&svir_pln_fit_r, 4},
     {"svir_pln_mb_r", (DL_FUNC)&svir_pln_mb_r, 5},
+    {"svir_pln_qem_r", (DL_FUNC)&svir_pln_qem_r, 4},
     {"svir_logdensity_r", (DL_FUNC)&svir_logdensity_r, 3},
     {"svir_loglik_block_r", (DL_FUNC)&svir_loglik_block_r, 3},
     {"svir_elbo_grad_r", (DL_FUNC)&svir_elbo_grad_r, 4},

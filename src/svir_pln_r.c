@@ -8,6 +8,7 @@
 
 #include "svir_pln.h"
 #include "svir_pln_mb.h"
+#include "svir_pln_qem.h"
 
 static SEXP pln_elt(SEXP list, const char *name)
 {
@@ -209,5 +210,62 @@ SEXP svir_pln_mb_r(SEXP dat, SEXP mbx, SEXP par, SEXP ctl, SEXP seed)
     put(out, nms, 6, "Sigma", S);
     Rf_setAttrib(out, R_NamesSymbol, nms);
     UNPROTECT(6);
+    return out;
+}
+
+/* QEM for rank q (svir_pln_qem_fit): dat = list(Y, O, X, lgy, n, p, d, q,
+ * threads); st = list(B, W, psi, mu_u, su, mu_e, tau), copied; ctl =
+ * c(K, max_iter, min_iter, eta0, kappa). Returns st's updated copies with
+ * trace, iterations and ess. */
+SEXP svir_pln_qem_r(SEXP dat, SEXP st, SEXP ctl, SEXP seed)
+{
+    svir_pln_qem_data d;
+    d.n = Rf_asInteger(pln_elt(dat, "n"));
+    d.p = Rf_asInteger(pln_elt(dat, "p"));
+    d.d = Rf_asInteger(pln_elt(dat, "d"));
+    d.q = Rf_asInteger(pln_elt(dat, "q"));
+    d.threads = Rf_asInteger(pln_elt(dat, "threads"));
+    if (d.n < 1 || d.p < 1 || d.d < 0 || d.q < 1) Rf_error("svir internal error: bad QEM dimensions");
+    const R_xlen_t np = (R_xlen_t)d.n * d.p;
+    d.Y = dbl(pln_elt(dat, "Y"), np, "Y", 0);
+    d.O = dbl(pln_elt(dat, "O"), np, "O", 1);
+    d.X = dbl(pln_elt(dat, "X"), (R_xlen_t)d.n * d.d, "X", 0);
+    d.lgy = dbl(pln_elt(dat, "lgy"), np, "lgy", 0);
+#ifdef _OPENMP
+    if (d.threads == NA_INTEGER || d.threads < 1) {
+        const R_xlen_t want = (np + 49999) / 50000;
+        d.threads = want < omp_get_max_threads() ? (int)want : omp_get_max_threads();
+    }
+#else
+    d.threads = 1;
+#endif
+    const double *c = dbl(ctl, 5, "ctl", 0);
+    const int K = (int)c[0], maxit = (int)c[1], minit = (int)c[2];
+    if (K < 2 || maxit < 1) Rf_error("svir internal error: bad QEM settings");
+    const char *names[7] = {"B", "W", "psi", "mu_u", "su", "mu_e", "tau"};
+    const R_xlen_t lens[7] = {(R_xlen_t)d.d * d.p, (R_xlen_t)d.p * d.q, d.p, (R_xlen_t)d.n * d.q,
+                              (R_xlen_t)d.n * d.q, np, np};
+    SEXP out = PROTECT(Rf_allocVector(VECSXP, 10));
+    SEXP nms = PROTECT(Rf_allocVector(STRSXP, 10));
+    double *ptr[7];
+    for (int k = 0; k < 7; k++) {
+        dbl(pln_elt(st, names[k]), lens[k], names[k], 0);
+        put(out, nms, k, names[k], Rf_duplicate(pln_elt(st, names[k])));
+        ptr[k] = REAL(VECTOR_ELT(out, k));
+    }
+    svir_pln_qem_state s = {ptr[0], ptr[1], ptr[2], ptr[3], ptr[4], ptr[5], ptr[6]};
+    double *trace = (double *)R_alloc((size_t)maxit, sizeof(double));
+    put(out, nms, 9, "ess", Rf_allocVector(REALSXP, d.n));
+    int iters = 0;
+    char err[256] = "";
+    const int rc = svir_pln_qem_fit(&d, &s, K, maxit, minit, c[3], c[4], (uint64_t)Rf_asReal(seed),
+                                    trace, &iters, REAL(VECTOR_ELT(out, 9)), err, sizeof err);
+    if (rc) Rf_error("svir: %s", err);
+    SEXP tr = Rf_allocVector(REALSXP, iters);
+    put(out, nms, 7, "trace", tr);
+    memcpy(REAL(tr), trace, sizeof(double) * (size_t)iters);
+    put(out, nms, 8, "iterations", Rf_ScalarInteger(iters));
+    Rf_setAttrib(out, R_NamesSymbol, nms);
+    UNPROTECT(2);
     return out;
 }

@@ -131,7 +131,7 @@ test_that("pln() refuses bad input with clear errors", {
   expect_error(svi_fit(Y ~ x, d, family = pln(rank = 3)), "less than", class = "svir_error")
   expect_error(pln(globals = "full"), "globals", class = "svir_error")
   expect_error(pln(covariance = "banded"), "covariance", class = "svir_error")
-  expect_error(svi_fit(Y ~ x, d, family = pln(), method = "qem"), "not available",
+  expect_error(svi_fit(Y ~ x, d, family = pln(), method = "qem"), "rank",
                class = "svir_error")
   expect_error(svi_fit(Y ~ x + (1 | g), d, family = pln()), "random-effect",
                class = "svir_error")
@@ -444,4 +444,47 @@ test_that("sparse responses work without data, intercept only", {
   expect_error(predict(b, newdata = data.frame(row.names = 1:2),
                        responses = matrix(c(1, NA, 2, 3, 1, 1, 0, 2), 2)),
                "missing", class = "svir_error")
+})
+
+test_that("QEM for pln(rank = q) samples the factors and the entries' effects", {
+  # low counts (mean about 3), where the variational fit attenuates Sigma
+  set.seed(21)
+  n <- 200
+  p <- 20
+  W <- matrix(rnorm(p * 2, 0, 0.5), p)
+  Sig <- tcrossprod(W) + diag(runif(p, 0.05, 0.15))
+  x <- rnorm(n)
+  B <- rbind(runif(p, 0.5, 1.5), runif(p, -0.5, 0.5))
+  Z <- cbind(1, x) %*% B + matrix(rnorm(n * p), n) %*% chol(Sig)
+  d <- data.frame(x = x, depth = exp(rnorm(n, 0, 0.3)))
+  d$Y <- matrix(rpois(n * p, d$depth * exp(Z)), n)
+  fv <- svi_fit(Y ~ x + offset(log(depth)), d, family = pln(rank = 2))
+  fq <- svi_fit(Y ~ x + offset(log(depth)), d, family = pln(rank = 2), method = "qem",
+                control = svi_control(K = 16), seed = 1)
+  expect_identical(fq$stop_reason, "converged")
+  expect_identical(fq$method, "qem")
+  expect_lt(max(abs(coef(fq) - B)), 0.3)
+  # QEM's estimate of Sigma (near the marginal likelihood's optimum) is
+  # closer to the truth than the variational one
+  expect_lt(norm(sigma(fq) - Sig, "F"), 0.85 * norm(sigma(fv) - Sig, "F"))
+  expect_equal(sigma(fq), tcrossprod(fq$loadings) + diag(fq$psi), ignore_attr = TRUE)
+  # log P-hat, a K-sample bound, beats the variational fit's ELBO, and it
+  # is close to the importance-sampled log-likelihood of QEM's estimates
+  expect_gt(fq$elbo, fv$elbo + 20)
+  ll <- pln_loglik(fq, nsamples = 500)
+  expect_lt(abs(ll$loglik - fq$elbo), 25)
+  expect_true(all(fq$ess >= 1 & fq$ess <= 16))
+  expect_equal(dim(fitted(fq)), c(n, p))
+  # the draws are keyed by row, entry and iteration: threads change nothing
+  f1 <- svi_fit(Y ~ x + offset(log(depth)), d[1:60, ], family = pln(rank = 1), method = "qem",
+                control = svi_control(K = 8, threads = 1), seed = 4)
+  f2 <- svi_fit(Y ~ x + offset(log(depth)), d[1:60, ], family = pln(rank = 1), method = "qem",
+                control = svi_control(K = 8, threads = 2), seed = 4)
+  expect_identical(f1$trace, f2$trace)
+  expect_identical(coef(f1), coef(f2))
+  expect_error(svi_fit(Y ~ x, d, family = pln(rank = 2), method = "qem",
+                       control = svi_control(batch_size = 10)), "every row", class = "svir_error")
+  Ysp <- Matrix::Matrix(d$Y, sparse = TRUE)
+  expect_error(svi_fit(Ysp ~ x, d, family = pln(rank = 2), method = "qem"), "dense",
+               class = "svir_error")
 })
