@@ -439,13 +439,15 @@ fitted.svi_pln <- function(object, ...) {
 #' @rdname coef.svi_pln
 #' @export
 print.svi_pln <- function(x, ...) {
-  cat(sprintf("Poisson-lognormal model fitted by variational EM (svir), covariance: %s%s\n",
+  qem <- identical(x$method, "qem")
+  cat(sprintf("Poisson-lognormal model fitted by %s (svir), covariance: %s%s\n",
+              if (qem) sprintf("QEM (K = %d)", x$K) else "variational EM",
               svir_pln_covname(x),
               if (identical(x$globals, "bayes")) ", Gaussian posterior for B" else ""))
   how <- if (is.null(x$batch_size)) sprintf("%d iterations", x$steps) else
     sprintf("%d minibatch steps (%d epochs of %d-row batches)", x$steps, x$epochs, x$batch_size)
-  cat(sprintf("  %d rows x %d count columns; ELBO %.2f after %s (%s), %.2f s\n",
-              x$n, x$p, x$elbo, how, x$stop_reason, x$time))
+  cat(sprintf("  %d rows x %d count columns; %s %.2f after %s (%s), %.2f s\n",
+              x$n, x$p, if (qem) "log P-hat" else "ELBO", x$elbo, how, x$stop_reason, x$time))
   cat("Coefficients (first columns):\n")
   print(signif(x$coefficients[, seq_len(min(6L, x$p)), drop = FALSE], 4))
   invisible(x)
