@@ -21,6 +21,9 @@ extern "C" {
  * (fit = 0) allocates for dat. */
 double svir_cuda_pln_bytes(const svir_pln_data *dat, int fit);
 
+/* the current device's free and total memory in bytes (cudaMemGetInfo) */
+int svir_cuda_pln_mem(size_t *free_bytes, size_t *total_bytes);
+
 /* svir_pln_eval on the device, host arrays in and out (for the parity
  * checks): J, grad [svir_pln_npar], B [d x p], Sigma [p x p] (left alone in
  * the VE step, as on the CPU). dat->threads and dat->colwork are not used.

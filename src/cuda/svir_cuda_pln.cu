@@ -533,6 +533,16 @@ extern "C" double svir_cuda_pln_bytes(const svir_pln_data *dat, int fit)
     return 8.0 * dev_doubles(dat, fit);
 }
 
+extern "C" int svir_cuda_pln_mem(size_t *free_bytes, size_t *total_bytes)
+{
+    *free_bytes = *total_bytes = 0;
+    if (cudaMemGetInfo(free_bytes, total_bytes) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 3;
+    }
+    return 0;
+}
+
 /* uploads dat and allocates the work; fit: with the optimiser's vectors */
 static int pln_new(const svir_pln_data *dat, int fit, svir_cuda_pln **out, char *err, size_t errlen)
 {
