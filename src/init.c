@@ -19,6 +19,8 @@ extern SEXP svir_local_step_r(SEXP spec, SEXP lpar, SEXP A, SEXP G, SEXP shift, 
 /* svir_pln_r.c */
 extern SEXP svir_pln_eval_r(SEXP dat, SEXP par);
 extern SEXP svir_pln_fit_r(SEXP dat, SEXP par, SEXP maxit, SEXP tol);
+extern SEXP svir_pln_eval_cuda_r(SEXP dat, SEXP par);
+extern SEXP svir_pln_fit_cuda_r(SEXP dat, SEXP par, SEXP maxit, SEXP tol);
 extern SEXP svir_pln_mb_r(SEXP dat, SEXP mbx, SEXP par, SEXP ctl, SEXP seed);
 extern SEXP svir_pln_qem_r(SEXP dat, SEXP st, SEXP ctl, SEXP seed);
 /* svir_backend_r.c */
@@ -35,6 +37,8 @@ static const R_CallMethodDef call_methods[] = {
     {"svir_fit_r", (DL_FUNC)&svir_fit_r, 2},
     {"svir_pln_eval_r", (DL_FUNC)&svir_pln_eval_r, 2},
     {"svir_pln_fit_r", (DL_FUNC)&svir_pln_fit_r, 4},
+    {"svir_pln_eval_cuda_r", (DL_FUNC)&svir_pln_eval_cuda_r, 2},
+    {"svir_pln_fit_cuda_r", (DL_FUNC)&svir_pln_fit_cuda_r, 4},
     {"svir_pln_mb_r", (DL_FUNC)&svir_pln_mb_r, 5},
     {"svir_pln_qem_r", (DL_FUNC)&svir_pln_qem_r, 4},
     {"svir_logdensity_r", (DL_FUNC)&svir_logdensity_r, 3},

@@ -6,6 +6,7 @@
 #include <omp.h>
 #endif
 
+#include "svir_cuda_pln.h"
 #include "svir_pln.h"
 #include "svir_pln_mb.h"
 #include "svir_pln_qem.h"
@@ -160,6 +161,82 @@ SEXP svir_pln_fit_r(SEXP dat, SEXP par, SEXP maxit, SEXP tol)
     Rf_setAttrib(out, R_NamesSymbol, nms);
     UNPROTECT(6);
     return out;
+}
+
+/* svir_pln_eval_r on the CUDA device (svir_cuda_pln_eval_host): the same
+ * list(J, grad, B, Sigma). For the CPU/CUDA parity tests. */
+SEXP svir_pln_eval_cuda_r(SEXP dat, SEXP par)
+{
+    svir_pln_data d;
+    read_dat(dat, &d);
+    const R_xlen_t npar = svir_pln_npar(&d);
+    const double *pr = dbl(par, npar, "par", 0);
+#ifdef SVIR_HAVE_CUDA
+    SEXP out = PROTECT(Rf_allocVector(VECSXP, 4));
+    SEXP nms = PROTECT(Rf_allocVector(STRSXP, 4));
+    SEXP grad = PROTECT(Rf_allocVector(REALSXP, npar));
+    SEXP B = PROTECT(Rf_allocMatrix(REALSXP, d.d, d.p));
+    SEXP S = PROTECT(Rf_allocMatrix(REALSXP, d.p, d.p));
+    memset(REAL(S), 0, sizeof(double) * (size_t)d.p * d.p);
+    double J = 0.0;
+    char err[512] = "";
+    if (svir_cuda_pln_eval_host(&d, pr, &J, REAL(grad), REAL(B), REAL(S), err, sizeof err))
+        Rf_error("svir (CUDA backend): %s", err);
+    put(out, nms, 0, "J", Rf_ScalarReal(J));
+    put(out, nms, 1, "grad", grad);
+    put(out, nms, 2, "B", B);
+    put(out, nms, 3, "Sigma", S);
+    Rf_setAttrib(out, R_NamesSymbol, nms);
+    UNPROTECT(5);
+    return out;
+#else
+    (void)pr;
+    Rf_error("svir was built without CUDA");
+    return R_NilValue;
+#endif
+}
+
+/* svir_pln_fit_r on the CUDA device (svir_cuda_pln_fit): the same list(J,
+ * par, iterations, trace, B, Sigma), plus seconds (the device loop's wall
+ * time). */
+SEXP svir_pln_fit_cuda_r(SEXP dat, SEXP par, SEXP maxit, SEXP tol)
+{
+    svir_pln_data d;
+    read_dat(dat, &d);
+    dbl(par, svir_pln_npar(&d), "par", 0);
+    const int mi = Rf_asInteger(maxit);
+    if (mi < 1 || mi == NA_INTEGER) Rf_error("svir internal error: maxit must be positive");
+#ifdef SVIR_HAVE_CUDA
+    SEXP out = PROTECT(Rf_allocVector(VECSXP, 7));
+    SEXP nms = PROTECT(Rf_allocVector(STRSXP, 7));
+    SEXP P = PROTECT(Rf_duplicate(par));
+    SEXP B = PROTECT(Rf_allocMatrix(REALSXP, d.d, d.p));
+    SEXP S = PROTECT(Rf_allocMatrix(REALSXP, d.p, d.p));
+    memset(REAL(S), 0, sizeof(double) * (size_t)d.p * d.p);
+    double *trace = (double *)R_alloc((size_t)mi, sizeof(double));
+    double J = 0.0, secs = 0.0;
+    int iters = 0;
+    char err[512] = "";
+    const int st = svir_cuda_pln_fit(&d, REAL(P), mi, Rf_asReal(tol), &J, &iters, trace, REAL(B),
+                                     REAL(S), &secs, err, sizeof err);
+    if (st) Rf_error("svir (CUDA backend): %s", err);
+    SEXP tr = PROTECT(Rf_allocVector(REALSXP, iters));
+    if (iters > 0) memcpy(REAL(tr), trace, sizeof(double) * (size_t)iters);
+    put(out, nms, 0, "J", Rf_ScalarReal(J));
+    put(out, nms, 1, "par", P);
+    put(out, nms, 2, "iterations", Rf_ScalarInteger(iters));
+    put(out, nms, 3, "trace", tr);
+    put(out, nms, 4, "B", B);
+    put(out, nms, 5, "Sigma", S);
+    put(out, nms, 6, "seconds", Rf_ScalarReal(secs));
+    Rf_setAttrib(out, R_NamesSymbol, nms);
+    UNPROTECT(6);
+    return out;
+#else
+    (void)tol;
+    Rf_error("svir was built without CUDA");
+    return R_NilValue;
+#endif
 }
 
 /* The fit in minibatches (svir_pln_mb_fit): mbx = list(Rp, Rj, Rx (sparse

@@ -313,3 +313,118 @@ for (cs in family_cases) {
     }
   })
 }
+
+# ---- The Poisson-lognormal model on the device (src/cuda/svir_cuda_pln.cu)
+
+pln_cuda_sim <- function(n = 300, p = 30, seed = 1) {
+  set.seed(seed)
+  x <- rnorm(n)
+  B <- rbind(runif(p, 0.5, 1.5), runif(p, -0.5, 0.5))
+  Sigma <- 0.4 * 0.6^abs(outer(1:p, 1:p, "-"))
+  Z <- cbind(1, x) %*% B + matrix(rnorm(n * p), n) %*% chol(Sigma)
+  depth <- exp(rnorm(n, 0, 0.3))
+  d <- data.frame(x = x, depth = depth)
+  d$Y <- matrix(as.double(rpois(n * p, depth * exp(Z))), n,
+                dimnames = list(NULL, paste0("sp", seq_len(p))))
+  d
+}
+
+# the objective's data (as R/pln.R builds them) and a point near a fit
+pln_cuda_dat <- function(d, cov, q = 3L, sparse = FALSE, orow = FALSE, nd = NULL, seed = 2) {
+  set.seed(seed)
+  Y <- unclass(d$Y)
+  n <- nrow(Y)
+  p <- ncol(Y)
+  X <- cbind(1, d$x)
+  O <- matrix(log(d$depth), n, p)
+  dat <- list(Y = Y, O = O, X = X, P = solve(crossprod(X), t(X)), lgy = sum(lgamma(Y + 1)),
+              cov = cov, q = q, n = n, p = p, d = 2L, nd = if (is.null(nd)) n else nd)
+  if (orow) {
+    dat$O <- NULL
+    dat$Orow <- log(d$depth)
+  }
+  if (sparse) {
+    Ysp <- Matrix::Matrix(Y, sparse = TRUE)
+    dat$Y <- NULL
+    dat[c("Yp", "Yi", "Yx")] <- list(Ysp@p, Ysp@i, as.double(Ysp@x))
+  }
+  M <- log1p(Y) - O + rnorm(n * p, 0, 0.1)
+  par <- c(M, rep(log(0.3), n * p) + rnorm(n * p, 0, 0.1))
+  if (cov == 3L) par <- c(par, rnorm(p * q, 0, 0.3), log(runif(p, 0.2, 0.5)))
+  list(dat = dat, par = par)
+}
+
+test_that("pln() on the device is refused where it cannot run, and 'auto' stays on the CPU", {
+  d <- pln_cuda_sim(40, 5, seed = 3)
+  expect_error(svi_fit(Y ~ x, d, family = pln(rank = 2), method = "qem", backend = "cuda"),
+               "CPU only", class = "svir_error")
+  expect_error(svi_fit(Y ~ x, d, family = pln(), backend = "cuda",
+                       control = svi_control(batch_size = 10)),
+               "CPU only", class = "svir_error")
+  fit <- svi_fit(Y ~ x, d, family = pln(), backend = "auto")
+  expect_identical(fit$backend, "cpu")
+  skip_if(cuda_ok(), "a CUDA device is present")
+  expect_error(svi_fit(Y ~ x, d, family = pln(), backend = "cuda"), "CUDA", class = "svir_error")
+  u <- pln_cuda_dat(d, 0L)
+  msg <- if (cuda_built()) "CUDA" else "built without CUDA"
+  expect_error(.Call(C_svir_pln_eval_cuda_r, u$dat, u$par), msg)
+  expect_error(.Call(C_svir_pln_fit_cuda_r, u$dat, u$par, 10L, 1e-6), msg)
+})
+
+test_that("the PLN objective and gradient on the device are the CPU's (every mode)", {
+  skip_if_not(cuda_ok(), "no usable CUDA device")
+  d <- pln_cuda_sim()
+  cases <- list(
+    list(cov = 0L), list(cov = 1L), list(cov = 2L), list(cov = 3L),
+    list(cov = 0L, orow = TRUE), list(cov = 3L, orow = TRUE, nd = 298),
+    list(cov = 1L, nd = 298), list(cov = 0L, sparse = TRUE), list(cov = 1L, sparse = TRUE),
+    list(cov = 3L, sparse = TRUE, orow = TRUE))
+  for (cs in cases) {
+    u <- do.call(pln_cuda_dat, c(list(d), cs))
+    a <- .Call(C_svir_pln_eval_r, u$dat, u$par)
+    b <- .Call(C_svir_pln_eval_cuda_r, u$dat, u$par)
+    info <- paste(names(cs), unlist(cs), collapse = " ")
+    expect_equal(b$J, a$J, tolerance = 1e-10, info = info)
+    expect_equal(b$grad, a$grad, tolerance = 1e-10, info = info)
+    expect_equal(b$B, a$B, tolerance = 1e-10, info = info)
+    expect_equal(b$Sigma, a$Sigma, tolerance = 1e-10, info = info)
+  }
+  # the VE step (B and Omega held fixed)
+  u <- pln_cuda_dat(d, 0L)
+  fit <- .Call(C_svir_pln_eval_r, u$dat, u$par)
+  u$dat$Bfix <- fit$B
+  u$dat$Omfix <- solve(fit$Sigma)
+  u$dat$logdet_om <- -as.numeric(determinant(fit$Sigma)$modulus)
+  a <- .Call(C_svir_pln_eval_r, u$dat, u$par)
+  b <- .Call(C_svir_pln_eval_cuda_r, u$dat, u$par)
+  expect_equal(b$J, a$J, tolerance = 1e-10)
+  expect_equal(b$grad, a$grad, tolerance = 1e-10)
+  # sparse = dense on the device
+  for (cov in c(0L, 3L)) {
+    a <- .Call(C_svir_pln_eval_cuda_r, pln_cuda_dat(d, cov)$dat, pln_cuda_dat(d, cov)$par)
+    u <- pln_cuda_dat(d, cov, sparse = TRUE)
+    b <- .Call(C_svir_pln_eval_cuda_r, u$dat, u$par)
+    expect_equal(b$J, a$J, tolerance = 1e-12)
+    expect_equal(b$grad, a$grad, tolerance = 1e-12)
+  }
+})
+
+test_that("pln() fits on the device are the CPU's (full, diagonal, rank 3; dense and sparse)", {
+  skip_if_not(cuda_ok(), "no usable CUDA device")
+  d <- pln_cuda_sim()
+  Ysp <- Matrix::Matrix(unclass(d$Y), sparse = TRUE)
+  for (fam in list(pln(), pln(covariance = "diagonal"), pln(rank = 3))) {
+    a <- svi_fit(Y ~ x + offset(log(depth)), d, family = fam, backend = "cpu")
+    b <- svi_fit(Y ~ x + offset(log(depth)), d, family = fam, backend = "cuda")
+    info <- paste(fam$covariance, fam$rank)
+    expect_identical(b$backend, "cuda")
+    expect_identical(b$stop_reason, "converged")
+    expect_equal(b$elbo, a$elbo, tolerance = 1e-6, info = info)
+    expect_equal(coef(b), coef(a), tolerance = 1e-6, info = info)
+    expect_equal(sigma(b), sigma(a), tolerance = 1e-6, info = info)
+    s <- svi_fit(Ysp ~ x + offset(log(depth)), d, family = fam, backend = "cuda")
+    expect_equal(s$elbo, b$elbo, tolerance = 1e-6, info = info)
+    expect_equal(coef(s), coef(b), tolerance = 1e-6, info = info)
+    expect_equal(sigma(s), sigma(b), tolerance = 1e-6, info = info)
+  }
+})

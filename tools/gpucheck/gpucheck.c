@@ -17,8 +17,14 @@
  *      read and the device-to-device copy bandwidth, and the CPU loop's time;
  *      then whole fit steps (--steps N, default 1000, at NumPyro's settings)
  *      on the device and on the CPU, full batch and minibatch.
+ *   PLN (pln_check.c): the Poisson-lognormal objective on the device against
+ *      svir_pln_eval in every mode (full, diagonal, spherical, rank 3, the VE
+ *      step; dense and sparse counts) and whole fits against svir_pln_fit;
+ *      unless --quick, issue 5's GPU target (n = 100,000, p = 2,000, rank
+ *      10; --pln-n N for another n): time to convergence.
  *
- * Usage: gpucheck [--quick] [--data DIR] [--steps N] */
+ * Usage: gpucheck [--quick] [--pln] [--pln-n N] [--data DIR] [--steps N]
+ * (--pln: the device line and the PLN part only) */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -31,6 +37,8 @@
 #include "svir_cuda.h"
 #include "svir_glmm.h"
 #include "svir_philox.h"
+
+#include "pln_check.h"
 
 static double now(void)
 {
@@ -289,14 +297,16 @@ static double rel_diff(const double *a, const double *b, ptrdiff_t len)
 
 int main(int argc, char **argv)
 {
-    int quick = 0, failed = 0, steps = 1000;
+    int quick = 0, failed = 0, steps = 1000, pln_only = 0, pln_n = 100000;
     const char *data = NULL;
     for (int a = 1; a < argc; a++) {
         if (strcmp(argv[a], "--quick") == 0) quick = 1;
         else if (strcmp(argv[a], "--data") == 0 && a + 1 < argc) data = argv[++a];
         else if (strcmp(argv[a], "--steps") == 0 && a + 1 < argc) steps = atoi(argv[++a]);
+        else if (strcmp(argv[a], "--pln") == 0) pln_only = 1;
+        else if (strcmp(argv[a], "--pln-n") == 0 && a + 1 < argc) pln_n = atoi(argv[++a]);
         else {
-            fprintf(stderr, "usage: gpucheck [--quick] [--data DIR] [--steps N]\n");
+            fprintf(stderr, "usage: gpucheck [--quick] [--pln] [--pln-n N] [--data DIR] [--steps N]\n");
             return 2;
         }
     }
@@ -306,6 +316,12 @@ int main(int argc, char **argv)
     const int avail = svir_backend_table[SVIR_BACKEND_CUDA].available(buf, sizeof buf);
     printf("cuda backend: %s\n  %s\n", avail ? "available" : "NOT available", buf);
     if (!avail) return 2;
+
+    if (pln_only) {
+        failed |= gpucheck_pln();
+        if (!quick) failed |= gpucheck_pln_bench(pln_n, 2000, 10);
+        return failed;
+    }
 
     /* 2. normals */
     {
@@ -612,6 +628,8 @@ int main(int argc, char **argv)
             }
         sim_nterms = 2;
     }
+    /* the Poisson-lognormal model (pln_check.c) */
+    failed |= gpucheck_pln();
     if (quick) return failed;
 
     /* 4. the benchmark size of issue 3 */
@@ -697,5 +715,8 @@ int main(int argc, char **argv)
         printf("  N = %8td: %8.3f  %9.3f  %6.1fx\n", n, 1e3 * t_dev, 1e3 * t_cpu, t_cpu / t_dev);
         sim_free(&s);
     }
+
+    /* 6. issue 5's GPU target for the Poisson-lognormal model */
+    failed |= gpucheck_pln_bench(pln_n, 2000, 10);
     return failed;
 }

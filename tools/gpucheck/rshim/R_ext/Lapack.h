@@ -1,0 +1,20 @@
+/* A stand-in for R's R_ext/Lapack.h for tools/gpucheck (see BLAS.h here):
+ * the Cholesky routines src/svir_pln.c and src/cuda/svir_cuda_pln.cu call;
+ * linked from -llapack. */
+#ifndef SVIR_RSHIM_LAPACK_H
+#define SVIR_RSHIM_LAPACK_H
+
+#include "BLAS.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info FCLEN);
+void dpotri_(const char *uplo, const int *n, double *a, const int *lda, int *info FCLEN);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
