@@ -346,44 +346,115 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
     return 0;
 }
 
-/* The curvature-scaled inverse Hessian's diagonal at the point evaluated
- * last (par, its work w): 1 / (A_ij + Omega_jj) for M_ij, and
- * 1 / (2 S^2 (A + Omega_jj) + S^4 A) for log S_ij (the entries' own
- * second derivatives of -J); for W_jk and log psi_j the Fisher
- * information's diagonal, nd (Omega_jj (W' Omega W)_kk + (Omega W)_jk^2)
- * and nd / 2 (psi_j Omega_jj)^2. */
-static void pln_h0(const svir_pln_data *dat, const double *par, double *work, double *h0)
+/* The L-BFGS's initial inverse Hessian H0, applied: out = H0 v (out may
+ * be v), at the point evaluated last (par, its work). Per column j of
+ * (M, log S) it inverts, by the Woodbury identity, the Hessian of -J in
+ * that column less its couplings to the other columns and the curvature of
+ * log Sigma_jj:
+ *   H_j = D_j - o_j [X; 0] (X'X)^-1 [X; 0]',   o_j = Omega_jj,
+ * where D_j is block-diagonal with one 2 x 2 block per entry (M_ij,
+ * log S_ij), the entry's own second derivatives
+ *   [[A + o, A S^2], [A S^2, 2 S^2 (A + o) + S^4 A]],
+ * and the second term is B's profiling (R = M - X B): along the columns
+ * of X only the counts (A) curve -J, not the prior (o). With D alone, the
+ * first L-BFGS steps moved a column's mean (A + o) / A times too little,
+ * which for rare columns (o large, A small) took tens of iterations. The
+ * X part is used for d <= PLN_PREC_DMAX (it costs n p d^2 per use) and
+ * dropped in a column where K below is not positive definite (it always
+ * is in exact arithmetic: H_j >= D_j's Poisson part + o (I - H_X) > 0).
+ * For W_jk and log psi_j (rank q), the Fisher information's diagonal,
+ * nd (Omega_jj (W' Omega W)_kk + (Omega W)_jk^2) and
+ * nd / 2 (psi_j Omega_jj)^2. XtX: X'X [d x d]. */
+#define PLN_PREC_DMAX 8
+static void pln_precond(const svir_pln_data *dat, const double *par, const double *work,
+                        const double *XtX, const double *v, double *out)
 {
-    const int n = dat->n, p = dat->p, q = dat->q;
+    const int n = dat->n, p = dat->p, q = dat->q, d = dat->d;
     const ptrdiff_t np = (ptrdiff_t)n * p;
-    pln_work w = pln_split(dat, work);
-    const double *A = w.A, *S2a = w.S2, *omd = w.omd;
+    pln_work w = pln_split(dat, (double *)work);
+    const double *A = w.A, *S2a = w.S2, *omd = w.omd, *X = dat->X;
+    const int dx = !dat->Bfix && d <= PLN_PREC_DMAX ? d : 0;
+    const double nd = dat->nd;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(dat->threads > 0 ? dat->threads : 1) schedule(static)
 #endif
     for (int j = 0; j < p; j++) {
         const double oj = omd[j];
+        const ptrdiff_t c = (ptrdiff_t)j * n;
+        double t[PLN_PREC_DMAX], K[PLN_PREC_DMAX * PLN_PREC_DMAX], z[PLN_PREC_DMAX];
+        for (int a = 0; a < dx; a++) {
+            t[a] = 0.0;
+            for (int b = 0; b < dx; b++) K[a * dx + b] = 0.0;
+        }
+        /* out = D^-1 v; t = X' (D^-1 v)_M; K = X' (D^-1)_MM X (lower) */
         for (int i = 0; i < n; i++) {
-            const ptrdiff_t k = (ptrdiff_t)j * n + i;
-            const double h = A[k] + oj, S2 = S2a[k];
-            h0[k] = 1.0 / h;
-            h0[np + k] = 1.0 / (2.0 * S2 * h + S2 * S2 * A[k]);
+            const ptrdiff_t k = c + i;
+            const double Ak = A[k], S2 = S2a[k], h = Ak + oj, b = Ak * S2;
+            const double e = 2.0 * S2 * h + S2 * S2 * Ak, id = 1.0 / (h * e - b * b);
+            const double i11 = e * id, i12 = -b * id, i22 = h * id;
+            const double vm = v[k], vs = v[np + k];
+            const double wm = i11 * vm + i12 * vs;
+            out[k] = wm;
+            out[np + k] = i12 * vm + i22 * vs;
+            for (int a = 0; a < dx; a++) {
+                const double xa = X[(ptrdiff_t)a * n + i];
+                t[a] += xa * wm;
+                for (int bb = 0; bb <= a; bb++) K[a * dx + bb] += xa * X[(ptrdiff_t)bb * n + i] * i11;
+            }
+        }
+        if (dx == 0) continue;
+        /* K = X'X / o - K, by Cholesky (lower, in place); z = K^-1 t */
+        int ok = 1;
+        for (int a = 0; a < dx && ok; a++)
+            for (int bb = 0; bb <= a; bb++) {
+                const double cinv = XtX[a * d + bb] / oj;
+                double s = cinv - K[a * dx + bb];
+                for (int l = 0; l < bb; l++) s -= K[a * dx + l] * K[bb * dx + l];
+                if (a == bb) {
+                    if (!(s > 1e-12 * cinv)) { ok = 0; break; }
+                    K[a * dx + a] = sqrt(s);
+                } else {
+                    K[a * dx + bb] = s / K[bb * dx + bb];
+                }
+            }
+        if (!ok) continue;
+        for (int a = 0; a < dx; a++) {
+            double s = t[a];
+            for (int l = 0; l < a; l++) s -= K[a * dx + l] * z[l];
+            z[a] = s / K[a * dx + a];
+        }
+        for (int a = dx - 1; a >= 0; a--) {
+            double s = z[a];
+            for (int l = a + 1; l < dx; l++) s -= K[l * dx + a] * z[l];
+            z[a] = s / K[a * dx + a];
+        }
+        /* out += D^-1 [X z; 0] */
+        for (int i = 0; i < n; i++) {
+            const ptrdiff_t k = c + i;
+            const double Ak = A[k], S2 = S2a[k], h = Ak + oj, b = Ak * S2;
+            const double e = 2.0 * S2 * h + S2 * S2 * Ak, id = 1.0 / (h * e - b * b);
+            double ym = 0.0;
+            for (int a = 0; a < dx; a++) ym += X[(ptrdiff_t)a * n + i] * z[a];
+            out[k] += e * id * ym;
+            out[np + k] -= b * id * ym;
         }
     }
     if (dat->cov == SVIR_PLN_RANK && !dat->Bfix) {
         const double *W = par + 2 * np, *lpsi = W + (ptrdiff_t)p * q;
-        double *hW = h0 + 2 * np, *hl = hW + (ptrdiff_t)p * q;
+        const double *vW = v + 2 * np, *vl = vW + (ptrdiff_t)p * q;
+        double *oW = out + 2 * np, *ol = oW + (ptrdiff_t)p * q;
         for (int k = 0; k < q; k++) {
             double wow = 0.0;
             for (int j = 0; j < p; j++) wow += W[(ptrdiff_t)k * p + j] * w.OW[(ptrdiff_t)k * p + j];
             for (int j = 0; j < p; j++) {
                 const double ow = w.OW[(ptrdiff_t)k * p + j];
-                hW[(ptrdiff_t)k * p + j] = 1.0 / (dat->nd * (omd[j] * (wow + 0.01) + ow * ow));
+                const ptrdiff_t e = (ptrdiff_t)k * p + j;
+                oW[e] = vW[e] / (nd * (omd[j] * (wow + 0.01) + ow * ow));
             }
         }
         for (int j = 0; j < p; j++) {
             const double po = exp(lpsi[j]) * omd[j];
-            hl[j] = 1.0 / (0.5 * dat->nd * po * po + 1e-8);
+            ol[j] = vl[j] / (0.5 * nd * po * po + 1e-8);
         }
     }
 }
@@ -426,15 +497,21 @@ int svir_pln_fit(const svir_pln_data *dat, double *par, int maxit, double tol, d
     double *g = malloc(sizeof(double) * (size_t)L), *g1 = malloc(sizeof(double) * (size_t)L);
     double *w0 = malloc(sizeof(double) * (size_t)nw), *w1 = malloc(sizeof(double) * (size_t)nw);
     double *cand = malloc(sizeof(double) * (size_t)L), *dir = malloc(sizeof(double) * (size_t)L);
-    double *h0 = malloc(sizeof(double) * (size_t)L);
+    double *XtX = malloc(sizeof(double) * (size_t)(dat->d > 0 ? dat->d * dat->d : 1));
     double *S = malloc(sizeof(double) * (size_t)L * PLN_MEM), *Yv = malloc(sizeof(double) * (size_t)L * PLN_MEM);
     double rho[PLN_MEM], alpha[PLN_MEM];
     int st = 0, it = 0, mem = 0, head = 0, fails = 0;
-    if (!part || !g || !g1 || !w0 || !w1 || !cand || !dir || !h0 || !S || !Yv) {
+    if (!part || !g || !g1 || !w0 || !w1 || !cand || !dir || !XtX || !S || !Yv) {
         snprintf(err, errlen, "out of memory fitting the Poisson-lognormal model");
         st = 2;
         goto done;
     }
+    for (int a = 0; a < dat->d; a++)
+        for (int b = 0; b < dat->d; b++) {
+            double x = 0.0;
+            for (int i = 0; i < n; i++) x += dat->X[(ptrdiff_t)a * n + i] * dat->X[(ptrdiff_t)b * n + i];
+            XtX[a * dat->d + b] = x;
+        }
     double f0, f1; /* f = -J, g = -grad */
     st = svir_pln_eval(dat, par, &f0, g, B, Sigma, w0, err, errlen);
     if (st) goto done;
@@ -443,7 +520,6 @@ int svir_pln_fit(const svir_pln_data *dat, double *par, int maxit, double tol, d
     for (ptrdiff_t k = 0; k < L; k++) g[k] = -g[k];
     for (it = 0; it < maxit;) {
         /* the two-loop recursion: dir = -H g */
-        pln_h0(dat, par, w0, h0);
         memcpy(dir, g, sizeof(double) * (size_t)L);
         for (int c = 0; c < mem; c++) {
             const int i = (head - 1 - c + PLN_MEM) % PLN_MEM;
@@ -452,8 +528,7 @@ int svir_pln_fit(const svir_pln_data *dat, double *par, int maxit, double tol, d
             PLN_PFOR
             for (ptrdiff_t k = 0; k < L; k++) dir[k] -= alpha[i] * y[k];
         }
-        PLN_PFOR
-        for (ptrdiff_t k = 0; k < L; k++) dir[k] *= h0[k];
+        pln_precond(dat, par, w0, XtX, dir, dir);
         for (int c = mem - 1; c >= 0; c--) {
             const int i = (head - 1 - c + PLN_MEM) % PLN_MEM;
             const double beta = rho[i] * dotv(Yv + (ptrdiff_t)i * L, dir, L, T, part);
@@ -467,7 +542,8 @@ int svir_pln_fit(const svir_pln_data *dat, double *par, int maxit, double tol, d
         if (!(slope < 0.0)) {
             /* not a descent direction: forget the pairs */
             mem = 0;
-            for (ptrdiff_t k = 0; k < L; k++) dir[k] = -h0[k] * g[k];
+            pln_precond(dat, par, w0, XtX, g, dir);
+            for (ptrdiff_t k = 0; k < L; k++) dir[k] = -dir[k];
             slope = dotv(g, dir, L, T, part);
         }
         double big = 0.0;
@@ -521,7 +597,7 @@ int svir_pln_fit(const svir_pln_data *dat, double *par, int maxit, double tol, d
     *J = f0;
     *iters = it;
 done:
-    free(part); free(g); free(g1); free(w0); free(w1); free(cand); free(dir); free(h0); free(S);
+    free(part); free(g); free(g1); free(w0); free(w1); free(cand); free(dir); free(XtX); free(S);
     free(Yv);
     return st;
 }
