@@ -182,7 +182,20 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
         double *Om = w.Om;
         const double invn = 1.0 / nd;
         double logdet = 0.0;
-        F77_CALL(dsyrk)("L", "T", &p, &n, &invn, R, &n, &zero, Om, &p FCONE FCONE);
+        /* R'R as (R')(R')' (SYRK "N" on the transpose, in T): the reference
+         * BLAS computes SYRK "T" by dot products (one serial chain per
+         * entry) and "N" by AXPYs, which vectorise (4 times faster here);
+         * an optimised BLAS does both at the same speed */
+        double *Rt = w.T;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(T) schedule(static)
+#endif
+        for (int i0 = 0; i0 < n; i0 += 64) {
+            const int i1 = i0 + 64 < n ? i0 + 64 : n;
+            for (int j = 0; j < p; j++)
+                for (int i = i0; i < i1; i++) Rt[(ptrdiff_t)i * p + j] = R[(ptrdiff_t)j * n + i];
+        }
+        F77_CALL(dsyrk)("L", "N", &p, &n, &invn, Rt, &p, &zero, Om, &p FCONE FCONE);
         for (int j = 0; j < p; j++) Om[(ptrdiff_t)j * p + j] += s2sum[j] * invn;
         for (int j = 0; j < p; j++)
             for (int i = j; i < p; i++) Sigma[(ptrdiff_t)j * p + i] = Sigma[(ptrdiff_t)i * p + j] = Om[(ptrdiff_t)j * p + i];
@@ -478,7 +491,47 @@ static double dotv(const double *a, const double *b, ptrdiff_t len, int T, doubl
     return s;
 }
 
+/* The start's log S: each entry's own optimum given its M and the start's
+ * Omega_jj (a few Newton steps on dJ/d log S = 1 - S^2 (A + Omega_jj) = 0,
+ * A = exp(o + M + S^2 / 2), each moving log S by at most 1; -J is convex
+ * in each log S). A start of S = 0.1 is far below it for most entries
+ * (S^2 ~ 1 / (A + Omega_jj)), which cost the first L-BFGS steps their
+ * length (their largest move is capped). par's log S is overwritten; the
+ * work w (A, S^2, Omega's diagonal) is from par's evaluation. */
+#ifndef PLN_SSTART_IT
+#define PLN_SSTART_IT 4
+#endif
+
+static void pln_sstart(const svir_pln_data *dat, double *par, const double *work)
+{
+    const int n = dat->n, p = dat->p;
+    const ptrdiff_t np = (ptrdiff_t)n * p;
+    pln_work w = pln_split(dat, (double *)work);
+    const double *A = w.A, *S2a = w.S2, *omd = w.omd;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(dat->threads > 0 ? dat->threads : 1) schedule(static)
+#endif
+    for (int j = 0; j < p; j++) {
+        const double o = omd[j];
+        for (ptrdiff_t k = (ptrdiff_t)j * n; k < (ptrdiff_t)(j + 1) * n; k++) {
+            double l = par[np + k], S2 = S2a[k], a = A[k];
+            const double la = log(a) - 0.5 * S2; /* log A less its S^2 / 2 */
+            for (int it = 0; it < PLN_SSTART_IT; it++) {
+                const double h = a + o, g = S2 * h - 1.0, hh = 2.0 * S2 * h + S2 * S2 * a;
+                double st = -g / hh;
+                if (st > 1.0) st = 1.0; else if (st < -1.0) st = -1.0;
+                l += st;
+                S2 = exp(2.0 * l);
+                a = exp(la + 0.5 * S2);
+            }
+            par[np + k] = l;
+        }
+    }
+}
+
+#ifndef PLN_MEM
 #define PLN_MEM 5
+#endif
 
 /* Maximises J by L-BFGS (PLN_MEM pairs) on -J whose initial inverse
  * Hessian is each entry's own inverse curvature (pln_h0), re-evaluated at
@@ -515,6 +568,11 @@ int svir_pln_fit(const svir_pln_data *dat, double *par, int maxit, double tol, d
     double f0, f1; /* f = -J, g = -grad */
     st = svir_pln_eval(dat, par, &f0, g, B, Sigma, w0, err, errlen);
     if (st) goto done;
+#ifndef PLN_NOSSTART
+    pln_sstart(dat, par, w0);
+    st = svir_pln_eval(dat, par, &f0, g, B, Sigma, w0, err, errlen);
+    if (st) goto done;
+#endif
     f0 = -f0;
     PLN_PFOR
     for (ptrdiff_t k = 0; k < L; k++) g[k] = -g[k];
