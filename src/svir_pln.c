@@ -51,11 +51,17 @@
 /* sums in chunks of this many entries, added in chunk order: the same
  * result for any number of threads */
 #define PLN_CHUNK 65536
+/* and within a chunk, vector operations in blocks of this many (in L1) */
+#define PLN_BLOCK 1024
 
 #ifdef _OPENMP
 #define PLN_PFOR _Pragma("omp parallel for num_threads(T) schedule(static)")
+/* vectorise this loop (gcc's -O2 does not, by itself, where the length is
+ * unknown); sums become one per vector lane, still in a fixed order */
+#define PLN_SIMD _Pragma("omp simd")
 #else
 #define PLN_PFOR
+#define PLN_SIMD
 #endif
 
 ptrdiff_t svir_pln_npar(const svir_pln_data *dat)
@@ -98,6 +104,37 @@ static double sumv(const double *v, int len)
     return s;
 }
 
+/* sum_k a[k] b[k] (c[k]), with four interleaved partial sums (a single
+ * one waits on the adder's latency at every entry) added in a fixed order */
+static double dot4(const double *restrict a, const double *restrict b, ptrdiff_t len)
+{
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    ptrdiff_t k = 0;
+    for (; k + 4 <= len; k += 4) {
+        s0 += a[k] * b[k];
+        s1 += a[k + 1] * b[k + 1];
+        s2 += a[k + 2] * b[k + 2];
+        s3 += a[k + 3] * b[k + 3];
+    }
+    for (; k < len; k++) s0 += a[k] * b[k];
+    return (s0 + s1) + (s2 + s3);
+}
+
+static double dot4w(const double *restrict a, const double *restrict b,
+                    const double *restrict c, ptrdiff_t len)
+{
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    ptrdiff_t k = 0;
+    for (; k + 4 <= len; k += 4) {
+        s0 += a[k] * b[k] * c[k];
+        s1 += a[k + 1] * b[k + 1] * c[k + 1];
+        s2 += a[k + 2] * b[k + 2] * c[k + 2];
+        s3 += a[k + 3] * b[k + 3] * c[k + 3];
+    }
+    for (; k < len; k++) s0 += a[k] * b[k] * c[k];
+    return (s0 + s1) + (s2 + s3);
+}
+
 int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double *grad,
                   double *B, double *Sigma, double *work, char *err, size_t errlen)
 {
@@ -109,27 +146,64 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
     const int T = dat->threads > 0 ? dat->threads : 1;
     const double one = 1.0, zero = 0.0, minus1 = -1.0, nd = dat->nd;
     const int fixed = dat->Bfix != NULL;
-    /* B = P M (P = (X'X)^-1 X', d x n) or the fixed B, R = M - X B */
-    if (d > 0) {
+    /* B = P M (P = (X'X)^-1 X', d x n) or the fixed B, R = M - X B: for
+     * d <= 8 column by column below (the same sums, in the same order, as
+     * the reference BLAS's two GEMMs here, which are slow with d rows) */
+    const int colR = d <= 8;
+    if (!colR) {
         if (fixed)
             memcpy(B, dat->Bfix, sizeof(double) * (size_t)d * p);
         else
             F77_CALL(dgemm)("N", "N", &d, &p, &n, &one, dat->P, &d, M, &n, &zero, B, &d FCONE FCONE);
         memcpy(R, M, sizeof(double) * (size_t)np);
         F77_CALL(dgemm)("N", "N", &n, &p, &d, &minus1, dat->X, &n, B, &d, &one, R, &n FCONE FCONE);
-    } else {
-        memcpy(R, M, sizeof(double) * (size_t)np);
+    }
+    /* With a diagonal Sigma every column is on its own: its Sigma_jj and
+     * gradient are finished in the same pass, while the column is in cache
+     * (R in a per-thread buffer, not stored) */
+    const int fuse = colR && dat->cov == SVIR_PLN_DIAGONAL && !fixed;
+    double *rbuf = fuse ? malloc(sizeof(double) * (size_t)n * (size_t)T) : NULL;
+    if (fuse && !rbuf) {
+        snprintf(err, errlen, "out of memory evaluating the Poisson-lognormal objective");
+        return 1;
     }
     /* A, S^2, Y - A (the gradient's first part), the likelihood part of J
      * per column (colv) and sum_i S_ij^2 (s2sum); the counts dense or
      * sparse (only the non-zero ones are visited) */
     double *colv = dat->colwork, *s2sum = dat->colwork + p, *colt = dat->colwork + 2 * p;
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(T) schedule(static)
+#pragma omp parallel num_threads(T)
+#endif
+    {
+#ifdef _OPENMP
+    double *rb = fuse ? rbuf + (ptrdiff_t)n * omp_get_thread_num() : NULL;
+#else
+    double *rb = rbuf;
+#endif
+#ifdef _OPENMP
+#pragma omp for schedule(static)
 #endif
     for (int j = 0; j < p; j++) {
         double s2 = 0.0, lj = 0.0;
         const ptrdiff_t c = (ptrdiff_t)j * n;
+        double *Rj = fuse ? rb : R + c;
+        if (colR) {
+            const double *Mj = M + c, *P = dat->P, *X = dat->X;
+            double b[8];
+            if (fixed) {
+                for (int a = 0; a < d; a++) b[a] = dat->Bfix[(ptrdiff_t)j * d + a];
+            } else {
+                for (int a = 0; a < d; a++) b[a] = 0.0;
+                for (int i = 0; i < n; i++)
+                    for (int a = 0; a < d; a++) b[a] += Mj[i] * P[(ptrdiff_t)i * d + a];
+            }
+            for (int a = 0; a < d; a++) B[(ptrdiff_t)j * d + a] = b[a];
+            for (int i = 0; i < n; i++) Rj[i] = Mj[i];
+            for (int a = 0; a < d; a++) {
+                const double nb = -b[a], *Xa = X + (ptrdiff_t)a * n;
+                for (int i = 0; i < n; i++) Rj[i] += nb * Xa[i];
+            }
+        }
         for (int i = 0; i < n; i++) {
             const ptrdiff_t k = c + i;
             const double S2 = exp(2.0 * ls[k]);
@@ -156,7 +230,26 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
         }
         colv[j] = lj;
         s2sum[j] = s2;
+        if (fuse) {
+            /* Sigma_jj = (sum_i R_ij^2 + S_ij^2) / nd (in colt), and the
+             * gradient's rest: - R_ij / Sigma_jj, 1 - S^2 (A + 1 / Sigma_jj) */
+            double sj = s2;
+            for (int i = 0; i < n; i++) sj += Rj[i] * Rj[i];
+            const double v = sj / nd;
+            colt[j] = v;
+            if (v > 0.0 && isfinite(v)) {
+                const double o = 1.0 / v;
+                omd[j] = o;
+                for (int i = 0; i < n; i++) {
+                    const ptrdiff_t k = c + i;
+                    grad[k] -= Rj[i] * o;
+                    grad[np + k] = 1.0 - S2a[k] * (A[k] + o);
+                }
+            }
+        }
     }
+    }
+    free(rbuf);
     const double lik = sumv(colv, p) - dat->lgy;
     int diag = 0; /* Omega diagonal: dJ/dM's - R Omega is added below */
     if (fixed) {
@@ -182,7 +275,20 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
         double *Om = w.Om;
         const double invn = 1.0 / nd;
         double logdet = 0.0;
-        F77_CALL(dsyrk)("L", "T", &p, &n, &invn, R, &n, &zero, Om, &p FCONE FCONE);
+        /* R'R as (R')(R')' (SYRK "N" on the transpose, in T): the reference
+         * BLAS computes SYRK "T" by dot products (one serial chain per
+         * entry) and "N" by AXPYs, which vectorise (4 times faster here);
+         * an optimised BLAS does both at the same speed */
+        double *Rt = w.T;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(T) schedule(static)
+#endif
+        for (int i0 = 0; i0 < n; i0 += 64) {
+            const int i1 = i0 + 64 < n ? i0 + 64 : n;
+            for (int j = 0; j < p; j++)
+                for (int i = i0; i < i1; i++) Rt[(ptrdiff_t)i * p + j] = R[(ptrdiff_t)j * n + i];
+        }
+        F77_CALL(dsyrk)("L", "N", &p, &n, &invn, Rt, &p, &zero, Om, &p FCONE FCONE);
         for (int j = 0; j < p; j++) Om[(ptrdiff_t)j * p + j] += s2sum[j] * invn;
         for (int j = 0; j < p; j++)
             for (int i = j; i < p; i++) Sigma[(ptrdiff_t)j * p + i] = Sigma[(ptrdiff_t)i * p + j] = Om[(ptrdiff_t)j * p + i];
@@ -308,14 +414,14 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
     } else {
         /* diagonal or spherical: Omega is diagonal */
         double tot = 0.0, logdet = 0.0;
-        for (int j = 0; j < p; j++) {
+        for (int j = 0; j < p && !fuse; j++) {
             double s = s2sum[j];
             for (int i = 0; i < n; i++) s += R[(ptrdiff_t)j * n + i] * R[(ptrdiff_t)j * n + i];
             omd[j] = s / nd;
             tot += s;
         }
         for (int j = 0; j < p; j++) {
-            const double v = dat->cov == SVIR_PLN_SPHERICAL ? tot / (nd * p) : omd[j];
+            const double v = fuse ? colt[j] : dat->cov == SVIR_PLN_SPHERICAL ? tot / (nd * p) : omd[j];
             if (!(v > 0.0) || !isfinite(v)) {
                 snprintf(err, errlen, "the estimated variance of column %d is not positive", j + 1);
                 return 1;
@@ -331,7 +437,7 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(T) schedule(static)
 #endif
-    for (int j = 0; j < p; j++) {
+    for (int j = 0; j < (fuse ? 0 : p); j++) {
         const double o = omd[j];
         for (int i = 0; i < n; i++) {
             const ptrdiff_t k = (ptrdiff_t)j * n + i;
@@ -346,45 +452,178 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
     return 0;
 }
 
-/* The curvature-scaled inverse Hessian's diagonal at the point evaluated
- * last (par, its work w): 1 / (A_ij + Omega_jj) for M_ij, and
- * 1 / (2 S^2 (A + Omega_jj) + S^4 A) for log S_ij (the entries' own
- * second derivatives of -J); for W_jk and log psi_j the Fisher
- * information's diagonal, nd (Omega_jj (W' Omega W)_kk + (Omega W)_jk^2)
- * and nd / 2 (psi_j Omega_jj)^2. */
-static void pln_h0(const svir_pln_data *dat, const double *par, double *work, double *h0)
+/* The L-BFGS's initial inverse Hessian H0, applied: out = H0 v (out may
+ * be v), at the point evaluated last (par, its work). Per column j of
+ * (M, log S) it inverts, by the Woodbury identity, the Hessian of -J in
+ * that column less its couplings to the other columns and the curvature of
+ * log Sigma_jj:
+ *   H_j = D_j - o_j [X; 0] (X'X)^-1 [X; 0]',   o_j = Omega_jj,
+ * where D_j is block-diagonal with one 2 x 2 block per entry (M_ij,
+ * log S_ij), the entry's own second derivatives
+ *   [[A + o, A S^2], [A S^2, 2 S^2 (A + o) + S^4 A]],
+ * and the second term is B's profiling (R = M - X B): along the columns
+ * of X only the counts (A) curve -J, not the prior (o). With D alone, the
+ * first L-BFGS steps moved a column's mean (A + o) / A times too little,
+ * which for rare columns (o large, A small) took tens of iterations. The
+ * X part is used for d <= PLN_PREC_DMAX (it costs n p d^2 per use) and
+ * dropped in a column where K below is not positive definite (it always
+ * is in exact arithmetic: H_j >= D_j's Poisson part + o (I - H_X) > 0).
+ * For W_jk and log psi_j (rank q), the Fisher information's diagonal,
+ * nd (Omega_jj (W' Omega W)_kk + (Omega W)_jk^2) and
+ * nd / 2 (psi_j Omega_jj)^2. XtX: X'X [d x d].
+ *
+ * In L-BFGS's two-loop recursion (svir_pln_fit) it is applied to
+ * v = gsign gd - sum_i alpha_i Yr[i] (i < nm), formed on the fly, and
+ * it returns ydot[i] = Yr[i]' out, summed per column and the columns in
+ * order (colpart: room for (p + 1) nm sums): the column's data are still
+ * in cache then, so these dots cost no pass over memory. scratch: room
+ * for 3 n doubles per thread. */
+#define PLN_PREC_DMAX 8
+/* colpart[l] = Yr[l]' out over column c / n's entries of M and log S */
+static void pln_ydots(const double *out, double *const *Yr, int nm, ptrdiff_t c, ptrdiff_t np,
+                      int n, double *colpart)
 {
-    const int n = dat->n, p = dat->p, q = dat->q;
+    for (int l = 0; l < nm; l++)
+        colpart[l] = dot4(Yr[l] + c, out + c, n) + dot4(Yr[l] + np + c, out + np + c, n);
+}
+
+static void pln_precond(const svir_pln_data *dat, const double *par, const double *work,
+                        const double *XtX, const double *gd, double gsign, int nm,
+                        const double *alpha, double *const *Yr, double *out, double *ydot,
+                        double *colpart, double *scratch)
+{
+    const int n = dat->n, p = dat->p, q = dat->q, d = dat->d;
     const ptrdiff_t np = (ptrdiff_t)n * p;
-    pln_work w = pln_split(dat, work);
-    const double *A = w.A, *S2a = w.S2, *omd = w.omd;
+    pln_work w = pln_split(dat, (double *)work);
+    const double *A = w.A, *S2a = w.S2, *omd = w.omd, *X = dat->X;
+    const int dx = !dat->Bfix && d <= PLN_PREC_DMAX ? d : 0;
+    const double nd = dat->nd;
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(dat->threads > 0 ? dat->threads : 1) schedule(static)
+#pragma omp parallel num_threads(dat->threads > 0 ? dat->threads : 1)
+#endif
+    {
+    /* the column's inverse 2 x 2 blocks, in this thread's scratch */
+#ifdef _OPENMP
+    double *e11 = scratch + (ptrdiff_t)3 * n * omp_get_thread_num();
+#else
+    double *e11 = scratch;
+#endif
+    double *e12 = e11 + n, *e22 = e12 + n;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
 #endif
     for (int j = 0; j < p; j++) {
         const double oj = omd[j];
-        for (int i = 0; i < n; i++) {
-            const ptrdiff_t k = (ptrdiff_t)j * n + i;
-            const double h = A[k] + oj, S2 = S2a[k];
-            h0[k] = 1.0 / h;
-            h0[np + k] = 1.0 / (2.0 * S2 * h + S2 * S2 * A[k]);
+        const ptrdiff_t c = (ptrdiff_t)j * n;
+        const double *restrict Aj = A + c, *restrict Sj = S2a + c;
+        double *restrict om = out + c, *restrict os = out + np + c;
+        double t[PLN_PREC_DMAX], K[PLN_PREC_DMAX * PLN_PREC_DMAX], z[PLN_PREC_DMAX];
+        /* v = gsign gd - sum_l alpha_l y_l, into out */
+        {
+            const double *restrict gm = gd + c, *restrict gs = gd + np + c;
+            PLN_SIMD
+            for (int i = 0; i < n; i++) {
+                om[i] = gsign * gm[i];
+                os[i] = gsign * gs[i];
+            }
+            for (int l = 0; l < nm; l++) {
+                const double al = alpha[l], *restrict ym = Yr[l] + c, *restrict ys = Yr[l] + np + c;
+                PLN_SIMD
+                for (int i = 0; i < n; i++) {
+                    om[i] -= al * ym[i];
+                    os[i] -= al * ys[i];
+                }
+            }
         }
+        /* out = D^-1 v */
+        PLN_SIMD
+        for (int i = 0; i < n; i++) {
+            const double Ak = Aj[i], S2 = Sj[i], h = Ak + oj, b = Ak * S2;
+            const double e = 2.0 * S2 * h + S2 * S2 * Ak, id = 1.0 / (h * e - b * b);
+            const double i11 = e * id, i12 = -b * id, i22 = h * id;
+            const double vm = om[i], vs = os[i];
+            om[i] = i11 * vm + i12 * vs;
+            os[i] = i12 * vm + i22 * vs;
+            e11[i] = i11;
+            e12[i] = i12;
+            e22[i] = i22;
+        }
+        /* t = X' (D^-1 v)_M; K = X'X / o - X' (D^-1)_MM X, by Cholesky (lower,
+         * in place); z = K^-1 t */
+        int ok = dx > 0;
+        for (int a = 0; a < dx; a++) {
+            const double *restrict xa = X + (ptrdiff_t)a * n;
+            t[a] = dot4(xa, om, n);
+            for (int bb = 0; bb <= a; bb++) K[a * dx + bb] = dot4w(xa, X + (ptrdiff_t)bb * n, e11, n);
+        }
+        for (int a = 0; a < dx && ok; a++)
+            for (int bb = 0; bb <= a; bb++) {
+                const double cinv = XtX[a * d + bb] / oj;
+                double s = cinv - K[a * dx + bb];
+                for (int l = 0; l < bb; l++) s -= K[a * dx + l] * K[bb * dx + l];
+                if (a == bb) {
+                    if (!(s > 1e-12 * cinv)) { ok = 0; break; }
+                    K[a * dx + a] = sqrt(s);
+                } else {
+                    K[a * dx + bb] = s / K[bb * dx + bb];
+                }
+            }
+        if (ok) {
+            for (int a = 0; a < dx; a++) {
+                double s = t[a];
+                for (int l = 0; l < a; l++) s -= K[a * dx + l] * z[l];
+                z[a] = s / K[a * dx + a];
+            }
+            for (int a = dx - 1; a >= 0; a--) {
+                double s = z[a];
+                for (int l = a + 1; l < dx; l++) s -= K[l * dx + a] * z[l];
+                z[a] = s / K[a * dx + a];
+            }
+            /* out += D^-1 [X z; 0] (e22 holds X z) */
+            for (int i = 0; i < n; i++) e22[i] = 0.0;
+            for (int a = 0; a < dx; a++) {
+                const double za = z[a], *restrict xa = X + (ptrdiff_t)a * n;
+                PLN_SIMD
+                for (int i = 0; i < n; i++) e22[i] += xa[i] * za;
+            }
+            PLN_SIMD
+            for (int i = 0; i < n; i++) {
+                om[i] += e11[i] * e22[i];
+                os[i] += e12[i] * e22[i];
+            }
+        }
+        pln_ydots(out, Yr, nm, c, np, n, colpart + (ptrdiff_t)j * nm);
+    }
     }
     if (dat->cov == SVIR_PLN_RANK && !dat->Bfix) {
         const double *W = par + 2 * np, *lpsi = W + (ptrdiff_t)p * q;
-        double *hW = h0 + 2 * np, *hl = hW + (ptrdiff_t)p * q;
+        const ptrdiff_t L = svir_pln_npar(dat);
+        double *oW = out + 2 * np, *ol = oW + (ptrdiff_t)p * q;
+        for (ptrdiff_t k = 2 * np; k < L; k++) {
+            double vk = gsign * gd[k];
+            for (int l = 0; l < nm; l++) vk -= alpha[l] * Yr[l][k];
+            out[k] = vk;
+        }
+        const double *vW = oW, *vl = ol;
         for (int k = 0; k < q; k++) {
             double wow = 0.0;
             for (int j = 0; j < p; j++) wow += W[(ptrdiff_t)k * p + j] * w.OW[(ptrdiff_t)k * p + j];
             for (int j = 0; j < p; j++) {
                 const double ow = w.OW[(ptrdiff_t)k * p + j];
-                hW[(ptrdiff_t)k * p + j] = 1.0 / (dat->nd * (omd[j] * (wow + 0.01) + ow * ow));
+                const ptrdiff_t e = (ptrdiff_t)k * p + j;
+                oW[e] = vW[e] / (nd * (omd[j] * (wow + 0.01) + ow * ow));
             }
         }
         for (int j = 0; j < p; j++) {
             const double po = exp(lpsi[j]) * omd[j];
-            hl[j] = 1.0 / (0.5 * dat->nd * po * po + 1e-8);
+            ol[j] = vl[j] / (0.5 * nd * po * po + 1e-8);
         }
+    }
+    for (int l = 0; l < nm; l++) {
+        double sum = 0.0;
+        for (int j = 0; j < p; j++) sum += colpart[(ptrdiff_t)j * nm + l];
+        for (ptrdiff_t k = 2 * np; k < svir_pln_npar(dat); k++) sum += Yr[l][k] * out[k];
+        ydot[l] = sum;
     }
 }
 
@@ -407,73 +646,202 @@ static double dotv(const double *a, const double *b, ptrdiff_t len, int T, doubl
     return s;
 }
 
+/* The start's log S: each entry's own optimum given its M and the start's
+ * Omega_jj (a few Newton steps on dJ/d log S = 1 - S^2 (A + Omega_jj) = 0,
+ * A = exp(o + M + S^2 / 2), each moving log S by at most 1; -J is convex
+ * in each log S). A start of S = 0.1 is far below it for most entries
+ * (S^2 ~ 1 / (A + Omega_jj)), which cost the first L-BFGS steps their
+ * length (their largest move is capped). par's log S is overwritten; the
+ * work w (A, S^2, Omega's diagonal) is from par's evaluation. */
+#ifndef PLN_SSTART_IT
+#define PLN_SSTART_IT 4
+#endif
+
+static void pln_sstart(const svir_pln_data *dat, double *par, const double *work)
+{
+    const int n = dat->n, p = dat->p;
+    const ptrdiff_t np = (ptrdiff_t)n * p;
+    pln_work w = pln_split(dat, (double *)work);
+    const double *A = w.A, *S2a = w.S2, *omd = w.omd;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(dat->threads > 0 ? dat->threads : 1) schedule(static)
+#endif
+    for (int j = 0; j < p; j++) {
+        const double o = omd[j];
+        for (ptrdiff_t k = (ptrdiff_t)j * n; k < (ptrdiff_t)(j + 1) * n; k++) {
+            double l = par[np + k], S2 = S2a[k], a = A[k];
+            const double la = log(a) - 0.5 * S2; /* log A less its S^2 / 2 */
+            for (int it = 0; it < PLN_SSTART_IT; it++) {
+                const double h = a + o, g = S2 * h - 1.0, hh = 2.0 * S2 * h + S2 * S2 * a;
+                double st = -g / hh;
+                if (st > 1.0) st = 1.0; else if (st < -1.0) st = -1.0;
+                l += st;
+                S2 = exp(2.0 * l);
+                a = exp(la + 0.5 * S2);
+            }
+            par[np + k] = l;
+        }
+    }
+}
+
+#ifndef PLN_MEM
 #define PLN_MEM 5
+#endif
+
 
 /* Maximises J by L-BFGS (PLN_MEM pairs) on -J whose initial inverse
- * Hessian is each entry's own inverse curvature (pln_h0), re-evaluated at
- * every iterate, with a backtracking (Armijo) line search; a step moves no
- * M entry by more than 2 and no log S by more than 1. It stops when an
- * iteration lowers -J by less than tol |J|, when the line search fails
- * twice in a row (the second time from a steepest-ascent direction), or
- * after maxit iterations. */
+ * Hessian is pln_precond's, re-evaluated at every iterate, with a
+ * backtracking (Armijo) line search; a step moves no M entry by more than
+ * 2 and no log S by more than 1. It stops when an iteration lowers -J by
+ * less than tol |J|, when the line search fails twice in a row (the
+ * second time from the preconditioned steepest-descent direction), or
+ * after maxit iterations.
+ *
+ * The two-loop recursion runs in its Gram form (the dots s_i' y_l are
+ * kept in a PLN_MEM x PLN_MEM matrix, updated from dots the passes compute
+ * anyway), so that an iteration makes few passes over the 2 n p doubles:
+ * (1) s_i' g for every pair, one pass reading g and the s_i; (2) the
+ * preconditioner on q = -g - sum alpha_i y_i, formed on the fly, with the
+ * y_i' (H0 q) in the same pass (column by column, from cache); (3)
+ * dir = H0 q + sum (alpha_i - beta_i) s_i with the slope g' dir, its
+ * largest entry and dir' dir; (4) the candidate par + t dir and its
+ * evaluation; (5) the new y = g1 - g with y' y and s' y. s_i' y_l for the
+ * new pair comes from (2) and (1) of the next iteration. g holds the
+ * gradient of J (not of -J). Sums are chunked (PLN_CHUNK) or per column,
+ * added in order: the same result for any number of threads. */
 int svir_pln_fit(const svir_pln_data *dat, double *par, int maxit, double tol, double *J,
                  int *iters, double *trace, double *B, double *Sigma, char *err, size_t errlen)
 {
-    const int n = dat->n, p = dat->p;
+    const int n = dat->n, p = dat->p, m = PLN_MEM;
     const ptrdiff_t np = (ptrdiff_t)n * p, L = svir_pln_npar(dat), nw = svir_pln_nwork(dat);
+    const ptrdiff_t nch = (L + PLN_CHUNK - 1) / PLN_CHUNK;
     const int T = dat->threads > 0 ? dat->threads : 1;
-    double *part = malloc(sizeof(double) * (size_t)(L / PLN_CHUNK + 2));
+    double *part = malloc(sizeof(double) * (size_t)((nch + 1) * (m + 3) + (ptrdiff_t)(p + 1) * m));
+    double *colpart = part + (nch + 1) * (m + 3);
     double *g = malloc(sizeof(double) * (size_t)L), *g1 = malloc(sizeof(double) * (size_t)L);
     double *w0 = malloc(sizeof(double) * (size_t)nw), *w1 = malloc(sizeof(double) * (size_t)nw);
     double *cand = malloc(sizeof(double) * (size_t)L), *dir = malloc(sizeof(double) * (size_t)L);
-    double *h0 = malloc(sizeof(double) * (size_t)L);
-    double *S = malloc(sizeof(double) * (size_t)L * PLN_MEM), *Yv = malloc(sizeof(double) * (size_t)L * PLN_MEM);
-    double rho[PLN_MEM], alpha[PLN_MEM];
-    int st = 0, it = 0, mem = 0, head = 0, fails = 0;
-    if (!part || !g || !g1 || !w0 || !w1 || !cand || !dir || !h0 || !S || !Yv) {
+    double *ynew = malloc(sizeof(double) * (size_t)L);
+    double *scratch = malloc(sizeof(double) * 3 * (size_t)n * (size_t)T);
+    double *XtX = malloc(sizeof(double) * (size_t)(dat->d > 0 ? dat->d * dat->d : 1));
+    double *Sr[PLN_MEM], *Yr[PLN_MEM];
+    /* ring order: pair l = 0 is the oldest; Sr, Yr, rho and the Gram
+     * matrix SY[a * m + b] = s_a' y_b are shifted when a pair is added */
+    double SY[PLN_MEM * PLN_MEM], rho[PLN_MEM], alpha[PLN_MEM], beta[PLN_MEM], sg[PLN_MEM],
+        sg0[PLN_MEM], yr[PLN_MEM], cf[PLN_MEM];
+    double *const par0 = par;
+    int st = 0, it = 0, mem = 0, fails = 0, pend = 0, oom = 0;
+    for (int l = 0; l < m; l++) {
+        Sr[l] = malloc(sizeof(double) * (size_t)L);
+        Yr[l] = malloc(sizeof(double) * (size_t)L);
+        if (!Sr[l] || !Yr[l]) oom = 1;
+    }
+    if (oom || !part || !g || !g1 || !w0 || !w1 || !cand || !dir || !ynew || !XtX || !scratch) {
         snprintf(err, errlen, "out of memory fitting the Poisson-lognormal model");
         st = 2;
         goto done;
     }
-    double f0, f1; /* f = -J, g = -grad */
+    for (int a = 0; a < dat->d; a++)
+        for (int b = 0; b < dat->d; b++) {
+            double x = 0.0;
+            for (int i = 0; i < n; i++) x += dat->X[(ptrdiff_t)a * n + i] * dat->X[(ptrdiff_t)b * n + i];
+            XtX[a * dat->d + b] = x;
+        }
+    double f0, f1; /* f = -J; g = dJ/dpar */
     st = svir_pln_eval(dat, par, &f0, g, B, Sigma, w0, err, errlen);
     if (st) goto done;
+#ifndef PLN_NOSSTART
+    pln_sstart(dat, par, w0);
+    st = svir_pln_eval(dat, par, &f0, g, B, Sigma, w0, err, errlen);
+    if (st) goto done;
+#endif
     f0 = -f0;
-    PLN_PFOR
-    for (ptrdiff_t k = 0; k < L; k++) g[k] = -g[k];
+    double ss_new = 0.0, sy_new = 0.0, yy_new = 0.0;
     for (it = 0; it < maxit;) {
-        /* the two-loop recursion: dir = -H g */
-        pln_h0(dat, par, w0, h0);
-        memcpy(dir, g, sizeof(double) * (size_t)L);
-        for (int c = 0; c < mem; c++) {
-            const int i = (head - 1 - c + PLN_MEM) % PLN_MEM;
-            alpha[i] = rho[i] * dotv(S + (ptrdiff_t)i * L, dir, L, T, part);
-            const double *y = Yv + (ptrdiff_t)i * L;
-            PLN_PFOR
-            for (ptrdiff_t k = 0; k < L; k++) dir[k] -= alpha[i] * y[k];
+        /* (1) sg[l] = s_l' (-g), l < mem */
+        if (mem > 0) {
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(T) schedule(static)
+#endif
+            for (ptrdiff_t c = 0; c < nch; c++) {
+                const ptrdiff_t lo = c * PLN_CHUNK, hi = lo + PLN_CHUNK < L ? lo + PLN_CHUNK : L;
+                double a[PLN_MEM] = {0.0};
+                for (ptrdiff_t b0 = lo; b0 < hi; b0 += PLN_BLOCK) {
+                    const ptrdiff_t b1 = b0 + PLN_BLOCK < hi ? b0 + PLN_BLOCK : hi;
+                    for (int l = 0; l < mem; l++) a[l] += dot4(Sr[l] + b0, g + b0, b1 - b0);
+                }
+                for (int l = 0; l < mem; l++) part[c * m + l] = -a[l];
+            }
+            for (int l = 0; l < mem; l++) {
+                double a = 0.0;
+                for (ptrdiff_t c = 0; c < nch; c++) a += part[c * m + l];
+                sg[l] = a;
+            }
+            if (pend) {
+                /* the newest pair's column of SY: s_l' y_new = s_l' g1 - s_l' g
+                 * (in -J's gradient) for the older pairs; s_new' y_new from (5) */
+                const int k = mem - 1;
+                for (int l = 0; l < k; l++) SY[l * m + k] = sg[l] - sg0[l];
+                SY[k * m + k] = sy_new;
+                pend = 0;
+            }
         }
-        PLN_PFOR
-        for (ptrdiff_t k = 0; k < L; k++) dir[k] *= h0[k];
-        for (int c = mem - 1; c >= 0; c--) {
-            const int i = (head - 1 - c + PLN_MEM) % PLN_MEM;
-            const double beta = rho[i] * dotv(Yv + (ptrdiff_t)i * L, dir, L, T, part);
-            const double *s = S + (ptrdiff_t)i * L;
-            PLN_PFOR
-            for (ptrdiff_t k = 0; k < L; k++) dir[k] += s[k] * (alpha[i] - beta);
+        /* the two-loop recursion in Gram form */
+        for (int l = mem - 1; l >= 0; l--) {
+            double a = sg[l];
+            for (int u = l + 1; u < mem; u++) a -= alpha[u] * SY[l * m + u];
+            alpha[l] = rho[l] * a;
         }
-        PLN_PFOR
-        for (ptrdiff_t k = 0; k < L; k++) dir[k] = -dir[k];
-        double slope = dotv(g, dir, L, T, part);
+        /* (2) dir = H0 q, q = -g - sum alpha_l y_l; yr[l] = y_l' dir */
+        pln_precond(dat, par, w0, XtX, g, -1.0, mem, alpha, Yr, dir, yr, colpart, scratch);
+        for (int l = 0; l < mem; l++) {
+            double b = yr[l];
+            for (int u = 0; u < l; u++) b += cf[u] * SY[u * m + l];
+            beta[l] = rho[l] * b;
+            cf[l] = alpha[l] - beta[l];
+        }
+        /* (3) dir = -(H0 q + sum cf_l s_l) (descent for -J), slope = (-g)' dir,
+         * the largest move, dir' dir */
+        double slope = 0.0, big = 0.0, dd = 0.0;
+        {
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(T) schedule(static)
+#endif
+            for (ptrdiff_t c = 0; c < nch; c++) {
+                const ptrdiff_t lo = c * PLN_CHUNK, hi = lo + PLN_CHUNK < L ? lo + PLN_CHUNK : L;
+                double sl = 0.0, bg = 0.0, d2 = 0.0;
+                for (ptrdiff_t b0 = lo; b0 < hi; b0 += PLN_BLOCK) {
+                    const ptrdiff_t b1 = b0 + PLN_BLOCK < hi ? b0 + PLN_BLOCK : hi;
+                    double *restrict dv = dir;
+                    for (int l = 0; l < mem; l++) {
+                        const double cl = cf[l], *restrict sv = Sr[l];
+                        PLN_SIMD
+                        for (ptrdiff_t k = b0; k < b1; k++) dv[k] += cl * sv[k];
+                    }
+                    for (ptrdiff_t k = b0; k < b1; k++) {
+                        const double v = -dv[k];
+                        dv[k] = v;
+                        sl -= g[k] * v;
+                        d2 += v * v;
+                        const double a = k < np ? 0.5 * fabs(v) : fabs(v);
+                        if (a > bg) bg = a;
+                    }
+                }
+                part[c * 3] = sl;
+                part[c * 3 + 1] = bg;
+                part[c * 3 + 2] = d2;
+            }
+            for (ptrdiff_t c = 0; c < nch; c++) {
+                slope += part[c * 3];
+                if (part[c * 3 + 1] > big) big = part[c * 3 + 1];
+                dd += part[c * 3 + 2];
+            }
+        }
         if (!(slope < 0.0)) {
             /* not a descent direction: forget the pairs */
             mem = 0;
-            for (ptrdiff_t k = 0; k < L; k++) dir[k] = -h0[k] * g[k];
-            slope = dotv(g, dir, L, T, part);
-        }
-        double big = 0.0;
-        for (ptrdiff_t k = 0; k < L; k++) {
-            const double a = fabs(dir[k]) / (k < np ? 2.0 : 1.0); /* W, log psi: 1 */
-            if (a > big) big = a;
+            pend = 0;
+            continue;
         }
         double t = big > 1.0 ? 1.0 / big : 1.0;
         int ok = 0;
@@ -487,41 +855,112 @@ int svir_pln_fit(const svir_pln_data *dat, double *par, int maxit, double tol, d
         }
         if (!ok) {
             if (mem == 0 || ++fails > 1) break;
-            mem = 0; /* retry once from the scaled steepest direction */
+            mem = 0; /* retry once from the preconditioned steepest direction */
+            pend = 0;
             continue;
         }
         fails = 0;
         f1 = -f1;
-        PLN_PFOR
-        for (ptrdiff_t k = 0; k < L; k++) g1[k] = -g1[k];
-        /* the pair (s, y) of this step */
-        double *s = S + (ptrdiff_t)head * L, *y = Yv + (ptrdiff_t)head * L;
-        PLN_PFOR
-        for (ptrdiff_t k = 0; k < L; k++) {
-            s[k] = cand[k] - par[k];
-            y[k] = g1[k] - g[k];
+        /* (5) y = (-g1) - (-g) = g - g1; y' y; dir' (-g1) */
+        {
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(T) schedule(static)
+#endif
+            for (ptrdiff_t c = 0; c < nch; c++) {
+                const ptrdiff_t lo = c * PLN_CHUNK, hi = lo + PLN_CHUNK < L ? lo + PLN_CHUNK : L;
+                double y2 = 0.0, dg = 0.0;
+                for (ptrdiff_t k = lo; k < hi; k++) {
+                    const double y = g[k] - g1[k];
+                    ynew[k] = y;
+                    y2 += y * y;
+                    dg -= dir[k] * g1[k];
+                }
+                part[c * 2] = y2;
+                part[c * 2 + 1] = dg;
+            }
+            yy_new = 0.0;
+            double dg1 = 0.0;
+            for (ptrdiff_t c = 0; c < nch; c++) {
+                yy_new += part[c * 2];
+                dg1 += part[c * 2 + 1];
+            }
+            sy_new = t * (dg1 - slope); /* s' y, s = t dir */
+            ss_new = t * t * dd;
         }
-        const double sy = dotv(s, y, L, T, part);
-        if (sy > 1e-12 * sqrt(dotv(s, s, L, T, part) * dotv(y, y, L, T, part))) {
-            rho[head] = 1.0 / sy;
-            head = (head + 1) % PLN_MEM;
-            if (mem < PLN_MEM) mem++;
+        if (sy_new > 1e-12 * sqrt(ss_new * yy_new)) {
+            /* s_new' y_l = t dir' y_l = -t (yr[l] + sum_u cf_u s_u' y_l) */
+            double sny[PLN_MEM];
+            for (int l = 0; l < mem; l++) {
+                double a = yr[l];
+                for (int u = 0; u < mem; u++) a += cf[u] * SY[u * m + l];
+                sny[l] = -t * a;
+            }
+            /* the new pair's s_l' g, for its column of SY next time */
+            double sgk[PLN_MEM];
+            for (int l = 0; l < mem; l++) sgk[l] = sg[l];
+            if (mem == m) {
+                /* drop the oldest pair: shift the ring and the Gram matrix */
+                double *s0 = Sr[0], *y0 = Yr[0];
+                for (int l = 0; l + 1 < m; l++) {
+                    Sr[l] = Sr[l + 1];
+                    Yr[l] = Yr[l + 1];
+                    rho[l] = rho[l + 1];
+                    sny[l] = sny[l + 1];
+                    sgk[l] = sgk[l + 1];
+                    for (int u = 0; u + 1 < m; u++) SY[l * m + u] = SY[(l + 1) * m + u + 1];
+                }
+                Sr[m - 1] = s0;
+                Yr[m - 1] = y0;
+                mem--;
+            }
+            /* s = t dir: scale in place as the ring's newest s, swap buffers */
+            {
+                double *tmp = Sr[mem];
+                Sr[mem] = dir;
+                dir = tmp;
+                tmp = Yr[mem];
+                Yr[mem] = ynew;
+                ynew = tmp;
+            }
+            if (t != 1.0) {
+                double *sv = Sr[mem];
+                PLN_PFOR
+                for (ptrdiff_t k = 0; k < L; k++) sv[k] *= t;
+            }
+            for (int l = 0; l < mem; l++) {
+                SY[mem * m + l] = sny[l];
+                sg0[l] = sgk[l];
+            }
+            rho[mem] = 1.0 / sy_new;
+            mem++;
+            pend = 1;
         }
-        memcpy(par, cand, sizeof(double) * (size_t)L);
-        double *tmp = g; g = g1; g1 = tmp;
-        tmp = w0; w0 = w1; w1 = tmp;
+        {
+            double *tmp = par; par = cand; cand = tmp;
+            tmp = g; g = g1; g1 = tmp;
+            tmp = w0; w0 = w1; w1 = tmp;
+        }
         const double rel = (f0 - f1) / fabs(f1);
         f0 = f1;
         if (trace) trace[it] = -f0;
         it++;
         if (rel < tol) break;
     }
+    if (par != par0) {
+        memcpy(par0, par, sizeof(double) * (size_t)L);
+        cand = par;
+        par = par0;
+    }
     /* B and Sigma of the final point */
     st = svir_pln_eval(dat, par, &f0, g, B, Sigma, w0, err, errlen);
     *J = f0;
     *iters = it;
 done:
-    free(part); free(g); free(g1); free(w0); free(w1); free(cand); free(dir); free(h0); free(S);
-    free(Yv);
+    free(part); free(g); free(g1); free(w0); free(w1); free(cand); free(dir); free(ynew);
+    free(XtX); free(scratch);
+    for (int l = 0; l < m; l++) {
+        free(Sr[l]);
+        free(Yr[l]);
+    }
     return st;
 }
