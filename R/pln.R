@@ -94,8 +94,10 @@
 #' `log P-hat` (a `K`-sample lower bound on the log-likelihood), moves each
 #' proposal towards its weighted posterior moments, and updates `B`, `W`
 #' (a Newton step of each column's weighted Poisson regression) and `psi`.
-#' Its estimates approach the maximum-likelihood ones, so with small counts
-#' its `Sigma` is not attenuated as the variational fit's is. `trace` holds
+#' It targets the likelihood rather than the ELBO, but its M step converges
+#' at EM's rate: with small counts it is slow, and it may stop (on a plateau
+#' of the noisy `log P-hat`) before the loadings have settled; compare with
+#' the variational fit. `trace` holds
 #' `log P-hat` per iteration and the fit's `elbo` its mean over the last 10;
 #' `ess` the rows' effective sample sizes. An iteration costs `2 n p K^2`
 #' exponentials. The factors' importance sampling works in few dimensions:
@@ -690,7 +692,8 @@ svir_pln_qem <- function(Y, O, Orow, X, P, q, control, tt, mf, formula, call) {
               threads = as.integer(if (is.null(control$threads)) 0L else control$threads))
   t0 <- proc.time()[["elapsed"]]
   r <- .Call(C_svir_pln_qem_r, dat, state,
-             as.double(c(K, control$max_steps, 30, 0.5, 0.6)), control$seed)
+             as.double(c(K, control$max_steps, if (is.null(control$qem_min_iter)) 30 else control$qem_min_iter,
+                         0.5, 0.6)), control$seed)
   time <- proc.time()[["elapsed"]] - t0
   converged <- r$iterations < control$max_steps
   if (!converged) {

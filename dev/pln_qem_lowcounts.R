@@ -1,5 +1,5 @@
 # QEM against the variational fit for pln(rank = 2) at low counts (mean about 3):
-# the numbers quoted in dev/PLN.md ("QEM for rank q"). n = 200, p = 20.
+# one seed quoted in dev/PLN.md ("QEM for rank q"). n = 200, p = 20.
 # Usage: R_LIBS=<lib with svir> Rscript dev/pln_qem_lowcounts.R
 suppressMessages(library(svir))
 set.seed(21)

@@ -627,25 +627,6 @@ static void pln_precond(const svir_pln_data *dat, const double *par, const doubl
     }
 }
 
-/* sum_k a[k] b[k], by chunks added in order (see PLN_CHUNK); part: room
- * for len / PLN_CHUNK + 1 partial sums */
-static double dotv(const double *a, const double *b, ptrdiff_t len, int T, double *part)
-{
-    const ptrdiff_t nc = (len + PLN_CHUNK - 1) / PLN_CHUNK;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(T) schedule(static)
-#endif
-    for (ptrdiff_t c = 0; c < nc; c++) {
-        const ptrdiff_t lo = c * PLN_CHUNK, hi = lo + PLN_CHUNK < len ? lo + PLN_CHUNK : len;
-        double s = 0.0;
-        for (ptrdiff_t k = lo; k < hi; k++) s += a[k] * b[k];
-        part[c] = s;
-    }
-    double s = 0.0;
-    for (ptrdiff_t c = 0; c < nc; c++) s += part[c];
-    return s;
-}
-
 /* The start's log S: each entry's own optimum given its M and the start's
  * Omega_jj (a few Newton steps on dJ/d log S = 1 - S^2 (A + Omega_jj) = 0,
  * A = exp(o + M + S^2 / 2), each moving log S by at most 1; -J is convex

