@@ -100,9 +100,13 @@
 #' the variational fit. `trace` holds
 #' `log P-hat` per iteration and the fit's `elbo` its mean over the last 10;
 #' `ess` the rows' effective sample sizes. An iteration costs `2 n p K^2`
-#' exponentials. The factors' importance sampling works in few dimensions:
-#' see `dev/PLN.md` for the dimensions where it was checked. Dense counts,
-#' full batches, the CPU only.
+#' exponentials. Where it was checked (n = 300, p = 40, mean counts about
+#' 3, `q` = 1 to 8): the rows' effective sample sizes stayed above half of
+#' `K = 16` for 90% of the rows up to `q = 8`, so the dimension was not the
+#' limit there; the EM-rate convergence was, and QEM's `Sigma` was no more
+#' accurate than the variational fit's at 130 to 1,300 times its time. At
+#' counts around 30 the two agree. Dense counts, full batches, the CPU
+#' only.
 #'
 #' `backend = "cuda"` runs the full-batch variational fit (every
 #' covariance and rank, dense or sparse counts) on a CUDA GPU when
