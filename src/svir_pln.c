@@ -135,6 +135,60 @@ static double dot4w(const double *restrict a, const double *restrict b,
     return (s0 + s1) + (s2 + s3);
 }
 
+/* Sigma = W W' + diag(exp(lpsi)) by the Woodbury identity, never formed:
+ * 1 / psi, V = Psi^-1 W, K - I = W' V, K^-1, G = V K^-1, diag(Omega) (omd),
+ * log |Sigma| and T = R Omega = R Psi^-1 - (R G) V' into w (the rank
+ * parts of the work). Returns 0, or 1 with a message. */
+static int pln_woodbury(const svir_pln_data *dat, const double *W, const double *lpsi,
+                        const double *R, pln_work *wp, double *logdet_out, char *err,
+                        size_t errlen)
+{
+    const int n = dat->n, p = dat->p, q = dat->q;
+    const int T = dat->threads > 0 ? dat->threads : 1;
+    const double one = 1.0, zero = 0.0, minus1 = -1.0;
+    pln_work w = *wp;
+    double *omd = w.omd;
+    for (int j = 0; j < p; j++) w.ipsi[j] = exp(-lpsi[j]);
+    for (int k = 0; k < q; k++)
+        for (int j = 0; j < p; j++) w.V[(ptrdiff_t)k * p + j] = W[(ptrdiff_t)k * p + j] * w.ipsi[j];
+    F77_CALL(dgemm)("T", "N", &q, &q, &p, &one, W, &p, w.V, &p, &zero, w.KmI, &q FCONE FCONE);
+    for (int k = 0; k < q; k++)
+        for (int l = 0; l < q; l++) {
+            const double v = 0.5 * (w.KmI[k * q + l] + w.KmI[l * q + k]);
+            w.KmI[k * q + l] = v;
+            w.K[k * q + l] = v + (k == l ? 1.0 : 0.0);
+        }
+    int info = 0;
+    F77_CALL(dpotrf)("L", &q, w.K, &q, &info FCONE);
+    if (info != 0) {
+        snprintf(err, errlen, "I + W' Psi^-1 W is not positive definite");
+        return 1;
+    }
+    double logdet = 0.0;
+    for (int k = 0; k < q; k++) logdet += 2.0 * log(w.K[k * q + k]);
+    for (int j = 0; j < p; j++) logdet += lpsi[j];
+    F77_CALL(dpotri)("L", &q, w.K, &q, &info FCONE);
+    for (int k = 0; k < q; k++)
+        for (int l = k + 1; l < q; l++) w.K[l * q + k] = w.K[k * q + l];
+    /* G = V K^-1; diag(Omega) */
+    F77_CALL(dgemm)("N", "N", &p, &q, &q, &one, w.V, &p, w.K, &q, &zero, w.G, &p FCONE FCONE);
+    for (int j = 0; j < p; j++) {
+        double s = 0.0;
+        for (int k = 0; k < q; k++) s += w.G[(ptrdiff_t)k * p + j] * w.V[(ptrdiff_t)k * p + j];
+        omd[j] = w.ipsi[j] - s;
+    }
+    /* T = R Omega = R Psi^-1 - (R G) V' */
+    F77_CALL(dgemm)("N", "N", &n, &q, &p, &one, R, &n, w.G, &p, &zero, w.NQ, &n FCONE FCONE);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(T) schedule(static)
+#endif
+    for (int j = 0; j < p; j++)
+        for (ptrdiff_t k = (ptrdiff_t)j * n; k < (ptrdiff_t)(j + 1) * n; k++) w.T[k] = R[k] * w.ipsi[j];
+    F77_CALL(dgemm)("N", "T", &n, &p, &q, &minus1, w.NQ, &n, w.V, &p, &one, w.T, &n FCONE FCONE);
+    *logdet_out = logdet;
+    return 0;
+}
+
 int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double *grad,
                   double *B, double *Sigma, double *work, char *err, size_t errlen)
 {
@@ -256,7 +310,15 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
         /* the VE step: T = R Omega, J = lik + n p / 2 + n / 2 log |Omega|
          * - tr(Omega (R'R + diag(s2sum))) / 2 */
         const double *Om = dat->Omfix;
-        F77_CALL(dsymm)("R", "L", &n, &p, &one, Om, &p, R, &n, &zero, w.T, &n FCONE FCONE);
+        double logdet_om = dat->logdet_om;
+        if (dat->Wfix) {
+            /* Sigma = W W' + Psi held: Omega by Woodbury, O(n p q) */
+            double ld = 0.0;
+            if (pln_woodbury(dat, dat->Wfix, dat->lpsifix, R, &w, &ld, err, errlen)) return 1;
+            logdet_om = -ld;
+        } else {
+            F77_CALL(dsymm)("R", "L", &n, &p, &one, Om, &p, R, &n, &zero, w.T, &n FCONE FCONE);
+        }
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(T) schedule(static)
 #endif
@@ -266,10 +328,10 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
                 s += R[k] * w.T[k];
                 grad[k] -= w.T[k];
             }
-            omd[j] = Om[(ptrdiff_t)j * p + j];
+            if (!dat->Wfix) omd[j] = Om[(ptrdiff_t)j * p + j];
             colt[j] = s + s2sum[j] * omd[j];
         }
-        *J = lik + 0.5 * (double)np + 0.5 * n * dat->logdet_om - 0.5 * sumv(colt, p);
+        *J = lik + 0.5 * (double)np + 0.5 * n * logdet_om - 0.5 * sumv(colt, p);
     } else if (dat->cov == SVIR_PLN_FULL) {
         /* Sigma = (R'R + diag(sum S^2)) / nd; its Cholesky factor; Omega */
         double *Om = w.Om;
@@ -317,43 +379,8 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
         /* Sigma = W W' + Psi: Omega = Psi^-1 - G V' with V = Psi^-1 W,
          * K = I + W' V, G = V K^-1 (Woodbury), never formed */
         const double *W = par + 2 * np, *lpsi = W + (ptrdiff_t)p * q;
-        for (int j = 0; j < p; j++) w.ipsi[j] = exp(-lpsi[j]);
-        for (int k = 0; k < q; k++)
-            for (int j = 0; j < p; j++) w.V[(ptrdiff_t)k * p + j] = W[(ptrdiff_t)k * p + j] * w.ipsi[j];
-        F77_CALL(dgemm)("T", "N", &q, &q, &p, &one, W, &p, w.V, &p, &zero, w.KmI, &q FCONE FCONE);
-        for (int k = 0; k < q; k++)
-            for (int l = 0; l < q; l++) {
-                const double v = 0.5 * (w.KmI[k * q + l] + w.KmI[l * q + k]);
-                w.KmI[k * q + l] = v;
-                w.K[k * q + l] = v + (k == l ? 1.0 : 0.0);
-            }
-        int info = 0;
-        F77_CALL(dpotrf)("L", &q, w.K, &q, &info FCONE);
-        if (info != 0) {
-            snprintf(err, errlen, "I + W' Psi^-1 W is not positive definite");
-            return 1;
-        }
         double logdet = 0.0;
-        for (int k = 0; k < q; k++) logdet += 2.0 * log(w.K[k * q + k]);
-        for (int j = 0; j < p; j++) logdet += lpsi[j];
-        F77_CALL(dpotri)("L", &q, w.K, &q, &info FCONE);
-        for (int k = 0; k < q; k++)
-            for (int l = k + 1; l < q; l++) w.K[l * q + k] = w.K[k * q + l];
-        /* G = V K^-1; diag(Omega) */
-        F77_CALL(dgemm)("N", "N", &p, &q, &q, &one, w.V, &p, w.K, &q, &zero, w.G, &p FCONE FCONE);
-        for (int j = 0; j < p; j++) {
-            double s = 0.0;
-            for (int k = 0; k < q; k++) s += w.G[(ptrdiff_t)k * p + j] * w.V[(ptrdiff_t)k * p + j];
-            omd[j] = w.ipsi[j] - s;
-        }
-        /* T = R Omega = R Psi^-1 - (R G) V' */
-        F77_CALL(dgemm)("N", "N", &n, &q, &p, &one, R, &n, w.G, &p, &zero, w.NQ, &n FCONE FCONE);
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(T) schedule(static)
-#endif
-        for (int j = 0; j < p; j++)
-            for (ptrdiff_t k = (ptrdiff_t)j * n; k < (ptrdiff_t)(j + 1) * n; k++) w.T[k] = R[k] * w.ipsi[j];
-        F77_CALL(dgemm)("N", "T", &n, &p, &q, &minus1, w.NQ, &n, w.V, &p, &one, w.T, &n FCONE FCONE);
+        if (pln_woodbury(dat, W, lpsi, R, &w, &logdet, err, errlen)) return 1;
         /* dJ/dM -= T; tr(Omega C) per column; sum_i T_ij^2 (in colv) */
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(T) schedule(static)

@@ -28,6 +28,8 @@ typedef struct {
     const double *Bfix; /* the VE step: B [d x p] and Omega = Sigma^-1 [p x p] */
     const double *Omfix;/*   held fixed (both NULL otherwise), log |Omega| */
     double logdet_om;
+    const double *Wfix; /* or, for rank q, W [p x q] and log psi [p] held */
+    const double *lpsifix; /*   (Omfix unused then; Omega by Woodbury) */
     int threads;        /* OpenMP threads (results do not depend on them) */
     double *colwork;    /* [3 p] scratch */
 } svir_pln_data;

@@ -49,7 +49,7 @@ typedef struct {
     double nd;
     double *T1, *T2, *s2, *loc, L;
     double *B, *Sig, *Om, logdet, L_tr; /* L_tr = tr(Omega C), C = T2 - T1'B + diag(s2) */
-    double *W, *psi;  /* rank q: loadings [p x q] and psi [p] */
+    double *W, *psi, *lpsi; /* rank q: loadings [p x q], psi and log psi [p] */
     double *fa;       /* factor-analysis scratch */
 } mb_state;
 
@@ -166,31 +166,46 @@ static int mstep(mb_state *st, int fa_iters, char *err, size_t errlen)
                     st->psi[j] = v > 1e-8 * C[(ptrdiff_t)j * p + j] ? v : 1e-8 * C[(ptrdiff_t)j * p + j];
                 }
             }
-            /* Sigma = W W' + Psi (C is no longer needed: Om keeps it for the
-             * trace below) */
-            memcpy(st->Om, C, sizeof(double) * (size_t)p * p);
+            /* log |Sigma| and tr(Omega C) by Woodbury (K = I + W' V, V =
+             * Psi^-1 W, G = V K^-1): tr(Omega C) = sum_j C_jj / psi_j -
+             * sum (G o C V); O(p^2 q), no p x p factorisation. The VE step
+             * applies Omega by Woodbury too (svir_pln.c, Wfix). */
+            double *Kf = K, *G = Bt;
+            for (int k = 0; k < q; k++)
+                for (int j = 0; j < p; j++) V[(ptrdiff_t)k * p + j] = st->W[(ptrdiff_t)k * p + j] / st->psi[j];
+            F77_CALL(dgemm)("T", "N", &q, &q, &p, &one, st->W, &p, V, &p, &zero, Kf, &q FCONE FCONE);
+            for (int k = 0; k < q; k++) Kf[k * q + k] += 1.0;
+            int info = 0;
+            F77_CALL(dpotrf)("L", &q, Kf, &q, &info FCONE);
+            if (info) { snprintf(err, errlen, "I + W' Psi^-1 W is not positive definite"); return 1; }
+            st->logdet = 0.0;
+            for (int k = 0; k < q; k++) st->logdet += 2.0 * log(Kf[k * q + k]);
+            for (int j = 0; j < p; j++) {
+                st->logdet += log(st->psi[j]);
+                st->lpsi[j] = log(st->psi[j]);
+            }
+            F77_CALL(dpotri)("L", &q, Kf, &q, &info FCONE);
+            for (int k = 0; k < q; k++)
+                for (int l = k + 1; l < q; l++) Kf[l * q + k] = Kf[k * q + l];
+            F77_CALL(dgemm)("N", "N", &p, &q, &q, &one, V, &p, Kf, &q, &zero, G, &p FCONE FCONE);
+            F77_CALL(dsymm)("L", "L", &p, &q, &one, C, &p, V, &p, &zero, CB, &p FCONE FCONE);
+            double tr = 0.0;
+            for (int j = 0; j < p; j++) tr += C[(ptrdiff_t)j * p + j] / st->psi[j];
+            for (ptrdiff_t e = 0; e < (ptrdiff_t)p * q; e++) tr -= G[e] * CB[e];
+            st->L_tr = tr * st->nd;
+            /* Sigma = W W' + Psi (over C) */
             F77_CALL(dsyrk)("L", "N", &p, &q, &one, st->W, &p, &zero, st->Sig, &p FCONE FCONE);
             for (int j = 0; j < p; j++) {
                 st->Sig[(ptrdiff_t)j * p + j] += st->psi[j];
                 for (int i = j + 1; i < p; i++) st->Sig[(ptrdiff_t)i * p + j] = st->Sig[(ptrdiff_t)j * p + i];
             }
-            /* tr(Omega C) needs Omega: factor Sigma below */
-        } else {
-            memcpy(st->Om, C, sizeof(double) * (size_t)p * p);
+            return 0;
         }
-        /* Omega = Sigma^-1 via Cholesky; tr(Omega C) = nd p for the full
-         * covariance (Sigma = C / nd); for rank q computed */
-        double *Cc = NULL;
-        if (st->cov == SVIR_PLN_RANK) {
-            Cc = malloc(sizeof(double) * (size_t)p * p);
-            if (!Cc) { snprintf(err, errlen, "out of memory"); return 1; }
-            memcpy(Cc, st->Om, sizeof(double) * (size_t)p * p);
-        }
-        memcpy(st->Om, st->Sig, sizeof(double) * (size_t)p * p);
+        /* full: Sigma = C / nd, Omega by Cholesky, tr(Omega C) = nd p */
+        memcpy(st->Om, C, sizeof(double) * (size_t)p * p);
         int info = 0;
         F77_CALL(dpotrf)("L", &p, st->Om, &p, &info FCONE);
         if (info) {
-            free(Cc);
             snprintf(err, errlen, "the estimated covariance matrix is not positive definite");
             return 1;
         }
@@ -199,14 +214,7 @@ static int mstep(mb_state *st, int fa_iters, char *err, size_t errlen)
         F77_CALL(dpotri)("L", &p, st->Om, &p, &info FCONE);
         for (int j = 0; j < p; j++)
             for (int i = j + 1; i < p; i++) st->Om[(ptrdiff_t)i * p + j] = st->Om[(ptrdiff_t)j * p + i];
-        if (Cc) {
-            double tr = 0.0;
-            for (ptrdiff_t e = 0; e < (ptrdiff_t)p * p; e++) tr += st->Om[e] * Cc[e];
-            st->L_tr = tr * st->nd;
-            free(Cc);
-        } else {
-            st->L_tr = st->nd * p;
-        }
+        st->L_tr = st->nd * p;
     } else {
         double tot = 0.0;
         double *v = st->fa;
@@ -298,7 +306,8 @@ int svir_pln_mb_fit(const svir_pln_mb_data *mb, double *par, int batch, int max_
     if (q > 0) {
         st.W = par + 2 * np;
         st.psi = calloc((size_t)p, sizeof(double));
-        if (!st.psi) { snprintf(err, errlen, "out of memory"); rc = 2; goto done; }
+        st.lpsi = calloc((size_t)p, sizeof(double));
+        if (!st.psi || !st.lpsi) { snprintf(err, errlen, "out of memory"); rc = 2; goto done; }
         for (int j = 0; j < p; j++) st.psi[j] = exp(par[2 * np + (ptrdiff_t)p * q + j]);
     }
     stats_all(&st, par);
@@ -310,7 +319,9 @@ int svir_pln_mb_fit(const svir_pln_mb_data *mb, double *par, int batch, int max_
     bd.P = NULL;
     bd.lgy = 0.0;
     bd.Bfix = B;
-    bd.Omfix = Om;
+    bd.Omfix = q > 0 ? NULL : Om;
+    bd.Wfix = q > 0 ? st.W : NULL;
+    bd.lpsifix = q > 0 ? st.lpsi : NULL;
     bd.colwork = cw;
     bd.Yp = NULL; bd.Yi = NULL; bd.Yx = NULL;
     int stop = 0;
@@ -390,6 +401,6 @@ done:
     *epochs = ep;
     *steps = nstep;
     free(T1); free(T2); free(s2); free(loc); free(Om); free(fa); free(Yb); free(Ob); free(Xb);
-    free(pb); free(Bb); free(Sb); free(cw); free(perm); free(rows); free(st.psi);
+    free(pb); free(Bb); free(Sb); free(cw); free(perm); free(rows); free(st.psi); free(st.lpsi);
     return rc;
 }

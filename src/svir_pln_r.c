@@ -80,8 +80,14 @@ static void read_dat(SEXP dat, svir_pln_data *d)
     if (!(d->nd > 0)) Rf_error("svir internal error: nd must be positive");
     d->Bfix = dbl(pln_elt(dat, "Bfix"), (R_xlen_t)d->d * d->p, "Bfix", 1);
     d->Omfix = dbl(pln_elt(dat, "Omfix"), (R_xlen_t)d->p * d->p, "Omfix", 1);
-    if ((d->Bfix == NULL) != (d->Omfix == NULL))
-        Rf_error("svir internal error: Bfix and Omfix go together");
+    d->Wfix = dbl(pln_elt(dat, "Wfix"), (R_xlen_t)d->p * d->q, "Wfix", 1);
+    d->lpsifix = dbl(pln_elt(dat, "lpsifix"), d->p, "lpsifix", 1);
+    if ((d->Wfix == NULL) != (d->lpsifix == NULL) || (d->Wfix && (!d->Bfix || d->cov != SVIR_PLN_RANK)))
+        Rf_error("svir internal error: Wfix and lpsifix go together, with Bfix and rank q");
+    if (d->Bfix && !d->Omfix && !d->Wfix)
+        Rf_error("svir internal error: Bfix needs Omfix or Wfix");
+    if (d->Omfix && !d->Bfix)
+        Rf_error("svir internal error: Omfix needs Bfix");
     if (d->Omfix) d->logdet_om = Rf_asReal(pln_elt(dat, "logdet_om"));
     /* threads: as given, or one per 500,000 counts, at most OpenMP's */
     int T = Rf_asInteger(pln_elt(dat, "threads"));

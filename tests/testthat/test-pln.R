@@ -225,6 +225,15 @@ test_that("the rank-q, VE-step and Bayes objectives' gradients are their derivat
   Rf <- M - X %*% Bf
   expect_equal(rf$J, local + n / 2 * as.numeric(determinant(Om)$modulus) -
                  sum(diag(Om %*% (crossprod(Rf) + diag(colSums(S2))))) / 2, tolerance = 1e-10)
+  # the VE step with a rank-q Sigma held (W, log psi; Omega by Woodbury):
+  # the same objective as with Omega = Sigma^-1 given in full
+  datw <- c(base, list(cov = 3L, q = q, Bfix = Bf, Wfix = W, lpsifix = lpsi))
+  rw <- ev(datw, par)
+  Omw <- solve(Sig)
+  ro <- ev(c(base, list(cov = 0L, Bfix = Bf, Omfix = Omw,
+                        logdet_om = as.numeric(determinant(Omw)$modulus))), par)
+  expect_equal(rw$J, ro$J, tolerance = 1e-11)
+  expect_equal(rw$grad, ro$grad, tolerance = 1e-11)
   # nd = n - d with a profiled Sigma: Sigma = C / (n - d)
   for (cov in 0:2) {
     rb <- ev(c(base, list(cov = cov, nd = n - 2)), par)
