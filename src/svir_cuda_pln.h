@@ -31,8 +31,8 @@ int svir_cuda_pln_mem(size_t *free_bytes, size_t *total_bytes);
 int svir_cuda_pln_eval_host(const svir_pln_data *dat, const double *par, double *J, double *grad,
                             double *B, double *Sigma, char *err, size_t errlen);
 
-/* svir_pln_fit on the device: the same L-BFGS (5 pairs, the curvature-
- * scaled initial inverse Hessian, Armijo backtracking, the step caps, the
+/* svir_pln_fit on the device: the same L-BFGS (the S start, 5 pairs, the
+ * per-column initial inverse Hessian, Armijo backtracking, the step caps, the
  * stopping rule), every vector of length npar on the device, the data
  * uploaded once, and per iteration only scalars and O(p q) (rank), O(p)
  * (diagonal, spherical) or O(p^2) (full: the Cholesky factorisation of

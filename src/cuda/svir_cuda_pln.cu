@@ -1,7 +1,7 @@
 /* The Poisson-lognormal model's objective and its L-BFGS fit on the CUDA
- * device (src/svir_cuda_pln.h; the CPU version, whose arithmetic this
- * follows step by step, is src/svir_pln.c, dev/PLN.md). Not yet run on a
- * GPU: tools/gpucheck and tests/testthat/test-cuda.R compare it with the
+ * device (src/svir_cuda_pln.h; the CPU version, whose algorithm and
+ * per-entry formulas this follows, is src/svir_pln.c, dev/PLN.md). Not yet
+ * run on a GPU: tools/gpucheck and tests/testthat/test-cuda.R compare it with the
  * CPU where a device is present (dev/CUDA.md).
  *
  * What runs where, per evaluation of J and its gradient:
@@ -20,6 +20,15 @@
  *     per-column sums added in column order, Sigma, its Cholesky factor
  *     and inverse (R's LAPACK, as on the CPU: no cuSOLVER), for rank q the
  *     q x q Woodbury algebra and dJ/dW, dJ/d log psi (R's BLAS).
+   and per L-BFGS iteration (pln_lbfgs):
+     k_prec   the initial inverse Hessian (pln_precond of src/svir_pln.c):
+              per column, the entries' 2 x 2 (M, log S) blocks and B's
+              profiling along X by the Woodbury identity, its d x d system
+              (d <= 8) solved by the column's block itself, so that no
+              host round trip sits inside the two-loop recursion;
+              k_prec_tail the W, log psi part (denominators from the host);
+     k_sstart once, the start's log S at each entry's optimum given M
+              (pln_sstart).
  * Matrix products are small tiled kernels rather than cuBLAS (not linked by
  * this package): every output is one thread's sum in a fixed order.
  *
@@ -87,7 +96,10 @@ struct svir_cuda_pln {
     ptrdiff_t np, L;
     double nd, lgy, logdet_om;
     pln_args a;
-    double *A[2], *S2[2], *omd[2], *h0r[2]; /* per evaluated point (current, candidate) */
+    double *A[2], *S2[2], *omd[2], *h0r[2]; /* per evaluated point (current, candidate);
+                                             * h0r: H0's denominators for W, log psi */
+    double *XtX;                            /* X'X [d x d] for H0 (the fit, dx > 0) */
+    int dx;                                 /* H0's X part: d, or 0 (k_prec) */
     double *GV;                             /* G [p q], V [p q], 1 / psi [p]: one upload */
     double *part, *scal;                    /* partial sums of the reductions */
     double *par, *cand, *g, *g1, *dir, *Sv, *Yv; /* the optimiser (g only for an evaluation) */
@@ -388,29 +400,142 @@ __global__ void __launch_bounds__(PB) k_fold(const double *__restrict__ part, in
     }
 }
 
-/* out = sign * in * h0, h0 the curvature-scaled inverse Hessian's diagonal
- * at the point whose A, S^2, Omega_jj and rank part h0r are given
- * (pln_h0 of src/svir_pln.c) */
-__global__ void __launch_bounds__(PB) k_h0(double *__restrict__ out, const double *__restrict__ in,
-                                           double sign, const double *__restrict__ A,
-                                           const double *__restrict__ S2, const double *__restrict__ omd,
-                                           const double *__restrict__ h0r, int n, ptrdiff_t np, ptrdiff_t L)
+/* The L-BFGS's initial inverse Hessian H0 (pln_precond of src/svir_pln.c,
+ * the same formulas and the same per-column order of operations), applied
+ * in place to v's (M, log S) part: per column j, one block, with
+ *   H_j = D_j - o_j [X; 0] (X'X)^-1 [X; 0]',   o_j = Omega_jj,
+ * D_j block-diagonal with one 2 x 2 block per entry (M_ij, log S_ij),
+ *   [[A + o, A S^2], [A S^2, 2 S^2 (A + o) + S^4 A]],
+ * inverted by the Woodbury identity: v = D^-1 v; t = X' v_M and
+ * K = X'X / o - X' (D^-1)_MM X (block sums in a fixed tree, PREC_CH at a
+ * time); the d x d system K z = t is solved by the block's thread 0
+ * (Cholesky; dropped, as on the CPU, where K is not positive definite);
+ * then v += D^-1 [X z; 0]. dx = d, or 0 (the VE step, or d > PREC_DMAX:
+ * D alone). A, S^2, Omega_jj are the current point's; XtX is X'X [d x d],
+ * from the host. */
+#define PREC_DMAX 8 /* PLN_PREC_DMAX of src/svir_pln.c */
+#define PREC_NK (PREC_DMAX + PREC_DMAX * (PREC_DMAX + 1) / 2)
+#define PREC_CH 4   /* sums per block_sums */
+__global__ void __launch_bounds__(PB) k_prec(const pln_args a, double *__restrict__ v,
+                                             const double *__restrict__ A, const double *__restrict__ S2,
+                                             const double *__restrict__ omd, const double *__restrict__ XtX,
+                                             int dx)
 {
-    for (ptrdiff_t k = (ptrdiff_t)blockIdx.x * PB + threadIdx.x; k < L; k += (ptrdiff_t)gridDim.x * PB) {
-        double h0;
-        if (k < 2 * np) {
-            const ptrdiff_t kk = k < np ? k : k - np;
-            const double h = A[kk] + omd[kk / n];
-            if (k < np) {
-                h0 = 1.0 / h;
-            } else {
-                const double s2 = S2[kk];
-                h0 = 1.0 / (2.0 * s2 * h + s2 * s2 * A[kk]);
-            }
-        } else {
-            h0 = h0r[k - 2 * np];
+    __shared__ double sh[PREC_CH * PB];
+    __shared__ double zs[PREC_DMAX];
+    __shared__ int oks;
+    const int j = blockIdx.x, n = a.n, nk = dx + dx * (dx + 1) / 2;
+    const ptrdiff_t c = (ptrdiff_t)j * n, np = a.np;
+    const double oj = omd[j];
+    /* acc[0, dx) = t; acc[dx + r (r + 1) / 2 + s] = K[r, s], s <= r */
+    double acc[PREC_NK];
+    for (int l = 0; l < nk; l++) acc[l] = 0.0;
+    for (int i = threadIdx.x; i < n; i += PB) {
+        const ptrdiff_t k = c + i;
+        const double Ak = A[k], s2 = S2[k], h = Ak + oj, b = Ak * s2;
+        const double e = 2.0 * s2 * h + s2 * s2 * Ak, id = 1.0 / (h * e - b * b);
+        const double i11 = e * id, i12 = -b * id, i22 = h * id;
+        const double vm = v[k], vs = v[np + k];
+        const double wm = i11 * vm + i12 * vs;
+        v[k] = wm;
+        v[np + k] = i12 * vm + i22 * vs;
+        for (int r = 0, l = dx; r < dx; r++) {
+            const double xr = a.X[(ptrdiff_t)r * n + i];
+            acc[r] += xr * wm;
+            for (int s = 0; s <= r; s++, l++) acc[l] += xr * a.X[(ptrdiff_t)s * n + i] * i11;
         }
-        out[k] = sign * (in[k] * h0);
+    }
+    if (dx == 0) return; /* the same for the whole block */
+    for (int l0 = 0; l0 < nk; l0 += PREC_CH) {
+        double w[PREC_CH];
+#pragma unroll
+        for (int u = 0; u < PREC_CH; u++) w[u] = l0 + u < nk ? acc[l0 + u] : 0.0;
+        block_sums<PREC_CH>(sh, w);
+#pragma unroll
+        for (int u = 0; u < PREC_CH; u++)
+            if (l0 + u < nk) acc[l0 + u] = w[u];
+    }
+    if (threadIdx.x == 0) {
+        /* K = X'X / o - K, by Cholesky (lower, in place); z = K^-1 t */
+        double K[PREC_DMAX * PREC_DMAX], z[PREC_DMAX];
+        for (int r = 0; r < dx; r++)
+            for (int s = 0; s <= r; s++) K[r * dx + s] = acc[dx + r * (r + 1) / 2 + s];
+        int ok = 1;
+        for (int r = 0; r < dx && ok; r++)
+            for (int s = 0; s <= r; s++) {
+                const double cinv = XtX[r * dx + s] / oj;
+                double u = cinv - K[r * dx + s];
+                for (int l = 0; l < s; l++) u -= K[r * dx + l] * K[s * dx + l];
+                if (r == s) {
+                    if (!(u > 1e-12 * cinv)) { ok = 0; break; }
+                    K[r * dx + r] = sqrt(u);
+                } else {
+                    K[r * dx + s] = u / K[s * dx + s];
+                }
+            }
+        if (ok) {
+            for (int r = 0; r < dx; r++) {
+                double u = acc[r];
+                for (int l = 0; l < r; l++) u -= K[r * dx + l] * z[l];
+                z[r] = u / K[r * dx + r];
+            }
+            for (int r = dx - 1; r >= 0; r--) {
+                double u = z[r];
+                for (int l = r + 1; l < dx; l++) u -= K[l * dx + r] * z[l];
+                z[r] = u / K[r * dx + r];
+            }
+            for (int r = 0; r < dx; r++) zs[r] = z[r];
+        }
+        oks = ok;
+    }
+    __syncthreads();
+    if (!oks) return;
+    /* v += D^-1 [X z; 0] */
+    for (int i = threadIdx.x; i < n; i += PB) {
+        const ptrdiff_t k = c + i;
+        const double Ak = A[k], s2 = S2[k], h = Ak + oj, b = Ak * s2;
+        const double e = 2.0 * s2 * h + s2 * s2 * Ak, id = 1.0 / (h * e - b * b);
+        const double i11 = e * id, i12 = -b * id;
+        double xz = 0.0;
+        for (int r = 0; r < dx; r++) xz += a.X[(ptrdiff_t)r * n + i] * zs[r];
+        v[k] += i11 * xz;
+        v[np + k] += i12 * xz;
+    }
+}
+
+/* H0 for W and log psi (rank q): v[off + k] /= den[k], den the Fisher
+ * information's diagonal from the host (pln_precond's) */
+__global__ void __launch_bounds__(PB) k_prec_tail(double *__restrict__ v, const double *__restrict__ den,
+                                                  ptrdiff_t off, ptrdiff_t len)
+{
+    for (ptrdiff_t k = (ptrdiff_t)blockIdx.x * PB + threadIdx.x; k < len; k += (ptrdiff_t)gridDim.x * PB)
+        v[off + k] = v[off + k] / den[k];
+}
+
+/* The start's log S (pln_sstart of src/svir_pln.c): each entry's optimum
+ * given its M and Omega_jj, PLN_SSTART_IT Newton steps on
+ * 1 - S^2 (A + Omega_jj) = 0, each moving log S by at most 1; ls (log S)
+ * overwritten, A, S^2, Omega_jj those of ls's evaluation; one block per
+ * column */
+#define PLN_SSTART_IT 4
+__global__ void __launch_bounds__(PB) k_sstart(int n, double *__restrict__ ls, const double *__restrict__ A,
+                                               const double *__restrict__ S2, const double *__restrict__ omd)
+{
+    const int j = blockIdx.x;
+    const double o = omd[j];
+    for (int i = threadIdx.x; i < n; i += PB) {
+        const ptrdiff_t k = (ptrdiff_t)j * n + i;
+        double l = ls[k], s2 = S2[k], av = A[k];
+        const double la = log(av) - 0.5 * s2; /* log A less its S^2 / 2 */
+        for (int it = 0; it < PLN_SSTART_IT; it++) {
+            const double h = av + o, g = s2 * h - 1.0, hh = 2.0 * s2 * h + s2 * s2 * av;
+            double st = -g / hh;
+            if (st > 1.0) st = 1.0; else if (st < -1.0) st = -1.0;
+            l += st;
+            s2 = exp(2.0 * l);
+            av = exp(la + 0.5 * s2);
+        }
+        ls[k] = l;
     }
 }
 
@@ -521,6 +646,7 @@ static double dev_doubles(const svir_pln_data *dat, int fit)
     s += np * (rank || fixed ? 2 : 1);                                /* R, T */
     s += 2 * np + 2 * p + 2 * p * (q + 1);                            /* A, S^2, omd, h0r */
     s += fit ? 2 * np : 0.0;                                          /* the candidate's */
+    s += fit && !fixed && dat->d <= PREC_DMAX ? d * d : 0.0;          /* X'X */
     s += (dat->cov == SVIR_PLN_FULL || fixed) ? p * p : 0.0;          /* Omega */
     s += rank ? n * q + 2 * p * q + p : 0.0;                          /* NQ, GV */
     s += 3 * p + 2 * p + p * q + 3 * PLN_DOT_BLOCKS + 4;              /* cols, out, part, scal */
@@ -631,6 +757,21 @@ static int pln_new(const svir_pln_data *dat, int fit, svir_cuda_pln **out, char 
         DA(x->S2[s], np);
         DA(x->omd[s], p);
         DA(x->h0r[s], (ptrdiff_t)p * (q + 1));
+    }
+    /* X'X for H0's X part (pln_precond: not in the VE step, d <= 8), summed
+     * as svir_pln_fit sums it */
+    x->dx = fit && !x->fixed && d <= PREC_DMAX ? d : 0;
+    if (x->dx > 0) {
+        double *hx;
+        if ((st = halloc(x, &hx, (ptrdiff_t)d * d, err, errlen))) goto fail;
+        for (int r = 0; r < d; r++)
+            for (int c = 0; c < d; c++) {
+                double v = 0.0;
+                for (int i = 0; i < n; i++) v += dat->X[(ptrdiff_t)r * n + i] * dat->X[(ptrdiff_t)c * n + i];
+                hx[r * d + c] = v;
+            }
+        DA(x->XtX, (ptrdiff_t)d * d);
+        UP(x->XtX, hx, (ptrdiff_t)d * d);
     }
     if (dat->cov == SVIR_PLN_FULL || x->fixed) DA(a->Om, (ptrdiff_t)p * p);
     if (x->fixed) UP(a->Om, dat->Omfix, (ptrdiff_t)p * p);
@@ -855,19 +996,19 @@ static int pln_eval_dev(svir_cuda_pln *x, const double *dpar, int set, double *J
         /* gW then glt up into grad's tail */
         PCK(cudaMemcpy(grad + 2 * np, gW, sizeof(double) * (size_t)pq, cudaMemcpyHostToDevice));
         PCK(cudaMemcpy(grad + 2 * np + pq, glt, sizeof(double) * (size_t)p, cudaMemcpyHostToDevice));
-        /* the rank part of the inverse Hessian's diagonal (pln_h0) */
+        /* H0's denominators for W and log psi (pln_precond's, k_prec_tail) */
         double *hWd = x->hh0r, *hl = hWd + pq;
         for (int k = 0; k < q; k++) {
             double wow = 0.0;
             for (int j = 0; j < p; j++) wow += W[(ptrdiff_t)k * p + j] * OW[(ptrdiff_t)k * p + j];
             for (int j = 0; j < p; j++) {
                 const double ow = OW[(ptrdiff_t)k * p + j];
-                hWd[(ptrdiff_t)k * p + j] = 1.0 / (nd * (omd[j] * (wow + 0.01) + ow * ow));
+                hWd[(ptrdiff_t)k * p + j] = nd * (omd[j] * (wow + 0.01) + ow * ow);
             }
         }
         for (int j = 0; j < p; j++) {
             const double po = exp(lpsi[j]) * omd[j];
-            hl[j] = 1.0 / (0.5 * nd * po * po + 1e-8);
+            hl[j] = 0.5 * nd * po * po + 1e-8;
         }
         PCK(cudaMemcpy(x->h0r[set], hWd, sizeof(double) * (size_t)(pq + p), cudaMemcpyHostToDevice));
         if (Sigma) {
@@ -957,7 +1098,24 @@ extern "C" int svir_cuda_pln_eval_host(const svir_pln_data *dat, const double *p
     return st;
 }
 
-/* the L-BFGS of svir_pln_fit (src/svir_pln.c), step by step */
+/* v = H0 v (pln_precond) at point set cur */
+static int pln_h0(svir_cuda_pln *x, int cur, double *v, char *err, size_t errlen)
+{
+    const ptrdiff_t tail = x->L - 2 * x->np;
+    k_prec<<<x->p, PB>>>(x->a, v, x->A[cur], x->S2[cur], x->omd[cur], x->XtX, x->dx);
+    KCK("k_prec");
+    if (tail > 0) {
+        k_prec_tail<<<nblocks(tail), PB>>>(v, x->h0r[cur], 2 * x->np, tail);
+        KCK("k_prec_tail");
+    }
+    return 0;
+}
+
+/* The L-BFGS of svir_pln_fit (src/svir_pln.c): the same algorithm (the
+ * S start, 5 pairs, pln_precond's H0, Armijo backtracking, the step caps,
+ * the stopping rule); the two-loop recursion in its textbook form (the
+ * CPU's Gram form computes the same direction with sums in another
+ * order). */
 static int pln_lbfgs(svir_cuda_pln *x, int maxit, double tol, double *J, int *iters, double *trace,
                      double *Sigma, char *err, size_t errlen)
 {
@@ -967,6 +1125,11 @@ static int pln_lbfgs(svir_cuda_pln *x, int maxit, double tol, double *J, int *it
     int it = 0, mem = 0, head = 0, fails = 0, cur = 0, st;
     double f0, f1; /* f = -J, g = -grad */
     char e1[256];
+    st = pln_eval_dev(x, x->par, cur, &f0, x->g, NULL, err, errlen);
+    if (st) return st;
+    /* log S at each entry's optimum given M (pln_sstart), evaluated again */
+    k_sstart<<<x->p, PB>>>(x->n, x->par + np, x->A[cur], x->S2[cur], x->omd[cur]);
+    KCK("k_sstart");
     st = pln_eval_dev(x, x->par, cur, &f0, x->g, NULL, err, errlen);
     if (st) return st;
     f0 = -f0;
@@ -983,8 +1146,7 @@ static int pln_lbfgs(svir_cuda_pln *x, int maxit, double tol, double *J, int *it
             k_axpy<<<gb, PB>>>(x->dir, -alpha[i], x->Yv + (ptrdiff_t)i * L, L);
             KCK("k_axpy");
         }
-        k_h0<<<gb, PB>>>(x->dir, x->dir, 1.0, x->A[cur], x->S2[cur], x->omd[cur], x->h0r[cur], x->n, np, L);
-        KCK("k_h0");
+        if ((st = pln_h0(x, cur, x->dir, err, errlen))) return st;
         for (int c = mem - 1; c >= 0; c--) {
             const int i = (head - 1 - c + PLN_MEM) % PLN_MEM;
             double yd;
@@ -1000,8 +1162,10 @@ static int pln_lbfgs(svir_cuda_pln *x, int maxit, double tol, double *J, int *it
         if (!(slope < 0.0)) {
             /* not a descent direction: forget the pairs */
             mem = 0;
-            k_h0<<<gb, PB>>>(x->dir, x->g, -1.0, x->A[cur], x->S2[cur], x->omd[cur], x->h0r[cur], x->n, np, L);
-            KCK("k_h0");
+            PCK(cudaMemcpy(x->dir, x->g, sizeof(double) * (size_t)L, cudaMemcpyDeviceToDevice));
+            if ((st = pln_h0(x, cur, x->dir, err, errlen))) return st;
+            k_neg<<<gb, PB>>>(x->dir, L);
+            KCK("k_neg");
             if ((st = dot1(x, x->g, x->dir, &slope, err, errlen))) return st;
         }
         double big;
@@ -1026,7 +1190,7 @@ static int pln_lbfgs(svir_cuda_pln *x, int maxit, double tol, double *J, int *it
         }
         if (!ok) {
             if (mem == 0 || ++fails > 1) break;
-            mem = 0; /* retry once from the scaled steepest direction */
+            mem = 0; /* retry once from the preconditioned steepest direction */
             continue;
         }
         fails = 0;
