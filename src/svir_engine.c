@@ -452,22 +452,7 @@ static void fill_local_noise(work *w, uint64_t stream, uint64_t step, uint64_t f
     }
 }
 
-/* sum_k x[k] y[k] with four accumulators in a fixed order (deterministic) */
-static inline double dot4(const double *x, const double *y, int n)
-{
-    double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
-    int k = 0;
-    for (; k + 4 <= n; k += 4) {
-        a0 += x[k] * y[k];
-        a1 += x[k + 1] * y[k + 1];
-        a2 += x[k + 2] * y[k + 2];
-        a3 += x[k + 3] * y[k + 3];
-    }
-    for (; k < n; k++) a0 += x[k] * y[k];
-    return (a0 + a1) + (a2 + a3);
-}
-
-/* sum_k x[k], in dot4's order: the same as dot4 with a column of ones */
+/* sum_k x[k], in svir_dot4's order: the same as svir_dot4 with a column of ones */
 static inline double sum4(const double *x, int n)
 {
     double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
@@ -681,10 +666,10 @@ SVIR_ALWAYS_INLINE void range_loglik(const work *w, ptrdiff_t lo, ptrdiff_t hi, 
             if (c == m->x_ones) {
                 g[c] += sum4(de, nk);
             } else if (w->full) {
-                g[c] += dot4(xc + k0, de, nk);
+                g[c] += svir_dot4(xc + k0, de, nk);
             } else {
                 for (int k = 0; k < nk; k++) xv[k] = xc[ix[k]];
-                g[c] += dot4(xv, de, nk);
+                g[c] += svir_dot4(xv, de, nk);
             }
         }
     }

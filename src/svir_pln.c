@@ -28,14 +28,7 @@
  * evaluation is O(n p (d + q)) with no p x p matrix but the reported
  * Sigma. The VE step (Bfix, Omfix: new rows given fitted B and Sigma)
  * holds B and Omega fixed. */
-#ifndef USE_FC_LEN_T
-#define USE_FC_LEN_T
-#endif
-#include <R_ext/BLAS.h>
-#include <R_ext/Lapack.h>
-#ifndef FCONE
-#define FCONE
-#endif
+#include "svir_lapack.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -47,6 +40,7 @@
 #endif
 
 #include "svir_pln.h"
+#include "svir_pln_entry.h"
 
 /* sums in chunks of this many entries, added in chunk order: the same
  * result for any number of threads */
@@ -73,7 +67,7 @@ ptrdiff_t svir_pln_npar(const svir_pln_data *dat)
 ptrdiff_t svir_pln_nwork(const svir_pln_data *dat)
 {
     const ptrdiff_t n = dat->n, p = dat->p, q = dat->cov == SVIR_PLN_RANK ? dat->q : 0;
-    return 4 * n * p + p * p + 2 * p + (q > 0 ? 5 * p * q + n * q + 3 * q * q : 0);
+    return 4 * n * p + p * p + 2 * p + (q > 0 ? 6 * p * q + p + n * q + 3 * q * q : 0);
 }
 
 /* the work's parts (svir_pln_nwork): R = M - X B, A, S^2, T = R Omega (the
@@ -82,7 +76,7 @@ ptrdiff_t svir_pln_nwork(const svir_pln_data *dat)
  * K^-1, V = Psi^-1 W, OW = Omega W, two more [p x q], one [n x q] and
  * three [q x q] */
 typedef struct {
-    double *R, *A, *S2, *T, *Om, *omd, *ipsi, *G, *V, *OW, *PQ, *X2, *NQ, *K, *KmI, *Qs;
+    double *R, *A, *S2, *T, *Om, *omd, *ipsi, *G, *V, *OW, *PQ, *X2, *NQ, *K, *KmI, *Qs, *den;
 } pln_work;
 
 static pln_work pln_split(const svir_pln_data *dat, double *w)
@@ -92,7 +86,7 @@ static pln_work pln_split(const svir_pln_data *dat, double *w)
     s.R = w; s.A = s.R + n * p; s.S2 = s.A + n * p; s.T = s.S2 + n * p; s.Om = s.T + n * p;
     s.omd = s.Om + p * p; s.ipsi = s.omd + p; s.G = s.ipsi + p; s.V = s.G + p * q;
     s.OW = s.V + p * q; s.PQ = s.OW + p * q; s.X2 = s.PQ + p * q; s.NQ = s.X2 + p * q;
-    s.K = s.NQ + n * q; s.KmI = s.K + q * q; s.Qs = s.KmI + q * q;
+    s.K = s.NQ + n * q; s.KmI = s.K + q * q; s.Qs = s.KmI + q * q; s.den = s.Qs + q * q;
     return s;
 }
 
@@ -104,22 +98,7 @@ static double sumv(const double *v, int len)
     return s;
 }
 
-/* sum_k a[k] b[k] (c[k]), with four interleaved partial sums (a single
- * one waits on the adder's latency at every entry) added in a fixed order */
-static double dot4(const double *restrict a, const double *restrict b, ptrdiff_t len)
-{
-    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
-    ptrdiff_t k = 0;
-    for (; k + 4 <= len; k += 4) {
-        s0 += a[k] * b[k];
-        s1 += a[k + 1] * b[k + 1];
-        s2 += a[k + 2] * b[k + 2];
-        s3 += a[k + 3] * b[k + 3];
-    }
-    for (; k < len; k++) s0 += a[k] * b[k];
-    return (s0 + s1) + (s2 + s3);
-}
-
+/* sum_k a[k] b[k] c[k], in svir_dot4's order (svir_math.h) */
 static double dot4w(const double *restrict a, const double *restrict b,
                     const double *restrict c, ptrdiff_t len)
 {
@@ -135,6 +114,112 @@ static double dot4w(const double *restrict a, const double *restrict b,
     return (s0 + s1) + (s2 + s3);
 }
 
+/* ---- rank q: the small (p x q, q x q) parts, shared with the CUDA host
+ * code (src/cuda/svir_cuda_pln.cu) ---- */
+
+int svir_pln_wb_small(int p, int q, const double *W, const double *lpsi, double *ipsi, double *V,
+                      double *KmI, double *Kinv, double *G, double *omd, double *logdet, char *err,
+                      size_t errlen)
+{
+    const double one = 1.0, zero = 0.0;
+    for (int j = 0; j < p; j++) ipsi[j] = exp(-lpsi[j]);
+    for (int k = 0; k < q; k++)
+        for (int j = 0; j < p; j++) V[(ptrdiff_t)k * p + j] = W[(ptrdiff_t)k * p + j] * ipsi[j];
+    F77_CALL(dgemm)("T", "N", &q, &q, &p, &one, W, &p, V, &p, &zero, KmI, &q FCONE FCONE);
+    for (int k = 0; k < q; k++)
+        for (int l = 0; l < q; l++) {
+            const double v = 0.5 * (KmI[k * q + l] + KmI[l * q + k]);
+            KmI[k * q + l] = v;
+            Kinv[k * q + l] = v + (k == l ? 1.0 : 0.0);
+        }
+    int info = 0;
+    F77_CALL(dpotrf)("L", &q, Kinv, &q, &info FCONE);
+    if (info != 0) {
+        snprintf(err, errlen, "I + W' Psi^-1 W is not positive definite");
+        return 1;
+    }
+    double ld = 0.0;
+    for (int k = 0; k < q; k++) ld += 2.0 * log(Kinv[k * q + k]);
+    for (int j = 0; j < p; j++) ld += lpsi[j];
+    F77_CALL(dpotri)("L", &q, Kinv, &q, &info FCONE);
+    for (int k = 0; k < q; k++)
+        for (int l = k + 1; l < q; l++) Kinv[l * q + k] = Kinv[k * q + l];
+    /* G = V K^-1; diag(Omega) */
+    F77_CALL(dgemm)("N", "N", &p, &q, &q, &one, V, &p, Kinv, &q, &zero, G, &p FCONE FCONE);
+    for (int j = 0; j < p; j++) {
+        double s = 0.0;
+        for (int k = 0; k < q; k++) s += G[(ptrdiff_t)k * p + j] * V[(ptrdiff_t)k * p + j];
+        omd[j] = ipsi[j] - s;
+    }
+    *logdet = ld;
+    return 0;
+}
+
+void svir_pln_rank_grad(int p, int q, double nd, const double *lpsi, const double *ipsi, const double *V, const double *KmI, const double *G,
+                        const double *omd, const double *s2sum, const double *colt2, double *PQ,
+                        double *OW, double *X2, double *Qs, double *gW, double *gl)
+{
+    const double one = 1.0, zero = 0.0, minus1 = -1.0;
+    /* OW = Omega W = V - G (K - I) */
+    memcpy(OW, V, sizeof(double) * (size_t)p * q);
+    F77_CALL(dgemm)("N", "N", &p, &q, &q, &minus1, G, &p, KmI, &q, &one, OW, &p FCONE FCONE);
+    /* PQ = Omega C Omega W = T'(T W) + Omega (s2 o OW) */
+    for (int k = 0; k < q; k++)
+        for (int j = 0; j < p; j++) {
+            const ptrdiff_t e = (ptrdiff_t)k * p + j;
+            X2[e] = s2sum[j] * OW[e];
+            PQ[e] += ipsi[j] * X2[e];
+        }
+    /* Qs = V' X2 (then V' diag(s2) V, reusing it), PQ -= G Qs */
+    F77_CALL(dgemm)("T", "N", &q, &q, &p, &one, V, &p, X2, &p, &zero, Qs, &q FCONE FCONE);
+    F77_CALL(dgemm)("N", "N", &p, &q, &q, &minus1, G, &p, Qs, &q, &one, PQ, &p FCONE FCONE);
+    for (ptrdiff_t e = 0; e < (ptrdiff_t)p * q; e++) gW[e] = PQ[e] - nd * OW[e];
+    /* (Omega C Omega)_jj = sum_i T_ij^2 + sum_l Omega_jl^2 s2_l, with
+     * Omega_jl = delta_jl / psi_j - (G V')_jl */
+    for (int k = 0; k < q; k++)
+        for (int j = 0; j < p; j++) X2[(ptrdiff_t)k * p + j] = s2sum[j] * V[(ptrdiff_t)k * p + j];
+    F77_CALL(dgemm)("T", "N", &q, &q, &p, &one, V, &p, X2, &p, &zero, Qs, &q FCONE FCONE);
+    for (int j = 0; j < p; j++) {
+        double gv = 0.0, gqg = 0.0;
+        for (int k = 0; k < q; k++) {
+            const double gk = G[(ptrdiff_t)k * p + j];
+            gv += gk * V[(ptrdiff_t)k * p + j];
+            double r = 0.0;
+            for (int l = 0; l < q; l++) r += Qs[l * q + k] * G[(ptrdiff_t)l * p + j];
+            gqg += gk * r;
+        }
+        const double oco = colt2[j] + ipsi[j] * ipsi[j] * s2sum[j] - 2.0 * ipsi[j] * gv * s2sum[j] + gqg;
+        gl[j] = exp(lpsi[j]) * (-0.5 * nd * omd[j] + 0.5 * oco);
+    }
+}
+
+void svir_pln_rank_h0den(int p, int q, double nd, const double *W, const double *lpsi,
+                         const double *OW, const double *omd, double *den)
+{
+    for (int k = 0; k < q; k++) {
+        double wow = 0.0;
+        for (int j = 0; j < p; j++) wow += W[(ptrdiff_t)k * p + j] * OW[(ptrdiff_t)k * p + j];
+        for (int j = 0; j < p; j++) {
+            const double ow = OW[(ptrdiff_t)k * p + j];
+            den[(ptrdiff_t)k * p + j] = nd * (omd[j] * (wow + 0.01) + ow * ow);
+        }
+    }
+    for (int j = 0; j < p; j++) {
+        const double po = exp(lpsi[j]) * omd[j];
+        den[(ptrdiff_t)p * q + j] = 0.5 * nd * po * po + 1e-8;
+    }
+}
+
+void svir_pln_sigma_lowrank(int p, int q, const double *W, const double *lpsi, double *Sigma)
+{
+    const double one = 1.0, zero = 0.0;
+    F77_CALL(dsyrk)("L", "N", &p, &q, &one, W, &p, &zero, Sigma, &p FCONE FCONE);
+    for (int j = 0; j < p; j++) {
+        Sigma[(ptrdiff_t)j * p + j] += exp(lpsi[j]);
+        for (int i = j + 1; i < p; i++) Sigma[(ptrdiff_t)i * p + j] = Sigma[(ptrdiff_t)j * p + i];
+    }
+}
+
 /* Sigma = W W' + diag(exp(lpsi)) by the Woodbury identity, never formed:
  * 1 / psi, V = Psi^-1 W, K - I = W' V, K^-1, G = V K^-1, diag(Omega) (omd),
  * log |Sigma| and T = R Omega = R Psi^-1 - (R G) V' into w (the rank
@@ -148,35 +233,9 @@ static int pln_woodbury(const svir_pln_data *dat, const double *W, const double 
     const double one = 1.0, zero = 0.0, minus1 = -1.0;
     pln_work w = *wp;
     double *omd = w.omd;
-    for (int j = 0; j < p; j++) w.ipsi[j] = exp(-lpsi[j]);
-    for (int k = 0; k < q; k++)
-        for (int j = 0; j < p; j++) w.V[(ptrdiff_t)k * p + j] = W[(ptrdiff_t)k * p + j] * w.ipsi[j];
-    F77_CALL(dgemm)("T", "N", &q, &q, &p, &one, W, &p, w.V, &p, &zero, w.KmI, &q FCONE FCONE);
-    for (int k = 0; k < q; k++)
-        for (int l = 0; l < q; l++) {
-            const double v = 0.5 * (w.KmI[k * q + l] + w.KmI[l * q + k]);
-            w.KmI[k * q + l] = v;
-            w.K[k * q + l] = v + (k == l ? 1.0 : 0.0);
-        }
-    int info = 0;
-    F77_CALL(dpotrf)("L", &q, w.K, &q, &info FCONE);
-    if (info != 0) {
-        snprintf(err, errlen, "I + W' Psi^-1 W is not positive definite");
-        return 1;
-    }
     double logdet = 0.0;
-    for (int k = 0; k < q; k++) logdet += 2.0 * log(w.K[k * q + k]);
-    for (int j = 0; j < p; j++) logdet += lpsi[j];
-    F77_CALL(dpotri)("L", &q, w.K, &q, &info FCONE);
-    for (int k = 0; k < q; k++)
-        for (int l = k + 1; l < q; l++) w.K[l * q + k] = w.K[k * q + l];
-    /* G = V K^-1; diag(Omega) */
-    F77_CALL(dgemm)("N", "N", &p, &q, &q, &one, w.V, &p, w.K, &q, &zero, w.G, &p FCONE FCONE);
-    for (int j = 0; j < p; j++) {
-        double s = 0.0;
-        for (int k = 0; k < q; k++) s += w.G[(ptrdiff_t)k * p + j] * w.V[(ptrdiff_t)k * p + j];
-        omd[j] = w.ipsi[j] - s;
-    }
+    if (svir_pln_wb_small(p, q, W, lpsi, w.ipsi, w.V, w.KmI, w.K, w.G, omd, &logdet, err, errlen))
+        return 1;
     /* T = R Omega = R Psi^-1 - (R G) V' */
     F77_CALL(dgemm)("N", "N", &n, &q, &p, &one, R, &n, w.G, &p, &zero, w.NQ, &n FCONE FCONE);
 #ifdef _OPENMP
@@ -396,47 +455,15 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
             colv[j] = t2;
         }
         const double tr = sumv(colt, p);
-        /* OW = Omega W = V - G (K - I) */
-        memcpy(w.OW, w.V, sizeof(double) * (size_t)p * q);
-        F77_CALL(dgemm)("N", "N", &p, &q, &q, &minus1, w.G, &p, w.KmI, &q, &one, w.OW, &p FCONE FCONE);
-        /* PQ = Omega C Omega W = T'(T W) + Omega (s2 o OW) */
+        /* PQ = T'(T W); then the gradient's W and log psi parts, H0's
+         * denominators for them, and Sigma */
         F77_CALL(dgemm)("N", "N", &n, &q, &p, &one, w.T, &n, W, &p, &zero, w.NQ, &n FCONE FCONE);
         F77_CALL(dgemm)("T", "N", &p, &q, &n, &one, w.T, &n, w.NQ, &n, &zero, w.PQ, &p FCONE FCONE);
-        for (int k = 0; k < q; k++)
-            for (int j = 0; j < p; j++) {
-                const ptrdiff_t e = (ptrdiff_t)k * p + j;
-                w.X2[e] = s2sum[j] * w.OW[e];
-                w.PQ[e] += w.ipsi[j] * w.X2[e];
-            }
-        /* Qs = V' X2 (then V' diag(s2) V, reusing it), PQ -= G Qs */
-        F77_CALL(dgemm)("T", "N", &q, &q, &p, &one, w.V, &p, w.X2, &p, &zero, w.Qs, &q FCONE FCONE);
-        F77_CALL(dgemm)("N", "N", &p, &q, &q, &minus1, w.G, &p, w.Qs, &q, &one, w.PQ, &p FCONE FCONE);
         double *gW = grad + 2 * np, *gl = gW + (ptrdiff_t)p * q;
-        for (ptrdiff_t e = 0; e < (ptrdiff_t)p * q; e++) gW[e] = w.PQ[e] - nd * w.OW[e];
-        /* (Omega C Omega)_jj = sum_i T_ij^2 + sum_l Omega_jl^2 s2_l, with
-         * Omega_jl = delta_jl / psi_j - (G V')_jl */
-        for (int k = 0; k < q; k++)
-            for (int j = 0; j < p; j++) w.X2[(ptrdiff_t)k * p + j] = s2sum[j] * w.V[(ptrdiff_t)k * p + j];
-        F77_CALL(dgemm)("T", "N", &q, &q, &p, &one, w.V, &p, w.X2, &p, &zero, w.Qs, &q FCONE FCONE);
-        for (int j = 0; j < p; j++) {
-            double gv = 0.0, gqg = 0.0;
-            for (int k = 0; k < q; k++) {
-                const double gk = w.G[(ptrdiff_t)k * p + j];
-                gv += gk * w.V[(ptrdiff_t)k * p + j];
-                double r = 0.0;
-                for (int l = 0; l < q; l++) r += w.Qs[l * q + k] * w.G[(ptrdiff_t)l * p + j];
-                gqg += gk * r;
-            }
-            const double oco = colv[j] + w.ipsi[j] * w.ipsi[j] * s2sum[j]
-                               - 2.0 * w.ipsi[j] * gv * s2sum[j] + gqg;
-            gl[j] = exp(lpsi[j]) * (-0.5 * nd * omd[j] + 0.5 * oco);
-        }
-        /* Sigma = W W' + Psi */
-        F77_CALL(dsyrk)("L", "N", &p, &q, &one, W, &p, &zero, Sigma, &p FCONE FCONE);
-        for (int j = 0; j < p; j++) {
-            Sigma[(ptrdiff_t)j * p + j] += exp(lpsi[j]);
-            for (int i = j + 1; i < p; i++) Sigma[(ptrdiff_t)i * p + j] = Sigma[(ptrdiff_t)j * p + i];
-        }
+        svir_pln_rank_grad(p, q, nd, lpsi, w.ipsi, w.V, w.KmI, w.G, omd, s2sum, colv, w.PQ, w.OW,
+                           w.X2, w.Qs, gW, gl);
+        svir_pln_rank_h0den(p, q, nd, W, lpsi, w.OW, omd, w.den);
+        svir_pln_sigma_lowrank(p, q, W, lpsi, Sigma);
         *J = lik + 0.5 * (double)np - 0.5 * nd * logdet - 0.5 * tr;
     } else {
         /* diagonal or spherical: Omega is diagonal */
@@ -480,7 +507,7 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
 }
 
 /* The L-BFGS's initial inverse Hessian H0, applied: out = H0 v (out may
- * be v), at the point evaluated last (par, its work). Per column j of
+ * be v), at the point evaluated last (its work). Per column j of
  * (M, log S) it inverts, by the Woodbury identity, the Hessian of -J in
  * that column less its couplings to the other columns and the curvature of
  * log Sigma_jj:
@@ -511,10 +538,10 @@ static void pln_ydots(const double *out, double *const *Yr, int nm, ptrdiff_t c,
                       int n, double *colpart)
 {
     for (int l = 0; l < nm; l++)
-        colpart[l] = dot4(Yr[l] + c, out + c, n) + dot4(Yr[l] + np + c, out + np + c, n);
+        colpart[l] = svir_dot4(Yr[l] + c, out + c, n) + svir_dot4(Yr[l] + np + c, out + np + c, n);
 }
 
-static void pln_precond(const svir_pln_data *dat, const double *par, const double *work,
+static void pln_precond(const svir_pln_data *dat, const double *work,
                         const double *XtX, const double *gd, double gsign, int nm,
                         const double *alpha, double *const *Yr, double *out, double *ydot,
                         double *colpart, double *scratch)
@@ -524,7 +551,6 @@ static void pln_precond(const svir_pln_data *dat, const double *par, const doubl
     pln_work w = pln_split(dat, (double *)work);
     const double *A = w.A, *S2a = w.S2, *omd = w.omd, *X = dat->X;
     const int dx = !dat->Bfix && d <= PLN_PREC_DMAX ? d : 0;
-    const double nd = dat->nd;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(dat->threads > 0 ? dat->threads : 1)
 #endif
@@ -565,9 +591,8 @@ static void pln_precond(const svir_pln_data *dat, const double *par, const doubl
         /* out = D^-1 v */
         PLN_SIMD
         for (int i = 0; i < n; i++) {
-            const double Ak = Aj[i], S2 = Sj[i], h = Ak + oj, b = Ak * S2;
-            const double e = 2.0 * S2 * h + S2 * S2 * Ak, id = 1.0 / (h * e - b * b);
-            const double i11 = e * id, i12 = -b * id, i22 = h * id;
+            double i11, i12, i22;
+            svir_pln_block_inv(Aj[i], Sj[i], oj, &i11, &i12, &i22);
             const double vm = om[i], vs = os[i];
             om[i] = i11 * vm + i12 * vs;
             os[i] = i12 * vm + i22 * vs;
@@ -580,32 +605,11 @@ static void pln_precond(const svir_pln_data *dat, const double *par, const doubl
         int ok = dx > 0;
         for (int a = 0; a < dx; a++) {
             const double *restrict xa = X + (ptrdiff_t)a * n;
-            t[a] = dot4(xa, om, n);
+            t[a] = svir_dot4(xa, om, n);
             for (int bb = 0; bb <= a; bb++) K[a * dx + bb] = dot4w(xa, X + (ptrdiff_t)bb * n, e11, n);
         }
-        for (int a = 0; a < dx && ok; a++)
-            for (int bb = 0; bb <= a; bb++) {
-                const double cinv = XtX[a * d + bb] / oj;
-                double s = cinv - K[a * dx + bb];
-                for (int l = 0; l < bb; l++) s -= K[a * dx + l] * K[bb * dx + l];
-                if (a == bb) {
-                    if (!(s > 1e-12 * cinv)) { ok = 0; break; }
-                    K[a * dx + a] = sqrt(s);
-                } else {
-                    K[a * dx + bb] = s / K[bb * dx + bb];
-                }
-            }
+        if (ok) ok = svir_pln_kz_solve(K, XtX, d, dx, oj, t, z);
         if (ok) {
-            for (int a = 0; a < dx; a++) {
-                double s = t[a];
-                for (int l = 0; l < a; l++) s -= K[a * dx + l] * z[l];
-                z[a] = s / K[a * dx + a];
-            }
-            for (int a = dx - 1; a >= 0; a--) {
-                double s = z[a];
-                for (int l = a + 1; l < dx; l++) s -= K[l * dx + a] * z[l];
-                z[a] = s / K[a * dx + a];
-            }
             /* out += D^-1 [X z; 0] (e22 holds X z) */
             for (int i = 0; i < n; i++) e22[i] = 0.0;
             for (int a = 0; a < dx; a++) {
@@ -623,28 +627,16 @@ static void pln_precond(const svir_pln_data *dat, const double *par, const doubl
     }
     }
     if (dat->cov == SVIR_PLN_RANK && !dat->Bfix) {
-        const double *W = par + 2 * np, *lpsi = W + (ptrdiff_t)p * q;
         const ptrdiff_t L = svir_pln_npar(dat);
-        double *oW = out + 2 * np, *ol = oW + (ptrdiff_t)p * q;
+        double *oW = out + 2 * np;
         for (ptrdiff_t k = 2 * np; k < L; k++) {
             double vk = gsign * gd[k];
             for (int l = 0; l < nm; l++) vk -= alpha[l] * Yr[l][k];
             out[k] = vk;
         }
-        const double *vW = oW, *vl = ol;
-        for (int k = 0; k < q; k++) {
-            double wow = 0.0;
-            for (int j = 0; j < p; j++) wow += W[(ptrdiff_t)k * p + j] * w.OW[(ptrdiff_t)k * p + j];
-            for (int j = 0; j < p; j++) {
-                const double ow = w.OW[(ptrdiff_t)k * p + j];
-                const ptrdiff_t e = (ptrdiff_t)k * p + j;
-                oW[e] = vW[e] / (nd * (omd[j] * (wow + 0.01) + ow * ow));
-            }
-        }
-        for (int j = 0; j < p; j++) {
-            const double po = exp(lpsi[j]) * omd[j];
-            ol[j] = vl[j] / (0.5 * nd * po * po + 1e-8);
-        }
+        /* W and log psi: divided by the Fisher information's diagonal
+         * (svir_pln_rank_h0den, at the evaluated point) */
+        for (ptrdiff_t e = 0; e < (ptrdiff_t)p * (q + 1); e++) oW[e] = oW[e] / w.den[e];
     }
     for (int l = 0; l < nm; l++) {
         double sum = 0.0;
@@ -661,9 +653,6 @@ static void pln_precond(const svir_pln_data *dat, const double *par, const doubl
  * (S^2 ~ 1 / (A + Omega_jj)), which cost the first L-BFGS steps their
  * length (their largest move is capped). par's log S is overwritten; the
  * work w (A, S^2, Omega's diagonal) is from par's evaluation. */
-#ifndef PLN_SSTART_IT
-#define PLN_SSTART_IT 4
-#endif
 
 static void pln_sstart(const svir_pln_data *dat, double *par, const double *work)
 {
@@ -677,17 +666,7 @@ static void pln_sstart(const svir_pln_data *dat, double *par, const double *work
     for (int j = 0; j < p; j++) {
         const double o = omd[j];
         for (ptrdiff_t k = (ptrdiff_t)j * n; k < (ptrdiff_t)(j + 1) * n; k++) {
-            double l = par[np + k], S2 = S2a[k], a = A[k];
-            const double la = log(a) - 0.5 * S2; /* log A less its S^2 / 2 */
-            for (int it = 0; it < PLN_SSTART_IT; it++) {
-                const double h = a + o, g = S2 * h - 1.0, hh = 2.0 * S2 * h + S2 * S2 * a;
-                double st = -g / hh;
-                if (st > 1.0) st = 1.0; else if (st < -1.0) st = -1.0;
-                l += st;
-                S2 = exp(2.0 * l);
-                a = exp(la + 0.5 * S2);
-            }
-            par[np + k] = l;
+            par[np + k] = svir_pln_sstart_entry(par[np + k], S2a[k], A[k], o);
         }
     }
 }
@@ -776,7 +755,7 @@ int svir_pln_fit(const svir_pln_data *dat, double *par, int maxit, double tol, d
                 double a[PLN_MEM] = {0.0};
                 for (ptrdiff_t b0 = lo; b0 < hi; b0 += PLN_BLOCK) {
                     const ptrdiff_t b1 = b0 + PLN_BLOCK < hi ? b0 + PLN_BLOCK : hi;
-                    for (int l = 0; l < mem; l++) a[l] += dot4(Sr[l] + b0, g + b0, b1 - b0);
+                    for (int l = 0; l < mem; l++) a[l] += svir_dot4(Sr[l] + b0, g + b0, b1 - b0);
                 }
                 for (int l = 0; l < mem; l++) part[c * m + l] = -a[l];
             }
@@ -801,7 +780,7 @@ int svir_pln_fit(const svir_pln_data *dat, double *par, int maxit, double tol, d
             alpha[l] = rho[l] * a;
         }
         /* (2) dir = H0 q, q = -g - sum alpha_l y_l; yr[l] = y_l' dir */
-        pln_precond(dat, par, w0, XtX, g, -1.0, mem, alpha, Yr, dir, yr, colpart, scratch);
+        pln_precond(dat, w0, XtX, g, -1.0, mem, alpha, Yr, dir, yr, colpart, scratch);
         for (int l = 0; l < mem; l++) {
             double b = yr[l];
             for (int u = 0; u < l; u++) b += cf[u] * SY[u * m + l];

@@ -5,6 +5,10 @@
 
 #include <stddef.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Sigma's structure: full, diagonal, spherical (Sigma profiled out in
  * closed form), rank q (Sigma = W W' + diag(psi), W and log psi among the
  * parameters) */
@@ -55,5 +59,31 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
  * Returns 0, 1 (as svir_pln_eval) or 2 (out of memory). */
 int svir_pln_fit(const svir_pln_data *dat, double *par, int maxit, double tol, double *J,
                  int *iters, double *trace, double *B, double *Sigma, char *err, size_t errlen);
+
+/* Rank q's small parts (p x q and q x q; src/svir_pln.c), shared by the
+ * CPU objective and the CUDA host code:
+ * svir_pln_wb_small: for Sigma = W W' + diag(exp(lpsi)), 1 / psi (ipsi),
+ *   V = Psi^-1 W, KmI = W' V, Kinv = (I + W' V)^-1, G = V Kinv,
+ *   omd = diag(Sigma^-1) and log |Sigma|; 0, or 1 with a message.
+ * svir_pln_rank_grad: from PQ = T'(T W) (T = R Omega; overwritten),
+ *   colt2 = sum_i T_ij^2 and s2sum = sum_i S_ij^2, OW = Omega W and the
+ *   gradient in W (gW) and log psi (gl); X2 [p x q], Qs [q x q] scratch.
+ * svir_pln_rank_h0den: the L-BFGS's initial inverse Hessian's
+ *   denominators for W and log psi (den [p (q + 1)]).
+ * svir_pln_sigma_lowrank: Sigma = W W' + diag(exp(lpsi)) [p x p]. */
+int svir_pln_wb_small(int p, int q, const double *W, const double *lpsi, double *ipsi, double *V,
+                      double *KmI, double *Kinv, double *G, double *omd, double *logdet, char *err,
+                      size_t errlen);
+void svir_pln_rank_grad(int p, int q, double nd, const double *lpsi, const double *ipsi,
+                        const double *V, const double *KmI, const double *G, const double *omd,
+                        const double *s2sum, const double *colt2, double *PQ, double *OW, double *X2,
+                        double *Qs, double *gW, double *gl);
+void svir_pln_rank_h0den(int p, int q, double nd, const double *W, const double *lpsi,
+                         const double *OW, const double *omd, double *den);
+void svir_pln_sigma_lowrank(int p, int q, const double *W, const double *lpsi, double *Sigma);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -17,14 +17,7 @@
  * never decreases, and the fit's fixed points are those of the full-batch
  * fit. Memory: M and S (2 n p) and one minibatch's work, not the
  * full-batch L-BFGS's 20 n p. */
-#ifndef USE_FC_LEN_T
-#define USE_FC_LEN_T
-#endif
-#include <R_ext/BLAS.h>
-#include <R_ext/Lapack.h>
-#ifndef FCONE
-#define FCONE
-#endif
+#include "svir_lapack.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -170,35 +163,17 @@ static int mstep(mb_state *st, int fa_iters, char *err, size_t errlen)
              * Psi^-1 W, G = V K^-1): tr(Omega C) = sum_j C_jj / psi_j -
              * sum (G o C V); O(p^2 q), no p x p factorisation. The VE step
              * applies Omega by Woodbury too (svir_pln.c, Wfix). */
-            double *Kf = K, *G = Bt;
-            for (int k = 0; k < q; k++)
-                for (int j = 0; j < p; j++) V[(ptrdiff_t)k * p + j] = st->W[(ptrdiff_t)k * p + j] / st->psi[j];
-            F77_CALL(dgemm)("T", "N", &q, &q, &p, &one, st->W, &p, V, &p, &zero, Kf, &q FCONE FCONE);
-            for (int k = 0; k < q; k++) Kf[k * q + k] += 1.0;
-            int info = 0;
-            F77_CALL(dpotrf)("L", &q, Kf, &q, &info FCONE);
-            if (info) { snprintf(err, errlen, "I + W' Psi^-1 W is not positive definite"); return 1; }
-            st->logdet = 0.0;
-            for (int k = 0; k < q; k++) st->logdet += 2.0 * log(Kf[k * q + k]);
-            for (int j = 0; j < p; j++) {
-                st->logdet += log(st->psi[j]);
-                st->lpsi[j] = log(st->psi[j]);
-            }
-            F77_CALL(dpotri)("L", &q, Kf, &q, &info FCONE);
-            for (int k = 0; k < q; k++)
-                for (int l = k + 1; l < q; l++) Kf[l * q + k] = Kf[k * q + l];
-            F77_CALL(dgemm)("N", "N", &p, &q, &q, &one, V, &p, Kf, &q, &zero, G, &p FCONE FCONE);
+            double *G = Bt, *ipsi = E + q * q, *omd = ipsi + p;
+            for (int j = 0; j < p; j++) st->lpsi[j] = log(st->psi[j]);
+            if (svir_pln_wb_small(p, q, st->W, st->lpsi, ipsi, V, E, K, G, omd, &st->logdet, err,
+                                  errlen))
+                return 1;
             F77_CALL(dsymm)("L", "L", &p, &q, &one, C, &p, V, &p, &zero, CB, &p FCONE FCONE);
             double tr = 0.0;
-            for (int j = 0; j < p; j++) tr += C[(ptrdiff_t)j * p + j] / st->psi[j];
+            for (int j = 0; j < p; j++) tr += C[(ptrdiff_t)j * p + j] * ipsi[j];
             for (ptrdiff_t e = 0; e < (ptrdiff_t)p * q; e++) tr -= G[e] * CB[e];
             st->L_tr = tr * st->nd;
-            /* Sigma = W W' + Psi (over C) */
-            F77_CALL(dsyrk)("L", "N", &p, &q, &one, st->W, &p, &zero, st->Sig, &p FCONE FCONE);
-            for (int j = 0; j < p; j++) {
-                st->Sig[(ptrdiff_t)j * p + j] += st->psi[j];
-                for (int i = j + 1; i < p; i++) st->Sig[(ptrdiff_t)i * p + j] = st->Sig[(ptrdiff_t)j * p + i];
-            }
+            svir_pln_sigma_lowrank(p, q, st->W, st->lpsi, st->Sig); /* over C */
             return 0;
         }
         /* full: Sigma = C / nd, Omega by Cholesky, tr(Omega C) = nd p */
@@ -290,7 +265,7 @@ int svir_pln_mb_fit(const svir_pln_mb_data *mb, double *par, int batch, int max_
     double *T2 = calloc((size_t)(fullT2 ? pp : p), sizeof(double));
     double *s2 = calloc((size_t)p, sizeof(double)), *loc = calloc((size_t)n, sizeof(double));
     double *Om = calloc((size_t)pp, sizeof(double));
-    double *fa = calloc((size_t)(q > 0 ? 3 * (ptrdiff_t)p * q + 2 * q * q : p), sizeof(double));
+    double *fa = calloc((size_t)(q > 0 ? 3 * (ptrdiff_t)p * q + 2 * q * q + 2 * p : p), sizeof(double));
     double *Yb = calloc((size_t)mp, sizeof(double)), *Ob = calloc((size_t)mp, sizeof(double));
     double *Xb = calloc((size_t)m0 * d + 1, sizeof(double)), *pb = calloc((size_t)(2 * mp), sizeof(double));
     double *Bb = calloc((size_t)d * p + 1, sizeof(double)), *Sb = calloc((size_t)pp, sizeof(double));

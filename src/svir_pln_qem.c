@@ -20,13 +20,7 @@
  * iteration: 2 n p K^2 exps (the entries' tables, in a pass by rows for
  * the a_ik and a pass by columns for the M step) and O(n p K (d + q)^2)
  * for the Newton systems. */
-#ifndef USE_FC_LEN_T
-#define USE_FC_LEN_T
-#endif
-#include <R_ext/Lapack.h>
-#ifndef FCONE
-#define FCONE
-#endif
+#include "svir_lapack.h"
 
 #include <math.h>
 #include <stdint.h>

@@ -103,81 +103,18 @@ static void read_dat(SEXP dat, svir_pln_data *d)
     d->colwork = (double *)R_alloc(3 * (size_t)d->p, sizeof(double));
 }
 
-/* The objective at par [svir_pln_npar]: list(J, grad, B, Sigma). */
-SEXP svir_pln_eval_r(SEXP dat, SEXP par)
+/* The objective at par [svir_pln_npar] on the CPU or (cuda) the device
+ * (svir_cuda_pln_eval_host, for the parity tests): list(J, grad, B,
+ * Sigma). */
+static SEXP pln_eval_common(SEXP dat, SEXP par, int cuda)
 {
     svir_pln_data d;
     read_dat(dat, &d);
     const R_xlen_t npar = svir_pln_npar(&d);
     const double *pr = dbl(par, npar, "par", 0);
-    SEXP out = PROTECT(Rf_allocVector(VECSXP, 4));
-    SEXP nms = PROTECT(Rf_allocVector(STRSXP, 4));
-    SEXP J = PROTECT(Rf_allocVector(REALSXP, 1));
-    SEXP grad = PROTECT(Rf_allocVector(REALSXP, npar));
-    SEXP B = PROTECT(Rf_allocMatrix(REALSXP, d.d, d.p));
-    SEXP S = PROTECT(Rf_allocMatrix(REALSXP, d.p, d.p));
-    memset(REAL(S), 0, sizeof(double) * (size_t)d.p * d.p);
-    double *work = (double *)R_alloc((size_t)svir_pln_nwork(&d), sizeof(double));
-    char err[256] = "";
-    if (svir_pln_eval(&d, pr, REAL(J), REAL(grad), REAL(B), REAL(S), work, err, sizeof err))
-        Rf_error("svir: %s", err);
-    SET_VECTOR_ELT(out, 0, J);
-    SET_VECTOR_ELT(out, 1, grad);
-    SET_VECTOR_ELT(out, 2, B);
-    SET_VECTOR_ELT(out, 3, S);
-    SET_STRING_ELT(nms, 0, Rf_mkChar("J"));
-    SET_STRING_ELT(nms, 1, Rf_mkChar("grad"));
-    SET_STRING_ELT(nms, 2, Rf_mkChar("B"));
-    SET_STRING_ELT(nms, 3, Rf_mkChar("Sigma"));
-    Rf_setAttrib(out, R_NamesSymbol, nms);
-    UNPROTECT(6);
-    return out;
-}
-
-/* The fit from par [svir_pln_npar] (svir_pln_fit): list(J, par, iterations, trace,
- * B, Sigma). */
-SEXP svir_pln_fit_r(SEXP dat, SEXP par, SEXP maxit, SEXP tol)
-{
-    svir_pln_data d;
-    read_dat(dat, &d);
-    dbl(par, svir_pln_npar(&d), "par", 0);
-    const int mi = Rf_asInteger(maxit);
-    if (mi < 1) Rf_error("svir internal error: maxit must be positive");
-    SEXP out = PROTECT(Rf_allocVector(VECSXP, 6));
-    SEXP nms = PROTECT(Rf_allocVector(STRSXP, 6));
-    SEXP P = PROTECT(Rf_duplicate(par));
-    SEXP B = PROTECT(Rf_allocMatrix(REALSXP, d.d, d.p));
-    SEXP S = PROTECT(Rf_allocMatrix(REALSXP, d.p, d.p));
-    memset(REAL(S), 0, sizeof(double) * (size_t)d.p * d.p);
-    double *trace = (double *)R_alloc((size_t)mi, sizeof(double));
-    double J = 0.0;
-    int iters = 0;
-    char err[256] = "";
-    const int st = svir_pln_fit(&d, REAL(P), mi, Rf_asReal(tol), &J, &iters, trace, REAL(B),
-                                REAL(S), err, sizeof err);
-    if (st) Rf_error("svir: %s", err);
-    SEXP tr = PROTECT(Rf_allocVector(REALSXP, iters));
-    if (iters > 0) memcpy(REAL(tr), trace, sizeof(double) * (size_t)iters);
-    put(out, nms, 0, "J", Rf_ScalarReal(J));
-    put(out, nms, 1, "par", P);
-    put(out, nms, 2, "iterations", Rf_ScalarInteger(iters));
-    put(out, nms, 3, "trace", tr);
-    put(out, nms, 4, "B", B);
-    put(out, nms, 5, "Sigma", S);
-    Rf_setAttrib(out, R_NamesSymbol, nms);
-    UNPROTECT(6);
-    return out;
-}
-
-/* svir_pln_eval_r on the CUDA device (svir_cuda_pln_eval_host): the same
- * list(J, grad, B, Sigma). For the CPU/CUDA parity tests. */
-SEXP svir_pln_eval_cuda_r(SEXP dat, SEXP par)
-{
-    svir_pln_data d;
-    read_dat(dat, &d);
-    const R_xlen_t npar = svir_pln_npar(&d);
-    const double *pr = dbl(par, npar, "par", 0);
-#ifdef SVIR_HAVE_CUDA
+#ifndef SVIR_HAVE_CUDA
+    if (cuda) Rf_error("svir was built without CUDA");
+#endif
     SEXP out = PROTECT(Rf_allocVector(VECSXP, 4));
     SEXP nms = PROTECT(Rf_allocVector(STRSXP, 4));
     SEXP grad = PROTECT(Rf_allocVector(REALSXP, npar));
@@ -186,8 +123,18 @@ SEXP svir_pln_eval_cuda_r(SEXP dat, SEXP par)
     memset(REAL(S), 0, sizeof(double) * (size_t)d.p * d.p);
     double J = 0.0;
     char err[512] = "";
-    if (svir_cuda_pln_eval_host(&d, pr, &J, REAL(grad), REAL(B), REAL(S), err, sizeof err))
-        Rf_error("svir (CUDA backend): %s", err);
+    int st;
+    if (cuda) {
+#ifdef SVIR_HAVE_CUDA
+        st = svir_cuda_pln_eval_host(&d, pr, &J, REAL(grad), REAL(B), REAL(S), err, sizeof err);
+#else
+        st = 1;
+#endif
+    } else {
+        double *work = (double *)R_alloc((size_t)svir_pln_nwork(&d), sizeof(double));
+        st = svir_pln_eval(&d, pr, &J, REAL(grad), REAL(B), REAL(S), work, err, sizeof err);
+    }
+    if (st) Rf_error(cuda ? "svir (CUDA backend): %s" : "svir: %s", err);
     put(out, nms, 0, "J", Rf_ScalarReal(J));
     put(out, nms, 1, "grad", grad);
     put(out, nms, 2, "B", B);
@@ -195,37 +142,47 @@ SEXP svir_pln_eval_cuda_r(SEXP dat, SEXP par)
     Rf_setAttrib(out, R_NamesSymbol, nms);
     UNPROTECT(5);
     return out;
-#else
-    (void)pr;
-    Rf_error("svir was built without CUDA");
-    return R_NilValue;
-#endif
 }
 
-/* svir_pln_fit_r on the CUDA device (svir_cuda_pln_fit): the same list(J,
- * par, iterations, trace, B, Sigma), plus seconds (the device loop's wall
- * time). */
-SEXP svir_pln_fit_cuda_r(SEXP dat, SEXP par, SEXP maxit, SEXP tol)
+SEXP svir_pln_eval_r(SEXP dat, SEXP par) { return pln_eval_common(dat, par, 0); }
+SEXP svir_pln_eval_cuda_r(SEXP dat, SEXP par) { return pln_eval_common(dat, par, 1); }
+
+/* The fit from par [svir_pln_npar] on the CPU (svir_pln_fit) or (cuda)
+ * the device (svir_cuda_pln_fit): list(J, par, iterations, trace, B,
+ * Sigma), plus seconds (the device loop's wall time) from the device. */
+static SEXP pln_fit_common(SEXP dat, SEXP par, SEXP maxit, SEXP tol, int cuda)
 {
     svir_pln_data d;
     read_dat(dat, &d);
     dbl(par, svir_pln_npar(&d), "par", 0);
     const int mi = Rf_asInteger(maxit);
     if (mi < 1 || mi == NA_INTEGER) Rf_error("svir internal error: maxit must be positive");
-#ifdef SVIR_HAVE_CUDA
-    SEXP out = PROTECT(Rf_allocVector(VECSXP, 7));
-    SEXP nms = PROTECT(Rf_allocVector(STRSXP, 7));
+#ifndef SVIR_HAVE_CUDA
+    if (cuda) Rf_error("svir was built without CUDA");
+#endif
+    const int nout = cuda ? 7 : 6;
+    SEXP out = PROTECT(Rf_allocVector(VECSXP, nout));
+    SEXP nms = PROTECT(Rf_allocVector(STRSXP, nout));
     SEXP P = PROTECT(Rf_duplicate(par));
     SEXP B = PROTECT(Rf_allocMatrix(REALSXP, d.d, d.p));
     SEXP S = PROTECT(Rf_allocMatrix(REALSXP, d.p, d.p));
     memset(REAL(S), 0, sizeof(double) * (size_t)d.p * d.p);
     double *trace = (double *)R_alloc((size_t)mi, sizeof(double));
     double J = 0.0, secs = 0.0;
-    int iters = 0;
+    int iters = 0, st;
     char err[512] = "";
-    const int st = svir_cuda_pln_fit(&d, REAL(P), mi, Rf_asReal(tol), &J, &iters, trace, REAL(B),
-                                     REAL(S), &secs, err, sizeof err);
-    if (st) Rf_error("svir (CUDA backend): %s", err);
+    if (cuda) {
+#ifdef SVIR_HAVE_CUDA
+        st = svir_cuda_pln_fit(&d, REAL(P), mi, Rf_asReal(tol), &J, &iters, trace, REAL(B), REAL(S),
+                               &secs, err, sizeof err);
+#else
+        st = 1;
+#endif
+    } else {
+        st = svir_pln_fit(&d, REAL(P), mi, Rf_asReal(tol), &J, &iters, trace, REAL(B), REAL(S), err,
+                          sizeof err);
+    }
+    if (st) Rf_error(cuda ? "svir (CUDA backend): %s" : "svir: %s", err);
     SEXP tr = PROTECT(Rf_allocVector(REALSXP, iters));
     if (iters > 0) memcpy(REAL(tr), trace, sizeof(double) * (size_t)iters);
     put(out, nms, 0, "J", Rf_ScalarReal(J));
@@ -234,15 +191,20 @@ SEXP svir_pln_fit_cuda_r(SEXP dat, SEXP par, SEXP maxit, SEXP tol)
     put(out, nms, 3, "trace", tr);
     put(out, nms, 4, "B", B);
     put(out, nms, 5, "Sigma", S);
-    put(out, nms, 6, "seconds", Rf_ScalarReal(secs));
+    if (cuda) put(out, nms, 6, "seconds", Rf_ScalarReal(secs));
     Rf_setAttrib(out, R_NamesSymbol, nms);
     UNPROTECT(6);
     return out;
-#else
-    (void)tol;
-    Rf_error("svir was built without CUDA");
-    return R_NilValue;
-#endif
+}
+
+SEXP svir_pln_fit_r(SEXP dat, SEXP par, SEXP maxit, SEXP tol)
+{
+    return pln_fit_common(dat, par, maxit, tol, 0);
+}
+
+SEXP svir_pln_fit_cuda_r(SEXP dat, SEXP par, SEXP maxit, SEXP tol)
+{
+    return pln_fit_common(dat, par, maxit, tol, 1);
 }
 
 /* The fit in minibatches (svir_pln_mb_fit): mbx = list(Rp, Rj, Rx (sparse

@@ -54,16 +54,10 @@
 #include <string.h>
 #include <time.h>
 
-#ifndef USE_FC_LEN_T
-#define USE_FC_LEN_T
-#endif
-#include <R_ext/BLAS.h>
-#include <R_ext/Lapack.h>
-#ifndef FCONE
-#define FCONE
-#endif
+#include "../svir_lapack.h"
 
 #include "../svir_cuda_pln.h"
+#include "../svir_pln_entry.h"
 #include "svir_cuda_err.cuh"
 
 #define PB 256               /* threads per block (a power of two) */
@@ -432,9 +426,8 @@ __global__ void __launch_bounds__(PB) k_prec(const pln_args a, double *__restric
     for (int l = 0; l < nk; l++) acc[l] = 0.0;
     for (int i = threadIdx.x; i < n; i += PB) {
         const ptrdiff_t k = c + i;
-        const double Ak = A[k], s2 = S2[k], h = Ak + oj, b = Ak * s2;
-        const double e = 2.0 * s2 * h + s2 * s2 * Ak, id = 1.0 / (h * e - b * b);
-        const double i11 = e * id, i12 = -b * id, i22 = h * id;
+        double i11, i12, i22;
+        svir_pln_block_inv(A[k], S2[k], oj, &i11, &i12, &i22);
         const double vm = v[k], vs = v[np + k];
         const double wm = i11 * vm + i12 * vs;
         v[k] = wm;
@@ -460,32 +453,9 @@ __global__ void __launch_bounds__(PB) k_prec(const pln_args a, double *__restric
         double K[PREC_DMAX * PREC_DMAX], z[PREC_DMAX];
         for (int r = 0; r < dx; r++)
             for (int s = 0; s <= r; s++) K[r * dx + s] = acc[dx + r * (r + 1) / 2 + s];
-        int ok = 1;
-        for (int r = 0; r < dx && ok; r++)
-            for (int s = 0; s <= r; s++) {
-                const double cinv = XtX[r * dx + s] / oj;
-                double u = cinv - K[r * dx + s];
-                for (int l = 0; l < s; l++) u -= K[r * dx + l] * K[s * dx + l];
-                if (r == s) {
-                    if (!(u > 1e-12 * cinv)) { ok = 0; break; }
-                    K[r * dx + r] = sqrt(u);
-                } else {
-                    K[r * dx + s] = u / K[s * dx + s];
-                }
-            }
-        if (ok) {
-            for (int r = 0; r < dx; r++) {
-                double u = acc[r];
-                for (int l = 0; l < r; l++) u -= K[r * dx + l] * z[l];
-                z[r] = u / K[r * dx + r];
-            }
-            for (int r = dx - 1; r >= 0; r--) {
-                double u = z[r];
-                for (int l = r + 1; l < dx; l++) u -= K[l * dx + r] * z[l];
-                z[r] = u / K[r * dx + r];
-            }
+        const int ok = svir_pln_kz_solve(K, XtX, dx, dx, oj, acc, z);
+        if (ok)
             for (int r = 0; r < dx; r++) zs[r] = z[r];
-        }
         oks = ok;
     }
     __syncthreads();
@@ -493,9 +463,8 @@ __global__ void __launch_bounds__(PB) k_prec(const pln_args a, double *__restric
     /* v += D^-1 [X z; 0] */
     for (int i = threadIdx.x; i < n; i += PB) {
         const ptrdiff_t k = c + i;
-        const double Ak = A[k], s2 = S2[k], h = Ak + oj, b = Ak * s2;
-        const double e = 2.0 * s2 * h + s2 * s2 * Ak, id = 1.0 / (h * e - b * b);
-        const double i11 = e * id, i12 = -b * id;
+        double i11, i12, i22;
+        svir_pln_block_inv(A[k], S2[k], oj, &i11, &i12, &i22);
         double xz = 0.0;
         for (int r = 0; r < dx; r++) xz += a.X[(ptrdiff_t)r * n + i] * zs[r];
         v[k] += i11 * xz;
@@ -513,11 +482,10 @@ __global__ void __launch_bounds__(PB) k_prec_tail(double *__restrict__ v, const 
 }
 
 /* The start's log S (pln_sstart of src/svir_pln.c): each entry's optimum
- * given its M and Omega_jj, PLN_SSTART_IT Newton steps on
+ * given its M and Omega_jj, SVIR_PLN_SSTART_IT Newton steps on
  * 1 - S^2 (A + Omega_jj) = 0, each moving log S by at most 1; ls (log S)
  * overwritten, A, S^2, Omega_jj those of ls's evaluation; one block per
  * column */
-#define PLN_SSTART_IT 4
 __global__ void __launch_bounds__(PB) k_sstart(int n, double *__restrict__ ls, const double *__restrict__ A,
                                                const double *__restrict__ S2, const double *__restrict__ omd)
 {
@@ -525,17 +493,7 @@ __global__ void __launch_bounds__(PB) k_sstart(int n, double *__restrict__ ls, c
     const double o = omd[j];
     for (int i = threadIdx.x; i < n; i += PB) {
         const ptrdiff_t k = (ptrdiff_t)j * n + i;
-        double l = ls[k], s2 = S2[k], av = A[k];
-        const double la = log(av) - 0.5 * s2; /* log A less its S^2 / 2 */
-        for (int it = 0; it < PLN_SSTART_IT; it++) {
-            const double h = av + o, g = s2 * h - 1.0, hh = 2.0 * s2 * h + s2 * s2 * av;
-            double st = -g / hh;
-            if (st > 1.0) st = 1.0; else if (st < -1.0) st = -1.0;
-            l += st;
-            s2 = exp(2.0 * l);
-            av = exp(la + 0.5 * s2);
-        }
-        ls[k] = l;
+        ls[k] = svir_pln_sstart_entry(ls[k], S2[k], A[k], o);
     }
 }
 
@@ -844,7 +802,7 @@ static int pln_eval_dev(svir_cuda_pln *x, const double *dpar, int set, double *J
     pln_args *a = &x->a;
     const int n = x->n, p = x->p, d = x->d, q = x->q;
     const ptrdiff_t np = x->np;
-    const double nd = x->nd, one = 1.0, zero = 0.0, minus1 = -1.0;
+    const double nd = x->nd;
     const double *M = dpar, *ls = dpar + np;
     if (d > 0 && !x->fixed) {
         k_bpm<<<p, PB>>>(*a, M);
@@ -915,34 +873,8 @@ static int pln_eval_dev(svir_cuda_pln *x, const double *dpar, int set, double *J
         double *W = x->hW, *lpsi = x->hW + pq, *V = x->hV, *G = x->hG, *ipsi = x->hV + pq;
         double *K = x->hK, *KmI = x->hKmI, *OW = x->hOW, *PQ = x->hPQ, *X2 = x->hX2, *Qs = x->hQs;
         PCK(cudaMemcpy(W, dpar + 2 * np, sizeof(double) * (size_t)(pq + p), cudaMemcpyDeviceToHost));
-        for (int j = 0; j < p; j++) ipsi[j] = exp(-lpsi[j]);
-        for (int k = 0; k < q; k++)
-            for (int j = 0; j < p; j++) V[(ptrdiff_t)k * p + j] = W[(ptrdiff_t)k * p + j] * ipsi[j];
-        F77_CALL(dgemm)("T", "N", &q, &q, &p, &one, W, &p, V, &p, &zero, KmI, &q FCONE FCONE);
-        for (int k = 0; k < q; k++)
-            for (int l = 0; l < q; l++) {
-                const double v = 0.5 * (KmI[k * q + l] + KmI[l * q + k]);
-                KmI[k * q + l] = v;
-                K[k * q + l] = v + (k == l ? 1.0 : 0.0);
-            }
-        int info = 0;
-        F77_CALL(dpotrf)("L", &q, K, &q, &info FCONE);
-        if (info != 0) {
-            snprintf(err, errlen, "I + W' Psi^-1 W is not positive definite");
-            return 1;
-        }
         double logdet = 0.0;
-        for (int k = 0; k < q; k++) logdet += 2.0 * log(K[k * q + k]);
-        for (int j = 0; j < p; j++) logdet += lpsi[j];
-        F77_CALL(dpotri)("L", &q, K, &q, &info FCONE);
-        for (int k = 0; k < q; k++)
-            for (int l = k + 1; l < q; l++) K[l * q + k] = K[k * q + l];
-        F77_CALL(dgemm)("N", "N", &p, &q, &q, &one, V, &p, K, &q, &zero, G, &p FCONE FCONE);
-        for (int j = 0; j < p; j++) {
-            double s = 0.0;
-            for (int k = 0; k < q; k++) s += G[(ptrdiff_t)k * p + j] * V[(ptrdiff_t)k * p + j];
-            omd[j] = ipsi[j] - s;
-        }
+        if (svir_pln_wb_small(p, q, W, lpsi, ipsi, V, KmI, K, G, omd, &logdet, err, errlen)) return 1;
         /* G, V, 1 / psi up; NQ = R G; T = R Psi^-1 - NQ V' (dJ/dM -= T) */
         PCK(cudaMemcpy(x->GV, G, sizeof(double) * (size_t)(2 * pq + p), cudaMemcpyHostToDevice));
         dim3 gq((n + PB - 1) / PB, (q + QC - 1) / QC);
@@ -961,63 +893,15 @@ static int pln_eval_dev(svir_cuda_pln *x, const double *dpar, int set, double *J
         for (int j = 0; j < p; j++) tr += ho[j] + s2sum[j] * omd[j];
         const double *colt2 = ho + p;
         memcpy(PQ, ho + 2 * p, sizeof(double) * (size_t)pq);
-        /* OW = Omega W = V - G (K - I) */
-        memcpy(OW, V, sizeof(double) * (size_t)pq);
-        F77_CALL(dgemm)("N", "N", &p, &q, &q, &minus1, G, &p, KmI, &q, &one, OW, &p FCONE FCONE);
-        /* PQ = Omega C Omega W = T'(T W) + Omega (s2 o OW) */
-        for (int k = 0; k < q; k++)
-            for (int j = 0; j < p; j++) {
-                const ptrdiff_t e = (ptrdiff_t)k * p + j;
-                X2[e] = s2sum[j] * OW[e];
-                PQ[e] += ipsi[j] * X2[e];
-            }
-        F77_CALL(dgemm)("T", "N", &q, &q, &p, &one, V, &p, X2, &p, &zero, Qs, &q FCONE FCONE);
-        F77_CALL(dgemm)("N", "N", &p, &q, &q, &minus1, G, &p, Qs, &q, &one, PQ, &p FCONE FCONE);
-        /* dJ/dW (into X2's place) and dJ/d log psi */
-        double *gW = X2, *glt = x->hgl;
-        for (ptrdiff_t e = 0; e < pq; e++) gW[e] = PQ[e] - nd * OW[e];
-        /* (Omega C Omega)_jj = sum_i T_ij^2 + sum_l Omega_jl^2 s2_l */
-        double *X3 = PQ; /* s2 o V, PQ no longer needed */
-        for (int k = 0; k < q; k++)
-            for (int j = 0; j < p; j++) X3[(ptrdiff_t)k * p + j] = s2sum[j] * V[(ptrdiff_t)k * p + j];
-        F77_CALL(dgemm)("T", "N", &q, &q, &p, &one, V, &p, X3, &p, &zero, Qs, &q FCONE FCONE);
-        for (int j = 0; j < p; j++) {
-            double gv = 0.0, gqg = 0.0;
-            for (int k = 0; k < q; k++) {
-                const double gk = G[(ptrdiff_t)k * p + j];
-                gv += gk * V[(ptrdiff_t)k * p + j];
-                double r = 0.0;
-                for (int l = 0; l < q; l++) r += Qs[l * q + k] * G[(ptrdiff_t)l * p + j];
-                gqg += gk * r;
-            }
-            const double oco = colt2[j] + ipsi[j] * ipsi[j] * s2sum[j] - 2.0 * ipsi[j] * gv * s2sum[j] + gqg;
-            glt[j] = exp(lpsi[j]) * (-0.5 * nd * omd[j] + 0.5 * oco);
-        }
-        /* gW then glt up into grad's tail */
+        /* dJ/dW and dJ/d log psi (svir_pln_rank_grad, as on the CPU), up
+         * into grad's tail; then H0's denominators for them (k_prec_tail) */
+        double *gW = x->hh0r, *glt = x->hgl;
+        svir_pln_rank_grad(p, q, nd, lpsi, ipsi, V, KmI, G, omd, s2sum, colt2, PQ, OW, X2, Qs, gW, glt);
         PCK(cudaMemcpy(grad + 2 * np, gW, sizeof(double) * (size_t)pq, cudaMemcpyHostToDevice));
         PCK(cudaMemcpy(grad + 2 * np + pq, glt, sizeof(double) * (size_t)p, cudaMemcpyHostToDevice));
-        /* H0's denominators for W and log psi (pln_precond's, k_prec_tail) */
-        double *hWd = x->hh0r, *hl = hWd + pq;
-        for (int k = 0; k < q; k++) {
-            double wow = 0.0;
-            for (int j = 0; j < p; j++) wow += W[(ptrdiff_t)k * p + j] * OW[(ptrdiff_t)k * p + j];
-            for (int j = 0; j < p; j++) {
-                const double ow = OW[(ptrdiff_t)k * p + j];
-                hWd[(ptrdiff_t)k * p + j] = nd * (omd[j] * (wow + 0.01) + ow * ow);
-            }
-        }
-        for (int j = 0; j < p; j++) {
-            const double po = exp(lpsi[j]) * omd[j];
-            hl[j] = 0.5 * nd * po * po + 1e-8;
-        }
-        PCK(cudaMemcpy(x->h0r[set], hWd, sizeof(double) * (size_t)(pq + p), cudaMemcpyHostToDevice));
-        if (Sigma) {
-            F77_CALL(dsyrk)("L", "N", &p, &q, &one, W, &p, &zero, Sigma, &p FCONE FCONE);
-            for (int j = 0; j < p; j++) {
-                Sigma[(ptrdiff_t)j * p + j] += exp(lpsi[j]);
-                for (int i = j + 1; i < p; i++) Sigma[(ptrdiff_t)i * p + j] = Sigma[(ptrdiff_t)j * p + i];
-            }
-        }
+        svir_pln_rank_h0den(p, q, nd, W, lpsi, OW, omd, x->hh0r);
+        PCK(cudaMemcpy(x->h0r[set], x->hh0r, sizeof(double) * (size_t)(pq + p), cudaMemcpyHostToDevice));
+        if (Sigma) svir_pln_sigma_lowrank(p, q, W, lpsi, Sigma);
         *J = lik + 0.5 * (double)np - 0.5 * nd * logdet - 0.5 * tr;
     } else {
         /* diagonal or spherical: Omega is diagonal */

@@ -15,10 +15,7 @@
 #include <string.h>
 #include <time.h>
 
-#ifndef USE_FC_LEN_T
-#define USE_FC_LEN_T
-#endif
-#include <R_ext/Lapack.h>
+#include "svir_lapack.h"
 
 #include "svir_cuda_pln.h"
 #include "svir_philox.h"
