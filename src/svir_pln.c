@@ -114,6 +114,30 @@ static double dot4w(const double *restrict a, const double *restrict b,
     return (s0 + s1) + (s2 + s3);
 }
 
+int svir_pln_spd_inverse(int p, double *Om, double *omd, double *logdet, char *err, size_t errlen)
+{
+    int info = 0;
+    F77_CALL(dpotrf)("L", &p, Om, &p, &info FCONE);
+    if (info != 0) {
+        snprintf(err, errlen, "the estimated covariance matrix is not positive definite "
+                 "(leading minor %d)", info);
+        return 1;
+    }
+    double ld = 0.0;
+    for (int j = 0; j < p; j++) ld += 2.0 * log(Om[(ptrdiff_t)j * p + j]);
+    F77_CALL(dpotri)("L", &p, Om, &p, &info FCONE);
+    if (info != 0) {
+        snprintf(err, errlen, "the estimated covariance matrix is singular");
+        return 1;
+    }
+    for (int j = 0; j < p; j++) {
+        if (omd) omd[j] = Om[(ptrdiff_t)j * p + j];
+        for (int i = j + 1; i < p; i++) Om[(ptrdiff_t)i * p + j] = Om[(ptrdiff_t)j * p + i];
+    }
+    *logdet = ld;
+    return 0;
+}
+
 /* ---- rank q: the small (p x q, q x q) parts, shared with the CUDA host
  * code (src/cuda/svir_cuda_pln.cu) ---- */
 
@@ -413,23 +437,7 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
         for (int j = 0; j < p; j++) Om[(ptrdiff_t)j * p + j] += s2sum[j] * invn;
         for (int j = 0; j < p; j++)
             for (int i = j; i < p; i++) Sigma[(ptrdiff_t)j * p + i] = Sigma[(ptrdiff_t)i * p + j] = Om[(ptrdiff_t)j * p + i];
-        int info = 0;
-        F77_CALL(dpotrf)("L", &p, Om, &p, &info FCONE);
-        if (info != 0) {
-            snprintf(err, errlen, "the estimated covariance matrix is not positive definite "
-                     "(leading minor %d)", info);
-            return 1;
-        }
-        for (int j = 0; j < p; j++) logdet += 2.0 * log(Om[(ptrdiff_t)j * p + j]);
-        F77_CALL(dpotri)("L", &p, Om, &p, &info FCONE);
-        if (info != 0) {
-            snprintf(err, errlen, "the estimated covariance matrix is singular");
-            return 1;
-        }
-        for (int j = 0; j < p; j++) {
-            omd[j] = Om[(ptrdiff_t)j * p + j];
-            for (int i = j + 1; i < p; i++) Om[(ptrdiff_t)i * p + j] = Om[(ptrdiff_t)j * p + i];
-        }
+        if (svir_pln_spd_inverse(p, Om, omd, &logdet, err, errlen)) return 1;
         /* dJ/dM = Y - A - R Omega */
         F77_CALL(dsymm)("R", "L", &n, &p, &minus1, Om, &p, R, &n, &one, grad, &n FCONE FCONE);
         /* at the optimum tr(Omega (R'R + diag(s2sum))) = nd p */

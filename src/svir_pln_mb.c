@@ -178,17 +178,7 @@ static int mstep(mb_state *st, int fa_iters, char *err, size_t errlen)
         }
         /* full: Sigma = C / nd, Omega by Cholesky, tr(Omega C) = nd p */
         memcpy(st->Om, C, sizeof(double) * (size_t)p * p);
-        int info = 0;
-        F77_CALL(dpotrf)("L", &p, st->Om, &p, &info FCONE);
-        if (info) {
-            snprintf(err, errlen, "the estimated covariance matrix is not positive definite");
-            return 1;
-        }
-        st->logdet = 0.0;
-        for (int j = 0; j < p; j++) st->logdet += 2.0 * log(st->Om[(ptrdiff_t)j * p + j]);
-        F77_CALL(dpotri)("L", &p, st->Om, &p, &info FCONE);
-        for (int j = 0; j < p; j++)
-            for (int i = j + 1; i < p; i++) st->Om[(ptrdiff_t)i * p + j] = st->Om[(ptrdiff_t)j * p + i];
+        if (svir_pln_spd_inverse(p, st->Om, NULL, &st->logdet, err, errlen)) return 1;
         st->L_tr = st->nd * p;
     } else {
         double tot = 0.0;

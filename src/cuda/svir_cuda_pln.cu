@@ -846,23 +846,7 @@ static int pln_eval_dev(svir_cuda_pln *x, const double *dpar, int set, double *J
             for (int j = 0; j < p; j++)
                 for (int i = j; i < p; i++)
                     Sigma[(ptrdiff_t)j * p + i] = Sigma[(ptrdiff_t)i * p + j] = Om[(ptrdiff_t)j * p + i];
-        int info = 0;
-        F77_CALL(dpotrf)("L", &p, Om, &p, &info FCONE);
-        if (info != 0) {
-            snprintf(err, errlen, "the estimated covariance matrix is not positive definite "
-                     "(leading minor %d)", info);
-            return 1;
-        }
-        for (int j = 0; j < p; j++) logdet += 2.0 * log(Om[(ptrdiff_t)j * p + j]);
-        F77_CALL(dpotri)("L", &p, Om, &p, &info FCONE);
-        if (info != 0) {
-            snprintf(err, errlen, "the estimated covariance matrix is singular");
-            return 1;
-        }
-        for (int j = 0; j < p; j++) {
-            omd[j] = Om[(ptrdiff_t)j * p + j];
-            for (int i = j + 1; i < p; i++) Om[(ptrdiff_t)i * p + j] = Om[(ptrdiff_t)j * p + i];
-        }
+        if (svir_pln_spd_inverse(p, Om, omd, &logdet, err, errlen)) return 1;
         PCK(cudaMemcpy(a->Om, Om, sizeof(double) * (size_t)p * p, cudaMemcpyHostToDevice));
         dim3 gr((n + TS - 1) / TS, (p + TS - 1) / TS);
         k_rom<<<gr, tb>>>(a->R, a->Om, n, p, grad, 1);
