@@ -1,0 +1,165 @@
+/* The SVI loop's control logic as a host/device state machine: the rejected
+ * step rule, the bias corrections and step size of Adam, the window means of
+ * the ELBO, the stopping rule and the step-size schedule. It holds scalars
+ * only; what the step does to the parameter arrays is returned as flags in
+ * `act`, so the CPU engine (svir_fit in svir_engine.c) and the CUDA backend
+ * (one thread of a kernel, so no decision crosses to the host) run the same
+ * code and take the same decisions from the same ELBO values. */
+#ifndef SVIR_LOOP_H
+#define SVIR_LOOP_H
+
+#include <string.h>
+
+#include "core/svir_math.h"
+#include "core/svir_adam.h"
+
+/* what the parameter arrays must undergo after svir_loop_step */
+#define SVIR_LOOP_ACCEPT 1 /* Adam update with lr_t, bc1, bc2; then sum += par */
+#define SVIR_LOOP_WINDOW 2 /* window end: prev = sum / nprev, sum = 0; re-anchor */
+#define SVIR_LOOP_RESET 4  /* then restart Adam's moments (mom = vel = 0) */
+#define SVIR_LOOP_STOP 8   /* the loop ends after this step */
+
+#define SVIR_LOOP_MAX_REJECT 10
+#define SVIR_LOOP_MAX_LR_STEPS 64
+
+typedef struct {
+    /* settings */
+    long maxs;
+    int W, lr_schedule, patience;
+    double tol_rel_obj, lr_decay;
+    /* state */
+    double lr;
+    long t_adam, nsum, nprev;
+    int reject_run, reductions, have_prev, wcount;
+    double wsum, wss, prev_mean, prev_var, last_mean;
+    /* this step */
+    int act;
+    double lr_t, bc1, bc2;
+    /* results: stopped is set with stop_reason and steps when the rule ends
+     * the loop (else the driver sets them) */
+    int stopped, stop_reason;
+    long steps, n_rejected;
+    int n_windows, max_windows, n_lr_steps;
+    long lr_steps[SVIR_LOOP_MAX_LR_STEPS];
+    double last_elbo;
+    /* arrays owned by the driver: elbo [maxs], window_elbo [max_windows] */
+    double *elbo, *window_elbo;
+} svir_loop;
+
+/* stop reasons as in svir_engine.h */
+#define SVIR_LOOP_CONVERGED 0
+#define SVIR_LOOP_MAX_STEPS 1
+#define SVIR_LOOP_DIVERGED 2
+
+SVIR_MATH_HD void svir_loop_init(svir_loop *L, long maxs, int W, double lr, int lr_schedule,
+                                 double lr_decay, int patience, double tol_rel_obj, double *elbo,
+                                 double *window_elbo)
+{
+    memset(L, 0, sizeof *L);
+    L->maxs = maxs;
+    L->W = W;
+    L->lr = lr;
+    L->lr_schedule = lr_schedule;
+    L->lr_decay = lr_decay;
+    L->patience = patience;
+    L->tol_rel_obj = tol_rel_obj;
+    L->last_mean = NAN;
+    L->last_elbo = NAN;
+    L->stop_reason = SVIR_LOOP_MAX_STEPS;
+    L->max_windows = (int)(maxs / W + 1);
+    L->elbo = elbo;
+    L->window_elbo = window_elbo;
+}
+
+/* Step `step` gave the ELBO estimate `elbo`; ok = the estimate and its
+ * gradient are finite. Sets L->act (and lr_t, bc1, bc2 with ACCEPT). */
+SVIR_MATH_HD void svir_loop_step(svir_loop *L, long step, double elbo, int ok)
+{
+    L->act = 0;
+    if (L->stopped) return;
+    if (!ok || !isfinite(elbo)) {
+        L->elbo[step] = NAN;
+        L->n_rejected++;
+        L->lr *= 0.5;
+        if (++L->reject_run >= SVIR_LOOP_MAX_REJECT) {
+            L->stop_reason = SVIR_LOOP_DIVERGED;
+            L->steps = step + 1;
+            L->stopped = 1;
+            L->act = SVIR_LOOP_STOP;
+        }
+        return;
+    }
+    L->reject_run = 0;
+    L->elbo[step] = elbo;
+    L->last_elbo = elbo;
+    L->t_adam++;
+    L->bc1 = 1.0 - pow(SVIR_ADAM_B1, (double)L->t_adam);
+    L->bc2 = 1.0 - pow(SVIR_ADAM_B2, (double)L->t_adam);
+    /* SVIR_LR_DECAY (svir_engine.h) is 2 */
+    L->lr_t = L->lr_schedule == 2 ? L->lr / sqrt(1.0 + (double)step / (double)L->W) : L->lr;
+    L->act = SVIR_LOOP_ACCEPT;
+    L->nsum++;
+    L->wsum += elbo;
+    L->wss += elbo * elbo;
+    L->wcount++;
+    if (L->wcount < L->W) return;
+
+    const int W = L->W;
+    const double mean = L->wsum / W;
+    const double var = W > 1 ? fmax(0.0, (L->wss - W * mean * mean) / (W - 1)) : 0.0;
+    int plateau = 0;
+    if (L->have_prev) {
+        /* no improvement beyond tol_rel_obj * |ELBO|, nor beyond the noise of
+         * the two window means */
+        const double se = sqrt((var + L->prev_var) / W);
+        const double thr = fmax(L->tol_rel_obj * fabs(mean), 2.0 * se);
+        plateau = mean - L->prev_mean < thr;
+    }
+    if (L->n_windows < L->max_windows) L->window_elbo[L->n_windows++] = mean;
+    L->act |= SVIR_LOOP_WINDOW;
+    L->nprev = L->nsum;
+    L->nsum = 0;
+    L->last_mean = mean;
+    L->prev_mean = mean;
+    L->prev_var = var;
+    L->have_prev = 1;
+    L->wsum = L->wss = 0.0;
+    L->wcount = 0;
+    if (!plateau) return;
+    /* SVIR_LR_PLATEAU (svir_engine.h) is 1 */
+    if (L->lr_schedule == 1 && L->reductions < L->patience) {
+        L->lr *= L->lr_decay;
+        if (L->n_lr_steps < SVIR_LOOP_MAX_LR_STEPS) L->lr_steps[L->n_lr_steps++] = step + 1;
+        L->reductions++;
+        /* restart Adam's moments: the early, large gradients would otherwise
+         * keep its second moment inflated for ~1/(1 - beta2) steps and freeze
+         * the scales */
+        L->act |= SVIR_LOOP_RESET;
+        L->t_adam = 0;
+        L->have_prev = 0; /* the next window restarts the comparison */
+    } else {
+        L->stop_reason = SVIR_LOOP_CONVERGED;
+        L->steps = step + 1;
+        L->stopped = 1;
+        L->act |= SVIR_LOOP_STOP;
+    }
+}
+
+/* Which parameters the fit returns (no divergence): 1 the average of the
+ * running sums (the partial window, when long enough or the only one), 2 the
+ * last complete window's average, 0 the current parameters. */
+SVIR_MATH_HD int svir_loop_final(const svir_loop *L)
+{
+    if (L->stop_reason == SVIR_LOOP_DIVERGED) return 0;
+    if (L->nsum >= L->W / 2 || (L->nsum > 0 && L->nprev == 0)) return 1;
+    if (L->nprev > 0) return 2;
+    return 0;
+}
+
+/* the final ELBO: the last window's mean, else the partial window's */
+SVIR_MATH_HD double svir_loop_elbo_final(const svir_loop *L)
+{
+    return !isnan(L->last_mean) ? L->last_mean : (L->wcount > 0 ? L->wsum / L->wcount : NAN);
+}
+
+#endif
