@@ -75,16 +75,9 @@ negbin <- function(link = "log") {
   )
 }
 
-# Supported family/link combinations and their engine codes
-# (dev/CONTRACT.md section 2).
-svir_family_codes <- c(gaussian = 0L, binomial = 1L, poisson = 2L, negbin = 3L)
-svir_link_codes <- c(identity = 0L, logit = 1L, log = 2L, probit = 3L, cloglog = 4L)
-svir_supported_links <- list(
-  gaussian = "identity",
-  binomial = c("logit", "probit", "cloglog"),
-  poisson = "log",
-  negbin = "log"
-)
+# Supported family/link combinations: svir_glmm_pairs, and the engine's
+# codes svir_codes$family and svir_codes$link (R/enum.R, generated from the
+# C code lists).
 
 #' Turn a family specification into a family object
 #'
@@ -135,9 +128,8 @@ svir_family_abort <- function(msg, ..., .envir = parent.frame()) {
 #'
 #' @param family A family object, a family function or a string.
 #' @return `list(family = <int code>, link = <int code>, name = <family name>,
-#'   link_name = <link name>, object = <family object>)`. Codes are those of
-#'   dev/CONTRACT.md section 2: family 0 gaussian, 1 binomial, 2 poisson,
-#'   3 negbin; link 0 identity, 1 logit, 2 log, 3 probit, 4 cloglog.
+#'   link_name = <link name>, object = <family object>)`, the codes of
+#'   `svir_codes` (R/enum.R).
 #' @noRd
 svir_family_code <- function(family) {
   fam <- svir_as_family(family)
@@ -156,15 +148,15 @@ svir_family_code <- function(family) {
       "{.arg family} {.val {name}} (fixed theta) is not supported; use {.code negbin()}, which estimates the dispersion."
     )
   }
-  if (!name %in% names(svir_family_codes)) {
+  if (!name %in% names(svir_glmm_pairs)) {
     svir_family_abort("{.arg family} {.val {name}} is not supported.")
   }
-  if (!is.character(link) || length(link) != 1L || !link %in% svir_supported_links[[name]]) {
+  if (!is.character(link) || length(link) != 1L || !link %in% svir_glmm_pairs[[name]]) {
     svir_family_abort("{.arg family} {.val {name}} with link {.val {format(link)}} is not supported.")
   }
   list(
-    family = svir_family_codes[[name]],
-    link = svir_link_codes[[link]],
+    family = svir_codes$family[[name]],
+    link = svir_codes$link[[link]],
     name = name,
     link_name = link,
     object = fam

@@ -120,11 +120,16 @@ svi_fit <- function(formula, data, family = gaussian(), prior = NULL,
   }
   control <- svir_as_control(control)
   seed <- svir_check_seed(seed, call)
-  if (inherits(family, "svir_pln_family")) {
-    control$seed <- seed
-    return(svir_pln_fit(formula, data, family, method, control, backend, na.action, call))
-  }
+  model <- svir_model_for(family)
+  job <- model$build(formula = formula, data = data, family = family, prior = prior,
+                     guide = guide, method = method, control = control, backend = backend,
+                     seed = seed, na.action = na.action, call = call)
+  model$finish(svir_run(job), job)
+}
 
+# svi_fit() for a GLMM: the spec (R/formula.R), the checks, the settings.
+svir_glmm_build <- function(formula, data, family, prior, guide, method, control, backend,
+                            seed, na.action, call) {
   built <- svir_build_spec(formula, data, family = family, prior = prior,
                            na.action = na.action)
   spec <- built$spec
@@ -132,7 +137,8 @@ svi_fit <- function(formula, data, family = gaussian(), prior = NULL,
   n <- length(spec$y)
   svir_check_batch(control, n)
   if (method == "qem") svir_check_qem(spec, control, call)
-  be <- svir_choose_backend(backend, n)
+  be <- svir_choose_backend(backend, n, model = "glmm", method = method,
+                            minibatch = !is.null(control$batch_size), call = call)
   if (control$keep_path > 0L && identical(be$backend, "cuda")) {
     cli::cli_abort(c("{.code keep_path} is not available with {.code backend = \"cuda\"}.",
                      i = "Use {.code backend = \"cpu\"}, or {.code keep_path = 0}."),
@@ -145,7 +151,7 @@ svi_fit <- function(formula, data, family = gaussian(), prior = NULL,
   ctrl <- unclass(control)
   ctrl$guide <- guide
   ctrl$seed <- seed
-  ctrl$backend <- be$backend
+  ctrl$backend <- backend
   ctrl$method <- method
   ctrl$threads <- as.integer(if (is.null(control$threads)) 0L else control$threads)
   B <- if (is.null(control$batch_size)) n else control$batch_size
@@ -155,27 +161,21 @@ svi_fit <- function(formula, data, family = gaussian(), prior = NULL,
   ctrl$stl <- as.integer(control$stl)
   # QEM's proposal is q(theta) q(z): coupling made no difference (dev/QEM.md)
   if (method == "qem") ctrl$couple <- 0L
-  bar <- NULL
-  if (isTRUE(control$progress)) {
-    bar_env <- environment()
-    bar <- cli::cli_progress_bar("Fitting (SVI)", total = control$max_steps,
-                                 .envir = bar_env)
-    ctrl$progress_fun <- function(step, elbo) {
-      cli::cli_progress_update(set = step, id = bar, .envir = bar_env)
-    }
-  }
-  t0 <- proc.time()[["elapsed"]]
-  engine <- .Call(C_svir_fit_r, spec, ctrl)
-  engine$time <- proc.time()[["elapsed"]] - t0
-  if (!is.null(bar)) cli::cli_progress_done(id = bar, .envir = bar_env)
+  ctrl$progress <- NULL
+  list(spec = spec, ctrl = ctrl, info = info, call = call, control = control,
+       method = method, guide = guide, backend = be, seed = seed)
+}
 
-  svir_warn_stop(engine, control)
-  fit <- svir_postprocess(engine, info, call = call, control = control, method = method,
-                          guide = guide, backend = be, seed = seed)
+# The svi_fit object of a GLMM from the engine's list.
+svir_glmm_finish <- function(engine, job) {
+  svir_warn_stop(engine, job$control)
+  fit <- svir_postprocess(engine, job$info, call = job$call, control = job$control,
+                          method = job$method, guide = job$guide,
+                          backend = list(backend = engine$backend, reason = engine$backend_reason),
+                          seed = job$seed)
   if (!is.null(engine$path)) {
     # what svir_path_bound() needs to evaluate the kept guides
-    ctrl$progress_fun <- NULL
-    fit$path <- c(engine$path, list(spec = spec, ctrl = ctrl))
+    fit$path <- c(engine$path, list(spec = job$spec, ctrl = job$ctrl))
   }
   fit
 }
@@ -233,8 +233,6 @@ svir_warn_stop <- function(engine, control) {
       "The fit diverged: {engine$n_rejected} step{?s} gave non-finite values and the step size was reduced each time.",
       i = "Try a smaller {.code svi_control(lr = )}, check the scale of the predictors, or tighter priors.",
       i = "The returned parameters are the last finite ones and are not reliable.")),
-    interrupted = cli::cli_warn(c(
-      "The fit was interrupted after {engine$steps} step{?s}; the result is not converged.")),
     invisible(NULL))
   if (engine$n_rejected > 0 && engine$stop_reason != "diverged") {
     cli::cli_inform(c(i = "{engine$n_rejected} step{?s} with non-finite values {?was/were} rejected and the step size reduced."))
@@ -250,17 +248,18 @@ svir_init_mu <- function(spec, info) {
   X <- spec$X
   p <- ncol(X)
   off <- if (is.null(spec$offset)) rep(0, length(spec$y)) else spec$offset
-  fam <- if (spec$family == 3L) stats::poisson() else info$family
+  codes <- svir_codes$family
+  fam <- if (spec$family == codes[["negbin"]]) stats::poisson() else info$family
   y <- spec$y
   w <- rep(1, length(y))
-  if (spec$family == 1L) {
+  if (spec$family == codes[["binomial"]]) {
     tr <- if (is.null(spec$trials)) rep(1, length(y)) else spec$trials
     y <- y / tr
     w <- tr
   }
   se <- rep(NA_real_, p)
   beta <- tryCatch({
-    if (spec$family == 0L) {
+    if (spec$family == codes[["gaussian"]]) {
       # Gaussian, identity link: least squares, without glm.fit()'s iterations
       g <- stats::.lm.fit(X, y - off)
       b <- g$coefficients
@@ -277,7 +276,7 @@ svir_init_mu <- function(spec, info) {
     }
     # the GLM's standard errors, in the columns' original order
     if (ncol(R) == p && all(is.finite(R)) && all(abs(diag(R)) > 0)) {
-      piv <- if (spec$family == 0L) g$pivot else g$qr$pivot
+      piv <- if (spec$family == codes[["gaussian"]]) g$pivot else g$qr$pivot
       se[piv] <- sqrt(disp * rowSums(backsolve(R, diag(p))^2))
     }
     b[!is.finite(b)] <- 0
@@ -287,11 +286,11 @@ svir_init_mu <- function(spec, info) {
   attr(mu, "glm_se") <- se
   cls <- layout$class
   mu[cls == "sd"] <- log(0.5)
-  if (spec$family == 0L) {
+  if (spec$family == codes[["gaussian"]]) {
     r <- spec$y - off - drop(X %*% beta)
     mu[cls == "sigma"] <- log(max(stats::sd(r), 1e-3))
   }
-  if (spec$family == 3L) {
+  if (spec$family == codes[["negbin"]]) {
     m <- mean(spec$y)
     v <- stats::var(spec$y)
     phi <- if (is.finite(v) && v > m) m^2 / (v - m) else 10

@@ -469,8 +469,9 @@ svir_check_unused_priors <- function(prior, layout) {
 
 # ---- internal-unit arrays ---------------------------------------------------
 
-svir_prior_type_code <- c(flat = 0L, normal = 1L, half_normal = 1L, student_t = 2L,
-                          half_student_t = 2L, exponential = 3L, lkj = 4L)
+# a prior's engine code (svir_codes$prior); half-distributions are the
+# full ones on a log-transformed positive parameter
+svir_prior_type_code <- function(dist) svir_codes$prior[[sub("^half_", "", dist)]]
 
 #' Prior arrays in the engine's internal units
 #'
@@ -507,7 +508,7 @@ svir_prior_arrays <- function(prior, layout, scaling) {
   for (k in seq_len(D)) {
     d <- dists[[map[k]]]
     r <- layout[k, , drop = FALSE]
-    type[k] <- svir_prior_type_code[[d$dist]]
+    type[k] <- svir_prior_type_code(d$dist)
     if (d$dist == "lkj") {
       df[k] <- d$eta
       next

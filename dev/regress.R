@@ -33,6 +33,16 @@ if (length(args) >= 1 && args[1] == "--compare") {
     d[is.na(x) & is.na(y)] <- 0
     max(c(0, d), na.rm = FALSE)
   }
+  # the engine list's order and its newer record-keeping fields do not count
+  norm <- function(x) {
+    if (is.list(x) && is.list(x$engine)) {
+      e <- x$engine[setdiff(names(x$engine), c("seconds", "backend", "backend_reason"))]
+      x$engine <- e[order(names(e))]
+    }
+    x
+  }
+  a <- lapply(a, norm)
+  b <- lapply(b, norm)
   for (nm in union(names(a), names(b))) {
     if (!nm %in% names(a) || !nm %in% names(b)) {
       cat(sprintf("%-28s missing in one run\n", nm))

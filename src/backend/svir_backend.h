@@ -1,10 +1,20 @@
-/* Backend table: which engines this build has and whether each can run here.
- * Plain C, no R API. The fit and the user-facing svir_backends() both read it,
- * so "why did this run on the CPU" always has the same answer. */
+/* The one place where a fit's backend is chosen: which backends this build
+ * has, whether each can run here, and for a model's method the backend a
+ * fit runs on and why (the rule, and the refusals). Plain C, no R API. The
+ * fit (infer/svir_fit.c) and the user-facing svir_backends() and the front
+ * door's early check (svir_choose_backend() in R) all ask it, so "why did
+ * this run on the CPU" always has the same answer. */
 #ifndef SVIR_BACKEND_H
 #define SVIR_BACKEND_H
 
 #include <stddef.h>
+
+#include "core/svir_codes.h"
+#include "infer/svir_model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef struct {
     const char *name;
@@ -13,21 +23,39 @@ typedef struct {
     int (*available)(char *detail, size_t len);
 } svir_backend;
 
-enum { SVIR_BACKEND_CPU = 0, SVIR_BACKEND_CUDA = 1, SVIR_N_BACKENDS = 2 };
-
 /* The table, indexed by SVIR_BACKEND_*; read-only. */
 extern const svir_backend svir_backend_table[SVIR_N_BACKENDS];
 
 /* Index of the backend called name, or -1. */
 int svir_backend_find(const char *name);
 
+/* why a backend cannot be had */
+enum { SVIR_REFUSE_NONE = 0, SVIR_REFUSE_NO_DEVICE, SVIR_REFUSE_CPU_ONLY, SVIR_REFUSE_NO_METHOD };
+
+typedef struct {
+    const svir_impl *impl;  /* what runs */
+    int backend;            /* SVIR_BACKEND_* */
+    char reason[320];       /* why, for the fit's record */
+    int refuse;             /* SVIR_REFUSE_*: why not */
+    char detail[320];       /* the device's state, or what is CPU-only */
+} svir_choice;
+
+/* The backend for `method` of model def (requested: -1 auto, or
+ * SVIR_BACKEND_*; minibatch: the fit uses minibatches; size: the model's
+ * work per step, for a size rule). Auto fits on the CPU: no rule for when
+ * the GPU is faster has been measured yet, and the reason says so. Returns
+ * 0, or 1 with ch->refuse and ch->detail set. */
+int svir_backend_choose(const svir_model_def *def, int method, int minibatch, int requested,
+                        double size, svir_choice *ch);
+
 #ifdef SVIR_HAVE_CUDA
-/* src/cuda/svir_cuda_query.cu: queries the CUDA runtime/driver. Never fails
- * hard: with no driver or no device it returns 0 and says so in buf. */
-#ifdef __cplusplus
-extern "C"
-#endif
+/* cuda/query.cu: queries the CUDA runtime/driver. Never fails hard: with
+ * no driver or no device it returns 0 and says so in buf. */
 int svir_cuda_query(char *buf, size_t len);
+#endif
+
+#ifdef __cplusplus
+}
 #endif
 
 #endif

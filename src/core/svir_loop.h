@@ -10,8 +10,10 @@
 
 #include <string.h>
 
-#include "core/svir_math.h"
 #include "core/svir_adam.h"
+#include "core/svir_codes.h"
+#include "core/svir_math.h"
+#include "core/svir_result.h"
 
 /* what the parameter arrays must undergo after svir_loop_step */
 #define SVIR_LOOP_ACCEPT 1 /* Adam update with lr_t, bc1, bc2; then sum += par */
@@ -24,8 +26,8 @@
 
 typedef struct {
     /* settings */
-    long maxs;
-    int W, lr_schedule, patience;
+    long maxs, min_steps;
+    int W, lr_schedule, patience, rule;
     double tol_rel_obj, lr_decay;
     /* state */
     double lr;
@@ -46,11 +48,6 @@ typedef struct {
     double *elbo, *window_elbo;
 } svir_loop;
 
-/* stop reasons as in svir_engine.h */
-#define SVIR_LOOP_CONVERGED 0
-#define SVIR_LOOP_MAX_STEPS 1
-#define SVIR_LOOP_DIVERGED 2
-
 SVIR_MATH_HD void svir_loop_init(svir_loop *L, long maxs, int W, double lr, int lr_schedule,
                                  double lr_decay, int patience, double tol_rel_obj, double *elbo,
                                  double *window_elbo)
@@ -65,10 +62,43 @@ SVIR_MATH_HD void svir_loop_init(svir_loop *L, long maxs, int W, double lr, int 
     L->tol_rel_obj = tol_rel_obj;
     L->last_mean = NAN;
     L->last_elbo = NAN;
-    L->stop_reason = SVIR_LOOP_MAX_STEPS;
+    L->stop_reason = SVIR_STOP_MAX_STEPS;
+    L->rule = SVIR_RULE_WINDOW;
     L->max_windows = (int)(maxs / W + 1);
     L->elbo = elbo;
     L->window_elbo = window_elbo;
+}
+
+/* Switches L to the rolling rule (after svir_loop_init): from step
+ * max(min_steps, 2 W) on, the loop stops when the mean objective of the
+ * last W steps improves on that of the W before by less than twice its
+ * standard error; no windows, no step-size schedule. */
+SVIR_MATH_HD void svir_loop_set_rolling(svir_loop *L, long min_steps)
+{
+    L->rule = SVIR_RULE_ROLLING;
+    L->min_steps = min_steps;
+}
+
+SVIR_MATH_HD void svir_loop_rolling(svir_loop *L, long step)
+{
+    const int W = L->W;
+    const double *tr = L->elbo;
+    if (step + 1 < L->min_steps || step + 1 < 2 * (long)W) return;
+    double a1 = 0.0, a2 = 0.0, v1 = 0.0, v2 = 0.0;
+    for (int t = 0; t < W; t++) {
+        a1 += tr[step - t] / (double)W;
+        a2 += tr[step - W - t] / (double)W;
+    }
+    for (int t = 0; t < W; t++) {
+        v1 += (tr[step - t] - a1) * (tr[step - t] - a1) / (double)(W - 1);
+        v2 += (tr[step - W - t] - a2) * (tr[step - W - t] - a2) / (double)(W - 1);
+    }
+    if (a1 - a2 < 2.0 * sqrt(v1 / (double)W + v2 / (double)W)) {
+        L->stop_reason = SVIR_STOP_CONVERGED;
+        L->steps = step + 1;
+        L->stopped = 1;
+        L->act |= SVIR_LOOP_STOP;
+    }
 }
 
 /* Step `step` gave the ELBO estimate `elbo`; ok = the estimate and its
@@ -82,7 +112,7 @@ SVIR_MATH_HD void svir_loop_step(svir_loop *L, long step, double elbo, int ok)
         L->n_rejected++;
         L->lr *= 0.5;
         if (++L->reject_run >= SVIR_LOOP_MAX_REJECT) {
-            L->stop_reason = SVIR_LOOP_DIVERGED;
+            L->stop_reason = SVIR_STOP_DIVERGED;
             L->steps = step + 1;
             L->stopped = 1;
             L->act = SVIR_LOOP_STOP;
@@ -95,9 +125,13 @@ SVIR_MATH_HD void svir_loop_step(svir_loop *L, long step, double elbo, int ok)
     L->t_adam++;
     L->bc1 = 1.0 - pow(SVIR_ADAM_B1, (double)L->t_adam);
     L->bc2 = 1.0 - pow(SVIR_ADAM_B2, (double)L->t_adam);
-    /* SVIR_LR_DECAY (svir_engine.h) is 2 */
-    L->lr_t = L->lr_schedule == 2 ? L->lr / sqrt(1.0 + (double)step / (double)L->W) : L->lr;
+    L->lr_t = L->lr_schedule == SVIR_LR_DECAY ? L->lr / sqrt(1.0 + (double)step / (double)L->W)
+                                              : L->lr;
     L->act = SVIR_LOOP_ACCEPT;
+    if (L->rule == SVIR_RULE_ROLLING) {
+        svir_loop_rolling(L, step);
+        return;
+    }
     L->nsum++;
     L->wsum += elbo;
     L->wss += elbo * elbo;
@@ -126,8 +160,7 @@ SVIR_MATH_HD void svir_loop_step(svir_loop *L, long step, double elbo, int ok)
     L->wsum = L->wss = 0.0;
     L->wcount = 0;
     if (!plateau) return;
-    /* SVIR_LR_PLATEAU (svir_engine.h) is 1 */
-    if (L->lr_schedule == 1 && L->reductions < L->patience) {
+    if (L->lr_schedule == SVIR_LR_PLATEAU && L->reductions < L->patience) {
         L->lr *= L->lr_decay;
         if (L->n_lr_steps < SVIR_LOOP_MAX_LR_STEPS) L->lr_steps[L->n_lr_steps++] = step + 1;
         L->reductions++;
@@ -138,7 +171,7 @@ SVIR_MATH_HD void svir_loop_step(svir_loop *L, long step, double elbo, int ok)
         L->t_adam = 0;
         L->have_prev = 0; /* the next window restarts the comparison */
     } else {
-        L->stop_reason = SVIR_LOOP_CONVERGED;
+        L->stop_reason = SVIR_STOP_CONVERGED;
         L->steps = step + 1;
         L->stopped = 1;
         L->act |= SVIR_LOOP_STOP;
@@ -150,7 +183,7 @@ SVIR_MATH_HD void svir_loop_step(svir_loop *L, long step, double elbo, int ok)
  * last complete window's average, 0 the current parameters. */
 SVIR_MATH_HD int svir_loop_final(const svir_loop *L)
 {
-    if (L->stop_reason == SVIR_LOOP_DIVERGED) return 0;
+    if (L->stop_reason == SVIR_STOP_DIVERGED) return 0;
     if (L->nsum >= L->W / 2 || (L->nsum > 0 && L->nprev == 0)) return 1;
     if (L->nprev > 0) return 2;
     return 0;
@@ -161,5 +194,16 @@ SVIR_MATH_HD double svir_loop_elbo_final(const svir_loop *L)
 {
     return !isnan(L->last_mean) ? L->last_mean : (L->wcount > 0 ? L->wsum / L->wcount : NAN);
 }
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+/* The loop's record in res after it ended at `step` (steps, stop reason,
+ * final step size, rejected steps, windows, step-size reductions, the final
+ * objective); the traces are the driver's (core/svir_result.c). */
+void svir_loop_to_result(const svir_loop *L, long step, svir_result *res);
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -39,13 +39,18 @@
 #endif
 #endif
 
-/* stream ids (ctr[3]) */
-#define SVIR_STREAM_GLOBAL 1      /* noise of the global block, per step */
-#define SVIR_STREAM_LOCAL 2       /* noise of the local (per-group) block */
+/* The registry of stream ids (ctr[3]): every use of the generator in the
+ * package draws from one of these, so no two purposes share counters. */
+#define SVIR_STREAM_GLOBAL 1      /* noise of the global block, per step (SVI); the
+                                   * globals' draws per iteration (QEM) */
+#define SVIR_STREAM_LOCAL 2       /* noise of the local (per-group) block; the groups'
+                                   * draws per iteration (QEM) */
 #define SVIR_STREAM_DRAWS 3       /* posterior draws of the globals */
 #define SVIR_STREAM_DRAWS_LOCAL 4 /* posterior draws of the locals */
-#define SVIR_STREAM_BATCH 5       /* minibatch permutations */
-#define SVIR_STREAM_INIT 6        /* initial values */
+#define SVIR_STREAM_BATCH 5       /* reserved: minibatches use svir_perm_index's rounds */
+#define SVIR_STREAM_INIT 6        /* reserved: initial values */
+#define SVIR_STREAM_PLN_FACTORS 11 /* PLN QEM: the rows' factors u_i */
+#define SVIR_STREAM_PLN_ENTRIES 12 /* PLN QEM: the entries' effects e_ij */
 
 #define SVIR_PHILOX_M0 0xD2511F53u
 #define SVIR_PHILOX_M1 0xCD9E8D57u

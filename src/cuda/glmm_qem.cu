@@ -110,7 +110,7 @@ __global__ void k_qem_xb(const qem_dev d)
 template <int FAM, int LINK>
 __global__ void __launch_bounds__(QEM_BLOCK) k_qem_pairs(const qem_dev d)
 {
-    svir_model m;
+    svir_glmm m;
     memset(&m, 0, sizeof m);
     m.y = d.y;
     m.trials = d.trials;
@@ -183,7 +183,7 @@ static cudaError_t qbuf(svir_cuda_qem *x, double **dst, const double *src, size_
     return e;
 }
 
-extern "C" int svir_cuda_qem_new(const svir_model *m, int K, uint64_t seed, const double *lpar,
+extern "C" int svir_cuda_qem_new(const svir_glmm *m, int K, uint64_t seed, const double *lpar,
                                  const double *Z1, const double *Z2, svir_cuda_qem **out,
                                  char *err, size_t errlen)
 {

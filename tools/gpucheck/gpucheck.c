@@ -32,11 +32,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "svir_backend.h"
-#include "svir_engine.h"
-#include "svir_cuda.h"
-#include "svir_glmm.h"
-#include "svir_philox.h"
+#include "backend/svir_backend.h"
+#include "core/svir_adam.h"
+#include "core/svir_philox.h"
+#include "infer/svir_model.h"
+#include "models/glmm/glmm_cuda.h"
+#include "models/glmm/glmm_svi.h"
 
 #include "pln_check.h"
 
@@ -48,7 +49,7 @@ static double now(void)
 }
 
 typedef struct {
-    svir_model m;
+    svir_glmm m;
     svir_term terms[2];
     double *y, *X, *Z0, *trials, *offset, *beta, *b;
     int *g0, *g1;
@@ -59,7 +60,7 @@ typedef struct {
 
 static void sim_free(sim *s)
 {
-    svir_model_free(&s->m);
+    svir_glmm_free(&s->m);
     free(s->y); free(s->X); free(s->Z0); free(s->trials); free(s->offset);
     free(s->beta); free(s->b); free(s->g0); free(s->g1);
 }
@@ -86,9 +87,10 @@ static int sim_model(sim *s, int family, int link, ptrdiff_t n, int p)
     s->m.prior_df = s->pdf;
     s->m.prior_loc = s->ploc;
     s->m.prior_scale = s->pscale;
+    s->m.couple = 1; /* the coupled guide, as svi_fit() runs SVI */
     char err[256];
-    if (svir_model_init(&s->m, err, sizeof err)) {
-        fprintf(stderr, "svir_model_init: %s\n", err);
+    if (svir_glmm_init(&s->m, err, sizeof err)) {
+        fprintf(stderr, "svir_glmm_init: %s\n", err);
         return 1;
     }
     s->beta = malloc(sizeof(double) * (size_t)p);
@@ -231,7 +233,6 @@ static void fit_control(svir_control *c, int fullrank, long max_steps, double lr
     c->tol_rel_obj = 1e-4;
     c->patience = 3;
     c->num_particles = 1;
-    c->couple = 1;
     c->stl = 1;
     c->batch_size = batch_size;
     c->threads = 1;
@@ -240,29 +241,55 @@ static void fit_control(svir_control *c, int fullrank, long max_steps, double lr
     c->seed = seed;
 }
 
+/* a fit on the CPU (the SVI driver with the GLMM's table), on the device
+ * (its whole fit), and QEM with the groups on the CPU or the device */
+static int cpu_fit(const svir_glmm *m, const svir_control *c, svir_result *r)
+{
+    memset(r, 0, sizeof *r);
+    return svir_svi_run(&svir_glmm_svi_ops, (void *)m, c, NULL, r);
+}
+
+static int dev_fit(const svir_glmm *m, const svir_control *c, svir_result *r, char *err,
+                   size_t errlen)
+{
+    memset(r, 0, sizeof *r);
+    if (svir_result_alloc(r, c)) {
+        snprintf(err, errlen, "%s", r->message);
+        return 2;
+    }
+    return svir_cuda_fit(m, c, NULL, r, err, errlen);
+}
+
+static int qem_fit(const svir_glmm *m, const svir_control *c, int cuda, svir_result *r)
+{
+    memset(r, 0, sizeof *r);
+    return svir_qem_run(cuda ? &svir_glmm_qem_cuda_ops : &svir_glmm_qem_cpu_ops, (void *)m, c,
+                        NULL, r);
+}
+
 /* Seconds per step (the loop alone, uploads and set-up excluded) of a
  * mean-field fit of m on the device (dev_steps steps
  * at NumPyro's settings: Adam 0.01, constant, no window ends) with its ELBO
  * as bench/gpu_glmm.py reports it (the mean over the last 10% of the
  * steps), and on the CPU with 16 threads (cpu_steps steps). */
-static int step_times(const svir_model *m, ptrdiff_t batch, int dev_steps, int cpu_steps,
+static int step_times(const svir_glmm *m, ptrdiff_t batch, int dev_steps, int cpu_steps,
                       double *t_dev, double *elbo, double *t_cpu, char *err, size_t errlen)
 {
     svir_control c;
     svir_result r;
     fit_control(&c, 0, dev_steps, 0.01, SVIR_LR_CONSTANT, dev_steps + 1, batch, 1);
-    if (svir_cuda_fit(m, &c, NULL, &r, err, errlen)) {
+    if (dev_fit(m, &c, &r, err, errlen)) {
         svir_result_free(&r);
         return 1;
     }
     *t_dev = r.time_split[SVIR_PHASE_UPDATE] / (double)r.steps;
     const long tail = r.steps / 10 > 0 ? r.steps / 10 : 1;
     *elbo = 0.0;
-    for (long k = r.steps - tail; k < r.steps; k++) *elbo += r.elbo[k] / (double)tail;
+    for (long k = r.steps - tail; k < r.steps; k++) *elbo += r.trace[k] / (double)tail;
     svir_result_free(&r);
     c.max_steps = cpu_steps;
     c.threads = 16;
-    if (svir_fit(m, &c, NULL, &r)) {
+    if (cpu_fit(m, &c, &r)) {
         snprintf(err, errlen, "%s", r.message);
         svir_result_free(&r);
         return 1;
@@ -276,7 +303,7 @@ static int step_times(const svir_model *m, ptrdiff_t batch, int dev_steps, int c
 }
 
 /* the CPU reference: svir_obs_pass_ref, one plain loop over the observations */
-static void cpu_pass(const svir_model *m, const double *beta, const double *b, double sigma,
+static void cpu_pass(const svir_glmm *m, const double *beta, const double *b, double sigma,
                      double phi, double *ll, double *gbeta, double *gaux, double *G)
 {
     svir_aux a;
@@ -358,7 +385,7 @@ int main(int argc, char **argv)
                     printf("out of host memory\n");
                     return 1;
                 }
-                const svir_model *m = &s.m;
+                const svir_glmm *m = &s.m;
                 double *G0 = malloc(sizeof(double) * (size_t)m->nz), *G1 = malloc(sizeof(double) * (size_t)m->nz);
                 double gb0[64], gb1[64], ll0, ll1, ga0, ga1, ms = 0;
                 cpu_pass(m, s.beta, s.b, 0.9, 2.5, &ll0, gb0, &ga0, G0);
@@ -395,7 +422,7 @@ int main(int argc, char **argv)
                 printf("out of host memory\n");
                 return 1;
             }
-            const svir_model *m = &s.m;
+            const svir_glmm *m = &s.m;
             const size_t nz = (size_t)m->nz, nl = (size_t)m->nloc, nq = (size_t)m->nqq;
             double *lp = malloc(sizeof(double) * nl), *A = calloc(nq, sizeof(double));
             double *G = malloc(sizeof(double) * nz), shift[8];
@@ -456,7 +483,7 @@ int main(int argc, char **argv)
                 printf("out of host memory\n");
                 return 1;
             }
-            const svir_model *m = &s.m;
+            const svir_glmm *m = &s.m;
             for (int fr = 0; fr < 2; fr++)
                 for (int stl = 0; stl < 2; stl++)
                 for (int mb = 0; mb < 2; mb++) {
@@ -465,11 +492,10 @@ int main(int argc, char **argv)
                     c.guide = fr ? SVIR_GUIDE_FULLRANK : SVIR_GUIDE_MEANFIELD;
                     c.batch_size = mb ? 5000 : 0;
                     c.num_particles = 2;
-                    c.couple = 1;
                     c.stl = stl;
                     c.threads = 1;
                     c.seed = 11;
-                    const ptrdiff_t ngp = svir_n_global_par(m, c.guide), nv = ngp + m->nloc;
+                    const ptrdiff_t ngp = svir_glmm_n_global(m, c.guide), nv = ngp + m->nloc;
                     double *v = malloc(sizeof(double) * (size_t)nv);
                     double *g0 = malloc(sizeof(double) * (size_t)nv), *g1 = malloc(sizeof(double) * (size_t)nv);
                     const uint32_t key[2] = {3u, 0u};
@@ -477,7 +503,7 @@ int main(int argc, char **argv)
                     double e0 = 0, e1 = 0;
                     svir_coupling cp;
                     int ns = 0;
-                    int st = svir_elbo_grad(m, &c, v, v + ngp, 5, &e0, g0, err, sizeof err);
+                    int st = svir_glmm_elbo_grad(m, &c, v, v + ngp, 5, &e0, g0, err, sizeof err);
                     if (!st) st = svir_coupling_new(m, &c, NULL, &cp, &ns);
                     if (!st) {
                         st = svir_cuda_elbo_grad_host(m, &cp, ns, fr, stl, 2, c.batch_size, v, v + ngp,
@@ -540,28 +566,28 @@ int main(int argc, char **argv)
             printf("out of host memory\n");
             return 1;
         }
-        const svir_model *m = &s.m;
+        const svir_glmm *m = &s.m;
         for (int fr = 0; fr < 2; fr++)
             for (int mb = 0; mb < 2; mb++) {
                 svir_control c;
                 fit_control(&c, fr, 300, 0.05, SVIR_LR_PLATEAU, 50, mb ? 4000 : 0, 42);
                 c.ndraws = 100; /* and the posterior draws kept in the fit */
                 svir_result r0, r1;
-                int st = svir_fit(m, &c, NULL, &r0);
-                if (!st) st = svir_cuda_fit(m, &c, NULL, &r1, err, sizeof err);
+                int st = cpu_fit(m, &c, &r0);
+                if (!st) st = dev_fit(m, &c, &r1, err, sizeof err);
                 if (st) {
                     printf("fit, %s, %s: FAILED to run: %s\n", fr ? "fullrank" : "meanfield",
                            mb ? "minibatch" : "full batch", err);
                     failed = 1;
                 } else {
-                    const ptrdiff_t ngp = svir_n_global_par(m, c.guide);
+                    const ptrdiff_t ngp = svir_glmm_n_global(m, c.guide);
                     const double eg = rel_diff(r0.gpar, r1.gpar, ngp);
                     const double el = rel_diff(r0.lpar, r1.lpar, m->nloc);
                     const double ed = rel_diff(r0.draws, r1.draws, (ptrdiff_t)c.ndraws * m->D);
                     const double er = rel_diff(r0.log_ratio, r1.log_ratio, c.ndraws);
                     double et = 0.0;
                     for (long k = 0; k < r0.steps && k < r1.steps; k++)
-                        et = fmax(et, fabs(r0.elbo[k] - r1.elbo[k]) / fmax(1.0, fabs(r0.elbo[k])));
+                        et = fmax(et, fabs(r0.trace[k] - r1.trace[k]) / fmax(1.0, fabs(r0.trace[k])));
                     const int ok = r0.steps == r1.steps && r0.stop_reason == r1.stop_reason &&
                                    eg < 1e-6 && el < 1e-6 && et < 1e-6 && ed < 1e-6 && er < 1e-6;
                     printf("fit, %s, %s: steps %ld / %ld, stop %d / %d, rel. diff globals %.1e, "
@@ -591,29 +617,29 @@ int main(int argc, char **argv)
                     printf("out of host memory\n");
                     return 1;
                 }
-                const svir_model *m = &s.m;
+                const svir_glmm *m = &s.m;
                 svir_control c;
                 fit_control(&c, slope, 120, 0.05, SVIR_LR_CONSTANT, 40, 0, 42);
-                c.couple = 0;
+                s.m.couple = 0;
                 c.qem_K = 8;
                 c.qem_eta0 = 0.5;
                 c.qem_kappa = 0.6;
                 c.ndraws = 50;
                 svir_result r0, r1;
-                int st = svir_qem_fit(m, &c, 0, NULL, &r0);
-                if (!st) st = svir_qem_fit(m, &c, 1, NULL, &r1);
+                int st = qem_fit(m, &c, 0, &r0);
+                if (!st) st = qem_fit(m, &c, 1, &r1);
                 if (st) {
                     printf("QEM fit, family %d, %s: FAILED to run: %s\n", fams[f][0],
                            slope ? "slope" : "intercept", r1.message);
                     failed = 1;
                 } else {
-                    const ptrdiff_t ngp = svir_n_global_par(m, c.guide);
+                    const ptrdiff_t ngp = svir_glmm_n_global(m, c.guide);
                     const double eg = rel_diff(r0.gpar, r1.gpar, ngp);
                     const double el = rel_diff(r0.lpar, r1.lpar, m->nloc);
                     const double er = rel_diff(r0.log_ratio, r1.log_ratio, c.ndraws);
                     double et = 0.0;
                     for (long k = 0; k < r0.steps && k < r1.steps; k++)
-                        et = fmax(et, fabs(r0.elbo[k] - r1.elbo[k]) / fmax(1.0, fabs(r0.elbo[k])));
+                        et = fmax(et, fabs(r0.trace[k] - r1.trace[k]) / fmax(1.0, fabs(r0.trace[k])));
                     const int ok = r0.steps == r1.steps && r0.stop_reason == r1.stop_reason &&
                                    eg < 1e-6 && el < 1e-6 && et < 1e-6 && er < 1e-6;
                     printf("QEM fit, family %d, %s: iterations %ld / %ld, rel. diff globals %.1e, "
@@ -650,7 +676,7 @@ int main(int argc, char **argv)
             s.m.offset = NULL; /* the benchmark model has no offset */
         }
         const ptrdiff_t n = s.m.n;
-        const svir_model *m = &s.m;
+        const svir_glmm *m = &s.m;
         svir_cuda_data *d = NULL;
         double ms = 0, bytes = 0, gbs = 0;
         double t0 = now();

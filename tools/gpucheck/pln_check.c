@@ -15,11 +15,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "svir_lapack.h"
+#include "core/svir_lapack.h"
 
-#include "svir_cuda_pln.h"
-#include "svir_philox.h"
-#include "svir_pln.h"
+#include "core/svir_philox.h"
+#include "models/pln/pln.h"
+#include "models/pln/pln_cuda.h"
 
 #include "pln_check.h"
 

@@ -13,7 +13,7 @@
 #include <omp.h>
 #endif
 
-static double obs_const(const svir_model *m, ptrdiff_t i)
+static double obs_const(const svir_glmm *m, ptrdiff_t i)
 {
     const double y = m->y[i];
     switch (m->family) {
@@ -29,7 +29,7 @@ static double obs_const(const svir_model *m, ptrdiff_t i)
     }
 }
 
-int svir_model_init(svir_model *m, char *err, size_t errlen)
+int svir_glmm_init(svir_glmm *m, char *err, size_t errlen)
 {
     if (m->n < 1 || m->p < 0) {
         snprintf(err, errlen, "the model has no observations");
@@ -111,7 +111,7 @@ int svir_model_init(svir_model *m, char *err, size_t errlen)
     return 0;
 }
 
-void svir_model_free(svir_model *m)
+void svir_glmm_free(svir_glmm *m)
 {
     for (int t = 0; t < m->nterms; t++) {
         free(m->terms[t].nobs);
@@ -119,7 +119,7 @@ void svir_model_free(svir_model *m)
     }
 }
 
-int svir_globals_alloc(const svir_model *m, svir_globals *g)
+int svir_globals_alloc(const svir_glmm *m, svir_globals *g)
 {
     ptrdiff_t nsd = 0;
     for (int t = 0; t < m->nterms; t++) nsd += m->terms[t].q;
@@ -139,7 +139,7 @@ void svir_globals_free(svir_globals *g)
 
 /* log p(theta): svir_log_prior_ws with workspace on the stack (or the heap
  * for terms of more than 64 columns) */
-double svir_log_prior(const svir_model *m, const double *theta, double *grad)
+double svir_log_prior(const svir_glmm *m, const double *theta, double *grad)
 {
     double ws[64 * 64];
     double *w = m->qmax <= 64 ? ws : malloc(sizeof(double) * (size_t)m->qmax * (size_t)m->qmax);
@@ -151,7 +151,7 @@ double svir_log_prior(const svir_model *m, const double *theta, double *grad)
 
 /* ---- likelihood --------------------------------------------------------- */
 
-double svir_eta_obs(const svir_model *m, ptrdiff_t i, const double *beta, const double *b)
+double svir_eta_obs(const svir_glmm *m, ptrdiff_t i, const double *beta, const double *b)
 {
     const ptrdiff_t n = m->n;
     double eta = m->offset ? m->offset[i] : 0.0;
@@ -169,7 +169,7 @@ double svir_eta_obs(const svir_model *m, ptrdiff_t i, const double *beta, const 
 }
 
 #define SVIR_OBS_REF(FAM, LINK) ll += svir_loglik(m, FAM, LINK, i, eta, aux, &d, &da)
-void svir_obs_pass_ref(const svir_model *m, const double *beta, const double *b,
+void svir_obs_pass_ref(const svir_glmm *m, const double *beta, const double *b,
                        const svir_aux *aux, double *ll_out, double *gbeta, double *gaux, double *G)
 {
     double ll = 0.0, ga = 0.0;
@@ -193,7 +193,7 @@ void svir_obs_pass_ref(const svir_model *m, const double *beta, const double *b,
 }
 #undef SVIR_OBS_REF
 
-void svir_b_from_z(const svir_model *m, const svir_globals *g, const double *z, double *b)
+void svir_b_from_z(const svir_glmm *m, const svir_globals *g, const double *z, double *b)
 {
     for (int t = 0; t < m->nterms; t++) {
         const svir_term *tm = &m->terms[t];
@@ -211,7 +211,7 @@ void svir_b_from_z(const svir_model *m, const svir_globals *g, const double *z, 
     }
 }
 
-void svir_backprop_A(const svir_model *m, int t, const double *theta,
+void svir_backprop_A(const svir_glmm *m, int t, const double *theta,
                      const svir_globals *g, const double *dA, double *grad)
 {
     const int q = m->terms[t].q;
@@ -222,7 +222,7 @@ void svir_backprop_A(const svir_model *m, int t, const double *theta,
     if (w != ws) free(w);
 }
 
-double svir_log_joint(const svir_model *m, const double *theta, const double *z,
+double svir_log_joint(const svir_glmm *m, const double *theta, const double *z,
                       double *grad_theta, double *grad_z, double *loglik)
 {
     svir_globals g;
@@ -296,7 +296,7 @@ double svir_log_joint(const svir_model *m, const double *theta, const double *z,
  * draws (contiguous, no dependencies), instead of one full pass per draw.
  * Those loops are unrolled in full, so that the draws' linear predictors
  * stay in (vector) registers. */
-SVIR_ALWAYS_INLINE void loglik_block_fam(const svir_model *m, const int family, const int link,
+SVIR_ALWAYS_INLINE void loglik_block_fam(const svir_glmm *m, const int family, const int link,
                                          const int NT, int nb, const double *beta,
                                          const double *b, const svir_aux *aux, double *ll)
 {
@@ -373,7 +373,7 @@ SVIR_ALWAYS_INLINE void loglik_block_fam(const svir_model *m, const int family, 
     }
 }
 
-void svir_block_put(const svir_model *m, const svir_globals *g, const double *theta,
+void svir_block_put(const svir_glmm *m, const svir_globals *g, const double *theta,
                     const double *z, int slot, double *b, double *beta_blk, double *b_blk,
                     svir_aux *aux)
 {
@@ -384,7 +384,7 @@ void svir_block_put(const svir_model *m, const svir_globals *g, const double *th
     svir_aux_set(&aux[slot], g->sigma, g->phi);
 }
 
-void svir_loglik_block(const svir_model *m, int nb, const double *beta, const double *b,
+void svir_loglik_block(const svir_glmm *m, int nb, const double *beta, const double *b,
                        const svir_aux *aux, double *ll)
 {
 #define BLOCK(FAM, LINK) \
@@ -399,7 +399,7 @@ void svir_loglik_block(const svir_model *m, int nb, const double *beta, const do
 #undef BLOCK
 }
 
-int svir_local_step_ref(const svir_model *m, const double *lpar, const double *A, const double *G,
+int svir_local_step_ref(const svir_glmm *m, const double *lpar, const double *A, const double *G,
                         const double *shift, uint64_t seed, uint64_t step, double scale, int stl,
                         double *z, double *b, double *lgrad, double *kl_out, double *logq_out,
                         double *sums)

@@ -1,5 +1,5 @@
 /* GLMM model: data layout, parameter layout, log density and gradients.
- * Plain C, no R API (see dev/CONTRACT.md, section 2). */
+ * Plain C, no R API (see dev/ARCHITECTURE.md). */
 #ifndef SVIR_GLMM_H
 #define SVIR_GLMM_H
 
@@ -8,16 +8,7 @@
 #include <stdint.h>
 
 #include "core/svir_math.h"
-
-enum { SVIR_GAUSSIAN = 0, SVIR_BINOMIAL = 1, SVIR_POISSON = 2, SVIR_NEGBIN = 3 };
-enum {
-    SVIR_LINK_IDENTITY = 0, SVIR_LINK_LOGIT = 1, SVIR_LINK_LOG = 2,
-    SVIR_LINK_PROBIT = 3, SVIR_LINK_CLOGLOG = 4
-};
-enum {
-    SVIR_PRIOR_FLAT = 0, SVIR_PRIOR_NORMAL = 1, SVIR_PRIOR_STUDENT_T = 2,
-    SVIR_PRIOR_EXPONENTIAL = 3, SVIR_PRIOR_LKJ = 4
-};
+#include "models/glmm/glmm_codes.h"
 
 /* One random-effect term: b_j = diag(sd) L z_j for each level j of a
  * grouping factor, entering eta_i through the q columns of Z. */
@@ -31,7 +22,7 @@ typedef struct {
     const int *group;       /* [n] 0-based level of each observation */
     const double *Z;        /* [n x q] column-major */
     const double *xmap;     /* [p x q] or NULL: Z[, k] = X xmap[, k] (NaN column: not in X's span) */
-    /* filled by svir_model_init */
+    /* filled by svir_glmm_init */
     ptrdiff_t off_sd;       /* first log-sd in the global vector */
     ptrdiff_t off_cpc;      /* first cpc in the global vector, -1 if none */
     ptrdiff_t off_z;        /* first z of this term in the [nz] latent vector */
@@ -53,7 +44,7 @@ typedef struct {
     svir_term *terms;
     const int *prior_type;  /* [D] */
     const double *prior_df, *prior_loc, *prior_scale;
-    /* filled by svir_model_init */
+    /* filled by svir_glmm_init */
     ptrdiff_t D;            /* global parameters */
     ptrdiff_t off_sigma;    /* -1 unless gaussian */
     ptrdiff_t off_phi;      /* -1 unless negbin */
@@ -66,7 +57,12 @@ typedef struct {
                              * are at most SVIR_NT_ICPT_MAX of them (the hot loops'
                              * specialised paths), else 0 */
     double ll_const;        /* sum over all observations of the parts of log p(y_i | eta_i) free of parameters */
-} svir_model;
+    /* the model's own settings */
+    int couple;             /* the coupled guide (SVI; QEM's proposal) */
+    const double *init_mu;  /* [D] or NULL: the globals' starting means */
+    const double *init_sd;  /* [D] or NULL: the globals' starting sds (else init_scale) */
+    int qem_direct;         /* QEM's tree: evaluate every observation, no sums (tests) */
+} svir_glmm;
 
 /* Global parameters unpacked to the natural scale (workspace owned by caller). */
 typedef struct {
@@ -79,18 +75,18 @@ typedef struct {
 
 /* Validates sizes and indices, fills the derived fields. Returns 0 or a
  * nonzero status with a message in err. */
-int svir_model_init(svir_model *m, char *err, size_t errlen);
-void svir_model_free(svir_model *m);
+int svir_glmm_init(svir_glmm *m, char *err, size_t errlen);
+void svir_glmm_free(svir_glmm *m);
 
 /* Length of the local block of one group of a term with q columns. */
 SVIR_MATH_HD ptrdiff_t svir_local_block(int q) { return q + (ptrdiff_t)q * (q + 1) / 2; }
 
-int svir_globals_alloc(const svir_model *m, svir_globals *g);
+int svir_globals_alloc(const svir_glmm *m, svir_globals *g);
 void svir_globals_free(svir_globals *g);
 
 /* log p(theta) including the log-Jacobians of the unconstraining transforms;
  * adds its gradient to grad (if not NULL). */
-double svir_log_prior(const svir_model *m, const double *theta, double *grad);
+double svir_log_prior(const svir_glmm *m, const double *theta, double *grad);
 
 /* Per-step constants of the auxiliary parameters. */
 typedef struct { double sigma, inv_s2, log_sigma, phi, log_phi; } svir_aux;
@@ -104,28 +100,10 @@ SVIR_MATH_HD void svir_aux_set(svir_aux *a, double sigma, double phi)
     a->log_phi = log(phi);
 }
 
-/* Runs CALL(family, link) with both as compile-time constants, for the
- * model's family and link: each hot loop is specialised once per pair. */
-#define SVIR_FAMILY_DISPATCH(m, CALL)                                            \
-    switch ((m)->family * 8 + (m)->link) {                                       \
-    case SVIR_GAUSSIAN * 8 + SVIR_LINK_IDENTITY:                                 \
-        CALL(SVIR_GAUSSIAN, SVIR_LINK_IDENTITY); break;                          \
-    case SVIR_BINOMIAL * 8 + SVIR_LINK_PROBIT:                                   \
-        CALL(SVIR_BINOMIAL, SVIR_LINK_PROBIT); break;                            \
-    case SVIR_BINOMIAL * 8 + SVIR_LINK_CLOGLOG:                                  \
-        CALL(SVIR_BINOMIAL, SVIR_LINK_CLOGLOG); break;                           \
-    case SVIR_BINOMIAL * 8 + SVIR_LINK_LOGIT:                                    \
-        CALL(SVIR_BINOMIAL, SVIR_LINK_LOGIT); break;                             \
-    case SVIR_POISSON * 8 + SVIR_LINK_LOG:                                       \
-        CALL(SVIR_POISSON, SVIR_LINK_LOG); break;                                \
-    default:                                                                     \
-        CALL(SVIR_NEGBIN, SVIR_LINK_LOG); break;                                 \
-    }
-
 /* Inline log-likelihood of one observation (without its constant), for the
  * hot loops: family and link are passed as constants so that the compiler can
  * specialise each loop. */
-SVIR_ALWAYS_INLINE double svir_loglik(const svir_model *m, const int family, const int link,
+SVIR_ALWAYS_INLINE double svir_loglik(const svir_glmm *m, const int family, const int link,
                                  ptrdiff_t i, double eta, const svir_aux *a,
                                  double *d_eta, double *d_aux)
 {
@@ -199,37 +177,37 @@ SVIR_MATH_HD double svir_loglik_gauss_sum(const svir_aux *a, double usum, double
 }
 
 /* Linear predictor of observation i, given b (indexed like z). */
-double svir_eta_obs(const svir_model *m, ptrdiff_t i, const double *beta, const double *b);
+double svir_eta_obs(const svir_glmm *m, ptrdiff_t i, const double *beta, const double *b);
 
 /* One plain pass over all observations at fixed effects beta [p] and random
  * effects b [nz]: *ll = sum_i log p(y_i | eta_i) without constants, gbeta [p],
  * *gaux (d ll / d log sigma or log phi) and G [nz] = d ll / d b. The
  * reference for the engine's and the CUDA backend's passes (tests,
  * tools/gpucheck); not used by the fits. */
-void svir_obs_pass_ref(const svir_model *m, const double *beta, const double *b,
+void svir_obs_pass_ref(const svir_glmm *m, const double *beta, const double *b,
                        const svir_aux *aux, double *ll, double *gbeta, double *gaux, double *G);
 
 /* The per-group part of a full-batch step on the CPU, the reference for the
  * CUDA backend's (arguments as svir_cuda_local_step_host in svir_cuda.h).
  * Returns 0, 1 if a term has more than SVIR_QMAX_STACK columns, 2 when out
  * of memory. */
-int svir_local_step_ref(const svir_model *m, const double *lpar, const double *A, const double *G,
+int svir_local_step_ref(const svir_glmm *m, const double *lpar, const double *A, const double *G,
                         const double *shift, uint64_t seed, uint64_t step, double scale, int stl,
                         double *z, double *b, double *lgrad, double *kl, double *logq,
                         double *sums);
 
 /* Backpropagate dL/dA for one term into the global gradient (log sd, cpc). */
-void svir_backprop_A(const svir_model *m, int t, const double *theta,
+void svir_backprop_A(const svir_glmm *m, int t, const double *theta,
                      const svir_globals *g, const double *dA, double *grad);
 
 /* b = A z for every group of every term (z and b indexed alike). */
-void svir_b_from_z(const svir_model *m, const svir_globals *g, const double *z, double *b);
+void svir_b_from_z(const svir_glmm *m, const svir_globals *g, const double *z, double *b);
 
 /* Full-data log p(y, theta, z) (z: [nz]) and its gradients (may be NULL);
  * *loglik (if not NULL) receives the log-likelihood part without its
  * constant. A reference for the tests of the gradients and of
  * svir_loglik_block. */
-double svir_log_joint(const svir_model *m, const double *theta, const double *z,
+double svir_log_joint(const svir_glmm *m, const double *theta, const double *z,
                       double *grad_theta, double *grad_z, double *loglik);
 
 /* Log-likelihood (without constants) of nb <= SVIR_LL_BLOCK parameter draws
@@ -237,11 +215,11 @@ double svir_log_joint(const svir_model *m, const double *theta, const double *z,
  * (beta[c * NB + s]), b [nz x NB] (b[k * NB + s], indexed like z), aux [NB];
  * slots s >= nb must hold finite values (they are computed and dropped). */
 #define SVIR_LL_BLOCK 8
-void svir_loglik_block(const svir_model *m, int nb, const double *beta, const double *b,
+void svir_loglik_block(const svir_glmm *m, int nb, const double *beta, const double *b,
                        const svir_aux *aux, double *ll);
 /* Puts draw (theta, z) in slot `slot` of that layout: beta, b = A z (g holds
  * theta unpacked; b [nz] is workspace) and the auxiliary constants. */
-void svir_block_put(const svir_model *m, const svir_globals *g, const double *theta,
+void svir_block_put(const svir_glmm *m, const svir_globals *g, const double *theta,
                     const double *z, int slot, double *b, double *beta_blk, double *b_blk,
                     svir_aux *aux);
 

@@ -38,7 +38,7 @@ SVIR_MATH_HD void svir_coupling_view(svir_coupling *cp, int couple, int sumq, co
 
 /* The coupled guide's forward pass: beta_eff = beta - sum s_tk a_tk, per
  * term u = E s and w = A^{-1} u (u, wv: [sum q]). */
-SVIR_MATH_HD void svir_coupling_forward(const svir_model *m, const svir_coupling *cp,
+SVIR_MATH_HD void svir_coupling_forward(const svir_glmm *m, const svir_coupling *cp,
                                         const double *theta, const svir_globals *g,
                                         double *beta_eff, double *u, double *wv)
 {
@@ -73,7 +73,7 @@ SVIR_MATH_HD void svir_coupling_forward(const svir_model *m, const svir_coupling
 /* The coupled guide's reference point cref [p] and shares comega [ns] from
  * the means `gpar` (beta and log sd): a span column's share of a direction
  * is its sd^2 / J among the columns with the same a (v: [ns] scratch). */
-SVIR_MATH_HD void svir_coupling_shares(const svir_model *m, const svir_coupling *cp, int ns,
+SVIR_MATH_HD void svir_coupling_shares(const svir_glmm *m, const svir_coupling *cp, int ns,
                                        const double *gpar, double *cref, double *comega,
                                        double *v)
 {
@@ -102,7 +102,7 @@ SVIR_MATH_HD void svir_coupling_shares(const svir_model *m, const svir_coupling 
 /* The coupled guide's backward pass per term, after the groups' sums dw
  * (cdw, [sum q]) and the likelihood's cds ([span columns]): dA (per term, at
  * off_qq) and gtheta [p]. */
-SVIR_MATH_HD void svir_coupling_back_terms(const svir_model *m, const svir_coupling *cp,
+SVIR_MATH_HD void svir_coupling_back_terms(const svir_glmm *m, const svir_coupling *cp,
                                            const svir_globals *g, const double *wv,
                                            const double *cdw, const double *cds, double *dAall,
                                            double *gtheta)

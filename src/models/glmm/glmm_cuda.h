@@ -23,7 +23,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "infer/svir_engine.h"
+#include "core/svir_result.h"
+#include "models/glmm/glmm_svi.h"
 #include "models/glmm/glmm.h"
 #include "models/glmm/glmm_coupling.h"
 
@@ -38,7 +39,7 @@ typedef struct svir_cuda_data svir_cuda_data;
 
 /* Uploads m's data to the current device; *out must be released with
  * svir_cuda_data_free. */
-int svir_cuda_data_new(const svir_model *m, svir_cuda_data **out, char *err, size_t errlen);
+int svir_cuda_data_new(const svir_glmm *m, svir_cuda_data **out, char *err, size_t errlen);
 void svir_cuda_data_free(svir_cuda_data *d);
 
 /* One pass over all observations on the device, with host arrays in and
@@ -76,7 +77,7 @@ int svir_cuda_obs_bench(svir_cuda_data *d, int reps, size_t copy_bytes, double *
  * term at off_qq dA = sum_j scale G_j z_j^T (lower triangle, row-major; the
  * upper part 0), then per term (at its offset in [sum q]) sum_j m_j, then
  * sum_j z_j: what the global block needs from the groups. */
-int svir_cuda_local_step_host(const svir_model *m, const double *lpar, const double *A,
+int svir_cuda_local_step_host(const svir_glmm *m, const double *lpar, const double *A,
                               const double *G, const double *shift, uint64_t seed, uint64_t step,
                               double scale, int stl, double *z, double *b, double *lgrad,
                               double *kl, double *logq, double *sums, char *err, size_t errlen);
@@ -89,7 +90,7 @@ int svir_cuda_local_step_host(const svir_model *m, const double *lpar, const dou
  * [n global par], lpar [nloc]; grad [n global par + nloc] (0 for the locals
  * of groups absent from the batch). Every step of estimate() runs on the
  * device; only the ELBO and the gradient come back. */
-int svir_cuda_elbo_grad_host(const svir_model *m, const svir_coupling *cp, int ns, int fullrank,
+int svir_cuda_elbo_grad_host(const svir_glmm *m, const svir_coupling *cp, int ns, int fullrank,
                              int stl, int S, ptrdiff_t batch_size, const double *gpar,
                              const double *lpar, uint64_t seed, long step, double *elbo,
                              double *grad, char *err, size_t errlen);
@@ -102,7 +103,7 @@ int svir_cuda_elbo_grad_host(const svir_model *m, const svir_coupling *cp, int n
  * (cb->interrupted) and cb->progress. The posterior draws kept in the fit
  * (final_draws of the CPU engine) are made on the device too. Returns 0, or
  * a status with a message in err; device memory is freed on every path. */
-int svir_cuda_fit(const svir_model *m, const svir_control *c, const svir_callbacks *cb,
+int svir_cuda_fit(const svir_glmm *m, const svir_control *c, const svir_callbacks *cb,
                   svir_result *res, char *err, size_t errlen);
 
 /* QEM on the device (src/cuda/svir_cuda_qem.cu; src/svir_qem.c drives it):
@@ -115,7 +116,7 @@ int svir_cuda_fit(const svir_model *m, const svir_control *c, const svir_callbac
  * normalised global weights w0 [K] and the moving average's step et and
  * updates the groups' proposals; svir_cuda_qem_lpar copies them back. */
 typedef struct svir_cuda_qem svir_cuda_qem;
-int svir_cuda_qem_new(const svir_model *m, int K, uint64_t seed, const double *lpar,
+int svir_cuda_qem_new(const svir_glmm *m, int K, uint64_t seed, const double *lpar,
                       const double *Z1, const double *Z2, svir_cuda_qem **out, char *err,
                       size_t errlen);
 int svir_cuda_qem_table(svir_cuda_qem *x, const double *beta, const double *A,

@@ -1,12 +1,12 @@
 /* The global block's transforms, priors and their gradients: host/device
  * functions (SVIR_MATH_HD) on plain arrays, with no allocation, shared by
  * the CPU engine and (for a fit on the device) the CUDA backend. Included by
- * svir_glmm.h after the types it needs. */
+ * glmm.h after the types it needs. */
 #ifndef SVIR_GLOBAL_H
 #define SVIR_GLOBAL_H
 
 /* 1 if global parameter k is a log-transformed positive parameter. */
-SVIR_MATH_HD int svir_is_positive_par(const svir_model *m, ptrdiff_t k)
+SVIR_MATH_HD int svir_is_positive_par(const svir_glmm *m, ptrdiff_t k)
 {
     if (k == m->off_sigma || k == m->off_phi) return 1;
     for (int t = 0; t < m->nterms; t++) {
@@ -16,7 +16,7 @@ SVIR_MATH_HD int svir_is_positive_par(const svir_model *m, ptrdiff_t k)
     return 0;
 }
 
-SVIR_MATH_HD double svir_term_lkj_eta(const svir_model *m, const svir_term *tm)
+SVIR_MATH_HD double svir_term_lkj_eta(const svir_glmm *m, const svir_term *tm)
 {
     const ptrdiff_t k = tm->off_cpc;
     return m->prior_type[k] == SVIR_PRIOR_LKJ ? m->prior_df[k] : 1.0;
@@ -84,7 +84,7 @@ SVIR_MATH_HD void svir_cpc_backward(const double *y, int q, double eta, const do
 
 /* Global parameters unpacked to the natural scale (g's arrays from
  * svir_globals_alloc or the caller). */
-SVIR_MATH_HD void svir_unpack_globals(const svir_model *m, const double *theta, svir_globals *g)
+SVIR_MATH_HD void svir_unpack_globals(const svir_glmm *m, const double *theta, svir_globals *g)
 {
     g->beta = theta;
     for (int t = 0; t < m->nterms; t++) {
@@ -136,7 +136,7 @@ SVIR_MATH_HD double svir_prior_lpdf(int type, double df, double loc, double scal
 /* log p(theta) including the log-Jacobians of the unconstraining transforms;
  * adds its gradient to grad (if not NULL). ws: workspace of qmax^2 doubles
  * (used by correlated terms). */
-SVIR_MATH_HD double svir_log_prior_ws(const svir_model *m, const double *theta, double *grad,
+SVIR_MATH_HD double svir_log_prior_ws(const svir_glmm *m, const double *theta, double *grad,
                                       double *ws)
 {
     double lp = 0.0, dx;
@@ -166,7 +166,7 @@ SVIR_MATH_HD double svir_log_prior_ws(const svir_model *m, const double *theta, 
 
 /* Backpropagate dL/dA for term t into the global gradient (log sd, cpc).
  * ws: workspace of q^2 doubles (used when the term is correlated). */
-SVIR_MATH_HD void svir_backprop_A_ws(const svir_model *m, int t, const double *theta,
+SVIR_MATH_HD void svir_backprop_A_ws(const svir_glmm *m, int t, const double *theta,
                                      const svir_globals *g, const double *dA, double *grad,
                                      double *ws)
 {

@@ -1,38 +1,22 @@
-/* QEM (issue 4; see dev/QEM.md): massively parallel importance weighting
- * over the tree globals -> groups -> observations for models with one
- * grouping factor, the moment-matching M-step with an exponential moving
- * average, and the same K-sample bound as an evaluator of any svir guide
- * (svir_tree_bound). No R API.
- *
- * Iteration t draws K samples theta_k of the globals from q(theta) (the
- * svir guide layout: mean-field or full-rank Normal on the unconstrained
- * scale, so positive parameters are LogNormal) and K samples z0_j,k of each
- * group's standardised effects from q0(z_j) (full-covariance Normal). The
- * group's effect paired with theta_k0 is z = z0 - w(theta_k0), where w is the
- * coupled guide's shift (svir_step.h; w = 0 without coupling), so that
- * q(z | theta) = q0(z + w(theta)). Then
- *   log f_j(k0, kj) = sum_{i in j} log p(y_i | theta_k0, z)
- *                     + log N(z; 0, I) - log q0(z0_j,kj),
- *   log m_j(k0) = logsumexp_kj log f_j(k0, kj) - log K,
- *   log w0(k0) = log p(theta_k0) - log q(theta_k0) + sum_j log m_j(k0),
- *   log P-hat = logsumexp_k0 log w0(k0) - log K (the traced bound),
- * and with w0 normalised the group marginals pi_j(kj) = sum_k0 w0(k0)
- * f_j(k0, kj) / (K m_j(k0)). The raw first and second moments of theta and
- * of each z0_j are smoothed, M <- (1 - eta_t) M + eta_t E, with eta_t =
- * min(1, eta0 (t + 1)^-kappa), and the proposals are set to match them: the
+/* The GLMM's QEM (see dev/QEM.md) for the QEM driver (infer/svir_qem.c):
+ * each iteration draws K samples of the globals and of every group's
+ * effects and weighs them over the tree (glmm_tree.c), then matches the
+ * proposals to the weighted moments: the raw first and second moments of
+ * theta and of each group's z0 are smoothed, M <- (1 - eta_t) M + eta_t E
+ * (the driver's step eta_t), and the proposals set to match them. The
  * moments of z0 are those of z + w(theta), so the same formulas serve a
- * coupled proposal (anchored at the start). svi_fit() asks for none (c->couple
- * = 0): on bench/qem.R's data coupling changed nothing (dev/QEM.md). The
- * evaluator takes the coupling of the guide it evaluates. */
-#include "models/glmm/glmm_cuda.h"
-#include "infer/svir_engine.h"
-#include "models/glmm/glmm_local.h"
-#include "core/svir_math.h"
-#include "core/svir_philox.h"
+ * coupled proposal (anchored at the start); svi_fit() asks for none
+ * (m->couple = 0): on bench/qem.R's data coupling changed nothing.
+ *
+ * Two tables: the CPU's, and the CUDA device's, whose groups' draws,
+ * tables and M-step run on the device (cuda/glmm_qem.cu) while the
+ * globals stay here, with the same numbers up to the order of sums. */
+#include "models/glmm/glmm_svi.h"
+#include "models/glmm/glmm_tree.h"
 #include "models/glmm/glmm_qem.h"
-#include "models/glmm/glmm_coupling.h"
-#include "core/svir_adam.h"
-#include "core/svir_guide.h"
+#include "models/glmm/glmm_cuda.h"
+#include "models/glmm/glmm_local.h"
+#include "core/svir_philox.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -43,568 +27,247 @@
 #include <omp.h>
 #endif
 
-static double lse(const double *x, int n, ptrdiff_t stride)
-{
-    double mx = -INFINITY;
-    for (int k = 0; k < n; k++) mx = fmax(mx, x[k * stride]);
-    if (!isfinite(mx)) return mx;
-    double s = 0.0;
-    for (int k = 0; k < n; k++) s += exp(x[k * stride] - mx);
-    return mx + log(s);
-}
-
-/* The tree for K samples per latent: the draws of the globals and their log
- * weights, the groups' draws and log f tables. */
 typedef struct {
-    const svir_model *m;
-    const svir_term *tm;
-    int K, q, J, fullrank, T, maxnj, direct;
-    ptrdiff_t D, nz, lb;
-    uint32_t key[2];
-    int *rowptr, *rows;        /* the groups' rows (counting sort) */
-    double *xs, *ys, *os;      /* X [n x p] row-major, y, offset: in the rows' order */
-    svir_coupling cp;          /* cp.couple = 0: no shift */
-    double *theta, *eps, *lw0; /* [K x D], [K x D], [K] */
-    double *cw, *be, *cu;      /* [K x q] shifts w(theta_k); scratch [p], [q] */
-    svir_aux *aux;             /* [K] */
-    svir_globals *g;           /* [K] */
-    double *lm;                /* [J x K] log m_j(k0) */
-    double *lf;                /* [J x K x K] f_j(k0, kj) / (K m_j(k0)), or NULL (not kept) */
-    double *zs;                /* [K x nz] the draws z0 */
-} qem_tree;
+    const svir_glmm *m;
+    svir_control c;
+    int cuda;
+    glmm_tree qt;
+    int have_tree;
+    ptrdiff_t ngp;
+    double lP;                  /* log P-hat + log K of the last iteration */
+    double *gpar, *lpar, *anchor; /* the proposal, and the start it is anchored at */
+    double *w0, *G1, *G2, *E1, *E2, *Z1, *Z2, *wk;
+    double *kbeta, *kA;         /* the device's inputs: the globals' draws unpacked */
+    svir_cuda_qem *dev;         /* the groups on the device, or NULL */
+} glmm_qem_work;
 
-static void tree_free(qem_tree *qt)
+static void qem_free(void *work)
 {
-    if (qt->g)
-        for (int k = 0; k < qt->K; k++) svir_globals_free(&qt->g[k]);
-    if (qt->cp.cns) svir_coupling_free(&qt->cp);
-    free(qt->rowptr); free(qt->rows); free(qt->xs); free(qt->ys); free(qt->os); free(qt->theta); free(qt->eps); free(qt->lw0);
-    free(qt->cw); free(qt->be); free(qt->cu); free(qt->aux); free(qt->g); free(qt->lm);
-    free(qt->lf); free(qt->zs);
-    memset(qt, 0, sizeof *qt);
+    glmm_qem_work *x = work;
+    if (!x) return;
+    svir_cuda_qem_free(x->dev);
+    if (x->have_tree) glmm_tree_free(&x->qt);
+    free(x->gpar); free(x->lpar); free(x->anchor);
+    free(x->w0); free(x->G1); free(x->G2); free(x->E1); free(x->E2); free(x->Z1); free(x->Z2);
+    free(x->wk); free(x->kbeta); free(x->kA);
+    free(x);
 }
 
-/* Sets up the tree of model m for K samples per latent, keeping the log f
- * tables if `tables`; with `anchor` (the guide's parameters its coupling is
- * anchored at) and c->couple, the groups' draws are shifted by the coupled
- * guide's w(theta). Returns 0, 1 (model or K not supported) or 2 (memory),
- * with a message in err. */
-static int tree_init(qem_tree *qt, const svir_model *m, const svir_control *c, int K, int tables,
-                     const double *anchor, char *err, size_t errlen)
+static int qem_new(const void *model, const svir_control *c, int cuda, void **work, svir_err *e)
 {
-    memset(qt, 0, sizeof *qt);
-    if (m->nterms != 1 || m->terms[0].q > SVIR_QMAX_STACK) {
-        snprintf(err, errlen, "QEM takes exactly one grouping factor (the model has %d)", m->nterms);
-        return 1;
+    const svir_glmm *m = model;
+    const int K = c->qem_K;
+    if (K < 2 || K > SVIR_QEM_KMAX)
+        return svir_err_set(e, 1, "QEM takes K from 2 to %d samples per latent (K = %d)",
+                            SVIR_QEM_KMAX, K);
+    if (cuda && m->couple) return svir_err_set(e, 1, "the coupled proposal is not on the device");
+    glmm_qem_work *x = calloc(1, sizeof *x);
+    if (!x) return svir_err_set(e, 2, "out of memory setting up QEM");
+    *work = x;
+    x->m = m;
+    x->c = *c;
+    x->cuda = cuda;
+    const ptrdiff_t D = m->D, ngp = svir_glmm_n_global(m, c->guide), nloc = m->nloc;
+    x->ngp = ngp;
+    x->gpar = malloc(sizeof(double) * (size_t)(ngp + 1));
+    x->lpar = malloc(sizeof(double) * (size_t)(nloc + 1));
+    x->anchor = malloc(sizeof(double) * (size_t)(ngp + 1));
+    if (!x->gpar || !x->lpar || !x->anchor)
+        return svir_err_set(e, 2, "out of memory allocating the fit's results");
+    /* the start: the model's initial means, sd 1 on every latent (the
+     * random effects' prior), whatever init_scale says */
+    svir_control c1 = *c;
+    c1.init_scale = 1.0;
+    svir_glmm_init_params(m, &c1, x->gpar, x->lpar);
+    /* the coupled proposal (m->couple) stays anchored at the start */
+    memcpy(x->anchor, x->gpar, sizeof(double) * (size_t)ngp);
+    char err[512] = "";
+    int st = glmm_tree_init(&x->qt, m, c, K, !cuda, x->anchor, err, sizeof err);
+    if (st) return svir_err_set(e, st, "%s", err);
+    x->have_tree = 1;
+    const int q = x->qt.q, J = x->qt.J;
+    const ptrdiff_t lb = x->qt.lb;
+    x->w0 = malloc(sizeof(double) * (size_t)K);
+    x->G1 = malloc(sizeof(double) * (size_t)(D + 1));
+    x->G2 = malloc(sizeof(double) * (size_t)(D * D + 1));
+    x->E1 = malloc(sizeof(double) * (size_t)(D + 1));
+    x->E2 = malloc(sizeof(double) * (size_t)(D * D + 1));
+    x->Z1 = malloc(sizeof(double) * (size_t)(x->qt.nz + 1));
+    x->Z2 = malloc(sizeof(double) * (size_t)J * (size_t)(q * q) + 1);
+    x->wk = malloc(sizeof(double) * (size_t)(D * D + q * q + 1));
+    x->kbeta = malloc(sizeof(double) * (size_t)K * (size_t)(m->p + 1));
+    x->kA = malloc(sizeof(double) * (size_t)K * (size_t)(q * q));
+    if (!x->w0 || !x->G1 || !x->G2 || !x->E1 || !x->E2 || !x->Z1 || !x->Z2 || !x->wk ||
+        !x->kbeta || !x->kA)
+        return svir_err_set(e, 2, "out of memory setting up QEM");
+    /* the raw moments of the starting proposal */
+    const double *gpar = x->gpar;
+    if (c->guide == SVIR_GUIDE_FULLRANK) {
+        svir_qem_raw((int)D, gpar, gpar + D, x->G1, x->G2);
+    } else {
+        for (ptrdiff_t r = 0; r < D; r++) {
+            x->G1[r] = gpar[r];
+            for (ptrdiff_t cc = 0; cc <= r; cc++)
+                x->G2[r * D + cc] = (cc == r ? exp(gpar[D + r]) * exp(gpar[D + r]) : 0.0) +
+                                    gpar[r] * gpar[cc];
+        }
     }
-    if (K < 1 || K > SVIR_QEM_KMAX) {
-        snprintf(err, errlen, "the tree bound takes K from 1 to %d samples per latent (K = %d)",
-                 SVIR_QEM_KMAX, K);
-        return 1;
+    for (int j = 0; j < J; j++) {
+        const double *blk = x->lpar + (ptrdiff_t)j * lb;
+        svir_qem_raw(q, blk, blk + q, x->Z1 + (ptrdiff_t)j * q, x->Z2 + (ptrdiff_t)j * q * q);
     }
-    qt->m = m;
-    qt->tm = &m->terms[0];
-    qt->K = K;
-    qt->q = qt->tm->q;
-    qt->J = qt->tm->ngroups;
-    qt->fullrank = c->guide == SVIR_GUIDE_FULLRANK;
-    qt->direct = c->qem_direct;
-    qt->T = c->threads > 0 ? c->threads : 1;
-    qt->D = m->D;
-    qt->nz = m->nz;
-    qt->lb = svir_local_block(qt->q);
-    svir_philox_key(c->seed, qt->key);
-    const size_t J = (size_t)qt->J, Kz = (size_t)K, D = (size_t)qt->D, n = (size_t)m->n;
-    const size_t q = (size_t)qt->q;
-    qt->rowptr = calloc(J + 2, sizeof(int));
-    qt->rows = malloc(sizeof(int) * (n + 1));
-    qt->xs = malloc(sizeof(double) * (n * (size_t)m->p + 1));
-    qt->ys = malloc(sizeof(double) * (n + 1));
-    qt->os = malloc(sizeof(double) * (n + 1));
-    qt->theta = malloc(sizeof(double) * (Kz * D + 1));
-    qt->eps = malloc(sizeof(double) * (Kz * D + 1));
-    qt->lw0 = malloc(sizeof(double) * Kz);
-    qt->cw = calloc(Kz * q + 1, sizeof(double));
-    qt->be = malloc(sizeof(double) * ((size_t)m->p + 1));
-    qt->cu = malloc(sizeof(double) * (q + 1));
-    qt->aux = malloc(sizeof(svir_aux) * Kz);
-    qt->g = calloc(Kz, sizeof(svir_globals));
-    qt->lm = malloc(sizeof(double) * J * Kz);
-    qt->lf = tables ? malloc(sizeof(double) * J * Kz * Kz) : NULL;
-    qt->zs = malloc(sizeof(double) * Kz * ((size_t)qt->nz + 1));
-    int *next = malloc(sizeof(int) * (J + 1));
-    int fail = !qt->rowptr || !qt->rows || !qt->xs || !qt->ys || !qt->os || !qt->theta || !qt->eps || !qt->lw0 || !qt->cw ||
-               !qt->be || !qt->cu || !qt->aux || !qt->g || !qt->lm || (tables && !qt->lf) ||
-               !qt->zs || !next;
-    for (int k = 0; k < K && !fail; k++) fail = svir_globals_alloc(m, &qt->g[k]) != 0;
-    if (!fail && anchor && c->couple) {
-        int ns;
-        fail = svir_coupling_new(m, c, anchor, &qt->cp, &ns) != 0;
-    }
-    if (fail) {
-        free(next);
-        tree_free(qt);
-        snprintf(err, errlen, "out of memory setting up QEM's tree");
-        return 2;
-    }
-    const svir_term *tm = qt->tm;
-    for (size_t i = 0; i < n; i++) qt->rowptr[tm->group[i] + 1]++;
-    for (int j = 0; j < qt->J; j++) {
-        if (qt->rowptr[j + 1] > qt->maxnj) qt->maxnj = qt->rowptr[j + 1];
-        qt->rowptr[j + 1] += qt->rowptr[j];
-    }
-    for (int j = 0; j < qt->J; j++) next[j] = qt->rowptr[j];
-    for (size_t i = 0; i < n; i++) qt->rows[next[tm->group[i]]++] = (int)i;
-    free(next);
-    for (size_t r = 0; r < n; r++) {
-        const size_t i = (size_t)qt->rows[r];
-        for (int cc = 0; cc < m->p; cc++) qt->xs[r * (size_t)m->p + cc] = m->X[i + (size_t)cc * n];
-        qt->ys[r] = m->y[i];
-        qt->os[r] = m->offset ? m->offset[i] : 0.0;
+    if (cuda) {
+        st = svir_cuda_qem_new(m, K, c->seed, x->lpar, x->Z1, x->Z2, &x->dev, err, sizeof err);
+        if (st) return svir_err_set(e, st, "%s", err);
     }
     return 0;
 }
 
-/* K draws of the globals from q(theta) = gpar, counters `ctr` of `stream`:
- * theta, their unpacked values, lw0 = log p(theta) - log q(theta) (with the
- * likelihood's constant) and the coupled guide's shifts. */
-static void tree_globals(qem_tree *qt, const double *gpar, uint64_t stream, uint64_t ctr)
+static int qem_new_cpu(const void *model, const svir_control *c, void **work, svir_err *e)
 {
-    const svir_model *m = qt->m;
-    const ptrdiff_t D = qt->D;
-    for (int k = 0; k < qt->K; k++) {
-        double *th = qt->theta + (ptrdiff_t)k * D, *ep = qt->eps + (ptrdiff_t)k * D;
-        for (ptrdiff_t d = 0; d < D; d++)
-            ep[d] = svir_normal(qt->key, stream, ctr, (uint64_t)(k * D + d));
-        svir_guide_theta(D, qt->fullrank, gpar, ep, th);
-        double lq = 0.0;
-        for (ptrdiff_t d = 0; d < D; d++)
-            lq += -0.5 * ep[d] * ep[d] - gpar[qt->fullrank ? D + d * (d + 1) / 2 + d : D + d] -
-                  SVIR_LOG_SQRT_2PI;
-        svir_unpack_globals(m, th, &qt->g[k]);
-        svir_aux_set(&qt->aux[k], qt->g[k].sigma, qt->g[k].phi);
-        qt->lw0[k] = m->ll_const + svir_log_prior(m, th, NULL) - lq;
-        if (qt->cp.couple) svir_coupling_forward(m, &qt->cp, th, &qt->g[k], qt->be, qt->cu,
-                                                 qt->cw + (ptrdiff_t)k * qt->q);
-    }
+    return qem_new(model, c, 0, work, e);
 }
 
-#define QEM_LL(FAM, LINK) ll += svir_loglik(m, FAM, LINK, i, eta, &qt->aux[k0], &dd, &da)
-
-/* K draws z0 of every group from q0 = lpar (counters `ctr` of `stream`),
- * the K x K tables log f_j and log m_j. Returns nonzero when out of memory.
- *
- * Where the group's log-likelihood depends on its effect b through a few
- * sums, a pair (k0, kj) costs O(q^2) instead of O(n_j) after an O(n_j q)
- * pass per k0 (the table then costs K n q + K^2 J q^2, not K^2 n q):
- *   Gaussian, identity link, any q: with r_i = y_i - x_i beta - offset_i,
- *     sum_i (r_i - Z_i b)^2 = sum r^2 - 2 b' sum Z_i r_i + b' (sum Z_i Z_i') b;
- *   Poisson, log link, random intercept:
- *     sum_i y_i eta_i - exp(eta_i) = sum y_i xb_i + b sum y_i - e^b sum e^xb_i.
- * Other families and links, and c->qem_direct (for the tests), evaluate
- * every observation. */
-static int tree_groups(qem_tree *qt, const double *lpar, uint64_t stream, uint64_t ctr)
+static int qem_new_cuda(const void *model, const svir_control *c, void **work, svir_err *e)
 {
-    const svir_model *m = qt->m;
-    const svir_term *tm = qt->tm;
-    const int K = qt->K, q = qt->q, J = qt->J, couple = qt->cp.couple;
-    const ptrdiff_t nz = qt->nz, D = qt->D, n = m->n;
-    const double logK = log((double)K);
-    const int gauss = !qt->direct && m->family == SVIR_GAUSSIAN && m->link == SVIR_LINK_IDENTITY;
-    const int pois = !qt->direct && m->family == SVIR_POISSON && m->link == SVIR_LINK_LOG &&
-                     tm->z_ones;
-    int fail = 0;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(qt->T) if (J >= 64)
-#endif
-    {
-        double *xb = malloc(sizeof(double) * (size_t)(qt->maxnj + 1));
-        double *noise = malloc(sizeof(double) * (size_t)(q + 1));
-        double *row = malloc(sizeof(double) * (size_t)K);
-        double *szz = malloc(sizeof(double) * (size_t)(q * q + 1)); /* sum Z_i Z_i' (lower) */
-        double ed[SVIR_QMAX_STACK], b[SVIR_QMAX_STACK], zc[SVIR_QMAX_STACK], szr[SVIR_QMAX_STACK];
-        double lq0[SVIR_QEM_KMAX], lzp[SVIR_QEM_KMAX];
-        if (!xb || !noise || !row || !szz) {
-            SVIR_FLAG_SET(fail);
-        } else {
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-            for (int j = 0; j < J; j++) {
-                const double *blk = lpar + (ptrdiff_t)j * qt->lb;
-                svir_local_exp_diag(q, blk, ed);
-                for (int kj = 0; kj < K; kj++) {
-                    double *z0 = qt->zs + (ptrdiff_t)kj * nz + (ptrdiff_t)j * q;
-                    svir_normal_fill(qt->key, stream, ctr,
-                                     (uint64_t)kj * (uint64_t)nz + (uint64_t)j * (uint64_t)q, q,
-                                     noise);
-                    lq0[kj] = svir_local_draw(q, blk, noise, ed, z0);
-                    double lp = 0.0;
-                    for (int r = 0; r < q; r++) lp += -0.5 * z0[r] * z0[r] - SVIR_LOG_SQRT_2PI;
-                    lzp[kj] = lp - lq0[kj];
-                }
-                const int r0 = qt->rowptr[j], r1 = qt->rowptr[j + 1];
-                const double nj = (double)(r1 - r0);
-                double sy = 0.0; /* Poisson: sum y_i */
-                if (gauss) {
-                    for (int r = 0; r < q; r++)
-                        for (int cc = 0; cc <= r; cc++) szz[r * q + cc] = 0.0;
-                    for (int rr = r0; rr < r1; rr++) {
-                        const ptrdiff_t i = qt->rows[rr];
-                        for (int r = 0; r < q; r++) {
-                            const double zr = tm->z_ones ? 1.0 : tm->Z[i + (ptrdiff_t)r * n];
-                            for (int cc = 0; cc <= r; cc++)
-                                szz[r * q + cc] += zr * (tm->z_ones ? 1.0 : tm->Z[i + (ptrdiff_t)cc * n]);
-                        }
-                    }
-                } else if (pois) {
-                    for (int rr = r0; rr < r1; rr++) sy += qt->ys[rr];
-                }
-                for (int k0 = 0; k0 < K; k0++) {
-                    const double *beta = qt->theta + (ptrdiff_t)k0 * D, *A = qt->g[k0].A;
-                    const double *w = qt->cw + (ptrdiff_t)k0 * q;
-                    double *lfr = qt->lf ? qt->lf + ((ptrdiff_t)j * K + k0) * K : row;
-                    for (int r = r0; r < r1; r++) {
-                        const double *xr = qt->xs + (ptrdiff_t)r * m->p;
-                        double e = qt->os[r];
-                        for (int cc = 0; cc < m->p; cc++) e += xr[cc] * beta[cc];
-                        xb[r - r0] = e;
-                    }
-                    /* the sums of the fast paths */
-                    double s2 = 0.0, s1 = 0.0;
-                    if (gauss) {
-                        for (int r = 0; r < q; r++) szr[r] = 0.0;
-                        for (int rr = r0; rr < r1; rr++) {
-                            const ptrdiff_t i = qt->rows[rr];
-                            const double res = qt->ys[rr] - xb[rr - r0];
-                            s2 += res * res;
-                            if (tm->z_ones) {
-                                szr[0] += res;
-                            } else {
-                                for (int r = 0; r < q; r++) szr[r] += tm->Z[i + (ptrdiff_t)r * n] * res;
-                            }
-                        }
-                    } else if (pois) {
-                        for (int rr = r0; rr < r1; rr++) {
-                            s1 += qt->ys[rr] * xb[rr - r0];
-                            s2 += exp(xb[rr - r0]);
-                        }
-                    }
-                    for (int kj = 0; kj < K; kj++) {
-                        const double *z = qt->zs + (ptrdiff_t)kj * nz + (ptrdiff_t)j * q;
-                        double lz = lzp[kj];
-                        if (couple) {
-                            /* z = z0 - w(theta_k0): log N(z; 0, I) - log q0(z0) */
-                            lz = -lq0[kj];
-                            for (int r = 0; r < q; r++) {
-                                zc[r] = z[r] - w[r];
-                                lz += -0.5 * zc[r] * zc[r] - SVIR_LOG_SQRT_2PI;
-                            }
-                            z = zc;
-                        }
-                        svir_local_b(q, A, z, b);
-                        double ll = 0.0, dd, da;
-                        if (gauss) {
-                            double rss = s2;
-                            for (int r = 0; r < q; r++) {
-                                rss -= 2.0 * b[r] * szr[r];
-                                for (int cc = 0; cc < r; cc++) rss += 2.0 * b[r] * szz[r * q + cc] * b[cc];
-                                rss += b[r] * szz[r * q + r] * b[r];
-                            }
-                            ll = svir_loglik_gauss_sum(&qt->aux[k0], rss * qt->aux[k0].inv_s2, nj, &da);
-                        } else if (pois) {
-                            ll = s1 + b[0] * sy - exp(b[0]) * s2;
-                        } else {
-                            for (int r = r0; r < r1; r++) {
-                                const ptrdiff_t i = qt->rows[r];
-                                double eta = xb[r - r0];
-                                if (tm->z_ones) {
-                                    eta += b[0];
-                                } else {
-                                    for (int cc = 0; cc < q; cc++) eta += tm->Z[i + (ptrdiff_t)cc * n] * b[cc];
-                                }
-                                SVIR_FAMILY_DISPATCH(m, QEM_LL);
-                            }
-                        }
-                        lfr[kj] = ll + lz;
-                    }
-                    /* log m_j(k0), and the row turned into f / (K m_j) */
-                    qt->lm[(ptrdiff_t)j * K + k0] = svir_qem_row(K, lfr, logK);
-                }
-            }
-        }
-        free(xb);
-        free(noise);
-        free(row);
-        free(szz);
-    }
-    return fail;
+    return qem_new(model, c, 1, work, e);
 }
 
-/* log P-hat from the globals' and the groups' parts; lw0 becomes log w0
- * (unnormalised). */
-static double tree_log_phat(qem_tree *qt)
+static void qem_sizes(const void *work, ptrdiff_t *ngp, ptrdiff_t *nloc)
 {
-    const int K = qt->K;
-    for (int k0 = 0; k0 < K; k0++)
-        for (int j = 0; j < qt->J; j++) qt->lw0[k0] += qt->lm[(ptrdiff_t)j * K + k0];
-    return lse(qt->lw0, K, 1) - log((double)K);
+    const glmm_qem_work *x = work;
+    *ngp = x->ngp;
+    *nloc = x->m->nloc;
 }
 
-/* The iterations: gpar and lpar hold the starting proposal and get the
- * final one; res->elbo and res->window_elbo get the trace of log P-hat and
- * its window means, res the loop's results and, with c->path_every, the
- * path. With `cuda` the groups' draws, tables and M-step run on the device
- * (src/cuda/svir_cuda_qem.cu) and the globals here, with the same numbers
- * up to the order of sums. */
-static int qem_iterate(const svir_model *m, const svir_control *c, int cuda,
-                       const svir_callbacks *cb, double *gpar, double *lpar, const double *anchor,
-                       svir_result *res, char *err, size_t errlen)
+/* the draws of iteration t, their tables and log P-hat */
+static int qem_estep(void *work, long t, double *logp, svir_err *e)
 {
-    const int K = c->qem_K;
-    const double eta0 = c->qem_eta0, kappa = c->qem_kappa;
-    const ptrdiff_t D = m->D;
-    const int fullrank = c->guide == SVIR_GUIDE_FULLRANK;
-    const long maxs = c->max_steps > 0 ? c->max_steps : 1;
-    const int W = c->eval_every > 0 ? c->eval_every : 100;
-    const ptrdiff_t ngp = svir_n_global_par(m, c->guide);
-    if (K < 2 || K > SVIR_QEM_KMAX) {
-        snprintf(err, errlen, "QEM takes K from 2 to %d samples per latent (K = %d)", SVIR_QEM_KMAX, K);
-        return 1;
-    }
-#ifndef SVIR_HAVE_CUDA
-    if (cuda) {
-        snprintf(err, errlen, "this build of svir has no CUDA backend");
-        return 1;
-    }
-#endif
-    if (cuda && c->couple) {
-        snprintf(err, errlen, "the coupled proposal is not on the device");
-        return 1;
-    }
-    qem_tree qt;
-    int st = tree_init(&qt, m, c, K, !cuda, anchor, err, errlen);
-    if (st) return st;
-    const int q = qt.q, J = qt.J, T = qt.T;
-    const ptrdiff_t nz = qt.nz, lb = qt.lb;
-    int status = 2;
-    double *w0 = malloc(sizeof(double) * (size_t)K);
-    double *G1 = malloc(sizeof(double) * (size_t)(D + 1)), *G2 = malloc(sizeof(double) * (size_t)(D * D + 1));
-    double *E1 = malloc(sizeof(double) * (size_t)(D + 1)), *E2 = malloc(sizeof(double) * (size_t)(D * D + 1));
-    double *Z1 = malloc(sizeof(double) * (size_t)(nz + 1));
-    double *Z2 = malloc(sizeof(double) * (size_t)J * (size_t)(q * q) + 1);
-    double *wk = malloc(sizeof(double) * (size_t)(D * D + q * q + 1));
-    /* the device's inputs: the globals' draws unpacked */
-    double *kbeta = malloc(sizeof(double) * (size_t)K * (size_t)(m->p + 1));
-    double *kA = malloc(sizeof(double) * (size_t)K * (size_t)(q * q));
-#ifdef SVIR_HAVE_CUDA
-    svir_cuda_qem *dev = NULL;
-#endif
-    svir_loop L;
-    long t = 0;
-    if (!w0 || !G1 || !G2 || !E1 || !E2 || !Z1 || !Z2 || !wk || !kbeta || !kA) {
-        snprintf(err, errlen, "out of memory setting up QEM");
-        goto done;
-    }
-
-    /* the raw moments of the starting proposal (gpar, lpar as given) */
-    if (fullrank) {
-        svir_qem_raw((int)D, gpar, gpar + D, G1, G2);
-    } else {
-        for (ptrdiff_t r = 0; r < D; r++) {
-            G1[r] = gpar[r];
-            for (ptrdiff_t cc = 0; cc <= r; cc++)
-                G2[r * D + cc] = (cc == r ? exp(gpar[D + r]) * exp(gpar[D + r]) : 0.0) +
-                                 gpar[r] * gpar[cc];
-        }
-    }
-    for (int j = 0; j < J; j++) {
-        const double *blk = lpar + (ptrdiff_t)j * lb;
-        svir_qem_raw(q, blk, blk + q, Z1 + (ptrdiff_t)j * q, Z2 + (ptrdiff_t)j * q * q);
-    }
-#ifdef SVIR_HAVE_CUDA
-    if (cuda) {
-        status = svir_cuda_qem_new(m, K, c->seed, lpar, Z1, Z2, &dev, err, errlen);
-        if (status) goto done;
-        status = 2;
-    }
-#endif
-
-    /* the stopping rule of SVI on log P-hat: the first plateau ends the fit */
-    svir_loop_init(&L, maxs, W, 1.0, SVIR_LR_CONSTANT, 1.0, 0, c->tol_rel_obj, res->elbo,
-                   res->window_elbo);
-    const double tstart = svir_wall_time();
-    for (t = 0; t < maxs; t++) {
-        if (cb && cb->interrupted && t % 16 == 0 && cb->interrupted(cb->ctx)) {
-            L.stop_reason = SVIR_STOP_INTERRUPTED;
-            break;
-        }
-        tree_globals(&qt, gpar, SVIR_STREAM_GLOBAL, (uint64_t)t);
-#ifdef SVIR_HAVE_CUDA
-        if (dev) {
-            for (int k = 0; k < K; k++) {
-                memcpy(kbeta + (ptrdiff_t)k * m->p, qt.theta + (ptrdiff_t)k * D, sizeof(double) * (size_t)m->p);
-                memcpy(kA + (ptrdiff_t)k * q * q, qt.g[k].A, sizeof(double) * (size_t)(q * q));
-            }
-            status = svir_cuda_qem_table(dev, kbeta, kA, qt.aux, SVIR_STREAM_LOCAL, (uint64_t)t,
-                                         qt.lm, err, errlen);
-            if (status) goto done;
-            status = 2;
-        } else
-#endif
-        if (tree_groups(&qt, lpar, SVIR_STREAM_LOCAL, (uint64_t)t)) {
-            snprintf(err, errlen, "out of memory in a QEM iteration");
-            goto done;
-        }
-        const double logP = tree_log_phat(&qt);
-        const double lP = logP + log((double)K);
-        svir_loop_step(&L, t, logP, isfinite(logP));
-        if (!(L.act & SVIR_LOOP_ACCEPT)) {
-            if (L.stopped) {
-                t++;
-                break;
-            }
-            continue;
-        }
-        for (int k = 0; k < K; k++) w0[k] = exp(qt.lw0[k] - lP);
-        /* E-step: moments of theta */
-        for (ptrdiff_t r = 0; r < D; r++) {
-            E1[r] = 0.0;
-            for (ptrdiff_t cc = 0; cc <= r; cc++) E2[r * D + cc] = 0.0;
-        }
+    glmm_qem_work *x = work;
+    glmm_tree *qt = &x->qt;
+    const svir_glmm *m = x->m;
+    glmm_tree_globals(qt, x->gpar, SVIR_STREAM_GLOBAL, (uint64_t)t);
+    if (x->dev) {
+        const int K = qt->K, q = qt->q;
+        const ptrdiff_t D = qt->D;
         for (int k = 0; k < K; k++) {
-            const double *th = qt.theta + (ptrdiff_t)k * D;
-            for (ptrdiff_t r = 0; r < D; r++) {
-                E1[r] += w0[k] * th[r];
-                for (ptrdiff_t cc = 0; cc <= r; cc++) E2[r * D + cc] += w0[k] * th[r] * th[cc];
-            }
+            memcpy(x->kbeta + (ptrdiff_t)k * m->p, qt->theta + (ptrdiff_t)k * D,
+                   sizeof(double) * (size_t)m->p);
+            memcpy(x->kA + (ptrdiff_t)k * q * q, qt->g[k].A, sizeof(double) * (size_t)(q * q));
         }
-        const double et = fmin(1.0, eta0 * pow((double)t + 1.0, -kappa));
+        char err[512] = "";
+        const int st = svir_cuda_qem_table(x->dev, x->kbeta, x->kA, qt->aux, SVIR_STREAM_LOCAL,
+                                           (uint64_t)t, qt->lm, err, sizeof err);
+        if (st) return svir_err_set(e, st, "%s", err);
+    } else if (glmm_tree_groups(qt, x->lpar, SVIR_STREAM_LOCAL, (uint64_t)t))
+        return svir_err_set(e, 2, "out of memory in a QEM iteration");
+    (void)m;
+    *logp = glmm_tree_log_phat(qt);
+    x->lP = *logp + log((double)qt->K);
+    return 0;
+}
+
+/* the moments of theta and of each group, and the proposals matched to
+ * them with the moving average's step et */
+static int qem_mstep(void *work, long t, double et, svir_err *e)
+{
+    glmm_qem_work *x = work;
+    glmm_tree *qt = &x->qt;
+    const int K = qt->K, q = qt->q, J = qt->J, T = qt->T;
+    const ptrdiff_t D = qt->D, nz = qt->nz, lb = qt->lb;
+    double *w0 = x->w0, *E1 = x->E1, *E2 = x->E2, *G1 = x->G1, *G2 = x->G2;
+    double *gpar = x->gpar, *lpar = x->lpar;
+    (void)t;
+    (void)e;
+    for (int k = 0; k < K; k++) w0[k] = exp(qt->lw0[k] - x->lP);
+    /* E-step: moments of theta */
+    for (ptrdiff_t r = 0; r < D; r++) {
+        E1[r] = 0.0;
+        for (ptrdiff_t cc = 0; cc <= r; cc++) E2[r * D + cc] = 0.0;
+    }
+    for (int k = 0; k < K; k++) {
+        const double *th = qt->theta + (ptrdiff_t)k * D;
         for (ptrdiff_t r = 0; r < D; r++) {
-            G1[r] = (1.0 - et) * G1[r] + et * E1[r];
-            for (ptrdiff_t cc = 0; cc <= r; cc++)
-                G2[r * D + cc] = (1.0 - et) * G2[r * D + cc] + et * E2[r * D + cc];
+            E1[r] += w0[k] * th[r];
+            for (ptrdiff_t cc = 0; cc <= r; cc++) E2[r * D + cc] += w0[k] * th[r] * th[cc];
         }
-        /* ... and of each group (pi_j), then the M-step per group */
-#ifdef SVIR_HAVE_CUDA
-        if (dev) {
-            status = svir_cuda_qem_mstep(dev, w0, et, err, errlen);
-            if (status) goto done;
-            status = 2;
-        } else
-#endif
-        {
+    }
+    for (ptrdiff_t r = 0; r < D; r++) {
+        G1[r] = (1.0 - et) * G1[r] + et * E1[r];
+        for (ptrdiff_t cc = 0; cc <= r; cc++)
+            G2[r * D + cc] = (1.0 - et) * G2[r * D + cc] + et * E2[r * D + cc];
+    }
+    /* ... and of each group (pi_j), then the M-step per group */
+    if (x->dev) {
+        char err[512] = "";
+        const int st = svir_cuda_qem_mstep(x->dev, w0, et, err, sizeof err);
+        if (st) return svir_err_set(e, st, "%s", err);
+    } else {
+        (void)T;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(T) schedule(static) if (J >= 64)
 #endif
         for (int j = 0; j < J; j++) {
             double pi[SVIR_QEM_KMAX], e1[SVIR_QMAX_STACK], e2[SVIR_QMAX_STACK * SVIR_QMAX_STACK];
             double ws[SVIR_QMAX_STACK * SVIR_QMAX_STACK];
-            svir_qem_group_mstep(q, K, qt.lf + (ptrdiff_t)j * K * K, w0, qt.zs + (ptrdiff_t)j * q, nz,
-                                 et, Z1 + (ptrdiff_t)j * q, Z2 + (ptrdiff_t)j * q * q,
+            svir_qem_group_mstep(q, K, qt->lf + (ptrdiff_t)j * K * K, w0, qt->zs + (ptrdiff_t)j * q,
+                                 nz, et, x->Z1 + (ptrdiff_t)j * q, x->Z2 + (ptrdiff_t)j * q * q,
                                  lpar + (ptrdiff_t)j * lb, pi, e1, e2, ws);
         }
-        }
-        /* the globals' proposal */
-        if (fullrank) {
-            svir_qem_match((int)D, G1, G2, 1e-12, gpar, gpar + D, wk);
-        } else {
-            for (ptrdiff_t r = 0; r < D; r++) {
-                const double v = G2[r * D + r] - G1[r] * G1[r];
-                gpar[r] = G1[r];
-                gpar[D + r] = 0.5 * log(v > 1e-12 ? v : 1e-12);
-            }
-        }
-        if (c->path_every > 0 && (t + 1) % c->path_every == 0) {
-#ifdef SVIR_HAVE_CUDA
-            if (dev && (status = svir_cuda_qem_lpar(dev, lpar, err, errlen)) != 0) goto done;
-            status = 2;
-#endif
-            svir_path_push(res, ngp, m->nloc, t + 1, svir_wall_time() - tstart, gpar, lpar, anchor);
-        }
-        if (cb && cb->progress && t % 10 == 0) cb->progress(cb->ctx, t, maxs, logP);
-        if (L.stopped) {
-            t++;
-            break;
+    }
+    /* the globals' proposal */
+    if (x->c.guide == SVIR_GUIDE_FULLRANK) {
+        svir_qem_match((int)D, G1, G2, 1e-12, gpar, gpar + D, x->wk);
+    } else {
+        for (ptrdiff_t r = 0; r < D; r++) {
+            const double v = G2[r * D + r] - G1[r] * G1[r];
+            gpar[r] = G1[r];
+            gpar[D + r] = 0.5 * log(v > 1e-12 ? v : 1e-12);
         }
     }
-#ifdef SVIR_HAVE_CUDA
-    if (dev && (status = svir_cuda_qem_lpar(dev, lpar, err, errlen)) != 0) goto done;
-#endif
-    svir_loop_to_result(&L, t, res);
-    res->lr_final = NAN; /* QEM has no step size */
-    status = 0;
-done:
-#ifdef SVIR_HAVE_CUDA
-    svir_cuda_qem_free(dev);
-#endif
-    free(kbeta);
-    free(kA);
-    tree_free(&qt);
-    free(w0); free(G1); free(G2); free(E1); free(E2); free(Z1); free(Z2); free(wk);
-    return status;
+    return 0;
 }
 
-int svir_qem_fit(const svir_model *m, const svir_control *c, int cuda, const svir_callbacks *cb,
-                 svir_result *res)
+/* the groups' proposals back from the device */
+static int qem_sync(glmm_qem_work *x, svir_err *e)
 {
-    memset(res, 0, sizeof *res);
-    const ptrdiff_t ngp = svir_n_global_par(m, c->guide), nloc = m->nloc;
-    const long maxs = c->max_steps > 0 ? c->max_steps : 1;
-    const int W = c->eval_every > 0 ? c->eval_every : 100;
-    res->elbo = calloc((size_t)maxs, sizeof(double));
-    res->lr_steps = calloc(SVIR_LOOP_MAX_LR_STEPS, sizeof(long));
-    res->max_windows = (int)(maxs / W + 1);
-    res->window_elbo = calloc((size_t)res->max_windows, sizeof(double));
-    res->gpar = malloc(sizeof(double) * (size_t)(ngp + 1));
-    res->lpar = malloc(sizeof(double) * (size_t)(nloc + 1));
-    if (!res->elbo || !res->lr_steps || !res->window_elbo || !res->gpar || !res->lpar ||
-        svir_path_alloc(res, c, ngp, nloc)) {
-        snprintf(res->message, sizeof res->message, "out of memory allocating the fit's results");
-        return 2;
+    if (x->dev) {
+        char err[512] = "";
+        const int st = svir_cuda_qem_lpar(x->dev, x->lpar, err, sizeof err);
+        if (st) return svir_err_set(e, st, "%s", err);
     }
-    /* the start: the model's initial means, sd 1 on every latent (the
-     * random effects' prior), whatever init_scale says */
-    svir_control c1 = *c;
-    c1.init_scale = 1.0;
-    svir_init_params(m, &c1, res->gpar, res->lpar);
-    /* the coupled proposal (c->couple) stays anchored at the start */
-    double *anchor = malloc(sizeof(double) * (size_t)(ngp + 1));
-    if (!anchor) {
-        snprintf(res->message, sizeof res->message, "out of memory allocating the fit's results");
-        return 2;
-    }
-    memcpy(anchor, res->gpar, sizeof(double) * (size_t)ngp);
-    const double t0 = svir_wall_time();
-    int st = qem_iterate(m, c, cuda, cb, res->gpar, res->lpar, anchor, res, res->message,
-                         sizeof res->message);
-    res->time_split[SVIR_PHASE_DRAW] = NAN;
-    res->time_split[SVIR_PHASE_OBS] = NAN;
-    res->time_split[SVIR_PHASE_BACKWARD] = NAN;
-    res->time_split[SVIR_PHASE_UPDATE] = svir_wall_time() - t0;
-    /* the posterior draws kept in the fit, from the final proposal, coupled
-     * as it was */
-    if (!st) st = svir_posterior_draws(m, c, res->gpar, res->lpar, anchor, res);
-    free(anchor);
-    return st;
+    return 0;
 }
 
-int svir_tree_bound(const svir_model *m, const svir_control *c, const double *gpar,
-                    const double *lpar, const double *anchor, int K, int reps, double *out,
-                    char *err, size_t errlen)
+static int qem_snapshot(void *work, svir_result *res, long step, double time, svir_err *e)
 {
-    qem_tree qt;
-    int st = tree_init(&qt, m, c, K, 0, anchor, err, errlen);
+    glmm_qem_work *x = work;
+    const int st = qem_sync(x, e);
     if (st) return st;
-    for (int r = 0; r < reps && !st; r++) {
-        tree_globals(&qt, gpar, SVIR_STREAM_DRAWS, (uint64_t)r);
-        if (tree_groups(&qt, lpar, SVIR_STREAM_DRAWS_LOCAL, (uint64_t)r)) {
-            snprintf(err, errlen, "out of memory evaluating the bound");
-            st = 2;
-        } else {
-            out[r] = tree_log_phat(&qt);
-        }
-    }
-    tree_free(&qt);
-    return st;
+    svir_path_push(res, x->ngp, x->m->nloc, step, time, x->gpar, x->lpar, x->anchor);
+    return 0;
 }
+
+/* the final proposal, and the posterior draws kept in the fit from it,
+ * coupled as it was */
+static int qem_finish(void *work, svir_result *res, svir_err *e)
+{
+    glmm_qem_work *x = work;
+    int st = qem_sync(x, e);
+    if (st) return st;
+    st = svir_glmm_posterior_draws(x->m, &x->c, x->gpar, x->lpar, x->anchor, res);
+    if (st) return svir_err_set(e, st, "%s", res->message);
+    res->gpar = x->gpar;
+    res->lpar = x->lpar;
+    res->ngpar = x->ngp;
+    res->nlpar = x->m->nloc;
+    x->gpar = x->lpar = NULL;
+    return 0;
+}
+
+const svir_qem_ops svir_glmm_qem_cpu_ops = {
+    qem_new_cpu, qem_free, qem_sizes, qem_estep, qem_mstep, qem_snapshot, qem_finish,
+};
+const svir_qem_ops svir_glmm_qem_cuda_ops = {
+    qem_new_cuda, qem_free, qem_sizes, qem_estep, qem_mstep, qem_snapshot, qem_finish,
+};

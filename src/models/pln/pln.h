@@ -1,18 +1,16 @@
-/* The Poisson-lognormal model's variational objective (src/svir_pln.c;
- * issue 5, dev/PLN.md). */
+/* The Poisson-lognormal model's variational objective (pln_eval.c,
+ * pln_rank.c) and its L-BFGS problem (pln_lbfgs.c); dev/PLN.md. */
 #ifndef SVIR_PLN_H
 #define SVIR_PLN_H
 
 #include <stddef.h>
 
+#include "core/svir_lbfgs.h"
+#include "models/pln/pln_codes.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* Sigma's structure: full, diagonal, spherical (Sigma profiled out in
- * closed form), rank q (Sigma = W W' + diag(psi), W and log psi among the
- * parameters) */
-enum { SVIR_PLN_FULL = 0, SVIR_PLN_DIAGONAL = 1, SVIR_PLN_SPHERICAL = 2, SVIR_PLN_RANK = 3 };
 
 typedef struct {
     int n, p, d;        /* rows, count columns, covariates */
@@ -52,8 +50,14 @@ ptrdiff_t svir_pln_nwork(const svir_pln_data *dat);
 int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double *grad,
                   double *B, double *Sigma, double *work, char *err, size_t errlen);
 
-/* svir_pln_fit maximises J from par (updated in place) by L-BFGS scaled by
- * each parameter's curvature (see svir_pln.c): at most maxit iterations,
+/* The CPU problem of core/svir_lbfgs.h for dat, started at x (updated in
+ * place): every evaluation writes B [d x p] and Sigma [p x p]; NULL when
+ * out of memory. Release it with pb->destroy(pb). */
+svir_lbfgs_problem *svir_pln_cpu_problem(const svir_pln_data *dat, double *x, double *B,
+                                         double *Sigma);
+
+/* svir_pln_fit maximises J from par (updated in place) by core/svir_lbfgs.c
+ * on the CPU problem, preconditioned per column: at most maxit iterations,
  * stopping when one raises J by less than tol |J|; *J, *iters, the trace
  * of J per step (trace [maxit] or NULL) and the final B and Sigma.
  * Returns 0, 1 (as svir_pln_eval) or 2 (out of memory). */

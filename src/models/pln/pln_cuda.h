@@ -1,11 +1,12 @@
-/* The Poisson-lognormal model on the CUDA device (src/cuda/svir_cuda_pln.cu;
- * the CPU version is src/svir_pln.c, dev/PLN.md, dev/CUDA.md). C linkage,
+/* The Poisson-lognormal model on the CUDA device (cuda/pln_eval.cu,
+ * cuda/pln_lbfgs.cu; the CPU version is models/pln/, dev/PLN.md,
+ * dev/CUDA.md). C linkage,
  * no R API; every function returns 0, 1 (the model's own failure, as
  * svir_pln_eval: Sigma not positive definite, J not finite), 2 (host out of
  * memory) or 3 (a CUDA error, or not enough device memory), with a one-line
  * message in err, and frees what it allocated on every path. Declared
- * whether or not the build has CUDA; only builds with SVIR_HAVE_CUDA define
- * them. */
+ * whether or not the build has CUDA; a build without it has stand-ins that
+ * say so (backend/svir_nocuda.c). */
 #ifndef SVIR_CUDA_PLN_H
 #define SVIR_CUDA_PLN_H
 
@@ -30,6 +31,22 @@ int svir_cuda_pln_mem(size_t *free_bytes, size_t *total_bytes);
  * The data are uploaded, evaluated once and freed. */
 int svir_cuda_pln_eval_host(const svir_pln_data *dat, const double *par, double *J, double *grad,
                             double *B, double *Sigma, char *err, size_t errlen);
+
+/* The device's problem for core/svir_lbfgs.c: the data uploaded once,
+ * every vector of length npar on the device (its vector space's passes are
+ * kernels), the objective, the per-column preconditioner and the S start
+ * of the CPU, started at x0 (host); per iteration only scalars and O(p q)
+ * (rank), O(p) (diagonal, spherical) or O(p^2) (full: the Cholesky
+ * factorisation of Sigma is the host's) doubles cross. *pb is owned by
+ * *state; svir_cuda_pln_state_result copies the final point, B and Sigma
+ * back. */
+typedef struct svir_cuda_pln_state svir_cuda_pln_state;
+int svir_cuda_pln_state_new(const svir_pln_data *dat, const double *x0,
+                            svir_cuda_pln_state **state, svir_lbfgs_problem **pb, char *err,
+                            size_t errlen);
+int svir_cuda_pln_state_result(svir_cuda_pln_state *state, double *x, double *B, double *Sigma,
+                               char *err, size_t errlen);
+void svir_cuda_pln_state_free(svir_cuda_pln_state *state);
 
 /* svir_pln_fit on the device: the same L-BFGS (the S start, 5 pairs, the
  * per-column initial inverse Hessian, Armijo backtracking, the step caps, the

@@ -16,7 +16,8 @@
  *   J = L - sum log Y! + n p / 2 - nd / 2 log |Sigma| - tr(Omega C) / 2,
  * never decreases, and the fit's fixed points are those of the full-batch
  * fit. Memory: M and S (2 n p) and one minibatch's work, not the
- * full-batch L-BFGS's 20 n p. */
+ * full-batch L-BFGS's 20 n p. The epochs, the order of the rows and the
+ * stopping rule are the variational EM driver's (infer/svir_vem.c). */
 #include "core/svir_lapack.h"
 
 #include <math.h>
@@ -25,31 +26,27 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "models/pln/pln.h"
-#include "models/pln/pln_mb.h"
-
-static uint64_t splitmix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
+#include "models/pln/pln_model.h"
 
 typedef struct {
-    const svir_pln_mb_data *mb;
+    const svir_pln_model *mb;
     int n, p, d, q, cov;
     double nd;
     double *T1, *T2, *s2, *loc, L;
     double *B, *Sig, *Om, logdet, L_tr; /* L_tr = tr(Omega C), C = T2 - T1'B + diag(s2) */
     double *W, *psi, *lpsi; /* rank q: loadings [p x q], psi and log psi [p] */
     double *fa;       /* factor-analysis scratch */
+    /* the fit: all rows' M and log S (and W, log psi) [npar], the globals,
+     * one batch's data and locals, its VE step's data */
+    double *par, *Yb, *Ob, *Xb, *pb, *Bb, *Sb, *cw;
+    int m0, inner, fa_iters;
+    svir_pln_data bd;
 } mb_state;
 
 /* the row's local terms l_i, from M and log S (par) */
-static double row_local(const svir_pln_mb_data *mb, const double *M, const double *ls, int i)
+static double row_local(const svir_pln_model *mb, const double *M, const double *ls, int i)
 {
-    const svir_pln_data *dat = mb->dat;
+    const svir_pln_data *dat = &mb->dat;
     const int n = dat->n, p = dat->p;
     double s = 0.0;
     for (int j = 0; j < p; j++) {
@@ -103,7 +100,7 @@ static void stats_update(mb_state *st, const int *rows, int m, const double *Mb,
  * positive definite); C goes to st->Sig's room first (full, rank) */
 static int mstep(mb_state *st, int fa_iters, char *err, size_t errlen)
 {
-    const svir_pln_mb_data *mb = st->mb;
+    const svir_pln_model *mb = st->mb;
     const int p = st->p, d = st->d, q = st->q;
     const double one = 1.0, zero = 0.0, minus1 = -1.0;
     if (d > 0)
@@ -207,22 +204,16 @@ static int mstep(mb_state *st, int fa_iters, char *err, size_t errlen)
     return 0;
 }
 
-static int cmp_int(const void *a, const void *b)
-{
-    const int x = *(const int *)a, y = *(const int *)b;
-    return (x > y) - (x < y);
-}
-
 /* the sums from all rows, from scratch */
 static void stats_all(mb_state *st, const double *par)
 {
-    const svir_pln_mb_data *mb = st->mb;
+    const svir_pln_model *mb = st->mb;
     const int n = st->n, p = st->p, d = st->d;
     const ptrdiff_t np = (ptrdiff_t)n * p;
     memset(st->T1, 0, sizeof(double) * (size_t)d * p);
     memset(st->T2, 0, sizeof(double) * (size_t)(st->cov == SVIR_PLN_FULL || st->cov == SVIR_PLN_RANK ? (ptrdiff_t)p * p : p));
     memset(st->s2, 0, sizeof(double) * (size_t)p);
-    stats_update(st, NULL, n, par, par + np, mb->dat->X, 1.0);
+    stats_update(st, NULL, n, par, par + np, mb->dat.X, 1.0);
     st->L = 0.0;
     for (int i = 0; i < n; i++) {
         st->loc[i] = row_local(mb, par, par + np, i);
@@ -232,140 +223,190 @@ static void stats_all(mb_state *st, const double *par)
 
 static double elbo(const mb_state *st)
 {
-    return st->L - st->mb->dat->lgy + 0.5 * (double)st->n * st->p - 0.5 * st->nd * st->logdet -
+    return st->L - st->mb->dat.lgy + 0.5 * (double)st->n * st->p - 0.5 * st->nd * st->logdet -
            0.5 * st->L_tr;
 }
 
-int svir_pln_mb_fit(const svir_pln_mb_data *mb, double *par, int batch, int max_steps, int inner,
-                    int fa_iters, double tol, uint64_t seed, double *trace, int *epochs,
-                    int *steps, double *J, double *B, double *Sigma, char *err, size_t errlen)
+
+/* ---- the variational EM driver's minibatch table -------------------------- */
+
+ptrdiff_t svir_pln_mb_units(const void *model)
 {
-    const svir_pln_data *dat = mb->dat;
+    return ((const svir_pln_model *)model)->dat.n;
+}
+
+void svir_pln_mb_free(void *work)
+{
+    mb_state *st = work;
+    if (!st) return;
+    free(st->T1); free(st->T2); free(st->s2); free(st->loc); free(st->Om); free(st->fa);
+    free(st->Yb); free(st->Ob); free(st->Xb); free(st->pb); free(st->Bb); free(st->Sb);
+    free(st->cw); free(st->psi); free(st->lpsi); free(st->par); free(st->B); free(st->Sig);
+    free(st);
+}
+
+void *svir_pln_mb_new(const void *model, const svir_control *c, svir_err *e)
+{
+    const svir_pln_model *mb = model;
+    const svir_pln_data *dat = &mb->dat;
     const int n = dat->n, p = dat->p, d = dat->d, q = dat->cov == SVIR_PLN_RANK ? dat->q : 0;
-    const ptrdiff_t np = (ptrdiff_t)n * p, pp = (ptrdiff_t)p * p;
+    const ptrdiff_t np = (ptrdiff_t)n * p, pp = (ptrdiff_t)p * p, L = svir_pln_npar(dat);
     const int fullT2 = dat->cov == SVIR_PLN_FULL || dat->cov == SVIR_PLN_RANK;
-    const int m0 = batch < n ? batch : n;
+    const int m0 = c->batch_size < n ? (int)c->batch_size : n;
     const ptrdiff_t mp = (ptrdiff_t)m0 * p;
-    mb_state st;
-    memset(&st, 0, sizeof st);
-    st.mb = mb; st.n = n; st.p = p; st.d = d; st.q = q; st.cov = dat->cov; st.nd = dat->nd;
-    st.B = B; st.Sig = Sigma;
-    int rc = 0, ep = 0, nstep = 0;
-    double *T1 = calloc((size_t)d * p + 1, sizeof(double));
-    double *T2 = calloc((size_t)(fullT2 ? pp : p), sizeof(double));
-    double *s2 = calloc((size_t)p, sizeof(double)), *loc = calloc((size_t)n, sizeof(double));
-    double *Om = calloc((size_t)pp, sizeof(double));
-    double *fa = calloc((size_t)(q > 0 ? 3 * (ptrdiff_t)p * q + 2 * q * q + 2 * p : p), sizeof(double));
-    double *Yb = calloc((size_t)mp, sizeof(double)), *Ob = calloc((size_t)mp, sizeof(double));
-    double *Xb = calloc((size_t)m0 * d + 1, sizeof(double)), *pb = calloc((size_t)(2 * mp), sizeof(double));
-    double *Bb = calloc((size_t)d * p + 1, sizeof(double)), *Sb = calloc((size_t)pp, sizeof(double));
-    double *cw = calloc((size_t)(3 * p), sizeof(double));
-    int *perm = calloc((size_t)n, sizeof(int)), *rows = calloc((size_t)m0, sizeof(int));
-    if (!T1 || !T2 || !s2 || !loc || !Om || !fa || !Yb || !Ob || !Xb || !pb || !Bb || !Sb || !cw ||
-        !perm || !rows) {
-        snprintf(err, errlen, "out of memory fitting the Poisson-lognormal model in minibatches");
-        rc = 2;
-        goto done;
+    mb_state *st = calloc(1, sizeof *st);
+    if (!st) {
+        svir_err_set(e, 2, "out of memory fitting the Poisson-lognormal model in minibatches");
+        return NULL;
     }
-    st.T1 = T1; st.T2 = T2; st.s2 = s2; st.loc = loc; st.Om = Om; st.fa = fa;
+    st->mb = mb; st->n = n; st->p = p; st->d = d; st->q = q; st->cov = dat->cov; st->nd = dat->nd;
+    st->m0 = m0;
+    st->inner = mb->inner;
+    st->fa_iters = mb->fa_iters;
+    st->T1 = calloc((size_t)d * p + 1, sizeof(double));
+    st->T2 = calloc((size_t)(fullT2 ? pp : p), sizeof(double));
+    st->s2 = calloc((size_t)p, sizeof(double));
+    st->loc = calloc((size_t)n, sizeof(double));
+    st->Om = calloc((size_t)pp, sizeof(double));
+    st->fa = calloc((size_t)(q > 0 ? 3 * (ptrdiff_t)p * q + 2 * q * q + 2 * p : p), sizeof(double));
+    st->Yb = calloc((size_t)mp, sizeof(double));
+    st->Ob = calloc((size_t)mp, sizeof(double));
+    st->Xb = calloc((size_t)m0 * d + 1, sizeof(double));
+    st->pb = calloc((size_t)(2 * mp), sizeof(double));
+    st->Bb = calloc((size_t)d * p + 1, sizeof(double));
+    st->Sb = calloc((size_t)pp, sizeof(double));
+    st->cw = calloc((size_t)(3 * p), sizeof(double));
+    st->par = malloc(sizeof(double) * (size_t)L);
+    st->B = calloc((size_t)d * p + 1, sizeof(double));
+    st->Sig = calloc((size_t)pp, sizeof(double));
     if (q > 0) {
-        st.W = par + 2 * np;
-        st.psi = calloc((size_t)p, sizeof(double));
-        st.lpsi = calloc((size_t)p, sizeof(double));
-        if (!st.psi || !st.lpsi) { snprintf(err, errlen, "out of memory"); rc = 2; goto done; }
-        for (int j = 0; j < p; j++) st.psi[j] = exp(par[2 * np + (ptrdiff_t)p * q + j]);
+        st->psi = calloc((size_t)p, sizeof(double));
+        st->lpsi = calloc((size_t)p, sizeof(double));
     }
-    stats_all(&st, par);
-    if ((rc = mstep(&st, 10 * fa_iters, err, errlen))) goto done;
-    double Jprev = elbo(&st);
-    uint64_t rng = seed;
-    for (int i = 0; i < n; i++) perm[i] = i;
-    svir_pln_data bd = *dat;
-    bd.P = NULL;
-    bd.lgy = 0.0;
-    bd.Bfix = B;
-    bd.Omfix = q > 0 ? NULL : Om;
-    bd.Wfix = q > 0 ? st.W : NULL;
-    bd.lpsifix = q > 0 ? st.lpsi : NULL;
-    bd.colwork = cw;
-    bd.Yp = NULL; bd.Yi = NULL; bd.Yx = NULL;
-    int stop = 0;
-    while (!stop && nstep < max_steps) {
-        /* an epoch: the rows in a random order, in minibatches */
-        for (int i = n - 1; i > 0; i--) {
-            const int k = (int)(splitmix(&rng) % (uint64_t)(i + 1));
-            const int t = perm[i]; perm[i] = perm[k]; perm[k] = t;
-        }
-        for (int start = 0; start < n && nstep < max_steps; start += m0) {
-            const int m = start + m0 <= n ? m0 : n - start;
-            memcpy(rows, perm + start, sizeof(int) * (size_t)m);
-            qsort(rows, (size_t)m, sizeof(int), cmp_int);
-            /* gather the minibatch */
-            double *Mb = pb, *lsb = pb + (ptrdiff_t)m * p;
-            for (int j = 0; j < p; j++)
-                for (int i = 0; i < m; i++) {
-                    const ptrdiff_t k = (ptrdiff_t)j * n + rows[i], e = (ptrdiff_t)j * m + i;
-                    Mb[e] = par[k];
-                    lsb[e] = par[np + k];
-                    if (dat->Y) Yb[e] = dat->Y[k];
-                    if (dat->O) Ob[e] = dat->O[k];
-                }
-            if (!dat->Y) {
-                memset(Yb, 0, sizeof(double) * (size_t)m * p);
-                for (int i = 0; i < m; i++)
-                    for (int z = mb->Rp[rows[i]]; z < mb->Rp[rows[i] + 1]; z++)
-                        Yb[(ptrdiff_t)mb->Rj[z] * m + i] = mb->Rx[z];
-            }
-            if (dat->Orow)
-                for (int i = 0; i < m; i++) Ob[i] = dat->Orow[rows[i]];
-            for (int k = 0; k < d; k++)
-                for (int i = 0; i < m; i++) Xb[(ptrdiff_t)k * m + i] = dat->X[(ptrdiff_t)k * n + rows[i]];
-            /* out with the rows' old contributions */
-            stats_update(&st, rows, m, Mb, lsb, Xb, -1.0);
-            for (int i = 0; i < m; i++) st.L -= loc[rows[i]];
-            /* the VE step with B and Omega fixed */
-            bd.n = m;
-            bd.nd = m;
-            bd.Y = Yb;
-            bd.O = dat->O ? Ob : NULL;
-            bd.Orow = dat->Orow ? Ob : NULL;
-            bd.X = Xb;
-            bd.logdet_om = -st.logdet;
-            double Jb = 0.0;
-            int it = 0;
-            rc = svir_pln_fit(&bd, pb, inner, 1e-10, &Jb, &it, NULL, Bb, Sb, err, errlen);
-            if (rc) goto done;
-            /* in with the new ones */
-            for (int j = 0; j < p; j++)
-                for (int i = 0; i < m; i++) {
-                    const ptrdiff_t k = (ptrdiff_t)j * n + rows[i], e = (ptrdiff_t)j * m + i;
-                    par[k] = Mb[e];
-                    par[np + k] = lsb[e];
-                }
-            stats_update(&st, rows, m, Mb, lsb, Xb, 1.0);
-            for (int i = 0; i < m; i++) {
-                loc[rows[i]] = row_local(mb, par, par + np, rows[i]);
-                st.L += loc[rows[i]];
-            }
-            if ((rc = mstep(&st, fa_iters, err, errlen))) goto done;
-            nstep++;
-        }
-        /* the epoch's ELBO, from sums recomputed from scratch (no drift) */
-        stats_all(&st, par);
-        if ((rc = mstep(&st, fa_iters, err, errlen))) goto done;
-        const double Jn = elbo(&st);
-        if (trace) trace[ep] = Jn;
-        ep++;
-        if ((Jn - Jprev) / fabs(Jn) < tol) stop = 1;
-        Jprev = Jn;
+    if (!st->T1 || !st->T2 || !st->s2 || !st->loc || !st->Om || !st->fa || !st->Yb || !st->Ob ||
+        !st->Xb || !st->pb || !st->Bb || !st->Sb || !st->cw || !st->par || !st->B || !st->Sig ||
+        (q > 0 && (!st->psi || !st->lpsi))) {
+        svir_pln_mb_free(st);
+        svir_err_set(e, 2, "out of memory fitting the Poisson-lognormal model in minibatches");
+        return NULL;
     }
-    *J = Jprev;
-    if (q > 0)
-        for (int j = 0; j < p; j++) par[2 * np + (ptrdiff_t)p * q + j] = log(st.psi[j]);
-done:
-    *epochs = ep;
-    *steps = nstep;
-    free(T1); free(T2); free(s2); free(loc); free(Om); free(fa); free(Yb); free(Ob); free(Xb);
-    free(pb); free(Bb); free(Sb); free(cw); free(perm); free(rows); free(st.psi); free(st.lpsi);
+    memcpy(st->par, mb->par0, sizeof(double) * (size_t)L);
+    if (q > 0) {
+        st->W = st->par + 2 * np;
+        for (int j = 0; j < p; j++) st->psi[j] = exp(st->par[2 * np + (ptrdiff_t)p * q + j]);
+    }
+    /* the VE step's data: a batch's rows, B and Omega held */
+    svir_pln_data *bd = &st->bd;
+    *bd = *dat;
+    bd->threads = c->threads > 0 ? c->threads : 1;
+    bd->P = NULL;
+    bd->lgy = 0.0;
+    bd->Bfix = st->B;
+    bd->Omfix = q > 0 ? NULL : st->Om;
+    bd->Wfix = q > 0 ? st->W : NULL;
+    bd->lpsifix = q > 0 ? st->lpsi : NULL;
+    bd->colwork = st->cw;
+    bd->Yp = NULL; bd->Yi = NULL; bd->Yx = NULL;
+    return st;
+}
+
+static int mstep_e(mb_state *st, int fa_iters, svir_err *e)
+{
+    char err[256] = "";
+    const int rc = mstep(st, fa_iters, err, sizeof err);
+    if (rc) svir_err_set(e, rc, "%s", err);
     return rc;
+}
+
+int svir_pln_mb_begin(void *work, double *elbo_out, svir_err *e)
+{
+    mb_state *st = work;
+    stats_all(st, st->par);
+    const int rc = mstep_e(st, 10 * st->fa_iters, e);
+    *elbo_out = elbo(st);
+    return rc;
+}
+
+int svir_pln_mb_step(void *work, const int *rows, int m, svir_err *e)
+{
+    mb_state *st = work;
+    const svir_pln_model *mb = st->mb;
+    const svir_pln_data *dat = &mb->dat;
+    const int n = st->n, p = st->p, d = st->d;
+    const ptrdiff_t np = (ptrdiff_t)n * p;
+    double *par = st->par, *Yb = st->Yb, *Ob = st->Ob, *Xb = st->Xb, *pb = st->pb;
+    /* gather the minibatch */
+    double *Mb = pb, *lsb = pb + (ptrdiff_t)m * p;
+    for (int j = 0; j < p; j++)
+        for (int i = 0; i < m; i++) {
+            const ptrdiff_t k = (ptrdiff_t)j * n + rows[i], q = (ptrdiff_t)j * m + i;
+            Mb[q] = par[k];
+            lsb[q] = par[np + k];
+            if (dat->Y) Yb[q] = dat->Y[k];
+            if (dat->O) Ob[q] = dat->O[k];
+        }
+    if (!dat->Y) {
+        memset(Yb, 0, sizeof(double) * (size_t)m * p);
+        for (int i = 0; i < m; i++)
+            for (int z = mb->Rp[rows[i]]; z < mb->Rp[rows[i] + 1]; z++)
+                Yb[(ptrdiff_t)mb->Rj[z] * m + i] = mb->Rx[z];
+    }
+    if (dat->Orow)
+        for (int i = 0; i < m; i++) Ob[i] = dat->Orow[rows[i]];
+    for (int k = 0; k < d; k++)
+        for (int i = 0; i < m; i++) Xb[(ptrdiff_t)k * m + i] = dat->X[(ptrdiff_t)k * n + rows[i]];
+    /* out with the rows' old contributions */
+    stats_update(st, rows, m, Mb, lsb, Xb, -1.0);
+    for (int i = 0; i < m; i++) st->L -= st->loc[rows[i]];
+    /* the VE step with B and Omega fixed */
+    svir_pln_data *bd = &st->bd;
+    bd->n = m;
+    bd->nd = m;
+    bd->Y = Yb;
+    bd->O = dat->O ? Ob : NULL;
+    bd->Orow = dat->Orow ? Ob : NULL;
+    bd->X = Xb;
+    bd->logdet_om = -st->logdet;
+    double Jb = 0.0;
+    int it = 0;
+    char err[256] = "";
+    int rc = svir_pln_fit(bd, pb, st->inner, 1e-10, &Jb, &it, NULL, st->Bb, st->Sb, err, sizeof err);
+    if (rc) return svir_err_set(e, rc, "%s", err);
+    /* in with the new ones */
+    for (int j = 0; j < p; j++)
+        for (int i = 0; i < m; i++) {
+            const ptrdiff_t k = (ptrdiff_t)j * n + rows[i], q = (ptrdiff_t)j * m + i;
+            par[k] = Mb[q];
+            par[np + k] = lsb[q];
+        }
+    stats_update(st, rows, m, Mb, lsb, Xb, 1.0);
+    for (int i = 0; i < m; i++) {
+        st->loc[rows[i]] = row_local(mb, par, par + np, rows[i]);
+        st->L += st->loc[rows[i]];
+    }
+    return mstep_e(st, st->fa_iters, e);
+}
+
+/* the epoch's ELBO, from sums recomputed from scratch (no drift) */
+int svir_pln_mb_epoch(void *work, double *elbo_out, svir_err *e)
+{
+    mb_state *st = work;
+    stats_all(st, st->par);
+    const int rc = mstep_e(st, st->fa_iters, e);
+    *elbo_out = elbo(st);
+    return rc;
+}
+
+int svir_pln_mb_finish(void *work, svir_result *res, svir_err *e)
+{
+    mb_state *st = work;
+    const int n = st->n, p = st->p, q = st->q;
+    const ptrdiff_t np = (ptrdiff_t)n * p;
+    if (q > 0)
+        for (int j = 0; j < p; j++) st->par[2 * np + (ptrdiff_t)p * q + j] = log(st->psi[j]);
+    if (svir_out_copy(res->extra, "par", st->par, svir_pln_npar(&st->mb->dat), -1) ||
+        svir_out_copy(res->extra, "B", st->B, st->d, p) ||
+        svir_out_copy(res->extra, "Sigma", st->Sig, p, p))
+        return svir_err_set(e, 2, "out of memory for the results");
+    return 0;
 }

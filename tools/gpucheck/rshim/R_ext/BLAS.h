@@ -1,6 +1,5 @@
 /* A stand-in for R's R_ext/BLAS.h, so that tools/gpucheck builds without R:
- * only the Fortran BLAS routines src/svir_pln.c and src/cuda/svir_cuda_pln.cu
- * call, declared as R declares them under USE_FC_LEN_T (a hidden length per
+ * only the Fortran BLAS routines the engine's C and CUDA files call, declared as R declares them under USE_FC_LEN_T (a hidden length per
  * character argument). gpucheck links them from -lblas. */
 #ifndef SVIR_RSHIM_BLAS_H
 #define SVIR_RSHIM_BLAS_H
@@ -24,6 +23,9 @@ void dsymm_(const char *side, const char *uplo, const int *m, const int *n, cons
             double *c, const int *ldc FCLEN FCLEN);
 void dsyrk_(const char *uplo, const char *trans, const int *n, const int *k, const double *alpha,
             const double *a, const int *lda, const double *beta, double *c, const int *ldc FCLEN FCLEN);
+void dtrsm_(const char *side, const char *uplo, const char *transa, const char *diag, const int *m,
+            const int *n, const double *alpha, const double *a, const int *lda, double *b,
+            const int *ldb FCLEN FCLEN FCLEN FCLEN);
 
 #ifdef __cplusplus
 }

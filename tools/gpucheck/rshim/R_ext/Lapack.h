@@ -12,6 +12,8 @@ extern "C" {
 
 void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info FCLEN);
 void dpotri_(const char *uplo, const int *n, double *a, const int *lda, int *info FCLEN);
+void dposv_(const char *uplo, const int *n, const int *nrhs, double *a, const int *lda, double *b,
+            const int *ldb, int *info FCLEN);
 
 #ifdef __cplusplus
 }

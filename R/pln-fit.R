@@ -1,0 +1,269 @@
+# Fitting the Poisson-lognormal model (see ?pln): svi_fit()'s build and
+# finish for family = pln() (the registry in R/models.R), the start, the VE
+# step for new rows, and QEM for rank q.
+
+# The response of a pln() formula: a dense double matrix, or a dgCMatrix
+# (kept sparse).
+svir_pln_response <- function(formula, data, abort) {
+  env <- if (missing(data) || !is.data.frame(data)) NULL else data
+  lhs <- tryCatch(eval(formula[[2L]], env, environment(formula)),
+                  error = function(e) NULL)
+  if (isS4(lhs) && methods::is(lhs, "Matrix")) {
+    if (!methods::is(lhs, "dgCMatrix")) {
+      lhs <- tryCatch(methods::as(methods::as(methods::as(lhs, "CsparseMatrix"), "generalMatrix"),
+                                  "dMatrix"),
+                      error = function(e) abort("The sparse response could not be converted to a {.cls dgCMatrix}: {conditionMessage(e)}"))
+    }
+    return(lhs)
+  }
+  NULL
+}
+
+# svi_fit() for family = pln(): checks, the objective's data, L-BFGS, the
+
+# svi_fit() for family = pln(): the checks, the engine's spec (the model's
+# data, its start) and settings.
+svir_pln_build <- function(formula, data, family, prior, guide, method, control, backend, seed,
+                           na.action, call) {
+  abort <- function(msg, .envir = parent.frame()) {
+    cli::cli_abort(msg, class = "svir_error", call = call, .envir = .envir)
+  }
+  if (method == "qem" && is.null(family$rank)) {
+    abort(c("{.code method = \"qem\"} fits {.fn pln} models with a rank: the latent dimension it samples.",
+            i = "Use {.code pln(rank = q)}, or {.code method = \"svi\"} for a full, diagonal or spherical covariance."))
+  }
+  if (method == "qem" && !is.null(control$batch_size)) {
+    abort(c("{.code method = \"qem\"} uses every row in each iteration.",
+            i = "Leave {.arg batch_size} as {.code NULL}, or use {.code method = \"svi\"}."))
+  }
+  if (!is.null(prior)) {
+    cli::cli_warn("{.arg prior} is not used by {.fn pln} fits (B and Sigma have flat priors).")
+  }
+  # full-batch variational EM on the CPU or the device, minibatches and QEM
+  # on the CPU: the backend layer decides (and refuses)
+  be <- svir_choose_backend(backend, model = "pln", method = if (method == "qem") "qem" else "vem",
+                            minibatch = !is.null(control$batch_size), call = call)
+  if (!inherits(formula, "formula") || length(formula) != 3L) {
+    abort("{.arg formula} must be a two-sided formula with the count matrix on the left, e.g. {.code Y ~ x}.")
+  }
+  if (length(lme4::findbars(formula))) {
+    abort(c("{.fn pln} takes no random-effect terms such as {.code (1 | g)}.",
+            i = "The rows' latent effects are the model's random effects."))
+  }
+  Ysp <- svir_pln_response(formula, data, abort)
+  if (!is.null(Ysp)) {
+    # a sparse response: the model frame holds the covariates only
+    rhs <- formula[-2L]
+    if (missing(data) || is.null(data)) data <- data.frame(row.names = seq_len(nrow(Ysp)))
+    mf <- stats::model.frame(rhs, data, na.action = na.action)
+    nas <- as.integer(attr(mf, "na.action"))
+    if (nrow(mf) + length(nas) != nrow(Ysp)) {
+      abort("The sparse count matrix has {nrow(Ysp)} rows but the covariates have {nrow(mf) + length(nas)}.")
+    }
+    if (length(nas)) Ysp <- Ysp[-nas, , drop = FALSE]
+    n <- nrow(Ysp)
+    p <- ncol(Ysp)
+    x <- Ysp@x
+    if (any(!is.finite(x)) || any(x < 0) || any(abs(x - round(x)) > 1e-8)) {
+      abort("The counts must be non-negative whole numbers (found {sum(!is.finite(x) | x < 0 | abs(x - round(x)) > 1e-8)} other value{?s}).")
+    }
+    colsum <- numeric(p)
+    nzc <- diff(Ysp@p)
+    colsum[nzc > 0] <- rowsum(x, rep.int(seq_len(p), nzc))[, 1]
+    cn <- colnames(Ysp)
+  } else {
+    mf <- stats::model.frame(formula, data, na.action = na.action)
+    Y <- stats::model.response(mf)
+    if (is.data.frame(Y)) Y <- as.matrix(Y)
+    if (!is.matrix(Y) || !is.numeric(Y)) {
+      abort(c("The response of a {.fn pln} model must be a numeric count matrix (rows: samples, columns: species or genes).",
+              i = "Put the matrix in {.arg data} as a column, e.g. {.code d$Y <- counts}, or name it in the formula."))
+    }
+    storage.mode(Y) <- "double"
+    n <- nrow(Y)
+    p <- ncol(Y)
+    if (any(!is.finite(Y)) || any(Y < 0) || any(abs(Y - round(Y)) > 1e-8)) {
+      abort("The counts must be non-negative whole numbers (found {sum(!is.finite(Y) | Y < 0 | abs(Y - round(Y)) > 1e-8)} other value{?s}).")
+    }
+    colsum <- colSums(Y)
+    cn <- colnames(Y)
+  }
+  if (is.null(cn)) cn <- paste0("Y", seq_len(p))
+  zero <- cn[colsum == 0]
+  if (length(zero)) {
+    abort(c("The count matrix has all-zero columns: {.val {zero[seq_len(min(5L, length(zero)))]}} ({length(zero)} in all).",
+            i = "Drop them before fitting: the model cannot estimate their mean."))
+  }
+  tt <- stats::delete.response(stats::terms(mf))
+  X <- stats::model.matrix(tt, mf)
+  d <- ncol(X)
+  if (d > 0 && qr(X)$rank < d) abort("The design matrix of the covariates is rank-deficient: drop redundant terms.")
+  O <- stats::model.offset(mf)
+  Orow <- NULL
+  if (!is.null(O)) {
+    if (is.null(dim(O)) && length(O) == n) {
+      Orow <- as.double(O)
+      O <- NULL
+    } else if (!is.matrix(O) || !identical(dim(O), c(n, p))) {
+      abort("The offset must have one value per row ({n}) or one per count ({n} x {p}); it has {if (is.null(dim(O))) length(O) else paste(dim(O), collapse = ' x ')}.")
+    } else {
+      storage.mode(O) <- "double"
+    }
+    if (any(!is.finite(if (is.null(O)) Orow else O))) {
+      abort(c("The offset has non-finite values.",
+              i = "For {.code offset(log(depth))}, every depth must be positive."))
+    }
+  }
+  rank <- family$rank
+  bayes <- identical(family$globals, "bayes")
+  nd <- if (bayes) n - d else n
+  cov <- if (is.null(rank)) match(family$covariance, c("full", "diagonal", "spherical")) - 1L else 3L
+  if (bayes && nd < 1) abort("{.code globals = \"bayes\"} needs more rows ({n}) than covariates ({d}).")
+  if (cov == 0L && p >= nd) {
+    abort(c("A full covariance of {p} columns needs more than {p} rows{if (bayes) ' (less the covariates)' else ''}; the data have {n}.",
+            i = "Use {.code pln(rank = )}, {.code covariance = \"diagonal\"} or {.code \"spherical\"}."))
+  }
+  if (!is.null(rank) && rank >= p) {
+    abort(c("{.code rank = {rank}} must be less than the number of count columns ({p}).",
+            i = "For a full covariance leave {.arg rank} as {.code NULL}."))
+  }
+  P <- if (d > 0) solve(crossprod(X), t(X)) else matrix(0, 0, n)
+  if (method == "qem") {
+    if (!is.null(Ysp)) {
+      abort(c("{.code method = \"qem\"} needs a dense count matrix in this version.",
+              i = "Use {.code method = \"svi\"} for sparse counts, or {.code as.matrix()} on them."))
+    }
+    if (bayes) abort("{.code method = \"qem\"} gives point estimates of B: use {.code globals = \"point\"}.")
+    job <- svir_pln_qem_job(Y, O, Orow, X, P, rank, control, seed, backend)
+    return(c(job, list(qem = TRUE, tt = tt, mf = mf, formula = formula, call = call,
+                       family = family)))
+  }
+  dat <- list(model = "pln", O = O, Orow = Orow, X = X, P = P, cov = cov, q = rank,
+              nd = as.double(nd), n = n, p = p, d = d)
+  # start: M at log(1 + Y) less the offset, S = 0.1
+  if (is.null(Ysp)) {
+    dat$Y <- Y
+    dat$lgy <- sum(lgamma(Y + 1))
+    M0 <- log1p(Y)
+  } else {
+    dat$Y <- NULL
+    dat$Yp <- Ysp@p
+    dat$Yi <- Ysp@i
+    dat$Yx <- as.double(Ysp@x)
+    dat$lgy <- sum(lgamma(Ysp@x + 1))
+    M0 <- matrix(0, n, p)
+    M0[cbind(Ysp@i + 1L, rep.int(seq_len(p), diff(Ysp@p)))] <- log1p(Ysp@x)
+  }
+  if (!is.null(O)) M0 <- M0 - O else if (!is.null(Orow)) M0 <- M0 - Orow
+  par0 <- c(M0, rep(log(0.1), n * p))
+  if (!is.null(rank)) par0 <- c(par0, svir_pln_pca_start(M0 - X %*% (P %*% M0), rank, nd))
+  # PLNmodels' tolerance on the relative change of the ELBO: 1e-6 when n >=
+  # 1.5 p, else 1e-8 (control$pln_tol, set by hand, overrides it: dev/)
+  tol <- if (!is.null(control$pln_tol)) control$pln_tol else if (n >= 1.5 * p) 1e-6 else 1e-8
+  batch <- control$batch_size
+  if (!is.null(batch) && batch > n) {
+    abort(c("{.arg batch_size} ({batch}) is larger than the number of rows ({n}).",
+            i = "Use a value in 1..{n}, or {.code NULL} for full batches."))
+  }
+  dat$par <- par0
+  if (!is.null(batch)) {
+    # minibatches of rows: incremental variational EM (src/models/pln/pln_mb.c)
+    dat$XtXinv <- if (d > 0) solve(crossprod(X)) else matrix(0, 0, 0)
+    if (!is.null(Ysp)) {
+      Yt <- Matrix::t(Ysp)
+      dat$Rp <- Yt@p
+      dat$Rj <- Yt@i
+      dat$Rx <- as.double(Yt@x)
+    }
+    dat$inner <- as.integer(if (is.null(control$pln_inner)) 10L else control$pln_inner)
+    dat$fa_iters <- 5L
+  }
+  ctrl <- list(method = "vem", backend = backend, max_steps = control$max_steps,
+               tol_rel_obj = tol, batch_size = batch, seed = seed,
+               threads = as.integer(if (is.null(control$threads)) 0L else control$threads))
+  list(spec = dat, ctrl = ctrl, control = control, qem = FALSE, family = family, X = X,
+       Y = if (is.null(Ysp)) Y else Ysp, O = O, Orow = Orow, rank = rank, bayes = bayes,
+       batch = batch, tol = tol, n = n, p = p, d = d, cn = cn, tt = tt, mf = mf,
+       formula = formula, call = call)
+}
+
+# The svi_pln object from the engine's list (variational EM, or QEM).
+svir_pln_finish <- function(engine, job) {
+  if (job$qem) return(svir_pln_qem_finish(engine, job))
+  control <- job$control
+  batch <- job$batch
+  X <- job$X
+  n <- job$n
+  p <- job$p
+  d <- job$d
+  cn <- job$cn
+  rank <- job$rank
+  family <- job$family
+  if (!identical(engine$stop_reason, "converged")) {
+    cli::cli_warn(c("The fit stopped at {.code max_steps = {control$max_steps}} {if (is.null(batch)) 'iterations' else 'minibatch steps'} before the ELBO converged.",
+                    i = "Increase {.code control = svi_control(max_steps = )}."))
+  }
+  # the ELBO's constants from q(B) under globals = "bayes" (src/models/pln/pln_eval.c)
+  const <- if (job$bayes && d > 0) {
+    d * p / 2 * log(2 * pi) - p / 2 * as.numeric(determinant(crossprod(X))$modulus)
+  } else 0
+  np <- n * p
+  Y <- job$Y
+  rn <- rownames(Y)
+  B <- engine$B
+  dimnames(B) <- list(colnames(X), cn)
+  Sigma <- engine$Sigma
+  dimnames(Sigma) <- list(cn, cn)
+  M <- matrix(engine$par[seq_len(np)], n, p, dimnames = list(rn, cn))
+  S <- matrix(exp(engine$par[np + seq_len(np)]), n, p, dimnames = dimnames(M))
+  W <- psi <- NULL
+  if (!is.null(rank)) {
+    W <- matrix(engine$par[2 * np + seq_len(p * rank)], p, rank, dimnames = list(cn, NULL))
+    psi <- stats::setNames(exp(engine$par[2 * np + p * rank + seq_len(p)]), cn)
+  }
+  structure(list(
+    coefficients = B, sigma = Sigma, M = M, S = S,
+    offset = if (is.null(job$O)) job$Orow else job$O,
+    loadings = W, psi = psi, rank = rank, globals = family$globals,
+    XtXinv = if (job$bayes && d > 0) solve(crossprod(X)) else NULL,
+    X = X, Y = Y,
+    elbo = engine$elbo_final + const, trace = engine$elbo + const, steps = engine$steps,
+    batch_size = batch, epochs = engine$epochs,
+    stop_reason = engine$stop_reason,
+    tol = job$tol, time = engine$time, backend = engine$backend,
+    backend_reason = engine$backend_reason,
+    covariance = if (is.null(rank)) family$covariance else "rank",
+    n = n, p = p, formula = job$formula, call = job$call, terms = job$tt,
+    xlevels = stats::.getXlevels(job$tt, job$mf)),
+    class = "svi_pln")
+}
+
+# PLN-PCA's start: W and log psi of probabilistic PCA of the start's latent
+# residuals R (n x p): the top q principal axes of C = (R'R + 0.01 n I) /
+# nd, W = U (lambda - s2)^(1/2), psi = s2 (the mean of the other
+# eigenvalues), by eigen() for p <= 500 and by a few subspace iterations
+# (deterministic, started at the data's first rows) above.
+svir_pln_pca_start <- function(R, q, nd) {
+  n <- nrow(R)
+  p <- ncol(R)
+  if (p <= 500L) {
+    e <- eigen((crossprod(R) + diag(0.01 * n, p)) / nd, symmetric = TRUE)
+    lam <- e$values
+    U <- e$vectors[, seq_len(q), drop = FALSE]
+    s2 <- mean(lam[-seq_len(q)])
+    lam <- lam[seq_len(q)]
+  } else {
+    k <- min(p, q + 10L)
+    Q <- qr.Q(qr(t(R[seq_len(min(n, k)), , drop = FALSE] + 1e-3)))
+    for (it in 1:4) Q <- qr.Q(qr(crossprod(R, R %*% Q)))
+    Cq <- (crossprod(R %*% Q) + 0.01 * n * diag(ncol(Q))) / nd
+    e <- eigen(Cq, symmetric = TRUE)
+    U <- Q %*% e$vectors[, seq_len(q), drop = FALSE]
+    lam <- e$values[seq_len(q)]
+    s2 <- (sum(colSums(R^2)) + 0.01 * n * p) / nd / p
+    s2 <- max((s2 * p - sum(lam)) / (p - q), 1e-3 * s2)
+  }
+  s2 <- max(s2, 1e-3)
+  W <- U %*% diag(sqrt(pmax(lam - s2, 1e-3)), q)
+  c(W, rep(log(s2), p))
+}

@@ -1,0 +1,555 @@
+/* The GLMM's SVI: its work, its minibatches and its ELBO estimate, for
+ * the SVI driver (infer/svir_svi.c) through svir_glmm_svi_ops.
+ *
+ * ELBO = E_q[log p(y | theta, z)] + E_q[log p(theta)] + H[q(theta)]
+ *        - sum_groups KL(q(z_j) || N(0, I)),
+ * estimated with reparameterised draws of theta (global guide) and z (local
+ * per-group Gaussian blocks); the local KL terms are exact. A minibatch of B
+ * observations scales the likelihood by n / B and charges each group's KL to
+ * its observations (weight n/B * (count in batch) / (count in data)), so the
+ * estimator stays unbiased and local parameters change only for groups present
+ * in the batch. */
+#include "models/glmm/glmm_svi.h"
+#include "models/glmm/glmm_work.h"
+#include "models/glmm/glmm_local.h"
+#include "core/svir_guide.h"
+#include "core/svir_math.h"
+#include "core/svir_philox.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+ptrdiff_t svir_glmm_n_global(const svir_glmm *m, int guide)
+{
+    return guide == SVIR_GUIDE_FULLRANK ? m->D + m->D * (m->D + 1) / 2 : 2 * m->D;
+}
+
+static void *xcalloc(size_t n, size_t size, int *fail)
+{
+    void *p = calloc(n ? n : 1, size);
+    if (!p) *fail = 1;
+    return p;
+}
+
+void glmm_work_free(glmm_work *w)
+{
+    svir_globals_free(&w->g);
+    free(w->theta); free(w->eps); free(w->gtheta); free(w->u);
+    free(w->z); free(w->noise); free(w->b); free(w->ediag);
+    free(w->Gt); free(w->gb); free(w->gbt); free(w->gauxt); free(w->llt);
+    free(w->dA); free(w->idx); free(w->goff); free(w->stamp); free(w->slot);
+    free(w->pres_term); free(w->pres_group); free(w->pres_cnt); free(w->runs);
+    free(w->gcat); free(w->span_off); free(w->span_len);
+    free(w->cns); free(w->coff); free(w->qoff); free(w->cS); free(w->ca); free(w->cK); free(w->comega);
+    free(w->cref); free(w->beta_eff); free(w->cu); free(w->cw); free(w->cdw); free(w->cds);
+}
+
+int glmm_work_init(glmm_work *w, const svir_glmm *m, const svir_control *c)
+{
+    int fail = 0;
+    memset(w, 0, sizeof(*w));
+    w->m = m;
+    w->c = c;
+    w->T = c->threads > 0 ? c->threads : 1;
+    w->D = m->D;
+    w->ngp = svir_glmm_n_global(m, c->guide);
+    w->tsplit = w->tsplit_own;
+    w->key[0] = (uint32_t)(c->seed & 0xffffffffu);
+    w->key[1] = (uint32_t)(c->seed >> 32);
+    w->full = c->batch_size <= 0 || c->batch_size >= m->n;
+    w->B = w->full ? m->n : c->batch_size;
+    w->scale = (double)m->n / (double)w->B;
+    /* a parallel region costs microseconds: small batches run on one thread */
+    {
+        const ptrdiff_t per_thread = 4096;
+        const ptrdiff_t useful = (w->B + per_thread - 1) / per_thread;
+        if (useful < w->T) w->T = useful > 0 ? (int)useful : 1;
+    }
+    w->T_draws = c->threads > 0 ? c->threads : 1;
+    if (svir_globals_alloc(m, &w->g)) fail = 1;
+    const size_t D = (size_t)m->D, nz = (size_t)m->nz;
+    w->theta = xcalloc(D, sizeof(double), &fail);
+    w->eps = xcalloc(D, sizeof(double), &fail);
+    w->gtheta = xcalloc(D, sizeof(double), &fail);
+    w->u = xcalloc(D, sizeof(double), &fail);
+    w->z = xcalloc(nz, sizeof(double), &fail);
+    w->noise = xcalloc(nz, sizeof(double), &fail);
+    w->b = xcalloc(nz, sizeof(double), &fail);
+    w->ediag = xcalloc(nz, sizeof(double), &fail);
+    w->Gt = xcalloc(nz * (size_t)w->T, sizeof(double), &fail);
+    w->gb = xcalloc((size_t)m->p, sizeof(double), &fail);
+    w->gbt = xcalloc((size_t)m->p * (size_t)w->T, sizeof(double), &fail);
+    w->gauxt = xcalloc((size_t)w->T, sizeof(double), &fail);
+    w->llt = xcalloc((size_t)w->T, sizeof(double), &fail);
+    w->dA = xcalloc((size_t)m->nqq, sizeof(double), &fail);
+    w->goff = xcalloc((size_t)m->nterms, sizeof(ptrdiff_t), &fail);
+    ptrdiff_t ng = 0;
+    for (int t = 0; t < m->nterms; t++) {
+        if (w->goff) w->goff[t] = ng;
+        ng += m->terms[t].ngroups;
+    }
+    w->ngroups_total = ng;
+    w->stamp = xcalloc((size_t)ng, sizeof(long), &fail);
+    w->slot = xcalloc((size_t)ng, sizeof(ptrdiff_t), &fail);
+    w->pres_term = xcalloc((size_t)ng, sizeof(int), &fail);
+    w->pres_group = xcalloc((size_t)ng, sizeof(int), &fail);
+    w->pres_cnt = xcalloc((size_t)ng, sizeof(double), &fail);
+    w->span_off = xcalloc((size_t)ng, sizeof(ptrdiff_t), &fail);
+    w->span_len = xcalloc((size_t)ng, sizeof(ptrdiff_t), &fail);
+    if (!w->full) w->idx = xcalloc((size_t)w->B, sizeof(ptrdiff_t), &fail);
+    w->beta_eff = xcalloc((size_t)m->p, sizeof(double), &fail);
+    w->runs = xcalloc((size_t)m->nterms + 1, sizeof(int), &fail);
+    if (w->runs && w->full && m->n > 1) {
+        for (int t = 0; t < m->nterms; t++) {
+            const int *grp = m->terms[t].group;
+            ptrdiff_t same = 0;
+            for (ptrdiff_t i = 1; i < m->n; i++) same += grp[i] == grp[i - 1];
+            w->runs[t] = same > (m->n - 1) / 2;
+        }
+    }
+    w->nt_fast = m->nz > INT_MAX ? 0 : m->nt_icpt;
+    if (w->nt_fast && !fail) {
+        const int NT = w->nt_fast;
+        w->gcat = xcalloc((size_t)m->n * (size_t)NT, sizeof(int), &fail);
+        int r0 = -1;
+        for (int t = 0; t < NT && w->runs && r0 < 0; t++)
+            if (w->runs[t]) r0 = t;
+        w->nrun = r0 >= 0;
+        if (w->gcat)
+            for (int t = 0, slot = 1; t < NT; t++) {
+                const int *grp = m->terms[t].group, o = (int)m->terms[t].off_z;
+                const int sl = t == r0 ? 0 : (r0 < 0 ? t : slot++);
+                for (ptrdiff_t i = 0; i < m->n; i++) w->gcat[i * NT + sl] = o + grp[i];
+            }
+    }
+    if (!fail) fail = glmm_coupling_init(w);
+    if (!fail) {
+        svir_coupling_view(&w->cp, w->couple, w->sumq, w->cns, w->coff, w->qoff, w->cS, w->ca,
+                           w->cK, w->comega, w->cref);
+    }
+    if (fail) {
+        glmm_work_free(w);
+        return 2;
+    }
+    if (w->full) { /* every group is present at every step */
+        ptrdiff_t k = 0;
+        for (int t = 0; t < m->nterms; t++)
+            for (int j = 0; j < m->terms[t].ngroups; j++, k++) {
+                w->pres_term[k] = t;
+                w->pres_group[k] = j;
+                w->pres_cnt[k] = m->terms[t].nobs[j];
+            }
+        w->npres = k;
+    }
+    return 0;
+}
+
+/* The minibatch of step s: positions s*B .. s*B+B-1 of an endless sequence of
+ * epochs, each a keyed permutation of 0..n-1 (sampling without replacement
+ * within an epoch). */
+void glmm_select_batch(glmm_work *w, long step)
+{
+    const svir_glmm *m = w->m;
+    const uint64_t n = (uint64_t)m->n;
+    const long stamp_id = step + 1;
+    w->npres = 0;
+    for (ptrdiff_t k = 0; k < w->B; k++) {
+        const uint64_t pos = (uint64_t)step * (uint64_t)w->B + (uint64_t)k;
+        const uint64_t epoch = pos / n;
+        const ptrdiff_t i = (ptrdiff_t)svir_perm_index(pos % n, n, w->key, (uint32_t)epoch);
+        w->idx[k] = i;
+        for (int t = 0; t < m->nterms; t++) {
+            const int j = m->terms[t].group[i];
+            const ptrdiff_t gid = w->goff[t] + j;
+            if (w->stamp[gid] != stamp_id) {
+                w->stamp[gid] = stamp_id;
+                w->slot[gid] = w->npres;
+                w->pres_term[w->npres] = t;
+                w->pres_group[w->npres] = j;
+                w->pres_cnt[w->npres] = 0.0;
+                w->npres++;
+            }
+            w->pres_cnt[w->slot[gid]] += 1.0;
+        }
+    }
+}
+
+/* theta = mu + sigma * eps (meanfield) or mu + L eps (fullrank). */
+void glmm_draw_theta(const glmm_work *w, const double *gpar, uint64_t stream, uint64_t step,
+                       uint64_t base, double *eps, double *theta)
+{
+    const ptrdiff_t D = w->D;
+    for (ptrdiff_t d = 0; d < D; d++)
+        eps[d] = svir_normal(w->key, stream, step, base + (uint64_t)d);
+    svir_guide_theta(D, w->c->guide == SVIR_GUIDE_FULLRANK, gpar, eps, theta);
+}
+
+
+/* The local noise of particle s at `step`: entry k of z takes normal number
+ * s * nz + k of the local stream. Full batches fill it in bulk (pairs). */
+static void fill_local_noise(glmm_work *w, uint64_t stream, uint64_t step, uint64_t first)
+{
+    const ptrdiff_t nz = w->m->nz, chunk = 8192;
+    const ptrdiff_t nchunks = (nz + chunk - 1) / chunk;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(w->T) schedule(static) if (nz >= 4 * SVIR_PAR_GROUPS)
+#endif
+    for (ptrdiff_t ch = 0; ch < nchunks; ch++) {
+        const ptrdiff_t lo = ch * chunk, cnt = nz - lo < chunk ? nz - lo : chunk;
+        svir_normal_fill(w->key, stream, step, first + (uint64_t)lo, cnt, w->noise + lo);
+    }
+}
+
+/* The full batch's per-group work for a random-intercept term (q = 1), as
+ * flat loops over its groups: the same arithmetic as svir_local_draw, svir_local_b
+ * and the general loops over present groups in estimate, without their
+ * per-group indexing and loops of length one. */
+static void draw_q1(glmm_work *w, const svir_term *tm, const double *lpar)
+{
+    const ptrdiff_t J = tm->ngroups;
+    const double A = w->g.A[tm->off_qq];
+    const double *lp = lpar + tm->off_loc, *nz = w->noise + tm->off_z;
+    double *z = w->z + tm->off_z, *ed = w->ediag + tm->off_z, *b = w->b + tm->off_z;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(w->T) schedule(static) if (J >= SVIR_PAR_GROUPS)
+#endif
+    for (ptrdiff_t j = 0; j < J; j++) {
+        const double e = exp(lp[2 * j + 1]), zj = lp[2 * j] + e * nz[j];
+        ed[j] = e;
+        z[j] = zj;
+        b[j] = A * zj;
+    }
+}
+
+/* Back through b = A z for term t: d/dA (into w->dA, in group order) and the
+ * gradients of the groups' local parameters. */
+static void back_q1(glmm_work *w, int t, double *lgrad, double invS, int stl)
+{
+    const svir_glmm *m = w->m;
+    const svir_term *tm = &m->terms[t];
+    const ptrdiff_t J = tm->ngroups;
+    /* the full batch: scale is 1 and every group's weight, its count in the
+     * batch over its number of observations, is too */
+    const double A = w->g.A[tm->off_qq], scale = w->scale, wt = scale;
+    const double *G = w->Gt + tm->off_z, *nz = w->noise + tm->off_z;
+    const double *z = w->z + tm->off_z, *ed = w->ediag + tm->off_z;
+    const double *wt_shift = w->couple ? w->cw + w->qoff[t] : NULL;
+    const double shift = wt_shift ? wt_shift[0] : 0.0;
+    double *lg = lgrad + tm->off_loc;
+    double dA = w->dA[tm->off_qq];
+    for (ptrdiff_t j = 0; j < J; j++) dA += scale * G[j] * z[j];
+    w->dA[tm->off_qq] = dA;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(w->T) schedule(static) if (J >= SVIR_PAR_GROUPS)
+#endif
+    for (ptrdiff_t j = 0; j < J; j++) {
+        double dz = scale * (A * G[j]);
+        if (stl) {
+            dz += wt * (nz[j] / ed[j] - z[j] + shift);
+        } else if (wt_shift) {
+            lg[2 * j] += invS * wt * shift;
+        }
+        const double d = dz * invS;
+        lg[2 * j] += d;
+        lg[2 * j + 1] += d * nz[j] * ed[j];
+    }
+}
+
+/* ELBO estimate at (gpar, lpar) with the noise and minibatch of `step`;
+ * writes the gradient into ggrad [ngp] and, for present groups, lgrad [nloc].
+ * Assumes select_batch was called for this step (minibatch). */
+double glmm_estimate(glmm_work *w, long step, const double *gpar, const double *lpar,
+                       double *ggrad, double *lgrad)
+{
+    double tp = svir_wall_time(); /* time split: the mark of the last lap */
+#define SVIR_LAP(PHASE)                                \
+    do {                                               \
+        const double tn_ = svir_wall_time();           \
+        w->tsplit[PHASE] += tn_ - tp;                  \
+        tp = tn_;                                      \
+    } while (0)
+    const svir_glmm *m = w->m;
+    const svir_control *c = w->c;
+    const ptrdiff_t D = w->D;
+    const int S = c->num_particles > 0 ? c->num_particles : 1;
+    const double invS = 1.0 / S, scale = w->scale;
+    const int fullrank = c->guide == SVIR_GUIDE_FULLRANK;
+    const int stl = c->stl;
+    double elbo = 0.0;
+    double *gb = w->gb;
+
+    memset(ggrad, 0, sizeof(double) * (size_t)w->ngp);
+    if (w->full) {
+        memset(lgrad, 0, sizeof(double) * (size_t)m->nloc);
+    } else {
+        for (ptrdiff_t k = 0; k < w->npres; k++) {
+            const svir_term *tm = &m->terms[w->pres_term[k]];
+            const ptrdiff_t lb = svir_local_block(tm->q);
+            double *lg = lgrad + tm->off_loc + (ptrdiff_t)w->pres_group[k] * lb;
+            for (ptrdiff_t c = 0; c < lb; c++) lg[c] = 0.0;
+        }
+    }
+
+    for (int s = 0; s < S; s++) {
+        glmm_draw_theta(w, gpar, SVIR_STREAM_GLOBAL, (uint64_t)step, (uint64_t)s * (uint64_t)D,
+                   w->eps, w->theta);
+        svir_unpack_globals(m, w->theta, &w->g);
+        glmm_coupling_forward(w, w->theta, &w->g, w->beta_eff, w->cu, w->cw);
+        memset(w->gtheta, 0, sizeof(double) * (size_t)D);
+        double lp = svir_log_prior(m, w->theta, w->gtheta);
+
+        /* local draws for the present groups */
+        if (w->full)
+            fill_local_noise(w, SVIR_STREAM_LOCAL, (uint64_t)step, (uint64_t)s * (uint64_t)m->nz);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(w->T) schedule(static) if (w->npres >= SVIR_PAR_GROUPS)
+#endif
+        for (ptrdiff_t k = 0; k < w->npres; k++) {
+            const svir_term *tm = &m->terms[w->pres_term[k]];
+            const int q = tm->q, j = w->pres_group[k];
+            if (w->full && q == 1) continue; /* draw_q1 */
+            const ptrdiff_t pos = tm->off_z + (ptrdiff_t)j * q;
+            const double *blk = lpar + tm->off_loc + (ptrdiff_t)j * svir_local_block(q);
+            if (!w->full)
+                svir_normal_fill(w->key, SVIR_STREAM_LOCAL, (uint64_t)step,
+                                 (uint64_t)s * (uint64_t)m->nz + (uint64_t)pos, q, w->noise + pos);
+            svir_local_exp_diag(q, blk, w->ediag + pos);
+            svir_local_draw(q, blk, w->noise + pos, w->ediag + pos, w->z + pos);
+            svir_local_b(q, w->g.A + tm->off_qq, w->z + pos, w->b + pos);
+        }
+        if (w->full)
+            for (int t = 0; t < m->nterms; t++)
+                if (m->terms[t].q == 1) draw_q1(w, &m->terms[t], lpar);
+
+        double gaux;
+        SVIR_LAP(SVIR_PHASE_DRAW);
+        const double ll = glmm_batch_loglik(w, gb, &gaux);
+        SVIR_LAP(SVIR_PHASE_OBS);
+        for (int k = 0; k < m->p; k++) w->gtheta[k] += scale * gb[k];
+        if (w->couple) {
+            /* beta_eff = beta - sum s_tk a_tk */
+            const int ns = w->coff[m->nterms - 1] + w->cns[m->nterms - 1];
+            for (int o = 0; o < ns; o++) {
+                double acc = 0.0;
+                for (int i = 0; i < m->p; i++) acc += w->ca[(size_t)o * m->p + i] * gb[i];
+                w->cds[o] = -scale * acc;
+            }
+        }
+        if (m->off_sigma >= 0) w->gtheta[m->off_sigma] += scale * gaux;
+        if (m->off_phi >= 0) w->gtheta[m->off_phi] += scale * gaux;
+        elbo += invS * (m->ll_const + scale * ll + lp);
+
+        /* back through b = A z: to the local parameters and to A */
+        memset(w->dA, 0, sizeof(double) * (size_t)m->nqq);
+        for (ptrdiff_t k = 0; k < w->npres; k++) {
+            const svir_term *tm = &m->terms[w->pres_term[k]];
+            const int q = tm->q, j = w->pres_group[k];
+            if (w->full && q == 1) continue; /* back_q1 */
+            const ptrdiff_t pos = tm->off_z + (ptrdiff_t)j * q;
+            const double *G = w->Gt + pos, *zj = w->z + pos;
+            double *dA = w->dA + tm->off_qq;
+            for (int r = 0; r < q; r++)
+                for (int cc = 0; cc <= r; cc++) dA[r * q + cc] += scale * G[r] * zj[cc];
+        }
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(w->T) schedule(static) if (w->npres >= SVIR_PAR_GROUPS)
+#endif
+        for (ptrdiff_t k = 0; k < w->npres; k++) {
+            const svir_term *tm = &m->terms[w->pres_term[k]];
+            const int q = tm->q, j = w->pres_group[k];
+            if (w->full && q == 1) continue; /* back_q1 */
+            const ptrdiff_t pos = tm->off_z + (ptrdiff_t)j * q;
+            const double *G = w->Gt + pos, *nz = w->noise + pos, *A = w->g.A + tm->off_qq;
+            const ptrdiff_t lo = tm->off_loc + (ptrdiff_t)j * svir_local_block(q);
+            const double *Cp = lpar + lo + q, *zj = w->z + pos;
+            const double *wt_shift = w->couple ? w->cw + w->qoff[w->pres_term[k]] : NULL;
+            const double wt = scale * w->pres_cnt[k] / tm->nobs[j];
+            svir_local_backward(q, A, G, nz, zj, w->ediag + pos, Cp, wt_shift, scale, wt, invS,
+                                stl, lgrad + lo, lgrad + lo + q);
+        }
+        if (w->full)
+            for (int t = 0; t < m->nterms; t++)
+                if (m->terms[t].q == 1) back_q1(w, t, lgrad, invS, stl);
+        if (w->couple) elbo += invS * glmm_coupling_backward(w, lpar, stl);
+        for (int t = 0; t < m->nterms; t++)
+            svir_backprop_A(m, t, w->theta, &w->g, w->dA + m->terms[t].off_qq, w->gtheta);
+
+        /* reparameterisation of the global guide; with stl the entropy's
+         * gradient is the path derivative -d log q / d theta, not analytic */
+        svir_guide_backward(D, fullrank, stl, gpar, w->eps, w->gtheta, invS, ggrad, w->u);
+        SVIR_LAP(SVIR_PHASE_BACKWARD);
+    }
+
+    /* entropy of the global guide */
+    const double H = svir_guide_entropy(D, fullrank, stl, gpar, ggrad);
+    elbo += H;
+
+    /* exact local KL terms, charged to the batch */
+    double kl = 0.0;
+    for (ptrdiff_t k = 0; k < w->npres; k++) {
+        const svir_term *tm = &m->terms[w->pres_term[k]];
+        const int q = tm->q, j = w->pres_group[k];
+        const ptrdiff_t lo = tm->off_loc + (ptrdiff_t)j * svir_local_block(q);
+        const double wt = scale * w->pres_cnt[k] / tm->nobs[j];
+        const double *mj = lpar + lo, *Cp = lpar + lo + q;
+        double *gm = lgrad + lo, *gC = lgrad + lo + q;
+        const double gw = stl ? 0.0 : wt; /* with stl the gradient came with the draws */
+        kl += svir_local_kl(q, mj, Cp, w->ediag + tm->off_z + (ptrdiff_t)j * q, wt, gw, gm, gC);
+    }
+    elbo -= kl;
+    SVIR_LAP(SVIR_PHASE_BACKWARD);
+#undef SVIR_LAP
+    return elbo;
+}
+
+void svir_glmm_init_params(const svir_glmm *m, const svir_control *c, double *gpar, double *lpar)
+{
+    const ptrdiff_t D = m->D;
+    const double ls = log(c->init_scale > 0 ? c->init_scale : 0.1);
+    for (ptrdiff_t d = 0; d < D; d++) gpar[d] = m->init_mu ? m->init_mu[d] : 0.0;
+#define SVIR_LS0(d) (m->init_sd ? log(m->init_sd[d]) : ls)
+    if (c->guide == SVIR_GUIDE_FULLRANK) {
+        for (ptrdiff_t r = 0; r < D; r++)
+            for (ptrdiff_t cc = 0; cc <= r; cc++)
+                gpar[D + r * (r + 1) / 2 + cc] = cc == r ? SVIR_LS0(r) : 0.0;
+    } else {
+        for (ptrdiff_t d = 0; d < D; d++) gpar[D + d] = SVIR_LS0(d);
+    }
+#undef SVIR_LS0
+    for (int t = 0; t < m->nterms; t++) {
+        const svir_term *tm = &m->terms[t];
+        const int q = tm->q;
+        for (int j = 0; j < tm->ngroups; j++) {
+            double *blk = lpar + tm->off_loc + (ptrdiff_t)j * svir_local_block(q);
+            for (int r = 0; r < q; r++) {
+                blk[r] = 0.0;
+                for (int cc = 0; cc <= r; cc++) blk[q + r * (r + 1) / 2 + cc] = cc == r ? ls : 0.0;
+            }
+        }
+    }
+}
+
+int svir_glmm_elbo_grad(const svir_glmm *m, const svir_control *c, const double *gpar,
+                   const double *lpar, long step, double *elbo, double *grad,
+                   char *err, size_t errlen)
+{
+    glmm_work w;
+    if (glmm_work_init(&w, m, c)) {
+        snprintf(err, errlen, "out of memory");
+        return 2;
+    }
+    memset(grad, 0, sizeof(double) * (size_t)(w.ngp + m->nloc));
+    if (w.couple) {
+        /* a reference that does not move with gpar (finite differences) */
+        double *ref = calloc((size_t)m->D + 1, sizeof(double));
+        if (!ref) {
+            glmm_work_free(&w);
+            snprintf(err, errlen, "out of memory");
+            return 2;
+        }
+        if (m->init_mu) memcpy(ref, m->init_mu, sizeof(double) * (size_t)m->D);
+        glmm_coupling_update(&w, ref);
+        free(ref);
+    }
+    if (!w.full) glmm_select_batch(&w, step);
+    *elbo = glmm_estimate(&w, step, gpar, lpar, grad, grad + w.ngp);
+    glmm_work_free(&w);
+    return 0;
+}
+
+/* ---- the table the SVI driver calls ------------------------------------ */
+
+static ptrdiff_t ops_n_global(const void *model, const svir_control *c)
+{
+    return svir_glmm_n_global(model, c->guide);
+}
+
+static ptrdiff_t ops_n_local(const void *model)
+{
+    return ((const svir_glmm *)model)->nloc;
+}
+
+static void *ops_work_new(const void *model, const svir_control *c)
+{
+    glmm_work *w = malloc(sizeof *w);
+    if (!w) return NULL;
+    if (glmm_work_init(w, model, c)) {
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+static void ops_work_free(void *work)
+{
+    if (!work) return;
+    glmm_work_free(work);
+    free(work);
+}
+
+static int ops_threads(const void *work)
+{
+    return ((const glmm_work *)work)->T;
+}
+
+static void ops_init(const void *model, const svir_control *c, double *gpar, double *lpar)
+{
+    svir_glmm_init_params(model, c, gpar, lpar);
+}
+
+static void ops_anchor(void *work, const double *gpar)
+{
+    glmm_coupling_update(work, gpar);
+}
+
+static int ops_reanchor(void *work, const double *src, int nsets, double *const *gpars,
+                        double *const *lpars)
+{
+    return glmm_coupling_reanchor(work, src, nsets, gpars, lpars);
+}
+
+static void ops_batch(void *work, long step, ptrdiff_t *nspans, const ptrdiff_t **off,
+                      const ptrdiff_t **len)
+{
+    glmm_work *w = work;
+    const svir_glmm *m = w->m;
+    if (w->full) {
+        *nspans = -1;
+        return;
+    }
+    glmm_select_batch(w, step);
+    for (ptrdiff_t k = 0; k < w->npres; k++) {
+        const svir_term *tm = &m->terms[w->pres_term[k]];
+        const ptrdiff_t lb = svir_local_block(tm->q);
+        w->span_off[k] = tm->off_loc + (ptrdiff_t)w->pres_group[k] * lb;
+        w->span_len[k] = lb;
+    }
+    *nspans = w->npres;
+    *off = w->span_off;
+    *len = w->span_len;
+}
+
+static double ops_estimate(void *work, long step, const double *gpar, const double *lpar,
+                           double *ggrad, double *lgrad, double *tsplit)
+{
+    glmm_work *w = work;
+    w->tsplit = tsplit ? tsplit : w->tsplit_own;
+    return glmm_estimate(w, step, gpar, lpar, ggrad, lgrad);
+}
+
+static int ops_draws(void *work, const double *gpar, const double *lpar, svir_result *res)
+{
+    return glmm_final_draws(work, gpar, lpar, res);
+}
+
+const svir_svi_ops svir_glmm_svi_ops = {
+    ops_n_global, ops_n_local, ops_work_new, ops_work_free, ops_threads, ops_init,
+    ops_anchor,   ops_reanchor, ops_batch,   ops_estimate,  ops_draws,
+};
