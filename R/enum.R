@@ -23,3 +23,9 @@ svir_glmm_pairs <- list(
   poisson = c("log"),
   negbin = c("log")
 )
+
+# those that take zero inflation (SVIR_GLMM_ZI_PAIRS)
+svir_glmm_zi_pairs <- list(
+  poisson = c("log"),
+  negbin = c("log")
+)

@@ -49,9 +49,10 @@ svir_run <- function(job, label = "Fitting") {
 
 # The backend a fit of `model` by `method` runs on, and why: the engine's
 # backend layer decides (src/backend/svir_backend.c); this renders its
-# refusals as errors. `n` is the work per step, for a size rule.
+# refusals as errors. `n` is the work per step, for a size rule; `spec`
+# (or NULL) the fit's spec, for the parts of a model the CUDA code lacks.
 svir_choose_backend <- function(backend = "auto", n = NA_real_, model = "glmm", method = "svi",
-                                minibatch = FALSE, call = NULL) {
+                                minibatch = FALSE, spec = NULL, call = NULL) {
   if (!is.character(backend) || length(backend) != 1L || is.na(backend)) {
     cli::cli_abort(
       c("{.arg backend} must be one of {.val auto}, {.val cpu}, or {.val cuda}.",
@@ -67,7 +68,8 @@ svir_choose_backend <- function(backend = "auto", n = NA_real_, model = "glmm", 
       class = "svir_error", call = call
     )
   }
-  ch <- .Call(C_svir_backend_choose_r, model, method, isTRUE(minibatch), backend, as.double(n))
+  ch <- .Call(C_svir_backend_choose_r, model, method, isTRUE(minibatch), backend, as.double(n),
+              spec)
   switch(ch$refuse,
     no_device = cli::cli_abort(
       c("{.code backend = \"cuda\"} needs a usable CUDA device.",

@@ -21,15 +21,26 @@ for (f in files) {
     lists[[name]] <- stats::setNames(val, nm)
   }
 }
-# the GLMM's family x link pairs (SVIR_GLMM_PAIRS): links per family
-pairs <- list()
+# the GLMM's family x link pairs (SVIR_GLMM_PAIRS, SVIR_GLMM_ZI_PAIRS):
+# links per family
 gh <- paste(readLines("src/models/glmm/glmm_codes.h"), collapse = "\n")
 gh <- gsub("\\\\\n", " ", gh)
-pd <- regmatches(gh, regexpr("#define SVIR_GLMM_PAIRS\\(M, ARG\\)[^\n]*", gh))
-pm <- regmatches(pd, gregexpr("M\\(ARG, SVIR_[A-Z]+, SVIR_LINK_[A-Z]+\\)", pd))[[1]]
-fam <- tolower(sub("^M\\(ARG, SVIR_([A-Z]+), .*$", "\\1", pm))
-lnk <- tolower(sub("^.*SVIR_LINK_([A-Z]+)\\)$", "\\1", pm))
-for (k in seq_along(fam)) pairs[[fam[k]]] <- c(pairs[[fam[k]]], lnk[k])
+read_pairs <- function(macro) {
+  pd <- regmatches(gh, regexpr(paste0("#define ", macro, "\\(M, ARG\\)[^\n]*"), gh))
+  pm <- regmatches(pd, gregexpr("M\\(ARG, SVIR_[A-Z]+, SVIR_LINK_[A-Z]+\\)", pd))[[1]]
+  fam <- tolower(sub("^M\\(ARG, SVIR_([A-Z]+), .*$", "\\1", pm))
+  lnk <- tolower(sub("^.*SVIR_LINK_([A-Z]+)\\)$", "\\1", pm))
+  out <- list()
+  for (k in seq_along(fam)) out[[fam[k]]] <- c(out[[fam[k]]], lnk[k])
+  out
+}
+pairs <- read_pairs("SVIR_GLMM_PAIRS")
+zi_pairs <- read_pairs("SVIR_GLMM_ZI_PAIRS")
+fmt_pairs <- function(pl) {
+  paste0("  ", names(pl), " = ",
+         vapply(pl, function(l) paste0("c(", paste(sprintf("\"%s\"", l), collapse = ", "), ")"), ""),
+         c(rep(",", length(pl) - 1L), ""))
+}
 fmt <- function(v) {
   paste0("c(", paste(sprintf("%s = %dL", ifelse(make.names(names(v)) == names(v), names(v),
                                                  sprintf("`%s`", names(v))), v),
@@ -47,9 +58,12 @@ out <- c(
   "",
   "# the links each GLMM family has (SVIR_GLMM_PAIRS in src/models/glmm/glmm_codes.h)",
   "svir_glmm_pairs <- list(",
-  paste0("  ", names(pairs), " = ",
-         vapply(pairs, function(l) paste0("c(", paste(sprintf("\"%s\"", l), collapse = ", "), ")"), ""),
-         c(rep(",", length(pairs) - 1L), "")),
+  fmt_pairs(pairs),
+  ")",
+  "",
+  "# those that take zero inflation (SVIR_GLMM_ZI_PAIRS)",
+  "svir_glmm_zi_pairs <- list(",
+  fmt_pairs(zi_pairs),
   ")"
 )
 writeLines(out, "R/enum.R")

@@ -55,7 +55,7 @@ static const svir_impl *find_impl(const svir_model_def *def, int method, int bac
 }
 
 int svir_backend_choose(const svir_model_def *def, int method, int minibatch, int requested,
-                        double size, svir_choice *ch)
+                        double size, const char *cpu_only, svir_choice *ch)
 {
     memset(ch, 0, sizeof *ch);
     (void)size; /* no size rule has been measured yet (bench/README.md) */
@@ -76,6 +76,11 @@ int svir_backend_choose(const svir_model_def *def, int method, int minibatch, in
             else
                 snprintf(ch->detail, sizeof ch->detail, "method = \"%s\" for %s runs",
                          method == SVIR_METHOD_VEM ? "svi" : mname, def->label);
+            return 1;
+        }
+        if (cpu_only) {
+            ch->refuse = SVIR_REFUSE_CPU_ONLY;
+            snprintf(ch->detail, sizeof ch->detail, "%s", cpu_only);
             return 1;
         }
         char detail[300] = "";

@@ -35,18 +35,19 @@ enum { SVIR_REFUSE_NONE = 0, SVIR_REFUSE_NO_DEVICE, SVIR_REFUSE_CPU_ONLY, SVIR_R
 typedef struct {
     const svir_impl *impl;  /* what runs */
     int backend;            /* SVIR_BACKEND_* */
-    char reason[320];       /* why, for the fit's record */
+    char reason[400];       /* why, for the fit's record */
     int refuse;             /* SVIR_REFUSE_*: why not */
     char detail[320];       /* the device's state, or what is CPU-only */
 } svir_choice;
 
 /* The backend for `method` of model def (requested: -1 auto, or
  * SVIR_BACKEND_*; minibatch: the fit uses minibatches; size: the model's
- * work per step, for a size rule). Auto fits on the CPU: no rule for when
+ * work per step, for a size rule; cpu_only: what of this fit the CUDA code
+ * lacks (def->cpu_only's answer), or NULL). Auto fits on the CPU: no rule for when
  * the GPU is faster has been measured yet, and the reason says so. Returns
  * 0, or 1 with ch->refuse and ch->detail set. */
 int svir_backend_choose(const svir_model_def *def, int method, int minibatch, int requested,
-                        double size, svir_choice *ch);
+                        double size, const char *cpu_only, svir_choice *ch);
 
 #ifdef SVIR_HAVE_CUDA
 /* cuda/query.cu: queries the CUDA runtime/driver. Never fails hard: with

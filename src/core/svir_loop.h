@@ -2,7 +2,7 @@
  * step rule, the bias corrections and step size of Adam, the window means of
  * the ELBO, the stopping rule and the step-size schedule. It holds scalars
  * only; what the step does to the parameter arrays is returned as flags in
- * `act`, so the CPU engine (svir_fit in svir_engine.c) and the CUDA backend
+ * `act`, so the CPU drivers (infer/) and the CUDA backend
  * (one thread of a kernel, so no decision crosses to the host) run the same
  * code and take the same decisions from the same ELBO values. */
 #ifndef SVIR_LOOP_H

@@ -114,7 +114,7 @@ typedef struct {
     svir_out *extra;
     /* where it ran, and why */
     int backend;
-    char backend_reason[320];
+    char backend_reason[400];
     char message[512];
 } svir_result;
 

@@ -118,7 +118,7 @@ k_reanchor_l(const svir_loop *Lp, const dev_locals L, const int *__restrict__ cn
 }
 
 /* ---- the posterior draws kept in the fit ------------------------------------
- * final_draws() of svir_engine.c on the device, one draw at a time: the
+ * final_draws() of models/glmm/glmm_draws.c on the device, one draw at a time: the
  * globals (one thread), the random effects (one thread per group), the
  * log-likelihood of all observations (launch_obs), then the draw's PSIS log
  * ratio log p(y, theta, z) - log q(theta) - log q(z | theta). */

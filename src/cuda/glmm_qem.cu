@@ -11,8 +11,8 @@
  *
  * The arithmetic is the CPU's: the draws come from svir_philox.h with the
  * same counters, the likelihood from svir_loglik with the family and link as
- * compile-time constants, the per-group steps from svir_qem.h and
- * svir_local.h. Every table entry is computed by one thread in the CPU's
+ * compile-time constants, the per-group steps from models/glmm/glmm_qem.h and
+ * glmm_local.h. Every table entry is computed by one thread in the CPU's
  * order, without reductions across threads, so the results differ from the
  * CPU's only by the library's exp/log and, for Gaussian models and Poisson
  * random intercepts, by the CPU's sufficient sums (the device evaluates

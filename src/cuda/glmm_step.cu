@@ -5,7 +5,7 @@
 #include "cuda/glmm_dev.cuh"
 
 /* ---- an ELBO step on the device ----------------------------------------------
- * The order of estimate() in svir_engine.c, particle by particle: the global
+ * The order of estimate() in models/glmm/glmm_svi.c, particle by particle: the global
  * block's forward pass (one thread: k_global_fwd), the local draws, the
  * observation pass, the local backward pass, the per-term sums, the global
  * block's backward pass (one thread: k_global_back); then the entropy and

@@ -85,7 +85,7 @@ __global__ void __launch_bounds__(PB) k_fold(const double *__restrict__ part, in
     }
 }
 
-/* The L-BFGS's initial inverse Hessian H0 (pln_precond of src/svir_pln.c,
+/* The L-BFGS's initial inverse Hessian H0 (pln_precond of models/pln/pln_lbfgs.c,
  * the same formulas and the same per-column order of operations), applied
  * in place to v's (M, log S) part: per column j, one block, with
  *   H_j = D_j - o_j [X; 0] (X'X)^-1 [X; 0]',   o_j = Omega_jj,
@@ -98,7 +98,7 @@ __global__ void __launch_bounds__(PB) k_fold(const double *__restrict__ part, in
  * then v += D^-1 [X z; 0]. dx = d, or 0 (the VE step, or d > PREC_DMAX:
  * D alone). A, S^2, Omega_jj are the current point's; XtX is X'X [d x d],
  * from the host. */
-#define PREC_DMAX 8 /* PLN_PREC_DMAX of src/svir_pln.c */
+#define PREC_DMAX 8 /* PLN_PREC_DMAX of models/pln/pln_lbfgs.c */
 #define PREC_NK (PREC_DMAX + PREC_DMAX * (PREC_DMAX + 1) / 2)
 #define PREC_CH 4   /* sums per block_sums */
 __global__ void __launch_bounds__(PB) k_prec(const pln_args a, double *__restrict__ v,
@@ -172,7 +172,7 @@ __global__ void __launch_bounds__(PB) k_prec_tail(double *__restrict__ v, const 
         v[off + k] = v[off + k] / den[k];
 }
 
-/* The start's log S (pln_sstart of src/svir_pln.c): each entry's optimum
+/* The start's log S (pln_sstart of models/pln/pln_lbfgs.c): each entry's optimum
  * given its M and Omega_jj, SVIR_PLN_SSTART_IT Newton steps on
  * 1 - S^2 (A + Omega_jj) = 0, each moving log S by at most 1; ls (log S)
  * overwritten, A, S^2, Omega_jj those of ls's evaluation; one block per

@@ -9,7 +9,7 @@
 /* ---- verbs (glue/r_fit.c) ---------------------------------------------- */
 extern SEXP svir_fit_r(SEXP spec, SEXP control);
 extern SEXP svir_backend_choose_r(SEXP model, SEXP method, SEXP minibatch, SEXP backend,
-                                  SEXP size);
+                                  SEXP size, SEXP spec);
 extern SEXP svir_backends_r(void);
 /* the K-sample bound of the guides a fit kept (R's svir_path_bound; glue/r_test_glmm.c) */
 extern SEXP svir_tree_bound_r(SEXP spec, SEXP control, SEXP gpar, SEXP lpar, SEXP anchor,
@@ -43,7 +43,7 @@ extern SEXP svir_cuda_normals_r(SEXP seed, SEXP stream, SEXP step, SEXP first, S
 static const R_CallMethodDef call_methods[] = {
     /* verbs */
     VERB(svir_fit_r, 2),
-    VERB(svir_backend_choose_r, 5),
+    VERB(svir_backend_choose_r, 6),
     VERB(svir_backends_r, 0),
     VERB(svir_tree_bound_r, 7),
     /* test-only entry points */

@@ -44,9 +44,11 @@ SEXP svir_fit_r(SEXP spec, SEXP ctrl)
 
 /* The backend layer's choice for a fit of `model` by `method` (minibatch:
  * with minibatches; backend: "auto", "cpu" or "cuda"; size: the work per
- * step): list(backend, reason, refuse, detail); refuse is "" when the
- * backend can be had, else "no_device", "cpu_only" or "no_method". */
-SEXP svir_backend_choose_r(SEXP model, SEXP method, SEXP minibatch, SEXP backend, SEXP size)
+ * step; spec: the fit's spec, or NULL, for what of it the CUDA code lacks):
+ * list(backend, reason, refuse, detail); refuse is "" when the backend can
+ * be had, else "no_device", "cpu_only" or "no_method". */
+SEXP svir_backend_choose_r(SEXP model, SEXP method, SEXP minibatch, SEXP backend, SEXP size,
+                           SEXP spec)
 {
     const svir_model_def *def = svir_model_find(CHAR(STRING_ELT(model, 0)));
     if (!def) Rf_error("svir internal error: unknown model");
@@ -55,8 +57,10 @@ SEXP svir_backend_choose_r(SEXP model, SEXP method, SEXP minibatch, SEXP backend
     const char *b = CHAR(STRING_ELT(backend, 0));
     const int req = strcmp(b, "auto") == 0 ? -1 : svir_backend_find(b);
     svir_choice ch;
+    const char *co = TYPEOF(spec) == VECSXP && def->cpu_only ? def->cpu_only(svir_r_list(spec))
+                                                             : NULL;
     const int st = svir_backend_choose(def, m, Rf_asLogical(minibatch) == TRUE, req,
-                                       Rf_asReal(size), &ch);
+                                       Rf_asReal(size), co, &ch);
     static const char *refuse[] = {"", "no_device", "cpu_only", "no_method"};
     SEXP out = PROTECT(Rf_allocVector(VECSXP, 4));
     SEXP nms = PROTECT(Rf_allocVector(STRSXP, 4));

@@ -118,7 +118,7 @@ SEXP svir_loglik_block_r(SEXP spec, SEXP theta, SEXP zl)
     double *z = malloc(sizeof(double) * (size_t)(m->nz + 1));
     double *b = malloc(sizeof(double) * (size_t)(m->nz + 1));
     double *bblk = malloc(sizeof(double) * (size_t)NB * (size_t)(m->nz + 1));
-    double *beta = malloc(sizeof(double) * (size_t)NB * (size_t)(m->p + 1));
+    double *beta = malloc(sizeof(double) * (size_t)NB * (size_t)(m->p + m->pz + 1));
     if (!z || !b || !bblk || !beta) {
         free(z); free(b); free(bblk); free(beta);
         svir_globals_free(&g);
@@ -201,7 +201,7 @@ SEXP svir_elbo_grad_r(SEXP spec, SEXP ctrl, SEXP vpar, SEXP step)
 
 /* One pass over all observations at given fixed effects beta [p] and random
  * effects b [nz] (indexed like z), on the CPU (a plain loop, the reference)
- * or on the CUDA device (src/cuda/svir_cuda_obs.cu): list(ll, gbeta, gaux, G,
+ * or on the CUDA device (cuda/glmm_obs.cu): list(ll, gbeta, gaux, G,
  * ms), ll without constants. For the CPU/CUDA parity tests and bench/. */
 SEXP svir_obs_pass_r(SEXP spec, SEXP beta, SEXP b, SEXP aux, SEXP backend)
 {
@@ -251,7 +251,7 @@ SEXP svir_obs_pass_r(SEXP spec, SEXP beta, SEXP b, SEXP aux, SEXP backend)
 
 /* The per-group part of a full-batch step (see svir_cuda_local_step_host) at
  * given local parameters lpar [nloc], A [nqq], G [nz] and shift [sum q] (or
- * NULL), on the CPU (the engine's svir_local.h functions in a plain loop) or
+ * NULL), on the CPU (the engine's glmm_local.h functions in a plain loop) or
  * on the CUDA device: list(z, b, lgrad, kl, logq, sums). For the parity
  * tests. */
 SEXP svir_local_step_r(SEXP spec, SEXP lpar, SEXP A, SEXP G, SEXP shift, SEXP seed, SEXP step,

@@ -27,7 +27,9 @@ int svir_fit_spec(const svir_list *spec, const svir_list *ctrl, const svir_callb
     if (c.threads <= 0) c.threads = def->threads(model, &c);
     svir_choice ch;
     const int mini = c.batch_size > 0;
-    if (svir_backend_choose(def, c.method, mini, c.backend_req, def->size(model, &c), &ch)) {
+    const char *cpu_only = def->cpu_only ? def->cpu_only(spec) : NULL;
+    if (svir_backend_choose(def, c.method, mini, c.backend_req, def->size(model, &c), cpu_only,
+                            &ch)) {
         switch (ch.refuse) {
         case SVIR_REFUSE_NO_DEVICE:
             st = svir_err_set(&e, 1, "backend = \"cuda\" needs a usable CUDA device: %s", ch.detail);

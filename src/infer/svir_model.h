@@ -133,6 +133,10 @@ typedef struct {
     int ncodes;
     /* the user's name of the model in messages ("pln()") */
     const char *label;
+    /* what of the fit of spec the CUDA code lacks, as the start of a
+     * sentence ("Zero inflation runs"), or NULL (also as the function):
+     * the backend layer then refuses backend = "cuda" */
+    const char *(*cpu_only)(const svir_list *spec);
 } svir_model_def;
 
 /* the registry: one line per model (models/registry.c) */

@@ -71,6 +71,13 @@ int svir_glmm_init(svir_glmm *m, char *err, size_t errlen)
     }
     m->off_sigma = m->family == SVIR_GAUSSIAN ? off++ : -1;
     m->off_phi = m->family == SVIR_NEGBIN ? off++ : -1;
+    if (m->zi && (!svir_glmm_zi_ok(m->family, m->link) || m->pz < 1 || !m->Xz)) {
+        snprintf(err, errlen, "zero inflation takes the poisson or negbin family (log link) and "
+                 "a model matrix of at least one column");
+        return 1;
+    }
+    m->off_zi = m->zi ? off : -1;
+    if (m->zi) off += m->pz;
     m->D = off;
     m->nz = nz;
     m->nloc = nloc;
@@ -176,7 +183,7 @@ void svir_obs_pass_ref(const svir_glmm *m, const double *beta, const double *b,
     for (int c = 0; c < m->p; c++) gbeta[c] = 0.0;
     for (ptrdiff_t k = 0; k < m->nz; k++) G[k] = 0.0;
     for (ptrdiff_t i = 0; i < m->n; i++) {
-        double d, da;
+        double d = 0.0, da = 0.0;
         const double eta = svir_eta_obs(m, i, beta, b);
         SVIR_FAMILY_DISPATCH(m, SVIR_OBS_REF);
         ga += da;
@@ -231,17 +238,23 @@ double svir_log_joint(const svir_glmm *m, const double *theta, const double *z,
     double *b = malloc(sizeof(double) * (size_t)(m->nz + 1));
     double *G = calloc((size_t)(m->nz + 1), sizeof(double));
     double *gb = calloc((size_t)(m->p + 1), sizeof(double));
+    double *gz = calloc((size_t)(m->pz + 1), sizeof(double));
     svir_b_from_z(m, &g, z, b);
     double ll = 0.0, gaux = 0.0;
     svir_aux aux;
     svir_aux_set(&aux, g.sigma, g.phi);
     for (ptrdiff_t i = 0; i < m->n; i++) {
-        double de, da;
+        double de, da, dz = 0.0;
         const double eta = svir_eta_obs(m, i, theta, b);
-        ll += svir_loglik(m, m->family, m->link, i, eta, &aux, &de, &da);
+        if (m->zi)
+            ll += svir_loglik_zi(m, m->family, m->link, i, eta, svir_etaz(m, i, theta + m->off_zi),
+                                 &aux, &de, &da, &dz);
+        else
+            ll += svir_loglik(m, m->family, m->link, i, eta, &aux, &de, &da);
         if (!grad_theta && !grad_z) continue;
         gaux += da;
         for (int k = 0; k < m->p; k++) gb[k] += de * m->X[i + k * m->n];
+        for (int k = 0; k < m->pz; k++) gz[k] += dz * m->Xz[i + k * m->n];
         for (int t = 0; t < m->nterms; t++) {
             const svir_term *tm = &m->terms[t];
             double *Gj = G + tm->off_z + (ptrdiff_t)tm->group[i] * tm->q;
@@ -256,6 +269,7 @@ double svir_log_joint(const svir_glmm *m, const double *theta, const double *z,
         for (int k = 0; k < m->p; k++) grad_theta[k] = gb[k];
         if (m->off_sigma >= 0) grad_theta[m->off_sigma] += gaux;
         if (m->off_phi >= 0) grad_theta[m->off_phi] += gaux;
+        for (int k = 0; k < m->pz && m->zi; k++) grad_theta[m->off_zi + k] = gz[k];
     }
     lp += svir_log_prior(m, theta, grad_theta);
     if (grad_theta || grad_z) {
@@ -286,6 +300,7 @@ double svir_log_joint(const svir_glmm *m, const double *theta, const double *z,
     free(b);
     free(G);
     free(gb);
+    free(gz);
     svir_globals_free(&g);
     return lp;
 }
@@ -297,7 +312,7 @@ double svir_log_joint(const svir_glmm *m, const double *theta, const double *z,
  * Those loops are unrolled in full, so that the draws' linear predictors
  * stay in (vector) registers. */
 SVIR_ALWAYS_INLINE void loglik_block_fam(const svir_glmm *m, const int family, const int link,
-                                         const int NT, int nb, const double *beta,
+                                         const int ZI, const int NT, int nb, const double *beta,
                                          const double *b, const svir_aux *aux, double *ll)
 {
     const ptrdiff_t n = m->n;
@@ -357,6 +372,20 @@ SVIR_ALWAYS_INLINE void loglik_block_fam(const svir_glmm *m, const int family, c
                 const double r = y - eta[s];
                 acc[s] += r * r;
             }
+        } else if (ZI) {
+            /* the zero inflation's coefficients follow beta in the block */
+            double etaz[NB] = {0};
+            for (int c = 0; c < m->pz; c++) {
+                const double x = m->Xz[i + (ptrdiff_t)c * n];
+                const double *gc = beta + (ptrdiff_t)(m->p + c) * NB;
+                SVIR_UNROLL8
+                for (int s = 0; s < NB; s++) etaz[s] += x * gc[s];
+            }
+            SVIR_UNROLL8
+            for (int s = 0; s < NB; s++) {
+                double de, da, dz;
+                acc[s] += svir_loglik_zi(m, family, link, i, eta[s], etaz[s], &al[s], &de, &da, &dz);
+            }
         } else {
             SVIR_UNROLL8
             for (int s = 0; s < NB; s++) {
@@ -381,21 +410,22 @@ void svir_block_put(const svir_glmm *m, const svir_globals *g, const double *the
     svir_b_from_z(m, g, z, b);
     for (ptrdiff_t k = 0; k < m->nz; k++) b_blk[k * NB + slot] = b[k];
     for (int c = 0; c < m->p; c++) beta_blk[c * NB + slot] = theta[c];
+    for (int c = 0; c < m->pz && m->zi; c++) beta_blk[(m->p + c) * NB + slot] = theta[m->off_zi + c];
     svir_aux_set(&aux[slot], g->sigma, g->phi);
 }
 
 void svir_loglik_block(const svir_glmm *m, int nb, const double *beta, const double *b,
                        const svir_aux *aux, double *ll)
 {
-#define BLOCK(FAM, LINK) \
+#define BLOCK(FAM, LINK, ZI) \
     switch (m->nt_icpt) { \
-    case 1: loglik_block_fam(m, FAM, LINK, 1, nb, beta, b, aux, ll); break; \
-    case 2: loglik_block_fam(m, FAM, LINK, 2, nb, beta, b, aux, ll); break; \
-    case 3: loglik_block_fam(m, FAM, LINK, 3, nb, beta, b, aux, ll); break; \
-    case 4: loglik_block_fam(m, FAM, LINK, 4, nb, beta, b, aux, ll); break; \
-    default: loglik_block_fam(m, FAM, LINK, 0, nb, beta, b, aux, ll); break; \
+    case 1: loglik_block_fam(m, FAM, LINK, ZI, 1, nb, beta, b, aux, ll); break; \
+    case 2: loglik_block_fam(m, FAM, LINK, ZI, 2, nb, beta, b, aux, ll); break; \
+    case 3: loglik_block_fam(m, FAM, LINK, ZI, 3, nb, beta, b, aux, ll); break; \
+    case 4: loglik_block_fam(m, FAM, LINK, ZI, 4, nb, beta, b, aux, ll); break; \
+    default: loglik_block_fam(m, FAM, LINK, ZI, 0, nb, beta, b, aux, ll); break; \
     }
-    SVIR_FAMILY_DISPATCH(m, BLOCK)
+    SVIR_FAMILY_DISPATCH_ZI(m, BLOCK)
 #undef BLOCK
 }
 

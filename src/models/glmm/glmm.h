@@ -40,6 +40,11 @@ typedef struct {
     const double *offset;   /* [n] or NULL */
     const double *X;        /* [n x p] column-major */
     int family, link;
+    /* zero inflation (glmmTMB's ziformula; a family of SVIR_GLMM_ZI_PAIRS):
+     * P(y = 0 as a structural zero) = pi = logit^-1(Xz gamma) */
+    int zi;                 /* 1 when the model is zero-inflated */
+    int pz;                 /* columns of Xz */
+    const double *Xz;       /* [n x pz] column-major, or NULL */
     int nterms;
     svir_term *terms;
     const int *prior_type;  /* [D] */
@@ -48,6 +53,7 @@ typedef struct {
     ptrdiff_t D;            /* global parameters */
     ptrdiff_t off_sigma;    /* -1 unless gaussian */
     ptrdiff_t off_phi;      /* -1 unless negbin */
+    ptrdiff_t off_zi;       /* first gamma (zero inflation's coefficients), -1 if none */
     ptrdiff_t nz;           /* sum_t J_t q_t: latent z values */
     ptrdiff_t nloc;         /* sum_t J_t (q_t + q_t(q_t+1)/2): local variational parameters */
     ptrdiff_t nqq;          /* sum_t q_t^2 */
@@ -88,93 +94,8 @@ void svir_globals_free(svir_globals *g);
  * adds its gradient to grad (if not NULL). */
 double svir_log_prior(const svir_glmm *m, const double *theta, double *grad);
 
-/* Per-step constants of the auxiliary parameters. */
-typedef struct { double sigma, inv_s2, log_sigma, phi, log_phi; } svir_aux;
-
-SVIR_MATH_HD void svir_aux_set(svir_aux *a, double sigma, double phi)
-{
-    a->sigma = sigma;
-    a->inv_s2 = 1.0 / (sigma * sigma);
-    a->log_sigma = log(sigma);
-    a->phi = phi;
-    a->log_phi = log(phi);
-}
-
-/* Inline log-likelihood of one observation (without its constant), for the
- * hot loops: family and link are passed as constants so that the compiler can
- * specialise each loop. */
-SVIR_ALWAYS_INLINE double svir_loglik(const svir_glmm *m, const int family, const int link,
-                                 ptrdiff_t i, double eta, const svir_aux *a,
-                                 double *d_eta, double *d_aux)
-{
-    const double y = m->y[i];
-    *d_aux = 0.0;
-    switch (family) {
-    case SVIR_GAUSSIAN: {
-        const double r = y - eta, r2 = r * r * a->inv_s2;
-        *d_eta = r * a->inv_s2;
-        *d_aux = r2 - 1.0;
-        return -a->log_sigma - 0.5 * r2;
-    }
-    case SVIR_BINOMIAL: {
-        const double t = m->trials ? m->trials[i] : 1.0;
-        switch (link) {
-        case SVIR_LINK_PROBIT:
-            *d_eta = y * svir_mills_inv(eta) - (t - y) * svir_mills_inv(-eta);
-            return (y > 0 ? y * svir_log_pnorm(eta) : 0.0) +
-                (t - y > 0 ? (t - y) * svir_log_pnorm(-eta) : 0.0);
-        case SVIR_LINK_CLOGLOG: {
-            const double u = exp(eta);
-            *d_eta = u * ((y > 0 ? y / expm1(u) : 0.0) - (t - y));
-            return (y > 0 ? y * log(-expm1(-u)) : 0.0) - (t - y) * u;
-        }
-        default: { /* logit */
-            const double pr = eta >= 0 ? 1.0 / (1.0 + exp(-eta)) : exp(eta) / (1.0 + exp(eta));
-            *d_eta = y - t * pr;
-            return y * eta - t * svir_log1pexp(eta);
-        }
-        }
-    }
-    case SVIR_POISSON: {
-        const double mu = exp(eta);
-        *d_eta = y - mu;
-        return y * eta - mu;
-    }
-    default: { /* negbin, log link */
-        const double phi = a->phi, lphi = a->log_phi;
-        const double hi = lphi > eta ? lphi : eta;
-        const double log_pm = hi + log1p(exp(-fabs(lphi - eta))); /* log(phi + mu) */
-        const double frac = (y + phi) * exp(-log_pm); /* (y + phi) / (phi + mu) */
-        const double mu_share = exp(eta - log_pm);     /* mu / (phi + mu) */
-        double lg, dg;
-        if (y < 16) {
-            lg = 0.0;
-            dg = 0.0;
-            for (int k = 0; k < (int)y; k++) {
-                lg += log(phi + k);
-                dg += 1.0 / (phi + k);
-            }
-        } else {
-            lg = svir_lgamma(y + phi) - svir_lgamma(phi);
-            dg = svir_digamma(y + phi) - svir_digamma(phi);
-        }
-        /* d/d eta: y - (y + phi) mu / (phi + mu) */
-        *d_eta = y - (y + phi) * mu_share;
-        *d_aux = phi * (dg + lphi + 1.0 - log_pm - frac);
-        return lg + phi * lphi + y * eta - (y + phi) * log_pm;
-    }
-    }
-}
-
-/* svir_loglik's Gaussian case summed over nobs observations, for the loops
- * that need only the sums: with u_i = r_i^2 / sigma^2, the sum of log p is
- * -nobs log sigma - usum / 2 (returned) and its d/d log sigma usum - nobs. */
-SVIR_MATH_HD double svir_loglik_gauss_sum(const svir_aux *a, double usum, double nobs,
-                                          double *d_aux)
-{
-    *d_aux = usum - nobs;
-    return -0.5 * usum - nobs * a->log_sigma;
-}
+/* the families' log-likelihoods (svir_aux, svir_loglik, zero inflation) */
+#include "models/glmm/glmm_family.h"
 
 /* Linear predictor of observation i, given b (indexed like z). */
 double svir_eta_obs(const svir_glmm *m, ptrdiff_t i, const double *beta, const double *b);
@@ -188,7 +109,7 @@ void svir_obs_pass_ref(const svir_glmm *m, const double *beta, const double *b,
                        const svir_aux *aux, double *ll, double *gbeta, double *gaux, double *G);
 
 /* The per-group part of a full-batch step on the CPU, the reference for the
- * CUDA backend's (arguments as svir_cuda_local_step_host in svir_cuda.h).
+ * CUDA backend's (arguments as svir_cuda_local_step_host in glmm_cuda.h).
  * Returns 0, 1 if a term has more than SVIR_QMAX_STACK columns, 2 when out
  * of memory. */
 int svir_local_step_ref(const svir_glmm *m, const double *lpar, const double *A, const double *G,
@@ -211,8 +132,9 @@ double svir_log_joint(const svir_glmm *m, const double *theta, const double *z,
                       double *grad_theta, double *grad_z, double *loglik);
 
 /* Log-likelihood (without constants) of nb <= SVIR_LL_BLOCK parameter draws
- * in one pass over the data. Layout, with NB = SVIR_LL_BLOCK: beta [p x NB]
- * (beta[c * NB + s]), b [nz x NB] (b[k * NB + s], indexed like z), aux [NB];
+ * in one pass over the data. Layout, with NB = SVIR_LL_BLOCK: beta [(p + pz)
+ * x NB] (beta[c * NB + s]; the zero inflation's coefficients after beta),
+ * b [nz x NB] (b[k * NB + s], indexed like z), aux [NB];
  * slots s >= nb must hold finite values (they are computed and dropped). */
 #define SVIR_LL_BLOCK 8
 void svir_loglik_block(const svir_glmm *m, int nb, const double *beta, const double *b,

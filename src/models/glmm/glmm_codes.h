@@ -45,6 +45,11 @@ enum { SVIR_PRIOR_CODES(SVIR_PRIOR_E) SVIR_N_PRIORS };
     M(ARG, SVIR_POISSON, SVIR_LINK_LOG)                                                        \
     M(ARG, SVIR_NEGBIN, SVIR_LINK_LOG)
 
+/* the pairs that take zero inflation (ziformula): the count families */
+#define SVIR_GLMM_ZI_PAIRS(M, ARG)                                                             \
+    M(ARG, SVIR_POISSON, SVIR_LINK_LOG)                                                        \
+    M(ARG, SVIR_NEGBIN, SVIR_LINK_LOG)
+
 #define SVIR_PAIR_KEY(F, L) ((F) * 8 + (L))
 #define SVIR_PAIR_CASE_(CALL, F, L)                                                            \
     case SVIR_PAIR_KEY(F, L):                                                                  \
@@ -61,7 +66,28 @@ enum { SVIR_PRIOR_CODES(SVIR_PRIOR_E) SVIR_N_PRIORS };
 #define SVIR_FAMILY_DISPATCH(m, CALL) SVIR_PAIR_DISPATCH((m)->family, (m)->link, CALL)
 
 #define SVIR_PAIR_OK_(ARG, F, L) || SVIR_PAIR_KEY(F, L) == (ARG)
-/* 1 when (family, link) is a pair of the list */
+/* 1 when (family, link) is a pair of the list, of the zero-inflated list */
 #define svir_glmm_pair_ok(fam, lnk) (0 SVIR_GLMM_PAIRS(SVIR_PAIR_OK_, SVIR_PAIR_KEY(fam, lnk)))
+#define svir_glmm_zi_ok(fam, lnk) (0 SVIR_GLMM_ZI_PAIRS(SVIR_PAIR_OK_, SVIR_PAIR_KEY(fam, lnk)))
+
+/* Runs CALL(family, link, ZI) with all three as compile-time constants, for
+ * the model m: ZI = 1 for a zero-inflated model (a pair of
+ * SVIR_GLMM_ZI_PAIRS), else 0. */
+#define SVIR_ZI_KEY(F, L, Z) (SVIR_PAIR_KEY(F, L) * 2 + (Z))
+#define SVIR_PAIR_CASE0_(CALL, F, L)                                                           \
+    case SVIR_ZI_KEY(F, L, 0):                                                                 \
+        CALL(F, L, 0);                                                                         \
+        break;
+#define SVIR_PAIR_CASE1_(CALL, F, L)                                                           \
+    case SVIR_ZI_KEY(F, L, 1):                                                                 \
+        CALL(F, L, 1);                                                                         \
+        break;
+#define SVIR_FAMILY_DISPATCH_ZI(m, CALL)                                                       \
+    switch (SVIR_ZI_KEY((m)->family, (m)->link, (m)->zi ? 1 : 0)) {                            \
+        SVIR_GLMM_PAIRS(SVIR_PAIR_CASE0_, CALL)                                                \
+        SVIR_GLMM_ZI_PAIRS(SVIR_PAIR_CASE1_, CALL)                                             \
+    default:                                                                                   \
+        break;                                                                                 \
+    }
 
 #endif

@@ -8,7 +8,7 @@
 #include "models/glmm/glmm.h"
 #include "models/glmm/glmm_local.h"
 
-/* The coupled guide's constants (see coupling_init in svir_engine.c): per
+/* The coupled guide's constants (see coupling_init in glmm_coupling.c): per
  * term cns[t] span columns from coff[t], its columns' offset qoff[t] in the
  * [sum q] arrays; per span column o: its column cS[o] of Z, a_o = ca[o p ..],
  * K_o = cK[o p ..], share comega[o]; the reference point cref [p]. */

@@ -1,4 +1,4 @@
-/* The CUDA backend's host API (src/cuda/svir_cuda_obs.cu): C linkage, no R
+/* The CUDA backend's host API (src/cuda/glmm_*.cu): C linkage, no R
  * API, every function returns 0 or a nonzero status with a one-line message
  * in err, and frees what it allocated on every path. Declared whether or not
  * the build has CUDA; only builds with SVIR_HAVE_CUDA define them.
@@ -16,7 +16,7 @@
  *   - standard normals from the shared Philox/Box-Muller code
  *     (svir_philox.h), for the parity checks;
  *   - a whole SVI fit (svir_cuda_fit), and QEM's groups (svir_cuda_qem_*,
- *     src/cuda/svir_cuda_qem.cu, driven by src/svir_qem.c). */
+ *     src/cuda/glmm_qem.cu, driven by infer/svir_qem.c). */
 #ifndef SVIR_CUDA_H
 #define SVIR_CUDA_H
 
@@ -106,7 +106,7 @@ int svir_cuda_elbo_grad_host(const svir_glmm *m, const svir_coupling *cp, int ns
 int svir_cuda_fit(const svir_glmm *m, const svir_control *c, const svir_callbacks *cb,
                   svir_result *res, char *err, size_t errlen);
 
-/* QEM on the device (src/cuda/svir_cuda_qem.cu; src/svir_qem.c drives it):
+/* QEM on the device (src/cuda/glmm_qem.cu; infer/svir_qem.c drives it):
  * the groups' draws, tables and M-step there, the globals on the host.
  * svir_cuda_qem_new uploads the data (one grouping factor) and the groups'
  * starting proposals lpar [nloc] and smoothed moments Z1 [J q], Z2 [J q q];

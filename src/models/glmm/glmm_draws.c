@@ -58,7 +58,7 @@ int glmm_final_draws(glmm_work *w, const double *gpar, const double *lpar, svir_
         double *cu = malloc(sizeof(double) * (size_t)(w->sumq + 1));
         double *cw = malloc(sizeof(double) * (size_t)(w->sumq + 1));
         double *bblk = malloc(sizeof(double) * (size_t)NB * (size_t)(m->nz + 1));
-        double *betablk = malloc(sizeof(double) * (size_t)NB * (size_t)(m->p + 1));
+        double *betablk = malloc(sizeof(double) * (size_t)NB * (size_t)(m->p + m->pz + 1));
         double *bw = malloc(sizeof(double) * (size_t)(m->nz + 1));
         svir_globals g = {0};
         if (!eps || !theta || !z || !noise || !be || !cu || !cw || !bblk || !betablk || !bw ||

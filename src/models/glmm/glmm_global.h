@@ -145,6 +145,12 @@ SVIR_MATH_HD double svir_log_prior_ws(const svir_glmm *m, const double *theta, d
                               m->prior_scale[k], theta[k], 0, &dx);
         if (grad) grad[k] += dx;
     }
+    /* zero inflation's coefficients, on the logit scale */
+    for (ptrdiff_t k = m->off_zi; m->zi && k < m->off_zi + m->pz; k++) {
+        lp += svir_prior_lpdf(m->prior_type[k], m->prior_df[k], m->prior_loc[k],
+                              m->prior_scale[k], theta[k], 0, &dx);
+        if (grad) grad[k] += dx;
+    }
     /* positive parameters on the log scale: log p(x) + log x */
     for (ptrdiff_t k = m->p; k < m->D; k++) {
         if (!svir_is_positive_par(m, k)) continue;

@@ -1,5 +1,5 @@
 /* Per-group pieces of the SVI step for the local (random-effect) guide,
- * shared by the CPU engine (svir_engine.c) and the CUDA backend: plain C99,
+ * shared by the CPU (glmm_svi.c) and the CUDA backend: plain C99,
  * no R API, __host__ __device__ under nvcc. One group of a term with q
  * columns has the block [m (q), packed row-major lower-triangular C
  * (q(q+1)/2, its diagonal stored as logs)]; z = m + C noise, b = A z. */

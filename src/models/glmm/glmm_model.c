@@ -33,9 +33,10 @@ static const svir_list *matrix_n(const svir_list *l, const char *name, ptrdiff_t
     return x;
 }
 
-/* spec: y, X, trials, offset, family, link, terms (each: group, Z, ngroups,
- * correlated, xmap), prior_type, prior_df, prior_loc, prior_scale, and
- * init_mu, init_sd (the globals' start); settings: couple, qem_direct */
+/* spec: y, X, trials, offset, family, link, Xz (zero inflation's model
+ * matrix, or absent), terms (each: group, Z, ngroups, correlated, xmap),
+ * prior_type, prior_df, prior_loc, prior_scale, and init_mu, init_sd (the
+ * globals' start); settings: couple, qem_direct */
 static int glmm_read(const svir_list *spec, const svir_list *ctrl, const svir_control *c,
                      void **out, svir_err *e)
 {
@@ -60,6 +61,13 @@ static int glmm_read(const svir_list *spec, const svir_list *ctrl, const svir_co
     if (!svir_glmm_pair_ok(m->family, m->link))
         return svir_err_set(e, 1, "svir internal error: family %d with link %d is not supported",
                             m->family, m->link);
+    if (!svir_list_absent(spec, "Xz")) {
+        const svir_list *Xz = matrix_n(spec, "Xz", m->n);
+        if (!Xz) return svir_err_set(e, 1, "svir internal error: spec$Xz must be a double matrix with one row per observation");
+        m->zi = 1;
+        m->Xz = Xz->real;
+        m->pz = Xz->ncol;
+    }
     const svir_list *terms = svir_list_get(spec, "terms");
     m->nterms = !terms || terms->type != SVIR_L_LIST ? 0 : (int)terms->len;
     m->terms = calloc((size_t)m->nterms + 1, sizeof(svir_term));
@@ -214,6 +222,12 @@ static int run_qem_cuda(void *model, const svir_control *c, const svir_callbacks
     return svir_qem_run(&svir_glmm_qem_cuda_ops, model, c, cb, res);
 }
 
+/* the parts of a GLMM the CUDA code does not have */
+static const char *glmm_cpu_only(const svir_list *spec)
+{
+    return svir_list_absent(spec, "Xz") ? NULL : "Zero inflation runs";
+}
+
 static const svir_impl glmm_impls[] = {
     {SVIR_METHOD_SVI, SVIR_BACKEND_CPU, 1, 1, run_svi_cpu},
     {SVIR_METHOD_SVI, SVIR_BACKEND_CUDA, 1, 1, run_svi_cuda},
@@ -233,5 +247,5 @@ static const svir_code_table glmm_codes[] = {
 const svir_model_def svir_glmm_def = {
     "glmm", glmm_read, glmm_free, glmm_size, glmm_threads, glmm_outputs,
     glmm_impls, (int)(sizeof glmm_impls / sizeof glmm_impls[0]),
-    glmm_codes, (int)(sizeof glmm_codes / sizeof glmm_codes[0]), "svi_fit()",
+    glmm_codes, (int)(sizeof glmm_codes / sizeof glmm_codes[0]), "svi_fit()", glmm_cpu_only,
 };

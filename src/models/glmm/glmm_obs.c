@@ -43,10 +43,11 @@ static inline double sum4(const double *x, int n)
 #define SVIR_CHUNK 512
 
 SVIR_ALWAYS_INLINE void chunk_terms_fast(const glmm_work *w, const int NT, const int NR,
-                                         const int family, const int link, const svir_aux *aux,
-                                         const ptrdiff_t *ix, ptrdiff_t k0, int nk,
-                                         const double *eta, double *de, double *G,
-                                         double *ll_out, double *ga_out)
+                                         const int family, const int link, const int ZI,
+                                         const svir_aux *aux, const ptrdiff_t *ix, ptrdiff_t k0,
+                                         int nk, const double *eta, const double *etaz,
+                                         double *de, double *dez, double *G, double *ll_out,
+                                         double *ga_out)
 {
     /* ix == NULL: the full batch, observations k0 .. k0 + nk - 1. Each
      * observation's NT positions in b (and G) sit side by side in w->gcat,
@@ -75,9 +76,10 @@ SVIR_ALWAYS_INLINE void chunk_terms_fast(const glmm_work *w, const int NT, const
             d = r * al.inv_s2;
             ss += r * d;
         } else {
-            double da;
-            ll += svir_loglik(m, family, link, i, e, &al, &d, &da);
+            double da, dz;
+            ll += svir_loglik_obs(m, family, link, ZI, i, e, ZI ? etaz[k] : 0.0, &al, &d, &da, &dz);
             ga += da;
+            if (ZI) dez[k] = dz;
         }
         de[k] = d;
         if (NR) {
@@ -100,9 +102,10 @@ SVIR_ALWAYS_INLINE void chunk_terms_fast(const glmm_work *w, const int NT, const
 
 /* any terms: the general loop */
 SVIR_ALWAYS_INLINE void chunk_terms_general(const glmm_work *w, const int family, const int link,
-                                            const svir_aux *aux, const ptrdiff_t *ix, int nk,
-                                            double *eta, double *de, double *G, double *ll_out,
-                                            double *ga_out)
+                                            const int ZI, const svir_aux *aux,
+                                            const ptrdiff_t *ix, int nk, double *eta,
+                                            const double *etaz, double *de, double *dez,
+                                            double *G, double *ll_out, double *ga_out)
 {
     const svir_glmm *m = w->m;
     const ptrdiff_t n = m->n;
@@ -124,9 +127,11 @@ SVIR_ALWAYS_INLINE void chunk_terms_general(const glmm_work *w, const int family
     }
     double ll = 0.0, ga = 0.0;
     for (int k = 0; k < nk; k++) {
-        double da;
-        ll += svir_loglik(m, family, link, ix[k], eta[k], aux, &de[k], &da);
+        double da, dz;
+        ll += svir_loglik_obs(m, family, link, ZI, ix[k], eta[k], ZI ? etaz[k] : 0.0, aux, &de[k],
+                              &da, &dz);
         ga += da;
+        if (ZI) dez[k] = dz;
     }
     *ll_out += ll;
     *ga_out += ga;
@@ -162,14 +167,15 @@ SVIR_ALWAYS_INLINE void chunk_terms_general(const glmm_work *w, const int family
 }
 
 SVIR_ALWAYS_INLINE void range_loglik(const glmm_work *w, ptrdiff_t lo, ptrdiff_t hi, const int family,
-                                const int link, const svir_aux *aux, double *g, double *G,
-                                double *ll_out, double *ga_out)
+                                const int link, const int ZI, const svir_aux *aux, double *g,
+                                double *gz, double *G, double *ll_out, double *ga_out)
 {
     const svir_glmm *m = w->m;
     const ptrdiff_t n = m->n;
     const int p = m->p;
-    const double *beta = w->beta_eff;
+    const double *beta = w->beta_eff, *gamma = ZI ? w->theta + m->off_zi : NULL;
     double eta[SVIR_CHUNK], de[SVIR_CHUNK], xv[SVIR_CHUNK];
+    double etaz[SVIR_CHUNK], dez[SVIR_CHUNK];
     ptrdiff_t ix[SVIR_CHUNK];
     double ll = 0.0, ga = 0.0;
     for (ptrdiff_t k0 = lo; k0 < hi; k0 += SVIR_CHUNK) {
@@ -203,20 +209,37 @@ SVIR_ALWAYS_INLINE void range_loglik(const glmm_work *w, ptrdiff_t lo, ptrdiff_t
                 for (int k = 0; k < nk; k++) eta[k] += xc[ix[k]] * bc;
             }
         }
+        /* the zero inflation's predictor Xz gamma */
+        if (ZI) {
+            for (int k = 0; k < nk; k++) etaz[k] = 0.0;
+            for (int c = 0; c < m->pz; c++) {
+                const double *xc = m->Xz + (ptrdiff_t)c * n, gc = gamma[c];
+                if (w->full) {
+                    xc += k0;
+                    for (int k = 0; k < nk; k++) etaz[k] += xc[k] * gc;
+                } else {
+                    for (int k = 0; k < nk; k++) etaz[k] += xc[ix[k]] * gc;
+                }
+            }
+        }
         /* + Z b, likelihood, d/d b */
         /* full batches pass ix = NULL as a constant: a loop of their own */
 #define FAST1(NT, NR)                                                                          \
         if (w->full)                                                                           \
-            chunk_terms_fast(w, NT, NR, family, link, aux, NULL, k0, nk, eta, de, G, &ll, &ga); \
+            chunk_terms_fast(w, NT, NR, family, link, ZI, aux, NULL, k0, nk, eta, etaz, de, dez, \
+                             G, &ll, &ga);                                                      \
         else                                                                                   \
-            chunk_terms_fast(w, NT, NR, family, link, aux, ix, k0, nk, eta, de, G, &ll, &ga);
+            chunk_terms_fast(w, NT, NR, family, link, ZI, aux, ix, k0, nk, eta, etaz, de, dez,  \
+                             G, &ll, &ga);
 #define FAST(NT)                                                                               \
     case NT:                                                                                   \
         if (w->nrun) { FAST1(NT, 1) } else { FAST1(NT, 0) }                                    \
         break;
         switch (w->nt_fast) {
         FAST(1) FAST(2) FAST(3) FAST(4)
-        default: chunk_terms_general(w, family, link, aux, ix, nk, eta, de, G, &ll, &ga); break;
+        default:
+            chunk_terms_general(w, family, link, ZI, aux, ix, nk, eta, etaz, de, dez, G, &ll, &ga);
+            break;
         }
 #undef FAST
 #undef FAST1
@@ -232,18 +255,29 @@ SVIR_ALWAYS_INLINE void range_loglik(const glmm_work *w, ptrdiff_t lo, ptrdiff_t
                 g[c] += svir_dot4(xv, de, nk);
             }
         }
+        /* d/d gamma = Xz^T dez */
+        for (int c = 0; ZI && c < m->pz; c++) {
+            const double *xc = m->Xz + (ptrdiff_t)c * n;
+            if (w->full) {
+                gz[c] += svir_dot4(xc + k0, dez, nk);
+            } else {
+                for (int k = 0; k < nk; k++) xv[k] = xc[ix[k]];
+                gz[c] += svir_dot4(xv, dez, nk);
+            }
+        }
     }
     *ll_out = ll;
     *ga_out = ga;
 }
 
 /* Sum over the batch of log p(y_i | eta_i) (without constants) and its
- * gradients: beta (gb, [p]), b (w->Gt thread 0, present groups), log aux. */
-double glmm_batch_loglik(glmm_work *w, double *gb, double *gaux)
+ * gradients: beta (gb, [p]), b (w->Gt thread 0, present groups), log aux,
+ * and the zero inflation's gamma (gz, [pz]). */
+double glmm_batch_loglik(glmm_work *w, double *gb, double *gaux, double *gz)
 {
     const svir_glmm *m = w->m;
     const ptrdiff_t nb = w->B, nz = m->nz;
-    const int T = w->T, p = m->p;
+    const int T = w->T, p = m->p, pz = m->zi ? m->pz : 0;
     svir_aux aux;
     svir_aux_set(&aux, w->g.sigma, w->g.phi);
     /* zero the per-thread d/db buffers at the present groups */
@@ -269,10 +303,12 @@ double glmm_batch_loglik(glmm_work *w, double *gb, double *gaux)
         const ptrdiff_t lo = nb * tid / T, hi = nb * (tid + 1) / T;
         double *G = w->Gt + (size_t)tid * (size_t)nz;
         double *g = w->gbt + (size_t)tid * (size_t)p;
+        double *gzt = w->gzt + (size_t)tid * (size_t)pz;
         double ll = 0.0, ga = 0.0;
         for (int k = 0; k < p; k++) g[k] = 0.0;
-#define RANGE(FAM, LINK) range_loglik(w, lo, hi, FAM, LINK, &aux, g, G, &ll, &ga)
-        SVIR_FAMILY_DISPATCH(m, RANGE)
+        for (int k = 0; k < pz; k++) gzt[k] = 0.0;
+#define RANGE(FAM, LINK, ZI) range_loglik(w, lo, hi, FAM, LINK, ZI, &aux, g, gzt, G, &ll, &ga)
+        SVIR_FAMILY_DISPATCH_ZI(m, RANGE)
 #undef RANGE
         w->llt[tid] = ll;
         w->gauxt[tid] = ga;
@@ -281,10 +317,12 @@ double glmm_batch_loglik(glmm_work *w, double *gb, double *gaux)
     double ll = 0.0;
     *gaux = 0.0;
     for (int k = 0; k < p; k++) gb[k] = 0.0;
+    for (int k = 0; k < pz; k++) gz[k] = 0.0;
     for (int tid = 0; tid < T; tid++) {
         ll += w->llt[tid];
         *gaux += w->gauxt[tid];
         for (int k = 0; k < p; k++) gb[k] += w->gbt[(size_t)tid * (size_t)p + k];
+        for (int k = 0; k < pz; k++) gz[k] += w->gzt[(size_t)tid * (size_t)pz + k];
     }
     if (T > 1) {
 #ifdef _OPENMP

@@ -1,5 +1,5 @@
-/* QEM's per-group arithmetic, shared by the CPU (src/svir_qem.c) and the
- * CUDA backend (src/cuda/svir_cuda_qem.cu): plain C99, no R API, no
+/* QEM's per-group arithmetic, shared by the CPU (glmm_tree.c) and the
+ * CUDA backend (src/cuda/glmm_qem.cu): plain C99, no R API, no
  * allocation, __host__ __device__ under nvcc, so that both compute the same
  * numbers in the same order. See dev/QEM.md for the recursion. */
 #ifndef SVIR_QEM_H

@@ -43,7 +43,7 @@ void glmm_work_free(glmm_work *w)
     svir_globals_free(&w->g);
     free(w->theta); free(w->eps); free(w->gtheta); free(w->u);
     free(w->z); free(w->noise); free(w->b); free(w->ediag);
-    free(w->Gt); free(w->gb); free(w->gbt); free(w->gauxt); free(w->llt);
+    free(w->Gt); free(w->gb); free(w->gbt); free(w->gauxt); free(w->llt); free(w->gzt); free(w->gz);
     free(w->dA); free(w->idx); free(w->goff); free(w->stamp); free(w->slot);
     free(w->pres_term); free(w->pres_group); free(w->pres_cnt); free(w->runs);
     free(w->gcat); free(w->span_off); free(w->span_len);
@@ -86,6 +86,8 @@ int glmm_work_init(glmm_work *w, const svir_glmm *m, const svir_control *c)
     w->Gt = xcalloc(nz * (size_t)w->T, sizeof(double), &fail);
     w->gb = xcalloc((size_t)m->p, sizeof(double), &fail);
     w->gbt = xcalloc((size_t)m->p * (size_t)w->T, sizeof(double), &fail);
+    w->gzt = xcalloc((size_t)(m->zi ? m->pz : 0) * (size_t)w->T, sizeof(double), &fail);
+    w->gz = xcalloc((size_t)(m->zi ? m->pz : 0), sizeof(double), &fail);
     w->gauxt = xcalloc((size_t)w->T, sizeof(double), &fail);
     w->llt = xcalloc((size_t)w->T, sizeof(double), &fail);
     w->dA = xcalloc((size_t)m->nqq, sizeof(double), &fail);
@@ -330,7 +332,7 @@ double glmm_estimate(glmm_work *w, long step, const double *gpar, const double *
 
         double gaux;
         SVIR_LAP(SVIR_PHASE_DRAW);
-        const double ll = glmm_batch_loglik(w, gb, &gaux);
+        const double ll = glmm_batch_loglik(w, gb, &gaux, w->gz);
         SVIR_LAP(SVIR_PHASE_OBS);
         for (int k = 0; k < m->p; k++) w->gtheta[k] += scale * gb[k];
         if (w->couple) {
@@ -344,6 +346,7 @@ double glmm_estimate(glmm_work *w, long step, const double *gpar, const double *
         }
         if (m->off_sigma >= 0) w->gtheta[m->off_sigma] += scale * gaux;
         if (m->off_phi >= 0) w->gtheta[m->off_phi] += scale * gaux;
+        for (int k = 0; m->zi && k < m->pz; k++) w->gtheta[m->off_zi + k] += scale * w->gz[k];
         elbo += invS * (m->ll_const + scale * ll + lp);
 
         /* back through b = A z: to the local parameters and to A */

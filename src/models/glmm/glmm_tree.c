@@ -160,7 +160,10 @@ void glmm_tree_globals(glmm_tree *qt, const double *gpar, uint64_t stream, uint6
     }
 }
 
-#define QEM_LL(FAM, LINK) ll += svir_loglik(m, FAM, LINK, i, eta, &qt->aux[k0], &dd, &da)
+/* zero inflation: its etaz parts, per observation and global draw, in zp */
+#define QEM_LL(FAM, LINK, ZI)                                                                   \
+    ll += ZI ? svir_loglik_zi_p(m, FAM, LINK, i, eta, &zp[r - r0], &qt->aux[k0], &dd, &da, &dz) \
+             : svir_loglik(m, FAM, LINK, i, eta, &qt->aux[k0], &dd, &da)
 
 /* K draws z0 of every group from q0 = lpar (counters `ctr` of `stream`),
  * the K x K tables log f_j and log m_j. Returns nonzero when out of memory.
@@ -182,7 +185,7 @@ int glmm_tree_groups(glmm_tree *qt, const double *lpar, uint64_t stream, uint64_
     const ptrdiff_t nz = qt->nz, D = qt->D, n = m->n;
     const double logK = log((double)K);
     const int gauss = !qt->direct && m->family == SVIR_GAUSSIAN && m->link == SVIR_LINK_IDENTITY;
-    const int pois = !qt->direct && m->family == SVIR_POISSON && m->link == SVIR_LINK_LOG &&
+    const int pois = !qt->direct && !m->zi && m->family == SVIR_POISSON && m->link == SVIR_LINK_LOG &&
                      tm->z_ones;
     int fail = 0;
 #ifdef _OPENMP
@@ -190,12 +193,13 @@ int glmm_tree_groups(glmm_tree *qt, const double *lpar, uint64_t stream, uint64_
 #endif
     {
         double *xb = malloc(sizeof(double) * (size_t)(qt->maxnj + 1));
+        svir_zi_part *zp = malloc(sizeof(svir_zi_part) * (size_t)(qt->maxnj + 1));
         double *noise = malloc(sizeof(double) * (size_t)(q + 1));
         double *row = malloc(sizeof(double) * (size_t)K);
         double *szz = malloc(sizeof(double) * (size_t)(q * q + 1)); /* sum Z_i Z_i' (lower) */
         double ed[SVIR_QMAX_STACK], b[SVIR_QMAX_STACK], zc[SVIR_QMAX_STACK], szr[SVIR_QMAX_STACK];
         double lq0[SVIR_QEM_KMAX], lzp[SVIR_QEM_KMAX];
-        if (!xb || !noise || !row || !szz) {
+        if (!xb || !zp || !noise || !row || !szz) {
             SVIR_FLAG_SET(fail);
         } else {
 #ifdef _OPENMP
@@ -240,6 +244,7 @@ int glmm_tree_groups(glmm_tree *qt, const double *lpar, uint64_t stream, uint64_
                         double e = qt->os[r];
                         for (int cc = 0; cc < m->p; cc++) e += xr[cc] * beta[cc];
                         xb[r - r0] = e;
+                        if (m->zi) zp[r - r0] = svir_zi_parts(svir_etaz(m, qt->rows[r], beta + m->off_zi));
                     }
                     /* the sums of the fast paths */
                     double s2 = 0.0, s1 = 0.0;
@@ -274,7 +279,7 @@ int glmm_tree_groups(glmm_tree *qt, const double *lpar, uint64_t stream, uint64_
                             z = zc;
                         }
                         svir_local_b(q, A, z, b);
-                        double ll = 0.0, dd, da;
+                        double ll = 0.0, dd, da, dz;
                         if (gauss) {
                             double rss = s2;
                             for (int r = 0; r < q; r++) {
@@ -294,7 +299,7 @@ int glmm_tree_groups(glmm_tree *qt, const double *lpar, uint64_t stream, uint64_
                                 } else {
                                     for (int cc = 0; cc < q; cc++) eta += tm->Z[i + (ptrdiff_t)cc * n] * b[cc];
                                 }
-                                SVIR_FAMILY_DISPATCH(m, QEM_LL);
+                                SVIR_FAMILY_DISPATCH_ZI(m, QEM_LL);
                             }
                         }
                         lfr[kj] = ll + lz;
@@ -305,6 +310,7 @@ int glmm_tree_groups(glmm_tree *qt, const double *lpar, uint64_t stream, uint64_
             }
         }
         free(xb);
+        free(zp);
         free(noise);
         free(row);
         free(szz);

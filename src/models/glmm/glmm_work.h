@@ -33,6 +33,7 @@ typedef struct {
     double *Gt;             /* [T x nz] per-thread d loglik / d b */
     double *gbt, *gauxt, *llt;
     double *gb;             /* [p] reduced d loglik / d beta */
+    double *gzt, *gz;       /* [T x pz], [pz] the same for the zero inflation's gamma */
     double *dA;             /* [nqq] */
     ptrdiff_t *idx;         /* [B] minibatch */
     ptrdiff_t *goff;        /* [nterms] first global group id of each term */
@@ -75,7 +76,7 @@ double glmm_estimate(glmm_work *w, long step, const double *gpar, const double *
 /* glmm_obs.c: the batch's log-likelihood (without constants) and its
  * gradients: beta (gb [p]), b (w->Gt, thread 0's, at the present groups),
  * log sigma or log phi (*gaux) */
-double glmm_batch_loglik(glmm_work *w, double *gb, double *gaux);
+double glmm_batch_loglik(glmm_work *w, double *gb, double *gaux, double *gz);
 /* glmm_coupling.c */
 int glmm_coupling_init(glmm_work *w);
 void glmm_coupling_update(glmm_work *w, const double *gpar);

@@ -68,7 +68,7 @@ int svir_pln_fit(const svir_pln_data *dat, double *par, int maxit, double tol, d
  * (omd, or NULL) and log |Sigma|, by Cholesky; 0, or 1 with a message. */
 int svir_pln_spd_inverse(int p, double *Om, double *omd, double *logdet, char *err, size_t errlen);
 
-/* Rank q's small parts (p x q and q x q; src/svir_pln.c), shared by the
+/* Rank q's small parts (p x q and q x q; pln_rank.c), shared by the
  * CPU objective and the CUDA host code:
  * svir_pln_wb_small: for Sigma = W W' + diag(exp(lpsi)), 1 / psi (ipsi),
  *   V = Psi^-1 W, KmI = W' V, Kinv = (I + W' V)^-1, G = V Kinv,

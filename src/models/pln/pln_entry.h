@@ -1,6 +1,6 @@
 /* The Poisson-lognormal L-BFGS's per-entry and per-column arithmetic,
- * shared by the CPU (src/svir_pln.c) and the device (src/cuda/
- * svir_cuda_pln.cu) so that both run the same operations in the same
+ * shared by the CPU (pln_eval.c, pln_lbfgs.c) and the device (src/cuda/
+ * pln_eval.cu, pln_lbfgs.cu) so that both run the same operations in the same
  * order. */
 #ifndef SVIR_PLN_ENTRY_H
 #define SVIR_PLN_ENTRY_H

@@ -159,7 +159,7 @@ static int mstep(mb_state *st, int fa_iters, char *err, size_t errlen)
             /* log |Sigma| and tr(Omega C) by Woodbury (K = I + W' V, V =
              * Psi^-1 W, G = V K^-1): tr(Omega C) = sum_j C_jj / psi_j -
              * sum (G o C V); O(p^2 q), no p x p factorisation. The VE step
-             * applies Omega by Woodbury too (svir_pln.c, Wfix). */
+             * applies Omega by Woodbury too (pln_eval.c, Wfix). */
             double *G = Bt, *ipsi = E + q * q, *omd = ipsi + p;
             for (int j = 0; j < p; j++) st->lpsi[j] = log(st->psi[j]);
             if (svir_pln_wb_small(p, q, st->W, st->lpsi, ipsi, V, E, K, G, omd, &st->logdet, err,

@@ -35,7 +35,7 @@ int svir_pln_spd_inverse(int p, double *Om, double *omd, double *logdet, char *e
 }
 
 /* ---- rank q: the small (p x q, q x q) parts, shared with the CUDA host
- * code (src/cuda/svir_cuda_pln.cu) ---- */
+ * code (src/cuda/pln_eval.cu) ---- */
 
 int svir_pln_wb_small(int p, int q, const double *W, const double *lpsi, double *ipsi, double *V,
                       double *KmI, double *Kinv, double *G, double *omd, double *logdet, char *err,
