@@ -32,6 +32,23 @@
 #' observations in the batch, so the ELBO estimate and its gradient stay
 #' unbiased. Nothing needs to be set by hand.
 #'
+#' @section Zero inflation:
+#' With `ziformula`, a response is a structural zero with probability
+#' \eqn{\pi = \mathrm{logit}^{-1}(X_{zi} \gamma)} and otherwise follows the
+#' family: \eqn{p(0) = \pi + (1 - \pi) f(0)}, \eqn{p(y) = (1 - \pi) f(y)} for
+#' \eqn{y > 0}, so \eqn{E(y) = (1 - \pi) \mu} (glmmTMB's meaning). The
+#' coefficients \eqn{\gamma} join the global parameters (their prior:
+#' `svi_prior(zi = )`); `fixef(fit, component = "zi")` gives them,
+#' `predict(type = "response")` includes the zero inflation,
+#' `predict(type = "conditional")` leaves it out and `predict(type =
+#' "zprob")` gives \eqn{\pi}; `simulate()` draws structural zeros. It works
+#' with minibatches and `method = "qem"`, on the CPU.
+#'
+#' @section Interrupts:
+#' Ctrl-C (or Esc) stops a fit within about a second: svir frees what the
+#' fit holds and signals the interrupt again, as any R function does, so
+#' nothing half-made is returned and a script stops there.
+#'
 #' @section Reproducibility:
 #' All noise comes from one counter-based generator (Philox4x32-10) keyed by
 #' `seed`: the same seed gives bit-identical results for the same number of
@@ -80,6 +97,10 @@
 #' @param seed `NULL` or a whole number in `0 .. 2^53`; see Reproducibility.
 #' @param na.action How to handle missing values, as in [stats::lm()]; by
 #'   default `getOption("na.action")`.
+#' @param ziformula Zero inflation, as glmmTMB's `ziformula`: `NULL` or
+#'   `~0` (none), `~1` (one probability of a structural zero), or a
+#'   one-sided formula of fixed effects (`~ x`) for its logit. For the
+#'   [poisson()] and [negbin()] families; see the section Zero inflation.
 #' @param ... Not used; a warning names any argument given here.
 #'
 #' @return An object of class `svi_fit`; see [summary.svi_fit()],
@@ -106,7 +127,7 @@
 svi_fit <- function(formula, data, family = gaussian(), prior = NULL,
                     guide = c("meanfield", "fullrank"), method = "svi",
                     control = svi_control(), backend = "auto", seed = NULL,
-                    na.action = getOption("na.action"), ...) {
+                    na.action = getOption("na.action"), ziformula = NULL, ...) {
   call <- match.call()
   dots <- list(...)
   if (length(dots)) {
@@ -121,24 +142,37 @@ svi_fit <- function(formula, data, family = gaussian(), prior = NULL,
   control <- svir_as_control(control)
   seed <- svir_check_seed(seed, call)
   model <- svir_model_for(family)
-  job <- model$build(formula = formula, data = data, family = family, prior = prior,
-                     guide = guide, method = method, control = control, backend = backend,
-                     seed = seed, na.action = na.action, call = call)
+  if (!is.null(ziformula) && inherits(family, "svir_model_family")) {
+    cli::cli_abort("{.arg ziformula} is for GLMMs (families {.fn poisson} and {.fn negbin}), not {.fn {family$model}}.",
+                   class = "svir_error", call = call)
+  }
+  # only GLMMs take ziformula; the other models' builders do not know it.
+  # Two calls rather than a closure: a missing `data` must reach the
+  # builder as missing (pln() takes a formula of matrices without data).
+  job <- if (is.null(ziformula)) {
+    model$build(formula = formula, data = data, family = family, prior = prior, guide = guide,
+                method = method, control = control, backend = backend, seed = seed,
+                na.action = na.action, call = call)
+  } else {
+    model$build(formula = formula, data = data, family = family, prior = prior, guide = guide,
+                method = method, control = control, backend = backend, seed = seed,
+                na.action = na.action, call = call, ziformula = ziformula)
+  }
   model$finish(svir_run(job), job)
 }
 
 # svi_fit() for a GLMM: the spec (R/formula.R), the checks, the settings.
 svir_glmm_build <- function(formula, data, family, prior, guide, method, control, backend,
-                            seed, na.action, call) {
+                            seed, na.action, call, ziformula = NULL) {
   built <- svir_build_spec(formula, data, family = family, prior = prior,
-                           na.action = na.action)
+                           na.action = na.action, ziformula = ziformula)
   spec <- built$spec
   info <- built$info
   n <- length(spec$y)
   svir_check_batch(control, n)
   if (method == "qem") svir_check_qem(spec, control, call)
   be <- svir_choose_backend(backend, n, model = "glmm", method = method,
-                            minibatch = !is.null(control$batch_size), call = call)
+                            minibatch = !is.null(control$batch_size), spec = spec, call = call)
   if (control$keep_path > 0L && identical(be$backend, "cuda")) {
     cli::cli_abort(c("{.code keep_path} is not available with {.code backend = \"cuda\"}.",
                      i = "Use {.code backend = \"cpu\"}, or {.code keep_path = 0}."),
@@ -296,6 +330,13 @@ svir_init_mu <- function(spec, info) {
     phi <- if (is.finite(v) && v > m) m^2 / (v - m) else 10
     mu[cls == "phi"] <- log(min(max(phi, 0.1), 100))
   }
+  if (!is.null(spec$Xz)) {
+    nb <- spec$family == codes[["negbin"]]
+    zs <- svir_zi_start(spec, beta, off, if (nb) exp(mu[cls == "phi"]))
+    mu[seq_len(p)] <- zs$beta
+    mu[cls == "zi"] <- zs$gamma
+    if (nb) mu[cls == "phi"] <- log(min(max(zs$phi, 0.1), 100))
+  }
   mu
 }
 
@@ -342,5 +383,8 @@ svir_qem_start_sd <- function(spec, info, glm_se) {
   }
   large[cls == "sigma"] <- 1 / sqrt(2 * n)
   large[cls == "phi"] <- 1 / sqrt(n / 4)
+  # zero inflation (logit scale): the standard error of a proportion's logit
+  # from n / 4 effective observations
+  large[cls == "zi"] <- 2 / sqrt(n / 4)
   pmin(1, 3 * large)
 }

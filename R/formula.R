@@ -1,4 +1,4 @@
-# Formula handling and the engine spec (dev/CONTRACT.md, sections 2 and 6).
+# Formula handling and the engine spec (dev/ARCHITECTURE.md, section 6).
 
 #' Check the `formula` argument
 #'
@@ -147,23 +147,24 @@ svir_re_terms <- function(formula, mf) {
 #' Global parameter layout
 #'
 #' One row per entry of the engine's global parameter vector, in the order of
-#' dev/CONTRACT.md section 2: `beta`, all `log_sd` blocks (term order), all
+#' dev/ARCHITECTURE.md: `beta`, all `log_sd` blocks (term order), all
 #' `cpc` blocks of correlated terms, `log_sigma` (gaussian), `log_phi`
-#' (negbin).
+#' (negbin), the zero inflation's `gamma` (with a `ziformula`).
 #'
 #' @param coef_names Column names of X.
 #' @param re Random-effect terms from [svir_re_terms()].
 #' @param family_name Family name.
+#' @param zi_names Column names of the zero inflation's model matrix, or NULL.
 #' @return A data.frame with columns `index` (1-based), `name` (internal
-#'   name: `beta[j]`, `log_sd[t][k]`, `cpc[t][m]`, `log_sigma`, `log_phi`),
-#'   `class` (`"b"`, `"sd"`, `"cor"`, `"sigma"`, `"phi"`), `is_intercept`,
-#'   `col` (column of X for `b`), `term` (term index for `sd`/`cor`),
+#'   name: `beta[j]`, `log_sd[t][k]`, `cpc[t][m]`, `log_sigma`, `log_phi`,
+#'   `gamma[j]`), `class` (`"b"`, `"sd"`, `"cor"`, `"sigma"`, `"phi"`,
+#'   `"zi"`), `is_intercept`, `col` (column of X for `b`, of Xz for `zi`), `term` (term index for `sd`/`cor`),
 #'   `group` (grouping factor name), `coef` (X column, Z column, or
 #'   `"<cnm_j>__<cnm_i>"` for `cor`), `cor_i`, `cor_j` (1-based row and column
 #'   of the correlation, `i > j`), `z_scale` (sd of the Z column, for `sd`),
 #'   `draws_name` (the natural-scale column name of section 6).
 #' @noRd
-svir_layout <- function(coef_names, re, family_name) {
+svir_layout <- function(coef_names, re, family_name, zi_names = NULL) {
   rows <- list()
   add <- function(...) rows[[length(rows) + 1L]] <<- list(...)
   for (j in seq_along(coef_names)) {
@@ -207,6 +208,12 @@ svir_layout <- function(coef_names, re, family_name) {
         term = NA_integer_, group = "", coef = "", cor_i = NA_integer_,
         cor_j = NA_integer_, z_scale = NA_real_, draws_name = "phi")
   }
+  for (j in seq_along(zi_names)) {
+    add(name = sprintf("gamma[%d]", j), class = "zi",
+        is_intercept = zi_names[j] == "(Intercept)", col = j, term = NA_integer_,
+        group = "", coef = zi_names[j], cor_i = NA_integer_, cor_j = NA_integer_,
+        z_scale = NA_real_, draws_name = paste0("zi_", zi_names[j]))
+  }
   if (!length(rows)) {
     layout <- data.frame(index = integer(), name = character(), class = character(),
                          is_intercept = logical(), col = integer(), term = integer(),
@@ -232,7 +239,7 @@ svir_layout <- function(coef_names, re, family_name) {
 # directions a shift of every group's effect can be moved into the fixed
 # effects without changing the linear predictor; the engine's guide
 # couples the fixed effects with the random effects (coupling_forward() in
-# svir_engine.c).
+# src/models/glmm/glmm_coupling.c).
 svir_xmap <- function(qr_x, X, Z) {
   out <- matrix(NaN, ncol(X), ncol(Z))
   if (ncol(X) == 0L) return(out)
@@ -248,7 +255,7 @@ svir_xmap <- function(qr_x, X, Z) {
 #' Build the engine spec and the information the result object needs
 #'
 #' The front door from formula + data to the numeric arrays of
-#' dev/CONTRACT.md section 2, in internal units, and to everything the
+#' dev/ARCHITECTURE.md section 6, in internal units, and to everything the
 #' `svi_fit` object of section 6 records.
 #'
 #' @param formula Model formula, lme4 syntax: `y ~ x + (x | g)`, `(x || g)`,
@@ -262,20 +269,21 @@ svir_xmap <- function(qr_x, X, Z) {
 #'   name.
 #' @param contrasts `contrasts.arg` for the fixed-effect model matrix.
 #' @param ... Ignored.
-#' @return `list(spec, info)`; see dev/CONTRACT.md and the report in
+#' @return `list(spec, info)`; see dev/ARCHITECTURE.md and the report in
 #'   the package's development notes. `spec` holds `y, trials, offset, X,
 #'   family, link, terms, prior_type, prior_df, prior_loc, prior_scale`.
 #' @noRd
 svir_build_spec <- function(formula, data, family = stats::gaussian(), prior = NULL,
-                            na.action = NULL, contrasts = NULL, ...) {
+                            na.action = NULL, contrasts = NULL, ziformula = NULL, ...) {
   formula <- svir_check_formula(formula)
   fam <- svir_family_code(family)
   prior <- svir_as_prior(prior)
   data <- svir_check_data(data)
+  zif <- svir_zi_formula(ziformula, fam$name)
 
   formula_x <- lme4::expandDoubleVerts(formula)
   environment(formula_x) <- environment(formula)
-  mf <- svir_model_frame(formula_x, data, na.action)
+  mf <- svir_model_frame(svir_zi_frame_formula(formula_x, zif), data, na.action)
   n <- nrow(mf)
 
   resp <- svir_response(mf, fam$name)
@@ -295,8 +303,10 @@ svir_build_spec <- function(formula, data, family = stats::gaussian(), prior = N
   scaling <- svir_scaling(X, resp$y, fam$name, has_intercept)
   Xs <- svir_scale_X(X, scaling)
   qr_x <- svir_check_rank(Xs)
+  zi <- if (is.null(zif)) NULL else svir_zi_design(zif, mf, contrasts)
+  scaling$zi <- zi$scaling
 
-  layout <- svir_layout(coef_names, re, fam$name)
+  layout <- svir_layout(coef_names, re, fam$name, zi$names)
   ptab <- svir_prior_table(prior, layout, scaling)
   parr <- svir_prior_arrays(ptab, layout, scaling)
 
@@ -319,6 +329,7 @@ svir_build_spec <- function(formula, data, family = stats::gaussian(), prior = N
     prior_loc = parr$prior_loc,
     prior_scale = parr$prior_scale
   )
+  if (!is.null(zi)) spec$Xz <- zi$Xs
   info <- list(
     formula = formula,
     formula_expanded = formula_x,
@@ -345,7 +356,9 @@ svir_build_spec <- function(formula, data, family = stats::gaussian(), prior = N
     family_code = fam[c("family", "link", "name", "link_name")],
     coef_names = coef_names,
     draws_names = layout$draws_name,
-    nobs = n
+    nobs = n,
+    zi = if (is.null(zi)) NULL else c(zi[c("X", "terms", "scaling", "names", "xlevels",
+                                            "contrasts")], list(formula = zif))
   )
   list(spec = spec, info = info)
 }

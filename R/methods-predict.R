@@ -298,7 +298,8 @@ fitted.svi_fit <- function(object, ...) {
 
 svir_fitted_raw <- function(object) {
   des <- svir_design(object, NULL)
-  svir_linkinv(object$family)(svir_eta_mean(object, des))
+  mu <- svir_linkinv(object$family)(svir_eta_mean(object, des))
+  if (is.null(object$zi)) mu else mu * (1 - svir_zi_prob(object, object$zi_info$X))
 }
 
 svir_napredict <- function(object, x) {
@@ -313,6 +314,7 @@ residuals.svi_fit <- function(object, type = c("response", "pearson", "deviance"
   mu <- svir_fitted_raw(object)
   y <- as.double(object$y)
   fam <- object$family_name
+  if (!is.null(object$zi)) return(svir_zi_residuals(object, type, mu, y))
   n_tr <- if (fam == "binomial") {
     if (is.null(object$trials)) rep(1, length(y)) else as.double(object$trials)
   } else NULL
@@ -373,7 +375,10 @@ residuals.svi_fit <- function(object, type = c("response", "pearson", "deviance"
 #'   not seen in the fit are an error; if `TRUE` they get a zero random effect
 #'   in the point prediction and random effects drawn from the population
 #'   distribution for intervals.
-#' @param type `"link"` (linear predictor) or `"response"` (mean response).
+#' @param type `"link"` (linear predictor), `"response"` (mean response;
+#'   with zero inflation, `(1 - pi) mu`), `"conditional"` (the family's mean
+#'   `mu`, without the zero inflation) or `"zprob"` (the probability `pi` of
+#'   a structural zero), as glmmTMB's types.
 #' @param interval return credible intervals.
 #' @param level probability of the intervals.
 #' @param ndraws number of posterior draws for the intervals (default: all
@@ -391,14 +396,19 @@ residuals.svi_fit <- function(object, type = c("response", "pearson", "deviance"
 #' @method predict svi_fit
 #' @export
 predict.svi_fit <- function(object, newdata = NULL, re.form = NULL, allow.new.levels = FALSE,
-                            type = c("link", "response"), interval = FALSE, level = 0.95,
-                            ndraws = NULL, ...) {
+                            type = c("link", "response", "conditional", "zprob"),
+                            interval = FALSE, level = 0.95, ndraws = NULL, ...) {
   type <- match.arg(type)
   keep <- svir_re_keep(object, re.form)
   des <- svir_design(object, newdata, keep, allow.new.levels)
   eta <- svir_eta_mean(object, des)
   linkinv <- svir_linkinv(object$family)
-  fit <- if (type == "response") linkinv(eta) else eta
+  Xz <- if (is.null(object$zi)) NULL else svir_zi_newdata(object, newdata)
+  fit <- switch(type,
+    link = eta,
+    conditional = linkinv(eta),
+    response = if (is.null(Xz)) linkinv(eta) else linkinv(eta) * (1 - svir_zi_prob(object, Xz)),
+    zprob = if (is.null(Xz)) rep(0, length(eta)) else svir_zi_prob(object, Xz))
   names(fit) <- des$rownames
   if (!isTRUE(interval)) {
     return(if (is.null(newdata)) svir_napredict(object, fit) else fit)
@@ -412,8 +422,14 @@ predict.svi_fit <- function(object, newdata = NULL, re.form = NULL, allow.new.le
   for (st in starts) {
     rows <- st:min(des$n, st + chunk - 1L)
     if (!length(rows) || des$n == 0L) break
-    E <- svir_eta_draws(object, svir_design_rows(des, rows), sel)
-    if (type == "response") E[] <- linkinv(E)
+    E <- if (type == "zprob") NULL else svir_eta_draws(object, svir_design_rows(des, rows), sel)
+    Pz <- if (is.null(Xz) || type %in% c("link", "conditional")) NULL else
+      svir_zi_prob_draws(object, Xz[rows, , drop = FALSE], sel)
+    E <- switch(type,
+      link = E,
+      conditional = linkinv(E),
+      response = if (is.null(Pz)) linkinv(E) else linkinv(E) * (1 - Pz),
+      zprob = if (is.null(Pz)) matrix(0, length(rows), length(sel)) else Pz)
     q[rows, ] <- svir_row_quantiles(E, probs)
   }
   out <- cbind(fit = fit, lwr = q[, 1L], upr = q[, 2L])
@@ -434,7 +450,8 @@ predict.svi_fit <- function(object, newdata = NULL, re.form = NULL, allow.new.le
 #' like lme4's default) and draws a response for every observation: gaussian
 #' `rnorm(mu, sigma)`, binomial `rbinom(trials, mu)` (the number of successes;
 #' for new data without the response, one trial), Poisson `rpois(mu)`,
-#' negative binomial `rnbinom(size = phi, mu = mu)`.
+#' negative binomial `rnbinom(size = phi, mu = mu)`; with zero inflation, a
+#' structural zero with the draw's probability `pi` instead.
 #'
 #' @param object an `svi_fit`.
 #' @param nsim number of simulations.
@@ -489,14 +506,19 @@ simulate.svi_fit <- function(object, nsim = 1, seed = NULL, newdata = NULL, re.f
       if (is.null(object$trials)) rep(1, n) else as.double(object$trials)
     } else svir_newdata_trials(object, newdata)
   }
+  Pz <- if (is.null(object$zi)) NULL else
+    svir_zi_prob_draws(object, svir_zi_newdata(object, newdata), sel)
   sims <- lapply(seq_len(nsim), function(i) {
     m <- mu[, i]
     s <- sel[i]
-    switch(fam,
+    y <- switch(fam,
       gaussian = stats::rnorm(n, m, object$draws[s, "sigma"]),
       binomial = stats::rbinom(n, trials, m),
       poisson = stats::rpois(n, m),
       negbin = stats::rnbinom(n, size = object$draws[s, "phi"], mu = m))
+    # structural zeros of the zero inflation
+    if (!is.null(Pz)) y[stats::runif(n) < Pz[, i]] <- 0
+    y
   })
   out <- as.data.frame(sims, optional = TRUE)
   names(out) <- paste0("sim_", seq_len(nsim))
@@ -514,4 +536,24 @@ svir_newdata_trials <- function(object, newdata) {
   y <- tryCatch(eval(lhs, newdata, environment(object$formula)), error = function(e) NULL)
   if (is.matrix(y) && ncol(y) == 2L) return(as.double(y[, 1L] + y[, 2L]))
   rep(1, nrow(newdata))
+}
+
+# residuals() of a zero-inflated fit: response y - (1 - pi) mu, Pearson's
+# divided by the zero-inflated family's sd, sqrt((1 - pi) (v + mu^2) -
+# ((1 - pi) mu)^2) with v the family's variance at mu; no deviance
+# residuals (as glmmTMB)
+svir_zi_residuals <- function(object, type, ey, y) {
+  pz <- svir_zi_prob(object, object$zi_info$X)
+  mu <- ey / (1 - pz)
+  r <- switch(type,
+    response = y - ey,
+    pearson = {
+      v <- if (object$family_name == "negbin") mu + mu^2 / sigma.svi_fit(object) else mu
+      (y - ey) / sqrt((1 - pz) * (v + mu^2) - ey^2)
+    },
+    deviance = cli::cli_abort(c("Deviance residuals are not defined for a zero-inflated fit.",
+                                i = "Use {.code type = \"response\"} or {.code \"pearson\"}."),
+                              class = "svir_error", call = NULL))
+  names(r) <- rownames(object$frame)
+  svir_napredict(object, r)
 }

@@ -28,6 +28,10 @@ print.svi_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
   }
   cat("Fixed effects (posterior means):\n")
   print.default(format(x$fixef$mean, digits = digits), print.gap = 2L, quote = FALSE)
+  if (!is.null(x$zi)) {
+    cat("Zero-inflation coefficients (posterior means, logit scale):\n")
+    print.default(format(x$zi$mean, digits = digits), print.gap = 2L, quote = FALSE)
+  }
   if (x$family_name == "negbin") {
     cat("Dispersion phi (posterior mean): ", format(sigma(x), digits = digits), "\n", sep = "")
   }
@@ -47,9 +51,12 @@ print.svi_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
 #' as `glmmTMB`'s `sigma()` does for `nbinom2`), and 1 for binomial and
 #' Poisson models (as `lme4`). `vcov()`: the posterior covariance matrix of
 #' the fixed effects under the variational approximation (exact: the fixed
-#' effects are an affine map of its Gaussian coordinates).
+#' effects are an affine map of its Gaussian coordinates); with
+#' `component = "zi"`, that of the zero inflation's coefficients.
 #'
 #' @param object,x,formula an `svi_fit`.
+#' @param component for `vcov()`: `"cond"` or `"zi"`, as in
+#'   [fixef.svi_fit()].
 #' @param ... unused.
 #' @return See Description.
 #' @name svi_fit-accessors
@@ -101,4 +108,7 @@ sigma.svi_fit <- function(object, ...) {
 #' @rdname svi_fit-accessors
 #' @method vcov svi_fit
 #' @export
-vcov.svi_fit <- function(object, ...) object$fixef$vcov
+vcov.svi_fit <- function(object, component = c("cond", "zi"), ...) {
+  component <- svir_component(object, component)
+  if (component == "zi") object$zi$vcov else object$fixef$vcov
+}

@@ -15,6 +15,9 @@ nlme::VarCorr
 #' Fixed effects of a variational GLMM fit
 #'
 #' @param object an `svi_fit`.
+#' @param component `"cond"` (the fixed effects of the model's mean) or,
+#'   for a fit with a `ziformula`, `"zi"` (the zero inflation's
+#'   coefficients, on the logit scale), as glmmTMB names them.
 #' @param ... unused.
 #' @return A named vector of posterior means of the fixed effects, in the
 #'   units of the data (names from the columns of the model matrix).
@@ -23,7 +26,22 @@ nlme::VarCorr
 #' fixef(fit)
 #' @method fixef svi_fit
 #' @export
-fixef.svi_fit <- function(object, ...) object$fixef$mean
+fixef.svi_fit <- function(object, component = c("cond", "zi"), ...) {
+  component <- svir_component(object, component)
+  if (component == "zi") object$zi$mean else object$fixef$mean
+}
+
+# "cond" (the conditional model's fixed effects) or "zi" (the zero
+# inflation's), as glmmTMB names them; "zi" needs a ziformula.
+svir_component <- function(object, component) {
+  component <- svir_match_arg(component, c("cond", "zi"), "component")
+  if (component == "zi" && is.null(object$zi)) {
+    cli::cli_abort(c("The fit has no zero inflation.",
+                     i = "Fit with {.code ziformula = ~1} (or {.code ~ x}) for {.code component = \"zi\"}."),
+                   class = "svir_error", call = NULL)
+  }
+  component
+}
 
 #' Random effects of a variational GLMM fit
 #'

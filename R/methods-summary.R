@@ -80,7 +80,12 @@ svir_global_tables <- function(object, probs = c(0.025, 0.5, 0.975)) {
     aux <- rbind(aux, svir_normal_table(eng$mu[idx$phi], svir_guide_sd(eng, idx$phi),
                                         probs, "phi", exp_scale = 1))
   }
-  list(fixed = fixed, sd = sd_tabs, cor = cor_tabs, aux = aux)
+  zi <- NULL
+  if (!is.null(object$zi)) {
+    zi <- svir_normal_table(object$zi$mean, sqrt(pmax(diag(object$zi$vcov), 0)), probs,
+                            names(object$zi$mean))
+  }
+  list(fixed = fixed, sd = sd_tabs, cor = cor_tabs, aux = aux, zi = zi)
 }
 
 svir_pretty_cnm <- function(x) {
@@ -166,7 +171,7 @@ svir_stop_line <- function(object) {
 #' @param ... unused.
 #' @return An object of class `summary.svi_fit`: a list with `fixed`,
 #'   `random` (list per grouping factor of data.frames), `spec_pars` (sigma /
-#'   phi), `ngrps`, `nobs`, `elbo`, `stop_reason`, `steps`, `time`, `khat` and
+#'   phi), `zi` (the zero-inflation coefficients, or `NULL`), `ngrps`, `nobs`, `elbo`, `stop_reason`, `steps`, `time`, `khat` and
 #'   information on the model.
 #' @examples
 #' fit <- svi_fit(Reaction ~ Days + (Days | Subject), lme4::sleepstudy)
@@ -195,6 +200,8 @@ summary.svi_fit <- function(object, prob = 0.95, ...) {
     fixed = tabs$fixed,
     random = random,
     spec_pars = tabs$aux,
+    zi = tabs$zi,
+    ziformula = object$zi_info$formula,
     prob = prob,
     elbo = svir_elbo_final(object),
     elbo_window = object$control$eval_every %||% 100L,
@@ -229,6 +236,11 @@ print.summary.svi_fit <- function(x, digits = max(3L, getOption("digits") - 3L),
   } else cat("\n")
   cat("Population-level effects:\n")
   print(x$fixed, digits = digits)
+  if (!is.null(x$zi)) {
+    cat("\nZero-inflation model (", paste(deparse(x$ziformula, width.cutoff = 500L), collapse = " "),
+        "; logit of the probability of a structural zero):\n", sep = "")
+    print(x$zi, digits = digits)
+  }
   if (!is.null(x$spec_pars)) {
     cat("\nFamily-specific parameters:\n")
     print(x$spec_pars, digits = digits)

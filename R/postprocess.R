@@ -1,5 +1,5 @@
 # Engine output (internal units) -> "svi_fit" object (raw units).
-# See dev/CONTRACT.md, sections 2 (layout), 4 (engine output) and 6 (object).
+# See dev/ARCHITECTURE.md, section 6 (layout, engine output, the object).
 
 #' Build an svi_fit object from the engine output
 #'
@@ -14,7 +14,7 @@
 #' (`condsd`) average over the stored global draws with the law of total
 #' variance.
 #'
-#' @param engine list returned by the C engine (CONTRACT section 4).
+#' @param engine list returned by the C engine (dev/ARCHITECTURE.md, section 6).
 #' @param info list returned by `svir_build_spec()` next to the spec.
 #' @param call the matched call of `svi_fit()`.
 #' @param control list from `svi_control()`.
@@ -34,7 +34,8 @@ svir_postprocess <- function(engine, info, call = NULL, control = list(),
   if (is.null(dim(X))) stop("info$X must be a matrix", call. = FALSE)
   re <- svir_normalise_re(info$re, n = nrow(X))
   scaling <- svir_normalise_scaling(info$scaling, X, fam)
-  idx <- svir_global_index(ncol(X), re, fam)
+  zi <- info$zi
+  idx <- svir_global_index(ncol(X), re, fam, pz = length(zi$names))
   if (length(engine$mu) != idx$D) {
     stop(sprintf("engine returned %d global parameters, the model has %d",
                  length(engine$mu), idx$D), call. = FALSE)
@@ -50,7 +51,9 @@ svir_postprocess <- function(engine, info, call = NULL, control = list(),
   theta <- matrix(as.double(theta), ncol = idx$D)
   engine$draws <- theta
   bmap <- svir_beta_map(scaling, colnames(X), attr(X, "assign"))
-  draws <- svir_natural_draws(theta, idx, bmap, scaling, re, fam, colnames(X))
+  zmap <- if (is.null(zi)) NULL else
+    svir_beta_map(c(zi$scaling, list(y_center = 0, y_scale = 1)), zi$names, attr(zi$X, "assign"))
+  draws <- svir_natural_draws(theta, idx, bmap, scaling, re, fam, colnames(X), zmap, zi$names)
 
   # fixed effects: exact affine image of q
   Sq <- svir_guide_cov(engine, idx$beta)
@@ -58,6 +61,14 @@ svir_postprocess <- function(engine, info, call = NULL, control = list(),
   fvcov <- bmap$T %*% Sq %*% t(bmap$T)
   names(fmean) <- colnames(X)
   dimnames(fvcov) <- list(colnames(X), colnames(X))
+  # the zero inflation's coefficients: the same exact affine map
+  zfix <- NULL
+  if (!is.null(zi)) {
+    Sz <- svir_guide_cov(engine, idx$zi)
+    zfix <- list(mean = stats::setNames(drop(zmap$T %*% engine$mu[idx$zi]) + zmap$shift, zi$names),
+                 vcov = zmap$T %*% Sz %*% t(zmap$T))
+    dimnames(zfix$vcov) <- list(zi$names, zi$names)
+  }
 
   # random effects
   ranef <- lapply(seq_along(re), function(t) {
@@ -99,6 +110,8 @@ svir_postprocess <- function(engine, info, call = NULL, control = list(),
     engine = engine,
     draws = draws,
     fixef = list(mean = fmean, vcov = fvcov),
+    zi = zfix,
+    zi_info = zi,
     ranef = ranef,
     elbo = elbo,
     steps = if (!is.null(engine$steps)) as.integer(engine$steps) else length(elbo),
@@ -161,7 +174,7 @@ svir_normalise_re <- function(re, n) {
 svir_normalise_scaling <- function(scaling, X, fam = "gaussian") {
   p <- ncol(X)
   s <- if (is.null(scaling)) list() else scaling
-  # only the gaussian response is standardised (CONTRACT 2)
+  # only the gaussian response is standardised (dev/ARCHITECTURE.md, section 6)
   if (is.null(s$y_center) || fam != "gaussian") s$y_center <- 0
   if (is.null(s$y_scale) || fam != "gaussian") s$y_scale <- 1
   if (is.null(s$x_center)) s$x_center <- rep(0, p)
@@ -172,8 +185,9 @@ svir_normalise_scaling <- function(scaling, X, fam = "gaussian") {
   s
 }
 
-# Positions (1-based) of each block in the global vector theta (CONTRACT 2).
-svir_global_index <- function(p, re, fam) {
+# Positions (1-based) of each block in the global vector theta
+# (dev/ARCHITECTURE.md); pz: the zero inflation's coefficients.
+svir_global_index <- function(p, re, fam, pz = 0L) {
   off <- p
   sd <- vector("list", length(re))
   for (t in seq_along(re)) {
@@ -194,12 +208,14 @@ svir_global_index <- function(p, re, fam) {
   }
   sigma <- if (fam == "gaussian") (off <- off + 1L) else NA_integer_
   phi <- if (fam == "negbin") (off <- off + 1L) else NA_integer_
-  list(beta = seq_len(p), sd = sd, cpc = cpc, sigma = sigma, phi = phi,
+  zi <- if (pz > 0L) off + seq_len(pz) else integer(0)
+  off <- off + pz
+  list(beta = seq_len(p), sd = sd, cpc = cpc, sigma = sigma, phi = phi, zi = zi,
        D = as.integer(off))
 }
 
-# Names of the natural-scale draws columns (CONTRACT 6), in the order of theta.
-svir_draws_names <- function(idx, re, xnames) {
+# Names of the natural-scale draws columns (dev/ARCHITECTURE.md, section 6), in the order of theta.
+svir_draws_names <- function(idx, re, xnames, znames = NULL) {
   sdn <- unlist(lapply(re, function(r) paste0("sd_", r$grpvar, "__", r$cnms)))
   corn <- unlist(lapply(seq_along(re), function(t) {
     if (is.null(idx$cpc[[t]])) return(NULL)
@@ -208,7 +224,8 @@ svir_draws_names <- function(idx, re, xnames) {
     paste0("cor_", re[[t]]$grpvar, "__", cn[ij[, 2]], "__", cn[ij[, 1]])
   }))
   nm <- c(xnames, sdn, corn,
-          if (!is.na(idx$sigma)) "sigma", if (!is.na(idx$phi)) "phi")
+          if (!is.na(idx$sigma)) "sigma", if (!is.na(idx$phi)) "phi",
+          if (length(znames)) paste0("zi_", znames))
   make.unique(nm, sep = "_")
 }
 
@@ -255,7 +272,7 @@ svir_guide_draws <- function(engine, ndraws) {
 
 # ---- fixed effects ------------------------------------------------------------
 
-# beta_raw = T beta_s + shift (CONTRACT 2: internal columns are centred and
+# beta_raw = T beta_s + shift (internal columns are centred and
 # scaled except the intercept; the gaussian response is standardised).
 svir_beta_map <- function(scaling, xnames, assign = NULL) {
   p <- length(xnames)
@@ -291,8 +308,9 @@ svir_intercept_col <- function(xnames, assign, has_intercept) {
 
 # ---- natural-scale draws ---------------------------------------------------------
 
-# theta: S x D internal draws -> S x K natural draws (CONTRACT 6 names).
-svir_natural_draws <- function(theta, idx, bmap, scaling, re, fam, xnames) {
+# theta: S x D internal draws -> S x K natural draws (the names of dev/ARCHITECTURE.md, section 6).
+svir_natural_draws <- function(theta, idx, bmap, scaling, re, fam, xnames, zmap = NULL,
+                               znames = NULL) {
   S <- nrow(theta)
   out <- vector("list", 0)
   beta <- theta[, idx$beta, drop = FALSE] %*% t(bmap$T)
@@ -314,8 +332,12 @@ svir_natural_draws <- function(theta, idx, bmap, scaling, re, fam, xnames) {
   cols <- c(list(out$beta), out$sd, out$cor[!vapply(out$cor, is.null, NA)])
   if (!is.na(idx$sigma)) cols <- c(cols, list(exp(theta[, idx$sigma]) * scaling$y_scale))
   if (!is.na(idx$phi)) cols <- c(cols, list(exp(theta[, idx$phi])))
+  if (length(idx$zi)) {
+    g <- theta[, idx$zi, drop = FALSE] %*% t(zmap$T)
+    cols <- c(cols, list(sweep(g, 2L, zmap$shift, `+`)))
+  }
   d <- do.call(cbind, lapply(cols, function(x) matrix(x, nrow = S)))
-  colnames(d) <- svir_draws_names(idx, re, xnames)
+  colnames(d) <- svir_draws_names(idx, re, xnames, znames)
   d
 }
 
@@ -396,7 +418,7 @@ svir_unpack_C <- function(Cp, q) {
 }
 
 # Per-draw shift of a term's random effects under the coupled guide
-# (S x q, raw units): b = A z0 - shift, see svir_engine.c. NULL when absent.
+# (S x q, raw units): b = A z0 - shift, see src/models/glmm/glmm_coupling.c. NULL when absent.
 svir_re_shift <- function(engine, t, y_scale, sel = NULL) {
   sh <- engine$shift
   if (is.null(sh) || length(sh) < t) return(NULL)

@@ -1,5 +1,5 @@
 # Priors: distribution helpers, svi_prior(), default priors, the prior table
-# and the prior arrays in the engine's internal units (dev/CONTRACT.md, s. 2).
+# and the prior arrays in the engine's internal units (dev/ARCHITECTURE.md, section 6).
 
 # ---- distribution helpers ---------------------------------------------------
 
@@ -147,7 +147,8 @@ svir_prior_allowed <- list(
   sd = c("half_normal", "half_student_t", "exponential"),
   cor = "lkj",
   sigma = c("half_normal", "half_student_t", "exponential"),
-  phi = c("half_normal", "half_student_t", "exponential")
+  phi = c("half_normal", "half_student_t", "exponential"),
+  zi = c("normal", "student_t", "flat")
 )
 
 svir_prior_hint <- list(
@@ -156,7 +157,8 @@ svir_prior_hint <- list(
   sd = "half_normal(), half_student_t() or exponential(), e.g. {.code sd = half_normal(5)}",
   cor = "lkj(), e.g. {.code cor = lkj(2)}",
   sigma = "half_normal(), half_student_t() or exponential(), e.g. {.code sigma = exponential(1)}",
-  phi = "half_normal(), half_student_t() or exponential(), e.g. {.code phi = exponential(0.1)}"
+  phi = "half_normal(), half_student_t() or exponential(), e.g. {.code phi = exponential(0.1)}",
+  zi = "normal() or student_t(), e.g. {.code zi = normal(0, 2.5)}, or a named list of them per coefficient"
 )
 
 # Validates one distribution for a class; maps normal/student_t with location
@@ -195,9 +197,9 @@ svir_validate_dist <- function(d, arg, label = arg) {
 svir_validate_prior_arg <- function(x, arg) {
   if (is.null(x)) return(NULL)
   if (inherits(x, "svir_dist")) return(svir_validate_dist(x, arg))
-  if (is.list(x) && arg %in% c("b", "sd", "cor")) {
+  if (is.list(x) && arg %in% c("b", "sd", "cor", "zi")) {
     nm <- names(x)
-    key <- if (arg == "b") "coefficient" else "grouping factor"
+    key <- if (arg %in% c("b", "zi")) "coefficient" else "grouping factor"
     if (length(x) == 0L || is.null(nm) || any(is.na(nm) | nm == "") || anyDuplicated(nm)) {
       cli::cli_abort(
         c("{.arg {arg}} given as a list must name each element after a {key}, once.",
@@ -247,6 +249,10 @@ svir_validate_prior_arg <- function(x, arg) {
 #' @param phi Prior of the dispersion \eqn{\phi} of the negative binomial
 #'   family ([negbin()], variance \eqn{\mu + \mu^2/\phi}): [half_normal()],
 #'   [half_student_t()] or [exponential()].
+#' @param zi Prior of the zero-inflation coefficients (a `ziformula` in
+#'   [svi_fit()]; on the logit scale of the probability of a structural
+#'   zero): [normal()], [student_t()] or [flat()], one for all or a named
+#'   list per coefficient (e.g. `list(minedno = normal(0, 5))`).
 #'
 #' @section Default priors:
 #' Weakly informative and scale-aware, in the style of brms and rstanarm.
@@ -266,6 +272,7 @@ svir_validate_prior_arg <- function(x, arg) {
 #' | `cor` | `lkj(1)` | `lkj(1)` |
 #' | `sigma` | `half_student_t(3, ` \eqn{2.5 s_y}`)` | -- |
 #' | `phi` | -- | `exponential(0.1)` (negbin only) |
+#' | `zi` (zero inflation, logit scale) | -- | `student_t(3, 0, 2.5)` for its intercept (centred predictors), `normal(0, ` \eqn{2.5 / s_x}`)` for the others |
 #'
 #' The `b` default is rstanarm's autoscaling: on the standardised scale every
 #' coefficient gets `normal(0, 2.5)`. The `sd` default scales in the same
@@ -286,14 +293,15 @@ svir_validate_prior_arg <- function(x, arg) {
 #' svi_prior(b = list(Days = student_t(3, 0, 20)), sigma = exponential(0.02))
 #' @export
 svi_prior <- function(intercept = NULL, b = NULL, sd = NULL, cor = NULL,
-                      sigma = NULL, phi = NULL) {
+                      sigma = NULL, phi = NULL, zi = NULL) {
   out <- list(
     intercept = svir_validate_prior_arg(intercept, "intercept"),
     b = svir_validate_prior_arg(b, "b"),
     sd = svir_validate_prior_arg(sd, "sd"),
     cor = svir_validate_prior_arg(cor, "cor"),
     sigma = svir_validate_prior_arg(sigma, "sigma"),
-    phi = svir_validate_prior_arg(phi, "phi")
+    phi = svir_validate_prior_arg(phi, "phi"),
+    zi = svir_validate_prior_arg(zi, "zi")
   )
   structure(out, class = "svi_prior")
 }
@@ -346,7 +354,12 @@ svir_default_dist <- function(row, scaling) {
     sd = half_student_t(3, 2.5 * sy / row$z_scale),
     cor = lkj(1),
     sigma = half_student_t(3, 2.5 * sy),
-    phi = exponential(0.1)
+    phi = exponential(0.1),
+    zi = if (row$is_intercept) {
+      student_t(3, 0, 2.5)
+    } else {
+      normal(0, 2.5 / scaling$zi$x_scale[[row$col]])
+    }
   )
 }
 
@@ -391,6 +404,10 @@ svir_prior_table <- function(prior, layout, scaling, warn = TRUE) {
       key <- paste0("cor|", r$term)
       user <- svir_pick(prior$cor, r$group)
       tcls <- "cor"; tcoef <- ""; tgroup <- r$group
+    } else if (cls == "zi") {
+      key <- paste0("zi|", r$coef)
+      user <- svir_pick(prior$zi, r$coef)
+      tcls <- "zi"; tcoef <- r$coef; tgroup <- ""
     } else {
       key <- cls
       user <- prior[[cls]]
@@ -451,16 +468,17 @@ svir_check_unused_priors <- function(prior, layout) {
   named_miss(prior$b, b_names, "coefficient", "b")
   named_miss(prior$sd, unique(layout$group[cls == "sd"]), "grouping factor", "sd")
   named_miss(prior$cor, unique(layout$group[cls == "cor"]), "grouping factor of a correlated term", "cor")
+  named_miss(prior$zi, layout$coef[cls == "zi"], "zero-inflation coefficient", "zi")
   unused <- character()
   if (!is.null(prior$intercept) && !any(layout$is_intercept)) unused <- c(unused, "intercept")
   if (inherits(prior$b, "svir_dist") && !length(b_names)) unused <- c(unused, "b")
-  for (nm in c("sd", "cor", "sigma", "phi")) {
+  for (nm in c("sd", "cor", "sigma", "phi", "zi")) {
     if (!is.null(prior[[nm]]) && !any(cls == nm)) unused <- c(unused, nm)
   }
   if (length(unused)) {
     cli::cli_warn(
       c("The prior{?s} for {.arg {unused}} {?is/are} not used: the model has no such parameter.",
-        "i" = "Intercept: the formula has one; sigma: gaussian family; phi: negbin family; cor: a correlated term with 2 or more coefficients."),
+        "i" = "Intercept: the formula has one; sigma: gaussian family; phi: negbin family; cor: a correlated term with 2 or more coefficients; zi: a {.arg ziformula}."),
       class = "svir_warning"
     )
   }
@@ -476,7 +494,7 @@ svir_prior_type_code <- function(dist) svir_codes$prior[[sub("^half_", "", dist)
 #' Prior arrays in the engine's internal units
 #'
 #' Transforms each global parameter's natural-scale prior to the internal
-#' parameterisation of dev/CONTRACT.md section 2. Where the internal
+#' parameterisation of dev/ARCHITECTURE.md section 6. Where the internal
 #' parameter is `theta_int = theta_raw * k`, a normal or Student-t prior
 #' `(location, scale)` becomes `(location * k, scale * k)` and an exponential
 #' `rate` becomes `rate / k`. The factors are: slope `j`: `k = x_scale[j] /
@@ -524,7 +542,8 @@ svir_prior_arrays <- function(prior, layout, scaling) {
       },
       sd = 1 / ys,
       sigma = 1 / ys,
-      phi = 1
+      phi = 1,
+      zi = if (r$is_intercept) 1 else scaling$zi$x_scale[[r$col]]
     )
     if (d$dist == "exponential") {
       scale[k] <- d$rate / mult

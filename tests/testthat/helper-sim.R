@@ -48,6 +48,18 @@ fd_grad <- function(f, v, h = 1e-6) {
   }, numeric(1))
 }
 
+# The one-step ELBO gradient at random variational parameters and its
+# largest error against central finite differences, relative to the
+# gradient's size: list(grad, err).
+elbo_grad_check <- function(spec, guide, batch_size = NULL, step = 5, seed = 11) {
+  ctrl <- list(guide = guide, seed = seed, threads = 1L, num_particles = 2L, stl = 0L,
+               batch_size = batch_size)
+  v <- rand_vpar(spec, guide)
+  f <- function(v) .Call(svir:::C_svir_elbo_grad_r, spec, ctrl, v, step)$elbo
+  g <- .Call(svir:::C_svir_elbo_grad_r, spec, ctrl, v, step)$grad
+  list(grad = g, err = max(abs(fd_grad(f, v) - g)) / max(1, max(abs(g))))
+}
+
 # every family and link the engine has, with the simulator that suits it
 family_cases <- list(
   list(family = gaussian(), sim = "gaussian"),
