@@ -1,4 +1,4 @@
-# Control of the SVI optimiser (dev/CONTRACT.md, section 3).
+# Control of the SVI optimiser (dev/ARCHITECTURE.md, section 6).
 
 #' Check a whole-number control
 #'

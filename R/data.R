@@ -1,6 +1,6 @@
 # Data handling for the model spec: model frame, missing values, response,
 # fixed-effect design, validation and the internal scaling
-# (dev/CONTRACT.md, section 2).
+# (dev/ARCHITECTURE.md, section 6).
 
 #' Abort with a svir input error
 #'

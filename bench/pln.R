@@ -86,9 +86,11 @@ np_run <- function(d, cov) {
 }
 
 lines <- c(sprintf("# The Poisson-lognormal model on the CPU (bench/pln.R), %s", format(Sys.Date())), "",
-           sprintf("Machine: %s; R %s; svir %s; %d reps; NumPyro: %s.",
+           sprintf("Machine: %s; R %s; BLAS %s (OPENBLAS_NUM_THREADS=%s); svir %s at %s; %d reps; NumPyro: %s.",
                    paste(Sys.info()[c("sysname", "machine")], collapse = " "), getRversion(),
-                   utils::packageVersion("svir"), reps,
+                   if (is.null(utils::sessionInfo()$BLAS)) "unknown" else utils::sessionInfo()$BLAS,
+                   Sys.getenv("OPENBLAS_NUM_THREADS", "(unset)"),
+                   utils::packageVersion("svir"), dirname(find.package("svir")), reps,
                    if (use_np) sprintf("%d Adam steps (lr 0.01)", np_steps) else "not run"), "",
            "| data | svir median s | iterations | ELBO | gap after 5 / 10 / 20 / 40 iterations | PLNmodels (published) | target | NumPyro s | NumPyro closed-form ELBO |",
            "|---|---:|---:|---:|---|---|---:|---:|---:|")

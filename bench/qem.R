@@ -180,8 +180,9 @@ fmt <- function(x, d = 3) ifelse(is.na(x), "-", formatC(x, digits = d, format = 
 lines <- c(
   sprintf("# QEM against SVI (bench/qem.R), %s", format(Sys.Date())),
   "",
-  sprintf("Machine: %s; R %s; svir %s; %d thread(s); %d seeds; yardstick: the tree bound with K = %d, mean of %d estimates.",
+  sprintf("Machine: %s; R %s; BLAS %s; svir %s; %d thread(s); %d seeds; yardstick: the tree bound with K = %d, mean of %d estimates.",
           paste(Sys.info()[c("sysname", "machine")], collapse = " "), getRversion(),
+          if (is.null(utils::sessionInfo()$BLAS)) "unknown" else utils::sessionInfo()$BLAS,
           utils::packageVersion("svir"), a$threads, a$seeds, a$eval_K, a$eval_reps),
   "")
 for (dn in unique(res$dataset)) {

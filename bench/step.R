@@ -28,8 +28,10 @@ invisible(run(1)) # warm-up
 r <- t(sapply(seq_len(reps), function(i) run(100 + i)))
 med <- function(x) stats::median(x)
 st <- med(r[, "steps"])
-cat(sprintf("InstEval, one thread, %d repeats (medians), %s, svir %s\n", reps,
-            format(Sys.time(), "%Y-%m-%d"), utils::packageVersion("svir")))
+blas <- utils::sessionInfo()$BLAS
+cat(sprintf("InstEval, one thread, %d repeats (medians), %s, svir %s at %s; BLAS %s\n", reps,
+            format(Sys.time(), "%Y-%m-%d"), utils::packageVersion("svir"),
+            dirname(find.package("svir")), if (is.null(blas)) "unknown" else blas))
 cat(sprintf("  steps: %.0f\n", st))
 per <- function(col) med(1000 * r[, col] / r[, "steps"])
 phases <- c(draw = "draws of globals and random effects",

@@ -2,8 +2,8 @@
 #
 # fake_fit() builds the model with svir_build_spec() (the real front end),
 # fits the same model with lme4, maps lme4's estimates to the engine's
-# internal units (CONTRACT section 2) and returns what svir_postprocess()
-# makes of an engine list (CONTRACT section 4) holding them: a guide centred
+# internal units (dev/ARCHITECTURE.md, section 6) and returns what svir_postprocess()
+# makes of an engine list (dev/ARCHITECTURE.md, section 6) holding them: a guide centred
 # at lme4's estimates, per-group guides from lme4's conditional modes and
 # variances, draws from the global guide, a smooth ELBO trace and
 # well-behaved log importance ratios.

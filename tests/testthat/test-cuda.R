@@ -279,7 +279,7 @@ for (cs in family_cases) {
   })
 }
 
-# QEM on the device (src/cuda/svir_cuda_qem.cu): the groups' draws, tables
+# QEM on the device (src/cuda/glmm_qem.cu): the groups' draws, tables
 # and M-step there, the globals on the host.
 test_that("QEM on the device needs a device and says so", {
   skip_if(cuda_ok(), "a CUDA device is present")
@@ -314,7 +314,7 @@ for (cs in family_cases) {
   })
 }
 
-# ---- The Poisson-lognormal model on the device (src/cuda/svir_cuda_pln.cu)
+# ---- The Poisson-lognormal model on the device (src/cuda/pln_*.cu)
 
 pln_cuda_sim <- function(n = 300, p = 30, seed = 1) {
   set.seed(seed)

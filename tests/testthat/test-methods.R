@@ -26,7 +26,7 @@ test_that("svir_cpc_to_chol is Stan's cholesky_corr transform", {
   expect_equal(L[3, 3], sqrt(1 - z[2]^2 - L[3, 2]^2))
 })
 
-test_that("the fit has the fields of CONTRACT section 6", {
+test_that("the fit has the fields of dev/ARCHITECTURE.md section 6", {
   expect_s3_class(fit, "svi_fit")
   fields <- c("call", "formula", "family", "method", "guide", "backend", "backend_reason",
               "frame", "na.action", "X", "y", "trials", "offset", "re", "scaling", "prior",

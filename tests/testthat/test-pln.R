@@ -1,5 +1,5 @@
 # The Poisson-lognormal model (issue 5, first increment: dense counts,
-# variational EM on the CPU). See R/pln.R and src/svir_pln.c.
+# variational EM on the CPU). See R/pln.R and src/models/pln/.
 
 pln_sim <- function(n, p, Sigma, seed, depth_sd = 0.3, scale = 1) {
   set.seed(seed)

@@ -1,5 +1,5 @@
 # Priors: constructors, validation, defaults, the prior table, and the
-# transformation to the engine's internal units (dev/CONTRACT.md, section 2).
+# transformation to the engine's internal units (dev/ARCHITECTURE.md, section 6).
 
 build <- function(...) svir:::svir_build_spec(...)
 sl <- lme4::sleepstudy

@@ -1,5 +1,5 @@
-# The engine spec and the info list of svir_build_spec() (dev/CONTRACT.md,
-# sections 2 and 6). These tests need no compiled code.
+# The engine spec and the info list of svir_build_spec() (dev/ARCHITECTURE.md,
+# section 6). These tests need no compiled code.
 
 build <- function(...) svir:::svir_build_spec(...)
 plain <- function(x) matrix(as.double(x), nrow(x), ncol(x))

@@ -9,7 +9,7 @@
  *      reference as the R entry point used by tests/testthat/test-cuda.R);
  *      the per-group part of a step (local draws, b = A z, gradients of the
  *      local parameters, KL) against svir_local_step_ref; whole ELBO steps
- *      against svir_elbo_grad; Adam; whole fits against svir_fit;
+ *      against svir_elbo_grad; Adam; whole fits against the SVI driver (svir_svi_run);
  *   4. unless --quick, the benchmark of issue 3's size: a Poisson GLMM with
  *      N = 10^7, 10 fixed effects, two crossed factors of 10^5 and 10^3
  *      levels (or, with --data DIR, the data bench/gpu_glmm.py --save DIR
@@ -602,7 +602,7 @@ int main(int argc, char **argv)
             }
         sim_free(&s);
     }
-    /* 3e. QEM (src/cuda/svir_cuda_qem.cu): whole fits with the groups' part
+    /* 3e. QEM (src/cuda/glmm_qem.cu): whole fits with the groups' part
      * on the device against the CPU, one grouping factor, random intercepts
      * and slopes; the CPU's sufficient sums (Gaussian, Poisson intercepts)
      * against the device's pass over every observation, so up to rounding */

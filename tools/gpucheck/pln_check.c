@@ -1,5 +1,5 @@
 /* gpucheck's Poisson-lognormal part (README.md here): the device objective
- * (src/cuda/svir_cuda_pln.cu) against svir_pln_eval (src/svir_pln.c) in
+ * (src/cuda/pln_eval.cu) against svir_pln_eval (src/models/pln/pln_eval.c) in
  * every mode, dense and sparse counts, and whole fits against svir_pln_fit;
  * and the timing of issue 5's GPU target (n = 100,000, p = 2,000, rank 10).
  *

@@ -1,5 +1,5 @@
 /* A stand-in for R's R_ext/Lapack.h for tools/gpucheck (see BLAS.h here):
- * the Cholesky routines src/svir_pln.c and src/cuda/svir_cuda_pln.cu call;
+ * the Cholesky routines src/models/pln/ and src/cuda/pln_*.cu call;
  * linked from -llapack. */
 #ifndef SVIR_RSHIM_LAPACK_H
 #define SVIR_RSHIM_LAPACK_H
