@@ -53,7 +53,11 @@
 #' All noise comes from one counter-based generator (Philox4x32-10) keyed by
 #' `seed`: the same seed gives bit-identical results for the same number of
 #' threads. With `seed = NULL` the seed is drawn from R's generator, so
-#' `set.seed()` makes a fit reproducible.
+#' `set.seed()` makes a fit reproducible. The Poisson-lognormal model
+#' ([pln()]) also multiplies matrices with R's BLAS: its results are
+#' bit-identical for the same BLAS run with the same number of its own
+#' threads (with OpenBLAS, `OPENBLAS_NUM_THREADS`); the GLMMs do not use
+#' the BLAS in their steps.
 #'
 #' @param formula A two-sided model formula with lme4-style random effects,
 #'   e.g. `y ~ x + (x | g)`. Binomial responses may be `cbind(successes,
