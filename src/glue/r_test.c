@@ -1,4 +1,4 @@
-/* Test-only entry points (registered apart in glue/init.c): the models'
+/* Test-only entry points (registered apart in src/init.c): the models'
  * holder (glue/r_test.h), the code lists the compiled code has (against
  * R/enum.R), and the Poisson-lognormal objective and fit on the CPU and
  * the device for the parity tests. */

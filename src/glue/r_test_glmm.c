@@ -1,4 +1,4 @@
-/* Test-only entry points of the GLMM (registered apart in glue/init.c):
+/* Test-only entry points of the GLMM (registered apart in src/init.c):
  * its log density and gradients, blocks of log-likelihoods, one ELBO
  * estimate, the tree bound, and the CPU/CUDA parity checks of the
  * observation pass, the groups' step, Adam and the ELBO estimate. */

@@ -1,5 +1,5 @@
 /* Test-only entry points of the random number generator (registered
- * apart in glue/init.c): Philox against its known answers, the keyed
+ * apart in src/init.c): Philox against its known answers, the keyed
  * permutation, normals and uniforms one at a time, in bulk and on the
  * device, and Box-Muller at chosen inputs. */
 #include "glue/r_util.h"

@@ -1,6 +1,7 @@
 /* Registration of the .Call entry points (R names: C_<name>): the verbs R
  * code uses, then apart the test-only entry points the test suite and
- * tools call. */
+ * tools call. Part of the glue (glue/), kept at the top of src/ where R
+ * looks for a package's sources (R CMD check wants one there). */
 #include <R.h>
 #include <Rinternals.h>
 #include <R_ext/Rdynload.h>
