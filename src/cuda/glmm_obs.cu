@@ -11,7 +11,7 @@
  * (configure), so no multiply-add is fused where the CPU's baseline x86-64
  * code has none: each observation's numbers should match the CPU's up to
  * the library's exp/log/log1p and the order of the sums (tests/testthat/
- * test-cuda.R and tools/gpucheck check this; not yet run on a GPU).
+ * test-cuda.R and tools/gpucheck check this).
  *
  * Layout of the pass (one launch each, no atomics, so the result depends only
  * on the device's launch shape, not on scheduling):

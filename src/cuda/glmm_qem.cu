@@ -16,8 +16,8 @@
  * order, without reductions across threads, so the results differ from the
  * CPU's only by the library's exp/log and, for Gaussian models and Poisson
  * random intercepts, by the CPU's sufficient sums (the device evaluates
- * every observation). Not yet run on a GPU: tests/testthat/test-cuda.R
- * compares whole fits with the CPU's when a device is present.
+ * every observation). tests/testthat/test-cuda.R compares whole fits with
+ * the CPU's when a device is present.
  *
  * Device memory: the data in the groups' order (n (p + q + 3) doubles), X
  * beta for the K draws (K n), the tables (J K^2), the draws (K J q) and the

@@ -3,8 +3,8 @@
  * in err, and frees what it allocated on every path. Declared whether or not
  * the build has CUDA; only builds with SVIR_HAVE_CUDA define them.
  *
- * What is here so far (the parts of the CUDA backend a fit on the device
- * builds on; none of it has run on a GPU yet, see dev/CUDA.md):
+ * What is here (the parts of the CUDA backend a fit on the device builds
+ * on; dev/CUDA.md says what has been checked where):
  *   - the model's data uploaded once (y, trials, offset, X, per term its
  *     groups, Z and a by-group index of its observations);
  *   - the pass over the observations: linear predictor (fixed part and every
