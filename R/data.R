@@ -367,21 +367,25 @@ svir_scale_X <- function(X, scaling) {
 #' Refuse a rank-deficient fixed-effect design
 #'
 #' @param Xs Scaled model matrix.
+#' @param what,part,arg The design's name in messages, and the argument
+#'   (and which part of it) that made it: the GLMM's fixed effects by
+#'   default, `ziformula`'s for the zero inflation.
 #' @return The QR decomposition of `Xs`, invisibly.
 #' @noRd
-svir_check_rank <- function(Xs) {
+svir_check_rank <- function(Xs, what = "fixed-effect design", part = "the fixed part of ",
+                            arg = "formula") {
   p <- ncol(Xs)
   if (p == 0L) return(invisible(qr(Xs)))
   if (nrow(Xs) < p) {
-    svir_abort(c("The fixed-effect design has {p} columns but only {nrow(Xs)} observation{?s}.",
-                 "i" = "Simplify the fixed part of {.arg formula}."))
+    svir_abort(c("The {what} has {p} columns but only {nrow(Xs)} observation{?s}.",
+                 "i" = "Simplify {part}{.arg {arg}}."))
   }
   qx <- qr(Xs, tol = 1e-7)
   if (qx$rank < p) {
     aliased <- colnames(Xs)[qx$pivot[(qx$rank + 1L):p]]
     k <- length(aliased)
-    svir_abort(c("The fixed-effect design is rank deficient: {.var {aliased}} {?is/are} a linear combination of the other columns.",
-                 "i" = "Remove {cli::qty(k)}{?it/them} from {.arg formula} ({.fun lm} would report {cli::qty(k)}{?its coefficient/their coefficients} as {.val NA})."))
+    svir_abort(c("The {what} is rank deficient: {.var {aliased}} {?is/are} a linear combination of the other columns.",
+                 "i" = "Remove {cli::qty(k)}{?it/them} from {.arg {arg}} ({.fun lm} would report {cli::qty(k)}{?its coefficient/their coefficients} as {.val NA})."))
   }
   invisible(qx)
 }

@@ -150,18 +150,9 @@ svi_fit <- function(formula, data, family = gaussian(), prior = NULL,
     cli::cli_abort("{.arg ziformula} is for GLMMs (families {.fn poisson} and {.fn negbin}), not {.fn {family$model}}.",
                    class = "svir_error", call = call)
   }
-  # only GLMMs take ziformula; the other models' builders do not know it.
-  # Two calls rather than a closure: a missing `data` must reach the
-  # builder as missing (pln() takes a formula of matrices without data).
-  job <- if (is.null(ziformula)) {
-    model$build(formula = formula, data = data, family = family, prior = prior, guide = guide,
-                method = method, control = control, backend = backend, seed = seed,
-                na.action = na.action, call = call)
-  } else {
-    model$build(formula = formula, data = data, family = family, prior = prior, guide = guide,
-                method = method, control = control, backend = backend, seed = seed,
-                na.action = na.action, call = call, ziformula = ziformula)
-  }
+  job <- model$build(formula = formula, data = data, family = family, prior = prior,
+                     guide = guide, method = method, control = control, backend = backend,
+                     seed = seed, na.action = na.action, call = call, ziformula = ziformula)
   model$finish(svir_run(job), job)
 }
 

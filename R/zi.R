@@ -50,11 +50,7 @@ svir_zi_design <- function(zif, mf, contrasts = NULL) {
   has_int <- attr(zt, "intercept") == 1L && "(Intercept)" %in% cn
   scaling <- svir_scaling(Xz, numeric(nrow(Xz)), "zi", has_int)
   Xzs <- svir_scale_X(Xz, scaling)
-  qz <- qr(Xzs, tol = 1e-7)
-  if (qz$rank < ncol(Xzs)) {
-    svir_abort(c("The zero-inflation design is rank deficient.",
-                 "i" = "Remove the redundant terms from {.arg ziformula}."))
-  }
+  svir_check_rank(Xzs, "zero-inflation design", "", "ziformula")
   list(X = Xz, Xs = Xzs, terms = zt, scaling = scaling, names = cn,
        xlevels = stats::.getXlevels(zt, mf), contrasts = attr(Xz, "contrasts"))
 }

@@ -138,8 +138,13 @@ nuts <- rstan::sampling(sm, sdat, chains = 4, cores = min(4L, parallel::detectCo
                         iter = opt$iter, seed = 1, refresh = 0)
 times$NUTS <- proc.time()[["elapsed"]] - t0
 ns <- rstan::summary(nuts, pars = c("b0", "b", "g0", "gb"))$summary
-nuts_ref <- data.frame(mean = ns[, "mean"], sd = ns[, "sd"], n_eff = ns[, "n_eff"],
-                       Rhat = ns[, "Rhat"], row.names = pars)
+nuts_ref <- data.frame(mean = ns[, "mean"], sd = ns[, "sd"], q2.5 = ns[, "2.5%"],
+                       q25 = ns[, "25%"], median = ns[, "50%"], q75 = ns[, "75%"],
+                       q97.5 = ns[, "97.5%"], n_eff = ns[, "n_eff"], Rhat = ns[, "Rhat"],
+                       row.names = pars)
+# the random effects' sd: NUTS's posterior mean against glmmTMB's estimate
+sd_nuts <- rstan::summary(nuts, pars = "sd_g")$summary[1, "mean"]
+sd_tmb <- attr(glmmTMB::VarCorr(ref)$cond$site, "stddev")[[1]]
 if (opt$fixture) {
   fx <- file.path(dirname(opt$here), "tests", "testthat", "fixtures")
   dir.create(fx, showWarnings = FALSE, recursive = TRUE)
@@ -176,7 +181,11 @@ med <- vapply(times, stats::median, numeric(1))
 lines <- c(lines, "", "| fit | median wall time (s) | ratio to svir meanfield |", "|---|---|---|",
            sprintf("| %s | %s | %s |", names(med), fmt(med, 2), fmt(med / med[["meanfield"]], 1)), "",
            sprintf("NUTS: %d chains x %d iterations; n_eff %s; Rhat max %s.", 4L, opt$iter,
-                   paste(round(nuts_ref$n_eff), collapse = ", "), fmt(max(nuts_ref$Rhat), 3)))
+                   paste(round(nuts_ref$n_eff), collapse = ", "), fmt(max(nuts_ref$Rhat), 3)),
+           "", "NUTS's posterior quantiles (2.5%, 25%, 50%, 75%, 97.5%):", "",
+           sprintf("* %s: %s", pars, apply(nuts_ref[, c("q2.5", "q25", "median", "q75", "q97.5")],
+                                             1, function(v) paste(fmt(v), collapse = ", "))),
+           "", sprintf("The site sd: NUTS posterior mean %s, glmmTMB %s.", fmt(sd_nuts), fmt(sd_tmb)))
 si <- utils::sessionInfo()
 cpu <- tryCatch(sub(".*: ", "", grep("^model name", readLines("/proc/cpuinfo"), value = TRUE)[1]),
                 error = function(e) "unknown")

@@ -35,20 +35,25 @@ svir_out *svir_out_list(svir_out *parent, const char *name)
     return o;
 }
 
+int svir_out_adopt(svir_out *parent, const char *name, double *x, ptrdiff_t nrow, ptrdiff_t ncol)
+{
+    svir_out *o = add(parent, name, SVIR_O_REAL);
+    if (!o) {
+        free(x);
+        return 2;
+    }
+    o->nrow = nrow;
+    o->ncol = ncol;
+    o->real = x;
+    return 0;
+}
+
 double *svir_out_real(svir_out *parent, const char *name, ptrdiff_t nrow, ptrdiff_t ncol)
 {
     const size_t n = (size_t)(nrow > 0 ? nrow : 0) * (size_t)(ncol >= 0 ? ncol : 1);
     double *x = calloc(n + 1, sizeof(double));
     if (!x) return NULL;
-    svir_out *o = add(parent, name, SVIR_O_REAL);
-    if (!o) {
-        free(x);
-        return NULL;
-    }
-    o->nrow = nrow;
-    o->ncol = ncol;
-    o->real = x;
-    return x;
+    return svir_out_adopt(parent, name, x, nrow, ncol) ? NULL : x;
 }
 
 int svir_out_copy(svir_out *parent, const char *name, const double *x, ptrdiff_t nrow,

@@ -33,6 +33,9 @@ svir_out *svir_out_list(svir_out *parent, const char *name);
 /* A double vector (ncol < 0) or nrow x ncol matrix `name` in parent,
  * zero-filled; its data, or NULL when out of memory. */
 double *svir_out_real(svir_out *parent, const char *name, ptrdiff_t nrow, ptrdiff_t ncol);
+/* x [nrow (x ncol)], malloc'd by the caller, handed to the tree (no copy:
+ * for large results); 0, or 2 when out of memory (x is then freed). */
+int svir_out_adopt(svir_out *parent, const char *name, double *x, ptrdiff_t nrow, ptrdiff_t ncol);
 /* A copy of x [nrow (x ncol)] as svir_out_real; 0, or 2 when out of memory. */
 int svir_out_copy(svir_out *parent, const char *name, const double *x, ptrdiff_t nrow,
                   ptrdiff_t ncol);

@@ -128,6 +128,11 @@ test_that("Salamanders: the zero-inflated NB fit agrees with NUTS", {
   est <- zi_est(fit)
   expect_named(est, c("(Intercept)", "minedno", "(Intercept)", "minedno"))
   expect_lt(max(abs(est - nuts$mean) / nuts$sd), 0.5)
+  # the zero inflation's tails inflate NUTS's sds (1.25 and 1.98); against
+  # NUTS's medians on the scale of its interquartile ranges (0.58 and 1.45
+  # for the zi coefficients) the full-rank fit is within 0.2 for seeds 1-5
+  robust_sd <- (nuts$q75 - nuts$q25) / (2 * stats::qnorm(0.75))
+  expect_lt(max(abs(est - nuts$median) / robust_sd), 0.3)
   # the mean-field guide ignores the correlations: its count model still
   # agrees, its zero inflation less closely (its optimum puts the slope
   # about 0.4 NUTS sd off, bench/README.md)

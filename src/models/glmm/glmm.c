@@ -246,11 +246,9 @@ double svir_log_joint(const svir_glmm *m, const double *theta, const double *z,
     for (ptrdiff_t i = 0; i < m->n; i++) {
         double de, da, dz = 0.0;
         const double eta = svir_eta_obs(m, i, theta, b);
-        if (m->zi)
-            ll += svir_loglik_zi(m, m->family, m->link, i, eta, svir_etaz(m, i, theta + m->off_zi),
-                                 &aux, &de, &da, &dz);
-        else
-            ll += svir_loglik(m, m->family, m->link, i, eta, &aux, &de, &da);
+        ll += svir_loglik_obs(m, m->family, m->link, m->zi, i, eta,
+                              m->zi ? svir_etaz(m, i, theta + m->off_zi) : 0.0, &aux, &de, &da,
+                              &dz);
         if (!grad_theta && !grad_z) continue;
         gaux += da;
         for (int k = 0; k < m->p; k++) gb[k] += de * m->X[i + k * m->n];

@@ -219,7 +219,10 @@ static int fit_finish(void *fit, svir_result *res, svir_err *e)
         const int st = svir_cuda_pln_state_result(f->dev, f->x, f->B, f->Sigma, err, sizeof err);
         if (st) return svir_err_set(e, st, "%s", err);
     }
-    if (svir_out_copy(res->extra, "par", f->x, svir_pln_npar(&f->dat), -1) ||
+    /* the point (2 n p doubles and more) goes to the results without a copy */
+    double *x = f->x;
+    f->x = NULL;
+    if (svir_out_adopt(res->extra, "par", x, svir_pln_npar(&f->dat), -1) ||
         svir_out_copy(res->extra, "B", f->B, f->dat.d, f->dat.p) ||
         svir_out_copy(res->extra, "Sigma", f->Sigma, f->dat.p, f->dat.p))
         return svir_err_set(e, 2, "out of memory for the results");
