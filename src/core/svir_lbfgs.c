@@ -77,8 +77,10 @@ int svir_lbfgs_run(svir_lbfgs_problem *pb, int maxit, double tol, svir_gate *gat
     double ss_new = 0.0, sy_new = 0.0, yy_new = 0.0;
     for (it = 0; it < maxit;) {
         if (gate && svir_gate_check(gate, it, 1)) {
+            /* nothing more is evaluated: the fit returns nothing */
             *stop = SVIR_STOP_INTERRUPTED;
-            break;
+            *iters = it;
+            goto done;
         }
         /* (1) sg[l] = s_l' (-g), l < mem */
         if (mem > 0) {
@@ -125,6 +127,12 @@ int svir_lbfgs_run(svir_lbfgs_problem *pb, int maxit, double tol, svir_gate *gat
             if ((st = vs->step(vc, v.cand, par, t, v.dir, e)) != 0) goto done;
             svir_err e1 = {0, ""};
             const int ev = pb->eval(mc, 1 - cur, v.cand, &f1, v.g1, &e1);
+            if (svir_interrupt_pending()) {
+                /* the evaluation skipped its work (svir_poll) */
+                *stop = SVIR_STOP_INTERRUPTED;
+                *iters = it;
+                goto done;
+            }
             if (ev > 1) {
                 st = svir_err_set(e, ev, "%s", e1.msg);
                 goto done;

@@ -77,21 +77,66 @@ double svir_qem_step(const svir_control *c, long t)
     return fmin(1.0, c->qem_eta0 * pow((double)t + 1.0, -c->qem_kappa));
 }
 
+/* The running fit's gate, for svir_poll(), and whether its host asked to
+ * stop. R runs one fit at a time, from its main thread. */
+static svir_gate *volatile cur_gate = NULL;
+static volatile int stop_pending = 0;
+
+/* the thread that started the fit: thread 0 at every level of nesting */
+static int on_fit_thread(void)
+{
+#ifdef _OPENMP
+    for (int l = omp_get_level(); l > 0; l--)
+        if (omp_get_ancestor_thread_num(l) != 0) return 0;
+#endif
+    return 1;
+}
+
 void svir_gate_init(svir_gate *g, const svir_callbacks *cb)
 {
     g->cb = cb;
     g->last = svir_wall_time();
+    cur_gate = g;
+    stop_pending = 0;
+}
+
+static int gate_ask(svir_gate *g)
+{
+    if (g->cb->interrupted(g->cb->ctx)) stop_pending = 1;
+    return stop_pending;
 }
 
 int svir_gate_check(svir_gate *g, long step, long every)
 {
+    if (stop_pending) return 1;
     if (!g->cb || !g->cb->interrupted) return 0;
     const double t = svir_wall_time();
     if ((every > 0 && step % every == 0) || t - g->last >= 0.25) {
         g->last = t;
-        return g->cb->interrupted(g->cb->ctx);
+        return gate_ask(g);
     }
     return 0;
+}
+
+int svir_poll(void)
+{
+    if (stop_pending) return 1;
+    svir_gate *g = cur_gate;
+    if (!g || !g->cb || !g->cb->interrupted || !on_fit_thread()) return 0;
+    const double t = svir_wall_time();
+    if (t - g->last < 0.25) return 0;
+    g->last = t;
+    return gate_ask(g);
+}
+
+int svir_interrupt_pending(void)
+{
+    return stop_pending;
+}
+
+void svir_gate_release(void)
+{
+    cur_gate = NULL;
 }
 
 void svir_gate_progress(const svir_gate *g, long step, long every, long max_steps, double obj)

@@ -73,6 +73,18 @@ typedef struct {
 void svir_gate_init(svir_gate *g, const svir_callbacks *cb);
 /* 1 when the host asked to stop */
 int svir_gate_check(svir_gate *g, long step, long every);
+/* Polls from inside a model's long loops (per group, per block of rows;
+ * any thread): the running fit's gate asks the host at most every 0.25 s,
+ * from the thread that started the fit, and once the host asked to stop
+ * every poll returns 1, so that the loop skips the rest of its work. The
+ * drivers' next svir_gate_check then ends the fit, and svir_fit_spec
+ * returns SVIR_INTERRUPTED for a fit whose host asked to stop, whatever
+ * the driver made of the skipped work. */
+int svir_poll(void);
+/* 1 when the host asked the running fit to stop */
+int svir_interrupt_pending(void);
+/* the fit is over: polls no longer reach the gate */
+void svir_gate_release(void);
 /* reports progress every `every` steps (and at step 0) */
 void svir_gate_progress(const svir_gate *g, long step, long every, long max_steps, double obj);
 

@@ -43,6 +43,10 @@ int svir_fit_spec(const svir_list *spec, const svir_list *ctrl, const svir_callb
         goto done;
     }
     st = ch.impl->run(model, &c, cb, res);
+    svir_gate_release();
+    /* the host asked to stop: nothing of the fit is returned, whatever the
+     * driver made of the work its loops skipped */
+    if (svir_interrupt_pending()) st = SVIR_INTERRUPTED;
     res->backend = ch.backend;
     snprintf(res->backend_reason, sizeof res->backend_reason, "%s", ch.reason);
     if (!st && def->outputs) st = def->outputs(model, &c, res, &e);

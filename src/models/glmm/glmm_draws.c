@@ -4,6 +4,7 @@
  * effects. Draws go in blocks of SVIR_LL_BLOCK that share one pass over
  * the data. */
 #include "models/glmm/glmm_work.h"
+#include "core/svir_result.h"
 #include "models/glmm/glmm_local.h"
 #include "core/svir_philox.h"
 
@@ -69,6 +70,7 @@ int glmm_final_draws(glmm_work *w, const double *gpar, const double *lpar, svir_
 #pragma omp for schedule(static)
 #endif
             for (int blk = 0; blk < nblocks; blk++) {
+                if (svir_poll()) continue;
                 const int s0 = blk * NB, nb = nd - s0 < NB ? nd - s0 : NB;
                 double rest[NB], ll[NB];
                 svir_aux aux[NB];

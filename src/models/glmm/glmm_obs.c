@@ -3,6 +3,7 @@
  * and link and for random-intercept models (see below), in parallel over
  * observations with per-thread sums reduced in thread order. */
 #include "models/glmm/glmm_work.h"
+#include "core/svir_result.h"
 #include "core/svir_math.h"
 
 #include <math.h>
@@ -179,6 +180,7 @@ SVIR_ALWAYS_INLINE void range_loglik(const glmm_work *w, ptrdiff_t lo, ptrdiff_t
     ptrdiff_t ix[SVIR_CHUNK];
     double ll = 0.0, ga = 0.0;
     for (ptrdiff_t k0 = lo; k0 < hi; k0 += SVIR_CHUNK) {
+        if (((k0 - lo) & (64 * SVIR_CHUNK - 1)) == 0 && svir_poll()) break;
         const int nk = (int)(hi - k0 < SVIR_CHUNK ? hi - k0 : SVIR_CHUNK);
         if (w->full) {
             if (!w->nt_fast)

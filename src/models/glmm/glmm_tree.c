@@ -18,6 +18,7 @@
  * and with w0 normalised the group marginals pi_j(kj) = sum_k0 w0(k0)
  * f_j(k0, kj) / (K m_j(k0)) (glmm_qem.c uses them). */
 #include "models/glmm/glmm_tree.h"
+#include "core/svir_result.h"
 #include "models/glmm/glmm_svi.h"
 #include "models/glmm/glmm_local.h"
 #include "models/glmm/glmm_qem.h"
@@ -206,6 +207,7 @@ int glmm_tree_groups(glmm_tree *qt, const double *lpar, uint64_t stream, uint64_
 #pragma omp for schedule(static)
 #endif
             for (int j = 0; j < J; j++) {
+                if (svir_poll()) continue;
                 const double *blk = lpar + (ptrdiff_t)j * qt->lb;
                 svir_local_exp_diag(q, blk, ed);
                 for (int kj = 0; kj < K; kj++) {

@@ -29,6 +29,7 @@
  * Sigma. The VE step (Bfix, Omfix: new rows given fitted B and Sigma)
  * holds B and Omega fixed. */
 #include "core/svir_lapack.h"
+#include "core/svir_result.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -131,6 +132,7 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
 #pragma omp for schedule(static)
 #endif
     for (int j = 0; j < p; j++) {
+        if (svir_poll()) continue; /* the host asked to stop */
         double s2 = 0.0, lj = 0.0;
         const ptrdiff_t c = (ptrdiff_t)j * n;
         double *Rj = fuse ? rb : R + c;
@@ -216,6 +218,7 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
 #pragma omp parallel for num_threads(T) schedule(static)
 #endif
         for (int j = 0; j < p; j++) {
+            if (svir_poll()) continue; /* the host asked to stop */
             double s = 0.0;
             for (ptrdiff_t k = (ptrdiff_t)j * n; k < (ptrdiff_t)(j + 1) * n; k++) {
                 s += R[k] * w.T[k];
@@ -263,6 +266,7 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
 #pragma omp parallel for num_threads(T) schedule(static)
 #endif
         for (int j = 0; j < p; j++) {
+            if (svir_poll()) continue; /* the host asked to stop */
             double s = 0.0, t2 = 0.0;
             for (ptrdiff_t k = (ptrdiff_t)j * n; k < (ptrdiff_t)(j + 1) * n; k++) {
                 s += R[k] * w.T[k];
@@ -310,6 +314,7 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
 #pragma omp parallel for num_threads(T) schedule(static)
 #endif
     for (int j = 0; j < (fuse ? 0 : p); j++) {
+        if (svir_poll()) continue; /* the host asked to stop */
         const double o = omd[j];
         for (int i = 0; i < n; i++) {
             const ptrdiff_t k = (ptrdiff_t)j * n + i;

@@ -2,6 +2,7 @@
  * the problem (svir_pln_eval's objective; pln_precond's initial inverse
  * Hessian; pln_sstart's start of log S) and svir_pln_fit, which runs it. */
 #include "core/svir_lapack.h"
+#include "core/svir_result.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -77,6 +78,7 @@ static void pln_precond(const svir_pln_data *dat, const double *work,
 #pragma omp for schedule(static)
 #endif
     for (int j = 0; j < p; j++) {
+        if (svir_poll()) continue; /* the host asked to stop */
         const double oj = omd[j];
         const ptrdiff_t c = (ptrdiff_t)j * n;
         const double *restrict Aj = A + c, *restrict Sj = S2a + c;
@@ -175,6 +177,7 @@ static void pln_sstart(const svir_pln_data *dat, double *par, const double *work
 #pragma omp parallel for num_threads(dat->threads > 0 ? dat->threads : 1) schedule(static)
 #endif
     for (int j = 0; j < p; j++) {
+        if (svir_poll()) continue; /* the host asked to stop */
         const double o = omd[j];
         for (ptrdiff_t k = (ptrdiff_t)j * n; k < (ptrdiff_t)(j + 1) * n; k++) {
             par[np + k] = svir_pln_sstart_entry(par[np + k], S2a[k], A[k], o);

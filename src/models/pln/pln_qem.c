@@ -21,6 +21,7 @@
  * the a_ik and a pass by columns for the M step) and O(n p K (d + q)^2)
  * for the Newton systems. */
 #include "core/svir_lapack.h"
+#include "core/svir_result.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -204,6 +205,7 @@ static int qem_estep(void *work, long it, double *logp, svir_err *e)
 #pragma omp parallel for num_threads(T) schedule(static)
 #endif
     for (int i = 0; i < n; i++) {
+        if (svir_poll()) continue; /* the host asked to stop */
 #ifdef _OPENMP
         double *w = tws + tw * (size_t)omp_get_thread_num();
 #else
@@ -274,6 +276,7 @@ static int qem_mstep(void *work, long it, double eta, svir_err *e)
 #pragma omp parallel for num_threads(T) schedule(static) reduction(| : bad)
 #endif
     for (int j = 0; j < p; j++) {
+        if (svir_poll()) continue; /* the host asked to stop */
 #ifdef _OPENMP
         double *w = tws + tw * (size_t)omp_get_thread_num();
 #else
