@@ -7,13 +7,20 @@
 #' @param min Smallest allowed value.
 #' @return `x` as integer.
 #' @noRd
-svir_check_whole <- function(x, arg, min = 1L) {
+svir_check_whole <- function(x, arg, min = 1L, max = .Machine$integer.max, why = NULL) {
   ok <- is.numeric(x) && length(x) == 1L && !is.na(x) && is.finite(x) &&
-    abs(x - round(x)) < 1e-8 && x >= min && x <= .Machine$integer.max
-  if (!ok) {
+    abs(x - round(x)) < 1e-8
+  if (!ok || x < min) {
     cli::cli_abort(
       c("{.arg {arg}} must be a whole number of at least {min}.",
-        "x" = "You supplied {.code {deparse1(x)}}."),
+        "x" = "You supplied {.code {deparse1(x)}}.", "i" = why),
+      class = "svir_error", call = NULL
+    )
+  }
+  if (x > max) {
+    cli::cli_abort(
+      c("{.arg {arg}} must be at most {format(max, big.mark = ',', scientific = FALSE)}.",
+        "x" = "You supplied {.code {deparse1(x)}}.", "i" = why),
       class = "svir_error", call = NULL
     )
   }
@@ -83,7 +90,8 @@ svir_check_real <- function(x, arg, lower = 0, upper = Inf) {
 #'   `"decay"` (see the stopping rule below).
 #' @param lr_decay Factor (between 0 and 1) by which the `"plateau"` schedule
 #'   multiplies the step size at each plateau.
-#' @param eval_every Window length, in steps, of the stopping rule.
+#' @param eval_every Window length, in steps, of the stopping rule: at
+#'   least 10, since a window must be long enough to estimate its noise.
 #' @param tol_rel_obj Relative tolerance on the change of the window-mean
 #'   ELBO, greater than 0.
 #' @param patience Number of step-size reductions of the `"plateau"`
@@ -161,11 +169,13 @@ svi_control <- function(max_steps = 10000L, lr = NULL,
   threads <- if (is.null(threads)) 0L else svir_check_whole(threads, "threads", 0L)
   progress <- svir_check_flag(progress, "progress")
   out <- list(
-    max_steps = svir_check_whole(max_steps, "max_steps", 1L),
+    max_steps = svir_check_whole(max_steps, "max_steps", 1L, 1e8,
+      why = "The fit keeps the ELBO of every step (8 bytes each); a fit that needs more steps needs a larger {.arg lr} or {.arg batch_size}."),
     lr = if (is.null(lr)) NULL else svir_check_real(lr, "lr"),
     lr_schedule = lr_schedule,
     lr_decay = svir_check_real(lr_decay, "lr_decay", 0, 1),
-    eval_every = svir_check_whole(eval_every, "eval_every", 1L),
+    eval_every = svir_check_whole(eval_every, "eval_every", 10L,
+      why = "The stopping rule compares the mean ELBO of windows of {.arg eval_every} steps with their noise, which fewer steps cannot estimate."),
     tol_rel_obj = svir_check_real(tol_rel_obj, "tol_rel_obj"),
     patience = svir_check_whole(patience, "patience", 0L),
     num_particles = if (is.null(num_particles)) NULL else

@@ -222,6 +222,10 @@ svir_check_counts <- function(y, name, family_name) {
     svir_abort(c("The response {.var {name}} has negative values; the {family_name} family needs counts (0, 1, 2, ...).",
                  "i" = "Check {.var {name}} in {.arg data}."))
   }
+  if (any(y > 2^53)) {
+    svir_abort(c("The response {.var {name}} has counts up to {format(max(y), digits = 3)}; counts above 2^53 (about 9e15) are not whole numbers in double precision.",
+                 "i" = "Divide the counts by a known factor and add {.code offset(log(factor))} to the formula, or model {.code log(y)} with {.code family = gaussian()}."))
+  }
   if (any(abs(y - round(y)) > 1e-8)) {
     svir_abort(c("The response {.var {name}} has non-integer values; the {family_name} family needs whole-number counts.",
                  "i" = "Round or fix {.var {name}}, or use {.code family = gaussian()} for continuous data."))
@@ -324,7 +328,7 @@ svir_scaling <- function(X, y, family_name, has_intercept) {
       }
       x_center[j] <- mean(x)
     }
-    s <- sqrt(sum((x - x_center[j])^2) / dn)
+    s <- svir_rms(x - x_center[j], dn)
     if (!(s > 0)) {
       svir_abort(c("Fixed-effect column {.var {cn[j]}} is zero in every row.",
                    "i" = "Remove it from {.arg formula}."))
@@ -340,7 +344,7 @@ svir_scaling <- function(X, y, family_name, has_intercept) {
                    "i" = "Supply more data."))
     }
     if (has_intercept) y_center <- mean(y)
-    y_scale <- sqrt(sum((y - y_center)^2) / dn)
+    y_scale <- svir_rms(y - y_center, dn)
     if (!(y_scale > 0) || y_scale <= 1e-12 * max(1, abs(y_center))) {
       svir_abort(c("The response has no variation (every value is {.val {y[1]}}).",
                    "i" = "A gaussian model needs a response that varies."))
@@ -348,6 +352,13 @@ svir_scaling <- function(X, y, family_name, has_intercept) {
   }
   list(y_center = y_center, y_scale = y_scale, x_center = x_center,
        x_scale = x_scale, has_intercept = has_intercept, family = family_name)
+}
+
+# sqrt(sum(r^2) / dn) without overflow or underflow for any finite r
+svir_rms <- function(r, dn) {
+  m <- max(abs(r))
+  if (!(m > 0) || !is.finite(m)) return(if (is.finite(m)) 0 else m)
+  m * sqrt(sum((r / m)^2) / dn)
 }
 
 #' Apply the internal scaling to X

@@ -176,6 +176,9 @@ svir_glmm_build <- function(formula, data, family, prior, guide, method, control
   spec$init_mu <- svir_init_mu(spec, info)
   if (method == "qem") spec$init_sd <- svir_qem_start_sd(spec, info, attr(spec$init_mu, "glm_se"))
   attr(spec$init_mu, "glm_se") <- NULL
+  separation <- attr(spec$init_mu, "separation")
+  attr(spec$init_mu, "separation") <- NULL
+  svir_warn_data(spec, info, separation)
 
   ctrl <- unclass(control)
   ctrl$guide <- guide
@@ -192,7 +195,7 @@ svir_glmm_build <- function(formula, data, family, prior, guide, method, control
   if (method == "qem") ctrl$couple <- 0L
   ctrl$progress <- NULL
   list(spec = spec, ctrl = ctrl, info = info, call = call, control = control,
-       method = method, guide = guide, backend = be, seed = seed)
+       method = method, guide = guide, backend = be, seed = seed, separation = separation)
 }
 
 # The svi_fit object of a GLMM from the engine's list.
@@ -202,6 +205,7 @@ svir_glmm_finish <- function(engine, job) {
                           method = job$method, guide = job$guide,
                           backend = list(backend = engine$backend, reason = engine$backend_reason),
                           seed = job$seed)
+  fit$separation <- job$separation
   if (!is.null(engine$path)) {
     # what svir_path_bound() needs to evaluate the kept guides
     fit$path <- c(engine$path, list(spec = job$spec, ctrl = job$ctrl))
@@ -266,73 +270,6 @@ svir_warn_stop <- function(engine, control) {
   if (engine$n_rejected > 0 && engine$stop_reason != "diverged") {
     cli::cli_inform(c(i = "{engine$n_rejected} step{?s} with non-finite values {?was/were} rejected and the step size reduced."))
   }
-}
-
-# Starting values for the means of the global guide, in internal units: fixed
-# effects from an ordinary GLM without random effects, scales at moderate values.
-svir_init_mu <- function(spec, info) {
-  D <- length(spec$prior_type)
-  mu <- numeric(D)
-  layout <- info$layout
-  X <- spec$X
-  p <- ncol(X)
-  off <- if (is.null(spec$offset)) rep(0, length(spec$y)) else spec$offset
-  codes <- svir_codes$family
-  fam <- if (spec$family == codes[["negbin"]]) stats::poisson() else info$family
-  y <- spec$y
-  w <- rep(1, length(y))
-  if (spec$family == codes[["binomial"]]) {
-    tr <- if (is.null(spec$trials)) rep(1, length(y)) else spec$trials
-    y <- y / tr
-    w <- tr
-  }
-  se <- rep(NA_real_, p)
-  beta <- tryCatch({
-    if (spec$family == codes[["gaussian"]]) {
-      # Gaussian, identity link: least squares, without glm.fit()'s iterations
-      g <- stats::.lm.fit(X, y - off)
-      b <- g$coefficients
-      R <- g$qr[seq_len(p), seq_len(p), drop = FALSE]
-      R[lower.tri(R)] <- 0
-      disp <- sum(g$residuals^2) / max(length(y) - p, 1)
-    } else {
-      g <- suppressWarnings(stats::glm.fit(X, y, weights = w, offset = off, family = fam,
-                                           control = list(maxit = 25)))
-      b <- g$coefficients
-      R <- qr.R(g$qr)
-      # Pearson's dispersion, at least 1 (over-dispersed counts widen it)
-      disp <- max(1, sum(g$weights * g$residuals^2) / max(g$df.residual, 1))
-    }
-    # the GLM's standard errors, in the columns' original order
-    if (ncol(R) == p && all(is.finite(R)) && all(abs(diag(R)) > 0)) {
-      piv <- if (spec$family == codes[["gaussian"]]) g$pivot else g$qr$pivot
-      se[piv] <- sqrt(disp * rowSums(backsolve(R, diag(p))^2))
-    }
-    b[!is.finite(b)] <- 0
-    b
-  }, error = function(e) rep(0, p))
-  mu[seq_len(p)] <- beta
-  attr(mu, "glm_se") <- se
-  cls <- layout$class
-  mu[cls == "sd"] <- log(0.5)
-  if (spec$family == codes[["gaussian"]]) {
-    r <- spec$y - off - drop(X %*% beta)
-    mu[cls == "sigma"] <- log(max(stats::sd(r), 1e-3))
-  }
-  if (spec$family == codes[["negbin"]]) {
-    m <- mean(spec$y)
-    v <- stats::var(spec$y)
-    phi <- if (is.finite(v) && v > m) m^2 / (v - m) else 10
-    mu[cls == "phi"] <- log(min(max(phi, 0.1), 100))
-  }
-  if (!is.null(spec$Xz)) {
-    nb <- spec$family == codes[["negbin"]]
-    zs <- svir_zi_start(spec, beta, off, if (nb) exp(mu[cls == "phi"]))
-    mu[seq_len(p)] <- zs$beta
-    mu[cls == "zi"] <- zs$gamma
-    if (nb) mu[cls == "phi"] <- log(min(max(zs$phi, 0.1), 100))
-  }
-  mu
 }
 
 # The K-sample tree bound log P-hat (svir_tree_bound() in src/svir_qem.c) of

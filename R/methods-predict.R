@@ -399,6 +399,9 @@ predict.svi_fit <- function(object, newdata = NULL, re.form = NULL, allow.new.le
                             type = c("link", "response", "conditional", "zprob"),
                             interval = FALSE, level = 0.95, ndraws = NULL, ...) {
   type <- match.arg(type)
+  svir_check_flag(allow.new.levels, "allow.new.levels")
+  svir_check_flag(interval, "interval")
+  probs <- svir_probs(level, "level")[c(1L, 3L)]
   keep <- svir_re_keep(object, re.form)
   des <- svir_design(object, newdata, keep, allow.new.levels)
   eta <- svir_eta_mean(object, des)
@@ -413,7 +416,6 @@ predict.svi_fit <- function(object, newdata = NULL, re.form = NULL, allow.new.le
   if (!isTRUE(interval)) {
     return(if (is.null(newdata)) svir_napredict(object, fit) else fit)
   }
-  probs <- svir_probs(level)[c(1L, 3L)]
   sel <- svir_draw_sel(object, ndraws)
   # rows in chunks, so that the n x ndraws matrix of draws stays small
   chunk <- max(1L, floor(2e7 / length(sel)))
@@ -472,6 +474,7 @@ predict.svi_fit <- function(object, newdata = NULL, re.form = NULL, allow.new.le
 #' @export
 simulate.svi_fit <- function(object, nsim = 1, seed = NULL, newdata = NULL, re.form = NULL,
                              allow.new.levels = FALSE, ...) {
+  svir_check_flag(allow.new.levels, "allow.new.levels")
   if (!exists(".Random.seed", envir = .GlobalEnv, inherits = FALSE)) stats::runif(1)
   if (is.null(seed)) {
     rng_state <- get(".Random.seed", envir = .GlobalEnv)

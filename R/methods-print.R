@@ -39,6 +39,7 @@ print.svi_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
   if (!is.null(x$khat) && !is.na(x$khat) && x$khat > 0.7) {
     cat("PSIS k-hat: ", svir_khat_message(x$khat), "\n", sep = "")
   }
+  if (!is.null(x$separation)) cat("Separation: ", svir_separation_message(x$separation), ".\n", sep = "")
   invisible(x)
 }
 

@@ -6,9 +6,10 @@ svir_quantile_names <- function(probs) {
   paste0("Q", as.character(signif(100 * probs, 6)))
 }
 
-svir_probs <- function(prob) {
+svir_probs <- function(prob, arg = "prob") {
   if (!is.numeric(prob) || length(prob) != 1L || is.na(prob) || prob <= 0 || prob >= 1) {
-    cli::cli_abort("{.arg prob} must be a single number between 0 and 1, such as 0.95.",
+    cli::cli_abort(c("{.arg {arg}} must be a single probability between 0 and 1, such as 0.95.",
+                     x = "You supplied {.code {deparse1(prob)}}."),
                    class = "svir_error", call = NULL)
   }
   c((1 - prob) / 2, 0.5, 1 - (1 - prob) / 2)
@@ -171,7 +172,7 @@ svir_stop_line <- function(object) {
 #' @param ... unused.
 #' @return An object of class `summary.svi_fit`: a list with `fixed`,
 #'   `random` (list per grouping factor of data.frames), `spec_pars` (sigma /
-#'   phi), `zi` (the zero-inflation coefficients, or `NULL`), `ngrps`, `nobs`, `elbo`, `stop_reason`, `steps`, `time`, `khat` and
+#'   phi), `zi` (the zero-inflation coefficients, or `NULL`), `ngrps`, `nobs`, `elbo`, `stop_reason`, `steps`, `time`, `khat`, `separation` (coefficients the data do not bound, or `NULL`) and
 #'   information on the model.
 #' @examples
 #' fit <- svi_fit(Reaction ~ Days + (Days | Subject), lme4::sleepstudy)
@@ -210,6 +211,7 @@ summary.svi_fit <- function(object, prob = 0.95, ...) {
     steps = object$steps,
     time = object$time,
     khat = object$khat,
+    separation = object$separation,
     ndraws = nrow(object$draws)
   )
   class(out) <- "summary.svi_fit"
@@ -253,6 +255,7 @@ print.summary.svi_fit <- function(x, digits = max(3L, getOption("digits") - 3L),
     cat("Note: the ELBO had not settled by max_steps; consider increasing it.\n")
   }
   cat("PSIS k-hat: ", svir_khat_message(x$khat), "\n", sep = "")
+  if (!is.null(x$separation)) cat("Separation: ", svir_separation_message(x$separation), ".\n", sep = "")
   if (any(grepl("^cor\\(", unlist(lapply(x$random, rownames))))) {
     cat("Correlations are summarised from ", x$ndraws, " draws of the variational posterior.\n", sep = "")
   }
@@ -283,4 +286,57 @@ svir_nobs_line <- function(nobs, ngrps) {
     s <- paste0(s, ", groups:  ", paste(names(ngrps), ngrps, sep = ", ", collapse = "; "))
   }
   s
+}
+
+#' Posterior intervals of a variational GLMM fit
+#'
+#' Equal-tailed posterior (credible) intervals of the global parameters in
+#' their natural units: the fixed effects, the random effects' standard
+#' deviations and correlations, sigma or phi, and the zero-inflation
+#' coefficients, as in [summary.svi_fit()].
+#'
+#' @param object An `svi_fit`.
+#' @param parm Parameters: a character vector of row names, or their
+#'   indices; all when missing.
+#' @param level The probability of each interval.
+#' @param ... Unused.
+#' @return A matrix with one row per parameter and two columns, named as
+#'   [stats::confint()] names them (e.g. `"2.5 %"` and `"97.5 %"`). Rows:
+#'   the fixed effects' names, `sd(<term> | <group>)`, `cor(<a>,<b> |
+#'   <group>)`, `sigma`, `phi`, and `zi~<name>` for the zero inflation.
+#' @examples
+#' fit <- svi_fit(Reaction ~ Days + (Days | Subject), data = lme4::sleepstudy,
+#'                seed = 1)
+#' confint(fit)
+#' confint(fit, "Days", level = 0.9)
+#' @export
+confint.svi_fit <- function(object, parm, level = 0.95, ...) {
+  probs <- svir_probs(level, "level")[c(1L, 3L)]
+  tabs <- svir_global_tables(object, probs)
+  re <- object$re
+  with_group <- function(tab, g) {
+    if (is.null(tab)) return(NULL)
+    rownames(tab) <- sub("\\)$", paste0(" | ", g, ")"), rownames(tab))
+    tab
+  }
+  grp <- vapply(re, `[[`, "", "grpvar")
+  parts <- c(list(tabs$fixed), Map(with_group, tabs$sd, grp), Map(with_group, tabs$cor, grp),
+             list(tabs$aux))
+  if (!is.null(tabs$zi)) {
+    rownames(tabs$zi) <- paste0("zi~", rownames(tabs$zi))
+    parts <- c(parts, list(tabs$zi))
+  }
+  all <- do.call(rbind, parts[!vapply(parts, is.null, TRUE)])
+  ci <- as.matrix(all[, 3:4, drop = FALSE])
+  colnames(ci) <- paste(format(100 * probs, trim = TRUE, scientific = FALSE, digits = 3), "%")
+  if (missing(parm)) return(ci)
+  bad <- if (is.character(parm)) setdiff(parm, rownames(ci)) else
+    parm[!(is.numeric(parm) & parm >= 1 & parm <= nrow(ci) & parm == round(parm))]
+  if (length(bad) || !length(parm)) {
+    cli::cli_abort(c("{.arg parm} must name parameters of the fit, or give their indices.",
+                     x = "Not found: {.val {format(bad)}}.",
+                     i = "The parameters: {.val {rownames(ci)}}."),
+                   class = "svir_error", call = NULL)
+  }
+  ci[parm, , drop = FALSE]
 }

@@ -2,12 +2,15 @@
 # finish for family = pln() (the registry in R/models.R), the start, the VE
 # step for new rows, and QEM for rank q.
 
-# The response of a pln() formula: a dense double matrix, or a dgCMatrix
-# (kept sparse).
+# The response of a pln() formula, evaluated in `data` (a data frame or a
+# list) and then the formula's environment: a dense double matrix (a
+# data frame of counts or a count vector become one), or a dgCMatrix (kept
+# sparse).
 svir_pln_response <- function(formula, data, abort) {
-  env <- if (missing(data) || !is.data.frame(data)) NULL else data
+  env <- if (is.null(data) || !is.list(data)) NULL else data
   lhs <- tryCatch(eval(formula[[2L]], env, environment(formula)),
-                  error = function(e) NULL)
+                  error = function(e) abort(c("The count matrix {.code {deparse1(formula[[2L]])}} could not be evaluated.",
+                                              x = conditionMessage(e))))
   if (isS4(lhs) && methods::is(lhs, "Matrix")) {
     if (!methods::is(lhs, "dgCMatrix")) {
       lhs <- tryCatch(methods::as(methods::as(methods::as(lhs, "CsparseMatrix"), "generalMatrix"),
@@ -16,7 +19,54 @@ svir_pln_response <- function(formula, data, abort) {
     }
     return(lhs)
   }
-  NULL
+  name <- deparse1(formula[[2L]])
+  if (is.data.frame(lhs)) {
+    ok <- vapply(lhs, function(v) is.numeric(v) || is.logical(v), TRUE)
+    if (!all(ok)) {
+      abort(c("The count data frame {.code {name}} has non-numeric columns: {.val {names(lhs)[!ok]}}.",
+              i = "Keep the count columns only, e.g. {.code as.matrix(df[, cols])}."))
+    }
+    lhs <- as.matrix(lhs)
+  }
+  if (!is.matrix(lhs) || !(is.numeric(lhs) || is.logical(lhs))) {
+    abort(c("The response of a {.fn pln} model must be a numeric count matrix (rows: samples, columns: species or genes).",
+            x = "{.code {name}} is {.obj_type_friendly {lhs}}.",
+            i = if (is.numeric(lhs) && is.null(dim(lhs))) "For one column of counts use {.code as.matrix({name})}, or a {.fn poisson} or {.fn negbin} GLMM." else
+              "Put the matrix in {.arg data} as a column, e.g. {.code d$Y <- counts}, or name it in the formula."))
+  }
+  storage.mode(lhs) <- "double"
+  lhs
+}
+
+# The model frame of a pln() formula's right side, one row per row of the
+# count matrix (n): the covariates and the offset. Missing offsets are an
+# error; rows with missing covariates go by `na.action`.
+svir_pln_frame <- function(formula, data, n, na.action, abort) {
+  rhs <- formula[-2L]
+  env <- environment(formula)
+  if (is.null(data) || !is.data.frame(data)) {
+    if (!is.null(data) && is.list(data)) env <- list2env(data, parent = env)
+    data <- data.frame(row.names = seq_len(n))
+  }
+  environment(rhs) <- env
+  if (nrow(data) != n) {
+    abort(c("{.arg data} has {nrow(data)} row{?s}; the count matrix has {n}.",
+            i = "Give one row of covariates per row of the count matrix."))
+  }
+  size_error <- function(e) {
+    abort(c("The covariates and the offset must have one value per row of the count matrix ({n}).",
+            x = conditionMessage(e)))
+  }
+  mf0 <- tryCatch(stats::model.frame(rhs, data, na.action = stats::na.pass), error = size_error)
+  if (nrow(mf0) != n) size_error(simpleError(sprintf("the model frame has %d rows", nrow(mf0))))
+  O <- stats::model.offset(mf0)
+  if (!is.null(O) && anyNA(O)) {
+    bad <- if (is.matrix(O)) which(rowSums(is.na(O)) > 0) else which(is.na(O))
+    abort(c("The offset is missing in {length(bad)} row{?s} (such as row{?s} {utils::head(bad, 3)}).",
+            i = "Fix or drop these rows: {.fn pln} needs every offset."))
+  }
+  mf <- stats::model.frame(rhs, data, na.action = na.action)
+  mf
 }
 
 # svi_fit() for family = pln(): checks, the objective's data, L-BFGS, the
@@ -50,44 +100,36 @@ svir_pln_build <- function(formula, data, family, prior, guide, method, control,
     abort(c("{.fn pln} takes no random-effect terms such as {.code (1 | g)}.",
             i = "The rows' latent effects are the model's random effects."))
   }
-  Ysp <- svir_pln_response(formula, data, abort)
-  if (!is.null(Ysp)) {
-    # a sparse response: the model frame holds the covariates only
-    rhs <- formula[-2L]
-    if (missing(data) || is.null(data)) data <- data.frame(row.names = seq_len(nrow(Ysp)))
-    mf <- stats::model.frame(rhs, data, na.action = na.action)
-    nas <- as.integer(attr(mf, "na.action"))
-    if (nrow(mf) + length(nas) != nrow(Ysp)) {
-      abort("The sparse count matrix has {nrow(Ysp)} rows but the covariates have {nrow(mf) + length(nas)}.")
-    }
-    if (length(nas)) Ysp <- Ysp[-nas, , drop = FALSE]
-    n <- nrow(Ysp)
-    p <- ncol(Ysp)
-    x <- Ysp@x
-    if (any(!is.finite(x)) || any(x < 0) || any(abs(x - round(x)) > 1e-8)) {
-      abort("The counts must be non-negative whole numbers (found {sum(!is.finite(x) | x < 0 | abs(x - round(x)) > 1e-8)} other value{?s}).")
-    }
+  if (missing(data)) data <- NULL
+  Yin <- svir_pln_response(formula, data, abort)
+  Ysp <- if (is.matrix(Yin)) NULL else Yin
+  if (anyNA(if (is.null(Ysp)) Yin else Ysp@x)) {
+    bad <- if (is.null(Ysp)) which(rowSums(is.na(Yin)) > 0) else
+      unique(Ysp@i[is.na(Ysp@x)] + 1L)
+    abort(c("The count matrix has missing values in {length(bad)} row{?s} (such as row{?s} {utils::head(bad, 3)}).",
+            i = "Drop these rows (with their covariates) or fill them: {.fn pln} needs every count."))
+  }
+  mf <- svir_pln_frame(formula, data, nrow(Yin), na.action, abort)
+  nas <- as.integer(attr(mf, "na.action"))
+  if (length(nas)) Yin <- Yin[-nas, , drop = FALSE]
+  n <- nrow(Yin)
+  p <- ncol(Yin)
+  if (n < 1L) abort("The count matrix has no rows{if (length(nas)) ' with complete covariates' else ''}.")
+  x <- if (is.null(Ysp)) Yin else Yin@x
+  bad <- !is.finite(x) | x < 0 | abs(x - round(x)) > 1e-8
+  if (any(bad)) {
+    abort("The counts must be non-negative whole numbers (found {sum(bad)} other value{?s}, such as {.val {utils::head(unique(x[bad]), 3)}}).")
+  }
+  if (is.null(Ysp)) {
+    Y <- Yin
+    colsum <- colSums(Y)
+  } else {
+    Ysp <- Yin
     colsum <- numeric(p)
     nzc <- diff(Ysp@p)
-    colsum[nzc > 0] <- rowsum(x, rep.int(seq_len(p), nzc))[, 1]
-    cn <- colnames(Ysp)
-  } else {
-    mf <- stats::model.frame(formula, data, na.action = na.action)
-    Y <- stats::model.response(mf)
-    if (is.data.frame(Y)) Y <- as.matrix(Y)
-    if (!is.matrix(Y) || !is.numeric(Y)) {
-      abort(c("The response of a {.fn pln} model must be a numeric count matrix (rows: samples, columns: species or genes).",
-              i = "Put the matrix in {.arg data} as a column, e.g. {.code d$Y <- counts}, or name it in the formula."))
-    }
-    storage.mode(Y) <- "double"
-    n <- nrow(Y)
-    p <- ncol(Y)
-    if (any(!is.finite(Y)) || any(Y < 0) || any(abs(Y - round(Y)) > 1e-8)) {
-      abort("The counts must be non-negative whole numbers (found {sum(!is.finite(Y) | Y < 0 | abs(Y - round(Y)) > 1e-8)} other value{?s}).")
-    }
-    colsum <- colSums(Y)
-    cn <- colnames(Y)
+    colsum[nzc > 0] <- rowsum(Ysp@x, rep.int(seq_len(p), nzc))[, 1]
   }
+  cn <- colnames(Yin)
   if (is.null(cn)) cn <- paste0("Y", seq_len(p))
   zero <- cn[colsum == 0]
   if (length(zero)) {

@@ -19,28 +19,13 @@
 # tests/testthat/test-zi.R. The Markdown report goes to stdout and to
 # <out>/zi-<date>.md (default <out>: bench/results next to this script).
 
-bench_args <- function() {
-  a <- commandArgs(trailingOnly = TRUE)
-  get <- function(flag, default) {
-    hit <- grep(paste0("^--", flag, "(=|$)"), a, value = TRUE)
-    if (!length(hit)) return(default)
-    v <- sub(paste0("^--", flag, "=?"), "", hit[length(hit)])
-    if (nzchar(v)) v else "1"
-  }
-  known <- c("reps", "nuts-iter", "fixture", "lib", "out", "help")
-  bad <- setdiff(sub("^--([^=]*).*$", "\\1", a), known)
-  if (length(bad) || "--help" %in% a) {
-    cat("usage: Rscript bench/zi.R [--reps=5] [--nuts-iter=4000] [--fixture] [--lib=DIR] [--out=DIR]\n")
-    quit(status = if (length(bad)) 2L else 0L)
-  }
-  file_arg <- grep("^--file=", commandArgs(FALSE), value = TRUE)
-  here <- if (length(file_arg)) dirname(normalizePath(sub("^--file=", "", file_arg[1]))) else "bench"
-  list(reps = as.integer(get("reps", "5")), iter = as.integer(get("nuts-iter", "4000")),
-       fixture = get("fixture", "0") == "1", lib = get("lib", ""),
-       out = get("out", file.path(here, "results")), here = here)
-}
-
-opt <- bench_args()
+file_arg <- grep("^--file=", commandArgs(FALSE), value = TRUE)
+here <- if (length(file_arg)) dirname(normalizePath(sub("^--file=", "", file_arg[1]))) else "bench"
+source(file.path(here, "args.R"))
+a <- bench_args("usage: Rscript bench/zi.R [--reps=5] [--nuts-iter=4000] [--fixture] [--lib=DIR] [--out=DIR]",
+                c(reps = "5", "nuts-iter" = "4000", fixture = "0", lib = "", out = file.path(here, "results")))
+opt <- list(reps = as.integer(a$reps), iter = as.integer(a[["nuts-iter"]]), fixture = a$fixture == "1",
+            lib = a$lib, out = a$out, here = here)
 if (nzchar(opt$lib)) .libPaths(c(normalizePath(opt$lib), .libPaths()))
 suppressPackageStartupMessages({
   library(svir)

@@ -184,7 +184,7 @@ SVIR_MATH_HD void svir_loop_step(svir_loop *L, long step, double elbo, int ok)
 SVIR_MATH_HD int svir_loop_final(const svir_loop *L)
 {
     if (L->stop_reason == SVIR_STOP_DIVERGED) return 0;
-    if (L->nsum >= L->W / 2 || (L->nsum > 0 && L->nprev == 0)) return 1;
+    if (L->nsum > 0 && (L->nsum >= L->W / 2 || L->nprev == 0)) return 1;
     if (L->nprev > 0) return 2;
     return 0;
 }

@@ -1,0 +1,210 @@
+# Where a GLMM fit starts, and what the data alone cannot tell.
+#
+# The fixed effects start at the posterior mode of the GLM without random
+# effects under the fit's own priors (a penalised IRLS): under separation
+# the unpenalised estimate runs off to infinity while the posterior stays
+# finite, and a start far out on that ridge is never left. The same
+# penalised fit against glm()'s unpenalised one finds the coefficients the
+# data do not bound (separation), which the fit reports.
+
+# The priors of the p fixed effects as a normal's precision and mean, in
+# internal units: a normal(m, s) gives 1 / s^2, a Student-t its curvature
+# at the mode, (df + 1) / (df s^2); a flat prior 0.
+svir_beta_penalty <- function(spec, p) {
+  k <- seq_len(p)
+  type <- spec$prior_type[k]
+  s <- spec$prior_scale[k]
+  df <- spec$prior_df[k]
+  codes <- svir_codes$prior
+  prec <- ifelse(type == codes[["normal"]], 1 / s^2,
+                 ifelse(type == codes[["student_t"]], (df + 1) / (df * s^2), 0))
+  list(prec = prec, mean = spec$prior_loc[k])
+}
+
+# The posterior mode of a GLM (family `fam`, prior weights `w`, offset
+# `off`) under independent normal priors (precision `prec`, mean `m`) by
+# IRLS with step halving. Returns the coefficients, the curvature matrix
+# of the data part (X'WX) and whether it converged.
+svir_pen_irls <- function(X, y, w, off, fam, prec, m, maxit = 100L, tol = 1e-10) {
+  p <- ncol(X)
+  mu <- if (fam$family == "binomial") (w * y + 0.5) / (w + 1) else y + 0.1
+  eta <- fam$linkfun(mu)
+  beta <- rep(0, p)
+  obj <- function(b, mu) sum(fam$dev.resids(y, mu, w)) + sum(prec * (b - m)^2)
+  cur <- Inf
+  converged <- FALSE
+  A <- NULL
+  for (it in seq_len(maxit)) {
+    me <- fam$mu.eta(eta)
+    W <- w * me^2 / fam$variance(mu)
+    W[!is.finite(W)] <- 0
+    z <- eta - off + (y - mu) / me
+    z[!is.finite(z)] <- 0
+    A <- crossprod(X * sqrt(W))
+    cand <- solve(A + diag(prec, p), crossprod(X, W * z) + prec * m)[, 1]
+    # step halving keeps the penalised deviance going down
+    for (h in 0:30) {
+      b_new <- beta + (cand - beta) / 2^h
+      eta_new <- off + drop(X %*% b_new)
+      mu_new <- fam$linkinv(eta_new)
+      val <- obj(b_new, mu_new)
+      if (is.finite(val) && val <= cur + 1e-12 * abs(cur)) break
+    }
+    if (!is.finite(val)) break
+    done <- is.finite(cur) && abs(cur - val) <= tol * (abs(val) + 0.1)
+    beta <- b_new
+    eta <- eta_new
+    mu <- mu_new
+    cur <- val
+    if (done) {
+      converged <- TRUE
+      break
+    }
+  }
+  me <- fam$mu.eta(eta)
+  W <- w * me^2 / fam$variance(mu)
+  W[!is.finite(W)] <- 0
+  list(beta = beta, A = crossprod(X * sqrt(W)), mu = mu, converged = converged)
+}
+
+# Starting values for the means of the global guide, in internal units:
+# fixed effects from the penalised GLM without random effects (least
+# squares for the gaussian family), scales at moderate values. Attributes:
+# "glm_se" (the fixed effects' standard errors, for QEM's start) and
+# "separation" (svir_separation()'s finding, or NULL).
+svir_init_mu <- function(spec, info) {
+  D <- length(spec$prior_type)
+  mu <- numeric(D)
+  layout <- info$layout
+  X <- spec$X
+  p <- ncol(X)
+  off <- if (is.null(spec$offset)) rep(0, length(spec$y)) else spec$offset
+  codes <- svir_codes$family
+  fam <- if (spec$family == codes[["negbin"]]) stats::poisson() else info$family
+  y <- spec$y
+  w <- rep(1, length(y))
+  if (spec$family == codes[["binomial"]]) {
+    tr <- if (is.null(spec$trials)) rep(1, length(y)) else spec$trials
+    y <- y / tr
+    w <- tr
+  }
+  se <- rep(NA_real_, p)
+  sep <- NULL
+  beta <- tryCatch({
+    if (spec$family == codes[["gaussian"]]) {
+      # Gaussian, identity link: least squares, without glm.fit()'s iterations
+      g <- stats::.lm.fit(X, y - off)
+      b <- g$coefficients
+      R <- g$qr[seq_len(p), seq_len(p), drop = FALSE]
+      R[lower.tri(R)] <- 0
+      disp <- sum(g$residuals^2) / max(length(y) - p, 1)
+      if (ncol(R) == p && all(is.finite(R)) && all(abs(diag(R)) > 0)) {
+        se[g$pivot] <- sqrt(disp * rowSums(backsolve(R, diag(p))^2))
+      }
+    } else {
+      pen <- svir_beta_penalty(spec, p)
+      g <- svir_pen_irls(X, y, w, off, fam, pen$prec, pen$mean)
+      b <- g$beta
+      # Pearson's dispersion, at least 1 (over-dispersed counts widen it)
+      r <- (y - g$mu) / sqrt(fam$variance(g$mu))
+      disp <- max(1, sum(w * r^2, na.rm = TRUE) / max(length(y) - p, 1))
+      V <- tryCatch(chol2inv(chol(g$A / disp + diag(pen$prec, p))), error = function(e) NULL)
+      if (!is.null(V)) se <- sqrt(pmax(diag(V), 0))
+      sep <- svir_separation(X, y, w, off, fam, spec, b, se, info)
+    }
+    b[!is.finite(b)] <- 0
+    b
+  }, error = function(e) rep(0, p))
+  mu[seq_len(p)] <- beta
+  attr(mu, "glm_se") <- se
+  attr(mu, "separation") <- sep
+  cls <- layout$class
+  mu[cls == "sd"] <- log(0.5)
+  if (spec$family == codes[["gaussian"]]) {
+    r <- spec$y - off - drop(X %*% beta)
+    mu[cls == "sigma"] <- log(max(stats::sd(r), 1e-3))
+  }
+  if (spec$family == codes[["negbin"]]) {
+    m <- mean(spec$y)
+    v <- stats::var(spec$y)
+    phi <- if (is.finite(v) && v > m) m^2 / (v - m) else 10
+    mu[cls == "phi"] <- log(min(max(phi, 0.1), 100))
+  }
+  if (!is.null(spec$Xz)) {
+    nb <- spec$family == codes[["negbin"]]
+    zs <- svir_zi_start(spec, beta, off, if (nb) exp(mu[cls == "phi"]))
+    mu[seq_len(p)] <- zs$beta
+    mu[cls == "zi"] <- zs$gamma
+    if (nb) mu[cls == "phi"] <- log(min(max(zs$phi, 0.1), 100))
+  }
+  mu
+}
+
+# Separation: observations that the unpenalised GLM fits exactly at a
+# boundary of the mean (a probability of 0 or 1, a rate of 0 with a zero
+# count), with the coefficients that the prior pulled back by more than
+# four of their posterior standard errors (`b` and `se`, the penalised
+# fit's). NULL when the data bound every coefficient. The fixed-effect
+# names are the original ones (info$coef_names).
+svir_separation <- function(X, y, w, off, fam, spec, b, se, info) {
+  g <- suppressWarnings(stats::glm.fit(X, y, weights = w, offset = off, family = fam,
+                                       control = list(maxit = 50)))
+  m <- g$fitted.values
+  eps <- 1e-8
+  edge <- if (fam$family == "binomial") {
+    (m < eps & y == 0) | (m > 1 - eps & y == 1)
+  } else {
+    m < eps & y == 0
+  }
+  if (!any(edge)) return(NULL)
+  bu <- g$coefficients
+  far <- is.finite(se) & (!is.finite(bu) | abs(bu - b) > 4 * se)
+  far[is.na(far)] <- FALSE
+  # the intercept of the centred predictors moves with any separating
+  # slope; it is named only when nothing else is
+  icpt <- info$coef_names == "(Intercept)"
+  if (any(far & !icpt)) far <- far & !icpt
+  if (!any(far)) return(NULL)
+  list(nobs = sum(edge), coef = info$coef_names[far])
+}
+
+# What the fit's summary says about separation (NULL: nothing).
+svir_separation_message <- function(sep) {
+  if (is.null(sep)) return(NULL)
+  sprintf(paste0("the data separate: without the prior, %d observation%s would be fitted ",
+                 "at the edge (a probability of 0 or 1, or a rate of 0), and the estimate%s ",
+                 "of %s %s set by the prior, not bounded by the data"),
+          sep$nobs, if (sep$nobs == 1) "" else "s",
+          if (length(sep$coef) == 1) "" else "s", paste(sep$coef, collapse = ", "),
+          if (length(sep$coef) == 1) "is" else "are")
+}
+
+# Warnings about what the data cannot tell, before the fit: a response at
+# one edge in every observation, and separation.
+svir_warn_data <- function(spec, info, separation) {
+  codes <- svir_codes$family
+  y <- info$y
+  edge <- NULL
+  if (spec$family %in% codes[c("poisson", "negbin")] && all(y == 0)) edge <- "0"
+  if (spec$family == codes[["binomial"]]) {
+    tr <- if (is.null(info$trials)) rep(1, length(y)) else info$trials
+    if (all(y == 0)) edge <- "a failure"
+    if (all(y == tr)) edge <- "a success"
+  }
+  if (!is.null(edge)) {
+    cli::cli_warn(c(
+      "The response is {edge} in every observation.",
+      i = "The data bound the mean from one side only: the intercept and the random-effect standard deviations are set by their priors (see {.fn prior_summary}).",
+      i = "Check the response, or set informative priors with {.fn svi_prior}."),
+      class = "svir_warning")
+    return(invisible())
+  }
+  if (!is.null(separation)) {
+    cli::cli_warn(c(
+      "The data separate: {.val {separation$coef}} {?is/are} not bounded by the data.",
+      i = "Without the prior, {separation$nobs} observation{?s} would be fitted at the edge (a probability of 0 or 1, or a rate of 0).",
+      i = "{cli::qty(length(separation$coef))}The estimate{?s} come{?s/} from the prior: see {.fn prior_summary}, or remove the separating term{?s}."),
+      class = "svir_warning")
+  }
+  invisible()
+}
