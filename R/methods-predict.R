@@ -475,15 +475,9 @@ predict.svi_fit <- function(object, newdata = NULL, re.form = NULL, allow.new.le
 simulate.svi_fit <- function(object, nsim = 1, seed = NULL, newdata = NULL, re.form = NULL,
                              allow.new.levels = FALSE, ...) {
   svir_check_flag(allow.new.levels, "allow.new.levels")
-  if (!exists(".Random.seed", envir = .GlobalEnv, inherits = FALSE)) stats::runif(1)
-  if (is.null(seed)) {
-    rng_state <- get(".Random.seed", envir = .GlobalEnv)
-  } else {
-    old <- get(".Random.seed", envir = .GlobalEnv)
-    on.exit(assign(".Random.seed", old, envir = .GlobalEnv))
-    set.seed(seed)
-    rng_state <- structure(seed, kind = as.list(RNGkind()))
-  }
+  rng <- svir_sim_seed(seed)
+  if (!is.null(rng$old)) on.exit(assign(".Random.seed", rng$old, envir = .GlobalEnv))
+  rng_state <- rng$state
   nsim <- as.integer(nsim)
   if (length(nsim) != 1L || is.na(nsim) || nsim < 1L) {
     cli::cli_abort("{.arg nsim} must be a positive whole number.", class = "svir_error", call = NULL)
@@ -559,4 +553,15 @@ svir_zi_residuals <- function(object, type, ey, y) {
                               class = "svir_error", call = NULL))
   names(r) <- rownames(object$frame)
   svir_napredict(object, r)
+}
+
+# simulate()'s seed, as stats::simulate() has it: NULL keeps R's stream
+# (state: the .Random.seed it starts from), a number seeds it (state: the
+# seed with RNGkind()) and `old` is the .Random.seed to put back after.
+svir_sim_seed <- function(seed) {
+  if (!exists(".Random.seed", envir = .GlobalEnv, inherits = FALSE)) stats::runif(1)
+  if (is.null(seed)) return(list(state = get(".Random.seed", envir = .GlobalEnv), old = NULL))
+  old <- get(".Random.seed", envir = .GlobalEnv)
+  set.seed(seed)
+  list(state = structure(seed, kind = as.list(RNGkind())), old = old)
 }

@@ -131,6 +131,7 @@ svir_pln_build <- function(formula, data, family, prior, guide, method, control,
   }
   cn <- colnames(Yin)
   if (is.null(cn)) cn <- paste0("Y", seq_len(p))
+  svir_pln_check_memory(n, p, batch = control$batch_size, qem = method == "qem", abort = abort)
   zero <- cn[colsum == 0]
   if (length(zero)) {
     abort(c("The count matrix has all-zero columns: {.val {zero[seq_len(min(5L, length(zero)))]}} ({length(zero)} in all).",
@@ -308,4 +309,40 @@ svir_pln_pca_start <- function(R, q, nd) {
   s2 <- max(s2, 1e-3)
   W <- U %*% diag(sqrt(pmax(lam - s2, 1e-3)), q)
   c(W, rep(log(s2), p))
+}
+
+# The memory a pln() fit needs, refused before anything of size n x p is
+# made when it exceeds what the machine has available. Doubles per count,
+# from the peak resident memory of fits with n = 20000, p = 300 (R's copies
+# included; dev/PLN.md): full-batch variational EM 46 (M and S, L-BFGS's
+# gradients and its five pairs of both, the objective's work), minibatches
+# 16, QEM 18. The latent layer is n x p in every fit, whatever the rank or
+# covariance. options(svir.check_memory = FALSE) turns the check off.
+svir_pln_memory <- function(n, p, batch = NULL, qem = FALSE) {
+  per <- if (qem) 18 else if (!is.null(batch)) 16 else 46
+  8 * as.double(n) * p * per + 100e6
+}
+
+svir_pln_check_memory <- function(n, p, batch, qem, abort) {
+  if (isFALSE(getOption("svir.check_memory"))) return(invisible())
+  need <- svir_pln_memory(n, p, batch, qem)
+  have <- svir_mem_available()
+  if (is.na(have) || need <= 0.9 * have) return(invisible())
+  gb <- function(b) format(b / 1e9, digits = 3)
+  mb_need <- svir_pln_memory(n, p, batch = 1L)
+  abort(c("This {.fn pln} fit needs about {gb(need)} GB ({n} rows x {p} columns); this machine has {gb(have)} GB available.",
+          i = if (is.null(batch) && !qem && mb_need <= 0.9 * have)
+            "Minibatches of rows need about {gb(mb_need)} GB: {.code control = svi_control(batch_size = 1000)}."
+          else "Fit fewer columns (the most variable ones) or a subset of rows; minibatches need about {gb(mb_need)} GB.",
+          i = "{.code backend = \"cuda\"} needs about {gb(8 * as.double(n) * p * 39)} GB of GPU memory instead (39 doubles per count).",
+          i = "A rank or a diagonal covariance does not help here: every fit keeps an n x p latent layer.",
+          i = "{.code options(svir.check_memory = FALSE)} skips this check."))
+}
+
+# MemAvailable of /proc/meminfo in bytes, or NA where there is none
+svir_mem_available <- function() {
+  if (!file.exists("/proc/meminfo")) return(NA_real_)
+  l <- grep("^MemAvailable:", readLines("/proc/meminfo", warn = FALSE), value = TRUE)
+  if (!length(l)) return(NA_real_)
+  as.double(gsub("[^0-9]", "", l[1])) * 1024
 }

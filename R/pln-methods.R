@@ -154,6 +154,15 @@ pln_criteria <- function(object, ...) {
                    class = "svir_error", call = NULL)
   }
   for (k in seq_along(fits)) svir_pln_check(fits[[k]], arg = if (k == 1L) "object" else "...")
+  # criteria compare models of the same counts only
+  for (k in seq_along(fits)[-1L]) {
+    if (!svir_same_counts(fits[[1L]]$Y, fits[[k]]$Y)) {
+      cli::cli_abort(c("{.fn pln_criteria} compares fits of the same count matrix; {.val {nm[1]}} and {.val {nm[k]}} were fitted to different counts.",
+                       i = "Their log-likelihoods, BIC and ICL are on different data and cannot be compared.",
+                       i = "Fit the models to the same rows and columns (the same {.arg na.action} too)."),
+                     class = "svir_error", call = NULL)
+    }
+  }
   rows <- lapply(fits, function(f) {
     df <- svir_pln_df(f)
     bic <- f$elbo - df / 2 * log(f$n)
@@ -165,6 +174,18 @@ pln_criteria <- function(object, ...) {
   out <- cbind(model = nm, do.call(rbind, rows), stringsAsFactors = FALSE)
   rownames(out) <- NULL
   out
+}
+
+# whether two fits' count matrices (dense or dgCMatrix) are the same
+svir_same_counts <- function(a, b) {
+  if (is.null(a) || is.null(b)) return(TRUE) # fits from an older version keep no Y
+  if (!identical(dim(a), dim(b))) return(FALSE)
+  if (isS4(a) != isS4(b)) {
+    a <- as.matrix(a)
+    b <- as.matrix(b)
+  }
+  if (isS4(a)) return(identical(a@i, b@i) && identical(a@p, b@p) && identical(a@x, b@x))
+  identical(unname(a), unname(b))
 }
 
 # --- importance-sampling log-likelihood ------------------------------------

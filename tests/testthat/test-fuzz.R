@@ -301,3 +301,72 @@ test_that("Ctrl-C ends every kind of fit within about a second, and R carries on
     expect_lt(r$seconds, 2.5, label = paste(nm, "seconds from SIGINT to the end of the call"))
   }
 })
+
+# ---- Poisson-lognormal verbs ---------------------------------------------
+
+test_that("summary, fixef, ranef, vcov and simulate work on pln() fits", {
+  set.seed(5)
+  n <- 300
+  d <- data.frame(x = rnorm(n))
+  S <- 0.5 * 0.5^abs(outer(1:4, 1:4, "-"))
+  Z <- cbind(1, d$x) %*% rbind(c(1, 0.5, 0, 1.5), c(0.3, -0.2, 0.4, 0)) +
+    matrix(rnorm(n * 4), n) %*% chol(S)
+  d$Y <- matrix(rpois(n * 4, exp(Z)), n, dimnames = list(NULL, letters[1:4]))
+  fit <- svi_fit(Y ~ x, d, family = pln(globals = "bayes"))
+  s <- summary(fit)
+  expect_s3_class(s, "summary.svi_pln")
+  expect_equal(s$criteria$BIC, pln_criteria(fit)$BIC)
+  expect_output(print(s), "Posterior sd")
+  expect_identical(fixef(fit), coef(fit))
+  re <- ranef(fit)
+  expect_identical(dim(re), c(300L, 4L))
+  # B is the least-squares fit of M on X, so the row effects are centred
+  expect_lt(max(abs(colMeans(re))), 1e-8)
+  expect_identical(attr(re, "postVar"), fit$S^2)
+  V <- vcov(fit)
+  expect_identical(dim(V), c(8L, 8L))
+  ci <- confint(fit)
+  se <- (ci[, 2] - ci[, 1]) / (2 * stats::qnorm(0.975))
+  expect_equal(unname(sqrt(diag(V))[match(rownames(ci), rownames(V))]), unname(se))
+  expect_error(vcov(svi_fit(Y ~ x, d, family = pln())), class = "svir_error",
+               regexp = "globals = \"bayes\"")
+  sims <- simulate(fit, nsim = 200, seed = 3)
+  expect_identical(sims, simulate(fit, nsim = 200, seed = 3))
+  expect_identical(dim(sims[[1]]), c(300L, 4L))
+  # the simulated column means against the model's: exp(X B + diag(Sigma) / 2)
+  mu <- colMeans(exp(sweep(model.matrix(~x, d) %*% coef(fit), 2, diag(sigma(fit)) / 2, "+")))
+  sim_mean <- Reduce(`+`, lapply(sims, colMeans)) / length(sims)
+  expect_lt(max(abs(sim_mean / mu - 1)), 0.05)
+  rk <- svi_fit(Y ~ x, d, family = pln(rank = 1))
+  expect_identical(dim(simulate(rk, seed = 1)[[1]]), c(300L, 4L))
+  expect_error(simulate(fit, nsim = 0), class = "svir_error", regexp = "`nsim`")
+})
+
+test_that("pln_criteria() refuses fits of different counts", {
+  set.seed(6)
+  d <- data.frame(x = rnorm(80))
+  d$Y <- matrix(rpois(80 * 3, 3), 80)
+  f1 <- svi_fit(Y ~ x, d, family = pln())
+  f2 <- svi_fit(Y ~ 1, d, family = pln(covariance = "diagonal"))
+  expect_identical(nrow(pln_criteria(f1, f2)), 2L)
+  d2 <- d
+  d2$Y[1, 1] <- d2$Y[1, 1] + 1
+  f3 <- svi_fit(Y ~ x, d2, family = pln())
+  expect_error(pln_criteria(f1, f3), class = "svir_error", regexp = "same count matrix")
+  d3 <- d[-1, ]
+  expect_error(pln_criteria(list(a = f1, b = svi_fit(Y ~ x, d3, family = pln()))),
+               class = "svir_error", regexp = "different counts")
+})
+
+test_that("pln() refuses a fit larger than the memory before allocating it", {
+  skip_if_not_installed("Matrix")
+  skip_if(is.na(svir:::svir_mem_available()), "no /proc/meminfo")
+  Y <- Matrix::sparseMatrix(i = c(1, 2, 1e6), j = c(1, 1e4, 2), x = c(1, 2, 3),
+                            dims = c(1e6, 1e4))
+  t0 <- proc.time()[["elapsed"]]
+  expect_error(svi_fit(Y ~ 1, family = pln()), class = "svir_error",
+               regexp = "needs about 3680 GB")
+  expect_lt(proc.time()[["elapsed"]] - t0, 10)
+  expect_equal(svir:::svir_pln_memory(20000, 300), 8 * 20000 * 300 * 46 + 1e8)
+  expect_lt(svir:::svir_pln_memory(20000, 300, batch = 500), svir:::svir_pln_memory(20000, 300))
+})
