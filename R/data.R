@@ -77,13 +77,16 @@ svir_na_action <- function(na.action) {
 #' @return The model frame, with attributes `terms` and (if rows were
 #'   removed) `na.action`.
 #' @noRd
-svir_model_frame <- function(formula, data, na.action) {
+svir_model_frame <- function(formula, data, na.action, weights = NULL) {
   na <- svir_na_action(na.action)
   fr_form <- lme4::subbars(formula)
   environment(fr_form) <- environment(formula)
+  # the weights' values go into the call, so that the frame keeps them
+  # as "(weights)" and drops their rows with the others'
   mf <- tryCatch(
-    stats::model.frame(fr_form, data = data, na.action = stats::na.pass,
-                       drop.unused.levels = FALSE),
+    do.call(stats::model.frame,
+            list(fr_form, data = data, weights = weights, na.action = stats::na.pass,
+                 drop.unused.levels = FALSE)),
     error = function(e) svir_model_frame_error(e, formula)
   )
   if (nrow(mf) == 0L) {
@@ -147,7 +150,7 @@ svir_model_frame_error <- function(e, formula) {
 #' @return `list(y, trials)`: `y` the response as double (binomial:
 #'   successes), `trials` double (binomial) or `NULL`.
 #' @noRd
-svir_response <- function(mf, family_name) {
+svir_response <- function(mf, family_name, proportions = FALSE) {
   y <- stats::model.response(mf)
   rname <- names(mf)[attr(attr(mf, "terms"), "response")]
   if (family_name == "binomial") {
@@ -159,7 +162,7 @@ svir_response <- function(mf, family_name) {
       svir_check_counts(y, rname, "binomial")
       s <- as.double(y[, 1])
       f <- as.double(y[, 2])
-      return(list(y = s, trials = s + f))
+      return(list(y = s, trials = s + f, cbind = TRUE))
     }
     if (is.factor(y)) {
       if (nlevels(y) != 2L) {
@@ -171,7 +174,11 @@ svir_response <- function(mf, family_name) {
       y <- as.double(y)
     } else if (is.numeric(y) && is.null(dim(y))) {
       svir_check_finite(y, rname, "response")
-      if (any(y != 0 & y != 1)) {
+      if (proportions && any(y < 0 | y > 1)) {
+        svir_abort(c("The binomial response {.var {rname}} with {.arg weights} is a proportion of successes; it has values outside 0..1 such as {.val {svir_head3(unique(y[y < 0 | y > 1]))}}.",
+                     "i" = "For counts of successes out of trials use {.code cbind(successes, failures) ~ ...}."))
+      }
+      if (!proportions && any(y != 0 & y != 1)) {
         svir_abort(c("The binomial response {.var {rname}} must be 0 or 1; it has values such as {.val {svir_head3(unique(y[y != 0 & y != 1]))}}.",
                      "i" = "For counts of successes out of trials use {.code cbind(successes, failures) ~ ...}."))
       }
@@ -193,6 +200,31 @@ svir_response <- function(mf, family_name) {
     svir_check_finite(y, rname, "response")
   }
   list(y = as.double(y), trials = NULL)
+}
+
+# `weights` as given to svi_fit(): NULL or numeric, one per row of data
+svir_check_weights_arg <- function(weights, nrow_data) {
+  if (is.null(weights)) return(invisible())
+  if (!is.numeric(weights) || !is.null(dim(weights))) {
+    svir_abort(c("{.arg weights} must be a numeric vector, one value per row of {.arg data}.",
+                 "x" = "It is {.obj_type_friendly {weights}}."))
+  }
+  if (length(weights) != nrow_data) {
+    svir_abort(c("{.arg weights} has {length(weights)} value{?s}; {.arg data} has {nrow_data} row{?s}.",
+                 "i" = "Give one weight per row of {.arg data}, or name a column of it."))
+  }
+  invisible()
+}
+
+# the prior weights of the rows kept: finite, non-negative, not all zero
+svir_check_weights <- function(w) {
+  if (any(!is.finite(w)) || any(w < 0)) {
+    bad <- w[!is.finite(w) | w < 0]
+    svir_abort(c("{.arg weights} must be finite and non-negative; it has {.val {svir_head3(unique(bad))}}.",
+                 "i" = "A weight of 0 leaves an observation out; negative weights have no meaning."))
+  }
+  if (all(w == 0)) svir_abort("Every weight is 0: there is nothing to fit.")
+  invisible(w)
 }
 
 #' Check for non-finite values

@@ -105,6 +105,13 @@
 #'   `~0` (none), `~1` (one probability of a structural zero), or a
 #'   one-sided formula of fixed effects (`~ x`) for its logit. For the
 #'   [poisson()] and [negbin()] families; see the section Zero inflation.
+#' @param weights Prior weights, as in glmmTMB and [stats::glm()]: a
+#'   numeric vector (or a column of `data`, unquoted) of non-negative
+#'   values, one per row of `data`. Each observation's log-likelihood is
+#'   multiplied by its weight, so integer weights fit as replicated rows.
+#'   For a [binomial()] response given as a 0/1 vector, a logical, a factor
+#'   or a proportion, the weights are the numbers of trials (the response
+#'   is then the proportion of successes), as in `glm()`. On the CPU.
 #' @param ... Not used; a warning names any argument given here.
 #'
 #' @return An object of class `svi_fit`; see [summary.svi_fit()],
@@ -131,7 +138,8 @@
 svi_fit <- function(formula, data, family = gaussian(), prior = NULL,
                     guide = c("meanfield", "fullrank"), method = "svi",
                     control = svi_control(), backend = "auto", seed = NULL,
-                    na.action = getOption("na.action"), ziformula = NULL, ...) {
+                    na.action = getOption("na.action"), ziformula = NULL, weights = NULL,
+                    ...) {
   call <- match.call()
   dots <- list(...)
   if (length(dots)) {
@@ -150,17 +158,26 @@ svi_fit <- function(formula, data, family = gaussian(), prior = NULL,
     cli::cli_abort("{.arg ziformula} is for GLMMs (families {.fn poisson} and {.fn negbin}), not {.fn {family$model}}.",
                    class = "svir_error", call = call)
   }
+  wexpr <- substitute(weights)
+  if (!is.null(wexpr)) {
+    if (inherits(family, "svir_model_family")) {
+      cli::cli_abort("{.arg weights} is for GLMMs, not {.fn {family$model}}.",
+                     class = "svir_error", call = call)
+    }
+    weights <- eval(wexpr, if (is.list(data)) data else NULL, parent.frame())
+  }
   job <- model$build(formula = formula, data = data, family = family, prior = prior,
                      guide = guide, method = method, control = control, backend = backend,
-                     seed = seed, na.action = na.action, call = call, ziformula = ziformula)
+                     seed = seed, na.action = na.action, call = call, ziformula = ziformula,
+                     weights = weights)
   model$finish(svir_run(job), job)
 }
 
 # svi_fit() for a GLMM: the spec (R/formula.R), the checks, the settings.
 svir_glmm_build <- function(formula, data, family, prior, guide, method, control, backend,
-                            seed, na.action, call, ziformula = NULL) {
+                            seed, na.action, call, ziformula = NULL, weights = NULL) {
   built <- svir_build_spec(formula, data, family = family, prior = prior,
-                           na.action = na.action, ziformula = ziformula)
+                           na.action = na.action, ziformula = ziformula, weights = weights)
   spec <- built$spec
   info <- built$info
   n <- length(spec$y)

@@ -274,7 +274,8 @@ svir_xmap <- function(qr_x, X, Z) {
 #'   family, link, terms, prior_type, prior_df, prior_loc, prior_scale`.
 #' @noRd
 svir_build_spec <- function(formula, data, family = stats::gaussian(), prior = NULL,
-                            na.action = NULL, contrasts = NULL, ziformula = NULL, ...) {
+                            na.action = NULL, contrasts = NULL, ziformula = NULL,
+                            weights = NULL, ...) {
   formula <- svir_check_formula(formula)
   fam <- svir_family_code(family)
   prior <- svir_as_prior(prior)
@@ -283,10 +284,21 @@ svir_build_spec <- function(formula, data, family = stats::gaussian(), prior = N
 
   formula_x <- lme4::expandDoubleVerts(formula)
   environment(formula_x) <- environment(formula)
-  mf <- svir_model_frame(svir_zi_frame_formula(formula_x, zif), data, na.action)
+  svir_check_weights_arg(weights, nrow(data))
+  mf <- svir_model_frame(svir_zi_frame_formula(formula_x, zif), data, na.action, weights)
   n <- nrow(mf)
 
-  resp <- svir_response(mf, fam$name)
+  wts <- stats::model.weights(mf)
+  resp <- svir_response(mf, fam$name, proportions = !is.null(wts))
+  if (!is.null(wts)) {
+    svir_check_weights(wts)
+    if (fam$name == "binomial" && !isTRUE(resp$cbind)) {
+      # glm()'s meaning: the weights are the trials of a proportion
+      resp$trials <- as.double(wts)
+      resp$y <- resp$y * resp$trials
+      wts <- NULL
+    }
+  }
   fixed_form <- lme4::nobars(formula_x)
   if (!inherits(fixed_form, "formula")) {
     # nobars() returns the bare response when the formula has only bars
@@ -330,6 +342,7 @@ svir_build_spec <- function(formula, data, family = stats::gaussian(), prior = N
     prior_scale = parr$prior_scale
   )
   if (!is.null(zi)) spec$Xz <- zi$Xs
+  if (!is.null(wts)) spec$weights <- as.double(wts)
   info <- list(
     formula = formula,
     formula_expanded = formula_x,
@@ -343,6 +356,7 @@ svir_build_spec <- function(formula, data, family = stats::gaussian(), prior = N
     X = X,
     y = resp$y,
     trials = resp$trials,
+    weights = wts,
     offset = offset,
     response_name = deparse1(formula[[2]]),
     re = lapply(re, function(tm) tm[c("grpvar", "cnms", "levels", "group", "Z",

@@ -9,7 +9,7 @@ svir_models <- list(
   glmm = list(build = function(...) svir_glmm_build(...),
               finish = function(...) svir_glmm_finish(...)),
   # svi_fit() refuses a ziformula for pln() before it gets here
-  pln = list(build = function(..., ziformula = NULL) svir_pln_build(...),
+  pln = list(build = function(..., ziformula = NULL, weights = NULL) svir_pln_build(...),
              finish = function(...) svir_pln_finish(...))
 )
 

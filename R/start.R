@@ -82,22 +82,23 @@ svir_init_mu <- function(spec, info) {
   codes <- svir_codes$family
   fam <- if (spec$family == codes[["negbin"]]) stats::poisson() else info$family
   y <- spec$y
-  w <- rep(1, length(y))
+  w <- if (is.null(spec$weights)) rep(1, length(y)) else spec$weights
   if (spec$family == codes[["binomial"]]) {
     tr <- if (is.null(spec$trials)) rep(1, length(y)) else spec$trials
-    y <- y / tr
-    w <- tr
+    y <- ifelse(tr > 0, y / tr, 0)
+    w <- w * tr
   }
   se <- rep(NA_real_, p)
   sep <- NULL
   beta <- tryCatch({
     if (spec$family == codes[["gaussian"]]) {
       # Gaussian, identity link: least squares, without glm.fit()'s iterations
-      g <- stats::.lm.fit(X, y - off)
+      sw <- sqrt(w)
+      g <- stats::.lm.fit(X * sw, (y - off) * sw)
       b <- g$coefficients
       R <- g$qr[seq_len(p), seq_len(p), drop = FALSE]
       R[lower.tri(R)] <- 0
-      disp <- sum(g$residuals^2) / max(length(y) - p, 1)
+      disp <- sum(g$residuals^2) / max(sum(w > 0) - p, 1)
       if (ncol(R) == p && all(is.finite(R)) && all(abs(diag(R)) > 0)) {
         se[g$pivot] <- sqrt(disp * rowSums(backsolve(R, diag(p))^2))
       }

@@ -113,7 +113,13 @@ int svir_glmm_init(svir_glmm *m, char *err, size_t errlen)
         if (i == m->n) m->x_ones = c;
     }
     double c = 0.0;
-    for (ptrdiff_t i = 0; i < m->n; i++) c += obs_const(m, i);
+    double ws = 0.0;
+    for (ptrdiff_t i = 0; i < m->n; i++) {
+        const double w = m->wt ? m->wt[i] : 1.0;
+        c += w * obs_const(m, i);
+        ws += w;
+    }
+    m->wsum = ws;
     m->ll_const = c;
     return 0;
 }
@@ -175,7 +181,7 @@ double svir_eta_obs(const svir_glmm *m, ptrdiff_t i, const double *beta, const d
     return eta;
 }
 
-#define SVIR_OBS_REF(FAM, LINK) ll += svir_loglik(m, FAM, LINK, i, eta, aux, &d, &da)
+#define SVIR_OBS_REF(FAM, LINK) ll += svir_loglik_obs_w(m, FAM, LINK, 0, i, eta, 0.0, aux, &d, &da, &dz)
 void svir_obs_pass_ref(const svir_glmm *m, const double *beta, const double *b,
                        const svir_aux *aux, double *ll_out, double *gbeta, double *gaux, double *G)
 {
@@ -183,7 +189,7 @@ void svir_obs_pass_ref(const svir_glmm *m, const double *beta, const double *b,
     for (int c = 0; c < m->p; c++) gbeta[c] = 0.0;
     for (ptrdiff_t k = 0; k < m->nz; k++) G[k] = 0.0;
     for (ptrdiff_t i = 0; i < m->n; i++) {
-        double d = 0.0, da = 0.0;
+        double d = 0.0, da = 0.0, dz = 0.0;
         const double eta = svir_eta_obs(m, i, beta, b);
         SVIR_FAMILY_DISPATCH(m, SVIR_OBS_REF);
         ga += da;
@@ -246,7 +252,7 @@ double svir_log_joint(const svir_glmm *m, const double *theta, const double *z,
     for (ptrdiff_t i = 0; i < m->n; i++) {
         double de, da, dz = 0.0;
         const double eta = svir_eta_obs(m, i, theta, b);
-        ll += svir_loglik_obs(m, m->family, m->link, m->zi, i, eta,
+        ll += svir_loglik_obs_w(m, m->family, m->link, m->zi, i, eta,
                               m->zi ? svir_etaz(m, i, theta + m->off_zi) : 0.0, &aux, &de, &da,
                               &dz);
         if (!grad_theta && !grad_z) continue;
@@ -364,11 +370,11 @@ SVIR_ALWAYS_INLINE void loglik_block_fam(const svir_glmm *m, const int family, c
         }
         if (family == SVIR_GAUSSIAN) {
             /* the sum of squared residuals; svir_loglik_gauss_sum at the end */
-            const double y = m->y[i];
+            const double y = m->y[i], wi = m->wt ? m->wt[i] : 1.0;
             SVIR_UNROLL8
             for (int s = 0; s < NB; s++) {
                 const double r = y - eta[s];
-                acc[s] += r * r;
+                acc[s] += wi * r * r;
             }
         } else if (ZI) {
             /* the zero inflation's coefficients follow beta in the block */
@@ -382,20 +388,20 @@ SVIR_ALWAYS_INLINE void loglik_block_fam(const svir_glmm *m, const int family, c
             SVIR_UNROLL8
             for (int s = 0; s < NB; s++) {
                 double de, da, dz;
-                acc[s] += svir_loglik_zi(m, family, link, i, eta[s], etaz[s], &al[s], &de, &da, &dz);
+                acc[s] += svir_loglik_obs_w(m, family, link, 1, i, eta[s], etaz[s], &al[s], &de, &da, &dz);
             }
         } else {
             SVIR_UNROLL8
             for (int s = 0; s < NB; s++) {
                 double de, da;
-                acc[s] += svir_loglik(m, family, link, i, eta[s], &al[s], &de, &da);
+                acc[s] += svir_loglik_obs_w(m, family, link, 0, i, eta[s], 0.0, &al[s], &de, &da, NULL);
             }
         }
     }
     for (int s = 0; s < nb; s++) {
         double da;
         ll[s] = family == SVIR_GAUSSIAN
-            ? svir_loglik_gauss_sum(&al[s], al[s].inv_s2 * acc[s], (double)n, &da)
+            ? svir_loglik_gauss_sum(&al[s], al[s].inv_s2 * acc[s], m->wsum, &da)
             : acc[s];
     }
 }

@@ -37,6 +37,8 @@ typedef struct {
     int p;                  /* fixed-effect columns */
     const double *y;        /* [n] response (binomial: successes) */
     const double *trials;   /* [n] binomial trials, or NULL */
+    const double *wt;       /* [n] prior weights: each observation's log-likelihood
+                             * is multiplied by its weight (glmmTMB's meaning); NULL: 1 */
     const double *offset;   /* [n] or NULL */
     const double *X;        /* [n x p] column-major */
     int family, link;
@@ -63,6 +65,7 @@ typedef struct {
                              * are at most SVIR_NT_ICPT_MAX of them (the hot loops'
                              * specialised paths), else 0 */
     double ll_const;        /* sum over all observations of the parts of log p(y_i | eta_i) free of parameters */
+    double wsum;            /* the sum of the prior weights (n without them) */
     /* the model's own settings */
     int couple;             /* the coupled guide (SVI; QEM's proposal) */
     const double *init_mu;  /* [D] or NULL: the globals' starting means */

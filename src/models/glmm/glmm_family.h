@@ -147,6 +147,17 @@ SVIR_ALWAYS_INLINE double svir_loglik_zi(const svir_glmm *m, const int family, c
     return svir_loglik_zi_p(m, family, link, i, eta, &zp, a, d_eta, d_aux, d_etaz);
 }
 
+/* An observation's log-likelihood and its derivatives times its prior
+ * weight w (d_etaz only with zero inflation). */
+SVIR_MATH_HD double svir_weigh(double w, int ZI, double ll, double *d_eta, double *d_aux,
+                               double *d_etaz)
+{
+    *d_eta *= w;
+    *d_aux *= w;
+    if (ZI) *d_etaz *= w;
+    return w * ll;
+}
+
 /* One observation's log-likelihood, zero-inflated when ZI (a compile-time
  * constant) with the zero-inflation predictor etaz and d/d etaz (*d_etaz,
  * untouched without ZI). */
@@ -157,6 +168,18 @@ SVIR_ALWAYS_INLINE double svir_loglik_obs(const svir_glmm *m, const int family, 
 {
     if (ZI) return svir_loglik_zi(m, family, link, i, eta, etaz, a, d_eta, d_aux, d_etaz);
     return svir_loglik(m, family, link, i, eta, a, d_eta, d_aux);
+}
+
+/* svir_loglik_obs times the observation's prior weight, for the loops that
+ * serve weighted models (the intercepts' fast loops take none: a model
+ * with weights has nt_fast = 0) */
+SVIR_ALWAYS_INLINE double svir_loglik_obs_w(const svir_glmm *m, const int family, const int link,
+                                            const int ZI, ptrdiff_t i, double eta, double etaz,
+                                            const svir_aux *a, double *d_eta, double *d_aux,
+                                            double *d_etaz)
+{
+    const double ll = svir_loglik_obs(m, family, link, ZI, i, eta, etaz, a, d_eta, d_aux, d_etaz);
+    return m->wt ? svir_weigh(m->wt[i], ZI, ll, d_eta, d_aux, d_etaz) : ll;
 }
 
 /* The zero-inflation predictor of observation i: Xz[i, ] gamma */

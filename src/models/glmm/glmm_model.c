@@ -54,6 +54,7 @@ static int glmm_read(const svir_list *spec, const svir_list *ctrl, const svir_co
     m->X = X->real;
     m->p = X->ncol;
     m->trials = svir_list_reals(spec, "trials", m->n, 1, e);
+    m->wt = svir_list_reals(spec, "weights", m->n, 1, e);
     m->offset = svir_list_reals(spec, "offset", m->n, 1, e);
     m->family = svir_list_int(spec, "family", 0);
     m->link = svir_list_int(spec, "link", 0);
@@ -225,7 +226,9 @@ static int run_qem_cuda(void *model, const svir_control *c, const svir_callbacks
 /* the parts of a GLMM the CUDA code does not have */
 static const char *glmm_cpu_only(const svir_list *spec)
 {
-    return svir_list_absent(spec, "Xz") ? NULL : "Zero inflation runs";
+    if (!svir_list_absent(spec, "Xz")) return "Zero inflation runs";
+    if (!svir_list_absent(spec, "weights")) return "A fit with prior weights runs";
+    return NULL;
 }
 
 static const svir_impl glmm_impls[] = {

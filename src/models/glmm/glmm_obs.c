@@ -96,6 +96,7 @@ SVIR_ALWAYS_INLINE void chunk_terms_fast(const glmm_work *w, const int NT, const
         for (int t = NR; t < NT; t++) G[gi[t]] += d;
     }
     if (NR) G[gp] += acc;
+    /* (no prior weights here: a weighted model has nt_fast = 0) */
     if (family == SVIR_GAUSSIAN) ll = svir_loglik_gauss_sum(&al, ss, (double)nk, &ga);
     *ll_out += ll;
     *ga_out += ga;
@@ -129,7 +130,7 @@ SVIR_ALWAYS_INLINE void chunk_terms_general(const glmm_work *w, const int family
     double ll = 0.0, ga = 0.0;
     for (int k = 0; k < nk; k++) {
         double da, dz;
-        ll += svir_loglik_obs(m, family, link, ZI, ix[k], eta[k], ZI ? etaz[k] : 0.0, aux, &de[k],
+        ll += svir_loglik_obs_w(m, family, link, ZI, ix[k], eta[k], ZI ? etaz[k] : 0.0, aux, &de[k],
                               &da, &dz);
         ga += da;
         if (ZI) dez[k] = dz;
@@ -167,9 +168,9 @@ SVIR_ALWAYS_INLINE void chunk_terms_general(const glmm_work *w, const int family
     }
 }
 
-SVIR_ALWAYS_INLINE void range_loglik(const glmm_work *w, ptrdiff_t lo, ptrdiff_t hi, const int family,
-                                const int link, const int ZI, const svir_aux *aux, double *g,
-                                double *gz, double *G, double *ll_out, double *ga_out)
+SVIR_ALWAYS_INLINE void range_part(const glmm_work *w, ptrdiff_t lo, ptrdiff_t hi, const int family,
+                                   const int link, const int ZI, const svir_aux *aux, double *g,
+                                   double *gz, double *G, double *ll_io, double *ga_io)
 {
     const svir_glmm *m = w->m;
     const ptrdiff_t n = m->n;
@@ -178,9 +179,8 @@ SVIR_ALWAYS_INLINE void range_loglik(const glmm_work *w, ptrdiff_t lo, ptrdiff_t
     double eta[SVIR_CHUNK], de[SVIR_CHUNK], xv[SVIR_CHUNK];
     double etaz[SVIR_CHUNK], dez[SVIR_CHUNK];
     ptrdiff_t ix[SVIR_CHUNK];
-    double ll = 0.0, ga = 0.0;
+    double ll = *ll_io, ga = *ga_io;
     for (ptrdiff_t k0 = lo; k0 < hi; k0 += SVIR_CHUNK) {
-        if (((k0 - lo) & (64 * SVIR_CHUNK - 1)) == 0 && svir_poll()) break;
         const int nk = (int)(hi - k0 < SVIR_CHUNK ? hi - k0 : SVIR_CHUNK);
         if (w->full) {
             if (!w->nt_fast)
@@ -267,6 +267,24 @@ SVIR_ALWAYS_INLINE void range_loglik(const glmm_work *w, ptrdiff_t lo, ptrdiff_t
                 gz[c] += svir_dot4(xv, dez, nk);
             }
         }
+    }
+    *ll_io = ll;
+    *ga_io = ga;
+}
+
+/* range_part over [lo, hi) in spans of SVIR_POLL_SPAN observations, with
+ * svir_poll() between them, outside the chunk loop's code. The sums run on
+ * through the spans in the same order. */
+#define SVIR_POLL_SPAN ((ptrdiff_t)64 * SVIR_CHUNK)
+SVIR_ALWAYS_INLINE void range_loglik(const glmm_work *w, ptrdiff_t lo, ptrdiff_t hi, const int family,
+                                     const int link, const int ZI, const svir_aux *aux, double *g,
+                                     double *gz, double *G, double *ll_out, double *ga_out)
+{
+    double ll = 0.0, ga = 0.0;
+    for (ptrdiff_t s0 = lo; s0 < hi; s0 += SVIR_POLL_SPAN) {
+        if (s0 > lo && svir_poll()) break;
+        const ptrdiff_t s1 = hi - s0 > SVIR_POLL_SPAN ? s0 + SVIR_POLL_SPAN : hi;
+        range_part(w, s0, s1, family, link, ZI, aux, g, gz, G, &ll, &ga);
     }
     *ll_out = ll;
     *ga_out = ga;

@@ -116,7 +116,9 @@ int glmm_work_init(glmm_work *w, const svir_glmm *m, const svir_control *c)
             w->runs[t] = same > (m->n - 1) / 2;
         }
     }
-    w->nt_fast = m->nz > INT_MAX ? 0 : m->nt_icpt;
+    /* the intercepts' fast loops take no prior weights: a weighted model
+     * takes the general loop (svir_loglik_obs_w weighs) */
+    w->nt_fast = m->nz > INT_MAX || m->wt ? 0 : m->nt_icpt;
     if (w->nt_fast && !fail) {
         const int NT = w->nt_fast;
         w->gcat = xcalloc((size_t)m->n * (size_t)NT, sizeof(int), &fail);

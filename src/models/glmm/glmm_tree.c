@@ -163,8 +163,9 @@ void glmm_tree_globals(glmm_tree *qt, const double *gpar, uint64_t stream, uint6
 
 /* zero inflation: its etaz parts, per observation and global draw, in zp */
 #define QEM_LL(FAM, LINK, ZI)                                                                   \
-    ll += ZI ? svir_loglik_zi_p(m, FAM, LINK, i, eta, &zp[r - r0], &qt->aux[k0], &dd, &da, &dz) \
-             : svir_loglik(m, FAM, LINK, i, eta, &qt->aux[k0], &dd, &da)
+    ll += (m->wt ? m->wt[i] : 1.0) *                                                             \
+          (ZI ? svir_loglik_zi_p(m, FAM, LINK, i, eta, &zp[r - r0], &qt->aux[k0], &dd, &da, &dz) \
+              : svir_loglik(m, FAM, LINK, i, eta, &qt->aux[k0], &dd, &da))
 
 /* K draws z0 of every group from q0 = lpar (counters `ctr` of `stream`),
  * the K x K tables log f_j and log m_j. Returns nonzero when out of memory.
@@ -185,9 +186,11 @@ int glmm_tree_groups(glmm_tree *qt, const double *lpar, uint64_t stream, uint64_
     const int K = qt->K, q = qt->q, J = qt->J, couple = qt->cp.couple;
     const ptrdiff_t nz = qt->nz, D = qt->D, n = m->n;
     const double logK = log((double)K);
-    const int gauss = !qt->direct && m->family == SVIR_GAUSSIAN && m->link == SVIR_LINK_IDENTITY;
-    const int pois = !qt->direct && !m->zi && m->family == SVIR_POISSON && m->link == SVIR_LINK_LOG &&
-                     tm->z_ones;
+    /* the sums' shortcuts are for unweighted observations */
+    const int gauss = !qt->direct && !m->wt && m->family == SVIR_GAUSSIAN &&
+                      m->link == SVIR_LINK_IDENTITY;
+    const int pois = !qt->direct && !m->wt && !m->zi && m->family == SVIR_POISSON &&
+                     m->link == SVIR_LINK_LOG && tm->z_ones;
     int fail = 0;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(qt->T) if (J >= 64)

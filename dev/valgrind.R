@@ -1,0 +1,78 @@
+# Small fits of every kind under valgrind: the memory check to run before
+# an issue that touches src/ is resolved (issue 15). From the repository
+# root, with svir installed into LIB:
+#
+#   R_LIBS=LIB R -d "valgrind --error-exitcode=1 --leak-check=full \
+#     --errors-for-leak-kinds=definite" --vanilla -f dev/valgrind.R
+#
+# A clean run ends with "ERROR SUMMARY: 0 errors" and "definitely lost: 0
+# bytes" (R itself holds some memory until exit: "still reachable" and
+# "possibly lost" are R's). The fits are small, since valgrind runs about
+# 50 times slower; each kind of fit goes through its own engine: GLMM SVI
+# (mean-field, full-rank, minibatches, zero inflation, prior weights,
+# separated data), GLMM QEM, and pln() full, diagonal, rank, minibatch,
+# sparse and QEM, then methods that call C (ranef, predict intervals,
+# pln_loglik). An error in a fit is caught and printed, so that the run
+# reaches every case.
+suppressMessages(library(svir))
+ctl <- svi_control(max_steps = 200, ndraws = 50, progress = FALSE)
+run <- function(label, expr) {
+  r <- tryCatch({ suppressWarnings(force(expr)); "ok" },
+                error = function(e) paste("error:", conditionMessage(e)))
+  cat(sprintf("%-28s %s\n", label, r))
+}
+d <- lme4::sleepstudy[1:60, ]
+run("glmm meanfield", svi_fit(Reaction ~ Days + (Days | Subject), d, seed = 1, control = ctl))
+run("glmm fullrank", svi_fit(Reaction ~ Days + (Days | Subject), d, seed = 1, control = ctl,
+                             guide = "fullrank"))
+ctl_mb <- svi_control(max_steps = 200, ndraws = 50, batch_size = 20, progress = FALSE)
+run("glmm minibatch", svi_fit(Reaction ~ Days + (1 | Subject), d, seed = 1, control = ctl_mb))
+s <- glmmTMB::Salamanders[1:150, ]
+run("glmm zinb", svi_fit(count ~ mined + (1 | site), s, family = negbin(), ziformula = ~mined,
+                         seed = 1, control = ctl))
+run("glmm weights", svi_fit(count ~ mined + (1 | site), s, family = poisson(),
+                            weights = rep(1:2, 75), seed = 1, control = ctl))
+sep <- data.frame(x = seq(-1, 1, length.out = 40), g = factor(rep(1:4, 10)))
+sep$y <- as.integer(sep$x > 0)
+run("glmm separation", svi_fit(y ~ x + (1 | g), sep, family = binomial(), seed = 1,
+                               control = ctl))
+ctl_q <- svi_control(max_steps = 30, ndraws = 50, K = 4, progress = FALSE)
+run("glmm qem", svi_fit(cbind(incidence, size - incidence) ~ period + (1 | herd), lme4::cbpp,
+                        family = binomial(), method = "qem", seed = 1, control = ctl_q))
+set.seed(1)
+pd <- data.frame(x = rnorm(40))
+pd$Y <- matrix(rpois(40 * 5, exp(1 + 0.3 * pd$x)), 40)
+ctl_p <- svi_control(max_steps = 20, progress = FALSE)
+run("pln full", fp <- svi_fit(Y ~ x, pd, family = pln(), control = ctl_p))
+run("pln diagonal", svi_fit(Y ~ x, pd, family = pln(covariance = "diagonal"), control = ctl_p))
+run("pln rank", svi_fit(Y ~ x, pd, family = pln(rank = 2), control = ctl_p))
+ctl_pm <- svi_control(max_steps = 20, batch_size = 10, progress = FALSE)
+run("pln minibatch", svi_fit(Y ~ x, pd, family = pln(), control = ctl_pm, seed = 1))
+Ysp <- Matrix::Matrix(pd$Y, sparse = TRUE)
+run("pln sparse", svi_fit(Ysp ~ x, pd, family = pln(), control = ctl_p))
+run("pln qem", svi_fit(Y ~ x, pd, family = pln(rank = 2), method = "qem", seed = 1,
+                       control = svi_control(max_steps = 10, K = 4, progress = FALSE)))
+f <- suppressWarnings(svi_fit(Reaction ~ Days + (Days | Subject), d, seed = 1, control = ctl))
+run("ranef, predict", {
+  ranef(f)
+  predict(f, data.frame(Days = 1, Subject = "new"), allow.new.levels = TRUE, interval = TRUE)
+})
+run("pln_loglik", pln_loglik(fp, nsamples = 20, seed = 1))
+# interrupted fits: a shell sends this process SIGINT while the fit runs
+# (under valgrind a fit of this size takes minutes); nothing may leak
+interrupted <- function(label, delay, expr) {
+  system(sprintf("(sleep %d; kill -INT %d) &", delay, Sys.getpid()))
+  t0 <- proc.time()[["elapsed"]]
+  r <- tryCatch({ force(expr); "not interrupted (the fit ended first)" },
+                interrupt = function(e) "interrupted")
+  cat(sprintf("%-28s %s after %.1f s\n", label, r, proc.time()[["elapsed"]] - t0))
+}
+set.seed(2)
+big <- data.frame(x = rnorm(20000), g = factor(sample(200, 20000, TRUE)))
+big$y <- rpois(20000, exp(0.3 * big$x))
+interrupted("glmm svi, interrupted", 20,
+            svi_fit(y ~ x + (x | g), big, family = poisson(), seed = 1,
+                    control = svi_control(max_steps = 1e5, progress = FALSE)))
+Yb <- matrix(rpois(2000 * 50, 2), 2000)
+interrupted("pln full, interrupted", 20,
+            svi_fit(Yb ~ 1, list(Yb = Yb), family = pln(), control = svi_control(progress = FALSE)))
