@@ -7,7 +7,9 @@
 #   Rscript bench/separation.R [--reps=3] [--nuts-iter=4000] [--fixture] [--lib=DIR] [--out=DIR]
 #
 # For each data set and each of `reps` seeds: svir mean-field and
-# full-rank with default settings. Then NUTS (4 chains of `nuts-iter`
+# full-rank with default settings, and Stan's ADVI (mean-field and
+# full-rank, tol_rel_obj = 1e-4 instead of its 0.01, which stops it
+# early here; the same model). Then NUTS (4 chains of `nuts-iter`
 # iterations, half warm-up) on the same model written in Stan, with the
 # priors read from the svir fit's prior summary (the intercept's prior is
 # on the intercept of the centred predictors, as svir puts it). Reported:
@@ -104,13 +106,30 @@ for (cn in names(cases)) {
                     q97.5 = apply(dr, 2, stats::quantile, 0.975),
                     n_eff = ss[, "n_eff"], Rhat = ss[, "Rhat"], row.names = colnames(dr))
   fixture[[cn]] <- list(data = cs$data, formula = cs$formula, nuts = ref)
+  # Stan's ADVI on the same model (mean-field; full-rank over every
+  # parameter, the random effects too), for the same seeds
+  for (alg in c("meanfield", "fullrank")) {
+    nm <- paste0("ADVI_", alg)
+    for (r in seq_len(opt$reps)) {
+      t0 <- proc.time()[["elapsed"]]
+      v <- suppressWarnings(suppressMessages(
+        rstan::vb(sm, data = sdat, algorithm = alg, seed = r, refresh = 0, output_samples = 4000,
+                  tol_rel_obj = 1e-4)))
+      times[[nm]] <- c(times[[nm]], proc.time()[["elapsed"]] - t0)
+      dv <- as.matrix(v, pars = c("a", "beta", "sd_g"))
+      sdv <- apply(dv, 2, stats::sd)
+      fits[[nm]] <- rbind(fits[[nm]], c(colMeans(dv)[seq_along(pars)], sdv[seq_along(pars)],
+                                        sd_g = mean(dv[, ncol(dv)])))
+    }
+  }
   for (gd in names(fits)) {
     m <- apply(fits[[gd]], 2, stats::median)
     k <- length(pars)
     est <- c(m[seq_len(k)], m[["sd_g"]])
     esd <- c(m[k + seq_len(k)], NA)
     rows[[length(rows) + 1L]] <- data.frame(
-      data = cn, guide = gd, parameter = c(pars, "sd_g"),
+      data = cn, guide = if (startsWith(gd, "ADVI")) sub("_", " ", gd) else paste("svir", gd),
+      parameter = c(pars, "sd_g"),
       svir = sprintf("%.3f (%.3f)", est, esd),
       nuts = sprintf("%.3f (%.3f) [%.2f, %.2f]", ref$mean, ref$sd, ref$q2.5, ref$q97.5),
       z = sprintf("%+.2f", (est - ref$mean) / ref$sd),
@@ -122,9 +141,9 @@ tab <- do.call(rbind, rows)
 md <- c(sprintf("# Separation: svir against NUTS (%s)", format(Sys.Date())), "",
         sprintf("Machine: %s; %d cores; R %s; BLAS: %s.", Sys.info()[["nodename"]],
                 parallel::detectCores(), getRversion(), extSoftVersion()[["BLAS"]]),
-        sprintf("svir: %d seeds, medians; NUTS: 4 chains x %d iterations, adapt_delta 0.95.",
+        sprintf("svir and Stan's ADVI (tol_rel_obj = 1e-4): %d seeds, medians; NUTS: 4 chains x %d iterations, adapt_delta 0.95.",
                 opt$reps, opt$iter), "",
-        "| data | guide | parameter | svir mean (sd) | NUTS mean (sd) [95%] | (svir - NUTS) / NUTS sd | svir s | NUTS s |",
+        "| data | method | parameter | mean (sd) | NUTS mean (sd) [95%] | (mean - NUTS) / NUTS sd | s per fit | NUTS s |",
         "|---|---|---|---:|---:|---:|---:|---:|",
         sprintf("| %s | %s | %s | %s | %s | %s | %s | %s |", tab$data, tab$guide, tab$parameter,
                 tab$svir, tab$nuts, tab$z, tab$svir_s, tab$nuts_s), "",
