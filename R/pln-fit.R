@@ -314,7 +314,7 @@ svir_pln_pca_start <- function(R, q, nd) {
 # The memory a pln() fit needs, refused before anything of size n x p is
 # made when it exceeds what the machine has available. Doubles per count,
 # from the peak resident memory of fits with n = 20000, p = 300 (R's copies
-# included; dev/PLN.md): full-batch variational EM 46 (M and S, L-BFGS's
+# included; dev/pln_memory.R): full-batch variational EM 46 (M and S, L-BFGS's
 # gradients and its five pairs of both, the objective's work), minibatches
 # 16, QEM 18. The latent layer is n x p in every fit, whatever the rank or
 # covariance. options(svir.check_memory = FALSE) turns the check off.

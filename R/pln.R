@@ -74,7 +74,7 @@
 #' Every fit keeps an `n x p` latent layer (`M` and `S`), whatever its rank
 #' or covariance: a full-batch fit needs about 46 doubles per count (L-BFGS
 #' keeps gradients and five pairs of updates of both), a minibatch fit
-#' about 16, QEM about 18 (peak memory measured with `n = 20000`, `p =
+#' about 16, QEM about 18 (peak memory measured by `dev/pln_memory.R` with `n = 20000`, `p =
 #' 300`, R's copies included). Before anything of that size is made, a fit
 #' that needs more than 90% of the memory available (Linux's
 #' `MemAvailable`) is refused with the size and what would fit;

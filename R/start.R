@@ -23,8 +23,9 @@ svir_beta_penalty <- function(spec, p) {
 
 # The posterior mode of a GLM (family `fam`, prior weights `w`, offset
 # `off`) under independent normal priors (precision `prec`, mean `m`) by
-# IRLS with step halving. Returns the coefficients, the curvature matrix
-# of the data part (X'WX) and whether it converged.
+# IRLS with step halving, to a relative change of tol (or maxit steps).
+# Returns the coefficients, the curvature matrix of the data part (X'WX)
+# and the fitted means.
 svir_pen_irls <- function(X, y, w, off, fam, prec, m, maxit = 100L, tol = 1e-10) {
   p <- ncol(X)
   mu <- if (fam$family == "binomial") (w * y + 0.5) / (w + 1) else y + 0.1
@@ -32,8 +33,6 @@ svir_pen_irls <- function(X, y, w, off, fam, prec, m, maxit = 100L, tol = 1e-10)
   beta <- rep(0, p)
   obj <- function(b, mu) sum(fam$dev.resids(y, mu, w)) + sum(prec * (b - m)^2)
   cur <- Inf
-  converged <- FALSE
-  A <- NULL
   for (it in seq_len(maxit)) {
     me <- fam$mu.eta(eta)
     W <- w * me^2 / fam$variance(mu)
@@ -56,15 +55,12 @@ svir_pen_irls <- function(X, y, w, off, fam, prec, m, maxit = 100L, tol = 1e-10)
     eta <- eta_new
     mu <- mu_new
     cur <- val
-    if (done) {
-      converged <- TRUE
-      break
-    }
+    if (done) break
   }
   me <- fam$mu.eta(eta)
   W <- w * me^2 / fam$variance(mu)
   W[!is.finite(W)] <- 0
-  list(beta = beta, A = crossprod(X * sqrt(W)), mu = mu, converged = converged)
+  list(beta = beta, A = crossprod(X * sqrt(W)), mu = mu)
 }
 
 # Starting values for the means of the global guide, in internal units:

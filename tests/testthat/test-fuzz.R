@@ -238,60 +238,11 @@ test_that("pln() refuses missing counts and offsets, and takes matrices of any s
 
 # ---- interrupts ---------------------------------------------------------------
 
-# Runs `code` (which must start a long fit) in a child R process, sends
-# SIGINT `wait` seconds after the child says it starts the fit, and returns
-# the seconds from the signal to the child's end and its output. The child
-# catches the interrupt, then fits again (the engine must be usable) and
-# says ALIVE.
-interrupt_child <- function(code, wait = 1.5) {
-  lib <- dirname(find.package("svir"))
-  script <- tempfile(fileext = ".R")
-  writeLines(c(sprintf('.libPaths(c("%s", .libPaths()))', lib),
-               "suppressMessages(library(svir))",
-               code,
-               'cat("START", format(Sys.time(), "%OS3"), "\\n")',
-               'r <- tryCatch({ go(); "RETURNED" }, interrupt = function(e) "INTERRUPTED")',
-               'cat("RESULT", r, format(Sys.time(), "%OS3"), "\\n")',
-               'f <- svi_fit(Reaction ~ Days, lme4::sleepstudy, seed = 1)',
-               'if (all(is.finite(fixef(f)))) cat("ALIVE\\n")'), script)
-  p <- processx::process$new(file.path(R.home("bin"), "Rscript"), script, stdout = "|",
-                             stderr = "2>&1")
-  on.exit(if (p$is_alive()) p$kill(), add = TRUE)
-  out <- ""
-  t_end <- Sys.time() + 120
-  while (!grepl("START", out) && p$is_alive() && Sys.time() < t_end) {
-    p$poll_io(200)
-    out <- paste0(out, p$read_output())
-  }
-  Sys.sleep(wait)
-  t0 <- Sys.time()
-  p$interrupt()
-  while (p$is_alive() && !grepl("RESULT", out) && Sys.time() < t0 + 60) {
-    p$poll_io(20)
-    out <- paste0(out, p$read_output())
-  }
-  dt <- as.numeric(Sys.time() - t0, units = "secs")
-  p$wait(60000)
-  out <- paste0(out, p$read_all_output())
-  list(seconds = dt, output = out, status = p$get_exit_status())
-}
-
 test_that("Ctrl-C ends every kind of fit within about a second, and R carries on", {
   skip_on_cran()
   skip_on_os("windows")
   skip_if_not_installed("processx")
-  glmm_data <- paste(
-    "set.seed(1); n <- 4e5; g <- factor(sample(4000, n, TRUE)); x <- rnorm(n)",
-    "d <- data.frame(y = rpois(n, exp(0.5 + 0.3 * x)), x = x, g = g)", sep = "\n")
-  pln_data <- "set.seed(1); Y <- matrix(rpois(20000 * 300, 2), 20000, 300)"
-  long <- "control = svi_control(max_steps = 1e6, tol_rel_obj = 1e-12, lr_schedule = \"constant\", progress = FALSE)"
-  cases <- list(
-    glmm_svi = c(glmm_data, sprintf("go <- function() svi_fit(y ~ x + (x | g), d, family = poisson(), seed = 1, %s)", long)),
-    glmm_qem = c(glmm_data, sprintf("go <- function() svi_fit(y ~ x + (x | g), d, family = poisson(), method = \"qem\", seed = 1, control = svi_control(K = 64, max_steps = 1e6, tol_rel_obj = 1e-12, progress = FALSE))")),
-    pln_full = c(pln_data, "go <- function() svi_fit(Y ~ 1, list(Y = Y), family = pln(), seed = 1)"),
-    pln_rank = c(pln_data, "go <- function() svi_fit(Y ~ 1, list(Y = Y), family = pln(rank = 5), seed = 1)"),
-    pln_minibatch = c(pln_data, "go <- function() svi_fit(Y ~ 1, list(Y = Y), family = pln(), seed = 1, control = svi_control(batch_size = 500))"),
-    pln_qem = c(pln_data, "go <- function() svi_fit(Y ~ 1, list(Y = Y), family = pln(rank = 5), method = \"qem\", seed = 1)"))
+  cases <- interrupt_cases()
   for (nm in names(cases)) {
     r <- interrupt_child(cases[[nm]])
     expect_match(r$output, "RESULT INTERRUPTED", info = nm)
