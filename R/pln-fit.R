@@ -82,6 +82,19 @@ svir_pln_build <- function(formula, data, family, prior, guide, method, control,
     abort(c("{.code method = \"qem\"} fits {.fn pln} models with a rank: the latent dimension it samples.",
             i = "Use {.code pln(rank = q)}, or {.code method = \"svi\"} for a full, diagonal or spherical covariance."))
   }
+  pca <- svir_pln_is_pca(family)
+  if (pca && method == "qem") {
+    abort(c("{.code method = \"qem\"} fits the factor model with residual variances, {.code Sigma = W W' + diag(psi)}.",
+            i = "Use {.code pln(rank = {family$rank}, residual = TRUE)}, or {.code method = \"svi\"} for PLN-PCA."))
+  }
+  if (pca && !is.null(control$batch_size)) {
+    abort(c("A PLN-PCA fit ({.code pln(rank = {family$rank})}) runs in full batches: it keeps {family$rank} latent factors per row, not {.code n x p} arrays, so minibatches would save little memory.",
+            i = "Leave {.arg batch_size} as {.code NULL}, or use {.code pln(rank = {family$rank}, residual = TRUE)} in minibatches."))
+  }
+  if (pca && identical(backend, "cuda")) {
+    abort(c("PLN-PCA ({.code pln(rank = {family$rank})}) runs on the CPU only in this version.",
+            i = "Use {.code backend = \"cpu\"}, or {.code pln(rank = {family$rank}, residual = TRUE)} on the GPU."))
+  }
   if (method == "qem" && !is.null(control$batch_size)) {
     abort(c("{.code method = \"qem\"} uses every row in each iteration.",
             i = "Leave {.arg batch_size} as {.code NULL}, or use {.code method = \"svi\"}."))
@@ -131,7 +144,8 @@ svir_pln_build <- function(formula, data, family, prior, guide, method, control,
   }
   cn <- colnames(Yin)
   if (is.null(cn)) cn <- paste0("Y", seq_len(p))
-  svir_pln_check_memory(n, p, batch = control$batch_size, qem = method == "qem", abort = abort)
+  svir_pln_check_memory(n, p, batch = control$batch_size, qem = method == "qem",
+                        q = if (pca) family$rank else NULL, d = ncol(mf), abort = abort)
   zero <- cn[colsum == 0]
   if (length(zero)) {
     abort(c("The count matrix has all-zero columns: {.val {zero[seq_len(min(5L, length(zero)))]}} ({length(zero)} in all).",
@@ -181,8 +195,38 @@ svir_pln_build <- function(formula, data, family, prior, guide, method, control,
     return(c(job, list(qem = TRUE, tt = tt, mf = mf, formula = formula, call = call,
                        family = family)))
   }
+  if (pca) cov <- svir_codes$pln_cov[["pca"]]
   dat <- list(model = "pln", O = O, Orow = Orow, X = X, P = P, cov = cov, q = rank,
               nd = as.double(nd), n = n, p = p, d = d)
+  if (pca) {
+    # PLN-PCA (src/models/pln/pln_pca.c): the parameters are the factors'
+    # means and log sds (n x q), C and B; the counts by rows when sparse.
+    # Nothing of size n x p is made here beyond a dense response's log1p.
+    if (is.null(Ysp)) {
+      dat$Y <- Y
+      dat$lgy <- sum(lgamma(Y + 1))
+    } else {
+      dat$Yp <- Ysp@p
+      dat$Yi <- Ysp@i
+      dat$Yx <- as.double(Ysp@x)
+      dat$lgy <- sum(lgamma(Ysp@x + 1))
+      Yt <- Matrix::t(Ysp)
+      dat$Rp <- Yt@p
+      dat$Rj <- Yt@i
+      dat$Rx <- as.double(Yt@x)
+      rm(Yt)
+    }
+    if (!is.null(control$pln_block)) dat$block <- as.integer(control$pln_block)
+    dat$par <- svir_pln_pca_init(if (is.null(Ysp)) Y else Ysp, O, Orow, X, P, rank)
+    tol <- if (!is.null(control$pln_tol)) control$pln_tol else if (n >= 1.5 * p) 1e-6 else 1e-8
+    ctrl <- list(method = "vem", backend = backend, max_steps = control$max_steps,
+                 tol_rel_obj = tol, batch_size = NULL, seed = seed,
+                 threads = as.integer(if (is.null(control$threads)) 0L else control$threads))
+    return(list(spec = dat, ctrl = ctrl, control = control, qem = FALSE, family = family, X = X,
+                Y = if (is.null(Ysp)) Y else Ysp, O = O, Orow = Orow, rank = rank, bayes = FALSE,
+                batch = NULL, tol = tol, n = n, p = p, d = d, cn = cn, tt = tt, mf = mf,
+                formula = formula, call = call, pca = TRUE))
+  }
   # start: M at log(1 + Y) less the offset, S = 0.1
   if (is.null(Ysp)) {
     dat$Y <- Y
@@ -250,6 +294,7 @@ svir_pln_finish <- function(engine, job) {
   const <- if (job$bayes && d > 0) {
     d * p / 2 * log(2 * pi) - p / 2 * as.numeric(determinant(crossprod(X))$modulus)
   } else 0
+  if (isTRUE(job$pca)) return(svir_pln_pca_finish(engine, job))
   np <- n * p
   Y <- job$Y
   rn <- rownames(Y)
@@ -276,6 +321,7 @@ svir_pln_finish <- function(engine, job) {
     tol = job$tol, time = engine$time, backend = engine$backend,
     backend_reason = engine$backend_reason,
     covariance = if (is.null(rank)) family$covariance else "rank",
+    residual = if (is.null(rank)) NULL else TRUE,
     n = n, p = p, formula = job$formula, call = job$call, terms = job$tt,
     xlevels = stats::.getXlevels(job$tt, job$mf)),
     class = "svi_pln")
@@ -311,6 +357,77 @@ svir_pln_pca_start <- function(R, q, nd) {
   c(W, rep(log(s2), p))
 }
 
+# PLN-PCA's start (src/models/pln/pln_pca.c), with no n x p matrix but a
+# dense response's log1p: B from the least-squares fit of L = log(1 + Y)
+# less the offsets, then the top q singular vectors of the residuals R = L
+# - O - X B by a randomised subspace iteration (q + 5 vectors, four
+# passes, from a fixed start) that touches R only through products R V and
+# R'U; the factors F = sqrt(n) U_q (unit variance) and C = V_q D_q /
+# sqrt(n), so F C' is R's best rank-q approximation. Returns the
+# parameters [F, log S = log 0.1, C, B].
+svir_pln_pca_init <- function(Y, O, Orow, X, P, q) {
+  n <- nrow(Y)
+  p <- ncol(Y)
+  L <- Y
+  if (isS4(L)) L@x <- log1p(L@x) else L <- log1p(L)
+  B0 <- as.matrix(P %*% L)
+  if (!is.null(O)) B0 <- B0 - P %*% O
+  if (!is.null(Orow)) B0 <- B0 - tcrossprod(P %*% Orow, rep(1, p))
+  Rv <- function(V) {
+    out <- as.matrix(L %*% V) - X %*% (B0 %*% V)
+    if (!is.null(O)) out <- out - O %*% V
+    if (!is.null(Orow)) out <- out - tcrossprod(Orow, colSums(V))
+    out
+  }
+  Rtv <- function(U) {
+    out <- as.matrix(Matrix::crossprod(L, U)) - crossprod(B0, crossprod(X, U))
+    if (!is.null(O)) out <- out - crossprod(O, U)
+    if (!is.null(Orow)) out <- out - rep(1, p) %*% crossprod(Orow, U)
+    out
+  }
+  k <- min(p, n, q + 5L)
+  V <- cos(outer(seq_len(p), seq_len(k)) * 0.7) + outer(seq_len(p), seq_len(k), "==")
+  for (it in 1:4) {
+    Q <- qr.Q(qr(Rv(V)))
+    V <- Rtv(Q)
+  }
+  sv <- svd(V) # V = R'Q = U D W', so R ~ Q W D U'
+  keep <- seq_len(q)
+  Fm <- sqrt(n) * Q %*% sv$v[, keep, drop = FALSE]
+  C0 <- sv$u[, keep, drop = FALSE] * rep(sv$d[keep] / sqrt(n), each = p)
+  c(Fm, rep(log(0.1), n * q), C0, B0)
+}
+
+# The svi_pln object of a PLN-PCA fit: the factors' means and sds (n x q),
+# the loadings C and B from the point; Sigma = C C', and M and S (n x p)
+# are computed when a method asks (svir_pln_Sigma, svir_pln_latent)
+svir_pln_pca_finish <- function(engine, job) {
+  n <- job$n
+  p <- job$p
+  d <- job$d
+  q <- job$rank
+  cn <- job$cn
+  par <- engine$par
+  nq <- n * q
+  Fm <- matrix(par[seq_len(nq)], n, q)
+  Fs <- matrix(exp(par[nq + seq_len(nq)]), n, q)
+  C <- matrix(par[2 * nq + seq_len(p * q)], p, q, dimnames = list(cn, NULL))
+  B <- matrix(par[2 * nq + p * q + seq_len(d * p)], d, p, dimnames = list(colnames(job$X), cn))
+  rownames(Fm) <- rownames(Fs) <- rownames(job$Y)
+  structure(list(
+    coefficients = B, sigma = NULL, M = NULL, S = NULL,
+    offset = if (is.null(job$O)) job$Orow else job$O,
+    loadings = C, psi = NULL, rank = q, residual = FALSE, factors = list(mean = Fm, sd = Fs),
+    globals = "point", XtXinv = NULL, X = job$X, Y = job$Y,
+    elbo = engine$elbo_final, trace = engine$elbo, steps = engine$steps,
+    batch_size = NULL, epochs = engine$epochs, stop_reason = engine$stop_reason,
+    tol = job$tol, time = engine$time, backend = engine$backend,
+    backend_reason = engine$backend_reason, covariance = "rank",
+    n = n, p = p, formula = job$formula, call = job$call, terms = job$tt,
+    xlevels = stats::.getXlevels(job$tt, job$mf)),
+    class = "svi_pln")
+}
+
 # The memory a pln() fit needs, refused before anything of size n x p is
 # made when it exceeds what the machine has available. Doubles per count,
 # from the peak resident memory of fits with n = 20000, p = 300 (R's copies
@@ -318,24 +435,35 @@ svir_pln_pca_start <- function(R, q, nd) {
 # gradients and its five pairs of both, the objective's work), minibatches
 # 16, QEM 18. The latent layer is n x p in every fit, whatever the rank or
 # covariance. options(svir.check_memory = FALSE) turns the check off.
-svir_pln_memory <- function(n, p, batch = NULL, qem = FALSE) {
+svir_pln_memory <- function(n, p, batch = NULL, qem = FALSE, q = NULL, d = 1) {
+  if (!is.null(q)) {
+    # PLN-PCA: L-BFGS's 16 vectors of the 2 n q + p (q + d) parameters, the
+    # start's 2 n (q + 5) and X (n d), and the objective's blocks (3 x 2^18)
+    L <- 2 * as.double(n) * q + as.double(p) * (q + d)
+    return(8 * (16 * L + 2 * as.double(n) * (q + 5) + as.double(n) * d + 3 * 2^18) + 100e6)
+  }
   per <- if (qem) 18 else if (!is.null(batch)) 16 else 46
   8 * as.double(n) * p * per + 100e6
 }
 
-svir_pln_check_memory <- function(n, p, batch, qem, abort) {
+svir_pln_check_memory <- function(n, p, batch, qem, abort, q = NULL, d = 1) {
   if (isFALSE(getOption("svir.check_memory"))) return(invisible())
-  need <- svir_pln_memory(n, p, batch, qem)
+  need <- svir_pln_memory(n, p, batch, qem, q, d)
   have <- svir_mem_available()
   if (is.na(have) || need <= 0.9 * have) return(invisible())
   gb <- function(b) format(b / 1e9, digits = 3)
+  if (!is.null(q)) {
+    abort(c("This {.fn pln} fit of rank {q} needs about {gb(need)} GB ({n} rows x {p} columns); this machine has {gb(have)} GB available.",
+            i = "It grows with n x q: fit fewer rows, or a lower rank.",
+            i = "{.code options(svir.check_memory = FALSE)} skips this check."))
+  }
   mb_need <- svir_pln_memory(n, p, batch = 1L)
   abort(c("This {.fn pln} fit needs about {gb(need)} GB ({n} rows x {p} columns); this machine has {gb(have)} GB available.",
           i = if (is.null(batch) && !qem && mb_need <= 0.9 * have)
             "Minibatches of rows need about {gb(mb_need)} GB: {.code control = svi_control(batch_size = 1000)}."
           else "Fit fewer columns (the most variable ones) or a subset of rows; minibatches need about {gb(mb_need)} GB.",
           i = "{.code backend = \"cuda\"} needs about {gb(8 * as.double(n) * p * 39)} GB of GPU memory instead (39 doubles per count).",
-          i = "A rank or a diagonal covariance does not help here: every fit keeps an n x p latent layer.",
+          i = if (is.null(q)) "{.code pln(rank = q)} (PLN-PCA) keeps q factors per row instead of an n x p latent layer: about {gb(svir_pln_memory(n, p, q = 10L, d = d))} GB for q = 10.",
           i = "{.code options(svir.check_memory = FALSE)} skips this check."))
 }
 

@@ -26,7 +26,7 @@ svir_pln_df <- function(object) {
   d <- NROW(object$coefficients)
   q <- object$rank
   ncov <- if (!is.null(q)) {
-    p * q - q * (q - 1) / 2 + p
+    p * q - q * (q - 1) / 2 + if (svir_pln_is_pca(object)) 0 else p
   } else {
     switch(object$covariance, full = p * (p + 1) / 2, diagonal = p, spherical = 1)
   }
@@ -36,7 +36,31 @@ svir_pln_df <- function(object) {
 # Sigma, from the loadings for a rank-q fit that does not store it
 svir_pln_Sigma <- function(object) {
   if (!is.null(object$sigma)) return(object$sigma)
-  tcrossprod(object$loadings) + diag(object$psi, nrow = length(object$psi))
+  S <- tcrossprod(object$loadings)
+  if (!is.null(object$psi)) S <- S + diag(object$psi, nrow = length(object$psi))
+  cn <- colnames(object$coefficients)
+  dimnames(S) <- list(cn, cn)
+  S
+}
+
+# diag(Sigma), without forming Sigma where it is not stored
+svir_pln_Sigma_diag <- function(object) {
+  if (!is.null(object$sigma)) return(diag(object$sigma))
+  v <- rowSums(object$loadings^2) + (if (is.null(object$psi)) 0 else object$psi)
+  stats::setNames(v, colnames(object$coefficients))
+}
+
+# The latent layer's variational means and sds, M and S (n x p): stored by
+# the fits that keep them; for PLN-PCA computed from the factors, M = X B +
+# F C', S^2 = (sd(F)^2) (C o C)', when asked
+svir_pln_latent <- function(object) {
+  if (!is.null(object$M)) return(list(M = object$M, S = object$S))
+  f <- object$factors
+  C <- object$loadings
+  M <- object$X %*% object$coefficients + tcrossprod(f$mean, C)
+  S <- sqrt(tcrossprod(f$sd^2, C^2))
+  dimnames(M) <- dimnames(S) <- list(rownames(object$Y), colnames(object$coefficients))
+  list(M = M, S = S)
 }
 
 # the offset as an n x p matrix (zeros when the model has none; one per row
@@ -166,7 +190,10 @@ pln_criteria <- function(object, ...) {
   rows <- lapply(fits, function(f) {
     df <- svir_pln_df(f)
     bic <- f$elbo - df / 2 * log(f$n)
-    entropy <- sum(log(f$S)) + 0.5 * length(f$S) * log(2 * pi * exp(1))
+    # the entropy of q over the latent layer: n x p for most fits, the n x q
+    # factors for PLN-PCA
+    s <- if (svir_pln_is_pca(f)) f$factors$sd else f$S
+    entropy <- sum(log(s)) + 0.5 * length(s) * log(2 * pi * exp(1))
     data.frame(rank = if (is.null(f$rank)) NA_integer_ else as.integer(f$rank),
                covariance = f$covariance, n = f$n, df = df, loglik = f$elbo,
                BIC = bic, ICL = bic - entropy, stringsAsFactors = FALSE)
@@ -252,36 +279,57 @@ pln_loglik <- function(object, nsamples = 1000, seed = 1) {
   n <- object$n
   p <- object$p
   Y <- object$Y
-  M <- object$M
-  S <- object$S
   O <- svir_pln_O(object)
   mu <- object$X %*% object$coefficients
-  U <- tryCatch(chol(svir_pln_Sigma(object)), error = function(e) NULL)
-  if (is.null(U)) {
-    cli::cli_abort("The fit's covariance matrix is not positive definite, so its likelihood is not defined.",
-                   class = "svir_error", call = NULL)
+  # the draws of each row's latent variables from its q, as a function of
+  # the rows idx and standard normals E: the linear predictor and log p(Z)
+  # - log q(Z) (the normalising constants of the two cancel)
+  if (svir_pln_is_pca(object)) {
+    # PLN-PCA: Z_i = mu_i + C w_i has the density of w_i ~ N(0, I_q), so
+    # the draws are of the factors, w ~ q(w_i) = N(m_i, diag(s_i^2))
+    C <- object$loadings
+    Fm <- object$factors$mean
+    Fs <- object$factors$sd
+    slog <- rowSums(log(Fs))
+    dim_z <- ncol(C)
+    draw <- function(idx, E) {
+      w <- Fm[idx, , drop = FALSE] + Fs[idx, , drop = FALSE] * E
+      list(eta = mu[idx, , drop = FALSE] + tcrossprod(w, C) + O[idx, , drop = FALSE],
+           lr = -0.5 * rowSums(w^2) + 0.5 * rowSums(E^2) + slog[idx])
+    }
+  } else {
+    M <- object$M
+    S <- object$S
+    U <- tryCatch(chol(svir_pln_Sigma(object)), error = function(e) NULL)
+    if (is.null(U)) {
+      cli::cli_abort("The fit's covariance matrix is not positive definite, so its likelihood is not defined.",
+                     class = "svir_error", call = NULL)
+    }
+    half_logdet <- sum(log(diag(U)))
+    slog <- rowSums(log(S))
+    dim_z <- p
+    draw <- function(idx, E) {
+      Z <- M[idx, , drop = FALSE] + S[idx, , drop = FALSE] * E
+      Q <- backsolve(U, t(Z - mu[idx, , drop = FALSE]), transpose = TRUE)
+      list(eta = Z + O[idx, , drop = FALSE],
+           lr = -0.5 * colSums(Q^2) - half_logdet + 0.5 * rowSums(E^2) + slog[idx])
+    }
   }
-  half_logdet <- sum(log(diag(U)))
-  slog <- rowSums(log(S))
-  # the normalising constants p/2 log(2 pi) of p(Z) and q(Z) cancel
   nb <- max(1L, floor(2^20 / (K * p)))
   ll <- se2 <- ess <- numeric(n)
   for (start in seq(1L, n, by = nb)) {
     I <- start:min(n, start + nb - 1L)
     m <- length(I)
     idx <- rep(I, times = K) # draw (i, k) in row (k - 1) m + i
-    E <- matrix(stats::rnorm(m * K * p), m * K, p)
-    Z <- M[idx, , drop = FALSE] + S[idx, , drop = FALSE] * E
-    eta <- Z + O[idx, , drop = FALSE]
+    dr <- draw(idx, matrix(stats::rnorm(m * K * dim_z), m * K, dim_z))
     Yb <- Y[I, , drop = FALSE]
     if (isS4(Yb)) Yb <- as.matrix(Yb) # a sparse response, one block at a time
     lgy <- rowSums(lgamma(Yb + 1))
     jdx <- rep(seq_len(m), times = K)
-    lpy <- rowSums(Yb[jdx, , drop = FALSE] * eta - exp(eta)) - lgy[jdx]
-    Q <- backsolve(U, t(Z - mu[idx, , drop = FALSE]), transpose = TRUE)
-    lpz <- -0.5 * colSums(Q^2) - half_logdet
-    lq <- -0.5 * rowSums(E^2) - slog[idx]
-    lw <- matrix(lpy + lpz - lq, m, K)
+    lpy <- rowSums(Yb[jdx, , drop = FALSE] * dr$eta - exp(dr$eta)) - lgy[jdx]
+    # per row: the log of the mean weight, its squared standard error
+    # (delta method) and the effective sample size
+    lw <- matrix(lpy + dr$lr, m, K)
     mx <- lw[cbind(seq_len(m), max.col(lw, ties.method = "first"))]
     w <- exp(lw - mx)
     mw <- rowMeans(w)
@@ -371,8 +419,17 @@ scores.svi_pln <- function(object, axes = 2, ...) {
   }
   axes <- as.integer(axes)
   keep <- seq_len(axes)
-  R <- object$M - object$X %*% object$coefficients
-  if (is.null(object$rank)) {
+  cn <- colnames(object$coefficients)
+  if (svir_pln_is_pca(object)) {
+    # PLN-PCA: the latent residuals are F C' exactly
+    W <- object$loadings
+    sv <- svd(W)
+    lam <- sv$d^2
+    V <- svir_sign_fix(sv$u[, keep, drop = FALSE])
+    sc <- object$factors$mean %*% crossprod(W, V)
+    total <- sum(lam)
+  } else if (is.null(object$rank)) {
+    R <- object$M - object$X %*% object$coefficients
     Sig <- object$sigma
     e <- eigen(Sig, symmetric = TRUE)
     lam <- pmax(e$values, 0)
@@ -380,6 +437,7 @@ scores.svi_pln <- function(object, axes = 2, ...) {
     sc <- R %*% V
     total <- sum(diag(Sig))
   } else {
+    R <- object$M - object$X %*% object$coefficients
     W <- object$loadings
     psi <- object$psi
     WtPi <- t(W / psi) # W' Psi^-1, q x p
@@ -391,9 +449,9 @@ scores.svi_pln <- function(object, axes = 2, ...) {
     total <- sum(lam) + sum(psi)
   }
   pcs <- paste0("PC", seq_along(lam))
-  dimnames(sc) <- list(rownames(object$M), pcs[keep])
+  dimnames(sc) <- list(rownames(object$Y), pcs[keep])
   L <- V * rep(sqrt(lam[keep]), each = nrow(V))
-  dimnames(L) <- list(colnames(object$M), pcs[keep])
+  dimnames(L) <- list(cn, pcs[keep])
   attr(sc, "loadings") <- L
   attr(sc, "variance") <- data.frame(eigenvalue = lam, share = lam / total,
                                      cumulative = cumsum(lam) / total, row.names = pcs)
@@ -453,7 +511,7 @@ predict.svi_pln <- function(object, newdata = NULL, type = c("response", "link")
                      class = "svir_error", call = NULL)
     }
     return(switch(type, response = stats::fitted(object),
-                  link = object$M + svir_pln_O(object)))
+                  link = svir_pln_latent(object)$M + svir_pln_O(object)))
   }
   if (!is.data.frame(newdata)) newdata <- as.data.frame(newdata)
   tt <- if (is.null(offset)) object$terms else svir_drop_offset(object$terms)
@@ -491,7 +549,7 @@ predict.svi_pln <- function(object, newdata = NULL, type = c("response", "link")
   # ---- unconditional: the marginal mean over Z ----
   eta <- O + X %*% object$coefficients
   out <- switch(type, link = eta,
-                response = exp(eta + rep(diag(svir_pln_Sigma(object)) / 2, each = nn)))
+                response = exp(eta + rep(svir_pln_Sigma_diag(object) / 2, each = nn)))
   dimnames(out) <- dn
   out
 }

@@ -62,7 +62,8 @@ svir_pln_qem_finish <- function(engine, job) {
   structure(list(
     coefficients = B, sigma = Sigma, M = M, S = S,
     offset = if (is.null(job$O)) job$Orow else job$O,
-    loadings = W, psi = psi, rank = q, globals = "point", XtXinv = NULL, X = X, Y = Y,
+    loadings = W, psi = psi, rank = q, residual = TRUE, globals = "point", XtXinv = NULL,
+    X = X, Y = Y,
     elbo = mean(tr[max(1L, length(tr) - 9L):length(tr)]), trace = tr, steps = engine$steps,
     batch_size = NULL, epochs = NULL, method = "qem", K = job$K, ess = engine$ess,
     factors = list(mean = mu_u, sd = su),
@@ -89,6 +90,7 @@ svir_pln_ve <- function(object, Y, X, O, tol = 1e-8, max_steps = 1000L) {
   storage.mode(X) <- "double"
   n <- nrow(Y)
   p <- ncol(Y)
+  if (svir_pln_is_pca(object)) return(svir_pln_ve_pca(object, Y, X, O, tol, max_steps))
   Sigma <- svir_pln_Sigma(object)
   U <- chol(Sigma)
   Om <- chol2inv(U)
@@ -106,4 +108,31 @@ svir_pln_ve <- function(object, Y, X, O, tol = 1e-8, max_steps = 1000L) {
   list(M = matrix(r$par[seq_len(np)], n, p, dimnames = dn),
        S = matrix(exp(r$par[np + seq_len(np)]), n, p, dimnames = dn),
        elbo = r$elbo_final)
+}
+
+# The VE step of PLN-PCA: q(w_i) for new rows with B and C held (the
+# factors start at the ridge projection of log(1 + Y) - O - X B on C)
+svir_pln_ve_pca <- function(object, Y, X, O, tol, max_steps) {
+  n <- nrow(Y)
+  p <- ncol(Y)
+  C <- unname(object$loadings) + 0
+  q <- ncol(C)
+  B <- unname(object$coefficients) + 0
+  O <- if (is.null(O)) NULL else matrix(as.double(O), n, p)
+  R <- log1p(Y) - X %*% B - (if (is.null(O)) 0 else O)
+  F0 <- R %*% C %*% solve(crossprod(C) + diag(q))
+  spec <- list(model = "pln", Y = Y, O = O, X = X, P = matrix(0, ncol(X), n),
+               lgy = sum(lgamma(Y + 1)), cov = svir_codes$pln_cov[["pca"]], q = q, n = n, p = p,
+               d = ncol(X), Bfix = B, Wfix = C, par = c(F0, rep(log(0.1), n * q)))
+  ctrl <- list(method = "vem", backend = "cpu", max_steps = max_steps, tol_rel_obj = tol,
+               threads = 0L)
+  r <- svir_run(list(spec = spec, ctrl = ctrl, control = list(progress = FALSE)))
+  nq <- n * q
+  Fm <- matrix(r$par[seq_len(nq)], n, q)
+  Fs <- matrix(exp(r$par[nq + seq_len(nq)]), n, q)
+  dn <- list(rownames(Y), colnames(object$coefficients))
+  M <- X %*% B + tcrossprod(Fm, C)
+  S <- sqrt(tcrossprod(Fs^2, C^2))
+  dimnames(M) <- dimnames(S) <- dn
+  list(M = M, S = S, elbo = r$elbo_final, factors = list(mean = Fm, sd = Fs))
 }

@@ -46,11 +46,13 @@
 summary.svi_pln <- function(object, ...) {
   svir_pln_check(object)
   B <- object$coefficients
-  se <- if (is.null(object$XtXinv)) NULL else
-    sqrt(outer(diag(object$XtXinv), diag(svir_pln_Sigma(object))))
-  Sg <- svir_pln_Sigma(object)
-  R <- stats::cov2cor(Sg)
-  lower <- R[lower.tri(R)]
+  sdiag <- svir_pln_Sigma_diag(object)
+  se <- if (is.null(object$XtXinv)) NULL else sqrt(outer(diag(object$XtXinv), sdiag))
+  # the correlations' quantiles over all pairs (up to 2000 columns)
+  lower <- if (object$p <= 2000L) {
+    R <- stats::cov2cor(svir_pln_Sigma(object))
+    R[lower.tri(R)]
+  } else NULL
   out <- list(
     call = object$call, formula = object$formula, n = object$n, p = object$p,
     covariance = svir_pln_covname(object), globals = object$globals,
@@ -58,7 +60,7 @@ summary.svi_pln <- function(object, ...) {
     criteria = pln_criteria(object)[, c("df", "loglik", "BIC", "ICL")],
     stop_reason = object$stop_reason, steps = object$steps, time = object$time,
     coefficients = B, se = se,
-    sd = stats::quantile(sqrt(diag(Sg)), c(0, 0.25, 0.5, 0.75, 1)),
+    sd = stats::quantile(sqrt(sdiag), c(0, 0.25, 0.5, 0.75, 1)),
     cor = if (length(lower)) stats::quantile(lower, c(0, 0.25, 0.5, 0.75, 1)) else NULL)
   class(out) <- "summary.svi_pln"
   out
@@ -105,9 +107,10 @@ fixef.svi_pln <- function(object, ...) {
 #' @export
 ranef.svi_pln <- function(object, ...) {
   svir_pln_check(object, need = "X")
-  W <- object$M - object$X %*% object$coefficients
-  dimnames(W) <- dimnames(object$M)
-  attr(W, "postVar") <- object$S^2
+  lat <- svir_pln_latent(object)
+  W <- lat$M - object$X %*% object$coefficients
+  dimnames(W) <- dimnames(lat$M)
+  attr(W, "postVar") <- lat$S^2
   W
 }
 
@@ -151,15 +154,19 @@ simulate.svi_pln <- function(object, nsim = 1, seed = NULL, ...) {
   if (!is.null(object$offset)) mean <- mean + object$offset
   draw_z <- if (!is.null(object$loadings)) {
     W <- object$loadings
-    function() matrix(stats::rnorm(n * ncol(W)), n) %*% t(W) +
-      sweep(matrix(stats::rnorm(n * p), n), 2L, sqrt(object$psi), "*")
+    if (is.null(object$psi)) {
+      function() matrix(stats::rnorm(n * ncol(W)), n) %*% t(W)
+    } else {
+      function() matrix(stats::rnorm(n * ncol(W)), n) %*% t(W) +
+        sweep(matrix(stats::rnorm(n * p), n), 2L, sqrt(object$psi), "*")
+    }
   } else {
     U <- chol(svir_pln_Sigma(object))
     function() matrix(stats::rnorm(n * p), n) %*% U
   }
   sims <- lapply(seq_len(nsim), function(s) {
     Y <- matrix(stats::rpois(n * p, exp(mean + draw_z())), n, p)
-    dimnames(Y) <- dimnames(object$M)
+    dimnames(Y) <- list(rownames(object$Y), colnames(object$coefficients))
     Y
   })
   names(sims) <- paste0("sim_", seq_len(nsim))

@@ -31,13 +31,30 @@
 #' All-zero columns of `Y` are refused; all-zero rows are kept.
 #'
 #' @section Rank (PLN-PCA):
-#' With `rank = q`, `Sigma = W W' + diag(psi)` with `W` a `p x q` matrix of
-#' loadings: a factor-analytic covariance with `p q - q (q - 1) / 2 + p`
-#' parameters instead of `p (p + 1) / 2`, for ordination ([scores()]) and
-#' for many columns (`p` may exceed `n`). `W` and `log(psi)` are optimised
-#' jointly with `M` and `S`, and `Sigma^-1` is applied by the Woodbury
-#' identity, so an iteration costs `O(n p (d + q))` and no `p x p` matrix is
-#' formed but the reported `sigma()`. `W` is identified up to a rotation.
+#' With `rank = q` the latent layer has `q` dimensions: `Z_i = X_i B + C
+#' w_i` with factors `w_i ~ N(0, I_q)` and loadings `C` (`p x q`), so that
+#' `Sigma = C C'` (PLNmodels' `PLNPCA`, pyPLNmodels' `PlnPCA`), for
+#' ordination ([scores()]) and for many columns (`p` may exceed `n`). The
+#' guide is over the factors, `q(w_i) = N(m_i, diag(s_i^2))`, and `B`, `C`,
+#' the `m_i` and the `s_i` are optimised together by L-BFGS. The objective
+#' runs over blocks of rows, so the fit holds `O(n q + p (q + d))` numbers
+#' beyond the counts (no `n x p` array; `fitted()`, `ranef()` and
+#' `predict()` compute `n x p` results when asked): an iteration costs
+#' about `2 n p (7 q + 3 d)` flops and `n p` exponentials, sparse counts
+#' included. The fit keeps `factors` (the `m_i` and `s_i`, `n x q`) and
+#' `loadings` (`C`); `sigma()` forms `C C'` when called. `C` is identified
+#' up to a rotation. `Sigma` has rank `q`, so [pln_cor()] gives no partial
+#' correlations and `globals = "bayes"` is not available. PLN-PCA runs on
+#' the CPU, in full batches, by variational EM.
+#'
+#' `residual = TRUE` fits the factor model `Sigma = W W' + diag(psi)`
+#' instead (residual variances `psi`, `p q - q (q - 1) / 2 + p`
+#' parameters), whose variational fit keeps a `p`-dimensional `q(Z_i)` per
+#' row (`n x p` numbers) like the full covariance: `W` and `log(psi)` are
+#' optimised jointly with `M` and `S`, `Sigma^-1` is applied by the
+#' Woodbury identity and no `p x p` matrix is formed but the reported
+#' `sigma()`. It runs in minibatches, by QEM and on the GPU, and takes
+#' `globals = "bayes"`.
 #'
 #' @section The coefficients' posterior:
 #' `globals = "point"` (default) gives point estimates of `B` and `Sigma`
@@ -71,14 +88,18 @@
 #' missing covariates go by `na.action`.
 #'
 #' @section Memory:
-#' Every fit keeps an `n x p` latent layer (`M` and `S`), whatever its rank
-#' or covariance: a full-batch fit needs about 46 doubles per count (L-BFGS
-#' keeps gradients and five pairs of updates of both), a minibatch fit
-#' about 16, QEM about 18 (peak memory measured by `dev/pln_memory.R` with `n = 20000`, `p =
-#' 300`, R's copies included). Before anything of that size is made, a fit
-#' that needs more than 90% of the memory available (Linux's
-#' `MemAvailable`) is refused with the size and what would fit;
-#' `options(svir.check_memory = FALSE)` turns the check off.
+#' Fits with a full, diagonal or spherical covariance, or `rank` with
+#' `residual = TRUE`, keep an `n x p` latent layer (`M` and `S`): a
+#' full-batch fit needs about 46 doubles per count (L-BFGS keeps gradients
+#' and five pairs of updates of both), a minibatch fit about 16, QEM about
+#' 18 (peak memory measured by `dev/pln_memory.R` with `n = 20000`, `p =
+#' 300`, R's copies included). PLN-PCA (`rank` alone) keeps `n x q`
+#' factors: about 16 vectors of `2 n q + p (q + d)` numbers and blocks of
+#' `2^18` entries, plus, for a dense response, `log(1 + Y)` for the start.
+#' Before anything of that size is made, a fit that needs more than 90% of
+#' the memory available (Linux's `MemAvailable`) is refused with the size
+#' and what would fit; `options(svir.check_memory = FALSE)` turns the check
+#' off.
 #'
 #' @section Minibatches:
 #' With `control = svi_control(batch_size = m)` the fit visits the rows in
@@ -87,7 +108,9 @@
 #' (`X'M`, `M'M`, `sum S^2` and the local ELBO terms), refits the batch's
 #' `q(Z_i)` with `B` and `Sigma` held (a few L-BFGS iterations from their
 #' last values), puts the new contributions back and updates `B` and `Sigma`
-#' from the sums (for rank `q`, a few factor-analysis EM iterations). The
+#' from the sums (for `rank = q, residual = TRUE`, a few factor-analysis EM
+#' iterations). PLN-PCA fits run in full batches (they hold no `n x p`
+#' layer for minibatches to save). The
 #' batch's statistics replace its rows' old ones, so the update sees all `n`
 #' rows at the right scale without a learning rate (incremental variational
 #' EM, Neal and Hinton 1998): the ELBO, computed exactly from the sums,
@@ -98,8 +121,8 @@
 #' full-batch optimiser's `20 n p` numbers.
 #'
 #' @section QEM:
-#' `svi_fit(..., family = pln(rank = q), method = "qem")` fits the rank-q
-#' model as `Z_ij = X_i B_j + W_j u_i + e_ij` with factors `u_i ~ N(0, I_q)`
+#' `svi_fit(..., family = pln(rank = q, residual = TRUE), method = "qem")`
+#' fits the factor model as `Z_ij = X_i B_j + W_j u_i + e_ij` with factors `u_i ~ N(0, I_q)`
 #' and entry effects `e_ij ~ N(0, psi_j)`, by importance sampling instead
 #' of a variational bound: each iteration draws `K` (`svi_control(K = )`)
 #' samples of every row's `u_i` and of every entry's `e_ij` from Gaussian
@@ -122,7 +145,8 @@
 #' only.
 #'
 #' `backend = "cuda"` runs the full-batch variational fit (every
-#' covariance and rank, dense or sparse counts) on a CUDA GPU when
+#' covariance, and rank with `residual = TRUE`; dense or sparse counts) on
+#' a CUDA GPU when
 #' [svir_backends()] finds one: the same L-BFGS with its vectors and the
 #' `n x p` work on the device, and the `p x p` (full) or `q x q` (rank)
 #' factorisations on the CPU. It is written to agree with the CPU up to
@@ -135,10 +159,14 @@
 #'
 #' @param rank `NULL` (a full, diagonal or spherical `Sigma`, see
 #'   `covariance`), or the number of latent dimensions `q` (PLN-PCA:
-#'   `Sigma = W W' + diag(psi)`); `covariance` is then ignored.
+#'   `Sigma = C C'`, with `q` factors per row); `covariance` is then
+#'   ignored.
 #' @param covariance `"full"`, `"diagonal"` or `"spherical"`.
 #' @param globals `"point"` (variational EM point estimates of `B` and
 #'   `Sigma`) or `"bayes"` (a Gaussian posterior for `B`).
+#' @param residual With `rank`: `FALSE` (PLN-PCA, `Sigma = C C'`) or `TRUE`
+#'   (the factor model `Sigma = W W' + diag(psi)`, whose fit keeps an
+#'   `n x p` latent layer).
 #' @return An object of class `"svir_pln_family"` for the `family` argument
 #'   of [svi_fit()]. The fit is an object of class `"svi_pln"`; see
 #'   [coef.svi_pln()].
@@ -154,14 +182,18 @@
 #' fit
 #' coef(fit)
 #' cov2cor(sigma(fit))
-#' # a rank-1 covariance, and a posterior for B
-#' fit1 <- svi_fit(Y ~ x, data = d, family = pln(rank = 1, globals = "bayes"))
-#' confint(fit1)
+#' # PLN-PCA of rank 1
+#' fit1 <- svi_fit(Y ~ x, data = d, family = pln(rank = 1))
+#' sigma(fit1)
+#' # a factor model with residual variances, and a posterior for B
+#' fit2 <- svi_fit(Y ~ x, data = d, family = pln(rank = 1, residual = TRUE, globals = "bayes"))
+#' confint(fit2)
 #' @export
 pln <- function(rank = NULL, covariance = c("full", "diagonal", "spherical"),
-                globals = c("point", "bayes")) {
+                globals = c("point", "bayes"), residual = FALSE) {
   covariance <- svir_match_arg(covariance, c("full", "diagonal", "spherical"), "covariance")
   globals <- svir_match_arg(globals, c("point", "bayes"), "globals")
+  residual <- svir_check_flag(residual, "residual")
   if (!is.null(rank)) {
     if (!is.numeric(rank) || length(rank) != 1L || !is.finite(rank) || rank < 1 ||
         rank != round(rank)) {
@@ -170,9 +202,18 @@ pln <- function(rank = NULL, covariance = c("full", "diagonal", "spherical"),
                      class = "svir_error", call = NULL)
     }
     rank <- as.integer(rank)
+    if (!residual && globals == "bayes") {
+      cli::cli_abort(c("{.code globals = \"bayes\"} needs a positive-definite {.code Sigma}; PLN-PCA's {.code Sigma = C C'} has rank {rank}.",
+                       i = "Use {.code pln(rank = {rank}, residual = TRUE, globals = \"bayes\")} (a factor model with residual variances)."),
+                     class = "svir_error", call = NULL)
+    }
+  } else if (residual) {
+    cli::cli_abort(c("{.code residual = TRUE} adds residual variances to a rank-q covariance.",
+                     i = "Give {.arg rank}, e.g. {.code pln(rank = 3, residual = TRUE)}."),
+                   class = "svir_error", call = NULL)
   }
   structure(list(family = "pln", model = "pln", rank = rank, covariance = covariance,
-                 globals = globals),
+                 globals = globals, residual = !is.null(rank) && residual),
             class = c("svir_pln_family", "svir_model_family"))
 }
 
@@ -183,8 +224,13 @@ print.svir_pln_family <- function(x, ...) {
 }
 
 svir_pln_covname <- function(x) {
-  if (is.null(x$rank)) x$covariance else sprintf("rank %d", x$rank)
+  if (is.null(x$rank)) x$covariance else
+    sprintf(if (isTRUE(x$residual)) "rank %d + diagonal" else "rank %d", x$rank)
 }
+
+# whether a family or a fit is PLN-PCA (rank q, no residual variances;
+# src/models/pln/pln_pca.c): its latent layer is the n x q factors
+svir_pln_is_pca <- function(x) !is.null(x$rank) && isFALSE(x$residual)
 
 #' Results of a Poisson-lognormal fit
 #'
@@ -212,12 +258,13 @@ coef.svi_pln <- function(object, ...) object$coefficients
 
 #' @rdname coef.svi_pln
 #' @export
-sigma.svi_pln <- function(object, ...) object$sigma
+sigma.svi_pln <- function(object, ...) svir_pln_Sigma(object)
 
 #' @rdname coef.svi_pln
 #' @export
 fitted.svi_pln <- function(object, ...) {
-  eta <- object$M + object$S^2 / 2
+  lat <- svir_pln_latent(object)
+  eta <- lat$M + lat$S^2 / 2
   if (!is.null(object$offset)) eta <- eta + object$offset
   exp(eta)
 }
@@ -268,8 +315,13 @@ pln_cor <- function(object, partial = FALSE) {
                    class = "svir_error", call = NULL)
   }
   partial <- svir_check_flag(partial, "partial")
-  S <- object$sigma
+  S <- svir_pln_Sigma(object)
   if (!partial) return(stats::cov2cor(S))
+  if (svir_pln_is_pca(object)) {
+    cli::cli_abort(c("PLN-PCA's {.code Sigma = C C'} has rank {object$rank}, less than {object$p}: it has no inverse, so no partial correlations.",
+                     i = "Fit {.code pln(rank = {object$rank}, residual = TRUE)}, or a full covariance."),
+                   class = "svir_error", call = NULL)
+  }
   P <- -stats::cov2cor(solve(S))
   diag(P) <- 1
   dimnames(P) <- dimnames(S)
@@ -315,7 +367,7 @@ confint.svi_pln <- function(object, parm, level = 0.95, ...) {
                      class = "svir_error", call = NULL)
     }
   }
-  se <- sqrt(outer(diag(object$XtXinv), diag(object$sigma)))[k, , drop = FALSE]
+  se <- sqrt(outer(diag(object$XtXinv), diag(svir_pln_Sigma(object))))[k, , drop = FALSE]
   est <- B[k, , drop = FALSE]
   a <- (1 - level) / 2
   z <- stats::qnorm(1 - a)

@@ -1,4 +1,4 @@
-# Where QEM for pln(rank = q) works (issue 5, point 3): for latent
+# Where QEM for pln(rank = q, residual = TRUE) works (issue 5, point 3): for latent
 # dimensions q = 1, 2, 4, 8 and K = 16, 64 samples per latent, on simulated
 # data (n = 300 rows, p = 40 columns, mean counts about 3, Sigma = W W' +
 # diag(psi) of rank q), the rows' effective sample sizes at the end
@@ -23,9 +23,9 @@ sim <- function(n, p, q, seed) {
 rows <- list()
 for (q in c(1, 2, 4, 8)) for (seed in seeds) {
   s <- sim(300, 40, q, seed)
-  fv <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(rank = q))
+  fv <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(rank = q, residual = TRUE))
   for (K in c(16, 64)) {
-    fq <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(rank = q), method = "qem",
+    fq <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(rank = q, residual = TRUE), method = "qem",
                   control = svi_control(K = K), seed = seed)
     rows[[length(rows) + 1]] <- data.frame(
       q = q, seed = seed, K = K, iterations = fq$steps,

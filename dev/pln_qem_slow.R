@@ -1,4 +1,4 @@
-# QEM for pln(rank = 1) at low counts stops before the loadings settle
+# QEM for pln(rank = 1, residual = TRUE) at low counts stops before the loadings settle
 # (dev/PLN.md, "QEM for rank q"): dev/pln_qem_dims.R's q = 1, seed 2 data, the
 # variational fit, QEM with its own stopping rule, and QEM forced to 100 and
 # 300 iterations (control$qem_min_iter, a development setting).
@@ -17,8 +17,8 @@ sim <- function(n, p, q, seed) {
   list(d = d, Sig = Sig, W = W, psi = psi, B = B, oracle = crossprod(Z - cbind(1, x) %*% B) / n)
 }
 s <- sim(300, 40, 1, 2)
-fv <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(rank = 1))
-fq <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(rank = 1), method = "qem", control = svi_control(K = 16), seed = 1)
+fv <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(rank = 1, residual = TRUE))
+fq <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(rank = 1, residual = TRUE), method = "qem", control = svi_control(K = 16), seed = 1)
 ctl <- svi_control(K = 16, max_steps = 300); 
 cat("truth shared", sum(s$W^2), "psi", sum(s$psi), "\n")
 for (f in list(fv, fq)) cat(f$steps, "shared", sum(f$loadings^2), "psi", sum(f$psi), "err", norm(sigma(f) - s$Sig, "F"), "Berr", max(abs(coef(f) - s$B)), "\n")
@@ -27,6 +27,6 @@ print(summary(fq$factors$sd[, 1]))
 print(round(tail(fq$trace, 15)))
 for (mi in c(100, 300)) {
 ctl <- svi_control(K = 16, max_steps = mi); ctl$qem_min_iter <- mi
-fq2 <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(rank = 1), method = "qem", control = ctl, seed = 1)
+fq2 <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(rank = 1, residual = TRUE), method = "qem", control = ctl, seed = 1)
 cat(mi, fq2$steps, "shared", sum(fq2$loadings^2), "psi", sum(fq2$psi), "err", norm(sigma(fq2) - s$Sig, "F"), round(fq2$elbo), "\n")
 }

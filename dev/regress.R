@@ -168,24 +168,29 @@ depth <- exp(rnorm(np_n, 0, 0.3))
 Y <- matrix(rpois(np_n * np_p, depth * exp(Z)), np_n)
 pd <- data.frame(x = x, depth = depth)
 pd$Y <- Y
+# the factor model with residual variances: pln(rank = q) before PLN-PCA
+# became the rank model (issue 15), pln(rank = q, residual = TRUE) since
+pln_fa <- function(q, ...) {
+  if ("residual" %in% names(formals(pln))) pln(rank = q, residual = TRUE, ...) else pln(rank = q, ...)
+}
 Ysp <- Matrix::Matrix(Y, sparse = TRUE)
 run("pln_full", pln_nums(svi_fit(Y ~ x + offset(log(depth)), pd, family = pln(), control = one)))
 run("pln_diag", pln_nums(svi_fit(Y ~ x, pd, family = pln(covariance = "diagonal"), control = one)))
 run("pln_sph", pln_nums(svi_fit(Y ~ x, pd, family = pln(covariance = "spherical"), control = one)))
-run("pln_rank3", pln_nums(svi_fit(Y ~ x + offset(log(depth)), pd, family = pln(rank = 3),
+run("pln_rank3", pln_nums(svi_fit(Y ~ x + offset(log(depth)), pd, family = pln_fa(3),
                                   control = one)))
-run("pln_bayes", pln_nums(svi_fit(Y ~ x, pd, family = pln(rank = 2, globals = "bayes"),
+run("pln_bayes", pln_nums(svi_fit(Y ~ x, pd, family = pln_fa(2, globals = "bayes"),
                                   control = one)))
 run("pln_sparse", pln_nums(svi_fit(Ysp ~ x, pd, family = pln(covariance = "diagonal"),
                                    control = one)))
 run("pln_mb_full", pln_nums(svi_fit(Y ~ x, pd, family = pln(), seed = 3,
                                     control = svi_control(threads = 1, batch_size = 60))))
-run("pln_mb_rank", pln_nums(svi_fit(Y ~ x, pd, family = pln(rank = 2), seed = 4,
+run("pln_mb_rank", pln_nums(svi_fit(Y ~ x, pd, family = pln_fa(2), seed = 4,
                                     control = svi_control(threads = 1, batch_size = 100))))
-run("pln_qem", pln_nums(svi_fit(Y ~ x, pd, family = pln(rank = 2), method = "qem", seed = 5,
+run("pln_qem", pln_nums(svi_fit(Y ~ x, pd, family = pln_fa(2), method = "qem", seed = 5,
                                 control = svi_control(threads = 1, max_steps = 60))))
 run("pln_ve", {
-  f <- svi_fit(Y ~ x, pd, family = pln(rank = 3), control = one)
+  f <- svi_fit(Y ~ x, pd, family = pln_fa(3), control = one)
   predict(f, newdata = pd[1:20, ], responses = Y[1:20, ])
 })
 run("pln_ve_full", {

@@ -115,7 +115,10 @@ static SEXP pln_eval_common(SEXP dat, SEXP par, int cuda)
     double J = 0.0;
     char err[512] = "";
     int st;
-    if (cuda) {
+    if (d.cov == SVIR_PLN_PCA) {
+        if (cuda) Rf_error("svir internal error: PLN-PCA runs on the CPU");
+        st = svir_pln_pca_eval(&d, m->Rp, m->Rj, m->Rx, REAL(par), &J, REAL(grad), err, sizeof err);
+    } else if (cuda) {
         st = svir_cuda_pln_eval_host(&d, REAL(par), &J, REAL(grad), REAL(B), REAL(S), err, sizeof err);
     } else {
         double *work = (double *)R_alloc((size_t)svir_pln_nwork(&d), sizeof(double));

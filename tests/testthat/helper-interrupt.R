@@ -43,7 +43,8 @@ interrupt_child <- function(code, wait = 1.5, lib = dirname(find.package("svir")
 
 # The long fits of the interrupt test and of bench/interrupt.R, one per
 # engine: GLMM SVI and QEM (K = 64; n = 4e5, 4000 groups), and pln() full,
-# rank 5, minibatch and QEM (n = 20000, p = 300).
+# PLN-PCA of rank 5, rank 5 with residual variances, minibatch and QEM
+# (n = 20000, p = 300).
 interrupt_cases <- function() {
   glmm_data <- paste(
     "set.seed(1); n <- 4e5; g <- factor(sample(4000, n, TRUE)); x <- rnorm(n)",
@@ -54,8 +55,9 @@ interrupt_cases <- function() {
     glmm_svi = c(glmm_data, sprintf("go <- function() svi_fit(y ~ x + (x | g), d, family = poisson(), seed = 1, %s)", long)),
     glmm_qem = c(glmm_data, sprintf("go <- function() svi_fit(y ~ x + (x | g), d, family = poisson(), method = \"qem\", seed = 1, control = svi_control(K = 64, max_steps = 1e6, tol_rel_obj = 1e-12, progress = FALSE))")),
     pln_full = c(pln_data, "go <- function() svi_fit(Y ~ 1, list(Y = Y), family = pln(), seed = 1)"),
-    pln_rank = c(pln_data, "go <- function() svi_fit(Y ~ 1, list(Y = Y), family = pln(rank = 5), seed = 1)"),
+    pln_pca = c(pln_data, "go <- function() svi_fit(Y ~ 1, list(Y = Y), family = pln(rank = 5), seed = 1)"),
+    pln_rank = c(pln_data, "go <- function() svi_fit(Y ~ 1, list(Y = Y), family = pln(rank = 5, residual = TRUE), seed = 1)"),
     pln_minibatch = c(pln_data, "go <- function() svi_fit(Y ~ 1, list(Y = Y), family = pln(), seed = 1, control = svi_control(batch_size = 500))"),
-    pln_qem = c(pln_data, "go <- function() svi_fit(Y ~ 1, list(Y = Y), family = pln(rank = 5), method = \"qem\", seed = 1)"))
+    pln_qem = c(pln_data, "go <- function() svi_fit(Y ~ 1, list(Y = Y), family = pln(rank = 5, residual = TRUE), method = \"qem\", seed = 1)"))
   cases
 }

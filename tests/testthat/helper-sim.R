@@ -98,3 +98,16 @@ normal_normal_setup <- function() {
   list(spec = spec, J = J, nj = nj, tau = tau, sig = sig, ybar = ybar, post_var = post_var,
        post_mean = post_var * sum(wj * ybar))
 }
+
+# central finite differences of the PLN objective (C_svir_pln_eval_r) at
+# par, in the coordinates idx
+pln_fd_grad <- function(dat, par, idx, h = 1e-6) {
+  J <- function(x) .Call(C_svir_pln_eval_r, dat, x)$J
+  vapply(idx, function(k) {
+    a <- par
+    a[k] <- a[k] + h
+    b <- par
+    b[k] <- b[k] - h
+    (J(a) - J(b)) / (2 * h)
+  }, 0)
+}

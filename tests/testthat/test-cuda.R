@@ -356,8 +356,10 @@ pln_cuda_dat <- function(d, cov, q = 3L, sparse = FALSE, orow = FALSE, nd = NULL
 
 test_that("pln() on the device is refused where it cannot run, and 'auto' stays on the CPU", {
   d <- pln_cuda_sim(40, 5, seed = 3)
-  expect_error(svi_fit(Y ~ x, d, family = pln(rank = 2), method = "qem", backend = "cuda"),
+  expect_error(svi_fit(Y ~ x, d, family = pln(rank = 2, residual = TRUE), method = "qem", backend = "cuda"),
                "CPU only", class = "svir_error")
+  expect_error(svi_fit(Y ~ x, d, family = pln(rank = 2), backend = "cuda"), "CPU only",
+               class = "svir_error")
   expect_error(svi_fit(Y ~ x, d, family = pln(), backend = "cuda",
                        control = svi_control(batch_size = 10)),
                "CPU only", class = "svir_error")
@@ -409,14 +411,14 @@ test_that("the PLN objective and gradient on the device are the CPU's (every mod
   }
 })
 
-test_that("pln() fits on the device are the CPU's (full, diagonal, rank 3; dense and sparse)", {
+test_that("pln() fits on the device are the CPU's (full, diagonal, rank 3 + diagonal; dense and sparse)", {
   skip_if_not(cuda_ok(), "no usable CUDA device")
   d <- pln_cuda_sim()
   Ysp <- Matrix::Matrix(unclass(d$Y), sparse = TRUE)
   # path by path at the default tolerance: the device's L-BFGS is the CPU's
   # (the S start, the per-column preconditioner), with its sums in another
   # order, so the same iterations (within one) and the same fit to 1e-6
-  for (fam in list(pln(), pln(covariance = "diagonal"), pln(rank = 3))) {
+  for (fam in list(pln(), pln(covariance = "diagonal"), pln(rank = 3, residual = TRUE))) {
     a <- svi_fit(Y ~ x + offset(log(depth)), d, family = fam, backend = "cpu")
     b <- svi_fit(Y ~ x + offset(log(depth)), d, family = fam, backend = "cuda")
     info <- paste(fam$covariance, fam$rank)
@@ -434,7 +436,7 @@ test_that("pln() fits on the device are the CPU's (full, diagonal, rank 3; dense
   # and both run to a tight tolerance reach the same optimum
   ctl <- svi_control(max_steps = 5000)
   ctl$pln_tol <- 1e-11
-  for (fam in list(pln(), pln(covariance = "diagonal"), pln(rank = 3))) {
+  for (fam in list(pln(), pln(covariance = "diagonal"), pln(rank = 3, residual = TRUE))) {
     a <- svi_fit(Y ~ x + offset(log(depth)), d, family = fam, backend = "cpu", control = ctl)
     b <- svi_fit(Y ~ x + offset(log(depth)), d, family = fam, backend = "cuda", control = ctl)
     info <- paste(fam$covariance, fam$rank)

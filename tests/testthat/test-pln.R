@@ -189,13 +189,7 @@ test_that("the rank-q, VE-step and Bayes objectives' gradients are their derivat
                n = n, p = p, d = 2L)
   par <- c(log1p(Y) + rnorm(n * p, 0, 0.1), rep(log(0.3), n * p) + rnorm(n * p, 0, 0.1))
   ev <- function(dat, par) .Call(C_svir_pln_eval_r, dat, par)
-  fd <- function(dat, par, idx, h = 1e-6) vapply(idx, function(k) {
-    a <- par
-    a[k] <- a[k] + h
-    b <- par
-    b[k] <- b[k] - h
-    (ev(dat, a)$J - ev(dat, b)$J) / (2 * h)
-  }, 0)
+  fd <- pln_fd_grad
   M <- matrix(par[seq_len(n * p)], n)
   S2 <- matrix(exp(2 * par[n * p + seq_len(n * p)]), n)
   local <- sum(Y * (O + M) - exp(O + M + S2 / 2) - lgamma(Y + 1) + log(S2) / 2) + n * p / 2
@@ -274,9 +268,9 @@ pln_rank_sim <- function(n, p, q, seed, scale = 10) {
   list(d = d, B = B, Sigma = Sigma, Z = Z, x = x)
 }
 
-test_that("pln(rank = 5) recovers B and Sigma (n = 500, p = 50), and BIC picks the rank", {
+test_that("pln(rank = 5, residual = TRUE) recovers B and Sigma (n = 500, p = 50), and BIC picks the rank", {
   s <- pln_rank_sim(500, 50, 5, seed = 11)
-  fit <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(rank = 5))
+  fit <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(rank = 5, residual = TRUE))
   expect_identical(fit$stop_reason, "converged")
   expect_lt(max(abs(coef(fit) - s$B)), 0.2)
   oracle <- crossprod(s$Z - cbind(1, s$x) %*% s$B) / 500
@@ -284,11 +278,11 @@ test_that("pln(rank = 5) recovers B and Sigma (n = 500, p = 50), and BIC picks t
   expect_equal(sigma(fit), tcrossprod(fit$loadings) + diag(fit$psi), ignore_attr = TRUE)
   expect_equal(dim(fit$loadings), c(50L, 5L))
   expect_true(all(diff(fit$trace) > 0))
-  expect_output(print(fit), "rank 5")
+  expect_output(print(fit), "rank 5 + diagonal", fixed = TRUE)
   # the ELBO is higher than a rank-2 fit's; BIC (larger is better) prefers
   # rank 5 to ranks 2 and 8 and to the full covariance
-  f2 <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(rank = 2))
-  f8 <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(rank = 8))
+  f2 <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(rank = 2, residual = TRUE))
+  f8 <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(rank = 8, residual = TRUE))
   ff <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln())
   expect_gt(fit$elbo, f2$elbo)
   crit <- pln_criteria(f2, fit, f8, ff)
@@ -416,7 +410,7 @@ test_that("predict() with new counts runs the VE step with the fit's B and Sigma
 
 test_that("minibatches of rows reach the full-batch fit (incremental variational EM)", {
   s <- pln_rank_sim(300, 20, 3, seed = 16)
-  for (fam in list(pln(), pln(covariance = "diagonal"), pln(rank = 3))) {
+  for (fam in list(pln(), pln(covariance = "diagonal"), pln(rank = 3, residual = TRUE))) {
     full <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = fam)
     mb <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = fam,
                   control = svi_control(batch_size = 64), seed = 2)
@@ -469,8 +463,8 @@ test_that("QEM for pln(rank = q) samples the factors and the entries' effects", 
   d <- data.frame(x = x, depth = 10 * exp(rnorm(n, 0, 0.3)))
   d$Y <- matrix(rpois(n * p, d$depth * exp(Z)), n)
   oracle <- crossprod(Z - cbind(1, x) %*% B) / n
-  fv <- svi_fit(Y ~ x + offset(log(depth)), d, family = pln(rank = 2))
-  fq <- svi_fit(Y ~ x + offset(log(depth)), d, family = pln(rank = 2), method = "qem",
+  fv <- svi_fit(Y ~ x + offset(log(depth)), d, family = pln(rank = 2, residual = TRUE))
+  fq <- svi_fit(Y ~ x + offset(log(depth)), d, family = pln(rank = 2, residual = TRUE), method = "qem",
                 control = svi_control(K = 16), seed = 1)
   expect_identical(fq$stop_reason, "converged")
   expect_identical(fq$method, "qem")
@@ -489,15 +483,15 @@ test_that("QEM for pln(rank = q) samples the factors and the entries' effects", 
   expect_true(all(fq$ess >= 1 & fq$ess <= 16))
   expect_equal(dim(fitted(fq)), c(n, p))
   # the draws are keyed by row, entry and iteration: threads change nothing
-  f1 <- svi_fit(Y ~ x + offset(log(depth)), d[1:60, ], family = pln(rank = 1), method = "qem",
+  f1 <- svi_fit(Y ~ x + offset(log(depth)), d[1:60, ], family = pln(rank = 1, residual = TRUE), method = "qem",
                 control = svi_control(K = 8, threads = 1), seed = 4)
-  f2 <- svi_fit(Y ~ x + offset(log(depth)), d[1:60, ], family = pln(rank = 1), method = "qem",
+  f2 <- svi_fit(Y ~ x + offset(log(depth)), d[1:60, ], family = pln(rank = 1, residual = TRUE), method = "qem",
                 control = svi_control(K = 8, threads = 2), seed = 4)
   expect_identical(f1$trace, f2$trace)
   expect_identical(coef(f1), coef(f2))
-  expect_error(svi_fit(Y ~ x, d, family = pln(rank = 2), method = "qem",
+  expect_error(svi_fit(Y ~ x, d, family = pln(rank = 2, residual = TRUE), method = "qem",
                        control = svi_control(batch_size = 10)), "every row", class = "svir_error")
   Ysp <- Matrix::Matrix(d$Y, sparse = TRUE)
-  expect_error(svi_fit(Ysp ~ x, d, family = pln(rank = 2), method = "qem"), "dense",
+  expect_error(svi_fit(Ysp ~ x, d, family = pln(rank = 2, residual = TRUE), method = "qem"), "dense",
                class = "svir_error")
 })

@@ -33,6 +33,7 @@ typedef struct {
     const double *Wfix; /* or, for rank q, W [p x q] and log psi [p] held */
     const double *lpsifix; /*   (Omfix unused then; Omega by Woodbury) */
     int threads;        /* OpenMP threads (results do not depend on them) */
+    int block;          /* PLN-PCA: rows per block (0: about 2^18 / p) */
     double *colwork;    /* [3 p] scratch */
 } svir_pln_data;
 
@@ -67,6 +68,17 @@ int svir_pln_fit(const svir_pln_data *dat, double *par, int maxit, double tol, d
 /* Sigma [p x p] (lower triangle) -> Omega = Sigma^-1 (full), its diagonal
  * (omd, or NULL) and log |Sigma|, by Cholesky; 0, or 1 with a message. */
 int svir_pln_spd_inverse(int p, double *Om, double *omd, double *logdet, char *err, size_t errlen);
+
+/* PLN-PCA (pln_pca.c; cov = SVIR_PLN_PCA): the number of parameters (M
+ * and log S [n x q], then C [p x q] and B [d x p] unless Bfix and Wfix
+ * hold them), the L-BFGS problem from x (sparse counts by rows in Rp, Rj,
+ * Rx when dat->Y is NULL; NULL when out of memory), and the objective and
+ * gradient at x (0, 1 with a message, 2 out of memory). */
+ptrdiff_t svir_pln_pca_npar(const svir_pln_data *dat);
+svir_lbfgs_problem *svir_pln_pca_problem(const svir_pln_data *dat, const int *Rp, const int *Rj,
+                                         const double *Rx, double *x);
+int svir_pln_pca_eval(const svir_pln_data *dat, const int *Rp, const int *Rj, const double *Rx,
+                      const double *x, double *J, double *g, char *err, size_t errlen);
 
 /* Rank q's small parts (p x q and q x q; pln_rank.c), shared by the
  * CPU objective and the CUDA host code:

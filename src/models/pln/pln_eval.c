@@ -45,6 +45,7 @@
 
 ptrdiff_t svir_pln_npar(const svir_pln_data *dat)
 {
+    if (dat->cov == SVIR_PLN_PCA) return svir_pln_pca_npar(dat);
     const ptrdiff_t np = (ptrdiff_t)dat->n * dat->p;
     return 2 * np + (dat->cov == SVIR_PLN_RANK && !dat->Bfix ? (ptrdiff_t)dat->p * (dat->q + 1) : 0);
 }

@@ -21,6 +21,25 @@ static void pln_free(void *model)
     free(m);
 }
 
+/* sparse counts by rows (the transposed dgCMatrix's slots Rp, Rj, Rx),
+ * for minibatches and PLN-PCA */
+static int read_rows(const svir_list *spec, svir_pln_model *m, svir_err *e)
+{
+    const int n = m->dat.n, p = m->dat.p;
+    m->Rp = svir_list_ints(spec, "Rp", (ptrdiff_t)n + 1, 0, e);
+    if (!m->Rp) return e->status;
+    const ptrdiff_t nz = m->Rp[n];
+    m->Rj = svir_list_ints(spec, "Rj", nz, 0, e);
+    m->Rx = svir_list_reals(spec, "Rx", nz, 0, e);
+    if (e->status) return e->status;
+    for (int i = 0; i < n; i++)
+        if (m->Rp[i] > m->Rp[i + 1]) return svir_err_set(e, 1, "svir internal error: bad sparse rows");
+    for (ptrdiff_t z = 0; z < nz; z++)
+        if (m->Rj[z] < 0 || m->Rj[z] >= p)
+            return svir_err_set(e, 1, "svir internal error: bad sparse columns");
+    return 0;
+}
+
 /* spec: model = "pln", n, p, d, cov, q, the counts (Y dense, or Yp, Yi, Yx:
  * a dgCMatrix's slots), O (n x p) or Orow (n), X, P = (X'X)^-1 X', lgy, nd;
  * for the VE step Bfix with Omfix and logdet_om, or Wfix and lpsifix; the
@@ -41,7 +60,7 @@ static int pln_read(const svir_list *spec, const svir_list *ctrl, const svir_con
     d->cov = svir_list_int(spec, "cov", -1);
     d->q = svir_list_absent(spec, "q") ? 0 : svir_list_int(spec, "q", 0);
     if (d->n < 1 || d->p < 1 || d->d < 0 || d->cov < 0 || d->cov >= SVIR_PLN_NCOV ||
-        (d->cov == SVIR_PLN_RANK && (d->q < 1 || d->q > d->p)))
+        ((d->cov == SVIR_PLN_RANK || d->cov == SVIR_PLN_PCA) && (d->q < 1 || d->q > d->p)))
         return svir_err_set(e, 1, "svir internal error: bad PLN dimensions");
     const ptrdiff_t np = (ptrdiff_t)d->n * d->p;
     if (svir_list_absent(spec, "Y")) {
@@ -72,6 +91,21 @@ static int pln_read(const svir_list *spec, const svir_list *ctrl, const svir_con
     d->Wfix = svir_list_reals(spec, "Wfix", (ptrdiff_t)d->p * d->q, 1, e);
     d->lpsifix = svir_list_reals(spec, "lpsifix", d->p, 1, e);
     if (e->status) return e->status;
+    if (d->cov == SVIR_PLN_PCA) {
+        /* PLN-PCA: the VE step holds B and C (Wfix); sparse counts by rows */
+        if ((d->Wfix == NULL) != (d->Bfix == NULL) || d->lpsifix || d->Omfix)
+            return svir_err_set(e, 1, "svir internal error: PLN-PCA holds Bfix and Wfix together");
+        if (c->method == SVIR_METHOD_QEM || c->batch_size > 0)
+            return svir_err_set(e, 1, "svir internal error: PLN-PCA is fitted by full-batch variational EM");
+        if (!d->Y && read_rows(spec, m, e)) return e->status;
+        m->colwork = malloc(sizeof(double) * 3 * (size_t)d->p);
+        if (!m->colwork) return svir_err_set(e, 2, "out of memory reading the model");
+        d->colwork = m->colwork;
+        d->threads = 1;
+        d->block = svir_list_absent(spec, "block") ? 0 : svir_list_int(spec, "block", 0);
+        m->par0 = svir_list_reals(spec, "par", svir_pln_npar(d), 1, e);
+        return e->status;
+    }
     if ((d->Wfix == NULL) != (d->lpsifix == NULL) || (d->Wfix && (!d->Bfix || d->cov != SVIR_PLN_RANK)))
         return svir_err_set(e, 1, "svir internal error: Wfix and lpsifix go together, with Bfix and rank q");
     if (d->Bfix && !d->Omfix && !d->Wfix)
@@ -98,17 +132,7 @@ static int pln_read(const svir_list *spec, const svir_list *ctrl, const svir_con
         m->fa_iters = svir_list_int(spec, "fa_iters", 5);
         if (m->inner < 1 || m->fa_iters < 1)
             return svir_err_set(e, 1, "svir internal error: bad minibatch settings");
-        if (!d->Y) {
-            m->Rp = svir_list_ints(spec, "Rp", (ptrdiff_t)d->n + 1, 0, e);
-            if (!m->Rp) return e->status;
-            const ptrdiff_t nz = m->Rp[d->n];
-            m->Rj = svir_list_ints(spec, "Rj", nz, 0, e);
-            m->Rx = svir_list_reals(spec, "Rx", nz, 0, e);
-            if (e->status) return e->status;
-            for (ptrdiff_t z = 0; z < nz; z++)
-                if (m->Rj[z] < 0 || m->Rj[z] >= d->p)
-                    return svir_err_set(e, 1, "svir internal error: bad sparse columns");
-        }
+        if (!d->Y && read_rows(spec, m, e)) return e->status;
     }
     return e->status;
 }
@@ -164,12 +188,14 @@ static pln_fit *fit_alloc(const svir_pln_model *m, const svir_control *c, svir_e
     pln_fit *f = calloc(1, sizeof *f);
     const svir_pln_data *d = &m->dat;
     const ptrdiff_t L = svir_pln_npar(d);
+    /* PLN-PCA reports C, not Sigma = C C' (R forms it when asked) */
+    const size_t nsig = d->cov == SVIR_PLN_PCA ? 1 : (size_t)d->p * d->p;
     if (f) {
         f->dat = *d;
         f->dat.threads = c->threads > 0 ? c->threads : 1;
         f->x = malloc(sizeof(double) * (size_t)L);
         f->B = calloc((size_t)d->d * d->p + 1, sizeof(double));
-        f->Sigma = calloc((size_t)d->p * d->p, sizeof(double));
+        f->Sigma = calloc(nsig, sizeof(double));
     }
     if (!f || !f->x || !f->B || !f->Sigma) {
         fit_free(f);
@@ -183,9 +209,11 @@ static pln_fit *fit_alloc(const svir_pln_model *m, const svir_control *c, svir_e
 static void *fit_new_cpu(const void *model, const svir_control *c, svir_lbfgs_problem **pb,
                          svir_err *e)
 {
+    const svir_pln_model *m = model;
     pln_fit *f = fit_alloc(model, c, e);
     if (!f) return NULL;
-    f->pb = svir_pln_cpu_problem(&f->dat, f->x, f->B, f->Sigma);
+    f->pb = f->dat.cov == SVIR_PLN_PCA ? svir_pln_pca_problem(&f->dat, m->Rp, m->Rj, m->Rx, f->x)
+                                       : svir_pln_cpu_problem(&f->dat, f->x, f->B, f->Sigma);
     if (!f->pb) {
         fit_free(f);
         svir_err_set(e, 2, "out of memory fitting the Poisson-lognormal model");
@@ -198,6 +226,10 @@ static void *fit_new_cpu(const void *model, const svir_control *c, svir_lbfgs_pr
 static void *fit_new_cuda(const void *model, const svir_control *c, svir_lbfgs_problem **pb,
                           svir_err *e)
 {
+    if (((const svir_pln_model *)model)->dat.cov == SVIR_PLN_PCA) {
+        svir_err_set(e, 1, "svir internal error: PLN-PCA runs on the CPU");
+        return NULL;
+    }
     pln_fit *f = fit_alloc(model, c, e);
     if (!f) return NULL;
     char err[512] = "";
@@ -222,6 +254,12 @@ static int fit_finish(void *fit, svir_result *res, svir_err *e)
     /* the point (2 n p doubles and more) goes to the results without a copy */
     double *x = f->x;
     f->x = NULL;
+    if (f->dat.cov == SVIR_PLN_PCA) {
+        /* C and B are in the point (R reads them there) */
+        if (svir_out_adopt(res->extra, "par", x, svir_pln_npar(&f->dat), -1))
+            return svir_err_set(e, 2, "out of memory for the results");
+        return 0;
+    }
     if (svir_out_adopt(res->extra, "par", x, svir_pln_npar(&f->dat), -1) ||
         svir_out_copy(res->extra, "B", f->B, f->dat.d, f->dat.p) ||
         svir_out_copy(res->extra, "Sigma", f->Sigma, f->dat.p, f->dat.p))
