@@ -56,6 +56,45 @@ ptrdiff_t svir_pln_nwork(const svir_pln_data *dat)
     return 4 * n * p + p * p + 2 * p + (q > 0 ? 6 * p * q + p + n * q + 3 * q * q : 0);
 }
 
+/* The n p^2 products of a full Sigma in pieces of about PLN_BLAS_FLOPS
+ * flops (a second or less), with an interrupt poll between them: one call
+ * at n = 30000, p = 1500 would run for tens of seconds that Ctrl-C could
+ * not stop. Problems below one piece make the one call they made before.
+ * syrk_polled: Om = alpha Rt Rt' (lower; Rt is p x n), in pieces of Rt's
+ * columns (the sums over rows in piece order). symm_polled: C = alpha R Om
+ * + beta C (Om symmetric, lower), in pieces of R's rows (each row's sums
+ * as in one call). They return 1 when the host asked to stop. */
+#define PLN_BLAS_FLOPS 2e9
+static int pln_piece_rows(int n, int p)
+{
+    const double r = PLN_BLAS_FLOPS / ((double)p * p);
+    return r >= n ? n : (r < 64 ? 64 : (int)r);
+}
+
+static int syrk_polled(int p, int n, double alpha, const double *Rt, double *Om)
+{
+    const int step = pln_piece_rows(n, p);
+    for (int i0 = 0; i0 < n; i0 += step) {
+        if (i0 > 0 && svir_poll()) return 1;
+        const int m = n - i0 < step ? n - i0 : step;
+        const double beta = i0 == 0 ? 0.0 : 1.0;
+        F77_CALL(dsyrk)("L", "N", &p, &m, &alpha, Rt + (ptrdiff_t)i0 * p, &p, &beta, Om, &p FCONE FCONE);
+    }
+    return 0;
+}
+
+static int symm_polled(int n, int p, double alpha, const double *Om, const double *R, double beta,
+                       double *C)
+{
+    const int step = pln_piece_rows(n, p);
+    for (int i0 = 0; i0 < n; i0 += step) {
+        if (i0 > 0 && svir_poll()) return 1;
+        const int m = n - i0 < step ? n - i0 : step;
+        F77_CALL(dsymm)("R", "L", &m, &p, &alpha, Om, &p, R + i0, &n, &beta, C + i0, &n FCONE FCONE);
+    }
+    return 0;
+}
+
 /* Sigma = W W' + diag(exp(lpsi)) by the Woodbury identity, never formed:
  * 1 / psi, V = Psi^-1 W, K - I = W' V, K^-1, G = V K^-1, diag(Omega) (omd),
  * log |Sigma| and T = R Omega = R Psi^-1 - (R G) V' into w (the rank
@@ -213,7 +252,7 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
             if (pln_woodbury(dat, dat->Wfix, dat->lpsifix, R, &w, &ld, err, errlen)) return 1;
             logdet_om = -ld;
         } else {
-            F77_CALL(dsymm)("R", "L", &n, &p, &one, Om, &p, R, &n, &zero, w.T, &n FCONE FCONE);
+            symm_polled(n, p, one, Om, R, zero, w.T);
         }
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(T) schedule(static)
@@ -247,13 +286,16 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
             for (int j = 0; j < p; j++)
                 for (int i = i0; i < i1; i++) Rt[(ptrdiff_t)i * p + j] = R[(ptrdiff_t)j * n + i];
         }
-        F77_CALL(dsyrk)("L", "N", &p, &n, &invn, Rt, &p, &zero, Om, &p FCONE FCONE);
+        if (syrk_polled(p, n, invn, Rt, Om)) {
+            snprintf(err, errlen, "interrupted");
+            return 1;
+        }
         for (int j = 0; j < p; j++) Om[(ptrdiff_t)j * p + j] += s2sum[j] * invn;
         for (int j = 0; j < p; j++)
             for (int i = j; i < p; i++) Sigma[(ptrdiff_t)j * p + i] = Sigma[(ptrdiff_t)i * p + j] = Om[(ptrdiff_t)j * p + i];
         if (svir_pln_spd_inverse(p, Om, omd, &logdet, err, errlen)) return 1;
         /* dJ/dM = Y - A - R Omega */
-        F77_CALL(dsymm)("R", "L", &n, &p, &minus1, Om, &p, R, &n, &one, grad, &n FCONE FCONE);
+        symm_polled(n, p, minus1, Om, R, one, grad);
         /* at the optimum tr(Omega (R'R + diag(s2sum))) = nd p */
         *J = lik - 0.5 * nd * logdet + 0.5 * (n - nd) * p;
     } else if (dat->cov == SVIR_PLN_RANK) {
