@@ -80,7 +80,7 @@ svir_pln_build <- function(formula, data, family, prior, guide, method, control,
   }
   if (method == "qem" && is.null(family$rank)) {
     abort(c("{.code method = \"qem\"} fits {.fn pln} models with a rank: the latent dimension it samples.",
-            i = "Use {.code pln(rank = q)}, or {.code method = \"svi\"} for a full, diagonal or spherical covariance."))
+            i = "Use {.code pln(rank = q, residual = TRUE)}, or {.code method = \"svi\"} for a full, diagonal or spherical covariance."))
   }
   pca <- svir_pln_is_pca(family)
   if (pca && method == "qem") {

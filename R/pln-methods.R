@@ -1,8 +1,10 @@
 # Results of a Poisson-lognormal fit (issue 5; dev/PLN.md): the ELBO as a
 # log-likelihood, BIC and ICL, an importance-sampling estimate of the
 # marginal log-likelihood, ordination scores, predictions and plots.
-# Fits with pln(rank = q) (PLN-PCA: Sigma = W W' + diag(psi)) carry
-# `rank`, `loadings` (W) and `psi`; full-rank fits have `rank = NULL`.
+# Fits with pln(rank = q) carry `rank`, `residual` and `loadings`: PLN-PCA
+# (residual FALSE; Sigma = C C') also `factors` (the n x q guide) and no M,
+# S or sigma; the factor model (residual TRUE; Sigma = W W' + diag(psi))
+# also `psi`. Full-rank fits have `rank = NULL`.
 
 # --- helpers ----------------------------------------------------------------
 

@@ -40,12 +40,15 @@
 #' runs over blocks of rows, so the fit holds `O(n q + p (q + d))` numbers
 #' beyond the counts (no `n x p` array; `fitted()`, `ranef()` and
 #' `predict()` compute `n x p` results when asked): an iteration costs
-#' about `2 n p (7 q + 3 d)` flops and `n p` exponentials, sparse counts
+#' about `2 n p (8 q + 3 d)` flops and `n p` exponentials, sparse counts
 #' included. The fit keeps `factors` (the `m_i` and `s_i`, `n x q`) and
 #' `loadings` (`C`); `sigma()` forms `C C'` when called. `C` is identified
 #' up to a rotation. `Sigma` has rank `q`, so [pln_cor()] gives no partial
 #' correlations and `globals = "bayes"` is not available. PLN-PCA runs on
-#' the CPU, in full batches, by variational EM.
+#' the CPU, in full batches, by variational EM. Its ELBO can have several
+#' local maxima; the fit starts from one deterministic truncated SVD of the
+#' log-counts' residuals (compare fits of different ranks, or with
+#' `residual = TRUE`, by their ELBOs when in doubt).
 #'
 #' `residual = TRUE` fits the factor model `Sigma = W W' + diag(psi)`
 #' instead (residual variances `psi`, `p q - q (q - 1) / 2 + p`

@@ -15,7 +15,7 @@
  * only). Nothing of size n x p is kept: the objective runs over blocks of
  * rows, each an nb x p product in BLAS-3 (about 2^18 entries), so a fit
  * holds O(n q + p (q + d)) numbers beyond the counts and L-BFGS's vectors
- * of that length. One evaluation costs about 2 n p (7 q + 3 d) flops and
+ * of that length. One evaluation costs about 2 n p (8 q + 3 d) flops and
  * n p exponentials. The L-BFGS's initial inverse Hessian is the inverse of
  * -J's Hessian's diagonal (its Gauss-Newton part for C and B), computed in
  * the same pass. */
