@@ -372,17 +372,17 @@ svir_pln_pca_init <- function(Y, O, Orow, X, P, q) {
   if (isS4(L)) L@x <- log1p(L@x) else L <- log1p(L)
   B0 <- as.matrix(P %*% L)
   if (!is.null(O)) B0 <- B0 - P %*% O
-  if (!is.null(Orow)) B0 <- B0 - tcrossprod(P %*% Orow, rep(1, p))
+  if (!is.null(Orow)) B0 <- B0 - (P %*% Orow) %*% matrix(1, 1, p)
   Rv <- function(V) {
     out <- as.matrix(L %*% V) - X %*% (B0 %*% V)
     if (!is.null(O)) out <- out - O %*% V
-    if (!is.null(Orow)) out <- out - tcrossprod(Orow, colSums(V))
+    if (!is.null(Orow)) out <- out - outer(Orow, colSums(V))
     out
   }
   Rtv <- function(U) {
     out <- as.matrix(Matrix::crossprod(L, U)) - crossprod(B0, crossprod(X, U))
     if (!is.null(O)) out <- out - crossprod(O, U)
-    if (!is.null(Orow)) out <- out - rep(1, p) %*% crossprod(Orow, U)
+    if (!is.null(Orow)) out <- out - matrix(1, p, 1) %*% crossprod(Orow, U)
     out
   }
   k <- min(p, n, q + 5L)

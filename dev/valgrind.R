@@ -10,8 +10,9 @@
 # "possibly lost" are R's). The fits are small, since valgrind runs about
 # 50 times slower; each kind of fit goes through its own engine: GLMM SVI
 # (mean-field, full-rank, minibatches, zero inflation, prior weights,
-# separated data), GLMM QEM, and pln() full, diagonal, rank, minibatch,
-# sparse and QEM, then methods that call C (ranef, predict intervals,
+# separated data), GLMM QEM, and pln() full, diagonal, rank (factor
+# model), PLN-PCA (dense; sparse in blocks of 7 rows), minibatch, sparse and
+# QEM, then methods that call C (ranef, predict intervals,
 # pln_loglik). An error in a fit is caught and printed, so that the run
 # reaches every case.
 suppressMessages(library(svir))
@@ -45,12 +46,18 @@ pd$Y <- matrix(rpois(40 * 5, exp(1 + 0.3 * pd$x)), 40)
 ctl_p <- svi_control(max_steps = 20, progress = FALSE)
 run("pln full", fp <- svi_fit(Y ~ x, pd, family = pln(), control = ctl_p))
 run("pln diagonal", svi_fit(Y ~ x, pd, family = pln(covariance = "diagonal"), control = ctl_p))
-run("pln rank", svi_fit(Y ~ x, pd, family = pln(rank = 2), control = ctl_p))
+run("pln rank (factor)", svi_fit(Y ~ x, pd, family = pln(rank = 2, residual = TRUE), control = ctl_p))
+run("pln PCA", fpca <- svi_fit(Y ~ x, pd, family = pln(rank = 2), control = ctl_p))
+run("pln PCA sparse, blocks", {
+  ctl_b <- ctl_p
+  ctl_b$pln_block <- 7L
+  svi_fit(Matrix::Matrix(pd$Y, sparse = TRUE) ~ x, pd, family = pln(rank = 2), control = ctl_b)
+})
 ctl_pm <- svi_control(max_steps = 20, batch_size = 10, progress = FALSE)
 run("pln minibatch", svi_fit(Y ~ x, pd, family = pln(), control = ctl_pm, seed = 1))
 Ysp <- Matrix::Matrix(pd$Y, sparse = TRUE)
 run("pln sparse", svi_fit(Ysp ~ x, pd, family = pln(), control = ctl_p))
-run("pln qem", svi_fit(Y ~ x, pd, family = pln(rank = 2), method = "qem", seed = 1,
+run("pln qem", svi_fit(Y ~ x, pd, family = pln(rank = 2, residual = TRUE), method = "qem", seed = 1,
                        control = svi_control(max_steps = 10, K = 4, progress = FALSE)))
 f <- suppressWarnings(svi_fit(Reaction ~ Days + (Days | Subject), d, seed = 1, control = ctl))
 run("ranef, predict", {
@@ -58,6 +65,10 @@ run("ranef, predict", {
   predict(f, data.frame(Days = 1, Subject = "new"), allow.new.levels = TRUE, interval = TRUE)
 })
 run("pln_loglik", pln_loglik(fp, nsamples = 20, seed = 1))
+run("PCA VE step, loglik", {
+  predict(fpca, newdata = pd[1:5, ], responses = pd$Y[1:5, ])
+  pln_loglik(fpca, nsamples = 20, seed = 1)
+})
 # interrupted fits: a shell sends this process SIGINT while the fit runs
 # (under valgrind a fit of this size takes minutes); nothing may leak
 interrupted <- function(label, delay, expr) {

@@ -172,6 +172,16 @@ test_that("every pln() verb works on a PLN-PCA fit", {
   expect_error(vcov(fit), "point estimates", class = "svir_error")
 })
 
+test_that("PLN-PCA's start takes one offset per row with an intercept only (d = 1)", {
+  s <- pca_sim(80, 6, 2, seed = 16)
+  Ysp <- Matrix::Matrix(s$d$Y, sparse = TRUE)
+  a <- svi_fit(Y ~ 1 + offset(log(depth)), s$d, family = pln(rank = 2))
+  b <- svi_fit(Ysp ~ 1 + offset(log(depth)), s$d, family = pln(rank = 2))
+  expect_identical(a$stop_reason, "converged")
+  expect_equal(b$elbo, a$elbo, tolerance = 1e-10)
+  expect_identical(rownames(coef(a)), "(Intercept)")
+})
+
 test_that("PLN-PCA refuses what it does not do, with the fix", {
   s <- pca_sim(60, 5, 1, seed = 14)
   expect_error(pln(rank = 2, globals = "bayes"), "residual = TRUE", class = "svir_error")
