@@ -198,52 +198,16 @@ svir_pln_build <- function(formula, data, family, prior, guide, method, control,
   if (pca) cov <- svir_codes$pln_cov[["pca"]]
   dat <- list(model = "pln", O = O, Orow = Orow, X = X, P = P, cov = cov, q = rank,
               nd = as.double(nd), n = n, p = p, d = d)
-  if (pca) {
-    # PLN-PCA (src/models/pln/pln_pca.c): the parameters are the factors'
-    # means and log sds (n x q), C and B; the counts by rows when sparse.
-    # Nothing of size n x p is made here beyond a dense response's log1p.
-    if (is.null(Ysp)) {
-      dat$Y <- Y
-      dat$lgy <- sum(lgamma(Y + 1))
-    } else {
-      dat$Yp <- Ysp@p
-      dat$Yi <- Ysp@i
-      dat$Yx <- as.double(Ysp@x)
-      dat$lgy <- sum(lgamma(Ysp@x + 1))
-      Yt <- Matrix::t(Ysp)
-      dat$Rp <- Yt@p
-      dat$Rj <- Yt@i
-      dat$Rx <- as.double(Yt@x)
-      rm(Yt)
-    }
-    if (!is.null(control$pln_block)) dat$block <- as.integer(control$pln_block)
-    dat$par <- svir_pln_pca_init(if (is.null(Ysp)) Y else Ysp, O, Orow, X, P, rank)
-    tol <- if (!is.null(control$pln_tol)) control$pln_tol else if (n >= 1.5 * p) 1e-6 else 1e-8
-    ctrl <- list(method = "vem", backend = backend, max_steps = control$max_steps,
-                 tol_rel_obj = tol, batch_size = NULL, seed = seed,
-                 threads = as.integer(if (is.null(control$threads)) 0L else control$threads))
-    return(list(spec = dat, ctrl = ctrl, control = control, qem = FALSE, family = family, X = X,
-                Y = if (is.null(Ysp)) Y else Ysp, O = O, Orow = Orow, rank = rank, bayes = FALSE,
-                batch = NULL, tol = tol, n = n, p = p, d = d, cn = cn, tt = tt, mf = mf,
-                formula = formula, call = call, pca = TRUE))
-  }
-  # start: M at log(1 + Y) less the offset, S = 0.1
+  # the counts: dense, or a dgCMatrix's slots
   if (is.null(Ysp)) {
     dat$Y <- Y
     dat$lgy <- sum(lgamma(Y + 1))
-    M0 <- log1p(Y)
   } else {
-    dat$Y <- NULL
     dat$Yp <- Ysp@p
     dat$Yi <- Ysp@i
     dat$Yx <- as.double(Ysp@x)
     dat$lgy <- sum(lgamma(Ysp@x + 1))
-    M0 <- matrix(0, n, p)
-    M0[cbind(Ysp@i + 1L, rep.int(seq_len(p), diff(Ysp@p)))] <- log1p(Ysp@x)
   }
-  if (!is.null(O)) M0 <- M0 - O else if (!is.null(Orow)) M0 <- M0 - Orow
-  par0 <- c(M0, rep(log(0.1), n * p))
-  if (!is.null(rank)) par0 <- c(par0, svir_pln_pca_start(M0 - X %*% (P %*% M0), rank, nd))
   # PLNmodels' tolerance on the relative change of the ELBO: 1e-6 when n >=
   # 1.5 p, else 1e-8 (control$pln_tol, set by hand, overrides it: dev/)
   tol <- if (!is.null(control$pln_tol)) control$pln_tol else if (n >= 1.5 * p) 1e-6 else 1e-8
@@ -252,18 +216,37 @@ svir_pln_build <- function(formula, data, family, prior, guide, method, control,
     abort(c("{.arg batch_size} ({batch}) is larger than the number of rows ({n}).",
             i = "Use a value in 1..{n}, or {.code NULL} for full batches."))
   }
-  dat$par <- par0
+  if (pca) {
+    # PLN-PCA (src/models/pln/pln_pca.c): the parameters are the factors'
+    # means and log sds (n x q), C and B. Nothing of size n x p is made here
+    # beyond a dense response's log1p (svir_pln_pca_init()).
+    if (!is.null(control$pln_block)) dat$block <- as.integer(control$pln_block)
+    dat$par <- svir_pln_pca_init(if (is.null(Ysp)) Y else Ysp, O, Orow, X, P, rank)
+  } else {
+    # start: M at log(1 + Y) less the offset, S = 0.1
+    if (is.null(Ysp)) {
+      M0 <- log1p(Y)
+    } else {
+      M0 <- matrix(0, n, p)
+      M0[cbind(Ysp@i + 1L, rep.int(seq_len(p), diff(Ysp@p)))] <- log1p(Ysp@x)
+    }
+    if (!is.null(O)) M0 <- M0 - O else if (!is.null(Orow)) M0 <- M0 - Orow
+    par0 <- c(M0, rep(log(0.1), n * p))
+    if (!is.null(rank)) par0 <- c(par0, svir_pln_pca_start(M0 - X %*% (P %*% M0), rank, nd))
+    dat$par <- par0
+  }
   if (!is.null(batch)) {
     # minibatches of rows: incremental variational EM (src/models/pln/pln_mb.c)
     dat$XtXinv <- if (d > 0) solve(crossprod(X)) else matrix(0, 0, 0)
-    if (!is.null(Ysp)) {
-      Yt <- Matrix::t(Ysp)
-      dat$Rp <- Yt@p
-      dat$Rj <- Yt@i
-      dat$Rx <- as.double(Yt@x)
-    }
     dat$inner <- as.integer(if (is.null(control$pln_inner)) 10L else control$pln_inner)
     dat$fa_iters <- 5L
+  }
+  if (!is.null(Ysp) && (pca || !is.null(batch))) {
+    # minibatches and PLN-PCA visit sparse counts by rows
+    Yt <- Matrix::t(Ysp)
+    dat$Rp <- Yt@p
+    dat$Rj <- Yt@i
+    dat$Rx <- as.double(Yt@x)
   }
   ctrl <- list(method = "vem", backend = backend, max_steps = control$max_steps,
                tol_rel_obj = tol, batch_size = batch, seed = seed,
@@ -271,7 +254,7 @@ svir_pln_build <- function(formula, data, family, prior, guide, method, control,
   list(spec = dat, ctrl = ctrl, control = control, qem = FALSE, family = family, X = X,
        Y = if (is.null(Ysp)) Y else Ysp, O = O, Orow = Orow, rank = rank, bayes = bayes,
        batch = batch, tol = tol, n = n, p = p, d = d, cn = cn, tt = tt, mf = mf,
-       formula = formula, call = call)
+       formula = formula, call = call, pca = pca)
 }
 
 # The svi_pln object from the engine's list (variational EM, or QEM).

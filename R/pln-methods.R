@@ -57,12 +57,16 @@ svir_pln_Sigma_diag <- function(object) {
 # F C', S^2 = (sd(F)^2) (C o C)', when asked
 svir_pln_latent <- function(object) {
   if (!is.null(object$M)) return(list(M = object$M, S = object$S))
-  f <- object$factors
-  C <- object$loadings
-  M <- object$X %*% object$coefficients + tcrossprod(f$mean, C)
-  S <- sqrt(tcrossprod(f$sd^2, C^2))
-  dimnames(M) <- dimnames(S) <- list(rownames(object$Y), colnames(object$coefficients))
-  list(M = M, S = S)
+  lat <- svir_pln_pca_MS(object$X, object$coefficients, object$factors$mean,
+                         object$factors$sd, object$loadings)
+  dimnames(lat$M) <- dimnames(lat$S) <- list(rownames(object$Y), colnames(object$coefficients))
+  lat
+}
+
+# PLN-PCA's Z_i = X_i B + C w_i under q(w_i) = N(Fm_i, diag(Fs_i^2)): its
+# means and sds (n x p)
+svir_pln_pca_MS <- function(X, B, Fm, Fs, C) {
+  list(M = X %*% B + tcrossprod(Fm, C), S = sqrt(tcrossprod(Fs^2, C^2)))
 }
 
 # the offset as an n x p matrix (zeros when the model has none; one per row

@@ -90,49 +90,41 @@ svir_pln_ve <- function(object, Y, X, O, tol = 1e-8, max_steps = 1000L) {
   storage.mode(X) <- "double"
   n <- nrow(Y)
   p <- ncol(Y)
-  if (svir_pln_is_pca(object)) return(svir_pln_ve_pca(object, Y, X, O, tol, max_steps))
-  Sigma <- svir_pln_Sigma(object)
-  U <- chol(Sigma)
-  Om <- chol2inv(U)
-  M0 <- log1p(Y) - (if (is.null(O)) 0 else O)
-  spec <- list(model = "pln", Y = Y, O = if (is.null(O)) NULL else matrix(as.double(O), n, p),
-               X = X, P = matrix(0, ncol(X), n), lgy = sum(lgamma(Y + 1)),
-               cov = svir_codes$pln_cov[["full"]], n = n, p = p, d = ncol(X),
-               Bfix = unname(object$coefficients) + 0, Omfix = Om,
-               logdet_om = -2 * sum(log(diag(U))), par = c(M0, rep(log(0.1), n * p)))
-  ctrl <- list(method = "vem", backend = "cpu", max_steps = max_steps, tol_rel_obj = tol,
-               threads = 0L)
-  r <- svir_run(list(spec = spec, ctrl = ctrl, control = list(progress = FALSE)))
-  np <- n * p
-  dn <- list(rownames(Y), colnames(object$coefficients))
-  list(M = matrix(r$par[seq_len(np)], n, p, dimnames = dn),
-       S = matrix(exp(r$par[np + seq_len(np)]), n, p, dimnames = dn),
-       elbo = r$elbo_final)
-}
-
-# The VE step of PLN-PCA: q(w_i) for new rows with B and C held (the
-# factors start at the ridge projection of log(1 + Y) - O - X B on C)
-svir_pln_ve_pca <- function(object, Y, X, O, tol, max_steps) {
-  n <- nrow(Y)
-  p <- ncol(Y)
-  C <- unname(object$loadings) + 0
-  q <- ncol(C)
   B <- unname(object$coefficients) + 0
   O <- if (is.null(O)) NULL else matrix(as.double(O), n, p)
-  R <- log1p(Y) - X %*% B - (if (is.null(O)) 0 else O)
-  F0 <- R %*% C %*% solve(crossprod(C) + diag(q))
   spec <- list(model = "pln", Y = Y, O = O, X = X, P = matrix(0, ncol(X), n),
-               lgy = sum(lgamma(Y + 1)), cov = svir_codes$pln_cov[["pca"]], q = q, n = n, p = p,
-               d = ncol(X), Bfix = B, Wfix = C, par = c(F0, rep(log(0.1), n * q)))
+               lgy = sum(lgamma(Y + 1)), n = n, p = p, d = ncol(X), Bfix = B)
+  pca <- svir_pln_is_pca(object)
+  if (pca) {
+    # PLN-PCA: q(w_i) with B and C held; the factors start at the ridge
+    # projection of log(1 + Y) - O - X B on C
+    C <- unname(object$loadings) + 0
+    q <- ncol(C)
+    R <- log1p(Y) - X %*% B - (if (is.null(O)) 0 else O)
+    F0 <- R %*% C %*% solve(crossprod(C) + diag(q))
+    spec <- c(spec, list(cov = svir_codes$pln_cov[["pca"]], q = q, Wfix = C,
+                         par = c(F0, rep(log(0.1), n * q))))
+  } else {
+    U <- chol(svir_pln_Sigma(object))
+    M0 <- log1p(Y) - (if (is.null(O)) 0 else O)
+    spec <- c(spec, list(cov = svir_codes$pln_cov[["full"]], Omfix = chol2inv(U),
+                         logdet_om = -2 * sum(log(diag(U))), par = c(M0, rep(log(0.1), n * p))))
+  }
   ctrl <- list(method = "vem", backend = "cpu", max_steps = max_steps, tol_rel_obj = tol,
                threads = 0L)
   r <- svir_run(list(spec = spec, ctrl = ctrl, control = list(progress = FALSE)))
-  nq <- n * q
-  Fm <- matrix(r$par[seq_len(nq)], n, q)
-  Fs <- matrix(exp(r$par[nq + seq_len(nq)]), n, q)
   dn <- list(rownames(Y), colnames(object$coefficients))
-  M <- X %*% B + tcrossprod(Fm, C)
-  S <- sqrt(tcrossprod(Fs^2, C^2))
+  if (pca) {
+    nq <- n * q
+    lat <- svir_pln_pca_MS(X, B, matrix(r$par[seq_len(nq)], n, q),
+                           matrix(exp(r$par[nq + seq_len(nq)]), n, q), C)
+    M <- lat$M
+    S <- lat$S
+  } else {
+    np <- n * p
+    M <- matrix(r$par[seq_len(np)], n, p)
+    S <- matrix(exp(r$par[np + seq_len(np)]), n, p)
+  }
   dimnames(M) <- dimnames(S) <- dn
-  list(M = M, S = S, elbo = r$elbo_final, factors = list(mean = Fm, sd = Fs))
+  list(M = M, S = S, elbo = r$elbo_final)
 }

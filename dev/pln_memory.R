@@ -17,6 +17,9 @@
 #   pca      the dense n = 20000, p = 300 matrix above, rank 5;
 #   pcasparse  a sparse 2e5 x 2000 matrix (5% non-zero; dense it would be
 #            3.2 GB), rank 10, and `base`, the same script without the fit.
+# 2026-12-03 (this VM): pca 489,720 kB (against 2,275,064 for `rank`, the
+# factor model, in the same session); pcasparse 1,889,616 kB against base
+# 1,221,484 kB.
 args <- commandArgs(TRUE)
 if (length(args) > 1) .libPaths(c(args[2], .libPaths()))
 suppressMessages(library(svir))

@@ -98,9 +98,6 @@ static int pln_read(const svir_list *spec, const svir_list *ctrl, const svir_con
         if (c->method == SVIR_METHOD_QEM || c->batch_size > 0)
             return svir_err_set(e, 1, "svir internal error: PLN-PCA is fitted by full-batch variational EM");
         if (!d->Y && read_rows(spec, m, e)) return e->status;
-        m->colwork = malloc(sizeof(double) * 3 * (size_t)d->p);
-        if (!m->colwork) return svir_err_set(e, 2, "out of memory reading the model");
-        d->colwork = m->colwork;
         d->threads = 1;
         d->block = svir_list_absent(spec, "block") ? 0 : svir_list_int(spec, "block", 0);
         m->par0 = svir_list_reals(spec, "par", svir_pln_npar(d), 1, e);
@@ -254,15 +251,11 @@ static int fit_finish(void *fit, svir_result *res, svir_err *e)
     /* the point (2 n p doubles and more) goes to the results without a copy */
     double *x = f->x;
     f->x = NULL;
-    if (f->dat.cov == SVIR_PLN_PCA) {
-        /* C and B are in the point (R reads them there) */
-        if (svir_out_adopt(res->extra, "par", x, svir_pln_npar(&f->dat), -1))
-            return svir_err_set(e, 2, "out of memory for the results");
-        return 0;
-    }
+    /* PLN-PCA's C and B are in the point (R reads them there) */
+    const int pca = f->dat.cov == SVIR_PLN_PCA;
     if (svir_out_adopt(res->extra, "par", x, svir_pln_npar(&f->dat), -1) ||
-        svir_out_copy(res->extra, "B", f->B, f->dat.d, f->dat.p) ||
-        svir_out_copy(res->extra, "Sigma", f->Sigma, f->dat.p, f->dat.p))
+        (!pca && (svir_out_copy(res->extra, "B", f->B, f->dat.d, f->dat.p) ||
+                  svir_out_copy(res->extra, "Sigma", f->Sigma, f->dat.p, f->dat.p))))
         return svir_err_set(e, 2, "out of memory for the results");
     return 0;
 }
