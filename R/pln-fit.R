@@ -144,7 +144,7 @@ svir_pln_build <- function(formula, data, family, prior, guide, method, control,
   }
   cn <- colnames(Yin)
   if (is.null(cn)) cn <- paste0("Y", seq_len(p))
-  svir_pln_check_memory(n, p, batch = control$batch_size, qem = method == "qem",
+  svir_pln_check_memory(n, p, batch = control$batch_size, qem = method == "qem", dense = is.null(Ysp),
                         q = if (pca) family$rank else NULL, d = ncol(mf), abort = abort)
   zero <- cn[colsum == 0]
   if (length(zero)) {
@@ -222,8 +222,9 @@ svir_pln_build <- function(formula, data, family, prior, guide, method, control,
     # beyond a dense response's log1p (svir_pln_pca_init()).
     if (!is.null(control$pln_block)) dat$block <- as.integer(control$pln_block)
     dat$par <- svir_pln_pca_init(if (is.null(Ysp)) Y else Ysp, O, Orow, X, P, rank)
-  } else {
-    # start: M at log(1 + Y) less the offset, S = 0.1
+  } else if (is.null(batch)) {
+    # start: M at log(1 + Y) less the offset, S = 0.1 (minibatch fits make
+    # the same start a batch at a time in C and keep no n x p locals)
     if (is.null(Ysp)) {
       M0 <- log1p(Y)
     } else {
@@ -236,10 +237,11 @@ svir_pln_build <- function(formula, data, family, prior, guide, method, control,
     dat$par <- par0
   }
   if (!is.null(batch)) {
-    # minibatches of rows: incremental variational EM (src/models/pln/pln_mb.c)
-    dat$XtXinv <- if (d > 0) solve(crossprod(X)) else matrix(0, 0, 0)
-    dat$inner <- as.integer(if (is.null(control$pln_inner)) 10L else control$pln_inner)
+    # minibatches of rows: streamed variational EM (src/models/pln/pln_mb.c)
+    dat$inner <- as.integer(if (is.null(control$pln_inner)) 50L else control$pln_inner)
     dat$fa_iters <- 5L
+    dat$ve_tol <- if (is.null(control$pln_ve_tol)) tol / 100 else control$pln_ve_tol
+    dat$switch_tol <- if (is.null(control$pln_switch)) 1e-4 else control$pln_switch
   }
   if (!is.null(Ysp) && (pca || !is.null(batch))) {
     # minibatches and PLN-PCA visit sparse counts by rows
@@ -285,10 +287,19 @@ svir_pln_finish <- function(engine, job) {
   dimnames(B) <- list(colnames(X), cn)
   Sigma <- engine$Sigma
   dimnames(Sigma) <- list(cn, cn)
-  M <- matrix(engine$par[seq_len(np)], n, p, dimnames = list(rn, cn))
-  S <- matrix(exp(engine$par[np + seq_len(np)]), n, p, dimnames = dimnames(M))
-  W <- psi <- NULL
-  if (!is.null(rank)) {
+  M <- S <- W <- psi <- NULL
+  if (!is.null(batch)) {
+    # minibatch fits keep no n x p locals: the verbs run the VE step for
+    # them when asked (svir_pln_latent)
+    if (!is.null(rank)) {
+      W <- matrix(engine$W, p, rank, dimnames = list(cn, NULL))
+      psi <- stats::setNames(as.double(engine$psi), cn)
+    }
+  } else {
+    M <- matrix(engine$par[seq_len(np)], n, p, dimnames = list(rn, cn))
+    S <- matrix(exp(engine$par[np + seq_len(np)]), n, p, dimnames = dimnames(M))
+  }
+  if (is.null(batch) && !is.null(rank)) {
     W <- matrix(engine$par[2 * np + seq_len(p * rank)], p, rank, dimnames = list(cn, NULL))
     psi <- stats::setNames(exp(engine$par[2 * np + p * rank + seq_len(p)]), cn)
   }
@@ -415,23 +426,31 @@ svir_pln_pca_finish <- function(engine, job) {
 # made when it exceeds what the machine has available. Doubles per count,
 # from the peak resident memory of fits with n = 20000, p = 300 (R's copies
 # included; dev/pln_memory.R): full-batch variational EM 46 (M and S, L-BFGS's
-# gradients and its five pairs of both, the objective's work), minibatches
-# 16, QEM 18. The latent layer is n x p in every fit, whatever the rank or
-# covariance. options(svir.check_memory = FALSE) turns the check off.
-svir_pln_memory <- function(n, p, batch = NULL, qem = FALSE, q = NULL, d = 1) {
+# gradients and its five pairs of both, the objective's work), QEM 18. The
+# latent layer is n x p in those fits, whatever the rank or covariance.
+# Minibatch fits keep no latent layer: R's copies of dense counts (4 n p),
+# a batch's work (40 m p: its counts, offsets, locals and L-BFGS) and the
+# sums and globals (10 p^2). options(svir.check_memory = FALSE) turns the
+# check off.
+svir_pln_memory <- function(n, p, batch = NULL, qem = FALSE, q = NULL, d = 1, dense = TRUE) {
   if (!is.null(q)) {
     # PLN-PCA: L-BFGS's 16 vectors of the 2 n q + p (q + d) parameters, the
     # start's 2 n (q + 5) and X (n d), and the objective's blocks (3 x 2^18)
     L <- 2 * as.double(n) * q + as.double(p) * (q + d)
     return(8 * (16 * L + 2 * as.double(n) * (q + 5) + as.double(n) * d + 3 * 2^18) + 100e6)
   }
-  per <- if (qem) 18 else if (!is.null(batch)) 16 else 46
+  if (!is.null(batch) && !qem) {
+    m <- min(as.double(batch), n)
+    return(8 * ((if (dense) 4 * as.double(n) * p else 0) + 40 * m * p + 10 * as.double(p)^2) +
+             100e6)
+  }
+  per <- if (qem) 18 else 46
   8 * as.double(n) * p * per + 100e6
 }
 
-svir_pln_check_memory <- function(n, p, batch, qem, abort, q = NULL, d = 1) {
+svir_pln_check_memory <- function(n, p, batch, qem, abort, q = NULL, d = 1, dense = TRUE) {
   if (isFALSE(getOption("svir.check_memory"))) return(invisible())
-  need <- svir_pln_memory(n, p, batch, qem, q, d)
+  need <- svir_pln_memory(n, p, batch, qem, q, d, dense)
   have <- svir_mem_available()
   if (is.na(have) || need <= 0.9 * have) return(invisible())
   gb <- function(b) format(b / 1e9, digits = 3)
@@ -440,10 +459,11 @@ svir_pln_check_memory <- function(n, p, batch, qem, abort, q = NULL, d = 1) {
             i = "It grows with n x q: fit fewer rows, or a lower rank.",
             i = "{.code options(svir.check_memory = FALSE)} skips this check."))
   }
-  mb_need <- svir_pln_memory(n, p, batch = 1L)
+  mb_need <- svir_pln_memory(n, p, batch = min(n, 1000L), dense = dense)
   abort(c("This {.fn pln} fit needs about {gb(need)} GB ({n} rows x {p} columns); this machine has {gb(have)} GB available.",
           i = if (is.null(batch) && !qem && mb_need <= 0.9 * have)
             "Minibatches of rows need about {gb(mb_need)} GB: {.code control = svi_control(batch_size = 1000)}."
+          else if (!is.null(batch)) "Use smaller minibatches, or fit fewer columns (the most variable ones)."
           else "Fit fewer columns (the most variable ones) or a subset of rows; minibatches need about {gb(mb_need)} GB.",
           i = "{.code backend = \"cuda\"} needs about {gb(8 * as.double(n) * p * 39)} GB of GPU memory instead (39 doubles per count).",
           i = if (is.null(q)) "{.code pln(rank = q)} (PLN-PCA) keeps q factors per row instead of an n x p latent layer: about {gb(svir_pln_memory(n, p, q = 10L, d = d))} GB for q = 10.",

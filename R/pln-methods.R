@@ -53,14 +53,20 @@ svir_pln_Sigma_diag <- function(object) {
 }
 
 # The latent layer's variational means and sds, M and S (n x p): stored by
-# the fits that keep them; for PLN-PCA computed from the factors, M = X B +
-# F C', S^2 = (sd(F)^2) (C o C)', when asked
+# full-batch fits; for PLN-PCA computed from the factors, M = X B + F C',
+# S^2 = (sd(F)^2) (C o C)'; for minibatch fits (which keep no n x p locals)
+# the VE step on the fit's rows with B and Sigma held, when asked
 svir_pln_latent <- function(object) {
   if (!is.null(object$M)) return(list(M = object$M, S = object$S))
-  lat <- svir_pln_pca_MS(object$X, object$coefficients, object$factors$mean,
-                         object$factors$sd, object$loadings)
+  if (svir_pln_is_pca(object)) {
+    lat <- svir_pln_pca_MS(object$X, object$coefficients, object$factors$mean,
+                           object$factors$sd, object$loadings)
+  } else {
+    svir_pln_check(object, need = c("X", "Y"))
+    lat <- svir_pln_ve(object, Y = object$Y, X = object$X, O = svir_pln_O(object))
+  }
   dimnames(lat$M) <- dimnames(lat$S) <- list(rownames(object$Y), colnames(object$coefficients))
-  lat
+  lat[c("M", "S")]
 }
 
 # PLN-PCA's Z_i = X_i B + C w_i under q(w_i) = N(Fm_i, diag(Fs_i^2)): its
@@ -198,7 +204,7 @@ pln_criteria <- function(object, ...) {
     bic <- f$elbo - df / 2 * log(f$n)
     # the entropy of q over the latent layer: n x p for most fits, the n x q
     # factors for PLN-PCA
-    s <- if (svir_pln_is_pca(f)) f$factors$sd else f$S
+    s <- if (svir_pln_is_pca(f)) f$factors$sd else svir_pln_latent(f)$S
     entropy <- sum(log(s)) + 0.5 * length(s) * log(2 * pi * exp(1))
     data.frame(rank = if (is.null(f$rank)) NA_integer_ else as.integer(f$rank),
                covariance = f$covariance, n = f$n, df = df, loglik = f$elbo,
@@ -304,8 +310,9 @@ pln_loglik <- function(object, nsamples = 1000, seed = 1) {
            lr = -0.5 * rowSums(w^2) + 0.5 * rowSums(E^2) + slog[idx])
     }
   } else {
-    M <- object$M
-    S <- object$S
+    lat <- svir_pln_latent(object)
+    M <- lat$M
+    S <- lat$S
     U <- tryCatch(chol(svir_pln_Sigma(object)), error = function(e) NULL)
     if (is.null(U)) {
       cli::cli_abort("The fit's covariance matrix is not positive definite, so its likelihood is not defined.",
@@ -435,7 +442,7 @@ scores.svi_pln <- function(object, axes = 2, ...) {
     sc <- object$factors$mean %*% crossprod(W, V)
     total <- sum(lam)
   } else if (is.null(object$rank)) {
-    R <- object$M - object$X %*% object$coefficients
+    R <- svir_pln_latent(object)$M - object$X %*% object$coefficients
     Sig <- object$sigma
     e <- eigen(Sig, symmetric = TRUE)
     lam <- pmax(e$values, 0)
@@ -443,7 +450,7 @@ scores.svi_pln <- function(object, axes = 2, ...) {
     sc <- R %*% V
     total <- sum(diag(Sig))
   } else {
-    R <- object$M - object$X %*% object$coefficients
+    R <- svir_pln_latent(object)$M - object$X %*% object$coefficients
     W <- object$loadings
     psi <- object$psi
     WtPi <- t(W / psi) # W' Psi^-1, q x p

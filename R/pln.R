@@ -91,37 +91,45 @@
 #' missing covariates go by `na.action`.
 #'
 #' @section Memory:
-#' Fits with a full, diagonal or spherical covariance, or `rank` with
-#' `residual = TRUE`, keep an `n x p` latent layer (`M` and `S`): a
-#' full-batch fit needs about 46 doubles per count (L-BFGS keeps gradients
-#' and five pairs of updates of both), a minibatch fit about 16, QEM about
-#' 18 (peak memory measured by `dev/pln_memory.R` with `n = 20000`, `p =
-#' 300`, R's copies included). PLN-PCA (`rank` alone) keeps `n x q`
-#' factors: about 16 vectors of `2 n q + p (q + d)` numbers and blocks of
-#' `2^18` entries, plus, for a dense response, `log(1 + Y)` for the start.
-#' Before anything of that size is made, a fit that needs more than 90% of
-#' the memory available (Linux's `MemAvailable`) is refused with the size
-#' and what would fit; `options(svir.check_memory = FALSE)` turns the check
-#' off.
+#' Full-batch fits with a full, diagonal or spherical covariance, or `rank`
+#' with `residual = TRUE`, keep an `n x p` latent layer (`M` and `S`): they
+#' need about 46 doubles per count (L-BFGS keeps gradients and five pairs
+#' of updates of both), QEM about 18 (peak memory measured by
+#' `dev/pln_memory.R` with `n = 20000`, `p = 300`, R's copies included).
+#' Minibatch fits keep no latent layer: beyond the counts (and R's copies
+#' of dense counts), one batch's work (about `40 m p` doubles for batches
+#' of `m` rows) and sums of size `p x p`. PLN-PCA (`rank` alone) keeps
+#' `n x q` factors: about 16 vectors of `2 n q + p (q + d)` numbers and
+#' blocks of `2^18` entries, plus, for a dense response, `log(1 + Y)` for
+#' the start. Before anything of that size is made, a fit that needs more
+#' than 90% of the memory available (Linux's `MemAvailable`) is refused with
+#' the size and what would fit; `options(svir.check_memory = FALSE)` turns
+#' the check off.
 #'
 #' @section Minibatches:
 #' With `control = svi_control(batch_size = m)` the fit visits the rows in
-#' minibatches of `m`, in a new random order each epoch (`seed`): a step
-#' takes the batch's contributions out of running sums over all rows
-#' (`X'M`, `M'M`, `sum S^2` and the local ELBO terms), refits the batch's
-#' `q(Z_i)` with `B` and `Sigma` held (a few L-BFGS iterations from their
-#' last values), puts the new contributions back and updates `B` and `Sigma`
-#' from the sums (for `rank = q, residual = TRUE`, a few factor-analysis EM
-#' iterations). PLN-PCA fits run in full batches (they hold no `n x p`
-#' layer for minibatches to save). The
-#' batch's statistics replace its rows' old ones, so the update sees all `n`
-#' rows at the right scale without a learning rate (incremental variational
-#' EM, Neal and Hinton 1998): the ELBO, computed exactly from the sums,
-#' never decreases, and the fit's fixed points are the full-batch fit's.
-#' It stops when an epoch raises the ELBO by less than the full-batch
-#' tolerance; `trace` holds the ELBO after each epoch and `max_steps`
-#' counts minibatch steps. Memory: `M`, `S` and one batch, against the
-#' full-batch optimiser's `20 n p` numbers.
+#' minibatches of `m`, in a new random order each epoch (`seed`), and keeps
+#' no row's `q(Z_i)`: a step fits the batch's `q(Z_i)` afresh with `B` and
+#' `Sigma` held (each entry's own optimum, then L-BFGS) and adds their
+#' statistics (`X'M`, `M'M`, `sum S^2` and the local ELBO terms) to the
+#' epoch's sums. `B` and `Sigma` come from sums over all rows (for `rank =
+#' q, residual = TRUE`, a few factor-analysis EM iterations on them). In
+#' the first epochs they are updated after every batch, from the last
+#' epoch's sums with the visited rows' share replaced by theirs; once an
+#' epoch raises the ELBO by less than `1e-4` of it, they are held through
+#' each epoch and updated at its end from its exact sums, a step of
+#' variational EM, which never lowers the ELBO. The ELBO after each epoch
+#' (`trace`) is exact, for the epoch's `q(Z_i)` and the `B` and `Sigma`
+#' fitted to them, and the fit's fixed points are the full-batch fit's. It
+#' stops when such an epoch raises the ELBO by less than the full-batch
+#' tolerance; `max_steps` counts minibatch steps. Methods that need `M` and
+#' `S` ([fitted()], [ranef()], [pln_loglik()], [scores()], ICL in
+#' [pln_criteria()]) fit them for all rows when called, with `B` and
+#' `Sigma` held. Minibatches cost more time than a full-batch fit (every
+#' epoch refits every row's `q(Z_i)` from scratch, and the fit takes tens
+#' of epochs): use them when the full-batch fit does not fit in memory.
+#' PLN-PCA fits run in full batches (they hold no `n x p` layer for
+#' minibatches to save).
 #'
 #' @section QEM:
 #' `svi_fit(..., family = pln(rank = q, residual = TRUE), method = "qem")`

@@ -74,7 +74,7 @@ typedef struct {
 
 /* ---- variational EM (infer/svir_vem.c) ---------------------------------
  * Full batches: L-BFGS (core/svir_lbfgs.h) on the model's objective, the
- * closed-form steps inside it. Minibatches: incremental variational EM
+ * closed-form steps inside it. Minibatches: streamed variational EM
  * over units (rows) in a new order each epoch. */
 typedef struct {
     /* the full-batch fit's state with its problem *pb on the backend's
@@ -84,9 +84,10 @@ typedef struct {
     void (*fit_free)(void *fit);
     /* after the fit (the problem at its final point): the outputs into res */
     int (*fit_finish)(void *fit, svir_result *res, svir_err *e);
-    /* minibatches (NULL: none): units, the work, and per batch: take its
-     * units' statistics out, refit their locals with the globals held, put
-     * them back, update the globals; the ELBO from the sums */
+    /* minibatches (NULL: none): units, the work, and per batch: refit its
+     * units' locals with the globals held, add their statistics to the
+     * epoch's sums, update the globals (or hold them through the epoch);
+     * the ELBO from the sums */
     ptrdiff_t (*n_units)(const void *model);
     void *(*mb_new)(const void *model, const svir_control *c, svir_err *e);
     void (*mb_free)(void *work);
@@ -94,8 +95,11 @@ typedef struct {
     int (*mb_begin)(void *work, double *elbo, svir_err *e);
     /* one minibatch of m units (sorted) */
     int (*mb_step)(void *work, const int *units, int m, svir_err *e);
-    /* the epoch's end: the sums again from scratch, the globals, *elbo */
-    int (*mb_epoch)(void *work, double *elbo, svir_err *e);
+    /* the epoch's end: the globals from the epoch's sums, *elbo, and
+     * *exact = 1 when the globals were held through the epoch (a step of
+     * variational EM, which never lowers the ELBO: the driver stops only
+     * on two such epochs) */
+    int (*mb_epoch)(void *work, double *elbo, int *exact, svir_err *e);
     int (*mb_finish)(void *work, svir_result *res, svir_err *e);
 } svir_vem_ops;
 

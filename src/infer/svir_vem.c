@@ -5,14 +5,16 @@
  * and L-BFGS (core/svir_lbfgs.c) maximises it over the locals, on the
  * model's vector space (the CPU's or a device's).
  *
- * Minibatches of units: incremental variational EM (Neal and Hinton
- * 1998). An epoch visits the units in a new order (a keyed permutation,
- * core/svir_philox.h), in batches; each batch's statistics replace its
- * units' old ones in sums over all units, so that the update sees all of
- * them at the right scale without a learning rate, the ELBO never
- * decreases, and the fixed points are the full-batch fit's. The fit stops
- * when an epoch raises the ELBO by less than tol_rel_obj |ELBO|; the trace
- * holds the ELBO after each epoch and max_steps counts batches. */
+ * Minibatches of units: streamed variational EM. An epoch visits the
+ * units in a new order (a keyed permutation, core/svir_philox.h), in
+ * batches; the model refits each batch's locals with the globals held and
+ * adds their statistics to the epoch's sums, so that no unit's locals are
+ * kept. The model updates its globals after each batch (online epochs) or
+ * at the epoch's end only (exact epochs: a step of variational EM, which
+ * never lowers the ELBO), and reports the ELBO of the epoch's locals at
+ * its end. The fit stops when an exact epoch raises the ELBO by less than
+ * tol_rel_obj |ELBO| over the exact epoch before it; the trace holds the
+ * ELBO after each epoch and max_steps counts batches. */
 #include "infer/svir_model.h"
 #include "core/svir_philox.h"
 
@@ -79,7 +81,7 @@ static int vem_minibatch(const svir_vem_ops *ops, void *model, const svir_contro
     double Jprev = NAN, Jn = NAN;
     if ((st = ops->mb_begin(w, &Jprev, &e)) != 0) goto done;
     long nstep = 0, ep = 0;
-    int stop = 0;
+    int stop = 0, exact = 0, exact_prev = 0;
     res->stop_reason = SVIR_STOP_MAX_STEPS;
     while (!stop && nstep < maxs) {
         /* an epoch: the units in the order of the epoch's permutation */
@@ -96,14 +98,15 @@ static int vem_minibatch(const svir_vem_ops *ops, void *model, const svir_contro
             if ((st = ops->mb_step(w, units, m, &e)) != 0) goto done;
             nstep++;
         }
-        if ((st = ops->mb_epoch(w, &Jn, &e)) != 0) goto done;
+        if ((st = ops->mb_epoch(w, &Jn, &exact, &e)) != 0) goto done;
         res->trace[ep] = Jn;
         ep++;
         svir_gate_progress(&gate, nstep, 1, maxs, Jn);
-        if ((Jn - Jprev) / fabs(Jn) < c->tol_rel_obj) {
+        if (exact && exact_prev && (Jn - Jprev) / fabs(Jn) < c->tol_rel_obj) {
             stop = 1;
             res->stop_reason = SVIR_STOP_CONVERGED;
         }
+        exact_prev = exact;
         Jprev = Jn;
     }
     res->seconds = svir_wall_time() - t0;

@@ -320,4 +320,8 @@ test_that("pln() refuses a fit larger than the memory before allocating it", {
   expect_lt(proc.time()[["elapsed"]] - t0, 10)
   expect_equal(svir:::svir_pln_memory(20000, 300), 8 * 20000 * 300 * 46 + 1e8)
   expect_lt(svir:::svir_pln_memory(20000, 300, batch = 500), svir:::svir_pln_memory(20000, 300))
+  # minibatch fits keep no n x p latent layer: sparse counts cost a batch
+  # and p x p sums, not n x p
+  expect_lt(svir:::svir_pln_memory(1e6, 1e4, batch = 1000, dense = FALSE), 1.5e10)
+  expect_gt(svir:::svir_pln_memory(1e6, 1e4, batch = 1000), 3e11)
 })

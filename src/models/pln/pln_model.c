@@ -43,7 +43,8 @@ static int read_rows(const svir_list *spec, svir_pln_model *m, svir_err *e)
 /* spec: model = "pln", n, p, d, cov, q, the counts (Y dense, or Yp, Yi, Yx:
  * a dgCMatrix's slots), O (n x p) or Orow (n), X, P = (X'X)^-1 X', lgy, nd;
  * for the VE step Bfix with Omfix and logdet_om, or Wfix and lpsifix; the
- * variational fit's start par; for minibatches XtXinv, inner, fa_iters and
+ * variational fit's start par (not for minibatches); for minibatches inner,
+ * fa_iters, ve_tol, switch_tol and
  * sparse counts by rows (Rp, Rj, Rx); for QEM lgy_entries and qem_start =
  * list(B, W, psi, mu_u, su, mu_e, tau). */
 static int pln_read(const svir_list *spec, const svir_list *ctrl, const svir_control *c,
@@ -122,15 +123,18 @@ static int pln_read(const svir_list *spec, const svir_list *ctrl, const svir_con
         for (int k = 0; k < 7 && !e->status; k++) m->qstart[k] = svir_list_reals(st, nm[k], len[k], 0, e);
         return e->status;
     }
-    m->par0 = svir_list_reals(spec, "par", svir_pln_npar(d), 1, e);
     if (c->batch_size > 0) {
-        m->XtXinv = svir_list_reals(spec, "XtXinv", (ptrdiff_t)d->d * d->d, 0, e);
-        m->inner = svir_list_int(spec, "inner", 10);
+        /* minibatches keep no start of the locals (pln_mb.c) */
+        m->inner = svir_list_int(spec, "inner", 50);
         m->fa_iters = svir_list_int(spec, "fa_iters", 5);
-        if (m->inner < 1 || m->fa_iters < 1)
+        m->ve_tol = svir_list_num(spec, "ve_tol", 1e-10);
+        m->switch_tol = svir_list_num(spec, "switch_tol", 1e-4);
+        if (m->inner < 1 || m->fa_iters < 1 || !(m->ve_tol > 0) || !(m->switch_tol > 0))
             return svir_err_set(e, 1, "svir internal error: bad minibatch settings");
         if (!d->Y && read_rows(spec, m, e)) return e->status;
+        return e->status;
     }
+    m->par0 = svir_list_reals(spec, "par", svir_pln_npar(d), 1, e);
     return e->status;
 }
 

@@ -16,9 +16,11 @@ typedef struct {
     /* minibatches */
     const int *Rp, *Rj;       /* sparse counts by rows: row starts [n + 1], columns */
     const double *Rx;         /*   and values (NULL when the counts are dense) */
-    const double *XtXinv;     /* (X'X)^-1 [d x d] */
     int inner, fa_iters;      /* L-BFGS iterations of a batch's VE step; factor
                                * analysis iterations per M step (rank q) */
+    double ve_tol, switch_tol;/* the VE step's tolerance; online epochs end
+                               * when one raises the ELBO by less than
+                               * switch_tol |ELBO| (pln_mb.c) */
     /* QEM (rank q, dense counts) */
     const double *lgy_entries; /* [n x p] log Y! */
     const double *qstart[7];  /* the start: B, W, psi, mu_u, su, mu_e, tau */
@@ -35,7 +37,7 @@ void *svir_pln_mb_new(const void *model, const svir_control *c, svir_err *e);
 void svir_pln_mb_free(void *work);
 int svir_pln_mb_begin(void *work, double *elbo, svir_err *e);
 int svir_pln_mb_step(void *work, const int *rows, int m, svir_err *e);
-int svir_pln_mb_epoch(void *work, double *elbo, svir_err *e);
+int svir_pln_mb_epoch(void *work, double *elbo, int *exact, svir_err *e);
 int svir_pln_mb_finish(void *work, svir_result *res, svir_err *e);
 
 #endif
