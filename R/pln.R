@@ -118,10 +118,12 @@
 #' epoch's sums with the visited rows' share replaced by theirs; once an
 #' epoch raises the ELBO by less than `1e-4` of it, they are held through
 #' each epoch and updated at its end from its exact sums, a step of
-#' variational EM, which never lowers the ELBO. The ELBO after each epoch
+#' variational EM, which never lowers the ELBO; every third such epoch
+#' starts from sums extrapolated from the two before (SQUAREM, Varadhan and
+#' Roland 2008), kept only when it raises the ELBO. The ELBO after each epoch
 #' (`trace`) is exact, for the epoch's `q(Z_i)` and the `B` and `Sigma`
 #' fitted to them, and the fit's fixed points are the full-batch fit's. It
-#' stops when such an epoch raises the ELBO by less than the full-batch
+#' stops when a plain EM epoch raises the ELBO by less than the full-batch
 #' tolerance; `max_steps` counts minibatch steps. Methods that need `M` and
 #' `S` ([fitted()], [ranef()], [pln_loglik()], [scores()], ICL in
 #' [pln_criteria()]) fit them for all rows when called, with `B` and

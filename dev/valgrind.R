@@ -11,9 +11,9 @@
 # 50 times slower; each kind of fit goes through its own engine: GLMM SVI
 # (mean-field, full-rank, minibatches, zero inflation, prior weights,
 # separated data), GLMM QEM, and pln() full, diagonal, rank (factor
-# model), PLN-PCA (dense; sparse in blocks of 7 rows), minibatch, sparse and
-# QEM, then methods that call C (ranef, predict intervals,
-# pln_loglik). An error in a fit is caught and printed, so that the run
+# model), PLN-PCA (dense; sparse in blocks of 7 rows), minibatch (full,
+# rank, sparse diagonal; the VE step its verbs run), sparse and QEM, then
+# methods that call C (ranef, predict intervals, pln_loglik). An error in a fit is caught and printed, so that the run
 # reaches every case.
 suppressMessages(library(svir))
 ctl <- svi_control(max_steps = 200, ndraws = 50, progress = FALSE)
@@ -53,9 +53,14 @@ run("pln PCA sparse, blocks", {
   ctl_b$pln_block <- 7L
   svi_fit(Matrix::Matrix(pd$Y, sparse = TRUE) ~ x, pd, family = pln(rank = 2), control = ctl_b)
 })
-ctl_pm <- svi_control(max_steps = 20, batch_size = 10, progress = FALSE)
-run("pln minibatch", svi_fit(Y ~ x, pd, family = pln(), control = ctl_pm, seed = 1))
+ctl_pm <- svi_control(max_steps = 200, batch_size = 10, progress = FALSE)
+run("pln minibatch", fmb <- svi_fit(Y ~ x, pd, family = pln(), control = ctl_pm, seed = 1))
 Ysp <- Matrix::Matrix(pd$Y, sparse = TRUE)
+run("pln minibatch rank, sparse", {
+  svi_fit(Y ~ x, pd, family = pln(rank = 2, residual = TRUE), control = ctl_pm, seed = 1)
+  svi_fit(Ysp ~ x, pd, family = pln(covariance = "diagonal"), control = ctl_pm, seed = 1)
+})
+run("minibatch fit's VE step", fitted(fmb))
 run("pln sparse", svi_fit(Ysp ~ x, pd, family = pln(), control = ctl_p))
 run("pln qem", svi_fit(Y ~ x, pd, family = pln(rank = 2, residual = TRUE), method = "qem", seed = 1,
                        control = svi_control(max_steps = 10, K = 4, progress = FALSE)))

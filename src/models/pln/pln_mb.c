@@ -26,9 +26,12 @@
  *   J = L - sum log Y! + n p / 2 - nd / 2 log |Sigma| - tr(Omega C) / 2.
  * The fit starts online and turns exact for good once an online epoch
  * raises J by less than switch_tol |J| (the globals then move by about the
- * sampling noise of the batches); the driver (infer/svir_vem.c) stops when
- * two exact epochs in a row differ by less than tol_rel_obj |J|. The fixed
- * points are the full-batch fit's. */
+ * sampling noise of the batches). Exact epochs converge linearly, so they
+ * run in SQUAREM cycles of three (two plain EM epochs, then one from sums
+ * extrapolated from them; squarem_extrapolate). The driver
+ * (infer/svir_vem.c) stops when a plain exact epoch raises J by less than
+ * tol_rel_obj |J| over the exact epoch before it. The fixed points are the
+ * full-batch fit's. */
 #include "core/svir_lapack.h"
 
 #include <math.h>
@@ -48,6 +51,9 @@ typedef struct {
     int n, p, d, q, cov, full;   /* full: T2 is p x p (full, rank q) */
     double nd;
     mb_sums E, P, R;             /* the epoch's, the last epoch's, the step's */
+    mb_sums th0, th1, th2;       /* SQUAREM's sums in exact epochs */
+    int sq;                      /* SQUAREM's phase: 0, 1 plain, 2 extrapolated */
+    double J2;                   /* the ELBO of th2 */
     ptrdiff_t visited;           /* rows of this epoch so far */
     int exact;                   /* 1: globals held through an epoch */
     double Jlast, switch_tol;
@@ -409,6 +415,7 @@ void svir_pln_mb_free(void *work)
     mb_state *st = work;
     if (!st) return;
     sums_free(&st->E); sums_free(&st->P); sums_free(&st->R);
+    sums_free(&st->th0); sums_free(&st->th1); sums_free(&st->th2);
     free(st->Om); free(st->omd); free(st->fa); free(st->XXc);
     free(st->Yb); free(st->Ob); free(st->Xb); free(st->pb); free(st->Bb); free(st->Sb);
     free(st->cw); free(st->rowbuf); free(st->W); free(st->psi); free(st->lpsi); free(st->B);
@@ -438,7 +445,8 @@ void *svir_pln_mb_new(const void *model, const svir_control *c, svir_err *e)
     st->ve_tol = mb->ve_tol;
     st->switch_tol = mb->switch_tol;
     int bad = sums_alloc(&st->E, p, d, full) | sums_alloc(&st->P, p, d, full) |
-              sums_alloc(&st->R, p, d, full);
+              sums_alloc(&st->R, p, d, full) | sums_alloc(&st->th0, p, d, full) |
+              sums_alloc(&st->th1, p, d, full) | sums_alloc(&st->th2, p, d, full);
     st->Om = calloc((size_t)pp, sizeof(double));
     st->omd = calloc((size_t)p, sizeof(double));
     st->fa = calloc((size_t)(q > 0 ? 3 * (ptrdiff_t)p * q + 2 * q * q + 2 * p : p), sizeof(double));
@@ -551,16 +559,94 @@ int svir_pln_mb_step(void *work, const int *rows, int m, svir_err *e)
     return mstep_e(st, &st->R, st->fa_iters, e);
 }
 
+static void sums_copy(const mb_state *st, mb_sums *to, const mb_sums *from)
+{
+    const int p = st->p, d = st->d;
+    memcpy(to->T1, from->T1, sizeof(double) * (size_t)d * p);
+    memcpy(to->T2, from->T2, sizeof(double) * (size_t)(st->full ? (ptrdiff_t)p * p : p));
+    memcpy(to->s2, from->s2, sizeof(double) * (size_t)p);
+    memcpy(to->XX, from->XX, sizeof(double) * (size_t)d * d);
+    to->L = from->L;
+}
+
+/* SQUAREM (Varadhan and Roland 2008) over the exact epochs, the EM map F
+ * taking the sums that set the globals to the sums of the epoch's locals:
+ * from th0, th1 = F(th0), th2 = F(th1), r = th1 - th0, v = th2 - 2 th1 +
+ * th0, a = -|r| / |v| (at most -1), the next epoch's globals from th0 - 2 a
+ * r + a^2 v (a halved towards -1 while their M step fails; a = -1 gives
+ * th2). That epoch's ELBO is kept when it is at least th2's; otherwise the
+ * globals go back to th2's. Returns the M step's status. */
+static int squarem_extrapolate(mb_state *st, svir_err *e)
+{
+    const int p = st->p, d = st->d;
+    const ptrdiff_t n1 = (ptrdiff_t)d * p, n2 = st->full ? (ptrdiff_t)p * p : p;
+    double rr = 0.0, vv = 0.0;
+#define SQ_ACC(F, N)                                                                    \
+    for (ptrdiff_t k = 0; k < (N); k++) {                                               \
+        const double r = st->th1.F[k] - st->th0.F[k];                                  \
+        const double v = st->th2.F[k] - 2.0 * st->th1.F[k] + st->th0.F[k];             \
+        rr += r * r;                                                                    \
+        vv += v * v;                                                                    \
+    }
+    SQ_ACC(T1, n1)
+    SQ_ACC(T2, n2)
+    SQ_ACC(s2, p)
+#undef SQ_ACC
+    double a = vv > 0.0 ? -sqrt(rr / vv) : -1.0;
+    if (a > -1.0) a = -1.0;
+    mb_sums *t = &st->R; /* the extrapolation's room */
+    char err[256] = "";
+    for (int tries = 0; tries < 30 && a < -1.0; tries++) {
+        const double c1 = 1.0 + 2.0 * a + a * a, c2 = -2.0 * a - 2.0 * a * a, c3 = a * a;
+        /* th0 - 2 a r + a^2 v = c1 th0 + c2 th1 + c3 th2 */
+#define SQ_MIX(F, N)                                                                    \
+        for (ptrdiff_t k = 0; k < (N); k++)                                             \
+            t->F[k] = c1 * st->th0.F[k] + c2 * st->th1.F[k] + c3 * st->th2.F[k];
+        SQ_MIX(T1, n1)
+        SQ_MIX(T2, n2)
+        SQ_MIX(s2, p)
+#undef SQ_MIX
+        memcpy(t->XX, st->th2.XX, sizeof(double) * (size_t)d * d);
+        if (!mstep(st, t, st->fa_iters, err, sizeof err)) return 0;
+        a = 0.5 * (a - 1.0);
+        if (a > -1.0 - 1e-3) a = -1.0;
+    }
+    return mstep_e(st, &st->th2, st->fa_iters, e);
+}
+
 /* the epoch's end: the M step on its exact sums and their ELBO */
 int svir_pln_mb_epoch(void *work, double *elbo_out, int *exact, svir_err *e)
 {
     mb_state *st = work;
-    const int rc = mstep_e(st, &st->E, st->fa_iters, e);
+    int rc = mstep_e(st, &st->E, st->fa_iters, e);
     if (rc) return rc;
     const double J = elbo(st, &st->E);
     *elbo_out = J;
-    *exact = st->exact;
-    if (!st->exact && (J - st->Jlast) < st->switch_tol * fabs(J)) st->exact = 1;
+    *exact = st->exact && st->sq != 2;
+    if (!st->exact) {
+        if ((J - st->Jlast) < st->switch_tol * fabs(J)) {
+            st->exact = 1;
+            st->sq = 0;
+            sums_copy(st, &st->th0, &st->E); /* the next epoch's globals' sums */
+        }
+    } else if (st->sq == 0) {
+        sums_copy(st, &st->th1, &st->E);
+        st->sq = 1;
+    } else if (st->sq == 1) {
+        sums_copy(st, &st->th2, &st->E);
+        st->J2 = J;
+        st->sq = 2;
+        if ((rc = squarem_extrapolate(st, e)) != 0) return rc;
+    } else {
+        /* after the extrapolated epoch: keep it, or go back to th2 */
+        st->sq = 0;
+        if (J >= st->J2) {
+            sums_copy(st, &st->th0, &st->E);
+        } else {
+            sums_copy(st, &st->th0, &st->th2);
+            if ((rc = mstep_e(st, &st->th2, st->fa_iters, e)) != 0) return rc;
+        }
+    }
     st->Jlast = J;
     mb_sums t = st->P; st->P = st->E; st->E = t;
     sums_zero(st, &st->E);
