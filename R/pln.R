@@ -123,8 +123,8 @@
 #' Roland 2008), kept only when it raises the ELBO. The ELBO after each epoch
 #' (`trace`) is exact, for the epoch's `q(Z_i)` and the `B` and `Sigma`
 #' fitted to them, and the fit's fixed points are the full-batch fit's. It
-#' stops when a plain EM epoch raises the ELBO by less than the full-batch
-#' tolerance; `max_steps` counts minibatch steps. Methods that need `M` and
+#' stops when what plain EM epochs would still gain, reckoned from the last
+#' two (`g2 / (1 - g2 / g1)`), is less than the full-batch tolerance; `max_steps` counts minibatch steps. Methods that need `M` and
 #' `S` ([fitted()], [ranef()], [pln_loglik()], [scores()], ICL in
 #' [pln_criteria()]) fit them for all rows when called, with `B` and
 #' `Sigma` held. Minibatches cost more time than a full-batch fit (every

@@ -96,10 +96,10 @@ typedef struct {
     /* one minibatch of m units (sorted) */
     int (*mb_step)(void *work, const int *units, int m, svir_err *e);
     /* the epoch's end: the globals from the epoch's sums, *elbo, and
-     * *exact = 1 when the globals were held through the epoch (a step of
-     * variational EM, which never lowers the ELBO: the driver stops only
-     * on two such epochs) */
-    int (*mb_epoch)(void *work, double *elbo, int *exact, svir_err *e);
+     * *gain: what the fit would still gain by the model's reckoning, for
+     * the stopping rule (it stops when gain < tol_rel_obj |elbo|), or NAN
+     * after an epoch that cannot tell */
+    int (*mb_epoch)(void *work, double *elbo, double *gain, svir_err *e);
     int (*mb_finish)(void *work, svir_result *res, svir_err *e);
 } svir_vem_ops;
 

@@ -12,8 +12,8 @@
  * kept. The model updates its globals after each batch (online epochs) or
  * at the epoch's end only (exact epochs: a step of variational EM, which
  * never lowers the ELBO), and reports the ELBO of the epoch's locals at
- * its end. The fit stops when an exact epoch raises the ELBO by less than
- * tol_rel_obj |ELBO| over the exact epoch before it; the trace holds the
+ * its end, with what it reckons the fit would still gain (or NAN). The
+ * fit stops when that is less than tol_rel_obj |ELBO|; the trace holds the
  * ELBO after each epoch and max_steps counts batches. */
 #include "infer/svir_model.h"
 #include "core/svir_philox.h"
@@ -81,7 +81,8 @@ static int vem_minibatch(const svir_vem_ops *ops, void *model, const svir_contro
     double Jprev = NAN, Jn = NAN;
     if ((st = ops->mb_begin(w, &Jprev, &e)) != 0) goto done;
     long nstep = 0, ep = 0;
-    int stop = 0, exact = 0, exact_prev = 0;
+    int stop = 0;
+    double gain = NAN;
     res->stop_reason = SVIR_STOP_MAX_STEPS;
     while (!stop && nstep < maxs) {
         /* an epoch: the units in the order of the epoch's permutation */
@@ -98,15 +99,14 @@ static int vem_minibatch(const svir_vem_ops *ops, void *model, const svir_contro
             if ((st = ops->mb_step(w, units, m, &e)) != 0) goto done;
             nstep++;
         }
-        if ((st = ops->mb_epoch(w, &Jn, &exact, &e)) != 0) goto done;
+        if ((st = ops->mb_epoch(w, &Jn, &gain, &e)) != 0) goto done;
         res->trace[ep] = Jn;
         ep++;
         svir_gate_progress(&gate, nstep, 1, maxs, Jn);
-        if (exact && exact_prev && (Jn - Jprev) / fabs(Jn) < c->tol_rel_obj) {
+        if (!isnan(gain) && gain / fabs(Jn) < c->tol_rel_obj) {
             stop = 1;
             res->stop_reason = SVIR_STOP_CONVERGED;
         }
-        exact_prev = exact;
         Jprev = Jn;
     }
     res->seconds = svir_wall_time() - t0;

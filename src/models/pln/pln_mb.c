@@ -29,9 +29,10 @@
  * sampling noise of the batches). Exact epochs converge linearly, so they
  * run in SQUAREM cycles of three (two plain EM epochs, then one from sums
  * extrapolated from them; squarem_extrapolate). The driver
- * (infer/svir_vem.c) stops when a plain exact epoch raises J by less than
- * tol_rel_obj |J| over the exact epoch before it. The fixed points are the
- * full-batch fit's. */
+ * (infer/svir_vem.c) stops when a cycle's second plain epoch raises J by
+ * less than tol_rel_obj |J| (1 - r) over the first, r the ratio of the two
+ * epochs' gains (svir_pln_mb_epoch). The fixed points are the full-batch
+ * fit's. */
 #include "core/svir_lapack.h"
 
 #include <math.h>
@@ -53,7 +54,7 @@ typedef struct {
     mb_sums E, P, R;             /* the epoch's, the last epoch's, the step's */
     mb_sums th0, th1, th2;       /* SQUAREM's sums in exact epochs */
     int sq;                      /* SQUAREM's phase: 0, 1 plain, 2 extrapolated */
-    double J2;                   /* the ELBO of th2 */
+    double J0, J1, J2;           /* the ELBOs of th0, th1 and th2 */
     ptrdiff_t visited;           /* rows of this epoch so far */
     int exact;                   /* 1: globals held through an epoch */
     double Jlast, switch_tol;
@@ -614,27 +615,38 @@ static int squarem_extrapolate(mb_state *st, svir_err *e)
     return mstep_e(st, &st->th2, st->fa_iters, e);
 }
 
-/* the epoch's end: the M step on its exact sums and their ELBO */
-int svir_pln_mb_epoch(void *work, double *elbo_out, int *exact, svir_err *e)
+/* the epoch's end: the M step on its exact sums and their ELBO; *gain for
+ * the stopping rule after a cycle's second plain epoch, NAN otherwise: its
+ * gain over the first, g2, divided by 1 - r, r = g2 / g1 (the plain
+ * epochs' gains; at most 0.99) the rate at which EM converges here, so
+ * that a slow EM is not stopped for its small steps (the geometric series
+ * g2 (1 + r + r^2 + ...) is what plain EM would still gain) */
+int svir_pln_mb_epoch(void *work, double *elbo_out, double *gain, svir_err *e)
 {
     mb_state *st = work;
     int rc = mstep_e(st, &st->E, st->fa_iters, e);
     if (rc) return rc;
     const double J = elbo(st, &st->E);
     *elbo_out = J;
-    *exact = st->exact && st->sq != 2;
+    *gain = NAN;
     if (!st->exact) {
         if ((J - st->Jlast) < st->switch_tol * fabs(J)) {
             st->exact = 1;
             st->sq = 0;
             sums_copy(st, &st->th0, &st->E); /* the next epoch's globals' sums */
+            st->J0 = J;
         }
     } else if (st->sq == 0) {
         sums_copy(st, &st->th1, &st->E);
+        st->J1 = J;
         st->sq = 1;
     } else if (st->sq == 1) {
         sums_copy(st, &st->th2, &st->E);
         st->J2 = J;
+        const double g1 = st->J1 - st->J0, g2 = J - st->J1;
+        double r = g1 > 0.0 && g2 > 0.0 ? g2 / g1 : 0.0;
+        if (r > 0.99) r = 0.99;
+        *gain = g2 / (1.0 - r);
         st->sq = 2;
         if ((rc = squarem_extrapolate(st, e)) != 0) return rc;
     } else {
@@ -642,8 +654,10 @@ int svir_pln_mb_epoch(void *work, double *elbo_out, int *exact, svir_err *e)
         st->sq = 0;
         if (J >= st->J2) {
             sums_copy(st, &st->th0, &st->E);
+            st->J0 = J;
         } else {
             sums_copy(st, &st->th0, &st->th2);
+            st->J0 = st->J2;
             if ((rc = mstep_e(st, &st->th2, st->fa_iters, e)) != 0) return rc;
         }
     }

@@ -37,7 +37,7 @@ void *svir_pln_mb_new(const void *model, const svir_control *c, svir_err *e);
 void svir_pln_mb_free(void *work);
 int svir_pln_mb_begin(void *work, double *elbo, svir_err *e);
 int svir_pln_mb_step(void *work, const int *rows, int m, svir_err *e);
-int svir_pln_mb_epoch(void *work, double *elbo, int *exact, svir_err *e);
+int svir_pln_mb_epoch(void *work, double *elbo, double *gain, svir_err *e);
 int svir_pln_mb_finish(void *work, svir_result *res, svir_err *e);
 
 #endif
