@@ -24,6 +24,12 @@ cases <- interrupt_cases()
 if (a$big == "1") {
   cases$pln_full_big <- c("set.seed(1); Y <- matrix(rpois(20000 * 1200, 2), 20000, 1200)",
                           "go <- function() svi_fit(Y ~ 1, list(Y = Y), family = pln(), seed = 1)")
+  cases$pln_full_widep <- c("set.seed(1); Y <- matrix(rpois(4000 * 3000, 2), 4000, 3000)",
+                            "go <- function() svi_fit(Y ~ 1, list(Y = Y), family = pln(), seed = 1)")
+  cases$pln_rank_big <- c("set.seed(1); Y <- matrix(rpois(50000 * 1000, 2), 50000, 1000)",
+                          "go <- function() svi_fit(Y ~ 1, list(Y = Y), family = pln(rank = 50, residual = TRUE), seed = 1)")
+  cases$pln_minibatch_big <- c("set.seed(1); Y <- matrix(rpois(20000 * 2000, 2), 20000, 2000)",
+                               "go <- function() svi_fit(Y ~ 1, list(Y = Y), family = pln(), seed = 1, control = svi_control(batch_size = 2000))")
 }
 if (nzchar(a$only)) cases <- cases[grepl(a$only, names(cases))]
 rows <- lapply(names(cases), function(nm) {

@@ -28,6 +28,7 @@ extern SEXP svir_adam_r(SEXP par, SEXP mom, SEXP vel, SEXP g, SEXP lr, SEXP t, S
 extern SEXP svir_local_step_r(SEXP spec, SEXP lpar, SEXP A, SEXP G, SEXP shift, SEXP seed,
                               SEXP step, SEXP stl, SEXP backend);
 extern SEXP svir_pln_eval_r(SEXP dat, SEXP par);
+extern SEXP svir_pln_blas_flops_r(SEXP set);
 extern SEXP svir_pln_fit_r(SEXP dat, SEXP par, SEXP maxit, SEXP tol);
 extern SEXP svir_pln_eval_cuda_r(SEXP dat, SEXP par);
 extern SEXP svir_pln_fit_cuda_r(SEXP dat, SEXP par, SEXP maxit, SEXP tol);
@@ -58,6 +59,7 @@ static const R_CallMethodDef call_methods[] = {
     VERB(svir_local_step_r, 9),
     VERB(svir_adam_r, 7),
     VERB(svir_pln_eval_r, 2),
+    VERB(svir_pln_blas_flops_r, 1),
     VERB(svir_pln_fit_r, 4),
     VERB(svir_pln_eval_cuda_r, 2),
     VERB(svir_pln_fit_cuda_r, 4),

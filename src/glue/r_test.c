@@ -9,6 +9,7 @@
 
 #include "models/pln/pln_cuda.h"
 #include "models/pln/pln_model.h"
+#include "models/pln/pln_work.h"
 
 typedef struct {
     const svir_model_def *def;
@@ -136,6 +137,10 @@ static SEXP pln_eval_common(SEXP dat, SEXP par, int cuda)
 }
 
 SEXP svir_pln_eval_r(SEXP dat, SEXP par) { return pln_eval_common(dat, par, 0); }
+
+/* the PLN objective's BLAS piece size in flops (pln_blas.c): set > 0 sets
+ * it; returns the old size (for the tests of the pieces) */
+SEXP svir_pln_blas_flops_r(SEXP set) { return Rf_ScalarReal(svir_pln_blas_flops(Rf_asReal(set))); }
 SEXP svir_pln_eval_cuda_r(SEXP dat, SEXP par) { return pln_eval_common(dat, par, 1); }
 
 /* The full-batch fit from par on the CPU (svir_pln_fit) or the device

@@ -255,6 +255,70 @@ test_that("the rank-q, VE-step and Bayes objectives' gradients are their derivat
   }
 })
 
+test_that("the objective in BLAS pieces (with interrupt polls between them) is the one-call objective", {
+  # pieces of 1000 flops: 64 rows per product and blocks of 32 columns in
+  # Sigma's Cholesky inverse (src/models/pln/pln_blas.c), against the
+  # default size, at which these problems make one call each
+  set.seed(4)
+  n <- 300
+  p <- 70
+  d <- 10L
+  q <- 3L
+  X <- cbind(1, matrix(rnorm(n * (d - 1)), n))
+  Y <- matrix(as.double(rpois(n * p, 3)), n, p)
+  O <- matrix(rnorm(n * p, 0, 0.1), n, p)
+  base <- list(Y = Y, O = O, X = X, P = solve(crossprod(X), t(X)), lgy = sum(lgamma(Y + 1)),
+               n = n, p = p, d = d)
+  par <- c(log1p(Y) + rnorm(n * p, 0, 0.3), rep(log(0.3), n * p) + rnorm(n * p, 0, 0.1))
+  W <- matrix(rnorm(p * q, 0, 0.4), p)
+  lpsi <- log(runif(p, 0.2, 0.5))
+  Om <- solve(0.3 * 0.5^abs(outer(1:p, 1:p, "-")))
+  Bf <- matrix(rnorm(d * p, 0, 0.2), d)
+  cases <- list(
+    full = list(c(base, list(cov = 0L)), par),
+    full_bayes = list(c(base, list(cov = 0L, nd = n - d)), par),
+    diagonal = list(c(base, list(cov = 1L)), par),
+    rank = list(c(base, list(cov = 3L, q = q)), c(par, W, lpsi)),
+    ve_full = list(c(base, list(cov = 0L, Bfix = Bf, Omfix = Om,
+                                logdet_om = as.numeric(determinant(Om)$modulus))), par),
+    ve_rank = list(c(base, list(cov = 3L, q = q, Bfix = Bf, Wfix = W, lpsifix = lpsi)), par))
+  one <- lapply(cases, function(k) .Call(C_svir_pln_eval_r, k[[1]], k[[2]]))
+  old <- .Call(C_svir_pln_blas_flops_r, 1000)
+  on.exit(.Call(C_svir_pln_blas_flops_r, old), add = TRUE)
+  pieces <- lapply(cases, function(k) .Call(C_svir_pln_eval_r, k[[1]], k[[2]]))
+  .Call(C_svir_pln_blas_flops_r, old)
+  for (nm in names(cases)) {
+    expect_equal(pieces[[nm]]$J, one[[nm]]$J, tolerance = 1e-12, info = nm)
+    expect_equal(pieces[[nm]]$grad, one[[nm]]$grad, tolerance = 1e-10, info = nm)
+    expect_equal(pieces[[nm]]$B, one[[nm]]$B, tolerance = 1e-10, info = nm)
+    expect_equal(pieces[[nm]]$Sigma, one[[nm]]$Sigma, tolerance = 1e-12, info = nm)
+  }
+  # the blocked inverse is Sigma's inverse: the full covariance's gradient
+  # in M is Y - A - R Sigma^-1 (A from the same M and S)
+  M <- matrix(par[seq_len(n * p)], n)
+  S2 <- matrix(exp(2 * par[n * p + seq_len(n * p)]), n)
+  R <- M - X %*% one$full$B
+  A <- exp(O + M + S2 / 2)
+  expect_equal(matrix(pieces$full$grad[seq_len(n * p)], n), Y - A - R %*% solve(one$full$Sigma),
+               tolerance = 1e-9)
+  # a minibatch fit with the batch's SYRK and the M step's inverse in
+  # pieces: the same fit
+  # pieces (rounding apart; SQUAREM's extrapolations amplify it to about
+  # 1e-10 of the ELBO)
+  dd <- list(Y = matrix(rpois(400 * 40, 4), 400, 40))
+  ctl <- svi_control(batch_size = 100, progress = FALSE, max_steps = 60)
+  f1 <- suppressWarnings(svi_fit(Y ~ 1, dd, family = pln(), control = ctl, seed = 1))
+  .Call(C_svir_pln_blas_flops_r, 1000)
+  f2 <- suppressWarnings(svi_fit(Y ~ 1, dd, family = pln(), control = ctl, seed = 1))
+  .Call(C_svir_pln_blas_flops_r, old)
+  expect_identical(f2$epochs, f1$epochs)
+  expect_equal(f2$trace, f1$trace, tolerance = 1e-9)
+  expect_equal(f2$sigma, f1$sigma, tolerance = 1e-7)
+  # and not by chance: another batch order gives another fit
+  f3 <- suppressWarnings(svi_fit(Y ~ 1, dd, family = pln(), control = ctl, seed = 2))
+  expect_gt(max(abs(f3$trace - f1$trace)), 1e-3)
+})
+
 pln_rank_sim <- function(n, p, q, seed, scale = 10) {
   set.seed(seed)
   W <- matrix(rnorm(p * q, 0, 0.35), p)

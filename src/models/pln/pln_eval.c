@@ -56,45 +56,10 @@ ptrdiff_t svir_pln_nwork(const svir_pln_data *dat)
     return 4 * n * p + p * p + 2 * p + (q > 0 ? 6 * p * q + p + n * q + 3 * q * q : 0);
 }
 
-/* The n p^2 products of a full Sigma in pieces of about PLN_BLAS_FLOPS
- * flops (a second or less), with an interrupt poll between them: one call
- * at n = 30000, p = 1500 would run for tens of seconds that Ctrl-C could
- * not stop. Problems below one piece make the one call they made before.
- * syrk_polled: Om = alpha Rt Rt' (lower; Rt is p x n), in pieces of Rt's
- * columns (the sums over rows in piece order). symm_polled: C = alpha R Om
- * + beta C (Om symmetric, lower), in pieces of R's rows (each row's sums
- * as in one call). They return 1 when the host asked to stop. */
-#define PLN_BLAS_FLOPS 2e9
-static int pln_piece_rows(int n, int p)
-{
-    const double r = PLN_BLAS_FLOPS / ((double)p * p);
-    return r >= n ? n : (r < 64 ? 64 : (int)r);
-}
-
-static int syrk_polled(int p, int n, double alpha, const double *Rt, double *Om)
-{
-    const int step = pln_piece_rows(n, p);
-    for (int i0 = 0; i0 < n; i0 += step) {
-        if (i0 > 0 && svir_poll()) return 1;
-        const int m = n - i0 < step ? n - i0 : step;
-        const double beta = i0 == 0 ? 0.0 : 1.0;
-        F77_CALL(dsyrk)("L", "N", &p, &m, &alpha, Rt + (ptrdiff_t)i0 * p, &p, &beta, Om, &p FCONE FCONE);
-    }
-    return 0;
-}
-
-static int symm_polled(int n, int p, double alpha, const double *Om, const double *R, double beta,
-                       double *C)
-{
-    const int step = pln_piece_rows(n, p);
-    for (int i0 = 0; i0 < n; i0 += step) {
-        if (i0 > 0 && svir_poll()) return 1;
-        const int m = n - i0 < step ? n - i0 : step;
-        F77_CALL(dsymm)("R", "L", &m, &p, &alpha, Om, &p, R + i0, &n, &beta, C + i0, &n FCONE FCONE);
-    }
-    return 0;
-}
-
+/* The n p^2 products of a full Sigma and the n p q products of rank q run
+ * in pieces with an interrupt poll between them (pln_blas.c): one call at
+ * n = 30000, p = 1500 would run for tens of seconds that Ctrl-C could not
+ * stop. */
 /* Sigma = W W' + diag(exp(lpsi)) by the Woodbury identity, never formed:
  * 1 / psi, V = Psi^-1 W, K - I = W' V, K^-1, G = V K^-1, diag(Omega) (omd),
  * log |Sigma| and T = R Omega = R Psi^-1 - (R G) V' into w (the rank
@@ -112,15 +77,18 @@ static int pln_woodbury(const svir_pln_data *dat, const double *W, const double 
     if (svir_pln_wb_small(p, q, W, lpsi, w.ipsi, w.V, w.KmI, w.K, w.G, omd, &logdet, err, errlen))
         return 1;
     /* T = R Omega = R Psi^-1 - (R G) V' */
-    F77_CALL(dgemm)("N", "N", &n, &q, &p, &one, R, &n, w.G, &p, &zero, w.NQ, &n FCONE FCONE);
+    if (svir_pln_gemm_rows_polled("N", n, q, p, one, R, n, w.G, p, zero, w.NQ, n)) goto stop;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(T) schedule(static)
 #endif
     for (int j = 0; j < p; j++)
         for (ptrdiff_t k = (ptrdiff_t)j * n; k < (ptrdiff_t)(j + 1) * n; k++) w.T[k] = R[k] * w.ipsi[j];
-    F77_CALL(dgemm)("N", "T", &n, &p, &q, &minus1, w.NQ, &n, w.V, &p, &one, w.T, &n FCONE FCONE);
+    if (svir_pln_gemm_rows_polled("T", n, p, q, minus1, w.NQ, n, w.V, p, one, w.T, n)) goto stop;
     *logdet_out = logdet;
     return 0;
+stop:
+    snprintf(err, errlen, "interrupted");
+    return 1;
 }
 
 int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double *grad,
@@ -141,10 +109,10 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
     if (!colR) {
         if (fixed)
             memcpy(B, dat->Bfix, sizeof(double) * (size_t)d * p);
-        else
-            F77_CALL(dgemm)("N", "N", &d, &p, &n, &one, dat->P, &d, M, &n, &zero, B, &d FCONE FCONE);
+        else if (svir_pln_gemm_inner_polled("N", d, p, n, one, dat->P, d, M, n, zero, B, d))
+            goto stop;
         memcpy(R, M, sizeof(double) * (size_t)np);
-        F77_CALL(dgemm)("N", "N", &n, &p, &d, &minus1, dat->X, &n, B, &d, &one, R, &n FCONE FCONE);
+        if (svir_pln_gemm_rows_polled("N", n, p, d, minus1, dat->X, n, B, d, one, R, n)) goto stop;
     }
     /* With a diagonal Sigma every column is on its own: its Sigma_jj and
      * gradient are finished in the same pass, while the column is in cache
@@ -252,7 +220,7 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
             if (pln_woodbury(dat, dat->Wfix, dat->lpsifix, R, &w, &ld, err, errlen)) return 1;
             logdet_om = -ld;
         } else {
-            symm_polled(n, p, one, Om, R, zero, w.T);
+            if (svir_pln_symm_polled(n, p, one, Om, R, zero, w.T)) goto stop;
         }
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(T) schedule(static)
@@ -286,16 +254,13 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
             for (int j = 0; j < p; j++)
                 for (int i = i0; i < i1; i++) Rt[(ptrdiff_t)i * p + j] = R[(ptrdiff_t)j * n + i];
         }
-        if (syrk_polled(p, n, invn, Rt, Om)) {
-            snprintf(err, errlen, "interrupted");
-            return 1;
-        }
+        if (svir_pln_syrk_polled("N", p, n, invn, Rt, p, 0.0, Om)) goto stop;
         for (int j = 0; j < p; j++) Om[(ptrdiff_t)j * p + j] += s2sum[j] * invn;
         for (int j = 0; j < p; j++)
             for (int i = j; i < p; i++) Sigma[(ptrdiff_t)j * p + i] = Sigma[(ptrdiff_t)i * p + j] = Om[(ptrdiff_t)j * p + i];
         if (svir_pln_spd_inverse(p, Om, omd, &logdet, err, errlen)) return 1;
         /* dJ/dM = Y - A - R Omega */
-        symm_polled(n, p, minus1, Om, R, one, grad);
+        if (svir_pln_symm_polled(n, p, minus1, Om, R, one, grad)) goto stop;
         /* at the optimum tr(Omega (R'R + diag(s2sum))) = nd p */
         *J = lik - 0.5 * nd * logdet + 0.5 * (n - nd) * p;
     } else if (dat->cov == SVIR_PLN_RANK) {
@@ -322,8 +287,9 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
         const double tr = sumv(colt, p);
         /* PQ = T'(T W); then the gradient's W and log psi parts, H0's
          * denominators for them, and Sigma */
-        F77_CALL(dgemm)("N", "N", &n, &q, &p, &one, w.T, &n, W, &p, &zero, w.NQ, &n FCONE FCONE);
-        F77_CALL(dgemm)("T", "N", &p, &q, &n, &one, w.T, &n, w.NQ, &n, &zero, w.PQ, &p FCONE FCONE);
+        if (svir_pln_gemm_rows_polled("N", n, q, p, one, w.T, n, W, p, zero, w.NQ, n) ||
+            svir_pln_gemm_inner_polled("T", p, q, n, one, w.T, n, w.NQ, n, zero, w.PQ, p))
+            goto stop;
         double *gW = grad + 2 * np, *gl = gW + (ptrdiff_t)p * q;
         svir_pln_rank_grad(p, q, nd, lpsi, w.ipsi, w.V, w.KmI, w.G, omd, s2sum, colv, w.PQ, w.OW,
                            w.X2, w.Qs, gW, gl);
@@ -370,4 +336,7 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
         return 1;
     }
     return 0;
+stop: /* the host asked to stop (before rbuf, or after its free) */
+    snprintf(err, errlen, "interrupted");
+    return 1;
 }

@@ -42,6 +42,7 @@
 #include <string.h>
 
 #include "models/pln/pln_model.h"
+#include "models/pln/pln_work.h"
 
 typedef struct {
     double *T1, *T2, *s2, *XX, L;
@@ -116,19 +117,21 @@ static inline double batch_o(const svir_pln_data *dat, const double *Ob, int m, 
 }
 
 /* add the statistics of a batch of m rows (data Yb, Ob, Xb; locals Mb, lsb
- * [m x p]) to s */
-static void sums_add(const mb_state *st, mb_sums *s, int m, const double *Mb, const double *lsb,
+ * [m x p]) to s; the m p^2 SYRK in pieces with interrupt polls between
+ * them (pln_blas.c). Returns 1 when the host asked to stop (s is then
+ * incomplete), else 0. */
+static int sums_add(const mb_state *st, mb_sums *s, int m, const double *Mb, const double *lsb,
                      const double *Xb, const double *Yb, const double *Ob)
 {
     const svir_pln_data *dat = &st->mb->dat;
     const int p = st->p, d = st->d;
     const double one = 1.0;
     if (d > 0) {
-        F77_CALL(dgemm)("T", "N", &d, &p, &m, &one, Xb, &m, Mb, &m, &one, s->T1, &d FCONE FCONE);
+        if (svir_pln_gemm_inner_polled("T", d, p, m, one, Xb, m, Mb, m, one, s->T1, d)) return 1;
         F77_CALL(dsyrk)("L", "T", &d, &m, &one, Xb, &m, &one, s->XX, &d FCONE FCONE);
     }
     if (st->full) {
-        F77_CALL(dsyrk)("L", "T", &p, &m, &one, Mb, &m, &one, s->T2, &p FCONE FCONE);
+        if (svir_pln_syrk_polled("T", p, m, one, Mb, m, one, s->T2)) return 1;
     } else {
         for (int j = 0; j < p; j++) {
             double a = 0.0;
@@ -148,6 +151,7 @@ static void sums_add(const mb_state *st, mb_sums *s, int m, const double *Mb, co
         s->s2[j] += a;
     }
     s->L += L;
+    return 0;
 }
 
 /* ---- the M step ------------------------------------------------------------ */
@@ -509,7 +513,7 @@ int svir_pln_mb_begin(void *work, double *elbo_out, svir_err *e)
                 Mb[k] = log1p(st->Yb[k]) - batch_o(&st->mb->dat, st->Ob, m, i, j);
                 lsb[k] = log(0.1);
             }
-        sums_add(st, &st->E, m, Mb, lsb, st->Xb, st->Yb, st->Ob);
+        if (sums_add(st, &st->E, m, Mb, lsb, st->Xb, st->Yb, st->Ob)) return SVIR_INTERRUPTED;
     }
     if (st->cov == SVIR_PLN_RANK) {
         char err[256] = "";
@@ -550,8 +554,10 @@ int svir_pln_mb_step(void *work, const int *rows, int m, svir_err *e)
     char err[256] = "";
     int rc = svir_pln_fit(bd, st->pb, st->inner, st->ve_tol, &Jb, &it, NULL, st->Bb, st->Sb, err,
                           sizeof err);
+    /* the host asked to stop: the VE step skipped its work */
+    if (svir_interrupt_pending()) return SVIR_INTERRUPTED;
     if (rc) return svir_err_set(e, rc, "%s", err);
-    sums_add(st, &st->E, m, Mb, lsb, st->Xb, st->Yb, st->Ob);
+    if (sums_add(st, &st->E, m, Mb, lsb, st->Xb, st->Yb, st->Ob)) return SVIR_INTERRUPTED;
     st->visited += m;
     if (st->exact) return 0;
     /* online: the globals from the last epoch's sums with the visited rows'

@@ -1,7 +1,8 @@
-/* The Poisson-lognormal model's small dense algebra: Sigma's inverse by
- * Cholesky, and rank q's p x q and q x q parts (Woodbury), shared by the
- * CPU objective (pln_eval.c), the minibatch M step (pln_mb.c) and the
- * CUDA host code (cuda/pln_*.cu). R's BLAS and LAPACK. */
+/* The Poisson-lognormal model's small dense algebra: rank q's p x q and
+ * q x q parts (Woodbury), shared by the CPU objective (pln_eval.c), the
+ * minibatch M step (pln_mb.c) and the CUDA host code (cuda/pln_*.cu).
+ * Sigma's inverse (svir_pln_spd_inverse) is in pln_blas.c. R's BLAS and
+ * LAPACK. */
 #include "core/svir_lapack.h"
 
 #include <math.h>
@@ -9,30 +10,6 @@
 #include <string.h>
 
 #include "models/pln/pln.h"
-
-int svir_pln_spd_inverse(int p, double *Om, double *omd, double *logdet, char *err, size_t errlen)
-{
-    int info = 0;
-    F77_CALL(dpotrf)("L", &p, Om, &p, &info FCONE);
-    if (info != 0) {
-        snprintf(err, errlen, "the estimated covariance matrix is not positive definite "
-                 "(leading minor %d)", info);
-        return 1;
-    }
-    double ld = 0.0;
-    for (int j = 0; j < p; j++) ld += 2.0 * log(Om[(ptrdiff_t)j * p + j]);
-    F77_CALL(dpotri)("L", &p, Om, &p, &info FCONE);
-    if (info != 0) {
-        snprintf(err, errlen, "the estimated covariance matrix is singular");
-        return 1;
-    }
-    for (int j = 0; j < p; j++) {
-        if (omd) omd[j] = Om[(ptrdiff_t)j * p + j];
-        for (int i = j + 1; i < p; i++) Om[(ptrdiff_t)i * p + j] = Om[(ptrdiff_t)j * p + i];
-    }
-    *logdet = ld;
-    return 0;
-}
 
 /* ---- rank q: the small (p x q, q x q) parts, shared with the CUDA host
  * code (src/cuda/pln_eval.cu) ---- */

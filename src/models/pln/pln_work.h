@@ -1,5 +1,5 @@
 /* The Poisson-lognormal objective's internals shared by its files
- * (pln_eval.c, pln_lbfgs.c). */
+ * (pln_eval.c, pln_lbfgs.c, pln_blas.c, pln_mb.c). */
 #ifndef SVIR_PLN_WORK_H
 #define SVIR_PLN_WORK_H
 
@@ -22,6 +22,23 @@
 #define PLN_PFOR
 #define PLN_SIMD
 #endif
+
+/* BLAS and LAPACK work in pieces of about this many flops, with an
+ * interrupt poll between them (pln_blas.c); each returns 1 when the host
+ * asked to stop */
+#define PLN_BLAS_FLOPS 2e9
+/* the piece size now; set > 0 sets it (the tests' smaller pieces) */
+double svir_pln_blas_flops(double set);
+int svir_pln_piece_rows(int n, double per);
+int svir_pln_syrk_polled(const char *trans, int p, int n, double alpha, const double *A, int ld,
+                         double beta, double *Om);
+int svir_pln_symm_polled(int n, int p, double alpha, const double *Om, const double *R, double beta,
+                         double *C);
+int svir_pln_gemm_rows_polled(const char *tb, int n, int ncol, int k, double alpha, const double *A,
+                              int lda, const double *B, int ldb, double beta, double *C, int ldc);
+int svir_pln_gemm_inner_polled(const char *ta, int rows, int cols, int n, double alpha,
+                               const double *A, int lda, const double *B, int ldb, double beta,
+                               double *C, int ldc);
 
 /* the work's parts (svir_pln_nwork): R = M - X B, A, S^2, T = R Omega (the
  * rank and VE cases) [n x p each], Omega [p x p] (full; the VE step uses
