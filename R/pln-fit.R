@@ -326,11 +326,49 @@ svir_pln_finish <- function(engine, job) {
 # nd, W = U (lambda - s2)^(1/2), psi = s2 (the mean of the other
 # eigenvalues), by eigen() for p <= 500 and by a few subspace iterations
 # (deterministic, started at the data's first rows) above.
+# The large products of the starts in blocks of rows of about 1e9 flops,
+# with R's interrupt check between them (one BLAS call is not
+# interrupted, and at n p = 10^8 one takes seconds): blocks of `n` rows
+# for `per` flops a row; prod_rows: A %*% V; cross_rows: crossprod(A, B)
+# (summed over the blocks); colsq: colSums(A^2). Sparse A: one call
+# (products of sparse matrices cost their non-zeros, not n p). `flops`:
+# the block size (smaller in the tests).
+svir_blocks <- function(n, per, flops = 1e9) {
+  m <- max(64L, as.integer(min(n, flops / max(per, 1))))
+  split(seq_len(n), ceiling(seq_len(n) / m))
+}
+svir_prod_rows <- function(A, V, flops = 1e9) {
+  if (!is.matrix(A)) return(as.matrix(A %*% V))
+  out <- matrix(0, nrow(A), ncol(V))
+  for (b in svir_blocks(nrow(A), 2 * ncol(A) * ncol(V), flops)) {
+    .Call(C_svir_check_interrupt_r)
+    out[b, ] <- A[b, , drop = FALSE] %*% V
+  }
+  out
+}
+svir_cross_rows <- function(A, B = A, flops = 1e9) {
+  if (!is.matrix(A) || !is.matrix(B)) return(as.matrix(Matrix::crossprod(A, B)))
+  out <- 0
+  for (b in svir_blocks(nrow(A), 2 * ncol(A) * ncol(B), flops)) {
+    .Call(C_svir_check_interrupt_r)
+    out <- out + crossprod(A[b, , drop = FALSE], B[b, , drop = FALSE])
+  }
+  out
+}
+svir_colsq <- function(A, flops = 1e9) {
+  out <- 0
+  for (b in svir_blocks(nrow(A), 2 * ncol(A), flops)) {
+    .Call(C_svir_check_interrupt_r)
+    out <- out + colSums(A[b, , drop = FALSE]^2)
+  }
+  out
+}
+
 svir_pln_pca_start <- function(R, q, nd) {
   n <- nrow(R)
   p <- ncol(R)
   if (p <= 500L) {
-    e <- eigen((crossprod(R) + diag(0.01 * n, p)) / nd, symmetric = TRUE)
+    e <- eigen((svir_cross_rows(R) + diag(0.01 * n, p)) / nd, symmetric = TRUE)
     lam <- e$values
     U <- e$vectors[, seq_len(q), drop = FALSE]
     s2 <- mean(lam[-seq_len(q)])
@@ -338,12 +376,12 @@ svir_pln_pca_start <- function(R, q, nd) {
   } else {
     k <- min(p, q + 10L)
     Q <- qr.Q(qr(t(R[seq_len(min(n, k)), , drop = FALSE] + 1e-3)))
-    for (it in 1:4) Q <- qr.Q(qr(crossprod(R, R %*% Q)))
-    Cq <- (crossprod(R %*% Q) + 0.01 * n * diag(ncol(Q))) / nd
+    for (it in 1:4) Q <- qr.Q(qr(svir_cross_rows(R, svir_prod_rows(R, Q))))
+    Cq <- (crossprod(svir_prod_rows(R, Q)) + 0.01 * n * diag(ncol(Q))) / nd
     e <- eigen(Cq, symmetric = TRUE)
     U <- Q %*% e$vectors[, seq_len(q), drop = FALSE]
     lam <- e$values[seq_len(q)]
-    s2 <- (sum(colSums(R^2)) + 0.01 * n * p) / nd / p
+    s2 <- (sum(svir_colsq(R)) + 0.01 * n * p) / nd / p
     s2 <- max((s2 * p - sum(lam)) / (p - q), 1e-3 * s2)
   }
   s2 <- max(s2, 1e-3)
@@ -368,13 +406,13 @@ svir_pln_pca_init <- function(Y, O, Orow, X, P, q) {
   if (!is.null(O)) B0 <- B0 - P %*% O
   if (!is.null(Orow)) B0 <- B0 - (P %*% Orow) %*% matrix(1, 1, p)
   Rv <- function(V) {
-    out <- as.matrix(L %*% V) - X %*% (B0 %*% V)
+    out <- svir_prod_rows(L, V) - X %*% (B0 %*% V)
     if (!is.null(O)) out <- out - O %*% V
     if (!is.null(Orow)) out <- out - outer(Orow, colSums(V))
     out
   }
   Rtv <- function(U) {
-    out <- as.matrix(Matrix::crossprod(L, U)) - crossprod(B0, crossprod(X, U))
+    out <- svir_cross_rows(L, U) - crossprod(B0, crossprod(X, U))
     if (!is.null(O)) out <- out - crossprod(O, U)
     if (!is.null(Orow)) out <- out - matrix(1, p, 1) %*% crossprod(Orow, U)
     out

@@ -12,6 +12,7 @@ extern SEXP svir_fit_r(SEXP spec, SEXP control);
 extern SEXP svir_backend_choose_r(SEXP model, SEXP method, SEXP minibatch, SEXP backend,
                                   SEXP size, SEXP spec);
 extern SEXP svir_backends_r(void);
+extern SEXP svir_check_interrupt_r(void);
 /* the K-sample bound of the guides a fit kept (R's svir_path_bound; glue/r_test_glmm.c) */
 extern SEXP svir_tree_bound_r(SEXP spec, SEXP control, SEXP gpar, SEXP lpar, SEXP anchor,
                               SEXP K, SEXP reps);
@@ -47,6 +48,7 @@ static const R_CallMethodDef call_methods[] = {
     VERB(svir_fit_r, 2),
     VERB(svir_backend_choose_r, 6),
     VERB(svir_backends_r, 0),
+    VERB(svir_check_interrupt_r, 0),
     VERB(svir_tree_bound_r, 7),
     /* test-only entry points */
     VERB(svir_codes_r, 0),

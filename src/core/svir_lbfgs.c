@@ -85,6 +85,7 @@ int svir_lbfgs_run(svir_lbfgs_problem *pb, int maxit, double tol, svir_gate *gat
         /* (1) sg[l] = s_l' (-g), l < mem */
         if (mem > 0) {
             if ((st = vs->dots(vc, mem, v.Sr, v.g, sg, e)) != 0) goto done;
+            if (svir_interrupt_pending()) goto interrupted;
             for (int l = 0; l < mem; l++) sg[l] = -sg[l];
             if (pend) {
                 /* the newest pair's column of SY: s_l' y_new = s_l' g1 - s_l' g
@@ -103,6 +104,7 @@ int svir_lbfgs_run(svir_lbfgs_problem *pb, int maxit, double tol, svir_gate *gat
         }
         /* (2) dir = H0 q, q = -g - sum alpha_l y_l; yr[l] = y_l' dir */
         if ((st = pb->precond(mc, cur, v.g, -1.0, mem, alpha, v.Yr, v.dir, yr, e)) != 0) goto done;
+        if (svir_interrupt_pending()) goto interrupted;
         for (int l = 0; l < mem; l++) {
             double b = yr[l];
             for (int u = 0; u < l; u++) b += cf[u] * SY[u * m + l];
@@ -115,6 +117,7 @@ int svir_lbfgs_run(svir_lbfgs_problem *pb, int maxit, double tol, svir_gate *gat
         if ((st = vs->direction(vc, v.dir, mem, cf, v.Sr, v.g, pb->cap_split, pb->cap_lo,
                                 pb->cap_hi, &slope, &big, &dd, e)) != 0)
             goto done;
+        if (svir_interrupt_pending()) goto interrupted;
         if (!(slope < 0.0)) {
             /* not a descent direction: forget the pairs */
             mem = 0;
@@ -155,6 +158,7 @@ int svir_lbfgs_run(svir_lbfgs_problem *pb, int maxit, double tol, svir_gate *gat
         {
             double dg1 = 0.0;
             if ((st = vs->ydiff(vc, v.ynew, v.g, v.g1, v.dir, &yy_new, &dg1, e)) != 0) goto done;
+            if (svir_interrupt_pending()) goto interrupted;
             sy_new = t * (dg1 - slope); /* s' y, s = t dir */
             ss_new = t * t * dd;
         }
@@ -194,6 +198,7 @@ int svir_lbfgs_run(svir_lbfgs_problem *pb, int maxit, double tol, svir_gate *gat
                 v.ynew = tmp;
             }
             if (t != 1.0 && (st = vs->scale(vc, v.Sr[mem], t, e)) != 0) goto done;
+            if (svir_interrupt_pending()) goto interrupted;
             for (int l = 0; l < mem; l++) {
                 SY[mem * m + l] = sny[l];
                 sg0[l] = sgk[l];
@@ -231,6 +236,12 @@ int svir_lbfgs_run(svir_lbfgs_problem *pb, int maxit, double tol, svir_gate *gat
     *J = f0;
     *iters = it;
     *slot = cur;
+    goto done;
+interrupted:
+    /* a vector operation skipped its work (svir_poll): nothing more is
+     * evaluated and the fit returns nothing */
+    *stop = SVIR_STOP_INTERRUPTED;
+    *iters = it;
 done:
     if (par != par0) {
         /* an error with the iterate in the other buffer: keep the pointers right */

@@ -1,4 +1,8 @@
 /* Settings, callbacks and results common to every fit (core/svir_result.h). */
+#ifdef SVIR_POLL_PROBE
+#define _GNU_SOURCE /* dladdr */
+#include <dlfcn.h>
+#endif
 #include "core/svir_result.h"
 
 #include <math.h>
@@ -92,8 +96,36 @@ static int on_fit_thread(void)
     return 1;
 }
 
+#ifdef SVIR_POLL_PROBE
+/* The development probe (configure with SVIR_POLL_PROBE=yes): every gap of
+ * more than 0.25 s between two polls on the fit's thread (svir_poll,
+ * svir_gate_check) is printed with the polls' return addresses as offsets
+ * in the shared object, for addr2line -f -e svir.so. */
+static double probe_last = 0.0;
+static void *probe_at = NULL;
+static void poll_probe(void *who)
+{
+    const double t = svir_wall_time();
+    if (probe_at && t - probe_last > 0.25) {
+        Dl_info a, b;
+        if (dladdr(probe_at, &a) && dladdr(who, &b))
+            fprintf(stderr, "svir poll gap %.3f s from 0x%lx to 0x%lx\n", t - probe_last,
+                    (unsigned long)((char *)probe_at - (char *)a.dli_fbase),
+                    (unsigned long)((char *)who - (char *)b.dli_fbase));
+    }
+    probe_last = t;
+    probe_at = who;
+}
+#define POLL_PROBE() poll_probe(__builtin_return_address(0))
+#else
+#define POLL_PROBE() ((void)0)
+#endif
+
 void svir_gate_init(svir_gate *g, const svir_callbacks *cb)
 {
+#ifdef SVIR_POLL_PROBE
+    probe_at = NULL; /* a new fit: no gap from the last one's polls */
+#endif
     g->cb = cb;
     g->last = svir_wall_time();
     cur_gate = g;
@@ -110,6 +142,7 @@ int svir_gate_check(svir_gate *g, long step, long every)
 {
     if (stop_pending) return 1;
     if (!g->cb || !g->cb->interrupted) return 0;
+    POLL_PROBE();
     const double t = svir_wall_time();
     if ((every > 0 && step % every == 0) || t - g->last >= 0.25) {
         g->last = t;
@@ -123,6 +156,7 @@ int svir_poll(void)
     if (stop_pending) return 1;
     svir_gate *g = cur_gate;
     if (!g || !g->cb || !g->cb->interrupted || !on_fit_thread()) return 0;
+    POLL_PROBE();
     const double t = svir_wall_time();
     if (t - g->last < 0.25) return 0;
     g->last = t;

@@ -1,9 +1,15 @@
 /* The CPU's vector space for core/svir_lbfgs.c: OpenMP over chunks of
  * VEC_CHUNK doubles, each summed in blocks of VEC_BLOCK (the dots of
  * several vectors share a block's pass, from cache), the chunks' partial
- * sums added in chunk order: the same result for any number of threads. */
+ * sums added in chunk order: the same result for any number of threads.
+ * Each chunk asks svir_poll() first: a pass over L-BFGS's pairs at n p =
+ * 10^8 moves gigabytes, seconds that Ctrl-C must be able to cut. Once the
+ * host asked to stop, the remaining chunks are skipped and the result is
+ * meaningless; svir_lbfgs_run() checks svir_interrupt_pending() after
+ * every operation. */
 #include "core/svir_lbfgs.h"
 #include "core/svir_math.h"
+#include "core/svir_result.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -51,6 +57,7 @@ static int cpu_dots(void *ctx, int nv, double *const *vs, const double *g, doubl
 #pragma omp parallel for num_threads(x->T) schedule(static)
 #endif
     for (ptrdiff_t c = 0; c < nch; c++) {
+        if (svir_poll()) continue; /* the host asked to stop */
         const ptrdiff_t lo = c * VEC_CHUNK, hi = lo + VEC_CHUNK < L ? lo + VEC_CHUNK : L;
         double a[SVIR_LBFGS_MAXMEM] = {0.0};
         for (ptrdiff_t b0 = lo; b0 < hi; b0 += VEC_BLOCK) {
@@ -80,6 +87,7 @@ static int cpu_direction(void *ctx, double *dir, int nm, const double *cf, doubl
 #pragma omp parallel for num_threads(x->T) schedule(static)
 #endif
     for (ptrdiff_t c = 0; c < nch; c++) {
+        if (svir_poll()) continue; /* the host asked to stop */
         const ptrdiff_t lo = c * VEC_CHUNK, hi = lo + VEC_CHUNK < L ? lo + VEC_CHUNK : L;
         double sl = 0.0, bg = 0.0, d2 = 0.0;
         for (ptrdiff_t b0 = lo; b0 < hi; b0 += VEC_BLOCK) {
@@ -121,8 +129,13 @@ static int cpu_step(void *ctx, double *cand, const double *par, double t, const 
     vec_cpu *x = ctx;
     const ptrdiff_t L = x->n;
     (void)e;
+    const ptrdiff_t nch = x->nch;
     VEC_PFOR
-    for (ptrdiff_t k = 0; k < L; k++) cand[k] = par[k] + t * dir[k];
+    for (ptrdiff_t c = 0; c < nch; c++) {
+        if (svir_poll()) continue; /* the host asked to stop */
+        const ptrdiff_t lo = c * VEC_CHUNK, hi = lo + VEC_CHUNK < L ? lo + VEC_CHUNK : L;
+        for (ptrdiff_t k = lo; k < hi; k++) cand[k] = par[k] + t * dir[k];
+    }
     return 0;
 }
 
@@ -137,6 +150,7 @@ static int cpu_ydiff(void *ctx, double *ynew, const double *g, const double *g1,
 #pragma omp parallel for num_threads(x->T) schedule(static)
 #endif
     for (ptrdiff_t c = 0; c < nch; c++) {
+        if (svir_poll()) continue; /* the host asked to stop */
         const ptrdiff_t lo = c * VEC_CHUNK, hi = lo + VEC_CHUNK < L ? lo + VEC_CHUNK : L;
         double y2 = 0.0, dg = 0.0;
         for (ptrdiff_t k = lo; k < hi; k++) {
@@ -163,8 +177,13 @@ static int cpu_scale(void *ctx, double *v, double t, svir_err *e)
     vec_cpu *x = ctx;
     const ptrdiff_t L = x->n;
     (void)e;
+    const ptrdiff_t nch = x->nch;
     VEC_PFOR
-    for (ptrdiff_t k = 0; k < L; k++) v[k] *= t;
+    for (ptrdiff_t c = 0; c < nch; c++) {
+        if (svir_poll()) continue; /* the host asked to stop */
+        const ptrdiff_t lo = c * VEC_CHUNK, hi = lo + VEC_CHUNK < L ? lo + VEC_CHUNK : L;
+        for (ptrdiff_t k = lo; k < hi; k++) v[k] *= t;
+    }
     return 0;
 }
 

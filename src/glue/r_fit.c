@@ -102,3 +102,12 @@ SEXP svir_backends_r(void)
     UNPROTECT(5);
     return ans;
 }
+
+/* R's interrupt check, for R code that cuts a long computation into pieces
+ * (R/pln-fit.R, svir_blocks): one BLAS call or one vectorised operation
+ * is not interrupted by R, a loop of pieces with this between them is */
+SEXP svir_check_interrupt_r(void)
+{
+    R_CheckUserInterrupt();
+    return R_NilValue;
+}

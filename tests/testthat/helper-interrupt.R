@@ -19,9 +19,11 @@ interrupt_child <- function(code, wait = 1.5, lib = dirname(find.package("svir")
                'cat("RESULT", r, format(Sys.time(), "%OS3"), "\\n")',
                'f <- svi_fit(Reaction ~ Days, lme4::sleepstudy, seed = 1)',
                'if (all(is.finite(fixef(f)))) cat("ALIVE\\n")'), script)
+  # the whole process tree is killed at the end: a child whose fit ignored
+  # the signal must not go on running (and using the cores) after the test
   p <- processx::process$new(file.path(R.home("bin"), "Rscript"), script, stdout = "|",
-                             stderr = "2>&1")
-  on.exit(if (p$is_alive()) p$kill(), add = TRUE)
+                             stderr = "2>&1", cleanup_tree = TRUE)
+  on.exit(p$kill_tree(), add = TRUE)
   out <- ""
   t_end <- Sys.time() + 120
   while (!grepl("START", out) && p$is_alive() && Sys.time() < t_end) {

@@ -319,6 +319,23 @@ test_that("the objective in BLAS pieces (with interrupt polls between them) is t
   expect_gt(max(abs(f3$trace - f1$trace)), 1e-3)
 })
 
+test_that("the starts' products in blocks of rows are the one-call products", {
+  set.seed(5)
+  A <- matrix(rnorm(300 * 20), 300)
+  B <- matrix(rnorm(300 * 4), 300)
+  V <- matrix(rnorm(20 * 3), 20)
+  # 1000 flops: blocks of 64 rows (5 blocks, the last of 44)
+  expect_length(svir:::svir_blocks(300, 200, 1000), 5)
+  expect_equal(svir:::svir_prod_rows(A, V, 1000), A %*% V, tolerance = 1e-14)
+  expect_equal(svir:::svir_cross_rows(A, B, 1000), crossprod(A, B), tolerance = 1e-13)
+  expect_equal(svir:::svir_cross_rows(A, flops = 1000), crossprod(A), tolerance = 1e-13)
+  expect_equal(svir:::svir_colsq(A, 1000), colSums(A^2), tolerance = 1e-13)
+  # sparse: one call
+  As <- Matrix::Matrix(A * (abs(A) > 1), sparse = TRUE)
+  expect_equal(svir:::svir_prod_rows(As, V), as.matrix(As %*% V), tolerance = 1e-14)
+  expect_equal(svir:::svir_cross_rows(As, B), as.matrix(Matrix::crossprod(As, B)), tolerance = 1e-14)
+})
+
 pln_rank_sim <- function(n, p, q, seed, scale = 10) {
   set.seed(seed)
   W <- matrix(rnorm(p * q, 0, 0.35), p)

@@ -250,6 +250,7 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
 #pragma omp parallel for num_threads(T) schedule(static)
 #endif
         for (int i0 = 0; i0 < n; i0 += 64) {
+            if (svir_poll()) continue; /* the host asked to stop */
             const int i1 = i0 + 64 < n ? i0 + 64 : n;
             for (int j = 0; j < p; j++)
                 for (int i = i0; i < i1; i++) Rt[(ptrdiff_t)i * p + j] = R[(ptrdiff_t)j * n + i];

@@ -377,8 +377,8 @@ static void gather(mb_state *st, const int *rows, int m)
  *   y m - exp(o + m + v / 2) - w ((m - mu)^2 + v) / 2 + log(v) / 2,
  * mu = X_i B_j, w = Omega_jj, v = S^2, by a few clamped Newton steps on m
  * with v = 1 / (w + exp(o + m + v / 2)) (a concave problem; L-BFGS takes
- * it from there) */
-static void cold_start(mb_state *st, int m, double *Mb, double *lsb)
+ * it from there). Returns 1 when the host asked to stop, else 0. */
+static int cold_start(mb_state *st, int m, double *Mb, double *lsb)
 {
     const svir_pln_data *dat = &st->mb->dat;
     const int p = st->p, d = st->d;
@@ -389,6 +389,7 @@ static void cold_start(mb_state *st, int m, double *Mb, double *lsb)
         memset(Mb, 0, sizeof(double) * (size_t)m * p);
     }
     for (int j = 0; j < p; j++) {
+        if (svir_poll()) return 1; /* the host asked to stop */
         const double w = st->omd[j];
         for (int i = 0; i < m; i++) {
             const ptrdiff_t k = (ptrdiff_t)j * m + i;
@@ -406,6 +407,7 @@ static void cold_start(mb_state *st, int m, double *Mb, double *lsb)
             lsb[k] = 0.5 * log(v);
         }
     }
+    return 0;
 }
 
 /* ---- the variational EM driver's minibatch table -------------------------- */
@@ -539,7 +541,7 @@ int svir_pln_mb_step(void *work, const int *rows, int m, svir_err *e)
     const int p = st->p;
     gather(st, rows, m);
     double *Mb = st->pb, *lsb = st->pb + (ptrdiff_t)m * p;
-    cold_start(st, m, Mb, lsb);
+    if (cold_start(st, m, Mb, lsb)) return SVIR_INTERRUPTED;
     /* the VE step with the globals held */
     svir_pln_data *bd = &st->bd;
     bd->n = m;

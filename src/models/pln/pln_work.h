@@ -26,7 +26,7 @@
 /* BLAS and LAPACK work in pieces of about this many flops, with an
  * interrupt poll between them (pln_blas.c); each returns 1 when the host
  * asked to stop */
-#define PLN_BLAS_FLOPS 2e9
+#define PLN_BLAS_FLOPS 1e9
 /* the piece size now; set > 0 sets it (the tests' smaller pieces) */
 double svir_pln_blas_flops(double set);
 int svir_pln_piece_rows(int n, double per);
