@@ -44,6 +44,18 @@
 #' "zprob")` gives \eqn{\pi}; `simulate()` draws structural zeros. It works
 #' with minibatches and `method = "qem"`, on the CPU.
 #'
+#' @section Separation:
+#' When the data separate (a predictor or factor level that predicts a
+#' binomial response perfectly, or a level with only zero counts), svir
+#' warns, and the coefficients the data do not bound are set by their
+#' priors (the fit starts at the penalised GLM's posterior mode). Their
+#' posterior is skewed, with a long tail a Gaussian guide cannot follow, so
+#' each such coefficient's posterior is computed on a grid: its
+#' exact conditional density given the other parameters, averaged over the
+#' guide's draws of them. `fixef()`, `vcov()`, `summary()`, `confint()` and
+#' the draws use it; `fit$separation$marginal` holds the grid and density,
+#' and `summary()` says so.
+#'
 #' @section Interrupts:
 #' Ctrl-C (or Esc) stops a fit within about a second: svir frees what the
 #' fit holds and signals the interrupt again, as any R function does, so
@@ -223,6 +235,8 @@ svir_glmm_finish <- function(engine, job) {
                           backend = list(backend = engine$backend, reason = engine$backend_reason),
                           seed = job$seed)
   fit$separation <- job$separation
+  # a separated coefficient's posterior on a grid (R/separation.R)
+  fit <- svir_separation_refit(fit, job$spec)
   if (!is.null(engine$path)) {
     # what svir_path_bound() needs to evaluate the kept guides
     fit$path <- c(engine$path, list(spec = job$spec, ctrl = job$ctrl))

@@ -55,6 +55,10 @@ svir_global_tables <- function(object, probs = c(0.025, 0.5, 0.975)) {
   ys <- object$scaling$y_scale
   fx <- object$fixef
   fixed <- svir_normal_table(fx$mean, sqrt(pmax(diag(fx$vcov), 0)), probs, names(fx$mean))
+  # separated coefficients: their grid marginals (R/separation.R)
+  for (mg in object$separation$marginal) {
+    fixed[mg$coef, -(1:2)] <- svir_sep_quantile(mg, probs)
+  }
   re <- object$re
   dn <- colnames(object$draws)
   sd_tabs <- lapply(seq_along(re), function(t) {

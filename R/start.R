@@ -129,7 +129,8 @@ svir_init_mu <- function(spec, info) {
   }
   if (!is.null(spec$Xz)) {
     nb <- spec$family == codes[["negbin"]]
-    zs <- svir_zi_start(spec, beta, off, if (nb) exp(mu[cls == "phi"]))
+    zs <- svir_zi_start(spec, beta, off, if (nb) exp(mu[cls == "phi"]),
+                        pen = svir_beta_penalty(spec, p))
     mu[seq_len(p)] <- zs$beta
     mu[cls == "zi"] <- zs$gamma
     if (nb) mu[cls == "phi"] <- log(min(max(zs$phi, 0.1), 100))
@@ -144,8 +145,10 @@ svir_init_mu <- function(spec, info) {
 # fit's). NULL when the data bound every coefficient. The fixed-effect
 # names are the original ones (info$coef_names).
 svir_separation <- function(X, y, w, off, fam, spec, b, se, info) {
+  # to a tight tolerance: at glm()'s 1e-8 a level with 100 zero counts
+  # stops at a rate of about 1e-8, not at the edge
   g <- suppressWarnings(stats::glm.fit(X, y, weights = w, offset = off, family = fam,
-                                       control = list(maxit = 50)))
+                                       control = list(maxit = 100, epsilon = 1e-14)))
   m <- g$fitted.values
   eps <- 1e-8
   edge <- if (fam$family == "binomial") {
@@ -168,12 +171,19 @@ svir_separation <- function(X, y, w, off, fam, spec, b, se, info) {
 # What the fit's summary says about separation (NULL: nothing).
 svir_separation_message <- function(sep) {
   if (is.null(sep)) return(NULL)
-  sprintf(paste0("the data separate: without the prior, %d observation%s would be fitted ",
-                 "at the edge (a probability of 0 or 1, or a rate of 0), and the estimate%s ",
-                 "of %s %s set by the prior, not bounded by the data"),
-          sep$nobs, if (sep$nobs == 1) "" else "s",
-          if (length(sep$coef) == 1) "" else "s", paste(sep$coef, collapse = ", "),
-          if (length(sep$coef) == 1) "is" else "are")
+  msg <- sprintf(paste0("the data separate: without the prior, %d observation%s would be fitted ",
+                        "at the edge (a probability of 0 or 1, or a rate of 0), and the estimate%s ",
+                        "of %s %s set by the prior, not bounded by the data"),
+                 sep$nobs, if (sep$nobs == 1) "" else "s",
+                 if (length(sep$coef) == 1) "" else "s", paste(sep$coef, collapse = ", "),
+                 if (length(sep$coef) == 1) "is" else "are")
+  if (length(sep$marginal)) {
+    msg <- paste0(msg, sprintf(paste0(". The posterior of %s (mean, sd, intervals, draws) is ",
+                                      "computed on a grid from its exact conditionals, as a ",
+                                      "Gaussian cannot follow its long tail"),
+                               paste(names(sep$marginal), collapse = ", ")))
+  }
+  msg
 }
 
 # Warnings about what the data cannot tell, before the fit: a response at

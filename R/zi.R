@@ -84,12 +84,14 @@ svir_zi_prob_draws <- function(object, Xz, sel) {
 # the GLM's beta (svir_init_mu), with the gamma intercept at the share of
 # zeros a Poisson mean leaves unexplained. E step: each zero's probability
 # of being structural; M step: a logistic fit of those to Xz, the count
-# model's IRLS steps weighted by 1 - them, and phi (negbin) by a 1-d
+# model's IRLS steps weighted by 1 - them and penalised by the fixed
+# effects' priors (`pen`, svir_beta_penalty()), and phi (negbin) by a 1-d
 # search. list(beta, gamma, phi); phi NULL for poisson. Why not the
 # negative binomial's moments: its phi absorbs the excess zeros and starts
 # pi near 0, where the gradient of gamma vanishes and noisy (minibatch)
 # steps move slowly along the ridge of pi and phi.
-svir_zi_start <- function(spec, beta, off, phi = NULL, iters = 25L) {
+svir_zi_start <- function(spec, beta, off, phi = NULL, iters = 25L,
+                          pen = list(prec = rep(0, ncol(spec$X)), mean = rep(0, ncol(spec$X)))) {
   y <- spec$y
   X <- spec$X
   Xz <- spec$Xz
@@ -115,11 +117,13 @@ svir_zi_start <- function(spec, beta, off, phi = NULL, iters = 25L) {
       z <- ifelse(zero, pz / (pz + (1 - pz) * exp(lf0)), 0)
       g <- suppressWarnings(stats::glm.fit(Xz, z, family = stats::quasibinomial(), start = g,
                                            control = list(maxit = 10)))$coefficients
-      # IRLS for the count model with prior weights 1 - z
+      # IRLS for the count model with prior weights 1 - z, penalised by the
+      # fixed effects' priors (pen: svir_beta_penalty()), so that a level
+      # with only zeros stays where its prior holds it
       wt <- (1 - z) * (if (nb) mu / (1 + mu / phi) else mu)
       zw <- eta - off + (y - mu) / mu
-      sw <- sqrt(wt)
-      beta <- stats::.lm.fit(X * sw, zw * sw)$coefficients
+      beta <- solve(crossprod(X * sqrt(wt)) + diag(pen$prec, ncol(X)),
+                    crossprod(X, wt * zw) + pen$prec * pen$mean)[, 1]
       if (nb) {
         mu <- exp(off + drop(X %*% beta))
         phi <- exp(stats::optimize(nb_ll, c(log(0.01), log(1e4)), w = 1 - z, mu = mu,

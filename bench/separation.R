@@ -13,8 +13,10 @@
 # iterations, half warm-up) on the same model written in Stan, with the
 # priors read from the svir fit's prior summary (the intercept's prior is
 # on the intercept of the centred predictors, as svir puts it). Reported:
-# the posterior means and sds of the fixed effects and the random-effect
-# sd, svir's distance from NUTS in NUTS posterior sds, and wall times.
+# the posterior means, sds and 95% intervals of the fixed effects and the
+# random-effect sd (its mean), the distance from NUTS in NUTS posterior
+# sds, the ratio of the sds, and wall times. The coefficient the data do
+# not bound has svir's grid posterior (R/separation.R).
 # With --fixture the data and NUTS's summaries are written to
 # tests/testthat/fixtures/separation-nuts.rds, the reference of
 # tests/testthat/test-fuzz.R. The Markdown report goes to stdout and to
@@ -78,8 +80,10 @@ for (cn in names(cases)) {
       fit <- suppressWarnings(svi_fit(cs$formula, cs$data, family = binomial(), guide = gd,
                                       seed = r, control = svi_control(progress = FALSE)))
       times[[gd]] <- c(times[[gd]], proc.time()[["elapsed"]] - t0)
+      ci <- confint(fit, names(fixef(fit)))
       fits[[gd]] <- rbind(fits[[gd]], c(fixef(fit), sqrt(diag(vcov(fit))),
-                                        sd_g = attr(VarCorr(fit)$g, "stddev")[[1]]))
+                                        sd_g = attr(VarCorr(fit)$g, "stddev")[[1]],
+                                        lo = ci[, 1], hi = ci[, 2]))
     }
   }
   pars <- names(fixef(fit))
@@ -118,8 +122,9 @@ for (cn in names(cases)) {
       times[[nm]] <- c(times[[nm]], proc.time()[["elapsed"]] - t0)
       dv <- as.matrix(v, pars = c("a", "beta", "sd_g"))
       sdv <- apply(dv, 2, stats::sd)
+      qv <- apply(dv[, seq_along(pars), drop = FALSE], 2, stats::quantile, c(0.025, 0.975))
       fits[[nm]] <- rbind(fits[[nm]], c(colMeans(dv)[seq_along(pars)], sdv[seq_along(pars)],
-                                        sd_g = mean(dv[, ncol(dv)])))
+                                        sd_g = mean(dv[, ncol(dv)]), lo = qv[1, ], hi = qv[2, ]))
     }
   }
   for (gd in names(fits)) {
@@ -127,10 +132,13 @@ for (cn in names(cases)) {
     k <- length(pars)
     est <- c(m[seq_len(k)], m[["sd_g"]])
     esd <- c(m[k + seq_len(k)], NA)
+    lo <- c(m[2 * k + 1 + seq_len(k)], NA)
+    hi <- c(m[3 * k + 1 + seq_len(k)], NA)
     rows[[length(rows) + 1L]] <- data.frame(
       data = cn, guide = if (startsWith(gd, "ADVI")) sub("_", " ", gd) else paste("svir", gd),
       parameter = c(pars, "sd_g"),
-      svir = sprintf("%.3f (%.3f)", est, esd),
+      svir = ifelse(is.na(lo), sprintf("%.3f", est), sprintf("%.3f (%.3f) [%.2f, %.2f]", est, esd, lo, hi)),
+      ratio = ifelse(is.na(esd), "", sprintf("%.2f", esd / ref$sd)),
       nuts = sprintf("%.3f (%.3f) [%.2f, %.2f]", ref$mean, ref$sd, ref$q2.5, ref$q97.5),
       z = sprintf("%+.2f", (est - ref$mean) / ref$sd),
       svir_s = sprintf("%.2f", stats::median(times[[gd]])), nuts_s = sprintf("%.0f", t_nuts))
@@ -143,10 +151,10 @@ md <- c(sprintf("# Separation: svir against NUTS (%s)", format(Sys.Date())), "",
                 parallel::detectCores(), getRversion(), extSoftVersion()[["BLAS"]]),
         sprintf("svir and Stan's ADVI (tol_rel_obj = 1e-4): %d seeds, medians; NUTS: 4 chains x %d iterations, adapt_delta 0.95.",
                 opt$reps, opt$iter), "",
-        "| data | method | parameter | mean (sd) | NUTS mean (sd) [95%] | (mean - NUTS) / NUTS sd | s per fit | NUTS s |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
-        sprintf("| %s | %s | %s | %s | %s | %s | %s | %s |", tab$data, tab$guide, tab$parameter,
-                tab$svir, tab$nuts, tab$z, tab$svir_s, tab$nuts_s), "",
+        "| data | method | parameter | mean (sd) [95%] | NUTS mean (sd) [95%] | (mean - NUTS) / NUTS sd | sd / NUTS sd | s per fit | NUTS s |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        sprintf("| %s | %s | %s | %s | %s | %s | %s | %s | %s |", tab$data, tab$guide, tab$parameter,
+                tab$svir, tab$nuts, tab$z, tab$ratio, tab$svir_s, tab$nuts_s), "",
         sprintf("Total %.0f s.", as.numeric(difftime(Sys.time(), t_start, units = "secs"))))
 cat(md, sep = "\n")
 dir.create(opt$out, showWarnings = FALSE, recursive = TRUE)

@@ -12,8 +12,10 @@
 # (mean-field, full-rank, minibatches, zero inflation, prior weights,
 # separated data), GLMM QEM, and pln() full, diagonal, rank (factor
 # model), PLN-PCA (dense; sparse in blocks of 7 rows), minibatch (full,
-# rank, sparse diagonal; the VE step its verbs run), sparse and QEM, then
-# methods that call C (ranef, predict intervals, pln_loglik). An error in a fit is caught and printed, so that the run
+# rank, sparse diagonal; the VE step its verbs run), sparse and QEM, the
+# BLAS pieces (tiny pieces: full, rank, minibatch), a quasi-separated GLMM
+# (its grid posterior), then methods that call C (ranef, predict
+# intervals, pln_loglik). An error in a fit is caught and printed, so that the run
 # reaches every case.
 suppressMessages(library(svir))
 ctl <- svi_control(max_steps = 200, ndraws = 50, progress = FALSE)
@@ -64,6 +66,24 @@ run("minibatch fit's VE step", fitted(fmb))
 run("pln sparse", svi_fit(Ysp ~ x, pd, family = pln(), control = ctl_p))
 run("pln qem", svi_fit(Y ~ x, pd, family = pln(rank = 2, residual = TRUE), method = "qem", seed = 1,
                        control = svi_control(max_steps = 10, K = 4, progress = FALSE)))
+# the BLAS work in pieces (src/models/pln/pln_blas.c), at pieces of 1000
+# flops: products in 64-row pieces, Sigma's inverse blocked (p = 40)
+pw <- data.frame(x = rnorm(70))
+pw$Y <- matrix(rpois(70 * 40, 3), 70)
+run("pln pieces: full, rank, mb", {
+  old <- .Call(svir:::C_svir_pln_blas_flops_r, 1000)
+  on.exit(.Call(svir:::C_svir_pln_blas_flops_r, old))
+  svi_fit(Y ~ x, pw, family = pln(), control = ctl_p)
+  svi_fit(Y ~ x, pw, family = pln(rank = 2, residual = TRUE), control = ctl_p)
+  svi_fit(Y ~ x, pw, family = pln(), control = svi_control(max_steps = 14, batch_size = 35,
+                                                            progress = FALSE), seed = 1)
+})
+# a separated coefficient's grid posterior (R/separation.R), quasi-separation
+qd <- data.frame(f = factor(rep(c("a", "b", "c"), 20)), g = factor(rep(1:5, each = 12)))
+qd$y <- rbinom(60, 1, 0.4)
+qd$y[qd$f == "c"] <- 1L
+run("glmm quasi-separation", svi_fit(y ~ f + (1 | g), qd, family = binomial(), seed = 1,
+                                     control = ctl))
 f <- suppressWarnings(svi_fit(Reaction ~ Days + (Days | Subject), d, seed = 1, control = ctl))
 run("ranef, predict", {
   ranef(f)

@@ -1,0 +1,237 @@
+# The posterior of a coefficient the data do not bound (separation,
+# R/start.R), on a grid.
+#
+# Under separation the likelihood of a coefficient is a one-sided wall:
+# flat towards infinity, where the prior alone brings the posterior down.
+# Its posterior is skewed with a long tail that a Gaussian guide cannot
+# follow: fitted by KL(q || p), q sits at the wall with a fraction of the
+# posterior's spread (quasi-separation, bench/README.md: sd 0.42 against
+# NUTS's 2.12). The fit keeps q for everything else and replaces the
+# separated coefficient's marginal by a mixture of its exact conditionals,
+#   p(b_k | y) ~= mean_s p(b_k | b_-k^(s), u^(s), y),
+# over draws s of the other fixed effects, the other globals and the random
+# effects u from the guide, in the units of the data (the other raw-unit
+# coefficients held; the prior of every internal coordinate that moves with
+# b_k counted). This is exact when q's marginal of the others is their
+# posterior marginal, whatever their correlation with b_k (the law of total
+# variance), which is where separation leaves q right: the wall bounds the
+# others, not b_k. Each conditional is one-dimensional: its log density on
+# a coarse grid (widened until both ends are 1e-10 below its peak), a
+# spline to a fine one, normalised. The fixed effects' mean and covariance
+# (fixef, vcov, summary, confint) and the draws (draws of b_k from their
+# conditionals) come from the mixture.
+
+# The log-likelihood of responses y at linear predictors eta (n x S
+# matrices), summed over rows (weights w), up to terms free of eta.
+svir_sep_loglik <- function(fam, y, eta, trials, w, phi = NULL, pz = NULL) {
+  P <- NULL
+  ll <- switch(fam,
+    binomial = y * eta - trials * (pmax(eta, 0) + log1p(exp(-abs(eta)))),
+    poisson = y * eta - exp(eta),
+    negbin = {
+      # log(phi + exp(eta)), stably; phi one per column
+      P <- matrix(log(phi), nrow(eta), ncol(eta), byrow = TRUE)
+      a <- pmax(P, eta)
+      y * eta - (y + exp(P)) * (a + log(exp(P - a) + exp(eta - a)))
+    })
+  if (!is.null(pz)) {
+    # zero inflation (pz: the zero probabilities, n x S): a zero has
+    # log(pz + (1 - pz) f0), f0 the count model's P(0) (ll at y = 0, with
+    # the negative binomial's phi log phi); a count log(1 - pz) + ll
+    zero <- y == 0
+    lf0 <- if (is.null(P)) ll else ll + exp(P) * P
+    a <- pmax(log(pz), log1p(-pz) + lf0)
+    lz <- a + log(exp(log(pz) - a) + exp(log1p(-pz) + lf0 - a))
+    ll <- ll + log1p(-pz)
+    ll[zero, ] <- lz[zero, ]
+  }
+  colSums(w * ll)
+}
+
+# log prior of internal coordinates x (one row per coordinate in `j` of
+# the spec's arrays, one column per point), up to constants
+svir_sep_logprior <- function(spec, j, x) {
+  out <- 0
+  for (r in seq_along(j)) {
+    k <- j[r]
+    z <- (x[r, ] - spec$prior_loc[k]) / spec$prior_scale[k]
+    out <- out + switch(as.character(spec$prior_type[k]),
+      "1" = -0.5 * z^2,
+      "2" = stats::dt(z, spec$prior_df[k], log = TRUE),
+      0)
+  }
+  out
+}
+
+# The marginal posterior of coefficient `k` (a name) of `fit` on a grid,
+# given E, draws of the linear predictor for the stored draws `sel`.
+# Returns the grid, the mixture density, mean, sd, the conditional means
+# (one per draw) and draws of b_k, one from the conditional of draw sel[j]
+# for each j in `pos`; NULL when a conditional is not finite or not
+# bounded on the grid.
+svir_sep_marginal <- function(fit, spec, k, sel, E, pos = seq_along(sel)) {
+  fam <- fit$family_name
+  X <- fit$X
+  xk <- X[, k]
+  rows <- which(xk != 0)
+  xr <- xk[rows]
+  B <- fit$draws[sel, colnames(X), drop = FALSE]
+  bk <- B[, k]
+  S <- length(sel)
+  # eta without b_k's part, on the rows b_k moves
+  Eo <- E[rows, , drop = FALSE] - outer(xr, bk)
+  y <- fit$y[rows]
+  trials <- if (is.null(fit$trials)) rep(1, length(rows)) else fit$trials[rows]
+  w <- if (is.null(spec$weights)) rep(1, length(rows)) else spec$weights[rows]
+  phi <- if (fam == "negbin") fit$draws[sel, "phi"] else NULL
+  pz <- if (is.null(fit$zi)) NULL else
+    svir_zi_prob_draws(fit, fit$zi_info$X[rows, , drop = FALSE], sel)
+  # the internal coordinates: beta_int = T^-1 (beta_raw - shift), linear in
+  # b_k; those that move with it carry their priors
+  Tinv <- solve(fit$beta_map$T)
+  base <- Tinv %*% (t(B) - fit$beta_map$shift) # p x S
+  dk <- Tinv[, match(k, colnames(X))]
+  mv <- which(abs(dk) > 1e-12 * max(abs(dk)))
+  pidx <- fit$index$beta[mv]
+  # log conditionals at points g, for draws s: length(g) x length(s),
+  # less each column's maximum; the likelihood's sums in C
+  # (glue/r_sep.c: svir_sep_loglik()'s, over the grid and the draws)
+  threads <- parallel::detectCores()
+  logc <- function(g, s) {
+    L <- .Call(C_svir_sep_grid_r, Eo[, s, drop = FALSE], as.double(xr), as.double(y),
+               as.double(trials), as.double(w), fam, if (is.null(phi)) NULL else as.double(phi[s]),
+               if (is.null(pz)) NULL else pz[, s, drop = FALSE], as.double(g),
+               as.integer(if (is.na(threads)) 1L else threads))
+    for (j in seq_along(g)) {
+      xin <- base[mv, s, drop = FALSE] + outer(dk[mv], g[j] - bk[s])
+      L[j, ] <- L[j, ] + svir_sep_logprior(spec, pidx, xin)
+    }
+    L - rep(apply(L, 2L, max), each = length(g))
+  }
+  # the range: widened on 41 points and up to 100 draws until every
+  # conditional is 1e-10 of its peak at both ends; then 41 points and all
+  # draws (widened again if need be)
+  m0 <- fit$fixef$mean[[k]]
+  s0 <- sqrt(fit$fixef$vcov[k, k])
+  if (!is.finite(s0) || s0 <= 0) s0 <- 0.1 * (1 + abs(m0))
+  lo <- m0 - 8 * s0
+  hi <- m0 + 8 * s0
+  sub <- unique(round(seq(1, S, length.out = min(S, 100L))))
+  ok <- FALSE
+  for (it in 1:40) {
+    final <- it > 1 && ok
+    ng <- 41L
+    g <- seq(lo, hi, length.out = ng)
+    L <- logc(g, if (final) seq_len(S) else sub)
+    if (!all(is.finite(L))) return(NULL)
+    w_lo <- any(L[1, ] > -23)
+    w_hi <- any(L[ng, ] > -23)
+    if (!w_lo && !w_hi) {
+      if (final) break
+      ok <- TRUE
+      next
+    }
+    ok <- FALSE
+    if (w_lo) lo <- lo - (hi - lo) / 2
+    if (w_hi) hi <- hi + (hi - lo) / 2
+  }
+  if (w_lo || w_hi || !final) return(NULL)
+  # a fine grid: natural cubic splines of the log conditionals (a linear
+  # map of their values on the coarse grid)
+  gf <- seq(lo, hi, length.out = 1001L)
+  Smap <- vapply(seq_along(g), function(j) {
+    e <- numeric(length(g))
+    e[j] <- 1
+    stats::spline(g, e, xout = gf, method = "natural")$y
+  }, numeric(length(gf)))
+  Lf <- Smap %*% L
+  Pf <- exp(Lf - rep(apply(Lf, 2L, max), each = length(gf)))
+  h <- gf[2] - gf[1]
+  Pf <- Pf / rep(colSums(Pf) * h, each = length(gf))
+  dens <- rowMeans(Pf)
+  cmean <- colSums(Pf * gf) * h
+  mu <- sum(dens * gf) * h
+  sdv <- sqrt(max(sum(dens * (gf - mu)^2) * h, 0))
+  # draws of b_k from the conditionals (inverse CDF)
+  cdf <- apply(Pf, 2L, cumsum)
+  u <- stats::runif(length(pos)) * cdf[length(gf), pos]
+  idx <- vapply(seq_along(pos), function(r) findInterval(u[r], cdf[, pos[r]]), 0L)
+  draw <- gf[pmin(idx + 1L, length(gf))] - h * stats::runif(length(pos))
+  list(coef = k, grid = gf, density = dens, mean = mu, sd = sdv, cond_mean = cmean,
+       draws = draw)
+}
+
+# The separated coefficients' marginals (svir_sep_marginal), put into the
+# fit: fixef mean and vcov, and the draws. Families binomial, poisson and
+# negbin, with or without zero inflation. The random effects are drawn with a
+# seed from the fit's, and R's stream is put back.
+svir_separation_refit <- function(fit, spec) {
+  sep <- fit$separation
+  if (is.null(sep) || !fit$family_name %in% c("binomial", "poisson", "negbin")) return(fit)
+  coefs <- intersect(sep$coef, colnames(fit$X))
+  if (!length(coefs)) return(fit)
+  genv <- globalenv()
+  old <- if (exists(".Random.seed", genv, inherits = FALSE)) get(".Random.seed", genv) else NULL
+  on.exit(if (is.null(old)) rm(".Random.seed", envir = genv) else assign(".Random.seed", old, genv),
+          add = TRUE)
+  set.seed(if (is.null(fit$seed)) 1L else as.integer(fit$seed %% .Machine$integer.max))
+  nd <- nrow(fit$draws)
+  # all draws when the rows are few; else a subset, recycled over the draws
+  nr <- max(vapply(coefs, function(k) sum(fit$X[, k] != 0), 0))
+  S <- max(50L, min(nd, floor(2e7 / (41 * max(nr, 1)))))
+  sel <- if (S >= nd) seq_len(nd) else sort(sample.int(nd, S))
+  # the draws' rows: sel, then (when sel is a subset) sel's rows again, each
+  # with a new draw of b_k from its conditional
+  pos <- if (length(sel) == nd) seq_len(nd) else
+    c(seq_along(sel), sample.int(length(sel), nd - length(sel), TRUE))
+  rows <- sel[pos]
+  E <- svir_eta_draws(fit, svir_design(fit), sel)
+  out <- list()
+  for (k in coefs) {
+    mg <- tryCatch(svir_sep_marginal(fit, spec, k, sel, E, pos), error = function(e) NULL)
+    if (is.null(mg)) {
+      cli::cli_warn(c("The posterior of {.val {k}} could not be computed on a grid.",
+                      i = "Its summaries are the Gaussian guide's, which is too narrow for a coefficient the data do not bound."),
+                    class = "svir_warning")
+      next
+    }
+    out[[k]] <- mg
+  }
+  if (!length(out)) return(fit)
+  draws <- fit$draws[rows, , drop = FALSE]
+  V <- fit$fixef$vcov
+  for (k in names(out)) {
+    mg <- out[[k]]
+    B <- fit$draws[sel, colnames(fit$X), drop = FALSE]
+    draws[, k] <- mg$draws
+    fit$fixef$mean[[k]] <- mg$mean
+    # Cov(b_k, b_j) = Cov(E[b_k | others], b_j) over the draws
+    cv <- drop(crossprod(B - rep(colMeans(B), each = nrow(B)), mg$cond_mean - mean(mg$cond_mean))) /
+      (nrow(B) - 1)
+    cv[k] <- mg$sd^2
+    V[k, ] <- cv
+    V[, k] <- cv
+    mg$cond_mean <- NULL
+    mg$draws <- NULL
+    out[[k]] <- mg
+  }
+  rownames(draws) <- NULL
+  fit$draws <- draws
+  # the engine's draws (internal units) in the same rows, their fixed
+  # effects from the new raw-unit ones
+  th <- fit$engine$draws[rows, , drop = FALSE]
+  th[, fit$index$beta] <- t(solve(fit$beta_map$T, t(draws[, colnames(fit$X), drop = FALSE]) -
+                                  fit$beta_map$shift))
+  fit$engine$draws <- th
+  fit$fixef$vcov <- V
+  fit$separation$marginal <- out
+  fit
+}
+
+# Quantiles of a grid marginal.
+svir_sep_quantile <- function(mg, probs) {
+  h <- mg$grid[2] - mg$grid[1]
+  cs <- cumsum(mg$density) * h
+  cs <- cs / cs[length(cs)]
+  stats::approx(c(0, cs), c(mg$grid[1] - h, mg$grid), xout = probs, ties = "ordered")$y
+}
