@@ -51,14 +51,14 @@ svir_sep_loglik <- function(fam, y, eta, trials, w, phi = NULL, pz = NULL) {
 # log prior of internal coordinates x (one row per coordinate in `j` of
 # the spec's arrays, one column per point), up to constants
 svir_sep_logprior <- function(spec, j, x) {
+  codes <- svir_codes$prior
   out <- 0
   for (r in seq_along(j)) {
     k <- j[r]
     z <- (x[r, ] - spec$prior_loc[k]) / spec$prior_scale[k]
-    out <- out + switch(as.character(spec$prior_type[k]),
-      "1" = -0.5 * z^2,
-      "2" = stats::dt(z, spec$prior_df[k], log = TRUE),
-      0)
+    type <- spec$prior_type[k]
+    out <- out + if (type == codes[["normal"]]) -0.5 * z^2 else
+      if (type == codes[["student_t"]]) stats::dt(z, spec$prior_df[k], log = TRUE) else 0
   }
   out
 }
@@ -96,12 +96,10 @@ svir_sep_marginal <- function(fit, spec, k, sel, E, pos = seq_along(sel)) {
   # log conditionals at points g, for draws s: length(g) x length(s),
   # less each column's maximum; the likelihood's sums in C
   # (glue/r_sep.c: svir_sep_loglik()'s, over the grid and the draws)
-  threads <- parallel::detectCores()
   logc <- function(g, s) {
     L <- .Call(C_svir_sep_grid_r, Eo[, s, drop = FALSE], as.double(xr), as.double(y),
                as.double(trials), as.double(w), fam, if (is.null(phi)) NULL else as.double(phi[s]),
-               if (is.null(pz)) NULL else pz[, s, drop = FALSE], as.double(g),
-               as.integer(if (is.na(threads)) 1L else threads))
+               if (is.null(pz)) NULL else pz[, s, drop = FALSE], as.double(g), 0L)
     for (j in seq_along(g)) {
       xin <- base[mv, s, drop = FALSE] + outer(dk[mv], g[j] - bk[s])
       L[j, ] <- L[j, ] + svir_sep_logprior(spec, pidx, xin)

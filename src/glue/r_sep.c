@@ -4,7 +4,8 @@
  * l the binomial (trials t_i), Poisson or negative binomial (phi_s)
  * log-likelihood without the terms free of eta, with zero inflation when pz
  * (the zero probabilities, n x S) is given. The same sums as R's
- * svir_sep_loglik(), which the tests compare it with. OpenMP over draws. */
+ * svir_sep_loglik(), which the tests compare it with. OpenMP over draws
+ * (threads <= 0: OpenMP's default). */
 #include <R.h>
 #include <Rinternals.h>
 
@@ -31,7 +32,11 @@ SEXP svir_sep_grid_r(SEXP Eo_, SEXP x_, SEXP y_, SEXP t_, SEXP w_, SEXP fam_, SE
     const double *pz = Rf_isNull(pz_) ? NULL : REAL(pz_);
     const char *fam = CHAR(STRING_ELT(fam_, 0));
     const int kind = fam[0] == 'b' ? 0 : fam[0] == 'p' ? 1 : 2;
-    const int T = Rf_asInteger(threads_) > 0 ? Rf_asInteger(threads_) : 1;
+    int T = Rf_asInteger(threads_);
+#ifdef _OPENMP
+    if (T <= 0) T = omp_get_max_threads();
+#endif
+    if (T <= 0) T = 1;
     SEXP out = PROTECT(Rf_allocMatrix(REALSXP, G, S));
     double *o = REAL(out);
 #ifdef _OPENMP
