@@ -207,7 +207,7 @@ svir_glmm_build <- function(formula, data, family, prior, guide, method, control
   attr(spec$init_mu, "glm_se") <- NULL
   separation <- attr(spec$init_mu, "separation")
   attr(spec$init_mu, "separation") <- NULL
-  svir_warn_data(spec, info, separation)
+  if (svir_warn_data(spec, info, separation)) separation <- NULL
 
   ctrl <- unclass(control)
   ctrl$guide <- guide

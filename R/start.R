@@ -187,7 +187,9 @@ svir_separation_message <- function(sep) {
 }
 
 # Warnings about what the data cannot tell, before the fit: a response at
-# one edge in every observation, and separation.
+# one edge in every observation, and separation. Returns TRUE (invisibly)
+# for a response at one edge everywhere, whose warning says all there is
+# to say (the separation found then is the intercept's, the same fact).
 svir_warn_data <- function(spec, info, separation) {
   codes <- svir_codes$family
   y <- info$y
@@ -204,7 +206,7 @@ svir_warn_data <- function(spec, info, separation) {
       i = "The data bound the mean from one side only: the intercept and the random-effect standard deviations are set by their priors (see {.fn prior_summary}).",
       i = "Check the response, or set informative priors with {.fn svi_prior}."),
       class = "svir_warning")
-    return(invisible())
+    return(invisible(TRUE))
   }
   if (!is.null(separation)) {
     cli::cli_warn(c(
@@ -213,5 +215,5 @@ svir_warn_data <- function(spec, info, separation) {
       i = "{cli::qty(length(separation$coef))}The estimate{?s} come{?s/} from the prior: see {.fn prior_summary}, or remove the separating term{?s}."),
       class = "svir_warning")
   }
-  invisible()
+  invisible(FALSE)
 }

@@ -215,6 +215,8 @@ test_that("an all-zero response is a warning, and the fit stays finite", {
     expect_warning(fit <- svi_fit(y ~ x + (1 | g), d, family = fam, seed = 1),
                    class = "svir_warning", regexp = "every observation")
     expect_true(all(is.finite(fixef(fit))))
+    # that warning says it all: no separation report, no grid
+    expect_null(fit$separation)
   }
   d$y <- 1L
   expect_warning(svi_fit(y ~ x, d, family = binomial(), seed = 1),
