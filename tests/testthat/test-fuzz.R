@@ -113,11 +113,33 @@ test_that("a Poisson level with no counts: the separated coefficient matches the
   expect_lt(abs(fixef(fit)[["fc"]] - m) / s, 0.1)
   expect_lt(abs(sqrt(vcov(fit)["fc", "fc"]) / s - 1), 0.1)
   expect_lt(max(abs(confint(fit, "fc") - q)) / s, 0.1)
+  # a Student-t prior on the slopes: the posterior's tail is polynomial
+  # (hundreds of guide sds long), which the grid's asinh spacing reaches
+  fit_t <- suppressWarnings(svi_fit(y ~ f, d, family = poisson(), seed = 1,
+                                    prior = svi_prior(b = student_t(3, 0, 2.5))))
+  uc <- seq(-9, 4, length.out = 1301)
+  fcg <- -2 + 2 * sinh(uc)
+  Gt <- expand.grid(a = seq(0.55, 1.35, length.out = 31), fb = seq(0.2, 1.15, length.out = 31),
+                    k = seq_along(fcg))
+  Gt$fc <- fcg[Gt$k]
+  lpt <- stats::dt((Gt$a + xc[2] * Gt$fb + xc[3] * Gt$fc) / 2.5, 3, log = TRUE) +
+    stats::dt(Gt$fb / 2.5, 3, log = TRUE) + stats::dt(Gt$fc / 2.5, 3, log = TRUE) +
+    Yl[["a"]] * Gt$a - nl[["a"]] * exp(Gt$a) + Yl[["b"]] * (Gt$a + Gt$fb) -
+    nl[["b"]] * exp(Gt$a + Gt$fb) - nl[["c"]] * exp(Gt$a + Gt$fc)
+  wt <- exp(lpt - max(lpt)) * (2 * cosh(uc) * diff(uc[1:2]))[Gt$k]
+  wt <- wt / sum(wt)
+  mt <- sum(wt * Gt$fc)
+  st <- sqrt(sum(wt * Gt$fc^2) - mt^2)
+  ot <- order(Gt$fc)
+  ct <- cumsum(wt[ot])
+  qt <- Gt$fc[ot][c(which(ct >= 0.025)[1], which(ct >= 0.975)[1])]
+  expect_lt(abs(fixef(fit_t)[["fc"]] - mt) / st, 0.1)
+  expect_lt(abs(sqrt(vcov(fit_t)["fc", "fc"]) / st - 1), 0.1)
+  expect_lt(max(abs(confint(fit_t, "fc") - qt)) / st, 0.1)
   # the grid's density integrates to 1 and is the one summarised
   mg <- fit$separation$marginal$fc
-  h <- diff(mg$grid[1:2])
-  expect_equal(sum(mg$density) * h, 1, tolerance = 1e-8)
-  expect_equal(sum(mg$density * mg$grid) * h, fixef(fit)[["fc"]], tolerance = 1e-10)
+  expect_equal(sum(mg$density * mg$weight), 1, tolerance = 1e-8)
+  expect_equal(sum(mg$density * mg$grid * mg$weight), fixef(fit)[["fc"]], tolerance = 1e-10)
 })
 
 test_that("the grid's log-likelihoods are the families' (zero inflation included)", {
