@@ -92,50 +92,39 @@ test_that("a Poisson level with no counts: the separated coefficient matches the
                  regexp = "separate")
   expect_identical(names(fit$separation$marginal), "fc")
   # the exact posterior on a grid: counts by level are sufficient; the
-  # intercept's prior is on the intercept of the centred columns
-  ds <- attr(fit$prior, "dist")
+  # intercept's prior is on the intercept of the centred columns. fc on a
+  # grid uniform in asinh, for a Student-t prior's long tail; lpb: the
+  # slopes' log prior. Checks the fit's mean, sd and 95% interval of fc.
   xc <- fit$scaling$x_center
   nl <- table(d$f)
   Yl <- tapply(d$y, d$f, sum)
-  G <- expand.grid(a = seq(0.55, 1.35, length.out = 41), fb = seq(0.2, 1.15, length.out = 41),
-                   fc = seq(-35, 5, length.out = 801))
-  lp <- stats::dt((G$a + xc[2] * G$fb + xc[3] * G$fc) / 2.5, 3, log = TRUE) +
-    stats::dnorm(G$fb, 0, ds[[2]]$scale, log = TRUE) + stats::dnorm(G$fc, 0, ds[[3]]$scale, log = TRUE) +
-    Yl[["a"]] * G$a - nl[["a"]] * exp(G$a) + Yl[["b"]] * (G$a + G$fb) -
-    nl[["b"]] * exp(G$a + G$fb) - nl[["c"]] * exp(G$a + G$fc)
-  w <- exp(lp - max(lp))
-  w <- w / sum(w)
-  m <- sum(w * G$fc)
-  s <- sqrt(sum(w * G$fc^2) - m^2)
-  o <- order(G$fc)
-  cw <- cumsum(w[o])
-  q <- G$fc[o][c(which(cw >= 0.025)[1], which(cw >= 0.975)[1])]
-  expect_lt(abs(fixef(fit)[["fc"]] - m) / s, 0.1)
-  expect_lt(abs(sqrt(vcov(fit)["fc", "fc"]) / s - 1), 0.1)
-  expect_lt(max(abs(confint(fit, "fc") - q)) / s, 0.1)
+  check_exact <- function(f, lpb) {
+    uc <- seq(-9, 4, length.out = 1301)
+    fcg <- -2 + 2 * sinh(uc)
+    G <- expand.grid(a = seq(0.55, 1.35, length.out = 31), fb = seq(0.2, 1.15, length.out = 31),
+                     k = seq_along(fcg))
+    G$fc <- fcg[G$k]
+    lp <- stats::dt((G$a + xc[2] * G$fb + xc[3] * G$fc) / 2.5, 3, log = TRUE) +
+      lpb(G$fb, 2) + lpb(G$fc, 3) + Yl[["a"]] * G$a - nl[["a"]] * exp(G$a) +
+      Yl[["b"]] * (G$a + G$fb) - nl[["b"]] * exp(G$a + G$fb) - nl[["c"]] * exp(G$a + G$fc)
+    w <- exp(lp - max(lp)) * (2 * cosh(uc) * diff(uc[1:2]))[G$k]
+    w <- w / sum(w)
+    m <- sum(w * G$fc)
+    s <- sqrt(sum(w * G$fc^2) - m^2)
+    o <- order(G$fc)
+    cw <- cumsum(w[o])
+    q <- G$fc[o][c(which(cw >= 0.025)[1], which(cw >= 0.975)[1])]
+    expect_lt(abs(fixef(f)[["fc"]] - m) / s, 0.1)
+    expect_lt(abs(sqrt(vcov(f)["fc", "fc"]) / s - 1), 0.1)
+    expect_lt(max(abs(confint(f, "fc") - q)) / s, 0.1)
+  }
+  ds <- attr(fit$prior, "dist")
+  check_exact(fit, function(b, j) stats::dnorm(b, 0, ds[[j]]$scale, log = TRUE))
   # a Student-t prior on the slopes: the posterior's tail is polynomial
   # (hundreds of guide sds long), which the grid's asinh spacing reaches
   fit_t <- suppressWarnings(svi_fit(y ~ f, d, family = poisson(), seed = 1,
                                     prior = svi_prior(b = student_t(3, 0, 2.5))))
-  uc <- seq(-9, 4, length.out = 1301)
-  fcg <- -2 + 2 * sinh(uc)
-  Gt <- expand.grid(a = seq(0.55, 1.35, length.out = 31), fb = seq(0.2, 1.15, length.out = 31),
-                    k = seq_along(fcg))
-  Gt$fc <- fcg[Gt$k]
-  lpt <- stats::dt((Gt$a + xc[2] * Gt$fb + xc[3] * Gt$fc) / 2.5, 3, log = TRUE) +
-    stats::dt(Gt$fb / 2.5, 3, log = TRUE) + stats::dt(Gt$fc / 2.5, 3, log = TRUE) +
-    Yl[["a"]] * Gt$a - nl[["a"]] * exp(Gt$a) + Yl[["b"]] * (Gt$a + Gt$fb) -
-    nl[["b"]] * exp(Gt$a + Gt$fb) - nl[["c"]] * exp(Gt$a + Gt$fc)
-  wt <- exp(lpt - max(lpt)) * (2 * cosh(uc) * diff(uc[1:2]))[Gt$k]
-  wt <- wt / sum(wt)
-  mt <- sum(wt * Gt$fc)
-  st <- sqrt(sum(wt * Gt$fc^2) - mt^2)
-  ot <- order(Gt$fc)
-  ct <- cumsum(wt[ot])
-  qt <- Gt$fc[ot][c(which(ct >= 0.025)[1], which(ct >= 0.975)[1])]
-  expect_lt(abs(fixef(fit_t)[["fc"]] - mt) / st, 0.1)
-  expect_lt(abs(sqrt(vcov(fit_t)["fc", "fc"]) / st - 1), 0.1)
-  expect_lt(max(abs(confint(fit_t, "fc") - qt)) / st, 0.1)
+  check_exact(fit_t, function(b, j) stats::dt(b / 2.5, 3, log = TRUE))
   # the grid's density integrates to 1 and is the one summarised
   mg <- fit$separation$marginal$fc
   expect_equal(sum(mg$density * mg$weight), 1, tolerance = 1e-8)
