@@ -18,36 +18,10 @@
 # others, not b_k. Each conditional is one-dimensional: its log density on
 # a coarse grid uniform in asinh((b_k - m) / s) (m, s: the guide's mean
 # and sd; fine near the guide, coarse in a long tail), widened until both
-# ends are 1e-10 below its peak, interpolated to a fine one, normalised. The fixed effects' mean and covariance
-# (fixef, vcov, summary, confint) and the draws (draws of b_k from their
-# conditionals) come from the mixture.
-
-# The log-likelihood of responses y at linear predictors eta (n x S
-# matrices), summed over rows (weights w), up to terms free of eta.
-svir_sep_loglik <- function(fam, y, eta, trials, w, phi = NULL, pz = NULL) {
-  P <- NULL
-  ll <- switch(fam,
-    binomial = y * eta - trials * (pmax(eta, 0) + log1p(exp(-abs(eta)))),
-    poisson = y * eta - exp(eta),
-    negbin = {
-      # log(phi + exp(eta)), stably; phi one per column
-      P <- matrix(log(phi), nrow(eta), ncol(eta), byrow = TRUE)
-      a <- pmax(P, eta)
-      y * eta - (y + exp(P)) * (a + log(exp(P - a) + exp(eta - a)))
-    })
-  if (!is.null(pz)) {
-    # zero inflation (pz: the zero probabilities, n x S): a zero has
-    # log(pz + (1 - pz) f0), f0 the count model's P(0) (ll at y = 0, with
-    # the negative binomial's phi log phi); a count log(1 - pz) + ll
-    zero <- y == 0
-    lf0 <- if (is.null(P)) ll else ll + exp(P) * P
-    a <- pmax(log(pz), log1p(-pz) + lf0)
-    lz <- a + log(exp(log(pz) - a) + exp(log1p(-pz) + lf0 - a))
-    ll <- ll + log1p(-pz)
-    ll[zero, ] <- lz[zero, ]
-  }
-  colSums(w * ll)
-}
+# ends are 1e-10 below its peak, interpolated to a fine one, normalised.
+# The fixed effects' mean and covariance (fixef, vcov, summary, confint)
+# and the draws (draws of b_k from their conditionals) come from the
+# mixture.
 
 # log prior of internal coordinates x (one row per coordinate in `j` of
 # the spec's arrays, one column per point), up to constants
@@ -81,12 +55,12 @@ svir_sep_marginal <- function(fit, spec, k, sel, E, pos = seq_along(sel)) {
   S <- length(sel)
   # eta without b_k's part, on the rows b_k moves
   Eo <- E[rows, , drop = FALSE] - outer(xr, bk)
-  y <- fit$y[rows]
-  trials <- if (is.null(fit$trials)) rep(1, length(rows)) else fit$trials[rows]
-  w <- if (is.null(spec$weights)) rep(1, length(rows)) else spec$weights[rows]
-  phi <- if (fam == "negbin") fit$draws[sel, "phi"] else NULL
-  pz <- if (is.null(fit$zi)) NULL else
-    svir_zi_prob_draws(fit, fit$zi_info$X[rows, , drop = FALSE], sel)
+  y <- as.double(fit$y[rows])
+  trials <- if (is.null(fit$trials)) NULL else as.double(fit$trials[rows])
+  w <- if (is.null(spec$weights)) rep(1, length(rows)) else as.double(spec$weights[rows])
+  phi <- if (fam == "negbin") as.double(fit$draws[sel, "phi"]) else NULL
+  etaz <- if (is.null(fit$zi)) NULL else
+    svir_zi_eta_draws(fit, fit$zi_info$X[rows, , drop = FALSE], sel)
   # the internal coordinates: beta_int = T^-1 (beta_raw - shift), linear in
   # b_k; those that move with it carry their priors
   Tinv <- solve(fit$beta_map$T)
@@ -95,12 +69,12 @@ svir_sep_marginal <- function(fit, spec, k, sel, E, pos = seq_along(sel)) {
   mv <- which(abs(dk) > 1e-12 * max(abs(dk)))
   pidx <- fit$index$beta[mv]
   # log conditionals at points g, for draws s: length(g) x length(s),
-  # less each column's maximum; the likelihood's sums in C
-  # (glue/r_sep.c: svir_sep_loglik()'s, over the grid and the draws)
+  # less each column's maximum; the likelihood's sums in C (glue/r_sep.c,
+  # the GLMM's own log-likelihood: its family, link and zero inflation)
   logc <- function(g, s) {
-    L <- .Call(C_svir_sep_grid_r, Eo[, s, drop = FALSE], as.double(xr), as.double(y),
-               as.double(trials), as.double(w), fam, if (is.null(phi)) NULL else as.double(phi[s]),
-               if (is.null(pz)) NULL else pz[, s, drop = FALSE], as.double(g), 0L)
+    L <- .Call(C_svir_sep_grid_r, Eo[, s, drop = FALSE], as.double(xr), y, trials, w,
+               spec$family, spec$link, phi[s], if (is.null(etaz)) NULL else etaz[, s, drop = FALSE],
+               as.double(g), 0L)
     for (j in seq_along(g)) {
       xin <- base[mv, s, drop = FALSE] + outer(dk[mv], g[j] - bk[s])
       L[j, ] <- L[j, ] + svir_sep_logprior(spec, pidx, xin)
@@ -173,22 +147,21 @@ svir_sep_marginal <- function(fit, spec, k, sel, E, pos = seq_along(sel)) {
 
 # The separated coefficients' marginals (svir_sep_marginal), put into the
 # fit: fixef mean and vcov, and the draws. Families binomial, poisson and
-# negbin, with or without zero inflation. The random effects are drawn with a
-# seed from the fit's, and R's stream is put back.
+# negbin (any link), with or without zero inflation. The random effects are
+# drawn with a seed from the fit's, and R's stream is put back.
 svir_separation_refit <- function(fit, spec) {
   sep <- fit$separation
   if (is.null(sep) || !fit$family_name %in% c("binomial", "poisson", "negbin")) return(fit)
   coefs <- intersect(sep$coef, colnames(fit$X))
   if (!length(coefs)) return(fit)
-  genv <- globalenv()
-  old <- if (exists(".Random.seed", genv, inherits = FALSE)) get(".Random.seed", genv) else NULL
-  on.exit(if (is.null(old)) rm(".Random.seed", envir = genv) else assign(".Random.seed", old, genv),
-          add = TRUE)
-  set.seed(if (is.null(fit$seed)) 1L else as.integer(fit$seed %% .Machine$integer.max))
+  rng <- svir_sim_seed(if (is.null(fit$seed)) 1L else as.integer(fit$seed %% .Machine$integer.max))
+  on.exit(assign(".Random.seed", rng$old, envir = .GlobalEnv), add = TRUE)
   nd <- nrow(fit$draws)
   # all draws when the rows are few; else a subset, recycled over the draws
+  # (about 2e7 evaluations of the likelihood on the final grid of at least
+  # 61 points)
   nr <- max(vapply(coefs, function(k) sum(fit$X[, k] != 0), 0))
-  S <- max(50L, min(nd, floor(2e7 / (41 * max(nr, 1)))))
+  S <- max(50L, min(nd, floor(2e7 / (61 * max(nr, 1)))))
   sel <- if (S >= nd) seq_len(nd) else sort(sample.int(nd, S))
   # the draws' rows: sel, then (when sel is a subset) sel's rows again, each
   # with a new draw of b_k from its conditional
@@ -210,9 +183,9 @@ svir_separation_refit <- function(fit, spec) {
   if (!length(out)) return(fit)
   draws <- fit$draws[rows, , drop = FALSE]
   V <- fit$fixef$vcov
+  B <- fit$draws[sel, colnames(fit$X), drop = FALSE]
   for (k in names(out)) {
     mg <- out[[k]]
-    B <- fit$draws[sel, colnames(fit$X), drop = FALSE]
     draws[, k] <- mg$draws
     fit$fixef$mean[[k]] <- mg$mean
     # Cov(b_k, b_j) = Cov(E[b_k | others], b_j) over the draws

@@ -75,8 +75,13 @@ svir_zi_prob <- function(object, Xz) {
 
 svir_zi_prob_draws <- function(object, Xz, sel) {
   if (is.null(object$zi_info)) return(matrix(0, nrow(Xz), length(sel)))
+  stats::plogis(svir_zi_eta_draws(object, Xz, sel))
+}
+
+# The zero inflation's linear predictor for the stored draws `sel`.
+svir_zi_eta_draws <- function(object, Xz, sel) {
   g <- object$draws[sel, paste0("zi_", object$zi_info$names), drop = FALSE]
-  stats::plogis(Xz %*% t(g))
+  Xz %*% t(g)
 }
 
 # The start of a zero-inflated fit (internal units): the fixed-effects

@@ -14,8 +14,8 @@ extern SEXP svir_backend_choose_r(SEXP model, SEXP method, SEXP minibatch, SEXP 
 extern SEXP svir_backends_r(void);
 extern SEXP svir_check_interrupt_r(void);
 /* a separated coefficient's conditional log-likelihoods on a grid (glue/r_sep.c) */
-extern SEXP svir_sep_grid_r(SEXP Eo, SEXP x, SEXP y, SEXP t, SEXP w, SEXP fam, SEXP phi, SEXP pz,
-                            SEXP g, SEXP threads);
+extern SEXP svir_sep_grid_r(SEXP Eo, SEXP x, SEXP y, SEXP t, SEXP w, SEXP family, SEXP link,
+                            SEXP phi, SEXP etaz, SEXP g, SEXP threads);
 /* the K-sample bound of the guides a fit kept (R's svir_path_bound; glue/r_test_glmm.c) */
 extern SEXP svir_tree_bound_r(SEXP spec, SEXP control, SEXP gpar, SEXP lpar, SEXP anchor,
                               SEXP K, SEXP reps);
@@ -52,7 +52,7 @@ static const R_CallMethodDef call_methods[] = {
     VERB(svir_backend_choose_r, 6),
     VERB(svir_backends_r, 0),
     VERB(svir_check_interrupt_r, 0),
-    VERB(svir_sep_grid_r, 10),
+    VERB(svir_sep_grid_r, 11),
     VERB(svir_tree_bound_r, 7),
     /* test-only entry points */
     VERB(svir_codes_r, 0),
