@@ -117,6 +117,9 @@ svir_check_real <- function(x, arg, lower = 0, upper = Inf) {
 #'   work. Results are reproducible for a given number of threads.
 #' @param ndraws Number of draws from the fitted approximate posterior kept
 #'   in the fit, for summaries, intervals and predictions.
+#' @param is_draws For `method = "laplace"`: the importance sampler's
+#'   draws per round (at least 100). More draws give a steadier k-hat and
+#'   tails; the work grows in proportion.
 #' @param init_scale Initial standard deviation of the variational
 #'   distributions (on the internal, standardised scale), greater than 0.
 #' @param K For `method = "qem"`: samples of every latent per iteration, from
@@ -150,7 +153,7 @@ svi_control <- function(max_steps = 10000L, lr = NULL,
                         lr_decay = 0.3, eval_every = 100L, tol_rel_obj = 1e-4,
                         patience = 3L, num_particles = NULL, stl = TRUE,
                         batch_size = NULL,
-                        threads = NULL, ndraws = 1000L, init_scale = 0.1,
+                        threads = NULL, ndraws = 1000L, is_draws = 4000L, init_scale = 0.1,
                         K = 16L, keep_path = 0L, progress = interactive()) {
   schedules <- c("plateau", "constant", "decay")
   if (missing(lr_schedule) || identical(lr_schedule, schedules)) {
@@ -184,6 +187,7 @@ svi_control <- function(max_steps = 10000L, lr = NULL,
     batch_size = batch_size,
     threads = threads,
     ndraws = svir_check_whole(ndraws, "ndraws", 1L),
+    is_draws = svir_check_whole(is_draws, "is_draws", 100L),
     init_scale = svir_check_real(init_scale, "init_scale"),
     K = svir_check_K(K),
     keep_path = svir_check_whole(keep_path, "keep_path", 0L),

@@ -25,6 +25,43 @@
 #' group), independent of the globals; only groups present in a minibatch are
 #' updated at a step.
 #'
+#' @section Laplace-guided importance sampling:
+#' `method = "laplace"` computes the whole posterior rather than a
+#' Gaussian approximation of it. Given the variance parameters (standard
+#' deviations, correlations, `sigma`, `phi`), the fixed and random effects
+#' are found at their joint conditional mode by Newton's method, as lme4
+#' and glmmTMB do (the random effects of the largest grouping factor are
+#' eliminated first, so a model with one factor costs little whatever its
+#' number of levels), and the Gaussian at the mode gives their Laplace
+#' approximation and the variance parameters' Laplace marginal. The
+#' variance parameters are drawn from a multivariate t around that
+#' marginal's mode, the effects from the Gaussian given each draw, and
+#' every draw is weighted by its exact posterior density over the density
+#' it was drawn from (Pareto-smoothed importance sampling, Vehtari et al.).
+#' The weighted draws are the posterior: skewed variance components,
+#' heavy tails and correlations come out as they are, and PSIS k-hat, over
+#' all the parameters jointly, says whether the weights can be trusted
+#' (below 0.7). When it is above 0.5 the proposal moves to the weighted
+#' draws' moments and draws again (twice at most). When the joint weights
+#' stay unusable (many random effects whose conditionals are skewed, such
+#' as an observation-level effect on small counts), the variance
+#' parameters are weighted by their Laplace marginal alone and the effects
+#' follow the Laplace Gaussian given them, as INLA does, and `summary()`
+#' says so. `svi_control(is_draws = )` sets the draws per round (4000);
+#' `ndraws` of them are kept, resampled by their weights. On the CPU,
+#' without zero inflation or minibatches.
+#'
+#' @section Choosing the method:
+#' With `method = "auto"`, a model is fitted by `"laplace"` unless a
+#' `guide` is given, it has zero inflation, `batch_size` or `keep_path`
+#' is set, `backend = "cuda"` is asked for, the data separate (SVI and the
+#' separated coefficients' grid posterior, below), or its work is above
+#' about 2e10 floating-point operations (a Newton step costs about `n k^2`
+#' for `k` coefficients per observation, plus the dense part of the
+#' system, the fixed effects and the random effects of every factor but
+#' the largest, cubed), for example crossed factors with thousands of
+#' levels or millions of observations. Those are fitted by `"svi"`.
+#'
 #' @section Minibatches:
 #' With `control = svi_control(batch_size = B)` each step uses `B`
 #' observations drawn without replacement (a fresh permutation each epoch); the
@@ -82,9 +119,16 @@
 #' @param prior Priors from [svi_prior()], or `NULL` for the defaults
 #'   documented there. See [prior_summary()] for what a fit used.
 #' @param guide `"meanfield"` (default) or `"fullrank"`, the variational family
-#'   over the global parameters.
-#' @param method Inference engine: `"svi"` (stochastic variational inference,
-#'   the default) or `"qem"`: massively parallel importance weighting with
+#'   over the global parameters of `method = "svi"`. Giving a guide makes
+#'   `method = "auto"` choose SVI.
+#' @param method Inference engine. `"auto"` (the default) chooses
+#'   `"laplace"` where it can run and its work is small (about a second on
+#'   two cores; see the section Choosing the method), else `"svi"`; the fit
+#'   records the choice and why in `method` and `method_reason`, and
+#'   [summary.svi_fit()] prints them. `"laplace"`: Laplace-guided
+#'   importance sampling (see the section of that name). `"svi"`:
+#'   stochastic variational inference with the guide `guide`. `"qem"`:
+#'   massively parallel importance weighting with
 #'   `K` samples of every latent per iteration (`K` in [svi_control()]) and a
 #'   moment-matching update of the approximate posterior (Heap, Bowyer and
 #'   Aitchison, 2025). In this version QEM takes models with exactly one grouping
@@ -148,7 +192,7 @@
 #' VarCorr(fit)
 #' @export
 svi_fit <- function(formula, data, family = gaussian(), prior = NULL,
-                    guide = c("meanfield", "fullrank"), method = "svi",
+                    guide = c("meanfield", "fullrank"), method = "auto",
                     control = svi_control(), backend = "auto", seed = NULL,
                     na.action = getOption("na.action"), ziformula = NULL, weights = NULL,
                     ...) {
@@ -157,9 +201,11 @@ svi_fit <- function(formula, data, family = gaussian(), prior = NULL,
   if (length(dots)) {
     cli::cli_warn(c("Ignoring argument{?s} not used by {.fn svi_fit}: {.arg {names(dots)}}."))
   }
+  guide_given <- !missing(guide)
   guide <- svir_match_arg(guide, c("meanfield", "fullrank"), "guide")
-  if (!is.character(method) || length(method) != 1L || !method %in% c("svi", "qem")) {
-    cli::cli_abort(c("{.arg method} must be {.val svi} or {.val qem}.",
+  methods <- c("auto", "svi", "qem", "laplace")
+  if (!is.character(method) || length(method) != 1L || !method %in% methods) {
+    cli::cli_abort(c("{.arg method} must be one of {.val {methods}}.",
                      x = "You supplied {.code {deparse1(method)}}."),
                    class = "svir_error", call = call)
   }
@@ -181,13 +227,14 @@ svi_fit <- function(formula, data, family = gaussian(), prior = NULL,
   job <- model$build(formula = formula, data = data, family = family, prior = prior,
                      guide = guide, method = method, control = control, backend = backend,
                      seed = seed, na.action = na.action, call = call, ziformula = ziformula,
-                     weights = weights)
+                     weights = weights, guide_given = guide_given)
   model$finish(svir_run(job), job)
 }
 
 # svi_fit() for a GLMM: the spec (R/formula.R), the checks, the settings.
 svir_glmm_build <- function(formula, data, family, prior, guide, method, control, backend,
-                            seed, na.action, call, ziformula = NULL, weights = NULL) {
+                            seed, na.action, call, ziformula = NULL, weights = NULL,
+                            guide_given = TRUE) {
   built <- svir_build_spec(formula, data, family = family, prior = prior,
                            na.action = na.action, ziformula = ziformula, weights = weights)
   spec <- built$spec
@@ -195,7 +242,9 @@ svir_glmm_build <- function(formula, data, family, prior, guide, method, control
   n <- length(spec$y)
   svir_check_batch(control, n)
   if (method == "qem") svir_check_qem(spec, control, call)
-  be <- svir_choose_backend(backend, n, model = "glmm", method = method,
+  if (method == "laplace") svir_check_laplace(spec, control, backend, call)
+  be <- svir_choose_backend(backend, n, model = "glmm",
+                            method = if (method %in% c("auto", "laplace")) "svi" else method,
                             minibatch = !is.null(control$batch_size), spec = spec, call = call)
   if (control$keep_path > 0L && identical(be$backend, "cuda")) {
     cli::cli_abort(c("{.code keep_path} is not available with {.code backend = \"cuda\"}.",
@@ -208,6 +257,18 @@ svir_glmm_build <- function(formula, data, family, prior, guide, method, control
   separation <- attr(spec$init_mu, "separation")
   attr(spec$init_mu, "separation") <- NULL
   if (svir_warn_data(spec, info, separation)) separation <- NULL
+  # the method: given, or chosen by the rule of svir_auto_method() (R/laplace.R)
+  if (method == "auto") {
+    ch <- svir_auto_method(spec, control, be, guide_given, separation)
+    method <- ch$method
+    method_reason <- ch$reason
+  } else {
+    method_reason <- "given by the user"
+  }
+  if (method == "laplace") {
+    be$backend <- "cpu"
+    be$reason <- "the Laplace importance sampler runs on the CPU"
+  }
 
   ctrl <- unclass(control)
   ctrl$guide <- guide
@@ -224,7 +285,8 @@ svir_glmm_build <- function(formula, data, family, prior, guide, method, control
   if (method == "qem") ctrl$couple <- 0L
   ctrl$progress <- NULL
   list(spec = spec, ctrl = ctrl, info = info, call = call, control = control,
-       method = method, guide = guide, backend = be, seed = seed, separation = separation)
+       method = method, method_reason = method_reason, guide = guide, backend = be, seed = seed,
+       separation = separation)
 }
 
 # The svi_fit object of a GLMM from the engine's list.
@@ -235,8 +297,15 @@ svir_glmm_finish <- function(engine, job) {
                           backend = list(backend = engine$backend, reason = engine$backend_reason),
                           seed = job$seed)
   fit$separation <- job$separation
-  # a separated coefficient's posterior on a grid (R/separation.R)
-  fit <- svir_separation_refit(fit, job$spec)
+  fit$method_reason <- job$method_reason
+  if (identical(job$method, "laplace")) {
+    # importance-weighted draws of the whole posterior (R/laplace.R): the
+    # separated coefficients' tails are in them, no grid is needed
+    fit <- svir_laplace_finish(fit, engine)
+  } else {
+    # a separated coefficient's posterior on a grid (R/separation.R)
+    fit <- svir_separation_refit(fit, job$spec)
+  }
   if (!is.null(engine$path)) {
     # what svir_path_bound() needs to evaluate the kept guides
     fit$path <- c(engine$path, list(spec = job$spec, ctrl = job$ctrl))

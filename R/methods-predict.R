@@ -213,10 +213,17 @@ svir_eta_draws <- function(object, des, sel, new_all = FALSE) {
     U <- if (new_all) NULL else svir_re_shift(object$engine, t, object$scaling$y_scale, sel)
     n_used <- if (new_all) 0L else length(used)
     Ca <- lapply(seq_len(q), function(a) matrix(C[, a, ], Ju, q))
+    # method "laplace" keeps the draws of z that go with each global draw
+    zd <- object$engine$z_draws
+    zoff <- sum(vapply(object$re[seq_len(t - 1L)], function(rr) rr$ngroups * length(rr$cnms), 0))
     for (s in seq_len(nd)) {
       eps <- matrix(stats::rnorm(Ju * q), Ju, q)
       z <- m
       for (a in seq_len(q)) z[, a] <- z[, a] + rowSums(Ca[[a]] * eps)
+      if (!is.null(zd) && n_used > 0L) {
+        zs <- matrix(zd[sel[s], zoff + seq_len(r$ngroups * q)], r$ngroups, q, byrow = TRUE)
+        z[seq_len(n_used), ] <- zs[used, , drop = FALSE]
+      }
       b <- z %*% t(matrix(A[s, , ], q, q))
       if (!is.null(U) && n_used > 0L) {
         b[seq_len(n_used), ] <- sweep(b[seq_len(n_used), , drop = FALSE], 2L, U[s, ])

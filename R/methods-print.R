@@ -37,7 +37,7 @@ print.svi_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
   }
   cat("Stopped: ", svir_stop_line(x), "\n", sep = "")
   if (!is.null(x$khat) && !is.na(x$khat) && x$khat > 0.7) {
-    cat("PSIS k-hat: ", svir_khat_message(x$khat), "\n", sep = "")
+    cat("PSIS k-hat: ", svir_khat_message(x$khat, x$method), "\n", sep = "")
   }
   if (!is.null(x$separation)) cat("Separation: ", svir_separation_message(x$separation), ".\n", sep = "")
   invisible(x)
@@ -93,6 +93,10 @@ model.frame.svi_fit <- function(formula, ...) formula$frame
 #' @export
 sigma.svi_fit <- function(object, ...) {
   idx <- object$index
+  if (identical(object$method, "laplace")) {
+    for (nm in c("sigma", "phi")) if (nm %in% colnames(object$draws)) return(mean(object$draws[, nm]))
+    return(1)
+  }
   if (!is.na(idx$sigma)) {
     s <- object$engine$mu[idx$sigma]
     v <- svir_guide_sd(object$engine, idx$sigma)^2

@@ -80,6 +80,11 @@ ranef.svi_fit <- function(object, condVar = TRUE, drop = FALSE, whichel = NULL, 
                      row.names = re[[ts[1]]]$levels, check.names = FALSE)
     if (condVar) {
       pv <- lapply(ts, function(t) {
+        if (identical(object$method, "laplace")) {
+          cv <- svir_laplace_b_cov(object, t)
+          dimnames(cv) <- list(re[[t]]$cnms, re[[t]]$cnms, NULL)
+          return(cv)
+        }
         A <- svir_re_A(theta, object$index, t, re[[t]], object$scaling$y_scale)
         cv <- svir_re_moments(object$engine$m[[t]], object$engine$C[[t]], A, full = TRUE,
                               shift = svir_re_shift(object$engine, t, object$scaling$y_scale))$cov

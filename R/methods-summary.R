@@ -50,6 +50,7 @@ svir_normal_table <- function(mean, sd, probs, names, exp_scale = NULL) {
 # Gaussian guide (affine map, or exp of a Gaussian coordinate); correlations
 # come from the stored draws.
 svir_global_tables <- function(object, probs = c(0.025, 0.5, 0.975)) {
+  if (identical(object$method, "laplace")) return(svir_draws_global_tables(object, probs))
   idx <- object$index
   eng <- object$engine
   ys <- object$scaling$y_scale
@@ -91,6 +92,34 @@ svir_global_tables <- function(object, probs = c(0.025, 0.5, 0.975)) {
                             names(object$zi$mean))
   }
   list(fixed = fixed, sd = sd_tabs, cor = cor_tabs, aux = aux, zi = zi)
+}
+
+# The same tables from the posterior draws alone (method "laplace", whose
+# draws are the importance sampler's, resampled: no Gaussian form).
+svir_draws_global_tables <- function(object, probs) {
+  d <- object$draws
+  dn <- colnames(d)
+  re <- object$re
+  fixed <- svir_draws_table(d[, colnames(object$X), drop = FALSE], probs)
+  sd_tabs <- lapply(seq_along(re), function(t) {
+    cols <- paste0("sd_", re[[t]]$grpvar, "__", re[[t]]$cnms)
+    tab <- svir_draws_table(d[, cols, drop = FALSE], probs)
+    rownames(tab) <- paste0("sd(", svir_pretty_cnm(re[[t]]$cnms), ")")
+    tab
+  })
+  cor_tabs <- lapply(seq_along(re), function(t) {
+    if (is.null(object$index$cpc[[t]])) return(NULL)
+    cn <- svir_pretty_cnm(re[[t]]$cnms)
+    ij <- svir_lower_pairs(length(cn))
+    cols <- paste0("cor_", re[[t]]$grpvar, "__", re[[t]]$cnms[ij[, 2]], "__", re[[t]]$cnms[ij[, 1]])
+    cols <- intersect(cols, dn)
+    tab <- svir_draws_table(d[, cols, drop = FALSE], probs)
+    rownames(tab) <- paste0("cor(", cn[ij[, 2]], ",", cn[ij[, 1]], ")")
+    tab
+  })
+  aux_cols <- intersect(c("sigma", "phi"), dn)
+  aux <- if (length(aux_cols)) svir_draws_table(d[, aux_cols, drop = FALSE], probs) else NULL
+  list(fixed = fixed, sd = sd_tabs, cor = cor_tabs, aux = aux, zi = NULL)
 }
 
 svir_pretty_cnm <- function(x) {
@@ -144,6 +173,7 @@ svir_data_name <- function(object) {
 }
 
 svir_stop_line <- function(object) {
+  if (identical(object$method, "laplace")) return(svir_laplace_line(object))
   reason <- object$stop_reason
   why <- switch(reason %||% "",
     converged = "converged",
@@ -197,6 +227,8 @@ summary.svi_fit <- function(object, prob = 0.95, ...) {
     data_name = svir_data_name(object),
     family = object$family,
     method = object$method,
+    method_reason = object$method_reason,
+    laplace = object$laplace,
     guide = object$guide,
     backend = object$backend,
     backend_reason = object$backend_reason,
@@ -230,7 +262,7 @@ summary.svi_fit <- function(object, prob = 0.95, ...) {
 print.summary.svi_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
   cat(svir_title(x$method), "\n", sep = "")
   svir_cat_header(x$family, x$formula, x$data_name, x$method, x$guide,
-                  x$backend, x$backend_reason)
+                  x$backend, x$backend_reason, x$method_reason)
   cat(svir_nobs_line(x$nobs, x$ngrps), "\n", sep = "")
   if (length(x$random)) {
     cat("\nGroup-level effects:\n")
@@ -251,16 +283,24 @@ print.summary.svi_fit <- function(x, digits = max(3L, getOption("digits") - 3L),
     cat("\nFamily-specific parameters:\n")
     print(x$spec_pars, digits = digits)
   }
-  cat("\nELBO: ", format(x$elbo, digits = max(digits, 6L)),
-      " (mean of the last ", x$elbo_window, " steps); ", x$stop_line, "\n", sep = "")
+  if (identical(x$method, "laplace")) {
+    cat("\n", x$stop_line, "\n", sep = "")
+  } else {
+    cat("\nELBO: ", format(x$elbo, digits = max(digits, 6L)),
+        " (mean of the last ", x$elbo_window, " steps); ", x$stop_line, "\n", sep = "")
+  }
   if (identical(x$stop_reason, "diverged")) {
     cat("Warning: the optimisation diverged; the estimates are not reliable.\n")
   } else if (identical(x$stop_reason, "max_steps")) {
     cat("Note: the ELBO had not settled by max_steps; consider increasing it.\n")
   }
-  cat("PSIS k-hat: ", svir_khat_message(x$khat), "\n", sep = "")
+  cat("PSIS k-hat: ", svir_khat_message(x$khat, x$method), "\n", sep = "")
+  advice <- svir_trust_advice(x$khat, x$method, x$laplace)
+  if (!is.null(advice)) cat(advice, "\n", sep = "")
   if (!is.null(x$separation)) cat("Separation: ", svir_separation_message(x$separation), ".\n", sep = "")
-  if (any(grepl("^cor\\(", unlist(lapply(x$random, rownames))))) {
+  if (identical(x$method, "laplace")) {
+    cat("Summaries are from ", x$ndraws, " draws resampled by their importance weights.\n", sep = "")
+  } else if (any(grepl("^cor\\(", unlist(lapply(x$random, rownames))))) {
     cat("Correlations are summarised from ", x$ndraws, " draws of the variational posterior.\n", sep = "")
   }
   invisible(x)
@@ -269,19 +309,26 @@ print.summary.svi_fit <- function(x, digits = max(3L, getOption("digits") - 3L),
 svir_title <- function(method) {
   how <- if (identical(method, "qem")) {
     "massively parallel EM of approximate posteriors (QEM)"
+  } else if (identical(method, "laplace")) {
+    "Laplace-guided importance sampling"
   } else {
     "stochastic variational inference"
   }
   paste0("Bayesian GLMM fit by ", how, " (svir)")
 }
 
-svir_cat_header <- function(family, formula, data_name, method, guide, backend, reason) {
+svir_cat_header <- function(family, formula, data_name, method, guide, backend, reason,
+                            method_reason = NULL) {
   fam <- family$family %||% "?"
   cat(" Family: ", fam, "  ( ", family$link %||% "?", " )\n", sep = "")
   if (!is.null(formula)) cat("Formula: ", paste(deparse(formula, width.cutoff = 500L), collapse = " "), "\n", sep = "")
   if (!is.null(data_name)) cat("   Data: ", data_name, "\n", sep = "")
-  cat(" Method: ", method %||% "svi", " (guide: ", guide %||% "?", "); backend: ", backend %||% "?",
+  how <- if (identical(method, "laplace")) "Laplace proposal, PSIS weights" else paste0("guide: ", guide %||% "?")
+  cat(" Method: ", method %||% "svi", " (", how, "); backend: ", backend %||% "?",
       if (!is.null(reason) && !is.na(reason) && nzchar(reason)) paste0(" (", reason, ")"), "\n", sep = "")
+  if (!is.null(method_reason) && !identical(method_reason, "given by the user")) {
+    cat("  Chosen by method = \"auto\": ", method_reason, "\n", sep = "")
+  }
 }
 
 svir_nobs_line <- function(nobs, ngrps) {

@@ -9,7 +9,9 @@ svir_models <- list(
   glmm = list(build = function(...) svir_glmm_build(...),
               finish = function(...) svir_glmm_finish(...)),
   # svi_fit() refuses a ziformula for pln() before it gets here
-  pln = list(build = function(..., ziformula = NULL, weights = NULL) svir_pln_build(...),
+  # (its engine is chosen by pln()'s own rules: "auto" is "svi")
+  pln = list(build = function(..., method, ziformula = NULL, weights = NULL, guide_given = NULL)
+               svir_pln_build(..., method = if (identical(method, "auto")) "svi" else method),
              finish = function(...) svir_pln_finish(...))
 )
 
@@ -30,6 +32,7 @@ svir_model_for <- function(family) {
 # engine frees what it holds) and is signalled again here, so a script
 # stops as it would anywhere else in R.
 svir_run <- function(job, label = "Fitting") {
+  if (identical(job$method, "laplace")) return(svir_laplace_run(job))
   ctrl <- job$ctrl
   bar <- NULL
   if (isTRUE(job$control$progress)) {

@@ -100,17 +100,37 @@ svir_gpd_fit <- function(x, min_grid = 30L, prior_n = 10, prior_k = 0.5) {
 }
 
 # One-line reading of k-hat for print methods.
-svir_khat_message <- function(khat) {
+svir_khat_message <- function(khat, method = "svi") {
   if (is.null(khat) || is.na(khat)) {
     reason <- attr(khat, "reason")
     return(paste0("not available", if (!is.null(reason)) paste0(" (", reason, ")")))
   }
-  verdict <- if (khat < 0.5) {
-    "good: the guide covers the joint posterior well"
-  } else if (khat <= 0.7) {
-    "ok: the guide is adequate; tails may be slightly off"
+  # verdicts below 0.5, up to 0.7, above: of a guide, or of importance weights
+  verdicts <- if (identical(method, "laplace")) {
+    c("good: the importance weights are reliable",
+      "ok: the importance weights are usable; tails may be slightly off",
+      "the importance weights are unreliable")
   } else {
-    "the guide is a poor fit for the joint posterior: treat intervals as approximate"
+    c("good: the guide covers the joint posterior well",
+      "ok: the guide is adequate; tails may be slightly off",
+      "the guide is a poor fit for the joint posterior: treat intervals as approximate")
   }
-  sprintf("%.2f (%s)", khat, verdict)
+  sprintf("%.2f (%s)", khat, verdicts[1L + (khat >= 0.5) + (khat > 0.7)])
+}
+
+# What to try when k-hat says the intervals are unreliable (summary(), and
+# the warning of a fit), or NULL.
+svir_trust_advice <- function(khat, method = "svi", laplace = NULL) {
+  if (identical(method, "laplace")) {
+    km <- laplace$khat_marginal
+    if (identical(laplace$weighting, "marginal") && !is.null(km) && is.finite(km) && km <= 0.7) {
+      return(NULL)
+    }
+    if (is.null(khat) || is.na(khat) || khat <= 0.7) return(NULL)
+    return(paste("Warning: the intervals may be unreliable (the importance weights have a heavy tail).",
+                 "Try more draws (svi_control(is_draws = 16000)), or compare with method = \"svi\"."))
+  }
+  if (is.null(khat) || is.na(khat) || khat <= 0.7) return(NULL)
+  paste("Warning: the intervals may be too narrow (a Gaussian guide cannot follow this posterior).",
+        "Try method = \"laplace\" (small and medium models), guide = \"fullrank\", or method = \"qem\".")
 }

@@ -16,6 +16,10 @@ extern SEXP svir_check_interrupt_r(void);
 /* a separated coefficient's conditional log-likelihoods on a grid (glue/r_sep.c) */
 extern SEXP svir_sep_grid_r(SEXP Eo, SEXP x, SEXP y, SEXP t, SEXP w, SEXP family, SEXP link,
                             SEXP phi, SEXP etaz, SEXP g, SEXP threads);
+/* the method "laplace": the Laplace marginal and the importance sampler (glue/r_laplace.c) */
+extern SEXP svir_lap_mode_r(SEXP spec, SEXP theta, SEXP u0);
+extern SEXP svir_lap_is_r(SEXP spec, SEXP mode, SEXP u0, SEXP Lp, SEXP nu, SEXP S, SEXP first,
+                          SEXP seed, SEXP threads);
 /* the K-sample bound of the guides a fit kept (R's svir_path_bound; glue/r_test_glmm.c) */
 extern SEXP svir_tree_bound_r(SEXP spec, SEXP control, SEXP gpar, SEXP lpar, SEXP anchor,
                               SEXP K, SEXP reps);
@@ -24,6 +28,7 @@ extern SEXP svir_tree_bound_r(SEXP spec, SEXP control, SEXP gpar, SEXP lpar, SEX
 extern SEXP svir_codes_r(void);
 extern SEXP svir_glmm_pairs_r(void);
 extern SEXP svir_logdensity_r(SEXP spec, SEXP theta, SEXP z);
+extern SEXP svir_lap_logf_r(SEXP spec, SEXP theta, SEXP u);
 extern SEXP svir_loglik_block_r(SEXP spec, SEXP theta, SEXP z);
 extern SEXP svir_elbo_grad_r(SEXP spec, SEXP control, SEXP vpar, SEXP step);
 extern SEXP svir_cuda_elbo_grad_r(SEXP spec, SEXP control, SEXP vpar, SEXP step);
@@ -54,10 +59,13 @@ static const R_CallMethodDef call_methods[] = {
     VERB(svir_check_interrupt_r, 0),
     VERB(svir_sep_grid_r, 11),
     VERB(svir_tree_bound_r, 7),
+    VERB(svir_lap_mode_r, 3),
+    VERB(svir_lap_is_r, 9),
     /* test-only entry points */
     VERB(svir_codes_r, 0),
     VERB(svir_glmm_pairs_r, 0),
     VERB(svir_logdensity_r, 3),
+    VERB(svir_lap_logf_r, 3),
     VERB(svir_loglik_block_r, 3),
     VERB(svir_elbo_grad_r, 4),
     VERB(svir_cuda_elbo_grad_r, 4),

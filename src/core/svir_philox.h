@@ -49,6 +49,8 @@
 #define SVIR_STREAM_DRAWS_LOCAL 4 /* posterior draws of the locals */
 #define SVIR_STREAM_BATCH 5       /* reserved: minibatches use svir_perm_index's rounds */
 #define SVIR_STREAM_INIT 6        /* reserved: initial values */
+#define SVIR_STREAM_LAPLACE 7     /* GLMM method "laplace": a draw's proposal noise
+                                   * (step = draw number) */
 #define SVIR_STREAM_PLN_FACTORS 11 /* PLN QEM: the rows' factors u_i */
 #define SVIR_STREAM_PLN_ENTRIES 12 /* PLN QEM: the entries' effects e_ij */
 

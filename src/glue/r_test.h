@@ -1,4 +1,5 @@
-/* The test-only entry points' shared helper (glue/r_test_*.c): a model
+/* The shared helper of the test-only entry points (glue/r_test_*.c) and
+ * of r_laplace.c: a model
  * read from a spec, held by an external pointer whose finalizer frees it
  * (so that Rf_error leaks nothing). */
 #ifndef SVIR_R_TEST_H

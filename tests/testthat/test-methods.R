@@ -44,7 +44,7 @@ test_that("the fit has the fields of dev/ARCHITECTURE.md section 6", {
 })
 
 test_that("the engine's time split is measured and adds up to less than its time", {
-  fit <- svi_fit(Reaction ~ Days + (1 | Subject), ss, seed = 2)
+  fit <- svi_fit(Reaction ~ Days + (1 | Subject), ss, seed = 2, method = "svi")
   ts <- fit$time_split
   expect_named(ts, c("draw", "observations", "backward", "update", "posterior_draws"))
   expect_true(all(is.finite(ts) & ts >= 0))

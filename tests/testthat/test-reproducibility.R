@@ -4,13 +4,22 @@
 f <- Reaction ~ Days + (Days | Subject)
 
 test_that("the same seed reproduces a fit bit for bit", {
-  a <- svi_fit(f, lme4::sleepstudy, seed = 42, control = svi_control(threads = 1))
-  b <- svi_fit(f, lme4::sleepstudy, seed = 42, control = svi_control(threads = 1))
+  a <- svi_fit(f, lme4::sleepstudy, seed = 42, method = "svi", control = svi_control(threads = 1))
+  b <- svi_fit(f, lme4::sleepstudy, seed = 42, method = "svi", control = svi_control(threads = 1))
   expect_identical(a$engine$vpar, b$engine$vpar)
   expect_identical(a$engine$elbo, b$engine$elbo)
   expect_identical(as.matrix(a), as.matrix(b))
-  c <- svi_fit(f, lme4::sleepstudy, seed = 43, control = svi_control(threads = 1))
+  c <- svi_fit(f, lme4::sleepstudy, seed = 43, method = "svi", control = svi_control(threads = 1))
   expect_false(identical(a$engine$vpar, c$engine$vpar))
+})
+
+test_that("the Laplace sampler's draws depend on the seed only, not on the threads", {
+  a <- svi_fit(f, lme4::sleepstudy, seed = 42, method = "laplace", control = svi_control(threads = 1))
+  b <- svi_fit(f, lme4::sleepstudy, seed = 42, method = "laplace", control = svi_control(threads = 2))
+  expect_identical(a$engine$log_ratio, b$engine$log_ratio)
+  expect_identical(as.matrix(a), as.matrix(b))
+  c <- svi_fit(f, lme4::sleepstudy, seed = 43, method = "laplace", control = svi_control(threads = 1))
+  expect_false(identical(a$engine$log_ratio, c$engine$log_ratio))
 })
 
 test_that("set.seed() governs fits with seed = NULL", {

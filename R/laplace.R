@@ -1,0 +1,367 @@
+# method = "laplace": the random effects and fixed effects by a Laplace step
+# given the variance parameters, and the whole posterior by importance
+# sampling with Pareto smoothing (src/models/glmm/glmm_laplace.c,
+# src/glue/r_laplace.c; dev/CALIBRATION.md says why and what it gives).
+#
+# theta_h: the variance parameters in the engine's internal units (log sds,
+# canonical partial correlations, log sigma, log phi); u = (beta, b).
+#  1. The Laplace marginal log p~(theta_h | y) (Newton to the conditional
+#     mode of u, Gaussian at the mode) is maximised by BFGS; its Hessian,
+#     by differences, gives the proposal's scale.
+#  2. S draws: theta_h from a multivariate t around the mode, u from the
+#     Laplace Gaussian given each theta_h; the log ratio log p(y, theta, z)
+#     - log g(theta_h) - log q(z | theta_h) is exact, so Pareto-smoothed
+#     self-normalised weights give the posterior, and k-hat says whether
+#     they can be trusted (jointly over globals and random effects).
+#  3. If k-hat is above 0.5, the proposal moves to the weighted moments of
+#     theta_h (wider by 20%) and draws again, at most twice; the round with
+#     the smallest k-hat is kept.
+
+# The central difference gradient of f at x.
+svir_num_grad <- function(f, x, h = 1e-4) {
+  vapply(seq_along(x), function(k) {
+    e <- replace(numeric(length(x)), k, h)
+    (f(x + e) - f(x - e)) / (2 * h)
+  }, 0)
+}
+
+# Pareto-smoothed log weights (Vehtari et al.): the M largest ratios are
+# replaced by the fitted generalized Pareto's quantiles, capped at the
+# largest ratio. Returns list(lw = normalised log weights, khat).
+svir_psis_smooth <- function(log_ratio) {
+  lr <- as.double(log_ratio)
+  S <- length(lr)
+  lr[!is.finite(lr)] <- -Inf
+  lr <- lr - max(lr)
+  khat <- svir_psis_khat(lr)
+  M <- as.integer(ceiling(min(0.2 * S, 3 * sqrt(S))))
+  o <- order(lr)
+  tail <- o[(S - M + 1L):S]
+  cutoff <- lr[o[S - M]]
+  if (M >= 5L && is.finite(cutoff) && max(lr[tail]) - cutoff > 1e-12) {
+    x <- exp(lr[tail]) - exp(cutoff)
+    fit <- svir_gpd_fit(x)
+    k <- fit$k
+    if (is.finite(k) && is.finite(fit$sigma) && fit$sigma > 0) {
+      pr <- (seq_len(M) - 0.5) / M
+      q <- if (abs(k) < 1e-8) -fit$sigma * log1p(-pr) else fit$sigma * expm1(-k * log1p(-pr)) / k
+      sm <- log(exp(cutoff) + q)
+      lr[tail] <- pmin(sm, 0)
+    }
+  }
+  lw <- lr - (max(lr) + log(sum(exp(lr - max(lr)))))
+  list(lw = lw, khat = khat)
+}
+
+# Weighted mean and covariance of the rows of x.
+svir_wmoments <- function(x, w) {
+  x <- as.matrix(x)
+  mu <- colSums(x * w)
+  xc <- sweep(x, 2L, mu)
+  list(mean = mu, cov = crossprod(xc * sqrt(w)))
+}
+
+# A symmetric matrix made positive definite (eigenvalues at least eps times
+# the largest).
+svir_pd <- function(H, eps = 1e-8) {
+  H <- (H + t(H)) / 2
+  e <- eigen(H, symmetric = TRUE)
+  v <- pmax(e$values, eps * max(abs(e$values), 1))
+  e$vectors %*% (v * t(e$vectors))
+}
+
+# Systematic resampling of n indices with probabilities w (seeded through
+# R's generator by svir_sim_seed-style handling in the caller).
+svir_resample <- function(w, n, u0) {
+  cw <- cumsum(w)
+  cw[length(cw)] <- 1
+  pos <- (u0 + seq_len(n) - 1) / n
+  findInterval(pos, cw) + 1L
+}
+
+# The whole method: returns an engine list (as the C engine's) for
+# svir_postprocess(), with the draws, their weights and the diagnostics.
+svir_laplace_run <- function(job) {
+  t_start <- proc.time()[["elapsed"]]
+  spec <- job$spec
+  ctrl <- job$ctrl
+  p <- ncol(spec$X)
+  D <- length(spec$prior_type)
+  nz <- sum(vapply(spec$terms, function(tm) as.double(tm$ngroups) * NCOL(tm$Z), 0))
+  h <- if (D > p) seq.int(p + 1L, D) else integer()
+  th0 <- as.double(spec$init_mu)
+  u <- c(th0[seq_len(p)], rep(0, nz))
+  threads <- as.integer(ctrl$threads)
+  nevals <- 0L
+  negf <- function(x) {
+    th <- th0
+    th[h] <- x
+    r <- .Call(C_svir_lap_mode_r, spec, th, u)
+    nevals <<- nevals + 1L
+    if (!isTRUE(r$ok) || !is.finite(r$logp)) return(Inf)
+    u <<- r$u
+    -r$logp
+  }
+  # 1. the Laplace marginal's mode and curvature
+  opt <- NULL
+  if (length(h)) {
+    gr <- function(x) svir_num_grad(negf, x)
+    opt <- stats::optim(th0[h], negf, gr, method = "BFGS",
+                        control = list(maxit = 500L, reltol = 1e-12))
+    if (!is.finite(opt$value)) {
+      cli::cli_abort(c("The Laplace step found no finite posterior mode of the variance parameters.",
+                       i = "Try {.code method = \"svi\"}, or check the model and the priors."),
+                     class = "svir_error", call = NULL)
+    }
+    Hs <- stats::optimHess(opt$par, negf, gr)
+    Sig <- solve(svir_pd(Hs))
+    mode_h <- opt$par
+  } else {
+    Sig <- matrix(0, 0, 0)
+    mode_h <- numeric()
+  }
+  th_mode <- th0
+  th_mode[h] <- mode_h
+  negf(mode_h)
+  u_mode <- u
+  logp_mode <- if (length(h)) -opt$value else NA_real_
+  # 2.-3. importance sampling, the proposal adapted at most twice
+  S <- as.integer(if (!is.null(ctrl$is_draws)) ctrl$is_draws else 4000L)
+  nu <- 5L
+  seed <- as.double(ctrl$seed)
+  centre <- mode_h
+  scale <- Sig
+  rounds <- list()
+  res <- list()
+  for (round in 1:3) {
+    Lp <- if (length(h)) t(chol(svir_pd(scale))) else matrix(0, 0, 0)
+    th_c <- th_mode
+    th_c[h] <- centre
+    r <- .Call(C_svir_lap_is_r, spec, th_c, u_mode, Lp, nu, S, (round - 1) * S, seed, threads)
+    sj <- svir_psis_smooth(r$logw)
+    sm <- svir_psis_smooth(r$logw_marginal)
+    kj <- as.double(sj$khat)
+    km <- as.double(sm$khat)
+    res[[round]] <- list(r = r, wj = exp(sj$lw), wm = exp(sm$lw), kj = kj, km = km)
+    rounds[[round]] <- data.frame(round = round, khat = kj, ess = 1 / sum(exp(2 * sj$lw)),
+                                  khat_marginal = km, ess_marginal = 1 / sum(exp(2 * sm$lw)))
+    if (!length(h) || (is.finite(kj) && kj <= 0.5)) break
+    # the next proposal: the weighted moments of theta_h, 20% wider, from the
+    # joint weights when they are usable, else from the Laplace marginal's
+    wa <- if (is.finite(kj) && kj <= 0.7) exp(sj$lw) else exp(sm$lw)
+    mm <- svir_wmoments(t(r$theta[h, , drop = FALSE]), wa)
+    centre <- mm$mean
+    scale <- mm$cov * 1.2^2
+  }
+  kj <- vapply(res, function(x) if (is.finite(x$kj)) x$kj else Inf, 0)
+  km <- vapply(res, function(x) if (is.finite(x$km)) x$km else Inf, 0)
+  if (min(kj) <= 0.7) {
+    # the joint weights: exact up to the importance sampler's error
+    bi <- which.min(kj)
+    weighting <- "joint"
+    w <- res[[bi]]$wj
+  } else {
+    # the joint weights are unusable (many random effects with skewed
+    # conditionals): the variance parameters are weighted by their Laplace
+    # marginal, and u given them is the Laplace Gaussian (INLA's Gaussian
+    # strategy, integrated by importance sampling)
+    bi <- which.min(km)
+    weighting <- "marginal"
+    w <- res[[bi]]$wm
+  }
+  r <- res[[bi]]$r
+  best <- list(khat = kj[bi], khat_marginal = km[bi], round = bi)
+  # the posterior: weighted moments, and equally weighted draws by resampling
+  nd <- as.integer(if (!is.null(job$control$ndraws)) job$control$ndraws else 1000L)
+  rng <- svir_sim_seed(seed %% 2147483647)
+  if (!is.null(rng$old)) on.exit(assign(".Random.seed", rng$old, envir = .GlobalEnv), add = TRUE)
+  sel <- svir_resample(w, nd, stats::runif(1))
+  sel <- sel[sample.int(nd)]
+  theta_all <- t(r$theta)
+  mm <- svir_wmoments(theta_all, w)
+  L <- t(chol(svir_pd(mm$cov, 1e-12)))
+  zdraws <- t(r$z[, sel, drop = FALSE])
+  # the random effects' moments in z (for code that reads a guide's)
+  m_list <- list()
+  C_list <- list()
+  off <- 0
+  for (t in seq_along(spec$terms)) {
+    tm <- spec$terms[[t]]
+    q <- NCOL(tm$Z)
+    J <- tm$ngroups
+    cols <- off + seq_len(J * q)
+    zt <- r$z[cols, , drop = FALSE]
+    mz <- matrix(drop(zt %*% w), J, q, byrow = TRUE)
+    Cp <- matrix(0, J, q * (q + 1L) / 2L)
+    for (j in seq_len(J)) {
+      zz <- t(zt[(j - 1L) * q + seq_len(q), , drop = FALSE])
+      V <- crossprod(sweep(zz, 2L, mz[j, ]) * sqrt(w))
+      Lj <- t(chol(svir_pd(V, 1e-12)))
+      k <- 0L
+      for (a in seq_len(q)) for (b in seq_len(a)) {
+        k <- k + 1L
+        Cp[j, k] <- if (a == b) log(Lj[a, b]) else Lj[a, b]
+      }
+    }
+    m_list[[t]] <- mz
+    C_list[[t]] <- Cp
+    off <- off + J * q
+  }
+  lw_raw <- r$logw
+  fin <- is.finite(lw_raw)
+  logml <- if (any(fin)) max(lw_raw[fin]) + log(sum(exp(lw_raw[fin] - max(lw_raw[fin])))) - log(length(lw_raw)) else NA_real_
+  elapsed <- proc.time()[["elapsed"]] - t_start
+  list(
+    mu = mm$mean, L = L, omega = NULL,
+    draws = theta_all[sel, , drop = FALSE],
+    m = m_list, C = C_list, z_draws = zdraws,
+    elbo = if (length(h)) -opt$value else numeric(),
+    steps = if (length(h)) as.integer(opt$counts[["function"]]) else 0L,
+    stop_reason = if (is.null(opt) || opt$convergence == 0L) "converged" else "max_steps",
+    n_rejected = 0L,
+    time = elapsed,
+    time_split = NULL,
+    backend = "cpu",
+    backend_reason = "the Laplace importance sampler runs on the CPU",
+    log_ratio = lw_raw,
+    laplace = list(
+      mode = th_mode, mode_logp = logp_mode, proposal_scale = Sig, nu = nu, S = S,
+      khat = best$khat, khat_marginal = best$khat_marginal, weighting = weighting,
+      ess = 1 / sum(w^2), rounds = do.call(rbind, rounds), round = best$round,
+      n_failed = sum(!r$ok), logml = logml, evals = nevals, weights_smoothed = w)
+  )
+}
+
+# What method = "laplace" cannot take, refused before any work.
+svir_check_laplace <- function(spec, control, backend, call) {
+  why <- svir_laplace_refusal(spec, control, backend)
+  if (!is.null(why)) {
+    cli::cli_abort(c("{.code method = \"laplace\"} cannot fit this model.", x = why,
+                     i = "Use {.code method = \"svi\"}."),
+                   class = "svir_error", call = call)
+  }
+  invisible(NULL)
+}
+
+svir_laplace_refusal <- function(spec, control, backend) {
+  if (!is.null(spec$Xz)) return("It has zero inflation, which the Laplace step does not take yet.")
+  if (!is.null(control$batch_size)) return("It uses every observation: {.arg batch_size} must be NULL.")
+  if (identical(backend, "cuda")) return("It runs on the CPU: {.arg backend} must be \"auto\" or \"cpu\".")
+  NULL
+}
+
+# The Laplace sampler's work (flops, roughly) for S draws and its memory
+# (doubles of the kept random effects): Newton steps cost a pass over the
+# observations with the Hessian's rank-one updates (n k^2), the Schur
+# complement (sum over the eliminated term's levels of len_j^2 q) and the
+# rest's Cholesky (nr^3 / 3); about 4 steps a draw.
+svir_laplace_cost <- function(spec, S = 4000) {
+  n <- length(spec$y)
+  p <- ncol(spec$X)
+  tms <- spec$terms
+  if (!length(tms)) return(c(flops = S * 4 * (n * p^2 + p^3 / 3), mem = 0))
+  size <- vapply(tms, function(tm) as.double(tm$ngroups) * NCOL(tm$Z), 0)
+  E <- which.max(size)
+  qE <- NCOL(tms[[E]]$Z)
+  k <- p + sum(vapply(tms, function(tm) NCOL(tm$Z), 0))
+  nr <- p + sum(size[-E])
+  # each level of E touches beta and the other terms' levels its rows meet
+  len <- rep(p, tms[[E]]$ngroups)
+  for (t in setdiff(seq_along(tms), E)) {
+    pairs <- unique(data.frame(e = tms[[E]]$group, g = tms[[t]]$group))
+    len <- len + NCOL(tms[[t]]$Z) * tabulate(pairs$e + 1L, tms[[E]]$ngroups)
+  }
+  per <- n * k^2 + sum(len^2) * qE + nr^3 / 3
+  c(flops = S * 4 * per, mem = S * sum(size))
+}
+
+# The default method (method = "auto"): the Laplace sampler where it can
+# run and its work is small (about a second on two cores), SVI otherwise.
+svir_auto_method <- function(spec, control, be, guide_given, separation) {
+  svi <- function(why) list(method = "svi", reason = why)
+  if (guide_given) return(svi("a guide was given"))
+  if (isTRUE(control$keep_path > 0)) return(svi("keep_path asks for the optimiser's path"))
+  why <- svir_laplace_refusal(spec, control, be$backend)
+  if (!is.null(why)) return(svi(sprintf("the Laplace sampler cannot: %s", why)))
+  if (!is.null(separation)) {
+    return(svi("the data separate: SVI with the separated coefficients' grid posterior"))
+  }
+  cost <- svir_laplace_cost(spec)
+  max_flops <- getOption("svir.laplace_max_flops", svir_laplace_max_flops)
+  if (cost[["flops"]] > max_flops || cost[["mem"]] > 2.5e7) {
+    return(svi(sprintf("the model is too large for the Laplace sampler (about %.1e flops)",
+                       cost[["flops"]])))
+  }
+  list(method = "laplace",
+       reason = "small enough for the Laplace sampler (importance-weighted, close to exact)")
+}
+
+svir_laplace_max_flops <- 2e10
+
+# The draws of term t's random effects (raw units) that go with the kept
+# global draws: a list of q matrices (draws x levels), one per column.
+svir_laplace_b_draws <- function(fit, t) {
+  r <- fit$re[[t]]
+  q <- length(r$cnms)
+  J <- length(r$levels)
+  A <- svir_re_A(fit$engine$draws, fit$index, t, r, fit$scaling$y_scale) # S x q x q
+  off <- sum(vapply(fit$re[seq_len(t - 1L)], function(rr) length(rr$levels) * length(rr$cnms), 0))
+  Z <- fit$engine$z_draws[, off + seq_len(J * q), drop = FALSE]
+  lapply(seq_len(q), function(a) {
+    ba <- 0
+    for (c in seq_len(q)) ba <- ba + A[, a, c] * Z[, (seq_len(J) - 1L) * q + c, drop = FALSE]
+    ba
+  })
+}
+
+# The posterior covariance of each level's random effects of term t: q x q x J.
+svir_laplace_b_cov <- function(fit, t) {
+  bd <- svir_laplace_b_draws(fit, t)
+  q <- length(bd)
+  J <- ncol(bd[[1]])
+  cv <- array(0, c(q, q, J))
+  for (a in seq_len(q)) for (c in seq_len(a)) {
+    v <- colMeans(bd[[a]] * bd[[c]]) - colMeans(bd[[a]]) * colMeans(bd[[c]])
+    v <- v * nrow(bd[[a]]) / (nrow(bd[[a]]) - 1)
+    cv[a, c, ] <- v
+    cv[c, a, ] <- v
+  }
+  cv
+}
+
+# The svi_fit object of a Laplace fit: the random effects' summaries from
+# the draws.
+svir_laplace_finish <- function(fit, engine) {
+  fit$laplace <- engine$laplace
+  for (t in seq_along(fit$re)) {
+    r <- fit$re[[t]]
+    bd <- svir_laplace_b_draws(fit, t)
+    cv <- vapply(bd, colMeans, numeric(length(r$levels)))
+    s2 <- vapply(bd, function(b) apply(b, 2L, stats::sd), numeric(length(r$levels)))
+    cv <- matrix(cv, ncol = length(r$cnms))
+    s2 <- matrix(s2, ncol = length(r$cnms))
+    dimnames(cv) <- dimnames(s2) <- list(r$levels, r$cnms)
+    fit$ranef[[t]]$condval <- cv
+    fit$ranef[[t]]$condsd <- s2
+  }
+  fit
+}
+
+# The summary's line for a Laplace fit.
+svir_laplace_line <- function(object) {
+  lp <- object$laplace
+  line <- sprintf(paste0("Laplace mode of the variance parameters found in %d evaluations; %d importance ",
+                         "draws (effective sample size %.0f%s), %.3g s; log p(y) ~ %.6g"),
+                  as.integer(object$steps), as.integer(lp$S), lp$ess,
+                  if (lp$round > 1L) sprintf(", proposal adapted %d time%s", lp$round - 1L,
+                                             if (lp$round > 2L) "s" else "") else "",
+                  object$time, lp$logml)
+  if (identical(lp$weighting, "marginal")) {
+    line <- paste0(line, sprintf(paste0(
+      "\nThe joint importance weights were unusable, so the variance parameters are weighted ",
+      "by their Laplace marginal (k-hat %.2f) and the effects given them are the Laplace ",
+      "Gaussian, as in INLA: close to exact for most GLMMs, approximate for binary or small ",
+      "counts with few observations per group."), lp$khat_marginal))
+  }
+  line
+}

@@ -1,0 +1,633 @@
+/* The GLMM's Laplace step (glmm_laplace.h). The Newton system in u =
+ * (beta, b) has the negative Hessian, with the Fisher information of each
+ * observation (the observed one for the canonical links),
+ *     H = [ D   B ]   D: the eliminated term's levels, block diagonal
+ *         [ B'  C ]   C: beta and the other terms' levels, dense,
+ * solved through the Schur complement S = C - B' D^{-1} B, so that a model
+ * with one grouping factor costs O(n k^2 + p^3) per Newton step whatever
+ * its number of levels. The mode is exact (the gradient is); the Fisher
+ * curvature only shapes the Gaussian that the importance weights then
+ * correct. */
+#include "models/glmm/glmm_laplace.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "models/glmm/glmm_global.h"
+
+#define LAP_LOG_2PI 1.8378770664093454836
+
+/* ---- small dense Cholesky (column-major lower, in place) ----------------- */
+
+static int chol_lower(double *a, ptrdiff_t n, double *logdet)
+{
+    /* left-looking by columns: column j minus the earlier columns times
+     * their row-j entries, every access contiguous */
+    double ld = 0.0;
+    for (ptrdiff_t j = 0; j < n; j++) {
+        double *aj = a + j * n;
+        for (ptrdiff_t k = 0; k < j; k++) {
+            const double *ak = a + k * n;
+            const double f = ak[j];
+            if (f == 0.0) continue;
+            for (ptrdiff_t i = j; i < n; i++) aj[i] -= f * ak[i];
+        }
+        const double s = aj[j];
+        if (!(s > 0.0) || !isfinite(s)) return 1;
+        const double l = sqrt(s), il = 1.0 / l;
+        aj[j] = l;
+        ld += 2.0 * log(l);
+        for (ptrdiff_t i = j + 1; i < n; i++) aj[i] *= il;
+    }
+    *logdet += ld;
+    return 0;
+}
+
+/* x <- L^{-1} x (by columns) */
+static void solve_l(const double *a, ptrdiff_t n, double *x)
+{
+    for (ptrdiff_t k = 0; k < n; k++) {
+        const double *ak = a + k * n;
+        const double xk = x[k] / ak[k];
+        x[k] = xk;
+        if (xk == 0.0) continue;
+        for (ptrdiff_t i = k + 1; i < n; i++) x[i] -= ak[i] * xk;
+    }
+}
+
+/* x <- L^{-T} x */
+static void solve_lt(const double *a, ptrdiff_t n, double *x)
+{
+    for (ptrdiff_t i = n - 1; i >= 0; i--) {
+        double s = x[i];
+        for (ptrdiff_t k = i + 1; k < n; k++) s -= a[k + i * n] * x[k];
+        x[i] = s / a[i + i * n];
+    }
+}
+
+/* ---- the plan ------------------------------------------------------------ */
+
+int svir_lap_plan_init(svir_lap_plan *pl, const svir_glmm *m)
+{
+    memset(pl, 0, sizeof *pl);
+    pl->m = m;
+    const ptrdiff_t n = m->n;
+    const int nt = m->nterms;
+    pl->E = -1;
+    ptrdiff_t best = -1;
+    for (int t = 0; t < nt; t++) {
+        const ptrdiff_t s = (ptrdiff_t)m->terms[t].ngroups * m->terms[t].q;
+        if (s > best) {
+            best = s;
+            pl->E = t;
+        }
+    }
+    pl->roff = malloc(sizeof(ptrdiff_t) * (size_t)(nt + 1));
+    if (!pl->roff) return 2;
+    ptrdiff_t r = m->p;
+    for (int t = 0; t < nt; t++) {
+        if (t == pl->E) {
+            pl->roff[t] = -1;
+            continue;
+        }
+        pl->roff[t] = r;
+        r += (ptrdiff_t)m->terms[t].ngroups * m->terms[t].q;
+    }
+    pl->nr = r;
+    if (pl->E < 0) {
+        pl->d = pl->nr;
+        return 0;
+    }
+    const svir_term *tE = &m->terms[pl->E];
+    const int JE = tE->ngroups;
+    pl->qE = tE->q;
+    pl->nE = (ptrdiff_t)JE * tE->q;
+    pl->d = pl->nE + pl->nr;
+    /* observations by level of E (counting sort) */
+    pl->lev_start = calloc((size_t)JE + 1, sizeof(ptrdiff_t));
+    pl->obs_order = malloc(sizeof(ptrdiff_t) * (size_t)(n + 1));
+    pl->obs_pos = malloc(sizeof(ptrdiff_t) * (size_t)(n * nt + 1));
+    ptrdiff_t *cnt = calloc((size_t)JE + 1, sizeof(ptrdiff_t));
+    ptrdiff_t *stamp = malloc(sizeof(ptrdiff_t) * (size_t)(pl->nr + 1));
+    ptrdiff_t *where = malloc(sizeof(ptrdiff_t) * (size_t)(pl->nr + 1));
+    if (!pl->lev_start || !pl->obs_order || !pl->obs_pos || !cnt || !stamp || !where) {
+        free(cnt);
+        free(stamp);
+        free(where);
+        return 2;
+    }
+    for (ptrdiff_t i = 0; i < n; i++) cnt[tE->group[i] + 1]++;
+    for (int j = 0; j < JE; j++) cnt[j + 1] += cnt[j];
+    for (ptrdiff_t i = 0; i < n; i++) pl->obs_order[cnt[tE->group[i]]++] = i;
+    /* cnt[j] is now the end of level j; level j starts at cnt[j - 1] */
+    for (ptrdiff_t k = 0; k < pl->nr; k++) stamp[k] = -1;
+    /* first pass: the lengths of the levels' lists */
+    ptrdiff_t total = 0;
+    for (int j = 0; j < JE; j++) {
+        ptrdiff_t len = m->p;
+        for (ptrdiff_t o = j ? cnt[j - 1] : 0; o < cnt[j]; o++) {
+            const ptrdiff_t i = pl->obs_order[o];
+            for (int t = 0; t < nt; t++) {
+                if (t == pl->E) continue;
+                const ptrdiff_t c0 = pl->roff[t] + (ptrdiff_t)m->terms[t].group[i] * m->terms[t].q;
+                if (stamp[c0] != j) {
+                    stamp[c0] = j;
+                    len += m->terms[t].q;
+                }
+            }
+        }
+        pl->lev_start[j + 1] = pl->lev_start[j] + len;
+        total += len;
+    }
+    pl->lev_cols = malloc(sizeof(ptrdiff_t) * (size_t)(total + 1));
+    if (!pl->lev_cols) {
+        free(cnt);
+        free(stamp);
+        free(where);
+        return 2;
+    }
+    for (ptrdiff_t k = 0; k < pl->nr; k++) stamp[k] = -1;
+    for (int j = 0; j < JE; j++) {
+        ptrdiff_t *cols = pl->lev_cols + pl->lev_start[j];
+        ptrdiff_t len = 0;
+        for (int k = 0; k < m->p; k++) cols[len++] = k;
+        for (ptrdiff_t o = j ? cnt[j - 1] : 0; o < cnt[j]; o++) {
+            const ptrdiff_t i = pl->obs_order[o];
+            for (int t = 0; t < nt; t++) {
+                pl->obs_pos[i * nt + t] = -1;
+                if (t == pl->E) continue;
+                const int q = m->terms[t].q;
+                const ptrdiff_t c0 = pl->roff[t] + (ptrdiff_t)m->terms[t].group[i] * q;
+                if (stamp[c0] != j) {
+                    stamp[c0] = j;
+                    where[c0] = len;
+                    for (int c = 0; c < q; c++) cols[len++] = c0 + c;
+                }
+                pl->obs_pos[i * nt + t] = where[c0];
+            }
+        }
+    }
+    pl->nbcoef = (ptrdiff_t)pl->qE * total;
+    free(cnt);
+    free(stamp);
+    free(where);
+    return 0;
+}
+
+void svir_lap_plan_free(svir_lap_plan *pl)
+{
+    free(pl->roff);
+    free(pl->lev_start);
+    free(pl->lev_cols);
+    free(pl->obs_pos);
+    free(pl->obs_order);
+    memset(pl, 0, sizeof *pl);
+}
+
+/* ---- workspace ------------------------------------------------------------ */
+
+typedef struct {
+    double *sd, *L, *A, *P, *logdetA; /* globals, P = Sigma^{-1} per term */
+    double *th;                       /* [D] theta with the current beta */
+    double *gE, *gr;                  /* gradient, eliminated / rest */
+    double *Dm, *Bm, *Cm;             /* Hessian blocks, then their factors */
+    double *dl, *un, *tmp;            /* the step [d], a trial u [p + nz], scratch */
+    double logdet;                    /* log det H after factoring */
+    double *keep;                     /* [1]: log det H, kept in the work for svir_lap_draw */
+    ptrdiff_t nr_, qmax_;             /* tmp: rv [nr], ev [qmax], Ai [qmax^2], idx [nr] */
+} lap_ws;
+
+ptrdiff_t svir_lap_work_size(const svir_lap_plan *pl)
+{
+    const svir_glmm *m = pl->m;
+    ptrdiff_t nsd = 0;
+    for (int t = 0; t < m->nterms; t++) nsd += m->terms[t].q;
+    const ptrdiff_t JE = pl->E >= 0 ? m->terms[pl->E].ngroups : 0;
+    return nsd + 3 * m->nqq + m->nterms + m->D + pl->nE + pl->nr +
+        JE * pl->qE * pl->qE + pl->nbcoef + pl->nr * pl->nr + pl->d + (m->p + m->nz) +
+        (2 * pl->nr + m->qmax + (ptrdiff_t)m->qmax * m->qmax + 8) + 16;
+}
+
+static double *take(double **w, ptrdiff_t n)
+{
+    double *p = *w;
+    *w += n;
+    return p;
+}
+
+static lap_ws lap_carve(const svir_lap_plan *pl, double *w)
+{
+    const svir_glmm *m = pl->m;
+    lap_ws s;
+    ptrdiff_t nsd = 0;
+    for (int t = 0; t < m->nterms; t++) nsd += m->terms[t].q;
+    const ptrdiff_t JE = pl->E >= 0 ? m->terms[pl->E].ngroups : 0;
+    s.keep = take(&w, 2);
+    s.sd = take(&w, nsd);
+    s.L = take(&w, m->nqq);
+    s.A = take(&w, m->nqq);
+    s.P = take(&w, m->nqq);
+    s.logdetA = take(&w, m->nterms);
+    s.th = take(&w, m->D);
+    s.gE = take(&w, pl->nE);
+    s.gr = take(&w, pl->nr);
+    s.Dm = take(&w, JE * pl->qE * pl->qE);
+    s.Bm = take(&w, pl->nbcoef);
+    s.Cm = take(&w, pl->nr * pl->nr);
+    s.dl = take(&w, pl->d);
+    s.un = take(&w, m->p + m->nz);
+    s.tmp = w;
+    s.logdet = 0.0;
+    s.nr_ = pl->nr;
+    s.qmax_ = m->qmax;
+    return s;
+}
+
+/* sd, L, A of theta; P = (A A')^{-1} = A^{-T} A^{-1} (row-major q x q) and
+ * log |det A| per term */
+static void lap_globals(const svir_glmm *m, const double *theta, lap_ws *s)
+{
+    svir_globals g;
+    g.sd = s->sd;
+    g.L = s->L;
+    g.A = s->A;
+    svir_unpack_globals(m, theta, &g);
+    for (int t = 0; t < m->nterms; t++) {
+        const svir_term *tm = &m->terms[t];
+        const int q = tm->q;
+        const double *A = s->A + tm->off_qq;
+        double *P = s->P + tm->off_qq;
+        double ld = 0.0;
+        for (int k = 0; k < q; k++) ld += log(A[k * q + k]);
+        s->logdetA[t] = ld;
+        /* columns of A^{-1}: solve A x = e_c (lower triangular, row-major) */
+        double *Ai = s->tmp + s->nr_ + s->qmax_; /* q x q, row-major */
+        for (int c = 0; c < q; c++) {
+            for (int r = 0; r < q; r++) {
+                double v = r == c ? 1.0 : 0.0;
+                for (int k = 0; k < r; k++) v -= A[r * q + k] * Ai[k * q + c];
+                Ai[r * q + c] = v / A[r * q + r];
+            }
+        }
+        for (int a = 0; a < q; a++)
+            for (int b = 0; b < q; b++) {
+                double v = 0.0;
+                for (int k = 0; k < q; k++) v += Ai[k * q + a] * Ai[k * q + b];
+                P[a * q + b] = v;
+            }
+    }
+}
+
+/* Fisher information of eta for observation i (times its weight) */
+static double lap_fisher(const svir_glmm *m, ptrdiff_t i, double eta, const svir_aux *aux)
+{
+    double w;
+    switch (m->family) {
+    case SVIR_GAUSSIAN:
+        w = aux->inv_s2;
+        break;
+    case SVIR_BINOMIAL: {
+        const double t = m->trials ? m->trials[i] : 1.0;
+        if (m->link == SVIR_LINK_PROBIT) {
+            w = t * svir_mills_inv(eta) * svir_mills_inv(-eta);
+        } else if (m->link == SVIR_LINK_CLOGLOG) {
+            const double u = exp(eta);
+            w = u > 700.0 ? 0.0 : t * u * u / expm1(u);
+        } else {
+            const double pr = eta >= 0 ? 1.0 / (1.0 + exp(-eta)) : exp(eta) / (1.0 + exp(eta));
+            w = t * pr * (1.0 - pr);
+        }
+        break;
+    }
+    case SVIR_POISSON:
+        w = exp(eta);
+        break;
+    default: { /* negbin: mu phi / (phi + mu) */
+        const double mu = exp(eta);
+        w = mu * aux->phi / (aux->phi + mu);
+    }
+    }
+    return m->wt ? w * m->wt[i] : w;
+}
+
+/* curvature (minus the second derivative, at least 0) of a fixed effect's prior */
+static double lap_prior_curv(int type, double df, double loc, double scale, double x)
+{
+    if (type == SVIR_PRIOR_NORMAL) return 1.0 / (scale * scale);
+    if (type == SVIR_PRIOR_STUDENT_T) {
+        const double r2 = (x - loc) * (x - loc) / (scale * scale);
+        const double c = (df + 1.0) * (df - r2) / (scale * scale * (df + r2) * (df + r2));
+        return c > 0.0 ? c : 0.0;
+    }
+    return 0.0;
+}
+
+/* log p(y, beta, b, theta_h) at u; with H, its gradient (gE, gr) and the
+ * blocks of the negative Hessian (Dm, Bm, Cm, lower triangle of Cm). */
+static double lap_pass(const svir_lap_plan *pl, const double *u, lap_ws *s, int H)
+{
+    const svir_glmm *m = pl->m;
+    const ptrdiff_t n = m->n;
+    const int nt = m->nterms, p = m->p, qE = pl->qE;
+    const double *beta = u, *b = u + p;
+    const svir_term *tE = pl->E >= 0 ? &m->terms[pl->E] : NULL;
+    svir_aux aux;
+    svir_aux_set(&aux, m->off_sigma >= 0 ? exp(s->th[m->off_sigma]) : 1.0,
+                 m->off_phi >= 0 ? exp(s->th[m->off_phi]) : 1.0);
+    if (H) {
+        memset(s->gE, 0, sizeof(double) * (size_t)pl->nE);
+        memset(s->gr, 0, sizeof(double) * (size_t)pl->nr);
+        const ptrdiff_t JE = tE ? tE->ngroups : 0;
+        memset(s->Dm, 0, sizeof(double) * (size_t)(JE * qE * qE));
+        memset(s->Bm, 0, sizeof(double) * (size_t)pl->nbcoef);
+        memset(s->Cm, 0, sizeof(double) * (size_t)(pl->nr * pl->nr));
+    }
+    double ll = 0.0;
+    /* the rest's nonzeros of one observation: values rv, indices idx */
+    double *rv = s->tmp, *ev = s->tmp + pl->nr;
+    ptrdiff_t *idx = (ptrdiff_t *)(s->tmp + pl->nr + m->qmax + (ptrdiff_t)m->qmax * m->qmax);
+    for (ptrdiff_t o = 0; o < n; o++) {
+        const ptrdiff_t i = pl->obs_order ? pl->obs_order[o] : o;
+        double de, da, dz = 0.0;
+        const double eta = svir_eta_obs(m, i, beta, b);
+        ll += svir_loglik_obs_w(m, m->family, m->link, 0, i, eta, 0.0, &aux, &de, &da, &dz);
+        if (!H) continue;
+        const double wf = lap_fisher(m, i, eta, &aux);
+        int nv = 0;
+        for (int k = 0; k < p; k++) {
+            idx[nv] = k;
+            rv[nv++] = m->X[i + (ptrdiff_t)k * n];
+        }
+        for (int t = 0; t < nt; t++) {
+            if (t == pl->E) continue;
+            const svir_term *tm = &m->terms[t];
+            const ptrdiff_t c0 = pl->roff[t] + (ptrdiff_t)tm->group[i] * tm->q;
+            for (int c = 0; c < tm->q; c++) {
+                idx[nv] = c0 + c;
+                rv[nv++] = tm->Z[i + (ptrdiff_t)c * n];
+            }
+        }
+        for (int a = 0; a < nv; a++) s->gr[idx[a]] += rv[a] * de;
+        const ptrdiff_t j = tE ? tE->group[i] : 0;
+        if (tE) {
+            for (int c = 0; c < qE; c++) {
+                ev[c] = tE->Z[i + (ptrdiff_t)c * n];
+                s->gE[j * qE + c] += ev[c] * de;
+            }
+        }
+        if (wf == 0.0) continue;
+        /* C += wf v v' (lower triangle) */
+        for (int a = 0; a < nv; a++) {
+            const double va = wf * rv[a];
+            for (int bb = 0; bb < nv; bb++) {
+                if (idx[bb] > idx[a]) continue;
+                s->Cm[idx[a] + idx[bb] * pl->nr] += va * rv[bb];
+            }
+        }
+        if (!tE) continue;
+        /* D_j += wf e e'; B_j[c, pos] += wf e_c v */
+        double *Dj = s->Dm + j * qE * qE;
+        for (int a = 0; a < qE; a++)
+            for (int c = 0; c < qE; c++) Dj[a + c * qE] += wf * ev[a] * ev[c];
+        double *Bj = s->Bm + qE * pl->lev_start[j]; /* qE x len, column-major */
+        int a = 0;
+        for (int k = 0; k < p; k++, a++)
+            for (int c = 0; c < qE; c++) Bj[c + (ptrdiff_t)k * qE] += wf * ev[c] * rv[a];
+        for (int t = 0; t < nt; t++) {
+            if (t == pl->E) continue;
+            const ptrdiff_t pos = pl->obs_pos[i * nt + t];
+            for (int cc = 0; cc < m->terms[t].q; cc++, a++)
+                for (int c = 0; c < qE; c++) Bj[c + (pos + cc) * qE] += wf * ev[c] * rv[a];
+        }
+    }
+    double f = ll + m->ll_const;
+    /* priors: theta_h's (with their Jacobians) and beta's */
+    for (int k = 0; k < p; k++) s->th[k] = beta[k];
+    f += svir_log_prior(m, s->th, NULL);
+    if (H) {
+        for (int k = 0; k < p; k++) {
+            double dx;
+            (void)svir_prior_lpdf(m->prior_type[k], m->prior_df[k], m->prior_loc[k],
+                                  m->prior_scale[k], beta[k], 0, &dx);
+            s->gr[k] += dx;
+            s->Cm[k + k * pl->nr] += lap_prior_curv(m->prior_type[k], m->prior_df[k],
+                                                    m->prior_loc[k], m->prior_scale[k], beta[k]);
+        }
+    }
+    /* the random effects' N(0, A A') */
+    for (int t = 0; t < nt; t++) {
+        const svir_term *tm = &m->terms[t];
+        const int q = tm->q;
+        const double *P = s->P + tm->off_qq;
+        for (int j = 0; j < tm->ngroups; j++) {
+            const double *bj = b + tm->off_z + (ptrdiff_t)j * q;
+            double quad = 0.0;
+            for (int a = 0; a < q; a++) {
+                double pa = 0.0;
+                for (int c = 0; c < q; c++) pa += P[a * q + c] * bj[c];
+                quad += bj[a] * pa;
+                if (!H) continue;
+                if (t == pl->E) {
+                    s->gE[(ptrdiff_t)j * q + a] -= pa;
+                    double *Dj = s->Dm + (ptrdiff_t)j * q * q;
+                    for (int c = 0; c < q; c++) Dj[a + c * q] += P[a * q + c];
+                } else {
+                    const ptrdiff_t c0 = pl->roff[t] + (ptrdiff_t)j * q;
+                    s->gr[c0 + a] -= pa;
+                    for (int c = 0; c <= a; c++) s->Cm[(c0 + a) + (c0 + c) * pl->nr] += P[a * q + c];
+                }
+            }
+            f += -0.5 * quad - s->logdetA[t] - 0.5 * q * LAP_LOG_2PI;
+        }
+    }
+    return f;
+}
+
+/* Factor H (from lap_pass) and solve H dl = g; returns the Newton
+ * decrement g' H^{-1} g, or NAN when H is not positive definite. On
+ * return Dm holds the levels' factors L_j, Bm holds W_j = L_j^{-1} B_j,
+ * Cm the factor of S, s->logdet log det H, and dl the step (in the
+ * internal order: E's block, then the rest). */
+static double lap_factor_solve(const svir_lap_plan *pl, lap_ws *s)
+{
+    const ptrdiff_t nr = pl->nr;
+    const int qE = pl->qE;
+    double dec = 0.0;
+    s->logdet = 0.0;
+    const svir_term *tE = pl->E >= 0 ? &pl->m->terms[pl->E] : NULL;
+    const int JE = tE ? tE->ngroups : 0;
+    for (int j = 0; j < JE; j++) {
+        double *Dj = s->Dm + (ptrdiff_t)j * qE * qE;
+        /* the lower triangle of D_j was accumulated whole: symmetric */
+        if (chol_lower(Dj, qE, &s->logdet)) return NAN;
+        const ptrdiff_t l0 = pl->lev_start[j], len = pl->lev_start[j + 1] - l0;
+        const ptrdiff_t *cols = pl->lev_cols + l0;
+        double *W = s->Bm + qE * l0;
+        for (ptrdiff_t a = 0; a < len; a++) solve_l(Dj, qE, W + a * qE);
+        double *v = s->gE + (ptrdiff_t)j * qE;
+        solve_l(Dj, qE, v);
+        for (int c = 0; c < qE; c++) dec += v[c] * v[c];
+        for (ptrdiff_t a = 0; a < len; a++) {
+            const double *wa = W + a * qE;
+            double sv = 0.0;
+            for (int c = 0; c < qE; c++) sv += wa[c] * v[c];
+            s->gr[cols[a]] -= sv;
+            for (ptrdiff_t bb = 0; bb < len; bb++) {
+                if (cols[bb] > cols[a]) continue;
+                const double *wb = W + bb * qE;
+                double sw = 0.0;
+                for (int c = 0; c < qE; c++) sw += wa[c] * wb[c];
+                s->Cm[cols[a] + cols[bb] * nr] -= sw;
+            }
+        }
+    }
+    if (chol_lower(s->Cm, nr, &s->logdet)) return NAN;
+    double *dr = s->dl + pl->nE;
+    memcpy(dr, s->gr, sizeof(double) * (size_t)nr);
+    solve_l(s->Cm, nr, dr);
+    for (ptrdiff_t k = 0; k < nr; k++) dec += dr[k] * dr[k];
+    solve_lt(s->Cm, nr, dr);
+    for (int j = 0; j < JE; j++) {
+        const ptrdiff_t l0 = pl->lev_start[j], len = pl->lev_start[j + 1] - l0;
+        const ptrdiff_t *cols = pl->lev_cols + l0;
+        const double *W = s->Bm + qE * l0;
+        double *dE = s->dl + (ptrdiff_t)j * qE;
+        for (int c = 0; c < qE; c++) dE[c] = s->gE[(ptrdiff_t)j * qE + c];
+        for (ptrdiff_t a = 0; a < len; a++)
+            for (int c = 0; c < qE; c++) dE[c] -= W[c + a * qE] * dr[cols[a]];
+        solve_lt(s->Dm + (ptrdiff_t)j * qE * qE, qE, dE);
+    }
+    return dec;
+}
+
+/* un = u + step * dl (dl in the internal order) */
+static void lap_apply(const svir_lap_plan *pl, const double *u, const double *dl, double step,
+                      double *un)
+{
+    const svir_glmm *m = pl->m;
+    const int p = m->p;
+    memcpy(un, u, sizeof(double) * (size_t)(p + m->nz));
+    const double *dr = dl + pl->nE;
+    for (int k = 0; k < p; k++) un[k] += step * dr[k];
+    for (int t = 0; t < m->nterms; t++) {
+        const svir_term *tm = &m->terms[t];
+        const ptrdiff_t len = (ptrdiff_t)tm->ngroups * tm->q;
+        double *bt = un + p + tm->off_z;
+        const double *src = t == pl->E ? dl : dr + pl->roff[t];
+        for (ptrdiff_t k = 0; k < len; k++) bt[k] += step * src[k];
+    }
+}
+
+int svir_lap_mode(const svir_lap_plan *pl, const double *theta, double *u, double *work,
+                  double *logp, int *iters)
+{
+    const svir_glmm *m = pl->m;
+    lap_ws s = lap_carve(pl, work);
+    memcpy(s.th, theta, sizeof(double) * (size_t)m->D);
+    lap_globals(m, theta, &s);
+    const ptrdiff_t nu = m->p + m->nz;
+    *iters = 0;
+    for (int it = 0; it < 200; it++) {
+        const double f = lap_pass(pl, u, &s, 1);
+        if (!isfinite(f)) return 1;
+        const double dec = lap_factor_solve(pl, &s);
+        if (!isfinite(dec)) return 1;
+        if (dec < 1e-10 + 1e-13 * fabs(f)) {
+            s.keep[0] = s.logdet;
+            *logp = f + 0.5 * (double)pl->d * LAP_LOG_2PI - 0.5 * s.logdet;
+            return 0;
+        }
+        /* backtracking (Armijo) */
+        double step = 1.0;
+        int ok = 0;
+        for (int h = 0; h < 60; h++) {
+            lap_apply(pl, u, s.dl, step, s.un);
+            const double fn = lap_pass(pl, s.un, &s, 0);
+            if (isfinite(fn) && fn >= f + 1e-4 * step * dec) {
+                ok = 1;
+                break;
+            }
+            step *= 0.5;
+        }
+        if (!ok) {
+            /* no ascent left at double precision: accept the mode if the
+             * decrement is negligible relative to the log density */
+            if (dec < 1e-6 * (1.0 + fabs(f))) {
+                s.keep[0] = s.logdet;
+                *logp = f + 0.5 * (double)pl->d * LAP_LOG_2PI - 0.5 * s.logdet;
+                return 0;
+            }
+            return 1;
+        }
+        memcpy(u, s.un, sizeof(double) * (size_t)nu);
+        *iters = it + 1;
+    }
+    return 1;
+}
+
+double svir_lap_draw(const svir_lap_plan *pl, const double *theta, const double *mode,
+                     const double *eps, double *u_draw, double *work, double *logf)
+{
+    const svir_glmm *m = pl->m;
+    lap_ws s = lap_carve(pl, work);
+    const ptrdiff_t nr = pl->nr;
+    const int qE = pl->qE;
+    double *dr = s.dl + pl->nE;
+    double e2 = 0.0;
+    for (ptrdiff_t k = 0; k < pl->d; k++) e2 += eps[k] * eps[k];
+    memcpy(dr, eps + pl->nE, sizeof(double) * (size_t)nr);
+    solve_lt(s.Cm, nr, dr);
+    const svir_term *tE = pl->E >= 0 ? &m->terms[pl->E] : NULL;
+    for (int j = 0; tE && j < tE->ngroups; j++) {
+        const ptrdiff_t l0 = pl->lev_start[j], len = pl->lev_start[j + 1] - l0;
+        const ptrdiff_t *cols = pl->lev_cols + l0;
+        const double *W = s.Bm + qE * l0;
+        double *dE = s.dl + (ptrdiff_t)j * qE;
+        for (int c = 0; c < qE; c++) dE[c] = eps[(ptrdiff_t)j * qE + c];
+        for (ptrdiff_t a = 0; a < len; a++)
+            for (int c = 0; c < qE; c++) dE[c] -= W[c + a * qE] * dr[cols[a]];
+        solve_lt(s.Dm + (ptrdiff_t)j * qE * qE, qE, dE);
+    }
+    lap_apply(pl, mode, s.dl, 1.0, u_draw);
+    const double logq = -0.5 * (double)pl->d * LAP_LOG_2PI + 0.5 * s.keep[0] - 0.5 * e2;
+    memcpy(s.th, theta, sizeof(double) * (size_t)m->D);
+    lap_globals(m, theta, &s);
+    *logf = lap_pass(pl, u_draw, &s, 0);
+    return logq;
+}
+
+double svir_lap_logf(const svir_lap_plan *pl, const double *theta, const double *u,
+                     double *work)
+{
+    lap_ws s = lap_carve(pl, work);
+    memcpy(s.th, theta, sizeof(double) * (size_t)pl->m->D);
+    lap_globals(pl->m, theta, &s);
+    return lap_pass(pl, u, &s, 0);
+}
+
+void svir_lap_z_from_b(const svir_glmm *m, const double *theta, const double *b, double *z,
+                       double *work)
+{
+    ptrdiff_t nsd = 0;
+    for (int t = 0; t < m->nterms; t++) nsd += m->terms[t].q;
+    svir_globals g;
+    g.sd = work;
+    g.L = work + nsd;
+    g.A = g.L + m->nqq;
+    svir_unpack_globals(m, theta, &g);
+    for (int t = 0; t < m->nterms; t++) {
+        const svir_term *tm = &m->terms[t];
+        const int q = tm->q;
+        const double *A = g.A + tm->off_qq;
+        for (int j = 0; j < tm->ngroups; j++) {
+            const double *bj = b + tm->off_z + (ptrdiff_t)j * q;
+            double *zj = z + tm->off_z + (ptrdiff_t)j * q;
+            for (int r = 0; r < q; r++) {
+                double v = bj[r];
+                for (int k = 0; k < r; k++) v -= A[r * q + k] * zj[k];
+                zj[r] = v / A[r * q + r];
+            }
+        }
+    }
+}

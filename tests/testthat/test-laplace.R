@@ -1,0 +1,192 @@
+# method = "laplace" (R/laplace.R, src/models/glmm/glmm_laplace.c): the
+# Laplace step's density, mode and marginal against independent code, its
+# exactness for Gaussian models, the whole posterior against an exact one
+# computed by quadrature, and the default's choice of method.
+
+# A Gaussian random-intercept model in the engine's units, with normal
+# priors on the fixed effect (so that the latent field is Gaussian).
+lap_spec <- function(J = 8, nj = 5, seed = 3) {
+  set.seed(seed)
+  g <- rep(seq_len(J), each = nj)
+  n <- length(g)
+  y <- 0.4 + rnorm(J, sd = 0.7)[g] + rnorm(n, sd = 0.5)
+  list(y = y, trials = NULL, offset = NULL, X = matrix(1, n, 1), family = 0L, link = 0L,
+       terms = list(list(group = as.integer(g - 1L), ngroups = as.integer(J),
+                         Z = matrix(1, n, 1), correlated = FALSE)),
+       prior_type = c(1L, 1L, 1L), prior_df = c(1, 1, 1), prior_loc = c(0.2, 0, 0),
+       prior_scale = c(2, 1, 1), init_mu = c(0, 0, 0))
+}
+
+# log N(y; m0 1, tau^2 Z Z' + sigma^2 I + s0^2 1 1') + the half-normal priors
+# of tau and sigma with the log-Jacobians of their log scale
+lap_exact_logp <- function(spec, th) {
+  tau <- exp(th[2])
+  sig <- exp(th[3])
+  g <- spec$terms[[1]]$group
+  n <- length(spec$y)
+  V <- tau^2 * outer(g, g, "==") + sig^2 * diag(n) + spec$prior_scale[1]^2
+  R <- chol(V)
+  r <- backsolve(R, spec$y - spec$prior_loc[1], transpose = TRUE)
+  ll <- -0.5 * sum(r^2) - sum(log(diag(R))) - 0.5 * n * log(2 * pi)
+  hn <- function(x, s) log(2) + stats::dnorm(x, 0, s, log = TRUE) + log(x)
+  ll + hn(tau, spec$prior_scale[2]) + hn(sig, spec$prior_scale[3])
+}
+
+test_that("the Laplace step's log density is the model's joint density", {
+  d <- sim_glmm("poisson", n_groups = 12, n_per = 6, seed = 2)
+  b <- svir:::svir_build_spec(y ~ x1 + (x1 | g), d, family = poisson())
+  spec <- b$spec
+  D <- length(spec$prior_type)
+  set.seed(1)
+  th <- rnorm(D, sd = 0.3)
+  z <- matrix(rnorm(12 * 2), 12, 2)
+  lj <- .Call(svir:::C_svir_logdensity_r, spec, th, list(z))$logp
+  # b = A z with A = diag(sd) L
+  sd <- exp(th[3:4])
+  A <- diag(sd) %*% svir:::svir_cpc_to_chol(th[5], 2)
+  u <- c(th[1:2], as.vector(t(z %*% t(A))))
+  lf <- .Call(svir:::C_svir_lap_logf_r, spec, th, u)
+  # the density of b is that of z over |det A| per group
+  expect_equal(lf + 12 * sum(log(diag(A))), lj, tolerance = 1e-10)
+})
+
+test_that("Newton's mode is the conditional mode for each family", {
+  cases <- list(
+    list(f = y ~ x1 + (x1 | g), fam = poisson(), sim = "poisson"),
+    list(f = cbind(y, trials - y) ~ x1 + (1 | g), fam = binomial(), sim = "binomial"),
+    list(f = y ~ x1 + (1 | g), fam = negbin(), sim = "negbin"))
+  for (cs in cases) {
+    d <- sim_glmm(cs$sim, n_groups = 10, n_per = 8, seed = 4, trials = 5)
+    spec <- svir:::svir_build_spec(cs$f, d, family = cs$fam)$spec
+    D <- length(spec$prior_type)
+    p <- ncol(spec$X)
+    nz <- sum(vapply(spec$terms, function(tm) tm$ngroups * NCOL(tm$Z), 0))
+    th <- c(rep(0, p), rep(-0.5, D - p))
+    m <- .Call(svir:::C_svir_lap_mode_r, spec, th, rep(0, p + nz))
+    expect_true(m$ok)
+    negf <- function(u) -.Call(svir:::C_svir_lap_logf_r, spec, th, u)
+    o <- stats::optim(m$u, negf, method = "BFGS", control = list(reltol = 1e-14, maxit = 5000))
+    # the optimiser cannot improve on it, and lands on it from there
+    expect_gte(-negf(m$u), -o$value - 1e-8)
+    expect_lt(max(abs(o$par - m$u)), 1e-3)
+  }
+})
+
+test_that("the Laplace marginal of a Gaussian model is its exact marginal", {
+  spec <- lap_spec()
+  for (th in list(c(0, -0.3, -0.7), c(0, 0.5, -1.2), c(0, -2, 0.3))) {
+    m <- .Call(svir:::C_svir_lap_mode_r, spec, th, rep(0, 9))
+    expect_equal(m$logp, lap_exact_logp(spec, th), tolerance = 1e-9)
+  }
+  # and the joint importance ratios equal the marginal ones (the Gaussian
+  # conditional is exact), for every draw
+  r <- .Call(svir:::C_svir_lap_is_r, spec, c(0, -0.3, -0.7), rep(0, 9), diag(2) * 0.3, 5L, 50L,
+             0, 1, 1L)
+  expect_true(all(r$ok))
+  expect_equal(r$logw, r$logw_marginal, tolerance = 1e-8)
+})
+
+test_that("method = 'laplace' gives the exact posterior of a small Gaussian model", {
+  # exact posterior by quadrature over (log tau, log sigma): the marginal
+  # likelihood is Gaussian, the intercept given them is Gaussian too
+  J <- 8
+  nj <- 3
+  set.seed(11)
+  g <- factor(rep(seq_len(J), each = nj))
+  y <- 1 + rnorm(J, sd = 0.6)[g] + rnorm(J * nj, sd = 0.8)
+  d <- data.frame(y = y, g = g)
+  pri <- svi_prior(intercept = normal(1, 3), sd = half_normal(1), sigma = half_normal(2))
+  fit <- svi_fit(y ~ 1 + (1 | g), d, prior = pri, method = "laplace", seed = 5,
+                 control = svi_control(ndraws = 4000L, is_draws = 8000L))
+  expect_equal(fit$method, "laplace")
+  lt <- seq(-6, 1.5, length.out = 151)
+  ls <- seq(-1.5, 0.6, length.out = 121)
+  gi <- as.integer(g)
+  n <- length(y)
+  grid <- expand.grid(lt = lt, ls = ls)
+  post <- t(vapply(seq_len(nrow(grid)), function(k) {
+    tau <- exp(grid$lt[k])
+    sig <- exp(grid$ls[k])
+    V0 <- tau^2 * outer(gi, gi, "==") + sig^2 * diag(n)
+    Vi <- solve(V0)
+    # the intercept given (tau, sigma): precision and mean
+    prec <- sum(Vi) + 1 / 9
+    mu <- (sum(Vi %*% y) + 1 / 9) / prec
+    V <- V0 + 9
+    R <- chol(V)
+    r <- backsolve(R, y - 1, transpose = TRUE)
+    lp <- -0.5 * sum(r^2) - sum(log(diag(R))) +
+      stats::dnorm(tau, 0, 1, log = TRUE) + stats::dnorm(sig, 0, 2, log = TRUE) +
+      grid$lt[k] + grid$ls[k]
+    c(lp = lp, tau = tau, sig = sig, mu = mu, v = 1 / prec)
+  }, numeric(5)))
+  w <- exp(post[, "lp"] - max(post[, "lp"]))
+  w <- w / sum(w)
+  ex_mean <- c(mu = sum(w * post[, "mu"]), tau = sum(w * post[, "tau"]), sig = sum(w * post[, "sig"]))
+  ex_sd <- c(mu = sqrt(sum(w * (post[, "v"] + post[, "mu"]^2)) - ex_mean[["mu"]]^2),
+             tau = sqrt(sum(w * post[, "tau"]^2) - ex_mean[["tau"]]^2),
+             sig = sqrt(sum(w * post[, "sig"]^2) - ex_mean[["sig"]]^2))
+  dr <- as.matrix(fit)
+  got_mean <- c(mean(dr[, "(Intercept)"]), mean(dr[, "sd_g__(Intercept)"]), mean(dr[, "sigma"]))
+  got_sd <- c(sd(dr[, "(Intercept)"]), sd(dr[, "sd_g__(Intercept)"]), sd(dr[, "sigma"]))
+  expect_lt(max(abs(got_mean - ex_mean) / ex_sd), 0.1)
+  expect_lt(max(abs(got_sd / ex_sd - 1)), 0.1)
+  # the summaries report the same draws
+  s <- summary(fit)
+  expect_equal(s$fixed["(Intercept)", "Estimate"], got_mean[1])
+  expect_lt(fit$khat, 0.5)
+})
+
+test_that("the default chooses the Laplace sampler for small models and says why", {
+  fit <- svi_fit(Reaction ~ Days + (Days | Subject), lme4::sleepstudy, seed = 1)
+  expect_identical(fit$method, "laplace")
+  expect_match(fit$method_reason, "small enough")
+  out <- paste(capture.output(summary(fit)), collapse = "\n")
+  expect_match(out, "Method: laplace")
+  expect_match(out, "Chosen by method = \"auto\"")
+  expect_match(out, "importance draws")
+  # a guide, zero inflation, minibatches or a kept path mean SVI
+  g <- svi_fit(Reaction ~ Days + (Days | Subject), lme4::sleepstudy, seed = 1, guide = "meanfield")
+  expect_identical(g$method, "svi")
+  expect_match(g$method_reason, "guide")
+  b <- svi_fit(Reaction ~ Days + (Days | Subject), lme4::sleepstudy, seed = 1,
+               control = svi_control(batch_size = 60))
+  expect_identical(b$method, "svi")
+  z <- suppressWarnings(svi_fit(count ~ mined + (1 | site), glmmTMB::Salamanders, family = poisson(),
+                                ziformula = ~1, seed = 1))
+  expect_identical(z$method, "svi")
+  expect_match(z$method_reason, "zero inflation")
+  # above the size limit
+  old <- options(svir.laplace_max_flops = 1e3)
+  on.exit(options(old))
+  s <- svi_fit(Reaction ~ Days + (Days | Subject), lme4::sleepstudy, seed = 1)
+  expect_identical(s$method, "svi")
+  expect_match(s$method_reason, "too large")
+})
+
+test_that("method = 'laplace' refuses what it cannot fit", {
+  expect_error(svi_fit(Reaction ~ Days + (1 | Subject), lme4::sleepstudy, method = "laplace",
+                       control = svi_control(batch_size = 50)), "batch_size", class = "svir_error")
+  expect_error(svi_fit(count ~ mined + (1 | site), glmmTMB::Salamanders, family = poisson(),
+                       ziformula = ~1, method = "laplace"), "zero inflation", class = "svir_error")
+  expect_error(svi_fit(Reaction ~ Days + (1 | Subject), lme4::sleepstudy, method = "nope"),
+               "method", class = "svir_error")
+})
+
+test_that("a Laplace fit's methods read its draws", {
+  fit <- svi_fit(Reaction ~ Days + (Days | Subject), lme4::sleepstudy, seed = 2)
+  re <- ranef(fit)$Subject
+  pv <- attr(re, "postVar")
+  expect_identical(dim(pv), c(2L, 2L, 18L))
+  expect_true(all(pv[1, 1, ] > 0 & pv[2, 2, ] > 0))
+  bd <- svir:::svir_laplace_b_draws(fit, 1)
+  expect_equal(unname(re[, "Days"]), unname(colMeans(bd[[2]])))
+  expect_equal(unname(sqrt(pv[2, 2, ])), unname(apply(bd[[2]], 2, sd)))
+  # predictions with the random effects: the draws' mean is near the plug-in
+  pe <- predict(fit)
+  pd <- svir:::svir_eta_draws(fit, svir:::svir_design(fit),
+                              seq_len(200))
+  expect_lt(max(abs(rowMeans(pd) - pe)), 3)
+  expect_equal(sigma(fit), mean(as.matrix(fit)[, "sigma"]))
+  expect_true(all(is.finite(vcov(fit))))
+})
