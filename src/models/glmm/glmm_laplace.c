@@ -194,6 +194,8 @@ typedef struct {
     double *Dm, *Bm, *Cm;             /* Hessian blocks, then their factors */
     double *dl, *un, *tmp;            /* the step [d], a trial u [p + nz], scratch */
     double logdet;                    /* log det H after factoring */
+    double nbc;                       /* negbin: sum_i w_i log Gamma(y_i + phi) / Gamma(phi),
+                                       * fixed by theta, added once (lap_loglik leaves it out) */
     double *keep;                     /* [1]: log det H, kept in the work for svir_lap_draw */
     ptrdiff_t nr_, qmax_;             /* tmp: rv [nr], ev [qmax], Ai [qmax^2], idx [nr] */
 } lap_ws;
@@ -244,6 +246,8 @@ static lap_ws lap_carve(const svir_lap_plan *pl, double *w)
     return s;
 }
 
+static double lap_nb_const(const svir_glmm *m, double phi);
+
 /* sd, L, A of theta; P = (A A')^{-1} = A^{-T} A^{-1} (row-major q x q) and
  * log |det A| per term */
 static void lap_globals(const svir_glmm *m, const double *theta, lap_ws *s)
@@ -277,6 +281,42 @@ static void lap_globals(const svir_glmm *m, const double *theta, lap_ws *s)
                 P[a * q + b] = v;
             }
     }
+    s->nbc = m->family == SVIR_NEGBIN ? lap_nb_const(m, exp(theta[m->off_phi])) : 0.0;
+}
+
+/* negbin: the part of the log-likelihood that depends on phi alone, as
+ * svir_loglik computes it */
+static double lap_nb_const(const svir_glmm *m, double phi)
+{
+    double c = 0.0;
+    for (ptrdiff_t i = 0; i < m->n; i++) {
+        const double y = m->y[i];
+        double lg = 0.0;
+        if (y < 16) {
+            for (int k = 0; k < (int)y; k++) lg += log(phi + k);
+        } else {
+            lg = svir_lgamma(y + phi) - svir_lgamma(phi);
+        }
+        c += m->wt ? m->wt[i] * lg : lg;
+    }
+    return c;
+}
+
+/* An observation's log-likelihood (times its weight) and d/d eta; for the
+ * negative binomial without the part in phi alone (lap_nb_const) */
+static double lap_loglik(const svir_glmm *m, ptrdiff_t i, double eta, const svir_aux *aux,
+                         double *de)
+{
+    if (m->family != SVIR_NEGBIN) {
+        double da, dz = 0.0;
+        return svir_loglik_obs_w(m, m->family, m->link, 0, i, eta, 0.0, aux, de, &da, &dz);
+    }
+    const double y = m->y[i], phi = aux->phi, lphi = aux->log_phi;
+    const double hi = lphi > eta ? lphi : eta;
+    const double log_pm = hi + log1p(exp(-fabs(lphi - eta)));
+    const double w = m->wt ? m->wt[i] : 1.0;
+    *de = w * (y - (y + phi) * exp(eta - log_pm));
+    return w * (phi * lphi + y * eta - (y + phi) * log_pm);
 }
 
 /* Fisher information of eta for observation i (times its weight) */
@@ -349,9 +389,9 @@ static double lap_pass(const svir_lap_plan *pl, const double *u, lap_ws *s, int 
     ptrdiff_t *idx = (ptrdiff_t *)(s->tmp + pl->nr + m->qmax + (ptrdiff_t)m->qmax * m->qmax);
     for (ptrdiff_t o = 0; o < n; o++) {
         const ptrdiff_t i = pl->obs_order ? pl->obs_order[o] : o;
-        double de, da, dz = 0.0;
+        double de;
         const double eta = svir_eta_obs(m, i, beta, b);
-        ll += svir_loglik_obs_w(m, m->family, m->link, 0, i, eta, 0.0, &aux, &de, &da, &dz);
+        ll += lap_loglik(m, i, eta, &aux, &de);
         if (!H) continue;
         const double wf = lap_fisher(m, i, eta, &aux);
         int nv = 0;
@@ -401,7 +441,7 @@ static double lap_pass(const svir_lap_plan *pl, const double *u, lap_ws *s, int 
                 for (int c = 0; c < qE; c++) Bj[c + (pos + cc) * qE] += wf * ev[c] * rv[a];
         }
     }
-    double f = ll + m->ll_const;
+    double f = ll + s->nbc + m->ll_const;
     /* priors: theta_h's (with their Jacobians) and beta's */
     for (int k = 0; k < p; k++) s->th[k] = beta[k];
     f += svir_log_prior(m, s->th, NULL);
@@ -528,8 +568,8 @@ int svir_lap_mode(const svir_lap_plan *pl, const double *theta, double *u, doubl
     lap_globals(m, theta, &s);
     const ptrdiff_t nu = m->p + m->nz;
     *iters = 0;
+    double f = lap_pass(pl, u, &s, 1);
     for (int it = 0; it < 200; it++) {
-        const double f = lap_pass(pl, u, &s, 1);
         if (!isfinite(f)) return 1;
         const double dec = lap_factor_solve(pl, &s);
         if (!isfinite(dec)) return 1;
@@ -538,29 +578,36 @@ int svir_lap_mode(const svir_lap_plan *pl, const double *theta, double *u, doubl
             *logp = f + 0.5 * (double)pl->d * LAP_LOG_2PI - 0.5 * s.logdet;
             return 0;
         }
-        /* backtracking (Armijo) */
-        double step = 1.0;
-        int ok = 0;
-        for (int h = 0; h < 60; h++) {
-            lap_apply(pl, u, s.dl, step, s.un);
-            const double fn = lap_pass(pl, s.un, &s, 0);
-            if (isfinite(fn) && fn >= f + 1e-4 * step * dec) {
-                ok = 1;
-                break;
+        /* the full step, evaluated with the next step's Hessian (one pass
+         * when it is taken, as it nearly always is) */
+        lap_apply(pl, u, s.dl, 1.0, s.un);
+        double fn = lap_pass(pl, s.un, &s, 1);
+        if (!(isfinite(fn) && fn >= f + 1e-4 * dec)) {
+            /* backtracking (Armijo), then the Hessian at the point taken */
+            double step = 0.5;
+            int ok = 0;
+            for (int h = 0; h < 60; h++, step *= 0.5) {
+                lap_apply(pl, u, s.dl, step, s.un);
+                fn = lap_pass(pl, s.un, &s, 0);
+                if (isfinite(fn) && fn >= f + 1e-4 * step * dec) {
+                    ok = 1;
+                    break;
+                }
             }
-            step *= 0.5;
-        }
-        if (!ok) {
-            /* no ascent left at double precision: accept the mode if the
-             * decrement is negligible relative to the log density */
-            if (dec < 1e-6 * (1.0 + fabs(f))) {
+            if (!ok) {
+                /* no ascent left at double precision: a mode if the
+                 * decrement is negligible next to the log density */
+                if (dec >= 1e-6 * (1.0 + fabs(f))) return 1;
+                f = lap_pass(pl, u, &s, 1);
+                if (!isfinite(lap_factor_solve(pl, &s))) return 1;
                 s.keep[0] = s.logdet;
                 *logp = f + 0.5 * (double)pl->d * LAP_LOG_2PI - 0.5 * s.logdet;
                 return 0;
             }
-            return 1;
+            fn = lap_pass(pl, s.un, &s, 1);
         }
         memcpy(u, s.un, sizeof(double) * (size_t)nu);
+        f = fn;
         *iters = it + 1;
     }
     return 1;
