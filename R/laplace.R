@@ -133,23 +133,45 @@ svir_laplace_run <- function(job) {
   scale <- Sig
   rounds <- list()
   res <- list()
-  for (round in 1:3) {
+  first <- 0
+  sample_is <- function(centre, scale, n) {
     Lp <- if (length(h)) t(chol(svir_pd(scale))) else matrix(0, 0, 0)
     th_c <- th_mode
     th_c[h] <- centre
-    r <- .Call(C_svir_lap_is_r, spec, th_c, u_mode, Lp, nu, S, (round - 1) * S, seed, threads)
+    r <- .Call(C_svir_lap_is_r, spec, th_c, u_mode, Lp, nu, as.integer(n), first, seed, threads)
+    first <<- first + n
+    r
+  }
+  weigh <- function(r) {
     sj <- svir_psis_smooth(r$logw)
     sm <- svir_psis_smooth(r$logw_marginal)
-    kj <- as.double(sj$khat)
-    km <- as.double(sm$khat)
-    res[[round]] <- list(r = r, wj = exp(sj$lw), wm = exp(sm$lw), kj = kj, km = km)
-    rounds[[round]] <- data.frame(round = round, khat = kj, ess = 1 / sum(exp(2 * sj$lw)),
-                                  khat_marginal = km, ess_marginal = 1 / sum(exp(2 * sm$lw)))
-    if (!length(h) || (is.finite(kj) && kj <= 0.5)) break
+    list(r = r, wj = exp(sj$lw), wm = exp(sm$lw), kj = as.double(sj$khat), km = as.double(sm$khat))
+  }
+  ok_k <- function(k, at) is.finite(k) && k <= at
+  for (round in 1:3) {
+    # a quarter of the draws first: enough to tell whether the joint
+    # weights will do, and all the Laplace marginal needs if they will not
+    # (later rounds after hopeless joint weights serve the marginal alone)
+    S1 <- if (round == 1L || !ok_k(x$kj, 0.7)) max(100L, S %/% 4L) else S
+    x <- weigh(sample_is(centre, scale, S1))
+    if (S1 < S && ok_k(x$kj, 0.7)) {
+      r2 <- sample_is(centre, scale, S - S1)
+      x <- weigh(list(theta = cbind(x$r$theta, r2$theta), z = cbind(x$r$z, r2$z),
+                      logw = c(x$r$logw, r2$logw), logw_marginal = c(x$r$logw_marginal, r2$logw_marginal),
+                      ok = c(x$r$ok, r2$ok)))
+    }
+    res[[round]] <- x
+    rounds[[round]] <- data.frame(round = round, draws = length(x$r$logw), khat = x$kj,
+                                  ess = 1 / sum(x$wj^2), khat_marginal = x$km,
+                                  ess_marginal = 1 / sum(x$wm^2))
+    # done: no variance parameters, usable joint weights, or joint weights
+    # beyond repair (k-hat above 0.7 with the proposal at the Laplace
+    # marginal's mode) while the marginal's are good
+    if (!length(h) || ok_k(x$kj, 0.5) || (!ok_k(x$kj, 0.7) && ok_k(x$km, 0.5))) break
     # the next proposal: the weighted moments of theta_h, 20% wider, from the
     # joint weights when they are usable, else from the Laplace marginal's
-    wa <- if (is.finite(kj) && kj <= 0.7) exp(sj$lw) else exp(sm$lw)
-    mm <- svir_wmoments(t(r$theta[h, , drop = FALSE]), wa)
+    wa <- if (ok_k(x$kj, 0.7)) x$wj else x$wm
+    mm <- svir_wmoments(t(x$r$theta[h, , drop = FALSE]), wa)
     centre <- mm$mean
     scale <- mm$cov * 1.2^2
   }
@@ -225,7 +247,8 @@ svir_laplace_run <- function(job) {
     backend_reason = "the Laplace importance sampler runs on the CPU",
     log_ratio = lw_raw,
     laplace = list(
-      mode = th_mode, mode_logp = logp_mode, proposal_scale = Sig, nu = nu, S = S,
+      mode = th_mode, mode_logp = logp_mode, proposal_scale = Sig, nu = nu,
+      S = length(r$logw), draws_total = first,
       khat = best$khat, khat_marginal = best$khat_marginal, weighting = weighting,
       ess = 1 / sum(w^2), rounds = do.call(rbind, rounds), round = best$round,
       n_failed = sum(!r$ok), logml = logml, evals = nevals, weights_smoothed = w)
@@ -333,6 +356,13 @@ svir_laplace_b_cov <- function(fit, t) {
 # the draws.
 svir_laplace_finish <- function(fit, engine) {
   fit$laplace <- engine$laplace
+  lp <- fit$laplace
+  k_used <- if (identical(lp$weighting, "marginal")) lp$khat_marginal else lp$khat
+  if (!is.finite(k_used) || k_used > 0.7) {
+    cli::cli_warn(c(
+      "The importance weights of {.code method = \"laplace\"} are unreliable (PSIS k-hat {round(k_used, 2)}): the intervals may be off.",
+      i = "Try {.code svi_control(is_draws = 16000)}, or compare with {.code method = \"svi\"}."))
+  }
   for (t in seq_along(fit$re)) {
     r <- fit$re[[t]]
     bd <- svir_laplace_b_draws(fit, t)

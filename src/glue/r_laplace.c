@@ -140,7 +140,7 @@ SEXP svir_lap_is_r(SEXP spec, SEXP mode, SEXP u0, SEXP Lp, SEXP nu_, SEXP S_, SE
     double *TH = REAL(th), *Z = REAL(zz), *LW = REAL(lw), *LP = REAL(lpv);
     int *OK = LOGICAL(okv);
     /* in blocks, with R's interrupt check between them (on this thread) */
-    const int block = 16 * T;
+    const int block = 128 * T; /* few barriers: a busy machine makes each one slow */
     for (int s0 = 0; s0 < S; s0 += block) {
         const int s1 = s0 + block < S ? s0 + block : S;
 #ifdef _OPENMP

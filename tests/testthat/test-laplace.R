@@ -190,3 +190,15 @@ test_that("a Laplace fit's methods read its draws", {
   expect_equal(sigma(fit), mean(as.matrix(fit)[, "sigma"]))
   expect_true(all(is.finite(vcov(fit))))
 })
+
+test_that("a Laplace fit with unreliable weights warns and says what to try", {
+  expect_warning(svir:::svir_laplace_finish(list(re = list()),
+                                            list(laplace = list(weighting = "joint", khat = 1.2))),
+                 "unreliable.*k-hat 1.2")
+  expect_warning(svir:::svir_laplace_finish(list(re = list()),
+                                            list(laplace = list(weighting = "marginal", khat = 2,
+                                                                khat_marginal = 0.3))), NA)
+  out <- svir:::svir_trust_advice(0.9, "svi")
+  expect_match(out, "method = \"laplace\"")
+  expect_null(svir:::svir_trust_advice(0.4, "svi"))
+})
