@@ -118,8 +118,9 @@ svir_check_real <- function(x, arg, lower = 0, upper = Inf) {
 #' @param ndraws Number of draws from the fitted approximate posterior kept
 #'   in the fit, for summaries, intervals and predictions.
 #' @param is_draws For `method = "laplace"`: the importance sampler's
-#'   draws per round (at least 100). More draws give a steadier k-hat and
-#'   tails; the work grows in proportion.
+#'   draws per round (at least 100); `method = "auto"` takes at most this
+#'   many, fewer for large models (see [svi_fit()]). More draws give a
+#'   steadier k-hat and tails; the work grows in proportion.
 #' @param init_scale Initial standard deviation of the variational
 #'   distributions (on the internal, standardised scale), greater than 0.
 #' @param K For `method = "qem"`: samples of every latent per iteration, from

@@ -55,12 +55,16 @@
 #' With `method = "auto"`, a model is fitted by `"laplace"` unless a
 #' `guide` is given, it has zero inflation, `batch_size` or `keep_path`
 #' is set, `backend = "cuda"` is asked for, the data separate (SVI and the
-#' separated coefficients' grid posterior, below), or its work is above
-#' about 2e10 floating-point operations (a Newton step costs about `n k^2`
-#' for `k` coefficients per observation, plus the dense part of the
-#' system, the fixed effects and the random effects of every factor but
-#' the largest, cubed), for example crossed factors with thousands of
-#' levels or millions of observations. Those are fitted by `"svi"`.
+#' separated coefficients' grid posterior, below), or its work is above a
+#' budget of about 2e10 floating-point operations (a few seconds on two
+#' cores; `options(svir.laplace_max_flops = )` changes it). A Newton step
+#' costs about `n k^2` for `k` coefficients per observation, plus the dense
+#' part of the system (the fixed effects and the random effects of every
+#' factor but the largest) cubed; the search for the mode takes a few
+#' hundred steps and a draw about five, so larger models get fewer draws
+#' (not under 200) before they go to SVI: crossed factors with thousands
+#' of levels, or hundreds of thousands of observations. The reason is in
+#' `fit$method_reason`.
 #'
 #' @section Minibatches:
 #' With `control = svi_control(batch_size = B)` each step uses `B`
@@ -262,6 +266,7 @@ svir_glmm_build <- function(formula, data, family, prior, guide, method, control
     ch <- svir_auto_method(spec, control, be, guide_given, separation)
     method <- ch$method
     method_reason <- ch$reason
+    if (!is.null(ch$is_draws)) control$is_draws <- ch$is_draws
   } else {
     method_reason <- "given by the user"
   }

@@ -273,16 +273,16 @@ svir_laplace_refusal <- function(spec, control, backend) {
   NULL
 }
 
-# The Laplace sampler's work (flops, roughly) for S draws and its memory
-# (doubles of the kept random effects): Newton steps cost a pass over the
-# observations with the Hessian's rank-one updates (n k^2), the Schur
-# complement (sum over the eliminated term's levels of len_j^2 q) and the
-# rest's Cholesky (nr^3 / 3); about 4 steps a draw.
-svir_laplace_cost <- function(spec, S = 4000) {
+# The Laplace sampler's work (flops, roughly) per Newton step and the
+# memory (doubles) of one draw's random effects: a step costs a pass over
+# the observations with the Hessian's rank-one updates (n k^2, plus about
+# 30 n for the family's exp and log), the Schur complement (sum over the
+# eliminated term's levels of len_j^2 q) and the rest's Cholesky (nr^3 / 3).
+svir_laplace_cost <- function(spec) {
   n <- length(spec$y)
   p <- ncol(spec$X)
   tms <- spec$terms
-  if (!length(tms)) return(c(flops = S * 4 * (n * p^2 + p^3 / 3), mem = 0))
+  if (!length(tms)) return(c(step = n * (p^2 + 30) + p^3 / 3, mem = 0))
   size <- vapply(tms, function(tm) as.double(tm$ngroups) * NCOL(tm$Z), 0)
   E <- which.max(size)
   qE <- NCOL(tms[[E]]$Z)
@@ -294,14 +294,17 @@ svir_laplace_cost <- function(spec, S = 4000) {
     pairs <- unique(data.frame(e = tms[[E]]$group, g = tms[[t]]$group))
     len <- len + NCOL(tms[[t]]$Z) * tabulate(pairs$e + 1L, tms[[E]]$ngroups)
   }
-  per <- n * k^2 + sum(len^2) * qE + nr^3 / 3
-  c(flops = S * 4 * per, mem = S * sum(size))
+  c(step = n * (k^2 + 30) + sum(len^2) * qE + nr^3 / 3, mem = sum(size))
 }
 
 # The default method (method = "auto"): the Laplace sampler where it can
-# run and its work is small (about a second on two cores), SVI otherwise.
+# run and its work fits the budget (svir.laplace_max_flops, 2e10: about a
+# second or a few on two cores), SVI otherwise. The search for the mode
+# takes about 250 Newton steps, a draw about 5; the draws are is_draws at
+# most, fewer (not under 200) where the budget needs it. Returns the
+# method, why, and the draws.
 svir_auto_method <- function(spec, control, be, guide_given, separation) {
-  svi <- function(why) list(method = "svi", reason = why)
+  svi <- function(why) list(method = "svi", reason = why, is_draws = NULL)
   if (guide_given) return(svi("a guide was given"))
   if (isTRUE(control$keep_path > 0)) return(svi("keep_path asks for the optimiser's path"))
   why <- svir_laplace_refusal(spec, control, be$backend)
@@ -310,13 +313,18 @@ svir_auto_method <- function(spec, control, be, guide_given, separation) {
     return(svi("the data separate: SVI with the separated coefficients' grid posterior"))
   }
   cost <- svir_laplace_cost(spec)
-  max_flops <- getOption("svir.laplace_max_flops", svir_laplace_max_flops)
-  if (cost[["flops"]] > max_flops || cost[["mem"]] > 2.5e7) {
+  budget <- getOption("svir.laplace_max_flops", svir_laplace_max_flops)
+  S_max <- if (is.null(control$is_draws)) 4000L else control$is_draws
+  S <- min(S_max, floor((budget - 250 * cost[["step"]]) / (5 * cost[["step"]])))
+  too_big <- S < min(200L, S_max) || min(S_max, 200L) * cost[["mem"]] > 2.5e7
+  if (too_big) {
     return(svi(sprintf("the model is too large for the Laplace sampler (about %.1e flops)",
-                       cost[["flops"]])))
+                       250 * cost[["step"]] + 5 * min(S_max, 200L) * cost[["step"]])))
   }
-  list(method = "laplace",
-       reason = "small enough for the Laplace sampler (importance-weighted, close to exact)")
+  S <- as.integer(min(S, floor(2.5e7 / max(cost[["mem"]], 1))))
+  list(method = "laplace", is_draws = S,
+       reason = sprintf(paste0("small enough for the Laplace sampler (importance-weighted, close ",
+                               "to exact; %d draws)"), S))
 }
 
 svir_laplace_max_flops <- 2e10
