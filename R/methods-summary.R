@@ -323,7 +323,12 @@ svir_cat_header <- function(family, formula, data_name, method, guide, backend, 
   cat(" Family: ", fam, "  ( ", family$link %||% "?", " )\n", sep = "")
   if (!is.null(formula)) cat("Formula: ", paste(deparse(formula, width.cutoff = 500L), collapse = " "), "\n", sep = "")
   if (!is.null(data_name)) cat("   Data: ", data_name, "\n", sep = "")
-  how <- if (identical(method, "laplace")) "Laplace proposal, PSIS weights" else paste0("guide: ", guide %||% "?")
+  how <- if (identical(method, "laplace")) {
+    "Laplace proposal, PSIS weights"
+  } else {
+    # SVI and QEM parameterise every random-effect term non-centred (b = A z)
+    paste0("guide: ", guide %||% "?", "; random effects non-centred")
+  }
   cat(" Method: ", method %||% "svi", " (", how, "); backend: ", backend %||% "?",
       if (!is.null(reason) && !is.na(reason) && nzchar(reason)) paste0(" (", reason, ")"), "\n", sep = "")
   if (!is.null(method_reason) && !identical(method_reason, "given by the user")) {

@@ -10,7 +10,8 @@
 # "possibly lost" are R's). The fits are small, since valgrind runs about
 # 50 times slower; each kind of fit goes through its own engine: GLMM SVI
 # (mean-field, full-rank, minibatches, zero inflation, prior weights,
-# separated data), GLMM QEM, and pln() full, diagonal, rank (factor
+# separated data), the GLMM's Laplace sampler (gaussian, crossed,
+# binomial, negative binomial, observation-level effect), GLMM QEM, and pln() full, diagonal, rank (factor
 # model), PLN-PCA (dense; sparse in blocks of 7 rows), minibatch (full,
 # rank, sparse diagonal; the VE step its verbs run), sparse and QEM, the
 # BLAS pieces (tiny pieces: full, rank, minibatch), a quasi-separated GLMM
@@ -25,14 +26,29 @@ run <- function(label, expr) {
   cat(sprintf("%-28s %s\n", label, r))
 }
 d <- lme4::sleepstudy[1:60, ]
-run("glmm meanfield", svi_fit(Reaction ~ Days + (Days | Subject), d, seed = 1, control = ctl))
+run("glmm meanfield", svi_fit(Reaction ~ Days + (Days | Subject), d, seed = 1, control = ctl,
+                              method = "svi"))
 run("glmm fullrank", svi_fit(Reaction ~ Days + (Days | Subject), d, seed = 1, control = ctl,
                              guide = "fullrank"))
+# the Laplace sampler (method = "auto" picks it for these): a correlated
+# term, crossed factors, binomial, negative binomial, and an
+# observation-level effect (its fallback to the Laplace marginal's weights)
+ctl_l <- svi_control(ndraws = 50, is_draws = 200, progress = FALSE)
+run("glmm laplace", svi_fit(Reaction ~ Days + (Days | Subject), d, seed = 1, control = ctl_l))
+run("glmm laplace crossed", svi_fit(diameter ~ 1 + (1 | plate) + (1 | sample),
+                                    lme4::Penicillin[1:60, ], seed = 1, control = ctl_l))
+run("glmm laplace binomial", svi_fit(cbind(incidence, size - incidence) ~ period + (1 | herd),
+                                     lme4::cbpp, family = binomial(), seed = 1, control = ctl_l))
+gt <- lme4::grouseticks[seq(1, 403, by = 5), ]
+run("glmm laplace olre", svi_fit(TICKS ~ YEAR + (1 | LOCATION) + (1 | INDEX), gt,
+                                 family = poisson(), seed = 1, control = ctl_l))
 ctl_mb <- svi_control(max_steps = 200, ndraws = 50, batch_size = 20, progress = FALSE)
 run("glmm minibatch", svi_fit(Reaction ~ Days + (1 | Subject), d, seed = 1, control = ctl_mb))
 s <- glmmTMB::Salamanders[1:150, ]
 run("glmm zinb", svi_fit(count ~ mined + (1 | site), s, family = negbin(), ziformula = ~mined,
                          seed = 1, control = ctl))
+run("glmm laplace negbin", svi_fit(count ~ mined + (1 | site), s, family = negbin(), seed = 1,
+                                   control = ctl_l))
 run("glmm weights", svi_fit(count ~ mined + (1 | site), s, family = poisson(),
                             weights = rep(1:2, 75), seed = 1, control = ctl))
 sep <- data.frame(x = seq(-1, 1, length.out = 40), g = factor(rep(1:4, 10)))
@@ -107,8 +123,11 @@ set.seed(2)
 big <- data.frame(x = rnorm(20000), g = factor(sample(200, 20000, TRUE)))
 big$y <- rpois(20000, exp(0.3 * big$x))
 interrupted("glmm svi, interrupted", 20,
-            svi_fit(y ~ x + (x | g), big, family = poisson(), seed = 1,
+            svi_fit(y ~ x + (x | g), big, family = poisson(), seed = 1, method = "svi",
                     control = svi_control(max_steps = 1e5, progress = FALSE)))
+interrupted("glmm laplace, interrupted", 20,
+            svi_fit(y ~ x + (x | g), big, family = poisson(), seed = 1, method = "laplace",
+                    control = svi_control(is_draws = 1e5, progress = FALSE)))
 Yb <- matrix(rpois(2000 * 50, 2), 2000)
 interrupted("pln full, interrupted", 20,
             svi_fit(Yb ~ 1, list(Yb = Yb), family = pln(), control = svi_control(progress = FALSE)))
