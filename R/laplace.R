@@ -73,7 +73,7 @@ svir_pd <- function(H, eps = 1e-8) {
 # Systematic resampling of n indices with probabilities w (seeded through
 # R's generator by svir_sim_seed-style handling in the caller).
 svir_resample <- function(w, n, u0) {
-  cw <- cumsum(w)
+  cw <- pmin(cumsum(w), 1)
   cw[length(cw)] <- 1
   pos <- (u0 + seq_len(n) - 1) / n
   findInterval(pos, cw) + 1L

@@ -1,4 +1,4 @@
-# The six GLMMs whose NUTS references are in fixtures/glmm-nuts.rds (built
+# The GLMMs whose NUTS references are in inst/extdata/glmm-nuts.rds (built
 # by bench/nuts/build_refs.R with svir's default priors), for
 # test-calibration.R and bench/calibration.R (which sources this file).
 calibration_models <- function() {
@@ -15,6 +15,8 @@ calibration_models <- function() {
                       family = gaussian()),
     pastes = list(formula = strength ~ 1 + (1 | batch/cask), data = lme4::Pastes,
                   family = gaussian()),
+    grouseticks_olre = list(formula = TICKS ~ YEAR + cHEIGHT + (1 | LOCATION) + (1 | INDEX),
+                            data = gt, family = poisson()),
     grouseticks = list(formula = TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION),
                        data = gt, family = poisson())
   )
