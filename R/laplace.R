@@ -26,28 +26,25 @@ svir_num_grad <- function(f, x, h = 1e-4) {
 }
 
 # Pareto-smoothed log weights (Vehtari et al.): the M largest ratios are
-# replaced by the fitted generalized Pareto's quantiles, capped at the
-# largest ratio. Returns list(lw = normalised log weights, khat).
+# replaced by the quantiles of the generalized Pareto that
+# svir_psis_khat() fitted to them, capped at the largest ratio. Returns
+# list(lw = normalised log weights, khat).
 svir_psis_smooth <- function(log_ratio) {
   lr <- as.double(log_ratio)
-  S <- length(lr)
   lr[!is.finite(lr)] <- -Inf
   lr <- lr - max(lr)
   khat <- svir_psis_khat(lr)
-  M <- as.integer(ceiling(min(0.2 * S, 3 * sqrt(S))))
-  o <- order(lr)
-  tail <- o[(S - M + 1L):S]
-  cutoff <- lr[o[S - M]]
-  if (M >= 5L && is.finite(cutoff) && max(lr[tail]) - cutoff > 1e-12) {
-    x <- exp(lr[tail]) - exp(cutoff)
-    fit <- svir_gpd_fit(x)
-    k <- fit$k
-    if (is.finite(k) && is.finite(fit$sigma) && fit$sigma > 0) {
-      pr <- (seq_len(M) - 0.5) / M
-      q <- if (abs(k) < 1e-8) -fit$sigma * log1p(-pr) else fit$sigma * expm1(-k * log1p(-pr)) / k
-      sm <- log(exp(cutoff) + q)
-      lr[tail] <- pmin(sm, 0)
-    }
+  k <- as.double(khat)
+  sigma <- attr(khat, "sigma")
+  M <- attr(khat, "tail_length")
+  if (is.finite(k) && !is.null(sigma) && is.finite(sigma) && sigma > 0) {
+    o <- order(lr)
+    S <- length(lr)
+    tail <- o[(S - M + 1L):S]
+    if (!is.finite(lr[o[S - M]])) return(list(lw = lr - log(sum(exp(lr))), khat = khat))
+    pr <- (seq_len(M) - 0.5) / M
+    q <- if (abs(k) < 1e-8) -sigma * log1p(-pr) else sigma * expm1(-k * log1p(-pr)) / k
+    lr[tail] <- pmin(log(exp(lr[o[S - M]]) + q), 0)
   }
   lw <- lr - (max(lr) + log(sum(exp(lr - max(lr)))))
   list(lw = lw, khat = khat)
@@ -203,7 +200,9 @@ svir_laplace_run <- function(job) {
   mm <- svir_wmoments(theta_all, w)
   L <- t(chol(svir_pd(mm$cov, 1e-12)))
   zdraws <- t(r$z[, sel, drop = FALSE])
-  # the random effects' moments in z (for code that reads a guide's)
+  # the random effects' means and sds in z, in the layout of a guide's
+  # blocks (postprocess reads them; the fit's summaries of the random
+  # effects come from the draws, svir_laplace_finish())
   m_list <- list()
   C_list <- list()
   off <- 0
@@ -211,21 +210,12 @@ svir_laplace_run <- function(job) {
     tm <- spec$terms[[t]]
     q <- NCOL(tm$Z)
     J <- tm$ngroups
-    cols <- off + seq_len(J * q)
-    zt <- r$z[cols, , drop = FALSE]
-    mz <- matrix(drop(zt %*% w), J, q, byrow = TRUE)
+    zt <- r$z[off + seq_len(J * q), , drop = FALSE]
+    mz <- drop(zt %*% w)
+    sz <- sqrt(pmax(drop(zt^2 %*% w) - mz^2, 1e-300))
     Cp <- matrix(0, J, q * (q + 1L) / 2L)
-    for (j in seq_len(J)) {
-      zz <- t(zt[(j - 1L) * q + seq_len(q), , drop = FALSE])
-      V <- crossprod(sweep(zz, 2L, mz[j, ]) * sqrt(w))
-      Lj <- t(chol(svir_pd(V, 1e-12)))
-      k <- 0L
-      for (a in seq_len(q)) for (b in seq_len(a)) {
-        k <- k + 1L
-        Cp[j, k] <- if (a == b) log(Lj[a, b]) else Lj[a, b]
-      }
-    }
-    m_list[[t]] <- mz
+    Cp[, cumsum(seq_len(q))] <- log(matrix(sz, J, q, byrow = TRUE))
+    m_list[[t]] <- matrix(mz, J, q, byrow = TRUE)
     C_list[[t]] <- Cp
     off <- off + J * q
   }

@@ -68,8 +68,9 @@ svir_psis_khat <- function(log_ratio) {
     return(na_k("the largest importance ratios are all equal", M))
   }
   x <- exp(tail) - exp(cutoff)
-  k <- svir_gpd_fit(x)$k
-  structure(k, tail_length = M)
+  fit <- svir_gpd_fit(x)
+  # the Pareto's scale too, for svir_psis_smooth() (R/laplace.R)
+  structure(fit$k, tail_length = M, sigma = fit$sigma)
 }
 
 # Generalized Pareto fit by Zhang & Stephens (2009): a grid of values of
