@@ -55,7 +55,8 @@
 #' With `method = "auto"`, a model is fitted by `"laplace"` unless a
 #' `guide` is given, it has zero inflation, `batch_size` or `keep_path`
 #' is set, `backend = "cuda"` is asked for, the data separate (SVI and the
-#' separated coefficients' grid posterior, below), or its work is above a
+#' separated coefficients' grid posterior, below) or every response is at
+#' one edge (all zeros, all successes), or its work is above a
 #' budget of about 2e10 floating-point operations (a few seconds on two
 #' cores; `options(svir.laplace_max_flops = )` changes it). A Newton step
 #' costs about `n k^2` for `k` coefficients per observation, plus the dense
@@ -260,10 +261,13 @@ svir_glmm_build <- function(formula, data, family, prior, guide, method, control
   attr(spec$init_mu, "glm_se") <- NULL
   separation <- attr(spec$init_mu, "separation")
   attr(spec$init_mu, "separation") <- NULL
-  if (svir_warn_data(spec, info, separation)) separation <- NULL
+  # a response at one edge in every observation: the separation of the
+  # intercept, warned about once (svir_warn_data)
+  edge <- svir_warn_data(spec, info, separation)
+  if (edge) separation <- NULL
   # the method: given, or chosen by the rule of svir_auto_method() (R/laplace.R)
   if (method == "auto") {
-    ch <- svir_auto_method(spec, control, be, guide_given, separation)
+    ch <- svir_auto_method(spec, control, be, guide_given, separation, edge)
     method <- ch$method
     method_reason <- ch$reason
     if (!is.null(ch$is_draws)) control$is_draws <- ch$is_draws

@@ -293,7 +293,7 @@ svir_laplace_cost <- function(spec) {
 # takes about 250 Newton steps, a draw about 5; the draws are is_draws at
 # most, fewer (not under 200) where the budget needs it. Returns the
 # method, why, and the draws.
-svir_auto_method <- function(spec, control, be, guide_given, separation) {
+svir_auto_method <- function(spec, control, be, guide_given, separation, edge = FALSE) {
   svi <- function(why) list(method = "svi", reason = why, is_draws = NULL)
   if (guide_given) return(svi("a guide was given"))
   if (isTRUE(control$keep_path > 0)) return(svi("keep_path asks for the optimiser's path"))
@@ -302,6 +302,9 @@ svir_auto_method <- function(spec, control, be, guide_given, separation) {
   if (!is.null(separation)) {
     return(svi("the data separate: SVI with the separated coefficients' grid posterior"))
   }
+  # every response at one edge: the posterior is the prior's one-sided tail,
+  # which the Laplace proposal cannot cover (k-hat above 1)
+  if (edge) return(svi("every response is at one edge (all zeros, or all successes)"))
   cost <- svir_laplace_cost(spec)
   budget <- getOption("svir.laplace_max_flops", svir_laplace_max_flops)
   S_max <- if (is.null(control$is_draws)) 4000L else control$is_draws

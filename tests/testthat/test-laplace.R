@@ -156,6 +156,11 @@ test_that("the default chooses the Laplace sampler for small models and says why
                                 ziformula = ~1, seed = 1))
   expect_identical(z$method, "svi")
   expect_match(z$method_reason, "zero inflation")
+  # a response at one edge everywhere: SVI (the Laplace proposal's k-hat is above 1 there)
+  d0 <- data.frame(y = 0L, g = factor(rep(1:10, 10)), x = rnorm(100))
+  e <- suppressWarnings(svi_fit(y ~ x + (1 | g), d0, family = poisson(), seed = 1))
+  expect_identical(e$method, "svi")
+  expect_match(e$method_reason, "one edge")
   # above the size limit
   old <- options(svir.laplace_max_flops = 1e3)
   on.exit(options(old))
