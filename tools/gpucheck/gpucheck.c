@@ -23,7 +23,12 @@
  *      unless --quick, issue 5's GPU target (n = 100,000, p = 2,000, rank
  *      10; --pln-n N for another n): time to convergence.
  *
- * Usage: gpucheck [--quick] [--pln] [--pln-n N] [--data DIR] [--steps N]
+ * Usage: gpucheck [--quick] [--bench] [--no-pln] [--pln] [--pln-n N] [--data DIR] [--steps N]
+ *   --bench: the timings (4 to 6) without the checks; --no-pln: without the
+ *   Poisson-lognormal parts; --pln: those alone. Separate processes keep a
+ *   device fault in one part from failing the others (a sticky CUDA error
+ *   ends the context). --qem-bench: issue 4's large two-level GLMM alone
+ *   (QEM on the device and the CPU, SVI on the device).
  * (--pln: the device line and the PLN part only) */
 #include <math.h>
 #include <stdint.h>
@@ -322,18 +327,163 @@ static double rel_diff(const double *a, const double *b, ptrdiff_t len)
     return num / den;
 }
 
+/* issue 4's large two-level GLMM: Poisson, one grouping factor of J levels
+ * (random intercept, and a random slope on x1 when slope), counts drawn
+ * from the model itself (beta = (0.3, 0.2, -0.1, ...), sd 0.5 and 0.2),
+ * no offset */
+static int sim_poisson_glmm(sim *s, ptrdiff_t n, int p, int J, int slope)
+{
+    sim_nterms = 1;
+    const int bad = sim_make(s, SVIR_POISSON, SVIR_LINK_LOG, n, p, J, 1, slope);
+    sim_nterms = 2;
+    if (bad) return 1;
+    const uint32_t key[2] = {20261204u, 0u};
+    s->m.offset = NULL;
+    double lc = 0.0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const int g = s->g0[i];
+        double eta = 0.3 + 0.5 * svir_normal(key, 1, 0, (uint64_t)g);
+        for (int c = 1; c < p; c++)
+            eta += (c % 2 ? 0.2 : -0.1) * s->X[i + (ptrdiff_t)c * n];
+        if (slope) eta += 0.2 * svir_normal(key, 1, 1, (uint64_t)g) * s->X[i + n];
+        /* Poisson by inversion */
+        const double mu = exp(eta), u = svir_uniform(key, 2, 0, (uint64_t)i);
+        double k = 0.0, pk = exp(-mu), cdf = pk;
+        while (u > cdf && k < 1000.0) {
+            k += 1.0;
+            pk *= mu / k;
+            cdf += pk;
+        }
+        s->y[i] = k;
+        lc += k < 2 ? 0.0 : -svir_lgamma(k + 1.0);
+    }
+    s->m.ll_const = lc;
+    return 0;
+}
+
+/* mean over the draws of each global coordinate ([ndraws x D], column-major) */
+static void draw_means(const svir_result *r, ptrdiff_t D, double *out)
+{
+    for (ptrdiff_t j = 0; j < D; j++) {
+        double a = 0.0;
+        for (int k = 0; k < r->ndraws; k++) a += r->draws[(ptrdiff_t)j * r->ndraws + k];
+        out[j] = a / r->ndraws;
+    }
+}
+
+/* 7. (--qem-bench) issue 4: QEM on a large two-level GLMM, the groups' part on the device
+ * and on the CPU (16 threads), against SVI's whole fit on the device, each
+ * with svi_fit()'s defaults (QEM: K = 16, eta0 0.5, kappa 0.6; SVI:
+ * full-rank for the slope, Adam 0.02 with the plateau schedule; both the
+ * window rule, 100 steps, 1e-4), from the same start (zero means, sd 0.1:
+ * R's GLM start is not available here) */
+static int qem_bench(void)
+{
+    static const ptrdiff_t ns[2] = {1000000, 10000000};
+    int failed = 0;
+    char err[512];
+    for (int e = 0; e < 2; e++) {
+        const ptrdiff_t n = ns[e];
+        const int J = (int)(n / 100);
+        sim s;
+        if (sim_poisson_glmm(&s, n, 5, J, 1)) {
+            printf("QEM benchmark: out of host memory\n");
+            return 1;
+        }
+        const svir_glmm *m = &s.m;
+        s.m.couple = 0;
+        svir_control c;
+        fit_control(&c, 1, 3000, 0.05, SVIR_LR_CONSTANT, 100, 0, 42);
+        c.qem_K = 16;
+        c.qem_eta0 = 0.5;
+        c.qem_kappa = 0.6;
+        c.ndraws = 200;
+        c.threads = 16;
+        svir_result rq, rc, rs;
+        double t0 = now();
+        int st = qem_fit(m, &c, 1, &rq);
+        const double t_q = now() - t0;
+        if (st) {
+            printf("QEM benchmark, N = %td: FAILED to run on the device: %s\n", n, rq.message);
+            svir_result_free(&rq);
+            sim_free(&s);
+            failed = 1;
+            continue;
+        }
+        /* the CPU: the first iterations of the same fit, timed (each costs
+         * K^2 = 256 likelihood terms per observation with the slope) */
+        svir_control cc = c;
+        const long kc = n >= 10000000 ? 2 : 10;
+        cc.max_steps = rq.steps < kc ? rq.steps : kc;
+        cc.ndraws = 0;
+        t0 = now();
+        st = qem_fit(m, &cc, 0, &rc);
+        const double t_c = now() - t0;
+        /* SVI on the device, coupled as svi_fit() runs it */
+        s.m.couple = 1;
+        svir_control cs;
+        fit_control(&cs, 1, 20000, 0.02, SVIR_LR_PLATEAU, 100, 0, 42);
+        cs.ndraws = 200;
+        t0 = now();
+        const int sts = dev_fit(m, &cs, &rs, err, sizeof err);
+        const double t_s = now() - t0;
+        const ptrdiff_t D = m->D;
+        double mq[64], ms[64], dmax = 0.0;
+        draw_means(&rq, D, mq);
+        const long tq = rq.steps / 10 > 0 ? rq.steps / 10 : 1;
+        double lp = 0.0;
+        for (long k = rq.steps - tq; k < rq.steps; k++) lp += rq.trace[k] / (double)tq;
+        printf("QEM benchmark, Poisson, N = %td, J = %d groups, random intercept and slope, K = 16: "
+               "device %ld iterations in %.2f s (%.2f ms per iteration, stop %d, log P-hat %.1f); "
+               "CPU (16 threads) %.1f ms per iteration over %ld: %.0fx\n",
+               n, J, rq.steps, t_q, 1e3 * rq.seconds / rq.steps, rq.stop_reason, lp,
+               st ? NAN : 1e3 * rc.seconds / rc.steps, rc.steps,
+               st ? NAN : (rc.seconds / rc.steps) / (rq.seconds / rq.steps));
+        if (sts) {
+            printf("  SVI on the device: FAILED to run: %s\n", err);
+            failed = 1;
+        } else {
+            draw_means(&rs, D, ms);
+            for (ptrdiff_t j = 0; j < D; j++) dmax = fmax(dmax, fabs(mq[j] - ms[j]));
+            const long ts = rs.steps / 10 > 0 ? rs.steps / 10 : 1;
+            double el = 0.0;
+            for (long k = rs.steps - ts; k < rs.steps; k++) el += rs.trace[k] / (double)ts;
+            printf("  SVI (full-rank) on the device: %ld steps in %.2f s (stop %d, ELBO %.1f); QEM "
+                   "sooner by %.1fx; posterior means of the %td globals (internal units) differ by "
+                   "at most %.3f\n", rs.steps, t_s, rs.stop_reason, el, t_s / t_q, D, dmax);
+            printf("  globals, QEM:");
+            for (ptrdiff_t j = 0; j < D; j++) printf(" %.3f", mq[j]);
+            printf("\n  globals, SVI:");
+            for (ptrdiff_t j = 0; j < D; j++) printf(" %.3f", ms[j]);
+            printf("\n");
+        }
+        svir_result_free(&rq);
+        if (!st) svir_result_free(&rc);
+        svir_result_free(&rs);
+        sim_free(&s);
+    }
+    return failed;
+}
+
 int main(int argc, char **argv)
 {
-    int quick = 0, failed = 0, steps = 1000, pln_only = 0, pln_n = 100000;
+    int quick = 0, failed = 0, steps = 1000, pln_only = 0, pln_n = 100000, bench_only = 0,
+        no_pln = 0, qem_only = 0;
+    /* line-buffered, so that a run stopped by a time limit keeps its lines */
+    setvbuf(stdout, NULL, _IOLBF, 0);
     const char *data = NULL;
     for (int a = 1; a < argc; a++) {
         if (strcmp(argv[a], "--quick") == 0) quick = 1;
         else if (strcmp(argv[a], "--data") == 0 && a + 1 < argc) data = argv[++a];
         else if (strcmp(argv[a], "--steps") == 0 && a + 1 < argc) steps = atoi(argv[++a]);
         else if (strcmp(argv[a], "--pln") == 0) pln_only = 1;
+        else if (strcmp(argv[a], "--bench") == 0) bench_only = 1;
+        else if (strcmp(argv[a], "--no-pln") == 0) no_pln = 1;
+        else if (strcmp(argv[a], "--qem-bench") == 0) qem_only = 1;
         else if (strcmp(argv[a], "--pln-n") == 0 && a + 1 < argc) pln_n = atoi(argv[++a]);
         else {
-            fprintf(stderr, "usage: gpucheck [--quick] [--pln] [--pln-n N] [--data DIR] [--steps N]\n");
+            fprintf(stderr, "usage: gpucheck [--quick] [--bench] [--no-pln] [--pln] [--pln-n N] "
+                            "[--data DIR] [--steps N] [--qem-bench]\n");
             return 2;
         }
     }
@@ -344,11 +494,13 @@ int main(int argc, char **argv)
     printf("cuda backend: %s\n  %s\n", avail ? "available" : "NOT available", buf);
     if (!avail) return 2;
 
+    if (qem_only) return qem_bench();
     if (pln_only) {
-        failed |= gpucheck_pln();
+        if (!bench_only) failed |= gpucheck_pln();
         if (!quick) failed |= gpucheck_pln_bench(pln_n, 2000, 10);
         return failed;
     }
+    if (bench_only) goto timings;
 
     /* 2. normals */
     {
@@ -655,8 +807,9 @@ int main(int argc, char **argv)
         sim_nterms = 2;
     }
     /* the Poisson-lognormal model (pln_check.c) */
-    failed |= gpucheck_pln();
+    if (!no_pln) failed |= gpucheck_pln();
     if (quick) return failed;
+timings:
 
     /* 4. the benchmark size of issue 3 */
     {
@@ -743,6 +896,6 @@ int main(int argc, char **argv)
     }
 
     /* 6. issue 5's GPU target for the Poisson-lognormal model */
-    failed |= gpucheck_pln_bench(pln_n, 2000, 10);
+    if (!no_pln) failed |= gpucheck_pln_bench(pln_n, 2000, 10);
     return failed;
 }
