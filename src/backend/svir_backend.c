@@ -43,8 +43,8 @@ int svir_backend_find(const char *name)
     return -1;
 }
 
-static const svir_impl *find_impl(const svir_model_def *def, int method, int backend,
-                                  int minibatch)
+const svir_impl *svir_backend_impl(const svir_model_def *def, int method, int backend,
+                                   int minibatch)
 {
     for (int k = 0; k < def->nimpls; k++) {
         const svir_impl *im = &def->impls[k];
@@ -58,20 +58,19 @@ int svir_backend_choose(const svir_model_def *def, int method, int minibatch, in
                         double size, const char *cpu_only, svir_choice *ch)
 {
     memset(ch, 0, sizeof *ch);
-    (void)size; /* no size rule has been measured yet (bench/README.md) */
     const char *mname = svir_code_name(svir_core_code_table("method"), method);
-    const svir_impl *cpu = find_impl(def, method, SVIR_BACKEND_CPU, minibatch);
-    if (!cpu && !find_impl(def, method, SVIR_BACKEND_CUDA, minibatch)) {
+    const svir_impl *cpu = svir_backend_impl(def, method, SVIR_BACKEND_CPU, minibatch);
+    if (!cpu && !svir_backend_impl(def, method, SVIR_BACKEND_CUDA, minibatch)) {
         ch->refuse = SVIR_REFUSE_NO_METHOD;
         snprintf(ch->detail, sizeof ch->detail, "%s has no method \"%s\"%s", def->label, mname,
                  minibatch ? " with minibatches" : "");
         return 1;
     }
     if (requested == SVIR_BACKEND_CUDA) {
-        const svir_impl *im = find_impl(def, method, SVIR_BACKEND_CUDA, minibatch);
+        const svir_impl *im = svir_backend_impl(def, method, SVIR_BACKEND_CUDA, minibatch);
         if (!im) {
             ch->refuse = SVIR_REFUSE_CPU_ONLY;
-            if (minibatch && find_impl(def, method, SVIR_BACKEND_CUDA, 0))
+            if (minibatch && svir_backend_impl(def, method, SVIR_BACKEND_CUDA, 0))
                 snprintf(ch->detail, sizeof ch->detail, "Minibatches of %s fits run", def->label);
             else
                 snprintf(ch->detail, sizeof ch->detail, "method = \"%s\" for %s runs",
@@ -106,11 +105,41 @@ int svir_backend_choose(const svir_model_def *def, int method, int minibatch, in
         return 0;
     }
     char detail[300] = "";
-    if (svir_backend_table[SVIR_BACKEND_CUDA].available(detail, sizeof detail))
-        snprintf(ch->reason, sizeof ch->reason,
-                 "a CUDA device was found (%s), but \"auto\" has no measured rule yet for when "
-                 "it is faster, so it fits on the CPU", detail);
-    else
-        snprintf(ch->reason, sizeof ch->reason, "no usable CUDA device: %s", detail);
+    const int dev = svir_backend_table[SVIR_BACKEND_CUDA].available(detail, sizeof detail);
+    svir_backend_auto(ch, dev, detail, svir_backend_impl(def, method, SVIR_BACKEND_CUDA, minibatch),
+                      cpu_only, size, def->auto_cuda_min);
     return 0;
+}
+
+void svir_backend_auto(svir_choice *ch, int device, const char *detail, const svir_impl *cuda,
+                       const char *cpu_only, double size, double min_size)
+{
+    if (!device) {
+        snprintf(ch->reason, sizeof ch->reason, "no usable CUDA device: %s", detail);
+        return;
+    }
+    if (!cuda || cpu_only) {
+        snprintf(ch->reason, sizeof ch->reason,
+                 "a CUDA device was found (%s), but %s on the CPU only, so it fits on the CPU",
+                 detail, cpu_only ? cpu_only : "this method runs");
+        return;
+    }
+    if (!(min_size > 0 && size >= min_size)) {
+        if (min_size > 0 && size > 0)
+            snprintf(ch->reason, sizeof ch->reason,
+                     "a CUDA device was found (%s), but a step's work is only %.0f (observations; "
+                     "the device is chosen from %.0f, where its steps were 4x faster than 16 CPU "
+                     "threads), so it fits on the CPU", detail, size, min_size);
+        else
+            snprintf(ch->reason, sizeof ch->reason,
+                     "a CUDA device was found (%s), but \"auto\" has no measured rule for this "
+                     "model, so it fits on the CPU", detail);
+        return;
+    }
+    ch->impl = cuda;
+    ch->backend = SVIR_BACKEND_CUDA;
+    snprintf(ch->reason, sizeof ch->reason,
+             "a CUDA device was found (%s) and a step's work is %.0f (observations), at least "
+             "%.0f, where the device's steps were 4x to 43x faster than 16 CPU threads", detail,
+             size, min_size);
 }

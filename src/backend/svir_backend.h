@@ -29,6 +29,11 @@ extern const svir_backend svir_backend_table[SVIR_N_BACKENDS];
 /* Index of the backend called name, or -1. */
 int svir_backend_find(const char *name);
 
+/* model def's implementation of method on backend (with minibatches or
+ * not), or NULL */
+const svir_impl *svir_backend_impl(const svir_model_def *def, int method, int backend,
+                                   int minibatch);
+
 /* why a backend cannot be had */
 enum { SVIR_REFUSE_NONE = 0, SVIR_REFUSE_NO_DEVICE, SVIR_REFUSE_CPU_ONLY, SVIR_REFUSE_NO_METHOD };
 
@@ -43,11 +48,20 @@ typedef struct {
 /* The backend for `method` of model def (requested: -1 auto, or
  * SVIR_BACKEND_*; minibatch: the fit uses minibatches; size: the model's
  * work per step, for a size rule; cpu_only: what of this fit the CUDA code
- * lacks (def->cpu_only's answer), or NULL). Auto fits on the CPU: no rule for when
- * the GPU is faster has been measured yet, and the reason says so. Returns
- * 0, or 1 with ch->refuse and ch->detail set. */
+ * lacks (def->cpu_only's answer), or NULL). Auto: svir_backend_auto().
+ * Returns 0, or 1 with ch->refuse and ch->detail set. */
 int svir_backend_choose(const svir_model_def *def, int method, int minibatch, int requested,
                         double size, const char *cpu_only, svir_choice *ch);
+
+/* The rule of backend = "auto", given whether a device is usable (detail:
+ * its description or why not) and the method's CUDA implementation (or
+ * NULL): the device when it can run the fit and the step's work (size, the
+ * model's size()) is at least min_size (the model's auto_cuda_min; 0: the
+ * model has no measured rule), else the CPU; ch->reason says which and
+ * why. The thresholds are in the models' tables (models/glmm/glmm_model.c
+ * says how the GLMM's was measured). */
+void svir_backend_auto(svir_choice *ch, int device, const char *detail, const svir_impl *cuda,
+                       const char *cpu_only, double size, double min_size);
 
 #ifdef SVIR_HAVE_CUDA
 /* cuda/query.cu: queries the CUDA runtime/driver. Never fails hard: with

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/svir_backend.h"
 #include "models/pln/pln_cuda.h"
 #include "models/pln/pln_model.h"
 #include "models/pln/pln_work.h"
@@ -198,4 +199,33 @@ SEXP svir_pln_fit_r(SEXP dat, SEXP par, SEXP maxit, SEXP tol)
 SEXP svir_pln_fit_cuda_r(SEXP dat, SEXP par, SEXP maxit, SEXP tol)
 {
     return pln_fit_common(dat, par, maxit, tol, 1);
+}
+
+/* The rule of backend = "auto" (svir_backend_auto) as it would decide on a
+ * machine with a usable device, for the tests on machines without one:
+ * list(backend, reason) for model's method, minibatch or not, the step's
+ * work size, and cpu_only (a string, or NULL: the CUDA code lacks nothing) */
+SEXP svir_backend_auto_r(SEXP model, SEXP method, SEXP minibatch, SEXP size, SEXP cpu_only)
+{
+    const svir_model_def *def = svir_model_find(CHAR(STRING_ELT(model, 0)));
+    if (!def) Rf_error("svir internal error: unknown model");
+    const int m = svir_code_value(svir_core_code_table("method"), CHAR(STRING_ELT(method, 0)));
+    if (m < 0) Rf_error("svir internal error: unknown method");
+    const int mini = Rf_asLogical(minibatch) == TRUE;
+    svir_choice ch;
+    memset(&ch, 0, sizeof ch);
+    ch.backend = SVIR_BACKEND_CPU;
+    ch.impl = svir_backend_impl(def, m, SVIR_BACKEND_CPU, mini);
+    svir_backend_auto(&ch, 1, "a pretend device", svir_backend_impl(def, m, SVIR_BACKEND_CUDA, mini),
+                      Rf_isString(cpu_only) ? CHAR(STRING_ELT(cpu_only, 0)) : NULL,
+                      Rf_asReal(size), def->auto_cuda_min);
+    SEXP out = PROTECT(Rf_allocVector(VECSXP, 2));
+    SEXP nms = PROTECT(Rf_allocVector(STRSXP, 2));
+    SET_VECTOR_ELT(out, 0, Rf_mkString(svir_backend_table[ch.backend].name));
+    SET_VECTOR_ELT(out, 1, Rf_mkString(ch.reason));
+    SET_STRING_ELT(nms, 0, Rf_mkChar("backend"));
+    SET_STRING_ELT(nms, 1, Rf_mkChar("reason"));
+    Rf_setAttrib(out, R_NamesSymbol, nms);
+    UNPROTECT(2);
+    return out;
 }

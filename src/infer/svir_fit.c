@@ -28,6 +28,7 @@ int svir_fit_spec(const svir_list *spec, const svir_list *ctrl, const svir_callb
     svir_choice ch;
     const int mini = c.batch_size > 0;
     const char *cpu_only = def->cpu_only ? def->cpu_only(spec) : NULL;
+    if (!cpu_only && c.path_every > 0) cpu_only = "keep_path runs"; /* no device has paths */
     if (svir_backend_choose(def, c.method, mini, c.backend_req, def->size(model, &c), cpu_only,
                             &ch)) {
         switch (ch.refuse) {

@@ -141,6 +141,10 @@ typedef struct {
      * sentence ("Zero inflation runs"), or NULL (also as the function):
      * the backend layer then refuses backend = "cuda" */
     const char *(*cpu_only)(const svir_list *spec);
+    /* backend = "auto" picks the device from this size (size()'s units) on,
+     * where it was measured to be faster (backend/svir_backend.h); 0: never,
+     * the model has no measured rule */
+    double auto_cuda_min;
 } svir_model_def;
 
 /* the registry: one line per model (models/registry.c) */

@@ -251,4 +251,13 @@ const svir_model_def svir_glmm_def = {
     "glmm", glmm_read, glmm_free, glmm_size, glmm_threads, glmm_outputs,
     glmm_impls, (int)(sizeof glmm_impls / sizeof glmm_impls[0]),
     glmm_codes, (int)(sizeof glmm_codes / sizeof glmm_codes[0]), "svi_fit()", glmm_cpu_only,
+    /* backend = "auto" takes the device from 10^5 observations per step.
+     * Measured with tools/gpucheck on an H200 against 16 CPU threads of its
+     * host (2026-12-04, bench/README.md "GPU"): the device's full-batch SVI
+     * step was 1.5x faster at 10^4 observations, 4.4x at 10^5, 15x at 10^6
+     * and 42x at 10^7; start-up and uploads were not part of those times.
+     * QEM's size is K n + K^2 J (glmm_size), so QEM takes the device from
+     * about 6,000 observations; its iterations were measured at 10^6 and
+     * 10^7 observations only, 128x to 150x faster. */
+    1e5,
 };

@@ -304,5 +304,5 @@ static const svir_code_table pln_codes[] = {SVIR_CODE_ENTRY("pln_cov", pln_cov)}
 const svir_model_def svir_pln_def = {
     "pln", pln_read, pln_free, pln_size, pln_threads, NULL,
     pln_impls, (int)(sizeof pln_impls / sizeof pln_impls[0]),
-    pln_codes, 1, "pln()", NULL,
+    pln_codes, 1, "pln()", NULL, 0.0,
 };
