@@ -72,6 +72,36 @@ test_that("Newton's mode is the conditional mode for each family", {
   }
 })
 
+test_that("the negative binomial's Laplace step uses the observed information", {
+  # the counts of an SBC replicate (bench/sbc.R's design, phi 2.9) whose
+  # start, phi = 0.17, left counts in the hundreds far above their means:
+  # with Fisher's information Newton's steps overshot and no mode was found
+  # ("initial value in 'vmmin' is not finite", 2 fits in 500)
+  set.seed(4e6 + 418)
+  th_true <- c(rnorm(1), rnorm(1), abs(rnorm(1, 0, 0.5)), rexp(1, 0.1))
+  g <- factor(rep(1:12, each = 6))
+  x <- rnorm(72)
+  x <- x - mean(x)
+  z <- rnorm(12)
+  y <- rnbinom(72, size = th_true[4], mu = exp(th_true[1] + th_true[2] * x + th_true[3] * z[g]))
+  d <- data.frame(y = y, x = x, g = g)
+  pr <- svi_prior(intercept = normal(0, 1), b = normal(0, 1), sd = half_normal(0.5),
+                  phi = exponential(0.1))
+  spec <- svir:::svir_build_spec(y ~ x + (1 | g), d, family = negbin(), prior = pr)$spec
+  th <- c(2.5, -0.57, log(0.5), log(0.17))
+  m <- .Call(svir:::C_svir_lap_mode_r, spec, th, rep(0, 14))
+  expect_true(m$ok)
+  # the marginal is f(mode) + d/2 log(2 pi) - log det(H)/2 with H the
+  # observed negative Hessian of log f at the mode (numerically here)
+  negf <- function(u) -.Call(svir:::C_svir_lap_logf_r, spec, th, u)
+  H <- stats::optimHess(m$u, negf)
+  lap <- -negf(m$u) + 7 * log(2 * pi) - 0.5 * determinant(H)$modulus
+  expect_equal(m$logp, as.numeric(lap), tolerance = 1e-5)
+  fit <- svi_fit(y ~ x + (1 | g), d, family = negbin(), prior = pr, seed = 418)
+  expect_identical(fit$method, "laplace")
+  expect_true(all(is.finite(coef(summary(fit))[, "Estimate"])))
+})
+
 test_that("the Laplace marginal of a Gaussian model is its exact marginal", {
   spec <- lap_spec()
   for (th in list(c(0, -0.3, -0.7), c(0, 0.5, -1.2), c(0, -2, 0.3))) {
