@@ -251,6 +251,8 @@ run_dataset <- function(label, formula, data, reps, nuts = FALSE) {
   ref <- lmer_summary(lme4::lmer(formula, data = data))
   # an svir fit whose prior_summary() gives the Stan model its priors
   fit0 <- suppressWarnings(svi_fit(formula, data = data, seed = 1))
+  say("svi_fit()'s defaults ran method = \"%s\" (%s)", fit0$method,
+      if (is.null(fit0$method_reason)) "" else fit0$method_reason)
   sm <- NULL
   use_vb <- opt$vb
   if (opt$vb || nuts) {
@@ -322,7 +324,9 @@ run_dataset <- function(label, formula, data, reps, nuts = FALSE) {
     }
   }
   list(label = label, n = nrow(data), ref = ref, res = res, methods = methods, nuts = nuts_res,
-       stan_code = if (!is.null(sm)) sm$code)
+       stan_code = if (!is.null(sm)) sm$code,
+       default_method = sprintf("%s (%s)", fit0$method,
+                                if (is.null(fit0$method_reason)) "" else fit0$method_reason))
 }
 
 # ---- report ------------------------------------------------------------------------
@@ -342,6 +346,9 @@ report_dataset <- function(d) {
   t_lm <- t_of("lme4::lmer (REML)")
   lines <- c(
     sprintf("### %s (n = %d, %d repeats)", d$label, d$n, length(unique(vapply(res, `[[`, 1L, "rep")))),
+    "",
+    sprintf("\"svir meanfield\" is `svi_fit()` with no method or guide given; its default ran method = %s.",
+            d$default_method),
     "",
     "| method | median time (s) | min time (s) | ratio to svir-meanfield | ratio to lmer | max abs(dbeta)/SE | notes |",
     "|---|---:|---:|---:|---:|---:|---|")
