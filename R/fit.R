@@ -288,6 +288,9 @@ svir_glmm_build <- function(formula, data, family, prior, guide, method, control
     be$reason <- "the Laplace importance sampler runs on the CPU"
   }
 
+  if (is.null(control$eval_every)) {
+    control$eval_every <- if (method == "svi") svir_default_window(n, guide) else 100L
+  }
   ctrl <- unclass(control)
   ctrl$guide <- guide
   ctrl$seed <- seed

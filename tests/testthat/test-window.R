@@ -1,0 +1,47 @@
+# The stopping rule's default window (svi_control(eval_every = NULL)):
+# longer windows for large data, so that SVI stops near its optimum
+# (bench/README.md, "Variance components from data-poor to data-rich levels").
+
+test_that("the default window grows with the data and the full-rank guide", {
+  expect_null(svi_control()$eval_every)
+  expect_identical(svir:::svir_default_window(1e4, "meanfield"), 100L)
+  expect_identical(svir:::svir_default_window(1e5, "meanfield"), 100L)
+  expect_identical(svir:::svir_default_window(1e6, "meanfield"), 320L)
+  expect_identical(svir:::svir_default_window(1e4, "fullrank"), 300L)
+  expect_identical(svir:::svir_default_window(2e5, "fullrank"), 420L)
+  expect_identical(svir:::svir_default_window(1e9, "meanfield"), 1000L)
+  # a window the user sets is kept
+  expect_identical(svi_control(eval_every = 50)$eval_every, 50L)
+})
+
+test_that("a fit records the window it ran with", {
+  d <- lme4::sleepstudy
+  f <- svi_fit(Reaction ~ Days + (1 | Subject), d, method = "svi", seed = 1)
+  expect_identical(f$control$eval_every, 100L)
+  f2 <- svi_fit(Reaction ~ Days + (1 | Subject), d, method = "svi", guide = "fullrank", seed = 1)
+  expect_identical(f2$control$eval_every, 300L)
+  f3 <- svi_fit(Reaction ~ Days + (1 | Subject), d, method = "svi", seed = 1,
+                control = svi_control(eval_every = 40))
+  expect_identical(f3$control$eval_every, 40L)
+})
+
+test_that("full-rank SVI on levels of 1000 rows reaches lmer's variance component", {
+  # 10 levels of 1000 rows crossed with 2000 levels of 5: with windows of 100
+  # steps the fit stopped while sd(g2) still drifted (0.386 against lmer's
+  # 0.261, bench/results/datarich-2026-12-04.md); the approximate posterior
+  # sd of sd(g2) is sd / sqrt(2 J) = 0.06
+  set.seed(20261204 + 1e4)
+  n <- 1e4
+  g1 <- factor(sample.int(2000, n, replace = TRUE))
+  g2 <- factor(sample.int(10, n, replace = TRUE))
+  x <- rnorm(n)
+  y <- 1 + 0.5 * x + rnorm(2000, 0, 0.5)[g1] + rnorm(10, 0, 0.3)[g2] + rnorm(n)
+  d <- data.frame(y, x, g1, g2)
+  ref <- as.data.frame(lme4::VarCorr(lme4::lmer(y ~ x + (1 | g1) + (1 | g2), d)))
+  s_ref <- ref$sdcor[ref$grp == "g2"]
+  f <- suppressWarnings(svi_fit(y ~ x + (1 | g1) + (1 | g2), d, method = "svi",
+                                guide = "fullrank", seed = 1))
+  vc <- as.data.frame(VarCorr(f))
+  z <- (vc$sdcor[vc$grp == "g2"] - s_ref) / (s_ref / sqrt(2 * 10))
+  expect_lt(abs(z), 2)
+})
