@@ -94,10 +94,11 @@ svir_check_real <- function(x, arg, lower = 0, upper = Inf) {
 #'   least 10, since a window must be long enough to estimate its noise; or
 #'   `NULL` (default): 100 steps up to 10^5 observations, then
 #'   `100 * sqrt(n / 10^5)`, and three times that with the full-rank guide,
-#'   at most 1000. With large data a step's ELBO estimate is noisy next to
+#'   at most 400. With large data a step's ELBO estimate is noisy next to
 #'   the slow drift of the variance components, and shorter windows stopped
-#'   fits far from their optimum (`bench/README.md`, "Variance components
-#'   from data-poor to data-rich levels").
+#'   fits far from their optimum; much longer ones (950 steps) let a
+#'   full-rank fit wander for 10000 steps (`bench/README.md`, "Variance
+#'   components from data-poor to data-rich levels").
 #' @param tol_rel_obj Relative tolerance on the change of the window-mean
 #'   ELBO, greater than 0.
 #' @param patience Number of step-size reductions of the `"plateau"`
@@ -270,13 +271,16 @@ svir_check_batch <- function(control, n) {
 # The default window of the stopping rule (svi_control(eval_every = NULL))
 # for SVI on n observations with `guide`: 100 steps up to 10^5
 # observations, then 100 sqrt(n / 10^5), times 3 for the full-rank guide,
-# at most 1000. Measured on crossed GLMMs (bench/datarich.R, and by hand:
+# at most 400. Measured on crossed GLMMs (bench/datarich.R, and by hand:
 # mean-field at n = 10^6 and full-rank at 2 x 10^5 stopped with sd(g2)
 # 0.320 and 0.418 against lmer's 0.257 and 0.309 at 100 steps, and reached
-# 0.258 and 0.305 at 300).
+# 0.258 and 0.305 at 300), and on a Poisson model with random intercepts
+# and slopes at n = 10^6: intercept 0.302 (true 0.3) with windows of 100 or
+# 320 steps for either guide, but 0.147 after 10000 steps without
+# converging with full-rank and 950 (hence the cap).
 svir_default_window <- function(n, guide) {
   w <- 100 * sqrt(max(1, n / 1e5)) * (if (identical(guide, "fullrank")) 3 else 1)
-  as.integer(min(1000, 10 * round(w / 10)))
+  as.integer(min(400, 10 * round(w / 10)))
 }
 
 svir_as_control <- function(control) {

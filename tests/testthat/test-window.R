@@ -8,8 +8,8 @@ test_that("the default window grows with the data and the full-rank guide", {
   expect_identical(svir:::svir_default_window(1e5, "meanfield"), 100L)
   expect_identical(svir:::svir_default_window(1e6, "meanfield"), 320L)
   expect_identical(svir:::svir_default_window(1e4, "fullrank"), 300L)
-  expect_identical(svir:::svir_default_window(2e5, "fullrank"), 420L)
-  expect_identical(svir:::svir_default_window(1e9, "meanfield"), 1000L)
+  expect_identical(svir:::svir_default_window(2e5, "fullrank"), 400L)
+  expect_identical(svir:::svir_default_window(1e9, "meanfield"), 400L)
   # a window the user sets is kept
   expect_identical(svi_control(eval_every = 50)$eval_every, 50L)
 })
