@@ -201,25 +201,20 @@ stan_model_of <- function(fit) {
     terms[[t]] <- list(q = q, J = J, correlated = cor, ones = ones, grpvar = tm$grpvar, cnms = tm$cnms)
   }
 
+  # the family's positive auxiliary parameter (sigma or phi), if any
+  aux <- switch(fam, gaussian = "sigma", negbin = "phi", NULL)
+  if (!is.null(aux)) {
+    par <- c(par, sprintf("real<lower=0> %s;", aux))
+    param_names <- c(param_names, aux)
+    add_prior(aux, prior_of(aux))
+    keep <- c(keep, aux)
+    map[aux] <- aux
+  }
   lik <- switch(fam,
-    gaussian = {
-      par <- c(par, "real<lower=0> sigma;")
-      param_names <- c(param_names, "sigma")
-      add_prior("sigma", prior_of("sigma"))
-      keep <- c(keep, "sigma")
-      map["sigma"] <- "sigma"
-      "y ~ normal(eta, sigma);"
-    },
+    gaussian = "y ~ normal(eta, sigma);",
     binomial = "y ~ binomial_logit(trials, eta);",
     poisson = "y ~ poisson_log(eta);",
-    negbin = {
-      par <- c(par, "real<lower=0> phi;")
-      param_names <- c(param_names, "phi")
-      add_prior("phi", prior_of("phi"))
-      keep <- c(keep, "phi")
-      map["phi"] <- "phi"
-      "y ~ neg_binomial_2_log(eta, phi);"
-    })
+    negbin = "y ~ neg_binomial_2_log(eta, phi);")
 
   if (any(used == 0L)) {
     stop("prior_summary rows without a Stan statement: ",
