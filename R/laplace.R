@@ -81,6 +81,9 @@ svir_resample <- function(w, n, u0) {
 svir_laplace_run <- function(job) {
   t_start <- proc.time()[["elapsed"]]
   spec <- job$spec
+  # a term with one observation per level is integrated out per observation
+  # by quadrature (glmm_laplace.c); FALSE keeps it in the Newton system
+  spec$lap_integrate <- isTRUE(getOption("svir.laplace_quadrature", TRUE))
   ctrl <- job$ctrl
   p <- ncol(spec$X)
   D <- length(spec$prior_type)
@@ -90,11 +93,13 @@ svir_laplace_run <- function(job) {
   u <- c(th0[seq_len(p)], rep(0, nz))
   threads <- as.integer(ctrl$threads)
   nevals <- 0L
+  integrated <- 0L
   negf <- function(x) {
     th <- th0
     th[h] <- x
     r <- .Call(C_svir_lap_mode_r, spec, th, u)
     nevals <<- nevals + 1L
+    integrated <<- r$integrated
     if (!isTRUE(r$ok) || !is.finite(r$logp)) return(Inf)
     u <<- r$u
     -r$logp
@@ -241,7 +246,8 @@ svir_laplace_run <- function(job) {
       S = length(r$logw), draws_total = first,
       khat = best$khat, khat_marginal = best$khat_marginal, weighting = weighting,
       ess = 1 / sum(w^2), rounds = do.call(rbind, rounds), round = best$round,
-      n_failed = sum(!r$ok), logml = logml, evals = nevals, weights_smoothed = w)
+      n_failed = sum(!r$ok), logml = logml, evals = nevals, weights_smoothed = w,
+      integrated = integrated)
   )
 }
 
@@ -272,7 +278,16 @@ svir_laplace_cost <- function(spec) {
   n <- length(spec$y)
   p <- ncol(spec$X)
   tms <- spec$terms
-  if (!length(tms)) return(c(step = n * (p^2 + 30) + p^3 / 3, mem = 0))
+  # a term integrated out per observation leaves the Newton system and
+  # costs its quadrature instead: about 45 evaluations of the family's
+  # log-likelihood (30 flops each) per observation
+  O <- svir_lap_integrated_term(spec)
+  quad <- 0
+  if (O > 0L) {
+    tms <- tms[-O]
+    quad <- 45 * 30 * n
+  }
+  if (!length(tms)) return(c(step = n * (p^2 + 30) + p^3 / 3 + quad, mem = 0))
   size <- vapply(tms, function(tm) as.double(tm$ngroups) * NCOL(tm$Z), 0)
   E <- which.max(size)
   qE <- NCOL(tms[[E]]$Z)
@@ -284,7 +299,24 @@ svir_laplace_cost <- function(spec) {
     pairs <- unique(data.frame(e = tms[[E]]$group, g = tms[[t]]$group))
     len <- len + NCOL(tms[[t]]$Z) * tabulate(pairs$e + 1L, tms[[E]]$ngroups)
   }
-  c(step = n * (k^2 + 30) + sum(len^2) * qE + nr^3 / 3, mem = sum(size))
+  c(step = n * (k^2 + 30) + sum(len^2) * qE + nr^3 / 3 + quad, mem = sum(size))
+}
+
+# The term that method "laplace" integrates out per observation by
+# quadrature (its index, 0 for none): the first with one column and one
+# observation per level, in a model that is not gaussian, has no weights
+# and no zero inflation. The same rule as lap_pick_integrated() in
+# src/models/glmm/glmm_laplace.c (test-laplace.R checks that they agree).
+svir_lap_integrated_term <- function(spec) {
+  if (isFALSE(spec$lap_integrate)) return(0L)
+  if (spec$family == svir_codes$family[["gaussian"]] || !is.null(spec$weights) ||
+      !is.null(spec$Xz)) return(0L)
+  n <- length(spec$y)
+  for (t in seq_along(spec$terms)) {
+    tm <- spec$terms[[t]]
+    if (NCOL(tm$Z) == 1L && tm$ngroups == n && !anyDuplicated(tm$group)) return(t)
+  }
+  0L
 }
 
 # The default method (method = "auto"): the Laplace sampler where it can
@@ -387,6 +419,13 @@ svir_laplace_line <- function(object) {
                   if (lp$round > 1L) sprintf(", proposal adapted %d time%s", lp$round - 1L,
                                              if (lp$round > 2L) "s" else "") else "",
                   object$time, lp$logml)
+  if (isTRUE(lp$integrated > 0L)) {
+    tm <- object$re[[lp$integrated]]
+    line <- paste0(line, sprintf(paste0(
+      "\nThe effects of (%s | %s), one per observation, are integrated out by adaptive ",
+      "Gauss-Hermite quadrature inside the Laplace step; their draws come from their exact ",
+      "conditionals."), paste(tm$cnms, collapse = " + "), tm$grpvar))
+  }
   if (identical(lp$weighting, "marginal")) {
     line <- paste0(line, sprintf(paste0(
       "\nThe joint importance weights were unusable, so the variance parameters are weighted ",

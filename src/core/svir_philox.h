@@ -51,6 +51,8 @@
 #define SVIR_STREAM_INIT 6        /* reserved: initial values */
 #define SVIR_STREAM_LAPLACE 7     /* GLMM method "laplace": a draw's proposal noise
                                    * (step = draw number) */
+#define SVIR_STREAM_LAPLACE_INT 8 /* the same: the integrated term's rejection
+                                   * sampler (step = draw, pair = obs * 64 + try) */
 #define SVIR_STREAM_PLN_FACTORS 11 /* PLN QEM: the rows' factors u_i */
 #define SVIR_STREAM_PLN_ENTRIES 12 /* PLN QEM: the entries' effects e_ij */
 

@@ -31,13 +31,13 @@ static void plan_finalize(SEXP p)
 }
 
 /* a plan held by an external pointer (freed if R unwinds) */
-static svir_lap_plan *plan_new(const svir_glmm *m, SEXP *hp)
+static svir_lap_plan *plan_new(const svir_glmm *m, int integrate, SEXP *hp)
 {
     svir_lap_plan *pl = calloc(1, sizeof *pl);
     if (!pl) Rf_error("svir: out of memory");
     *hp = PROTECT(R_MakeExternalPtr(pl, R_NilValue, R_NilValue));
     R_RegisterCFinalizerEx(*hp, plan_finalize, TRUE);
-    if (svir_lap_plan_init(pl, m)) Rf_error("svir: out of memory");
+    if (svir_lap_plan_init(pl, m, integrate)) Rf_error("svir: out of memory");
     return pl;
 }
 
@@ -46,7 +46,11 @@ static svir_lap_plan *plan_new(const svir_glmm *m, SEXP *hp)
 static svir_lap_plan *lap_open(SEXP spec, const svir_glmm **m, SEXP *hm, SEXP *hp, double **work)
 {
     *m = svir_r_model(&svir_glmm_def, spec, R_NilValue, NULL, hm);
-    svir_lap_plan *pl = plan_new(*m, hp);
+    /* spec$lap_integrate = FALSE keeps an observation-level term in the
+     * Newton system (for comparisons); absent or TRUE integrates it out */
+    const SEXP li = svir_r_get(spec, "lap_integrate");
+    const int integrate = Rf_isNull(li) || Rf_asLogical(li) != 0;
+    svir_lap_plan *pl = plan_new(*m, integrate, hp);
     if (work) *work = (double *)R_alloc((size_t)svir_lap_work_size(pl), sizeof(double));
     return pl;
 }
@@ -71,12 +75,14 @@ SEXP svir_lap_mode_r(SEXP spec, SEXP theta, SEXP u0)
     double logp = NAN;
     int iters = 0;
     const int st = svir_lap_mode(pl, REAL(theta), REAL(u), work, &logp, &iters);
-    SEXP out = PROTECT(Rf_allocVector(VECSXP, 4));
-    SEXP nms = PROTECT(Rf_allocVector(STRSXP, 4));
+    SEXP out = PROTECT(Rf_allocVector(VECSXP, 5));
+    SEXP nms = PROTECT(Rf_allocVector(STRSXP, 5));
     svir_r_set(out, nms, 0, "logp", Rf_ScalarReal(st ? R_NegInf : logp));
     svir_r_set(out, nms, 1, "u", u);
     svir_r_set(out, nms, 2, "iters", Rf_ScalarInteger(iters));
     svir_r_set(out, nms, 3, "ok", Rf_ScalarLogical(st == 0));
+    /* the term integrated out by quadrature (1-based), 0 for none */
+    svir_r_set(out, nms, 4, "integrated", Rf_ScalarInteger(pl->O + 1));
     Rf_setAttrib(out, R_NamesSymbol, nms);
     svir_r_model_done(hm);
     UNPROTECT(5);
@@ -176,6 +182,9 @@ SEXP svir_lap_is_r(SEXP spec, SEXP mode, SEXP u0, SEXP Lp, SEXP nu_, SEXP S_, SE
                 svir_normal_fill(key, SVIR_STREAM_LAPLACE, step, (uint64_t)(dh + nu), pl->d, eps);
                 logq = svir_lap_draw(pl, tf, u, eps, ud, w, &logf);
                 ok = isfinite(logq) && isfinite(logf);
+                /* the integrated term's effects from their exact
+                 * conditionals: they leave the weight as it is */
+                if (ok) svir_lap_fill(pl, tf, ud, key, step, w);
             }
             double *ths = TH + (ptrdiff_t)s * D;
             memcpy(ths, tf, sizeof(double) * (size_t)D);

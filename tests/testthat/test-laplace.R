@@ -237,3 +237,104 @@ test_that("a Laplace fit with unreliable weights warns and says what to try", {
   expect_match(out, "method = \"laplace\"")
   expect_null(svir:::svir_trust_advice(0.4, "svi"))
 })
+
+# An effect with one level per observation (an observation-level random
+# effect) is integrated out per observation by adaptive Gauss-Hermite
+# quadrature inside the Laplace step (glmm_laplace.c); its draws come from
+# their exact conditionals by rejection from a tangent hull.
+olre_spec <- function(n = 40, seed = 5, family = poisson(), weights = NULL) {
+  set.seed(seed)
+  d <- data.frame(x = rnorm(n), g = factor(sample(1:6, n, TRUE)), obs = factor(seq_len(n)))
+  d$y <- rpois(n, exp(0.5 + 0.4 * d$x + rnorm(6, sd = 0.5)[d$g] + rnorm(n, sd = 0.6)))
+  b <- svir:::svir_build_spec(y ~ x + (1 | g) + (1 | obs), d, family = family, weights = weights)
+  list(spec = b$spec, d = d)
+}
+
+olre_term <- function(spec) which(vapply(spec$terms, function(tm) tm$ngroups, 0) == length(spec$y))
+
+# the layout of olre_spec()'s spec: p, n, the integrated term O and the
+# other G, D globals, each term's first index in b (offs) and nz
+olre_layout <- function(spec) {
+  O <- olre_term(spec)
+  sizes <- vapply(spec$terms, function(tm) tm$ngroups, 0)
+  list(p = ncol(spec$X), n = length(spec$y), O = O, G = setdiff(seq_along(spec$terms), O),
+       D = length(spec$prior_type), offs = cumsum(c(0, sizes)), nz = sum(sizes))
+}
+
+test_that("R and C agree on which term the Laplace step integrates out", {
+  cases <- list(olre_spec()$spec, olre_spec(family = gaussian())$spec,
+                olre_spec(weights = rep(c(1, 2), 20))$spec)
+  off <- olre_spec()$spec
+  off$lap_integrate <- FALSE
+  cases[[4]] <- off
+  want <- c(olre_term(cases[[1]]), 0L, 0L, 0L)
+  for (k in seq_along(cases)) {
+    spec <- cases[[k]]
+    D <- length(spec$prior_type)
+    nz <- sum(vapply(spec$terms, function(tm) tm$ngroups, 0))
+    m <- .Call(svir:::C_svir_lap_mode_r, spec, rep(-0.5, D), rep(0, ncol(spec$X) + nz))
+    expect_identical(m$integrated, as.integer(want[k]))
+    expect_identical(svir:::svir_lap_integrated_term(spec), as.integer(want[k]))
+  }
+})
+
+test_that("the integrated log density is the quadrature of the joint density", {
+  spec <- olre_spec()$spec
+  ly <- olre_layout(spec)
+  list2env(ly[c("p", "n", "O", "G", "offs")], environment())
+  set.seed(3)
+  for (rep in 1:3) {
+    th <- c(rnorm(p, sd = 0.3), numeric(ly$D - p))
+    th[p + O] <- log(c(0.3, 0.8, 1.6)[rep])
+    th[p + G] <- log(0.5)
+    bg <- rnorm(spec$terms[[G]]$ngroups, sd = 0.5)
+    # the integrated term's entries of u are ignored: give them junk
+    u <- c(th[seq_len(p)], numeric(ly$nz))
+    u[p + offs[G] + seq_along(bg)] <- bg
+    u_junk <- u
+    u_junk[p + offs[O] + seq_len(n)] <- rnorm(n)
+    on <- spec
+    off <- spec
+    off$lap_integrate <- FALSE
+    lf_int <- .Call(svir:::C_svir_lap_logf_r, on, th, u_junk)
+    lf_plain <- .Call(svir:::C_svir_lap_logf_r, off, th, u) # effects at 0
+    eta <- drop(spec$X %*% th[seq_len(p)]) + bg[spec$terms[[G]]$group + 1L]
+    sO <- exp(th[p + O])
+    want <- sum(vapply(seq_len(n), function(i) {
+      lik <- stats::integrate(function(v) stats::dpois(spec$y[i], exp(eta[i] + v)) *
+                                stats::dnorm(v, 0, sO), -Inf, Inf, rel.tol = 1e-12)$value
+      log(lik) - stats::dpois(spec$y[i], exp(eta[i]), log = TRUE) - stats::dnorm(0, 0, sO, log = TRUE)
+    }, 0))
+    # 15 nodes: 1e-13 at sd 0.3, 3e-7 at 0.8, 9e-5 at 1.6 over the 40
+    # observations; a Laplace approximation of each integral is off by
+    # about 1e-2 per observation at sd 1.6
+    expect_lt(abs(lf_int - lf_plain - want), 5e-6 * n)
+  }
+})
+
+test_that("the integrated term's draws follow their exact conditionals", {
+  spec <- olre_spec(n = 40, seed = 8)$spec
+  ly <- olre_layout(spec)
+  list2env(ly[c("p", "n", "O", "G", "offs")], environment())
+  S <- 30L
+  r <- .Call(svir:::C_svir_lap_is_r, spec, c(0.5, 0.4, rep(log(0.6), ly$D - p)),
+             c(0.5, 0.4, rep(0, ly$nz)), diag(ly$D - p) * 0.2, 5L, S, 0, 7, 1L)
+  expect_true(all(r$ok))
+  pit <- unlist(lapply(seq_len(S), function(k) {
+    th <- r$theta[, k]
+    sG <- exp(th[p + G])
+    sO <- exp(th[p + O])
+    z <- r$z[, k]
+    eta <- drop(spec$X %*% th[seq_len(p)]) + sG * z[offs[G] + spec$terms[[G]]$group + 1L]
+    b <- sO * z[offs[O] + spec$terms[[O]]$group + 1L]
+    vapply(seq_len(n), function(i) {
+      f <- function(v) stats::dpois(spec$y[i], exp(eta[i] + v)) * stats::dnorm(v, 0, sO)
+      tot <- stats::integrate(f, -Inf, Inf, rel.tol = 1e-10)$value
+      stats::integrate(f, -Inf, b[i], rel.tol = 1e-10)$value / tot
+    }, 0)
+  }))
+  # uniform if the draws are exact; draws from the prior or from the
+  # Laplace Gaussian would fail this
+  expect_gt(stats::ks.test(pit, "punif")$p.value, 1e-3)
+  expect_lt(abs(mean(pit) - 0.5), 0.03)
+})

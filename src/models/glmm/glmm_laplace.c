@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/svir_philox.h"
 #include "models/glmm/glmm_global.h"
 
 #define LAP_LOG_2PI 1.8378770664093454836
@@ -67,17 +68,92 @@ static void solve_lt(const double *a, ptrdiff_t n, double *x)
     }
 }
 
+/* ---- Gauss-Hermite rule --------------------------------------------------- */
+
+/* the orthonormal Hermite polynomials (weight e^{-x^2}) p_0..p_{N-1} at x
+ * into pv, returns p_N(x) */
+static double gh_poly(double x, double *pv)
+{
+    double pm = 0.0, pc = 0.7511255444649425; /* pi^{-1/4} */
+    for (int j = 0; j < SVIR_LAP_GH; j++) {
+        pv[j] = pc;
+        const double pn = x * sqrt(2.0 / (j + 1.0)) * pc - sqrt(j / (j + 1.0)) * pm;
+        pm = pc;
+        pc = pn;
+    }
+    return pc;
+}
+
+/* The N-point rule: the roots of p_N, bracketed on a fine scan and refined
+ * by bisection, and the Christoffel weights 1 / sum_j p_j(x)^2. */
+static void gh_rule(double *x, double *w)
+{
+    double pv[SVIR_LAP_GH];
+    const double L = sqrt(2.0 * SVIR_LAP_GH + 1.0) + 1.0, hstep = 1e-3;
+    int k = 0;
+    double a = -L, fa = gh_poly(a, pv);
+    while (k < SVIR_LAP_GH && a < L) {
+        const double b = a + hstep, fb = gh_poly(b, pv);
+        if ((fa < 0.0) != (fb < 0.0)) {
+            double lo = a, hi = b, flo = fa;
+            for (int it = 0; it < 100; it++) {
+                const double mid = 0.5 * (lo + hi), fm = gh_poly(mid, pv);
+                if ((fm < 0.0) == (flo < 0.0)) {
+                    lo = mid;
+                    flo = fm;
+                } else {
+                    hi = mid;
+                }
+            }
+            x[k++] = 0.5 * (lo + hi);
+        }
+        a = b;
+        fa = fb;
+    }
+    for (int j = 0; j < SVIR_LAP_GH; j++) {
+        gh_poly(x[j], pv);
+        double s2 = 0.0;
+        for (int c = 0; c < SVIR_LAP_GH; c++) s2 += pv[c] * pv[c];
+        w[j] = 1.0 / s2;
+    }
+}
+
 /* ---- the plan ------------------------------------------------------------ */
 
-int svir_lap_plan_init(svir_lap_plan *pl, const svir_glmm *m)
+/* the term that may be integrated out per observation: one column, every
+ * level used by exactly one observation; -1 if none */
+static int lap_pick_integrated(const svir_glmm *m)
+{
+    if (m->family == SVIR_GAUSSIAN || m->wt || m->zi) return -1;
+    for (int t = 0; t < m->nterms; t++) {
+        const svir_term *tm = &m->terms[t];
+        if (tm->q != 1 || tm->ngroups != m->n) continue;
+        unsigned char *seen = calloc((size_t)m->n + 1, 1);
+        if (!seen) return -1;
+        int ok = 1;
+        for (ptrdiff_t i = 0; i < m->n && ok; i++) {
+            const int j = tm->group[i];
+            if (j < 0 || j >= tm->ngroups || seen[j]) ok = 0;
+            else seen[j] = 1;
+        }
+        free(seen);
+        if (ok) return t;
+    }
+    return -1;
+}
+
+int svir_lap_plan_init(svir_lap_plan *pl, const svir_glmm *m, int integrate)
 {
     memset(pl, 0, sizeof *pl);
     pl->m = m;
     const ptrdiff_t n = m->n;
     const int nt = m->nterms;
+    pl->O = integrate ? lap_pick_integrated(m) : -1;
+    gh_rule(pl->gh_x, pl->gh_w);
     pl->E = -1;
     ptrdiff_t best = -1;
     for (int t = 0; t < nt; t++) {
+        if (t == pl->O) continue;
         const ptrdiff_t s = (ptrdiff_t)m->terms[t].ngroups * m->terms[t].q;
         if (s > best) {
             best = s;
@@ -88,7 +164,7 @@ int svir_lap_plan_init(svir_lap_plan *pl, const svir_glmm *m)
     if (!pl->roff) return 2;
     ptrdiff_t r = m->p;
     for (int t = 0; t < nt; t++) {
-        if (t == pl->E) {
+        if (t == pl->E || t == pl->O) {
             pl->roff[t] = -1;
             continue;
         }
@@ -130,7 +206,7 @@ int svir_lap_plan_init(svir_lap_plan *pl, const svir_glmm *m)
         for (ptrdiff_t o = j ? cnt[j - 1] : 0; o < cnt[j]; o++) {
             const ptrdiff_t i = pl->obs_order[o];
             for (int t = 0; t < nt; t++) {
-                if (t == pl->E) continue;
+                if (t == pl->E || t == pl->O) continue;
                 const ptrdiff_t c0 = pl->roff[t] + (ptrdiff_t)m->terms[t].group[i] * m->terms[t].q;
                 if (stamp[c0] != j) {
                     stamp[c0] = j;
@@ -157,7 +233,7 @@ int svir_lap_plan_init(svir_lap_plan *pl, const svir_glmm *m)
             const ptrdiff_t i = pl->obs_order[o];
             for (int t = 0; t < nt; t++) {
                 pl->obs_pos[i * nt + t] = -1;
-                if (t == pl->E) continue;
+                if (t == pl->E || t == pl->O) continue;
                 const int q = m->terms[t].q;
                 const ptrdiff_t c0 = pl->roff[t] + (ptrdiff_t)m->terms[t].group[i] * q;
                 if (stamp[c0] != j) {
@@ -198,6 +274,8 @@ typedef struct {
     double nbc;                       /* negbin: sum_i w_i log Gamma(y_i + phi) / Gamma(phi),
                                        * fixed by theta, added once (lap_loglik leaves it out) */
     double *keep;                     /* [1]: log det H, kept in the work for svir_lap_draw */
+    double *vh;                       /* [n] with an integrated term: each observation's
+                                       * conditional mode of its effect, the next pass's start */
     ptrdiff_t nr_, qmax_;             /* tmp: rv [nr], ev [qmax], Ai [qmax^2], idx [nr] */
 } lap_ws;
 
@@ -209,7 +287,8 @@ ptrdiff_t svir_lap_work_size(const svir_lap_plan *pl)
     const ptrdiff_t JE = pl->E >= 0 ? m->terms[pl->E].ngroups : 0;
     return nsd + 3 * m->nqq + m->nterms + m->D + pl->nE + pl->nr +
         JE * pl->qE * pl->qE + pl->nbcoef + pl->nr * pl->nr + pl->d + (m->p + m->nz) +
-        (2 * pl->nr + m->qmax + (ptrdiff_t)m->qmax * m->qmax + 8) + 16;
+        (2 * pl->nr + m->qmax + (ptrdiff_t)m->qmax * m->qmax + 8) + (pl->O >= 0 ? m->n : 0) +
+        16;
 }
 
 static double *take(double **w, ptrdiff_t n)
@@ -217,6 +296,16 @@ static double *take(double **w, ptrdiff_t n)
     double *p = *w;
     *w += n;
     return p;
+}
+
+static lap_ws lap_carve(const svir_lap_plan *pl, double *w);
+
+/* every observation's conditional mode restarts at 0 (each entry point
+ * starts afresh, so its result does not depend on earlier calls) */
+static void lap_reset_vh(const svir_lap_plan *pl, lap_ws *s)
+{
+    if (pl->O >= 0)
+        for (ptrdiff_t i = 0; i < pl->m->n; i++) s->vh[i] = 0.0;
 }
 
 static lap_ws lap_carve(const svir_lap_plan *pl, double *w)
@@ -240,6 +329,7 @@ static lap_ws lap_carve(const svir_lap_plan *pl, double *w)
     s.Cm = take(&w, pl->nr * pl->nr);
     s.dl = take(&w, pl->d);
     s.un = take(&w, m->p + m->nz);
+    s.vh = take(&w, pl->O >= 0 ? m->n : 0);
     s.tmp = w;
     s.logdet = 0.0;
     s.nr_ = pl->nr;
@@ -362,6 +452,127 @@ static double lap_info(const svir_glmm *m, ptrdiff_t i, double eta, const svir_a
     return m->wt ? w * m->wt[i] : w;
 }
 
+/* eta_i without the integrated term O's effect */
+static double lap_eta(const svir_lap_plan *pl, ptrdiff_t i, const double *beta, const double *b)
+{
+    const svir_glmm *m = pl->m;
+    const ptrdiff_t n = m->n;
+    double eta = m->offset ? m->offset[i] : 0.0;
+    for (int k = 0; k < m->p; k++) eta += m->X[i + k * n] * beta[k];
+    for (int t = 0; t < m->nterms; t++) {
+        if (t == pl->O) continue;
+        const svir_term *tm = &m->terms[t];
+        const double *bj = b + tm->off_z + (ptrdiff_t)tm->group[i] * tm->q;
+        for (int k = 0; k < tm->q; k++) eta += tm->Z[i + k * n] * bj[k];
+    }
+    return eta;
+}
+
+/* lap_loglik and lap_info together (one exp for the Poisson) */
+static double lap_obs3(const svir_glmm *m, ptrdiff_t i, double eta, const svir_aux *aux,
+                       double *de, double *info)
+{
+    if (m->family == SVIR_POISSON && !m->wt) {
+        const double mu = exp(eta), y = m->y[i];
+        *de = y - mu;
+        *info = mu;
+        return y * eta - mu;
+    }
+    const double l = lap_loglik(m, i, eta, aux, de);
+    *info = lap_info(m, i, eta, aux);
+    return l;
+}
+
+/* The mode vh of g(v) = log f(y_i | eta + v) - v^2 / (2 s^2) (concave for
+ * the log-concave families here) by safeguarded Newton steps from *vh;
+ * returns g(vh), with *tau = (the information at vh + 1 / s^2)^{-1/2}. */
+static double lap_cond_mode(const svir_glmm *m, ptrdiff_t i, double eta, double s,
+                            const svir_aux *aux, double *vh, double *tau)
+{
+    const double is2 = 1.0 / (s * s);
+    double v = isfinite(*vh) ? *vh : 0.0, d1, in1;
+    double gv = lap_obs3(m, i, eta + v, aux, &d1, &in1) - 0.5 * v * v * is2;
+    for (int it = 0; it < 100 && isfinite(gv); it++) {
+        double step = (d1 - v * is2) / (in1 + is2);
+        double vn = v, gn = gv, dn = d1, inn = in1;
+        int ok = 0;
+        for (int h = 0; h < 50; h++, step *= 0.5) {
+            vn = v + step;
+            gn = lap_obs3(m, i, eta + vn, aux, &dn, &inn) - 0.5 * vn * vn * is2;
+            if (isfinite(gn) && gn >= gv - 1e-12 * (1.0 + fabs(gv))) {
+                ok = 1;
+                break;
+            }
+        }
+        if (!ok) break;
+        const double moved = fabs(vn - v);
+        v = vn;
+        gv = gn;
+        d1 = dn;
+        in1 = inn;
+        if (moved < 1e-10 * (1.0 + fabs(v))) break;
+    }
+    *vh = v;
+    *tau = 1.0 / sqrt(in1 + is2);
+    return gv;
+}
+
+/* Observation i's log-likelihood with the integrated term's effect v ~
+ * N(0, s^2) integrated out by adaptive Gauss-Hermite quadrature: log int
+ * f(y_i | eta + v) N(v; 0, s^2) dv, its derivative in eta (*de: the
+ * posterior mean of the score) and minus its second derivative (*info:
+ * the posterior mean of the information less the posterior variance of
+ * the score, at least 0; log-concave in eta, as a convolution of
+ * log-concave functions). s = 0: the plain likelihood. */
+static double lap_loglik_int(const svir_lap_plan *pl, ptrdiff_t i, double eta, double s,
+                             const svir_aux *aux, double *vstart, double *de, double *info)
+{
+    const svir_glmm *m = pl->m;
+    if (!(s > 0.0)) {
+        const double l = lap_loglik(m, i, eta, aux, de);
+        *info = lap_info(m, i, eta, aux);
+        return l;
+    }
+    double tau;
+    (void)lap_cond_mode(m, i, eta, s, aux, vstart, &tau);
+    const double vh = *vstart;
+    const double is2 = 1.0 / (s * s), sc = sqrt(2.0) * tau;
+    double L[SVIR_LAP_GH], D1[SVIR_LAP_GH], IN[SVIR_LAP_GH];
+    double mx = -INFINITY;
+    for (int k = 0; k < SVIR_LAP_GH; k++) {
+        const double x = pl->gh_x[k], v = vh + sc * x;
+        const double h = lap_obs3(m, i, eta + v, aux, &D1[k], &IN[k]);
+        L[k] = log(pl->gh_w[k]) + x * x + h - 0.5 * v * v * is2;
+        if (L[k] > mx) mx = L[k];
+    }
+    if (!isfinite(mx)) {
+        *de = NAN;
+        *info = NAN;
+        return -INFINITY;
+    }
+    double z = 0.0;
+    for (int k = 0; k < SVIR_LAP_GH; k++) z += exp(L[k] - mx);
+    double m1 = 0.0, m2 = 0.0, ei = 0.0;
+    for (int k = 0; k < SVIR_LAP_GH; k++) {
+        const double pk = exp(L[k] - mx) / z;
+        m1 += pk * D1[k];
+        m2 += pk * D1[k] * D1[k];
+        ei += pk * IN[k];
+    }
+    *de = m1;
+    const double inf = ei - (m2 - m1 * m1);
+    *info = inf > 0.0 ? inf : 0.0;
+    return mx + log(z) + log(sc / s) - 0.5 * LAP_LOG_2PI;
+}
+
+/* the integrated term's sd times observation i's column of Z */
+static double lap_int_scale(const svir_lap_plan *pl, const lap_ws *s, ptrdiff_t i)
+{
+    const svir_glmm *m = pl->m;
+    const svir_term *tO = &m->terms[pl->O];
+    return fabs(s->A[tO->off_qq] * tO->Z[i]);
+}
+
 /* curvature (minus the second derivative, at least 0) of a fixed effect's prior */
 static double lap_prior_curv(int type, double df, double loc, double scale, double x)
 {
@@ -400,18 +611,24 @@ static double lap_pass(const svir_lap_plan *pl, const double *u, lap_ws *s, int 
     ptrdiff_t *idx = (ptrdiff_t *)(s->tmp + pl->nr + m->qmax + (ptrdiff_t)m->qmax * m->qmax);
     for (ptrdiff_t o = 0; o < n; o++) {
         const ptrdiff_t i = pl->obs_order ? pl->obs_order[o] : o;
-        double de;
-        const double eta = svir_eta_obs(m, i, beta, b);
-        ll += lap_loglik(m, i, eta, &aux, &de);
-        if (!H) continue;
-        const double wf = lap_info(m, i, eta, &aux);
+        double de, wf = 0.0;
+        if (pl->O >= 0) {
+            const double eta = lap_eta(pl, i, beta, b);
+            ll += lap_loglik_int(pl, i, eta, lap_int_scale(pl, s, i), &aux, s->vh + i, &de, &wf);
+            if (!H) continue;
+        } else {
+            const double eta = svir_eta_obs(m, i, beta, b);
+            ll += lap_loglik(m, i, eta, &aux, &de);
+            if (!H) continue;
+            wf = lap_info(m, i, eta, &aux);
+        }
         int nv = 0;
         for (int k = 0; k < p; k++) {
             idx[nv] = k;
             rv[nv++] = m->X[i + (ptrdiff_t)k * n];
         }
         for (int t = 0; t < nt; t++) {
-            if (t == pl->E) continue;
+            if (t == pl->E || t == pl->O) continue;
             const svir_term *tm = &m->terms[t];
             const ptrdiff_t c0 = pl->roff[t] + (ptrdiff_t)tm->group[i] * tm->q;
             for (int c = 0; c < tm->q; c++) {
@@ -446,7 +663,7 @@ static double lap_pass(const svir_lap_plan *pl, const double *u, lap_ws *s, int 
         for (int k = 0; k < p; k++, a++)
             for (int c = 0; c < qE; c++) Bj[c + (ptrdiff_t)k * qE] += wf * ev[c] * rv[a];
         for (int t = 0; t < nt; t++) {
-            if (t == pl->E) continue;
+            if (t == pl->E || t == pl->O) continue;
             const ptrdiff_t pos = pl->obs_pos[i * nt + t];
             for (int cc = 0; cc < m->terms[t].q; cc++, a++)
                 for (int c = 0; c < qE; c++) Bj[c + (pos + cc) * qE] += wf * ev[c] * rv[a];
@@ -466,8 +683,10 @@ static double lap_pass(const svir_lap_plan *pl, const double *u, lap_ws *s, int 
                                                     m->prior_loc[k], m->prior_scale[k], beta[k]);
         }
     }
-    /* the random effects' N(0, A A') */
+    /* the random effects' N(0, A A') (the integrated term's is in the
+     * quadrature) */
     for (int t = 0; t < nt; t++) {
+        if (t == pl->O) continue;
         const svir_term *tm = &m->terms[t];
         const int q = tm->q;
         const double *P = s->P + tm->off_qq;
@@ -562,6 +781,7 @@ static void lap_apply(const svir_lap_plan *pl, const double *u, const double *dl
     const double *dr = dl + pl->nE;
     for (int k = 0; k < p; k++) un[k] += step * dr[k];
     for (int t = 0; t < m->nterms; t++) {
+        if (t == pl->O) continue;
         const svir_term *tm = &m->terms[t];
         const ptrdiff_t len = (ptrdiff_t)tm->ngroups * tm->q;
         double *bt = un + p + tm->off_z;
@@ -577,6 +797,7 @@ int svir_lap_mode(const svir_lap_plan *pl, const double *theta, double *u, doubl
     lap_ws s = lap_carve(pl, work);
     memcpy(s.th, theta, sizeof(double) * (size_t)m->D);
     lap_globals(m, theta, &s);
+    lap_reset_vh(pl, &s);
     const ptrdiff_t nu = m->p + m->nz;
     *iters = 0;
     double f = lap_pass(pl, u, &s, 1);
@@ -651,8 +872,118 @@ double svir_lap_draw(const svir_lap_plan *pl, const double *theta, const double 
     const double logq = -0.5 * (double)pl->d * LAP_LOG_2PI + 0.5 * s.keep[0] - 0.5 * e2;
     memcpy(s.th, theta, sizeof(double) * (size_t)m->D);
     lap_globals(m, theta, &s);
+    /* the conditional modes start where svir_lap_mode's last pass left them */
     *logf = lap_pass(pl, u_draw, &s, 0);
     return logq;
+}
+
+/* One draw of v from p(v | y_i, eta) propto exp(g(v)), g(v) = log f(y_i |
+ * eta + v) - v^2 / (2 s^2), by rejection from the upper hull of g made of
+ * its tangents at 5 points around the mode (Gilks and Wild 1992, without
+ * the adaptation: g is concave, so the hull lies above it and the draw is
+ * exact). The uniforms come in pairs from Philox (stream
+ * SVIR_STREAM_LAPLACE_INT, `step`, pairs obs * 64 + try); after 64
+ * rejections, which the hull's fit makes practically impossible, the mode
+ * is returned. */
+#define LAP_HULL 5
+static double lap_cond_draw(const svir_glmm *m, ptrdiff_t i, double eta, double s,
+                            const svir_aux *aux, const uint32_t key[2], uint64_t step)
+{
+    double vh = 0.0, tau;
+    const double g0 = lap_cond_mode(m, i, eta, s, aux, &vh, &tau);
+    const double is2 = 1.0 / (s * s);
+    static const double at[LAP_HULL] = {-2.0, -0.8, 0.0, 0.8, 2.0};
+    double x[LAP_HULL], g[LAP_HULL], d[LAP_HULL], zc[LAP_HULL + 1], mass[LAP_HULL];
+    for (int k = 0; k < LAP_HULL; k++) {
+        x[k] = vh + at[k] * tau;
+        double dd;
+        g[k] = lap_loglik(m, i, eta + x[k], aux, &dd) - 0.5 * x[k] * x[k] * is2 - g0;
+        d[k] = dd - x[k] * is2;
+    }
+    d[2] = 0.0; /* the mode's tangent */
+    /* the hull's breakpoints: where consecutive tangents meet */
+    zc[0] = -INFINITY;
+    zc[LAP_HULL] = INFINITY;
+    for (int k = 0; k + 1 < LAP_HULL; k++) {
+        const double den = d[k] - d[k + 1];
+        zc[k + 1] = den > 0.0 ? (g[k + 1] - g[k] - x[k + 1] * d[k + 1] + x[k] * d[k]) / den
+                              : 0.5 * (x[k] + x[k + 1]);
+        if (zc[k + 1] < x[k]) zc[k + 1] = x[k];
+        if (zc[k + 1] > x[k + 1]) zc[k + 1] = x[k + 1];
+    }
+    if (!(d[0] > 0.0) || !(d[LAP_HULL - 1] < 0.0)) return vh; /* not concave here */
+    /* each piece's mass: int exp(g_k + d_k (v - x_k)) over [zc_k, zc_k+1] */
+    double tot = 0.0;
+    for (int k = 0; k < LAP_HULL; k++) {
+        const double lo = zc[k], hi = zc[k + 1];
+        double mk;
+        if (k == 0) {
+            mk = exp(g[k] + d[k] * (hi - x[k])) / d[k];
+        } else if (k == LAP_HULL - 1) {
+            mk = exp(g[k] + d[k] * (lo - x[k])) / -d[k];
+        } else if (fabs(d[k]) * (hi - lo) < 1e-10) {
+            mk = exp(g[k] + d[k] * (0.5 * (lo + hi) - x[k])) * (hi - lo);
+        } else {
+            mk = exp(g[k] + d[k] * (lo - x[k])) * expm1(d[k] * (hi - lo)) / d[k];
+        }
+        mass[k] = mk > 0.0 && isfinite(mk) ? mk : 0.0;
+        tot += mass[k];
+    }
+    for (int t = 0; t < 64; t++) {
+        uint32_t ctr[4], w[4];
+        svir_philox_ctr(SVIR_STREAM_LAPLACE_INT, step, (uint64_t)i * 64u + (uint64_t)t, ctr);
+        svir_philox4x32(ctr, key, w);
+        const double u1 = svir_u01_53(w[0], w[1]), u2 = svir_u01_53(w[2], w[3]);
+        /* the piece, then v by the inverse CDF of the exponential on it */
+        double r = u1 * tot;
+        int k = 0;
+        while (k < LAP_HULL - 1 && r > mass[k]) r -= mass[k++];
+        const double f = mass[k] > 0.0 ? r / mass[k] : 0.5; /* in (0, 1] */
+        const double lo = zc[k], hi = zc[k + 1];
+        double v;
+        if (k == 0) {
+            v = hi + log(f > 0.0 ? f : 1e-300) / d[k];
+        } else if (k == LAP_HULL - 1) {
+            v = lo + log1p(-(f < 1.0 ? f : 1.0 - 1e-16)) / d[k];
+        } else if (fabs(d[k]) * (hi - lo) < 1e-10) {
+            v = lo + f * (hi - lo);
+        } else {
+            v = lo + log1p(f * expm1(d[k] * (hi - lo))) / d[k];
+        }
+        if (!isfinite(v)) continue;
+        double dd;
+        const double gv = lap_loglik(m, i, eta + v, aux, &dd) - 0.5 * v * v * is2 - g0;
+        const double hull = g[k] + d[k] * (v - x[k]);
+        if (log(u2) <= gv - hull) return v;
+    }
+    return vh;
+}
+
+void svir_lap_fill(const svir_lap_plan *pl, const double *theta, double *u,
+                   const uint32_t key[2], uint64_t step, double *work)
+{
+    if (pl->O < 0) return;
+    const svir_glmm *m = pl->m;
+    lap_ws s = lap_carve(pl, work);
+    memcpy(s.th, theta, sizeof(double) * (size_t)m->D);
+    lap_globals(m, theta, &s);
+    svir_aux aux;
+    svir_aux_set(&aux, m->off_sigma >= 0 ? exp(theta[m->off_sigma]) : 1.0,
+                 m->off_phi >= 0 ? exp(theta[m->off_phi]) : 1.0);
+    const svir_term *tO = &m->terms[pl->O];
+    const double sd = s.A[tO->off_qq];
+    double *bO = u + m->p + tO->off_z;
+    for (ptrdiff_t i = 0; i < m->n; i++) {
+        const double zi = tO->Z[i], sc = fabs(sd * zi);
+        if (!(sc > 0.0)) {
+            /* no data on it: its prior */
+            bO[tO->group[i]] = sd * svir_normal(key, SVIR_STREAM_LAPLACE_INT, step,
+                                                (uint64_t)i * 128u);
+            continue;
+        }
+        const double eta = lap_eta(pl, i, u, u + m->p);
+        bO[tO->group[i]] = lap_cond_draw(m, i, eta, sc, &aux, key, step) / zi;
+    }
 }
 
 double svir_lap_logf(const svir_lap_plan *pl, const double *theta, const double *u,
@@ -661,6 +992,7 @@ double svir_lap_logf(const svir_lap_plan *pl, const double *theta, const double 
     lap_ws s = lap_carve(pl, work);
     memcpy(s.th, theta, sizeof(double) * (size_t)pl->m->D);
     lap_globals(pl->m, theta, &s);
+    lap_reset_vh(pl, &s);
     return lap_pass(pl, u, &s, 0);
 }
 

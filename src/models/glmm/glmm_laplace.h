@@ -13,9 +13,16 @@
 
 #include "models/glmm/glmm.h"
 
+/* Gauss-Hermite nodes of the per-observation quadrature */
+#define SVIR_LAP_GH 15
+
 /* The structure of the Newton system, fixed by the model (not by theta). */
 typedef struct {
     const svir_glmm *m;
+    int O;                 /* the term integrated out per observation by adaptive
+                            * Gauss-Hermite quadrature (one column, one observation
+                            * per level, not gaussian, no weights); -1: none */
+    double gh_x[SVIR_LAP_GH], gh_w[SVIR_LAP_GH]; /* nodes, weights (weight e^{-x^2}) */
     int E;                 /* the eliminated term (largest J q), -1 without terms */
     int qE;
     ptrdiff_t nE;          /* J_E q_E */
@@ -30,8 +37,10 @@ typedef struct {
     ptrdiff_t nbcoef;      /* sum_j qE * len_j: the coupling blocks */
 } svir_lap_plan;
 
-/* Builds the plan; 0, or 2 when out of memory. */
-int svir_lap_plan_init(svir_lap_plan *pl, const svir_glmm *m);
+/* Builds the plan; 0, or 2 when out of memory. integrate: whether a term
+ * with one observation per level (an observation-level effect) may be
+ * integrated out by quadrature instead of entering the Newton system. */
+int svir_lap_plan_init(svir_lap_plan *pl, const svir_glmm *m, int integrate);
 void svir_lap_plan_free(svir_lap_plan *pl);
 
 /* Doubles of workspace one thread needs (svir_lap_mode, svir_lap_draw). */
@@ -53,7 +62,15 @@ int svir_lap_mode(const svir_lap_plan *pl, const double *theta, double *u, doubl
 double svir_lap_draw(const svir_lap_plan *pl, const double *theta, const double *mode,
                      const double *eps, double *u_draw, double *work, double *logf);
 
-/* log p(y, beta, b, theta_h) at u (b-units). */
+/* After svir_lap_draw, with an integrated term (pl->O >= 0): its effects
+ * in u [p + nz] drawn from their exact conditionals given the rest of u
+ * and theta (adaptive rejection sampling: the conditionals are
+ * log-concave), from Philox's stream SVIR_STREAM_LAPLACE_INT at `step`. */
+void svir_lap_fill(const svir_lap_plan *pl, const double *theta, double *u,
+                   const uint32_t key[2], uint64_t step, double *work);
+
+/* log p(y, beta, b, theta_h) at u (b-units); with an integrated term, its
+ * effects are integrated out (their entries of u are ignored). */
 double svir_lap_logf(const svir_lap_plan *pl, const double *theta, const double *u,
                      double *work);
 
