@@ -400,11 +400,12 @@ svir_rms <- function(r, dn) {
 #' @return Plain double matrix (dim and column names only).
 #' @noRd
 svir_scale_X <- function(X, scaling) {
-  Xs <- sweep(sweep(unclass(X), 2L, scaling$x_center, "-"), 2L, scaling$x_scale, "/")
-  # unname() first: as.double() of a matrix with model.matrix()'s n row
-  # names costs ten times the copy itself
-  Xs <- matrix(as.double(unname(Xs)), nrow(X), ncol(X), dimnames = list(NULL, colnames(X)))
-  Xs
+  # unname() first: arithmetic on and as.double() of a matrix with
+  # model.matrix()'s n row names cost several times the copy itself
+  n <- nrow(X)
+  Xs <- (as.double(unname(unclass(X))) - rep(as.double(scaling$x_center), each = n)) /
+    rep(as.double(scaling$x_scale), each = n)
+  matrix(Xs, n, ncol(X), dimnames = list(NULL, colnames(X)))
 }
 
 #' Refuse a rank-deficient fixed-effect design

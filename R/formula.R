@@ -120,10 +120,11 @@ svir_re_terms <- function(formula, mf) {
                    "i" = "Write {.code (1 | {grpvar})} for a random intercept."))
     }
     cn <- colnames(Z)
-    for (j in seq_len(ncol(Z))) {
-      svir_check_finite(Z[, j], cn[j], sprintf("random-effect column (term %s)", tn[ord[i]]))
-    }
+    # without model.matrix()'s n row names, which every copy would carry
     Zr <- matrix(as.double(unname(Z)), nrow(Z), ncol(Z), dimnames = list(NULL, cn))
+    for (j in seq_len(ncol(Zr))) {
+      svir_check_finite(Zr[, j], cn[j], sprintf("random-effect column (term %s)", tn[ord[i]]))
+    }
     zs <- apply(Zr, 2L, function(z) {
       s <- if (length(z) > 1L) stats::sd(z) else 0
       if (s > 1e-12 * max(1, abs(z))) s else max(abs(z[1]), 1e-12)

@@ -295,9 +295,13 @@ svir_laplace_cost <- function(spec) {
   nr <- p + sum(size[-E])
   # each level of E touches beta and the other terms' levels its rows meet
   len <- rep(p, tms[[E]]$ngroups)
+  gE <- as.double(tms[[E]]$group)
   for (t in setdiff(seq_along(tms), E)) {
-    pairs <- unique(data.frame(e = tms[[E]]$group, g = tms[[t]]$group))
-    len <- len + NCOL(tms[[t]]$Z) * tabulate(pairs$e + 1L, tms[[E]]$ngroups)
+    # the distinct (level of E, level of t) pairs, keyed as one number
+    # (unique() of a two-column data frame took 0.15 s on InstEval)
+    key <- gE * tms[[t]]$ngroups + tms[[t]]$group
+    first <- !duplicated(key)
+    len <- len + NCOL(tms[[t]]$Z) * tabulate(tms[[E]]$group[first] + 1L, tms[[E]]$ngroups)
   }
   c(step = n * (k^2 + 30) + sum(len^2) * qE + nr^3 / 3 + quad, mem = sum(size))
 }

@@ -163,7 +163,7 @@ svir_normalise_re <- function(re, n) {
     r$levels <- as.character(r$levels)
     r$group <- as.integer(r$group)
     if (!is.null(r$Z)) {
-      r$Z <- matrix(as.double(r$Z), nrow = n)
+      r$Z <- matrix(as.double(unname(r$Z)), nrow = n)
       colnames(r$Z) <- r$cnms
     }
     r$correlated <- isTRUE(r$correlated) && length(r$cnms) > 1L

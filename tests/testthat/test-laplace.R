@@ -338,3 +338,22 @@ test_that("the integrated term's draws follow their exact conditionals", {
   expect_gt(stats::ks.test(pit, "punif")$p.value, 1e-3)
   expect_lt(abs(mean(pit) - 0.5), 0.03)
 })
+
+test_that("the Laplace cost counts each eliminated level's distinct partner levels", {
+  set.seed(2)
+  n <- 300
+  d <- data.frame(y = rnorm(n), a = factor(sample(40, n, TRUE)), b = factor(sample(7, n, TRUE)),
+                  c = factor(sample(3, n, TRUE)))
+  spec <- svir:::svir_build_spec(y ~ 1 + (1 | a) + (1 | b) + (1 | c), d, family = gaussian())$spec
+  tms <- spec$terms
+  E <- which.max(vapply(tms, function(tm) tm$ngroups, 0))
+  len <- rep(1, tms[[E]]$ngroups)
+  for (t in setdiff(seq_along(tms), E)) {
+    pairs <- unique(data.frame(e = tms[[E]]$group, g = tms[[t]]$group))
+    len <- len + tabulate(pairs$e + 1L, tms[[E]]$ngroups)
+  }
+  k <- 1 + 3
+  nr <- 1 + sum(vapply(tms[-E], function(tm) tm$ngroups, 0))
+  want <- n * (k^2 + 30) + sum(len^2) + nr^3 / 3
+  expect_equal(svir:::svir_laplace_cost(spec)[["step"]], want)
+})
