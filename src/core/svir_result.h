@@ -37,6 +37,8 @@ typedef struct {
     int stl;                /* path-derivative ("sticking the landing") entropy gradients */
     ptrdiff_t batch_size;   /* 0 (or >= n): full batch */
     int threads;            /* >= 1 once the model has set its default */
+    int threads_draws;      /* the posterior draws' threads (>= 1 once set): the
+                             * draws do not depend on them */
     int ndraws;
     double init_scale;
     uint64_t seed;

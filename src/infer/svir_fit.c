@@ -2,6 +2,10 @@
  * default threads, choose the backend (backend/svir_backend.c), run the
  * chosen driver, make the model's outputs. What the glue calls. */
 #include "infer/svir_model.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include "backend/svir_backend.h"
 
 #include <stdio.h>
@@ -24,7 +28,20 @@ int svir_fit_spec(const svir_list *spec, const svir_list *ctrl, const svir_callb
     if ((st = svir_control_read(ctrl, &c, &e)) != 0) goto done;
     st = def->read(spec, ctrl, &c, &model, &e);
     if (st) goto done;
-    if (c.threads <= 0) c.threads = def->threads(model, &c);
+    {
+        /* the model's default threads for its steps; the posterior draws
+         * (blocks of independent draws, each a pass over the data) take
+         * every thread when there are at least 10^7 observation terms to
+         * evaluate, unless the user set threads */
+        const int user = c.threads > 0;
+        if (!user) c.threads = def->threads(model, &c);
+        c.threads_draws = c.threads;
+#ifdef _OPENMP
+        if (!user && (double)c.ndraws * def->size(model, &c) >= 1e7 &&
+            omp_get_max_threads() > c.threads)
+            c.threads_draws = omp_get_max_threads();
+#endif
+    }
     svir_choice ch;
     const int mini = c.batch_size > 0;
     const char *cpu_only = def->cpu_only ? def->cpu_only(spec) : NULL;

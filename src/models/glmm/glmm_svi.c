@@ -72,7 +72,7 @@ int glmm_work_init(glmm_work *w, const svir_glmm *m, const svir_control *c)
         const ptrdiff_t useful = (w->B + per_thread - 1) / per_thread;
         if (useful < w->T) w->T = useful > 0 ? (int)useful : 1;
     }
-    w->T_draws = c->threads > 0 ? c->threads : 1;
+    w->T_draws = c->threads_draws > 0 ? c->threads_draws : (c->threads > 0 ? c->threads : 1);
     if (svir_globals_alloc(m, &w->g)) fail = 1;
     const size_t D = (size_t)m->D, nz = (size_t)m->nz;
     w->theta = xcalloc(D, sizeof(double), &fail);
