@@ -162,7 +162,8 @@ svir_normalise_re <- function(re, n) {
     r$cnms <- as.character(r$cnms)
     r$levels <- as.character(r$levels)
     r$group <- as.integer(r$group)
-    if (!is.null(r$Z)) {
+    if (!is.null(r$Z) && !(is.double(r$Z) && identical(dim(r$Z), c(as.integer(n), length(r$cnms))) &&
+                           is.null(rownames(r$Z)) && identical(colnames(r$Z), r$cnms))) {
       r$Z <- matrix(as.double(unname(r$Z)), nrow = n)
       colnames(r$Z) <- r$cnms
     }

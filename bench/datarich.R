@@ -4,7 +4,8 @@
 #
 # Usage (from the repository root, with svir installed):
 #   Rscript bench/datarich.R [--lib=DIR] [--families=gaussian,poisson,binomial]
-#                            [--sizes=10000:2000:10,200000:2000:200] [--out=bench/results]
+#                            [--sizes=10000:2000:10,200000:2000:200]
+#                            [--fits=default,meanfield,fullrank] [--out=bench/results]
 #
 # Each size is n:J1:J2: y ~ x + (1 | g1) + (1 | g2) with g1 and g2 crossed
 # (each observation's levels drawn uniformly), so about n / J1 and n / J2
@@ -23,9 +24,10 @@ here <- if (length(file_arg)) dirname(normalizePath(sub("^--file=", "", file_arg
 source(file.path(here, "args.R"))
 a <- bench_args(
   paste("usage: Rscript bench/datarich.R [--lib=DIR] [--families=gaussian,poisson,binomial]",
-        "[--sizes=n:J1:J2,...] [--out=DIR]"),
+        "[--sizes=n:J1:J2,...] [--fits=default,meanfield,fullrank] [--out=DIR]"),
   c(lib = "", families = "gaussian,poisson,binomial",
-    sizes = "10000:2000:10,200000:2000:200", out = file.path(here, "results"))
+    sizes = "10000:2000:10,200000:2000:200", fits = "default,meanfield,fullrank",
+    out = file.path(here, "results"))
 )
 if (nzchar(a$lib)) .libPaths(c(normalizePath(a$lib), .libPaths()))
 suppressPackageStartupMessages({
@@ -33,6 +35,8 @@ suppressPackageStartupMessages({
   library(lme4)
 })
 families <- strsplit(a$families, ",", fixed = TRUE)[[1]]
+which_fits <- strsplit(a$fits, ",", fixed = TRUE)[[1]]
+if (!all(which_fits %in% c("default", "meanfield", "fullrank"))) stop("--fits: default, meanfield, fullrank")
 sizes <- lapply(strsplit(strsplit(a$sizes, ",", fixed = TRUE)[[1]], ":", fixed = TRUE), as.numeric)
 dir.create(a$out, showWarnings = FALSE, recursive = TRUE)
 md_path <- file.path(a$out, sprintf("datarich-%s.md", format(Sys.Date())))
@@ -85,12 +89,12 @@ for (sz in sizes) {
     }
     s_ref <- sds_lme4(ref$value)
     fam <- switch(family, gaussian = gaussian(), poisson = poisson(), binomial = binomial())
-    fits <- list(
-      "svir default" = timed(svi_fit(f, d, family = fam, seed = 1)),
-      "svir meanfield" = timed(svi_fit(f, d, family = fam, method = "svi", guide = "meanfield",
-                                       seed = 1)),
-      "svir fullrank" = timed(svi_fit(f, d, family = fam, method = "svi", guide = "fullrank",
-                                      seed = 1)))
+    fits <- list()
+    if ("default" %in% which_fits)
+      fits[["svir default"]] <- timed(svi_fit(f, d, family = fam, seed = 1))
+    for (g in intersect(c("meanfield", "fullrank"), which_fits))
+      fits[[paste("svir", g)]] <- timed(svi_fit(f, d, family = fam, method = "svi", guide = g,
+                                               seed = 1))
     for (m in names(fits)) {
       ft <- fits[[m]]
       if (inherits(ft$value, "error")) {
