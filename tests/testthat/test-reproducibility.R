@@ -46,3 +46,17 @@ test_that("multi-threaded minibatch fits reproduce for the same thread count", {
                                 control = svi_control(threads = 1, batch_size = 5000, max_steps = 300)))
   expect_equal(a$engine$vpar, c$engine$vpar, tolerance = 1e-6)
 })
+
+test_that("the posterior draws do not depend on how many threads compute them", {
+  # 1000 draws x 20000 observations: by default the draws take every
+  # thread while the steps take one; threads = 1 runs both on one
+  set.seed(1)
+  n <- 20000
+  d <- data.frame(x = rnorm(n), g = factor(sample(200, n, TRUE)))
+  d$y <- rpois(n, exp(0.3 + 0.5 * d$x + rnorm(200, sd = 0.4)[d$g]))
+  a <- svi_fit(y ~ x + (1 | g), d, family = poisson(), method = "svi", seed = 3)
+  b <- svi_fit(y ~ x + (1 | g), d, family = poisson(), method = "svi", seed = 3,
+               control = svi_control(threads = 1))
+  expect_identical(as.matrix(a), as.matrix(b))
+  expect_identical(a$engine$log_ratio, b$engine$log_ratio)
+})
