@@ -42,9 +42,14 @@
 #' heavy tails and correlations come out as they are, and PSIS k-hat, over
 #' all the parameters jointly, says whether the weights can be trusted
 #' (below 0.7). When it is above 0.5 the proposal moves to the weighted
-#' draws' moments and draws again (twice at most). When the joint weights
-#' stay unusable (many random effects whose conditionals are skewed, such
-#' as an observation-level effect on small counts), the variance
+#' draws' moments and draws again (twice at most). A term with one column
+#' and one observation per level (an observation-level effect, as for
+#' overdispersed counts; not for the gaussian family, nor with weights)
+#' is integrated out of each observation's likelihood by adaptive
+#' Gauss-Hermite quadrature (15 nodes) instead of entering the Newton
+#' system, and its draws come from their exact conditionals afterwards;
+#' `summary()` says so. When the joint weights stay unusable (many random
+#' effects whose conditionals are skewed), the variance
 #' parameters are weighted by their Laplace marginal alone and the effects
 #' follow the Laplace Gaussian given them, as INLA does, and `summary()`
 #' says so. `svi_control(is_draws = )` sets the draws per round (4000);
