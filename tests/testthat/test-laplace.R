@@ -245,8 +245,17 @@ test_that("a Laplace fit with unreliable weights warns and says what to try", {
 olre_spec <- function(n = 40, seed = 5, family = poisson(), weights = NULL) {
   set.seed(seed)
   d <- data.frame(x = rnorm(n), g = factor(sample(1:6, n, TRUE)), obs = factor(seq_len(n)))
-  d$y <- rpois(n, exp(0.5 + 0.4 * d$x + rnorm(6, sd = 0.5)[d$g] + rnorm(n, sd = 0.6)))
-  b <- svir:::svir_build_spec(y ~ x + (1 | g) + (1 | obs), d, family = family, weights = weights)
+  eta <- 0.5 + 0.4 * d$x + rnorm(6, sd = 0.5)[d$g] + rnorm(n, sd = 0.6)
+  f <- y ~ x + (1 | g) + (1 | obs)
+  if (identical(family$family, "binomial")) {
+    d$y <- rbinom(n, 10, plogis(eta - 0.5))
+    f <- cbind(y, 10 - y) ~ x + (1 | g) + (1 | obs)
+  } else if (identical(family$family, "negbin")) {
+    d$y <- rnbinom(n, size = 3, mu = exp(eta))
+  } else {
+    d$y <- rpois(n, exp(eta))
+  }
+  b <- svir:::svir_build_spec(f, d, family = family, weights = weights)
   list(spec = b$spec, d = d)
 }
 
@@ -279,36 +288,45 @@ test_that("R and C agree on which term the Laplace step integrates out", {
 })
 
 test_that("the integrated log density is the quadrature of the joint density", {
-  spec <- olre_spec()$spec
-  ly <- olre_layout(spec)
-  list2env(ly[c("p", "n", "O", "G", "offs")], environment())
+  cases <- list(
+    list(family = poisson(), sds = c(0.3, 0.8, 1.6),
+         dens = function(y, e, th, spec) stats::dpois(y, exp(e))),
+    list(family = binomial(), sds = 0.8,
+         dens = function(y, e, th, spec) stats::dbinom(y, 10, stats::plogis(e))),
+    list(family = negbin(), sds = 0.8,
+         dens = function(y, e, th, spec) stats::dnbinom(y, size = exp(th[length(th)]), mu = exp(e))))
   set.seed(3)
-  for (rep in 1:3) {
-    th <- c(rnorm(p, sd = 0.3), numeric(ly$D - p))
-    th[p + O] <- log(c(0.3, 0.8, 1.6)[rep])
-    th[p + G] <- log(0.5)
-    bg <- rnorm(spec$terms[[G]]$ngroups, sd = 0.5)
-    # the integrated term's entries of u are ignored: give them junk
-    u <- c(th[seq_len(p)], numeric(ly$nz))
-    u[p + offs[G] + seq_along(bg)] <- bg
-    u_junk <- u
-    u_junk[p + offs[O] + seq_len(n)] <- rnorm(n)
-    on <- spec
-    off <- spec
-    off$lap_integrate <- FALSE
-    lf_int <- .Call(svir:::C_svir_lap_logf_r, on, th, u_junk)
-    lf_plain <- .Call(svir:::C_svir_lap_logf_r, off, th, u) # effects at 0
-    eta <- drop(spec$X %*% th[seq_len(p)]) + bg[spec$terms[[G]]$group + 1L]
-    sO <- exp(th[p + O])
-    want <- sum(vapply(seq_len(n), function(i) {
-      lik <- stats::integrate(function(v) stats::dpois(spec$y[i], exp(eta[i] + v)) *
-                                stats::dnorm(v, 0, sO), -Inf, Inf, rel.tol = 1e-12)$value
-      log(lik) - stats::dpois(spec$y[i], exp(eta[i]), log = TRUE) - stats::dnorm(0, 0, sO, log = TRUE)
-    }, 0))
-    # 15 nodes: 1e-13 at sd 0.3, 3e-7 at 0.8, 9e-5 at 1.6 over the 40
-    # observations; a Laplace approximation of each integral is off by
-    # about 1e-2 per observation at sd 1.6
-    expect_lt(abs(lf_int - lf_plain - want), 5e-6 * n)
+  for (cs in cases) {
+    spec <- olre_spec(family = cs$family)$spec
+    ly <- olre_layout(spec)
+    list2env(ly[c("p", "n", "O", "G", "offs")], environment())
+    for (sdO in cs$sds) {
+      th <- c(rnorm(p, sd = 0.3), numeric(ly$D - p))
+      th[p + O] <- log(sdO)
+      th[p + G] <- log(0.5)
+      if (ly$D > p + 2) th[ly$D] <- log(3) # negbin's log phi
+      bg <- rnorm(spec$terms[[G]]$ngroups, sd = 0.5)
+      # the integrated term's entries of u are ignored: give them junk
+      u <- c(th[seq_len(p)], numeric(ly$nz))
+      u[p + offs[G] + seq_along(bg)] <- bg
+      u_junk <- u
+      u_junk[p + offs[O] + seq_len(n)] <- rnorm(n)
+      off <- spec
+      off$lap_integrate <- FALSE
+      lf_int <- .Call(svir:::C_svir_lap_logf_r, spec, th, u_junk)
+      lf_plain <- .Call(svir:::C_svir_lap_logf_r, off, th, u) # effects at 0
+      eta <- drop(spec$X %*% th[seq_len(p)]) + bg[spec$terms[[G]]$group + 1L]
+      want <- sum(vapply(seq_len(n), function(i) {
+        lik <- stats::integrate(function(v) cs$dens(spec$y[i], eta[i] + v, th, spec) *
+                                  stats::dnorm(v, 0, sdO), -Inf, Inf, rel.tol = 1e-12)$value
+        log(lik) - log(cs$dens(spec$y[i], eta[i], th, spec)) - stats::dnorm(0, 0, sdO, log = TRUE)
+      }, 0))
+      # 15 nodes, Poisson: 1e-13 at sd 0.3, 3e-7 at 0.8, 9e-5 at 1.6 over
+      # the 40 observations; a Laplace approximation of each integral is
+      # off by about 1e-2 per observation at sd 1.6
+      expect_lt(abs(lf_int - lf_plain - want), 5e-6 * n,
+                label = sprintf("%s, sd %.1f: |quadrature - integrate()|", cs$family$family, sdO))
+    }
   }
 })
 
