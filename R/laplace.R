@@ -310,21 +310,9 @@ svir_laplace_cost <- function(spec) {
 }
 
 # The term that method "laplace" integrates out per observation by
-# quadrature (its index, 0 for none): the first with one column and one
-# observation per level, in a model that is not gaussian, has no weights
-# and no zero inflation. The same rule as lap_pick_integrated() in
-# src/models/glmm/glmm_laplace.c (test-laplace.R checks that they agree).
-svir_lap_integrated_term <- function(spec) {
-  if (isFALSE(spec$lap_integrate)) return(0L)
-  if (spec$family == svir_codes$family[["gaussian"]] || !is.null(spec$weights) ||
-      !is.null(spec$Xz)) return(0L)
-  n <- length(spec$y)
-  for (t in seq_along(spec$terms)) {
-    tm <- spec$terms[[t]]
-    if (NCOL(tm$Z) == 1L && tm$ngroups == n && !anyDuplicated(tm$group)) return(t)
-  }
-  0L
-}
+# quadrature (its index, 0 for none): svir_lap_pick_integrated() in
+# src/models/glmm/glmm_laplace.c decides.
+svir_lap_integrated_term <- function(spec) .Call(C_svir_lap_integrated_r, spec)
 
 # The default method (method = "auto"): the Laplace sampler where it can
 # run and its work fits the budget (svir.laplace_max_flops, 2e10: about a

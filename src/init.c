@@ -29,6 +29,7 @@ extern SEXP svir_codes_r(void);
 extern SEXP svir_glmm_pairs_r(void);
 extern SEXP svir_logdensity_r(SEXP spec, SEXP theta, SEXP z);
 extern SEXP svir_lap_logf_r(SEXP spec, SEXP theta, SEXP u);
+extern SEXP svir_lap_integrated_r(SEXP spec);
 extern SEXP svir_loglik_block_r(SEXP spec, SEXP theta, SEXP z);
 extern SEXP svir_elbo_grad_r(SEXP spec, SEXP control, SEXP vpar, SEXP step);
 extern SEXP svir_cuda_elbo_grad_r(SEXP spec, SEXP control, SEXP vpar, SEXP step);
@@ -68,6 +69,7 @@ static const R_CallMethodDef call_methods[] = {
     VERB(svir_glmm_pairs_r, 0),
     VERB(svir_logdensity_r, 3),
     VERB(svir_lap_logf_r, 3),
+    VERB(svir_lap_integrated_r, 1),
     VERB(svir_loglik_block_r, 3),
     VERB(svir_elbo_grad_r, 4),
     VERB(svir_cuda_elbo_grad_r, 4),

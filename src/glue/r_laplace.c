@@ -43,14 +43,18 @@ static svir_lap_plan *plan_new(const svir_glmm *m, int integrate, SEXP *hp)
 
 /* The model of spec and its plan, both held (two protections), and the
  * workspace of one thread (freed by R). */
+/* spec$lap_integrate = FALSE keeps an observation-level term in the
+ * Newton system (for comparisons); absent or TRUE integrates it out */
+static int lap_integrate(SEXP spec)
+{
+    const SEXP li = svir_r_get(spec, "lap_integrate");
+    return Rf_isNull(li) || Rf_asLogical(li) != 0;
+}
+
 static svir_lap_plan *lap_open(SEXP spec, const svir_glmm **m, SEXP *hm, SEXP *hp, double **work)
 {
     *m = svir_r_model(&svir_glmm_def, spec, R_NilValue, NULL, hm);
-    /* spec$lap_integrate = FALSE keeps an observation-level term in the
-     * Newton system (for comparisons); absent or TRUE integrates it out */
-    const SEXP li = svir_r_get(spec, "lap_integrate");
-    const int integrate = Rf_isNull(li) || Rf_asLogical(li) != 0;
-    svir_lap_plan *pl = plan_new(*m, integrate, hp);
+    svir_lap_plan *pl = plan_new(*m, lap_integrate(spec), hp);
     if (work) *work = (double *)R_alloc((size_t)svir_lap_work_size(pl), sizeof(double));
     return pl;
 }
@@ -87,6 +91,18 @@ SEXP svir_lap_mode_r(SEXP spec, SEXP theta, SEXP u0)
     svir_r_model_done(hm);
     UNPROTECT(5);
     return out;
+}
+
+/* The term the Laplace step integrates out per observation (1-based), 0
+ * for none: R's cost estimate asks before any step runs */
+SEXP svir_lap_integrated_r(SEXP spec)
+{
+    SEXP hm;
+    const svir_glmm *m = svir_r_model(&svir_glmm_def, spec, R_NilValue, NULL, &hm);
+    const int t = lap_integrate(spec) ? svir_lap_pick_integrated(m) : -1;
+    svir_r_model_done(hm);
+    UNPROTECT(1);
+    return Rf_ScalarInteger(t + 1);
 }
 
 /* log p(y, beta, b, theta_h) at u = (beta, b) (b-units), for the tests */

@@ -270,7 +270,7 @@ olre_layout <- function(spec) {
        D = length(spec$prior_type), offs = cumsum(c(0, sizes)), nz = sum(sizes))
 }
 
-test_that("R and C agree on which term the Laplace step integrates out", {
+test_that("the Laplace step integrates out a term with one observation per level, and only then", {
   cases <- list(olre_spec()$spec, olre_spec(family = gaussian())$spec,
                 olre_spec(weights = rep(c(1, 2), 20))$spec)
   off <- olre_spec()$spec
@@ -331,30 +331,60 @@ test_that("the integrated log density is the quadrature of the joint density", {
 })
 
 test_that("the integrated term's draws follow their exact conditionals", {
+  # sd 2 on small counts: skewed conditionals, which the Laplace Gaussian
+  # misses (checked below on the same draws of everything else)
   spec <- olre_spec(n = 40, seed = 8)$spec
   ly <- olre_layout(spec)
   list2env(ly[c("p", "n", "O", "G", "offs")], environment())
-  S <- 30L
-  r <- .Call(svir:::C_svir_lap_is_r, spec, c(0.5, 0.4, rep(log(0.6), ly$D - p)),
-             c(0.5, 0.4, rep(0, ly$nz)), diag(ly$D - p) * 0.2, 5L, S, 0, 7, 1L)
+  S <- 60L
+  mode <- c(-0.5, 0.4, numeric(ly$D - p))
+  mode[p + O] <- log(2)
+  mode[p + G] <- log(0.5)
+  r <- .Call(svir:::C_svir_lap_is_r, spec, mode, c(0.5, 0.4, rep(0, ly$nz)),
+             diag(ly$D - p) * 0.2, 5L, S, 0, 7, 1L)
   expect_true(all(r$ok))
-  pit <- unlist(lapply(seq_len(S), function(k) {
+  set.seed(4)
+  pit <- do.call(rbind, lapply(seq_len(S), function(k) {
     th <- r$theta[, k]
     sG <- exp(th[p + G])
     sO <- exp(th[p + O])
     z <- r$z[, k]
     eta <- drop(spec$X %*% th[seq_len(p)]) + sG * z[offs[G] + spec$terms[[G]]$group + 1L]
     b <- sO * z[offs[O] + spec$terms[[O]]$group + 1L]
-    vapply(seq_len(n), function(i) {
+    t(vapply(seq_len(n), function(i) {
       f <- function(v) stats::dpois(spec$y[i], exp(eta[i] + v)) * stats::dnorm(v, 0, sO)
+      lf <- function(v) stats::dpois(spec$y[i], exp(eta[i] + v), log = TRUE) - v^2 / (2 * sO^2)
+      # a draw from the Laplace Gaussian of the same conditional
+      vh <- stats::optimize(lf, c(-20, 20), maximum = TRUE)$maximum
+      bg <- stats::rnorm(1, vh, 1 / sqrt(exp(eta[i] + vh) + 1 / sO^2))
       tot <- stats::integrate(f, -Inf, Inf, rel.tol = 1e-10)$value
-      stats::integrate(f, -Inf, b[i], rel.tol = 1e-10)$value / tot
-    }, 0)
+      c(exact = stats::integrate(f, -Inf, b[i], rel.tol = 1e-10)$value / tot,
+        gauss = stats::integrate(f, -Inf, bg, rel.tol = 1e-10)$value / tot)
+    }, numeric(2)))
   }))
-  # uniform if the draws are exact; draws from the prior or from the
-  # Laplace Gaussian would fail this
-  expect_gt(stats::ks.test(pit, "punif")$p.value, 1e-3)
-  expect_lt(abs(mean(pit) - 0.5), 0.03)
+  # uniform if the draws are exact
+  expect_gt(stats::ks.test(pit[, "exact"], "punif")$p.value, 1e-3)
+  expect_lt(abs(mean(pit[, "exact"]) - 0.5), 0.03)
+  # the same check rejects the Laplace Gaussian's draws
+  expect_lt(stats::ks.test(pit[, "gauss"], "punif")$p.value, 1e-3)
+})
+
+test_that("the Laplace step finds a mode with a large observation-level sd", {
+  # the quadrature's gradient is the exact integral's, so Newton's
+  # decrement stalls above zero (1e-7 at sd 2, 1e-4 at sd 3); that point is
+  # the mode (it used to fail after 200 steps)
+  spec <- olre_spec(n = 40, seed = 8)$spec
+  ly <- olre_layout(spec)
+  for (sdO in c(1, 2, 3, 5)) {
+    th <- c(-0.5, 0.4, numeric(ly$D - ly$p))
+    th[ly$p + ly$O] <- log(sdO)
+    th[ly$p + ly$G] <- log(0.5)
+    for (u0 in list(c(0.5, 0.4), c(-0.5, 0.4))) {
+      m <- .Call(svir:::C_svir_lap_mode_r, spec, th, c(u0, rep(0, ly$nz)))
+      expect_true(m$ok, label = sprintf("mode found at sd %g from beta0 %g", sdO, u0[1]))
+      expect_lt(m$iters, 50)
+    }
+  }
 })
 
 test_that("the Laplace cost counts each eliminated level's distinct partner levels", {

@@ -166,10 +166,17 @@ double svir_log_prior(const svir_glmm *m, const double *theta, double *grad)
 
 double svir_eta_obs(const svir_glmm *m, ptrdiff_t i, const double *beta, const double *b)
 {
+    return svir_eta_obs_except(m, i, beta, b, -1);
+}
+
+double svir_eta_obs_except(const svir_glmm *m, ptrdiff_t i, const double *beta, const double *b,
+                           int skip)
+{
     const ptrdiff_t n = m->n;
     double eta = m->offset ? m->offset[i] : 0.0;
     for (int k = 0; k < m->p; k++) eta += m->X[i + k * n] * beta[k];
     for (int t = 0; t < m->nterms; t++) {
+        if (t == skip) continue;
         const svir_term *tm = &m->terms[t];
         const double *bj = b + tm->off_z + (ptrdiff_t)tm->group[i] * tm->q;
         if (tm->z_ones) {

@@ -102,6 +102,9 @@ double svir_log_prior(const svir_glmm *m, const double *theta, double *grad);
 
 /* Linear predictor of observation i, given b (indexed like z). */
 double svir_eta_obs(const svir_glmm *m, ptrdiff_t i, const double *beta, const double *b);
+/* the same without term `skip`'s effect (-1: every term) */
+double svir_eta_obs_except(const svir_glmm *m, ptrdiff_t i, const double *beta, const double *b,
+                           int skip);
 
 /* One plain pass over all observations at fixed effects beta [p] and random
  * effects b [nz]: *ll = sum_i log p(y_i | eta_i) without constants, gbeta [p],

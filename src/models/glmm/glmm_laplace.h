@@ -37,6 +37,12 @@ typedef struct {
     ptrdiff_t nbcoef;      /* sum_j qE * len_j: the coupling blocks */
 } svir_lap_plan;
 
+/* The term that may be integrated out per observation: the first with
+ * one column and every level used by exactly one observation, in a model
+ * that is not gaussian and has no weights and no zero inflation; -1 if
+ * none (or out of memory). */
+int svir_lap_pick_integrated(const svir_glmm *m);
+
 /* Builds the plan; 0, or 2 when out of memory. integrate: whether a term
  * with one observation per level (an observation-level effect) may be
  * integrated out by quadrature instead of entering the Newton system. */
