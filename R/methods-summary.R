@@ -324,10 +324,14 @@ svir_cat_header <- function(family, formula, data_name, method, guide, backend, 
   if (!is.null(formula)) cat("Formula: ", paste(deparse(formula, width.cutoff = 500L), collapse = " "), "\n", sep = "")
   if (!is.null(data_name)) cat("   Data: ", data_name, "\n", sep = "")
   how <- if (identical(method, "laplace")) {
-    "Laplace proposal, PSIS weights"
+    # the random effects are integrated out at each draw of the globals, so
+    # no parameterisation of them is chosen
+    "Laplace proposal, PSIS weights; random effects integrated out, so not parameterised"
   } else {
-    # SVI and QEM parameterise every random-effect term non-centred (b = A z)
-    paste0("guide: ", guide %||% "?", "; random effects non-centred")
+    # SVI and QEM parameterise every random-effect term non-centred (b = A
+    # z): the one parameterisation this version has (dev/CALIBRATION.md)
+    paste0("guide: ", guide %||% "?",
+           "; random effects non-centred, the only parameterisation built (suits groups with few rows)")
   }
   cat(" Method: ", method %||% "svi", " (", how, "); backend: ", backend %||% "?",
       if (!is.null(reason) && !is.na(reason) && nzchar(reason)) paste0(" (", reason, ")"), "\n", sep = "")

@@ -176,7 +176,8 @@ svir_pln_build <- function(formula, data, family, prior, guide, method, control,
   nd <- if (bayes) n - d else n
   cov <- if (is.null(rank)) match(family$covariance, c("full", "diagonal", "spherical")) - 1L else 3L
   if (bayes && nd < 1) abort("{.code globals = \"bayes\"} needs more rows ({n}) than covariates ({d}).")
-  if (cov == 0L && p >= nd) {
+  prior <- if (bayes && is.null(rank)) svir_pln_sigma_prior(family, p, n, d) else NULL
+  if (cov == 0L && p >= nd && is.null(prior)) {
     abort(c("A full covariance of {p} columns needs more than {p} rows{if (bayes) ' (less the covariates)' else ''}; the data have {n}.",
             i = "Use {.code pln(rank = )}, {.code covariance = \"diagonal\"} or {.code \"spherical\"}."))
   }
@@ -197,7 +198,8 @@ svir_pln_build <- function(formula, data, family, prior, guide, method, control,
   }
   if (pca) cov <- svir_codes$pln_cov[["pca"]]
   dat <- list(model = "pln", O = O, Orow = Orow, X = X, P = P, cov = cov, q = rank,
-              nd = as.double(nd), n = n, p = p, d = d)
+              nd = as.double(nd), n = n, p = p, d = d,
+              k0 = if (is.null(prior)) 0 else prior$k0, s0 = if (is.null(prior)) 0 else prior$scale)
   # the counts: dense, or a dgCMatrix's slots
   if (is.null(Ysp)) {
     dat$Y <- Y
@@ -254,7 +256,7 @@ svir_pln_build <- function(formula, data, family, prior, guide, method, control,
                tol_rel_obj = tol, batch_size = batch, seed = seed,
                threads = as.integer(if (is.null(control$threads)) 0L else control$threads))
   list(spec = dat, ctrl = ctrl, control = control, qem = FALSE, family = family, X = X,
-       Y = if (is.null(Ysp)) Y else Ysp, O = O, Orow = Orow, rank = rank, bayes = bayes,
+       Y = if (is.null(Ysp)) Y else Ysp, O = O, Orow = Orow, rank = rank, bayes = bayes, prior = prior,
        batch = batch, tol = tol, n = n, p = p, d = d, cn = cn, tt = tt, mf = mf,
        formula = formula, call = call, pca = pca)
 }
@@ -275,10 +277,20 @@ svir_pln_finish <- function(engine, job) {
     cli::cli_warn(c("The fit stopped at {.code max_steps = {control$max_steps}} {if (is.null(batch)) 'iterations' else 'minibatch steps'} before the ELBO converged.",
                     i = "Increase {.code control = svi_control(max_steps = )}."))
   }
-  # the ELBO's constants from q(B) under globals = "bayes" (src/models/pln/pln_eval.c)
+  # the ELBO's constants from q(B) under globals = "bayes" (src/models/pln/pln_eval.c),
+  # and from Sigma's prior and q(Sigma)
   const <- if (job$bayes && d > 0) {
     d * p / 2 * log(2 * pi) - p / 2 * as.numeric(determinant(crossprod(X))$modulus)
   } else 0
+  shift <- 0
+  if (!is.null(job$prior)) {
+    # the ELBO of the returned q(Z) q(B) q(Sigma): the engine's objective
+    # less w log |K| plus constants (svir_pln_prior_elbo); the trace (the
+    # objective the fit climbed) is shifted to end at it
+    pe <- svir_pln_prior_elbo(job$prior, family$covariance, n, p, d)
+    const <- const - d * p / 2 * log(2 * pi) + pe$const
+    shift <- -pe$w * as.numeric(determinant(engine$Sigma)$modulus)
+  }
   if (isTRUE(job$pca)) return(svir_pln_pca_finish(engine, job))
   np <- n * p
   Y <- job$Y
@@ -308,8 +320,10 @@ svir_pln_finish <- function(engine, job) {
     offset = if (is.null(job$O)) job$Orow else job$O,
     loadings = W, psi = psi, rank = rank, globals = family$globals,
     XtXinv = if (job$bayes && d > 0) solve(crossprod(X)) else NULL,
+    sigma_prior = job$prior,
+    sigma_post = if (is.null(job$prior)) NULL else svir_pln_sigma_q(job$prior, family$covariance, Sigma, n),
     X = X, Y = Y,
-    elbo = engine$elbo_final + const, trace = engine$elbo + const, steps = engine$steps,
+    elbo = engine$elbo_final + const + shift, trace = engine$elbo + const + shift, steps = engine$steps,
     batch_size = batch, epochs = engine$epochs,
     stop_reason = engine$stop_reason,
     tol = job$tol, time = engine$time, backend = engine$backend,
@@ -514,4 +528,86 @@ svir_mem_available <- function() {
   l <- grep("^MemAvailable:", readLines("/proc/meminfo", warn = FALSE), value = TRUE)
   if (!length(l)) return(NA_real_)
   as.double(gsub("[^0-9]", "", l[1])) * 1024
+}
+
+# Sigma's conjugate prior under pln(globals = "bayes") (no rank): the
+# inverse-Wishart(df, scale I) for a full Sigma; for a diagonal or spherical
+# one each variance inverse-gamma(shape a0 = (df - p + 1) / 2, scale / 2),
+# the full prior's marginal. The latent layer is fitted with Sigma at its
+# posterior mean K = (C + scale I) / (n - d + k0), C the latent residuals'
+# second moment (src/models/pln/pln_eval.c; spherical: (tr C + scale) / ((n
+# - d + k0) p)), k0 = df - p - 1 (spherical: (df - p - 1) / p); dev/PLN.md
+# has why (the mean-field optimum, with E[Sigma^-1], is further from NUTS).
+svir_pln_sigma_prior <- function(family, p, n, d) {
+  df <- if (is.null(family$sigma_df)) p + 1 else family$sigma_df
+  if (!(df > p - 1)) {
+    cli::cli_abort(c("{.arg sigma_df} must be more than the number of count columns less 1 ({p - 1}) for a proper inverse-Wishart prior; it is {df}.",
+                     i = "Leave {.arg sigma_df} as {.code NULL} for {p + 1}."),
+                   class = "svir_error", call = NULL)
+  }
+  a0 <- (df - p + 1) / 2
+  k0 <- if (family$covariance == "spherical") (df - p - 1) / p else df - p - 1
+  if (!(n - d + k0 > 0)) {
+    cli::cli_abort(c("{.code globals = \"bayes\"} with {.code sigma_df = {df}} needs at least {ceiling(p + 2 - df + d)} rows; the data have {n}.",
+                     i = "Use a larger {.arg sigma_df}."),
+                   class = "svir_error", call = NULL)
+  }
+  list(df = df, scale = family$sigma_scale, shape = a0, k0 = k0)
+}
+
+# log of the multivariate gamma function Gamma_p(a)
+svir_lmvgamma <- function(a, p) p * (p - 1) / 4 * log(pi) + sum(lgamma(a + (1 - seq_len(p)) / 2))
+
+# The ELBO of the fit's q(Z) q(B) q(Sigma) from the engine's objective J and
+# K: ELBO = J - w log |K| + const (w = (p + 1) / 2, 1 or 1 / p for a full,
+# diagonal or spherical Sigma), the expectations of log p(Sigma) and log
+# p(Z | B, Sigma) and the entropies of q(B) and q(Sigma) (dev/PLN.md).
+# Returns list(w, const); q(B)'s log |X'X| is added by the caller.
+svir_pln_prior_elbo <- function(prior, covariance, n, p, d) {
+  s0 <- prior$scale
+  a0 <- prior$shape
+  base <- (n - d) * p / 2 + d * p / 2 * log(2 * pi * exp(1))
+  if (covariance == "full") {
+    nu0 <- prior$df
+    nu <- nu0 + n
+    list(w = (p + 1) / 2,
+         const = base - nu * p / 2 * log(nu - p - 1) + nu0 * p / 2 * log(s0) + n * p / 2 * log(2) -
+           svir_lmvgamma(nu0 / 2, p) + svir_lmvgamma(nu / 2, p))
+  } else {
+    m <- if (covariance == "diagonal") p else 1
+    a <- a0 + if (covariance == "diagonal") n / 2 else n * p / 2
+    list(w = if (covariance == "diagonal") 1 else 1 / p,
+         const = base + m * (-a * log(a - 1) + a0 * log(s0 / 2) - lgamma(a0) + lgamma(a)))
+  }
+}
+
+# q(Sigma), the conjugate posterior given q(Z) and q(B), whose mean is the
+# engine's K: each variance's marginal inverse-gamma (shape, rate). Full:
+# inverse-Wishart(nu = n + df, (nu - p - 1) K), whose Sigma_jj is
+# inverse-gamma((nu - p + 1) / 2, (nu - p - 1) K_jj / 2); diagonal and
+# spherical: inverse-gamma(a, (a - 1) K_jj), a = a0 + n / 2 (a0 + n p / 2).
+svir_pln_sigma_q <- function(prior, covariance, K, n) {
+  p <- nrow(K)
+  if (covariance == "full") {
+    nu <- prior$df + n
+    list(shape = rep((nu - p + 1) / 2, p), rate = (nu - p - 1) * diag(K) / 2, mean = K, df = nu)
+  } else {
+    a <- prior$shape + if (covariance == "diagonal") n / 2 else n * p / 2
+    list(shape = rep(a, p), rate = (a - 1) * diag(K), mean = K, df = NULL)
+  }
+}
+
+# The PLN calibration data (issue 16, point 7; bench/nuts/build_pln_ref.R
+# and tests/testthat/test-pln-nuts.R): vegan's mite counts, the 15 most
+# abundant species (by total count), water content in units of 100 g/L and
+# the log total count of each core over all 35 species as the offset.
+svir_mite15 <- function() {
+  e <- new.env()
+  utils::data("mite", "mite.env", package = "vegan", envir = e)
+  m <- as.matrix(e$mite)
+  top <- order(colSums(m), decreasing = TRUE)[1:15]
+  d <- data.frame(water = e$mite.env$WatrCont / 100)
+  d$Y <- m[, top]
+  d$lib <- log(rowSums(m))
+  d
 }

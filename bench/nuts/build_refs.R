@@ -40,15 +40,10 @@ check_only <- arg_of("check", "0") == "1"
 cores <- as.integer(arg_of("cores", "2"))
 if (nzchar(lib)) .libPaths(c(normalizePath(lib), .libPaths()))
 
-file_arg <- grep("^--file=", commandArgs(FALSE), value = TRUE)
-here <- if (length(file_arg)) dirname(normalizePath(sub("^--file=", "", file_arg[1]))) else "bench/nuts"
-root <- dirname(dirname(here))
-
-suppressPackageStartupMessages({
-  library(svir)
-  library(rstan)
-})
-if (dir.exists("/usr/include/boost")) rstan::rstan_options(boost_lib = "/usr/include")
+source(file.path(local({
+  f <- grep("^--file=", commandArgs(FALSE), value = TRUE)
+  if (length(f)) dirname(sub("^--file=", "", f[1])) else "bench/nuts"
+}), "setup.R"))
 source(file.path(here, "glmm_stan.R"))
 
 say <- function(...) message(sprintf(...))

@@ -134,6 +134,8 @@ int pln_new(const svir_pln_data *dat, int fit, svir_cuda_pln **out, char *err, s
     x->np = np;
     x->L = npar_of(dat);
     x->nd = dat->nd;
+    x->k0 = dat->k0;
+    x->s0 = dat->s0;
     x->lgy = dat->lgy;
     x->logdet_om = dat->logdet_om;
     pln_args *a = &x->a;

@@ -49,6 +49,7 @@ struct svir_cuda_pln {
     int n, p, d, q, cov, fixed, fit;
     ptrdiff_t np, L;
     double nd, lgy, logdet_om;
+    double k0, s0; /* Sigma's conjugate prior (pln.h) */
     pln_args a;
     double *A[2], *S2[2], *omd[2], *h0r[2]; /* per evaluated point (current, candidate);
                                              * h0r: H0's denominators for W, log psi */

@@ -248,6 +248,8 @@ int pln_eval_dev(svir_cuda_pln *x, const double *dpar, int set, double *J, doubl
     const int n = x->n, p = x->p, d = x->d, q = x->q;
     const ptrdiff_t np = x->np;
     const double nd = x->nd;
+    /* Sigma's closed form divides by nk (the prior's k0 added; pln_eval.c) */
+    const double nk = nd + x->k0, s0 = x->s0;
     const double *M = dpar, *ls = dpar + np;
     if (d > 0 && !x->fixed) {
         k_bpm<<<p, PB>>>(*a, M);
@@ -278,7 +280,7 @@ int pln_eval_dev(svir_cuda_pln *x, const double *dpar, int set, double *J, doubl
         *J = lik + 0.5 * (double)np + 0.5 * n * x->logdet_om - 0.5 * tr;
     } else if (x->cov == SVIR_PLN_FULL) {
         double *Om = x->hOm;
-        const double invn = 1.0 / nd;
+        const double invn = 1.0 / nk;
         double logdet = 0.0;
         dim3 gg((p + TS - 1) / TS, (p + TS - 1) / TS);
         k_gram<<<gg, tb>>>(a->R, n, p, a->Om);
@@ -286,7 +288,7 @@ int pln_eval_dev(svir_cuda_pln *x, const double *dpar, int set, double *J, doubl
         PCK(cudaMemcpy(Om, a->Om, sizeof(double) * (size_t)p * p, cudaMemcpyDeviceToHost));
         for (int j = 0; j < p; j++)
             for (int i = j; i < p; i++) Om[(ptrdiff_t)j * p + i] *= invn;
-        for (int j = 0; j < p; j++) Om[(ptrdiff_t)j * p + j] += s2sum[j] * invn;
+        for (int j = 0; j < p; j++) Om[(ptrdiff_t)j * p + j] += (s2sum[j] + s0) * invn;
         if (Sigma)
             for (int j = 0; j < p; j++)
                 for (int i = j; i < p; i++)
@@ -296,7 +298,7 @@ int pln_eval_dev(svir_cuda_pln *x, const double *dpar, int set, double *J, doubl
         dim3 gr((n + TS - 1) / TS, (p + TS - 1) / TS);
         k_rom<<<gr, tb>>>(a->R, a->Om, n, p, grad, 1);
         KCK("k_rom");
-        *J = lik - 0.5 * nd * logdet + 0.5 * (n - nd) * p;
+        *J = lik - 0.5 * nk * logdet + 0.5 * (n - nd) * p;
     } else if (x->cov == SVIR_PLN_RANK) {
         const ptrdiff_t pq = (ptrdiff_t)p * q;
         double *W = x->hW, *lpsi = x->hW + pq, *V = x->hV, *G = x->hG, *ipsi = x->hV + pq;
@@ -337,11 +339,11 @@ int pln_eval_dev(svir_cuda_pln *x, const double *dpar, int set, double *J, doubl
         double tot = 0.0, logdet = 0.0;
         for (int j = 0; j < p; j++) {
             const double s = s2sum[j] + rr[j];
-            omd[j] = s / nd;
+            omd[j] = (s + s0) / nk;
             tot += s;
         }
         for (int j = 0; j < p; j++) {
-            const double v = x->cov == SVIR_PLN_SPHERICAL ? tot / (nd * p) : omd[j];
+            const double v = x->cov == SVIR_PLN_SPHERICAL ? (tot + s0) / (nk * p) : omd[j];
             if (!(v > 0.0) || !isfinite(v)) {
                 snprintf(err, errlen, "the estimated variance of column %d is not positive", j + 1);
                 return 1;
@@ -352,7 +354,7 @@ int pln_eval_dev(svir_cuda_pln *x, const double *dpar, int set, double *J, doubl
                 for (int i = 0; i < p; i++) Sigma[(ptrdiff_t)j * p + i] = i == j ? v : 0.0;
         }
         diag = 1;
-        *J = lik - 0.5 * nd * logdet + 0.5 * (n - nd) * p;
+        *J = lik - 0.5 * nk * logdet + 0.5 * (n - nd) * p;
     }
     if (!x->fixed)
         PCK(cudaMemcpy(x->omd[set], omd, sizeof(double) * (size_t)p, cudaMemcpyHostToDevice));

@@ -173,12 +173,14 @@ test_that("the default chooses the Laplace sampler for small models and says why
   expect_match(fit$method_reason, "small enough")
   out <- paste(capture.output(summary(fit)), collapse = "\n")
   expect_match(out, "Method: laplace")
+  expect_match(out, "random effects integrated out, so not parameterised")
   expect_match(out, "Chosen by method = \"auto\"")
   expect_match(out, "importance draws")
   # a guide, zero inflation, minibatches or a kept path mean SVI
   g <- svi_fit(Reaction ~ Days + (Days | Subject), lme4::sleepstudy, seed = 1, guide = "meanfield")
   expect_identical(g$method, "svi")
   expect_match(g$method_reason, "guide")
+  expect_output(print(summary(g)), "non-centred, the only parameterisation built")
   b <- svi_fit(Reaction ~ Days + (Days | Subject), lme4::sleepstudy, seed = 1,
                control = svi_control(batch_size = 60))
   expect_identical(b$method, "svi")

@@ -20,9 +20,16 @@ test_that("the PLN objective's gradient is its derivative, for every covariance"
   Y <- matrix(as.double(rpois(n * p, 3)), n, p)
   O <- matrix(rnorm(n * p, 0, 0.1), n, p)
   par <- c(log1p(Y) + rnorm(n * p, 0, 0.1), rep(log(0.3), n * p) + rnorm(n * p, 0, 0.1))
-  for (cov in 0:2) {
+  # cases 3:5: globals = "bayes" with Sigma's prior (n - d + k0 and s0 I,
+  # spherical (tr C + s0) / ((n - d + k0) p))
+  for (case in 0:5) {
+    cov <- case %% 3L
+    prior <- case >= 3L
+    k0 <- if (prior) c(p + 1, 2, 2 / p)[cov + 1L] else 0
+    s0 <- if (prior) 0.7 else 0
+    nd <- if (prior) n - 2 else n
     dat <- list(Y = Y, O = O, X = X, P = solve(crossprod(X), t(X)), lgy = sum(lgamma(Y + 1)),
-                cov = cov, n = n, p = p, d = 2L)
+                cov = cov, n = n, p = p, d = 2L, nd = nd, k0 = k0, s0 = s0)
     r <- .Call(C_svir_pln_eval_r, dat, par)
     idx <- c(1, 17, 60, n * p + 3, n * p + 77, 2 * n * p)
     h <- 1e-6
@@ -33,16 +40,17 @@ test_that("the PLN objective's gradient is its derivative, for every covariance"
       b[k] <- b[k] - h
       (.Call(C_svir_pln_eval_r, dat, a)$J - .Call(C_svir_pln_eval_r, dat, b)$J) / (2 * h)
     }, 0)
-    expect_equal(r$grad[idx], fd, tolerance = 1e-6, info = cov)
+    expect_equal(r$grad[idx], fd, tolerance = 1e-6, info = case)
     # B and Sigma are the closed-form optimum for the given M and S
     M <- matrix(par[seq_len(n * p)], n)
     S2 <- matrix(exp(2 * par[n * p + seq_len(n * p)]), n)
     Bh <- solve(crossprod(X), crossprod(X, M))
     R <- M - X %*% Bh
-    V <- (crossprod(R) + diag(colSums(S2))) / n
-    V <- switch(cov + 1, V, diag(diag(V)), diag(mean(diag(V)), p))
+    C <- crossprod(R) + diag(colSums(S2))
+    V <- switch(cov + 1, (C + diag(s0, p)) / (nd + k0), diag(diag(C) + s0) / (nd + k0),
+                diag((sum(diag(C)) + s0) / ((nd + k0) * p), p))
     expect_equal(r$B, Bh, tolerance = 1e-10)
-    expect_equal(r$Sigma, V, tolerance = 1e-10)
+    expect_equal(r$Sigma, V, tolerance = 1e-10, info = case)
   }
 })
 
@@ -276,8 +284,9 @@ test_that("the objective in BLAS pieces (with interrupt polls between them) is t
   Bf <- matrix(rnorm(d * p, 0, 0.2), d)
   cases <- list(
     full = list(c(base, list(cov = 0L)), par),
-    full_bayes = list(c(base, list(cov = 0L, nd = n - d)), par),
+    full_bayes = list(c(base, list(cov = 0L, nd = n - d, k0 = p + 1, s0 = 1)), par),
     diagonal = list(c(base, list(cov = 1L)), par),
+    diagonal_bayes = list(c(base, list(cov = 1L, nd = n - d, k0 = 2, s0 = 1)), par),
     rank = list(c(base, list(cov = 3L, q = q)), c(par, W, lpsi)),
     ve_full = list(c(base, list(cov = 0L, Bfix = Bf, Omfix = Om,
                                 logdet_om = as.numeric(determinant(Om)$modulus))), par),
@@ -301,6 +310,12 @@ test_that("the objective in BLAS pieces (with interrupt polls between them) is t
   A <- exp(O + M + S2 / 2)
   expect_equal(matrix(pieces$full$grad[seq_len(n * p)], n), Y - A - R %*% solve(one$full$Sigma),
                tolerance = 1e-9)
+  # with d > 8 the diagonal Sigma is not fused with the columns' pass: the
+  # prior's closed form there too
+  expect_equal(diag(one$diagonal_bayes$Sigma), (colSums(R^2) + colSums(S2) + 1) / (n - d + 2),
+               tolerance = 1e-10)
+  expect_equal(one$full_bayes$Sigma, (crossprod(R) + diag(colSums(S2)) + diag(p)) / (n - d + p + 1),
+               tolerance = 1e-10)
   # a minibatch fit with the batch's SYRK and the M step's inverse in
   # pieces: the same fit
   # pieces (rounding apart; SQUAREM's extrapolations amplify it to about
@@ -403,50 +418,114 @@ test_that("a sparse count matrix gives the fit of the dense one", {
   expect_equal(c1$elbo, c2$elbo, tolerance = 1e-10)
 })
 
-test_that("globals = 'bayes' gives B a Gaussian posterior with the right ELBO", {
+test_that("globals = 'bayes' gives B and Sigma a posterior with the right ELBO", {
   s <- pln_sim(40, 3, diag(3) * 0.3, seed = 13)
   fp <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln())
   fb <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(globals = "bayes"))
-  expect_equal(coef(fb), coef(fp), tolerance = 0.05)
+  # the posterior's larger variances lower the latent means a little (E
+  # exp(Z) = exp(mean + var / 2) is held by the counts)
+  expect_lt(max(abs(coef(fb) - coef(fp))), 0.1)
   expect_true(all(diag(sigma(fb)) > diag(sigma(fp))))
-  # Sigma is the second moment of the latent residuals over n - d
+  expect_output(print(fb), "posterior for B and Sigma")
   X <- cbind(1, s$x)
-  R <- fb$M - X %*% coef(fb)
-  expect_equal(unname(sigma(fb)), unname((crossprod(R) + diag(colSums(fb$S^2))) / 38),
-               tolerance = 1e-8)
-  # the ELBO by Monte Carlo: B ~ q(B) (matrix normal), Z ~ q(Z), a flat
-  # prior on B
-  set.seed(1)
-  K <- 4000
-  Om <- solve(sigma(fb))
-  Ls <- t(chol(sigma(fb)))
-  Lx <- t(chol(fb$XtXinv))
   O <- log(s$d$depth)
   Y <- s$d$Y
-  lq_b <- -3 * log(2 * pi) - 2 * as.numeric(determinant(sigma(fb))$modulus) / 2 * 1 -
-    3 / 2 * as.numeric(determinant(fb$XtXinv)$modulus)
-  vals <- vapply(seq_len(K), function(k) {
-    Eb <- matrix(rnorm(6), 2)
-    Bk <- coef(fb) + Lx %*% Eb %*% t(Ls)
-    Ez <- matrix(rnorm(120), 40)
-    Zk <- fb$M + fb$S * Ez
-    eta <- O + Zk
-    lpy <- sum(Y * eta - exp(eta) - lgamma(Y + 1))
-    Rk <- Zk - X %*% Bk
-    lpz <- -60 * log(2 * pi) - 20 * as.numeric(determinant(sigma(fb))$modulus) -
-      sum((Rk %*% Om) * Rk) / 2
-    lqz <- sum(dnorm(Ez, log = TRUE) - log(fb$S))
-    lqb <- lq_b - sum(Eb^2) / 2
-    lpy + lpz - lqz - lqb
-  }, 0)
-  expect_lt(abs(mean(vals) - fb$elbo), 4 * sd(vals) / sqrt(K))
-  # intervals: estimate -/+ z sd, sd^2 = [(X'X)^-1]_kk Sigma_jj
+  n <- 40
+  p <- 3
+  d <- 2
+  # log densities of the inverse-Wishart and the inverse-gamma
+  ldiw <- function(S, nu, Psi) {
+    nu / 2 * as.numeric(determinant(Psi)$modulus) - nu * p / 2 * log(2) -
+      svir:::svir_lmvgamma(nu / 2, p) - (nu + p + 1) / 2 * as.numeric(determinant(S)$modulus) -
+      sum(diag(Psi %*% solve(S))) / 2
+  }
+  ldig <- function(v, a, b) a * log(b) - lgamma(a) - (a + 1) * log(v) - b / v
+  for (cv in c("full", "diagonal", "spherical")) {
+    f <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(globals = "bayes", covariance = cv))
+    K <- f$sigma
+    q <- f$sigma_post
+    pr <- f$sigma_prior
+    # K, Sigma's posterior mean, is the closed form from the latent
+    # residuals and the prior, (C + I) / (n - d) with the default df = p + 1
+    R <- f$M - X %*% coef(f)
+    C <- crossprod(R) + diag(colSums(f$S^2))
+    expect_equal(unname(K), unname(switch(cv, full = (C + diag(p)) / (n - d),
+                                          diagonal = diag(diag(C) + 1) / (n - d),
+                                          spherical = diag((sum(diag(C)) + 1) / ((n - d) * p), p))),
+                 tolerance = 1e-8, info = cv)
+    expect_equal(sigma(f), K)
+    # the ELBO by Monte Carlo over q(Sigma), q(B) (matrix normal, column
+    # covariance K) and q(Z), with a flat prior on B and Sigma's prior
+    set.seed(1)
+    Lx <- t(chol(f$XtXinv))
+    Lk <- t(chol(K))
+    vals <- vapply(seq_len(3000), function(k) {
+      if (cv == "full") {
+        Psi <- K * (q$df - p - 1)
+        Sg <- solve(stats::rWishart(1, q$df, solve(Psi))[, , 1])
+        lps <- ldiw(Sg, pr$df, diag(pr$scale, p))
+        lqs <- ldiw(Sg, q$df, Psi)
+      } else {
+        v <- 1 / stats::rgamma(if (cv == "diagonal") p else 1, q$shape[1], q$rate[seq_len(if (cv == "diagonal") p else 1)])
+        Sg <- diag(v, p)
+        lps <- sum(ldig(v, pr$shape, pr$scale / 2))
+        lqs <- sum(ldig(v, q$shape[1], q$rate[seq_along(v)]))
+      }
+      Eb <- matrix(rnorm(d * p), d)
+      Bk <- coef(f) + Lx %*% Eb %*% t(Lk)
+      lqb <- -d * p / 2 * log(2 * pi) - d / 2 * as.numeric(determinant(K)$modulus) -
+        p / 2 * as.numeric(determinant(f$XtXinv)$modulus) - sum(Eb^2) / 2
+      Ez <- matrix(rnorm(n * p), n)
+      Zk <- f$M + f$S * Ez
+      eta <- O + Zk
+      Rk <- Zk - X %*% Bk
+      lpz <- -n * p / 2 * log(2 * pi) - n / 2 * as.numeric(determinant(Sg)$modulus) -
+        sum((Rk %*% solve(Sg)) * Rk) / 2
+      sum(Y * eta - exp(eta) - lgamma(Y + 1)) + lpz + lps -
+        sum(dnorm(Ez, log = TRUE) - log(f$S)) - lqb - lqs
+    }, 0)
+    expect_lt(abs(mean(vals) - f$elbo), 4 * sd(vals) / sqrt(3000))
+    # the variances' posterior: inverse-gamma means, sds and quantiles
+    sp <- pln_sigma_posterior(f, level = 0.9)
+    expect_equal(sp$mean, unname(diag(sigma(f))), tolerance = 1e-12)
+    v1 <- 1 / stats::rgamma(2e5, q$shape[1], q$rate[1])
+    expect_equal(sp$mean[1], mean(v1), tolerance = 0.01)
+    expect_equal(sp$sd[1], sd(v1), tolerance = 0.03)
+    expect_equal(unname(unlist(sp[1, 3:4])), unname(quantile(v1, c(0.05, 0.95))), tolerance = 0.01)
+    expect_identical(names(sp), c("mean", "sd", "5 %", "95 %"))
+  }
+  # intervals for B: estimate -/+ z sd, sd^2 = [(X'X)^-1]_kk K_jj
   ci <- confint(fb, "x", level = 0.9)
-  sd <- sqrt(solve(crossprod(X))[2, 2] * diag(sigma(fb)))
+  sd <- sqrt(solve(crossprod(X))[2, 2] * diag(fb$sigma))
   expect_equal(unname(ci[, 1]), unname(coef(fb)[2, ] - qnorm(0.95) * sd))
   expect_identical(rownames(ci), paste0("x:sp", 1:3))
   expect_identical(colnames(ci), c("5 %", "95 %"))
   expect_error(confint(fp), "globals", class = "svir_error")
+  expect_error(pln_sigma_posterior(fp), "globals = \"bayes\"", class = "svir_error")
+  # the prior's arguments
+  expect_error(pln(sigma_df = -1), "sigma_df", class = "svir_error")
+  expect_error(pln(sigma_scale = 0), "sigma_scale", class = "svir_error")
+  expect_error(svi_fit(Y ~ x, s$d, family = pln(globals = "bayes", sigma_df = 1.5)), "more than",
+               class = "svir_error")
+  # a stronger prior scale pulls the variances up; a full Sigma with more
+  # columns than rows is proper under the prior
+  f9 <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(globals = "bayes", sigma_scale = 9))
+  expect_true(all(diag(sigma(f9)) > diag(sigma(fb))))
+  s2 <- pln_sim(12, 15, diag(15) * 0.3, seed = 14)
+  expect_error(svi_fit(Y ~ x, s2$d, family = pln()), "more than 15 rows", class = "svir_error")
+  f2 <- svi_fit(Y ~ x, s2$d, family = pln(globals = "bayes"))
+  expect_true(all(eigen(sigma(f2), only.values = TRUE)$values > 0))
+  # minibatches reach the full-batch fit's fixed point with the prior too
+  s3 <- pln_sim(200, 4, diag(4) * 0.3, seed = 15)
+  c1 <- svi_control(progress = FALSE)
+  c1$pln_tol <- 1e-10
+  c2 <- svi_control(batch_size = 50, progress = FALSE, max_steps = 4000)
+  c2$pln_tol <- 1e-10
+  g1 <- svi_fit(Y ~ x + offset(log(depth)), s3$d, family = pln(globals = "bayes"), control = c1)
+  g2 <- suppressWarnings(svi_fit(Y ~ x + offset(log(depth)), s3$d, family = pln(globals = "bayes"),
+                                 control = c2, seed = 1))
+  expect_equal(sigma(g2), sigma(g1), tolerance = 1e-3)
+  expect_equal(g2$elbo, g1$elbo, tolerance = 1e-5)
 })
 
 test_that("pln_offsets() computes total-count and geometric-mean offsets, dense or sparse", {

@@ -428,14 +428,21 @@ int gpucheck_pln(void)
         goto done;
     }
     /* a. the objective at 3 random points: every mode, dense counts with an
-     * offset per entry, sparse counts with one per row, nd = n - d; and the
-     * VE step */
+     * offset per entry, sparse counts with one per row, nd = n - d with
+     * Sigma's prior (k0, s0); and the VE step */
     for (int cov = 0; cov < 4; cov++)
         for (int variant = 0; variant < 3; variant++) {
             svir_pln_data d;
             const int sparse = variant == 1;
             pln_dat(&s, &d, cov, sparse, sparse, colwork);
-            if (variant == 2) d.nd = n - 2;
+            if (variant == 2) {
+                /* globals = "bayes": nd = n - d, and Sigma's prior but for rank q */
+                d.nd = n - 2;
+                if (cov != SVIR_PLN_RANK) {
+                    d.k0 = cov == SVIR_PLN_FULL ? p + 1 : 2.0;
+                    d.s0 = 0.7;
+                }
+            }
             const ptrdiff_t L = svir_pln_npar(&d);
             free(w);
             w = malloc(sizeof(double) * (size_t)svir_pln_nwork(&d));
@@ -466,7 +473,7 @@ int gpucheck_pln(void)
             const int ok = !bad && worst_j < 1e-11 && worst_g < 1e-10 && worst_b < 1e-10;
             printf("PLN objective, %s, %s: rel. diff J %.1e, gradient %.1e, B and Sigma %.1e: %s\n",
                    cov_name(cov), variant == 0 ? "dense, O per entry" : variant == 1 ? "sparse, O per row"
-                                                                                   : "dense, nd = n - d",
+                                                                                   : "dense, nd = n - d, prior",
                    worst_j, worst_g, worst_b, ok ? "ok" : "FAILED");
             failed |= !ok;
         }

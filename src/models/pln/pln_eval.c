@@ -18,7 +18,13 @@
  *   Sigma = C / nd (full), its diagonal (diagonal),
  *   tr(C) / (nd p) I (spherical),
  * where the trace term is nd p / 2, and by the envelope theorem the
- * gradient at those values is the partial one (Omega = Sigma^-1):
+ * gradient at those values is the partial one (Omega = Sigma^-1).
+ * With globals = "bayes" Sigma has a conjugate prior too (inverse-Wishart
+ * (k0, s0 I) for a full Sigma, inverse-gamma for the variances of the
+ * others) and a posterior q(Sigma) of the same family; Sigma here is then
+ * E_q[Omega]^-1 = (C + s0 I) / (nd + k0) (spherical: (tr C + s0) /
+ * ((nd + k0) p)), the log-determinant's weight is nd + k0, and the
+ * gradient keeps its form (dev/PLN.md):
  *   dJ/dM = Y - A - R Omega,  dJ/d log S_ij = 1 - S_ij^2 (A_ij + Omega_jj).
  * This is what PLNmodels maximises; here it is one pass of BLAS-3 work.
  * For rank q, Sigma = W W' + diag(psi) has no closed-form optimum: W and
@@ -101,6 +107,8 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
     double *R = w.R, *A = w.A, *S2a = w.S2, *omd = w.omd;
     const int T = dat->threads > 0 ? dat->threads : 1;
     const double one = 1.0, zero = 0.0, minus1 = -1.0, nd = dat->nd;
+    /* Sigma's closed form divides by nk (the prior's k0 added) */
+    const double nk = nd + dat->k0, s0 = dat->s0;
     const int fixed = dat->Bfix != NULL;
     /* B = P M (P = (X'X)^-1 X', d x n) or the fixed B, R = M - X B: for
      * d <= 8 column by column below (the same sums, in the same order, as
@@ -188,11 +196,11 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
         colv[j] = lj;
         s2sum[j] = s2;
         if (fuse) {
-            /* Sigma_jj = (sum_i R_ij^2 + S_ij^2) / nd (in colt), and the
+            /* Sigma_jj = (sum_i R_ij^2 + S_ij^2 + s0) / nk (in colt), and the
              * gradient's rest: - R_ij / Sigma_jj, 1 - S^2 (A + 1 / Sigma_jj) */
             double sj = s2;
             for (int i = 0; i < n; i++) sj += Rj[i] * Rj[i];
-            const double v = sj / nd;
+            const double v = (sj + s0) / nk;
             colt[j] = v;
             if (v > 0.0 && isfinite(v)) {
                 const double o = 1.0 / v;
@@ -237,9 +245,10 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
         }
         *J = lik + 0.5 * (double)np + 0.5 * n * logdet_om - 0.5 * sumv(colt, p);
     } else if (dat->cov == SVIR_PLN_FULL) {
-        /* Sigma = (R'R + diag(sum S^2)) / nd; its Cholesky factor; Omega */
+        /* Sigma = (R'R + diag(sum S^2) + s0 I) / nk; its Cholesky factor;
+         * Omega */
         double *Om = w.Om;
-        const double invn = 1.0 / nd;
+        const double invn = 1.0 / nk;
         double logdet = 0.0;
         /* R'R as (R')(R')' (SYRK "N" on the transpose, in T): the reference
          * BLAS computes SYRK "T" by dot products (one serial chain per
@@ -256,14 +265,15 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
                 for (int i = i0; i < i1; i++) Rt[(ptrdiff_t)i * p + j] = R[(ptrdiff_t)j * n + i];
         }
         if (svir_pln_syrk_polled("N", p, n, invn, Rt, p, 0.0, Om)) goto stop;
-        for (int j = 0; j < p; j++) Om[(ptrdiff_t)j * p + j] += s2sum[j] * invn;
+        for (int j = 0; j < p; j++) Om[(ptrdiff_t)j * p + j] += (s2sum[j] + s0) * invn;
         for (int j = 0; j < p; j++)
             for (int i = j; i < p; i++) Sigma[(ptrdiff_t)j * p + i] = Sigma[(ptrdiff_t)i * p + j] = Om[(ptrdiff_t)j * p + i];
         if (svir_pln_spd_inverse(p, Om, omd, &logdet, err, errlen)) return 1;
         /* dJ/dM = Y - A - R Omega */
         if (svir_pln_symm_polled(n, p, minus1, Om, R, one, grad)) goto stop;
-        /* at the optimum tr(Omega (R'R + diag(s2sum))) = nd p */
-        *J = lik - 0.5 * nd * logdet + 0.5 * (n - nd) * p;
+        /* at the optimum tr(Omega (R'R + diag(s2sum) + s0 I)) = nk p; the
+         * constant is the one without a prior (R adds the prior's) */
+        *J = lik - 0.5 * nk * logdet + 0.5 * (n - nd) * p;
     } else if (dat->cov == SVIR_PLN_RANK) {
         /* Sigma = W W' + Psi: Omega = Psi^-1 - G V' with V = Psi^-1 W,
          * K = I + W' V, G = V K^-1 (Woodbury), never formed */
@@ -303,11 +313,11 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
         for (int j = 0; j < p && !fuse; j++) {
             double s = s2sum[j];
             for (int i = 0; i < n; i++) s += R[(ptrdiff_t)j * n + i] * R[(ptrdiff_t)j * n + i];
-            omd[j] = s / nd;
+            omd[j] = (s + s0) / nk;
             tot += s;
         }
         for (int j = 0; j < p; j++) {
-            const double v = fuse ? colt[j] : dat->cov == SVIR_PLN_SPHERICAL ? tot / (nd * p) : omd[j];
+            const double v = fuse ? colt[j] : dat->cov == SVIR_PLN_SPHERICAL ? (tot + s0) / (nk * p) : omd[j];
             if (!(v > 0.0) || !isfinite(v)) {
                 snprintf(err, errlen, "the estimated variance of column %d is not positive", j + 1);
                 return 1;
@@ -317,7 +327,7 @@ int svir_pln_eval(const svir_pln_data *dat, const double *par, double *J, double
             for (int i = 0; i < p; i++) Sigma[(ptrdiff_t)j * p + i] = i == j ? v : 0.0;
         }
         diag = 1;
-        *J = lik - 0.5 * nd * logdet + 0.5 * (n - nd) * p;
+        *J = lik - 0.5 * nk * logdet + 0.5 * (n - nd) * p;
     }
     /* dJ/d log S, and with a diagonal Omega the rest of dJ/dM, - R Omega */
 #ifdef _OPENMP

@@ -51,7 +51,7 @@ typedef struct {
 typedef struct {
     const svir_pln_model *mb;
     int n, p, d, q, cov, full;   /* full: T2 is p x p (full, rank q) */
-    double nd;
+    double nd, nk, s0;           /* nk = nd + the prior's k0 (pln.h) */
     mb_sums E, P, R;             /* the epoch's, the last epoch's, the step's */
     mb_sums th0, th1, th2;       /* SQUAREM's sums in exact epochs */
     int sq;                      /* SQUAREM's phase: 0, 1 plain, 2 extrapolated */
@@ -177,9 +177,12 @@ static int form_BC(mb_state *st, const mb_sums *S, char *err, size_t errlen)
     for (ptrdiff_t e = 0; e < (ptrdiff_t)p * p; e++) C[e] = S->T2[e];
     if (d > 0)
         F77_CALL(dgemm)("T", "N", &p, &p, &d, &minus1, S->T1, &d, st->B, &d, &one, C, &p FCONE FCONE);
+    /* rank q: C / nd; full: (C + s0 I) / nk, the prior's s0 and k0 (0 when
+     * there is none) */
+    const double den = st->cov == SVIR_PLN_RANK ? st->nd : st->nk;
     for (int j = 0; j < p; j++) {
-        C[(ptrdiff_t)j * p + j] += S->s2[j];
-        for (int i = j; i < p; i++) C[(ptrdiff_t)j * p + i] /= st->nd;
+        C[(ptrdiff_t)j * p + j] += S->s2[j] + (st->cov == SVIR_PLN_RANK ? 0.0 : st->s0);
+        for (int i = j; i < p; i++) C[(ptrdiff_t)j * p + i] /= den;
         for (int i = j + 1; i < p; i++) C[(ptrdiff_t)i * p + j] = C[(ptrdiff_t)j * p + i];
     }
     return 0;
@@ -296,11 +299,12 @@ static int mstep(mb_state *st, const mb_sums *S, int fa_iters, char *err, size_t
         return 0;
     }
     if (st->full) {
-        /* Sigma = C / nd, Omega by Cholesky, tr(Omega C) = nd p */
+        /* Sigma = (C + s0 I) / nk, Omega by Cholesky, tr(Omega (C + s0 I))
+         * = nk p */
         memcpy(st->Om, st->Sig, sizeof(double) * (size_t)p * p);
         if (svir_pln_spd_inverse(p, st->Om, NULL, &st->logdet, err, errlen)) return 1;
         for (int j = 0; j < p; j++) st->omd[j] = st->Om[(ptrdiff_t)j * p + j];
-        st->L_tr = st->nd * p;
+        st->L_tr = st->nk * p;
         return 0;
     }
     double tot = 0.0;
@@ -308,12 +312,12 @@ static int mstep(mb_state *st, const mb_sums *S, int fa_iters, char *err, size_t
     for (int j = 0; j < p; j++) {
         double s = S->T2[j] + S->s2[j];
         for (int k = 0; k < d; k++) s -= S->T1[(ptrdiff_t)j * d + k] * st->B[(ptrdiff_t)j * d + k];
-        v[j] = s / st->nd;
+        v[j] = (s + st->s0) / st->nk;
         tot += s;
     }
     st->logdet = 0.0;
     for (int j = 0; j < p; j++) {
-        const double s = st->cov == SVIR_PLN_SPHERICAL ? tot / (st->nd * p) : v[j];
+        const double s = st->cov == SVIR_PLN_SPHERICAL ? (tot + st->s0) / (st->nk * p) : v[j];
         if (!(s > 0.0)) {
             snprintf(err, errlen, "the estimated variance of column %d is not positive", j + 1);
             return 1;
@@ -325,7 +329,7 @@ static int mstep(mb_state *st, const mb_sums *S, int fa_iters, char *err, size_t
             st->Om[(ptrdiff_t)j * p + i] = i == j ? 1.0 / s : 0.0;
         }
     }
-    st->L_tr = st->nd * p;
+    st->L_tr = st->nk * p;
     return 0;
 }
 
@@ -338,11 +342,13 @@ static int mstep_e(mb_state *st, const mb_sums *S, int fa_iters, svir_err *e)
 }
 
 /* the ELBO of the locals summed in S with the globals of the last M step
- * on S */
+ * on S (with a prior on Sigma, the constant is the one without: R adds the
+ * prior's, as for full batches in pln_eval.c) */
 static double elbo(const mb_state *st, const mb_sums *S)
 {
-    return S->L - st->mb->dat.lgy + 0.5 * (double)st->n * st->p - 0.5 * st->nd * st->logdet -
-           0.5 * st->L_tr;
+    const double nk = st->cov == SVIR_PLN_RANK ? st->nd : st->nk;
+    return S->L - st->mb->dat.lgy + 0.5 * (double)st->n * st->p - 0.5 * nk * st->logdet -
+           0.5 * st->L_tr + 0.5 * (nk - st->nd) * st->p;
 }
 
 /* ---- one batch --------------------------------------------------------------- */
@@ -445,6 +451,7 @@ void *svir_pln_mb_new(const void *model, const svir_control *c, svir_err *e)
         return NULL;
     }
     st->mb = mb; st->n = n; st->p = p; st->d = d; st->q = q; st->cov = dat->cov; st->nd = dat->nd;
+    st->nk = dat->nd + dat->k0; st->s0 = dat->s0;
     st->full = full;
     st->m0 = m0;
     st->inner = mb->inner;
