@@ -103,6 +103,11 @@ svir_check_real <- function(x, arg, lower = 0, upper = Inf) {
 #'   ELBO, greater than 0.
 #' @param patience Number of step-size reductions of the `"plateau"`
 #'   schedule before the next plateau stops the fit (0 stops at the first).
+#'   A window whose mean ELBO falls below the best window's by more than
+#'   `10 * tol_rel_obj` of it and four standard errors (an optimiser thrown
+#'   out of its basin) is not a plateau: the fit goes back to the best
+#'   window's average parameters with a smaller step, and after four such
+#'   falls it stops there.
 #' @param num_particles Monte Carlo draws per step for the ELBO gradient;
 #'   more draws give a less noisy gradient at a proportional cost. `NULL`
 #'   (default) chooses `min(8, ceiling(4000 / B))` for a batch of `B`

@@ -20,6 +20,9 @@
 #define SVIR_LOOP_WINDOW 2 /* window end: prev = sum / nprev, sum = 0; re-anchor */
 #define SVIR_LOOP_RESET 4  /* then restart Adam's moments (mom = vel = 0) */
 #define SVIR_LOOP_STOP 8   /* the loop ends after this step */
+#define SVIR_LOOP_SAVE 16  /* after WINDOW (and re-anchoring): best = prev */
+#define SVIR_LOOP_ROLLBACK 32 /* after WINDOW: par = prev = best (with RESET) */
+#define SVIR_LOOP_MAX_ROLLBACK 4
 
 #define SVIR_LOOP_MAX_REJECT 10
 #define SVIR_LOOP_MAX_LR_STEPS 64
@@ -34,6 +37,10 @@ typedef struct {
     long t_adam, nsum, nprev;
     int reject_run, reductions, have_prev, wcount;
     double wsum, wss, prev_mean, prev_var, last_mean;
+    /* the best window so far (its average parameters are the driver's
+     * "best" copy), rollbacks to it, and whether the fit ends on it */
+    double best_mean, best_var;
+    int rollback, rollbacks, final_best; /* rollback: the driver keeps the copy */
     /* this step */
     int act;
     double lr_t, bc1, bc2;
@@ -62,6 +69,7 @@ SVIR_MATH_HD void svir_loop_init(svir_loop *L, long maxs, int W, double lr, int 
     L->tol_rel_obj = tol_rel_obj;
     L->last_mean = NAN;
     L->last_elbo = NAN;
+    L->best_mean = -INFINITY;
     L->stop_reason = SVIR_STOP_MAX_STEPS;
     L->rule = SVIR_RULE_WINDOW;
     L->max_windows = (int)(maxs / W + 1);
@@ -159,6 +167,32 @@ SVIR_MATH_HD void svir_loop_step(svir_loop *L, long step, double elbo, int ok)
     L->have_prev = 1;
     L->wsum = L->wss = 0.0;
     L->wcount = 0;
+    if (mean > L->best_mean) {
+        L->best_mean = mean;
+        L->best_var = var;
+        L->act |= SVIR_LOOP_SAVE;
+    } else if (L->rollback && L->best_mean - mean >
+               fmax(10.0 * L->tol_rel_obj * fabs(L->best_mean), 4.0 * sqrt((var + L->best_var) / W))) {
+        /* the objective collapsed, far below its best window beyond the
+         * noise of both (an optimiser thrown out of its basin, which the
+         * plateau rule would otherwise take for convergence): back to the
+         * best window's average with a smaller step and Adam restarted, or,
+         * after SVIR_LOOP_MAX_ROLLBACK of these, stop there */
+        L->act |= SVIR_LOOP_ROLLBACK | SVIR_LOOP_RESET;
+        L->last_mean = L->prev_mean = L->best_mean;
+        L->prev_var = L->best_var;
+        L->t_adam = 0;
+        L->lr *= L->lr_decay < 1.0 ? L->lr_decay : 0.5;
+        if (L->n_lr_steps < SVIR_LOOP_MAX_LR_STEPS) L->lr_steps[L->n_lr_steps++] = step + 1;
+        if (++L->rollbacks > SVIR_LOOP_MAX_ROLLBACK) {
+            L->final_best = 1;
+            L->stop_reason = SVIR_STOP_CONVERGED;
+            L->steps = step + 1;
+            L->stopped = 1;
+            L->act |= SVIR_LOOP_STOP;
+        }
+        return;
+    }
     if (!plateau) return;
     if (L->lr_schedule == SVIR_LR_PLATEAU && L->reductions < L->patience) {
         L->lr *= L->lr_decay;
@@ -180,10 +214,12 @@ SVIR_MATH_HD void svir_loop_step(svir_loop *L, long step, double elbo, int ok)
 
 /* Which parameters the fit returns (no divergence): 1 the average of the
  * running sums (the partial window, when long enough or the only one), 2 the
- * last complete window's average, 0 the current parameters. */
+ * last complete window's average, 3 the best window's (the loop stopped at
+ * its last rollback), 0 the current parameters. */
 SVIR_MATH_HD int svir_loop_final(const svir_loop *L)
 {
     if (L->stop_reason == SVIR_STOP_DIVERGED) return 0;
+    if (L->final_best) return 3;
     if (L->nsum > 0 && (L->nsum >= L->W / 2 || L->nprev == 0)) return 1;
     if (L->nprev > 0) return 2;
     return 0;

@@ -157,7 +157,7 @@ typedef struct {
     size_t tmp_bytes;
     int key_bits[SVIR_CUDA_MAX_TERMS];
     /* fit */
-    double *d_mom, *d_vel, *d_sum, *d_prev, *d_trace, *d_wel, *d_shift, *d_cref_old,
+    double *d_mom, *d_vel, *d_sum, *d_prev, *d_best, *d_trace, *d_wel, *d_shift, *d_cref_old,
         *d_com_old, *d_wold, *d_wnew, *d_v, *d_bad;
     svir_loop *d_loop;
 } fit_ctx;

@@ -74,9 +74,11 @@ k_update(const svir_loop *Lp, const dev_locals L, const double *__restrict__ cnt
 
 /* coupling_reanchor at a window's end, one thread: the new reference point
  * and shares from the window's average gprev, then per parameter set (the
- * current one and the average) the shift w_old - w_new of each term */
+ * current one, the average and the best window's) the shift w_old - w_new
+ * of each term */
 __global__ void k_reanchor_g(const svir_loop *Lp, svir_glmm m, svir_coupling cp, int ns,
-                             const double *gpar, const double *gprev, svir_globals g,
+                             const double *gpar, const double *gprev, const double *gbest,
+                             svir_globals g,
                              double *beta_eff, double *cu, double *cref, double *comega,
                              double *cref_old, double *com_old, double *v, double *wold,
                              double *wnew, double *shift)
@@ -89,8 +91,8 @@ __global__ void k_reanchor_g(const svir_loop *Lp, svir_glmm m, svir_coupling cp,
     svir_coupling old = cp;
     old.cref = cref_old;
     old.comega = com_old;
-    for (int set = 0; set < 2; set++) {
-        const double *gp = set ? gprev : gpar;
+    for (int set = 0; set < 3; set++) {
+        const double *gp = set == 0 ? gpar : set == 1 ? gprev : gbest;
         svir_unpack_globals(&m, gp, &g);
         svir_coupling_forward(&m, &old, gp, &g, beta_eff, cu, wold);
         svir_coupling_forward(&m, &cp, gp, &g, beta_eff, cu, wnew);
@@ -98,11 +100,11 @@ __global__ void k_reanchor_g(const svir_loop *Lp, svir_glmm m, svir_coupling cp,
     }
 }
 
-/* ... and per group of a coupled term: m -= the shift, in both sets */
+/* ... and per group of a coupled term: m -= the shift, in the three sets */
 __global__ void __launch_bounds__(SVIR_CUDA_BLOCK)
 k_reanchor_l(const svir_loop *Lp, const dev_locals L, const int *__restrict__ cns, int sumq,
              const double *__restrict__ shift, double *__restrict__ lpar,
-             double *__restrict__ lprev)
+             double *__restrict__ lprev, double *__restrict__ lbest)
 {
     if (!(Lp->act & SVIR_LOOP_WINDOW)) return;
     for (ptrdiff_t k = (ptrdiff_t)blockIdx.x * blockDim.x + threadIdx.x; k < L.ngroups;
@@ -113,7 +115,24 @@ k_reanchor_l(const svir_loop *Lp, const dev_locals L, const int *__restrict__ cn
         for (int r = 0; r < g.q; r++) {
             lpar[g.lo + r] -= shift[g.tm->qoff + r];
             lprev[g.lo + r] -= shift[sumq + g.tm->qoff + r];
+            lbest[g.lo + r] -= shift[2 * sumq + g.tm->qoff + r];
         }
+    }
+}
+
+/* after the window's re-anchoring, what svir_loop_step decided about the
+ * best window: keep this window's average as it (SAVE), or go back to it
+ * (ROLLBACK; the moments were reset in k_update) */
+__global__ void __launch_bounds__(SVIR_CUDA_BLOCK)
+k_best(const svir_loop *Lp, ptrdiff_t npar, double *__restrict__ par, double *__restrict__ prev,
+       double *__restrict__ best)
+{
+    const int act = Lp->act;
+    if (!(act & (SVIR_LOOP_SAVE | SVIR_LOOP_ROLLBACK))) return;
+    for (ptrdiff_t k = (ptrdiff_t)blockIdx.x * blockDim.x + threadIdx.x; k < npar;
+         k += (ptrdiff_t)gridDim.x * blockDim.x) {
+        if (act & SVIR_LOOP_SAVE) best[k] = prev[k];
+        if (act & SVIR_LOOP_ROLLBACK) par[k] = prev[k] = best[k];
     }
 }
 
@@ -285,9 +304,11 @@ extern "C" int svir_cuda_fit(const svir_glmm *m, const svir_control *c, const sv
     k_zero<<<glmm_grid_for(x.npar), 256>>>(x.d_vel, x.npar);
     k_zero<<<glmm_grid_for(x.npar), 256>>>(x.d_sum, x.npar);
     k_zero<<<glmm_grid_for(x.npar), 256>>>(x.d_prev, x.npar);
+    k_zero<<<glmm_grid_for(x.npar), 256>>>(x.d_best, x.npar);
     CK(cudaGetLastError());
     svir_loop_init(&hL, maxs, W, c->lr, c->lr_schedule, c->lr_decay, c->patience, c->tol_rel_obj,
                    x.d_trace, x.d_wel);
+    hL.rollback = 1; /* d_best */
     x.d->dm.halt = &x.d_loop->stopped; /* a device address: not dereferenced here */
     CK(cudaDeviceSynchronize());
     t0 = wall_now(); /* the loop's time: the upload and set-up are not in it */
@@ -324,14 +345,17 @@ extern "C" int svir_cuda_fit(const svir_glmm *m, const svir_control *c, const sv
                 x.d_grad, x.d_sum, x.d_prev);
             CK(cudaGetLastError());
             if (x.cd.couple) {
-                k_reanchor_g<<<1, 1>>>(x.d_loop, x.md, x.cd, ns, x.d_par, x.d_prev, x.g, x.d->beta,
+                k_reanchor_g<<<1, 1>>>(x.d_loop, x.md, x.cd, ns, x.d_par, x.d_prev, x.d_best, x.g,
+                                       x.d->beta,
                                        x.d_cu, x.d_cref, x.d_comega, x.d_cref_old, x.d_com_old,
                                        x.d_v, x.d_wold, x.d_wnew, x.d_shift);
                 k_reanchor_l<<<x.nb, SVIR_CUDA_BLOCK>>>(x.d_loop, x.L, x.d_cns, x.sumq,
                                                         x.d_shift, x.d_par + ngp,
-                                                        x.d_prev + ngp);
+                                                        x.d_prev + ngp, x.d_best + ngp);
                 CK(cudaGetLastError());
             }
+            k_best<<<glmm_grid_for(x.npar), SVIR_CUDA_BLOCK>>>(x.d_loop, x.npar, x.d_par,
+                                                               x.d_prev, x.d_best);
         }
     }
     CK(cudaMemcpy(&hL, x.d_loop, sizeof hL, cudaMemcpyDeviceToHost));
@@ -349,7 +373,10 @@ extern "C" int svir_cuda_fit(const svir_glmm *m, const svir_control *c, const sv
     /* the final parameters (svir_loop_final), on the device and the host */
     final_sel = svir_loop_final(&hL);
     {
-        const double *src = final_sel == 1 ? x.d_sum : final_sel == 2 ? x.d_prev : x.d_par;
+        const double *src = final_sel == 1   ? x.d_sum
+                            : final_sel == 2 ? x.d_prev
+                            : final_sel == 3 ? x.d_best
+                                             : x.d_par;
         CK(cudaMemcpy(gpar, src, sizeof(double) * (size_t)ngp, cudaMemcpyDeviceToHost));
         if (nloc > 0)
             CK(cudaMemcpy(lpar, src + ngp, sizeof(double) * (size_t)nloc, cudaMemcpyDeviceToHost));

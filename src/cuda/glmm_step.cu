@@ -163,7 +163,8 @@ void glmm_ctx_free(fit_ctx *x)
     cudaFree(x->d_dA); cudaFree(x->d_idx); cudaFree(x->d_keys); cudaFree(x->d_skeys);
     cudaFree(x->d_iota); cudaFree(x->d_svals); cudaFree(x->d_start); cudaFree(x->d_end);
     cudaFree(x->d_cnt); cudaFree(x->d_nobs); cudaFree(x->d_tmp); cudaFree(x->d_mom);
-    cudaFree(x->d_vel); cudaFree(x->d_sum); cudaFree(x->d_prev); cudaFree(x->d_trace);
+    cudaFree(x->d_vel); cudaFree(x->d_sum); cudaFree(x->d_prev); cudaFree(x->d_best);
+    cudaFree(x->d_trace);
     cudaFree(x->d_wel); cudaFree(x->d_shift); cudaFree(x->d_cref_old); cudaFree(x->d_com_old);
     cudaFree(x->d_wold); cudaFree(x->d_wnew); cudaFree(x->d_v); cudaFree(x->d_bad);
     cudaFree(x->d_loop);
@@ -299,9 +300,10 @@ int glmm_ctx_new(fit_ctx *x, const svir_glmm *m, const svir_coupling *cp, int ns
         CK(svir_cuda_upload<double>(&x->d_vel, NULL, (size_t)x->npar));
         CK(svir_cuda_upload<double>(&x->d_sum, NULL, (size_t)x->npar));
         CK(svir_cuda_upload<double>(&x->d_prev, NULL, (size_t)x->npar));
+        CK(svir_cuda_upload<double>(&x->d_best, NULL, (size_t)x->npar));
         CK(svir_cuda_upload<double>(&x->d_trace, NULL, (size_t)maxs));
         CK(svir_cuda_upload<double>(&x->d_wel, NULL, (size_t)maxw));
-        CK(svir_cuda_upload<double>(&x->d_shift, NULL, 2 * (size_t)x->sumq));
+        CK(svir_cuda_upload<double>(&x->d_shift, NULL, 3 * (size_t)x->sumq));
         CK(svir_cuda_upload<double>(&x->d_cref_old, NULL, (size_t)p));
         CK(svir_cuda_upload<double>(&x->d_com_old, NULL, (size_t)ns));
         CK(svir_cuda_upload<double>(&x->d_wold, NULL, (size_t)x->sumq));

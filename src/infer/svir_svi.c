@@ -97,6 +97,10 @@ int svir_svi_run(const svir_svi_ops *ops, void *model, const svir_control *c,
     double *lsum = xcalloc((size_t)nloc, sizeof(double), &fail);
     double *gprev = xcalloc((size_t)ngp, sizeof(double), &fail);
     double *lprev = xcalloc((size_t)nloc, sizeof(double), &fail);
+    /* the best window's average (svir_loop.h: SAVE, ROLLBACK) */
+    double *gbest = xcalloc((size_t)ngp, sizeof(double), &fail);
+    double *lbest = xcalloc((size_t)nloc, sizeof(double), &fail);
+    int have_best = 0;
     /* the path: sums of the iterates since the last snapshot, the anchor */
     const int pe = c->path_every;
     double *tg = pe > 0 ? xcalloc((size_t)ngp, sizeof(double), &fail) : NULL;
@@ -117,6 +121,7 @@ int svir_svi_run(const svir_svi_ops *ops, void *model, const svir_control *c,
     svir_loop L;
     svir_loop_init(&L, maxs, W, c->lr, c->lr_schedule, c->lr_decay, c->patience, c->tol_rel_obj,
                    res->trace, res->window_trace);
+    L.rollback = 1; /* gbest, lbest */
     svir_gate gate;
     svir_gate_init(&gate, cb);
     long step;
@@ -171,14 +176,25 @@ int svir_svi_run(const svir_svi_ops *ops, void *model, const svir_control *c,
             for (ptrdiff_t k = 0; k < nloc; k++) lprev[k] = lsum[k] / nw;
             memset(gsum, 0, sizeof(double) * (size_t)ngp);
             memset(lsum, 0, sizeof(double) * (size_t)nloc);
-            double *gs[2] = {gpar, gprev}, *ls[2] = {lpar, lprev};
-            if (ops->reanchor && ops->reanchor(w, gprev, 2, gs, ls) && pe > 0) {
+            double *gs[3] = {gpar, gprev, gbest}, *ls[3] = {lpar, lprev, lbest};
+            if (ops->reanchor && ops->reanchor(w, gprev, have_best ? 3 : 2, gs, ls) && pe > 0) {
                 /* the path's sums were in the old anchoring: restart */
                 memcpy(ganchor, gprev, sizeof(double) * (size_t)ngp);
                 memset(tg, 0, sizeof(double) * (size_t)ngp);
                 memset(tl, 0, sizeof(double) * (size_t)nloc);
                 nt = 0;
             }
+        }
+        if (L.act & SVIR_LOOP_SAVE) {
+            memcpy(gbest, gprev, sizeof(double) * (size_t)ngp);
+            memcpy(lbest, lprev, sizeof(double) * (size_t)nloc);
+            have_best = 1;
+        }
+        if (L.act & SVIR_LOOP_ROLLBACK) {
+            memcpy(gpar, gbest, sizeof(double) * (size_t)ngp);
+            memcpy(lpar, lbest, sizeof(double) * (size_t)nloc);
+            memcpy(gprev, gbest, sizeof(double) * (size_t)ngp);
+            memcpy(lprev, lbest, sizeof(double) * (size_t)nloc);
         }
         if (L.act & SVIR_LOOP_RESET) {
             memset(gm1, 0, sizeof(double) * (size_t)ngp);
@@ -206,6 +222,10 @@ int svir_svi_run(const svir_svi_ops *ops, void *model, const svir_control *c,
         memcpy(gpar, gprev, sizeof(double) * (size_t)ngp);
         memcpy(lpar, lprev, sizeof(double) * (size_t)nloc);
         break;
+    case 3:
+        memcpy(gpar, gbest, sizeof(double) * (size_t)ngp);
+        memcpy(lpar, lbest, sizeof(double) * (size_t)nloc);
+        break;
     }
 
     const double t_post = svir_wall_time();
@@ -224,7 +244,8 @@ int svir_svi_run(const svir_svi_ops *ops, void *model, const svir_control *c,
 
 done:
     free(gpar); free(lpar); free(gg); free(lg); free(gm1); free(gm2); free(lm1); free(lm2);
-    free(gsum); free(lsum); free(gprev); free(lprev); free(tg); free(tl); free(ganchor);
+    free(gsum); free(lsum); free(gprev); free(lprev); free(gbest); free(lbest);
+    free(tg); free(tl); free(ganchor);
     ops->work_free(w);
     return status;
 }

@@ -45,3 +45,22 @@ test_that("full-rank SVI on levels of 1000 rows reaches lmer's variance componen
   z <- (vc$sdcor[vc$grp == "g2"] - s_ref) / (s_ref / sqrt(2 * 10))
   expect_lt(abs(z), 2)
 })
+
+test_that("a fit thrown out of its basin goes back to its best window", {
+  # full-rank SVI on InstEval with this seed: at step 1100 the ELBO fell
+  # from -97,784 (its best window) to -107,743 and then to -150,000 and
+  # below; the plateau rule took the fall for convergence and reported the
+  # intercept 171 lmer standard errors off, stop reason "converged". A window
+  # that falls below the best beyond its noise now sends the fit back to the
+  # best window's average with a smaller step (core/svir_loop.h).
+  skip_on_cran()
+  d <- lme4::InstEval
+  f <- svi_fit(y ~ service + (1 | s) + (1 | d) + (1 | dept), d, guide = "fullrank", seed = 1001,
+               control = svi_control(progress = FALSE))
+  w <- f$engine$window_elbo
+  expect_gt(length(f$engine$lr_steps), 0)
+  expect_lt(max(w) - w[length(w)], 0.002 * abs(max(w)))
+  fm <- lme4::lmer(y ~ service + (1 | s) + (1 | d) + (1 | dept), d)
+  se <- sqrt(diag(as.matrix(vcov(fm))))
+  expect_lt(max(abs(fixef(f) - lme4::fixef(fm)) / se), 0.5)
+})
