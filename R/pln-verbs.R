@@ -61,7 +61,8 @@ summary.svi_pln <- function(object, ...) {
     stop_reason = object$stop_reason, steps = object$steps, time = object$time,
     coefficients = B, se = se,
     sd = stats::quantile(sqrt(sdiag), c(0, 0.25, 0.5, 0.75, 1)),
-    cor = if (length(lower)) stats::quantile(lower, c(0, 0.25, 0.5, 0.75, 1)) else NULL)
+    cor = if (length(lower)) stats::quantile(lower, c(0, 0.25, 0.5, 0.75, 1)) else NULL,
+    sigma_post = if (is.null(object$sigma_post)) NULL else pln_sigma_posterior(object))
   class(out) <- "summary.svi_pln"
   out
 }
@@ -86,6 +87,13 @@ print.summary.svi_pln <- function(x, digits = max(3L, getOption("digits") - 3L),
     print(signif(x$se[, k, drop = FALSE], digits))
   } else {
     cat("(point estimates: fit with pln(globals = \"bayes\") for their posterior)\n")
+  }
+  if (!is.null(x$sigma_post)) {
+    pr <- attr(x$sigma_post, "prior")
+    cat("\nLatent variances diag(Sigma), posterior (prior: Sigma ~ inverse-Wishart(", format(pr$df),
+        ", ", format(pr$scale), " I)", if (nrow(x$sigma_post) > 6L)
+          paste0("; the first 6 of ", nrow(x$sigma_post)) else "", "):\n", sep = "")
+    print(signif(as.matrix(x$sigma_post[seq_len(min(6L, nrow(x$sigma_post))), ]), digits))
   }
   cat("\nLatent standard deviations sqrt(diag(Sigma)) (min, quartiles, max):\n")
   print(signif(x$sd, digits))

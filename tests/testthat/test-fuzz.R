@@ -407,6 +407,8 @@ test_that("summary, fixef, ranef, vcov and simulate work on pln() fits", {
   expect_s3_class(s, "summary.svi_pln")
   expect_equal(s$criteria$BIC, pln_criteria(fit)$BIC)
   expect_output(print(s), "Posterior sd")
+  expect_output(print(s), "inverse-Wishart\\(5, 1 I\\)")
+  expect_identical(s$sigma_post, pln_sigma_posterior(fit))
   expect_identical(fixef(fit), coef(fit))
   re <- ranef(fit)
   expect_identical(dim(re), c(300L, 4L))
