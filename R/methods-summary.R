@@ -295,7 +295,7 @@ print.summary.svi_fit <- function(x, digits = max(3L, getOption("digits") - 3L),
     cat("Note: the ELBO had not settled by max_steps; consider increasing it.\n")
   }
   cat("PSIS k-hat: ", svir_khat_message(x$khat, x$method), "\n", sep = "")
-  advice <- svir_trust_advice(x$khat, x$method, x$laplace)
+  advice <- svir_trust_advice(x$khat, x$method, x$laplace, x$guide)
   if (!is.null(advice)) cat(advice, "\n", sep = "")
   if (!is.null(x$separation)) cat("Separation: ", svir_separation_message(x$separation), ".\n", sep = "")
   if (identical(x$method, "laplace")) {

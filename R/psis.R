@@ -121,7 +121,7 @@ svir_khat_message <- function(khat, method = "svi") {
 
 # What to try when k-hat says the intervals are unreliable (summary(), and
 # the warning of a fit), or NULL.
-svir_trust_advice <- function(khat, method = "svi", laplace = NULL) {
+svir_trust_advice <- function(khat, method = "svi", laplace = NULL, guide = NULL) {
   if (identical(method, "laplace")) {
     km <- laplace$khat_marginal
     if (identical(laplace$weighting, "marginal") && !is.null(km) && is.finite(km) && km <= 0.7) {
@@ -132,6 +132,11 @@ svir_trust_advice <- function(khat, method = "svi", laplace = NULL) {
                  "Try more draws (svi_control(is_draws = 16000)), or compare with method = \"svi\"."))
   }
   if (is.null(khat) || is.na(khat) || khat <= 0.7) return(NULL)
-  paste("Warning: the intervals may be too narrow (a Gaussian guide cannot follow this posterior).",
-        "Try method = \"laplace\" (small and medium models), guide = \"fullrank\", or method = \"qem\".")
+  # what to try: what this fit did not already use
+  try <- c("method = \"laplace\" (small and medium models)",
+           if (!identical(guide, "fullrank") && !identical(method, "qem")) "guide = \"fullrank\"",
+           if (!identical(method, "qem")) "method = \"qem\" (one grouping factor)")
+  paste0("Warning: the intervals may be too narrow (a Gaussian guide cannot follow this posterior). Try ",
+         if (length(try) == 1L) try else paste0(paste(try[-length(try)], collapse = ", "), " or ",
+                                                 try[length(try)]), ".")
 }

@@ -237,7 +237,14 @@ test_that("a Laplace fit with unreliable weights warns and says what to try", {
                                                                 khat_marginal = 0.3))), NA)
   out <- svir:::svir_trust_advice(0.9, "svi")
   expect_match(out, "method = \"laplace\"")
+  expect_match(out, "guide = \"fullrank\"")
   expect_null(svir:::svir_trust_advice(0.4, "svi"))
+  # what the fit already used is not suggested again
+  fr <- svir:::svir_trust_advice(0.9, "svi", guide = "fullrank")
+  expect_no_match(fr, "fullrank")
+  expect_match(fr, "method = \"laplace\" \\(small and medium models\\) or method = \"qem\"")
+  q <- svir:::svir_trust_advice(0.9, "qem", guide = "meanfield")
+  expect_no_match(q, "qem|fullrank")
 })
 
 # An effect with one level per observation (an observation-level random
