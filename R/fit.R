@@ -383,7 +383,7 @@ svir_check_qem <- function(spec, control, call) {
     cli::cli_abort(c(
       "{.code method = \"qem\"} takes a model with exactly one grouping factor.",
       x = "This model has {nt} random-effect term{?s}.",
-      i = "Crossed or several factors are not a tree of plates; use {.code method = \"svi\"}."),
+      i = "QEM for nested and crossed factors is not built in this version; {.code method = \"auto\"} (the Laplace sampler where the model fits its budget) or {.code method = \"svi\"} take them."),
       class = "svir_error", call = call)
   }
   if (!is.null(control$batch_size)) {

@@ -68,6 +68,8 @@ test_that("QEM refuses what it cannot do, with a clear error", {
   d <- sim_glmm("poisson", n_groups = 10, n_per = 6, crossed = 4, seed = 2)
   expect_error(svi_fit(y ~ x1 + (1 | g) + (1 | h), d, family = poisson(), method = "qem"),
                "one grouping factor", class = "svir_error")
+  expect_error(svi_fit(y ~ x1 + (1 | g) + (1 | h), d, family = poisson(), method = "qem"),
+               "method = \"auto\"", class = "svir_error")
   expect_error(svi_fit(y ~ x1 + (1 | g), d, family = poisson(), method = "qem",
                        control = svi_control(batch_size = 20)),
                "batch_size", class = "svir_error")
