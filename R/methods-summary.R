@@ -182,8 +182,11 @@ svir_stop_line <- function(object) {
     interrupted = "interrupted by the user",
     if (is.na(reason)) "unknown" else reason)
   tm <- object$time
-  per <- if (is.finite(tm) && object$steps > 0) sprintf(", %.3g ms/step", 1000 * tm / object$steps) else ""
-  sprintf("%s after %d steps (%s%s)", why, as.integer(object$steps),
+  ws <- object$engine$warm_start
+  steps <- as.integer(object$steps) + if (is.null(ws)) 0L else as.integer(ws$steps)
+  per <- if (is.finite(tm) && steps > 0) sprintf(", %.3g ms/step", 1000 * tm / steps) else ""
+  sprintf("%s after %d steps%s (%s%s)", why, as.integer(object$steps),
+          if (is.null(ws)) "" else sprintf(" from a mean-field start of %d", as.integer(ws$steps)),
           if (is.finite(tm)) sprintf("%.3g s", tm) else "time unknown", per)
 }
 

@@ -73,6 +73,7 @@ int svir_control_read(const svir_list *ctrl, svir_control *c, svir_err *e)
     c->qem_eta0 = svir_list_num(ctrl, "qem_eta0", 0.5);
     c->qem_kappa = svir_list_num(ctrl, "qem_kappa", 0.6);
     c->path_every = svir_list_int(ctrl, "keep_path", 0);
+    c->keep_lpar = svir_list_int(ctrl, "keep_lpar", 0);
     return 0;
 }
 

@@ -45,6 +45,8 @@ typedef struct {
     int qem_K;              /* QEM: samples per latent */
     double qem_eta0, qem_kappa; /* QEM: the moving average's step min(1, eta0 (t + 1)^-kappa) */
     int path_every;         /* keep the approximation every path_every steps (0: never) */
+    int keep_lpar;          /* return the local parameters as they are ("lpar"), for a
+                             * warm start */
 } svir_control;
 
 /* Reads the settings; threads <= 0 is left for the model's default.

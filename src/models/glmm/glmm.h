@@ -70,6 +70,8 @@ typedef struct {
     int couple;             /* the coupled guide (SVI; QEM's proposal) */
     const double *init_mu;  /* [D] or NULL: the globals' starting means */
     const double *init_sd;  /* [D] or NULL: the globals' starting sds (else init_scale) */
+    const double *init_loc; /* [nloc] or NULL: the locals' starting parameters (a warm
+                             * start from another fit's "lpar"), else 0 and init_scale */
     int qem_direct;         /* QEM's tree: evaluate every observation, no sums (tests) */
 } svir_glmm;
 

@@ -104,6 +104,7 @@ static int glmm_read(const svir_list *spec, const svir_list *ctrl, const svir_co
     m->prior_scale = svir_list_reals(spec, "prior_scale", m->D, 0, e);
     m->init_mu = svir_list_reals(spec, "init_mu", m->D, 1, e);
     m->init_sd = svir_list_reals(spec, "init_sd", m->D, 1, e);
+    m->init_loc = svir_list_reals(spec, "init_loc", m->nloc, 1, e);
     m->couple = svir_list_int(ctrl, "couple", 1) != 0;
     m->qem_direct = svir_list_int(ctrl, "qem_direct", 0);
     return e->status;
@@ -177,6 +178,7 @@ static int glmm_outputs(const void *model, const svir_control *c, svir_result *r
     } else if (!st) {
         st = svir_out_copy(x, "omega", res->gpar + D, D, -1);
     }
+    if (!st && c->keep_lpar) st = svir_out_copy(x, "lpar", res->lpar, m->nloc, -1);
     if (!st) st = locals_out(m, res->lpar, 0, x, "m");
     if (!st) st = locals_out(m, res->lpar, 1, x, "C");
     svir_out *sh = st ? NULL : svir_out_list(x, "shift");

@@ -428,6 +428,10 @@ void svir_glmm_init_params(const svir_glmm *m, const svir_control *c, double *gp
         for (ptrdiff_t d = 0; d < D; d++) gpar[D + d] = SVIR_LS0(d);
     }
 #undef SVIR_LS0
+    if (m->init_loc) {
+        memcpy(lpar, m->init_loc, sizeof(double) * (size_t)m->nloc);
+        return;
+    }
     for (int t = 0; t < m->nterms; t++) {
         const svir_term *tm = &m->terms[t];
         const int q = tm->q;
