@@ -130,7 +130,8 @@
 #'   documented there. See [prior_summary()] for what a fit used.
 #' @param guide `"meanfield"` (default) or `"fullrank"`, the variational family
 #'   over the global parameters of `method = "svi"`. Giving a guide makes
-#'   `method = "auto"` choose SVI.
+#'   `method = "auto"` choose SVI. A full-rank fit starts from a mean-field
+#'   fit's optimum (see `warm_start` in [svi_control()]).
 #' @param method Inference engine. `"auto"` (the default) chooses
 #'   `"laplace"` where it can run and its work is small (about a second on
 #'   two cores; see the section Choosing the method), else `"svi"`; the fit
