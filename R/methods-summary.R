@@ -15,6 +15,12 @@ svir_probs <- function(prob, arg = "prob") {
   c((1 - prob) / 2, 0.5, 1 - (1 - prob) / 2)
 }
 
+# Column names of interval limits at probabilities `probs`, as confint.lm()
+# names them ("2.5 %", "97.5 %").
+svir_pct_names <- function(probs) {
+  paste(format(100 * probs, trim = TRUE, scientific = FALSE, digits = 3), "%")
+}
+
 # Summary of draws (matrix, one column per parameter).
 svir_draws_table <- function(d, probs) {
   d <- as.matrix(d)
@@ -391,7 +397,7 @@ confint.svi_fit <- function(object, parm, level = 0.95, ...) {
   }
   all <- do.call(rbind, parts[!vapply(parts, is.null, TRUE)])
   ci <- as.matrix(all[, 3:4, drop = FALSE])
-  colnames(ci) <- paste(format(100 * probs, trim = TRUE, scientific = FALSE, digits = 3), "%")
+  colnames(ci) <- svir_pct_names(probs)
   if (missing(parm)) return(ci)
   bad <- if (is.character(parm)) setdiff(parm, rownames(ci)) else
     parm[!(is.numeric(parm) & parm >= 1 & parm <= nrow(ci) & parm == round(parm))]

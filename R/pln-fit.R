@@ -288,7 +288,7 @@ svir_pln_finish <- function(engine, job) {
     # less w log |K| plus constants (svir_pln_prior_elbo); the trace (the
     # objective the fit climbed) is shifted to end at it
     pe <- svir_pln_prior_elbo(job$prior, family$covariance, n, p, d)
-    const <- const - d * p / 2 * log(2 * pi) + pe$const
+    const <- const + pe$const
     shift <- -pe$w * as.numeric(determinant(engine$Sigma)$modulus)
   }
   if (isTRUE(job$pca)) return(svir_pln_pca_finish(engine, job))
@@ -562,11 +562,12 @@ svir_lmvgamma <- function(a, p) p * (p - 1) / 4 * log(pi) + sum(lgamma(a + (1 - 
 # K: ELBO = J - w log |K| + const (w = (p + 1) / 2, 1 or 1 / p for a full,
 # diagonal or spherical Sigma), the expectations of log p(Sigma) and log
 # p(Z | B, Sigma) and the entropies of q(B) and q(Sigma) (dev/PLN.md).
-# Returns list(w, const); q(B)'s log |X'X| is added by the caller.
+# Returns list(w, const), beside q(B)'s constant the caller adds (d p / 2
+# log(2 pi) - p / 2 log |X'X|).
 svir_pln_prior_elbo <- function(prior, covariance, n, p, d) {
   s0 <- prior$scale
   a0 <- prior$shape
-  base <- (n - d) * p / 2 + d * p / 2 * log(2 * pi * exp(1))
+  base <- n * p / 2
   if (covariance == "full") {
     nu0 <- prior$df
     nu <- nu0 + n
@@ -582,7 +583,8 @@ svir_pln_prior_elbo <- function(prior, covariance, n, p, d) {
 }
 
 # q(Sigma), the conjugate posterior given q(Z) and q(B), whose mean is the
-# engine's K: each variance's marginal inverse-gamma (shape, rate). Full:
+# engine's K (the fit's `sigma`): each variance's marginal inverse-gamma
+# (shape, rate). Full:
 # inverse-Wishart(nu = n + df, (nu - p - 1) K), whose Sigma_jj is
 # inverse-gamma((nu - p + 1) / 2, (nu - p - 1) K_jj / 2); diagonal and
 # spherical: inverse-gamma(a, (a - 1) K_jj), a = a0 + n / 2 (a0 + n p / 2).
@@ -590,10 +592,10 @@ svir_pln_sigma_q <- function(prior, covariance, K, n) {
   p <- nrow(K)
   if (covariance == "full") {
     nu <- prior$df + n
-    list(shape = rep((nu - p + 1) / 2, p), rate = (nu - p - 1) * diag(K) / 2, mean = K, df = nu)
+    list(shape = rep((nu - p + 1) / 2, p), rate = (nu - p - 1) * diag(K) / 2, df = nu)
   } else {
     a <- prior$shape + if (covariance == "diagonal") n / 2 else n * p / 2
-    list(shape = rep(a, p), rate = (a - 1) * diag(K), mean = K, df = NULL)
+    list(shape = rep(a, p), rate = (a - 1) * diag(K), df = NULL)
   }
 }
 

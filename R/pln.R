@@ -246,18 +246,8 @@ pln <- function(rank = NULL, covariance = c("full", "diagonal", "spherical"),
   covariance <- svir_match_arg(covariance, c("full", "diagonal", "spherical"), "covariance")
   globals <- svir_match_arg(globals, c("point", "bayes"), "globals")
   residual <- svir_check_flag(residual, "residual")
-  if (!is.null(sigma_df) && (!is.numeric(sigma_df) || length(sigma_df) != 1L || !is.finite(sigma_df) ||
-                             sigma_df <= 0)) {
-    cli::cli_abort(c("{.arg sigma_df} must be a positive number (the inverse-Wishart prior's degrees of freedom) or {.code NULL} (the number of count columns plus 1).",
-                     x = "You supplied {.code {deparse1(sigma_df)}}."),
-                   class = "svir_error", call = NULL)
-  }
-  if (!is.numeric(sigma_scale) || length(sigma_scale) != 1L || !is.finite(sigma_scale) ||
-      sigma_scale <= 0) {
-    cli::cli_abort(c("{.arg sigma_scale} must be a positive number (the prior's scale matrix is {.code sigma_scale * diag(p)}).",
-                     x = "You supplied {.code {deparse1(sigma_scale)}}."),
-                   class = "svir_error", call = NULL)
-  }
+  if (!is.null(sigma_df)) sigma_df <- svir_check_real(sigma_df, "sigma_df")
+  sigma_scale <- svir_check_real(sigma_scale, "sigma_scale")
   if (!is.null(rank)) {
     if (!is.numeric(rank) || length(rank) != 1L || !is.finite(rank) || rank < 1 ||
         rank != round(rank)) {
@@ -324,10 +314,7 @@ coef.svi_pln <- function(object, ...) object$coefficients
 
 #' @rdname coef.svi_pln
 #' @export
-sigma.svi_pln <- function(object, ...) {
-  if (!is.null(object$sigma_post)) return(object$sigma_post$mean)
-  svir_pln_Sigma(object)
-}
+sigma.svi_pln <- function(object, ...) svir_pln_Sigma(object)
 
 #' @rdname coef.svi_pln
 #' @export
@@ -425,10 +412,7 @@ confint.svi_pln <- function(object, parm, level = 0.95, ...) {
                      i = "Refit with {.code family = pln(globals = \"bayes\")}."),
                    class = "svir_error", call = NULL)
   }
-  if (!is.numeric(level) || length(level) != 1L || !(level > 0 && level < 1)) {
-    cli::cli_abort("{.arg level} must be a probability between 0 and 1.", class = "svir_error",
-                   call = NULL)
-  }
+  a <- svir_probs(level, "level")[1]
   B <- object$coefficients
   k <- seq_len(nrow(B))
   if (!missing(parm)) {
@@ -440,12 +424,10 @@ confint.svi_pln <- function(object, parm, level = 0.95, ...) {
   }
   se <- sqrt(outer(diag(object$XtXinv), diag(svir_pln_Sigma(object))))[k, , drop = FALSE]
   est <- B[k, , drop = FALSE]
-  a <- (1 - level) / 2
   z <- stats::qnorm(1 - a)
   out <- cbind(as.vector(t(est - z * se)), as.vector(t(est + z * se)))
   dimnames(out) <- list(paste(rep(rownames(est), each = ncol(B)), colnames(B), sep = ":"),
-                        paste(format(100 * c(a, 1 - a), trim = TRUE, scientific = FALSE,
-                                     digits = 3), "%"))
+                        svir_pct_names(c(a, 1 - a)))
   out
 }
 
@@ -551,20 +533,16 @@ pln_sigma_posterior <- function(object, level = 0.95) {
                      i = "Refit with {.code family = pln(globals = \"bayes\")} and no {.arg rank}."),
                    class = "svir_error", call = NULL)
   }
-  if (!is.numeric(level) || length(level) != 1L || !(level > 0 && level < 1)) {
-    cli::cli_abort("{.arg level} must be a probability between 0 and 1.", class = "svir_error",
-                   call = NULL)
-  }
+  al <- svir_probs(level, "level")[1]
   q <- object$sigma_post
   a <- q$shape
   b <- q$rate
-  al <- (1 - level) / 2
   out <- data.frame(mean = b / (a - 1),
                     sd = ifelse(a > 2, b / ((a - 1) * sqrt(pmax(a - 2, 0))), NA_real_),
                     lo = b / stats::qgamma(1 - al, shape = a, rate = 1),
                     hi = b / stats::qgamma(al, shape = a, rate = 1),
                     row.names = colnames(object$coefficients))
-  names(out)[3:4] <- paste(format(100 * c(al, 1 - al), trim = TRUE, scientific = FALSE, digits = 3), "%")
+  names(out)[3:4] <- svir_pct_names(c(al, 1 - al))
   attr(out, "prior") <- object$sigma_prior[c("df", "scale")]
   out
 }

@@ -6,7 +6,8 @@
 // diagonal. The latent rows Z_i ~ N(X_i B, Sigma) are centred (sampled as
 // they are): log N(Z_i) = log |LA| - |(Z_i - X_i B)' LA|^2 / 2 + const.
 // Centred sampled 8 times faster per iteration than the non-centred
-// Z_i = X_i B + LA^-T z_i here (treedepth 9 against 10, 2026-12-04).
+// Z_i = X_i B + LA^-T z_i here (treedepth 9 against 10; one run by hand
+// of 2 chains x 600 iterations each, 2026-12-04).
 // Written for bench/nuts/build_pln_ref.R (rstan 2.21 syntax).
 data {
   int<lower=1> n;

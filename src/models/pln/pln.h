@@ -27,9 +27,10 @@ typedef struct {
     double lgy;         /* sum_ij log Y_ij! */
     double nd;          /* n (point estimates of B), or n - d (a Gaussian
                          * posterior for B, globals = "bayes") */
-    double k0, s0;      /* Sigma's conjugate prior (globals = "bayes"; 0 and 0
-                         * otherwise): the closed form is (C + s0 I) / (nd + k0),
-                         * spherical (tr C + s0) / ((nd + k0) p); dev/PLN.md */
+    double k0, s0;      /* Sigma's conjugate prior (globals = "bayes" without
+                         * rank; 0 and 0 otherwise): the closed form is (C + s0
+                         * I) / (nd + k0), spherical (tr C + s0) / ((nd + k0) p);
+                         * dev/PLN.md */
     const double *Bfix; /* the VE step: B [d x p] and Omega = Sigma^-1 [p x p] */
     const double *Omfix;/*   held fixed (both NULL otherwise), log |Omega| */
     double logdet_om;

@@ -19,12 +19,13 @@
  *   tr(C) / (nd p) I (spherical),
  * where the trace term is nd p / 2, and by the envelope theorem the
  * gradient at those values is the partial one (Omega = Sigma^-1).
- * With globals = "bayes" Sigma has a conjugate prior too (inverse-Wishart
- * (k0, s0 I) for a full Sigma, inverse-gamma for the variances of the
- * others) and a posterior q(Sigma) of the same family; Sigma here is then
- * E_q[Omega]^-1 = (C + s0 I) / (nd + k0) (spherical: (tr C + s0) /
- * ((nd + k0) p)), the log-determinant's weight is nd + k0, and the
- * gradient keeps its form (dev/PLN.md):
+ * With globals = "bayes" (no rank) Sigma has a conjugate prior too
+ * (inverse-Wishart(df, s0 I) for a full Sigma, inverse-gamma for the
+ * variances of the others) and a posterior q(Sigma) of the same family;
+ * Sigma here is then its posterior mean (C + s0 I) / (nd + k0) (spherical:
+ * (tr C + s0) / ((nd + k0) p)), k0 = df - p - 1 (R sets k0 and s0), the
+ * log-determinant's weight is nd + k0, and the gradient keeps its form
+ * (dev/PLN.md):
  *   dJ/dM = Y - A - R Omega,  dJ/d log S_ij = 1 - S_ij^2 (A_ij + Omega_jj).
  * This is what PLNmodels maximises; here it is one pass of BLAS-3 work.
  * For rank q, Sigma = W W' + diag(psi) has no closed-form optimum: W and

@@ -177,12 +177,11 @@ static int form_BC(mb_state *st, const mb_sums *S, char *err, size_t errlen)
     for (ptrdiff_t e = 0; e < (ptrdiff_t)p * p; e++) C[e] = S->T2[e];
     if (d > 0)
         F77_CALL(dgemm)("T", "N", &p, &p, &d, &minus1, S->T1, &d, st->B, &d, &one, C, &p FCONE FCONE);
-    /* rank q: C / nd; full: (C + s0 I) / nk, the prior's s0 and k0 (0 when
-     * there is none) */
-    const double den = st->cov == SVIR_PLN_RANK ? st->nd : st->nk;
+    /* (C + s0 I) / nk, the prior's s0 and k0 (0 when there is none, as
+     * for rank q) */
     for (int j = 0; j < p; j++) {
-        C[(ptrdiff_t)j * p + j] += S->s2[j] + (st->cov == SVIR_PLN_RANK ? 0.0 : st->s0);
-        for (int i = j; i < p; i++) C[(ptrdiff_t)j * p + i] /= den;
+        C[(ptrdiff_t)j * p + j] += S->s2[j] + st->s0;
+        for (int i = j; i < p; i++) C[(ptrdiff_t)j * p + i] /= st->nk;
         for (int i = j + 1; i < p; i++) C[(ptrdiff_t)i * p + j] = C[(ptrdiff_t)j * p + i];
     }
     return 0;
@@ -346,9 +345,8 @@ static int mstep_e(mb_state *st, const mb_sums *S, int fa_iters, svir_err *e)
  * prior's, as for full batches in pln_eval.c) */
 static double elbo(const mb_state *st, const mb_sums *S)
 {
-    const double nk = st->cov == SVIR_PLN_RANK ? st->nd : st->nk;
-    return S->L - st->mb->dat.lgy + 0.5 * (double)st->n * st->p - 0.5 * nk * st->logdet -
-           0.5 * st->L_tr + 0.5 * (nk - st->nd) * st->p;
+    return S->L - st->mb->dat.lgy + 0.5 * (double)st->n * st->p - 0.5 * st->nk * st->logdet -
+           0.5 * st->L_tr + 0.5 * (st->nk - st->nd) * st->p;
 }
 
 /* ---- one batch --------------------------------------------------------------- */

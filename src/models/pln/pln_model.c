@@ -89,8 +89,10 @@ static int pln_read(const svir_list *spec, const svir_list *ctrl, const svir_con
     if (!(d->nd > 0)) return svir_err_set(e, 1, "svir internal error: nd must be positive");
     d->k0 = svir_list_num(spec, "k0", 0.0);
     d->s0 = svir_list_num(spec, "s0", 0.0);
-    if (!(d->k0 >= 0.0) || !(d->s0 >= 0.0))
-        return svir_err_set(e, 1, "svir internal error: k0 and s0 must be non-negative");
+    if (!(d->s0 >= 0.0) || !(d->nd + d->k0 > 0.0))
+        return svir_err_set(e, 1, "svir internal error: s0 must be non-negative and nd + k0 positive");
+    if (d->cov == SVIR_PLN_RANK && (d->k0 != 0.0 || d->s0 != 0.0))
+        return svir_err_set(e, 1, "svir internal error: rank q takes no prior on Sigma (k0, s0)");
     d->Bfix = svir_list_reals(spec, "Bfix", (ptrdiff_t)d->d * d->p, 1, e);
     d->Omfix = svir_list_reals(spec, "Omfix", (ptrdiff_t)d->p * d->p, 1, e);
     d->Wfix = svir_list_reals(spec, "Wfix", (ptrdiff_t)d->p * d->q, 1, e);
