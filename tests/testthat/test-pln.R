@@ -511,6 +511,12 @@ test_that("globals = 'bayes' gives B and Sigma a posterior with the right ELBO",
   # columns than rows is proper under the prior
   f9 <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(globals = "bayes", sigma_scale = 9))
   expect_true(all(diag(sigma(f9)) > diag(sigma(fb))))
+  # sigma_df between p - 1 and p + 1 (k0 = df - p - 1 negative): the closed
+  # form (C + I) / (n - d - 1) at df = p
+  f3 <- svi_fit(Y ~ x + offset(log(depth)), s$d, family = pln(globals = "bayes", sigma_df = 3))
+  R3 <- f3$M - X %*% coef(f3)
+  expect_equal(unname(sigma(f3)), unname((crossprod(R3) + diag(colSums(f3$S^2)) + diag(3)) / 37),
+               tolerance = 1e-8)
   s2 <- pln_sim(12, 15, diag(15) * 0.3, seed = 14)
   expect_error(svi_fit(Y ~ x, s2$d, family = pln()), "more than 15 rows", class = "svir_error")
   f2 <- svi_fit(Y ~ x, s2$d, family = pln(globals = "bayes"))
