@@ -237,6 +237,7 @@ summary.svi_fit <- function(object, prob = 0.95, ...) {
     family = object$family,
     method = object$method,
     method_reason = object$method_reason,
+    qem_line = svir_qem_plan_line(object),
     laplace = object$laplace,
     guide = object$guide,
     backend = object$backend,
@@ -272,6 +273,7 @@ print.summary.svi_fit <- function(x, digits = max(3L, getOption("digits") - 3L),
   cat(svir_title(x$method), "\n", sep = "")
   svir_cat_header(x$family, x$formula, x$data_name, x$method, x$guide,
                   x$backend, x$backend_reason, x$method_reason)
+  if (!is.null(x$qem_line)) cat("  ", x$qem_line, "\n", sep = "")
   cat(svir_nobs_line(x$nobs, x$ngrps), "\n", sep = "")
   if (length(x$random)) {
     cat("\nGroup-level effects:\n")
@@ -347,6 +349,21 @@ svir_cat_header <- function(family, formula, data_name, method, guide, backend, 
   if (!is.null(method_reason) && !identical(method_reason, "given by the user")) {
     cat("  Chosen by method = \"auto\": ", method_reason, "\n", sep = "")
   }
+}
+
+# QEM's tree for more than one grouping factor (svir_qem_plan() in R/fit.R),
+# in words, or NULL
+svir_qem_plan_line <- function(object) {
+  plan <- object$qem_plan
+  if (is.null(plan) || !identical(object$method, "qem")) return(NULL)
+  g <- vapply(object$re, `[[`, "", "grpvar")
+  s <- paste0("QEM's tree: ", paste(g[plan$chain], collapse = " > "),
+              if (length(plan$chain) > 1L) " (nested: weighed as a tree of plates)" else " (plates)")
+  if (length(plan$crossed)) {
+    s <- paste0(s, "; crossed with it, weighed with the globals: ",
+                paste(unique(g[plan$crossed]), collapse = ", "))
+  }
+  s
 }
 
 svir_nobs_line <- function(nobs, ngrps) {

@@ -76,6 +76,17 @@ family_cases <- list(
 # normal(0, 10). The marginal posterior of the intercept is N(post_mean,
 # post_var), post_var = 1 / (sum w_j + 1/s0^2), post_mean = post_var sum w_j
 # ybar_j, w_j = 1 / (tau^2 + sigma^2 / n_j).
+# A Gaussian model's spec with its sds tau (one per term) and sigma pinned
+# by tight normal priors, and a N(0, s0) prior on the intercept: the
+# posterior of the intercept and the effects is then Gaussian and exact.
+pin_variances <- function(spec, tau, sig, s0) {
+  spec$prior_type[] <- 1L
+  spec$prior_loc <- c(0, tau, sig)
+  spec$prior_scale <- c(s0, 0.002 * tau, 0.002 * sig)
+  spec$init_mu <- c(0, log(tau), log(sig))
+  spec
+}
+
 normal_normal_setup <- function() {
   set.seed(12)
   J <- 30
@@ -88,10 +99,7 @@ normal_normal_setup <- function() {
   tau <- 1 / ys
   sig <- 1 / ys
   s0 <- 10
-  spec$prior_type[] <- 1L
-  spec$prior_loc <- c(0, tau, sig)
-  spec$prior_scale <- c(s0, 0.002 * tau, 0.002 * sig)
-  spec$init_mu <- c(0, log(tau), log(sig))
+  spec <- pin_variances(spec, tau, sig, s0)
   ybar <- tapply(spec$y, g, mean)
   wj <- 1 / (tau^2 + sig^2 / nj)
   post_var <- 1 / (J * wj + 1 / s0^2)

@@ -39,3 +39,30 @@ for (nm in required) {
     }
   })
 }
+
+# QEM on more than one grouping factor (issue 16, point 3; glmm_nest.c):
+# Pastes' nested factors run as a tree of plates, Penicillin's crossed
+# sample factor is weighed with the globals. Against the same NUTS
+# references: means within 0.35 NUTS sds, sds within 0.7 to 1.33 times
+# NUTS's (bench/qem_nested.R: seeds 1 to 3 gave at most 0.35 and at least
+# 0.72). Drawing the crossed effects on z = b / sd, as the tree's groups
+# are, put Penicillin's sd ratios at 0.07 and 0.15.
+for (nm in c("pastes", "penicillin")) {
+  test_that(paste("QEM matches NUTS on", nm), {
+    mdl <- models[[nm]]
+    fit <- suppressWarnings(svi_fit(mdl$formula, mdl$data, family = mdl$family,
+                                    method = "qem", seed = 1))
+    expect_identical(fit$method, "qem")
+    expect_false(is.null(fit$qem_plan))
+    ref <- refs[[nm]]$summary
+    dr <- as.matrix(fit)[, ref$param, drop = FALSE]
+    d <- (colMeans(dr) - ref$mean) / ref$sd
+    r <- apply(dr, 2, sd) / ref$sd
+    expect_lt(max(abs(d)), 0.35, label = paste(nm, "QEM's largest |mean - NUTS mean| / NUTS sd"))
+    expect_gt(min(r), 0.7, label = paste(nm, "QEM's smallest sd / NUTS sd"))
+    expect_lt(max(r), 1.33, label = paste(nm, "QEM's largest sd / NUTS sd"))
+    out <- paste(capture.output(summary(fit)), collapse = "\n")
+    expect_match(out, if (nm == "pastes") "QEM's tree: batch > cask:batch" else
+      "crossed with it, weighed with the globals: sample", fixed = TRUE)
+  })
+}

@@ -1,5 +1,6 @@
-# QEM (src/svir_qem.c; issue 4): one grouping factor, full batches, the
-# CPU. See dev/QEM.md.
+# QEM (src/infer/svir_qem.c; issues 4 and 16): one grouping factor on the
+# CPU and the device; nested and crossed factors (glmm_nest.c) on the CPU;
+# full batches. See dev/QEM.md.
 
 qem_setup <- function(family, form = y ~ x1 + x2 + (1 | g), seed = 1) {
   d <- sim_glmm(family$family, n_groups = 20, n_per = 8, seed = seed)
@@ -66,10 +67,21 @@ test_that("QEM's seeds reproduce", {
 
 test_that("QEM refuses what it cannot do, with a clear error", {
   d <- sim_glmm("poisson", n_groups = 10, n_per = 6, crossed = 4, seed = 2)
-  expect_error(svi_fit(y ~ x1 + (1 | g) + (1 | h), d, family = poisson(), method = "qem"),
-               "one grouping factor", class = "svir_error")
-  expect_error(svi_fit(y ~ x1 + (1 | g) + (1 | h), d, family = poisson(), method = "qem"),
+  # two crossed factors of 60 levels: one is the tree, the other has more
+  # effects than the globals' level takes
+  dc <- data.frame(f1 = factor(rep(1:60, each = 10)), f2 = factor(rep(1:60, times = 10)),
+                   y = rpois(600, 2))
+  expect_error(svi_fit(y ~ 1 + (1 | f1) + (1 | f2), dc, family = poisson(), method = "qem"),
+               "at most 50", class = "svir_error")
+  expect_error(svi_fit(y ~ 1 + (1 | f1) + (1 | f2), dc, family = poisson(), method = "qem"),
                "method = \"auto\"", class = "svir_error")
+  # tables too large for memory: a smaller K is named
+  expect_error(svi_fit(y ~ x1 + (1 | g / h), d, family = poisson(), method = "qem",
+                       control = svi_control(K = 256)),
+               "smaller", class = "svir_error")
+  expect_error(svi_fit(y ~ x1 + (1 | g) + (1 | h), d, family = poisson(), method = "qem",
+                       backend = "cuda"),
+               "CPU only", class = "svir_error")
   expect_error(svi_fit(y ~ x1 + (1 | g), d, family = poisson(), method = "qem",
                        control = svi_control(batch_size = 20)),
                "batch_size", class = "svir_error")
@@ -78,7 +90,97 @@ test_that("QEM refuses what it cannot do, with a clear error", {
   expect_error(svi_fit(y ~ x1 + (1 | g), d, method = "nuts"), "svi", class = "svir_error")
   # the engine refuses too, where the front door is bypassed
   b <- svir:::svir_build_spec(y ~ x1 + (1 | g) + (1 | h), d, family = poisson())
-  expect_error(engine(b$spec, "qem", steps = 5), "one grouping factor")
+  expect_error(engine(b$spec, "qem", steps = 5), "qem_level")
+  b$spec$qem_level <- c(1L, 2L) # h is not nested in g
+  expect_error(engine(b$spec, "qem", steps = 5), "not nested")
+})
+
+# The plan: the longest chain of nested factors is the tree, coarsest
+# first; the rest are crossed with it.
+test_that("QEM's plan finds the nested chain and the crossed factors", {
+  plan <- function(f, d) {
+    b <- svir:::svir_build_spec(f, d)
+    svir:::svir_qem_plan(b$spec, 16L)
+  }
+  p1 <- plan(strength ~ 1 + (1 | batch / cask), lme4::Pastes)
+  # lme4 orders the terms cask:batch (30 levels), then batch (10)
+  expect_identical(p1$level, c(2L, 1L))
+  expect_length(p1$crossed, 0)
+  p2 <- plan(diameter ~ 1 + (1 | plate) + (1 | sample), lme4::Penicillin)
+  expect_identical(p2$level, c(1L, 0L)) # plate (24) is the tree, sample (6) crossed
+  gt <- lme4::grouseticks
+  p3 <- plan(TICKS ~ 1 + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION), gt)
+  expect_identical(p3$level, c(3L, 2L, 1L)) # lme4 orders INDEX, BROOD, LOCATION: LOCATION > BROOD > INDEX
+  expect_equal(p3$cells, 63 * 16^2 + 118 * 16^3 + 403 * 16^4)
+})
+
+# A nested and a crossed Gaussian model with every variance pinned by a tight
+# prior: the posterior of the intercept and of every effect is Gaussian and
+# known exactly (Bayesian linear regression on [1, Z]). QEM's tree must
+# recover it within Monte-Carlo tolerance.
+nested_exact <- function(crossed) {
+  set.seed(21)
+  A <- 8; B <- 4; nj <- 5
+  a <- factor(rep(seq_len(A), each = B * nj))
+  ab <- factor(rep(seq_len(A * B), each = nj))
+  h <- factor(rep(1:5, length.out = A * B * nj))
+  d <- data.frame(a = a, ab = ab, h = h)
+  d$y <- 1 + rnorm(A)[a] + 0.5 * rnorm(A * B)[ab] + (if (crossed) 0.7 * rnorm(5)[h] else 0) +
+    rnorm(nrow(d))
+  f <- if (crossed) y ~ 1 + (1 | a) + (1 | ab) + (1 | h) else y ~ 1 + (1 | a) + (1 | ab)
+  b <- svir:::svir_build_spec(f, d)
+  spec <- b$spec
+  ys <- b$info$scaling$y_scale
+  tau <- c(1, 0.5, if (crossed) 0.7) / ys
+  sig <- 1 / ys
+  s0 <- 10
+  spec <- pin_variances(spec, tau, sig, s0)
+  spec$qem_level <- svir:::svir_qem_plan(spec, 16L)$level
+  # the exact posterior of (intercept, effects)
+  Zs <- lapply(spec$terms, function(tm) outer(tm$group, seq_len(tm$ngroups) - 1L, `==`) * 1)
+  W <- cbind(1, do.call(cbind, Zs))
+  P <- diag(c(1 / s0^2, rep(1 / tau^2, vapply(Zs, ncol, 1L))))
+  S <- solve(crossprod(W) / sig^2 + P)
+  list(spec = spec, tau = tau, mean = drop(S %*% crossprod(W, spec$y)) / sig^2,
+       sd = sqrt(diag(S)))
+}
+
+for (crossed in c(FALSE, TRUE)) {
+  test_that(paste("QEM recovers the exact posterior of a", if (crossed) "nested and crossed" else "nested",
+                  "normal model"), {
+    ex <- nested_exact(crossed)
+    r <- .Call(C_svir_fit_r, ex$spec, list(guide = "meanfield", seed = 3, threads = 1L,
+                                           ndraws = 10L, max_steps = 3000, K = 16L,
+                                           method = "qem", couple = 0L))
+    expect_identical(r$stop_reason, "converged")
+    expect_lt(abs(r$mu[1] - ex$mean[1]) / ex$sd[1], 0.3)
+    expect_lt(abs(exp(r$omega[1]) / ex$sd[1] - 1), 0.35)
+    # every effect b = tau z: posterior means within 0.3 sds, sds within 35%
+    bm <- unlist(Map(function(m, t) t * m[, 1], r$m, ex$tau))
+    expect_lt(max(abs(bm - ex$mean[-1]) / ex$sd[-1]), 0.3)
+  })
+}
+
+# The sums' shortcut of the nested tree (random intercepts, Gaussian or
+# Poisson) against evaluating every observation: the same fit.
+test_that("QEM's nested tree gives the same fit with and without its sums", {
+  d <- lme4::grouseticks
+  d$cHEIGHT <- d$HEIGHT - mean(d$HEIGHT)
+  for (fam in list(poisson(), gaussian())) {
+    f <- if (fam$family == "poisson") TICKS ~ cHEIGHT + (1 | LOCATION / BROOD) else
+      log1p(TICKS) ~ cHEIGHT + (1 | LOCATION / BROOD) + (1 | YEAR)
+    b <- svir:::svir_build_spec(f, d, family = fam)
+    spec <- b$spec
+    spec$init_mu <- svir:::svir_init_mu(spec, b$info)
+    spec$qem_level <- svir:::svir_qem_plan(spec, 8L)$level
+    ctrl <- list(guide = "fullrank", seed = 4, threads = 2L, ndraws = 10L, K = 8L,
+                 max_steps = 20L, method = "qem", couple = 0L)
+    r0 <- .Call(C_svir_fit_r, spec, ctrl)
+    r1 <- .Call(C_svir_fit_r, spec, c(ctrl, qem_direct = 1L))
+    expect_equal(r0$elbo, r1$elbo, tolerance = 1e-9, info = fam$family)
+    expect_equal(r0$mu, r1$mu, tolerance = 1e-9, info = fam$family)
+    expect_equal(r0$m, r1$m, tolerance = 1e-9, info = fam$family)
+  }
 })
 
 # Random-intercept model with known variances (pinned by tight priors, as in

@@ -73,6 +73,9 @@ typedef struct {
     const double *init_loc; /* [nloc] or NULL: the locals' starting parameters (a warm
                              * start from another fit's "lpar"), else 0 and init_scale */
     int qem_direct;         /* QEM's tree: evaluate every observation, no sums (tests) */
+    const int *qem_level;   /* [nterms] or NULL: QEM's plan for more than one grouping
+                             * factor (glmm_nest.h): 1 .. L the nested chain, coarsest
+                             * first; 0 a factor crossed with it */
 } svir_glmm;
 
 /* Global parameters unpacked to the natural scale (workspace owned by caller). */

@@ -36,7 +36,8 @@ static const svir_list *matrix_n(const svir_list *l, const char *name, ptrdiff_t
 /* spec: y, X, trials, offset, family, link, Xz (zero inflation's model
  * matrix, or absent), terms (each: group, Z, ngroups, correlated, xmap),
  * prior_type, prior_df, prior_loc, prior_scale, and init_mu, init_sd (the
- * globals' start); settings: couple, qem_direct */
+ * globals' start), init_loc, qem_level (QEM's plan for more than one
+ * grouping factor); settings: couple, qem_direct */
 static int glmm_read(const svir_list *spec, const svir_list *ctrl, const svir_control *c,
                      void **out, svir_err *e)
 {
@@ -105,13 +106,15 @@ static int glmm_read(const svir_list *spec, const svir_list *ctrl, const svir_co
     m->init_mu = svir_list_reals(spec, "init_mu", m->D, 1, e);
     m->init_sd = svir_list_reals(spec, "init_sd", m->D, 1, e);
     m->init_loc = svir_list_reals(spec, "init_loc", m->nloc, 1, e);
+    m->qem_level = svir_list_ints(spec, "qem_level", m->nterms, 1, e);
     m->couple = svir_list_int(ctrl, "couple", 1) != 0;
     m->qem_direct = svir_list_int(ctrl, "qem_direct", 0);
     return e->status;
 }
 
 /* the work of a step: the batch's observations; QEM's iteration: the K
- * draws' linear predictors and the groups' K x K tables, K n + K^2 J */
+ * draws' linear predictors and the groups' K x K tables, K n + K^2 J (with
+ * nested factors K^(l + 1) per group of level l) */
 static double glmm_size(const void *model, const svir_control *c)
 {
     const svir_glmm *m = model;
@@ -119,7 +122,10 @@ static double glmm_size(const void *model, const svir_control *c)
     if (c->method == SVIR_METHOD_QEM) {
         const double K = c->qem_K;
         B = K * (double)m->n;
-        for (int t = 0; t < m->nterms; t++) B += K * K * (double)m->terms[t].ngroups;
+        /* more than one factor (glmm_nest.c): a chain level l's tables,
+         * K^(l + 1) per group; crossed factors K per group */
+        for (int t = 0; t < m->nterms; t++)
+            B += pow(K, m->qem_level ? m->qem_level[t] + 1 : 2) * (double)m->terms[t].ngroups;
     }
     return B;
 }

@@ -8,11 +8,16 @@
  * coupled proposal (anchored at the start); svi_fit() asks for none
  * (m->couple = 0): on bench/qem.R's data coupling changed nothing.
  *
+ * With more than one grouping factor the groups' part is glmm_nest.c's
+ * tree of plates (nested chain, crossed factors weighed with the globals),
+ * on the CPU only.
+ *
  * Two tables: the CPU's, and the CUDA device's, whose groups' draws,
  * tables and M-step run on the device (cuda/glmm_qem.cu) while the
  * globals stay here, with the same numbers up to the order of sums. */
 #include "models/glmm/glmm_svi.h"
 #include "models/glmm/glmm_tree.h"
+#include "models/glmm/glmm_nest.h"
 #include "models/glmm/glmm_qem.h"
 #include "models/glmm/glmm_cuda.h"
 #include "models/glmm/glmm_local.h"
@@ -33,6 +38,8 @@ typedef struct {
     int cuda;
     glmm_tree qt;
     int have_tree;
+    glmm_nest nt;               /* more than one grouping factor (glmm_nest.c) */
+    int nest;
     ptrdiff_t ngp;
     double lP;                  /* log P-hat + log K of the last iteration */
     double *gpar, *lpar, *anchor; /* the proposal, and the start it is anchored at */
@@ -47,6 +54,7 @@ static void qem_free(void *work)
     if (!x) return;
     svir_cuda_qem_free(x->dev);
     if (x->have_tree) glmm_tree_free(&x->qt);
+    if (x->nest) glmm_nest_free(&x->nt);
     free(x->gpar); free(x->lpar); free(x->anchor);
     free(x->w0); free(x->G1); free(x->G2); free(x->E1); free(x->E2); free(x->Z1); free(x->Z2);
     free(x->wk); free(x->kbeta); free(x->kA);
@@ -82,18 +90,30 @@ static int qem_new(const void *model, const svir_control *c, int cuda, void **wo
     /* the coupled proposal (m->couple) stays anchored at the start */
     memcpy(x->anchor, x->gpar, sizeof(double) * (size_t)ngp);
     char err[512] = "";
-    int st = glmm_tree_init(&x->qt, m, c, K, !cuda, x->anchor, err, sizeof err);
-    if (st) return svir_err_set(e, st, "%s", err);
-    x->have_tree = 1;
-    const int q = x->qt.q, J = x->qt.J;
-    const ptrdiff_t lb = x->qt.lb;
+    int st;
+    if (m->nterms > 1) {
+        /* nested and crossed factors: the CPU's tree of plates */
+        if (cuda)
+            return svir_err_set(e, 1, "QEM with more than one grouping factor runs on the CPU only");
+        st = glmm_nest_init(&x->nt, m, c, K, e);
+        if (st) return st;
+        x->nest = 1;
+        glmm_nest_start(&x->nt, x->gpar, x->lpar);
+    } else {
+        st = glmm_tree_init(&x->qt, m, c, K, !cuda, x->anchor, err, sizeof err);
+        if (st) return svir_err_set(e, st, "%s", err);
+        x->have_tree = 1;
+    }
+    const int q = x->nest ? m->qmax : x->qt.q, J = x->nest ? 0 : x->qt.J;
+    const ptrdiff_t lb = x->nest ? 0 : x->qt.lb;
+    const size_t nz2 = x->nest ? (size_t)x->nt.nz2 : (size_t)J * (size_t)(q * q);
     x->w0 = malloc(sizeof(double) * (size_t)K);
     x->G1 = malloc(sizeof(double) * (size_t)(D + 1));
     x->G2 = malloc(sizeof(double) * (size_t)(D * D + 1));
     x->E1 = malloc(sizeof(double) * (size_t)(D + 1));
     x->E2 = malloc(sizeof(double) * (size_t)(D * D + 1));
-    x->Z1 = malloc(sizeof(double) * (size_t)(x->qt.nz + 1));
-    x->Z2 = malloc(sizeof(double) * (size_t)J * (size_t)(q * q) + 1);
+    x->Z1 = malloc(sizeof(double) * (size_t)(m->nz + 1));
+    x->Z2 = malloc(sizeof(double) * nz2 + 1);
     x->wk = malloc(sizeof(double) * (size_t)(D * D + q * q + 1));
     x->kbeta = malloc(sizeof(double) * (size_t)K * (size_t)(m->p + 1));
     x->kA = malloc(sizeof(double) * (size_t)K * (size_t)(q * q));
@@ -110,6 +130,24 @@ static int qem_new(const void *model, const svir_control *c, int cuda, void **wo
             for (ptrdiff_t cc = 0; cc <= r; cc++)
                 x->G2[r * D + cc] = (cc == r ? exp(gpar[D + r]) * exp(gpar[D + r]) : 0.0) +
                                     gpar[r] * gpar[cc];
+        }
+    }
+    if (x->nest) {
+        /* every group of every term, at its level's offsets */
+        for (int t = 0; t < m->nterms; t++) {
+            const svir_term *tm = &m->terms[t];
+            const glmm_nest_level *lv = NULL;
+            for (int l = 0; l < x->nt.L; l++)
+                if (x->nt.lv[l].t == t) lv = &x->nt.lv[l];
+            for (int cc = 0; cc < x->nt.nc; cc++)
+                if (x->nt.cr[cc].t == t) lv = &x->nt.cr[cc];
+            const int qt = tm->q;
+            const ptrdiff_t lbt = svir_local_block(qt);
+            for (int j = 0; j < tm->ngroups; j++) {
+                const double *blk = x->lpar + tm->off_loc + (ptrdiff_t)j * lbt;
+                svir_qem_raw(qt, blk, blk + qt, x->Z1 + tm->off_z + (ptrdiff_t)j * qt,
+                             x->Z2 + lv->z2off + (ptrdiff_t)j * qt * qt);
+            }
         }
     }
     for (int j = 0; j < J; j++) {
@@ -146,6 +184,14 @@ static int qem_estep(void *work, long t, double *logp, svir_err *e)
     glmm_qem_work *x = work;
     glmm_tree *qt = &x->qt;
     const svir_glmm *m = x->m;
+    if (x->nest) {
+        int oom;
+        glmm_nest_globals(&x->nt, x->gpar, SVIR_STREAM_GLOBAL, (uint64_t)t);
+        *logp = glmm_nest_groups(&x->nt, x->lpar, SVIR_STREAM_LOCAL, (uint64_t)t, &oom);
+        if (oom) return svir_err_set(e, 2, "out of memory in a QEM iteration");
+        x->lP = *logp + log((double)x->nt.K);
+        return 0;
+    }
     glmm_tree_globals(qt, x->gpar, SVIR_STREAM_GLOBAL, (uint64_t)t);
     if (x->dev) {
         const int K = qt->K, q = qt->q;
@@ -173,20 +219,21 @@ static int qem_mstep(void *work, long t, double et, svir_err *e)
 {
     glmm_qem_work *x = work;
     glmm_tree *qt = &x->qt;
-    const int K = qt->K, q = qt->q, J = qt->J, T = qt->T;
-    const ptrdiff_t D = qt->D, nz = qt->nz, lb = qt->lb;
+    const int K = x->nest ? x->nt.K : qt->K, q = qt->q, J = qt->J, T = qt->T;
+    const ptrdiff_t D = x->m->D, nz = qt->nz, lb = qt->lb;
+    const double *lw0 = x->nest ? x->nt.lw0 : qt->lw0, *theta = x->nest ? x->nt.theta : qt->theta;
     double *w0 = x->w0, *E1 = x->E1, *E2 = x->E2, *G1 = x->G1, *G2 = x->G2;
     double *gpar = x->gpar, *lpar = x->lpar;
     (void)t;
     (void)e;
-    for (int k = 0; k < K; k++) w0[k] = exp(qt->lw0[k] - x->lP);
+    for (int k = 0; k < K; k++) w0[k] = exp(lw0[k] - x->lP);
     /* E-step: moments of theta */
     for (ptrdiff_t r = 0; r < D; r++) {
         E1[r] = 0.0;
         for (ptrdiff_t cc = 0; cc <= r; cc++) E2[r * D + cc] = 0.0;
     }
     for (int k = 0; k < K; k++) {
-        const double *th = qt->theta + (ptrdiff_t)k * D;
+        const double *th = theta + (ptrdiff_t)k * D;
         for (ptrdiff_t r = 0; r < D; r++) {
             E1[r] += w0[k] * th[r];
             for (ptrdiff_t cc = 0; cc <= r; cc++) E2[r * D + cc] += w0[k] * th[r] * th[cc];
@@ -198,7 +245,9 @@ static int qem_mstep(void *work, long t, double et, svir_err *e)
             G2[r * D + cc] = (1.0 - et) * G2[r * D + cc] + et * E2[r * D + cc];
     }
     /* ... and of each group (pi_j), then the M-step per group */
-    if (x->dev) {
+    if (x->nest) {
+        glmm_nest_mstep(&x->nt, w0, et, x->Z1, x->Z2, lpar);
+    } else if (x->dev) {
         char err[512] = "";
         const int st = svir_cuda_qem_mstep(x->dev, w0, et, err, sizeof err);
         if (st) return svir_err_set(e, st, "%s", err);

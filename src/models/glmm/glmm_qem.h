@@ -74,21 +74,15 @@ SVIR_MATH_HD double svir_qem_row(int K, double *row, double logK)
     return mx + log(sum) - logK;
 }
 
-/* One group's E- and M-step: from its normalised table P [K x K] (rows
- * k0) and the globals' weights w0 [K] (summing to 1), the marginal weights
- * pi(kj) = sum_k0 w0(k0) P(k0, kj) of its K draws z0 (draw kj at z0s + kj
- * zstride, q values), their first and second moments, the moving average
- * z1 <- (1 - et) z1 + et E z0 (z2 likewise, q x q lower, row-major), and the
- * proposal block blk = [mean (q), packed Cholesky with a log diagonal]
- * matched to them. pi: [K]; e2, ws: q x q scratch. */
-SVIR_MATH_HD void svir_qem_group_mstep(int q, int K, const double *P, const double *w0,
-                                       const double *z0s, ptrdiff_t zstride, double et,
-                                       double *z1, double *z2, double *blk, double *pi,
-                                       double *e1, double *e2, double *ws)
+/* One group's M-step from the marginal weights pi [K] (summing to 1) of its
+ * K draws z0 (draw k at z0s + k zstride, q values): their first and second
+ * moments, the moving average z1 <- (1 - et) z1 + et E z0 (z2 likewise,
+ * q x q lower, row-major), and the proposal block blk = [mean (q), packed
+ * Cholesky with a log diagonal] matched to them. e2, ws: q x q scratch. */
+SVIR_MATH_HD void svir_qem_group_match(int q, int K, const double *pi, const double *z0s,
+                                       ptrdiff_t zstride, double et, double *z1, double *z2,
+                                       double *blk, double *e1, double *e2, double *ws)
 {
-    for (int kj = 0; kj < K; kj++) pi[kj] = 0.0;
-    for (int k0 = 0; k0 < K; k0++)
-        for (int kj = 0; kj < K; kj++) pi[kj] += w0[k0] * P[k0 * K + kj];
     for (int r = 0; r < q; r++) {
         e1[r] = 0.0;
         for (int c = 0; c <= r; c++) e2[r * q + c] = 0.0;
@@ -105,6 +99,21 @@ SVIR_MATH_HD void svir_qem_group_mstep(int q, int K, const double *P, const doub
         for (int c = 0; c <= r; c++) z2[r * q + c] = (1.0 - et) * z2[r * q + c] + et * e2[r * q + c];
     }
     svir_qem_match(q, z1, z2, 1e-12, blk, blk + q, ws);
+}
+
+/* One group's E- and M-step with one grouping factor: from its normalised
+ * table P [K x K] (rows k0) and the globals' weights w0 [K] (summing to 1),
+ * the marginal weights pi(kj) = sum_k0 w0(k0) P(k0, kj) of its K draws,
+ * then svir_qem_group_match. pi: [K]. */
+SVIR_MATH_HD void svir_qem_group_mstep(int q, int K, const double *P, const double *w0,
+                                       const double *z0s, ptrdiff_t zstride, double et,
+                                       double *z1, double *z2, double *blk, double *pi,
+                                       double *e1, double *e2, double *ws)
+{
+    for (int kj = 0; kj < K; kj++) pi[kj] = 0.0;
+    for (int k0 = 0; k0 < K; k0++)
+        for (int kj = 0; kj < K; kj++) pi[kj] += w0[k0] * P[k0 * K + kj];
+    svir_qem_group_match(q, K, pi, z0s, zstride, et, z1, z2, blk, e1, e2, ws);
 }
 
 #endif

@@ -137,28 +137,38 @@ int glmm_tree_init(glmm_tree *qt, const svir_glmm *m, const svir_control *c, int
     return 0;
 }
 
+void glmm_qem_draw_globals(const svir_glmm *m, int K, int fullrank, const uint32_t key[2],
+                           const double *gpar, uint64_t stream, uint64_t ctr, double *theta,
+                           double *eps, svir_globals *g, svir_aux *aux, double *lw0)
+{
+    const ptrdiff_t D = m->D;
+    for (int k = 0; k < K; k++) {
+        double *th = theta + (ptrdiff_t)k * D, *ep = eps + (ptrdiff_t)k * D;
+        for (ptrdiff_t d = 0; d < D; d++)
+            ep[d] = svir_normal(key, stream, ctr, (uint64_t)(k * D + d));
+        svir_guide_theta(D, fullrank, gpar, ep, th);
+        double lq = 0.0;
+        for (ptrdiff_t d = 0; d < D; d++)
+            lq += -0.5 * ep[d] * ep[d] - gpar[fullrank ? D + d * (d + 1) / 2 + d : D + d] -
+                  SVIR_LOG_SQRT_2PI;
+        svir_unpack_globals(m, th, &g[k]);
+        svir_aux_set(&aux[k], g[k].sigma, g[k].phi);
+        lw0[k] = m->ll_const + svir_log_prior(m, th, NULL) - lq;
+    }
+}
+
 /* K draws of the globals from q(theta) = gpar, counters `ctr` of `stream`:
  * theta, their unpacked values, lw0 = log p(theta) - log q(theta) (with the
  * likelihood's constant) and the coupled guide's shifts. */
 void glmm_tree_globals(glmm_tree *qt, const double *gpar, uint64_t stream, uint64_t ctr)
 {
     const svir_glmm *m = qt->m;
-    const ptrdiff_t D = qt->D;
-    for (int k = 0; k < qt->K; k++) {
-        double *th = qt->theta + (ptrdiff_t)k * D, *ep = qt->eps + (ptrdiff_t)k * D;
-        for (ptrdiff_t d = 0; d < D; d++)
-            ep[d] = svir_normal(qt->key, stream, ctr, (uint64_t)(k * D + d));
-        svir_guide_theta(D, qt->fullrank, gpar, ep, th);
-        double lq = 0.0;
-        for (ptrdiff_t d = 0; d < D; d++)
-            lq += -0.5 * ep[d] * ep[d] - gpar[qt->fullrank ? D + d * (d + 1) / 2 + d : D + d] -
-                  SVIR_LOG_SQRT_2PI;
-        svir_unpack_globals(m, th, &qt->g[k]);
-        svir_aux_set(&qt->aux[k], qt->g[k].sigma, qt->g[k].phi);
-        qt->lw0[k] = m->ll_const + svir_log_prior(m, th, NULL) - lq;
-        if (qt->cp.couple) svir_coupling_forward(m, &qt->cp, th, &qt->g[k], qt->be, qt->cu,
-                                                 qt->cw + (ptrdiff_t)k * qt->q);
-    }
+    glmm_qem_draw_globals(m, qt->K, qt->fullrank, qt->key, gpar, stream, ctr, qt->theta, qt->eps,
+                          qt->g, qt->aux, qt->lw0);
+    if (!qt->cp.couple) return;
+    for (int k = 0; k < qt->K; k++)
+        svir_coupling_forward(m, &qt->cp, qt->theta + (ptrdiff_t)k * qt->D, &qt->g[k], qt->be,
+                              qt->cu, qt->cw + (ptrdiff_t)k * qt->q);
 }
 
 /* zero inflation: its etaz parts, per observation and global draw, in zp */

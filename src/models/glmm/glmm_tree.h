@@ -42,6 +42,13 @@ typedef struct {
 int glmm_tree_init(glmm_tree *qt, const svir_glmm *m, const svir_control *c, int K, int tables,
                    const double *anchor, char *err, size_t errlen);
 void glmm_tree_free(glmm_tree *qt);
+/* K draws of the globals from q(theta) = gpar (mean-field or full-rank),
+ * counters `ctr` of `stream` (key): theta [K x D] from the noise eps
+ * [K x D], unpacked into g [K] and aux [K], and lw0 [K] = log p(theta) -
+ * log q(theta) plus the likelihood's constant. Shared by both trees. */
+void glmm_qem_draw_globals(const svir_glmm *m, int K, int fullrank, const uint32_t key[2],
+                           const double *gpar, uint64_t stream, uint64_t ctr, double *theta,
+                           double *eps, svir_globals *g, svir_aux *aux, double *lw0);
 /* K draws of the globals from q(theta) = gpar, counters `ctr` of `stream`:
  * theta, their unpacked values, lw0 = log p(theta) - log q(theta) (with the
  * likelihood's constant) and the coupled guide's shifts. */
