@@ -11,9 +11,11 @@
 #' @section Model:
 #' The linear predictor is `eta = X beta + offset + sum_t Z_t b_t`. For each
 #' random-effect term `(x | g)` and each level `j` of `g`,
-#' `b_tj = diag(sd_t) L_t z_tj` with `z_tj ~ N(0, I)` (non-centred), `sd_t` the
+#' `b_tj = diag(sd_t) L_t z_tj` with `z_tj ~ N(0, I)`, `sd_t` the
 #' standard deviations and `L_t` the Cholesky factor of the correlation matrix
-#' (LKJ prior). `(x || g)` gives uncorrelated terms, `(1 | a/b)` nested and
+#' (LKJ prior). SVI's guide for a one-column term is on `u = b / sd^(1 -
+#' lambda)`, `lambda` chosen per term from the data (`centre` in
+#' [svi_control()]; 0 is the non-centred `z`, 1 the centred `b`). `(x || g)` gives uncorrelated terms, `(1 | a/b)` nested and
 #' `(1 | a) + (1 | b)` crossed factors, as in lme4.
 #'
 #' @section Guides:
@@ -346,6 +348,14 @@ svir_glmm_build <- function(formula, data, family, prior, guide, method, control
     be$reason <- "the Laplace importance sampler runs on the CPU"
   }
 
+  # SVI's partial centring per term (svir_centring() in R/start.R): the
+  # engine's centred step is on the CPU with full batches
+  centre <- NULL
+  if (method == "svi" && is.null(control$batch_size) && !identical(be$backend, "cuda")) {
+    centre <- svir_centring(spec, info, control$centre)
+    if (any(centre != 0)) spec$centre <- centre
+  }
+
   user_window <- !is.null(control$eval_every)
   if (!user_window) {
     control$eval_every <- if (method == "svi") svir_default_window(n, guide) else 100L
@@ -366,12 +376,16 @@ svir_glmm_build <- function(formula, data, family, prior, guide, method, control
   ctrl$progress <- NULL
   list(spec = spec, ctrl = ctrl, info = info, call = call, control = control,
        method = method, method_reason = method_reason, guide = guide, backend = be, seed = seed,
-       separation = separation, user_window = user_window, qem_plan = qem_plan)
+       separation = separation, user_window = user_window, qem_plan = qem_plan, centre = centre)
 }
 
 # The svi_fit object of a GLMM from the engine's list.
 svir_glmm_finish <- function(engine, job) {
   svir_warn_stop(engine, job$control)
+  # the readers of the locals (svir_re_A) scale them by sd^-lambda
+  if (!is.null(job$spec$centre)) {
+    for (t in seq_along(job$info$re)) job$info$re[[t]]$centre <- job$spec$centre[t]
+  }
   fit <- svir_postprocess(engine, job$info, call = job$call, control = job$control,
                           method = job$method, guide = job$guide,
                           backend = list(backend = engine$backend, reason = engine$backend_reason),
@@ -379,6 +393,7 @@ svir_glmm_finish <- function(engine, job) {
   fit$separation <- job$separation
   fit$method_reason <- job$method_reason
   fit$qem_plan <- job$qem_plan
+  fit$centre <- job$centre
   if (identical(job$method, "laplace")) {
     # importance-weighted draws of the whole posterior (R/laplace.R): the
     # separated coefficients' tails are in them, no grid is needed
@@ -445,6 +460,22 @@ svir_check_qem <- function(spec, control, call) {
   invisible(NULL)
 }
 
+# nests[a, b]: every level of term a lies within one level of term b (a
+# term on the same factor as another nests in the earlier one)
+svir_nesting <- function(spec) {
+  tms <- spec$terms
+  nt <- length(tms)
+  J <- vapply(tms, function(tm) as.double(tm$ngroups), 1)
+  nests <- matrix(FALSE, nt, nt)
+  for (a in seq_len(nt)) for (b in seq_len(nt)) {
+    if (a == b || J[a] < J[b] || (J[a] == J[b] && a < b)) next
+    ga <- tms[[a]]$group
+    pairs <- unique(as.double(ga) * J[b] + tms[[b]]$group)
+    nests[a, b] <- length(pairs) == length(unique(ga))
+  }
+  nests
+}
+
 # QEM's plan for more than one grouping factor (src/models/glmm/glmm_nest.c,
 # dev/QEM.md "Nested and crossed factors"). The factors that nest in one
 # another form a chain, the coarsest first, that runs as a tree of plates
@@ -461,15 +492,7 @@ svir_qem_plan <- function(spec, K, call = NULL, max_crossed = 50, max_cells = 2^
   nt <- length(tms)
   J <- vapply(tms, function(tm) as.double(tm$ngroups), 1)
   q <- vapply(tms, function(tm) ncol(tm$Z), 1L)
-  # nests[a, b]: every level of term a lies within one level of term b
-  # (a term on the same factor as another nests in the earlier one)
-  nests <- matrix(FALSE, nt, nt)
-  for (a in seq_len(nt)) for (b in seq_len(nt)) {
-    if (a == b || J[a] < J[b] || (J[a] == J[b] && a < b)) next
-    ga <- tms[[a]]$group
-    pairs <- unique(as.double(ga) * J[b] + tms[[b]]$group)
-    nests[a, b] <- length(pairs) == length(unique(ga))
-  }
+  nests <- svir_nesting(spec)
   best <- NULL
   for (leaf in seq_len(nt)) {
     chain <- leaf

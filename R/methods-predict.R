@@ -224,6 +224,12 @@ svir_eta_draws <- function(object, des, sel, new_all = FALSE) {
         zs <- matrix(zd[sel[s], zoff + seq_len(r$ngroups * q)], r$ngroups, q, byrow = TRUE)
         z[seq_len(n_used), ] <- zs[used, , drop = FALSE]
       }
+      # a partially centred term's A is sd^(1 - lambda) (svir_re_A): a new
+      # level's prior draw is u = sd^lambda z
+      if (!is.null(r$centre) && r$centre != 0 && Ju > n_used) {
+        nw <- seq.int(n_used + 1L, Ju)
+        z[nw, ] <- z[nw, ] * exp(r$centre * theta[sel[s], object$index$sd[[t]][1]])
+      }
       b <- z %*% t(matrix(A[s, , ], q, q))
       if (!is.null(U) && n_used > 0L) {
         b[seq_len(n_used), ] <- sweep(b[seq_len(n_used), , drop = FALSE], 2L, U[s, ])

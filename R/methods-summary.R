@@ -237,6 +237,7 @@ summary.svi_fit <- function(object, prob = 0.95, ...) {
     family = object$family,
     method = object$method,
     method_reason = object$method_reason,
+    centre_text = svir_centre_text(object),
     qem_line = svir_qem_plan_line(object),
     laplace = object$laplace,
     guide = object$guide,
@@ -272,7 +273,7 @@ summary.svi_fit <- function(object, prob = 0.95, ...) {
 print.summary.svi_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
   cat(svir_title(x$method), "\n", sep = "")
   svir_cat_header(x$family, x$formula, x$data_name, x$method, x$guide,
-                  x$backend, x$backend_reason, x$method_reason)
+                  x$backend, x$backend_reason, x$method_reason, x$centre_text)
   if (!is.null(x$qem_line)) cat("  ", x$qem_line, "\n", sep = "")
   cat(svir_nobs_line(x$nobs, x$ngrps), "\n", sep = "")
   if (length(x$random)) {
@@ -329,7 +330,7 @@ svir_title <- function(method) {
 }
 
 svir_cat_header <- function(family, formula, data_name, method, guide, backend, reason,
-                            method_reason = NULL) {
+                            method_reason = NULL, centre = NULL) {
   fam <- family$family %||% "?"
   cat(" Family: ", fam, "  ( ", family$link %||% "?", " )\n", sep = "")
   if (!is.null(formula)) cat("Formula: ", paste(deparse(formula, width.cutoff = 500L), collapse = " "), "\n", sep = "")
@@ -339,16 +340,34 @@ svir_cat_header <- function(family, formula, data_name, method, guide, backend, 
     # no parameterisation of them is chosen
     "Laplace proposal, PSIS weights; random effects integrated out, so not parameterised"
   } else {
-    # SVI and QEM parameterise every random-effect term non-centred (b = A
-    # z): the one parameterisation this version has (dev/CALIBRATION.md)
-    paste0("guide: ", guide %||% "?",
-           "; random effects non-centred, the only parameterisation built (suits groups with few rows)")
+    paste0("guide: ", guide %||% "?", "; ", centre %||% svir_centre_text(NULL, method))
   }
   cat(" Method: ", method %||% "svi", " (", how, "); backend: ", backend %||% "?",
       if (!is.null(reason) && !is.na(reason) && nzchar(reason)) paste0(" (", reason, ")"), "\n", sep = "")
   if (!is.null(method_reason) && !identical(method_reason, "given by the user")) {
     cat("  Chosen by method = \"auto\": ", method_reason, "\n", sep = "")
   }
+}
+
+# The random effects' parameterisation in words: QEM's proposals are on z
+# (non-centred); SVI's one-column terms are partially centred with the
+# weights svi_control(centre = ) chose (svir_centring() in R/start.R).
+svir_centre_text <- function(object, method = object$method) {
+  if (!identical(method, "svi")) {
+    return("random effects non-centred (z = b / sd)")
+  }
+  lam <- object$centre
+  if (is.null(lam) || all(lam == 0)) {
+    why <- if (identical(object$control$centre, "none")) "centre = \"none\"" else if (identical(object$guide, "fullrank"))
+      "the full-rank guide stays non-centred" else if (!is.null(object$control$batch_size))
+      "minibatches have no centred step" else if (identical(object$backend, "cuda"))
+      "the device has no centred step" else "no one-column term, or the data gave 0"
+    return(paste0("random effects non-centred (z = b / sd; ", why, ")"))
+  }
+  g <- vapply(object$re, `[[`, "", "grpvar")
+  paste0("random effects partially centred, u = b / sd^(1 - lambda), lambda: ",
+         paste(sprintf("%s %.2f", g, lam), collapse = ", "),
+         if (identical(object$control$centre, "auto")) " (each the median share of a level's precision from its data)" else " (given)")
 }
 
 # QEM's tree for more than one grouping factor (svir_qem_plan() in R/fit.R),

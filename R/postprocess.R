@@ -399,6 +399,10 @@ svir_re_A <- function(theta, idx, t, r, y_scale) {
     for (k in seq_len(q)) L[, k, k] <- 1
   }
   for (k in seq_len(q)) L[, k, ] <- L[, k, ] * sd[, k]
+  # a partially centred term (q = 1): b = sd^(1 - lambda) u, u the guide's
+  # variable (svir_centring() in R/start.R)
+  lam <- r$centre
+  if (!is.null(lam) && lam != 0) L[, 1, 1] <- L[, 1, 1] * exp(-lam * theta[, idx$sd[[t]][1]])
   L
 }
 

@@ -135,7 +135,7 @@ svir_trust_advice <- function(khat, method = "svi", laplace = NULL, guide = NULL
   # what to try: what this fit did not already use
   try <- c("method = \"laplace\" (small and medium models)",
            if (!identical(guide, "fullrank") && !identical(method, "qem")) "guide = \"fullrank\"",
-           if (!identical(method, "qem")) "method = \"qem\" (one grouping factor)")
+           if (!identical(method, "qem")) "method = \"qem\"")
   paste0("Warning: the intervals may be too narrow (a Gaussian guide cannot follow this posterior). Try ",
          if (length(try) == 1L) try else paste0(paste(try[-length(try)], collapse = ", "), " or ",
                                                  try[length(try)]), ".")

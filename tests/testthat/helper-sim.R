@@ -119,3 +119,16 @@ pln_fd_grad <- function(dat, par, idx, h = 1e-6) {
     (J(a) - J(b)) / (2 * h)
   }, 0)
 }
+
+# A Gaussian crossed GLMM with 10 levels of 1000 rows (g2) and 2000 levels
+# of 5 (g1), y ~ x + (1 | g1) + (1 | g2) (bench/datarich.R's smallest size):
+# test-window.R and test-centre.R.
+sim_datarich_1e4 <- function() {
+  set.seed(20261204 + 1e4)
+  n <- 1e4
+  g1 <- factor(sample.int(2000, n, replace = TRUE))
+  g2 <- factor(sample.int(10, n, replace = TRUE))
+  x <- rnorm(n)
+  y <- 1 + 0.5 * x + rnorm(2000, 0, 0.5)[g1] + rnorm(10, 0, 0.3)[g2] + rnorm(n)
+  data.frame(y, x, g1, g2)
+}

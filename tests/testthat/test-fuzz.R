@@ -76,7 +76,9 @@ test_that("separation with random effects agrees with NUTS (bench/separation.R)"
     z <- (fixef(fit) - ref[names(fixef(fit)), "mean"]) / ref[names(fixef(fit)), "sd"]
     expect_lt(max(abs(z)), 0.3)
     expect_identical(fit$separation$coef, "fc")
-    expect_gt(fit$khat, 0.7)
+    # the guide cannot follow fc's tail: k-hat stays above 0.5 (0.79 and
+    # 0.70 with the random effects partially centred, 0.98 and 0.85 without)
+    expect_gt(fit$khat, 0.6)
     check_sep(fit, ref, "fc")
     expect_output(print(summary(fit)), "computed on a grid")
   }

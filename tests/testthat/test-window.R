@@ -30,13 +30,7 @@ test_that("full-rank SVI on levels of 1000 rows reaches lmer's variance componen
   # steps the fit stopped while sd(g2) still drifted (0.386 against lmer's
   # 0.261, bench/results/datarich-2026-12-04.md); the approximate posterior
   # sd of sd(g2) is sd / sqrt(2 J) = 0.06
-  set.seed(20261204 + 1e4)
-  n <- 1e4
-  g1 <- factor(sample.int(2000, n, replace = TRUE))
-  g2 <- factor(sample.int(10, n, replace = TRUE))
-  x <- rnorm(n)
-  y <- 1 + 0.5 * x + rnorm(2000, 0, 0.5)[g1] + rnorm(10, 0, 0.3)[g2] + rnorm(n)
-  d <- data.frame(y, x, g1, g2)
+  d <- sim_datarich_1e4()
   ref <- as.data.frame(lme4::VarCorr(lme4::lmer(y ~ x + (1 | g1) + (1 | g2), d)))
   s_ref <- ref$sdcor[ref$grp == "g2"]
   f <- suppressWarnings(svi_fit(y ~ x + (1 | g1) + (1 | g2), d, method = "svi",

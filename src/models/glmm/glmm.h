@@ -30,6 +30,9 @@ typedef struct {
     ptrdiff_t off_qq;       /* first entry of this term in the [sum q^2] arrays */
     double *nobs;           /* [J] observations per level (owned) */
     int z_ones;             /* q == 1 and Z is all ones: a random intercept */
+    double lambda;          /* SVI's partial centring of a q = 1 term (dev/CALIBRATION.md):
+                             * its guide is on u = z sd^lambda, so b = sd^(1 - lambda) u;
+                             * 0 non-centred, 1 centred */
 } svir_term;
 
 typedef struct {

@@ -149,6 +149,7 @@ int glmm_coupling_reanchor(glmm_work *w, const double *src, int nsets, double *c
     memcpy(new_om, w->comega, sizeof(double) * (size_t)ns);
     for (int i = 0; i < nsets; i++) {
         svir_unpack_globals(m, gpars[i], &w->g);
+        if (w->ncentred) glmm_centre_A(m, &w->g, w->kap);
         memcpy(w->cref, old_ref, sizeof(double) * (size_t)p);
         memcpy(w->comega, old_om, sizeof(double) * (size_t)ns);
         glmm_coupling_forward(w, gpars[i], &w->g, w->beta_eff, w->cu, wold);
@@ -181,7 +182,8 @@ double glmm_coupling_backward(glmm_work *w, const double *lpar, int stl)
     memset(w->cdw, 0, sizeof(double) * (size_t)w->sumq);
     for (ptrdiff_t k = 0; k < w->npres; k++) {
         const int t = w->pres_term[k];
-        if (w->cns[t] == 0) continue;
+        /* a centred term's share came from back_q1_centred, in cdwc */
+        if (w->cns[t] == 0 || w->m->terms[t].lambda != 0.0) continue;
         const svir_term *tm = &m->terms[t];
         const int q = tm->q, j = w->pres_group[k];
         const double wt = w->scale * w->pres_cnt[k] / tm->nobs[j];
@@ -194,6 +196,8 @@ double glmm_coupling_backward(glmm_work *w, const double *lpar, int stl)
             dw[r] += wt * (stl ? z0[r] - wv[r] : mj[r] - wv[r]);
         }
     }
+    if (w->cdwc)
+        for (int r = 0; r < w->sumq; r++) w->cdw[r] += w->cdwc[r];
     svir_coupling_back_terms(m, &w->cp, &w->g, w->cw, w->cdw, w->cds, w->dA, w->gtheta);
     return val;
 }

@@ -61,8 +61,9 @@ int glmm_final_draws(glmm_work *w, const double *gpar, const double *lpar, svir_
         double *bblk = malloc(sizeof(double) * (size_t)NB * (size_t)(m->nz + 1));
         double *betablk = malloc(sizeof(double) * (size_t)NB * (size_t)(m->p + m->pz + 1));
         double *bw = malloc(sizeof(double) * (size_t)(m->nz + 1));
+        double *kapd = malloc(sizeof(double) * (size_t)(m->nterms + 1));
         svir_globals g = {0};
-        if (!eps || !theta || !z || !noise || !be || !cu || !cw || !bblk || !betablk || !bw ||
+        if (!eps || !theta || !z || !noise || !be || !cu || !cw || !bblk || !betablk || !bw || !kapd ||
             svir_globals_alloc(m, &g)) {
             SVIR_FLAG_SET(fail);
         } else {
@@ -87,6 +88,9 @@ int glmm_final_draws(glmm_work *w, const double *gpar, const double *lpar, svir_
                             logq += -0.5 * eps[d] * eps[d] - gpar[D + d] - SVIR_LOG_SQRT_2PI;
                     }
                     svir_unpack_globals(m, theta, &g);
+                    /* a centred term's coupling shift is in its u's units:
+                     * from A_eff, then A back for b = A z */
+                    if (w->ncentred) glmm_centre_A(m, &g, kapd);
                     if (w->couple) {
                         glmm_coupling_forward(w, theta, &g, be, cu, cw);
                     } else {
@@ -108,8 +112,16 @@ int glmm_final_draws(glmm_work *w, const double *gpar, const double *lpar, svir_
                             logq += svir_local_draw(q, lpar + tm->off_loc + (ptrdiff_t)j * svir_local_block(q),
                                                     noise + pos, edf + pos, z + pos);
                             for (int r = 0; r < q; r++) z[pos + r] -= cw[w->qoff[t] + r];
+                            if (tm->lambda != 0.0) {
+                                /* z = kap (u - w), kap = sd^-lambda (back_q1_centred):
+                                 * log q(z | theta) = log q(u) - log kap */
+                                z[pos] *= kapd[t];
+                                logq -= log(kapd[t]);
+                            }
                         }
                     }
+                    for (int t = 0; w->ncentred && t < m->nterms; t++)
+                        if (m->terms[t].lambda != 0.0) g.A[m->terms[t].off_qq] /= kapd[t];
                     /* log p(theta) + log N(z; 0, I) - log q */
                     double lp = m->ll_const;
                     for (ptrdiff_t k = 0; k < m->nz; k++) lp += -0.5 * z[k] * z[k] - SVIR_LOG_SQRT_2PI;
@@ -122,7 +134,7 @@ int glmm_final_draws(glmm_work *w, const double *gpar, const double *lpar, svir_
             }
         }
         free(eps); free(theta); free(z); free(noise); free(be); free(cu); free(cw);
-        free(bblk); free(betablk); free(bw);
+        free(bblk); free(betablk); free(bw); free(kapd);
         svir_globals_free(&g);
     }
     free(edf);

@@ -37,11 +37,11 @@ static const svir_list *matrix_n(const svir_list *l, const char *name, ptrdiff_t
  * matrix, or absent), terms (each: group, Z, ngroups, correlated, xmap),
  * prior_type, prior_df, prior_loc, prior_scale, and init_mu, init_sd (the
  * globals' start), init_loc, qem_level (QEM's plan for more than one
- * grouping factor); settings: couple, qem_direct */
+ * grouping factor), centre (SVI's partial centring per term); settings:
+ * couple, qem_direct */
 static int glmm_read(const svir_list *spec, const svir_list *ctrl, const svir_control *c,
                      void **out, svir_err *e)
 {
-    (void)c;
     svir_glmm *m = calloc(1, sizeof *m);
     if (!m) return svir_err_set(e, 2, "out of memory reading the model");
     *out = m;
@@ -107,6 +107,15 @@ static int glmm_read(const svir_list *spec, const svir_list *ctrl, const svir_co
     m->init_sd = svir_list_reals(spec, "init_sd", m->D, 1, e);
     m->init_loc = svir_list_reals(spec, "init_loc", m->nloc, 1, e);
     m->qem_level = svir_list_ints(spec, "qem_level", m->nterms, 1, e);
+    const double *lam = svir_list_reals(spec, "centre", m->nterms, 1, e);
+    for (int t = 0; lam && t < m->nterms; t++) {
+        if (!(lam[t] >= 0.0 && lam[t] <= 1.0) || (lam[t] != 0.0 && m->terms[t].q != 1))
+            return svir_err_set(e, 1, "svir internal error: centre must be in [0, 1], and 0 unless the term has q = 1");
+        /* the centred step is written for SVI's full batches (glmm_svi.c) */
+        if (lam[t] != 0.0 && (c->method != SVIR_METHOD_SVI || (c->batch_size > 0 && c->batch_size < m->n)))
+            return svir_err_set(e, 1, "svir internal error: centre is for SVI with full batches");
+        m->terms[t].lambda = lam[t];
+    }
     m->couple = svir_list_int(ctrl, "couple", 1) != 0;
     m->qem_direct = svir_list_int(ctrl, "qem_direct", 0);
     return e->status;
@@ -236,6 +245,9 @@ static const char *glmm_cpu_only(const svir_list *spec)
 {
     if (!svir_list_absent(spec, "Xz")) return "Zero inflation runs";
     if (!svir_list_absent(spec, "weights")) return "A fit with prior weights runs";
+    const svir_list *lam = svir_list_get(spec, "centre");
+    for (ptrdiff_t t = 0; lam && lam->type == SVIR_L_REAL && t < lam->len; t++)
+        if (lam->real[t] != 0.0) return "Partially centred random effects run";
     return NULL;
 }
 

@@ -44,7 +44,7 @@ void glmm_work_free(glmm_work *w)
     free(w->theta); free(w->eps); free(w->gtheta); free(w->u);
     free(w->z); free(w->noise); free(w->b); free(w->ediag);
     free(w->Gt); free(w->gb); free(w->gbt); free(w->gauxt); free(w->llt); free(w->gzt); free(w->gz);
-    free(w->dA); free(w->idx); free(w->goff); free(w->stamp); free(w->slot);
+    free(w->dA); free(w->kap); free(w->cdwc); free(w->idx); free(w->goff); free(w->stamp); free(w->slot);
     free(w->pres_term); free(w->pres_group); free(w->pres_cnt); free(w->runs);
     free(w->gcat); free(w->span_off); free(w->span_len);
     free(w->cns); free(w->coff); free(w->qoff); free(w->cS); free(w->ca); free(w->cK); free(w->comega);
@@ -91,6 +91,7 @@ int glmm_work_init(glmm_work *w, const svir_glmm *m, const svir_control *c)
     w->gauxt = xcalloc((size_t)w->T, sizeof(double), &fail);
     w->llt = xcalloc((size_t)w->T, sizeof(double), &fail);
     w->dA = xcalloc((size_t)m->nqq, sizeof(double), &fail);
+    w->kap = xcalloc((size_t)m->nterms + 1, sizeof(double), &fail);
     w->goff = xcalloc((size_t)m->nterms, sizeof(ptrdiff_t), &fail);
     ptrdiff_t ng = 0;
     for (int t = 0; t < m->nterms; t++) {
@@ -134,6 +135,8 @@ int glmm_work_init(glmm_work *w, const svir_glmm *m, const svir_control *c)
             }
     }
     if (!fail) fail = glmm_coupling_init(w);
+    for (int t = 0; t < m->nterms; t++) w->ncentred += m->terms[t].lambda != 0.0;
+    if (!fail && w->ncentred) w->cdwc = xcalloc((size_t)w->sumq + 1, sizeof(double), &fail);
     if (!fail) {
         svir_coupling_view(&w->cp, w->couple, w->sumq, w->cns, w->coff, w->qoff, w->cS, w->ca,
                            w->cK, w->comega, w->cref);
@@ -266,6 +269,75 @@ static void back_q1(glmm_work *w, int t, double *lgrad, double invS, int stl)
     }
 }
 
+/* A partially centred q = 1 term (lambda != 0; instead of back_q1). With
+ * kap = sd^-lambda the guide is on u = m + e noise and the term's A is
+ * A_eff = sd kap (glmm_centre_A), so that b = A_eff u (- the coupled shift s)
+ * and the standardised effect is z = kap (u - w), w = s / A_eff the coupled
+ * shift in u's units (0 without coupling); log q(z | theta) = log q(u) -
+ * log kap. Per group, with weight wt (w->z holds u):
+ *   d/du:      the likelihood's A_eff G, and with stl the path derivative
+ *              of log N(z) - log q(z | theta), C^-T noise - kap^2 (u - w);
+ *   d/dA_eff:  the likelihood's G u (dA; glmm_estimate turns the term's
+ *              dA into d/dA with A = sd, times (1 - lambda) kap);
+ *   d/dlog sd: at fixed u and A_eff, lambda (z^2 - 1) (stl), or with the
+ *              analytic KL(N(kap (m - w), kap^2 s^2) || N(0, 1)) its
+ *              gradient lambda (kap^2 (s^2 + (m - w)^2) - 1);
+ *   d/dw:      kap^2 (u - w) (stl) or kap^2 (m - w), into the coupling's
+ *              cdw when the term is coupled.
+ * Returns the groups' KL at this draw of theta, times wt (part of the
+ * ELBO's value, which here depends on theta); without stl its gradients in
+ * m and log s are added here, not by svir_local_kl. */
+static double back_q1_centred(glmm_work *w, int t, double *lgrad, double invS, int stl)
+{
+    const svir_glmm *m = w->m;
+    const svir_term *tm = &m->terms[t];
+    const ptrdiff_t J = tm->ngroups;
+    const double A = w->g.A[tm->off_qq], scale = w->scale, wt = scale, lam = tm->lambda;
+    const double kap = w->kap[t], k2 = kap * kap;
+    const double *G = w->Gt + tm->off_z, *nz = w->noise + tm->off_z;
+    const double *u = w->z + tm->off_z, *ed = w->ediag + tm->off_z;
+    const int coupled = w->couple && w->cns[t] > 0 && w->cdwc;
+    const double sh = coupled ? w->cw[w->qoff[t]] : 0.0;
+    double *lg = lgrad + tm->off_loc;
+    const double *lp = w->lpar_cur + tm->off_loc;
+    double dA = 0.0, gsd = 0.0, kl = 0.0, dw = 0.0;
+    for (ptrdiff_t j = 0; j < J; j++) {
+        const double mj = lp[2 * j], s2 = ed[j] * ed[j], dm = mj - sh, du0 = u[j] - sh;
+        dA += scale * G[j] * u[j];
+        kl += 0.5 * k2 * (s2 + dm * dm) - 0.5 - lp[2 * j + 1] - log(kap);
+        double du = scale * A * G[j];
+        if (stl) {
+            du += wt * (nz[j] / ed[j] - k2 * du0);
+            gsd += wt * lam * (k2 * du0 * du0 - 1.0);
+            dw += wt * k2 * du0;
+        } else {
+            gsd += wt * lam * (k2 * (s2 + dm * dm) - 1.0);
+            dw += wt * k2 * dm;
+            lg[2 * j] -= invS * wt * k2 * dm;
+            lg[2 * j + 1] -= invS * wt * (k2 * s2 - 1.0);
+        }
+        const double d = du * invS;
+        lg[2 * j] += d;
+        lg[2 * j + 1] += d * nz[j] * ed[j];
+    }
+    w->dA[tm->off_qq] += dA;
+    w->gtheta[tm->off_sd] += gsd;
+    if (coupled) w->cdwc[w->qoff[t]] += dw;
+    return wt * kl;
+}
+
+/* A partially centred term's A becomes A_eff = sd^(1 - lambda), its
+ * kap = sd^-lambda kept in kap[t] (g's A unpacked from theta). */
+void glmm_centre_A(const svir_glmm *m, svir_globals *g, double *kap)
+{
+    for (int t = 0; t < m->nterms; t++) {
+        const svir_term *tm = &m->terms[t];
+        if (tm->lambda == 0.0) continue;
+        kap[t] = exp(-tm->lambda * log(g->A[tm->off_qq]));
+        g->A[tm->off_qq] *= kap[t];
+    }
+}
+
 /* ELBO estimate at (gpar, lpar) with the noise and minibatch of `step`;
  * writes the gradient into ggrad [ngp] and, for present groups, lgrad [nloc].
  * Assumes select_batch was called for this step (minibatch). */
@@ -301,10 +373,12 @@ double glmm_estimate(glmm_work *w, long step, const double *gpar, const double *
         }
     }
 
+    w->lpar_cur = lpar;
     for (int s = 0; s < S; s++) {
         glmm_draw_theta(w, gpar, SVIR_STREAM_GLOBAL, (uint64_t)step, (uint64_t)s * (uint64_t)D,
                    w->eps, w->theta);
         svir_unpack_globals(m, w->theta, &w->g);
+        if (w->ncentred) glmm_centre_A(m, &w->g, w->kap);
         glmm_coupling_forward(w, w->theta, &w->g, w->beta_eff, w->cu, w->cw);
         memset(w->gtheta, 0, sizeof(double) * (size_t)D);
         double lp = svir_log_prior(m, w->theta, w->gtheta);
@@ -379,10 +453,22 @@ double glmm_estimate(glmm_work *w, long step, const double *gpar, const double *
             svir_local_backward(q, A, G, nz, zj, w->ediag + pos, Cp, wt_shift, scale, wt, invS,
                                 stl, lgrad + lo, lgrad + lo + q);
         }
+        if (w->cdwc) memset(w->cdwc, 0, sizeof(double) * (size_t)w->sumq);
         if (w->full)
-            for (int t = 0; t < m->nterms; t++)
-                if (m->terms[t].q == 1) back_q1(w, t, lgrad, invS, stl);
+            for (int t = 0; t < m->nterms; t++) {
+                if (m->terms[t].q != 1) continue;
+                if (m->terms[t].lambda != 0.0) {
+                    elbo -= invS * back_q1_centred(w, t, lgrad, invS, stl);
+                } else {
+                    back_q1(w, t, lgrad, invS, stl);
+                }
+            }
         if (w->couple) elbo += invS * glmm_coupling_backward(w, lpar, stl);
+        /* a centred term's dA is in A_eff = sd^(1 - lambda) = sd kap, and
+         * svir_backprop_A takes d/dA with A = sd: times (1 - lambda) kap */
+        for (int t = 0; w->ncentred && t < m->nterms; t++)
+            if (m->terms[t].lambda != 0.0)
+                w->dA[m->terms[t].off_qq] *= (1.0 - m->terms[t].lambda) * w->kap[t];
         for (int t = 0; t < m->nterms; t++)
             svir_backprop_A(m, t, w->theta, &w->g, w->dA + m->terms[t].off_qq, w->gtheta);
 
@@ -401,6 +487,7 @@ double glmm_estimate(glmm_work *w, long step, const double *gpar, const double *
     for (ptrdiff_t k = 0; k < w->npres; k++) {
         const svir_term *tm = &m->terms[w->pres_term[k]];
         const int q = tm->q, j = w->pres_group[k];
+        if (tm->lambda != 0.0) continue; /* charged per draw by back_q1_centred */
         const ptrdiff_t lo = tm->off_loc + (ptrdiff_t)j * svir_local_block(q);
         const double wt = scale * w->pres_cnt[k] / tm->nobs[j];
         const double *mj = lpar + lo, *Cp = lpar + lo + q;

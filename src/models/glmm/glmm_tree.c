@@ -52,7 +52,7 @@ void glmm_tree_free(glmm_tree *qt)
     if (qt->cp.cns) svir_coupling_free(&qt->cp);
     free(qt->rowptr); free(qt->rows); free(qt->xs); free(qt->ys); free(qt->os); free(qt->theta); free(qt->eps); free(qt->lw0);
     free(qt->cw); free(qt->be); free(qt->cu); free(qt->aux); free(qt->g); free(qt->lm);
-    free(qt->lf); free(qt->zs);
+    free(qt->lf); free(qt->zs); free(qt->kap);
     memset(qt, 0, sizeof *qt);
 }
 
@@ -105,7 +105,8 @@ int glmm_tree_init(glmm_tree *qt, const svir_glmm *m, const svir_control *c, int
     qt->lf = tables ? malloc(sizeof(double) * J * Kz * Kz) : NULL;
     qt->zs = malloc(sizeof(double) * Kz * ((size_t)qt->nz + 1));
     int *next = malloc(sizeof(int) * (J + 1));
-    int fail = !qt->rowptr || !qt->rows || !qt->xs || !qt->ys || !qt->os || !qt->theta || !qt->eps || !qt->lw0 || !qt->cw ||
+    if (qt->tm->lambda != 0.0) qt->kap = malloc(sizeof(double) * Kz);
+    int fail = (qt->tm->lambda != 0.0 && !qt->kap) || !qt->rowptr || !qt->rows || !qt->xs || !qt->ys || !qt->os || !qt->theta || !qt->eps || !qt->lw0 || !qt->cw ||
                !qt->be || !qt->cu || !qt->aux || !qt->g || !qt->lm || (tables && !qt->lf) ||
                !qt->zs || !next;
     for (int k = 0; k < K && !fail; k++) fail = svir_globals_alloc(m, &qt->g[k]) != 0;
@@ -165,10 +166,20 @@ void glmm_tree_globals(glmm_tree *qt, const double *gpar, uint64_t stream, uint6
     const svir_glmm *m = qt->m;
     glmm_qem_draw_globals(m, qt->K, qt->fullrank, qt->key, gpar, stream, ctr, qt->theta, qt->eps,
                           qt->g, qt->aux, qt->lw0);
-    if (!qt->cp.couple) return;
-    for (int k = 0; k < qt->K; k++)
-        svir_coupling_forward(m, &qt->cp, qt->theta + (ptrdiff_t)k * qt->D, &qt->g[k], qt->be,
-                              qt->cu, qt->cw + (ptrdiff_t)k * qt->q);
+    const double lam = qt->tm->lambda;
+    for (int k = 0; k < qt->K; k++) {
+        /* a partially centred SVI guide (glmm_svi.c, back_q1_centred): its
+         * coupling shift in u's units, from A_eff = sd kap, kap = sd^-lambda */
+        double *A = qt->g[k].A;
+        if (lam != 0.0) {
+            qt->kap[k] = exp(-lam * log(A[0]));
+            A[0] *= qt->kap[k];
+        }
+        if (qt->cp.couple)
+            svir_coupling_forward(m, &qt->cp, qt->theta + (ptrdiff_t)k * qt->D, &qt->g[k], qt->be,
+                                  qt->cu, qt->cw + (ptrdiff_t)k * qt->q);
+        if (lam != 0.0) A[0] /= qt->kap[k];
+    }
 }
 
 /* zero inflation: its etaz parts, per observation and global draw, in zp */
@@ -284,11 +295,14 @@ int glmm_tree_groups(glmm_tree *qt, const double *lpar, uint64_t stream, uint64_
                     for (int kj = 0; kj < K; kj++) {
                         const double *z = qt->zs + (ptrdiff_t)kj * nz + (ptrdiff_t)j * q;
                         double lz = lzp[kj];
-                        if (couple) {
-                            /* z = z0 - w(theta_k0): log N(z; 0, I) - log q0(z0) */
-                            lz = -lq0[kj];
+                        if (couple || qt->kap) {
+                            /* z = kap (z0 - w(theta_k0)) (kap = 1 unless the
+                             * guide is centred): log N(z; 0, I) - log q0(z0)
+                             * + log kap */
+                            const double kp = qt->kap ? qt->kap[k0] : 1.0;
+                            lz = -lq0[kj] + (qt->kap ? log(kp) : 0.0);
                             for (int r = 0; r < q; r++) {
-                                zc[r] = z[r] - w[r];
+                                zc[r] = kp * (z[r] - (couple ? w[r] : 0.0));
                                 lz += -0.5 * zc[r] * zc[r] - SVIR_LOG_SQRT_2PI;
                             }
                             z = zc;

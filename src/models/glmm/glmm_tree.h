@@ -32,6 +32,7 @@ typedef struct {
     double *lm;                /* [J x K] log m_j(k0) */
     double *lf;                /* [J x K x K] f_j(k0, kj) / (K m_j(k0)), or NULL (not kept) */
     double *zs;                /* [K x nz] the draws z0 */
+    double *kap;               /* [K] a centred SVI guide's sd^-lambda per draw, or NULL */
 } glmm_tree;
 
 /* Sets up the tree of model m for K samples per latent, keeping the log f

@@ -48,6 +48,11 @@ typedef struct {
                              * (off_z + group) for each term, side by side */
     int nrun;               /* 1: slot 0 of gcat holds a term with w->runs set */
     double *tsplit;         /* the time split [SVIR_N_PHASES] estimate adds to (the driver's) */
+    const double *lpar_cur; /* the local parameters of the estimate under way */
+    /* partially centred terms (svir_term.lambda; back_q1_centred) */
+    int ncentred;
+    double *kap;            /* [nterms] sd^-lambda at the current draw */
+    double *cdwc;           /* [sum q] their d objective / d w, for the coupling */
     double tsplit_own[SVIR_N_PHASES];
     ptrdiff_t *span_off, *span_len; /* [ngroups_total] the present groups' local blocks */
     /* coupled guide (see coupling_forward) */
@@ -73,6 +78,9 @@ void glmm_draw_theta(const glmm_work *w, const double *gpar, uint64_t stream, ui
                      uint64_t base, double *eps, double *theta);
 double glmm_estimate(glmm_work *w, long step, const double *gpar, const double *lpar,
                      double *ggrad, double *lgrad);
+/* A partially centred term's A becomes A_eff = sd^(1 - lambda) in g, its
+ * kap = sd^-lambda in kap[t] */
+void glmm_centre_A(const svir_glmm *m, svir_globals *g, double *kap);
 /* glmm_obs.c: the batch's log-likelihood (without constants) and its
  * gradients: beta (gb [p]), b (w->Gt, thread 0's, at the present groups),
  * log sigma or log phi (*gaux) */
