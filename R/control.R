@@ -178,8 +178,7 @@ svir_check_real <- function(x, arg, lower = 0, upper = Inf) {
 #'   variance. A term nested in another, or with another nested in it,
 #'   stays non-centred (the guide cannot follow the trade-off between a
 #'   level's effect and its children's mean in either form). Terms with more
-#'   than one column, QEM, minibatches and the CUDA backend stay
-#'   non-centred. [summary.svi_fit()] prints the choice.
+#'   than one column, QEM and the CUDA backend stay non-centred. [summary.svi_fit()] prints the choice.
 #' @param progress Show a progress bar while fitting.
 #' @return An object of class `"svi_control"`: a list with the validated
 #'   values (integers for counts, `batch_size` `NULL` for full batches,

@@ -349,9 +349,9 @@ svir_glmm_build <- function(formula, data, family, prior, guide, method, control
   }
 
   # SVI's partial centring per term (svir_centring() in R/start.R): the
-  # engine's centred step is on the CPU with full batches
+  # engine's centred step is on the CPU
   centre <- NULL
-  if (method == "svi" && is.null(control$batch_size) && !identical(be$backend, "cuda")) {
+  if (method == "svi" && !identical(be$backend, "cuda")) {
     centre <- svir_centring(spec, info, control$centre)
     if (any(centre != 0)) spec$centre <- centre
   }

@@ -358,9 +358,7 @@ svir_centre_text <- function(object, method = object$method) {
   }
   lam <- object$centre
   if (is.null(lam) || all(lam == 0)) {
-    why <- if (identical(object$control$centre, "none")) "centre = \"none\"" else if (identical(object$guide, "fullrank"))
-      "the full-rank guide stays non-centred" else if (!is.null(object$control$batch_size))
-      "minibatches have no centred step" else if (identical(object$backend, "cuda"))
+    why <- if (identical(object$control$centre, "none")) "centre = \"none\"" else if (identical(object$backend, "cuda"))
       "the device has no centred step" else "no one-column term, or the data gave 0"
     return(paste0("random effects non-centred (z = b / sd; ", why, ")"))
   }

@@ -111,9 +111,9 @@ static int glmm_read(const svir_list *spec, const svir_list *ctrl, const svir_co
     for (int t = 0; lam && t < m->nterms; t++) {
         if (!(lam[t] >= 0.0 && lam[t] <= 1.0) || (lam[t] != 0.0 && m->terms[t].q != 1))
             return svir_err_set(e, 1, "svir internal error: centre must be in [0, 1], and 0 unless the term has q = 1");
-        /* the centred step is written for SVI's full batches (glmm_svi.c) */
-        if (lam[t] != 0.0 && (c->method != SVIR_METHOD_SVI || (c->batch_size > 0 && c->batch_size < m->n)))
-            return svir_err_set(e, 1, "svir internal error: centre is for SVI with full batches");
+        /* the centred step is SVI's (glmm_svi.c) */
+        if (lam[t] != 0.0 && c->method != SVIR_METHOD_SVI)
+            return svir_err_set(e, 1, "svir internal error: centre is for SVI");
         m->terms[t].lambda = lam[t];
     }
     m->couple = svir_list_int(ctrl, "couple", 1) != 0;

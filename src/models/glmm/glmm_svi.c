@@ -284,46 +284,64 @@ static void back_q1(glmm_work *w, int t, double *lgrad, double invS, int stl)
  *              gradient lambda (kap^2 (s^2 + (m - w)^2) - 1);
  *   d/dw:      kap^2 (u - w) (stl) or kap^2 (m - w), into the coupling's
  *              cdw when the term is coupled.
- * Returns the groups' KL at this draw of theta, times wt (part of the
- * ELBO's value, which here depends on theta); without stl its gradients in
- * m and log s are added here, not by svir_local_kl. */
+ * centred_group() returns a group's KL at this draw of theta, times wt
+ * (part of the ELBO's value, which here depends on theta); without stl its
+ * gradients in m and log s are added there, not by svir_local_kl. */
+static double centred_group(glmm_work *w, const svir_term *tm, ptrdiff_t j, double wt,
+                            double sh, double kap, double invS, int stl, double *lgrad,
+                            double *dw, double *gsd)
+{
+    const double A = w->g.A[tm->off_qq], k2 = kap * kap, lam = tm->lambda;
+    const ptrdiff_t pos = tm->off_z + j;
+    const double G = w->Gt[pos], nz = w->noise[pos], u = w->z[pos], ed = w->ediag[pos];
+    double *lg = lgrad + tm->off_loc + 2 * j;
+    const double *lp = w->lpar_cur + tm->off_loc + 2 * j;
+    const double mj = lp[0], s2 = ed * ed, dm = mj - sh, du0 = u - sh;
+    const double kl = 0.5 * k2 * (s2 + dm * dm) - 0.5 - lp[1] - log(kap);
+    double du = w->scale * A * G;
+    if (stl) {
+        du += wt * (nz / ed - k2 * du0);
+        *gsd += wt * lam * (k2 * du0 * du0 - 1.0);
+        *dw += wt * k2 * du0;
+    } else {
+        *gsd += wt * lam * (k2 * (s2 + dm * dm) - 1.0);
+        *dw += wt * k2 * dm;
+        lg[0] -= invS * wt * k2 * dm;
+        lg[1] -= invS * wt * (k2 * s2 - 1.0);
+    }
+    const double d = du * invS;
+    lg[0] += d;
+    lg[1] += d * nz * ed;
+    return wt * kl;
+}
+
+/* the centred term t's groups present in the batch (all of them with full
+ * batches, each of weight scale; a minibatch's with scale times its count
+ * over its observations); dA: the likelihood's G u in A_eff */
 static double back_q1_centred(glmm_work *w, int t, double *lgrad, double invS, int stl)
 {
     const svir_glmm *m = w->m;
     const svir_term *tm = &m->terms[t];
-    const ptrdiff_t J = tm->ngroups;
-    const double A = w->g.A[tm->off_qq], scale = w->scale, wt = scale, lam = tm->lambda;
-    const double kap = w->kap[t], k2 = kap * kap;
-    const double *G = w->Gt + tm->off_z, *nz = w->noise + tm->off_z;
-    const double *u = w->z + tm->off_z, *ed = w->ediag + tm->off_z;
     const int coupled = w->couple && w->cns[t] > 0 && w->cdwc;
-    const double sh = coupled ? w->cw[w->qoff[t]] : 0.0;
-    double *lg = lgrad + tm->off_loc;
-    const double *lp = w->lpar_cur + tm->off_loc;
+    const double sh = coupled ? w->cw[w->qoff[t]] : 0.0, kap = w->kap[t];
     double dA = 0.0, gsd = 0.0, kl = 0.0, dw = 0.0;
-    for (ptrdiff_t j = 0; j < J; j++) {
-        const double mj = lp[2 * j], s2 = ed[j] * ed[j], dm = mj - sh, du0 = u[j] - sh;
-        dA += scale * G[j] * u[j];
-        kl += 0.5 * k2 * (s2 + dm * dm) - 0.5 - lp[2 * j + 1] - log(kap);
-        double du = scale * A * G[j];
-        if (stl) {
-            du += wt * (nz[j] / ed[j] - k2 * du0);
-            gsd += wt * lam * (k2 * du0 * du0 - 1.0);
-            dw += wt * k2 * du0;
-        } else {
-            gsd += wt * lam * (k2 * (s2 + dm * dm) - 1.0);
-            dw += wt * k2 * dm;
-            lg[2 * j] -= invS * wt * k2 * dm;
-            lg[2 * j + 1] -= invS * wt * (k2 * s2 - 1.0);
+    if (w->full) {
+        for (ptrdiff_t j = 0; j < tm->ngroups; j++) {
+            dA += w->scale * w->Gt[tm->off_z + j] * w->z[tm->off_z + j];
+            kl += centred_group(w, tm, j, w->scale, sh, kap, invS, stl, lgrad, &dw, &gsd);
         }
-        const double d = du * invS;
-        lg[2 * j] += d;
-        lg[2 * j + 1] += d * nz[j] * ed[j];
+        w->dA[tm->off_qq] += dA; /* the minibatch's dA comes with the other terms' */
+    } else {
+        for (ptrdiff_t k = 0; k < w->npres; k++) {
+            if (w->pres_term[k] != t) continue;
+            const int j = w->pres_group[k];
+            const double wt = w->scale * w->pres_cnt[k] / tm->nobs[j];
+            kl += centred_group(w, tm, j, wt, sh, kap, invS, stl, lgrad, &dw, &gsd);
+        }
     }
-    w->dA[tm->off_qq] += dA;
     w->gtheta[tm->off_sd] += gsd;
     if (coupled) w->cdwc[w->qoff[t]] += dw;
-    return wt * kl;
+    return kl;
 }
 
 /* A partially centred term's A becomes A_eff = sd^(1 - lambda), its
@@ -443,7 +461,7 @@ double glmm_estimate(glmm_work *w, long step, const double *gpar, const double *
         for (ptrdiff_t k = 0; k < w->npres; k++) {
             const svir_term *tm = &m->terms[w->pres_term[k]];
             const int q = tm->q, j = w->pres_group[k];
-            if (w->full && q == 1) continue; /* back_q1 */
+            if ((w->full && q == 1) || tm->lambda != 0.0) continue; /* back_q1(_centred) */
             const ptrdiff_t pos = tm->off_z + (ptrdiff_t)j * q;
             const double *G = w->Gt + pos, *nz = w->noise + pos, *A = w->g.A + tm->off_qq;
             const ptrdiff_t lo = tm->off_loc + (ptrdiff_t)j * svir_local_block(q);
@@ -454,15 +472,14 @@ double glmm_estimate(glmm_work *w, long step, const double *gpar, const double *
                                 stl, lgrad + lo, lgrad + lo + q);
         }
         if (w->cdwc) memset(w->cdwc, 0, sizeof(double) * (size_t)w->sumq);
-        if (w->full)
-            for (int t = 0; t < m->nterms; t++) {
-                if (m->terms[t].q != 1) continue;
-                if (m->terms[t].lambda != 0.0) {
-                    elbo -= invS * back_q1_centred(w, t, lgrad, invS, stl);
-                } else {
-                    back_q1(w, t, lgrad, invS, stl);
-                }
+        for (int t = 0; t < m->nterms; t++) {
+            if (m->terms[t].q != 1) continue;
+            if (m->terms[t].lambda != 0.0) {
+                elbo -= invS * back_q1_centred(w, t, lgrad, invS, stl);
+            } else if (w->full) {
+                back_q1(w, t, lgrad, invS, stl);
             }
+        }
         if (w->couple) elbo += invS * glmm_coupling_backward(w, lpar, stl);
         /* a centred term's dA is in A_eff = sd^(1 - lambda) = sd kap, and
          * svir_backprop_A takes d/dA with A = sd: times (1 - lambda) kap */
