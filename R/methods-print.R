@@ -20,7 +20,7 @@ print.svi_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
   cat(svir_title(x$method), "\n", sep = "")
   # the backend's reason is long: summary() prints it
   svir_cat_header(x$family, x$formula, svir_data_name(x), x$method, x$guide,
-                  x$backend, NULL)
+                  x$backend, NULL, centre = svir_centre_text(x))
   cat(svir_nobs_line(x$nobs, svir_ngrps(x)), "\n", sep = "")
   if (length(x$re)) {
     cat("Random effects (posterior means):\n")

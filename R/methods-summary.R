@@ -340,7 +340,7 @@ svir_cat_header <- function(family, formula, data_name, method, guide, backend, 
     # no parameterisation of them is chosen
     "Laplace proposal, PSIS weights; random effects integrated out, so not parameterised"
   } else {
-    paste0("guide: ", guide %||% "?", "; ", centre %||% svir_centre_text(NULL, method))
+    paste0("guide: ", guide %||% "?", "; ", centre)
   }
   cat(" Method: ", method %||% "svi", " (", how, "); backend: ", backend %||% "?",
       if (!is.null(reason) && !is.na(reason) && nzchar(reason)) paste0(" (", reason, ")"), "\n", sep = "")

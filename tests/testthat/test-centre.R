@@ -103,6 +103,9 @@ test_that("a centred fit's ranef and predictions are on b's scale", {
   expect_equal(wa, wn, tolerance = 0.15)
   expect_gt(wa, 2 * 1.96 * 30) # sd(Subject) is about 38: the prior's spread
   expect_output(print(summary(fn)), "centre = \"none\"", fixed = TRUE)
+  # print() names the parameterisation that ran, as summary() does
+  expect_output(print(fa), "partially centred, u = b / sd^(1 - lambda), lambda: Subject", fixed = TRUE)
+  expect_output(print(fn), "random effects non-centred (z = b / sd; centre = \"none\")", fixed = TRUE)
 })
 
 # The ELBO the loop traces (glmm_estimate: the KL of a centred term at each
