@@ -27,6 +27,7 @@ svir_beta_penalty <- function(spec, p) {
 # Returns the coefficients, the curvature matrix of the data part (X'WX)
 # and the fitted means.
 svir_pen_irls <- function(X, y, w, off, fam, prec, m, maxit = 100L, tol = 1e-10) {
+  # (the working weights and residuals: svir_working())
   p <- ncol(X)
   mu <- if (fam$family == "binomial") (w * y + 0.5) / (w + 1) else y + 0.1
   eta <- fam$linkfun(mu)
@@ -34,11 +35,9 @@ svir_pen_irls <- function(X, y, w, off, fam, prec, m, maxit = 100L, tol = 1e-10)
   obj <- function(b, mu) sum(fam$dev.resids(y, mu, w)) + sum(prec * (b - m)^2)
   cur <- Inf
   for (it in seq_len(maxit)) {
-    me <- fam$mu.eta(eta)
-    W <- w * me^2 / fam$variance(mu)
-    W[!is.finite(W)] <- 0
-    z <- eta - off + (y - mu) / me
-    z[!is.finite(z)] <- 0
+    wk <- svir_working(fam, y, w, eta, mu)
+    W <- wk$W
+    z <- eta - off + wk$r
     A <- crossprod(X * sqrt(W))
     cand <- solve(A + diag(prec, p), crossprod(X, W * z) + prec * m)[, 1]
     # step halving keeps the penalised deviance going down
@@ -57,10 +56,33 @@ svir_pen_irls <- function(X, y, w, off, fam, prec, m, maxit = 100L, tol = 1e-10)
     cur <- val
     if (done) break
   }
+  W <- svir_working(fam, y, w, eta, mu)$W
+  list(beta = beta, A = crossprod(X * sqrt(W)), mu = mu)
+}
+
+# A GLM's working weights W = w mu'(eta)^2 / V(mu) and working residuals
+# (y - mu) / mu'(eta) at eta (mu = linkinv(eta) unless given), each 0 where
+# not finite: IRLS's (svir_pen_irls) and the centring rule's (svir_centring).
+svir_working <- function(fam, y, w, eta, mu = fam$linkinv(eta)) {
   me <- fam$mu.eta(eta)
   W <- w * me^2 / fam$variance(mu)
   W[!is.finite(W)] <- 0
-  list(beta = beta, A = crossprod(X * sqrt(W)), mu = mu)
+  r <- (y - mu) / me
+  r[!is.finite(r)] <- 0
+  list(W = W, r = r, mu = mu)
+}
+
+# The response and weights a GLM fit sees: binomial successes become
+# proportions weighted by their trials.
+svir_glm_yw <- function(spec) {
+  y <- spec$y
+  w <- if (is.null(spec$weights)) rep(1, length(y)) else spec$weights
+  if (spec$family == svir_codes$family[["binomial"]]) {
+    tr <- if (is.null(spec$trials)) rep(1, length(y)) else spec$trials
+    y <- ifelse(tr > 0, y / tr, 0)
+    w <- w * tr
+  }
+  list(y = y, w = w)
 }
 
 # Starting values for the means of the global guide, in internal units:
@@ -77,13 +99,9 @@ svir_init_mu <- function(spec, info) {
   off <- if (is.null(spec$offset)) rep(0, length(spec$y)) else spec$offset
   codes <- svir_codes$family
   fam <- if (spec$family == codes[["negbin"]]) stats::poisson() else info$family
-  y <- spec$y
-  w <- if (is.null(spec$weights)) rep(1, length(y)) else spec$weights
-  if (spec$family == codes[["binomial"]]) {
-    tr <- if (is.null(spec$trials)) rep(1, length(y)) else spec$trials
-    y <- ifelse(tr > 0, y / tr, 0)
-    w <- w * tr
-  }
+  yw <- svir_glm_yw(spec)
+  y <- yw$y
+  w <- yw$w
   se <- rep(NA_real_, p)
   sep <- NULL
   beta <- tryCatch({
@@ -250,28 +268,16 @@ svir_centring <- function(spec, info, setting) {
   p <- ncol(spec$X)
   beta <- spec$init_mu[seq_len(p)]
   eta <- drop(spec$X %*% beta) + if (is.null(spec$offset)) 0 else spec$offset
-  w <- if (is.null(spec$weights)) rep(1, length(eta)) else spec$weights
   fam <- if (spec$family == codes[["negbin"]]) stats::poisson() else info$family
-  y <- spec$y
+  yw <- svir_glm_yw(spec)
+  wk <- svir_working(fam, yw$y, yw$w, eta)
+  info_i <- wk$W
+  r <- wk$r # the working residual on the link scale
   if (spec$family == codes[["gaussian"]]) {
-    sig <- exp(spec$init_mu[cls == "sigma"])
-    info_i <- w / sig^2
-    r <- y - eta
-  } else {
-    mu <- fam$linkinv(eta)
-    me <- fam$mu.eta(eta)
-    info_i <- w * me^2 / pmax(fam$variance(mu), 1e-12)
-    tr <- if (spec$family == codes[["binomial"]] && !is.null(spec$trials)) spec$trials else 1
-    info_i <- info_i * tr
-    # the working residual on the link scale
-    r <- (y / tr - mu) / ifelse(abs(me) > 1e-12, me, 1e-12)
-    if (spec$family == codes[["negbin"]]) {
-      phi <- exp(spec$init_mu[cls == "phi"])
-      info_i <- info_i / (1 + mu / phi)
-    }
+    info_i <- info_i / exp(2 * spec$init_mu[cls == "sigma"])
+  } else if (spec$family == codes[["negbin"]]) {
+    info_i <- info_i / (1 + wk$mu / exp(spec$init_mu[cls == "phi"]))
   }
-  info_i[!is.finite(info_i)] <- 0
-  r[!is.finite(r)] <- 0
   J <- vapply(spec$terms, function(tm) as.double(tm$ngroups), 1)
   nests <- if (nt > 1L) svir_nesting(spec) else matrix(FALSE, 1, 1)
   # sums per level of a 0-based group index (levels without rows: 0)

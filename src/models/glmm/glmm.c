@@ -506,3 +506,19 @@ int svir_local_step_ref(const svir_glmm *m, const double *lpar, const double *A,
     *logq_out = logq;
     return 0;
 }
+
+void svir_centre_A(const svir_glmm *m, svir_globals *g, double *kap)
+{
+    for (int t = 0; t < m->nterms; t++) {
+        const svir_term *tm = &m->terms[t];
+        if (tm->lambda == 0.0) continue;
+        kap[t] = exp(-tm->lambda * log(g->A[tm->off_qq]));
+        g->A[tm->off_qq] *= kap[t];
+    }
+}
+
+void svir_uncentre_A(const svir_glmm *m, svir_globals *g, const double *kap)
+{
+    for (int t = 0; t < m->nterms; t++)
+        if (m->terms[t].lambda != 0.0) g->A[m->terms[t].off_qq] /= kap[t];
+}

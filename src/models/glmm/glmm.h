@@ -135,6 +135,12 @@ int svir_local_step_ref(const svir_glmm *m, const double *lpar, const double *A,
 void svir_backprop_A(const svir_glmm *m, int t, const double *theta,
                      const svir_globals *g, const double *dA, double *grad);
 
+/* A partially centred term's A (svir_term.lambda != 0) becomes A_eff =
+ * sd^(1 - lambda) in g, its kap = sd^-lambda in kap[t]; svir_uncentre_A
+ * puts A back. Other terms are left alone. */
+void svir_centre_A(const svir_glmm *m, svir_globals *g, double *kap);
+void svir_uncentre_A(const svir_glmm *m, svir_globals *g, const double *kap);
+
 /* b = A z for every group of every term (z and b indexed alike). */
 void svir_b_from_z(const svir_glmm *m, const svir_globals *g, const double *z, double *b);
 

@@ -149,7 +149,7 @@ int glmm_coupling_reanchor(glmm_work *w, const double *src, int nsets, double *c
     memcpy(new_om, w->comega, sizeof(double) * (size_t)ns);
     for (int i = 0; i < nsets; i++) {
         svir_unpack_globals(m, gpars[i], &w->g);
-        if (w->ncentred) glmm_centre_A(m, &w->g, w->kap);
+        if (w->ncentred) svir_centre_A(m, &w->g, w->kap);
         memcpy(w->cref, old_ref, sizeof(double) * (size_t)p);
         memcpy(w->comega, old_om, sizeof(double) * (size_t)ns);
         glmm_coupling_forward(w, gpars[i], &w->g, w->beta_eff, w->cu, wold);

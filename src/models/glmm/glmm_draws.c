@@ -90,7 +90,7 @@ int glmm_final_draws(glmm_work *w, const double *gpar, const double *lpar, svir_
                     svir_unpack_globals(m, theta, &g);
                     /* a centred term's coupling shift is in its u's units:
                      * from A_eff, then A back for b = A z */
-                    if (w->ncentred) glmm_centre_A(m, &g, kapd);
+                    if (w->ncentred) svir_centre_A(m, &g, kapd);
                     if (w->couple) {
                         glmm_coupling_forward(w, theta, &g, be, cu, cw);
                     } else {
@@ -120,8 +120,7 @@ int glmm_final_draws(glmm_work *w, const double *gpar, const double *lpar, svir_
                             }
                         }
                     }
-                    for (int t = 0; w->ncentred && t < m->nterms; t++)
-                        if (m->terms[t].lambda != 0.0) g.A[m->terms[t].off_qq] /= kapd[t];
+                    if (w->ncentred) svir_uncentre_A(m, &g, kapd);
                     /* log p(theta) + log N(z; 0, I) - log q */
                     double lp = m->ll_const;
                     for (ptrdiff_t k = 0; k < m->nz; k++) lp += -0.5 * z[k] * z[k] - SVIR_LOG_SQRT_2PI;

@@ -313,21 +313,10 @@ static void draw_term(glmm_nest *nt, glmm_nest_level *x, const double *lpar, uin
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nt->T) schedule(static) if (x->J >= 64)
 #endif
-    for (int j = 0; j < x->J; j++) {
-        double ed[SVIR_QMAX_STACK], noise[SVIR_QMAX_STACK];
-        const double *blk = lpar + tm->off_loc + (ptrdiff_t)j * x->lb;
-        svir_local_exp_diag(q, blk, ed);
-        for (int k = 0; k < K; k++) {
-            const ptrdiff_t o = tm->off_z + (ptrdiff_t)j * q;
-            double *z0 = nt->zs + (ptrdiff_t)k * nz + o;
-            svir_normal_fill(nt->key, stream, ctr, (uint64_t)k * (uint64_t)nz + (uint64_t)o, q,
-                             noise);
-            const double lq = svir_local_draw(q, blk, noise, ed, z0);
-            double lp = 0.0;
-            for (int r = 0; r < q; r++) lp += -0.5 * z0[r] * z0[r] - SVIR_LOG_SQRT_2PI;
-            x->lz[(ptrdiff_t)j * K + k] = lp - lq;
-        }
-    }
+    for (int j = 0; j < x->J; j++)
+        glmm_qem_group_draws(nt->key, stream, ctr, K, q, nz, tm->off_z + (ptrdiff_t)j * q,
+                             lpar + tm->off_loc + (ptrdiff_t)j * x->lb, nt->zs, NULL,
+                             x->lz + (ptrdiff_t)j * K);
 }
 
 /* Z_i . A z for observation i of term t, z at zs[k] */

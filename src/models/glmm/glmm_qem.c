@@ -132,22 +132,15 @@ static int qem_new(const void *model, const svir_control *c, int cuda, void **wo
                                     gpar[r] * gpar[cc];
         }
     }
-    if (x->nest) {
-        /* every group of every term, at its level's offsets */
-        for (int t = 0; t < m->nterms; t++) {
-            const svir_term *tm = &m->terms[t];
-            const glmm_nest_level *lv = NULL;
-            for (int l = 0; l < x->nt.L; l++)
-                if (x->nt.lv[l].t == t) lv = &x->nt.lv[l];
-            for (int cc = 0; cc < x->nt.nc; cc++)
-                if (x->nt.cr[cc].t == t) lv = &x->nt.cr[cc];
-            const int qt = tm->q;
-            const ptrdiff_t lbt = svir_local_block(qt);
-            for (int j = 0; j < tm->ngroups; j++) {
-                const double *blk = x->lpar + tm->off_loc + (ptrdiff_t)j * lbt;
-                svir_qem_raw(qt, blk, blk + qt, x->Z1 + tm->off_z + (ptrdiff_t)j * qt,
-                             x->Z2 + lv->z2off + (ptrdiff_t)j * qt * qt);
-            }
+    /* with more than one factor: every group of every level (chain and
+     * crossed), at its term's offsets */
+    for (int l = 0; x->nest && l < x->nt.L + x->nt.nc; l++) {
+        const glmm_nest_level *lv = l < x->nt.L ? &x->nt.lv[l] : &x->nt.cr[l - x->nt.L];
+        const svir_term *tm = &m->terms[lv->t];
+        for (int j = 0; j < lv->J; j++) {
+            const double *blk = x->lpar + tm->off_loc + (ptrdiff_t)j * lv->lb;
+            svir_qem_raw(lv->q, blk, blk + lv->q, x->Z1 + tm->off_z + (ptrdiff_t)j * lv->q,
+                         x->Z2 + lv->z2off + (ptrdiff_t)j * lv->q * lv->q);
         }
     }
     for (int j = 0; j < J; j++) {

@@ -271,7 +271,7 @@ static void back_q1(glmm_work *w, int t, double *lgrad, double invS, int stl)
 
 /* A partially centred q = 1 term (lambda != 0; instead of back_q1). With
  * kap = sd^-lambda the guide is on u = m + e noise and the term's A is
- * A_eff = sd kap (glmm_centre_A), so that b = A_eff u (- the coupled shift s)
+ * A_eff = sd kap (svir_centre_A), so that b = A_eff u (- the coupled shift s)
  * and the standardised effect is z = kap (u - w), w = s / A_eff the coupled
  * shift in u's units (0 without coupling); log q(z | theta) = log q(u) -
  * log kap. Per group, with weight wt (w->z holds u):
@@ -344,18 +344,6 @@ static double back_q1_centred(glmm_work *w, int t, double *lgrad, double invS, i
     return kl;
 }
 
-/* A partially centred term's A becomes A_eff = sd^(1 - lambda), its
- * kap = sd^-lambda kept in kap[t] (g's A unpacked from theta). */
-void glmm_centre_A(const svir_glmm *m, svir_globals *g, double *kap)
-{
-    for (int t = 0; t < m->nterms; t++) {
-        const svir_term *tm = &m->terms[t];
-        if (tm->lambda == 0.0) continue;
-        kap[t] = exp(-tm->lambda * log(g->A[tm->off_qq]));
-        g->A[tm->off_qq] *= kap[t];
-    }
-}
-
 /* ELBO estimate at (gpar, lpar) with the noise and minibatch of `step`;
  * writes the gradient into ggrad [ngp] and, for present groups, lgrad [nloc].
  * Assumes select_batch was called for this step (minibatch). */
@@ -396,7 +384,7 @@ double glmm_estimate(glmm_work *w, long step, const double *gpar, const double *
         glmm_draw_theta(w, gpar, SVIR_STREAM_GLOBAL, (uint64_t)step, (uint64_t)s * (uint64_t)D,
                    w->eps, w->theta);
         svir_unpack_globals(m, w->theta, &w->g);
-        if (w->ncentred) glmm_centre_A(m, &w->g, w->kap);
+        if (w->ncentred) svir_centre_A(m, &w->g, w->kap);
         glmm_coupling_forward(w, w->theta, &w->g, w->beta_eff, w->cu, w->cw);
         memset(w->gtheta, 0, sizeof(double) * (size_t)D);
         double lp = svir_log_prior(m, w->theta, w->gtheta);

@@ -166,19 +166,32 @@ void glmm_tree_globals(glmm_tree *qt, const double *gpar, uint64_t stream, uint6
     const svir_glmm *m = qt->m;
     glmm_qem_draw_globals(m, qt->K, qt->fullrank, qt->key, gpar, stream, ctr, qt->theta, qt->eps,
                           qt->g, qt->aux, qt->lw0);
-    const double lam = qt->tm->lambda;
     for (int k = 0; k < qt->K; k++) {
         /* a partially centred SVI guide (glmm_svi.c, back_q1_centred): its
-         * coupling shift in u's units, from A_eff = sd kap, kap = sd^-lambda */
-        double *A = qt->g[k].A;
-        if (lam != 0.0) {
-            qt->kap[k] = exp(-lam * log(A[0]));
-            A[0] *= qt->kap[k];
-        }
+         * coupling shift in u's units, from A_eff = sd kap, kap = sd^-lambda
+         * (one term: kap[0] of svir_centre_A is the draw's) */
+        if (qt->kap) svir_centre_A(m, &qt->g[k], qt->kap + k);
         if (qt->cp.couple)
             svir_coupling_forward(m, &qt->cp, qt->theta + (ptrdiff_t)k * qt->D, &qt->g[k], qt->be,
                                   qt->cu, qt->cw + (ptrdiff_t)k * qt->q);
-        if (lam != 0.0) A[0] /= qt->kap[k];
+        if (qt->kap) svir_uncentre_A(m, &qt->g[k], qt->kap + k);
+    }
+}
+
+void glmm_qem_group_draws(const uint32_t key[2], uint64_t stream, uint64_t ctr, int K, int q,
+                          ptrdiff_t nz, ptrdiff_t pos, const double *blk, double *zs,
+                          double *lq0, double *lz)
+{
+    double ed[SVIR_QMAX_STACK], noise[SVIR_QMAX_STACK];
+    svir_local_exp_diag(q, blk, ed);
+    for (int k = 0; k < K; k++) {
+        double *z0 = zs + (ptrdiff_t)k * nz + pos;
+        svir_normal_fill(key, stream, ctr, (uint64_t)k * (uint64_t)nz + (uint64_t)pos, q, noise);
+        const double lq = svir_local_draw(q, blk, noise, ed, z0);
+        double lp = 0.0;
+        for (int r = 0; r < q; r++) lp += -0.5 * z0[r] * z0[r] - SVIR_LOG_SQRT_2PI;
+        if (lq0) lq0[k] = lq;
+        lz[k] = lp - lq;
     }
 }
 
@@ -219,12 +232,11 @@ int glmm_tree_groups(glmm_tree *qt, const double *lpar, uint64_t stream, uint64_
     {
         double *xb = malloc(sizeof(double) * (size_t)(qt->maxnj + 1));
         svir_zi_part *zp = malloc(sizeof(svir_zi_part) * (size_t)(qt->maxnj + 1));
-        double *noise = malloc(sizeof(double) * (size_t)(q + 1));
         double *row = malloc(sizeof(double) * (size_t)K);
         double *szz = malloc(sizeof(double) * (size_t)(q * q + 1)); /* sum Z_i Z_i' (lower) */
-        double ed[SVIR_QMAX_STACK], b[SVIR_QMAX_STACK], zc[SVIR_QMAX_STACK], szr[SVIR_QMAX_STACK];
+        double b[SVIR_QMAX_STACK], zc[SVIR_QMAX_STACK], szr[SVIR_QMAX_STACK];
         double lq0[SVIR_QEM_KMAX], lzp[SVIR_QEM_KMAX];
-        if (!xb || !zp || !noise || !row || !szz) {
+        if (!xb || !zp || !row || !szz) {
             SVIR_FLAG_SET(fail);
         } else {
 #ifdef _OPENMP
@@ -233,17 +245,8 @@ int glmm_tree_groups(glmm_tree *qt, const double *lpar, uint64_t stream, uint64_
             for (int j = 0; j < J; j++) {
                 if (svir_poll()) continue;
                 const double *blk = lpar + (ptrdiff_t)j * qt->lb;
-                svir_local_exp_diag(q, blk, ed);
-                for (int kj = 0; kj < K; kj++) {
-                    double *z0 = qt->zs + (ptrdiff_t)kj * nz + (ptrdiff_t)j * q;
-                    svir_normal_fill(qt->key, stream, ctr,
-                                     (uint64_t)kj * (uint64_t)nz + (uint64_t)j * (uint64_t)q, q,
-                                     noise);
-                    lq0[kj] = svir_local_draw(q, blk, noise, ed, z0);
-                    double lp = 0.0;
-                    for (int r = 0; r < q; r++) lp += -0.5 * z0[r] * z0[r] - SVIR_LOG_SQRT_2PI;
-                    lzp[kj] = lp - lq0[kj];
-                }
+                glmm_qem_group_draws(qt->key, stream, ctr, K, q, nz, (ptrdiff_t)j * q, blk, qt->zs,
+                                     lq0, lzp);
                 const int r0 = qt->rowptr[j], r1 = qt->rowptr[j + 1];
                 const double nj = (double)(r1 - r0);
                 double sy = 0.0; /* Poisson: sum y_i */
@@ -340,7 +343,6 @@ int glmm_tree_groups(glmm_tree *qt, const double *lpar, uint64_t stream, uint64_
         }
         free(xb);
         free(zp);
-        free(noise);
         free(row);
         free(szz);
     }

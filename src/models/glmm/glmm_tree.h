@@ -50,6 +50,13 @@ void glmm_tree_free(glmm_tree *qt);
 void glmm_qem_draw_globals(const svir_glmm *m, int K, int fullrank, const uint32_t key[2],
                            const double *gpar, uint64_t stream, uint64_t ctr, double *theta,
                            double *eps, svir_globals *g, svir_aux *aux, double *lw0);
+/* K draws z0 of one group from its local block blk (counters ctr of
+ * stream; the group's first latent at pos of the [nz] vector): z0 of draw
+ * k at zs + k nz + pos, lq0 [K] = log q0(z0) (unless NULL) and lz [K] =
+ * log N(z0; 0, I) - log q0(z0). Shared by both trees. q <= SVIR_QMAX_STACK. */
+void glmm_qem_group_draws(const uint32_t key[2], uint64_t stream, uint64_t ctr, int K, int q,
+                          ptrdiff_t nz, ptrdiff_t pos, const double *blk, double *zs,
+                          double *lq0, double *lz);
 /* K draws of the globals from q(theta) = gpar, counters `ctr` of `stream`:
  * theta, their unpacked values, lw0 = log p(theta) - log q(theta) (with the
  * likelihood's constant) and the coupled guide's shifts. */

@@ -78,9 +78,6 @@ void glmm_draw_theta(const glmm_work *w, const double *gpar, uint64_t stream, ui
                      uint64_t base, double *eps, double *theta);
 double glmm_estimate(glmm_work *w, long step, const double *gpar, const double *lpar,
                      double *ggrad, double *lgrad);
-/* A partially centred term's A becomes A_eff = sd^(1 - lambda) in g, its
- * kap = sd^-lambda in kap[t] */
-void glmm_centre_A(const svir_glmm *m, svir_globals *g, double *kap);
 /* glmm_obs.c: the batch's log-likelihood (without constants) and its
  * gradients: beta (gb [p]), b (w->Gt, thread 0's, at the present groups),
  * log sigma or log phi (*gaux) */
