@@ -176,8 +176,9 @@ svir_check_real <- function(x, arg, lower = 0, upper = Inf) {
 #'   guide drifts slowly along the ridge between the sd and the effects,
 #'   near 0 for levels with a few binary rows or a term with little
 #'   variance. A term nested in another, or with another nested in it,
-#'   stays non-centred (the guide cannot follow the trade-off between a
-#'   level's effect and its children's mean in either form). Terms with more
+#'   stays non-centred: its effects trade off against its children's mean,
+#'   which the guide's independent groups do not follow, and centring them
+#'   moved InstEval's sd(dept) by seed (`bench/centre.R`). Terms with more
 #'   than one column, QEM and the CUDA backend stay non-centred. [summary.svi_fit()] prints the choice.
 #' @param progress Show a progress bar while fitting.
 #' @return An object of class `"svi_control"`: a list with the validated

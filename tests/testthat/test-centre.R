@@ -67,7 +67,7 @@ test_that("the rule centres data-rich terms and leaves data-poor ones near 0", {
 # 10 levels of 1000 rows crossed with 2000 of 5 (test-window.R's data): the
 # non-centred mean-field guide put sd(g2) at 0.281, 0.347 and 0.320 over
 # seeds 1 to 3 (z up to 1.4 in lmer's yardstick sd / sqrt(2 J)); centred,
-# 0.305 to 0.308.
+# 0.304 to 0.308 (bench/centre.R).
 test_that("centring steadies a data-rich term's sd across seeds", {
   d <- sim_datarich_1e4()
   s <- vapply(1:3, function(seed) {
@@ -112,7 +112,8 @@ test_that("a centred fit's ranef and predictions are on b's scale", {
 # draw of theta) and the log ratios of the posterior draws (glmm_draws.c:
 # z = kap (u - w), log q(z | theta) = log q(u) - log kap) are two codes for
 # one quantity; on Salamanders they agreed to 0.03 (se 0.02). The centred
-# optimum was also the higher one (-1115.03 against -1115.74).
+# optimum was also the higher one (mean log ratio -1115.03 against -1115.84,
+# bench/centre.R).
 test_that("a centred fit's ELBO is what its draws' log ratios average", {
   s <- glmmTMB::Salamanders
   fa <- svi_fit(count ~ mined + (1 | site), s, family = poisson(), method = "svi", seed = 1,

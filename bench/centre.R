@@ -1,0 +1,86 @@
+#!/usr/bin/env Rscript
+# SVI's partial centring (svi_control(centre = ); issue 16, point 1), in
+# one run, against the non-centred guide (centre = "none"):
+#   1. bench/datarich.R's smallest Gaussian case (10 levels of 1000 rows
+#      crossed with 2000 of 5; test-window.R's data): sd(g2) over seeds, for
+#      both guides, against lmer;
+#   2. InstEval (instructors nested in departments): "auto" (which leaves
+#      the nested pair non-centred), "none", and 1 (every term centred):
+#      sd(dept) against lmer;
+#   3. Salamanders (Poisson): fits with prior weights against fits to the
+#      replicated rows (they should agree), and the ELBO of the final guide
+#      (the mean log ratio of 4000 posterior draws).
+# Usage (from the repository root, with svir installed):
+#   Rscript bench/centre.R [--lib=DIR] [--seeds=3] [--out=DIR]
+file_arg <- grep("^--file=", commandArgs(FALSE), value = TRUE)
+here <- if (length(file_arg)) dirname(normalizePath(sub("^--file=", "", file_arg[1]))) else "bench"
+source(file.path(here, "args.R"))
+a <- bench_args("usage: Rscript bench/centre.R [--lib=DIR] [--seeds=3] [--out=DIR]",
+                c(lib = "", seeds = "3", out = file.path(here, "results")))
+if (nzchar(a$lib)) .libPaths(c(normalizePath(a$lib), .libPaths()))
+suppressPackageStartupMessages(library(svir))
+source(file.path(here, "..", "tests", "testthat", "helper-sim.R"))
+seeds <- seq_len(as.integer(a$seeds))
+out <- character()
+say <- function(...) {
+  line <- sprintf(...)
+  cat(line, "\n")
+  out <<- c(out, line)
+}
+fmt <- function(x) paste(sprintf("%.3f", x), collapse = ", ")
+sdc <- function(f, grp) {
+  v <- as.data.frame(VarCorr(f))
+  v$sdcor[v$grp == grp]
+}
+
+# 1. data-rich levels
+d <- sim_datarich_1e4()
+ref <- as.data.frame(lme4::VarCorr(lme4::lmer(y ~ x + (1 | g1) + (1 | g2), d)))
+say("1. 10 x 1000 rows crossed with 2000 x 5: lmer sd(g2) %.3f; seeds %s", ref$sdcor[ref$grp == "g2"],
+    paste(seeds, collapse = ", "))
+for (guide in c("meanfield", "fullrank")) for (cen in c("auto", "none")) {
+  fs <- lapply(seeds, function(s) suppressWarnings(svi_fit(y ~ x + (1 | g1) + (1 | g2), d,
+    method = "svi", guide = guide, seed = s, control = svi_control(centre = cen))))
+  say("   %-9s centre %-4s (lambda %s): sd(g2) %s", guide, cen, fmt(fs[[1]]$centre),
+      fmt(vapply(fs, sdc, 0, grp = "g2")))
+}
+
+# 2. InstEval
+ie <- lme4::InstEval
+ref <- as.data.frame(lme4::VarCorr(lme4::lmer(y ~ service + (1 | s) + (1 | d) + (1 | dept), ie)))
+say("2. InstEval: lmer sd(dept) %.4f", ref$sdcor[ref$grp == "dept"])
+for (cen in list("auto", "none", 1)) {
+  fs <- lapply(seeds[seq_len(min(2, length(seeds)))], function(s)
+    svi_fit(y ~ service + (1 | s) + (1 | d) + (1 | dept), ie, seed = s,
+            control = svi_control(centre = cen)))
+  say("   centre %-4s (lambda s, d, dept: %s): sd(dept) %s", format(cen), fmt(fs[[1]]$centre),
+      fmt(vapply(fs, sdc, 0, grp = "dept")))
+}
+
+# 3. Salamanders
+s <- glmmTMB::Salamanders
+s$w <- rep(1:2, length.out = nrow(s))
+rep_s <- s[rep(seq_len(nrow(s)), s$w), ]
+say("3. Salamanders, count ~ mined + (1 | site), Poisson")
+for (cen in c("auto", "none")) {
+  dd <- vapply(seeds, function(seed) {
+    f1 <- svi_fit(count ~ mined + (1 | site), s, family = poisson(), weights = w, seed = seed,
+                  method = "svi", control = svi_control(centre = cen))
+    f2 <- svi_fit(count ~ mined + (1 | site), rep_s, family = poisson(), seed = seed,
+                  method = "svi", control = svi_control(centre = cen))
+    max(abs(fixef(f1) - fixef(f2)) / sqrt(diag(vcov(f2))))
+  }, 0)
+  f <- svi_fit(count ~ mined + (1 | site), s, family = poisson(), seed = 1, method = "svi",
+               control = svi_control(centre = cen, ndraws = 4000))
+  lr <- f$engine$log_ratio
+  say("   centre %-4s (lambda %s): weighted vs replicated max |d fixef| / se %s; ELBO %.2f (se %.2f)",
+      cen, fmt(f$centre), fmt(dd), mean(lr), sd(lr) / sqrt(length(lr)))
+}
+
+dir.create(a$out, showWarnings = FALSE, recursive = TRUE)
+path <- file.path(a$out, sprintf("centre-%s.md", format(Sys.Date())))
+writeLines(c(sprintf("# Partial centring against the non-centred guide (%s)", format(Sys.Date())), "",
+             sprintf("`Rscript bench/centre.R --seeds=%s`; R %s, BLAS %s; svir %s.", a$seeds,
+                     getRversion(), basename(extSoftVersion()[["BLAS"]]),
+                     as.character(utils::packageVersion("svir"))), "", "```", out, "```"), path)
+cat("Wrote", path, "\n")
