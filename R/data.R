@@ -309,6 +309,9 @@ svir_fixed_matrix <- function(tf, mf, contrasts = NULL) {
     svir_abort("The fixed-effect design of {.arg formula} has {nrow(X)} rows for {nrow(mf)} observations.")
   }
   for (j in seq_len(ncol(X))) svir_check_finite(X[, j], colnames(X)[j], "predictor column")
+  # without model.matrix()'s n row names (the fit keeps X; predict() and
+  # residuals() take the names from the frame)
+  rownames(X) <- NULL
   X
 }
 

@@ -108,7 +108,11 @@ svir_re_terms <- function(formula, mf) {
       svir_abort(c("Grouping factor {.var {grpvar}} of the term {.code ({tn[ord[i]]})} has only one level ({.val {levels(ff)}}).",
                    "i" = "A random effect needs at least two groups: remove the term from {.arg formula} or check {.var {grpvar}} in {.arg data}."))
     }
-    Z <- tryCatch(
+    # a random intercept's column of ones without model.matrix() (its n row
+    # names cost more than the column)
+    Z <- if (identical(bar[[2]], 1) || identical(bar[[2]], 1L)) {
+      matrix(1, nrow(mf), 1L, dimnames = list(NULL, "(Intercept)"))
+    } else tryCatch(
       stats::model.matrix(eval(substitute(~foo, list(foo = bar[[2]]))), mf),
       error = function(e) {
         svir_abort(c("Can't build the random-effect design of {.code ({tn[ord[i]]})}.",

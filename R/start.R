@@ -254,7 +254,7 @@ svir_warn_data <- function(spec, info, separation) {
 # s_c^2 times the mean over levels of sum_c I_c'^2 / (sum_c I_c')^2), at
 # least 1e-4. Terms with more than one column get 0. Returns a numeric
 # vector, one per term.
-svir_centring <- function(spec, info, setting) {
+svir_centring <- function(spec, info, setting, mom = NULL) {
   nt <- length(spec$terms)
   q <- vapply(spec$terms, function(tm) ncol(tm$Z), 1L)
   lam <- numeric(nt)
@@ -263,6 +263,30 @@ svir_centring <- function(spec, info, setting) {
     lam[q == 1L] <- setting
     return(lam)
   }
+  if (is.null(mom)) mom <- svir_term_moments(spec, info)
+  for (t in which(q == 1L)) {
+    # a term in a nested pair stays non-centred: a level's effect trades off
+    # against its children's mean, which the guide's independent groups do
+    # not follow; every InstEval term centred gave sd(dept) 0.027 and 0.061
+    # over two seeds against 0.055 and 0.058 non-centred and lmer's 0.083
+    # (bench/centre.R)
+    if (!is.null(mom$child[[t]]) || any(mom$nests[t, ])) next
+    Ij <- mom$lv[[t]]$I
+    lam[t] <- stats::median(Ij * mom$s2[t] / (1 + Ij * mom$s2[t]))
+  }
+  round(lam, 3)
+}
+
+# The data's view of each one-column term at the GLM start, for the
+# centring rule (svir_centring) and the locals' start (svir_local_start):
+# the working weights W (the Fisher information per row) and residuals r,
+# per level I_j = sum W z^2 and the weighted mean residual r_j = sum W z r /
+# I_j (z the term's column of Z), the moment estimate s2 of each term's sd^2
+# (NA for terms with more than one column), each term's nested child and the
+# nesting matrix (svir_nesting).
+svir_term_moments <- function(spec, info) {
+  nt <- length(spec$terms)
+  q <- vapply(spec$terms, function(tm) ncol(tm$Z), 1L)
   codes <- svir_codes$family
   cls <- info$layout$class
   p <- ncol(spec$X)
@@ -271,8 +295,8 @@ svir_centring <- function(spec, info, setting) {
   fam <- if (spec$family == codes[["negbin"]]) stats::poisson() else info$family
   yw <- svir_glm_yw(spec)
   wk <- svir_working(fam, yw$y, yw$w, eta)
-  info_i <- wk$W
-  r <- wk$r # the working residual on the link scale
+  info_i <- unname(wk$W)
+  r <- unname(wk$r) # the working residual on the link scale
   if (spec$family == codes[["gaussian"]]) {
     info_i <- info_i / exp(2 * spec$init_mu[cls == "sigma"])
   } else if (spec$family == codes[["negbin"]]) {
@@ -280,18 +304,14 @@ svir_centring <- function(spec, info, setting) {
   }
   J <- vapply(spec$terms, function(tm) as.double(tm$ngroups), 1)
   nests <- if (nt > 1L) svir_nesting(spec) else matrix(FALSE, 1, 1)
-  # sums per level of a 0-based group index (levels without rows: 0)
-  gsum <- function(x, g, Jt) {
-    s <- rowsum(cbind(x), g, reorder = TRUE)
-    out <- numeric(Jt)
-    out[as.integer(rownames(s)) + 1L] <- s[, 1L]
-    out
-  }
+  zcol <- lapply(spec$terms, function(tm) if (ncol(tm$Z) == 1L) unname(tm$Z[, 1L]))
   # per level: the information and the weighted mean working residual
   lv <- lapply(seq_len(nt), function(t) {
+    if (q[t] != 1L) return(NULL)
     g <- spec$terms[[t]]$group
-    Ij <- gsum(info_i, g, J[t])
-    list(I = Ij, r = gsum(info_i * r, g, J[t]) / pmax(Ij, 1e-12))
+    z <- zcol[[t]]
+    Ij <- svir_gsum(info_i * z^2, g, J[t])
+    list(I = Ij, r = svir_gsum(info_i * z * r, g, J[t]) / pmax(Ij, 1e-12))
   })
   # each term's nested child (its coarsest) and the child's parent map
   child <- lapply(seq_len(nt), function(t) {
@@ -315,21 +335,20 @@ svir_centring <- function(spec, info, setting) {
     if (!is.null(ch) && is.finite(s2[ch$c])) {
       Ic <- lv[[ch$c]]$I
       okc <- !is.na(ch$par)
-      num <- gsum(Ic[okc]^2, ch$par[okc], J[t])
-      den <- gsum(Ic[okc], ch$par[okc], J[t])^2
+      num <- svir_gsum(Ic[okc]^2, ch$par[okc], J[t])
+      den <- svir_gsum(Ic[okc], ch$par[okc], J[t])^2
       v <- v - s2[ch$c] * mean((num / den)[ok], na.rm = TRUE)
     }
     s2[t] <- max(v, 1e-4)
   }
-  for (t in which(q == 1L)) {
-    # a term in a nested pair stays non-centred: a level's effect trades off
-    # against its children's mean, which the guide's independent groups do
-    # not follow; every InstEval term centred gave sd(dept) 0.027 and 0.061
-    # over two seeds against 0.055 and 0.058 non-centred and lmer's 0.083
-    # (bench/centre.R)
-    if (!is.null(child[[t]]) || any(nests[t, ])) next
-    Ij <- lv[[t]]$I
-    lam[t] <- stats::median(Ij * s2[t] / (1 + Ij * s2[t]))
-  }
-  round(lam, 3)
+  list(W = info_i, r = r, z = zcol, lv = lv, s2 = s2, child = child, nests = nests, q = q, J = J)
+}
+
+# Sums of x per level of a 0-based group index g with Jt levels (levels
+# without rows: 0).
+svir_gsum <- function(x, g, Jt) {
+  s <- rowsum(x, g, reorder = TRUE)
+  out <- numeric(Jt)
+  out[as.integer(rownames(s)) + 1L] <- s[, 1L]
+  out
 }

@@ -151,3 +151,44 @@ test_that("path-derivative (stl) gradients are unbiased for the analytic ones", 
     }
   }
 })
+
+test_that("a term folded into the term nested in it gives the unfolded ELBO and gradient", {
+  # full batches of random intercepts: (1 | a) rides on (1 | a:b) in the pass
+  # over the observations (fold_init in glmm_svi.c); prior weights of 1 take
+  # the general loop, which does not fold
+  nested <- function(na, nb, seed) {
+    set.seed(seed)
+    d <- expand.grid(r = 1:4, b = seq_len(nb), a = seq_len(na))
+    d$a <- factor(d$a)
+    d$b <- factor(d$b)
+    d$h <- factor(sample(1:7, nrow(d), TRUE))
+    d$x1 <- rnorm(nrow(d))
+    ab <- interaction(d$a, d$b)
+    attr(d, "eta") <- 0.3 + 0.5 * d$x1 + rnorm(na, sd = 0.7)[d$a] +
+      rnorm(nlevels(ab), sd = 0.4)[ab] + rnorm(7, sd = 0.3)[d$h]
+    d
+  }
+  same <- function(d, cs, threads) {
+    eta <- attr(d, "eta")
+    d$y <- switch(cs$sim, gaussian = eta + rnorm(nrow(d)), binomial = rbinom(nrow(d), 1, plogis(eta)),
+                  poisson = rpois(nrow(d), exp(eta)), negbin = rnbinom(nrow(d), size = 3, mu = exp(eta)))
+    spec <- svir:::svir_build_spec(y ~ x1 + (1 | a/b) + (1 | h), d, family = cs$family)$spec
+    ws <- spec
+    ws$weights <- rep(1, length(spec$y))
+    v <- rand_vpar(spec, "meanfield")
+    ctrl <- list(guide = "meanfield", seed = 11, threads = threads, num_particles = 2L, stl = 0L)
+    a <- .Call(svir:::C_svir_elbo_grad_r, spec, ctrl, v, 5)
+    b <- .Call(svir:::C_svir_elbo_grad_r, ws, ctrl, v, 5)
+    expect_equal(a$elbo, b$elbo, tolerance = 1e-10)
+    expect_equal(a$grad, b$grad, tolerance = 1e-9)
+    spec
+  }
+  small <- nested(6, 5, 7)
+  for (cs in family_cases) {
+    spec <- same(small, cs, 1L)
+    expect_lt(elbo_grad_check(spec, "meanfield")$err, 1e-6)
+  }
+  # two threads (at least 4096 rows each), each folding its own sums
+  big <- nested(30, 40, 8)
+  for (cs in family_cases[c(1, 5)]) same(big, cs, 2L)
+})

@@ -59,7 +59,7 @@ SVIR_ALWAYS_INLINE void chunk_terms_fast(const glmm_work *w, const int NT, const
      * stay in registers */
     const svir_aux al = *aux;
     const int *gc = w->gcat;
-    const double *b = w->b;
+    const double *b = w->bobs;
     int gp = gc[(ix ? ix[0] : k0) * NT];
     double acc = 0.0;
     double ll = 0.0, ga = 0.0, ss = 0.0;
@@ -312,6 +312,17 @@ double glmm_batch_loglik(glmm_work *w, double *gb, double *gaux, double *gz)
             for (int c = 0; c < tm->q; c++) Gp[c] = 0.0;
         }
     }
+    /* folded terms (fold_init): their effect rides on their child's */
+    if (w->nfold) {
+        memcpy(w->bf, w->b, sizeof(double) * (size_t)nz);
+        for (int f = 0; f < w->nfold; f++) {
+            const svir_term *tc = &m->terms[w->fold_into[f]];
+            const double *bp = w->b + m->terms[w->fold_term[f]].off_z;
+            const int *map = w->fold_map[f];
+            double *bc = w->bf + tc->off_z;
+            for (int j = 0; j < tc->ngroups; j++) bc[j] += bp[map[j]];
+        }
+    }
 #ifdef _OPENMP
 #pragma omp parallel num_threads(T)
 #endif
@@ -330,6 +341,14 @@ double glmm_batch_loglik(glmm_work *w, double *gb, double *gaux, double *gz)
 #define RANGE(FAM, LINK, ZI) range_loglik(w, lo, hi, FAM, LINK, ZI, &aux, g, gzt, G, &ll, &ga)
         SVIR_FAMILY_DISPATCH_ZI(m, RANGE)
 #undef RANGE
+        /* a folded term's gradient: the sum of its children's */
+        for (int f = 0; f < w->nfold; f++) {
+            const svir_term *tc = &m->terms[w->fold_into[f]];
+            double *Gp = G + m->terms[w->fold_term[f]].off_z;
+            const double *Gc = G + tc->off_z;
+            const int *map = w->fold_map[f];
+            for (int j = 0; j < tc->ngroups; j++) Gp[map[j]] += Gc[j];
+        }
         w->llt[tid] = ll;
         w->gauxt[tid] = ga;
     }

@@ -46,9 +46,75 @@ void glmm_work_free(glmm_work *w)
     free(w->Gt); free(w->gb); free(w->gbt); free(w->gauxt); free(w->llt); free(w->gzt); free(w->gz);
     free(w->dA); free(w->kap); free(w->cdwc); free(w->idx); free(w->goff); free(w->stamp); free(w->slot);
     free(w->pres_term); free(w->pres_group); free(w->pres_cnt); free(w->runs);
-    free(w->gcat); free(w->span_off); free(w->span_len);
+    free(w->gcat); free(w->span_off); free(w->span_len); free(w->bf);
+    for (int f = 0; f < w->nfold; f++) free(w->fold_map[f]);
     free(w->cns); free(w->coff); free(w->qoff); free(w->cS); free(w->ca); free(w->cK); free(w->comega);
     free(w->cref); free(w->beta_eff); free(w->cu); free(w->cw); free(w->cdw); free(w->cds);
+}
+
+/* Full batches of random intercepts: each term P in which a finer term C is
+ * nested (every group of C within one group of P; C the finest such term)
+ * is folded into C. The pass over the observations then reads b_C + b_P
+ * from one slot per row instead of two, and P's gradient is the sum of its
+ * children's (glmm_batch_loglik): one gather and one scatter fewer per
+ * row, and no chain of additions into a handful of P's groups. The same
+ * numbers up to the order of the sums. Returns nonzero when out of memory. */
+static int fold_init(glmm_work *w)
+{
+    const svir_glmm *m = w->m;
+    const int nt = w->nt_fast;
+    int order[SVIR_NT_ICPT_MAX], folded[SVIR_NT_ICPT_MAX] = {0};
+    for (int t = 0; t < nt; t++) order[t] = t;
+    for (int a = 1; a < nt; a++) /* by number of groups, coarsest first */
+        for (int b = a; b > 0 && m->terms[order[b]].ngroups < m->terms[order[b - 1]].ngroups; b--) {
+            const int tmp = order[b];
+            order[b] = order[b - 1];
+            order[b - 1] = tmp;
+        }
+    for (int a = 0; a < nt; a++) {
+        const int P = order[a];
+        const int *gP = m->terms[P].group;
+        int best = -1;
+        int *bmap = NULL;
+        for (int c = 0; c < nt; c++) {
+            const svir_term *tc = &m->terms[c];
+            if (c == P || folded[c] || tc->ngroups <= m->terms[P].ngroups) continue;
+            if (best >= 0 && tc->ngroups <= m->terms[best].ngroups) continue;
+            int *map = malloc(sizeof(int) * (size_t)tc->ngroups);
+            if (!map) {
+                free(bmap);
+                return 2;
+            }
+            for (int j = 0; j < tc->ngroups; j++) map[j] = -1;
+            int nested = 1;
+            for (ptrdiff_t i = 0; i < m->n && nested; i++) {
+                int *mj = &map[tc->group[i]];
+                if (*mj < 0) *mj = gP[i];
+                else nested = *mj == gP[i];
+            }
+            if (!nested) {
+                free(map);
+                continue;
+            }
+            for (int j = 0; j < tc->ngroups; j++) /* a group without rows: any parent */
+                if (map[j] < 0) map[j] = 0;
+            free(bmap);
+            bmap = map;
+            best = c;
+        }
+        if (best < 0) continue;
+        folded[P] = 1;
+        w->fold_term[w->nfold] = P;
+        w->fold_into[w->nfold] = best;
+        w->fold_map[w->nfold] = bmap;
+        w->nfold++;
+    }
+    if (w->nfold) {
+        w->bf = calloc((size_t)m->nz, sizeof(double));
+        if (!w->bf) return 2;
+        w->bobs = w->bf;
+    }
+    return 0;
 }
 
 int glmm_work_init(glmm_work *w, const svir_glmm *m, const svir_control *c)
@@ -120,17 +186,26 @@ int glmm_work_init(glmm_work *w, const svir_glmm *m, const svir_control *c)
     /* the intercepts' fast loops take no prior weights: a weighted model
      * takes the general loop (svir_loglik_obs_w weighs) */
     w->nt_fast = m->nz > INT_MAX || m->wt ? 0 : m->nt_icpt;
+    w->bobs = w->b;
     if (w->nt_fast && !fail) {
-        const int NT = w->nt_fast;
-        w->gcat = xcalloc((size_t)m->n * (size_t)NT, sizeof(int), &fail);
+        int keep[SVIR_NT_ICPT_MAX], NT = 0;
+        if (w->full && w->nt_fast > 1) fail = fold_init(w);
+        for (int t = 0; t < w->nt_fast; t++) {
+            int folded = 0;
+            for (int f = 0; f < w->nfold; f++) folded |= w->fold_term[f] == t;
+            if (!folded) keep[NT++] = t;
+        }
+        w->nt_fast = NT;
+        if (!fail) w->gcat = xcalloc((size_t)m->n * (size_t)NT, sizeof(int), &fail);
         int r0 = -1;
-        for (int t = 0; t < NT && w->runs && r0 < 0; t++)
-            if (w->runs[t]) r0 = t;
+        for (int k = 0; k < NT && w->runs && r0 < 0; k++)
+            if (w->runs[keep[k]]) r0 = k;
         w->nrun = r0 >= 0;
         if (w->gcat)
-            for (int t = 0, slot = 1; t < NT; t++) {
+            for (int k = 0, slot = 1; k < NT; k++) {
+                const int t = keep[k];
                 const int *grp = m->terms[t].group, o = (int)m->terms[t].off_z;
-                const int sl = t == r0 ? 0 : (r0 < 0 ? t : slot++);
+                const int sl = k == r0 ? 0 : (r0 < 0 ? k : slot++);
                 for (ptrdiff_t i = 0; i < m->n; i++) w->gcat[i * NT + sl] = o + grp[i];
             }
     }
@@ -288,8 +363,8 @@ static void back_q1(glmm_work *w, int t, double *lgrad, double invS, int stl)
  * (part of the ELBO's value, which here depends on theta); without stl its
  * gradients in m and log s are added there, not by svir_local_kl. */
 static double centred_group(glmm_work *w, const svir_term *tm, ptrdiff_t j, double wt,
-                            double sh, double kap, double invS, int stl, double *lgrad,
-                            double *dw, double *gsd)
+                            double sh, double kap, double lkap, double invS, int stl,
+                            double *lgrad, double *dw, double *gsd)
 {
     const double A = w->g.A[tm->off_qq], k2 = kap * kap, lam = tm->lambda;
     const ptrdiff_t pos = tm->off_z + j;
@@ -297,7 +372,7 @@ static double centred_group(glmm_work *w, const svir_term *tm, ptrdiff_t j, doub
     double *lg = lgrad + tm->off_loc + 2 * j;
     const double *lp = w->lpar_cur + tm->off_loc + 2 * j;
     const double mj = lp[0], s2 = ed * ed, dm = mj - sh, du0 = u - sh;
-    const double kl = 0.5 * k2 * (s2 + dm * dm) - 0.5 - lp[1] - log(kap);
+    const double kl = 0.5 * k2 * (s2 + dm * dm) - 0.5 - lp[1] - lkap;
     double du = w->scale * A * G;
     if (stl) {
         du += wt * (nz / ed - k2 * du0);
@@ -323,12 +398,12 @@ static double back_q1_centred(glmm_work *w, int t, double *lgrad, double invS, i
     const svir_glmm *m = w->m;
     const svir_term *tm = &m->terms[t];
     const int coupled = w->couple && w->cns[t] > 0 && w->cdwc;
-    const double sh = coupled ? w->cw[w->qoff[t]] : 0.0, kap = w->kap[t];
+    const double sh = coupled ? w->cw[w->qoff[t]] : 0.0, kap = w->kap[t], lkap = log(kap);
     double dA = 0.0, gsd = 0.0, kl = 0.0, dw = 0.0;
     if (w->full) {
         for (ptrdiff_t j = 0; j < tm->ngroups; j++) {
             dA += w->scale * w->Gt[tm->off_z + j] * w->z[tm->off_z + j];
-            kl += centred_group(w, tm, j, w->scale, sh, kap, invS, stl, lgrad, &dw, &gsd);
+            kl += centred_group(w, tm, j, w->scale, sh, kap, lkap, invS, stl, lgrad, &dw, &gsd);
         }
         w->dA[tm->off_qq] += dA; /* the minibatch's dA comes with the other terms' */
     } else {
@@ -336,7 +411,7 @@ static double back_q1_centred(glmm_work *w, int t, double *lgrad, double invS, i
             if (w->pres_term[k] != t) continue;
             const int j = w->pres_group[k];
             const double wt = w->scale * w->pres_cnt[k] / tm->nobs[j];
-            kl += centred_group(w, tm, j, wt, sh, kap, invS, stl, lgrad, &dw, &gsd);
+            kl += centred_group(w, tm, j, wt, sh, kap, lkap, invS, stl, lgrad, &dw, &gsd);
         }
     }
     w->gtheta[tm->off_sd] += gsd;

@@ -47,6 +47,15 @@ typedef struct {
     int *gcat;              /* [n x nt_fast] with nt_fast: observation i's position in b
                              * (off_z + group) for each term, side by side */
     int nrun;               /* 1: slot 0 of gcat holds a term with w->runs set */
+    /* full batches of random intercepts: a term in which another is nested
+     * (departments above instructors) leaves gcat; its effect is added to
+     * its child's per step (bf) and its gradient summed from the child's
+     * (glmm_fold_init, glmm_batch_loglik) */
+    int nfold;
+    int fold_term[SVIR_NT_ICPT_MAX], fold_into[SVIR_NT_ICPT_MAX];
+    int *fold_map[SVIR_NT_ICPT_MAX]; /* [ngroups of fold_into] the folded term's group */
+    double *bf;             /* [nz] b with the folded terms added to their children */
+    const double *bobs;     /* what the observations' pass reads: bf or b */
     double *tsplit;         /* the time split [SVIR_N_PHASES] estimate adds to (the driver's) */
     const double *lpar_cur; /* the local parameters of the estimate under way */
     /* partially centred terms (svir_term.lambda; back_q1_centred) */
