@@ -179,7 +179,18 @@ svir_check_real <- function(x, arg, lower = 0, upper = Inf) {
 #'   stays non-centred: its effects trade off against its children's mean,
 #'   which the guide's independent groups do not follow, and centring them
 #'   moved InstEval's sd(dept) by seed (`bench/centre.R`). Terms with more
-#'   than one column, QEM and the CUDA backend stay non-centred. [summary.svi_fit()] prints the choice.
+#'   than one column, QEM and the CUDA backend stay non-centred.
+#'   `"learn"` starts each such term at the rule's `lambda` (within 0.01
+#'   and 0.99) and learns it as Gorinova et al. do: at the end of every
+#'   window after the first, one step on `logit(lambda)` along the window's
+#'   mean gradient of the ELBO over its root mean square (at most 1), with
+#'   the guide's parameters moved so that each group's `q(b)` stays put;
+#'   `fit$centre` holds the learned values and `fit$centre_start` the start.
+#'   The ELBO is nearly flat in `lambda`, so the learned value wanders by
+#'   seed (on `bench/centre.R`'s data-rich case from 0.315 to between 0.25
+#'   and 0.73 for the data-poor term) while the variance components stay
+#'   where the rule puts them; hence `"auto"` is the default. Not with
+#'   `keep_path`. [summary.svi_fit()] prints the choice.
 #' @param progress Show a progress bar while fitting.
 #' @return An object of class `"svi_control"`: a list with the validated
 #'   values (integers for counts, `batch_size` `NULL` for full batches,
@@ -341,12 +352,14 @@ svir_as_control <- function(control) {
 }
 
 svir_check_centre <- function(centre) {
-  if (identical(centre, "auto") || identical(centre, "none")) return(centre)
+  if (identical(centre, "auto") || identical(centre, "none") || identical(centre, "learn")) {
+    return(centre)
+  }
   if (is.numeric(centre) && length(centre) == 1L && is.finite(centre) && centre >= 0 &&
       centre <= 1) {
     return(as.double(centre))
   }
-  cli::cli_abort(c("{.arg centre} must be {.val auto}, {.val none} or a number between 0 and 1.",
+  cli::cli_abort(c("{.arg centre} must be {.val auto}, {.val learn}, {.val none} or a number between 0 and 1.",
                    x = "You supplied {.code {deparse1(centre)}}."),
                  class = "svir_error", call = NULL)
 }

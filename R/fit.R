@@ -284,6 +284,8 @@ svir_run_warm <- function(job) {
   job$spec$init_mu <- em$mu
   job$spec$init_sd <- exp(em$omega)
   job$spec$init_loc <- em$lpar
+  # the locals are in the units of the lambda the mean-field fit learned
+  if (!is.null(em$centre)) job$spec$centre <- em$centre
   ef <- svir_run(job)
   ef$time <- ef$time + em$time
   ef$warm_start <- list(steps = em$steps, stop_reason = em$stop_reason, time = em$time)
@@ -354,6 +356,14 @@ svir_glmm_build <- function(formula, data, family, prior, guide, method, control
   if (method == "svi" && !identical(be$backend, "cuda")) {
     centre <- svir_centring(spec, info, control$centre)
     if (any(centre != 0)) spec$centre <- centre
+    if (any(centre != 0) && identical(control$centre, "learn")) {
+      if (control$keep_path > 0L) {
+        cli::cli_abort(c("{.code keep_path} is not available with {.code centre = \"learn\"}.",
+                         i = "The kept guides would be in the units of a lambda that moved; use {.code centre = \"auto\"}."),
+                       class = "svir_error", call = call)
+      }
+      spec$centre_learn <- 1L
+    }
   }
 
   user_window <- !is.null(control$eval_every)
@@ -382,6 +392,12 @@ svir_glmm_build <- function(formula, data, family, prior, guide, method, control
 # The svi_fit object of a GLMM from the engine's list.
 svir_glmm_finish <- function(engine, job) {
   svir_warn_stop(engine, job$control)
+  # a learned centring: the lambda the fit ended with (its start: centre_start)
+  if (!is.null(engine$centre)) {
+    job$spec$centre <- engine$centre
+    job$centre_start <- job$centre
+    job$centre <- engine$centre
+  }
   # the readers of the locals (svir_re_A) scale them by sd^-lambda
   if (!is.null(job$spec$centre)) {
     for (t in seq_along(job$info$re)) job$info$re[[t]]$centre <- job$spec$centre[t]
@@ -394,6 +410,7 @@ svir_glmm_finish <- function(engine, job) {
   fit$method_reason <- job$method_reason
   fit$qem_plan <- job$qem_plan
   fit$centre <- job$centre
+  fit$centre_start <- job$centre_start
   if (identical(job$method, "laplace")) {
     # importance-weighted draws of the whole posterior (R/laplace.R): the
     # separated coefficients' tails are in them, no grid is needed

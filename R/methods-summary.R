@@ -365,7 +365,9 @@ svir_centre_text <- function(object, method = object$method) {
   g <- vapply(object$re, `[[`, "", "grpvar")
   paste0("random effects partially centred, u = b / sd^(1 - lambda), lambda: ",
          paste(sprintf("%s %.2f", g, lam), collapse = ", "),
-         if (identical(object$control$centre, "auto")) " (each the median share of a level's precision from its data)" else " (given)")
+         if (identical(object$control$centre, "auto")) " (each the median share of a level's precision from its data)"
+         else if (identical(object$control$centre, "learn")) " (learned by the ELBO's gradient from the median share of a level's precision)"
+         else " (given)")
 }
 
 # QEM's tree for more than one grouping factor (svir_qem_plan() in R/fit.R),

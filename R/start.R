@@ -255,6 +255,9 @@ svir_warn_data <- function(spec, info, separation) {
 # least 1e-4. Terms with more than one column get 0. Returns a numeric
 # vector, one per term.
 svir_centring <- function(spec, info, setting, mom = NULL) {
+  # "learn": the rule's lambda, within [0.01, 0.99], starts the engine's
+  # learning (learn_centring() in src/models/glmm/glmm_svi.c)
+  learn <- identical(setting, "learn")
   nt <- length(spec$terms)
   q <- vapply(spec$terms, function(tm) ncol(tm$Z), 1L)
   lam <- numeric(nt)
@@ -273,6 +276,7 @@ svir_centring <- function(spec, info, setting, mom = NULL) {
     if (!is.null(mom$child[[t]]) || any(mom$nests[t, ])) next
     Ij <- mom$lv[[t]]$I
     lam[t] <- stats::median(Ij * mom$s2[t] / (1 + Ij * mom$s2[t]))
+    if (learn) lam[t] <- min(max(lam[t], 0.01), 0.99)
   }
   round(lam, 3)
 }

@@ -9,7 +9,11 @@
 #      sd(dept) against lmer;
 #   3. Salamanders (Poisson): fits with prior weights against fits to the
 #      replicated rows (they should agree), and the ELBO of the final guide
-#      (the mean log ratio of 4000 posterior draws).
+#      (the mean log ratio of 4000 posterior draws);
+#   4. the learned centring (centre = "learn") on case 1's data, from the
+#      rule's lambda and from three other starts (0.05, 0.5, 0.95 for both
+#      terms, set through the engine's spec): where lambda ends, sd(g2), and
+#      the last window's mean ELBO.
 # Usage (from the repository root, with svir installed):
 #   Rscript bench/centre.R [--lib=DIR] [--seeds=3] [--out=DIR]
 file_arg <- grep("^--file=", commandArgs(FALSE), value = TRUE)
@@ -38,10 +42,11 @@ d <- sim_datarich_1e4()
 ref <- as.data.frame(lme4::VarCorr(lme4::lmer(y ~ x + (1 | g1) + (1 | g2), d)))
 say("1. 10 x 1000 rows crossed with 2000 x 5: lmer sd(g2) %.3f; seeds %s", ref$sdcor[ref$grp == "g2"],
     paste(seeds, collapse = ", "))
-for (guide in c("meanfield", "fullrank")) for (cen in c("auto", "none")) {
+for (guide in c("meanfield", "fullrank")) for (cen in c("auto", "learn", "none")) {
   fs <- lapply(seeds, function(s) suppressWarnings(svi_fit(y ~ x + (1 | g1) + (1 | g2), d,
     method = "svi", guide = guide, seed = s, control = svi_control(centre = cen))))
-  say("   %-9s centre %-4s (lambda %s): sd(g2) %s", guide, cen, fmt(fs[[1]]$centre),
+  say("   %-9s centre %-5s (lambda %s): sd(g2) %s", guide, cen,
+      paste(vapply(fs, function(f) fmt(f$centre), ""), collapse = " / "),
       fmt(vapply(fs, sdc, 0, grp = "g2")))
 }
 
@@ -75,6 +80,23 @@ for (cen in c("auto", "none")) {
   lr <- f$engine$log_ratio
   say("   centre %-4s (lambda %s): weighted vs replicated max |d fixef| / se %s; ELBO %.2f (se %.2f)",
       cen, fmt(f$centre), fmt(dd), mean(lr), sd(lr) / sqrt(length(lr)))
+}
+
+# 4. the learned centring from other starts: the engine's spec directly (the
+# API starts it at the rule's lambda)
+ns <- asNamespace("svir")
+b <- ns$svir_build_spec(y ~ x + (1 | g1) + (1 | g2), d)
+say("4. centre = \"learn\" on case 1's data (mean-field) from given starts: lambda at the end; sd(g2) (exp of its guide mean); last window's mean ELBO")
+for (start in list(c(0.05, 0.05), c(0.5, 0.5), c(0.95, 0.95))) for (seed in seeds) {
+  sp <- b$spec
+  sp$init_mu <- ns$svir_init_mu(sp, b$info)
+  sp$centre <- start
+  sp$centre_learn <- 1L
+  e <- .Call(ns$C_svir_fit_r, sp, list(method = "svi", seed = seed, guide = "meanfield",
+                                       eval_every = 100L, num_particles = 1L, ndraws = 10L))
+  i2 <- which(b$info$layout$class == "sd")[2]
+  say("   start %s, seed %d: lambda %s; sd(g2) %.3f; ELBO %.2f", fmt(start), seed, fmt(e$centre),
+      exp(e$mu[i2]) * b$info$scaling$y_scale, tail(e$window_elbo, 1))
 }
 
 dir.create(a$out, showWarnings = FALSE, recursive = TRUE)

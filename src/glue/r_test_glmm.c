@@ -152,7 +152,8 @@ SEXP svir_loglik_block_r(SEXP spec, SEXP theta, SEXP zl)
 }
 
 /* svir_elbo_grad at vpar for `step` on the CPU, or its CUDA version
- * (svir_cuda_elbo_grad_host): list(elbo, grad) */
+ * (svir_cuda_elbo_grad_host): list(elbo, grad, glam), glam the learned
+ * centring's d ELBO / d lambda per term (CPU; 0 on the device) */
 static SEXP elbo_grad(SEXP spec, SEXP ctrl, SEXP vpar, SEXP step, int cuda)
 {
     svir_control c;
@@ -162,11 +163,13 @@ static SEXP elbo_grad(SEXP spec, SEXP ctrl, SEXP vpar, SEXP step, int cuda)
     if (TYPEOF(vpar) != REALSXP || Rf_xlength(vpar) != ng + m->nloc)
         Rf_error("svir internal error: vpar must be double of length %lld", (long long)(ng + m->nloc));
     SEXP grad = PROTECT(Rf_allocVector(REALSXP, ng + m->nloc));
+    SEXP glam = PROTECT(Rf_allocVector(REALSXP, m->nterms));
+    for (int t = 0; t < m->nterms; t++) REAL(glam)[t] = 0.0;
     double elbo = 0.0;
     char err[512];
     if (!cuda) {
-        if (svir_glmm_elbo_grad(m, &c, REAL(vpar), REAL(vpar) + ng, (long)Rf_asReal(step), &elbo,
-                           REAL(grad), err, sizeof err))
+        if (svir_glmm_elbo_grad_lam(m, &c, REAL(vpar), REAL(vpar) + ng, (long)Rf_asReal(step),
+                                    &elbo, REAL(grad), REAL(glam), err, sizeof err))
             Rf_error("svir: %s", err);
     } else {
 #ifdef SVIR_HAVE_CUDA
@@ -184,13 +187,14 @@ static SEXP elbo_grad(SEXP spec, SEXP ctrl, SEXP vpar, SEXP step, int cuda)
         Rf_error("svir was built without CUDA");
 #endif
     }
-    SEXP out = PROTECT(Rf_allocVector(VECSXP, 2));
-    SEXP nms = PROTECT(Rf_allocVector(STRSXP, 2));
+    SEXP out = PROTECT(Rf_allocVector(VECSXP, 3));
+    SEXP nms = PROTECT(Rf_allocVector(STRSXP, 3));
     svir_r_set(out, nms, 0, "elbo", Rf_ScalarReal(elbo));
     svir_r_set(out, nms, 1, "grad", grad);
+    svir_r_set(out, nms, 2, "glam", glam);
     Rf_setAttrib(out, R_NamesSymbol, nms);
     svir_r_model_done(hp);
-    UNPROTECT(4);
+    UNPROTECT(5);
     return out;
 }
 

@@ -125,3 +125,62 @@ test_that("a centred fit's ELBO is what its draws' log ratios average", {
                 control = svi_control(ndraws = 4000, centre = "none"))
   expect_gt(mean(lr), mean(fn$engine$log_ratio))
 })
+
+# svi_control(centre = "learn"): each centred term's lambda takes a step per
+# window on the ELBO's gradient (learn_centring() in glmm_svi.c)
+test_that("the ELBO's gradient in lambda matches finite differences", {
+  for (fam in list(gaussian(), poisson(), binomial())) {
+    d <- sim_glmm(fam$family, n_groups = 6, n_per = 8, crossed = 4, seed = 3)
+    sp <- svir:::svir_build_spec(y ~ x1 + (1 | g) + (1 | h), d, family = fam)$spec
+    sp$centre <- c(0.6, 0.3)
+    sp$centre_learn <- 1L
+    for (guide in c("meanfield", "fullrank")) for (couple in 0:1) for (bs in list(NULL, 5L)) {
+      ctrl <- list(guide = guide, seed = 7, threads = 1L, num_particles = 2L, stl = 0L,
+                   couple = couple, batch_size = bs)
+      v <- rand_vpar(sp, guide)
+      g <- .Call(C_svir_elbo_grad_r, sp, ctrl, v, 3)$glam
+      fd <- vapply(1:2, function(t) {
+        s1 <- s2 <- sp
+        s1$centre[t] <- s1$centre[t] + 1e-6
+        s2$centre[t] <- s2$centre[t] - 1e-6
+        (.Call(C_svir_elbo_grad_r, s1, ctrl, v, 3)$elbo -
+           .Call(C_svir_elbo_grad_r, s2, ctrl, v, 3)$elbo) / 2e-6
+      }, 0)
+      expect_lt(max(abs(fd - g)) / max(1, abs(g)), 1e-6,
+                label = paste(fam$family, guide, "couple", couple,
+                              if (is.null(bs)) "full batch" else "minibatch"))
+    }
+    # without learning the engine reports no gradient in lambda
+    sp$centre_learn <- NULL
+    ctrl <- list(guide = "meanfield", seed = 7, threads = 1L, num_particles = 2L, stl = 0L)
+    expect_identical(.Call(C_svir_elbo_grad_r, sp, ctrl, rand_vpar(sp, "meanfield"), 3)$glam,
+                     c(0, 0))
+  }
+})
+
+test_that("a learned centring moves lambda and keeps the fit where the rule puts it", {
+  d <- sim_datarich_1e4()
+  ref <- 0.265 # lmer's REML estimate (the test above)
+  for (seed in 1:2) {
+    f <- suppressWarnings(svi_fit(y ~ x + (1 | g1) + (1 | g2), d, method = "svi", seed = seed,
+                                  control = svi_control(centre = "learn")))
+    expect_identical(f$centre_start, c(0.315, 0.98))
+    expect_true(all(f$centre > 0 & f$centre < 1))
+    expect_gt(max(abs(f$centre - f$centre_start)), 0.01)
+    expect_lt(abs(as.data.frame(VarCorr(f))$sdcor[2] - ref) / (ref / sqrt(20)), 1)
+    expect_output(print(f), "learned by the ELBO's gradient", fixed = TRUE)
+  }
+  # the draws and the readers use the learned lambda: the same ELBO as the
+  # draws' log ratios average, and the rule's effects
+  s <- glmmTMB::Salamanders
+  fl <- svi_fit(count ~ mined + (1 | site), s, family = poisson(), method = "svi", seed = 1,
+                control = svi_control(ndraws = 4000, centre = "learn"))
+  lr <- fl$engine$log_ratio
+  expect_lt(abs(mean(tail(fl$elbo, 100)) - mean(lr)), 4 * sd(lr) / sqrt(length(lr)) + 0.3)
+  fa <- svi_fit(count ~ mined + (1 | site), s, family = poisson(), method = "svi", seed = 1)
+  sdb <- attr(ranef(fa, condVar = TRUE)$site, "postVar")^0.5
+  expect_lt(max(abs(ranef(fl)$site[, 1] - ranef(fa)$site[, 1]) / sdb), 0.5)
+  expect_error(svi_fit(count ~ mined + (1 | site), s, family = poisson(), method = "svi",
+                       control = svi_control(centre = "learn", keep_path = 10)),
+               "keep_path", class = "svir_error")
+})

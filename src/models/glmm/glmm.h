@@ -71,6 +71,9 @@ typedef struct {
     double wsum;            /* the sum of the prior weights (n without them) */
     /* the model's own settings */
     int couple;             /* the coupled guide (SVI; QEM's proposal) */
+    int centre_learn;       /* SVI learns the lambda of every partially centred term
+                             * (glmm_svi.c, learn_centring): the fit moves
+                             * terms[t].lambda, which then holds the learned value */
     const double *init_mu;  /* [D] or NULL: the globals' starting means */
     const double *init_sd;  /* [D] or NULL: the globals' starting sds (else init_scale) */
     const double *init_loc; /* [nloc] or NULL: the locals' starting parameters (a warm

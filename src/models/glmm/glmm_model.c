@@ -117,6 +117,9 @@ static int glmm_read(const svir_list *spec, const svir_list *ctrl, const svir_co
         m->terms[t].lambda = lam[t];
     }
     m->couple = svir_list_int(ctrl, "couple", 1) != 0;
+    m->centre_learn = svir_list_int(spec, "centre_learn", 0) != 0;
+    if (m->centre_learn && c->method != SVIR_METHOD_SVI)
+        return svir_err_set(e, 1, "svir internal error: centre_learn is for SVI");
     m->qem_direct = svir_list_int(ctrl, "qem_direct", 0);
     return e->status;
 }
@@ -194,6 +197,12 @@ static int glmm_outputs(const void *model, const svir_control *c, svir_result *r
         st = svir_out_copy(x, "omega", res->gpar + D, D, -1);
     }
     if (!st && c->keep_lpar) st = svir_out_copy(x, "lpar", res->lpar, m->nloc, -1);
+    if (!st && m->centre_learn) {
+        /* the learned partial centring of each term */
+        double *lam = svir_out_real(x, "centre", m->nterms, -1);
+        if (!lam) st = 2;
+        for (int t = 0; lam && t < m->nterms; t++) lam[t] = m->terms[t].lambda;
+    }
     if (!st) st = locals_out(m, res->lpar, 0, x, "m");
     if (!st) st = locals_out(m, res->lpar, 1, x, "C");
     svir_out *sh = st ? NULL : svir_out_list(x, "shift");

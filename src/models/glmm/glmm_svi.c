@@ -47,6 +47,7 @@ void glmm_work_free(glmm_work *w)
     free(w->dA); free(w->kap); free(w->cdwc); free(w->idx); free(w->goff); free(w->stamp); free(w->slot);
     free(w->pres_term); free(w->pres_group); free(w->pres_cnt); free(w->runs);
     free(w->gcat); free(w->span_off); free(w->span_len); free(w->bf);
+    free(w->lam_g); free(w->lam_kl); free(w->lam_sum); free(w->lam_sq);
     for (int f = 0; f < w->nfold; f++) free(w->fold_map[f]);
     free(w->cns); free(w->coff); free(w->qoff); free(w->cS); free(w->ca); free(w->cK); free(w->comega);
     free(w->cref); free(w->beta_eff); free(w->cu); free(w->cw); free(w->cdw); free(w->cds);
@@ -212,6 +213,13 @@ int glmm_work_init(glmm_work *w, const svir_glmm *m, const svir_control *c)
     if (!fail) fail = glmm_coupling_init(w);
     for (int t = 0; t < m->nterms; t++) w->ncentred += m->terms[t].lambda != 0.0;
     if (!fail && w->ncentred) w->cdwc = xcalloc((size_t)w->sumq + 1, sizeof(double), &fail);
+    if (!fail && m->centre_learn) {
+        const size_t nt = (size_t)m->nterms + 1;
+        w->lam_g = xcalloc(nt, sizeof(double), &fail);
+        w->lam_kl = xcalloc(nt, sizeof(double), &fail);
+        w->lam_sum = xcalloc(nt, sizeof(double), &fail);
+        w->lam_sq = xcalloc(nt, sizeof(double), &fail);
+    }
     if (!fail) {
         svir_coupling_view(&w->cp, w->couple, w->sumq, w->cns, w->coff, w->qoff, w->cS, w->ca,
                            w->cK, w->comega, w->cref);
@@ -364,7 +372,7 @@ static void back_q1(glmm_work *w, int t, double *lgrad, double invS, int stl)
  * gradients in m and log s are added there, not by svir_local_kl. */
 static double centred_group(glmm_work *w, const svir_term *tm, ptrdiff_t j, double wt,
                             double sh, double kap, double lkap, double invS, int stl,
-                            double *lgrad, double *dw, double *gsd)
+                            double *lgrad, double *dw, double *gsd, double *glam)
 {
     const double A = w->g.A[tm->off_qq], k2 = kap * kap, lam = tm->lambda;
     const ptrdiff_t pos = tm->off_z + j;
@@ -374,13 +382,19 @@ static double centred_group(glmm_work *w, const svir_term *tm, ptrdiff_t j, doub
     const double mj = lp[0], s2 = ed * ed, dm = mj - sh, du0 = u - sh;
     const double kl = 0.5 * k2 * (s2 + dm * dm) - 0.5 - lp[1] - lkap;
     double du = w->scale * A * G;
+    /* (learned centring) the KL's part of d/dlambda over log sd: with z =
+     * kap u - s / sd at fixed u and coupled shift s (in b's units), d z /
+     * dlambda = -log sd kap u, so d(log N(z) + log kap) / dlambda = log sd
+     * (z kap u - 1); its expectation under q(u) without stl */
     if (stl) {
         du += wt * (nz / ed - k2 * du0);
         *gsd += wt * lam * (k2 * du0 * du0 - 1.0);
         *dw += wt * k2 * du0;
+        *glam += wt * (k2 * du0 * u - 1.0);
     } else {
         *gsd += wt * lam * (k2 * (s2 + dm * dm) - 1.0);
         *dw += wt * k2 * dm;
+        *glam += wt * (k2 * (s2 + dm * dm + dm * sh) - 1.0);
         lg[0] -= invS * wt * k2 * dm;
         lg[1] -= invS * wt * (k2 * s2 - 1.0);
     }
@@ -399,11 +413,11 @@ static double back_q1_centred(glmm_work *w, int t, double *lgrad, double invS, i
     const svir_term *tm = &m->terms[t];
     const int coupled = w->couple && w->cns[t] > 0 && w->cdwc;
     const double sh = coupled ? w->cw[w->qoff[t]] : 0.0, kap = w->kap[t], lkap = log(kap);
-    double dA = 0.0, gsd = 0.0, kl = 0.0, dw = 0.0;
+    double dA = 0.0, gsd = 0.0, kl = 0.0, dw = 0.0, glam = 0.0;
     if (w->full) {
         for (ptrdiff_t j = 0; j < tm->ngroups; j++) {
             dA += w->scale * w->Gt[tm->off_z + j] * w->z[tm->off_z + j];
-            kl += centred_group(w, tm, j, w->scale, sh, kap, lkap, invS, stl, lgrad, &dw, &gsd);
+            kl += centred_group(w, tm, j, w->scale, sh, kap, lkap, invS, stl, lgrad, &dw, &gsd, &glam);
         }
         w->dA[tm->off_qq] += dA; /* the minibatch's dA comes with the other terms' */
     } else {
@@ -411,11 +425,12 @@ static double back_q1_centred(glmm_work *w, int t, double *lgrad, double invS, i
             if (w->pres_term[k] != t) continue;
             const int j = w->pres_group[k];
             const double wt = w->scale * w->pres_cnt[k] / tm->nobs[j];
-            kl += centred_group(w, tm, j, wt, sh, kap, lkap, invS, stl, lgrad, &dw, &gsd);
+            kl += centred_group(w, tm, j, wt, sh, kap, lkap, invS, stl, lgrad, &dw, &gsd, &glam);
         }
     }
     w->gtheta[tm->off_sd] += gsd;
     if (coupled) w->cdwc[w->qoff[t]] += dw;
+    if (w->lam_kl) w->lam_kl[t] = glam;
     return kl;
 }
 
@@ -455,6 +470,7 @@ double glmm_estimate(glmm_work *w, long step, const double *gpar, const double *
     }
 
     w->lpar_cur = lpar;
+    if (w->lam_g) memset(w->lam_g, 0, sizeof(double) * (size_t)m->nterms);
     for (int s = 0; s < S; s++) {
         glmm_draw_theta(w, gpar, SVIR_STREAM_GLOBAL, (uint64_t)step, (uint64_t)s * (uint64_t)D,
                    w->eps, w->theta);
@@ -543,6 +559,15 @@ double glmm_estimate(glmm_work *w, long step, const double *gpar, const double *
                 back_q1(w, t, lgrad, invS, stl);
             }
         }
+        /* learned centring: d/dlambda, with b = A_eff u - s and A_eff = sd^(1 -
+         * lambda), is log sd (KL part - A_eff dA), dA the likelihood's
+         * d/dA_eff (before the coupling adds its own) */
+        for (int t = 0; w->lam_g && t < m->nterms; t++) {
+            const svir_term *tm = &m->terms[t];
+            if (tm->lambda == 0.0) continue;
+            const double Ae = w->g.A[tm->off_qq], lsd = log(Ae) - log(w->kap[t]);
+            w->lam_g[t] += invS * lsd * (w->lam_kl[t] - Ae * w->dA[tm->off_qq]);
+        }
         if (w->couple) elbo += invS * glmm_coupling_backward(w, lpar, stl);
         /* a centred term's dA is in A_eff = sd^(1 - lambda) = sd kap, and
          * svir_backprop_A takes d/dA with A = sd: times (1 - lambda) kap */
@@ -576,6 +601,13 @@ double glmm_estimate(glmm_work *w, long step, const double *gpar, const double *
         kl += svir_local_kl(q, mj, Cp, w->ediag + tm->off_z + (ptrdiff_t)j * q, wt, gw, gm, gC);
     }
     elbo -= kl;
+    if (w->lam_g) {
+        for (int t = 0; t < m->nterms; t++) {
+            w->lam_sum[t] += w->lam_g[t];
+            w->lam_sq[t] += w->lam_g[t] * w->lam_g[t];
+        }
+        w->lam_n++;
+    }
     SVIR_LAP(SVIR_PHASE_BACKWARD);
 #undef SVIR_LAP
     return elbo;
@@ -616,6 +648,13 @@ int svir_glmm_elbo_grad(const svir_glmm *m, const svir_control *c, const double 
                    const double *lpar, long step, double *elbo, double *grad,
                    char *err, size_t errlen)
 {
+    return svir_glmm_elbo_grad_lam(m, c, gpar, lpar, step, elbo, grad, NULL, err, errlen);
+}
+
+int svir_glmm_elbo_grad_lam(const svir_glmm *m, const svir_control *c, const double *gpar,
+                            const double *lpar, long step, double *elbo, double *grad,
+                            double *glam, char *err, size_t errlen)
+{
     glmm_work w;
     if (glmm_work_init(&w, m, c)) {
         snprintf(err, errlen, "out of memory");
@@ -636,6 +675,7 @@ int svir_glmm_elbo_grad(const svir_glmm *m, const svir_control *c, const double 
     }
     if (!w.full) glmm_select_batch(&w, step);
     *elbo = glmm_estimate(&w, step, gpar, lpar, grad, grad + w.ngp);
+    for (int t = 0; glam && t < m->nterms; t++) glam[t] = w.lam_g ? w.lam_g[t] : 0.0;
     glmm_work_free(&w);
     return 0;
 }
@@ -685,10 +725,66 @@ static void ops_anchor(void *work, const double *gpar)
     glmm_coupling_update(work, gpar);
 }
 
+/* Learned centring (m->centre_learn): at the end of each window after the
+ * first, each partially centred term's lambda takes one step on eta =
+ * logit(lambda), 0.5 mean(g) / sqrt(mean(g^2)) with g the window's
+ * estimates of d ELBO / d lambda (a step that shrinks with their noise,
+ * at most 1), lambda kept in [0.005, 0.995]. The parameter sets are moved
+ * so that each group's q(b) stays the same at the set's mean sd: u_new - w_new =
+ * sd^(lambda_new - lambda_old) (u_old - w_old), w the coupled shift in u's
+ * units; log s gains (lambda_new - lambda_old) log sd. Returns 1 when a
+ * lambda moved. */
+static int learn_centring(glmm_work *w, int nsets, double *const *gpars, double *const *lpars)
+{
+    const svir_glmm *m = w->m;
+    if (!w->lam_g || w->lam_n == 0) return 0;
+    const long n = w->lam_n;
+    w->lam_n = 0;
+    int moved = 0;
+    for (int t = 0; t < m->nterms; t++) {
+        svir_term *tm = &m->terms[t];
+        const double gbar = w->lam_sum[t] / (double)n, ms = w->lam_sq[t] / (double)n;
+        w->lam_sum[t] = w->lam_sq[t] = 0.0;
+        if (w->lam_windows == 0 || tm->lambda == 0.0 || !(ms > 0.0)) continue;
+        double d = 5.0 * gbar / sqrt(ms);
+        d = d > 1.0 ? 1.0 : (d < -1.0 ? -1.0 : d);
+        const double l0 = tm->lambda, eta = log(l0 / (1.0 - l0)) + d;
+        double l1 = 1.0 / (1.0 + exp(-eta));
+        l1 = l1 < 0.005 ? 0.005 : (l1 > 0.995 ? 0.995 : l1);
+        if (fabs(l1 - l0) < 1e-9) continue;
+        const int coupled = w->couple && w->cns[t] > 0;
+        for (int i = 0; i < nsets; i++) {
+            double wold = 0.0, wnew = 0.0, lsd;
+            for (int k = 0; k < 2; k++) {
+                tm->lambda = k ? l1 : l0;
+                svir_unpack_globals(m, gpars[i], &w->g);
+                lsd = log(w->g.A[tm->off_qq]);
+                svir_centre_A(m, &w->g, w->kap);
+                if (coupled) {
+                    glmm_coupling_forward(w, gpars[i], &w->g, w->beta_eff, w->cu, w->cw);
+                    if (k) wnew = w->cw[w->qoff[t]];
+                    else wold = w->cw[w->qoff[t]];
+                }
+            }
+            const double f = exp((l1 - l0) * lsd);
+            double *lp = lpars[i] + tm->off_loc;
+            for (int j = 0; j < tm->ngroups; j++) {
+                lp[2 * j] = wnew + f * (lp[2 * j] - wold);
+                lp[2 * j + 1] += (l1 - l0) * lsd;
+            }
+        }
+        tm->lambda = l1;
+        moved = 1;
+    }
+    w->lam_windows++;
+    return moved;
+}
+
 static int ops_reanchor(void *work, const double *src, int nsets, double *const *gpars,
                         double *const *lpars)
 {
-    return glmm_coupling_reanchor(work, src, nsets, gpars, lpars);
+    const int moved = glmm_coupling_reanchor(work, src, nsets, gpars, lpars);
+    return learn_centring(work, nsets, gpars, lpars) || moved;
 }
 
 static void ops_batch(void *work, long step, ptrdiff_t *nspans, const ptrdiff_t **off,

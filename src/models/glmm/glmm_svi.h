@@ -37,6 +37,11 @@ void svir_glmm_init_params(const svir_glmm *m, const svir_control *c, double *gp
 int svir_glmm_elbo_grad(const svir_glmm *m, const svir_control *c, const double *gpar,
                         const double *lpar, long step, double *elbo, double *grad, char *err,
                         size_t errlen);
+/* The same, and glam [nterms] (may be NULL): d ELBO / d lambda of each
+ * partially centred term when m->centre_learn (else 0), for the tests. */
+int svir_glmm_elbo_grad_lam(const svir_glmm *m, const svir_control *c, const double *gpar,
+                            const double *lpar, long step, double *elbo, double *grad,
+                            double *glam, char *err, size_t errlen);
 
 /* The coupled guide's constants of (m, c) with the reference point ref [D]
  * (NULL: zeros), as the ELBO estimate sets them, in arrays owned by out

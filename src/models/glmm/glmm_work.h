@@ -62,6 +62,11 @@ typedef struct {
     int ncentred;
     double *kap;            /* [nterms] sd^-lambda at the current draw */
     double *cdwc;           /* [sum q] their d objective / d w, for the coupling */
+    /* learned centring (m->centre_learn; learn_centring in glmm_svi.c) */
+    double *lam_g;          /* [nterms] d ELBO / d lambda of the last estimate */
+    double *lam_kl;         /* [nterms] workspace: the KL's part of it, per draw */
+    double *lam_sum, *lam_sq; /* [nterms] the window's sums of lam_g and its square */
+    long lam_n, lam_windows;
     double tsplit_own[SVIR_N_PHASES];
     ptrdiff_t *span_off, *span_len; /* [ngroups_total] the present groups' local blocks */
     /* coupled guide (see coupling_forward) */
