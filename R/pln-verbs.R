@@ -138,8 +138,13 @@ vcov.svi_pln <- function(object, ...) {
                      i = "It is {.code kronecker(sigma(fit), fit$XtXinv)}; {.fn confint} gives the intervals."),
                    class = "svir_error", call = NULL)
   }
-  V <- kronecker(svir_pln_Sigma(object), object$XtXinv)
   nm <- paste(rep(rownames(B), ncol(B)), rep(colnames(B), each = nrow(B)), sep = ":")
+  if (!is.null(object$mcmc)) {
+    # pln_mcmc(): the draws' covariance, in the same order (column by column)
+    V <- stats::cov(matrix(object$mcmc$B, dim(object$mcmc$B)[1]))
+  } else {
+    V <- kronecker(svir_pln_Sigma(object), object$XtXinv)
+  }
   dimnames(V) <- list(nm, nm)
   V
 }

@@ -24,6 +24,9 @@ extern SEXP svir_lap_is_r(SEXP spec, SEXP mode, SEXP u0, SEXP Lp, SEXP nu, SEXP 
 extern SEXP svir_tree_bound_r(SEXP spec, SEXP control, SEXP gpar, SEXP lpar, SEXP anchor,
                               SEXP K, SEXP reps);
 
+/* the Poisson-lognormal model's posterior by MCMC (glue/r_mcmc.c) */
+extern SEXP svir_pln_mcmc_r(SEXP Y, SEXP X, SEXP O, SEXP Z, SEXP B, SEXP Sigma, SEXP set);
+
 /* ---- test-only entry points (glue/r_test*.c) ----------------------------- */
 extern SEXP svir_codes_r(void);
 extern SEXP svir_glmm_pairs_r(void);
@@ -70,6 +73,7 @@ static const R_CallMethodDef call_methods[] = {
     VERB(svir_logdensity_r, 3),
     VERB(svir_lap_logf_r, 3),
     VERB(svir_lap_integrated_r, 1),
+    VERB(svir_pln_mcmc_r, 7),
     VERB(svir_loglik_block_r, 3),
     VERB(svir_elbo_grad_r, 4),
     VERB(svir_cuda_elbo_grad_r, 4),

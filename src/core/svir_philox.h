@@ -55,6 +55,8 @@
                                    * sampler (step = draw, pair = obs * 64 + try) */
 #define SVIR_STREAM_PLN_FACTORS 11 /* PLN QEM: the rows' factors u_i */
 #define SVIR_STREAM_PLN_ENTRIES 12 /* PLN QEM: the entries' effects e_ij */
+#define SVIR_STREAM_PLN_MCMC 13   /* PLN MCMC (pln_gibbs.c): normals, step = iteration */
+#define SVIR_STREAM_PLN_MCMC_U 14 /* the same: uniforms */
 
 #define SVIR_PHILOX_M0 0xD2511F53u
 #define SVIR_PHILOX_M1 0xCD9E8D57u

@@ -30,3 +30,79 @@ test_that("pln(globals = 'bayes') is close to NUTS on the mites", {
   r <- pln_sigma_posterior(f)$sd / ref$Sigma_sd
   expect_true(all(r > 0.15 & r < 1))
 })
+
+# pln_mcmc(): the exact posterior by Metropolis within Gibbs
+# (src/models/pln/pln_gibbs.c). bench/pln_mcmc.R runs it with three seeds
+# against the same reference.
+test_that("pln_mcmc() matches NUTS on the mites", {
+  skip_if_not_installed("vegan")
+  skip_if_not_installed("posterior")
+  ref <- readRDS(system.file("extdata", "pln-mite-nuts.rds", package = "svir"))
+  d <- svir:::svir_mite15()
+  f <- svi_fit(Y ~ water + offset(lib), d, family = pln(globals = "bayes"))
+  fm <- suppressWarnings(pln_mcmc(f, iter = 20000, seed = 1))
+  zB <- (coef(fm) - ref$B_mean) / ref$B_sd
+  zS <- (diag(sigma(fm)) - ref$Sigma_mean) / ref$Sigma_sd
+  # the issue's bars: 0.5 NUTS sds on B, 1 on Sigma's diagonal, for every species
+  expect_lt(max(abs(zB)), 0.5)
+  expect_lt(max(abs(zS)), 1)
+  # and the spread: posterior sds within 0.7 to 1.4 of NUTS's
+  rB <- apply(fm$mcmc$B, c(2, 3), sd) / ref$B_sd
+  rS <- pln_sigma_posterior(fm)$sd / ref$Sigma_sd
+  expect_true(all(rB > 0.7 & rB < 1.4))
+  expect_true(all(rS > 0.7 & rS < 1.4))
+  expect_gt(fm$mcmc$accept[["rows"]], 0.5)
+  # the verbs read the draws
+  ci <- confint(fm)
+  expect_equal(unname(ci["water:LCIL", ]),
+               unname(quantile(fm$mcmc$B[, "water", "LCIL"], c(0.025, 0.975))))
+  expect_equal(sqrt(diag(vcov(fm)))[["water:LCIL"]], sd(fm$mcmc$B[, "water", "LCIL"]))
+  expect_output(print(fm), "from MCMC (pln_mcmc)", fixed = TRUE)
+})
+
+test_that("pln_mcmc()'s conjugate step gives the known posterior when the counts pin the latent layer", {
+  # counts of about e^9 fix Z to within 1%: the posterior of (B, Sigma) is then
+  # the conjugate one given Z = log(Y) - offset, E[Sigma] = (I + R'R) / (nu0 +
+  # n - d - p - 1) and E[B] the least-squares fit
+  set.seed(5)
+  n <- 150
+  p <- 3
+  x <- rnorm(n)
+  S <- matrix(c(0.5, 0.2, 0.1, 0.2, 0.4, -0.1, 0.1, -0.1, 0.3), 3)
+  Z <- cbind(1, x) %*% rbind(c(9, 9.5, 8.5), c(0.3, -0.2, 0.1)) + matrix(rnorm(n * p), n) %*% chol(S)
+  d <- data.frame(x = x)
+  d$Y <- matrix(rpois(n * p, exp(Z)), n)
+  f <- svi_fit(Y ~ x, d, family = pln(globals = "bayes"))
+  fm <- pln_mcmc(f, iter = 4000, seed = 2)
+  Zh <- log(d$Y)
+  X <- cbind(1, x)
+  Bh <- solve(crossprod(X), crossprod(X, Zh))
+  R <- Zh - X %*% Bh
+  ES <- (diag(p) + crossprod(R)) / (p + 1 + n - 2 - p - 1)
+  expect_lt(max(abs(coef(fm) - Bh)), 0.02)
+  expect_lt(max(abs(sigma(fm) - ES) / sqrt(diag(ES) %o% diag(ES))), 0.05)
+  # the posterior sd of Sigma_11 under the inverse-Wishart (nu, Psi):
+  # sqrt(2 Psi_11^2 / ((nu - p - 1)^2 (nu - p - 3)))
+  nu <- p + 1 + n - 2
+  Psi <- diag(p) + crossprod(R)
+  sd11 <- sqrt(2 * Psi[1, 1]^2 / ((nu - p - 1)^2 * (nu - p - 3)))
+  expect_equal(sd(fm$mcmc$Sigma[, 1, 1]), sd11, tolerance = 0.15)
+})
+
+test_that("pln_mcmc() refuses what it does not sample, naming the fix", {
+  set.seed(6)
+  d <- data.frame(x = rnorm(40))
+  d$Y <- matrix(rpois(120, exp(1 + 0.2 * d$x)), 40)
+  fp <- svi_fit(Y ~ x, d, family = pln())
+  expect_error(pln_mcmc(fp), "globals = \"bayes\"", class = "svir_error")
+  fd <- svi_fit(Y ~ x, d, family = pln(covariance = "diagonal", globals = "bayes"))
+  expect_error(pln_mcmc(fd), "full covariance", class = "svir_error")
+  fb <- svi_fit(Y ~ x, d, family = pln(globals = "bayes"))
+  expect_error(pln_mcmc(fb, iter = 100, warmup = 100), "warmup", class = "svir_error")
+  expect_error(pln_mcmc(fb, tau = -1), "tau", class = "svir_error")
+  expect_error(pln_mcmc(lm(x ~ 1, d)), "pln", class = "svir_error")
+  # the same seed, the same draws
+  a <- suppressWarnings(pln_mcmc(fb, iter = 200, seed = 3, ndraws = 50))
+  b <- suppressWarnings(pln_mcmc(fb, iter = 200, seed = 3, ndraws = 50))
+  expect_identical(a$mcmc$B, b$mcmc$B)
+})
