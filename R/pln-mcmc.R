@@ -13,10 +13,11 @@
 #'   its conditional (Newton's method from the current row);
 #' * `Sigma` and `B` given `Z`, exactly (inverse-Wishart, then matrix
 #'   normal);
-#' * per column, two moves along the ridges between the latent column and
-#'   the globals that slow such samplers where counts are rare: the shift
-#'   of the column with its intercept (drawn exactly) and the scale of its
-#'   residuals with `Sigma`'s row and column (random-walk Metropolis).
+#' * per column, moves along the ridges between the latent column and the
+#'   globals that slow such samplers where counts are rare: the shift of
+#'   the column with its intercept (drawn exactly), its shift along each
+#'   other covariate with that coefficient, and the scale of its residuals
+#'   with `Sigma`'s row and column (random-walk Metropolis).
 #'
 #' The sampler runs in C on one thread (about 0.5 ms an iteration for 70
 #' rows and 15 columns on the machine of `bench/README.md`). The fit's
@@ -30,9 +31,10 @@
 #'   covariance, no `rank` and no minibatches.
 #' @param iter Iterations, warm-up included. On vegan's mites (70 rows, 15
 #'   columns; `bench/pln_mcmc.R`) 20000 gave a smallest effective sample
-#'   size of 33 to 43 over the 1000 draws kept, in about 10 s, and 40000
-#'   one of 43 to 80 (NUTS: 861 in 361 s); a warning says when it is under
-#'   100.
+#'   size of 51 to 63 over the 1000 draws kept, in about 10 s, and 40000
+#'   one of 78 and 107 in two runs and 11 in a third, whose chain wandered
+#'   in a rare species' variance (NUTS: 861 in 361 s); a warning says when
+#'   it is under 100.
 #' @param warmup Iterations discarded at the start (a quarter by default).
 #' @param ndraws Draws kept (evenly thinned from the rest), at most
 #'   `iter - warmup`.
@@ -117,7 +119,7 @@ pln_mcmc <- function(object, iter = 20000L, warmup = NULL, ndraws = 1000L, seed 
   fit$coefficients[] <- apply(Bd, c(2, 3), mean)
   fit$sigma <- apply(Sd, c(2, 3), mean)
   dimnames(fit$sigma) <- dimnames(S0)
-  fit$mcmc <- list(B = Bd, Sigma = Sd, accept = stats::setNames(out$accept, c("rows", "scale")),
+  fit$mcmc <- list(B = Bd, Sigma = Sd, accept = stats::setNames(out$accept, c("rows", "scale", "shift")),
                    iter = iter, warmup = warmup, thin = thin, seed = seed, tau = tau,
                    time = secs, ess_min = if (is.null(ess)) NA_real_ else min(ess),
                    rhat_max = if (is.null(rhat)) NA_real_ else max(rhat), ess = ess, rhat = rhat)

@@ -17,7 +17,7 @@ static void check_real(SEXP x, R_xlen_t len, const char *what)
 /* Y, O [n x p], X [n x d], Z [n x p], B [d x p], Sigma [p x p] (doubles);
  * set: list(nu0, s0, icpt (0-based, -1 none), tau, iter, warmup, thin,
  * seed). Returns list(B = [ndraw x d p], Sigma = [ndraw x p p], Z, B_last,
- * Sigma_last, accept = c(rows, scale)). */
+ * Sigma_last, accept = c(rows, scale, shift)). */
 SEXP svir_pln_mcmc_r(SEXP Y, SEXP X, SEXP O, SEXP Z, SEXP B, SEXP Sigma, SEXP set)
 {
     if (!Rf_isMatrix(Y) || !Rf_isMatrix(X)) Rf_error("svir internal error: Y and X must be matrices");
@@ -50,7 +50,7 @@ SEXP svir_pln_mcmc_r(SEXP Y, SEXP X, SEXP O, SEXP Z, SEXP B, SEXP Sigma, SEXP se
     SEXP So = PROTECT(Rf_duplicate(Sigma));
     SEXP Bd = PROTECT(Rf_allocMatrix(REALSXP, (int)ndraw, d * p));
     SEXP Sd = PROTECT(Rf_allocMatrix(REALSXP, (int)ndraw, p * p));
-    SEXP acc = PROTECT(Rf_allocVector(REALSXP, 2));
+    SEXP acc = PROTECT(Rf_allocVector(REALSXP, 3));
     char err[256] = "";
     const int st = svir_pln_mcmc(&dat, REAL(Zo), REAL(Bo), REAL(So), iter, warmup, thin,
                                  (uint64_t)seed, REAL(Bd), REAL(Sd), REAL(acc), err, sizeof err);

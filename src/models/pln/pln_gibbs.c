@@ -147,8 +147,10 @@ int svir_pln_mcmc(const svir_pln_mcmc_data *dat, double *Z, double *B, double *S
     double *r = malloc(sizeof(double) * (size_t)p), *res = malloc(sizeof(double) * (size_t)n);
     double *Ysum = malloc(sizeof(double) * (size_t)p), *N = malloc(sizeof(double) * (size_t)d * p);
     double *omd = malloc(sizeof(double) * (size_t)p);
+    double *xstep = malloc(sizeof(double) * ((size_t)d * p + 1));
     if (!Om || !L || !H || !LH || !A || !T || !S || !col || !mu || !Bh || !G || !XtX || !P ||
-        !XtXi || !yi || !oi || !zc || !zn || !mi || !g || !r || !res || !Ysum || !N || !omd) {
+        !XtXi || !yi || !oi || !zc || !zn || !mi || !g || !r || !res || !Ysum || !N || !omd ||
+        !xstep) {
         snprintf(err, errlen, "out of memory");
         st = 2;
         goto done;
@@ -178,7 +180,7 @@ int svir_pln_mcmc(const svir_pln_mcmc_data *dat, double *Z, double *B, double *S
     }
     rng_t rg;
     svir_philox_key(seed, rg.key);
-    long nacc = 0, nscale = 0, nscale_acc = 0, kept = 0;
+    long nacc = 0, nscale = 0, nscale_acc = 0, nshift = 0, nshift_acc = 0, kept = 0;
     const double nu = dat->nu0 + n - d;
     for (long it = 0; it < iter; it++) {
         if ((it & 15) == 0 && svir_poll()) {
@@ -317,6 +319,30 @@ int svir_pln_mcmc(const svir_pln_mcmc_data *dat, double *Z, double *B, double *S
                 for (int i = 0; i < n; i++) zj[i] += sh;
                 B[dat->icpt + (size_t)j * d] += sh;
             }
+            /* the shift along each other covariate k: Z_.j + delta X_.k with
+             * B_kj + delta, random-walk MH with the step fixed at the start */
+            for (int k = 0; k < d; k++) {
+                if (k == dat->icpt) continue;
+                const double *xk = dat->X + (size_t)k * n;
+                double *stp = &xstep[k + (size_t)j * d];
+                if (it == 0) {
+                    double h = 0.0;
+                    for (int i = 0; i < n; i++) h += xk[i] * xk[i] * exp(oj[i] + zj[i]);
+                    *stp = 2.4 / sqrt(h + 1e-8);
+                }
+                const double dl = *stp * rnorm1(&rg);
+                double la = 0.0;
+                for (int i = 0; i < n; i++) {
+                    const double e = exp(oj[i] + zj[i]);
+                    la += yj[i] * xk[i] * dl - e * (exp(dl * xk[i]) - 1.0);
+                }
+                nshift++;
+                if (log(runif1(&rg)) < la) {
+                    for (int i = 0; i < n; i++) zj[i] += dl * xk[i];
+                    B[k + (size_t)j * d] += dl;
+                    nshift_acc++;
+                }
+            }
             if (dat->tau > 0.0) {
                 const double lc = dat->tau * rnorm1(&rg), c = exp(lc);
                 double la = -dat->nu0 * lc - 0.5 * dat->s0 * omd[j] * (1.0 / (c * c) - 1.0);
@@ -347,10 +373,11 @@ int svir_pln_mcmc(const svir_pln_mcmc_data *dat, double *Z, double *B, double *S
     }
     acc[0] = iter > 0 ? (double)nacc / ((double)iter * n) : 0.0;
     acc[1] = nscale > 0 ? (double)nscale_acc / (double)nscale : 0.0;
+    acc[2] = nshift > 0 ? (double)nshift_acc / (double)nshift : 0.0;
 done:
     free(Om); free(L); free(H); free(LH); free(A); free(T); free(S); free(col); free(mu);
     free(Bh); free(G); free(XtX); free(P); free(XtXi); free(yi); free(oi); free(zc); free(zn);
-    free(mi); free(g); free(r); free(res); free(Ysum); free(N); free(omd);
+    free(mi); free(g); free(r); free(res); free(Ysum); free(N); free(omd); free(xstep);
     return st;
 #undef FAIL
 }

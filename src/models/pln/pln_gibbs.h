@@ -10,12 +10,14 @@
  *   2. (B, Sigma) | Z exactly: Sigma ~ inverse-Wishart(nu0 + n - d, s0 I +
  *      R'R) with R the least-squares residuals of Z on X, then B | Sigma
  *      matrix normal(B^, (X'X)^-1, Sigma);
- *   3. per column j, two moves along the ridges between the latent column
- *      and the globals, each leaving the joint posterior invariant: the
- *      shift of Z_.j with the intercept B_0j (drawn exactly: exp(shift) ~
- *      Gamma(sum_i y_ij, sum_i exp(o_ij + z_ij))), and the scale of Z_.j's
- *      residuals with Sigma's row and column j (random-walk MH on the log
- *      scale, step tau).
+ *   3. per column j, moves along the ridges between the latent column and
+ *      the globals, each leaving the joint posterior invariant: the shift
+ *      of Z_.j with the intercept B_0j (drawn exactly: exp(shift) ~
+ *      Gamma(sum_i y_ij, sum_i exp(o_ij + z_ij))); the shift of Z_.j along
+ *      each other covariate X_.k with B_kj (random-walk MH, step 2.4 over
+ *      the square root of the curvature at the start); and the scale of
+ *      Z_.j's residuals with Sigma's row and column j (random-walk MH on
+ *      the log scale, step tau).
  * Random numbers: Philox (core/svir_philox.h), streams
  * SVIR_STREAM_PLN_MCMC and SVIR_STREAM_PLN_MCMC_U, step = iteration. */
 #ifndef SVIR_PLN_GIBBS_H
@@ -38,7 +40,8 @@ typedef struct {
  * column-major, updated in place to the last state; after `warmup` of them
  * keeps every `thin`-th state: Bd [ndraw x (d p)] and Sd [ndraw x (p p)]
  * (draw k's entries at k, k + ndraw, ...), ndraw = (iter - warmup) / thin.
- * acc[0]: the rows' acceptance rate, acc[1]: the scale moves'. Returns 0,
+ * acc[0]: the rows' acceptance rate, acc[1]: the scale moves', acc[2]: the
+ * covariate shifts'. Returns 0,
  * 1 (bad input or a matrix that is not positive definite, message in err),
  * 2 (out of memory) or SVIR_INTERRUPTED. */
 int svir_pln_mcmc(const svir_pln_mcmc_data *dat, double *Z, double *B, double *Sigma, long iter,
