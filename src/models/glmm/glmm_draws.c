@@ -112,13 +112,11 @@ int glmm_final_draws(glmm_work *w, const double *gpar, const double *lpar, svir_
                             logq += svir_local_draw(q, lpar + tm->off_loc + (ptrdiff_t)j * svir_local_block(q),
                                                     noise + pos, edf + pos, z + pos);
                             for (int r = 0; r < q; r++) z[pos + r] -= cw[w->qoff[t] + r];
-                            if (tm->lambda != 0.0) {
-                                /* z = kap (u - w), kap = sd^-lambda (back_q1_centred):
-                                 * log q(z | theta) = log q(u) - log kap */
-                                z[pos] *= kapd[t];
-                                logq -= log(kapd[t]);
-                            }
+                            /* z = kap (u - w), kap = sd^-lambda (back_q1_centred) */
+                            if (tm->lambda != 0.0) z[pos] *= kapd[t];
                         }
+                        /* log q(z | theta) = log q(u) - log kap, for each group */
+                        if (tm->lambda != 0.0) logq -= (double)tm->ngroups * log(kapd[t]);
                     }
                     if (w->ncentred) svir_uncentre_A(m, &g, kapd);
                     /* log p(theta) + log N(z; 0, I) - log q */
