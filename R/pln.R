@@ -96,7 +96,7 @@
 #' posterior sds of the variances are narrower than NUTS's (ratios 0.2 to
 #' 0.9), those of `B` too (0.3 to 0.9): read the intervals as too narrow
 #' for rare columns. [pln_mcmc()] samples the exact posterior from such a
-#' fit (tens of seconds on the mites, against NUTS's six minutes), after
+#' fit (about ten seconds on the mites, against NUTS's six minutes), after
 #' which `coef()`, `sigma()`, `vcov()`, `confint()` and
 #' [pln_sigma_posterior()] come from its draws.
 #'
@@ -344,9 +344,9 @@ print.svi_pln <- function(x, ...) {
               x$n, x$p, if (qem) "log P-hat" else "ELBO", x$elbo, how, x$stop_reason, x$time))
   if (!is.null(x$mcmc)) {
     mc <- x$mcmc
-    cat(sprintf("  B and Sigma from MCMC (pln_mcmc): %d iterations (%d warm-up), %d draws, acceptance %.2f (rows) and %.2f (scale moves); smallest ESS %.0f, largest R-hat %.3f; %.1f s\n",
-                mc$iter, mc$warmup, dim(mc$B)[1], mc$accept[["rows"]], mc$accept[["scale"]],
-                mc$ess_min, mc$rhat_max, mc$time))
+    cat(sprintf("  B and Sigma from MCMC (pln_mcmc): %d chains of %d iterations (%d warm-up), %d draws, acceptance %.2f (rows) and %.2f (scale moves); smallest ESS %.0f, largest R-hat %.3f; %.1f s\n",
+                mc$chains, mc$iter, mc$warmup, dim(mc$B)[1], mc$accept[["rows"]],
+                mc$accept[["scale"]], mc$ess_min, mc$rhat_max, mc$time))
   }
   cat("Coefficients (first columns):\n")
   print(signif(x$coefficients[, seq_len(min(6L, x$p)), drop = FALSE], 4))

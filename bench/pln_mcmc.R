@@ -9,15 +9,17 @@
 # (svir's posterior mean - NUTS's) / NUTS's sd, for B and for Sigma's
 # diagonal (the issue's bars: 0.5 and 1); the range of the posterior sds
 # over NUTS's; the acceptance rates; the smallest bulk ESS and the largest
-# R-hat over B and diag(Sigma) (posterior package, 1000 draws kept); the
-# sampler's time. The variational fit it starts from, for comparison.
+# R-hat over B and diag(Sigma) (posterior package, over the chains, 1000
+# draws kept in all); the sampler's time (wall). The variational fit it starts from, for comparison.
 # Usage (from the repository root, with svir installed):
-#   Rscript bench/pln_mcmc.R [--lib=DIR] [--seeds=3] [--iter=20000,40000] [--out=DIR]
+#   Rscript bench/pln_mcmc.R [--lib=DIR] [--seeds=3] [--iter=5000,10000] [--out=DIR]
+# (iterations per chain; pln_mcmc()'s default 4 chains, one thread each
+# within OpenMP's limit: two on this machine)
 file_arg <- grep("^--file=", commandArgs(FALSE), value = TRUE)
 here <- if (length(file_arg)) dirname(normalizePath(sub("^--file=", "", file_arg[1]))) else "bench"
 source(file.path(here, "args.R"))
-a <- bench_args("usage: Rscript bench/pln_mcmc.R [--lib=DIR] [--seeds=3] [--iter=20000,40000] [--out=DIR]",
-                c(lib = "", seeds = "3", iter = "20000,40000", out = file.path(here, "results")))
+a <- bench_args("usage: Rscript bench/pln_mcmc.R [--lib=DIR] [--seeds=3] [--iter=5000,10000] [--out=DIR]",
+                c(lib = "", seeds = "3", iter = "5000,10000", out = file.path(here, "results")))
 if (nzchar(a$lib)) .libPaths(c(normalizePath(a$lib), .libPaths()))
 suppressPackageStartupMessages(library(svir))
 ref <- readRDS(system.file("extdata", "pln-mite-nuts.rds", package = "svir"))
@@ -40,12 +42,13 @@ sdB <- sqrt(outer(diag(f$XtXinv), diag(sigma(f))))
 row("variational (pln(globals = \"bayes\"))", coef(f), diag(sigma(f)), sdB, pln_sigma_posterior(f)$sd,
     sprintf("%.2f s", f$time))
 for (it in as.integer(strsplit(a$iter, ",")[[1]])) for (seed in seq_len(as.integer(a$seeds))) {
-  fm <- suppressWarnings(pln_mcmc(f, iter = it, seed = seed))
+  fm <- suppressWarnings(pln_mcmc(f, iter = it, seed = seed, progress = FALSE))
   mc <- fm$mcmc
-  row(sprintf("pln_mcmc, iter %d, seed %d", it, seed), coef(fm), diag(sigma(fm)),
+  row(sprintf("pln_mcmc, %d chains x %d iterations, seed %d", mc$chains, it, seed), coef(fm), diag(sigma(fm)),
       apply(mc$B, c(2, 3), sd), pln_sigma_posterior(fm)$sd,
-      sprintf("%.1f s; acceptance %.2f rows, %.2f scale moves; smallest ESS %.0f, largest R-hat %.3f",
-              mc$time, mc$accept[["rows"]], mc$accept[["scale"]], mc$ess_min, mc$rhat_max))
+      sprintf("%.1f s; acceptance %.2f rows, %.2f scale moves, %.2f covariate shifts; smallest ESS %.0f, largest R-hat %.3f",
+              mc$time, mc$accept[["rows"]], mc$accept[["scale"]], mc$accept[["shift"]], mc$ess_min,
+              mc$rhat_max))
 }
 say("")
 say("NUTS reference: %d chains x %d iterations after %d warm-up, %.0f s, smallest bulk ESS %.0f, largest R-hat %.3f.",

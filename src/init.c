@@ -25,7 +25,8 @@ extern SEXP svir_tree_bound_r(SEXP spec, SEXP control, SEXP gpar, SEXP lpar, SEX
                               SEXP K, SEXP reps);
 
 /* the Poisson-lognormal model's posterior by MCMC (glue/r_mcmc.c) */
-extern SEXP svir_pln_mcmc_r(SEXP Y, SEXP X, SEXP O, SEXP Z, SEXP B, SEXP Sigma, SEXP set);
+extern SEXP svir_pln_mcmc_r(SEXP Y, SEXP X, SEXP O, SEXP Z, SEXP B, SEXP Sigma, SEXP xstep,
+                            SEXP set);
 
 /* ---- test-only entry points (glue/r_test*.c) ----------------------------- */
 extern SEXP svir_codes_r(void);
@@ -73,7 +74,7 @@ static const R_CallMethodDef call_methods[] = {
     VERB(svir_logdensity_r, 3),
     VERB(svir_lap_logf_r, 3),
     VERB(svir_lap_integrated_r, 1),
-    VERB(svir_pln_mcmc_r, 7),
+    VERB(svir_pln_mcmc_r, 8),
     VERB(svir_loglik_block_r, 3),
     VERB(svir_elbo_grad_r, 4),
     VERB(svir_cuda_elbo_grad_r, 4),

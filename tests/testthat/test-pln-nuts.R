@@ -40,7 +40,7 @@ test_that("pln_mcmc() matches NUTS on the mites", {
   ref <- readRDS(system.file("extdata", "pln-mite-nuts.rds", package = "svir"))
   d <- svir:::svir_mite15()
   f <- svi_fit(Y ~ water + offset(lib), d, family = pln(globals = "bayes"))
-  fm <- suppressWarnings(pln_mcmc(f, iter = 20000, seed = 1))
+  fm <- suppressWarnings(pln_mcmc(f, seed = 1)) # 4 chains of 10000 iterations
   zB <- (coef(fm) - ref$B_mean) / ref$B_sd
   zS <- (diag(sigma(fm)) - ref$Sigma_mean) / ref$Sigma_sd
   # the issue's bars: 0.5 NUTS sds on B, 1 on Sigma's diagonal, for every species
@@ -52,6 +52,7 @@ test_that("pln_mcmc() matches NUTS on the mites", {
   expect_true(all(rB > 0.7 & rB < 1.4))
   expect_true(all(rS > 0.7 & rS < 1.4))
   expect_gt(fm$mcmc$accept[["rows"]], 0.5)
+  expect_lt(fm$mcmc$rhat_max, 1.1)
   # the verbs read the draws
   ci <- confint(fm)
   expect_equal(unname(ci["water:LCIL", ]),
@@ -73,7 +74,7 @@ test_that("pln_mcmc()'s conjugate step gives the known posterior when the counts
   d <- data.frame(x = x)
   d$Y <- matrix(rpois(n * p, exp(Z)), n)
   f <- svi_fit(Y ~ x, d, family = pln(globals = "bayes"))
-  fm <- pln_mcmc(f, iter = 4000, seed = 2)
+  fm <- pln_mcmc(f, iter = 2000, seed = 2)
   Zh <- log(d$Y)
   X <- cbind(1, x)
   Bh <- solve(crossprod(X), crossprod(X, Zh))
@@ -101,8 +102,12 @@ test_that("pln_mcmc() refuses what it does not sample, naming the fix", {
   expect_error(pln_mcmc(fb, iter = 100, warmup = 100), "warmup", class = "svir_error")
   expect_error(pln_mcmc(fb, tau = -1), "tau", class = "svir_error")
   expect_error(pln_mcmc(lm(x ~ 1, d)), "pln", class = "svir_error")
-  # the same seed, the same draws
-  a <- suppressWarnings(pln_mcmc(fb, iter = 200, seed = 3, ndraws = 50))
-  b <- suppressWarnings(pln_mcmc(fb, iter = 200, seed = 3, ndraws = 50))
+  expect_error(pln_mcmc(fb, chains = 0), "chains", class = "svir_error")
+  # the same seed, the same draws, on one thread or one per chain
+  a <- suppressWarnings(pln_mcmc(fb, iter = 200, seed = 3, ndraws = 48, threads = 1))
+  b <- suppressWarnings(pln_mcmc(fb, iter = 200, seed = 3, ndraws = 48))
   expect_identical(a$mcmc$B, b$mcmc$B)
+  expect_identical(dim(a$mcmc$B), c(48L, 2L, 3L))
+  # the chains differ (their own streams and starts)
+  expect_false(identical(a$mcmc$B[1:12, , ], a$mcmc$B[13:24, , ]))
 })

@@ -120,9 +120,9 @@ static int hessian_chol(const double *Om, const double *o, const double *z, doub
     return chol_lower(H, LH, p);
 }
 
-int svir_pln_mcmc(const svir_pln_mcmc_data *dat, double *Z, double *B, double *Sigma, long iter,
-                  long warmup, int thin, uint64_t seed, double *Bd, double *Sd, double *acc,
-                  char *err, size_t errlen)
+int svir_pln_mcmc(const svir_pln_mcmc_data *dat, double *Z, double *B, double *Sigma, double *xstep,
+                  long it0, long nit, long warmup, int thin, uint64_t seed, double *Bd, double *Sd,
+                  long ld, long *nkept, double *cnt, char *err, size_t errlen)
 {
 #define FAIL(...)                               \
     do {                                        \
@@ -132,7 +132,6 @@ int svir_pln_mcmc(const svir_pln_mcmc_data *dat, double *Z, double *B, double *S
     } while (0)
     const int n = dat->n, p = dat->p, d = dat->d;
     const size_t pp = (size_t)p * p;
-    const long ndraw = thin > 0 && iter > warmup ? (iter - warmup) / thin : 0;
     int st = 0;
     double *Om = malloc(sizeof(double) * pp), *L = malloc(sizeof(double) * pp);
     double *H = malloc(sizeof(double) * pp), *LH = malloc(sizeof(double) * pp);
@@ -147,10 +146,8 @@ int svir_pln_mcmc(const svir_pln_mcmc_data *dat, double *Z, double *B, double *S
     double *r = malloc(sizeof(double) * (size_t)p), *res = malloc(sizeof(double) * (size_t)n);
     double *Ysum = malloc(sizeof(double) * (size_t)p), *N = malloc(sizeof(double) * (size_t)d * p);
     double *omd = malloc(sizeof(double) * (size_t)p);
-    double *xstep = malloc(sizeof(double) * ((size_t)d * p + 1));
     if (!Om || !L || !H || !LH || !A || !T || !S || !col || !mu || !Bh || !G || !XtX || !P ||
-        !XtXi || !yi || !oi || !zc || !zn || !mi || !g || !r || !res || !Ysum || !N || !omd ||
-        !xstep) {
+        !XtXi || !yi || !oi || !zc || !zn || !mi || !g || !r || !res || !Ysum || !N || !omd) {
         snprintf(err, errlen, "out of memory");
         st = 2;
         goto done;
@@ -181,13 +178,11 @@ int svir_pln_mcmc(const svir_pln_mcmc_data *dat, double *Z, double *B, double *S
     rng_t rg;
     svir_philox_key(seed, rg.key);
     long nacc = 0, nscale = 0, nscale_acc = 0, nshift = 0, nshift_acc = 0, kept = 0;
+    *nkept = 0;
     const double nu = dat->nu0 + n - d;
-    for (long it = 0; it < iter; it++) {
-        if ((it & 15) == 0 && svir_poll()) {
-            st = SVIR_INTERRUPTED;
-            goto done;
-        }
-        rg.step = (uint64_t)it;
+    for (long it = it0; it < it0 + nit; it++) {
+        /* the chains' streams: iteration it of chain c is step it + c 2^40 */
+        rg.step = (uint64_t)it + ((uint64_t)dat->chain << 40);
         rg.kn = rg.ku = 0;
         if (chol_lower(Sigma, L, p)) FAIL("Sigma is not positive definite at iteration %ld", it + 1);
         chol_inverse(L, Om, col, p);
@@ -365,19 +360,23 @@ int svir_pln_mcmc(const svir_pln_mcmc_data *dat, double *Z, double *B, double *S
                 }
             }
         }
-        if (it >= warmup && ndraw > 0 && (it - warmup + 1) % thin == 0 && kept < ndraw) {
-            for (size_t k = 0; k < (size_t)d * p; k++) Bd[(size_t)kept + k * (size_t)ndraw] = B[k];
-            for (size_t k = 0; k < pp; k++) Sd[(size_t)kept + k * (size_t)ndraw] = Sigma[k];
+        if (it >= warmup && (it - warmup + 1) % thin == 0 && kept < ld) {
+            for (size_t k = 0; k < (size_t)d * p; k++) Bd[(size_t)kept + k * (size_t)ld] = B[k];
+            for (size_t k = 0; k < pp; k++) Sd[(size_t)kept + k * (size_t)ld] = Sigma[k];
             kept++;
         }
     }
-    acc[0] = iter > 0 ? (double)nacc / ((double)iter * n) : 0.0;
-    acc[1] = nscale > 0 ? (double)nscale_acc / (double)nscale : 0.0;
-    acc[2] = nshift > 0 ? (double)nshift_acc / (double)nshift : 0.0;
+    *nkept = kept;
+    cnt[0] += (double)nacc;
+    cnt[1] += (double)nit * n;
+    cnt[2] += (double)nscale_acc;
+    cnt[3] += (double)nscale;
+    cnt[4] += (double)nshift_acc;
+    cnt[5] += (double)nshift;
 done:
     free(Om); free(L); free(H); free(LH); free(A); free(T); free(S); free(col); free(mu);
     free(Bh); free(G); free(XtX); free(P); free(XtXi); free(yi); free(oi); free(zc); free(zn);
-    free(mi); free(g); free(r); free(res); free(Ysum); free(N); free(omd); free(xstep);
+    free(mi); free(g); free(r); free(res); free(Ysum); free(N); free(omd);
     return st;
 #undef FAIL
 }

@@ -19,7 +19,8 @@
  *      Z_.j's residuals with Sigma's row and column j (random-walk MH on
  *      the log scale, step tau).
  * Random numbers: Philox (core/svir_philox.h), streams
- * SVIR_STREAM_PLN_MCMC and SVIR_STREAM_PLN_MCMC_U, step = iteration. */
+ * SVIR_STREAM_PLN_MCMC and SVIR_STREAM_PLN_MCMC_U, step = iteration + chain
+ * 2^40. */
 #ifndef SVIR_PLN_GIBBS_H
 #define SVIR_PLN_GIBBS_H
 
@@ -34,18 +35,23 @@ typedef struct {
     double nu0, s0;    /* Sigma's prior inverse-Wishart(nu0, s0 I) */
     int icpt;          /* the column of X of ones (0-based), or -1: no shift move */
     double tau;        /* the scale move's step on log c; 0: no scale move */
+    int chain;         /* the chain (its random-number streams) */
 } svir_pln_mcmc_data;
 
-/* Runs `iter` iterations from (Z [n x p], B [d x p], Sigma [p x p]),
- * column-major, updated in place to the last state; after `warmup` of them
- * keeps every `thin`-th state: Bd [ndraw x (d p)] and Sd [ndraw x (p p)]
- * (draw k's entries at k, k + ndraw, ...), ndraw = (iter - warmup) / thin.
- * acc[0]: the rows' acceptance rate, acc[1]: the scale moves', acc[2]: the
- * covariate shifts'. Returns 0,
- * 1 (bad input or a matrix that is not positive definite, message in err),
- * 2 (out of memory) or SVIR_INTERRUPTED. */
-int svir_pln_mcmc(const svir_pln_mcmc_data *dat, double *Z, double *B, double *Sigma, long iter,
-                  long warmup, int thin, uint64_t seed, double *Bd, double *Sd, double *acc,
-                  char *err, size_t errlen);
+/* Runs iterations it0 .. it0 + nit - 1 of chain dat->chain (its random
+ * numbers: step it + chain 2^40) from (Z [n x p], B [d x p], Sigma [p x p]),
+ * column-major, updated in place to the last state; xstep [d x p] holds
+ * the covariate shifts' steps (set at iteration 0, kept after). Iteration
+ * it is kept when it >= warmup and (it - warmup + 1) is a multiple of
+ * thin: Bd [ld x (d p)] and Sd [ld x (p p)] get the kept states in rows 0
+ * .. *nkept - 1 (at most ld). cnt [6] is added to: accepted rows, rows
+ * proposed, accepted scale moves, scale moves, accepted covariate shifts,
+ * covariate shifts. Returns 0, 1 (a matrix that is not positive definite,
+ * message in err) or 2 (out of memory). Runs as a block of iterations so
+ * that the host can check for interrupts between blocks; chains are
+ * independent and may run on threads of their own. */
+int svir_pln_mcmc(const svir_pln_mcmc_data *dat, double *Z, double *B, double *Sigma, double *xstep,
+                  long it0, long nit, long warmup, int thin, uint64_t seed, double *Bd, double *Sd,
+                  long ld, long *nkept, double *cnt, char *err, size_t errlen);
 
 #endif
