@@ -28,8 +28,10 @@
 #' and each parameter's effective sample size and split R-hat (from the
 #' posterior package, when installed).
 #'
-#' @param object A fit with `family = pln(globals = "bayes")`, a full
-#'   covariance, no `rank` and no minibatches.
+#' @param object A fit with `family = pln(globals = "bayes")`, no `rank`
+#'   and no minibatches; a full, diagonal or spherical covariance (the
+#'   latter two get conjugate inverse-gamma steps, and a spherical one no
+#'   scale moves).
 #' @param iter Iterations of each chain, warm-up included. On vegan's
 #'   mites (70 rows, 15 columns; `bench/pln_mcmc.R`, two threads) four
 #'   chains of 10000 gave a smallest effective sample size of 77 to 150
@@ -67,9 +69,9 @@ pln_mcmc <- function(object, iter = 10000L, warmup = NULL, chains = 4L, ndraws =
                      seed = NULL, tau = 0.25, threads = NULL, progress = interactive()) {
   svir_pln_check(object)
   if (!identical(object$globals, "bayes") || is.null(object$sigma_prior) ||
-      !identical(object$covariance, "full")) {
-    cli::cli_abort(c("{.fn pln_mcmc} samples the posterior of {.code pln(globals = \"bayes\")} with a full covariance.",
-                     i = "Refit with {.code family = pln(globals = \"bayes\")} (no {.arg rank}, {.code covariance = \"full\"})."),
+      !object$covariance %in% c("full", "diagonal", "spherical")) {
+    cli::cli_abort(c("{.fn pln_mcmc} samples the posterior of {.code pln(globals = \"bayes\")} without {.arg rank}.",
+                     i = "Refit with {.code family = pln(globals = \"bayes\")} and no {.arg rank}."),
                    class = "svir_error", call = NULL)
   }
   if (is.null(object$M)) {
@@ -113,7 +115,11 @@ pln_mcmc <- function(object, iter = 10000L, warmup = NULL, chains = 4L, ndraws =
   }, numeric(n * p))
   state <- list(Z = as.double(Zs), B = rep(as.double(B0), chains), Sigma = rep(as.double(S0), chains),
                 xstep = rep(0, d * p * chains))
+  cov <- match(object$covariance, c("full", "diagonal", "spherical")) - 1L
+  # a spherical covariance's one variance has no per-column scale move
+  if (cov == 2L) tau <- 0
   set <- list(nu0 = as.double(object$sigma_prior$df), s0 = as.double(object$sigma_prior$scale),
+              cov = cov, a0 = as.double(object$sigma_prior$shape),
               icpt = if (length(ones)) ones[1] - 1L else -1L, tau = as.double(tau),
               warmup = as.double(warmup), thin = as.integer(thin), seed = as.double(seed),
               chains = as.integer(chains), threads = as.integer(threads))

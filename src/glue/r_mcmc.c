@@ -24,8 +24,8 @@ static void check_real(SEXP x, R_xlen_t len, const char *what)
 
 /* Y, O [n x p], X [n x d]; the chains' states Z [n x p x C], B [d x p x
  * C], Sigma [p x p x C], xstep [d x p x C] (doubles, not modified); set:
- * list(nu0, s0, icpt (0-based, -1 none), tau, it0, nit, warmup, thin,
- * seed, threads). Returns list(Z, B, Sigma, xstep (the states after the
+ * list(nu0, s0, cov (0 full, 1 diagonal, 2 spherical), a0, icpt (0-based,
+ * -1 none), tau, it0, nit, warmup, thin, seed, chains, threads). Returns list(Z, B, Sigma, xstep (the states after the
  * block), Bd [ld x d p x C], Sd [ld x p p x C] (the kept draws, rows 0 ..
  * nkept - 1 of each chain), nkept [C], cnt [6 x C] (pln_gibbs.h)). */
 SEXP svir_pln_mcmc_r(SEXP Y, SEXP X, SEXP O, SEXP Z, SEXP B, SEXP Sigma, SEXP xstep, SEXP set)
@@ -52,6 +52,8 @@ SEXP svir_pln_mcmc_r(SEXP Y, SEXP X, SEXP O, SEXP Z, SEXP B, SEXP Sigma, SEXP xs
     dat.s0 = Rf_asReal(svir_r_get(set, "s0"));
     dat.icpt = Rf_asInteger(svir_r_get(set, "icpt"));
     dat.tau = Rf_asReal(svir_r_get(set, "tau"));
+    dat.cov = Rf_asInteger(svir_r_get(set, "cov"));
+    dat.a0 = Rf_asReal(svir_r_get(set, "a0"));
     dat.chain = 0;
     const long it0 = (long)Rf_asReal(svir_r_get(set, "it0"));
     const long nit = (long)Rf_asReal(svir_r_get(set, "nit"));

@@ -90,14 +90,40 @@ test_that("pln_mcmc()'s conjugate step gives the known posterior when the counts
   expect_equal(sd(fm$mcmc$Sigma[, 1, 1]), sd11, tolerance = 0.15)
 })
 
+test_that("pln_mcmc()'s diagonal and spherical steps give the known posterior when the counts pin the latent layer", {
+  set.seed(8)
+  n <- 120
+  p <- 3
+  x <- rnorm(n)
+  v <- c(0.4, 0.2, 0.3)
+  Z <- cbind(1, x) %*% rbind(c(9, 9.5, 8.5), c(0.3, -0.2, 0.1)) + sweep(matrix(rnorm(n * p), n), 2, sqrt(v), "*")
+  d <- data.frame(x = x)
+  d$Y <- matrix(rpois(n * p, exp(Z)), n)
+  X <- cbind(1, x)
+  R <- log(d$Y) - X %*% solve(crossprod(X), crossprod(X, log(d$Y)))
+  rss <- colSums(R^2)
+  for (cv in c("diagonal", "spherical")) {
+    f <- svi_fit(Y ~ x, d, family = pln(covariance = cv, globals = "bayes"))
+    fm <- pln_mcmc(f, iter = 2000, seed = 4)
+    pr <- f$sigma_prior
+    # inverse-gamma(a0 + (n - d) / 2, (s0 + RSS_j) / 2), or the pooled one
+    a <- pr$shape + if (cv == "diagonal") (n - 2) / 2 else p * (n - 2) / 2
+    b <- (pr$scale + if (cv == "diagonal") rss else sum(rss)) / 2
+    expect_equal(unname(diag(sigma(fm))), rep_len(b / (a - 1), p), tolerance = 0.05)
+    expect_equal(pln_sigma_posterior(fm)$sd[1], (b / ((a - 1) * sqrt(a - 2)))[1], tolerance = 0.15)
+    expect_true(all(sigma(fm)[upper.tri(sigma(fm))] == 0))
+    if (cv == "spherical") expect_equal(fm$mcmc$accept[["scale"]], 0)
+  }
+})
+
 test_that("pln_mcmc() refuses what it does not sample, naming the fix", {
   set.seed(6)
   d <- data.frame(x = rnorm(40))
   d$Y <- matrix(rpois(120, exp(1 + 0.2 * d$x)), 40)
   fp <- svi_fit(Y ~ x, d, family = pln())
   expect_error(pln_mcmc(fp), "globals = \"bayes\"", class = "svir_error")
-  fd <- svi_fit(Y ~ x, d, family = pln(covariance = "diagonal", globals = "bayes"))
-  expect_error(pln_mcmc(fd), "full covariance", class = "svir_error")
+  fr <- svi_fit(Y ~ x, d, family = pln(rank = 1, residual = TRUE, globals = "bayes"))
+  expect_error(pln_mcmc(fr), "rank", class = "svir_error")
   fb <- svi_fit(Y ~ x, d, family = pln(globals = "bayes"))
   expect_error(pln_mcmc(fb, iter = 100, warmup = 100), "warmup", class = "svir_error")
   expect_error(pln_mcmc(fb, tau = -1), "tau", class = "svir_error")

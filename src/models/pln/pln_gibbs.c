@@ -260,32 +260,56 @@ int svir_pln_mcmc(const svir_pln_mcmc_data *dat, double *Z, double *B, double *S
                 for (int a = 0; a < d; a++) s -= dat->X[i + (size_t)a * n] * Bh[a + (size_t)j * d];
                 mu[i + (size_t)j * n] = s; /* the residuals, in mu's place */
             }
-        for (int j = 0; j < p; j++)
-            for (int k = 0; k <= j; k++) {
-                double s = 0.0;
-                for (int i = 0; i < n; i++) s += mu[i + (size_t)j * n] * mu[i + (size_t)k * n];
-                S[j + (size_t)k * p] = S[k + (size_t)j * p] = s + (j == k ? dat->s0 : 0.0);
+        if (dat->cov != 0) {
+            /* diagonal: each variance inverse-gamma(a0 + (n - d) / 2, (s0 + RSS_j) / 2);
+             * spherical: the one variance, (a0 + p (n - d) / 2, (s0 + sum RSS_j) / 2) */
+            double tot = 0.0;
+            for (int j = 0; j < p; j++) {
+                double rss = 0.0;
+                for (int i = 0; i < n; i++) rss += mu[i + (size_t)j * n] * mu[i + (size_t)j * n];
+                col[j] = rss;
+                tot += rss;
             }
-        if (chol_lower(S, L, p))
-            FAIL("the latent scatter is not positive definite at iteration %ld", it + 1);
-        /* Bartlett: A A' ~ Wishart(nu, I), A lower; Sigma = T T', T = C A^-T */
-        memset(A, 0, sizeof(double) * pp);
-        for (int j = 0; j < p; j++) {
-            A[j + (size_t)j * p] = sqrt(2.0 * rgamma1(&rg, 0.5 * (nu - j)));
-            for (int i = j + 1; i < p; i++) A[i + (size_t)j * p] = rnorm1(&rg);
-        }
-        /* T' = A^-1 C' column by column: column k of T' solves A x = C'[, k] */
-        for (int k = 0; k < p; k++) {
-            for (int i = 0; i < p; i++) col[i] = L[k + (size_t)i * p]; /* C'[i, k] = C[k, i] */
-            solve_lower(A, col, p);
-            for (int i = 0; i < p; i++) T[k + (size_t)i * p] = col[i]; /* T[k, i] = T'[i, k] */
-        }
-        for (int j = 0; j < p; j++)
-            for (int k = 0; k <= j; k++) {
-                double s = 0.0;
-                for (int i = 0; i < p; i++) s += T[j + (size_t)i * p] * T[k + (size_t)i * p];
-                Sigma[j + (size_t)k * p] = Sigma[k + (size_t)j * p] = s;
+            memset(Sigma, 0, sizeof(double) * pp);
+            memset(T, 0, sizeof(double) * pp);
+            const double vs = dat->cov == 2
+                ? 0.5 * (dat->s0 + tot) / rgamma1(&rg, dat->a0 + 0.5 * p * (double)(n - d))
+                : 0.0;
+            for (int j = 0; j < p; j++) {
+                const double v = dat->cov == 2
+                    ? vs
+                    : 0.5 * (dat->s0 + col[j]) / rgamma1(&rg, dat->a0 + 0.5 * (double)(n - d));
+                Sigma[j + (size_t)j * p] = v;
+                T[j + (size_t)j * p] = sqrt(v);
             }
+        } else {
+            for (int j = 0; j < p; j++)
+                for (int k = 0; k <= j; k++) {
+                    double s = 0.0;
+                    for (int i = 0; i < n; i++) s += mu[i + (size_t)j * n] * mu[i + (size_t)k * n];
+                    S[j + (size_t)k * p] = S[k + (size_t)j * p] = s + (j == k ? dat->s0 : 0.0);
+                }
+            if (chol_lower(S, L, p))
+                FAIL("the latent scatter is not positive definite at iteration %ld", it + 1);
+            /* Bartlett: A A' ~ Wishart(nu, I), A lower; Sigma = T T', T = C A^-T */
+            memset(A, 0, sizeof(double) * pp);
+            for (int j = 0; j < p; j++) {
+                A[j + (size_t)j * p] = sqrt(2.0 * rgamma1(&rg, 0.5 * (nu - j)));
+                for (int i = j + 1; i < p; i++) A[i + (size_t)j * p] = rnorm1(&rg);
+            }
+            /* T' = A^-1 C' column by column: column k of T' solves A x = C'[, k] */
+            for (int k = 0; k < p; k++) {
+                for (int i = 0; i < p; i++) col[i] = L[k + (size_t)i * p]; /* C'[i, k] = C[k, i] */
+                solve_lower(A, col, p);
+                for (int i = 0; i < p; i++) T[k + (size_t)i * p] = col[i]; /* T[k, i] = T'[i, k] */
+            }
+            for (int j = 0; j < p; j++)
+                for (int k = 0; k <= j; k++) {
+                    double s = 0.0;
+                    for (int i = 0; i < p; i++) s += T[j + (size_t)i * p] * T[k + (size_t)i * p];
+                    Sigma[j + (size_t)k * p] = Sigma[k + (size_t)j * p] = s;
+                }
+        }
         /* B = B^ + P N T' */
         for (size_t k = 0; k < (size_t)d * p; k++) N[k] = rnorm1(&rg);
         for (int j = 0; j < p; j++)
@@ -338,9 +362,12 @@ int svir_pln_mcmc(const svir_pln_mcmc_data *dat, double *Z, double *B, double *S
                     nshift_acc++;
                 }
             }
-            if (dat->tau > 0.0) {
+            if (dat->tau > 0.0 && dat->cov != 2) {
+                /* the prior's part: c^-nu0 (inverse-Wishart) or c^-2 a0
+                 * (a diagonal's inverse-gamma), times exp(-s0 Omega_jj (c^-2 - 1) / 2) */
                 const double lc = dat->tau * rnorm1(&rg), c = exp(lc);
-                double la = -dat->nu0 * lc - 0.5 * dat->s0 * omd[j] * (1.0 / (c * c) - 1.0);
+                double la = -(dat->cov == 1 ? 2.0 * dat->a0 : dat->nu0) * lc -
+                    0.5 * dat->s0 * omd[j] * (1.0 / (c * c) - 1.0);
                 for (int i = 0; i < n; i++) {
                     double m = 0.0;
                     for (int a = 0; a < d; a++) m += dat->X[i + (size_t)a * n] * B[a + (size_t)j * d];

@@ -8,8 +8,9 @@
  *      conditional, N(mode, H^-1), the mode found by Newton's method from
  *      the current Z_i;
  *   2. (B, Sigma) | Z exactly: Sigma ~ inverse-Wishart(nu0 + n - d, s0 I +
- *      R'R) with R the least-squares residuals of Z on X, then B | Sigma
- *      matrix normal(B^, (X'X)^-1, Sigma);
+ *      R'R) with R the least-squares residuals of Z on X (a diagonal or
+ *      spherical Sigma: inverse-gamma variances), then B | Sigma matrix
+ *      normal(B^, (X'X)^-1, Sigma);
  *   3. per column j, moves along the ridges between the latent column and
  *      the globals, each leaving the joint posterior invariant: the shift
  *      of Z_.j with the intercept B_0j (drawn exactly: exp(shift) ~
@@ -33,6 +34,9 @@ typedef struct {
     const double *X;   /* [n x d] */
     const double *O;   /* [n x p] offsets */
     double nu0, s0;    /* Sigma's prior inverse-Wishart(nu0, s0 I) */
+    int cov;           /* 0 full; 1 diagonal, 2 spherical: each variance (the one)
+                        * inverse-gamma(a0, s0 / 2) */
+    double a0;
     int icpt;          /* the column of X of ones (0-based), or -1: no shift move */
     double tau;        /* the scale move's step on log c; 0: no scale move */
     int chain;         /* the chain (its random-number streams) */
