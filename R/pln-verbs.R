@@ -10,13 +10,15 @@
 #' covariance `Sigma` across rows) its random effects.
 #'
 #' * `summary()`: the model, the fit's criteria ([pln_criteria()]), the
-#'   coefficients (with their posterior sd under `globals = "bayes"`) and
-#'   the latent standard deviations and correlations.
+#'   coefficients (with their posterior sd under `globals = "bayes"`; the
+#'   draws' after [pln_mcmc()]) and the latent standard deviations and
+#'   correlations.
 #' * `fixef()`: `B`, covariates by count columns (as [coef()]).
 #' * `ranef()`: the posterior means of `W_i`, `M - X B`, an `n x p` matrix
 #'   with the variational variances `S^2` as attribute `"postVar"`.
 #' * `vcov()`: the posterior covariance of `vec(B)` (columns of `B` stacked),
-#'   `Sigma` kronecker `(X'X)^-1`, for `globals = "bayes"`; point estimates
+#'   `Sigma` kronecker `(X'X)^-1`, for `globals = "bayes"` (the draws'
+#'   covariance after [pln_mcmc()]); point estimates
 #'   (`globals = "point"`, the default) have none, and say so.
 #' * `simulate()`: new count matrices from the fitted model at the fit's
 #'   covariates and offsets: `Z_i ~ N(X_i B, Sigma)`, `Y_ij ~
@@ -47,7 +49,11 @@ summary.svi_pln <- function(object, ...) {
   svir_pln_check(object)
   B <- object$coefficients
   sdiag <- svir_pln_Sigma_diag(object)
-  se <- if (is.null(object$XtXinv)) NULL else sqrt(outer(diag(object$XtXinv), sdiag))
+  se <- if (!is.null(object$mcmc)) {
+    apply(object$mcmc$B, c(2, 3), stats::sd) # pln_mcmc(): the draws'
+  } else if (!is.null(object$XtXinv)) {
+    sqrt(outer(diag(object$XtXinv), sdiag))
+  }
   # the correlations' quantiles over all pairs (up to 2000 columns)
   lower <- if (object$p <= 2000L) {
     R <- stats::cov2cor(svir_pln_Sigma(object))
@@ -62,7 +68,9 @@ summary.svi_pln <- function(object, ...) {
     coefficients = B, se = se,
     sd = stats::quantile(sqrt(sdiag), c(0, 0.25, 0.5, 0.75, 1)),
     cor = if (length(lower)) stats::quantile(lower, c(0, 0.25, 0.5, 0.75, 1)) else NULL,
-    sigma_post = if (is.null(object$sigma_post)) NULL else pln_sigma_posterior(object))
+    sigma_post = if (is.null(object$sigma_post)) NULL else pln_sigma_posterior(object),
+    mcmc = if (is.null(object$mcmc)) NULL else object$mcmc[c("chains", "iter", "warmup", "ess_min",
+                                                               "rhat_max", "time")])
   class(out) <- "summary.svi_pln"
   out
 }
@@ -78,6 +86,11 @@ print.summary.svi_pln <- function(x, digits = max(3L, getOption("digits") - 3L),
   cat(x$n, " rows x ", x$p, " count columns; stopped: ", x$stop_reason, " after ", x$steps,
       " steps (", format(x$time, digits = 3), " s)\n\n", sep = "")
   print(x$criteria, digits = max(digits, 7L), row.names = FALSE)
+  if (!is.null(x$mcmc)) {
+    mc <- x$mcmc
+    cat(sprintf("\nB and Sigma below from MCMC (pln_mcmc): %d chains of %d iterations (%d warm-up), smallest ESS %.0f, largest R-hat %.3f, %.1f s; the criteria above are the variational fit's.\n",
+                mc$chains, mc$iter, mc$warmup, mc$ess_min, mc$rhat_max, mc$time))
+  }
   k <- seq_len(min(6L, ncol(x$coefficients)))
   cat("\nCoefficients B (covariates x count columns", if (ncol(x$coefficients) > 6L)
     paste0(", the first 6 of ", ncol(x$coefficients)) else "", "):\n", sep = "")

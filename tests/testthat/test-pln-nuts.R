@@ -59,6 +59,9 @@ test_that("pln_mcmc() matches NUTS on the mites", {
                unname(quantile(fm$mcmc$B[, "water", "LCIL"], c(0.025, 0.975))))
   expect_equal(sqrt(diag(vcov(fm)))[["water:LCIL"]], sd(fm$mcmc$B[, "water", "LCIL"]))
   expect_output(print(fm), "from MCMC (pln_mcmc)", fixed = TRUE)
+  sm <- summary(fm)
+  expect_equal(sm$se, apply(fm$mcmc$B, c(2, 3), sd))
+  expect_output(print(sm), "from MCMC (pln_mcmc): 4 chains", fixed = TRUE)
 })
 
 test_that("pln_mcmc()'s conjugate step gives the known posterior when the counts pin the latent layer", {
