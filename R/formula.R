@@ -238,6 +238,11 @@ svir_layout <- function(coef_names, re, family_name, zi_names = NULL) {
   layout
 }
 
+# The first column of X that is all ones (an intercept), NA if none.
+svir_ones_column <- function(X) {
+  which(vapply(seq_len(ncol(X)), function(j) all(X[, j] == 1), TRUE))[1]
+}
+
 # For each column of a random-effect design Z that is a linear combination of
 # the (internal) fixed-effect columns, Z[, k] = X a_k, the coefficients a_k
 # (a p x q matrix, NaN columns where Z[, k] is not in the span). Along these
@@ -250,7 +255,7 @@ svir_xmap <- function(qr_x, X, Z) {
   if (ncol(X) == 0L) return(out)
   # a column of ones is X's intercept column when X has one (no QR solve
   # over all rows: 0.01 s per term on InstEval)
-  ones <- which(vapply(seq_len(ncol(X)), function(j) all(X[, j] == 1), TRUE))[1]
+  ones <- svir_ones_column(X)
   for (k in seq_len(ncol(Z))) {
     if (!is.na(ones) && all(Z[, k] == 1)) {
       out[, k] <- as.double(seq_len(ncol(X)) == ones)

@@ -104,7 +104,7 @@ pln_mcmc <- function(object, iter = 10000L, warmup = NULL, chains = 4L, ndraws =
   X <- matrix(as.double(object$X), n)
   d <- ncol(X)
   O <- if (is.null(object$offset)) matrix(0, n, p) else matrix(as.double(object$offset), n, p)
-  ones <- which(vapply(seq_len(d), function(j) all(X[, j] == 1), TRUE))
+  ones <- svir_ones_column(X)
   B0 <- object$coefficients
   S0 <- svir_pln_Sigma(object)
   # chain 1 starts at the fit's latent means, the others at draws of q(Z)
@@ -120,7 +120,7 @@ pln_mcmc <- function(object, iter = 10000L, warmup = NULL, chains = 4L, ndraws =
   if (cov == 2L) tau <- 0
   set <- list(nu0 = as.double(object$sigma_prior$df), s0 = as.double(object$sigma_prior$scale),
               cov = cov, a0 = as.double(object$sigma_prior$shape),
-              icpt = if (length(ones)) ones[1] - 1L else -1L, tau = as.double(tau),
+              icpt = if (is.na(ones)) -1L else ones - 1L, tau = as.double(tau),
               warmup = as.double(warmup), thin = as.integer(thin), seed = as.double(seed),
               chains = as.integer(chains), threads = as.integer(threads))
   # blocks of iterations, with R's interrupt check and the progress bar between them

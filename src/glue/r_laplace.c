@@ -59,12 +59,6 @@ static svir_lap_plan *lap_open(SEXP spec, const svir_glmm **m, SEXP *hm, SEXP *h
     return pl;
 }
 
-static void check_vec(SEXP x, R_xlen_t n, const char *what)
-{
-    if (TYPEOF(x) != REALSXP || Rf_xlength(x) != n)
-        Rf_error("svir internal error: %s must be double of length %lld", what, (long long)n);
-}
-
 /* list(logp, u, iters, ok): the conditional mode of u given theta's
  * variance parameters, started at u0 */
 SEXP svir_lap_mode_r(SEXP spec, SEXP theta, SEXP u0)
@@ -73,8 +67,8 @@ SEXP svir_lap_mode_r(SEXP spec, SEXP theta, SEXP u0)
     const svir_glmm *m;
     double *work;
     svir_lap_plan *pl = lap_open(spec, &m, &hm, &hp, &work);
-    check_vec(theta, m->D, "theta");
-    check_vec(u0, m->p + m->nz, "u0");
+    svir_r_check_real(theta, m->D, "theta");
+    svir_r_check_real(u0, m->p + m->nz, "u0");
     SEXP u = PROTECT(Rf_duplicate(u0));
     double logp = NAN;
     int iters = 0;
@@ -112,8 +106,8 @@ SEXP svir_lap_logf_r(SEXP spec, SEXP theta, SEXP u)
     const svir_glmm *m;
     double *work;
     svir_lap_plan *pl = lap_open(spec, &m, &hm, &hp, &work);
-    check_vec(theta, m->D, "theta");
-    check_vec(u, m->p + m->nz, "u");
+    svir_r_check_real(theta, m->D, "theta");
+    svir_r_check_real(u, m->p + m->nz, "u");
     const double f = svir_lap_logf(pl, REAL(theta), REAL(u), work);
     svir_r_model_done(hm);
     UNPROTECT(2);
@@ -134,9 +128,9 @@ SEXP svir_lap_is_r(SEXP spec, SEXP mode, SEXP u0, SEXP Lp, SEXP nu_, SEXP S_, SE
     svir_lap_plan *pl = lap_open(spec, &m, &hm, &hp, NULL);
     const int p = m->p, D = (int)m->D, dh = D - p;
     const ptrdiff_t nu_len = m->p + m->nz, nz = m->nz;
-    check_vec(mode, D, "mode");
-    check_vec(u0, nu_len, "u0");
-    check_vec(Lp, (R_xlen_t)dh * dh, "Lp");
+    svir_r_check_real(mode, D, "mode");
+    svir_r_check_real(u0, nu_len, "u0");
+    svir_r_check_real(Lp, (R_xlen_t)dh * dh, "Lp");
     const int nu = Rf_asInteger(nu_), S = Rf_asInteger(S_);
     const double first = Rf_asReal(first_), seed = Rf_asReal(seed_);
     if (nu < 1 || S < 1) Rf_error("svir internal error: nu and S must be positive");

@@ -16,12 +16,6 @@
 #include "glue/r_util.h"
 #include "models/pln/pln_gibbs.h"
 
-static void check_real(SEXP x, R_xlen_t len, const char *what)
-{
-    if (TYPEOF(x) != REALSXP || Rf_xlength(x) != len)
-        Rf_error("svir internal error: %s must be double of length %lld", what, (long long)len);
-}
-
 /* Y, O [n x p], X [n x d]; the chains' states Z [n x p x C], B [d x p x
  * C], Sigma [p x p x C], xstep [d x p x C] (doubles, not modified); set:
  * list(nu0, s0, cov (0 full, 1 diagonal, 2 spherical), a0, icpt (0-based,
@@ -34,13 +28,13 @@ SEXP svir_pln_mcmc_r(SEXP Y, SEXP X, SEXP O, SEXP Z, SEXP B, SEXP Sigma, SEXP xs
     const int n = Rf_nrows(Y), p = Rf_ncols(Y), d = Rf_ncols(X);
     const int C = Rf_asInteger(svir_r_get(set, "chains"));
     if (C < 1) Rf_error("svir internal error: chains must be at least 1");
-    check_real(Y, (R_xlen_t)n * p, "Y");
-    check_real(X, (R_xlen_t)n * d, "X");
-    check_real(O, (R_xlen_t)n * p, "O");
-    check_real(Z, (R_xlen_t)n * p * C, "Z");
-    check_real(B, (R_xlen_t)d * p * C, "B");
-    check_real(Sigma, (R_xlen_t)p * p * C, "Sigma");
-    check_real(xstep, (R_xlen_t)d * p * C, "xstep");
+    svir_r_check_real(Y, (R_xlen_t)n * p, "Y");
+    svir_r_check_real(X, (R_xlen_t)n * d, "X");
+    svir_r_check_real(O, (R_xlen_t)n * p, "O");
+    svir_r_check_real(Z, (R_xlen_t)n * p * C, "Z");
+    svir_r_check_real(B, (R_xlen_t)d * p * C, "B");
+    svir_r_check_real(Sigma, (R_xlen_t)p * p * C, "Sigma");
+    svir_r_check_real(xstep, (R_xlen_t)d * p * C, "xstep");
     svir_pln_mcmc_data dat;
     dat.n = n;
     dat.p = p;

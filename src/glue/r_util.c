@@ -262,6 +262,12 @@ void svir_r_holder_done(SEXP p)
     holder_finalize(p);
 }
 
+void svir_r_check_real(SEXP x, R_xlen_t n, const char *what)
+{
+    if (TYPEOF(x) != REALSXP || Rf_xlength(x) != n)
+        Rf_error("svir internal error: %s must be double of length %lld", what, (long long)n);
+}
+
 SEXP svir_r_get(SEXP list, const char *name)
 {
     SEXP nms = Rf_getAttrib(list, R_NamesSymbol);

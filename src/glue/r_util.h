@@ -38,4 +38,7 @@ void svir_r_holder_done(SEXP p);
 /* x[[name]], or R_NilValue */
 SEXP svir_r_get(SEXP list, const char *name);
 
+/* an internal error unless x is a double vector of length n */
+void svir_r_check_real(SEXP x, R_xlen_t n, const char *what);
+
 #endif

@@ -369,7 +369,9 @@ static void back_q1(glmm_work *w, int t, double *lgrad, double invS, int stl)
  *              cdw when the term is coupled.
  * centred_group() returns a group's KL at this draw of theta, times wt
  * (part of the ELBO's value, which here depends on theta); without stl its
- * gradients in m and log s are added there, not by svir_local_kl. */
+ * gradients in m and log s are added there, not by svir_local_kl. *glam
+ * (NULL unless the centring is learned) gains the KL's part of d/dlambda
+ * over log sd. */
 static double centred_group(glmm_work *w, const svir_term *tm, ptrdiff_t j, double wt,
                             double sh, double kap, double lkap, double invS, int stl,
                             double *lgrad, double *dw, double *gsd, double *glam)
@@ -390,11 +392,11 @@ static double centred_group(glmm_work *w, const svir_term *tm, ptrdiff_t j, doub
         du += wt * (nz / ed - k2 * du0);
         *gsd += wt * lam * (k2 * du0 * du0 - 1.0);
         *dw += wt * k2 * du0;
-        *glam += wt * (k2 * du0 * u - 1.0);
+        if (glam) *glam += wt * (k2 * du0 * u - 1.0);
     } else {
         *gsd += wt * lam * (k2 * (s2 + dm * dm) - 1.0);
         *dw += wt * k2 * dm;
-        *glam += wt * (k2 * (s2 + dm * dm + dm * sh) - 1.0);
+        if (glam) *glam += wt * (k2 * (s2 + dm * dm + dm * sh) - 1.0);
         lg[0] -= invS * wt * k2 * dm;
         lg[1] -= invS * wt * (k2 * s2 - 1.0);
     }
@@ -414,10 +416,11 @@ static double back_q1_centred(glmm_work *w, int t, double *lgrad, double invS, i
     const int coupled = w->couple && w->cns[t] > 0 && w->cdwc;
     const double sh = coupled ? w->cw[w->qoff[t]] : 0.0, kap = w->kap[t], lkap = log(kap);
     double dA = 0.0, gsd = 0.0, kl = 0.0, dw = 0.0, glam = 0.0;
+    double *gl = w->lam_kl ? &glam : NULL; /* only a learned centring needs it */
     if (w->full) {
         for (ptrdiff_t j = 0; j < tm->ngroups; j++) {
             dA += w->scale * w->Gt[tm->off_z + j] * w->z[tm->off_z + j];
-            kl += centred_group(w, tm, j, w->scale, sh, kap, lkap, invS, stl, lgrad, &dw, &gsd, &glam);
+            kl += centred_group(w, tm, j, w->scale, sh, kap, lkap, invS, stl, lgrad, &dw, &gsd, gl);
         }
         w->dA[tm->off_qq] += dA; /* the minibatch's dA comes with the other terms' */
     } else {
@@ -425,7 +428,7 @@ static double back_q1_centred(glmm_work *w, int t, double *lgrad, double invS, i
             if (w->pres_term[k] != t) continue;
             const int j = w->pres_group[k];
             const double wt = w->scale * w->pres_cnt[k] / tm->nobs[j];
-            kl += centred_group(w, tm, j, wt, sh, kap, lkap, invS, stl, lgrad, &dw, &gsd, &glam);
+            kl += centred_group(w, tm, j, wt, sh, kap, lkap, invS, stl, lgrad, &dw, &gsd, gl);
         }
     }
     w->gtheta[tm->off_sd] += gsd;

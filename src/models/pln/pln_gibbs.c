@@ -62,6 +62,14 @@ static void chol_inverse(const double *L, double *Ainv, double *col, int p)
     }
 }
 
+/* (X B)_ij for B's column Bj [d] */
+static inline double xb(const double *X, const double *Bj, int i, int n, int d)
+{
+    double s = 0.0;
+    for (int a = 0; a < d; a++) s += X[i + (size_t)a * n] * Bj[a];
+    return s;
+}
+
 /* the random numbers of one iteration: normals and uniforms by counter */
 typedef struct {
     uint32_t key[2];
@@ -188,11 +196,7 @@ int svir_pln_mcmc(const svir_pln_mcmc_data *dat, double *Z, double *B, double *S
         chol_inverse(L, Om, col, p);
         /* mu = X B */
         for (int j = 0; j < p; j++)
-            for (int i = 0; i < n; i++) {
-                double s = 0.0;
-                for (int a = 0; a < d; a++) s += dat->X[i + (size_t)a * n] * B[a + (size_t)j * d];
-                mu[i + (size_t)j * n] = s;
-            }
+            for (int i = 0; i < n; i++) mu[i + (size_t)j * n] = xb(dat->X, B + (size_t)j * d, i, n, d);
         /* 1. the rows */
         for (int i = 0; i < n; i++) {
             for (int j = 0; j < p; j++) {
@@ -254,12 +258,9 @@ int svir_pln_mcmc(const svir_pln_mcmc_data *dat, double *Z, double *B, double *S
                 for (int i = 0; i < n; i++) s += G[a + (size_t)i * d] * Z[i + (size_t)j * n];
                 Bh[a + (size_t)j * d] = s;
             }
-        for (int j = 0; j < p; j++)
-            for (int i = 0; i < n; i++) {
-                double s = Z[i + (size_t)j * n];
-                for (int a = 0; a < d; a++) s -= dat->X[i + (size_t)a * n] * Bh[a + (size_t)j * d];
-                mu[i + (size_t)j * n] = s; /* the residuals, in mu's place */
-            }
+        for (int j = 0; j < p; j++) /* the residuals, in mu's place */
+            for (int i = 0; i < n; i++)
+                mu[i + (size_t)j * n] = Z[i + (size_t)j * n] - xb(dat->X, Bh + (size_t)j * d, i, n, d);
         if (dat->cov != 0) {
             /* diagonal: each variance inverse-gamma(a0 + (n - d) / 2, (s0 + RSS_j) / 2);
              * spherical: the one variance, (a0 + p (n - d) / 2, (s0 + sum RSS_j) / 2) */
@@ -369,8 +370,7 @@ int svir_pln_mcmc(const svir_pln_mcmc_data *dat, double *Z, double *B, double *S
                 double la = -(dat->cov == 1 ? 2.0 * dat->a0 : dat->nu0) * lc -
                     0.5 * dat->s0 * omd[j] * (1.0 / (c * c) - 1.0);
                 for (int i = 0; i < n; i++) {
-                    double m = 0.0;
-                    for (int a = 0; a < d; a++) m += dat->X[i + (size_t)a * n] * B[a + (size_t)j * d];
+                    const double m = xb(dat->X, B + (size_t)j * d, i, n, d);
                     const double znew = m + c * (zj[i] - m);
                     res[i] = znew;
                     la += yj[i] * (znew - zj[i]) - (exp(oj[i] + znew) - exp(oj[i] + zj[i]));
