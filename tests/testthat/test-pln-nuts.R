@@ -67,9 +67,11 @@ test_that("pln_mcmc() matches NUTS on the mites", {
 test_that("pln_mcmc()'s conjugate step gives the known posterior when the counts pin the latent layer", {
   # counts of about e^9 fix Z to within 1%: the posterior of (B, Sigma) is then
   # the conjugate one given Z = log(Y) - offset, E[Sigma] = (I + R'R) / (nu0 +
-  # n - d - p - 1) and E[B] the least-squares fit
+  # n - d - p - 1) and E[B] the least-squares fit. Few rows, so that a
+  # degree of freedom per covariate more or less (n - d against n) moves
+  # E[Sigma] by 8%, beyond the tolerance
   set.seed(5)
-  n <- 150
+  n <- 24
   p <- 3
   x <- rnorm(n)
   S <- matrix(c(0.5, 0.2, 0.1, 0.2, 0.4, -0.1, 0.1, -0.1, 0.3), 3)
@@ -83,7 +85,9 @@ test_that("pln_mcmc()'s conjugate step gives the known posterior when the counts
   Bh <- solve(crossprod(X), crossprod(X, Zh))
   R <- Zh - X %*% Bh
   ES <- (diag(p) + crossprod(R)) / (p + 1 + n - 2 - p - 1)
-  expect_lt(max(abs(coef(fm) - Bh)), 0.02)
+  # B's mean within 0.2 of its posterior sd sqrt([(X'X)^-1]_kk E[Sigma_jj])
+  sdB <- sqrt(diag(solve(crossprod(X))) %o% diag(ES))
+  expect_lt(max(abs(coef(fm) - Bh) / sdB), 0.2)
   expect_lt(max(abs(sigma(fm) - ES) / sqrt(diag(ES) %o% diag(ES))), 0.05)
   # the posterior sd of Sigma_11 under the inverse-Wishart (nu, Psi):
   # sqrt(2 Psi_11^2 / ((nu - p - 1)^2 (nu - p - 3)))
@@ -94,8 +98,9 @@ test_that("pln_mcmc()'s conjugate step gives the known posterior when the counts
 })
 
 test_that("pln_mcmc()'s diagonal and spherical steps give the known posterior when the counts pin the latent layer", {
+  # 20 rows: n - d against n moves each variance's mean by 10% or more
   set.seed(8)
-  n <- 120
+  n <- 20
   p <- 3
   x <- rnorm(n)
   v <- c(0.4, 0.2, 0.3)
