@@ -160,27 +160,32 @@ svir_check_real <- function(x, arg, lower = 0, upper = Inf) {
 #'   default start the full-rank guide stopped far from its optimum when a
 #'   term has levels with thousands of rows (sd 0.37 against lmer's 0.26 at
 #'   10^6 rows; 0.25 from the warm start).
-#' @param centre SVI's parameterisation of each random intercept or single
-#'   random slope (a term with one column): `"auto"` (default) chooses its
-#'   partial centring `lambda` from the data, `"none"` keeps every term
-#'   non-centred (`lambda = 0`, the only parameterisation before this
-#'   option), and a number in \[0, 1\] sets `lambda` for every such term.
-#'   The guide is on `u = b / sd^(1 - lambda)`: `lambda = 0` is the
-#'   non-centred `z = b / sd`, `lambda = 1` the centred `b` itself
+#' @param centre SVI's parameterisation of each random-effect term:
+#'   `"auto"` (default) chooses its partial centring `lambda` from the
+#'   data, `"none"` keeps every term non-centred (`lambda = 0`, the only
+#'   parameterisation before this option), and a number in \[0, 1\] sets
+#'   `lambda` for every term. For a one-column term the guide is on `u = b /
+#'   sd^(1 - lambda)`: `lambda = 0` is the non-centred `z = b / sd`, `lambda
+#'   = 1` the centred `b` itself. For a term of several columns (`(x | g)`)
+#'   it is on `u` with `b = D^-lambda ((1 - lambda) A + lambda D) u`, `A = D
+#'   L` the non-centred map (`D = diag(sd)`, `L` the correlations' Cholesky
+#'   factor): `A` at 0, the identity at 1
 #'   (Papaspiliopoulos, Roberts and Skold 2003; Gorinova, Moore and Hoffman
 #'   2020). `"auto"` takes for each term the median over its levels of the
 #'   data's share of a level's precision, `I_j s^2 / (1 + I_j s^2)`, with
 #'   `I_j` the Fisher information of the level's rows at the GLM start and
 #'   `s` a moment estimate of the term's sd from the GLM's working
-#'   residuals: near 1 for levels with many rows, where the non-centred
+#'   residuals (for a term of several columns, the median over its levels
+#'   and columns, each column taken alone): near 1 for levels with many
+#'   rows, where the non-centred
 #'   guide drifts slowly along the ridge between the sd and the effects,
 #'   near 0 for levels with a few binary rows or a term with little
 #'   variance. A term nested in another, or with another nested in it,
 #'   stays non-centred: its effects trade off against its children's mean,
 #'   which the guide's independent groups do not follow, and centring them
-#'   moved InstEval's sd(dept) by seed (`bench/centre.R`). Terms with more
-#'   than one column, QEM and the CUDA backend stay non-centred.
-#'   `"learn"` starts each such term at the rule's `lambda` (within 0.01
+#'   moved InstEval's sd(dept) by seed (`bench/centre.R`). QEM and the
+#'   CUDA backend stay non-centred.
+#'   `"learn"` starts each one-column term at the rule's `lambda` (within 0.01
 #'   and 0.99) and learns it as Gorinova et al. do: at the end of every
 #'   window after the first, one step on `logit(lambda)` along the window's
 #'   mean gradient of the ELBO over its root mean square (at most 1), with
@@ -189,7 +194,8 @@ svir_check_real <- function(x, arg, lower = 0, upper = Inf) {
 #'   The ELBO is nearly flat in `lambda`, so the learned value wanders by
 #'   seed (on `bench/centre.R`'s data-rich case from 0.315 to between 0.25
 #'   and 0.73 for the data-poor term) while the variance components stay
-#'   where the rule puts them; hence `"auto"` is the default. Not with
+#'   where the rule puts them; hence `"auto"` is the default. A term of
+#'   several columns keeps the rule's `lambda`. Not with
 #'   `keep_path`. [summary.svi_fit()] prints the choice.
 #' @param progress Show a progress bar while fitting.
 #' @return An object of class `"svi_control"`: a list with the validated

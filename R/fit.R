@@ -14,8 +14,10 @@
 #' `b_tj = diag(sd_t) L_t z_tj` with `z_tj ~ N(0, I)`, `sd_t` the
 #' standard deviations and `L_t` the Cholesky factor of the correlation matrix
 #' (LKJ prior). SVI's guide for a one-column term is on `u = b / sd^(1 -
-#' lambda)`, `lambda` chosen per term from the data (`centre` in
-#' [svi_control()]; 0 is the non-centred `z`, 1 the centred `b`). `(x || g)` gives uncorrelated terms, `(1 | a/b)` nested and
+#' lambda)`, and for a term of several columns on `u` with `b = D^-lambda
+#' ((1 - lambda) A + lambda D) u` (`A = D L`, `D = diag(sd)`), `lambda`
+#' chosen per term from the data (`centre` in [svi_control()]; 0 is the
+#' non-centred `z`, 1 the centred `b`). `(x || g)` gives uncorrelated terms, `(1 | a/b)` nested and
 #' `(1 | a) + (1 | b)` crossed factors, as in lme4.
 #'
 #' @section Guides:

@@ -183,6 +183,10 @@ svir_eta_draws <- function(object, des, sel, new_all = FALSE) {
     r <- object$re[[t]]
     q <- length(r$cnms)
     A <- svir_re_A(theta[sel, , drop = FALSE], object$index, t, r, object$scaling$y_scale)
+    A0 <- if (!is.null(r$centre) && r$centre != 0) {
+      svir_re_A(theta[sel, , drop = FALSE], object$index, t, within(r, centre <- NULL),
+                object$scaling$y_scale)
+    }
     # one z per used level (existing) and per new level
     if (new_all) {
       key <- ifelse(is.na(tm$idx), tm$new_key, r$levels[tm$idx])
@@ -224,13 +228,13 @@ svir_eta_draws <- function(object, des, sel, new_all = FALSE) {
         zs <- matrix(zd[sel[s], zoff + seq_len(r$ngroups * q)], r$ngroups, q, byrow = TRUE)
         z[seq_len(n_used), ] <- zs[used, , drop = FALSE]
       }
-      # a partially centred term's A is sd^(1 - lambda) (svir_re_A): a new
-      # level's prior draw is u = sd^lambda z
-      if (!is.null(r$centre) && r$centre != 0 && Ju > n_used) {
-        nw <- seq.int(n_used + 1L, Ju)
-        z[nw, ] <- z[nw, ] * exp(r$centre * theta[sel[s], object$index$sd[[t]][1]])
-      }
       b <- z %*% t(matrix(A[s, , ], q, q))
+      # a partially centred term's A is A_eff (svir_re_A): a new level's
+      # prior draw is b = A z with A = diag(sd) L
+      if (!is.null(A0) && Ju > n_used) {
+        nw <- seq.int(n_used + 1L, Ju)
+        b[nw, ] <- z[nw, , drop = FALSE] %*% t(matrix(A0[s, , ], q, q))
+      }
       if (!is.null(U) && n_used > 0L) {
         b[seq_len(n_used), ] <- sweep(b[seq_len(n_used), , drop = FALSE], 2L, U[s, ])
       }

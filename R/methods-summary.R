@@ -350,8 +350,8 @@ svir_cat_header <- function(family, formula, data_name, method, guide, backend, 
 }
 
 # The random effects' parameterisation in words: QEM's proposals are on z
-# (non-centred); SVI's one-column terms are partially centred with the
-# weights svi_control(centre = ) chose (svir_centring() in R/start.R).
+# (non-centred); SVI's terms are partially centred with the weights
+# svi_control(centre = ) chose (svir_centring() in R/start.R).
 svir_centre_text <- function(object, method = object$method) {
   if (!identical(method, "svi")) {
     return("random effects non-centred (z = b / sd)")
@@ -359,11 +359,14 @@ svir_centre_text <- function(object, method = object$method) {
   lam <- object$centre
   if (is.null(lam) || all(lam == 0)) {
     why <- if (identical(object$control$centre, "none")) "centre = \"none\"" else if (identical(object$backend, "cuda"))
-      "the device has no centred step" else "no one-column term, or the data gave 0"
+      "the device has no centred step" else "the data gave 0 for every term, or each is in a nested pair"
     return(paste0("random effects non-centred (z = b / sd; ", why, ")"))
   }
   g <- vapply(object$re, `[[`, "", "grpvar")
-  paste0("random effects partially centred, u = b / sd^(1 - lambda), lambda: ",
+  qs <- vapply(object$re, function(r) length(r$cnms), 1L)
+  paste0("random effects partially centred, u = b / sd^(1 - lambda)",
+         if (any(qs > 1L & lam != 0)) " (b = D^-lambda ((1 - lambda) A + lambda D) u for a term of several columns, A = D L, D = diag(sd))",
+         ", lambda: ",
          paste(sprintf("%s %.2f", g, lam), collapse = ", "),
          if (identical(object$control$centre, "auto")) " (each the median share of a level's precision from its data)"
          else if (identical(object$control$centre, "learn")) " (learned by the ELBO's gradient from the median share of a level's precision)"

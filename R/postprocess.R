@@ -398,11 +398,20 @@ svir_re_A <- function(theta, idx, t, r, y_scale) {
     L <- array(0, c(S, q, q))
     for (k in seq_len(q)) L[, k, k] <- 1
   }
-  for (k in seq_len(q)) L[, k, ] <- L[, k, ] * sd[, k]
-  # a partially centred term (q = 1): b = sd^(1 - lambda) u, u the guide's
-  # variable (svir_centring() in R/start.R)
+  # a partially centred term: b = A_eff u, u the guide's variable
+  # (svir_centring() in R/start.R), A_eff = sd^(1 - lambda) for q = 1 and
+  # row k sd_k^-lambda ((1 - lambda) A_k. + lambda sd_k e_k) for q > 1 (A =
+  # diag(sd) L; sd in internal units, then times y_scale)
   lam <- r$centre
-  if (!is.null(lam) && lam != 0) L[, 1, 1] <- L[, 1, 1] * exp(-lam * theta[, idx$sd[[t]][1]])
+  if (!is.null(lam) && lam != 0) {
+    si <- exp(theta[, idx$sd[[t]], drop = FALSE])
+    for (k in seq_len(q)) {
+      L[, k, ] <- (1 - lam) * L[, k, ] * si[, k]^(1 - lam)
+      L[, k, k] <- L[, k, k] + lam * si[, k]^(1 - lam)
+    }
+    return(L * y_scale)
+  }
+  for (k in seq_len(q)) L[, k, ] <- L[, k, ] * sd[, k]
   L
 }
 

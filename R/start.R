@@ -263,10 +263,19 @@ svir_centring <- function(spec, info, setting, mom = NULL) {
   lam <- numeric(nt)
   if (identical(setting, "none") || !nt) return(lam)
   if (is.numeric(setting)) {
-    lam[q == 1L] <- setting
+    lam[] <- setting
     return(lam)
   }
   if (is.null(mom)) mom <- svir_term_moments(spec, info)
+  for (t in which(q > 1L)) {
+    # a term with several columns: the median over levels and columns of
+    # I_jk s_k^2 / (1 + I_jk s_k^2), each column's information and moment
+    # estimate taken alone (svir_column_moments); in a nested pair, 0
+    if (any(mom$nests[t, ]) || any(mom$nests[, t])) next
+    rho <- svir_column_moments(spec$terms[[t]], mom, t)
+    lam[t] <- stats::median(rho)
+    if (learn) lam[t] <- min(max(lam[t], 0.01), 0.99)
+  }
   for (t in which(q == 1L)) {
     # a term in a nested pair stays non-centred: a level's effect trades off
     # against its children's mean, which the guide's independent groups do
@@ -346,6 +355,26 @@ svir_term_moments <- function(spec, info) {
     s2[t] <- max(v, 1e-4)
   }
   list(W = info_i, r = r, z = zcol, lv = lv, s2 = s2, child = child, nests = nests, q = q, J = J)
+}
+
+# A term with several columns, for the centring rule: per level j and
+# column k, the information I_jk = sum W Z_k^2 and the weighted mean working
+# residual r_jk = sum W Z_k r / I_jk; per column the moment estimate s_k^2 =
+# the weighted variance of r_jk less the mean of 1 / I_jk (at least 1e-4).
+# Returns the shares I_jk s_k^2 / (1 + I_jk s_k^2) of the levels with data.
+svir_column_moments <- function(tm, mom, t) {
+  J <- mom$J[t]
+  unlist(lapply(seq_len(ncol(tm$Z)), function(k) {
+    z <- unname(tm$Z[, k])
+    Ij <- svir_gsum(mom$W * z^2, tm$group, J)
+    ok <- Ij > 0
+    if (!any(ok)) return(numeric(0))
+    rj <- svir_gsum(mom$W * z * mom$r, tm$group, J)[ok] / Ij[ok]
+    wj <- Ij[ok]
+    rbar <- sum(wj * rj) / sum(wj)
+    s2 <- max(sum(wj * (rj - rbar)^2) / sum(wj) - mean(1 / wj), 1e-4)
+    wj * s2 / (1 + wj * s2)
+  }))
 }
 
 # Sums of x per level of a 0-based group index g with Jt levels (levels

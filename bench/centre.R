@@ -13,7 +13,12 @@
 #   4. the learned centring (centre = "learn") on case 1's data, from the
 #      rule's lambda and from three other starts (0.05, 0.5, 0.95 for both
 #      terms, set through the engine's spec): where lambda ends, sd(g2), and
-#      the last window's mean ELBO.
+#      the last window's mean ELBO;
+#   5. a term of several columns, (x | g) with 1000 rows per level (Poisson
+#      and Gaussian, 2 x 10^5 rows, 200 levels; bench/datarich.R's
+#      yardstick sd / sqrt(2 J) against glmer/lmer) and sleepstudy's (Days |
+#      Subject) (the ELBO of the final mean-field guide, the draws' mean log
+#      ratio, and the sds), both guides, "auto" against "none".
 # Usage (from the repository root, with svir installed):
 #   Rscript bench/centre.R [--lib=DIR] [--seeds=3] [--out=DIR]
 file_arg <- grep("^--file=", commandArgs(FALSE), value = TRUE)
@@ -97,6 +102,48 @@ for (start in list(c(0.05, 0.05), c(0.5, 0.5), c(0.95, 0.95))) for (seed in seed
   i2 <- which(b$info$layout$class == "sd")[2]
   say("   start %s, seed %d: lambda %s; sd(g2) %.3f; ELBO %.2f", fmt(start), seed, fmt(e$centre),
       exp(e$mu[i2]) * b$info$scaling$y_scale, tail(e$window_elbo, 1))
+}
+
+# 5. terms of several columns
+say("5. (x | g), 200 levels of 1000 rows, sd(Intercept) 0.5, sd(x) 0.3, cor 0.3; z = (svir - lme4) / (lme4 / sqrt(2 J))")
+sim_slope <- function(family, n = 2e5, J = 200) {
+  set.seed(20261205)
+  g <- factor(sample.int(J, n, TRUE), levels = seq_len(J))
+  x <- rnorm(n)
+  b <- matrix(rnorm(2 * J), J) %*% chol(matrix(c(0.25, 0.045, 0.045, 0.09), 2))
+  eta <- 0.3 + 0.5 * x + b[g, 1] + b[g, 2] * x
+  y <- if (family == "poisson") rpois(n, exp(eta)) else rnorm(n, eta + 0.7, 1)
+  data.frame(y, x, g)
+}
+sds <- function(vc) vc$sdcor[is.na(vc$var2)]
+for (family in c("poisson", "gaussian")) {
+  d5 <- sim_slope(family)
+  t0 <- proc.time()[[3]]
+  ref <- if (family == "poisson") {
+    lme4::glmer(y ~ x + (x | g), d5, family = poisson)
+  } else {
+    lme4::lmer(y ~ x + (x | g), d5)
+  }
+  rs <- sds(as.data.frame(lme4::VarCorr(ref))[1:3, ])
+  say("   %s: lme4 sd %s (%.1f s)", family, fmt(rs[1:2]), proc.time()[[3]] - t0)
+  for (guide in c("meanfield", "fullrank")) for (cen in c("auto", "none")) {
+    zz <- vapply(seeds, function(seed) {
+      f <- svi_fit(y ~ x + (x | g), d5, family = get(family)(), method = "svi", guide = guide,
+                   seed = seed, control = svi_control(centre = cen))
+      (sds(as.data.frame(VarCorr(f)))[1:2] - rs[1:2]) / (rs[1:2] / sqrt(2 * 200))
+    }, numeric(2))
+    say("   %-9s centre %-4s: z sd(Intercept) %s; z sd(x) %s", guide, cen, fmt(zz[1, ]), fmt(zz[2, ]))
+  }
+}
+for (guide in c("meanfield", "fullrank")) for (cen in c("auto", "none")) {
+  fs <- lapply(seeds, function(seed) svi_fit(Reaction ~ Days + (Days | Subject), lme4::sleepstudy,
+                                              method = "svi", guide = guide, seed = seed,
+                                              control = svi_control(centre = cen, ndraws = 4000)))
+  say("   sleepstudy %-9s centre %-4s (lambda %.2f): ELBO %s; draws' mean log ratio %s; sd(Intercept) %s; sd(Days) %s",
+      guide, cen, fs[[1]]$centre, fmt(vapply(fs, function(f) mean(tail(f$elbo, 100)), 0)),
+      fmt(vapply(fs, function(f) mean(f$engine$log_ratio), 0)),
+      fmt(vapply(fs, function(f) sds(as.data.frame(VarCorr(f)))[1], 0)),
+      fmt(vapply(fs, function(f) sds(as.data.frame(VarCorr(f)))[2], 0)))
 }
 
 dir.create(a$out, showWarnings = FALSE, recursive = TRUE)

@@ -264,6 +264,7 @@ int glmm_ctx_new(fit_ctx *x, const svir_glmm *m, const svir_coupling *cp, int ns
     x->g.sd = x->d_sd;
     x->g.L = x->d_L;
     x->g.A = x->d_A;
+    x->g.K = NULL; /* no centred terms on the device */
     x->g.sigma = x->g.phi = 1.0;
     if (!x->full) {
         const size_t Bt = (size_t)x->B * (size_t)(nt > 0 ? nt : 1);

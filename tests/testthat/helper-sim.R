@@ -132,3 +132,30 @@ sim_datarich_1e4 <- function() {
   y <- 1 + 0.5 * x + rnorm(2000, 0, 0.5)[g1] + rnorm(10, 0, 0.3)[g2] + rnorm(n)
   data.frame(y, x, g1, g2)
 }
+
+# The K-sample tree bound with K = 1 on an SVI fit kept with keep_path
+# (svir_tree_bound(), its coupling anchored at the final guide's means, as
+# the draws' is): the mean of the bound's draws, the draws' mean log ratio
+# and the standard error of their difference.
+tree_bound_vs_draws <- function(fs, reps = 4000L) {
+  p <- fs$path
+  ng <- nrow(p$gpar)
+  gp <- fs$engine$vpar[seq_len(ng)]
+  lp <- fs$engine$vpar[-seq_len(ng)]
+  ctrl <- p$ctrl
+  ctrl$seed <- 11
+  b1 <- .Call(svir:::C_svir_tree_bound_r, p$spec, ctrl, matrix(gp), matrix(lp), matrix(gp), 1L, reps)
+  lr <- fs$engine$log_ratio
+  list(bound = mean(b1), draws = mean(lr),
+       se = sqrt(stats::var(lr) / length(lr) + stats::var(drop(b1)) / length(b1)))
+}
+
+# The width of the last interval column of predict(fit, nd, interval =
+# TRUE, allow.new.levels = TRUE) for each fit, with the same R seed.
+new_level_width <- function(fits, nd) {
+  vapply(fits, function(f) {
+    set.seed(1)
+    p <- as.matrix(predict(f, nd, allow.new.levels = TRUE, interval = TRUE))
+    p[1, ncol(p)] - p[1, ncol(p) - 1L]
+  }, 0)
+}

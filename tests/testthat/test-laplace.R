@@ -180,7 +180,8 @@ test_that("the default chooses the Laplace sampler for small models and says why
   g <- svi_fit(Reaction ~ Days + (Days | Subject), lme4::sleepstudy, seed = 1, guide = "meanfield")
   expect_identical(g$method, "svi")
   expect_match(g$method_reason, "guide")
-  expect_output(print(summary(g)), "random effects non-centred (z = b / sd; no one-column term", fixed = TRUE)
+  expect_output(print(summary(g)), "for a term of several columns, A = D L, D = diag(sd)), lambda: Subject",
+                fixed = TRUE)
   b <- svi_fit(Reaction ~ Days + (Days | Subject), lme4::sleepstudy, seed = 1,
                control = svi_control(batch_size = 60))
   expect_identical(b$method, "svi")

@@ -274,15 +274,8 @@ test_that("the tree bound agrees with the ELBO and with QEM's trace", {
   expect_equal(dim(p$gpar), c(length(fs$engine$vpar) - nrow(p$lpar), length(p$step)))
   expect_true(all(diff(p$step) == 50) && all(diff(p$time) >= 0))
   # the final guide (its coupling anchored at its means, as the draws were)
-  ng <- nrow(p$gpar)
-  gp <- fs$engine$vpar[seq_len(ng)]
-  lp <- fs$engine$vpar[-seq_len(ng)]
-  ctrl <- p$ctrl
-  ctrl$seed <- 11
-  b1 <- .Call(C_svir_tree_bound_r, p$spec, ctrl, matrix(gp), matrix(lp), matrix(gp), 1L, 4000L)
-  lr <- fs$engine$log_ratio
-  se <- sqrt(stats::var(lr) / length(lr) + stats::var(drop(b1)) / length(b1))
-  expect_lt(abs(mean(b1) - mean(lr)), 4 * se)
+  tb <- tree_bound_vs_draws(fs)
+  expect_lt(abs(tb$bound - tb$draws), 4 * tb$se)
   # the bound grows with K (same random numbers along the path)
   last <- length(p$step)
   bk <- vapply(c(1L, 4L, 32L), function(K)

@@ -139,7 +139,8 @@ int svir_globals_alloc(const svir_glmm *m, svir_globals *g)
     g->sd = malloc(sizeof(double) * (size_t)(nsd + 1));
     g->L = malloc(sizeof(double) * (size_t)(m->nqq + 1));
     g->A = malloc(sizeof(double) * (size_t)(m->nqq + 1));
-    return g->sd && g->L && g->A ? 0 : 2;
+    g->K = malloc(sizeof(double) * (size_t)(m->nqq + 1));
+    return g->sd && g->L && g->A && g->K ? 0 : 2;
 }
 
 void svir_globals_free(svir_globals *g)
@@ -147,7 +148,8 @@ void svir_globals_free(svir_globals *g)
     free(g->sd);
     free(g->L);
     free(g->A);
-    g->sd = g->L = g->A = NULL;
+    free(g->K);
+    g->sd = g->L = g->A = g->K = NULL;
 }
 
 /* log p(theta): svir_log_prior_ws with workspace on the stack (or the heap
@@ -511,14 +513,53 @@ void svir_centre_A(const svir_glmm *m, svir_globals *g, double *kap)
 {
     for (int t = 0; t < m->nterms; t++) {
         const svir_term *tm = &m->terms[t];
-        if (tm->lambda == 0.0) continue;
-        kap[t] = exp(-tm->lambda * log(g->A[tm->off_qq]));
-        g->A[tm->off_qq] *= kap[t];
+        const double lam = tm->lambda;
+        if (lam == 0.0) continue;
+        const int q = tm->q;
+        double *A = g->A + tm->off_qq;
+        if (q == 1) {
+            kap[t] = exp(-lam * log(A[0]));
+            A[0] *= kap[t];
+            continue;
+        }
+        const double *sd = g->sd + (tm->off_sd - m->p), *L = g->L + tm->off_qq;
+        double *K = g->K + tm->off_qq;
+        /* A_eff row r: sd_r^-lambda ((1 - lambda) A_r. + lambda sd_r e_r) */
+        for (int r = 0; r < q; r++) {
+            const double f = exp(-lam * log(sd[r]));
+            for (int c = 0; c < q; c++)
+                A[r * q + c] = c > r ? 0.0 : f * ((1.0 - lam) * sd[r] * L[r * q + c] + (c == r ? lam * sd[r] : 0.0));
+        }
+        /* K = A^-1 A_eff by forward substitution (A = diag(sd) L lower) */
+        double det = 1.0;
+        for (int c = 0; c < q; c++)
+            for (int r = 0; r < q; r++) {
+                if (r < c) {
+                    K[r * q + c] = 0.0;
+                    continue;
+                }
+                double s = A[r * q + c];
+                for (int l = c; l < r; l++) s -= sd[r] * L[r * q + l] * K[l * q + c];
+                K[r * q + c] = s / (sd[r] * L[r * q + r]);
+                if (r == c) det *= K[r * q + c];
+            }
+        kap[t] = det;
     }
 }
 
 void svir_uncentre_A(const svir_glmm *m, svir_globals *g, const double *kap)
 {
-    for (int t = 0; t < m->nterms; t++)
-        if (m->terms[t].lambda != 0.0) g->A[m->terms[t].off_qq] /= kap[t];
+    for (int t = 0; t < m->nterms; t++) {
+        const svir_term *tm = &m->terms[t];
+        if (tm->lambda == 0.0) continue;
+        if (tm->q == 1) {
+            g->A[tm->off_qq] /= kap[t];
+            continue;
+        }
+        const int q = tm->q;
+        const double *sd = g->sd + (tm->off_sd - m->p), *L = g->L + tm->off_qq;
+        double *A = g->A + tm->off_qq;
+        for (int r = 0; r < q; r++)
+            for (int c = 0; c < q; c++) A[r * q + c] = sd[r] * L[r * q + c];
+    }
 }

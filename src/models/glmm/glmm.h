@@ -30,9 +30,10 @@ typedef struct {
     ptrdiff_t off_qq;       /* first entry of this term in the [sum q^2] arrays */
     double *nobs;           /* [J] observations per level (owned) */
     int z_ones;             /* q == 1 and Z is all ones: a random intercept */
-    double lambda;          /* SVI's partial centring of a q = 1 term (dev/CALIBRATION.md):
-                             * its guide is on u = z sd^lambda, so b = sd^(1 - lambda) u;
-                             * 0 non-centred, 1 centred */
+    double lambda;          /* SVI's partial centring of the term (dev/CALIBRATION.md):
+                             * its guide is on u with b = A_eff u, A_eff = sd^(1 - lambda)
+                             * for q = 1 and D^-lambda ((1 - lambda) A + lambda D) for
+                             * q > 1 (D = diag(sd)); 0 non-centred, 1 centred */
 } svir_term;
 
 typedef struct {
@@ -90,6 +91,8 @@ typedef struct {
     double *sd;             /* [sum q] natural sd per term, term t at off_sd - p */
     double *L;              /* [nqq] row-major correlation Cholesky per term */
     double *A;              /* [nqq] A = diag(sd) L per term */
+    double *K;              /* [nqq] A^-1 A_eff of a partially centred term with q > 1
+                             * (svir_centre_A; unset otherwise) */
     double sigma, phi;
 } svir_globals;
 
@@ -138,9 +141,13 @@ int svir_local_step_ref(const svir_glmm *m, const double *lpar, const double *A,
 void svir_backprop_A(const svir_glmm *m, int t, const double *theta,
                      const svir_globals *g, const double *dA, double *grad);
 
-/* A partially centred term's A (svir_term.lambda != 0) becomes A_eff =
- * sd^(1 - lambda) in g, its kap = sd^-lambda in kap[t]; svir_uncentre_A
- * puts A back. Other terms are left alone. */
+/* A partially centred term's A (svir_term.lambda != 0) becomes A_eff in g:
+ * for q = 1, A_eff = sd^(1 - lambda) and kap[t] = sd^-lambda; for q > 1,
+ * A_eff = D^-lambda ((1 - lambda) A + lambda D) row by row (D = diag(sd):
+ * A at lambda = 0, the identity at 1), K = A^-1 A_eff in g->K and kap[t] =
+ * det K. The standardised effect is z = K (u - w) (kap (u - w) for q = 1)
+ * and log q(z | theta) = log q(u) - log kap[t]. svir_uncentre_A puts A
+ * back (K stays). Other terms are left alone. */
 void svir_centre_A(const svir_glmm *m, svir_globals *g, double *kap);
 void svir_uncentre_A(const svir_glmm *m, svir_globals *g, const double *kap);
 

@@ -49,6 +49,20 @@ SVIR_MATH_HD void svir_local_b(int q, const double *A, const double *z, double *
     }
 }
 
+/* A group's d/dz (dz, times invS) to its m and packed C, z = m + C noise:
+ * z_c = m_c + sum_{l<c} C_cl n_l + exp(log C_cc) n_c */
+SVIR_MATH_HD void svir_local_chain(int q, const double *dz, double invS, const double *noise,
+                                   const double *ed, double *gm, double *gC)
+{
+    for (int c = 0; c < q; c++) {
+        const double d = dz[c] * invS;
+        gm[c] += d;
+        double *gCr = gC + c * (c + 1) / 2;
+        for (int l = 0; l < c; l++) gCr[l] += d * noise[l];
+        gCr[c] += d * noise[c] * ed[c];
+    }
+}
+
 /* One group's gradient from one particle, added to gm [q] and gC [packed]:
  * the likelihood's through b = A z (G = d ll / d b of the group, times the
  * batch's scale), and with stl the path derivative of log N(z; 0, I) -
@@ -77,14 +91,7 @@ SVIR_MATH_HD void svir_local_backward(int q, const double *A, const double *G,
          * -m part comes with svir_local_kl */
         for (int cc = 0; cc < q; cc++) gm[cc] += invS * wt * shift[cc];
     }
-    for (int cc = 0; cc < q; cc++) {
-        const double d = dz[cc] * invS;
-        gm[cc] += d;
-        /* z_cc = m_cc + sum_{l<cc} C_cc,l n_l + exp(logC_cc,cc) n_cc */
-        double *gCr = gC + cc * (cc + 1) / 2;
-        for (int l = 0; l < cc; l++) gCr[l] += d * noise[l];
-        gCr[cc] += d * noise[cc] * ed[cc];
-    }
+    svir_local_chain(q, dz, invS, noise, ed, gm, gC);
 }
 
 /* KL(q(z_j) || N(0, I)) of one group, times wt, returned; its analytic

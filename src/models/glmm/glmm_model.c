@@ -109,8 +109,11 @@ static int glmm_read(const svir_list *spec, const svir_list *ctrl, const svir_co
     m->qem_level = svir_list_ints(spec, "qem_level", m->nterms, 1, e);
     const double *lam = svir_list_reals(spec, "centre", m->nterms, 1, e);
     for (int t = 0; lam && t < m->nterms; t++) {
-        if (!(lam[t] >= 0.0 && lam[t] <= 1.0) || (lam[t] != 0.0 && m->terms[t].q != 1))
-            return svir_err_set(e, 1, "svir internal error: centre must be in [0, 1], and 0 unless the term has q = 1");
+        if (!(lam[t] >= 0.0 && lam[t] <= 1.0))
+            return svir_err_set(e, 1, "svir internal error: centre must be in [0, 1]");
+        if (lam[t] != 0.0 && m->terms[t].q > SVIR_QMAX_STACK)
+            return svir_err_set(e, 1, "svir internal error: centre must be 0 for a term of more than %d columns",
+                                SVIR_QMAX_STACK);
         /* the centred step is SVI's (glmm_svi.c) */
         if (lam[t] != 0.0 && c->method != SVIR_METHOD_SVI)
             return svir_err_set(e, 1, "svir internal error: centre is for SVI");

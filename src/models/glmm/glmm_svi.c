@@ -44,7 +44,7 @@ void glmm_work_free(glmm_work *w)
     free(w->theta); free(w->eps); free(w->gtheta); free(w->u);
     free(w->z); free(w->noise); free(w->b); free(w->ediag);
     free(w->Gt); free(w->gb); free(w->gbt); free(w->gauxt); free(w->llt); free(w->gzt); free(w->gz);
-    free(w->dA); free(w->kap); free(w->cdwc); free(w->idx); free(w->goff); free(w->stamp); free(w->slot);
+    free(w->dA); free(w->kap); free(w->cGK); free(w->cdwc); free(w->idx); free(w->goff); free(w->stamp); free(w->slot);
     free(w->pres_term); free(w->pres_group); free(w->pres_cnt); free(w->runs);
     free(w->gcat); free(w->span_off); free(w->span_len); free(w->bf);
     free(w->lam_g); free(w->lam_kl); free(w->lam_sum); free(w->lam_sq);
@@ -211,8 +211,13 @@ int glmm_work_init(glmm_work *w, const svir_glmm *m, const svir_control *c)
             }
     }
     if (!fail) fail = glmm_coupling_init(w);
-    for (int t = 0; t < m->nterms; t++) w->ncentred += m->terms[t].lambda != 0.0;
+    int ncq = 0;
+    for (int t = 0; t < m->nterms; t++) {
+        w->ncentred += m->terms[t].lambda != 0.0;
+        ncq += m->terms[t].lambda != 0.0 && m->terms[t].q > 1;
+    }
     if (!fail && w->ncentred) w->cdwc = xcalloc((size_t)w->sumq + 1, sizeof(double), &fail);
+    if (!fail && ncq) w->cGK = xcalloc((size_t)m->nqq + 1, sizeof(double), &fail);
     if (!fail && m->centre_learn) {
         const size_t nt = (size_t)m->nterms + 1;
         w->lam_g = xcalloc(nt, sizeof(double), &fail);
@@ -437,6 +442,174 @@ static double back_q1_centred(glmm_work *w, int t, double *lgrad, double invS, i
     return kl;
 }
 
+/* A partially centred term with q > 1 (lambda != 0; svir_centre_A): the
+ * guide is on u ~ N(m, C C^T), b = A_eff u (- the coupled shift E s) and the
+ * standardised effect is z = K (u - w), K = A^-1 A_eff, w = A_eff^-1 E s;
+ * log q(z | theta) = log q(u) - log det K. One group's KL(N(K d, K C C^T
+ * K^T) || N(0, I)), d = m - w, is 0.5 (|K C|^2 + |K d|^2 - q) - sum log
+ * C_rr - log det K; with weight wt:
+ *   d/du:  the likelihood's A_eff^T G, and with stl the path derivative
+ *          C^-T noise - K^T K (u - w);
+ *   d/dK:  (into cGK) -K (u - w)(u - w)^T (stl) or -K (C C^T + d d^T),
+ *          plus diag(1 / K_rr);
+ *   d/dw:  (into dw) K^T K (u - w) (stl) or K^T K d.
+ * Without stl the KL's gradients in m and C are added here too. Returns the
+ * group's KL times wt. */
+static double centred_group_q(glmm_work *w, const svir_term *tm, ptrdiff_t j, double wt,
+                              const double *sh, const double *K, double ldK, double invS,
+                              int stl, double *lgrad, double *dw, double *GK)
+{
+    const int q = tm->q;
+    const ptrdiff_t pos = tm->off_z + j * q, lo = tm->off_loc + j * svir_local_block(q);
+    const double *G = w->Gt + pos, *nz = w->noise + pos, *u = w->z + pos, *ed = w->ediag + pos;
+    const double *mj = w->lpar_cur + lo, *Cp = mj + q, *Ae = w->g.A + tm->off_qq;
+    double *gm = lgrad + lo, *gC = gm + q;
+    double dz[SVIR_QMAX_STACK], d[SVIR_QMAX_STACK], v[SVIR_QMAX_STACK], y[SVIR_QMAX_STACK];
+    double C[SVIR_QMAX_STACK * SVIR_QMAX_STACK], M[SVIR_QMAX_STACK * SVIR_QMAX_STACK];
+    /* C (lower, full storage) and M = K C */
+    for (int r = 0; r < q; r++)
+        for (int c = 0; c < q; c++)
+            C[r * q + c] = c > r ? 0.0 : (c == r ? ed[r] : Cp[r * (r + 1) / 2 + c]);
+    double kl = -0.5 * q - ldK;
+    for (int r = 0; r < q; r++) {
+        kl -= Cp[r * (r + 1) / 2 + r];
+        for (int c = 0; c <= r; c++) {
+            double s = 0.0;
+            for (int l = c; l <= r; l++) s += K[r * q + l] * C[l * q + c];
+            M[r * q + c] = s;
+            kl += 0.5 * s * s;
+        }
+    }
+    /* d = m - w, v = K d (the KL's value; e = u - w, K e with stl) */
+    for (int r = 0; r < q; r++) d[r] = mj[r] - (sh ? sh[r] : 0.0);
+    for (int r = 0; r < q; r++) {
+        double s = 0.0;
+        for (int l = 0; l <= r; l++) s += K[r * q + l] * d[l];
+        v[r] = s;
+        kl += 0.5 * s * s;
+    }
+    /* the likelihood's d/du: A_eff^T G */
+    for (int c = 0; c < q; c++) {
+        double s = 0.0;
+        for (int r = c; r < q; r++) s += Ae[r * q + c] * G[r];
+        dz[c] = w->scale * s;
+    }
+    for (int r = 0; r < q; r++) GK[r * q + r] += wt / K[r * q + r];
+    if (stl) {
+        double e[SVIR_QMAX_STACK], ke[SVIR_QMAX_STACK];
+        for (int r = 0; r < q; r++) e[r] = u[r] - (sh ? sh[r] : 0.0);
+        for (int r = 0; r < q; r++) {
+            double s = 0.0;
+            for (int l = 0; l <= r; l++) s += K[r * q + l] * e[l];
+            ke[r] = s;
+        }
+        svir_packed_back_solve(q, Cp, ed, nz, y);
+        for (int c = 0; c < q; c++) {
+            double s = 0.0; /* (K^T K e)_c */
+            for (int r = c; r < q; r++) s += K[r * q + c] * ke[r];
+            dz[c] += wt * (y[c] - s);
+            dw[c] += wt * s;
+        }
+        for (int r = 0; r < q; r++)
+            for (int c = 0; c <= r; c++) GK[r * q + c] -= wt * ke[r] * e[c];
+    } else {
+        for (int c = 0; c < q; c++) {
+            double s = 0.0; /* (K^T v)_c */
+            for (int r = c; r < q; r++) s += K[r * q + c] * v[r];
+            gm[c] -= invS * wt * s;
+            dw[c] += wt * s;
+        }
+        /* d/dC of -0.5 |K C|^2 is -(K^T M), lower entries; C's diagonal is
+         * stored as logs, whose -log C_rr adds 1 */
+        for (int r = 0; r < q; r++) {
+            double *gCr = gC + r * (r + 1) / 2;
+            for (int c = 0; c <= r; c++) {
+                double s = 0.0;
+                for (int l = r; l < q; l++) s += K[l * q + r] * M[l * q + c];
+                gCr[c] -= invS * wt * (c == r ? s * ed[r] - 1.0 : s);
+            }
+        }
+        /* d/dK: -(M C^T + v d^T) */
+        for (int r = 0; r < q; r++)
+            for (int c = 0; c <= r; c++) {
+                double s = v[r] * d[c];
+                for (int l = 0; l <= c; l++) s += M[r * q + l] * C[c * q + l];
+                GK[r * q + c] -= wt * s;
+            }
+    }
+    svir_local_chain(q, dz, invS, nz, ed, gm, gC);
+    return wt * kl;
+}
+
+/* the centred term t (q > 1): its groups present in the batch, as
+ * back_q1_centred; d/dK into w->cGK, d/dw into the coupling's cdwc */
+static double back_qn_centred(glmm_work *w, int t, double *lgrad, double invS, int stl)
+{
+    const svir_glmm *m = w->m;
+    const svir_term *tm = &m->terms[t];
+    const int q = tm->q;
+    const int coupled = w->couple && w->cns[t] > 0 && w->cdwc;
+    const double *sh = coupled ? w->cw + w->qoff[t] : NULL, *K = w->g.K + tm->off_qq;
+    const double ldK = log(w->kap[t]);
+    double dw[SVIR_QMAX_STACK] = {0}, kl = 0.0;
+    double *GK = w->cGK + tm->off_qq;
+    for (int k = 0; k < q * q; k++) GK[k] = 0.0;
+    for (ptrdiff_t k = 0; k < w->npres; k++) {
+        if (w->pres_term[k] != t) continue;
+        const int j = w->pres_group[k];
+        const double wt = w->scale * w->pres_cnt[k] / tm->nobs[j];
+        kl += centred_group_q(w, tm, j, wt, sh, K, ldK, invS, stl, lgrad, dw, GK);
+    }
+    if (coupled)
+        for (int r = 0; r < q; r++) w->cdwc[w->qoff[t] + r] += dw[r];
+    return kl;
+}
+
+/* A centred term with q > 1: its d/dA_eff (dA, from the likelihood and the
+ * coupling) and d/dK (cGK) to d/dA with A = diag(sd) L (in dA, for
+ * svir_backprop_A) and a direct part in d/dlog sd (gtheta). With K = A^-1
+ * A_eff: d/dA_eff += A^-T GK and d/dA = -A^-T GK K^T (lower entries); with
+ * A_eff row r = sd_r^-lambda ((1 - lambda) A_r. + lambda sd_r e_r):
+ * d/dA_r. += (1 - lambda) sd_r^-lambda d/dA_eff r., and d/dlog sd_r at
+ * fixed A = sum_c d/dA_eff rc (-lambda (1 - lambda) sd_r^-lambda A_rc) +
+ * d/dA_eff rr lambda (1 - lambda) sd_r^(1 - lambda). */
+static void centre_chain_q(glmm_work *w, int t)
+{
+    const svir_glmm *m = w->m;
+    const svir_term *tm = &m->terms[t];
+    const int q = tm->q;
+    const double lam = tm->lambda;
+    const double *sd = w->g.sd + (tm->off_sd - m->p), *L = w->g.L + tm->off_qq;
+    const double *K = w->g.K + tm->off_qq, *GK = w->cGK + tm->off_qq;
+    double *dA = w->dA + tm->off_qq;
+    double H[SVIR_QMAX_STACK * SVIR_QMAX_STACK], dAo[SVIR_QMAX_STACK * SVIR_QMAX_STACK];
+    /* H = A^-T GK: back substitution with the upper A^T, column by column */
+    for (int c = 0; c < q; c++)
+        for (int r = q - 1; r >= 0; r--) {
+            double s = GK[r * q + c];
+            for (int l = r + 1; l < q; l++) s -= sd[l] * L[l * q + r] * H[l * q + c];
+            H[r * q + c] = s / (sd[r] * L[r * q + r]);
+        }
+    for (int r = 0; r < q; r++)
+        for (int c = 0; c <= r; c++) {
+            double s = 0.0; /* (H K^T)_rc */
+            for (int l = 0; l <= c; l++) s += H[r * q + l] * K[c * q + l];
+            dAo[r * q + c] = -s;
+            dA[r * q + c] += H[r * q + c];
+        }
+    for (int r = 0; r < q; r++) {
+        const double f = exp(-lam * log(sd[r]));
+        double gs = dA[r * q + r] * lam * (1.0 - lam) * f * sd[r];
+        for (int c = 0; c <= r; c++) {
+            gs -= dA[r * q + c] * lam * (1.0 - lam) * f * sd[r] * L[r * q + c];
+            dAo[r * q + c] += (1.0 - lam) * f * dA[r * q + c];
+        }
+        w->gtheta[tm->off_sd + r] += gs;
+        for (int c = 0; c <= r; c++) dA[r * q + c] = dAo[r * q + c];
+        for (int c = r + 1; c < q; c++) dA[r * q + c] = 0.0;
+    }
+}
+
 /* ELBO estimate at (gpar, lpar) with the noise and minibatch of `step`;
  * writes the gradient into ggrad [ngp] and, for present groups, lgrad [nloc].
  * Assumes select_batch was called for this step (minibatch). */
@@ -555,7 +728,10 @@ double glmm_estimate(glmm_work *w, long step, const double *gpar, const double *
         }
         if (w->cdwc) memset(w->cdwc, 0, sizeof(double) * (size_t)w->sumq);
         for (int t = 0; t < m->nterms; t++) {
-            if (m->terms[t].q != 1) continue;
+            if (m->terms[t].q != 1) {
+                if (m->terms[t].lambda != 0.0) elbo -= invS * back_qn_centred(w, t, lgrad, invS, stl);
+                continue;
+            }
             if (m->terms[t].lambda != 0.0) {
                 elbo -= invS * back_q1_centred(w, t, lgrad, invS, stl);
             } else if (w->full) {
@@ -567,16 +743,18 @@ double glmm_estimate(glmm_work *w, long step, const double *gpar, const double *
          * d/dA_eff (before the coupling adds its own) */
         for (int t = 0; w->lam_g && t < m->nterms; t++) {
             const svir_term *tm = &m->terms[t];
-            if (tm->lambda == 0.0) continue;
+            if (tm->lambda == 0.0 || tm->q != 1) continue; /* q > 1: lambda stays the rule's */
             const double Ae = w->g.A[tm->off_qq], lsd = log(Ae) - log(w->kap[t]);
             w->lam_g[t] += invS * lsd * (w->lam_kl[t] - Ae * w->dA[tm->off_qq]);
         }
         if (w->couple) elbo += invS * glmm_coupling_backward(w, lpar, stl);
         /* a centred term's dA is in A_eff = sd^(1 - lambda) = sd kap, and
          * svir_backprop_A takes d/dA with A = sd: times (1 - lambda) kap */
-        for (int t = 0; w->ncentred && t < m->nterms; t++)
-            if (m->terms[t].lambda != 0.0)
-                w->dA[m->terms[t].off_qq] *= (1.0 - m->terms[t].lambda) * w->kap[t];
+        for (int t = 0; w->ncentred && t < m->nterms; t++) {
+            if (m->terms[t].lambda == 0.0) continue;
+            if (m->terms[t].q == 1) w->dA[m->terms[t].off_qq] *= (1.0 - m->terms[t].lambda) * w->kap[t];
+            else centre_chain_q(w, t);
+        }
         for (int t = 0; t < m->nterms; t++)
             svir_backprop_A(m, t, w->theta, &w->g, w->dA + m->terms[t].off_qq, w->gtheta);
 
@@ -748,7 +926,7 @@ static int learn_centring(glmm_work *w, int nsets, double *const *gpars, double 
         svir_term *tm = &m->terms[t];
         const double gbar = w->lam_sum[t] / (double)n, ms = w->lam_sq[t] / (double)n;
         w->lam_sum[t] = w->lam_sq[t] = 0.0;
-        if (w->lam_windows == 0 || tm->lambda == 0.0 || !(ms > 0.0)) continue;
+        if (w->lam_windows == 0 || tm->lambda == 0.0 || tm->q != 1 || !(ms > 0.0)) continue;
         double d = 5.0 * gbar / sqrt(ms);
         d = d > 1.0 ? 1.0 : (d < -1.0 ? -1.0 : d);
         const double l0 = tm->lambda, eta = log(l0 / (1.0 - l0)) + d;

@@ -169,7 +169,8 @@ void glmm_tree_globals(glmm_tree *qt, const double *gpar, uint64_t stream, uint6
     for (int k = 0; k < qt->K; k++) {
         /* a partially centred SVI guide (glmm_svi.c, back_q1_centred): its
          * coupling shift in u's units, from A_eff = sd kap, kap = sd^-lambda
-         * (one term: kap[0] of svir_centre_A is the draw's) */
+         * (one term: kap[0] of svir_centre_A is the draw's; q > 1 keeps
+         * its K in the draw's g) */
         if (qt->kap) svir_centre_A(m, &qt->g[k], qt->kap + k);
         if (qt->cp.couple)
             svir_coupling_forward(m, &qt->cp, qt->theta + (ptrdiff_t)k * qt->D, &qt->g[k], qt->be,
@@ -304,10 +305,18 @@ int glmm_tree_groups(glmm_tree *qt, const double *lpar, uint64_t stream, uint64_
                              * + log kap */
                             const double kp = qt->kap ? qt->kap[k0] : 1.0;
                             lz = -lq0[kj] + (qt->kap ? log(kp) : 0.0);
-                            for (int r = 0; r < q; r++) {
-                                zc[r] = kp * (z[r] - (couple ? w[r] : 0.0));
-                                lz += -0.5 * zc[r] * zc[r] - SVIR_LOG_SQRT_2PI;
+                            for (int r = 0; r < q; r++) zc[r] = z[r] - (couple ? w[r] : 0.0);
+                            if (qt->kap && q > 1) { /* K (z0 - w), kp = det K */
+                                const double *Kk = qt->g[k0].K + tm->off_qq;
+                                for (int r = q - 1; r >= 0; r--) {
+                                    double s = 0.0;
+                                    for (int l = 0; l <= r; l++) s += Kk[r * q + l] * zc[l];
+                                    zc[r] = s;
+                                }
+                            } else if (qt->kap) {
+                                zc[0] *= kp;
                             }
+                            for (int r = 0; r < q; r++) lz += -0.5 * zc[r] * zc[r] - SVIR_LOG_SQRT_2PI;
                             z = zc;
                         }
                         svir_local_b(q, A, z, b);

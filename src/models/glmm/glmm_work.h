@@ -60,7 +60,8 @@ typedef struct {
     const double *lpar_cur; /* the local parameters of the estimate under way */
     /* partially centred terms (svir_term.lambda; back_q1_centred) */
     int ncentred;
-    double *kap;            /* [nterms] sd^-lambda at the current draw */
+    double *kap;            /* [nterms] sd^-lambda (q = 1) or det K (q > 1) at the current draw */
+    double *cGK;            /* [nqq] d ELBO / d K of the centred terms with q > 1 (back_qn_centred) */
     double *cdwc;           /* [sum q] their d objective / d w, for the coupling */
     /* learned centring (m->centre_learn; learn_centring in glmm_svi.c) */
     double *lam_g;          /* [nterms] d ELBO / d lambda of the last estimate */
