@@ -353,8 +353,12 @@ svir_glmm_build <- function(formula, data, family, prior, guide, method, control
   }
 
   # SVI's partial centring per term (svir_centring() in R/start.R): the
-  # engine's centred step is on the CPU
+  # engine's centred step is on the CPU, so a fit the rule would centre
+  # leaves the device (svir_centre_backend)
   centre <- NULL
+  if (method == "svi" && identical(be$backend, "cuda") && !identical(control$centre, "none")) {
+    be <- svir_centre_backend(be, backend, svir_centring(spec, info, control$centre), info, call)
+  }
   if (method == "svi" && !identical(be$backend, "cuda")) {
     centre <- svir_centring(spec, info, control$centre)
     if (any(centre != 0)) spec$centre <- centre
@@ -389,6 +393,30 @@ svir_glmm_build <- function(formula, data, family, prior, guide, method, control
   list(spec = spec, ctrl = ctrl, info = info, call = call, control = control,
        method = method, method_reason = method_reason, guide = guide, backend = be, seed = seed,
        separation = separation, user_window = user_window, qem_plan = qem_plan, centre = centre)
+}
+
+# The device has no centred step (svir_centre_A() is the CPU engine's). A
+# term the rule centres by more than a half has data-rich levels, where the
+# non-centred guide's variance components and intercept were biased (on the
+# device, a 10^7-row Poisson GLMM's intercept 30 posterior sds off;
+# bench/README.md, "GPU"): with backend = "auto" the fit moves to the CPU
+# and says why; with backend = "cuda" it stays, with a warning. `lam`: the
+# rule's lambda per term.
+svir_centre_backend <- function(be, backend, lam, info, call = NULL) {
+  rich <- which(lam > 0.5)
+  if (!length(rich)) return(be)
+  g <- vapply(info$re[rich], `[[`, "", "grpvar")
+  what <- paste(sprintf("%s (lambda %.2f)", g, lam[rich]), collapse = ", ")
+  if (identical(backend, "auto")) {
+    return(list(backend = "cpu", reason = paste0(
+      "the device has no centred step, and the data-rich term", if (length(rich) > 1L) "s " else " ",
+      what, " need", if (length(rich) > 1L) "" else "s", " one")))
+  }
+  cli::cli_warn(c("{.code backend = \"cuda\"} fits every random-effect term non-centred: the device has no centred step.",
+                  i = "The rule would centre {what}: with data-rich levels the non-centred guide's variance components and intercept can be biased.",
+                  i = "Use {.code backend = \"auto\"} or {.code \"cpu\"} for the centred fit."),
+                class = "svir_warning", call = call)
+  be
 }
 
 # The svi_fit object of a GLMM from the engine's list.

@@ -159,3 +159,22 @@ new_level_width <- function(fits, nd) {
     p[1, ncol(p)] - p[1, ncol(p) - 1L]
   }, 0)
 }
+
+# bench/datarich.R's crossed design: y ~ x + (1 | g1) + (1 | g2) with g1 and
+# g2 crossed (each row's levels drawn uniformly from J1 and J2), intercept
+# 0.3 (gaussian 1), x 0.5, sd(g1) 0.5, sd(g2) 0.3, sigma 1; binomial is
+# Bernoulli (logit). Seed 20261204 + n, as the bench.
+sim_datarich <- function(family, n, J1, J2, seed = 20261204 + n) {
+  set.seed(seed)
+  g1 <- factor(sample.int(J1, n, replace = TRUE), levels = seq_len(J1))
+  g2 <- factor(sample.int(J2, n, replace = TRUE), levels = seq_len(J2))
+  x <- rnorm(n)
+  b1 <- rnorm(J1, 0, 0.5)
+  b2 <- rnorm(J2, 0, 0.3)
+  eta <- (if (family == "gaussian") 1 else 0.3) + 0.5 * x + b1[g1] + b2[g2]
+  y <- switch(family,
+    gaussian = rnorm(n, eta, 1),
+    poisson = rpois(n, exp(eta)),
+    binomial = rbinom(n, 1, plogis(eta)))
+  data.frame(y = y, x = x, g1 = droplevels(g1), g2 = droplevels(g2))
+}

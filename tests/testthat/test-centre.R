@@ -287,3 +287,19 @@ test_that("the draws and the tree bound follow a centred term of several columns
   tb <- tree_bound_vs_draws(fs)
   expect_lt(abs(tb$bound - tb$draws), 4 * tb$se)
 })
+
+# The device has no centred step: a fit the rule would centre (a term with
+# lambda above a half) leaves it under backend = "auto" and warns under
+# backend = "cuda" (svir_centre_backend(); no device is needed to check the
+# decision).
+test_that("a fit with data-rich terms leaves the device, which has no centred step", {
+  info <- list(re = list(list(grpvar = "g1"), list(grpvar = "g2")))
+  dev <- list(backend = "cuda", reason = "large enough for the device")
+  be <- svir:::svir_centre_backend(dev, "auto", c(0.3, 0.98), info)
+  expect_identical(be$backend, "cpu")
+  expect_match(be$reason, "the data-rich term g2 (lambda 0.98) needs one", fixed = TRUE)
+  expect_identical(svir:::svir_centre_backend(dev, "auto", c(0.3, 0.4), info), dev)
+  expect_warning(be <- svir:::svir_centre_backend(dev, "cuda", c(0.7, 0.98), info),
+                 "g1 (lambda 0.70), g2 (lambda 0.98)", fixed = TRUE, class = "svir_warning")
+  expect_identical(be, dev)
+})
