@@ -12,7 +12,9 @@ svir_models <- list(
   # (its engine is chosen by pln()'s own rules: "auto" is "svi")
   pln = list(build = function(..., method, ziformula = NULL, weights = NULL, guide_given = NULL)
                svir_pln_build(..., method = if (identical(method, "auto")) "svi" else method),
-             finish = function(...) svir_pln_finish(...))
+             finish = function(...) svir_pln_finish(...)),
+  mixture = list(build = function(..., ziformula = NULL, weights = NULL) svir_mix_build(...),
+                 finish = function(...) svir_mix_finish(...))
 )
 
 # The entry for a family: a model family (class "svir_model_family", e.g.

@@ -112,3 +112,23 @@ int svir_list_is(const svir_list *l, const char *name, const char *s)
     const char *v = svir_list_str(l, name, NULL);
     return v && strcmp(v, s) == 0;
 }
+
+int svir_list_sparse(const svir_list *l, const char *pn, const char *in, const char *xn,
+                     int nouter, int ninner, const int **ptr, const int **idx, const double **x,
+                     svir_err *e)
+{
+    const int *P = svir_list_ints(l, pn, (ptrdiff_t)nouter + 1, 0, e);
+    if (!P) return e->status;
+    const ptrdiff_t nz = P[nouter];
+    const int *I = svir_list_ints(l, in, nz, 0, e);
+    const double *X = svir_list_reals(l, xn, nz, 0, e);
+    if (e->status) return e->status;
+    for (int o = 0; o < nouter; o++)
+        if (P[o] > P[o + 1]) return svir_err_set(e, 1, "svir internal error: bad sparse pointers %s", pn);
+    for (ptrdiff_t z = 0; z < nz; z++)
+        if (I[z] < 0 || I[z] >= ninner) return svir_err_set(e, 1, "svir internal error: bad sparse indices %s", in);
+    *ptr = P;
+    *idx = I;
+    *x = X;
+    return 0;
+}

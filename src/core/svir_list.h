@@ -51,6 +51,13 @@ const double *svir_list_reals(const svir_list *l, const char *name, ptrdiff_t le
 /* An integer array, the same way. */
 const int *svir_list_ints(const svir_list *l, const char *name, ptrdiff_t len, int optional,
                           svir_err *e);
+/* A compressed sparse matrix's slots: nouter + 1 pointers (name pn), then
+ * as many indices in [0, ninner) (name in) and values (name xn), checked;
+ * 0, or a status with e. (A dgCMatrix's p, i, x: columns of rows; its
+ * transpose's: rows of columns.) */
+int svir_list_sparse(const svir_list *l, const char *pn, const char *in, const char *xn,
+                     int nouter, int ninner, const int **ptr, const int **idx, const double **x,
+                     svir_err *e);
 /* A number (double, integer or logical scalar), or dflt when absent. */
 double svir_list_num(const svir_list *l, const char *name, double dflt);
 /* An integer scalar (a double is truncated), or dflt when absent. */

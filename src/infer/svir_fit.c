@@ -8,6 +8,7 @@
 #endif
 #include "backend/svir_backend.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -73,4 +74,17 @@ done:
     if (def && model) def->free(model);
     if (st && st != SVIR_INTERRUPTED) snprintf(res->message, sizeof res->message, "%s", e.msg);
     return st;
+}
+
+int svir_default_threads(double work, double per_thread)
+{
+#ifdef _OPENMP
+    const double want = ceil(work / per_thread);
+    const int mx = omp_get_max_threads();
+    return want < mx ? (want > 1 ? (int)want : 1) : mx;
+#else
+    (void)work;
+    (void)per_thread;
+    return 1;
+#endif
 }

@@ -152,6 +152,10 @@ extern const svir_model_def *const svir_models[];
 extern const int svir_n_models;
 const svir_model_def *svir_model_find(const char *name);
 
+/* A model's default threads (its threads() in the table): one per
+ * `per_thread` units of `work`, at least 1, at most OpenMP's. */
+int svir_default_threads(double work, double per_thread);
+
 /* The drivers, for the models' impl tables. */
 int svir_svi_run(const svir_svi_ops *ops, void *model, const svir_control *c,
                  const svir_callbacks *cb, svir_result *res);

@@ -6,10 +6,12 @@
 #include "infer/svir_model.h"
 #include "models/glmm/glmm_svi.h"
 #include "models/pln/pln_model.h"
+#include "models/mixture/mix_model.h"
 
 const svir_model_def *const svir_models[] = {
     &svir_glmm_def,
     &svir_pln_def,
+    &svir_mix_def,
 };
 const int svir_n_models = (int)(sizeof svir_models / sizeof svir_models[0]);
 

@@ -9,10 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 static void pln_free(void *model)
 {
     svir_pln_model *m = model;
@@ -25,19 +21,7 @@ static void pln_free(void *model)
  * for minibatches and PLN-PCA */
 static int read_rows(const svir_list *spec, svir_pln_model *m, svir_err *e)
 {
-    const int n = m->dat.n, p = m->dat.p;
-    m->Rp = svir_list_ints(spec, "Rp", (ptrdiff_t)n + 1, 0, e);
-    if (!m->Rp) return e->status;
-    const ptrdiff_t nz = m->Rp[n];
-    m->Rj = svir_list_ints(spec, "Rj", nz, 0, e);
-    m->Rx = svir_list_reals(spec, "Rx", nz, 0, e);
-    if (e->status) return e->status;
-    for (int i = 0; i < n; i++)
-        if (m->Rp[i] > m->Rp[i + 1]) return svir_err_set(e, 1, "svir internal error: bad sparse rows");
-    for (ptrdiff_t z = 0; z < nz; z++)
-        if (m->Rj[z] < 0 || m->Rj[z] >= p)
-            return svir_err_set(e, 1, "svir internal error: bad sparse columns");
-    return 0;
+    return svir_list_sparse(spec, "Rp", "Rj", "Rx", m->dat.n, m->dat.p, &m->Rp, &m->Rj, &m->Rx, e);
 }
 
 /* spec: model = "pln", n, p, d, cov, q, the counts (Y dense, or Yp, Yi, Yx:
@@ -65,17 +49,8 @@ static int pln_read(const svir_list *spec, const svir_list *ctrl, const svir_con
         return svir_err_set(e, 1, "svir internal error: bad PLN dimensions");
     const ptrdiff_t np = (ptrdiff_t)d->n * d->p;
     if (svir_list_absent(spec, "Y")) {
-        d->Yp = svir_list_ints(spec, "Yp", d->p + 1, 0, e);
-        if (!d->Yp) return e->status;
-        const ptrdiff_t nz = d->Yp[d->p];
-        d->Yi = svir_list_ints(spec, "Yi", nz, 0, e);
-        d->Yx = svir_list_reals(spec, "Yx", nz, 0, e);
-        if (e->status) return e->status;
-        for (int j = 0; j < d->p; j++)
-            if (d->Yp[j] > d->Yp[j + 1]) return svir_err_set(e, 1, "svir internal error: bad sparse columns");
-        for (ptrdiff_t z = 0; z < nz; z++)
-            if (d->Yi[z] < 0 || d->Yi[z] >= d->n)
-                return svir_err_set(e, 1, "svir internal error: bad sparse rows");
+        if (svir_list_sparse(spec, "Yp", "Yi", "Yx", d->p, d->n, &d->Yp, &d->Yi, &d->Yx, e))
+            return e->status;
     } else {
         d->Y = svir_list_reals(spec, "Y", np, 0, e);
     }
@@ -155,16 +130,7 @@ static double pln_size(const void *model, const svir_control *c)
  * K^2 exponentials), at most OpenMP's */
 static int pln_threads(const void *model, const svir_control *c)
 {
-#ifdef _OPENMP
-    const double np = pln_size(model, c), per = c->method == SVIR_METHOD_QEM ? 50000.0 : 500000.0;
-    const double want = ceil(np / per);
-    const int mx = omp_get_max_threads();
-    return want < mx ? (want > 1 ? (int)want : 1) : mx;
-#else
-    (void)model;
-    (void)c;
-    return 1;
-#endif
+    return svir_default_threads(pln_size(model, c), c->method == SVIR_METHOD_QEM ? 50000.0 : 500000.0);
 }
 
 /* ---- full batches ---------------------------------------------------------- */

@@ -1,0 +1,361 @@
+# Count mixtures (issue 17): family = count_mixture(). The model and its
+# engine are in src/models/mixture/ (mix_model.h).
+
+#' Count mixture family for count matrices
+#'
+#' A mixture of count distributions over the rows of a count matrix (cells
+#' or samples by genes or taxa), for [svi_fit()]:
+#' `svi_fit(Y ~ batch + offset(log(size_factor)), data, family =
+#' count_mixture(K = 8))`. Each row has a cluster label `z_i ~
+#' Categorical(pi)`, `pi ~ Dirichlet(alpha)`, and given `z_i = k` each count
+#' is Poisson or negative binomial with mean `exp(o_i + x_i gamma_j +
+#' mu_kj)`: `o_i` the row's offset, `x_i` its covariates (the formula's
+#' right-hand side without its intercept, effects `gamma_j` per column of
+#' `Y` shared by the clusters), and cluster log-means `mu_kj ~ N(m_j,
+#' tau_j^2)` shrunk towards a column mean, so that a small cluster's means
+#' are not taken from a few rows alone. The negative binomial has a
+#' dispersion `phi_j` per column (variance `mu + mu^2 / phi`).
+#'
+#' The labels are summed out exactly (a log-sum-exp over the `K` clusters of
+#' each row); SVI fits a mean-field Gaussian guide over the unconstrained
+#' global parameters, in minibatches of rows for large matrices. Each of
+#' `nstart` starts comes from k-means++ on the principal components of the
+#' log-normalised counts; the start with the best final ELBO is kept and the
+#' others are reported (`fit$starts`). Clusters are numbered by size, the
+#' largest first.
+#'
+#' In this version: Poisson and negative binomial clusters, one `K`, SVI on
+#' the CPU. Zero inflation, Dirichlet-multinomial clusters, a choice of
+#' `K`, the background model, QEM and CUDA are not built yet (issue 17).
+#'
+#' Priors: `m_j ~ N(log of the column's mean rate, 2.5^2)`, `tau_j ~ N+(0,
+#' 1)`, `gamma ~ N(0, 2.5^2)`, `phi_j^(-1/2) ~ N+(0, 1)`, `pi ~
+#' Dirichlet(alpha)`.
+#'
+#' @param K The number of clusters, at least 2.
+#' @param dist `"nb"` (negative binomial, the default) or `"poisson"`.
+#' @param alpha The Dirichlet prior's concentration on the weights.
+#' @param nstart Starts (k-means++ on principal components); the best by
+#'   final ELBO is kept.
+#' @return An object of class `"svir_model_family"` for [svi_fit()].
+#' @seealso [clusters()], [coef.svi_mixture()].
+#' @examples
+#' set.seed(1)
+#' mu <- rbind(rep(c(2, 0), c(10, 10)), rep(c(0, 2), c(10, 10)))
+#' z <- rep(1:2, c(60, 40))
+#' Y <- matrix(rpois(100 * 20, exp(mu[z, ])), 100)
+#' fit <- svi_fit(Y ~ 1, family = count_mixture(K = 2, dist = "poisson"), seed = 1)
+#' table(clusters(fit), z)
+#' @export
+count_mixture <- function(K = 8, dist = c("nb", "poisson"), alpha = 1, nstart = 3) {
+  abort <- function(msg, .envir = parent.frame()) {
+    cli::cli_abort(msg, class = "svir_error", call = NULL, .envir = .envir)
+  }
+  if (!is.numeric(K) || anyNA(K) || any(K != round(K)) || any(K < 2)) {
+    abort("{.arg K} must be a whole number of clusters, at least 2.")
+  }
+  if (length(K) != 1L) {
+    abort(c("{.arg K} must be one number in this version: choosing {.arg K} from {.val {K}} is not built yet.",
+            i = "Fit each {.arg K} and compare their {.fn logLik} (or {.fn BIC})."))
+  }
+  if (!is.character(dist) || !all(dist %in% names(svir_codes$mix_dist))) {
+    abort(c("{.arg dist} must be {.or {.val {names(svir_codes$mix_dist)}}} in this version.",
+            x = "You supplied {.val {dist}}."))
+  }
+  dist <- match.arg(dist)
+  if (!is.numeric(alpha) || length(alpha) != 1L || !is.finite(alpha) || alpha <= 0) {
+    abort("{.arg alpha} must be one positive number.")
+  }
+  if (!is.numeric(nstart) || length(nstart) != 1L || !is.finite(nstart) || nstart < 1 ||
+      nstart != round(nstart)) {
+    abort("{.arg nstart} must be a whole number of starts, at least 1.")
+  }
+  structure(list(model = "mixture", family = "count_mixture", K = as.integer(K), dist = dist,
+                 alpha = as.double(alpha), nstart = as.integer(nstart)),
+            class = "svir_model_family")
+}
+
+# svi_fit() for count_mixture(): the counts and covariates (read as pln()
+# reads them), the starts, the engine's spec.
+svir_mix_build <- function(formula, data, family, prior, guide, method, control, backend, seed,
+                           na.action, call, guide_given = FALSE) {
+  abort <- function(msg, .envir = parent.frame()) {
+    cli::cli_abort(msg, class = "svir_error", call = call, .envir = .envir)
+  }
+  if (!method %in% c("auto", "svi")) {
+    abort(c("{.fn count_mixture} is fitted by SVI in this version ({.code method = \"{method}\"} is not built for it).",
+            i = "Use {.code method = \"svi\"} or leave {.arg method} out."))
+  }
+  if (identical(guide, "fullrank")) {
+    abort(c("{.fn count_mixture} takes the mean-field guide: a full-rank guide over {.code K x p} cluster means would not fit in memory for a count matrix.",
+            i = "Leave {.arg guide} out."))
+  }
+  if (!is.null(prior)) cli::cli_warn("{.arg prior} is not used by {.fn count_mixture} fits (see {.help count_mixture} for its priors).")
+  be <- svir_choose_backend(backend, model = "mixture", method = "svi",
+                            minibatch = !is.null(control$batch_size), call = call)
+  if (!inherits(formula, "formula") || length(formula) != 3L) {
+    abort("{.arg formula} must be a two-sided formula with the count matrix on the left, e.g. {.code Y ~ batch}.")
+  }
+  if (length(lme4::findbars(formula))) abort("{.fn count_mixture} takes no random-effect terms such as {.code (1 | g)}.")
+  if (missing(data)) data <- NULL
+  Yin <- svir_pln_response(formula, data, abort)
+  sparse <- !is.matrix(Yin)
+  if (anyNA(if (sparse) Yin@x else Yin)) abort("The count matrix has missing values: drop or fill those rows.")
+  mf <- svir_pln_frame(formula, data, nrow(Yin), na.action, abort)
+  nas <- as.integer(attr(mf, "na.action"))
+  if (length(nas)) Yin <- Yin[-nas, , drop = FALSE]
+  n <- nrow(Yin)
+  p <- ncol(Yin)
+  K <- family$K
+  if (n < 2L * K) abort("The count matrix has {n} row{?s}: too few for {K} clusters.")
+  x <- if (sparse) Yin@x else Yin
+  bad <- !is.finite(x) | x < 0 | abs(x - round(x)) > 1e-8
+  if (any(bad)) {
+    abort("The counts must be non-negative whole numbers (found {sum(bad)} other value{?s}, such as {.val {utils::head(unique(x[bad]), 3)}}).")
+  }
+  cn <- colnames(Yin)
+  if (is.null(cn)) cn <- paste0("Y", seq_len(p))
+  tt <- stats::delete.response(stats::terms(mf))
+  X <- stats::model.matrix(tt, mf)
+  X <- X[, colnames(X) != "(Intercept)", drop = FALSE]
+  dx <- ncol(X)
+  if (dx > 0 && qr(cbind(1, X))$rank < dx + 1) abort("The covariates are rank-deficient (with the clusters' means): drop redundant terms.")
+  O <- stats::model.offset(mf)
+  if (!is.null(O)) {
+    if (!is.null(dim(O)) || length(O) != n) abort("The offset must have one value per row ({n}).")
+    if (any(!is.finite(O))) abort(c("The offset has non-finite values.", i = "For {.code offset(log(size_factor))}, every size factor must be positive."))
+    O <- as.double(O)
+  }
+  # the column means' rates, for m_j's prior and the starts
+  o <- if (is.null(O)) rep(0, n) else O
+  colsum <- if (sparse) Matrix::colSums(Yin) else colSums(Yin)
+  m_loc <- log((colsum + 0.1) / sum(exp(o)))
+  dist <- svir_codes$mix_dist[[family$dist]]
+  spec <- list(model = "mixture", n = n, p = p, K = K, dx = dx, dist = dist,
+               O = O, X = if (dx > 0) unname(X) else NULL, m_loc = m_loc, m_scale = 2.5,
+               tau_scale = 1, gamma_scale = 2.5, alpha = family$alpha)
+  if (sparse) {
+    R <- Matrix::t(Yin) # columns of t(Y) are the rows of Y
+    spec$Rp <- R@p
+    spec$Rj <- R@i
+    spec$Rx <- as.double(R@x)
+  } else {
+    spec$Y <- unname(Yin)
+    storage.mode(spec$Y) <- "double"
+  }
+  # minibatches of rows by default when a full pass is large
+  if (is.null(control$batch_size) && as.double(n) * p * K > 2e7) {
+    control$batch_size <- as.integer(max(64, ceiling(2e6 / (as.double(p) * K))))
+  }
+  if (!is.null(control$batch_size) && control$batch_size >= n) control$batch_size <- NULL
+  starts <- svir_mix_starts(Yin, o, X, family, seed, m_loc)
+  ctrl <- unclass(control)
+  ctrl$guide <- "meanfield"
+  ctrl$seed <- seed
+  ctrl$backend <- backend
+  ctrl$method <- "svi"
+  ctrl$threads <- as.integer(if (is.null(control$threads)) 0L else control$threads)
+  if (is.null(control$num_particles)) ctrl$num_particles <- control$num_particles <- 1L
+  ctrl$stl <- as.integer(control$stl)
+  ctrl$progress <- NULL
+  spec$init_mu <- starts[[1]]
+  list(spec = spec, ctrl = ctrl, control = control, method = "svi", guide = "meanfield",
+       backend = be, seed = seed, starts = starts, family = family, call = call, cn = cn,
+       rn = rownames(Yin), n = n, p = p, K = K, dx = dx, xnames = colnames(X), formula = formula)
+}
+
+# The starting means of the guide, one vector per start: k-means++ seeds on
+# the first principal components of log(1 + counts / size factor) (the 500
+# most variable columns at most), then k-means; from its clusters, mu_kj =
+# the log rate of cluster k's counts of column j, m_j their mean over the
+# clusters, tau_j their sd, gamma 0, phi_j 10, and pi the clusters' shares.
+svir_mix_starts <- function(Y, o, X, family, seed, m_loc) {
+  K <- family$K
+  n <- nrow(Y)
+  p <- ncol(Y)
+  sf <- exp(o - mean(o))
+  L <- as.matrix(log1p(Y / sf))
+  v <- apply(L, 2, stats::var)
+  keep <- order(v, decreasing = TRUE)[seq_len(min(500L, p))]
+  keep <- keep[v[keep] > 0]
+  L <- L[, keep, drop = FALSE]
+  npc <- min(10L, ncol(L), n - 1L)
+  pcs <- if (ncol(L) > 1L && npc > 1L) {
+    sv <- svd(scale(L, scale = FALSE), nu = npc, nv = 0)
+    sv$u[, seq_len(npc), drop = FALSE] %*% diag(sv$d[seq_len(npc)], npc)
+  } else {
+    matrix(L[, 1L], n, 1L)
+  }
+  ys <- if (is.matrix(Y)) Y else as.matrix(Y)
+  dx <- ncol(X)
+  nb <- family$dist == "nb"
+  rs <- svir_seed_state()
+  on.exit(rs$restore())
+  lapply(seq_len(family$nstart), function(s) {
+    set.seed(seed %% .Machine$integer.max + s)
+    # k-means++: each next seed drawn with probability ~ squared distance
+    ctr <- pcs[sample.int(n, 1L), , drop = FALSE]
+    for (k in seq_len(K - 1L)) {
+      d2 <- apply(pcs, 1L, function(r) min(colSums((t(ctr) - r)^2)))
+      ctr <- rbind(ctr, pcs[sample.int(n, 1L, prob = d2 + 1e-12), , drop = FALSE])
+    }
+    km <- tryCatch(stats::kmeans(pcs, ctr, iter.max = 50L), error = function(e) NULL)
+    cl <- if (is.null(km)) max.col(-as.matrix(stats::dist(rbind(ctr, pcs)))[-(1:K), 1:K]) else km$cluster
+    mu <- vapply(seq_len(K), function(k) {
+      r <- cl == k
+      if (!any(r)) return(m_loc)
+      log((colSums(ys[r, , drop = FALSE]) + 0.1) / sum(exp(o[r])))
+    }, numeric(p))
+    mu <- t(mu) # K x p
+    m <- colMeans(mu)
+    tau <- apply(mu, 2L, stats::sd) + 0.1
+    nk <- tabulate(cl, K) + 1
+    c(as.vector(t(mu)), m, log(tau), rep(0, dx * p), if (nb) rep(log(10), p),
+      log(nk[-K] / nk[K]))
+  })
+}
+
+# R's random number state, to put back after the starts' draws.
+svir_seed_state <- function() {
+  had <- exists(".Random.seed", envir = globalenv(), inherits = FALSE)
+  old <- if (had) get(".Random.seed", envir = globalenv(), inherits = FALSE)
+  list(restore = function() {
+    if (had) assign(".Random.seed", old, envir = globalenv()) else if (exists(".Random.seed", envir = globalenv(), inherits = FALSE)) rm(".Random.seed", envir = globalenv())
+  })
+}
+
+# The fit object: the other starts run here (the first ran in svi_fit());
+# the best by final ELBO is kept; clusters numbered by size.
+svir_mix_finish <- function(engine, job) {
+  engines <- list(engine)
+  for (s in seq_along(job$starts)[-1L]) {
+    j <- job
+    j$spec$init_mu <- job$starts[[s]]
+    j$ctrl$seed <- job$seed + s - 1
+    engines[[s]] <- svir_run(j)
+  }
+  elbo <- vapply(engines, function(e) e$elbo_final, 0)
+  best <- which.max(elbo)
+  e <- engines[[best]]
+  svir_warn_stop(e, job$control)
+  n <- job$n
+  p <- job$p
+  K <- job$K
+  D <- length(e$vpar) / 2
+  resp <- matrix(e$resp, n, K)
+  ord <- order(-colSums(resp))
+  resp <- resp[, ord, drop = FALSE]
+  draws <- e$draws
+  ix_mu <- function(k) (k - 1L) * p + seq_len(p)
+  mu_d <- array(0, c(nrow(draws), K, p))
+  for (k in seq_len(K)) mu_d[, k, ] <- draws[, ix_mu(ord[k]), drop = FALSE]
+  off_eta <- D - (K - 1L)
+  eta <- cbind(draws[, off_eta + seq_len(K - 1L), drop = FALSE], 0)
+  pi_d <- exp(eta - apply(eta, 1L, max))
+  pi_d <- (pi_d / rowSums(pi_d))[, ord, drop = FALSE]
+  cl_names <- paste0("cluster", seq_len(K))
+  dimnames(mu_d) <- list(NULL, cl_names, job$cn)
+  colnames(pi_d) <- cl_names
+  colnames(resp) <- cl_names
+  rownames(resp) <- job$rn
+  nb <- job$family$dist == "nb"
+  phi_d <- if (nb) exp(draws[, K * p + 2L * p + job$dx * p + seq_len(p), drop = FALSE])
+  gamma_d <- if (job$dx > 0) draws[, K * p + 2L * p + seq_len(job$dx * p), drop = FALSE]
+  npar <- K * p + (K - 1L) + job$dx * p + (if (nb) p else 0L)
+  structure(list(
+    call = job$call, formula = job$formula, family = job$family, n = n, p = p, K = K,
+    resp = resp, pi_draws = pi_d, mu_draws = mu_d, phi_draws = phi_d, gamma_draws = gamma_d,
+    xnames = job$xnames, colnames = job$cn,
+    elbo = e$elbo, elbo_final = e$elbo_final, steps = e$steps, stop_reason = e$stop_reason,
+    ll_rows = e$ll_rows, npar = npar, time = sum(vapply(engines, function(x) x$time, 0)),
+    starts = data.frame(start = seq_along(engines), elbo = elbo, steps = vapply(engines, function(x) x$steps, 0L),
+                        stop_reason = vapply(engines, function(x) x$stop_reason, ""), kept = seq_along(engines) == best),
+    backend = e$backend, backend_reason = e$backend_reason, control = job$control, seed = job$seed,
+    engine = e), class = "svi_mixture")
+}
+
+#' Cluster labels of a fitted count mixture
+#'
+#' @param object A fit from [svi_fit()] with [count_mixture()].
+#' @param ... Not used.
+#' @return `clusters()`: the most probable cluster of each row (integers,
+#'   clusters numbered by size, the largest first), named by the rows.
+#' @export
+clusters <- function(object, ...) UseMethod("clusters")
+
+#' @rdname clusters
+#' @export
+clusters.svi_mixture <- function(object, ...) {
+  z <- max.col(object$resp, ties.method = "first")
+  names(z) <- rownames(object$resp)
+  z
+}
+
+#' Cluster log-means of a fitted count mixture
+#'
+#' @param object A fit from [svi_fit()] with [count_mixture()].
+#' @param parm Column names or indices of the count matrix (default all).
+#' @param level The interval's probability.
+#' @param ... Not used.
+#' @return `coef()`: the posterior means of the cluster log-means `mu_kj`
+#'   (a `K x p` matrix; the rate of a count is `exp(o_i + x_i gamma_j +
+#'   mu_kj)`). `confint()`: a data frame of central posterior intervals per
+#'   cluster and column, from the fit's posterior draws.
+#' @export
+coef.svi_mixture <- function(object, ...) {
+  apply(object$mu_draws, c(2L, 3L), mean)
+}
+
+#' @rdname coef.svi_mixture
+#' @export
+confint.svi_mixture <- function(object, parm, level = 0.95, ...) {
+  if (!is.numeric(level) || length(level) != 1L || !(level > 0 && level < 1)) {
+    cli::cli_abort("{.arg level} must be one number between 0 and 1.", class = "svir_error")
+  }
+  j <- if (missing(parm)) seq_len(object$p) else if (is.character(parm)) match(parm, object$colnames) else parm
+  if (anyNA(j) || any(j < 1 | j > object$p)) {
+    cli::cli_abort("{.arg parm} names columns that the count matrix does not have.", class = "svir_error")
+  }
+  a <- (1 - level) / 2
+  q <- apply(object$mu_draws[, , j, drop = FALSE], c(2L, 3L), stats::quantile, probs = c(a, 1 - a))
+  data.frame(cluster = rep(dimnames(q)[[2]], times = length(j)),
+             column = rep(object$colnames[j], each = object$K),
+             estimate = as.vector(coef(object)[, j, drop = FALSE]),
+             lower = as.vector(q[1, , ]), upper = as.vector(q[2, , ]))
+}
+
+#' @export
+logLik.svi_mixture <- function(object, ...) {
+  structure(sum(object$ll_rows), df = object$npar, nobs = object$n, class = "logLik")
+}
+
+#' @export
+nobs.svi_mixture <- function(object, ...) object$n
+
+#' @export
+print.svi_mixture <- function(x, digits = 3, ...) {
+  cat(sprintf("Count mixture fit by SVI (svir): %d clusters, %s counts\n", x$K,
+              if (x$family$dist == "nb") "negative binomial" else "Poisson"))
+  cat("Formula:", deparse1(x$formula), "\n")
+  cat(sprintf("Rows: %d; columns: %d\n", x$n, x$p))
+  sz <- colSums(x$resp)
+  w <- colMeans(x$pi_draws)
+  tab <- rbind(size = round(sz, 1), weight = round(w, digits))
+  print(tab)
+  cat(sprintf("ELBO: %.1f (mean of the last window); %s after %d steps; start %d of %d kept; %.2f s for all starts\n",
+              x$elbo_final, x$stop_reason, x$steps, which(x$starts$kept), nrow(x$starts), x$time))
+  invisible(x)
+}
+
+#' @export
+summary.svi_mixture <- function(object, ...) {
+  structure(list(fit = object), class = "summary.svi_mixture")
+}
+
+#' @export
+print.summary.svi_mixture <- function(x, ...) {
+  print(x$fit)
+  cat("\nStarts (k-means++ on principal components):\n")
+  print(x$fit$starts, row.names = FALSE)
+  invisible(x)
+}

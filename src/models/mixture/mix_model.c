@@ -1,0 +1,578 @@
+/* The count mixtures' table (infer/svir_model.h; the model in
+ * mix_model.h): the state read from the spec R builds (R/mixture.R), and
+ * SVI on the CPU with the labels summed out. */
+#include "models/mixture/mix_model.h"
+#include "core/svir_guide.h"
+#include "core/svir_math.h"
+#include "core/svir_out.h"
+#include "core/svir_philox.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static void mix_free(void *model)
+{
+    if (model) free(((svir_mix_model *)model)->lgy);
+    free(model);
+}
+
+void svir_mix_row(const svir_mix_model *m, int i, double *y)
+{
+    if (m->Y) {
+        for (int j = 0; j < m->p; j++) y[j] = m->Y[i + (ptrdiff_t)j * m->n];
+        return;
+    }
+    memset(y, 0, sizeof(double) * (size_t)m->p);
+    for (int z = m->Rp[i]; z < m->Rp[i + 1]; z++) y[m->Rj[z]] = m->Rx[z];
+}
+
+/* spec: model = "mixture", n, p, K, dx, dist; the counts Y (dense) or Rp,
+ * Rj, Rx (by rows); O (n) or absent; X (n x dx) when dx > 0; m_loc (p),
+ * m_scale, tau_scale, gamma_scale, alpha; init_mu (D) or absent. */
+static int mix_read(const svir_list *spec, const svir_list *ctrl, const svir_control *c,
+                    void **out, svir_err *e)
+{
+    (void)ctrl;
+    svir_mix_model *m = calloc(1, sizeof *m);
+    if (!m) return svir_err_set(e, 2, "out of memory reading the model");
+    *out = m;
+    m->n = svir_list_int(spec, "n", 0);
+    m->p = svir_list_int(spec, "p", 0);
+    m->K = svir_list_int(spec, "K", 0);
+    m->dx = svir_list_int(spec, "dx", -1);
+    m->dist = svir_list_int(spec, "dist", -1);
+    if (m->n < 1 || m->p < 1 || m->K < 2 || m->dx < 0 || m->dist < 0 || m->dist >= SVIR_MIX_NDIST)
+        return svir_err_set(e, 1, "svir internal error: bad mixture dimensions");
+    if (c->method != SVIR_METHOD_SVI)
+        return svir_err_set(e, 1, "svir internal error: count mixtures are fitted by SVI");
+    const int n = m->n, p = m->p, K = m->K;
+    if (svir_list_absent(spec, "Y")) {
+        if (svir_list_sparse(spec, "Rp", "Rj", "Rx", n, p, &m->Rp, &m->Rj, &m->Rx, e)) return e->status;
+    } else {
+        m->Y = svir_list_reals(spec, "Y", (ptrdiff_t)n * p, 0, e);
+    }
+    m->O = svir_list_reals(spec, "O", n, 1, e);
+    m->X = m->dx > 0 ? svir_list_reals(spec, "X", (ptrdiff_t)n * m->dx, 0, e) : NULL;
+    m->m_loc = svir_list_reals(spec, "m_loc", p, 0, e);
+    m->m_scale = svir_list_num(spec, "m_scale", 0.0);
+    m->tau_scale = svir_list_num(spec, "tau_scale", 0.0);
+    m->gamma_scale = svir_list_num(spec, "gamma_scale", 0.0);
+    m->alpha = svir_list_num(spec, "alpha", 0.0);
+    if (e->status) return e->status;
+    if (!(m->m_scale > 0) || !(m->tau_scale > 0) || !(m->gamma_scale > 0) || !(m->alpha > 0))
+        return svir_err_set(e, 1, "svir internal error: bad mixture priors");
+    m->off_mu = 0;
+    m->off_m = (ptrdiff_t)K * p;
+    m->off_lt = m->off_m + p;
+    m->off_g = m->off_lt + p;
+    m->off_phi = m->off_g + (ptrdiff_t)m->dx * p;
+    m->off_eta = m->off_phi + (m->dist == SVIR_MIX_NB ? p : 0);
+    m->D = m->off_eta + K - 1;
+    m->init_mu = svir_list_reals(spec, "init_mu", m->D, 1, e);
+    if (e->status) return e->status;
+    m->lgy = malloc(sizeof(double) * (size_t)n);
+    double *y = malloc(sizeof(double) * (size_t)p);
+    if (!m->lgy || !y) {
+        free(y);
+        return svir_err_set(e, 2, "out of memory reading the model");
+    }
+    for (int i = 0; i < n; i++) {
+        svir_mix_row(m, i, y);
+        double s = 0.0;
+        for (int j = 0; j < p; j++) {
+            if (!(y[j] >= 0.0) || y[j] != floor(y[j])) {
+                free(y);
+                return svir_err_set(e, 1, "svir internal error: counts must be whole numbers");
+            }
+            if (y[j] > 1.0) s += svir_lgamma(y[j] + 1.0);
+        }
+        m->lgy[i] = s;
+    }
+    free(y);
+    return 0;
+}
+
+static double mix_size(const void *model, const svir_control *c)
+{
+    const svir_mix_model *m = model;
+    (void)c;
+    return (double)m->n * m->p * m->K;
+}
+
+/* one thread per 200,000 entries x clusters of a batch, at most OpenMP's */
+static int mix_threads(const void *model, const svir_control *c)
+{
+    const svir_mix_model *m = model;
+    const double B = c->batch_size > 0 && c->batch_size < m->n ? (double)c->batch_size : m->n;
+    return svir_default_threads(B * m->p * m->K, 200000.0);
+}
+
+/* ---- the likelihood and the prior ----------------------------------------- */
+
+void svir_mix_row_ll(const svir_mix_model *m, const double *theta, const double *y,
+                     const double *lin, const double *lp, double lgy, double *a, double *dl,
+                     double *dphi, double *cj)
+{
+    const int p = m->p, K = m->K, nb = m->dist == SVIR_MIX_NB;
+    const double *lphi = theta + m->off_phi;
+    /* the NB's parts that do not depend on the cluster, per column: c0 =
+     * lgamma(y + phi) - lgamma(phi) + phi log phi, c1 = psi(y + phi) -
+     * psi(phi) + log phi + 1 */
+    double *c0 = cj, *c1 = cj + p, base = 0.0;
+    if (nb) {
+        for (int j = 0; j < p; j++) {
+            const double phi = exp(lphi[j]), yj = y[j];
+            c0[j] = phi * lphi[j];
+            c1[j] = lphi[j] + 1.0;
+            if (yj > 0.0) {
+                c0[j] += svir_lgamma(yj + phi) - svir_lgamma(phi);
+                if (dphi) c1[j] += svir_digamma(yj + phi) - svir_digamma(phi);
+            }
+            base += c0[j];
+        }
+    }
+    for (int k = 0; k < K; k++) {
+        const double *mu = theta + m->off_mu + (ptrdiff_t)k * p;
+        double *dlk = dl ? dl + (ptrdiff_t)k * p : NULL, *dpk = dphi ? dphi + (ptrdiff_t)k * p : NULL;
+        double s = lp[k] - lgy + base;
+        for (int j = 0; j < p; j++) {
+            const double eta = lin[j] + mu[j], mu_ij = exp(eta), yj = y[j];
+            if (!nb) {
+                s += yj * eta - mu_ij;
+                if (dlk) dlk[j] = yj - mu_ij;
+                continue;
+            }
+            const double phi = exp(lphi[j]), pm = phi + mu_ij, lpm = log(pm);
+            s += yj * eta - (yj + phi) * lpm;
+            if (dlk) dlk[j] = phi * (yj - mu_ij) / pm;
+            if (dpk) dpk[j] = phi * (c1[j] - lpm - (yj + phi) / pm);
+        }
+        a[k] = s;
+    }
+}
+
+double svir_mix_log_prior(const svir_mix_model *m, const double *theta, double *grad)
+{
+    const int p = m->p, K = m->K;
+    double lp = 0.0;
+    const double *mm = theta + m->off_m, *lt = theta + m->off_lt;
+    /* mu_kj ~ N(m_j, tau_j^2) */
+    for (int j = 0; j < p; j++) {
+        const double tau = exp(lt[j]);
+        double gm = 0.0, glt = 0.0;
+        for (int k = 0; k < K; k++) {
+            const double r = (theta[m->off_mu + (ptrdiff_t)k * p + j] - mm[j]) / tau;
+            lp += -0.5 * r * r - lt[j] - SVIR_LOG_SQRT_2PI;
+            if (grad) {
+                grad[m->off_mu + (ptrdiff_t)k * p + j] -= r / tau;
+                gm += r / tau;
+                glt += r * r - 1.0;
+            }
+        }
+        /* m_j ~ N(m_loc_j, m_scale^2); tau_j ~ N+(0, tau_scale^2), log tau
+         * with its Jacobian */
+        const double rm = (mm[j] - m->m_loc[j]) / m->m_scale, rt = tau / m->tau_scale;
+        lp += -0.5 * rm * rm - log(m->m_scale) - SVIR_LOG_SQRT_2PI;
+        lp += -0.5 * rt * rt - log(m->tau_scale) - SVIR_LOG_SQRT_2PI + SVIR_LOG2 + lt[j];
+        if (grad) {
+            grad[m->off_m + j] += gm - rm / m->m_scale;
+            grad[m->off_lt + j] += glt - rt * rt + 1.0;
+        }
+    }
+    for (ptrdiff_t k = 0; k < (ptrdiff_t)m->dx * p; k++) {
+        const double r = theta[m->off_g + k] / m->gamma_scale;
+        lp += -0.5 * r * r - log(m->gamma_scale) - SVIR_LOG_SQRT_2PI;
+        if (grad) grad[m->off_g + k] -= r / m->gamma_scale;
+    }
+    if (m->dist == SVIR_MIX_NB) {
+        /* phi^(-1/2) = a ~ N+(0, 1): log p(log phi) = log 2 + log N(a) + log(a / 2) */
+        for (int j = 0; j < p; j++) {
+            const double lphi = theta[m->off_phi + j], a = exp(-0.5 * lphi);
+            lp += SVIR_LOG2 - 0.5 * a * a - SVIR_LOG_SQRT_2PI + log(0.5) - 0.5 * lphi;
+            if (grad) grad[m->off_phi + j] += 0.5 * a * a - 0.5;
+        }
+    }
+    /* pi = softmax(eta, 0) ~ Dirichlet(alpha): with the Jacobian, alpha sum
+     * log pi_k plus the constant */
+    double mx = 0.0, se = 0.0;
+    const double *eta = theta + m->off_eta;
+    for (int k = 0; k < K - 1; k++) mx = eta[k] > mx ? eta[k] : mx;
+    for (int k = 0; k < K; k++) se += exp((k < K - 1 ? eta[k] : 0.0) - mx);
+    const double lse = mx + log(se);
+    double slp = 0.0;
+    for (int k = 0; k < K; k++) slp += (k < K - 1 ? eta[k] : 0.0) - lse;
+    lp += svir_lgamma(K * m->alpha) - K * svir_lgamma(m->alpha) + m->alpha * slp;
+    if (grad)
+        for (int k = 0; k < K - 1; k++) grad[m->off_eta + k] += m->alpha * (1.0 - K * exp(eta[k] - lse));
+    return lp;
+}
+
+/* log pi (K) from theta */
+static void log_pi(const svir_mix_model *m, const double *theta, double *lp)
+{
+    const int K = m->K;
+    const double *eta = theta + m->off_eta;
+    double mx = 0.0, se = 0.0;
+    for (int k = 0; k < K - 1; k++) mx = eta[k] > mx ? eta[k] : mx;
+    for (int k = 0; k < K; k++) se += exp((k < K - 1 ? eta[k] : 0.0) - mx);
+    for (int k = 0; k < K; k++) lp[k] = (k < K - 1 ? eta[k] : 0.0) - mx - log(se);
+}
+
+/* the row's o_i + x_i gamma_j */
+static void row_lin(const svir_mix_model *m, const double *theta, int i, double *lin)
+{
+    const int p = m->p;
+    const double o = m->O ? m->O[i] : 0.0;
+    for (int j = 0; j < p; j++) lin[j] = o;
+    for (int c = 0; c < m->dx; c++) {
+        const double x = m->X[i + (ptrdiff_t)c * m->n];
+        if (x == 0.0) continue;
+        const double *g = theta + m->off_g + (ptrdiff_t)c * p;
+        for (int j = 0; j < p; j++) lin[j] += x * g[j];
+    }
+}
+
+/* ---- SVI ------------------------------------------------------------------- */
+
+typedef struct {
+    const svir_mix_model *m;
+    const svir_control *c;
+    int T, full;
+    ptrdiff_t B;
+    double scale;
+    uint32_t key[2];
+    int *idx;               /* [B] the batch's rows */
+    double *theta, *eps, *gtheta, *u, *lp;
+    double *gt;             /* [T x D] the threads' gradients */
+    double *wrow;           /* [T x (2 p + 2 K p + 2 K)] the threads' row work */
+    double *llt;            /* [T] */
+} mix_work;
+
+static ptrdiff_t mix_n_global(const void *model, const svir_control *c)
+{
+    (void)c;
+    return 2 * ((const svir_mix_model *)model)->D;
+}
+
+static ptrdiff_t mix_n_local(const void *model)
+{
+    (void)model;
+    return 0;
+}
+
+static void mix_work_free(void *work)
+{
+    mix_work *w = work;
+    if (!w) return;
+    free(w->idx); free(w->theta); free(w->eps); free(w->gtheta); free(w->u); free(w->lp);
+    free(w->gt); free(w->wrow); free(w->llt);
+    free(w);
+}
+
+static size_t row_work_len(const svir_mix_model *m)
+{
+    return (size_t)(4 * m->p + 2 * (ptrdiff_t)m->K * m->p + 2 * m->K);
+}
+
+static void *mix_work_new(const void *model, const svir_control *c)
+{
+    const svir_mix_model *m = model;
+    mix_work *w = calloc(1, sizeof *w);
+    if (!w) return NULL;
+    w->m = m;
+    w->c = c;
+    w->T = c->threads > 0 ? c->threads : 1;
+    w->full = c->batch_size <= 0 || c->batch_size >= m->n;
+    w->B = w->full ? m->n : c->batch_size;
+    w->scale = (double)m->n / (double)w->B;
+    w->key[0] = (uint32_t)(c->seed & 0xffffffffu);
+    w->key[1] = (uint32_t)(c->seed >> 32);
+    const size_t D = (size_t)m->D;
+    w->idx = malloc(sizeof(int) * (size_t)w->B);
+    w->theta = malloc(sizeof(double) * D);
+    w->eps = malloc(sizeof(double) * D);
+    w->gtheta = malloc(sizeof(double) * D);
+    w->u = malloc(sizeof(double) * D);
+    w->lp = malloc(sizeof(double) * (size_t)m->K);
+    w->gt = malloc(sizeof(double) * D * (size_t)w->T);
+    w->wrow = malloc(sizeof(double) * row_work_len(m) * (size_t)w->T);
+    w->llt = malloc(sizeof(double) * (size_t)w->T);
+    if (!w->idx || !w->theta || !w->eps || !w->gtheta || !w->u || !w->lp || !w->gt || !w->wrow ||
+        !w->llt) {
+        mix_work_free(w);
+        return NULL;
+    }
+    for (ptrdiff_t k = 0; k < w->B; k++) w->idx[k] = (int)k;
+    return w;
+}
+
+static int mix_work_threads(const void *work)
+{
+    return ((const mix_work *)work)->T;
+}
+
+static void mix_init(const void *model, const svir_control *c, double *gpar, double *lpar)
+{
+    const svir_mix_model *m = model;
+    (void)lpar;
+    const double ls = log(c->init_scale > 0 ? c->init_scale : 0.1);
+    for (ptrdiff_t d = 0; d < m->D; d++) {
+        gpar[d] = m->init_mu ? m->init_mu[d] : 0.0;
+        gpar[m->D + d] = ls;
+    }
+}
+
+static void mix_anchor(void *work, const double *gpar)
+{
+    (void)work;
+    (void)gpar;
+}
+
+static int mix_reanchor(void *work, const double *src, int nsets, double *const *gpars,
+                        double *const *lpars)
+{
+    (void)work; (void)src; (void)nsets; (void)gpars; (void)lpars;
+    return 0;
+}
+
+/* the rows of step `step`: positions step*B .. step*B+B-1 of an endless
+ * sequence of epochs, each a keyed permutation of the rows */
+static void mix_batch(void *work, long step, ptrdiff_t *nspans, const ptrdiff_t **off,
+                      const ptrdiff_t **len)
+{
+    mix_work *w = work;
+    (void)off;
+    (void)len;
+    *nspans = -1; /* no local parameters */
+    if (w->full) return;
+    const uint64_t n = (uint64_t)w->m->n;
+    for (ptrdiff_t k = 0; k < w->B; k++) {
+        const uint64_t pos = (uint64_t)step * (uint64_t)w->B + (uint64_t)k;
+        w->idx[k] = (int)svir_perm_index(pos % n, n, w->key, (uint32_t)(pos / n));
+    }
+}
+
+/* the batch's sum over rows of log sum_k pi_k p(y_i | k) at theta, its
+ * gradient in theta (times scale) added to g */
+static double batch_loglik(mix_work *w, const double *theta, double *g)
+{
+    const svir_mix_model *m = w->m;
+    const int p = m->p, K = m->K, T = w->T, nb = m->dist == SVIR_MIX_NB;
+    const ptrdiff_t D = m->D;
+    log_pi(m, theta, w->lp);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(T)
+#endif
+    {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num();
+#else
+        const int t = 0;
+#endif
+        double *gt = w->gt + (ptrdiff_t)t * D;
+        double *y = w->wrow + (ptrdiff_t)t * (ptrdiff_t)row_work_len(m);
+        double *lin = y + p, *dl = lin + p, *dphi = dl + (ptrdiff_t)K * p, *a = dphi + (ptrdiff_t)K * p;
+        double *r = a + K, *cj = r + K;
+        memset(gt, 0, sizeof(double) * (size_t)D);
+        double ll = 0.0;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (ptrdiff_t b = 0; b < w->B; b++) {
+            const int i = w->idx[b];
+            svir_mix_row(m, i, y);
+            row_lin(m, theta, i, lin);
+            svir_mix_row_ll(m, theta, y, lin, w->lp, m->lgy[i], a, dl, nb ? dphi : NULL, cj);
+            double mx = a[0];
+            for (int k = 1; k < K; k++) mx = a[k] > mx ? a[k] : mx;
+            double se = 0.0;
+            for (int k = 0; k < K; k++) se += (r[k] = exp(a[k] - mx));
+            ll += mx + log(se);
+            for (int k = 0; k < K; k++) r[k] /= se;
+            /* d/dmu_kj = r_k dl_kj; d/dgamma_cj = x_ic sum_k r_k dl_kj */
+            for (int k = 0; k < K; k++) {
+                double *gmu = gt + m->off_mu + (ptrdiff_t)k * p;
+                const double *dlk = dl + (ptrdiff_t)k * p, rk = r[k];
+                for (int j = 0; j < p; j++) gmu[j] += rk * dlk[j];
+                if (nb) {
+                    const double *dpk = dphi + (ptrdiff_t)k * p;
+                    double *gp = gt + m->off_phi;
+                    for (int j = 0; j < p; j++) gp[j] += rk * dpk[j];
+                }
+            }
+            if (m->dx > 0) {
+                /* the row's sum over clusters, in lin's place */
+                for (int j = 0; j < p; j++) {
+                    double s = 0.0;
+                    for (int k = 0; k < K; k++) s += r[k] * dl[(ptrdiff_t)k * p + j];
+                    lin[j] = s;
+                }
+                for (int c = 0; c < m->dx; c++) {
+                    const double x = m->X[i + (ptrdiff_t)c * m->n];
+                    if (x == 0.0) continue;
+                    double *gg = gt + m->off_g + (ptrdiff_t)c * p;
+                    for (int j = 0; j < p; j++) gg[j] += x * lin[j];
+                }
+            }
+            for (int k = 0; k < K - 1; k++) gt[m->off_eta + k] += r[k] - exp(w->lp[k]);
+        }
+        w->llt[t] = ll;
+    }
+    double ll = 0.0;
+    for (int t = 0; t < T; t++) {
+        ll += w->llt[t];
+        const double *gt = w->gt + (ptrdiff_t)t * D;
+        for (ptrdiff_t d = 0; d < D; d++) g[d] += w->scale * gt[d];
+    }
+    return w->scale * ll;
+}
+
+static double mix_estimate(void *work, long step, const double *gpar, const double *lpar,
+                           double *ggrad, double *lgrad, double *tsplit)
+{
+    mix_work *w = work;
+    const svir_mix_model *m = w->m;
+    const svir_control *c = w->c;
+    const ptrdiff_t D = m->D;
+    const int S = c->num_particles > 0 ? c->num_particles : 1, stl = c->stl;
+    const double invS = 1.0 / S;
+    (void)lpar;
+    (void)lgrad;
+    double t0 = svir_wall_time(), elbo = 0.0;
+    memset(ggrad, 0, sizeof(double) * (size_t)(2 * D));
+    for (int s = 0; s < S; s++) {
+        for (ptrdiff_t d = 0; d < D; d++)
+            w->eps[d] = svir_normal(w->key, SVIR_STREAM_GLOBAL, (uint64_t)step, (uint64_t)s * D + d);
+        svir_guide_theta(D, 0, gpar, w->eps, w->theta);
+        memset(w->gtheta, 0, sizeof(double) * (size_t)D);
+        const double t1 = svir_wall_time();
+        tsplit[SVIR_PHASE_DRAW] += t1 - t0;
+        const double ll = batch_loglik(w, w->theta, w->gtheta);
+        const double t2 = svir_wall_time();
+        tsplit[SVIR_PHASE_OBS] += t2 - t1;
+        elbo += invS * (ll + svir_mix_log_prior(m, w->theta, w->gtheta));
+        svir_guide_backward(D, 0, stl, gpar, w->eps, w->gtheta, invS, ggrad, w->u);
+        t0 = svir_wall_time();
+        tsplit[SVIR_PHASE_BACKWARD] += t0 - t2;
+    }
+    return elbo + svir_guide_entropy(D, 0, stl, gpar, ggrad);
+}
+
+/* ndraws draws of the globals from the guide; no log ratios (each would be
+ * a pass over every count: NaN) */
+static int mix_draws(void *work, const double *gpar, const double *lpar, svir_result *res)
+{
+    mix_work *w = work;
+    const svir_mix_model *m = w->m;
+    const ptrdiff_t D = m->D;
+    const int nd = w->c->ndraws;
+    (void)lpar;
+    res->ndraws = nd;
+    res->D = D;
+    res->naux = 0;
+    if (nd <= 0) return 0;
+    res->draws = malloc(sizeof(double) * (size_t)nd * (size_t)D);
+    res->log_ratio = malloc(sizeof(double) * (size_t)nd);
+    if (!res->draws || !res->log_ratio) return 2;
+    for (int s = 0; s < nd; s++) {
+        for (ptrdiff_t d = 0; d < D; d++)
+            w->eps[d] = svir_normal(w->key, SVIR_STREAM_DRAWS, (uint64_t)s, (uint64_t)d);
+        svir_guide_theta(D, 0, gpar, w->eps, w->theta);
+        for (ptrdiff_t d = 0; d < D; d++) res->draws[(size_t)s + (size_t)d * nd] = w->theta[d];
+        res->log_ratio[s] = NAN;
+    }
+    return 0;
+}
+
+static const svir_svi_ops mix_svi_ops = {
+    mix_n_global, mix_n_local, mix_work_new, mix_work_free, mix_work_threads, mix_init,
+    mix_anchor, mix_reanchor, mix_batch, mix_estimate, mix_draws,
+};
+
+/* ---- outputs ------------------------------------------------------------- */
+
+/* the rows' cluster probabilities, averaged over the posterior draws (at
+ * most 200; the guide's means without draws): "resp" (n x K), and each
+ * row's log sum_k pi_k p(y_i | k) at the guide's means: "ll_rows" (n) */
+static int mix_outputs(const void *model, const svir_control *c, svir_result *res, svir_err *e)
+{
+    const svir_mix_model *m = model;
+    const int n = m->n, p = m->p, K = m->K;
+    const int S = res->ndraws > 0 ? (res->ndraws < 200 ? res->ndraws : 200) : 1;
+    (void)c;
+    double *resp = calloc((size_t)n * K, sizeof(double));
+    double *llr = malloc(sizeof(double) * (size_t)n);
+    double *theta = malloc(sizeof(double) * (size_t)m->D);
+    double *lp = malloc(sizeof(double) * (size_t)K);
+    double *wk = malloc(sizeof(double) * (size_t)(4 * p + 2 * K));
+    if (!resp || !llr || !theta || !lp || !wk || !res->gpar) {
+        free(resp); free(llr); free(theta); free(lp); free(wk);
+        return svir_err_set(e, 2, "out of memory computing the cluster probabilities");
+    }
+    double *y = wk, *lin = wk + p, *a = lin + p, *r = a + K, *cj = r + K;
+    for (int s = 0; s <= S; s++) {
+        /* s < S: draw s (or the means); s == S: the means, for ll_rows */
+        for (ptrdiff_t d = 0; d < m->D; d++)
+            theta[d] = s < S && res->ndraws > 0 ? res->draws[(size_t)s + (size_t)d * res->ndraws]
+                                                : res->gpar[d];
+        log_pi(m, theta, lp);
+        for (int i = 0; i < n; i++) {
+            svir_mix_row(m, i, y);
+            row_lin(m, theta, i, lin);
+            svir_mix_row_ll(m, theta, y, lin, lp, m->lgy[i], a, NULL, NULL, cj);
+            double mx = a[0], se = 0.0;
+            for (int k = 1; k < K; k++) mx = a[k] > mx ? a[k] : mx;
+            for (int k = 0; k < K; k++) se += (r[k] = exp(a[k] - mx));
+            if (s == S) {
+                llr[i] = mx + log(se);
+                continue;
+            }
+            for (int k = 0; k < K; k++) resp[i + (ptrdiff_t)k * n] += r[k] / se / S;
+        }
+    }
+    free(theta); free(lp); free(wk);
+    if (svir_out_adopt(res->extra, "resp", resp, n, K)) {
+        free(llr);
+        return svir_err_set(e, 2, "out of memory returning the cluster probabilities");
+    }
+    if (svir_out_adopt(res->extra, "ll_rows", llr, n, -1))
+        return svir_err_set(e, 2, "out of memory returning the cluster probabilities");
+    return 0;
+}
+
+int svir_mix_elbo_grad(const svir_mix_model *m, const svir_control *c, const double *gpar,
+                       long step, double *elbo, double *grad)
+{
+    mix_work *w = mix_work_new(m, c);
+    if (!w) return 2;
+    double tsplit[SVIR_N_PHASES] = {0};
+    ptrdiff_t ns;
+    mix_batch(w, step, &ns, NULL, NULL);
+    *elbo = mix_estimate(w, step, gpar, NULL, grad, NULL, tsplit);
+    mix_work_free(w);
+    return 0;
+}
+
+static int run_svi(void *model, const svir_control *c, const svir_callbacks *cb, svir_result *res)
+{
+    return svir_svi_run(&mix_svi_ops, model, c, cb, res);
+}
+
+static const svir_impl mix_impls[] = {
+    {SVIR_METHOD_SVI, SVIR_BACKEND_CPU, 1, 1, run_svi},
+};
+
+SVIR_CODE_TABLE(mix_dist, SVIR_MIX_DIST_CODES)
+static const svir_code_table mix_codes[] = {SVIR_CODE_ENTRY("mix_dist", mix_dist)};
+
+const svir_model_def svir_mix_def = {
+    "mixture", mix_read, mix_free, mix_size, mix_threads, mix_outputs,
+    mix_impls, (int)(sizeof mix_impls / sizeof mix_impls[0]),
+    mix_codes, 1, "count_mixture()", NULL, 0.0,
+};
