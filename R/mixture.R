@@ -24,21 +24,31 @@
 #' others are reported (`fit$starts`). Clusters are numbered by size, the
 #' largest first.
 #'
-#' In this version: Poisson and negative binomial clusters, one `K`, SVI on
-#' the CPU. Zero inflation, Dirichlet-multinomial clusters, a choice of
-#' `K`, the background model, QEM and CUDA are not built yet (issue 17).
+#' With several `K` (`K = 2:8`), each is fitted in turn and the fit with
+#' the smallest ICL (Biernacki, Celeux and Govaert 2000: BIC plus twice the
+#' entropy of the rows' cluster probabilities) is returned, its table of
+#' criteria in `fit$criteria`. ICL rather than BIC because BIC adds
+#' overlapping clusters to fit one cluster's shape when the count
+#' distribution is not exactly right; ICL charges for the overlap. A
+#' held-out ELBO would need a refit per fold.
+#'
+#' In this version: Poisson and negative binomial clusters, SVI on the
+#' CPU. Zero inflation, Dirichlet-multinomial clusters, the background
+#' model, QEM and CUDA are not built yet (issue 17).
 #'
 #' Priors: `m_j ~ N(log of the column's mean rate, 2.5^2)`, `tau_j ~ N+(0,
 #' 1)`, `gamma ~ N(0, 2.5^2)`, `phi_j^(-1/2) ~ N+(0, 1)`, `pi ~
 #' Dirichlet(alpha)`.
 #'
-#' @param K The number of clusters, at least 2.
+#' @param K The number of clusters, at least 2, or several (e.g. `2:8`)
+#'   to choose from by ICL.
 #' @param dist `"nb"` (negative binomial, the default) or `"poisson"`.
 #' @param alpha The Dirichlet prior's concentration on the weights.
 #' @param nstart Starts (k-means++ on principal components); the best by
 #'   final ELBO is kept.
 #' @return An object of class `"svir_model_family"` for [svi_fit()].
-#' @seealso [clusters()], [coef.svi_mixture()].
+#' @seealso [clusters()], [coef.svi_mixture()], [predict.svi_mixture()],
+#'   [markers()].
 #' @examples
 #' set.seed(1)
 #' mu <- rbind(rep(c(2, 0), c(10, 10)), rep(c(0, 2), c(10, 10)))
@@ -54,10 +64,8 @@ count_mixture <- function(K = 8, dist = c("nb", "poisson"), alpha = 1, nstart = 
   if (!is.numeric(K) || anyNA(K) || any(K != round(K)) || any(K < 2)) {
     abort("{.arg K} must be a whole number of clusters, at least 2.")
   }
-  if (length(K) != 1L) {
-    abort(c("{.arg K} must be one number in this version: choosing {.arg K} from {.val {K}} is not built yet.",
-            i = "Fit each {.arg K} and compare their {.fn logLik} (or {.fn BIC})."))
-  }
+  if (anyDuplicated(K)) abort("{.arg K} has repeated values.")
+  K <- sort(K)
   if (!is.character(dist) || !all(dist %in% names(svir_codes$mix_dist))) {
     abort(c("{.arg dist} must be {.or {.val {names(svir_codes$mix_dist)}}} in this version.",
             x = "You supplied {.val {dist}}."))
@@ -93,62 +101,23 @@ svir_mix_build <- function(formula, data, family, prior, guide, method, control,
   if (!is.null(prior)) cli::cli_warn("{.arg prior} is not used by {.fn count_mixture} fits (see {.help count_mixture} for its priors).")
   be <- svir_choose_backend(backend, model = "mixture", method = "svi",
                             minibatch = !is.null(control$batch_size), call = call)
-  if (!inherits(formula, "formula") || length(formula) != 3L) {
-    abort("{.arg formula} must be a two-sided formula with the count matrix on the left, e.g. {.code Y ~ batch}.")
-  }
-  if (length(lme4::findbars(formula))) abort("{.fn count_mixture} takes no random-effect terms such as {.code (1 | g)}.")
-  if (missing(data)) data <- NULL
-  Yin <- svir_pln_response(formula, data, abort)
-  sparse <- !is.matrix(Yin)
-  if (anyNA(if (sparse) Yin@x else Yin)) abort("The count matrix has missing values: drop or fill those rows.")
-  mf <- svir_pln_frame(formula, data, nrow(Yin), na.action, abort)
-  nas <- as.integer(attr(mf, "na.action"))
-  if (length(nas)) Yin <- Yin[-nas, , drop = FALSE]
-  n <- nrow(Yin)
-  p <- ncol(Yin)
+  dat <- svir_mix_data(formula, data, na.action, abort)
+  n <- dat$n
+  p <- dat$p
   K <- family$K
-  if (n < 2L * K) abort("The count matrix has {n} row{?s}: too few for {K} clusters.")
-  x <- if (sparse) Yin@x else Yin
-  bad <- !is.finite(x) | x < 0 | abs(x - round(x)) > 1e-8
-  if (any(bad)) {
-    abort("The counts must be non-negative whole numbers (found {sum(bad)} other value{?s}, such as {.val {utils::head(unique(x[bad]), 3)}}).")
-  }
-  cn <- colnames(Yin)
-  if (is.null(cn)) cn <- paste0("Y", seq_len(p))
-  tt <- stats::delete.response(stats::terms(mf))
-  X <- stats::model.matrix(tt, mf)
-  X <- X[, colnames(X) != "(Intercept)", drop = FALSE]
-  dx <- ncol(X)
-  if (dx > 0 && qr(cbind(1, X))$rank < dx + 1) abort("The covariates are rank-deficient (with the clusters' means): drop redundant terms.")
-  O <- stats::model.offset(mf)
-  if (!is.null(O)) {
-    if (!is.null(dim(O)) || length(O) != n) abort("The offset must have one value per row ({n}).")
-    if (any(!is.finite(O))) abort(c("The offset has non-finite values.", i = "For {.code offset(log(size_factor))}, every size factor must be positive."))
-    O <- as.double(O)
-  }
+  if (n < 2L * max(K)) abort("The count matrix has {n} row{?s}: too few for {max(K)} clusters.")
   # the column means' rates, for m_j's prior and the starts
-  o <- if (is.null(O)) rep(0, n) else O
-  colsum <- if (sparse) Matrix::colSums(Yin) else colSums(Yin)
+  o <- if (is.null(dat$O)) rep(0, n) else dat$O
+  colsum <- if (dat$sparse) Matrix::colSums(dat$Y) else colSums(dat$Y)
   m_loc <- log((colsum + 0.1) / sum(exp(o)))
-  dist <- svir_codes$mix_dist[[family$dist]]
-  spec <- list(model = "mixture", n = n, p = p, K = K, dx = dx, dist = dist,
-               O = O, X = if (dx > 0) unname(X) else NULL, m_loc = m_loc, m_scale = 2.5,
-               tau_scale = 1, gamma_scale = 2.5, alpha = family$alpha)
-  if (sparse) {
-    R <- Matrix::t(Yin) # columns of t(Y) are the rows of Y
-    spec$Rp <- R@p
-    spec$Rj <- R@i
-    spec$Rx <- as.double(R@x)
-  } else {
-    spec$Y <- unname(Yin)
-    storage.mode(spec$Y) <- "double"
-  }
+  spec <- svir_mix_spec(dat, family, K[1], m_loc)
+  dx <- dat$dx
   # minibatches of rows by default when a full pass is large
-  if (is.null(control$batch_size) && as.double(n) * p * K > 2e7) {
-    control$batch_size <- as.integer(max(64, ceiling(2e6 / (as.double(p) * K))))
+  if (is.null(control$batch_size) && as.double(n) * p * max(K) > 2e7) {
+    control$batch_size <- as.integer(max(64, ceiling(2e6 / (as.double(p) * max(K)))))
   }
   if (!is.null(control$batch_size) && control$batch_size >= n) control$batch_size <- NULL
-  starts <- svir_mix_starts(Yin, o, X, family, seed, m_loc)
+  starts <- svir_mix_starts(dat$Y, o, dat$X, family, K[1], seed, m_loc)
   ctrl <- unclass(control)
   ctrl$guide <- "meanfield"
   ctrl$seed <- seed
@@ -159,9 +128,87 @@ svir_mix_build <- function(formula, data, family, prior, guide, method, control,
   ctrl$stl <- as.integer(control$stl)
   ctrl$progress <- NULL
   spec$init_mu <- starts[[1]]
-  list(spec = spec, ctrl = ctrl, control = control, method = "svi", guide = "meanfield",
-       backend = be, seed = seed, starts = starts, family = family, call = call, cn = cn,
-       rn = rownames(Yin), n = n, p = p, K = K, dx = dx, xnames = colnames(X), formula = formula)
+  job <- list(spec = spec, ctrl = ctrl, control = control, method = "svi", guide = "meanfield",
+              backend = be, seed = seed, starts = starts, family = family, call = call,
+              cn = dat$cn, rn = dat$rn, n = n, p = p, K = K[1], dx = dx, xnames = colnames(dat$X),
+              formula = formula, tt = dat$tt, xlevels = dat$xlevels, m_loc = m_loc)
+  # the other K: the same data and settings, their own spec and starts
+  job$other_K <- lapply(K[-1L], function(k) {
+    j <- job
+    j$K <- k
+    j$spec <- svir_mix_spec(dat, family, k, m_loc)
+    j$starts <- svir_mix_starts(dat$Y, o, dat$X, family, k, seed, m_loc)
+    j$spec$init_mu <- j$starts[[1]]
+    j
+  })
+  job
+}
+
+# The counts, covariates and offsets of formula in data (read as pln()
+# reads them): Y (dense, or a dgCMatrix), X (the model matrix without its
+# intercept), O (or NULL), the names, the terms and factor levels (`tt`,
+# `xlevels`: given, for predict()'s new rows; else from these data).
+svir_mix_data <- function(formula, data, na.action, abort, tt = NULL, xlevels = NULL) {
+  if (!inherits(formula, "formula") || length(formula) != 3L) {
+    abort("{.arg formula} must be a two-sided formula with the count matrix on the left, e.g. {.code Y ~ batch}.")
+  }
+  if (length(lme4::findbars(formula))) abort("{.fn count_mixture} takes no random-effect terms such as {.code (1 | g)}.")
+  if (missing(data)) data <- NULL
+  Y <- svir_pln_response(formula, data, abort)
+  sparse <- !is.matrix(Y)
+  if (anyNA(if (sparse) Y@x else Y)) abort("The count matrix has missing values: drop or fill those rows.")
+  if (is.null(tt)) {
+    mf <- svir_pln_frame(formula, data, nrow(Y), na.action, abort)
+    nas <- as.integer(attr(mf, "na.action"))
+    if (length(nas)) Y <- Y[-nas, , drop = FALSE]
+    tt <- stats::delete.response(stats::terms(mf))
+    xlevels <- stats::.getXlevels(tt, mf)
+  } else {
+    nd <- if (is.data.frame(data)) data else data.frame(row.names = seq_len(nrow(Y)))
+    mf <- tryCatch(stats::model.frame(tt, nd, xlev = xlevels, na.action = stats::na.fail),
+                   error = function(e) abort(c("The new rows' covariates could not be read.",
+                                               x = conditionMessage(e))))
+    if (nrow(mf) != nrow(Y)) abort("{.arg newdata} has {nrow(mf)} row{?s} of covariates; its count matrix has {nrow(Y)}.")
+  }
+  n <- nrow(Y)
+  x <- if (sparse) Y@x else Y
+  bad <- !is.finite(x) | x < 0 | abs(x - round(x)) > 1e-8
+  if (any(bad)) {
+    abort("The counts must be non-negative whole numbers (found {sum(bad)} other value{?s}, such as {.val {utils::head(unique(x[bad]), 3)}}).")
+  }
+  cn <- colnames(Y)
+  if (is.null(cn)) cn <- paste0("Y", seq_len(ncol(Y)))
+  X <- stats::model.matrix(tt, mf)
+  X <- X[, colnames(X) != "(Intercept)", drop = FALSE]
+  if (ncol(X) > 0 && qr(cbind(1, X))$rank < ncol(X) + 1) {
+    abort("The covariates are rank-deficient (with the clusters' means): drop redundant terms.")
+  }
+  O <- stats::model.offset(mf)
+  if (!is.null(O)) {
+    if (!is.null(dim(O)) || length(O) != n) abort("The offset must have one value per row ({n}).")
+    if (any(!is.finite(O))) abort(c("The offset has non-finite values.", i = "For {.code offset(log(size_factor))}, every size factor must be positive."))
+    O <- as.double(O)
+  }
+  list(Y = Y, sparse = sparse, X = X, dx = ncol(X), O = O, n = n, p = ncol(Y), cn = cn,
+       rn = rownames(Y), tt = tt, xlevels = xlevels)
+}
+
+# The engine's spec of data `dat` (svir_mix_data) with K clusters.
+svir_mix_spec <- function(dat, family, K, m_loc) {
+  spec <- list(model = "mixture", n = dat$n, p = dat$p, K = as.integer(K), dx = dat$dx,
+               dist = svir_codes$mix_dist[[family$dist]], O = dat$O,
+               X = if (dat$dx > 0) unname(dat$X) else NULL, m_loc = m_loc, m_scale = 2.5,
+               tau_scale = 1, gamma_scale = 2.5, alpha = family$alpha)
+  if (dat$sparse) {
+    R <- Matrix::t(dat$Y) # columns of t(Y) are the rows of Y
+    spec$Rp <- R@p
+    spec$Rj <- R@i
+    spec$Rx <- as.double(R@x)
+  } else {
+    spec$Y <- unname(dat$Y)
+    storage.mode(spec$Y) <- "double"
+  }
+  spec
 }
 
 # The starting means of the guide, one vector per start: k-means++ seeds on
@@ -169,8 +216,7 @@ svir_mix_build <- function(formula, data, family, prior, guide, method, control,
 # most variable columns at most), then k-means; from its clusters, mu_kj =
 # the log rate of cluster k's counts of column j, m_j their mean over the
 # clusters, tau_j their sd, gamma 0, phi_j 10, and pi the clusters' shares.
-svir_mix_starts <- function(Y, o, X, family, seed, m_loc) {
-  K <- family$K
+svir_mix_starts <- function(Y, o, X, family, K, seed, m_loc) {
   n <- nrow(Y)
   p <- ncol(Y)
   sf <- exp(o - mean(o))
@@ -224,9 +270,39 @@ svir_seed_state <- function() {
   })
 }
 
-# The fit object: the other starts run here (the first ran in svi_fit());
-# the best by final ELBO is kept; clusters numbered by size.
+# The fit object: the other starts run here (the first ran in svi_fit()),
+# the best by final ELBO kept, clusters numbered by size; with several K,
+# each K's fit in turn and the one with the smallest ICL returned, with the
+# table of criteria (fit$criteria).
 svir_mix_finish <- function(engine, job) {
+  fit <- svir_mix_one(engine, job)
+  if (!length(job$other_K)) return(fit)
+  fits <- c(list(fit), lapply(job$other_K, function(j) svir_mix_one(svir_run(j), j)))
+  crit <- do.call(rbind, lapply(fits, function(f) {
+    ll <- as.numeric(logLik(f))
+    data.frame(K = f$K, elbo = f$elbo_final, logLik = ll, df = f$npar, BIC = stats::BIC(f),
+               ICL = svir_mix_icl(f), smallest = min(colSums(f$resp)))
+  }))
+  best <- which.min(crit$ICL)
+  crit$chosen <- seq_len(nrow(crit)) == best
+  f <- fits[[best]]
+  f$criteria <- crit
+  f$time <- sum(vapply(fits, function(x) x$time, 0))
+  f
+}
+
+# ICL (Biernacki, Celeux and Govaert 2000): BIC plus twice the entropy of the
+# rows' cluster probabilities, so that K is not raised to fit one
+# cluster's shape by two overlapping ones, which BIC allows when the count
+# distribution is not exactly right.
+svir_mix_icl <- function(fit) {
+  r <- fit$resp
+  ent <- -sum(r[r > 0] * log(r[r > 0]))
+  stats::BIC(fit) + 2 * ent
+}
+
+# One K: its starts, the best kept, clusters numbered by size.
+svir_mix_one <- function(engine, job) {
   engines <- list(engine)
   for (s in seq_along(job$starts)[-1L]) {
     j <- job
@@ -246,11 +322,9 @@ svir_mix_finish <- function(engine, job) {
   ord <- order(-colSums(resp))
   resp <- resp[, ord, drop = FALSE]
   draws <- e$draws
-  ix_mu <- function(k) (k - 1L) * p + seq_len(p)
   mu_d <- array(0, c(nrow(draws), K, p))
-  for (k in seq_len(K)) mu_d[, k, ] <- draws[, ix_mu(ord[k]), drop = FALSE]
-  off_eta <- D - (K - 1L)
-  eta <- cbind(draws[, off_eta + seq_len(K - 1L), drop = FALSE], 0)
+  for (k in seq_len(K)) mu_d[, k, ] <- draws[, (ord[k] - 1L) * p + seq_len(p), drop = FALSE]
+  eta <- cbind(draws[, D - (K - 1L) + seq_len(K - 1L), drop = FALSE], 0)
   pi_d <- exp(eta - apply(eta, 1L, max))
   pi_d <- (pi_d / rowSums(pi_d))[, ord, drop = FALSE]
   cl_names <- paste0("cluster", seq_len(K))
@@ -265,11 +339,14 @@ svir_mix_finish <- function(engine, job) {
   structure(list(
     call = job$call, formula = job$formula, family = job$family, n = n, p = p, K = K,
     resp = resp, pi_draws = pi_d, mu_draws = mu_d, phi_draws = phi_d, gamma_draws = gamma_d,
-    xnames = job$xnames, colnames = job$cn,
+    xnames = job$xnames, colnames = job$cn, ord = ord, tt = job$tt, xlevels = job$xlevels,
+    m_loc = job$m_loc,
     elbo = e$elbo, elbo_final = e$elbo_final, steps = e$steps, stop_reason = e$stop_reason,
     ll_rows = e$ll_rows, npar = npar, time = sum(vapply(engines, function(x) x$time, 0)),
-    starts = data.frame(start = seq_along(engines), elbo = elbo, steps = vapply(engines, function(x) x$steps, 0L),
-                        stop_reason = vapply(engines, function(x) x$stop_reason, ""), kept = seq_along(engines) == best),
+    starts = data.frame(start = seq_along(engines), elbo = elbo,
+                        steps = vapply(engines, function(x) x$steps, 0L),
+                        stop_reason = vapply(engines, function(x) x$stop_reason, ""),
+                        kept = seq_along(engines) == best),
     backend = e$backend, backend_reason = e$backend_reason, control = job$control, seed = job$seed,
     engine = e), class = "svi_mixture")
 }
@@ -342,8 +419,11 @@ print.svi_mixture <- function(x, digits = 3, ...) {
   w <- colMeans(x$pi_draws)
   tab <- rbind(size = round(sz, 1), weight = round(w, digits))
   print(tab)
-  cat(sprintf("ELBO: %.1f (mean of the last window); %s after %d steps; start %d of %d kept; %.2f s for all starts\n",
+  cat(sprintf("ELBO: %.1f (mean of the last window); %s after %d steps; start %d of %d kept; %.2f s for all fits\n",
               x$elbo_final, x$stop_reason, x$steps, which(x$starts$kept), nrow(x$starts), x$time))
+  if (!is.null(x$criteria)) {
+    cat(sprintf("K = %d chosen by ICL (smallest) among K = %s\n", x$K, paste(x$criteria$K, collapse = ", ")))
+  }
   invisible(x)
 }
 
@@ -357,5 +437,146 @@ print.summary.svi_mixture <- function(x, ...) {
   print(x$fit)
   cat("\nStarts (k-means++ on principal components):\n")
   print(x$fit$starts, row.names = FALSE)
+  if (!is.null(x$fit$criteria)) {
+    cat("\nCriteria over K (ICL = BIC + 2 x the entropy of the cluster probabilities):\n")
+    print(x$fit$criteria, row.names = FALSE)
+  }
+  invisible(x)
+}
+
+#' Cluster probabilities of new rows
+#'
+#' @param object A fit from [svi_fit()] with [count_mixture()].
+#' @param newdata A data frame (or list) with the count matrix under the
+#'   fit's response name, and the covariates and offset variables of the
+#'   formula. Its count matrix must have every column the fit had (matched
+#'   by name; other columns are dropped). `NULL`: the fit's rows.
+#' @param type `"prob"` (a rows x clusters matrix of posterior cluster
+#'   probabilities, averaged over the fit's posterior draws) or `"class"`
+#'   (the most probable cluster).
+#' @param ndraws How many of the fit's posterior draws to average over.
+#' @param ... Not used.
+#' @export
+predict.svi_mixture <- function(object, newdata = NULL, type = c("prob", "class"), ndraws = 200,
+                                ...) {
+  type <- match.arg(type)
+  abort <- function(msg, .envir = parent.frame()) {
+    cli::cli_abort(msg, class = "svir_error", call = NULL, .envir = .envir)
+  }
+  if (is.null(newdata)) {
+    r <- object$resp
+  } else {
+    f <- object$formula
+    Yn <- svir_pln_response(f, newdata, abort)
+    cn <- colnames(Yn)
+    if (is.null(cn)) {
+      if (ncol(Yn) != object$p) abort("The new count matrix has no column names and {ncol(Yn)} columns; the fit had {object$p}.")
+      cn <- object$colnames
+    }
+    miss <- setdiff(object$colnames, cn)
+    if (length(miss)) {
+      abort(c("The new count matrix lacks {length(miss)} of the fit's column{?s}: {.val {utils::head(miss, 5)}}{if (length(miss) > 5) ' ...' else ''}.",
+              i = "Its columns must include every gene (or taxon) the fit had, by name."))
+    }
+    newdata[[deparse1(f[[2L]])]] <- Yn[, match(object$colnames, cn), drop = FALSE]
+    dat <- svir_mix_data(f, newdata, stats::na.fail, abort, tt = object$tt, xlevels = object$xlevels)
+    spec <- svir_mix_spec(dat, object$family, object$K, object$m_loc)
+    dr <- object$engine$draws
+    S <- min(as.integer(ndraws), nrow(dr))
+    r <- .Call(C_svir_mix_resp_r, spec, dr, S)[, object$ord, drop = FALSE]
+    dimnames(r) <- list(dat$rn, colnames(object$resp))
+  }
+  if (type == "class") {
+    z <- max.col(r, ties.method = "first")
+    names(z) <- rownames(r)
+    return(z)
+  }
+  r
+}
+
+#' Marker genes of a cluster
+#'
+#' The columns of the count matrix ranked by the posterior probability that
+#' a cluster's log2 fold change against the rest (or another cluster)
+#' exceeds `lfc` in absolute value, from the fit's posterior draws of the
+#' cluster log-means. Against `"rest"`, the reference is the other clusters'
+#' rates averaged with their weights pi.
+#'
+#' @param object A fit from [svi_fit()] with [count_mixture()].
+#' @param cluster The cluster (a number, clusters being numbered by size).
+#' @param vs `"rest"` or another cluster's number.
+#' @param lfc The log2 fold change that counts as a difference.
+#' @param level The interval's probability.
+#' @param ... Not used.
+#' @return A data frame, one row per column of the count matrix, most
+#'   probable markers first: `column`, `lfc` (posterior mean log2 fold
+#'   change), `lower`, `upper` (central interval), `prob` (posterior
+#'   probability that `|lfc|` exceeds the threshold).
+#' @export
+markers <- function(object, ...) UseMethod("markers")
+
+#' @rdname markers
+#' @export
+markers.svi_mixture <- function(object, cluster, vs = "rest", lfc = 1, level = 0.95, ...) {
+  K <- object$K
+  ok <- function(k) is.numeric(k) && length(k) == 1L && k %in% seq_len(K)
+  if (!ok(cluster)) {
+    cli::cli_abort("{.arg cluster} must be one cluster number from 1 to {K}.", class = "svir_error")
+  }
+  if (!(identical(vs, "rest") || (ok(vs) && vs != cluster))) {
+    cli::cli_abort("{.arg vs} must be {.val rest} or another cluster's number from 1 to {K}.",
+                   class = "svir_error")
+  }
+  if (!is.numeric(lfc) || length(lfc) != 1L || !(lfc >= 0)) {
+    cli::cli_abort("{.arg lfc} must be one non-negative number (a log2 fold change).", class = "svir_error")
+  }
+  mu <- object$mu_draws
+  a <- mu[, cluster, , drop = TRUE]
+  if (identical(vs, "rest")) {
+    others <- setdiff(seq_len(K), cluster)
+    w <- object$pi_draws[, others, drop = FALSE]
+    w <- w / rowSums(w)
+    ref <- 0
+    for (m in seq_along(others)) ref <- ref + w[, m] * exp(mu[, others[m], ])
+    ref <- log(ref)
+  } else {
+    ref <- mu[, vs, , drop = TRUE]
+  }
+  l2 <- (a - ref) / log(2)
+  if (is.null(dim(l2))) l2 <- matrix(l2, ncol = object$p)
+  al <- (1 - level) / 2
+  out <- data.frame(column = object$colnames, lfc = colMeans(l2),
+                    lower = apply(l2, 2L, stats::quantile, probs = al),
+                    upper = apply(l2, 2L, stats::quantile, probs = 1 - al),
+                    prob = colMeans(abs(l2) > lfc), row.names = NULL)
+  out[order(-out$prob, -abs(out$lfc)), , drop = FALSE]
+}
+
+#' @export
+plot.svi_mixture <- function(x, which = c("elbo", "criteria", "markers"), n_markers = 5, ...) {
+  which <- match.arg(which)
+  if (which == "elbo") {
+    graphics::plot(x$elbo, type = "l", xlab = "step", ylab = "ELBO estimate",
+                   main = sprintf("Count mixture, K = %d: ELBO of the kept start", x$K), ...)
+  } else if (which == "criteria") {
+    if (is.null(x$criteria)) {
+      cli::cli_abort("The fit has one {.arg K}: fit with {.code count_mixture(K = 2:8)} for the criteria.",
+                     class = "svir_error")
+    }
+    cr <- x$criteria
+    graphics::plot(cr$K, cr$ICL, type = "b", xlab = "K", ylab = "ICL (smaller is better)",
+                   main = "Choice of K", ...)
+    graphics::points(cr$K[cr$chosen], cr$ICL[cr$chosen], pch = 19)
+  } else {
+    top <- unique(unlist(lapply(seq_len(x$K), function(k)
+      utils::head(markers(x, k)$column, n_markers))))
+    m <- coef(x)[, top, drop = FALSE]
+    m <- sweep(m, 2L, colMeans(m))
+    graphics::image(seq_len(ncol(m)), seq_len(nrow(m)), t(m), axes = FALSE, xlab = "",
+                    ylab = "cluster", main = "Top markers: cluster log-means less their mean",
+                    col = grDevices::hcl.colors(25, "Blue-Red 3"), ...)
+    graphics::axis(1, at = seq_len(ncol(m)), labels = colnames(m), las = 2, cex.axis = 0.7)
+    graphics::axis(2, at = seq_len(nrow(m)), labels = seq_len(nrow(m)), las = 1)
+  }
   invisible(x)
 }

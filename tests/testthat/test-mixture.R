@@ -6,13 +6,15 @@ sim_mixture <- function(n = 300, p = 40, seed = 3) {
   set.seed(seed)
   z <- rep(1:3, round(n * c(0.5, 1 / 3, 1 / 6)))
   mu <- matrix(rnorm(3 * p, -1, 0.4), 3, p)
-  for (k in 1:3) mu[k, sample(p, 6)] <- mu[k, sample(p, 6)] + 2
+  up <- lapply(1:3, function(k) sample(p, 8))
+  for (k in 1:3) mu[k, up[[k]]] <- mu[k, up[[k]]] + 2.5
+  gam <- rnorm(p, 0, 0.3) # before the draws that depend on n: new rows share it
   sf <- exp(runif(n, log(0.3), log(3)))
   batch <- factor(sample(c("A", "B"), n, TRUE))
-  eta <- log(sf) + outer(batch == "B", rnorm(p, 0, 0.3)) + mu[z, ]
+  eta <- log(sf) + outer(batch == "B", gam) + mu[z, ]
   d <- data.frame(batch, sf)
   d$Y <- matrix(rnbinom(n * p, size = 5, mu = exp(eta)), n, dimnames = list(NULL, paste0("g", 1:p)))
-  list(d = d, z = z)
+  list(d = d, z = z, up = up)
 }
 
 adjusted_rand <- function(a, b) {
@@ -81,7 +83,7 @@ test_that("a count mixture recovers its clusters, numbered by size", {
 test_that("count_mixture() refuses what it does not fit, naming the argument", {
   s <- sim_mixture(n = 60, p = 10)
   expect_error(count_mixture(K = 1), "K", class = "svir_error")
-  expect_error(count_mixture(K = 2:4), "one number in this version", class = "svir_error")
+  expect_error(count_mixture(K = c(3, 3)), "repeated", class = "svir_error")
   expect_error(count_mixture(dist = "zinb"), "dist", class = "svir_error")
   expect_error(count_mixture(nstart = 0), "nstart", class = "svir_error")
   expect_error(svi_fit(Y ~ 1, s$d, family = count_mixture(2), method = "qem"), "SVI", class = "svir_error")
@@ -89,4 +91,69 @@ test_that("count_mixture() refuses what it does not fit, naming the argument", {
                class = "svir_error")
   s$d$Y[1, 1] <- 0.5
   expect_error(svi_fit(Y ~ 1, s$d, family = count_mixture(2)), "whole numbers", class = "svir_error")
+})
+
+test_that("predict() gives new rows' cluster probabilities and names missing genes", {
+  s <- sim_mixture()
+  fit <- svi_fit(Y ~ batch + offset(log(sf)), s$d, family = count_mixture(K = 3, nstart = 1), seed = 1)
+  # the fit's own rows through the new-data path: the same numbers
+  expect_equal(unname(predict(fit, s$d)), unname(fit$resp), tolerance = 1e-10)
+  expect_identical(unname(predict(fit, s$d, type = "class")), unname(clusters(fit)))
+  # new cells from the same clusters, their genes shuffled and one more
+  s2 <- sim_mixture(n = 120, seed = 3)
+  set.seed(9)
+  s2$d <- s2$d[sample(nrow(s2$d)), ]
+  z2 <- s2$z[as.integer(rownames(s2$d))]
+  Y2 <- s2$d$Y[, c(40:1)]
+  s2$d$Y <- cbind(Y2, extra = 1)
+  cl2 <- predict(fit, s2$d, type = "class")
+  expect_gt(adjusted_rand(cl2, z2), 0.9)
+  pr <- predict(fit, s2$d)
+  expect_equal(dim(pr), c(120L, 3L))
+  expect_equal(unname(rowSums(pr)), rep(1, 120), tolerance = 1e-8)
+  s2$d$Y <- Y2[, -c(1, 5)]
+  expect_error(predict(fit, s2$d), "lacks 2 of the fit's columns", class = "svir_error")
+})
+
+test_that("markers() ranks a cluster's raised genes first", {
+  s <- sim_mixture()
+  fit <- svi_fit(Y ~ batch + offset(log(sf)), s$d, family = count_mixture(K = 3, nstart = 1), seed = 1)
+  # fitted cluster k is the k-th largest, as simulated
+  expect_gt(adjusted_rand(clusters(fit), s$z), 0.9)
+  expect_true(all(diff(as.vector(table(clusters(fit)))) < 0))
+  for (k in 1:3) {
+    mk <- markers(fit, k)
+    top <- as.integer(sub("g", "", mk$column[mk$prob > 0.95 & mk$lfc > 0]))
+    # the genes raised in this cluster alone (by 2.5 on the log scale, 3.6 in
+    # log2) are found, with a probability near 1
+    own <- setdiff(s$up[[k]], unlist(s$up[-k]))
+    expect_gt(length(own), 1)
+    expect_true(all(own %in% top), label = paste("cluster", k))
+    expect_true(all(mk$lower <= mk$lfc & mk$lfc <= mk$upper))
+  }
+  m12 <- markers(fit, 1, vs = 2)
+  expect_identical(nrow(m12), 40L)
+  expect_error(markers(fit, 4), "cluster", class = "svir_error")
+  expect_error(markers(fit, 1, vs = 1), "vs", class = "svir_error")
+  grDevices::pdf(NULL)
+  on.exit(grDevices::dev.off())
+  expect_invisible(plot(fit))
+  expect_invisible(plot(fit, "markers"))
+  expect_error(plot(fit, "criteria"), "one", class = "svir_error")
+})
+
+test_that("several K: each fitted, the smallest ICL chosen, the table kept", {
+  s <- sim_mixture()
+  fit <- svi_fit(Y ~ batch + offset(log(sf)), s$d, family = count_mixture(K = 2:4, nstart = 1), seed = 1)
+  cr <- fit$criteria
+  expect_identical(cr$K, 2:4)
+  expect_identical(fit$K, 3L)
+  expect_identical(cr$chosen, cr$K == 3L)
+  expect_equal(cr$ICL, cr$BIC + (cr$ICL - cr$BIC)) # columns present
+  expect_true(all(cr$ICL >= cr$BIC))
+  expect_gt(adjusted_rand(clusters(fit), s$z), 0.9)
+  expect_output(print(fit), "K = 3 chosen by ICL", fixed = TRUE)
+  grDevices::pdf(NULL)
+  on.exit(grDevices::dev.off())
+  expect_invisible(plot(fit, "criteria"))
 })

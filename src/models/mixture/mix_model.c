@@ -497,30 +497,25 @@ static const svir_svi_ops mix_svi_ops = {
 
 /* ---- outputs ------------------------------------------------------------- */
 
-/* the rows' cluster probabilities, averaged over the posterior draws (at
- * most 200; the guide's means without draws): "resp" (n x K), and each
- * row's log sum_k pi_k p(y_i | k) at the guide's means: "ll_rows" (n) */
-static int mix_outputs(const void *model, const svir_control *c, svir_result *res, svir_err *e)
+int svir_mix_resp(const svir_mix_model *m, const double *draws, int nd, int S,
+                  const double *mean, double *resp, double *llr)
 {
-    const svir_mix_model *m = model;
     const int n = m->n, p = m->p, K = m->K;
-    const int S = res->ndraws > 0 ? (res->ndraws < 200 ? res->ndraws : 200) : 1;
-    (void)c;
-    double *resp = calloc((size_t)n * K, sizeof(double));
-    double *llr = malloc(sizeof(double) * (size_t)n);
+    if (nd <= 0) S = 1;
     double *theta = malloc(sizeof(double) * (size_t)m->D);
     double *lp = malloc(sizeof(double) * (size_t)K);
     double *wk = malloc(sizeof(double) * (size_t)(4 * p + 2 * K));
-    if (!resp || !llr || !theta || !lp || !wk || !res->gpar) {
-        free(resp); free(llr); free(theta); free(lp); free(wk);
-        return svir_err_set(e, 2, "out of memory computing the cluster probabilities");
+    if (!theta || !lp || !wk) {
+        free(theta); free(lp); free(wk);
+        return 2;
     }
+    memset(resp, 0, sizeof(double) * (size_t)n * K);
     double *y = wk, *lin = wk + p, *a = lin + p, *r = a + K, *cj = r + K;
     for (int s = 0; s <= S; s++) {
-        /* s < S: draw s (or the means); s == S: the means, for ll_rows */
+        /* s < S: draw s (or the means); s == S: the means, for llr */
+        if (s == S && !llr) break;
         for (ptrdiff_t d = 0; d < m->D; d++)
-            theta[d] = s < S && res->ndraws > 0 ? res->draws[(size_t)s + (size_t)d * res->ndraws]
-                                                : res->gpar[d];
+            theta[d] = s < S && nd > 0 ? draws[(size_t)s + (size_t)d * nd] : mean[d];
         log_pi(m, theta, lp);
         for (int i = 0; i < n; i++) {
             svir_mix_row(m, i, y);
@@ -537,11 +532,29 @@ static int mix_outputs(const void *model, const svir_control *c, svir_result *re
         }
     }
     free(theta); free(lp); free(wk);
-    if (svir_out_adopt(res->extra, "resp", resp, n, K)) {
+    return 0;
+}
+
+/* the rows' cluster probabilities, averaged over the posterior draws (at
+ * most 200; the guide's means without draws): "resp" (n x K), and each
+ * row's log sum_k pi_k p(y_i | k) at the guide's means: "ll_rows" (n) */
+static int mix_outputs(const void *model, const svir_control *c, svir_result *res, svir_err *e)
+{
+    const svir_mix_model *m = model;
+    (void)c;
+    double *resp = malloc(sizeof(double) * (size_t)m->n * m->K);
+    double *llr = malloc(sizeof(double) * (size_t)m->n);
+    if (!resp || !llr || !res->gpar ||
+        svir_mix_resp(m, res->draws, res->ndraws, res->ndraws < 200 ? res->ndraws : 200, res->gpar,
+                      resp, llr)) {
+        free(resp); free(llr);
+        return svir_err_set(e, 2, "out of memory computing the cluster probabilities");
+    }
+    if (svir_out_adopt(res->extra, "resp", resp, m->n, m->K)) {
         free(llr);
         return svir_err_set(e, 2, "out of memory returning the cluster probabilities");
     }
-    if (svir_out_adopt(res->extra, "ll_rows", llr, n, -1))
+    if (svir_out_adopt(res->extra, "ll_rows", llr, m->n, -1))
         return svir_err_set(e, 2, "out of memory returning the cluster probabilities");
     return 0;
 }

@@ -56,6 +56,13 @@ void svir_mix_row_ll(const svir_mix_model *m, const double *theta, const double 
 int svir_mix_elbo_grad(const svir_mix_model *m, const svir_control *c, const double *gpar,
                        long step, double *elbo, double *grad);
 
+/* The rows' cluster probabilities resp [n x K], averaged over the first S
+ * of nd draws [nd x D] (nd = 0: at mean), and each row's log sum_k pi_k
+ * p(y_i | k) at mean [D] into llr [n] (may be NULL); 0, or 2 when out of
+ * memory. For the fit's outputs and predict() on new rows. */
+int svir_mix_resp(const svir_mix_model *m, const double *draws, int nd, int S,
+                  const double *mean, double *resp, double *llr);
+
 /* log p(theta) with its gradient added to grad (may be NULL). */
 double svir_mix_log_prior(const svir_mix_model *m, const double *theta, double *grad);
 
