@@ -32,17 +32,20 @@
 #' distribution is not exactly right; ICL charges for the overlap. A
 #' held-out ELBO would need a refit per fold.
 #'
-#' In this version: Poisson and negative binomial clusters, SVI on the
-#' CPU. Zero inflation, Dirichlet-multinomial clusters, the background
-#' model, QEM and CUDA are not built yet (issue 17).
+#' In this version: Poisson, negative binomial and zero-inflated negative
+#' binomial clusters, SVI on the CPU. Dirichlet-multinomial clusters, the
+#' background model, QEM and CUDA are not built yet (issue 17).
 #'
 #' Priors: `m_j ~ N(log of the column's mean rate, 2.5^2)`, `tau_j ~ N+(0,
-#' 1)`, `gamma ~ N(0, 2.5^2)`, `phi_j^(-1/2) ~ N+(0, 1)`, `pi ~
-#' Dirichlet(alpha)`.
+#' 1)`, `gamma ~ N(0, 2.5^2)`, `phi_j^(-1/2) ~ N+(0, 1)`, `logit omega_j ~
+#' N(-2, 2^2)`, `pi ~ Dirichlet(alpha)`.
 #'
 #' @param K The number of clusters, at least 2, or several (e.g. `2:8`)
 #'   to choose from by ICL.
-#' @param dist `"nb"` (negative binomial, the default) or `"poisson"`.
+#' @param dist `"nb"` (negative binomial, the default), `"poisson"`, or
+#'   `"zinb"` (zero-inflated negative binomial: a count is a structural zero
+#'   with probability `omega_j` per column, else the cluster's NB; the
+#'   posterior means of `omega_j` are in `fit$zero_inflation`).
 #' @param alpha The Dirichlet prior's concentration on the weights.
 #' @param nstart Starts (k-means++ on principal components); the best by
 #'   final ELBO is kept.
@@ -57,7 +60,7 @@
 #' fit <- svi_fit(Y ~ 1, family = count_mixture(K = 2, dist = "poisson"), seed = 1)
 #' table(clusters(fit), z)
 #' @export
-count_mixture <- function(K = 8, dist = c("nb", "poisson"), alpha = 1, nstart = 3) {
+count_mixture <- function(K = 8, dist = c("nb", "poisson", "zinb"), alpha = 1, nstart = 3) {
   abort <- function(msg, .envir = parent.frame()) {
     cli::cli_abort(msg, class = "svir_error", call = NULL, .envir = .envir)
   }
@@ -234,7 +237,8 @@ svir_mix_starts <- function(Y, o, X, family, K, seed, m_loc) {
   }
   ys <- if (is.matrix(Y)) Y else as.matrix(Y)
   dx <- ncol(X)
-  nb <- family$dist == "nb"
+  nb <- family$dist != "poisson"
+  zi <- family$dist == "zinb"
   rs <- svir_seed_state()
   on.exit(rs$restore())
   lapply(seq_len(family$nstart), function(s) {
@@ -257,7 +261,7 @@ svir_mix_starts <- function(Y, o, X, family, K, seed, m_loc) {
     tau <- apply(mu, 2L, stats::sd) + 0.1
     nk <- tabulate(cl, K) + 1
     c(as.vector(t(mu)), m, log(tau), rep(0, dx * p), if (nb) rep(log(10), p),
-      log(nk[-K] / nk[K]))
+      if (zi) rep(-2, p), log(nk[-K] / nk[K]))
   })
 }
 
@@ -332,13 +336,18 @@ svir_mix_one <- function(engine, job) {
   colnames(pi_d) <- cl_names
   colnames(resp) <- cl_names
   rownames(resp) <- job$rn
-  nb <- job$family$dist == "nb"
-  phi_d <- if (nb) exp(draws[, K * p + 2L * p + job$dx * p + seq_len(p), drop = FALSE])
+  nb <- job$family$dist != "poisson"
+  zi <- job$family$dist == "zinb"
+  off_phi <- K * p + 2L * p + job$dx * p
+  phi_d <- if (nb) exp(draws[, off_phi + seq_len(p), drop = FALSE])
+  zi_d <- if (zi) stats::plogis(draws[, off_phi + p + seq_len(p), drop = FALSE])
   gamma_d <- if (job$dx > 0) draws[, K * p + 2L * p + seq_len(job$dx * p), drop = FALSE]
-  npar <- K * p + (K - 1L) + job$dx * p + (if (nb) p else 0L)
+  npar <- K * p + (K - 1L) + job$dx * p + (if (nb) p else 0L) + (if (zi) p else 0L)
   structure(list(
     call = job$call, formula = job$formula, family = job$family, n = n, p = p, K = K,
     resp = resp, pi_draws = pi_d, mu_draws = mu_d, phi_draws = phi_d, gamma_draws = gamma_d,
+    zi_draws = zi_d,
+    zero_inflation = if (zi) stats::setNames(colMeans(zi_d), job$cn),
     xnames = job$xnames, colnames = job$cn, ord = ord, tt = job$tt, xlevels = job$xlevels,
     m_loc = job$m_loc,
     elbo = e$elbo, elbo_final = e$elbo_final, steps = e$steps, stop_reason = e$stop_reason,
@@ -412,7 +421,8 @@ nobs.svi_mixture <- function(object, ...) object$n
 #' @export
 print.svi_mixture <- function(x, digits = 3, ...) {
   cat(sprintf("Count mixture fit by SVI (svir): %d clusters, %s counts\n", x$K,
-              if (x$family$dist == "nb") "negative binomial" else "Poisson"))
+              switch(x$family$dist, nb = "negative binomial", poisson = "Poisson",
+                     zinb = "zero-inflated negative binomial")))
   cat("Formula:", deparse1(x$formula), "\n")
   cat(sprintf("Rows: %d; columns: %d\n", x$n, x$p))
   sz <- colSums(x$resp)

@@ -32,7 +32,7 @@ test_that("the mixture's ELBO gradient matches finite differences", {
   n <- 30
   Y <- matrix(rnbinom(n * 6, size = 3, mu = 4), n)
   d <- data.frame(b = factor(sample(c("a", "b", "c"), n, TRUE)), sf = exp(rnorm(n, 0, 0.3)))
-  for (dist in c("poisson", "nb")) for (bs in list(NULL, 7L)) {
+  for (dist in c("poisson", "nb", "zinb")) for (bs in list(NULL, 7L)) {
     elbos <- c()
     for (sparse in c(FALSE, TRUE)) {
       d$Y <- if (sparse) Matrix::Matrix(Y, sparse = TRUE) else Y
@@ -84,7 +84,7 @@ test_that("count_mixture() refuses what it does not fit, naming the argument", {
   s <- sim_mixture(n = 60, p = 10)
   expect_error(count_mixture(K = 1), "K", class = "svir_error")
   expect_error(count_mixture(K = c(3, 3)), "repeated", class = "svir_error")
-  expect_error(count_mixture(dist = "zinb"), "dist", class = "svir_error")
+  expect_error(count_mixture(dist = "dirmult"), "dist", class = "svir_error")
   expect_error(count_mixture(nstart = 0), "nstart", class = "svir_error")
   expect_error(svi_fit(Y ~ 1, s$d, family = count_mixture(2), method = "qem"), "SVI", class = "svir_error")
   expect_error(svi_fit(Y ~ 1, s$d, family = count_mixture(2), guide = "fullrank"), "mean-field",
@@ -156,4 +156,30 @@ test_that("several K: each fitted, the smallest ICL chosen, the table kept", {
   grDevices::pdf(NULL)
   on.exit(grDevices::dev.off())
   expect_invisible(plot(fit, "criteria"))
+})
+
+# ZINB: a structural zero with probability omega_j per gene, else the
+# cluster's NB
+test_that("a zero-inflated mixture recovers its zero-inflation probabilities", {
+  set.seed(11)
+  n <- 800
+  p <- 20
+  z <- rep(1:2, c(500, 300))
+  mu <- rbind(rep(c(1.5, 0), c(10, 10)), rep(c(0, 1.5), c(10, 10))) + 0.5
+  omega <- rep(c(0, 0.1, 0.3, 0.5), 5)
+  Y <- matrix(rnbinom(n * p, size = 5, mu = exp(mu[z, ])), n)
+  Y[matrix(runif(n * p) < rep(omega, each = n), n)] <- 0
+  d <- data.frame(row = seq_len(n))
+  d$Y <- Y
+  fit <- svi_fit(Y ~ 1, d, family = count_mixture(K = 2, dist = "zinb", nstart = 1), seed = 1)
+  expect_gt(adjusted_rand(clusters(fit), z), 0.95)
+  w <- fit$zero_inflation
+  expect_length(w, p)
+  # each within 0.07 of the truth, and ordered as the truth on average
+  expect_lt(max(abs(w - omega)), 0.07)
+  expect_true(all(diff(tapply(w, omega, mean)) > 0.05))
+  # the NB fit of the same data puts the extra zeros into its dispersions
+  fn <- svi_fit(Y ~ 1, d, family = count_mixture(K = 2, dist = "nb", nstart = 1), seed = 1)
+  expect_gt(as.numeric(logLik(fit)), as.numeric(logLik(fn)))
+  expect_output(print(fit), "zero-inflated negative binomial", fixed = TRUE)
 })

@@ -8,7 +8,8 @@
 /* the count distribution given the cluster */
 #define SVIR_MIX_DIST_CODES(X)                                                                  \
     X(POISSON, 0, "poisson")                                                                   \
-    X(NB, 1, "nb")
+    X(NB, 1, "nb")                                                                             \
+    X(ZINB, 2, "zinb")
 
 #define SVIR_MIX_DIST_E(N, V, R) SVIR_CODE_ENUM_(SVIR_MIX_, N, V, R)
 enum { SVIR_MIX_DIST_CODES(SVIR_MIX_DIST_E) SVIR_MIX_NDIST };

@@ -72,7 +72,8 @@ static int mix_read(const svir_list *spec, const svir_list *ctrl, const svir_con
     m->off_lt = m->off_m + p;
     m->off_g = m->off_lt + p;
     m->off_phi = m->off_g + (ptrdiff_t)m->dx * p;
-    m->off_eta = m->off_phi + (m->dist == SVIR_MIX_NB ? p : 0);
+    m->off_zi = m->off_phi + (m->dist != SVIR_MIX_POISSON ? p : 0);
+    m->off_eta = m->off_zi + (m->dist == SVIR_MIX_ZINB ? p : 0);
     m->D = m->off_eta + K - 1;
     m->init_mu = svir_list_reals(spec, "init_mu", m->D, 1, e);
     if (e->status) return e->status;
@@ -117,13 +118,14 @@ static int mix_threads(const void *model, const svir_control *c)
 
 void svir_mix_row_ll(const svir_mix_model *m, const double *theta, const double *y,
                      const double *lin, const double *lp, double lgy, double *a, double *dl,
-                     double *dphi, double *cj)
+                     double *dphi, double *dzi, double *cj)
 {
-    const int p = m->p, K = m->K, nb = m->dist == SVIR_MIX_NB;
-    const double *lphi = theta + m->off_phi;
+    const int p = m->p, K = m->K, nb = m->dist != SVIR_MIX_POISSON, zi = m->dist == SVIR_MIX_ZINB;
+    const double *lphi = theta + m->off_phi, *zeta = theta + m->off_zi;
     /* the NB's parts that do not depend on the cluster, per column: c0 =
      * lgamma(y + phi) - lgamma(phi) + phi log phi, c1 = psi(y + phi) -
-     * psi(phi) + log phi + 1 */
+     * psi(phi) + log phi + 1; summed into base, but for ZINB, whose zeros
+     * take them inside a log-sum */
     double *c0 = cj, *c1 = cj + p, base = 0.0;
     if (nb) {
         for (int j = 0; j < p; j++) {
@@ -134,12 +136,13 @@ void svir_mix_row_ll(const svir_mix_model *m, const double *theta, const double 
                 c0[j] += svir_lgamma(yj + phi) - svir_lgamma(phi);
                 if (dphi) c1[j] += svir_digamma(yj + phi) - svir_digamma(phi);
             }
-            base += c0[j];
+            if (!zi) base += c0[j];
         }
     }
     for (int k = 0; k < K; k++) {
         const double *mu = theta + m->off_mu + (ptrdiff_t)k * p;
         double *dlk = dl ? dl + (ptrdiff_t)k * p : NULL, *dpk = dphi ? dphi + (ptrdiff_t)k * p : NULL;
+        double *dzk = dzi ? dzi + (ptrdiff_t)k * p : NULL;
         double s = lp[k] - lgy + base;
         for (int j = 0; j < p; j++) {
             const double eta = lin[j] + mu[j], mu_ij = exp(eta), yj = y[j];
@@ -149,9 +152,29 @@ void svir_mix_row_ll(const svir_mix_model *m, const double *theta, const double 
                 continue;
             }
             const double phi = exp(lphi[j]), pm = phi + mu_ij, lpm = log(pm);
-            s += yj * eta - (yj + phi) * lpm;
-            if (dlk) dlk[j] = phi * (yj - mu_ij) / pm;
-            if (dpk) dpk[j] = phi * (c1[j] - lpm - (yj + phi) / pm);
+            const double l = yj * eta - (yj + phi) * lpm;
+            double gl = phi * (yj - mu_ij) / pm, gp = phi * (c1[j] - lpm - (yj + phi) / pm);
+            if (!zi) {
+                s += l;
+            } else {
+                /* log omega and log (1 - omega) from logit omega = zeta */
+                const double lw = -svir_log1pexp(-zeta[j]), l1w = -svir_log1pexp(zeta[j]);
+                const double w = exp(lw), lnb = l + c0[j];
+                if (yj > 0.0) {
+                    s += l1w + lnb;
+                    if (dzk) dzk[j] = -w;
+                } else {
+                    /* log(omega + (1 - omega) NB(0)), its NB part's share f */
+                    const double u = l1w + lnb, mx = lw > u ? lw : u;
+                    const double v = mx + log(exp(lw - mx) + exp(u - mx)), f = exp(u - v);
+                    s += v;
+                    gl *= f;
+                    gp *= f;
+                    if (dzk) dzk[j] = w * (1.0 - w) * (1.0 - exp(lnb)) * exp(-v);
+                }
+            }
+            if (dlk) dlk[j] = gl;
+            if (dpk) dpk[j] = gp;
         }
         a[k] = s;
     }
@@ -190,12 +213,20 @@ double svir_mix_log_prior(const svir_mix_model *m, const double *theta, double *
         lp += -0.5 * r * r - log(m->gamma_scale) - SVIR_LOG_SQRT_2PI;
         if (grad) grad[m->off_g + k] -= r / m->gamma_scale;
     }
-    if (m->dist == SVIR_MIX_NB) {
+    if (m->dist != SVIR_MIX_POISSON) {
         /* phi^(-1/2) = a ~ N+(0, 1): log p(log phi) = log 2 + log N(a) + log(a / 2) */
         for (int j = 0; j < p; j++) {
             const double lphi = theta[m->off_phi + j], a = exp(-0.5 * lphi);
             lp += SVIR_LOG2 - 0.5 * a * a - SVIR_LOG_SQRT_2PI + log(0.5) - 0.5 * lphi;
             if (grad) grad[m->off_phi + j] += 0.5 * a * a - 0.5;
+        }
+    }
+    if (m->dist == SVIR_MIX_ZINB) {
+        /* logit omega_j ~ N(-2, 2^2) */
+        for (int j = 0; j < p; j++) {
+            const double r = (theta[m->off_zi + j] + 2.0) / 2.0;
+            lp += -0.5 * r * r - log(2.0) - SVIR_LOG_SQRT_2PI;
+            if (grad) grad[m->off_zi + j] -= r / 2.0;
         }
     }
     /* pi = softmax(eta, 0) ~ Dirichlet(alpha): with the Jacobian, alpha sum
@@ -277,7 +308,7 @@ static void mix_work_free(void *work)
 
 static size_t row_work_len(const svir_mix_model *m)
 {
-    return (size_t)(4 * m->p + 2 * (ptrdiff_t)m->K * m->p + 2 * m->K);
+    return (size_t)(4 * m->p + 3 * (ptrdiff_t)m->K * m->p + 2 * m->K);
 }
 
 static void *mix_work_new(const void *model, const svir_control *c)
@@ -363,7 +394,8 @@ static void mix_batch(void *work, long step, ptrdiff_t *nspans, const ptrdiff_t 
 static double batch_loglik(mix_work *w, const double *theta, double *g)
 {
     const svir_mix_model *m = w->m;
-    const int p = m->p, K = m->K, T = w->T, nb = m->dist == SVIR_MIX_NB;
+    const int p = m->p, K = m->K, T = w->T, nb = m->dist != SVIR_MIX_POISSON;
+    const int zi = m->dist == SVIR_MIX_ZINB;
     const ptrdiff_t D = m->D;
     log_pi(m, theta, w->lp);
 #ifdef _OPENMP
@@ -378,7 +410,7 @@ static double batch_loglik(mix_work *w, const double *theta, double *g)
         double *gt = w->gt + (ptrdiff_t)t * D;
         double *y = w->wrow + (ptrdiff_t)t * (ptrdiff_t)row_work_len(m);
         double *lin = y + p, *dl = lin + p, *dphi = dl + (ptrdiff_t)K * p, *a = dphi + (ptrdiff_t)K * p;
-        double *r = a + K, *cj = r + K;
+        double *r = a + K, *cj = r + K, *dzi = cj + 2 * p;
         memset(gt, 0, sizeof(double) * (size_t)D);
         double ll = 0.0;
 #ifdef _OPENMP
@@ -388,7 +420,8 @@ static double batch_loglik(mix_work *w, const double *theta, double *g)
             const int i = w->idx[b];
             svir_mix_row(m, i, y);
             row_lin(m, theta, i, lin);
-            svir_mix_row_ll(m, theta, y, lin, w->lp, m->lgy[i], a, dl, nb ? dphi : NULL, cj);
+            svir_mix_row_ll(m, theta, y, lin, w->lp, m->lgy[i], a, dl, nb ? dphi : NULL,
+                            zi ? dzi : NULL, cj);
             double mx = a[0];
             for (int k = 1; k < K; k++) mx = a[k] > mx ? a[k] : mx;
             double se = 0.0;
@@ -404,6 +437,11 @@ static double batch_loglik(mix_work *w, const double *theta, double *g)
                     const double *dpk = dphi + (ptrdiff_t)k * p;
                     double *gp = gt + m->off_phi;
                     for (int j = 0; j < p; j++) gp[j] += rk * dpk[j];
+                }
+                if (zi) {
+                    const double *dzk = dzi + (ptrdiff_t)k * p;
+                    double *gz = gt + m->off_zi;
+                    for (int j = 0; j < p; j++) gz[j] += rk * dzk[j];
                 }
             }
             if (m->dx > 0) {
@@ -520,7 +558,7 @@ int svir_mix_resp(const svir_mix_model *m, const double *draws, int nd, int S,
         for (int i = 0; i < n; i++) {
             svir_mix_row(m, i, y);
             row_lin(m, theta, i, lin);
-            svir_mix_row_ll(m, theta, y, lin, lp, m->lgy[i], a, NULL, NULL, cj);
+            svir_mix_row_ll(m, theta, y, lin, lp, m->lgy[i], a, NULL, NULL, NULL, cj);
             double mx = a[0], se = 0.0;
             for (int k = 1; k < K; k++) mx = a[k] > mx ? a[k] : mx;
             for (int k = 0; k < K; k++) se += (r[k] = exp(a[k] - mx));

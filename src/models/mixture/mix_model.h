@@ -3,12 +3,13 @@
  * Dirichlet(alpha), and given z_i = k each count is
  *   Y_ij ~ Poisson(mu_ikj) or NB(mu_ikj, phi_j),
  *   log mu_ikj = o_i + x_i gamma_j + mu_kj,  mu_kj ~ N(m_j, tau_j^2),
+ * or, for "zinb", a structural zero with probability omega_j and else the NB,
  * with x_i the row's covariates (no intercept: the cluster means carry the
  * level), gamma_j gene-specific effects shared by the clusters. The labels
  * are summed out exactly (log-sum-exp over K per row); SVI fits a
  * mean-field Gaussian guide over the unconstrained globals
  *   [mu (K x p, by cluster) | m (p) | log tau (p) | gamma (dx x p) |
- *    log phi (p, NB only) | eta (K - 1)],
+ *    log phi (p, NB and ZINB) | logit omega (p, ZINB) | eta (K - 1)],
  * pi = softmax(eta, 0) (the additive log-ratio transform). No R API. */
 #ifndef SVIR_MIX_MODEL_H
 #define SVIR_MIX_MODEL_H
@@ -28,13 +29,14 @@ typedef struct {
     const double *O;        /* [n] the row offsets (log size factors), or NULL */
     const double *X;        /* [n x dx] column-major covariates, or NULL */
     /* priors: m_j ~ N(m_loc_j, m_scale^2), tau_j ~ N+(0, tau_scale^2),
-     * gamma ~ N(0, gamma_scale^2), phi_j^(-1/2) ~ N+(0, 1), pi ~ Dir(alpha) */
+     * gamma ~ N(0, gamma_scale^2), phi_j^(-1/2) ~ N+(0, 1), logit omega_j ~
+     * N(-2, 2^2), pi ~ Dir(alpha) */
     const double *m_loc;    /* [p] */
     double m_scale, tau_scale, gamma_scale, alpha;
     const double *init_mu;  /* [D] the guide's starting means, or NULL */
     double *lgy;            /* [n] sum_j lgamma(Y_ij + 1) per row (owned) */
     ptrdiff_t D;
-    ptrdiff_t off_mu, off_m, off_lt, off_g, off_phi, off_eta;
+    ptrdiff_t off_mu, off_m, off_lt, off_g, off_phi, off_zi, off_eta;
 } svir_mix_model;
 
 extern const svir_model_def svir_mix_def;
@@ -43,12 +45,13 @@ extern const svir_model_def svir_mix_def;
 void svir_mix_row(const svir_mix_model *m, int i, double *y);
 
 /* log p(y_i | theta, z_i = k) + log pi_k for every k into a [K] and, when
- * the work arrays dl and dphi [K x p] are given, each entry's d/dlog mu and
- * d/dlog phi; y: the row's counts, lin [p] its o_i + x_i gamma_j, lp [K]
- * log pi, lgy the row's sum of lgamma(y + 1); cj [2 p] work. */
+ * the work arrays dl, dphi and dzi [K x p] are given, each entry's d/dlog
+ * mu, d/dlog phi and d/dlogit omega; y: the row's counts, lin [p] its o_i +
+ * x_i gamma_j, lp [K] log pi, lgy the row's sum of lgamma(y + 1); cj [2 p]
+ * work. */
 void svir_mix_row_ll(const svir_mix_model *m, const double *theta, const double *y,
                      const double *lin, const double *lp, double lgy, double *a, double *dl,
-                     double *dphi, double *cj);
+                     double *dphi, double *dzi, double *cj);
 
 /* SVI's ELBO estimate at the guide gpar [2 D] with the noise and rows of
  * `step`, its gradient into grad [2 D] (the tests' finite differences);
