@@ -43,15 +43,9 @@ n <- as.integer(a$n)
 p <- as.integer(a$p)
 K <- as.integer(a$K)
 
-ari <- function(x, y) {
-  tab <- table(x, y)
-  c2 <- function(v) sum(v * (v - 1) / 2)
-  s <- c2(tab)
-  sa <- c2(rowSums(tab))
-  sb <- c2(colSums(tab))
-  e <- sa * sb / c2(sum(tab))
-  (s - e) / ((sa + sb) / 2 - e)
-}
+# adjusted_rand(), shared with the tests
+source(file.path(here, "..", "tests", "testthat", "helper-sim.R"))
+ari <- adjusted_rand
 
 simulate <- function(seed) {
   set.seed(seed)

@@ -178,3 +178,16 @@ sim_datarich <- function(family, n, J1, J2, seed = 20261204 + n) {
     binomial = rbinom(n, 1, plogis(eta)))
   data.frame(y = y, x = x, g1 = droplevels(g1), g2 = droplevels(g2))
 }
+
+# The adjusted Rand index of two labelings (Hubert and Arabie 1985): 1 for
+# the same partition, about 0 for independent ones (test-mixture.R,
+# bench/mixture.R).
+adjusted_rand <- function(a, b) {
+  tab <- table(a, b)
+  c2 <- function(x) sum(x * (x - 1) / 2)
+  s <- c2(tab)
+  sa <- c2(rowSums(tab))
+  sb <- c2(colSums(tab))
+  e <- sa * sb / c2(sum(tab))
+  (s - e) / ((sa + sb) / 2 - e)
+}

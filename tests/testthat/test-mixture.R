@@ -17,16 +17,6 @@ sim_mixture <- function(n = 300, p = 40, seed = 3) {
   list(d = d, z = z, up = up)
 }
 
-adjusted_rand <- function(a, b) {
-  tab <- table(a, b)
-  c2 <- function(x) sum(x * (x - 1) / 2)
-  s <- c2(tab)
-  sa <- c2(rowSums(tab))
-  sb <- c2(colSums(tab))
-  e <- sa * sb / c2(sum(tab))
-  (s - e) / ((sa + sb) / 2 - e)
-}
-
 test_that("the mixture's ELBO gradient matches finite differences", {
   set.seed(1)
   n <- 30
