@@ -13,7 +13,7 @@ svir_codes <- list(
   family = c(gaussian = 0L, binomial = 1L, poisson = 2L, negbin = 3L),
   link = c(identity = 0L, logit = 1L, log = 2L, probit = 3L, cloglog = 4L),
   prior = c(flat = 0L, normal = 1L, student_t = 2L, exponential = 3L, lkj = 4L),
-  mix_dist = c(poisson = 0L, nb = 1L, zinb = 2L),
+  mix_dist = c(poisson = 0L, nb = 1L, zinb = 2L, dirmult = 3L),
   pln_cov = c(full = 0L, diagonal = 1L, spherical = 2L, rank = 3L, pca = 4L)
 )
 

@@ -32,8 +32,8 @@
 #' distribution is not exactly right; ICL charges for the overlap. A
 #' held-out ELBO would need a refit per fold.
 #'
-#' In this version: Poisson, negative binomial and zero-inflated negative
-#' binomial clusters, SVI on the CPU. Dirichlet-multinomial clusters, the
+#' In this version: Poisson, negative binomial, zero-inflated negative
+#' binomial and Dirichlet-multinomial clusters, SVI on the CPU. The
 #' background model, QEM and CUDA are not built yet (issue 17).
 #'
 #' Priors: `m_j ~ N(log of the column's mean rate, 2.5^2)`, `tau_j ~ N+(0,
@@ -45,7 +45,11 @@
 #' @param dist `"nb"` (negative binomial, the default), `"poisson"`, or
 #'   `"zinb"` (zero-inflated negative binomial: a count is a structural zero
 #'   with probability `omega_j` per column, else the cluster's NB; the
-#'   posterior means of `omega_j` are in `fit$zero_inflation`).
+#'   posterior means of `omega_j` are in `fit$zero_inflation`), or
+#'   `"dirmult"` (each row Dirichlet-multinomial with cluster concentrations
+#'   `alpha_kj = exp(mu_kj)`, as in DirichletMultinomial; it conditions on
+#'   the row's total, so it takes no covariates or offsets, and `coef()`
+#'   gives the log expected proportions `log(alpha_kj / sum_j alpha_kj)`).
 #' @param alpha The Dirichlet prior's concentration on the weights.
 #' @param nstart Starts (k-means++ on principal components); the best by
 #'   final ELBO is kept.
@@ -60,7 +64,7 @@
 #' fit <- svi_fit(Y ~ 1, family = count_mixture(K = 2, dist = "poisson"), seed = 1)
 #' table(clusters(fit), z)
 #' @export
-count_mixture <- function(K = 8, dist = c("nb", "poisson", "zinb"), alpha = 1, nstart = 3) {
+count_mixture <- function(K = 8, dist = c("nb", "poisson", "zinb", "dirmult"), alpha = 1, nstart = 3) {
   abort <- function(msg, .envir = parent.frame()) {
     cli::cli_abort(msg, class = "svir_error", call = NULL, .envir = .envir)
   }
@@ -109,10 +113,16 @@ svir_mix_build <- function(formula, data, family, prior, guide, method, control,
   p <- dat$p
   K <- family$K
   if (n < 2L * max(K)) abort("The count matrix has {n} row{?s}: too few for {max(K)} clusters.")
-  # the column means' rates, for m_j's prior and the starts
+  if (family$dist == "dirmult" && (dat$dx > 0 || !is.null(dat$O))) {
+    abort(c("{.code count_mixture(dist = \"dirmult\")} takes no covariates or offsets: the Dirichlet-multinomial conditions on each row's total.",
+            i = "Use {.code Y ~ 1}, or {.code dist = \"nb\"} for covariates and size factors."))
+  }
+  # the column means' rates (for dirmult, log(p x the column's share): a
+  # concentration of 1 per column on average), for m_j's prior and the starts
   o <- if (is.null(dat$O)) rep(0, n) else dat$O
   colsum <- if (dat$sparse) Matrix::colSums(dat$Y) else colSums(dat$Y)
-  m_loc <- log((colsum + 0.1) / sum(exp(o)))
+  m_loc <- if (family$dist == "dirmult") log((colsum + 0.1) / sum(colsum + 0.1) * p) else
+    log((colsum + 0.1) / sum(exp(o)))
   spec <- svir_mix_spec(dat, family, K[1], m_loc)
   dx <- dat$dx
   # minibatches of rows by default when a full pass is large
@@ -237,8 +247,9 @@ svir_mix_starts <- function(Y, o, X, family, K, seed, m_loc) {
   }
   ys <- if (is.matrix(Y)) Y else as.matrix(Y)
   dx <- ncol(X)
-  nb <- family$dist != "poisson"
+  nb <- family$dist %in% c("nb", "zinb")
   zi <- family$dist == "zinb"
+  dm <- family$dist == "dirmult"
   rs <- svir_seed_state()
   on.exit(rs$restore())
   lapply(seq_len(family$nstart), function(s) {
@@ -254,7 +265,8 @@ svir_mix_starts <- function(Y, o, X, family, K, seed, m_loc) {
     mu <- vapply(seq_len(K), function(k) {
       r <- cl == k
       if (!any(r)) return(m_loc)
-      log((colSums(ys[r, , drop = FALSE]) + 0.1) / sum(exp(o[r])))
+      cs <- colSums(ys[r, , drop = FALSE]) + 0.1
+      if (dm) log(cs / sum(cs) * p) else log(cs / sum(exp(o[r])))
     }, numeric(p))
     mu <- t(mu) # K x p
     m <- colMeans(mu)
@@ -336,8 +348,13 @@ svir_mix_one <- function(engine, job) {
   colnames(pi_d) <- cl_names
   colnames(resp) <- cl_names
   rownames(resp) <- job$rn
-  nb <- job$family$dist != "poisson"
+  nb <- job$family$dist %in% c("nb", "zinb")
   zi <- job$family$dist == "zinb"
+  if (job$family$dist == "dirmult") {
+    # log expected proportions; each cluster's precision sum_j alpha_kj
+    prec_d <- apply(mu_d, c(1L, 2L), function(v) sum(exp(v)))
+    mu_d <- sweep(mu_d, c(1L, 2L), log(prec_d))
+  }
   off_phi <- K * p + 2L * p + job$dx * p
   phi_d <- if (nb) exp(draws[, off_phi + seq_len(p), drop = FALSE])
   zi_d <- if (zi) stats::plogis(draws[, off_phi + p + seq_len(p), drop = FALSE])
@@ -346,7 +363,7 @@ svir_mix_one <- function(engine, job) {
   structure(list(
     call = job$call, formula = job$formula, family = job$family, n = n, p = p, K = K,
     resp = resp, pi_draws = pi_d, mu_draws = mu_d, phi_draws = phi_d, gamma_draws = gamma_d,
-    zi_draws = zi_d,
+    zi_draws = zi_d, precision_draws = if (job$family$dist == "dirmult") prec_d,
     zero_inflation = if (zi) stats::setNames(colMeans(zi_d), job$cn),
     xnames = job$xnames, colnames = job$cn, ord = ord, tt = job$tt, xlevels = job$xlevels,
     m_loc = job$m_loc,
@@ -422,7 +439,7 @@ nobs.svi_mixture <- function(object, ...) object$n
 print.svi_mixture <- function(x, digits = 3, ...) {
   cat(sprintf("Count mixture fit by SVI (svir): %d clusters, %s counts\n", x$K,
               switch(x$family$dist, nb = "negative binomial", poisson = "Poisson",
-                     zinb = "zero-inflated negative binomial")))
+                     zinb = "zero-inflated negative binomial", dirmult = "Dirichlet-multinomial")))
   cat("Formula:", deparse1(x$formula), "\n")
   cat(sprintf("Rows: %d; columns: %d\n", x$n, x$p))
   sz <- colSums(x$resp)

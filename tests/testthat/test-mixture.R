@@ -74,7 +74,7 @@ test_that("count_mixture() refuses what it does not fit, naming the argument", {
   s <- sim_mixture(n = 60, p = 10)
   expect_error(count_mixture(K = 1), "K", class = "svir_error")
   expect_error(count_mixture(K = c(3, 3)), "repeated", class = "svir_error")
-  expect_error(count_mixture(dist = "dirmult"), "dist", class = "svir_error")
+  expect_error(count_mixture(dist = "zip"), "dist", class = "svir_error")
   expect_error(count_mixture(nstart = 0), "nstart", class = "svir_error")
   expect_error(svi_fit(Y ~ 1, s$d, family = count_mixture(2), method = "qem"), "SVI", class = "svir_error")
   expect_error(svi_fit(Y ~ 1, s$d, family = count_mixture(2), guide = "fullrank"), "mean-field",
@@ -172,4 +172,87 @@ test_that("a zero-inflated mixture recovers its zero-inflation probabilities", {
   fn <- svi_fit(Y ~ 1, d, family = count_mixture(K = 2, dist = "nb", nstart = 1), seed = 1)
   expect_gt(as.numeric(logLik(fit)), as.numeric(logLik(fn)))
   expect_output(print(fit), "zero-inflated negative binomial", fixed = TRUE)
+})
+
+# The engine's likelihood against R's own densities: each row's log sum_k
+# pi_k p(y_i | k) at the guide's means (fit$ll_rows), recomputed from
+# dpois, dnbinom and the Dirichlet-multinomial's formula.
+test_that("each distribution's likelihood is R's density", {
+  set.seed(4)
+  n <- 40
+  p <- 5
+  d <- data.frame(b = factor(rep(c("u", "v"), n / 2)), sf = exp(rnorm(n, 0, 0.3)))
+  d$Y <- matrix(rnbinom(n * p, size = 2, mu = 3), n)
+  K <- 2
+  for (dist in c("poisson", "nb", "zinb", "dirmult")) {
+    f <- if (dist == "dirmult") Y ~ 1 else Y ~ b + offset(log(sf))
+    fit <- suppressWarnings(svi_fit(f, d, family = count_mixture(K, dist, nstart = 1), seed = 1,
+                                    control = svi_control(max_steps = 200)))
+    D <- length(fit$engine$vpar) / 2
+    th <- fit$engine$vpar[seq_len(D)]
+    mu <- matrix(th[seq_len(K * p)], K, p, byrow = TRUE)
+    off <- K * p + 2 * p
+    gam <- if (dist == "dirmult") 0 else th[off + seq_len(p)]
+    off <- off + if (dist == "dirmult") 0 else p
+    phi <- if (dist %in% c("nb", "zinb")) exp(th[off + seq_len(p)])
+    off <- off + length(phi)
+    om <- if (dist == "zinb") plogis(th[off + seq_len(p)])
+    eta <- c(th[D - (K - 1) + seq_len(K - 1)], 0)
+    lpi <- eta - log(sum(exp(eta)))
+    Y <- d$Y
+    lk <- vapply(seq_len(K), function(k) {
+      if (dist == "dirmult") {
+        al <- exp(mu[k, ])
+        N <- rowSums(Y)
+        return(lgamma(N + 1) - rowSums(lgamma(Y + 1)) + lgamma(sum(al)) - lgamma(N + sum(al)) +
+                 rowSums(lgamma(sweep(Y, 2, al, "+"))) - sum(lgamma(al)))
+      }
+      m <- exp(log(d$sf) + outer(d$b == "v", gam) + matrix(mu[k, ], n, p, byrow = TRUE))
+      l <- switch(dist,
+        poisson = dpois(Y, m, log = TRUE),
+        nb = dnbinom(Y, size = rep(phi, each = n), mu = m, log = TRUE),
+        zinb = {
+          w <- rep(om, each = n)
+          ifelse(Y == 0, log(w + (1 - w) * dnbinom(0, size = rep(phi, each = n), mu = m)),
+                 log(1 - w) + dnbinom(Y, size = rep(phi, each = n), mu = m, log = TRUE))
+        })
+      rowSums(matrix(l, n))
+    }, numeric(n))
+    ll <- apply(sweep(lk, 2, lpi, "+"), 1, function(v) max(v) + log(sum(exp(v - max(v)))))
+    expect_equal(fit$ll_rows, ll, tolerance = 1e-9, label = dist)
+  }
+})
+
+# Dirichlet-multinomial clusters (Holmes, Harris and Quince 2012): rows'
+# proportions drawn from cluster Dirichlets, counts multinomial given them
+test_that("Dirichlet-multinomial clusters are recovered", {
+  set.seed(6)
+  n <- 300
+  p <- 25
+  z <- rep(1:3, c(150, 100, 50))
+  base <- rep(1, p)
+  al <- rbind(base, base, base)
+  al[1, 1:5] <- 8
+  al[2, 6:10] <- 8
+  al[3, 11:15] <- 8
+  al <- al * 3
+  Y <- t(vapply(seq_len(n), function(i) {
+    g <- rgamma(p, al[z[i], ])
+    rmultinom(1, size = 200 + rpois(1, 300), prob = g / sum(g))
+  }, numeric(p)))
+  d <- data.frame(r = seq_len(n))
+  d$Y <- Y
+  fit <- svi_fit(Y ~ 1, d, family = count_mixture(K = 3, dist = "dirmult", nstart = 1), seed = 1)
+  expect_gt(adjusted_rand(clusters(fit), z), 0.95)
+  # coef(): the posterior means of the log expected proportions; each
+  # draw's proportions sum to 1, the exp of their means nearly so
+  expect_equal(unname(apply(exp(fit$mu_draws), c(1, 2), sum)), matrix(1, nrow(fit$mu_draws), 3),
+               tolerance = 1e-12)
+  expect_equal(unname(rowSums(exp(coef(fit)))), rep(1, 3), tolerance = 0.01)
+  est <- exp(coef(fit))
+  expect_lt(max(abs(est - al / rowSums(al))), 0.03)
+  expect_output(print(fit), "Dirichlet-multinomial", fixed = TRUE)
+  d$x <- rnorm(n)
+  expect_error(svi_fit(Y ~ x, d, family = count_mixture(K = 3, dist = "dirmult")), "no covariates",
+               class = "svir_error")
 })

@@ -9,7 +9,8 @@
 #define SVIR_MIX_DIST_CODES(X)                                                                  \
     X(POISSON, 0, "poisson")                                                                   \
     X(NB, 1, "nb")                                                                             \
-    X(ZINB, 2, "zinb")
+    X(ZINB, 2, "zinb")                                                                         \
+    X(DIRMULT, 3, "dirmult")
 
 #define SVIR_MIX_DIST_E(N, V, R) SVIR_CODE_ENUM_(SVIR_MIX_, N, V, R)
 enum { SVIR_MIX_DIST_CODES(SVIR_MIX_DIST_E) SVIR_MIX_NDIST };

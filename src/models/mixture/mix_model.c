@@ -16,9 +16,18 @@
 #include <omp.h>
 #endif
 
+/* a dispersion per column (NB, ZINB) */
+static int has_phi(const svir_mix_model *m)
+{
+    return m->dist == SVIR_MIX_NB || m->dist == SVIR_MIX_ZINB;
+}
+
 static void mix_free(void *model)
 {
-    if (model) free(((svir_mix_model *)model)->lgy);
+    if (model) {
+        free(((svir_mix_model *)model)->lgy);
+        free(((svir_mix_model *)model)->tot);
+    }
     free(model);
 }
 
@@ -72,28 +81,33 @@ static int mix_read(const svir_list *spec, const svir_list *ctrl, const svir_con
     m->off_lt = m->off_m + p;
     m->off_g = m->off_lt + p;
     m->off_phi = m->off_g + (ptrdiff_t)m->dx * p;
-    m->off_zi = m->off_phi + (m->dist != SVIR_MIX_POISSON ? p : 0);
+    m->off_zi = m->off_phi + (has_phi(m) ? p : 0);
     m->off_eta = m->off_zi + (m->dist == SVIR_MIX_ZINB ? p : 0);
     m->D = m->off_eta + K - 1;
     m->init_mu = svir_list_reals(spec, "init_mu", m->D, 1, e);
     if (e->status) return e->status;
+    if (m->dist == SVIR_MIX_DIRMULT && (m->dx > 0 || m->O))
+        return svir_err_set(e, 1, "svir internal error: dirmult takes no covariates or offsets");
     m->lgy = malloc(sizeof(double) * (size_t)n);
+    m->tot = malloc(sizeof(double) * (size_t)n);
     double *y = malloc(sizeof(double) * (size_t)p);
-    if (!m->lgy || !y) {
+    if (!m->lgy || !m->tot || !y) {
         free(y);
         return svir_err_set(e, 2, "out of memory reading the model");
     }
     for (int i = 0; i < n; i++) {
         svir_mix_row(m, i, y);
-        double s = 0.0;
+        double s = 0.0, N = 0.0;
         for (int j = 0; j < p; j++) {
             if (!(y[j] >= 0.0) || y[j] != floor(y[j])) {
                 free(y);
                 return svir_err_set(e, 1, "svir internal error: counts must be whole numbers");
             }
             if (y[j] > 1.0) s += svir_lgamma(y[j] + 1.0);
+            N += y[j];
         }
-        m->lgy[i] = s;
+        m->tot[i] = N;
+        m->lgy[i] = m->dist == SVIR_MIX_DIRMULT ? s - svir_lgamma(N + 1.0) : s;
     }
     free(y);
     return 0;
@@ -120,7 +134,7 @@ void svir_mix_row_ll(const svir_mix_model *m, const double *theta, const double 
                      const double *lin, const double *lp, double lgy, double *a, double *dl,
                      double *dphi, double *dzi, double *cj)
 {
-    const int p = m->p, K = m->K, nb = m->dist != SVIR_MIX_POISSON, zi = m->dist == SVIR_MIX_ZINB;
+    const int p = m->p, K = m->K, nb = has_phi(m), zi = m->dist == SVIR_MIX_ZINB;
     const double *lphi = theta + m->off_phi, *zeta = theta + m->off_zi;
     /* the NB's parts that do not depend on the cluster, per column: c0 =
      * lgamma(y + phi) - lgamma(phi) + phi log phi, c1 = psi(y + phi) -
@@ -180,6 +194,49 @@ void svir_mix_row_ll(const svir_mix_model *m, const double *theta, const double 
     }
 }
 
+/* The Dirichlet-multinomial's concentrations at theta: alpha [K x p] =
+ * exp(mu), and per cluster A_k = sum_j alpha_kj, lgamma(A_k), psi(A_k)
+ * into A [3 K] */
+static void dm_prep(const svir_mix_model *m, const double *theta, double *alpha, double *A)
+{
+    const int p = m->p, K = m->K;
+    for (int k = 0; k < K; k++) {
+        double s = 0.0;
+        for (int j = 0; j < p; j++) s += (alpha[(ptrdiff_t)k * p + j] = exp(theta[m->off_mu + (ptrdiff_t)k * p + j]));
+        A[k] = s;
+        A[K + k] = svir_lgamma(s);
+        A[2 * K + k] = svir_digamma(s);
+    }
+}
+
+/* One row under the Dirichlet-multinomial: a[k] = log pi_k + lgamma(N +
+ * 1) - sum_j lgamma(y_j + 1) + lgamma(A_k) - lgamma(N + A_k) + sum over
+ * the row's nonzero counts of lgamma(y + alpha_kj) - lgamma(alpha_kj); with
+ * dl, its d/dmu_kj at the nonzero j (alpha (psi(y + alpha) - psi(alpha))),
+ * and c [K] the part every column shares, psi(A_k) - psi(N + A_k) (times
+ * alpha_kj). jz [p]: the row's nonzero columns, their number returned. */
+static int dm_row_ll(const svir_mix_model *m, const double *alpha, const double *A,
+                     const double *y, double N, const double *lp, double lgy, double *a,
+                     double *dl, double *c, int *jz)
+{
+    const int p = m->p, K = m->K;
+    int nz = 0;
+    for (int j = 0; j < p; j++)
+        if (y[j] > 0.0) jz[nz++] = j;
+    for (int k = 0; k < K; k++) {
+        const double *ak = alpha + (ptrdiff_t)k * p;
+        double s = lp[k] - lgy + A[K + k] - svir_lgamma(N + A[k]);
+        for (int z = 0; z < nz; z++) {
+            const int j = jz[z];
+            s += svir_lgamma(y[j] + ak[j]) - svir_lgamma(ak[j]);
+            if (dl) dl[(ptrdiff_t)k * p + j] = ak[j] * (svir_digamma(y[j] + ak[j]) - svir_digamma(ak[j]));
+        }
+        a[k] = s;
+        if (c) c[k] = A[2 * K + k] - svir_digamma(N + A[k]);
+    }
+    return nz;
+}
+
 double svir_mix_log_prior(const svir_mix_model *m, const double *theta, double *grad)
 {
     const int p = m->p, K = m->K;
@@ -213,7 +270,7 @@ double svir_mix_log_prior(const svir_mix_model *m, const double *theta, double *
         lp += -0.5 * r * r - log(m->gamma_scale) - SVIR_LOG_SQRT_2PI;
         if (grad) grad[m->off_g + k] -= r / m->gamma_scale;
     }
-    if (m->dist != SVIR_MIX_POISSON) {
+    if (has_phi(m)) {
         /* phi^(-1/2) = a ~ N+(0, 1): log p(log phi) = log 2 + log N(a) + log(a / 2) */
         for (int j = 0; j < p; j++) {
             const double lphi = theta[m->off_phi + j], a = exp(-0.5 * lphi);
@@ -283,6 +340,11 @@ typedef struct {
     double *gt;             /* [T x D] the threads' gradients */
     double *wrow;           /* [T x (2 p + 2 K p + 2 K)] the threads' row work */
     double *llt;            /* [T] */
+    /* dirmult: the concentrations at the draw (alpha [K x p], A [3 K]:
+     * dm_prep), per thread the shared parts' sums and c [2 K], the
+     * nonzero columns [p] */
+    double *alpha, *Adm, *dmk;
+    int *jz;
 } mix_work;
 
 static ptrdiff_t mix_n_global(const void *model, const svir_control *c)
@@ -303,6 +365,7 @@ static void mix_work_free(void *work)
     if (!w) return;
     free(w->idx); free(w->theta); free(w->eps); free(w->gtheta); free(w->u); free(w->lp);
     free(w->gt); free(w->wrow); free(w->llt);
+    free(w->alpha); free(w->Adm); free(w->dmk); free(w->jz);
     free(w);
 }
 
@@ -334,6 +397,16 @@ static void *mix_work_new(const void *model, const svir_control *c)
     w->gt = malloc(sizeof(double) * D * (size_t)w->T);
     w->wrow = malloc(sizeof(double) * row_work_len(m) * (size_t)w->T);
     w->llt = malloc(sizeof(double) * (size_t)w->T);
+    if (m->dist == SVIR_MIX_DIRMULT) {
+        w->alpha = malloc(sizeof(double) * (size_t)m->K * (size_t)m->p);
+        w->Adm = malloc(sizeof(double) * 3 * (size_t)m->K);
+        w->dmk = malloc(sizeof(double) * 2 * (size_t)m->K * (size_t)w->T);
+        w->jz = malloc(sizeof(int) * (size_t)m->p * (size_t)w->T);
+        if (!w->alpha || !w->Adm || !w->dmk || !w->jz) {
+            mix_work_free(w);
+            return NULL;
+        }
+    }
     if (!w->idx || !w->theta || !w->eps || !w->gtheta || !w->u || !w->lp || !w->gt || !w->wrow ||
         !w->llt) {
         mix_work_free(w);
@@ -394,10 +467,11 @@ static void mix_batch(void *work, long step, ptrdiff_t *nspans, const ptrdiff_t 
 static double batch_loglik(mix_work *w, const double *theta, double *g)
 {
     const svir_mix_model *m = w->m;
-    const int p = m->p, K = m->K, T = w->T, nb = m->dist != SVIR_MIX_POISSON;
-    const int zi = m->dist == SVIR_MIX_ZINB;
+    const int p = m->p, K = m->K, T = w->T, nb = has_phi(m);
+    const int zi = m->dist == SVIR_MIX_ZINB, dm = m->dist == SVIR_MIX_DIRMULT;
     const ptrdiff_t D = m->D;
     log_pi(m, theta, w->lp);
+    if (dm) dm_prep(m, theta, w->alpha, w->Adm);
 #ifdef _OPENMP
 #pragma omp parallel num_threads(T)
 #endif
@@ -411,7 +485,10 @@ static double batch_loglik(mix_work *w, const double *theta, double *g)
         double *y = w->wrow + (ptrdiff_t)t * (ptrdiff_t)row_work_len(m);
         double *lin = y + p, *dl = lin + p, *dphi = dl + (ptrdiff_t)K * p, *a = dphi + (ptrdiff_t)K * p;
         double *r = a + K, *cj = r + K, *dzi = cj + 2 * p;
+        double *Sk = dm ? w->dmk + (ptrdiff_t)t * 2 * K : NULL, *ck = dm ? Sk + K : NULL;
+        int *jz = dm ? w->jz + (ptrdiff_t)t * p : NULL;
         memset(gt, 0, sizeof(double) * (size_t)D);
+        if (dm) memset(Sk, 0, sizeof(double) * (size_t)K);
         double ll = 0.0;
 #ifdef _OPENMP
 #pragma omp for schedule(static)
@@ -419,15 +496,32 @@ static double batch_loglik(mix_work *w, const double *theta, double *g)
         for (ptrdiff_t b = 0; b < w->B; b++) {
             const int i = w->idx[b];
             svir_mix_row(m, i, y);
-            row_lin(m, theta, i, lin);
-            svir_mix_row_ll(m, theta, y, lin, w->lp, m->lgy[i], a, dl, nb ? dphi : NULL,
-                            zi ? dzi : NULL, cj);
+            int nz = 0;
+            if (dm) {
+                nz = dm_row_ll(m, w->alpha, w->Adm, y, m->tot[i], w->lp, m->lgy[i], a, dl, ck, jz);
+            } else {
+                row_lin(m, theta, i, lin);
+                svir_mix_row_ll(m, theta, y, lin, w->lp, m->lgy[i], a, dl, nb ? dphi : NULL,
+                                zi ? dzi : NULL, cj);
+            }
             double mx = a[0];
             for (int k = 1; k < K; k++) mx = a[k] > mx ? a[k] : mx;
             double se = 0.0;
             for (int k = 0; k < K; k++) se += (r[k] = exp(a[k] - mx));
             ll += mx + log(se);
             for (int k = 0; k < K; k++) r[k] /= se;
+            if (dm) {
+                /* the nonzero columns here; every column's alpha_kj c_k after
+                 * the batch, from the sums Sk */
+                for (int k = 0; k < K; k++) {
+                    double *gmu = gt + m->off_mu + (ptrdiff_t)k * p;
+                    const double *dlk = dl + (ptrdiff_t)k * p;
+                    for (int z = 0; z < nz; z++) gmu[jz[z]] += r[k] * dlk[jz[z]];
+                    Sk[k] += r[k] * ck[k];
+                }
+                for (int k = 0; k < K - 1; k++) gt[m->off_eta + k] += r[k] - exp(w->lp[k]);
+                continue;
+            }
             /* d/dmu_kj = r_k dl_kj; d/dgamma_cj = x_ic sum_k r_k dl_kj */
             for (int k = 0; k < K; k++) {
                 double *gmu = gt + m->off_mu + (ptrdiff_t)k * p;
@@ -467,6 +561,13 @@ static double batch_loglik(mix_work *w, const double *theta, double *g)
         ll += w->llt[t];
         const double *gt = w->gt + (ptrdiff_t)t * D;
         for (ptrdiff_t d = 0; d < D; d++) g[d] += w->scale * gt[d];
+    }
+    for (int k = 0; dm && k < K; k++) {
+        double S = 0.0;
+        for (int t = 0; t < T; t++) S += w->dmk[(ptrdiff_t)t * 2 * K + k];
+        const double *ak = w->alpha + (ptrdiff_t)k * p;
+        double *gmu = g + m->off_mu + (ptrdiff_t)k * p;
+        for (int j = 0; j < p; j++) gmu[j] += w->scale * ak[j] * S;
     }
     return w->scale * ll;
 }
@@ -540,11 +641,14 @@ int svir_mix_resp(const svir_mix_model *m, const double *draws, int nd, int S,
 {
     const int n = m->n, p = m->p, K = m->K;
     if (nd <= 0) S = 1;
+    const int dm = m->dist == SVIR_MIX_DIRMULT;
     double *theta = malloc(sizeof(double) * (size_t)m->D);
     double *lp = malloc(sizeof(double) * (size_t)K);
     double *wk = malloc(sizeof(double) * (size_t)(4 * p + 2 * K));
-    if (!theta || !lp || !wk) {
-        free(theta); free(lp); free(wk);
+    double *alpha = dm ? malloc(sizeof(double) * ((size_t)K * p + 3 * (size_t)K)) : NULL;
+    int *jz = dm ? malloc(sizeof(int) * (size_t)p) : NULL;
+    if (!theta || !lp || !wk || (dm && (!alpha || !jz))) {
+        free(theta); free(lp); free(wk); free(alpha); free(jz);
         return 2;
     }
     memset(resp, 0, sizeof(double) * (size_t)n * K);
@@ -555,10 +659,16 @@ int svir_mix_resp(const svir_mix_model *m, const double *draws, int nd, int S,
         for (ptrdiff_t d = 0; d < m->D; d++)
             theta[d] = s < S && nd > 0 ? draws[(size_t)s + (size_t)d * nd] : mean[d];
         log_pi(m, theta, lp);
+        if (dm) dm_prep(m, theta, alpha, alpha + (ptrdiff_t)K * p);
         for (int i = 0; i < n; i++) {
             svir_mix_row(m, i, y);
-            row_lin(m, theta, i, lin);
-            svir_mix_row_ll(m, theta, y, lin, lp, m->lgy[i], a, NULL, NULL, NULL, cj);
+            if (dm) {
+                dm_row_ll(m, alpha, alpha + (ptrdiff_t)K * p, y, m->tot[i], lp, m->lgy[i], a, NULL,
+                          NULL, jz);
+            } else {
+                row_lin(m, theta, i, lin);
+                svir_mix_row_ll(m, theta, y, lin, lp, m->lgy[i], a, NULL, NULL, NULL, cj);
+            }
             double mx = a[0], se = 0.0;
             for (int k = 1; k < K; k++) mx = a[k] > mx ? a[k] : mx;
             for (int k = 0; k < K; k++) se += (r[k] = exp(a[k] - mx));
@@ -569,7 +679,7 @@ int svir_mix_resp(const svir_mix_model *m, const double *draws, int nd, int S,
             for (int k = 0; k < K; k++) resp[i + (ptrdiff_t)k * n] += r[k] / se / S;
         }
     }
-    free(theta); free(lp); free(wk);
+    free(theta); free(lp); free(wk); free(alpha); free(jz);
     return 0;
 }
 

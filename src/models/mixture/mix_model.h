@@ -3,7 +3,10 @@
  * Dirichlet(alpha), and given z_i = k each count is
  *   Y_ij ~ Poisson(mu_ikj) or NB(mu_ikj, phi_j),
  *   log mu_ikj = o_i + x_i gamma_j + mu_kj,  mu_kj ~ N(m_j, tau_j^2),
- * or, for "zinb", a structural zero with probability omega_j and else the NB,
+ * or, for "zinb", a structural zero with probability omega_j and else the NB;
+ * for "dirmult" the whole row is Dirichlet-multinomial with concentrations
+ * alpha_kj = exp(mu_kj) (no covariates or offsets: it conditions on the
+ * row's total),
  * with x_i the row's covariates (no intercept: the cluster means carry the
  * level), gamma_j gene-specific effects shared by the clusters. The labels
  * are summed out exactly (log-sum-exp over K per row); SVI fits a
@@ -34,7 +37,9 @@ typedef struct {
     const double *m_loc;    /* [p] */
     double m_scale, tau_scale, gamma_scale, alpha;
     const double *init_mu;  /* [D] the guide's starting means, or NULL */
-    double *lgy;            /* [n] sum_j lgamma(Y_ij + 1) per row (owned) */
+    double *lgy;            /* [n] sum_j lgamma(Y_ij + 1) per row, less lgamma(N_i + 1)
+                             * for "dirmult" (owned) */
+    double *tot;            /* [n] the rows' totals N_i (owned) */
     ptrdiff_t D;
     ptrdiff_t off_mu, off_m, off_lt, off_g, off_phi, off_zi, off_eta;
 } svir_mix_model;
