@@ -6,7 +6,7 @@
 # Usage (from the repository root, with svir installed):
 #   Rscript bench/mixture.R [--lib=DIR] [--n=1000] [--p=200] [--K=5]
 #                           [--seeds=2] [--fits=svir,flexmix,mclust,kmeans,dmn]
-#                           [--out=bench/results]
+#                           [--Ks=] [--out=bench/results]
 #
 # The counts: K clusters of unequal sizes (shares proportional to 1..K),
 # cluster log-means around a gene baseline with 10 raised genes per cluster,
@@ -14,7 +14,9 @@
 # covariate with gene effects; about 85-90% zeros at the defaults. Fits:
 #   svir: svi_fit(Y ~ batch + offset(log(sf)), family = count_mixture(K),
 #     nstart = 1) (negative binomial; the batch and the library sizes in
-#     the model);
+#     the model); with --Ks=6:10 also count_mixture(K = 6:10), K chosen by
+#     the fit's criterion ("svir-K"; its chosen K and table of criteria
+#     reported);
 #   flexmix: a multivariate Poisson mixture (FLXMCmvpois, k = K; no
 #     offsets or covariates in that driver);
 #   mclust: Gaussian mixtures on 10 principal components of log(1 + counts
@@ -30,11 +32,15 @@ here <- if (length(file_arg)) dirname(normalizePath(sub("^--file=", "", file_arg
 source(file.path(here, "args.R"))
 a <- bench_args(
   paste("usage: Rscript bench/mixture.R [--lib=DIR] [--n=1000] [--p=200] [--K=5] [--seeds=2]",
-        "[--fits=svir,flexmix,mclust,kmeans,dmn] [--out=DIR]"),
+        "[--fits=svir,flexmix,mclust,kmeans,dmn] [--Ks=FROM:TO] [--out=DIR]"),
   c(lib = "", n = "1000", p = "200", K = "5", seeds = "2", fits = "svir,flexmix,mclust,kmeans,dmn",
-    out = file.path(here, "results")))
+    Ks = "", out = file.path(here, "results")))
 if (nzchar(a$lib)) .libPaths(c(normalizePath(a$lib), .libPaths()))
 fits <- strsplit(a$fits, ",", fixed = TRUE)[[1]]
+Ks <- if (nzchar(a$Ks)) eval(parse(text = a$Ks)) else NULL
+if (!is.null(Ks)) fits <- c(fits, "svir-K")
+chosen <- integer()
+crit_lines <- character()
 suppressPackageStartupMessages({
   library(svir)
   if ("mclust" %in% fits) library(mclust) # Mclust() looks up mclustBIC() on the search path
@@ -98,6 +104,15 @@ for (seed in seq_len(as.integer(a$seeds))) {
   run <- list(
     svir = function() clusters(svi_fit(Y ~ batch + offset(log(sf)), s$d,
                                        family = count_mixture(K = K, nstart = 1), seed = seed)),
+    "svir-K" = function() {
+      f <- svi_fit(Y ~ batch + offset(log(sf)), s$d, family = count_mixture(K = Ks, nstart = 1),
+                   seed = seed)
+      chosen[seed] <<- f$K
+      crit_lines <<- c(crit_lines, sprintf("seed %d:", seed), "```",
+                       utils::capture.output(print(f$criteria, row.names = FALSE)), "```")
+      print(f$criteria)
+      clusters(f)
+    },
     flexmix = function() {
       f <- flexmix::flexmix(Y ~ 1, k = K, model = flexmix::FLXMCmvpois(),
                             control = list(iter.max = 200))
@@ -126,13 +141,18 @@ med <- do.call(rbind, lapply(split(res, res$method), function(r)
 med <- med[match(c("oracle", fits), med$method), ]
 t_svir <- med$time[med$method == "svir"]
 lines <- c(sprintf("# Count mixtures against R's peers (%s)", format(Sys.Date())), "",
-           sprintf("`Rscript bench/mixture.R --n=%d --p=%d --K=%d --seeds=%s`; R %s, BLAS %s; svir %s.",
-                   n, p, K, a$seeds, getRversion(), basename(extSoftVersion()[["BLAS"]]),
+           sprintf("`Rscript bench/mixture.R --n=%d --p=%d --K=%d --seeds=%s%s`; R %s, BLAS %s; svir %s.",
+                   n, p, K, a$seeds, if (nzchar(a$Ks)) paste0(" --Ks=", a$Ks) else "", getRversion(), basename(extSoftVersion()[["BLAS"]]),
                    as.character(utils::packageVersion("svir"))), "",
            "| method | median time (s) | time / svir's | median ARI | worst ARI |",
            "|---|---:|---:|---:|---:|",
            sprintf("| %s | %.1f | %.2f | %.3f | %.3f |", med$method, med$time,
                    med$time / if (length(t_svir)) t_svir else NA, med$ari, med$ari_min))
+if (length(chosen)) {
+  lines <- c(lines, "", sprintf("svir-K: K chosen from %s: %s (seeds %s).", a$Ks,
+                                paste(chosen, collapse = ", "), paste(seq_along(chosen), collapse = ", ")),
+             "", crit_lines)
+}
 dir.create(a$out, showWarnings = FALSE, recursive = TRUE)
 path <- file.path(a$out, sprintf("mixture-%s.md", format(Sys.Date())))
 writeLines(lines, path)

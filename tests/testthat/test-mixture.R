@@ -132,17 +132,18 @@ test_that("markers() ranks a cluster's raised genes first", {
   expect_error(plot(fit, "criteria"), "one", class = "svir_error")
 })
 
-test_that("several K: each fitted, the smallest ICL chosen, the table kept", {
+test_that("several K: each fitted, the largest ELBO chosen, the table kept", {
   s <- sim_mixture()
   fit <- svi_fit(Y ~ batch + offset(log(sf)), s$d, family = count_mixture(K = 2:4, nstart = 1), seed = 1)
   cr <- fit$criteria
   expect_identical(cr$K, 2:4)
   expect_identical(fit$K, 3L)
   expect_identical(cr$chosen, cr$K == 3L)
-  expect_equal(cr$ICL, cr$BIC + (cr$ICL - cr$BIC)) # columns present
+  expect_equal(cr$criterion, cr$elbo + lgamma(cr$K + 1))
+  expect_identical(which.max(cr$criterion), 2L)
   expect_true(all(cr$ICL >= cr$BIC))
   expect_gt(adjusted_rand(clusters(fit), s$z), 0.9)
-  expect_output(print(fit), "K = 3 chosen by ICL", fixed = TRUE)
+  expect_output(print(fit), "K = 3 chosen by the ELBO", fixed = TRUE)
   grDevices::pdf(NULL)
   on.exit(grDevices::dev.off())
   expect_invisible(plot(fit, "criteria"))
