@@ -9,8 +9,7 @@ SEXP svir_mix_elbo_grad_r(SEXP spec, SEXP ctrl, SEXP gpar, SEXP step)
     svir_control c;
     SEXP hp;
     const svir_mix_model *m = svir_r_model(&svir_mix_def, spec, ctrl, &c, &hp);
-    if (TYPEOF(gpar) != REALSXP || Rf_xlength(gpar) != 2 * m->D)
-        Rf_error("svir internal error: gpar must be double of length %lld", (long long)(2 * m->D));
+    svir_r_check_real(gpar, 2 * m->D, "gpar");
     SEXP grad = PROTECT(Rf_allocVector(REALSXP, 2 * m->D));
     double elbo = 0.0;
     if (svir_mix_elbo_grad(m, &c, REAL(gpar), (long)Rf_asReal(step), &elbo, REAL(grad)))

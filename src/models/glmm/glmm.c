@@ -563,3 +563,15 @@ void svir_uncentre_A(const svir_glmm *m, svir_globals *g, const double *kap)
             for (int c = 0; c < q; c++) A[r * q + c] = sd[r] * L[r * q + c];
     }
 }
+
+void svir_centre_z(const svir_term *tm, const svir_globals *g, double kap, double *z)
+{
+    const int q = tm->q;
+    if (q == 1) {
+        z[0] *= kap;
+        return;
+    }
+    double u[SVIR_QMAX_STACK];
+    memcpy(u, z, sizeof(double) * (size_t)q);
+    svir_local_b(q, g->K + tm->off_qq, u, z);
+}

@@ -150,6 +150,10 @@ void svir_backprop_A(const svir_glmm *m, int t, const double *theta,
  * back (K stays). Other terms are left alone. */
 void svir_centre_A(const svir_glmm *m, svir_globals *g, double *kap);
 void svir_uncentre_A(const svir_glmm *m, svir_globals *g, const double *kap);
+/* A centred term's standardised effect from u - w, in place: z = kap (u -
+ * w) for q = 1 (kap = kap[t] of svir_centre_A), K (u - w) for q > 1 (g->K
+ * as svir_centre_A left it; q at most SVIR_QMAX_STACK). */
+void svir_centre_z(const svir_term *tm, const svir_globals *g, double kap, double *z);
 
 /* b = A z for every group of every term (z and b indexed alike). */
 void svir_b_from_z(const svir_glmm *m, const svir_globals *g, const double *z, double *b);

@@ -112,17 +112,9 @@ int glmm_final_draws(glmm_work *w, const double *gpar, const double *lpar, svir_
                             logq += svir_local_draw(q, lpar + tm->off_loc + (ptrdiff_t)j * svir_local_block(q),
                                                     noise + pos, edf + pos, z + pos);
                             for (int r = 0; r < q; r++) z[pos + r] -= cw[w->qoff[t] + r];
-                            /* z = kap (u - w), kap = sd^-lambda (back_q1_centred),
-                             * or K (u - w) for q > 1 (back_qn_centred) */
-                            if (tm->lambda != 0.0 && q == 1) z[pos] *= kapd[t];
-                            if (tm->lambda != 0.0 && q > 1) {
-                                const double *K = g.K + tm->off_qq;
-                                for (int r = q - 1; r >= 0; r--) {
-                                    double s = 0.0;
-                                    for (int l = 0; l <= r; l++) s += K[r * q + l] * z[pos + l];
-                                    z[pos + r] = s;
-                                }
-                            }
+                            /* z = kap (u - w) or K (u - w) (back_q1_centred,
+                             * back_qn_centred) */
+                            if (tm->lambda != 0.0) svir_centre_z(tm, &g, kapd[t], z + pos);
                         }
                         /* log q(z | theta) = log q(u) - log kap (det K), for each group */
                         if (tm->lambda != 0.0) logq -= (double)tm->ngroups * log(kapd[t]);

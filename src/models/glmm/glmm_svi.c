@@ -482,12 +482,8 @@ static double centred_group_q(glmm_work *w, const svir_term *tm, ptrdiff_t j, do
     }
     /* d = m - w, v = K d (the KL's value; e = u - w, K e with stl) */
     for (int r = 0; r < q; r++) d[r] = mj[r] - (sh ? sh[r] : 0.0);
-    for (int r = 0; r < q; r++) {
-        double s = 0.0;
-        for (int l = 0; l <= r; l++) s += K[r * q + l] * d[l];
-        v[r] = s;
-        kl += 0.5 * s * s;
-    }
+    svir_local_b(q, K, d, v);
+    for (int r = 0; r < q; r++) kl += 0.5 * v[r] * v[r];
     /* the likelihood's d/du: A_eff^T G */
     for (int c = 0; c < q; c++) {
         double s = 0.0;
@@ -498,11 +494,7 @@ static double centred_group_q(glmm_work *w, const svir_term *tm, ptrdiff_t j, do
     if (stl) {
         double e[SVIR_QMAX_STACK], ke[SVIR_QMAX_STACK];
         for (int r = 0; r < q; r++) e[r] = u[r] - (sh ? sh[r] : 0.0);
-        for (int r = 0; r < q; r++) {
-            double s = 0.0;
-            for (int l = 0; l <= r; l++) s += K[r * q + l] * e[l];
-            ke[r] = s;
-        }
+        svir_local_b(q, K, e, ke);
         svir_packed_back_solve(q, Cp, ed, nz, y);
         for (int c = 0; c < q; c++) {
             double s = 0.0; /* (K^T K e)_c */

@@ -306,16 +306,8 @@ int glmm_tree_groups(glmm_tree *qt, const double *lpar, uint64_t stream, uint64_
                             const double kp = qt->kap ? qt->kap[k0] : 1.0;
                             lz = -lq0[kj] + (qt->kap ? log(kp) : 0.0);
                             for (int r = 0; r < q; r++) zc[r] = z[r] - (couple ? w[r] : 0.0);
-                            if (qt->kap && q > 1) { /* K (z0 - w), kp = det K */
-                                const double *Kk = qt->g[k0].K + tm->off_qq;
-                                for (int r = q - 1; r >= 0; r--) {
-                                    double s = 0.0;
-                                    for (int l = 0; l <= r; l++) s += Kk[r * q + l] * zc[l];
-                                    zc[r] = s;
-                                }
-                            } else if (qt->kap) {
-                                zc[0] *= kp;
-                            }
+                            /* kp = det K for q > 1 */
+                            if (qt->kap) svir_centre_z(tm, &qt->g[k0], kp, zc);
                             for (int r = 0; r < q; r++) lz += -0.5 * zc[r] * zc[r] - SVIR_LOG_SQRT_2PI;
                             z = zc;
                         }

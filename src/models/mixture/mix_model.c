@@ -136,14 +136,17 @@ void svir_mix_row_ll(const svir_mix_model *m, const double *theta, const double 
 {
     const int p = m->p, K = m->K, nb = has_phi(m), zi = m->dist == SVIR_MIX_ZINB;
     const double *lphi = theta + m->off_phi, *zeta = theta + m->off_zi;
-    /* the NB's parts that do not depend on the cluster, per column: c0 =
-     * lgamma(y + phi) - lgamma(phi) + phi log phi, c1 = psi(y + phi) -
-     * psi(phi) + log phi + 1; summed into base, but for ZINB, whose zeros
-     * take them inside a log-sum */
-    double *c0 = cj, *c1 = cj + p, base = 0.0;
+    /* what does not depend on the cluster, per column: phi, and the NB's
+     * c0 = lgamma(y + phi) - lgamma(phi) + phi log phi (summed into base,
+     * but for ZINB, whose zeros take it inside a log-sum) and c1 = psi(y +
+     * phi) - psi(phi) + log phi + 1; for ZINB log omega, log(1 - omega)
+     * and omega */
+    double *c0 = cj, *c1 = cj + p, *phs = cj + 2 * p;
+    double *lws = cj + 3 * p, *l1ws = cj + 4 * p, *ws = cj + 5 * p, base = 0.0;
     if (nb) {
         for (int j = 0; j < p; j++) {
             const double phi = exp(lphi[j]), yj = y[j];
+            phs[j] = phi;
             c0[j] = phi * lphi[j];
             c1[j] = lphi[j] + 1.0;
             if (yj > 0.0) {
@@ -152,6 +155,11 @@ void svir_mix_row_ll(const svir_mix_model *m, const double *theta, const double 
             }
             if (!zi) base += c0[j];
         }
+    }
+    for (int j = 0; zi && j < p; j++) {
+        lws[j] = -svir_log1pexp(-zeta[j]);
+        l1ws[j] = -svir_log1pexp(zeta[j]);
+        ws[j] = exp(lws[j]);
     }
     for (int k = 0; k < K; k++) {
         const double *mu = theta + m->off_mu + (ptrdiff_t)k * p;
@@ -165,15 +173,13 @@ void svir_mix_row_ll(const svir_mix_model *m, const double *theta, const double 
                 if (dlk) dlk[j] = yj - mu_ij;
                 continue;
             }
-            const double phi = exp(lphi[j]), pm = phi + mu_ij, lpm = log(pm);
+            const double phi = phs[j], pm = phi + mu_ij, lpm = log(pm);
             const double l = yj * eta - (yj + phi) * lpm;
             double gl = phi * (yj - mu_ij) / pm, gp = phi * (c1[j] - lpm - (yj + phi) / pm);
             if (!zi) {
                 s += l;
             } else {
-                /* log omega and log (1 - omega) from logit omega = zeta */
-                const double lw = -svir_log1pexp(-zeta[j]), l1w = -svir_log1pexp(zeta[j]);
-                const double w = exp(lw), lnb = l + c0[j];
+                const double lw = lws[j], l1w = l1ws[j], w = ws[j], lnb = l + c0[j];
                 if (yj > 0.0) {
                     s += l1w + lnb;
                     if (dzk) dzk[j] = -w;
@@ -194,15 +200,24 @@ void svir_mix_row_ll(const svir_mix_model *m, const double *theta, const double 
     }
 }
 
-/* The Dirichlet-multinomial's concentrations at theta: alpha [K x p] =
- * exp(mu), and per cluster A_k = sum_j alpha_kj, lgamma(A_k), psi(A_k)
- * into A [3 K] */
+/* The Dirichlet-multinomial's concentrations at theta: alpha [3 K p] holds
+ * exp(mu) (K x p), then lgamma and psi of each; per cluster A_k = sum_j
+ * alpha_kj, lgamma(A_k), psi(A_k) into A [3 K]. Once per draw, not per
+ * row. */
 static void dm_prep(const svir_mix_model *m, const double *theta, double *alpha, double *A)
 {
     const int p = m->p, K = m->K;
+    const ptrdiff_t Kp = (ptrdiff_t)K * p;
     for (int k = 0; k < K; k++) {
         double s = 0.0;
-        for (int j = 0; j < p; j++) s += (alpha[(ptrdiff_t)k * p + j] = exp(theta[m->off_mu + (ptrdiff_t)k * p + j]));
+        for (int j = 0; j < p; j++) {
+            const ptrdiff_t kj = (ptrdiff_t)k * p + j;
+            const double a = exp(theta[m->off_mu + kj]);
+            alpha[kj] = a;
+            alpha[Kp + kj] = svir_lgamma(a);
+            alpha[2 * Kp + kj] = svir_digamma(a);
+            s += a;
+        }
         A[k] = s;
         A[K + k] = svir_lgamma(s);
         A[2 * K + k] = svir_digamma(s);
@@ -214,27 +229,39 @@ static void dm_prep(const svir_mix_model *m, const double *theta, double *alpha,
  * the row's nonzero counts of lgamma(y + alpha_kj) - lgamma(alpha_kj); with
  * dl, its d/dmu_kj at the nonzero j (alpha (psi(y + alpha) - psi(alpha))),
  * and c [K] the part every column shares, psi(A_k) - psi(N + A_k) (times
- * alpha_kj). jz [p]: the row's nonzero columns, their number returned. */
+ * alpha_kj). alpha and A from dm_prep. jz [p]: the row's nonzero columns,
+ * their number returned. */
 static int dm_row_ll(const svir_mix_model *m, const double *alpha, const double *A,
                      const double *y, double N, const double *lp, double lgy, double *a,
                      double *dl, double *c, int *jz)
 {
     const int p = m->p, K = m->K;
+    const ptrdiff_t Kp = (ptrdiff_t)K * p;
     int nz = 0;
     for (int j = 0; j < p; j++)
         if (y[j] > 0.0) jz[nz++] = j;
     for (int k = 0; k < K; k++) {
-        const double *ak = alpha + (ptrdiff_t)k * p;
+        const double *ak = alpha + (ptrdiff_t)k * p, *lgak = ak + Kp, *psak = ak + 2 * Kp;
         double s = lp[k] - lgy + A[K + k] - svir_lgamma(N + A[k]);
         for (int z = 0; z < nz; z++) {
             const int j = jz[z];
-            s += svir_lgamma(y[j] + ak[j]) - svir_lgamma(ak[j]);
-            if (dl) dl[(ptrdiff_t)k * p + j] = ak[j] * (svir_digamma(y[j] + ak[j]) - svir_digamma(ak[j]));
+            s += svir_lgamma(y[j] + ak[j]) - lgak[j];
+            if (dl) dl[(ptrdiff_t)k * p + j] = ak[j] * (svir_digamma(y[j] + ak[j]) - psak[j]);
         }
         a[k] = s;
         if (c) c[k] = A[2 * K + k] - svir_digamma(N + A[k]);
     }
     return nz;
+}
+
+/* log(sum_k exp(eta_k)) with eta_K = 0: pi = softmax(eta, 0) */
+static double eta_lse(const svir_mix_model *m, const double *theta)
+{
+    const double *eta = theta + m->off_eta;
+    double mx = 0.0, se = 0.0;
+    for (int k = 0; k < m->K - 1; k++) mx = eta[k] > mx ? eta[k] : mx;
+    for (int k = 0; k < m->K; k++) se += exp((k < m->K - 1 ? eta[k] : 0.0) - mx);
+    return mx + log(se);
 }
 
 double svir_mix_log_prior(const svir_mix_model *m, const double *theta, double *grad)
@@ -288,13 +315,9 @@ double svir_mix_log_prior(const svir_mix_model *m, const double *theta, double *
     }
     /* pi = softmax(eta, 0) ~ Dirichlet(alpha): with the Jacobian, alpha sum
      * log pi_k plus the constant */
-    double mx = 0.0, se = 0.0;
-    const double *eta = theta + m->off_eta;
-    for (int k = 0; k < K - 1; k++) mx = eta[k] > mx ? eta[k] : mx;
-    for (int k = 0; k < K; k++) se += exp((k < K - 1 ? eta[k] : 0.0) - mx);
-    const double lse = mx + log(se);
-    double slp = 0.0;
-    for (int k = 0; k < K; k++) slp += (k < K - 1 ? eta[k] : 0.0) - lse;
+    const double *eta = theta + m->off_eta, lse = eta_lse(m, theta);
+    double slp = -K * lse;
+    for (int k = 0; k < K - 1; k++) slp += eta[k];
     lp += svir_lgamma(K * m->alpha) - K * svir_lgamma(m->alpha) + m->alpha * slp;
     if (grad)
         for (int k = 0; k < K - 1; k++) grad[m->off_eta + k] += m->alpha * (1.0 - K * exp(eta[k] - lse));
@@ -304,12 +327,8 @@ double svir_mix_log_prior(const svir_mix_model *m, const double *theta, double *
 /* log pi (K) from theta */
 static void log_pi(const svir_mix_model *m, const double *theta, double *lp)
 {
-    const int K = m->K;
-    const double *eta = theta + m->off_eta;
-    double mx = 0.0, se = 0.0;
-    for (int k = 0; k < K - 1; k++) mx = eta[k] > mx ? eta[k] : mx;
-    for (int k = 0; k < K; k++) se += exp((k < K - 1 ? eta[k] : 0.0) - mx);
-    for (int k = 0; k < K; k++) lp[k] = (k < K - 1 ? eta[k] : 0.0) - mx - log(se);
+    const double *eta = theta + m->off_eta, lse = eta_lse(m, theta);
+    for (int k = 0; k < m->K; k++) lp[k] = (k < m->K - 1 ? eta[k] : 0.0) - lse;
 }
 
 /* the row's o_i + x_i gamma_j */
@@ -340,7 +359,7 @@ typedef struct {
     double *gt;             /* [T x D] the threads' gradients */
     double *wrow;           /* [T x (2 p + 2 K p + 2 K)] the threads' row work */
     double *llt;            /* [T] */
-    /* dirmult: the concentrations at the draw (alpha [K x p], A [3 K]:
+    /* dirmult: the concentrations at the draw (alpha [3 K p], A [3 K]:
      * dm_prep), per thread the shared parts' sums and c [2 K], the
      * nonzero columns [p] */
     double *alpha, *Adm, *dmk;
@@ -371,7 +390,7 @@ static void mix_work_free(void *work)
 
 static size_t row_work_len(const svir_mix_model *m)
 {
-    return (size_t)(4 * m->p + 3 * (ptrdiff_t)m->K * m->p + 2 * m->K);
+    return (size_t)(8 * m->p + 3 * (ptrdiff_t)m->K * m->p + 2 * m->K);
 }
 
 static void *mix_work_new(const void *model, const svir_control *c)
@@ -398,7 +417,7 @@ static void *mix_work_new(const void *model, const svir_control *c)
     w->wrow = malloc(sizeof(double) * row_work_len(m) * (size_t)w->T);
     w->llt = malloc(sizeof(double) * (size_t)w->T);
     if (m->dist == SVIR_MIX_DIRMULT) {
-        w->alpha = malloc(sizeof(double) * (size_t)m->K * (size_t)m->p);
+        w->alpha = malloc(sizeof(double) * 3 * (size_t)m->K * (size_t)m->p);
         w->Adm = malloc(sizeof(double) * 3 * (size_t)m->K);
         w->dmk = malloc(sizeof(double) * 2 * (size_t)m->K * (size_t)w->T);
         w->jz = malloc(sizeof(int) * (size_t)m->p * (size_t)w->T);
@@ -484,7 +503,7 @@ static double batch_loglik(mix_work *w, const double *theta, double *g)
         double *gt = w->gt + (ptrdiff_t)t * D;
         double *y = w->wrow + (ptrdiff_t)t * (ptrdiff_t)row_work_len(m);
         double *lin = y + p, *dl = lin + p, *dphi = dl + (ptrdiff_t)K * p, *a = dphi + (ptrdiff_t)K * p;
-        double *r = a + K, *cj = r + K, *dzi = cj + 2 * p;
+        double *r = a + K, *cj = r + K, *dzi = cj + 6 * p;
         double *Sk = dm ? w->dmk + (ptrdiff_t)t * 2 * K : NULL, *ck = dm ? Sk + K : NULL;
         int *jz = dm ? w->jz + (ptrdiff_t)t * p : NULL;
         memset(gt, 0, sizeof(double) * (size_t)D);
@@ -644,8 +663,8 @@ int svir_mix_resp(const svir_mix_model *m, const double *draws, int nd, int S,
     const int dm = m->dist == SVIR_MIX_DIRMULT;
     double *theta = malloc(sizeof(double) * (size_t)m->D);
     double *lp = malloc(sizeof(double) * (size_t)K);
-    double *wk = malloc(sizeof(double) * (size_t)(4 * p + 2 * K));
-    double *alpha = dm ? malloc(sizeof(double) * ((size_t)K * p + 3 * (size_t)K)) : NULL;
+    double *wk = malloc(sizeof(double) * (size_t)(8 * p + 2 * K));
+    double *alpha = dm ? malloc(sizeof(double) * 3 * ((size_t)K * p + (size_t)K)) : NULL;
     int *jz = dm ? malloc(sizeof(int) * (size_t)p) : NULL;
     if (!theta || !lp || !wk || (dm && (!alpha || !jz))) {
         free(theta); free(lp); free(wk); free(alpha); free(jz);
@@ -659,11 +678,11 @@ int svir_mix_resp(const svir_mix_model *m, const double *draws, int nd, int S,
         for (ptrdiff_t d = 0; d < m->D; d++)
             theta[d] = s < S && nd > 0 ? draws[(size_t)s + (size_t)d * nd] : mean[d];
         log_pi(m, theta, lp);
-        if (dm) dm_prep(m, theta, alpha, alpha + (ptrdiff_t)K * p);
+        if (dm) dm_prep(m, theta, alpha, alpha + 3 * (ptrdiff_t)K * p);
         for (int i = 0; i < n; i++) {
             svir_mix_row(m, i, y);
             if (dm) {
-                dm_row_ll(m, alpha, alpha + (ptrdiff_t)K * p, y, m->tot[i], lp, m->lgy[i], a, NULL,
+                dm_row_ll(m, alpha, alpha + 3 * (ptrdiff_t)K * p, y, m->tot[i], lp, m->lgy[i], a, NULL,
                           NULL, jz);
             } else {
                 row_lin(m, theta, i, lin);

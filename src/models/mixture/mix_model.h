@@ -52,7 +52,7 @@ void svir_mix_row(const svir_mix_model *m, int i, double *y);
 /* log p(y_i | theta, z_i = k) + log pi_k for every k into a [K] and, when
  * the work arrays dl, dphi and dzi [K x p] are given, each entry's d/dlog
  * mu, d/dlog phi and d/dlogit omega; y: the row's counts, lin [p] its o_i +
- * x_i gamma_j, lp [K] log pi, lgy the row's sum of lgamma(y + 1); cj [2 p]
+ * x_i gamma_j, lp [K] log pi, lgy the row's sum of lgamma(y + 1); cj [6 p]
  * work. */
 void svir_mix_row_ll(const svir_mix_model *m, const double *theta, const double *y,
                      const double *lin, const double *lp, double lgy, double *a, double *dl,
