@@ -376,23 +376,31 @@ svir_glmm_build <- function(formula, data, family, prior, guide, method, control
   if (!user_window) {
     control$eval_every <- if (method == "svi") svir_default_window(n, guide) else 100L
   }
+  B <- if (is.null(control$batch_size)) n else control$batch_size
+  if (is.null(control$num_particles)) {
+    control$num_particles <- as.integer(min(8, ceiling(4000 / B)))
+  }
+  ctrl <- svir_engine_ctrl(control, guide, seed, backend, method)
+  # QEM's proposal is q(theta) q(z): coupling made no difference (dev/QEM.md)
+  if (method == "qem") ctrl$couple <- 0L
+  list(spec = spec, ctrl = ctrl, info = info, call = call, control = control,
+       method = method, method_reason = method_reason, guide = guide, backend = be, seed = seed,
+       separation = separation, user_window = user_window, qem_plan = qem_plan, centre = centre)
+}
+
+# The engine's settings (svir_control, read by src/glue/r_fit.c) from the
+# user's control (num_particles already set) and the fit's guide, seed,
+# backend and method.
+svir_engine_ctrl <- function(control, guide, seed, backend, method) {
   ctrl <- unclass(control)
   ctrl$guide <- guide
   ctrl$seed <- seed
   ctrl$backend <- backend
   ctrl$method <- method
   ctrl$threads <- as.integer(if (is.null(control$threads)) 0L else control$threads)
-  B <- if (is.null(control$batch_size)) n else control$batch_size
-  if (is.null(control$num_particles)) {
-    ctrl$num_particles <- control$num_particles <- as.integer(min(8, ceiling(4000 / B)))
-  }
   ctrl$stl <- as.integer(control$stl)
-  # QEM's proposal is q(theta) q(z): coupling made no difference (dev/QEM.md)
-  if (method == "qem") ctrl$couple <- 0L
   ctrl$progress <- NULL
-  list(spec = spec, ctrl = ctrl, info = info, call = call, control = control,
-       method = method, method_reason = method_reason, guide = guide, backend = be, seed = seed,
-       separation = separation, user_window = user_window, qem_plan = qem_plan, centre = centre)
+  ctrl
 }
 
 # The device has no centred step (svir_centre_A() is the CPU engine's). A

@@ -132,16 +132,10 @@ svir_mix_build <- function(formula, data, family, prior, guide, method, control,
     control$batch_size <- as.integer(max(64, ceiling(2e6 / (as.double(p) * max(K)))))
   }
   if (!is.null(control$batch_size) && control$batch_size >= n) control$batch_size <- NULL
-  starts <- svir_mix_starts(dat$Y, o, dat$X, family, K[1], seed, m_loc)
-  ctrl <- unclass(control)
-  ctrl$guide <- "meanfield"
-  ctrl$seed <- seed
-  ctrl$backend <- backend
-  ctrl$method <- "svi"
-  ctrl$threads <- as.integer(if (is.null(control$threads)) 0L else control$threads)
-  if (is.null(control$num_particles)) ctrl$num_particles <- control$num_particles <- 1L
-  ctrl$stl <- as.integer(control$stl)
-  ctrl$progress <- NULL
+  pcs <- svir_mix_pcs(dat$Y, o)
+  starts <- svir_mix_starts(dat$Y, o, pcs, dat$dx, family, K[1], seed, m_loc)
+  if (is.null(control$num_particles)) control$num_particles <- 1L
+  ctrl <- svir_engine_ctrl(control, "meanfield", seed, backend, "svi")
   spec$init_mu <- starts[[1]]
   job <- list(spec = spec, ctrl = ctrl, control = control, method = "svi", guide = "meanfield",
               backend = be, seed = seed, starts = starts, family = family, call = call,
@@ -152,7 +146,7 @@ svir_mix_build <- function(formula, data, family, prior, guide, method, control,
     j <- job
     j$K <- k
     j$spec <- svir_mix_spec(dat, family, k, m_loc)
-    j$starts <- svir_mix_starts(dat$Y, o, dat$X, family, k, seed, m_loc)
+    j$starts <- svir_mix_starts(dat$Y, o, pcs, dat$dx, family, k, seed, m_loc)
     j$spec$init_mu <- j$starts[[1]]
     j
   })
@@ -226,44 +220,51 @@ svir_mix_spec <- function(dat, family, K, m_loc) {
   spec
 }
 
-# The starting means of the guide, one vector per start: k-means++ seeds on
-# the first principal components of log(1 + counts / size factor) (the 500
-# most variable columns at most), then k-means; from its clusters, mu_kj =
-# the log rate of cluster k's counts of column j, m_j their mean over the
-# clusters, tau_j their sd, gamma 0, phi_j 10, and pi the clusters' shares.
-svir_mix_starts <- function(Y, o, X, family, K, seed, m_loc) {
+# Up to 10 principal components of log(1 + counts / size factor) (the 500
+# most variable columns at most), on which the starts cluster the rows;
+# once per fit, for every K.
+svir_mix_pcs <- function(Y, o) {
   n <- nrow(Y)
-  p <- ncol(Y)
-  sf <- exp(o - mean(o))
-  L <- as.matrix(log1p(Y / sf))
+  L <- as.matrix(log1p(Y / exp(o - mean(o))))
   v <- apply(L, 2, stats::var)
-  keep <- order(v, decreasing = TRUE)[seq_len(min(500L, p))]
+  keep <- order(v, decreasing = TRUE)[seq_len(min(500L, ncol(L)))]
   keep <- keep[v[keep] > 0]
   L <- L[, keep, drop = FALSE]
   npc <- min(10L, ncol(L), n - 1L)
-  pcs <- if (ncol(L) > 1L && npc > 1L) {
+  if (ncol(L) > 1L && npc > 1L) {
     sv <- svd(scale(L, scale = FALSE), nu = npc, nv = 0)
-    sv$u[, seq_len(npc), drop = FALSE] %*% diag(sv$d[seq_len(npc)], npc)
-  } else {
-    matrix(L[, 1L], n, 1L)
+    return(sv$u[, seq_len(npc), drop = FALSE] %*% diag(sv$d[seq_len(npc)], npc))
   }
+  matrix(L[, 1L], n, 1L)
+}
+
+# The starting means of the guide, one vector per start: k-means++ seeds on
+# the components `pcs` (svir_mix_pcs), then k-means; from its clusters,
+# mu_kj = the log rate of cluster k's counts of column j (for dirmult, p
+# times its share), m_j their mean over the clusters, tau_j their sd,
+# gamma 0, phi_j 10, logit omega_j -2 and pi the clusters' shares. R's
+# random numbers are put back after.
+svir_mix_starts <- function(Y, o, pcs, dx, family, K, seed, m_loc) {
+  n <- nrow(Y)
+  p <- ncol(Y)
   ys <- if (is.matrix(Y)) Y else as.matrix(Y)
-  dx <- ncol(X)
   nb <- family$dist %in% c("nb", "zinb")
   zi <- family$dist == "zinb"
   dm <- family$dist == "dirmult"
-  rs <- svir_seed_state()
-  on.exit(rs$restore())
+  # squared distances of the rows to the centres ctr (n x nrow(ctr))
+  d2 <- function(ctr) vapply(seq_len(nrow(ctr)), function(k) colSums((t(pcs) - ctr[k, ])^2), numeric(n))
+  rng <- svir_sim_seed(seed %% .Machine$integer.max)
+  on.exit(assign(".Random.seed", rng$old, envir = .GlobalEnv))
   lapply(seq_len(family$nstart), function(s) {
     set.seed(seed %% .Machine$integer.max + s)
     # k-means++: each next seed drawn with probability ~ squared distance
     ctr <- pcs[sample.int(n, 1L), , drop = FALSE]
     for (k in seq_len(K - 1L)) {
-      d2 <- apply(pcs, 1L, function(r) min(colSums((t(ctr) - r)^2)))
-      ctr <- rbind(ctr, pcs[sample.int(n, 1L, prob = d2 + 1e-12), , drop = FALSE])
+      dmin <- apply(d2(ctr), 1L, min)
+      ctr <- rbind(ctr, pcs[sample.int(n, 1L, prob = dmin + 1e-12), , drop = FALSE])
     }
     km <- tryCatch(stats::kmeans(pcs, ctr, iter.max = 50L), error = function(e) NULL)
-    cl <- if (is.null(km)) max.col(-as.matrix(stats::dist(rbind(ctr, pcs)))[-(1:K), 1:K]) else km$cluster
+    cl <- if (is.null(km)) max.col(-d2(ctr), ties.method = "first") else km$cluster
     mu <- vapply(seq_len(K), function(k) {
       r <- cl == k
       if (!any(r)) return(m_loc)
@@ -276,15 +277,6 @@ svir_mix_starts <- function(Y, o, X, family, K, seed, m_loc) {
     nk <- tabulate(cl, K) + 1
     c(as.vector(t(mu)), m, log(tau), rep(0, dx * p), if (nb) rep(log(10), p),
       if (zi) rep(-2, p), log(nk[-K] / nk[K]))
-  })
-}
-
-# R's random number state, to put back after the starts' draws.
-svir_seed_state <- function() {
-  had <- exists(".Random.seed", envir = globalenv(), inherits = FALSE)
-  old <- if (had) get(".Random.seed", envir = globalenv(), inherits = FALSE)
-  list(restore = function() {
-    if (had) assign(".Random.seed", old, envir = globalenv()) else if (exists(".Random.seed", envir = globalenv(), inherits = FALSE)) rm(".Random.seed", envir = globalenv())
   })
 }
 

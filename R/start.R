@@ -320,11 +320,7 @@ svir_term_moments <- function(spec, info) {
   zcol <- lapply(spec$terms, function(tm) if (ncol(tm$Z) == 1L) unname(tm$Z[, 1L]))
   # per level: the information and the weighted mean working residual
   lv <- lapply(seq_len(nt), function(t) {
-    if (q[t] != 1L) return(NULL)
-    g <- spec$terms[[t]]$group
-    z <- zcol[[t]]
-    Ij <- svir_gsum(info_i * z^2, g, J[t])
-    list(I = Ij, r = svir_gsum(info_i * z * r, g, J[t]) / pmax(Ij, 1e-12))
+    if (q[t] == 1L) svir_level_moments(info_i, r, zcol[[t]], spec$terms[[t]]$group, J[t])
   })
   # each term's nested child (its coarsest) and the child's parent map
   child <- lapply(seq_len(nt), function(t) {
@@ -340,10 +336,7 @@ svir_term_moments <- function(spec, info) {
     if (q[t] != 1L) next
     L <- lv[[t]]
     ok <- L$I > 0
-    wj <- L$I[ok]
-    rbar <- sum(wj * L$r[ok]) / sum(wj)
-    v <- sum(wj * (L$r[ok] - rbar)^2) / sum(wj)
-    v <- v - mean(1 / L$I[ok])
+    v <- svir_moment_var(L)
     ch <- child[[t]]
     if (!is.null(ch) && is.finite(s2[ch$c])) {
       Ic <- lv[[ch$c]]$I
@@ -357,22 +350,33 @@ svir_term_moments <- function(spec, info) {
   list(W = info_i, r = r, z = zcol, lv = lv, s2 = s2, child = child, nests = nests, q = q, J = J)
 }
 
-# A term with several columns, for the centring rule: per level j and
-# column k, the information I_jk = sum W Z_k^2 and the weighted mean working
-# residual r_jk = sum W Z_k r / I_jk; per column the moment estimate s_k^2 =
-# the weighted variance of r_jk less the mean of 1 / I_jk (at least 1e-4).
+# Per level of a term's column z (group index g, J levels): the
+# information I_j = sum W z^2 and the weighted mean working residual r_j =
+# sum W z r / I_j.
+svir_level_moments <- function(W, r, z, g, J) {
+  Ij <- svir_gsum(W * z^2, g, J)
+  list(I = Ij, r = svir_gsum(W * z * r, g, J) / pmax(Ij, 1e-12))
+}
+
+# The moment estimate of a column's variance from its levels with data
+# (svir_level_moments): the I-weighted variance of r_j less the mean of 1 /
+# I_j (not yet bounded below).
+svir_moment_var <- function(L) {
+  ok <- L$I > 0
+  wj <- L$I[ok]
+  rbar <- sum(wj * L$r[ok]) / sum(wj)
+  sum(wj * (L$r[ok] - rbar)^2) / sum(wj) - mean(1 / wj)
+}
+
+# A term with several columns, for the centring rule: each column taken
+# alone (svir_level_moments), its moment estimate s_k^2 (at least 1e-4).
 # Returns the shares I_jk s_k^2 / (1 + I_jk s_k^2) of the levels with data.
 svir_column_moments <- function(tm, mom, t) {
-  J <- mom$J[t]
   unlist(lapply(seq_len(ncol(tm$Z)), function(k) {
-    z <- unname(tm$Z[, k])
-    Ij <- svir_gsum(mom$W * z^2, tm$group, J)
-    ok <- Ij > 0
-    if (!any(ok)) return(numeric(0))
-    rj <- svir_gsum(mom$W * z * mom$r, tm$group, J)[ok] / Ij[ok]
-    wj <- Ij[ok]
-    rbar <- sum(wj * rj) / sum(wj)
-    s2 <- max(sum(wj * (rj - rbar)^2) / sum(wj) - mean(1 / wj), 1e-4)
+    L <- svir_level_moments(mom$W, mom$r, unname(tm$Z[, k]), tm$group, mom$J[t])
+    wj <- L$I[L$I > 0]
+    if (!length(wj)) return(numeric(0))
+    s2 <- max(svir_moment_var(L), 1e-4)
     wj * s2 / (1 + wj * s2)
   }))
 }
