@@ -34,15 +34,30 @@
 #' simulated clusters, the ELBO peaked at K = 8 while BIC and ICL chose 6
 #' (`bench/mixture.R`). A held-out ELBO would need a refit per fold.
 #'
-#' In this version: Poisson, negative binomial, zero-inflated negative
-#' binomial and Dirichlet-multinomial clusters, SVI on the CPU. The
-#' background model, QEM and CUDA are not built yet (issue 17).
+#' With `background` (negative binomial clusters only; for CITE-seq protein
+#' counts, the idea of totalVI), each count is either foreground, the
+#' cluster's negative binomial, with probability `1 - beta_j`, or
+#' background, a negative binomial `NB(exp(b_j), psi_j)` per column shared
+#' by all rows. The background takes no offsets or covariates: ambient
+#' counts in a droplet do not scale with its cell's library. Given the
+#' counts of empty droplets (`background = empty_counts`, a matrix with the
+#' same columns), the priors of `b_j` and `log psi_j` are normal around
+#' their maximum-likelihood estimates from the empty droplets (sd: the
+#' estimate's standard error and 0.25 in quadrature); with `background =
+#' TRUE`, `b_j ~ N(log of the mean of the column's lowest quarter of counts,
+#' 1)` and `psi_j` has `phi_j`'s prior. `logit beta_j ~ N(0, 1.5^2)`. The fit
+#' holds each count's posterior probability of being foreground
+#' (`fit$foreground`, rows x columns) and the background's posterior means
+#' (`fit$background`).
+#'
+#' In this version: SVI on the CPU; QEM and CUDA are not built yet for
+#' count mixtures (issue 17).
 #'
 #' Priors: `m_j ~ N(log of the column's mean rate, 2.5^2)`, `tau_j ~ N+(0,
 #' 1)`, `gamma ~ N(0, 2.5^2)`, `phi_j^(-1/2) ~ N+(0, 1)`, `logit omega_j ~
 #' N(-2, 2^2)`, `pi ~ Dirichlet(alpha)`.
 #'
-#' @param K The number of clusters, at least 2, or several (e.g. `2:8`)
+#' @param K The number of clusters, at least 1, or several (e.g. `1:8`)
 #'   to choose from by the ELBO.
 #' @param dist `"nb"` (negative binomial, the default), `"poisson"`, or
 #'   `"zinb"` (zero-inflated negative binomial: a count is a structural zero
@@ -55,6 +70,11 @@
 #' @param alpha The Dirichlet prior's concentration on the weights.
 #' @param nstart Starts (k-means++ on principal components); the best by
 #'   final ELBO is kept.
+#' @param background `NULL` (no background), `TRUE` (a background per
+#'   column, its priors from the counts themselves) or a matrix (dense or
+#'   `dgCMatrix`) of empty droplets' counts with the count matrix's columns
+#'   (matched by name when both have names), from which the background's
+#'   priors are learned. Needs `dist = "nb"`.
 #' @return An object of class `"svir_model_family"` for [svi_fit()].
 #' @seealso [clusters()], [coef.svi_mixture()], [predict.svi_mixture()],
 #'   [markers()].
@@ -66,12 +86,13 @@
 #' fit <- svi_fit(Y ~ 1, family = count_mixture(K = 2, dist = "poisson"), seed = 1)
 #' table(clusters(fit), z)
 #' @export
-count_mixture <- function(K = 8, dist = c("nb", "poisson", "zinb", "dirmult"), alpha = 1, nstart = 3) {
+count_mixture <- function(K = 8, dist = c("nb", "poisson", "zinb", "dirmult"), alpha = 1, nstart = 3,
+                          background = NULL) {
   abort <- function(msg, .envir = parent.frame()) {
     cli::cli_abort(msg, class = "svir_error", call = NULL, .envir = .envir)
   }
-  if (!is.numeric(K) || anyNA(K) || any(K != round(K)) || any(K < 2)) {
-    abort("{.arg K} must be a whole number of clusters, at least 2.")
+  if (!is.numeric(K) || anyNA(K) || any(K != round(K)) || any(K < 1)) {
+    abort("{.arg K} must be a whole number of clusters, at least 1.")
   }
   if (anyDuplicated(K)) abort("{.arg K} has repeated values.")
   K <- sort(K)
@@ -87,8 +108,22 @@ count_mixture <- function(K = 8, dist = c("nb", "poisson", "zinb", "dirmult"), a
       nstart != round(nstart)) {
     abort("{.arg nstart} must be a whole number of starts, at least 1.")
   }
+  if (!is.null(background)) {
+    if (dist != "nb") {
+      abort(c("{.arg background} needs negative binomial clusters.",
+              i = "Use {.code dist = \"nb\"} with a background."))
+    }
+    if (!isTRUE(background)) {
+      bx <- if (inherits(background, "dgCMatrix")) background@x else background
+      if (!(is.matrix(background) || inherits(background, "dgCMatrix")) || !is.numeric(bx) ||
+          nrow(background) < 2L || anyNA(bx) || any(bx < 0 | bx != round(bx))) {
+        abort(c("{.arg background} must be {.code TRUE} or a matrix of empty droplets' counts (non-negative whole numbers, at least 2 rows).",
+                i = "Its columns are the count matrix's (e.g. the same antibodies)."))
+      }
+    }
+  }
   structure(list(model = "mixture", family = "count_mixture", K = as.integer(K), dist = dist,
-                 alpha = as.double(alpha), nstart = as.integer(nstart)),
+                 alpha = as.double(alpha), nstart = as.integer(nstart), background = background),
             class = "svir_model_family")
 }
 
@@ -125,7 +160,8 @@ svir_mix_build <- function(formula, data, family, prior, guide, method, control,
   colsum <- if (dat$sparse) Matrix::colSums(dat$Y) else colSums(dat$Y)
   m_loc <- if (family$dist == "dirmult") log((colsum + 0.1) / sum(colsum + 0.1) * p) else
     log((colsum + 0.1) / sum(exp(o)))
-  spec <- svir_mix_spec(dat, family, K[1], m_loc)
+  bgpri <- if (!is.null(family$background)) svir_mix_bg_prior(family$background, dat, abort)
+  spec <- svir_mix_spec(dat, family, K[1], m_loc, bgpri)
   dx <- dat$dx
   # minibatches of rows by default when a full pass is large
   if (is.null(control$batch_size) && as.double(n) * p * max(K) > 2e7) {
@@ -133,20 +169,20 @@ svir_mix_build <- function(formula, data, family, prior, guide, method, control,
   }
   if (!is.null(control$batch_size) && control$batch_size >= n) control$batch_size <- NULL
   pcs <- svir_mix_pcs(dat$Y, o)
-  starts <- svir_mix_starts(dat$Y, o, pcs, dat$dx, family, K[1], seed, m_loc)
+  starts <- svir_mix_starts(dat$Y, o, pcs, dat$dx, family, K[1], seed, m_loc, bgpri)
   if (is.null(control$num_particles)) control$num_particles <- 1L
   ctrl <- svir_engine_ctrl(control, "meanfield", seed, backend, "svi")
   spec$init_mu <- starts[[1]]
   job <- list(spec = spec, ctrl = ctrl, control = control, method = "svi", guide = "meanfield",
               backend = be, seed = seed, starts = starts, family = family, call = call,
               cn = dat$cn, rn = dat$rn, n = n, p = p, K = K[1], dx = dx, xnames = colnames(dat$X),
-              formula = formula, tt = dat$tt, xlevels = dat$xlevels, m_loc = m_loc)
+              formula = formula, tt = dat$tt, xlevels = dat$xlevels, m_loc = m_loc, bg_prior = bgpri)
   # the other K: the same data and settings, their own spec and starts
   job$other_K <- lapply(K[-1L], function(k) {
     j <- job
     j$K <- k
-    j$spec <- svir_mix_spec(dat, family, k, m_loc)
-    j$starts <- svir_mix_starts(dat$Y, o, pcs, dat$dx, family, k, seed, m_loc)
+    j$spec <- svir_mix_spec(dat, family, k, m_loc, bgpri)
+    j$starts <- svir_mix_starts(dat$Y, o, pcs, dat$dx, family, k, seed, m_loc, bgpri)
     j$spec$init_mu <- j$starts[[1]]
     j
   })
@@ -202,12 +238,14 @@ svir_mix_data <- function(formula, data, na.action, abort, tt = NULL, xlevels = 
        rn = rownames(Y), tt = tt, xlevels = xlevels)
 }
 
-# The engine's spec of data `dat` (svir_mix_data) with K clusters.
-svir_mix_spec <- function(dat, family, K, m_loc) {
+# The engine's spec of data `dat` (svir_mix_data) with K clusters, and the
+# background's priors `bgpri` (svir_mix_bg_prior) or NULL.
+svir_mix_spec <- function(dat, family, K, m_loc, bgpri = NULL) {
   spec <- list(model = "mixture", n = dat$n, p = dat$p, K = as.integer(K), dx = dat$dx,
                dist = svir_codes$mix_dist[[family$dist]], O = dat$O,
                X = if (dat$dx > 0) unname(dat$X) else NULL, m_loc = m_loc, m_scale = 2.5,
                tau_scale = 1, gamma_scale = 2.5, alpha = family$alpha)
+  if (!is.null(bgpri)) spec <- c(spec, list(bg = 1L), bgpri)
   if (dat$sparse) {
     R <- Matrix::t(dat$Y) # columns of t(Y) are the rows of Y
     spec$Rp <- R@p
@@ -238,13 +276,57 @@ svir_mix_pcs <- function(Y, o) {
   matrix(L[, 1L], n, 1L)
 }
 
+# The background's priors (the engine's bg_loc, bg_scale and, from empty
+# droplets, bgp_loc and bgp_scale) for the counts `dat` (svir_mix_data) and
+# `background` (TRUE or the empty droplets' counts): per column, the
+# negative binomial's maximum-likelihood log mean and log size on the empty
+# droplets, each with its standard error and 0.25 in quadrature as the sd;
+# with TRUE, the log mean of the column's lowest quarter of counts, sd 1.
+svir_mix_bg_prior <- function(background, dat, abort) {
+  p <- dat$p
+  Y <- dat$Y
+  if (isTRUE(background)) {
+    loc <- vapply(seq_len(p), function(j) {
+      y <- as.numeric(Y[, j])
+      log(mean(y[y <= stats::quantile(y, 0.25)]) + 0.5)
+    }, 0)
+    return(list(bg_loc = loc, bg_scale = rep(1, p)))
+  }
+  E <- background
+  ce <- colnames(E)
+  if (!is.null(ce) && !is.null(colnames(Y)) && !is.null(dat$cn)) {
+    miss <- setdiff(dat$cn, ce)
+    if (length(miss)) {
+      abort("{.arg background} lacks {length(miss)} of the count matrix's column{?s}: {.val {utils::head(miss, 5)}}.")
+    }
+    E <- E[, match(dat$cn, ce), drop = FALSE]
+  } else if (ncol(E) != p) {
+    abort("{.arg background} has {ncol(E)} column{?s}; the count matrix has {p}.")
+  }
+  ne <- nrow(E)
+  out <- vapply(seq_len(p), function(j) {
+    e <- as.numeric(E[, j])
+    mh <- max(mean(e), 0.5 / ne)
+    se_b <- sqrt(max(stats::var(e), mh) / ne) / mh
+    nll <- function(ls) -sum(stats::dnbinom(e, size = exp(ls), mu = mh, log = TRUE))
+    ls <- stats::optimize(nll, c(-5, 12))$minimum
+    h <- 1e-3
+    d2 <- (nll(ls + h) - 2 * nll(ls) + nll(ls - h)) / h^2
+    se_p <- if (is.finite(d2) && d2 > 0) min(1 / sqrt(d2), 2) else 2
+    c(log(mh), sqrt(se_b^2 + 0.25^2), ls, sqrt(se_p^2 + 0.25^2))
+  }, numeric(4))
+  list(bg_loc = out[1, ], bg_scale = out[2, ], bgp_loc = out[3, ], bgp_scale = out[4, ])
+}
+
 # The starting means of the guide, one vector per start: k-means++ seeds on
 # the components `pcs` (svir_mix_pcs), then k-means; from its clusters,
 # mu_kj = the log rate of cluster k's counts of column j (for dirmult, p
 # times its share), m_j their mean over the clusters, tau_j their sd,
-# gamma 0, phi_j 10, logit omega_j -2 and pi the clusters' shares. R's
-# random numbers are put back after.
-svir_mix_starts <- function(Y, o, pcs, dx, family, K, seed, m_loc) {
+# gamma 0, phi_j 10, logit omega_j -2, the background at its prior's
+# centre (bgpri; log psi_j at log 10 without empty droplets) with beta_j
+# one half, and pi the clusters' shares. R's random numbers are put back
+# after.
+svir_mix_starts <- function(Y, o, pcs, dx, family, K, seed, m_loc, bgpri = NULL) {
   n <- nrow(Y)
   p <- ncol(Y)
   ys <- if (is.matrix(Y)) Y else as.matrix(Y)
@@ -273,10 +355,12 @@ svir_mix_starts <- function(Y, o, pcs, dx, family, K, seed, m_loc) {
     }, numeric(p))
     mu <- t(mu) # K x p
     m <- colMeans(mu)
-    tau <- apply(mu, 2L, stats::sd) + 0.1
+    tau <- if (K > 1L) apply(mu, 2L, stats::sd) + 0.1 else rep(1, p)
     nk <- tabulate(cl, K) + 1
     c(as.vector(t(mu)), m, log(tau), rep(0, dx * p), if (nb) rep(log(10), p),
-      if (zi) rep(-2, p), log(nk[-K] / nk[K]))
+      if (zi) rep(-2, p),
+      if (!is.null(bgpri)) c(bgpri$bg_loc, if (is.null(bgpri$bgp_loc)) rep(log(10), p) else bgpri$bgp_loc, rep(0, p)),
+      log(nk[-K] / nk[K]))
   })
 }
 
@@ -352,12 +436,24 @@ svir_mix_one <- function(engine, job) {
   phi_d <- if (nb) exp(draws[, off_phi + seq_len(p), drop = FALSE])
   zi_d <- if (zi) stats::plogis(draws[, off_phi + p + seq_len(p), drop = FALSE])
   gamma_d <- if (job$dx > 0) draws[, K * p + 2L * p + seq_len(job$dx * p), drop = FALSE]
-  npar <- K * p + (K - 1L) + job$dx * p + (if (nb) p else 0L) + (if (zi) p else 0L)
+  bg <- !is.null(job$bg_prior)
+  background <- foreground <- NULL
+  if (bg) {
+    o_bg <- off_phi + p
+    background <- data.frame(column = job$cn,
+                             mean = colMeans(exp(draws[, o_bg + seq_len(p), drop = FALSE])),
+                             size = colMeans(exp(draws[, o_bg + p + seq_len(p), drop = FALSE])),
+                             fraction = colMeans(stats::plogis(draws[, o_bg + 2L * p + seq_len(p), drop = FALSE])),
+                             row.names = NULL)
+    foreground <- matrix(e$foreground, n, p, dimnames = list(job$rn, job$cn))
+  }
+  npar <- K * p + (K - 1L) + job$dx * p + (if (nb) p else 0L) + (if (zi) p else 0L) + (if (bg) 3L * p else 0L)
   structure(list(
     call = job$call, formula = job$formula, family = job$family, n = n, p = p, K = K,
     resp = resp, pi_draws = pi_d, mu_draws = mu_d, phi_draws = phi_d, gamma_draws = gamma_d,
     zi_draws = zi_d, precision_draws = if (job$family$dist == "dirmult") prec_d,
     zero_inflation = if (zi) stats::setNames(colMeans(zi_d), job$cn),
+    background = background, foreground = foreground, bg_prior = job$bg_prior,
     xnames = job$xnames, colnames = job$cn, ord = ord, tt = job$tt, xlevels = job$xlevels,
     m_loc = job$m_loc,
     elbo = e$elbo, elbo_final = e$elbo_final, steps = e$steps, stop_reason = e$stop_reason,
@@ -435,6 +531,11 @@ print.svi_mixture <- function(x, digits = 3, ...) {
                      zinb = "zero-inflated negative binomial", dirmult = "Dirichlet-multinomial")))
   cat("Formula:", deparse1(x$formula), "\n")
   cat(sprintf("Rows: %d; columns: %d\n", x$n, x$p))
+  if (!is.null(x$background)) {
+    cat(sprintf("Background per column (negative binomial, %s): counts %.1f%% foreground on average\n",
+                if (is.null(x$bg_prior$bgp_loc)) "priors from the counts" else "priors from empty droplets",
+                100 * mean(x$foreground)))
+  }
   sz <- colSums(x$resp)
   w <- colMeans(x$pi_draws)
   tab <- rbind(size = round(sz, 1), weight = round(w, digits))
@@ -501,7 +602,7 @@ predict.svi_mixture <- function(object, newdata = NULL, type = c("prob", "class"
     }
     newdata[[deparse1(f[[2L]])]] <- Yn[, match(object$colnames, cn), drop = FALSE]
     dat <- svir_mix_data(f, newdata, stats::na.fail, abort, tt = object$tt, xlevels = object$xlevels)
-    spec <- svir_mix_spec(dat, object$family, object$K, object$m_loc)
+    spec <- svir_mix_spec(dat, object$family, object$K, object$m_loc, object$bg_prior)
     dr <- object$engine$draws
     S <- min(as.integer(ndraws), nrow(dr))
     r <- .Call(C_svir_mix_resp_r, spec, dr, S)[, object$ord, drop = FALSE]
@@ -540,6 +641,7 @@ markers <- function(object, ...) UseMethod("markers")
 #' @export
 markers.svi_mixture <- function(object, cluster, vs = "rest", lfc = 1, level = 0.95, ...) {
   K <- object$K
+  if (K < 2L) cli::cli_abort("The fit has one cluster: there is nothing to compare it with.", class = "svir_error")
   ok <- function(k) is.numeric(k) && length(k) == 1L && k %in% seq_len(K)
   if (!ok(cluster)) {
     cli::cli_abort("{.arg cluster} must be one cluster number from 1 to {K}.", class = "svir_error")

@@ -14,7 +14,7 @@ SEXP svir_mix_resp_r(SEXP spec, SEXP draws, SEXP S)
     const int nd = Rf_nrows(draws), s = Rf_asInteger(S);
     if (s < 1 || s > nd) Rf_error("svir internal error: S must be in [1, %d]", nd);
     SEXP resp = PROTECT(Rf_allocMatrix(REALSXP, m->n, m->K));
-    if (svir_mix_resp(m, REAL(draws), nd, s, REAL(draws), REAL(resp), NULL))
+    if (svir_mix_resp(m, REAL(draws), nd, s, REAL(draws), REAL(resp), NULL, NULL))
         Rf_error("svir: out of memory computing the cluster probabilities");
     svir_r_model_done(hp);
     UNPROTECT(2);

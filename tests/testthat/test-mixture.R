@@ -22,26 +22,37 @@ test_that("the mixture's ELBO gradient matches finite differences", {
   n <- 30
   Y <- matrix(rnbinom(n * 6, size = 3, mu = 4), n)
   d <- data.frame(b = factor(sample(c("a", "b", "c"), n, TRUE)), sf = exp(rnorm(n, 0, 0.3)))
+  # the estimate's gradient against its finite differences at a random
+  # guide; the estimate returned
+  check <- function(fam, bs, label) {
+    job <- svir:::svir_mix_build(Y ~ b + offset(log(sf)), d, fam, NULL, "meanfield", "svi",
+                                 svi_control(batch_size = bs), "auto", 1, na.omit, NULL)
+    D <- length(job$spec$init_mu)
+    set.seed(2)
+    v <- c(rnorm(D, 0, 0.5), rnorm(D, -1, 0.3))
+    ctrl <- modifyList(job$ctrl, list(num_particles = 2L, threads = 1L, stl = 0L))
+    f <- function(v) .Call(C_svir_mix_elbo_grad_r, job$spec, ctrl, v, 3)$elbo
+    g <- .Call(C_svir_mix_elbo_grad_r, job$spec, ctrl, v, 3)$grad
+    expect_lt(max(abs(fd_grad(f, v) - g)) / max(1, max(abs(g))), 1e-6,
+              label = paste(label, if (is.null(bs)) "full" else "minibatch"))
+    f(v)
+  }
   for (dist in c("poisson", "nb", "zinb")) for (bs in list(NULL, 7L)) {
     elbos <- c()
     for (sparse in c(FALSE, TRUE)) {
       d$Y <- if (sparse) Matrix::Matrix(Y, sparse = TRUE) else Y
-      job <- svir:::svir_mix_build(Y ~ b + offset(log(sf)), d, count_mixture(3, dist), NULL,
-                                   "meanfield", "svi", svi_control(batch_size = bs), "auto", 1,
-                                   na.omit, NULL)
-      D <- length(job$spec$init_mu)
-      set.seed(2)
-      v <- c(rnorm(D, 0, 0.5), rnorm(D, -1, 0.3))
-      ctrl <- modifyList(job$ctrl, list(num_particles = 2L, threads = 1L, stl = 0L))
-      f <- function(v) .Call(C_svir_mix_elbo_grad_r, job$spec, ctrl, v, 3)$elbo
-      g <- .Call(C_svir_mix_elbo_grad_r, job$spec, ctrl, v, 3)$grad
-      expect_lt(max(abs(fd_grad(f, v) - g)) / max(1, max(abs(g))), 1e-6,
-                label = paste(dist, if (sparse) "sparse" else "dense", if (is.null(bs)) "full" else "minibatch"))
-      elbos <- c(elbos, f(v))
+      elbos <- c(elbos, check(count_mixture(3, dist), bs, paste(dist, if (sparse) "sparse" else "dense")))
     }
     # sparse counts give the dense ones' numbers
     expect_identical(elbos[1], elbos[2])
   }
+  # a background per column (its priors from the counts, or from empty
+  # droplets), and one cluster
+  E <- matrix(rnbinom(50 * 6, size = 3, mu = 2), 50)
+  d$Y <- Y
+  fams <- list(bg = count_mixture(3, background = TRUE), empties = count_mixture(3, background = E),
+               K1 = count_mixture(1), K1bg = count_mixture(1, background = TRUE))
+  for (nm in names(fams)) for (bs in list(NULL, 7L)) check(fams[[nm]], bs, nm)
 })
 
 test_that("a count mixture recovers its clusters, numbered by size", {
@@ -72,7 +83,12 @@ test_that("a count mixture recovers its clusters, numbered by size", {
 
 test_that("count_mixture() refuses what it does not fit, naming the argument", {
   s <- sim_mixture(n = 60, p = 10)
-  expect_error(count_mixture(K = 1), "K", class = "svir_error")
+  expect_error(count_mixture(K = 0), "K", class = "svir_error")
+  expect_error(svi_fit(Y ~ 1, s$d, family = count_mixture(31)), "too few", class = "svir_error")
+  expect_error(count_mixture(dist = "poisson", background = TRUE), "negative binomial", class = "svir_error")
+  expect_error(count_mixture(background = matrix(-1, 3, 10)), "background", class = "svir_error")
+  E <- matrix(1, 5, 9, dimnames = list(NULL, colnames(s$d$Y)[1:9]))
+  expect_error(svi_fit(Y ~ 1, s$d, family = count_mixture(2, background = E)), "lacks 1", class = "svir_error")
   expect_error(count_mixture(K = c(3, 3)), "repeated", class = "svir_error")
   expect_error(count_mixture(dist = "zip"), "dist", class = "svir_error")
   expect_error(count_mixture(nstart = 0), "nstart", class = "svir_error")
@@ -185,19 +201,24 @@ test_that("each distribution's likelihood is R's density", {
   d <- data.frame(b = factor(rep(c("u", "v"), n / 2)), sf = exp(rnorm(n, 0, 0.3)))
   d$Y <- matrix(rnbinom(n * p, size = 2, mu = 3), n)
   K <- 2
-  for (dist in c("poisson", "nb", "zinb", "dirmult")) {
+  for (dist in c("poisson", "nb", "zinb", "dirmult", "background")) {
     f <- if (dist == "dirmult") Y ~ 1 else Y ~ b + offset(log(sf))
-    fit <- suppressWarnings(svi_fit(f, d, family = count_mixture(K, dist, nstart = 1), seed = 1,
-                                    control = svi_control(max_steps = 200)))
+    fam <- if (dist == "background") count_mixture(K, background = TRUE, nstart = 1) else
+      count_mixture(K, dist, nstart = 1)
+    fit <- suppressWarnings(svi_fit(f, d, family = fam, seed = 1, control = svi_control(max_steps = 200)))
     D <- length(fit$engine$vpar) / 2
     th <- fit$engine$vpar[seq_len(D)]
     mu <- matrix(th[seq_len(K * p)], K, p, byrow = TRUE)
     off <- K * p + 2 * p
     gam <- if (dist == "dirmult") 0 else th[off + seq_len(p)]
     off <- off + if (dist == "dirmult") 0 else p
-    phi <- if (dist %in% c("nb", "zinb")) exp(th[off + seq_len(p)])
+    phi <- if (dist %in% c("nb", "zinb", "background")) exp(th[off + seq_len(p)])
     off <- off + length(phi)
     om <- if (dist == "zinb") plogis(th[off + seq_len(p)])
+    # the background: NB(exp(b_j), psi_j) with probability beta_j
+    bgm <- exp(th[off + seq_len(p)])
+    psi <- exp(th[off + p + seq_len(p)])
+    beta <- plogis(th[off + 2 * p + seq_len(p)])
     eta <- c(th[D - (K - 1) + seq_len(K - 1)], 0)
     lpi <- eta - log(sum(exp(eta)))
     Y <- d$Y
@@ -212,6 +233,8 @@ test_that("each distribution's likelihood is R's density", {
       l <- switch(dist,
         poisson = dpois(Y, m, log = TRUE),
         nb = dnbinom(Y, size = rep(phi, each = n), mu = m, log = TRUE),
+        background = log((1 - rep(beta, each = n)) * dnbinom(Y, size = rep(phi, each = n), mu = m) +
+                           rep(beta, each = n) * dnbinom(Y, size = rep(psi, each = n), mu = rep(bgm, each = n))),
         zinb = {
           w <- rep(om, each = n)
           ifelse(Y == 0, log(w + (1 - w) * dnbinom(0, size = rep(phi, each = n), mu = m)),
@@ -256,4 +279,68 @@ test_that("Dirichlet-multinomial clusters are recovered", {
   d$x <- rnorm(n)
   expect_error(svi_fit(Y ~ x, d, family = count_mixture(K = 3, dist = "dirmult")), "no covariates",
                class = "svir_error")
+})
+
+# CITE-seq-like protein counts: each count is background, NB(exp(b_j), 10)
+# with probability beta_j, else its cluster's NB (size 5); 4 of 12
+# proteins raised by 3.5 on the log scale in each cluster, 1 above the
+# background elsewhere; empty droplets from the background alone
+sim_cite <- function(n = 800, p = 12, ne = 400, seed = 5) {
+  set.seed(seed)
+  z <- rep(1:3, round(n * c(0.5, 0.3, 0.2)))
+  b <- log(runif(p, 5, 15))
+  beta <- runif(p, 0.2, 0.6)
+  mu <- matrix(b + 1, 3, p, byrow = TRUE)
+  for (k in 1:3) mu[k, (k - 1) * 4 + 1:4] <- b[(k - 1) * 4 + 1:4] + 3.5
+  isbg <- matrix(runif(n * p) < rep(beta, each = n), n)
+  fgc <- matrix(rnbinom(n * p, size = 5, mu = exp(mu[z, ])), n)
+  bgc <- matrix(rnbinom(n * p, size = 10, mu = rep(exp(b), each = n)), n)
+  Y <- ifelse(isbg, bgc, fgc)
+  colnames(Y) <- paste0("ADT", 1:p)
+  E <- matrix(rnbinom(ne * p, size = 10, mu = rep(exp(b), each = ne)), ne,
+              dimnames = list(NULL, colnames(Y)))
+  # each count's probability of being foreground under the truth
+  lF <- matrix(dnbinom(Y, size = 5, mu = exp(mu[z, ]), log = TRUE), n) + rep(log(1 - beta), each = n)
+  lG <- matrix(dnbinom(Y, size = 10, mu = rep(exp(b), each = n), log = TRUE), n) + rep(log(beta), each = n)
+  d <- data.frame(row.names = seq_len(n))
+  d$Y <- Y
+  list(d = d, E = E, z = z, beta = beta, b = b, isbg = isbg, fg_true = 1 / (1 + exp(lG - lF)))
+}
+
+test_that("the background model recovers each count's foreground probability", {
+  s <- sim_cite()
+  auc <- function(sc, lab) {
+    r <- rank(sc)
+    n1 <- sum(lab)
+    (sum(r[lab]) - n1 * (n1 + 1) / 2) / (n1 * (length(lab) - n1))
+  }
+  for (bg in list(empties = s$E, counts = TRUE)) {
+    fit <- svi_fit(Y ~ 1, s$d, family = count_mixture(K = 3, background = bg, nstart = 1), seed = 1)
+    expect_gt(adjusted_rand(clusters(fit), s$z), 0.95)
+    expect_identical(dim(fit$foreground), dim(s$d$Y))
+    # against the truth's probabilities: 0.015 on average by hand (1200
+    # rows); every count foreground would be 0.39 off
+    expect_lt(mean(abs(fit$foreground - s$fg_true)), 0.03)
+    expect_gt(mean(abs(1 - s$fg_true)), 0.3)
+    # telling the simulated foreground from the background as well as the
+    # truth's probabilities do (0.964 against 0.965 by hand)
+    expect_gt(auc(fit$foreground, !s$isbg), auc(s$fg_true, !s$isbg) - 0.01)
+    expect_lt(max(abs(fit$background$fraction - s$beta)), 0.08)
+    expect_lt(max(abs(log(fit$background$mean) - s$b)), 0.15)
+    expect_output(print(fit), "Background per column", fixed = TRUE)
+  }
+  expect_null(fit$bg_prior$bgp_loc)
+  # new droplets: their clusters from the fit's draws
+  expect_gt(adjusted_rand(predict(fit, s$d, type = "class"), s$z), 0.95)
+})
+
+test_that("one cluster is one negative binomial per column", {
+  set.seed(4)
+  Y <- matrix(rnbinom(200 * 5, size = 4, mu = rep(c(1, 3, 10, 30, 0.5), each = 200)), 200)
+  d <- data.frame(r = 1:200)
+  d$Y <- Y
+  fit <- svi_fit(Y ~ 1, d, family = count_mixture(K = 1, nstart = 1), seed = 1)
+  expect_identical(unname(clusters(fit)), rep(1L, 200))
+  expect_equal(unname(exp(coef(fit)[1, ])), colMeans(Y), tolerance = 0.1)
+  expect_error(markers(fit, 1), "one cluster", class = "svir_error")
 })

@@ -56,7 +56,8 @@ static int mix_read(const svir_list *spec, const svir_list *ctrl, const svir_con
     m->K = svir_list_int(spec, "K", 0);
     m->dx = svir_list_int(spec, "dx", -1);
     m->dist = svir_list_int(spec, "dist", -1);
-    if (m->n < 1 || m->p < 1 || m->K < 2 || m->dx < 0 || m->dist < 0 || m->dist >= SVIR_MIX_NDIST)
+    m->bg = svir_list_int(spec, "bg", 0);
+    if (m->n < 1 || m->p < 1 || m->K < 1 || m->dx < 0 || m->dist < 0 || m->dist >= SVIR_MIX_NDIST)
         return svir_err_set(e, 1, "svir internal error: bad mixture dimensions");
     if (c->method != SVIR_METHOD_SVI)
         return svir_err_set(e, 1, "svir internal error: count mixtures are fitted by SVI");
@@ -73,6 +74,16 @@ static int mix_read(const svir_list *spec, const svir_list *ctrl, const svir_con
     m->tau_scale = svir_list_num(spec, "tau_scale", 0.0);
     m->gamma_scale = svir_list_num(spec, "gamma_scale", 0.0);
     m->alpha = svir_list_num(spec, "alpha", 0.0);
+    if (m->bg) {
+        if (m->dist != SVIR_MIX_NB)
+            return svir_err_set(e, 1, "svir internal error: a background needs NB clusters");
+        m->bg_loc = svir_list_reals(spec, "bg_loc", p, 0, e);
+        m->bg_scale = svir_list_reals(spec, "bg_scale", p, 0, e);
+        m->bgp_loc = svir_list_reals(spec, "bgp_loc", p, 1, e);
+        m->bgp_scale = svir_list_reals(spec, "bgp_scale", p, 1, e);
+        if (!m->bgp_loc != !m->bgp_scale)
+            return svir_err_set(e, 1, "svir internal error: bgp_loc and bgp_scale go together");
+    }
     if (e->status) return e->status;
     if (!(m->m_scale > 0) || !(m->tau_scale > 0) || !(m->gamma_scale > 0) || !(m->alpha > 0))
         return svir_err_set(e, 1, "svir internal error: bad mixture priors");
@@ -82,7 +93,8 @@ static int mix_read(const svir_list *spec, const svir_list *ctrl, const svir_con
     m->off_g = m->off_lt + p;
     m->off_phi = m->off_g + (ptrdiff_t)m->dx * p;
     m->off_zi = m->off_phi + (has_phi(m) ? p : 0);
-    m->off_eta = m->off_zi + (m->dist == SVIR_MIX_ZINB ? p : 0);
+    m->off_bg = m->off_zi + (m->dist == SVIR_MIX_ZINB ? p : 0);
+    m->off_eta = m->off_bg + (m->bg ? 3 * p : 0);
     m->D = m->off_eta + K - 1;
     m->init_mu = svir_list_reals(spec, "init_mu", m->D, 1, e);
     if (e->status) return e->status;
@@ -134,7 +146,7 @@ void svir_mix_row_ll(const svir_mix_model *m, const double *theta, const double 
                      const double *lin, const double *lp, double lgy, double *a, double *dl,
                      double *dphi, double *dzi, double *cj)
 {
-    const int p = m->p, K = m->K, nb = has_phi(m), zi = m->dist == SVIR_MIX_ZINB;
+    const int p = m->p, K = m->K, nb = has_phi(m), zi = m->dist == SVIR_MIX_ZINB, bg = m->bg;
     const double *lphi = theta + m->off_phi, *zeta = theta + m->off_zi;
     /* what does not depend on the cluster, per column: phi, and the NB's
      * c0 = lgamma(y + phi) - lgamma(phi) + phi log phi (summed into base,
@@ -143,6 +155,9 @@ void svir_mix_row_ll(const svir_mix_model *m, const double *theta, const double 
      * and omega */
     double *c0 = cj, *c1 = cj + p, *phs = cj + 2 * p;
     double *lws = cj + 3 * p, *l1ws = cj + 4 * p, *ws = cj + 5 * p, base = 0.0;
+    /* with a background: its log density lG, d lG/db, d lG/dlog psi, beta,
+     * log beta (in lws) and log(1 - beta) (in l1ws) */
+    double *lG = cj + 6 * p, *gG = cj + 7 * p, *gGp = cj + 8 * p, *bs = cj + 9 * p;
     if (nb) {
         for (int j = 0; j < p; j++) {
             const double phi = exp(lphi[j]), yj = y[j];
@@ -153,8 +168,24 @@ void svir_mix_row_ll(const svir_mix_model *m, const double *theta, const double 
                 c0[j] += svir_lgamma(yj + phi) - svir_lgamma(phi);
                 if (dphi) c1[j] += svir_digamma(yj + phi) - svir_digamma(phi);
             }
-            if (!zi) base += c0[j];
+            if (!zi && !bg) base += c0[j];
         }
+    }
+    for (int j = 0; bg && j < p; j++) {
+        const double b = theta[m->off_bg + j], lpsi = theta[m->off_bg + p + j];
+        const double zeta_b = theta[m->off_bg + 2 * p + j], yj = y[j];
+        const double psi = exp(lpsi), eb = exp(b), pm = psi + eb, lpm = log(pm);
+        double l = yj * b - (yj + psi) * lpm + psi * lpsi, c1b = lpsi + 1.0;
+        if (yj > 0.0) {
+            l += svir_lgamma(yj + psi) - svir_lgamma(psi);
+            if (dphi) c1b += svir_digamma(yj + psi) - svir_digamma(psi);
+        }
+        lG[j] = l;
+        gG[j] = psi * (yj - eb) / pm;
+        gGp[j] = dphi ? psi * (c1b - lpm - (yj + psi) / pm) : 0.0;
+        lws[j] = -svir_log1pexp(-zeta_b);
+        l1ws[j] = -svir_log1pexp(zeta_b);
+        bs[j] = exp(lws[j]);
     }
     for (int j = 0; zi && j < p; j++) {
         lws[j] = -svir_log1pexp(-zeta[j]);
@@ -176,7 +207,15 @@ void svir_mix_row_ll(const svir_mix_model *m, const double *theta, const double 
             const double phi = phs[j], pm = phi + mu_ij, lpm = log(pm);
             const double l = yj * eta - (yj + phi) * lpm;
             double gl = phi * (yj - mu_ij) / pm, gp = phi * (c1[j] - lpm - (yj + phi) / pm);
-            if (!zi) {
+            if (bg) {
+                /* log((1 - beta) F + beta G), the foreground's share f */
+                const double u = l1ws[j] + l + c0[j], v0 = lws[j] + lG[j], mx = v0 > u ? v0 : u;
+                const double v = mx + log(exp(u - mx) + exp(v0 - mx));
+                s += v;
+                gl *= exp(u - v);
+                gp *= exp(u - v);
+                if (dzk) dzk[j] = exp(v0 - v);
+            } else if (!zi) {
                 s += l;
             } else {
                 const double lw = lws[j], l1w = l1ws[j], w = ws[j], lnb = l + c0[j];
@@ -313,6 +352,28 @@ double svir_mix_log_prior(const svir_mix_model *m, const double *theta, double *
             if (grad) grad[m->off_zi + j] -= r / 2.0;
         }
     }
+    for (int j = 0; m->bg && j < p; j++) {
+        /* b_j ~ N(bg_loc_j, bg_scale_j^2); log psi_j ~ N(bgp_loc_j,
+         * bgp_scale_j^2) or as phi_j; logit beta_j ~ N(0, 1.5^2) */
+        const double *th = theta + m->off_bg;
+        double *gb = grad ? grad + m->off_bg : NULL;
+        const double rb = (th[j] - m->bg_loc[j]) / m->bg_scale[j];
+        lp += -0.5 * rb * rb - log(m->bg_scale[j]) - SVIR_LOG_SQRT_2PI;
+        if (gb) gb[j] -= rb / m->bg_scale[j];
+        const double lpsi = th[p + j];
+        if (m->bgp_loc) {
+            const double rp = (lpsi - m->bgp_loc[j]) / m->bgp_scale[j];
+            lp += -0.5 * rp * rp - log(m->bgp_scale[j]) - SVIR_LOG_SQRT_2PI;
+            if (gb) gb[p + j] -= rp / m->bgp_scale[j];
+        } else {
+            const double a = exp(-0.5 * lpsi);
+            lp += SVIR_LOG2 - 0.5 * a * a - SVIR_LOG_SQRT_2PI + log(0.5) - 0.5 * lpsi;
+            if (gb) gb[p + j] += 0.5 * a * a - 0.5;
+        }
+        const double rw = th[2 * p + j] / 1.5;
+        lp += -0.5 * rw * rw - log(1.5) - SVIR_LOG_SQRT_2PI;
+        if (gb) gb[2 * p + j] -= rw / 1.5;
+    }
     /* pi = softmax(eta, 0) ~ Dirichlet(alpha): with the Jacobian, alpha sum
      * log pi_k plus the constant */
     const double *eta = theta + m->off_eta, lse = eta_lse(m, theta);
@@ -390,7 +451,7 @@ static void mix_work_free(void *work)
 
 static size_t row_work_len(const svir_mix_model *m)
 {
-    return (size_t)(8 * m->p + 3 * (ptrdiff_t)m->K * m->p + 2 * m->K);
+    return (size_t)((2 + SVIR_MIX_CJ) * m->p + 3 * (ptrdiff_t)m->K * m->p + 2 * m->K);
 }
 
 static void *mix_work_new(const void *model, const svir_control *c)
@@ -503,7 +564,7 @@ static double batch_loglik(mix_work *w, const double *theta, double *g)
         double *gt = w->gt + (ptrdiff_t)t * D;
         double *y = w->wrow + (ptrdiff_t)t * (ptrdiff_t)row_work_len(m);
         double *lin = y + p, *dl = lin + p, *dphi = dl + (ptrdiff_t)K * p, *a = dphi + (ptrdiff_t)K * p;
-        double *r = a + K, *cj = r + K, *dzi = cj + 6 * p;
+        double *r = a + K, *cj = r + K, *dzi = cj + SVIR_MIX_CJ * p;
         double *Sk = dm ? w->dmk + (ptrdiff_t)t * 2 * K : NULL, *ck = dm ? Sk + K : NULL;
         int *jz = dm ? w->jz + (ptrdiff_t)t * p : NULL;
         memset(gt, 0, sizeof(double) * (size_t)D);
@@ -521,7 +582,7 @@ static double batch_loglik(mix_work *w, const double *theta, double *g)
             } else {
                 row_lin(m, theta, i, lin);
                 svir_mix_row_ll(m, theta, y, lin, w->lp, m->lgy[i], a, dl, nb ? dphi : NULL,
-                                zi ? dzi : NULL, cj);
+                                zi || m->bg ? dzi : NULL, cj);
             }
             double mx = a[0];
             for (int k = 1; k < K; k++) mx = a[k] > mx ? a[k] : mx;
@@ -555,6 +616,18 @@ static double batch_loglik(mix_work *w, const double *theta, double *g)
                     const double *dzk = dzi + (ptrdiff_t)k * p;
                     double *gz = gt + m->off_zi;
                     for (int j = 0; j < p; j++) gz[j] += rk * dzk[j];
+                }
+            }
+            if (m->bg) {
+                /* the background's share summed over the clusters */
+                const double *gG = cj + 7 * p, *gGp = cj + 8 * p, *bs = cj + 9 * p;
+                double *gb = gt + m->off_bg;
+                for (int j = 0; j < p; j++) {
+                    double sb = 0.0;
+                    for (int k = 0; k < K; k++) sb += r[k] * dzi[(ptrdiff_t)k * p + j];
+                    gb[j] += sb * gG[j];
+                    gb[p + j] += sb * gGp[j];
+                    gb[2 * p + j] += sb - bs[j];
                 }
             }
             if (m->dx > 0) {
@@ -656,14 +729,15 @@ static const svir_svi_ops mix_svi_ops = {
 /* ---- outputs ------------------------------------------------------------- */
 
 int svir_mix_resp(const svir_mix_model *m, const double *draws, int nd, int S,
-                  const double *mean, double *resp, double *llr)
+                  const double *mean, double *resp, double *llr, double *fg)
 {
     const int n = m->n, p = m->p, K = m->K;
     if (nd <= 0) S = 1;
     const int dm = m->dist == SVIR_MIX_DIRMULT;
     double *theta = malloc(sizeof(double) * (size_t)m->D);
     double *lp = malloc(sizeof(double) * (size_t)K);
-    double *wk = malloc(sizeof(double) * (size_t)(8 * p + 2 * K));
+    double *wk = malloc(sizeof(double) * (size_t)((2 + SVIR_MIX_CJ) * p + 2 * K +
+                                                   (fg ? (ptrdiff_t)K * p : 0)));
     double *alpha = dm ? malloc(sizeof(double) * 3 * ((size_t)K * p + (size_t)K)) : NULL;
     int *jz = dm ? malloc(sizeof(int) * (size_t)p) : NULL;
     if (!theta || !lp || !wk || (dm && (!alpha || !jz))) {
@@ -671,7 +745,9 @@ int svir_mix_resp(const svir_mix_model *m, const double *draws, int nd, int S,
         return 2;
     }
     memset(resp, 0, sizeof(double) * (size_t)n * K);
+    if (fg) memset(fg, 0, sizeof(double) * (size_t)n * p);
     double *y = wk, *lin = wk + p, *a = lin + p, *r = a + K, *cj = r + K;
+    double *dz = fg ? cj + SVIR_MIX_CJ * p : NULL;
     for (int s = 0; s <= S; s++) {
         /* s < S: draw s (or the means); s == S: the means, for llr */
         if (s == S && !llr) break;
@@ -686,7 +762,7 @@ int svir_mix_resp(const svir_mix_model *m, const double *draws, int nd, int S,
                           NULL, jz);
             } else {
                 row_lin(m, theta, i, lin);
-                svir_mix_row_ll(m, theta, y, lin, lp, m->lgy[i], a, NULL, NULL, NULL, cj);
+                svir_mix_row_ll(m, theta, y, lin, lp, m->lgy[i], a, NULL, NULL, dz, cj);
             }
             double mx = a[0], se = 0.0;
             for (int k = 1; k < K; k++) mx = a[k] > mx ? a[k] : mx;
@@ -696,6 +772,12 @@ int svir_mix_resp(const svir_mix_model *m, const double *draws, int nd, int S,
                 continue;
             }
             for (int k = 0; k < K; k++) resp[i + (ptrdiff_t)k * n] += r[k] / se / S;
+            for (int j = 0; dz && j < p; j++) {
+                /* foreground: 1 - the background's share given k */
+                double f = 0.0;
+                for (int k = 0; k < K; k++) f += r[k] * (1.0 - dz[(ptrdiff_t)k * p + j]);
+                fg[i + (ptrdiff_t)j * n] += f / se / S;
+            }
         }
     }
     free(theta); free(lp); free(wk); free(alpha); free(jz);
@@ -711,11 +793,16 @@ static int mix_outputs(const void *model, const svir_control *c, svir_result *re
     (void)c;
     double *resp = malloc(sizeof(double) * (size_t)m->n * m->K);
     double *llr = malloc(sizeof(double) * (size_t)m->n);
-    if (!resp || !llr || !res->gpar ||
+    double *fg = m->bg ? malloc(sizeof(double) * (size_t)m->n * m->p) : NULL;
+    if (!resp || !llr || !res->gpar || (m->bg && !fg) ||
         svir_mix_resp(m, res->draws, res->ndraws, res->ndraws < 200 ? res->ndraws : 200, res->gpar,
-                      resp, llr)) {
-        free(resp); free(llr);
+                      resp, llr, fg)) {
+        free(resp); free(llr); free(fg);
         return svir_err_set(e, 2, "out of memory computing the cluster probabilities");
+    }
+    if (fg && svir_out_adopt(res->extra, "foreground", fg, m->n, m->p)) {
+        free(resp); free(llr);
+        return svir_err_set(e, 2, "out of memory returning the foreground probabilities");
     }
     if (svir_out_adopt(res->extra, "resp", resp, m->n, m->K)) {
         free(llr);

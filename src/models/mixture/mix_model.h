@@ -12,8 +12,17 @@
  * are summed out exactly (log-sum-exp over K per row); SVI fits a
  * mean-field Gaussian guide over the unconstrained globals
  *   [mu (K x p, by cluster) | m (p) | log tau (p) | gamma (dx x p) |
- *    log phi (p, NB and ZINB) | logit omega (p, ZINB) | eta (K - 1)],
- * pi = softmax(eta, 0) (the additive log-ratio transform). No R API. */
+ *    log phi (p, NB and ZINB) | logit omega (p, ZINB) |
+ *    b, log psi, logit beta (p each, with a background) | eta (K - 1)],
+ * pi = softmax(eta, 0) (the additive log-ratio transform).
+ *
+ * With a background (NB only; CITE-seq proteins, the totalVI idea), each
+ * count is the cluster's NB (foreground) with probability 1 - beta_j, else
+ * background: NB(exp(b_j), psi_j), one per column shared by all rows (no
+ * offsets or covariates: ambient counts do not scale with a cell's
+ * library). b_j ~ N(bg_loc_j, bg_scale_j^2) and log psi_j ~ N(bgp_loc_j,
+ * bgp_scale_j^2), both learned from empty droplets when given (R/mixture.R),
+ * else log psi_j as phi_j's prior; logit beta_j ~ N(0, 1.5^2). No R API. */
 #ifndef SVIR_MIX_MODEL_H
 #define SVIR_MIX_MODEL_H
 
@@ -24,6 +33,7 @@
 
 typedef struct {
     int n, p, K, dx, dist;
+    int bg;                 /* a background component per column (NB only) */
     /* the counts: dense (Y, n x p column-major) or by rows (Rp [n + 1], Rj,
      * Rx: the transposed dgCMatrix's slots) */
     const double *Y;
@@ -36,12 +46,14 @@ typedef struct {
      * N(-2, 2^2), pi ~ Dir(alpha) */
     const double *m_loc;    /* [p] */
     double m_scale, tau_scale, gamma_scale, alpha;
+    const double *bg_loc, *bg_scale;   /* [p] b_j's prior (with bg) */
+    const double *bgp_loc, *bgp_scale; /* [p] log psi_j's prior, or NULL: phi's */
     const double *init_mu;  /* [D] the guide's starting means, or NULL */
     double *lgy;            /* [n] sum_j lgamma(Y_ij + 1) per row, less lgamma(N_i + 1)
                              * for "dirmult" (owned) */
     double *tot;            /* [n] the rows' totals N_i (owned) */
     ptrdiff_t D;
-    ptrdiff_t off_mu, off_m, off_lt, off_g, off_phi, off_zi, off_eta;
+    ptrdiff_t off_mu, off_m, off_lt, off_g, off_phi, off_zi, off_bg, off_eta;
 } svir_mix_model;
 
 extern const svir_model_def svir_mix_def;
@@ -51,9 +63,13 @@ void svir_mix_row(const svir_mix_model *m, int i, double *y);
 
 /* log p(y_i | theta, z_i = k) + log pi_k for every k into a [K] and, when
  * the work arrays dl, dphi and dzi [K x p] are given, each entry's d/dlog
- * mu, d/dlog phi and d/dlogit omega; y: the row's counts, lin [p] its o_i +
- * x_i gamma_j, lp [K] log pi, lgy the row's sum of lgamma(y + 1); cj [6 p]
- * work. */
+ * mu, d/dlog phi and d/dlogit omega (with a background: the entry's
+ * probability of being background given k, 1 - f_kj); y: the row's counts,
+ * lin [p] its o_i + x_i gamma_j, lp [K] log pi, lgy the row's sum of
+ * lgamma(y + 1); cj [SVIR_MIX_CJ p] work, which holds after the call, with
+ * a background, the background's log density, d/db and d/dlog psi per
+ * column at cj + 6 p, 7 p, 8 p and beta at 9 p. */
+#define SVIR_MIX_CJ 11
 void svir_mix_row_ll(const svir_mix_model *m, const double *theta, const double *y,
                      const double *lin, const double *lp, double lgy, double *a, double *dl,
                      double *dphi, double *dzi, double *cj);
@@ -66,10 +82,11 @@ int svir_mix_elbo_grad(const svir_mix_model *m, const svir_control *c, const dou
 
 /* The rows' cluster probabilities resp [n x K], averaged over the first S
  * of nd draws [nd x D] (nd = 0: at mean), and each row's log sum_k pi_k
- * p(y_i | k) at mean [D] into llr [n] (may be NULL); 0, or 2 when out of
- * memory. For the fit's outputs and predict() on new rows. */
+ * p(y_i | k) at mean [D] into llr [n] (may be NULL), and with a background
+ * each entry's probability of being foreground averaged the same way into fg
+ * [n x p] (may be NULL); 0, or 2 when out of memory. For the fit's outputs and predict() on new rows. */
 int svir_mix_resp(const svir_mix_model *m, const double *draws, int nd, int S,
-                  const double *mean, double *resp, double *llr);
+                  const double *mean, double *resp, double *llr, double *fg);
 
 /* log p(theta) with its gradient added to grad (may be NULL). */
 double svir_mix_log_prior(const svir_mix_model *m, const double *theta, double *grad);
