@@ -168,6 +168,8 @@
 #'   the fixed effects, `1 / sqrt(2 J)` for the log standard deviation of a
 #'   factor with `J` levels, `1 / sqrt(2 n)` for the log residual sd), at
 #'   most 1, and the random effects at their prior N(0, 1).
+#'   For [count_mixture()] QEM updates one block of parameters at a time
+#'   (see its help page).
 #' @param control Settings of the optimiser and stopping rule, from
 #'   [svi_control()] (a plain list of the same names is accepted).
 #' @param backend `"auto"`, `"cpu"` or `"cuda"`; see [svir_backends()].

@@ -10,8 +10,9 @@
 #' Categorical(pi)`, `pi ~ Dirichlet(alpha)`, and given `z_i = k` each count
 #' is Poisson or negative binomial with mean `exp(o_i + x_i gamma_j +
 #' mu_kj)`: `o_i` the row's offset, `x_i` its covariates (the formula's
-#' right-hand side without its intercept, effects `gamma_j` per column of
-#' `Y` shared by the clusters), and cluster log-means `mu_kj ~ N(m_j,
+#' right-hand side without its intercept, less their means over the rows;
+#' effects `gamma_j` per column of `Y` shared by the clusters), and cluster
+#' log-means at the average covariates `mu_kj ~ N(m_j,
 #' tau_j^2)` shrunk towards a column mean, so that a small cluster's means
 #' are not taken from a few rows alone. The negative binomial has a
 #' dispersion `phi_j` per column (variance `mu + mu^2 / phi`).
@@ -50,7 +51,21 @@
 #' (`fit$foreground`, rows x columns) and the background's posterior means
 #' (`fit$background`).
 #'
-#' In this version: SVI on the CPU; QEM and CUDA are not built yet for
+#' `method = "qem"` (not for `"dirmult"`, and with full batches only): the
+#' same family of approximations, fitted by importance weighting and moment
+#' matching. Each iteration draws `K` samples (`svi_control(K = )`) of one
+#' block of parameters in turn (the cluster log-means, the dispersions, the
+#' covariates' effects, the zero inflation, the background's parts), the
+#' others held at their means; the labels take their exact categorical
+#' probabilities, `pi` its Dirichlet, and each coordinate the weighted mean
+#' and variance of its samples by a moving average. An iteration costs `K +
+#' 1` passes over the counts. Its trace is the log joint density at the
+#' approximation's means; its final ELBO (for choosing `K` clusters) is
+#' SVI's estimate at the final approximation, with 10 draws, so the two
+#' methods' criteria compare. Posterior draws of `pi` are logistic-normal
+#' with the Dirichlet's log-ratio moments.
+#'
+#' In this version both methods run on the CPU; CUDA is not built yet for
 #' count mixtures (issue 17).
 #'
 #' Priors: `m_j ~ N(log of the column's mean rate, 2.5^2)`, `tau_j ~ N+(0,
@@ -134,16 +149,25 @@ svir_mix_build <- function(formula, data, family, prior, guide, method, control,
   abort <- function(msg, .envir = parent.frame()) {
     cli::cli_abort(msg, class = "svir_error", call = call, .envir = .envir)
   }
-  if (!method %in% c("auto", "svi")) {
-    abort(c("{.fn count_mixture} is fitted by SVI in this version ({.code method = \"{method}\"} is not built for it).",
-            i = "Use {.code method = \"svi\"} or leave {.arg method} out."))
+  if (!method %in% c("auto", "svi", "qem")) {
+    abort(c("{.fn count_mixture} is fitted by SVI or QEM ({.code method = \"{method}\"} is not built for it).",
+            i = "Use {.code method = \"svi\"} (the default) or {.code \"qem\"}."))
+  }
+  if (method == "auto") method <- "svi"
+  if (method == "qem" && family$dist == "dirmult") {
+    abort(c("{.code method = \"qem\"} is not built for {.code dist = \"dirmult\"}: a Dirichlet-multinomial row does not split into entries, which QEM's updates weigh one by one.",
+            i = "Use {.code method = \"svi\"} for Dirichlet-multinomial clusters."))
+  }
+  if (method == "qem" && !is.null(control$batch_size)) {
+    abort(c("{.code method = \"qem\"} takes full batches: each iteration passes over every row.",
+            i = "Leave {.arg batch_size} out of {.fn svi_control}, or use {.code method = \"svi\"} for minibatches."))
   }
   if (identical(guide, "fullrank")) {
     abort(c("{.fn count_mixture} takes the mean-field guide: a full-rank guide over {.code K x p} cluster means would not fit in memory for a count matrix.",
             i = "Leave {.arg guide} out."))
   }
   if (!is.null(prior)) cli::cli_warn("{.arg prior} is not used by {.fn count_mixture} fits (see {.help count_mixture} for its priors).")
-  be <- svir_choose_backend(backend, model = "mixture", method = "svi",
+  be <- svir_choose_backend(backend, model = "mixture", method = method,
                             minibatch = !is.null(control$batch_size), call = call)
   dat <- svir_mix_data(formula, data, na.action, abort)
   n <- dat$n
@@ -164,19 +188,26 @@ svir_mix_build <- function(formula, data, family, prior, guide, method, control,
   spec <- svir_mix_spec(dat, family, K[1], m_loc, bgpri)
   dx <- dat$dx
   # minibatches of rows by default when a full pass is large
-  if (is.null(control$batch_size) && as.double(n) * p * max(K) > 2e7) {
+  if (method == "svi" && is.null(control$batch_size) && as.double(n) * p * max(K) > 2e7) {
     control$batch_size <- as.integer(max(64, ceiling(2e6 / (as.double(p) * max(K)))))
   }
   if (!is.null(control$batch_size) && control$batch_size >= n) control$batch_size <- NULL
   pcs <- svir_mix_pcs(dat$Y, o)
   starts <- svir_mix_starts(dat$Y, o, pcs, dat$dx, family, K[1], seed, m_loc, bgpri)
   if (is.null(control$num_particles)) control$num_particles <- 1L
-  ctrl <- svir_engine_ctrl(control, "meanfield", seed, backend, "svi")
+  ctrl <- svir_engine_ctrl(control, "meanfield", seed, backend, method)
+  if (method == "qem") {
+    # the rolling rule on the trace (the mean of the last 10 iterations
+    # against the 10 before, after 30), as the Poisson-lognormal's QEM
+    ctrl[c("rule", "eval_every", "min_steps", "qem_eta0", "qem_kappa")] <-
+      list("rolling", 10L, if (is.null(control$qem_min_iter)) 30 else control$qem_min_iter, 0.5, 0.6)
+  }
   spec$init_mu <- starts[[1]]
-  job <- list(spec = spec, ctrl = ctrl, control = control, method = "svi", guide = "meanfield",
+  job <- list(spec = spec, ctrl = ctrl, control = control, method = method, guide = "meanfield",
               backend = be, seed = seed, starts = starts, family = family, call = call,
               cn = dat$cn, rn = dat$rn, n = n, p = p, K = K[1], dx = dx, xnames = colnames(dat$X),
-              formula = formula, tt = dat$tt, xlevels = dat$xlevels, m_loc = m_loc, bg_prior = bgpri)
+              formula = formula, tt = dat$tt, xlevels = dat$xlevels, xbar = dat$xbar, m_loc = m_loc,
+              bg_prior = bgpri)
   # the other K: the same data and settings, their own spec and starts
   job$other_K <- lapply(K[-1L], function(k) {
     j <- job
@@ -191,9 +222,15 @@ svir_mix_build <- function(formula, data, family, prior, guide, method, control,
 
 # The counts, covariates and offsets of formula in data (read as pln()
 # reads them): Y (dense, or a dgCMatrix), X (the model matrix without its
-# intercept), O (or NULL), the names, the terms and factor levels (`tt`,
-# `xlevels`: given, for predict()'s new rows; else from these data).
-svir_mix_data <- function(formula, data, na.action, abort, tt = NULL, xlevels = NULL) {
+# intercept, less its column means `xbar`), O (or NULL), the names, the
+# terms and factor levels (`tt`, `xlevels`, `xbar`: given, for predict()'s
+# new rows; else from these data). Centred covariates make the cluster
+# log-means those at the rows' average covariates, nearly uncorrelated in
+# the posterior with the covariates' effects: a treatment-coded batch's
+# effect and the clusters' means of its reference level were so correlated
+# that QEM's coordinate-wise updates crept towards their optimum (1.4
+# posterior sds short on test-mixture.R's data).
+svir_mix_data <- function(formula, data, na.action, abort, tt = NULL, xlevels = NULL, xbar = NULL) {
   if (!inherits(formula, "formula") || length(formula) != 3L) {
     abort("{.arg formula} must be a two-sided formula with the count matrix on the left, e.g. {.code Y ~ batch}.")
   }
@@ -228,6 +265,8 @@ svir_mix_data <- function(formula, data, na.action, abort, tt = NULL, xlevels = 
   if (ncol(X) > 0 && qr(cbind(1, X))$rank < ncol(X) + 1) {
     abort("The covariates are rank-deficient (with the clusters' means): drop redundant terms.")
   }
+  if (is.null(xbar)) xbar <- colMeans(X)
+  X <- sweep(X, 2L, xbar)
   O <- stats::model.offset(mf)
   if (!is.null(O)) {
     if (!is.null(dim(O)) || length(O) != n) abort("The offset must have one value per row ({n}).")
@@ -235,7 +274,7 @@ svir_mix_data <- function(formula, data, na.action, abort, tt = NULL, xlevels = 
     O <- as.double(O)
   }
   list(Y = Y, sparse = sparse, X = X, dx = ncol(X), O = O, n = n, p = ncol(Y), cn = cn,
-       rn = rownames(Y), tt = tt, xlevels = xlevels)
+       rn = rownames(Y), tt = tt, xlevels = xlevels, xbar = xbar)
 }
 
 # The engine's spec of data `dat` (svir_mix_data) with K clusters, and the
@@ -449,12 +488,12 @@ svir_mix_one <- function(engine, job) {
   }
   npar <- K * p + (K - 1L) + job$dx * p + (if (nb) p else 0L) + (if (zi) p else 0L) + (if (bg) 3L * p else 0L)
   structure(list(
-    call = job$call, formula = job$formula, family = job$family, n = n, p = p, K = K,
+    call = job$call, formula = job$formula, family = job$family, method = job$method, n = n, p = p, K = K,
     resp = resp, pi_draws = pi_d, mu_draws = mu_d, phi_draws = phi_d, gamma_draws = gamma_d,
     zi_draws = zi_d, precision_draws = if (job$family$dist == "dirmult") prec_d,
     zero_inflation = if (zi) stats::setNames(colMeans(zi_d), job$cn),
     background = background, foreground = foreground, bg_prior = job$bg_prior,
-    xnames = job$xnames, colnames = job$cn, ord = ord, tt = job$tt, xlevels = job$xlevels,
+    xnames = job$xnames, colnames = job$cn, ord = ord, tt = job$tt, xlevels = job$xlevels, xbar = job$xbar,
     m_loc = job$m_loc,
     elbo = e$elbo, elbo_final = e$elbo_final, steps = e$steps, stop_reason = e$stop_reason,
     ll_rows = e$ll_rows, npar = npar, time = sum(vapply(engines, function(x) x$time, 0)),
@@ -491,7 +530,8 @@ clusters.svi_mixture <- function(object, ...) {
 #' @param ... Not used.
 #' @return `coef()`: the posterior means of the cluster log-means `mu_kj`
 #'   (a `K x p` matrix; the rate of a count is `exp(o_i + x_i gamma_j +
-#'   mu_kj)`). `confint()`: a data frame of central posterior intervals per
+#'   mu_kj)` with `x_i` the row's covariates less their means over the
+#'   fit's rows, so that `mu_kj` is the log rate at the average covariates). `confint()`: a data frame of central posterior intervals per
 #'   cluster and column, from the fit's posterior draws.
 #' @export
 coef.svi_mixture <- function(object, ...) {
@@ -526,7 +566,7 @@ nobs.svi_mixture <- function(object, ...) object$n
 
 #' @export
 print.svi_mixture <- function(x, digits = 3, ...) {
-  cat(sprintf("Count mixture fit by SVI (svir): %d clusters, %s counts\n", x$K,
+  cat(sprintf("Count mixture fit by %s (svir): %d clusters, %s counts\n", toupper(x$method), x$K,
               switch(x$family$dist, nb = "negative binomial", poisson = "Poisson",
                      zinb = "zero-inflated negative binomial", dirmult = "Dirichlet-multinomial")))
   cat("Formula:", deparse1(x$formula), "\n")
@@ -601,7 +641,8 @@ predict.svi_mixture <- function(object, newdata = NULL, type = c("prob", "class"
               i = "Its columns must include every gene (or taxon) the fit had, by name."))
     }
     newdata[[deparse1(f[[2L]])]] <- Yn[, match(object$colnames, cn), drop = FALSE]
-    dat <- svir_mix_data(f, newdata, stats::na.fail, abort, tt = object$tt, xlevels = object$xlevels)
+    dat <- svir_mix_data(f, newdata, stats::na.fail, abort, tt = object$tt, xlevels = object$xlevels,
+                         xbar = object$xbar)
     spec <- svir_mix_spec(dat, object$family, object$K, object$m_loc, object$bg_prior)
     dr <- object$engine$draws
     S <- min(as.integer(ndraws), nrow(dr))

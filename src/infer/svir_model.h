@@ -10,6 +10,9 @@
 #define SVIR_MODEL_H
 
 #include <stddef.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "core/svir_codes.h"
 #include "core/svir_lbfgs.h"
@@ -155,6 +158,16 @@ const svir_model_def *svir_model_find(const char *name);
 /* A model's default threads (its threads() in the table): one per
  * `per_thread` units of `work`, at least 1, at most OpenMP's. */
 int svir_default_threads(double work, double per_thread);
+
+/* the calling OpenMP thread's number (0 without OpenMP) */
+static inline int svir_thread_num(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
 
 /* The drivers, for the models' impl tables. */
 int svir_svi_run(const svir_svi_ops *ops, void *model, const svir_control *c,

@@ -59,8 +59,10 @@ static int mix_read(const svir_list *spec, const svir_list *ctrl, const svir_con
     m->bg = svir_list_int(spec, "bg", 0);
     if (m->n < 1 || m->p < 1 || m->K < 1 || m->dx < 0 || m->dist < 0 || m->dist >= SVIR_MIX_NDIST)
         return svir_err_set(e, 1, "svir internal error: bad mixture dimensions");
-    if (c->method != SVIR_METHOD_SVI)
-        return svir_err_set(e, 1, "svir internal error: count mixtures are fitted by SVI");
+    if (c->method != SVIR_METHOD_SVI && c->method != SVIR_METHOD_QEM)
+        return svir_err_set(e, 1, "svir internal error: count mixtures are fitted by SVI or QEM");
+    if (c->method == SVIR_METHOD_QEM && m->dist == SVIR_MIX_DIRMULT)
+        return svir_err_set(e, 1, "svir internal error: no QEM for dirmult");
     const int n = m->n, p = m->p, K = m->K;
     if (svir_list_absent(spec, "Y")) {
         if (svir_list_sparse(spec, "Rp", "Rj", "Rx", n, p, &m->Rp, &m->Rj, &m->Rx, e)) return e->status;
@@ -144,7 +146,7 @@ static int mix_threads(const void *model, const svir_control *c)
 
 void svir_mix_row_ll(const svir_mix_model *m, const double *theta, const double *y,
                      const double *lin, const double *lp, double lgy, double *a, double *dl,
-                     double *dphi, double *dzi, double *cj)
+                     double *dphi, double *dzi, double *cj, double *lkj)
 {
     const int p = m->p, K = m->K, nb = has_phi(m), zi = m->dist == SVIR_MIX_ZINB, bg = m->bg;
     const double *lphi = theta + m->off_phi, *zeta = theta + m->off_zi;
@@ -196,12 +198,14 @@ void svir_mix_row_ll(const svir_mix_model *m, const double *theta, const double 
         const double *mu = theta + m->off_mu + (ptrdiff_t)k * p;
         double *dlk = dl ? dl + (ptrdiff_t)k * p : NULL, *dpk = dphi ? dphi + (ptrdiff_t)k * p : NULL;
         double *dzk = dzi ? dzi + (ptrdiff_t)k * p : NULL;
+        double *lk = lkj ? lkj + (ptrdiff_t)k * p : NULL;
         double s = lp[k] - lgy + base;
         for (int j = 0; j < p; j++) {
             const double eta = lin[j] + mu[j], mu_ij = exp(eta), yj = y[j];
             if (!nb) {
                 s += yj * eta - mu_ij;
                 if (dlk) dlk[j] = yj - mu_ij;
+                if (lk) lk[j] = yj * eta - mu_ij;
                 continue;
             }
             const double phi = phs[j], pm = phi + mu_ij, lpm = log(pm);
@@ -215,18 +219,22 @@ void svir_mix_row_ll(const svir_mix_model *m, const double *theta, const double 
                 gl *= exp(u - v);
                 gp *= exp(u - v);
                 if (dzk) dzk[j] = exp(v0 - v);
+                if (lk) lk[j] = v;
             } else if (!zi) {
                 s += l;
+                if (lk) lk[j] = l + c0[j];
             } else {
                 const double lw = lws[j], l1w = l1ws[j], w = ws[j], lnb = l + c0[j];
                 if (yj > 0.0) {
                     s += l1w + lnb;
                     if (dzk) dzk[j] = -w;
+                    if (lk) lk[j] = l1w + lnb;
                 } else {
                     /* log(omega + (1 - omega) NB(0)), its NB part's share f */
                     const double u = l1w + lnb, mx = lw > u ? lw : u;
                     const double v = mx + log(exp(lw - mx) + exp(u - mx)), f = exp(u - v);
                     s += v;
+                    if (lk) lk[j] = v;
                     gl *= f;
                     gp *= f;
                     if (dzk) dzk[j] = w * (1.0 - w) * (1.0 - exp(lnb)) * exp(-v);
@@ -393,7 +401,7 @@ static void log_pi(const svir_mix_model *m, const double *theta, double *lp)
 }
 
 /* the row's o_i + x_i gamma_j */
-static void row_lin(const svir_mix_model *m, const double *theta, int i, double *lin)
+void svir_mix_row_lin(const svir_mix_model *m, const double *theta, int i, double *lin)
 {
     const int p = m->p;
     const double o = m->O ? m->O[i] : 0.0;
@@ -556,11 +564,7 @@ static double batch_loglik(mix_work *w, const double *theta, double *g)
 #pragma omp parallel num_threads(T)
 #endif
     {
-#ifdef _OPENMP
-        const int t = omp_get_thread_num();
-#else
-        const int t = 0;
-#endif
+        const int t = svir_thread_num();
         double *gt = w->gt + (ptrdiff_t)t * D;
         double *y = w->wrow + (ptrdiff_t)t * (ptrdiff_t)row_work_len(m);
         double *lin = y + p, *dl = lin + p, *dphi = dl + (ptrdiff_t)K * p, *a = dphi + (ptrdiff_t)K * p;
@@ -580,9 +584,9 @@ static double batch_loglik(mix_work *w, const double *theta, double *g)
             if (dm) {
                 nz = dm_row_ll(m, w->alpha, w->Adm, y, m->tot[i], w->lp, m->lgy[i], a, dl, ck, jz);
             } else {
-                row_lin(m, theta, i, lin);
+                svir_mix_row_lin(m, theta, i, lin);
                 svir_mix_row_ll(m, theta, y, lin, w->lp, m->lgy[i], a, dl, nb ? dphi : NULL,
-                                zi || m->bg ? dzi : NULL, cj);
+                                zi || m->bg ? dzi : NULL, cj, NULL);
             }
             double mx = a[0];
             for (int k = 1; k < K; k++) mx = a[k] > mx ? a[k] : mx;
@@ -761,8 +765,8 @@ int svir_mix_resp(const svir_mix_model *m, const double *draws, int nd, int S,
                 dm_row_ll(m, alpha, alpha + 3 * (ptrdiff_t)K * p, y, m->tot[i], lp, m->lgy[i], a, NULL,
                           NULL, jz);
             } else {
-                row_lin(m, theta, i, lin);
-                svir_mix_row_ll(m, theta, y, lin, lp, m->lgy[i], a, NULL, NULL, dz, cj);
+                svir_mix_row_lin(m, theta, i, lin);
+                svir_mix_row_ll(m, theta, y, lin, lp, m->lgy[i], a, NULL, NULL, dz, cj, NULL);
             }
             double mx = a[0], se = 0.0;
             for (int k = 1; k < K; k++) mx = a[k] > mx ? a[k] : mx;
@@ -833,6 +837,7 @@ static int run_svi(void *model, const svir_control *c, const svir_callbacks *cb,
 
 static const svir_impl mix_impls[] = {
     {SVIR_METHOD_SVI, SVIR_BACKEND_CPU, 1, 1, run_svi},
+    {SVIR_METHOD_QEM, SVIR_BACKEND_CPU, 1, 0, svir_mix_run_qem},
 };
 
 SVIR_CODE_TABLE(mix_dist, SVIR_MIX_DIST_CODES)

@@ -68,11 +68,15 @@ void svir_mix_row(const svir_mix_model *m, int i, double *y);
  * lin [p] its o_i + x_i gamma_j, lp [K] log pi, lgy the row's sum of
  * lgamma(y + 1); cj [SVIR_MIX_CJ p] work, which holds after the call, with
  * a background, the background's log density, d/db and d/dlog psi per
- * column at cj + 6 p, 7 p, 8 p and beta at 9 p. */
+ * column at cj + 6 p, 7 p, 8 p and beta at 9 p. With lkj [K x p], each
+ * entry's log density given k (less lgamma(y + 1); not for "dirmult"). */
 #define SVIR_MIX_CJ 11
 void svir_mix_row_ll(const svir_mix_model *m, const double *theta, const double *y,
                      const double *lin, const double *lp, double lgy, double *a, double *dl,
-                     double *dphi, double *dzi, double *cj);
+                     double *dphi, double *dzi, double *cj, double *lkj);
+
+/* the row i's o_i + x_i gamma_j at theta into lin [p] */
+void svir_mix_row_lin(const svir_mix_model *m, const double *theta, int i, double *lin);
 
 /* SVI's ELBO estimate at the guide gpar [2 D] with the noise and rows of
  * `step`, its gradient into grad [2 D] (the tests' finite differences);
@@ -87,6 +91,9 @@ int svir_mix_elbo_grad(const svir_mix_model *m, const svir_control *c, const dou
  * [n x p] (may be NULL); 0, or 2 when out of memory. For the fit's outputs and predict() on new rows. */
 int svir_mix_resp(const svir_mix_model *m, const double *draws, int nd, int S,
                   const double *mean, double *resp, double *llr, double *fg);
+
+/* QEM (mix_qem.c) for the QEM driver; not for "dirmult". */
+int svir_mix_run_qem(void *model, const svir_control *c, const svir_callbacks *cb, svir_result *res);
 
 /* log p(theta) with its gradient added to grad (may be NULL). */
 double svir_mix_log_prior(const svir_mix_model *m, const double *theta, double *grad);
