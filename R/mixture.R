@@ -616,10 +616,12 @@ print.summary.svi_mixture <- function(x, ...) {
 #' @param type `"prob"` (a rows x clusters matrix of posterior cluster
 #'   probabilities, averaged over the fit's posterior draws) or `"class"`
 #'   (the most probable cluster).
-#' @param ndraws How many of the fit's posterior draws to average over.
+#' @param ndraws How many of the fit's posterior draws to average over;
+#'   `NULL`: as the fit did for its own rows, 200 or fewer so that at most
+#'   `2e8` densities are evaluated (`rows x columns x K` per draw).
 #' @param ... Not used.
 #' @export
-predict.svi_mixture <- function(object, newdata = NULL, type = c("prob", "class"), ndraws = 200,
+predict.svi_mixture <- function(object, newdata = NULL, type = c("prob", "class"), ndraws = NULL,
                                 ...) {
   type <- match.arg(type)
   abort <- function(msg, .envir = parent.frame()) {
@@ -645,6 +647,10 @@ predict.svi_mixture <- function(object, newdata = NULL, type = c("prob", "class"
                          xbar = object$xbar)
     spec <- svir_mix_spec(dat, object$family, object$K, object$m_loc, object$bg_prior)
     dr <- object$engine$draws
+    if (is.null(ndraws)) ndraws <- max(1, min(200, floor(2e8 / (as.double(dat$n) * dat$p * object$K))))
+    if (!is.numeric(ndraws) || length(ndraws) != 1L || !(ndraws >= 1)) {
+      abort("{.arg ndraws} must be a number of posterior draws, at least 1.")
+    }
     S <- min(as.integer(ndraws), nrow(dr))
     r <- .Call(C_svir_mix_resp_r, spec, dr, S)[, object$ord, drop = FALSE]
     dimnames(r) <- list(dat$rn, colnames(object$resp))

@@ -356,7 +356,7 @@ test_that("one cluster is one negative binomial per column", {
   expect_error(markers(fit, 1), "one cluster", class = "svir_error")
 })
 
-test_that("QEM agrees with SVI on well-separated clusters, whatever the threads", {
+test_that("QEM and minibatches agree with SVI on well-separated clusters, whatever the threads", {
   s <- sim_mixture()
   f <- Y ~ batch + offset(log(sf))
   fit <- function(method, threads = 1L) {
@@ -385,7 +385,47 @@ test_that("QEM agrees with SVI on well-separated clusters, whatever the threads"
   # QEM's final ELBO: SVI's estimator at its final approximation (1.9
   # nats below the long SVI fit's by hand)
   expect_lt(abs(fq$elbo_final - fs$elbo_final), 10)
+  # minibatches of 100 rows: the same clusters, the means within SVI's sds
+  fm <- svi_fit(f, s$d, family = count_mixture(K = 3, nstart = 1), seed = 1,
+                control = svi_control(batch_size = 100))
+  expect_identical(unname(clusters(fm)), unname(clusters(fs)))
+  zm <- abs(coef(fm) - coef(fs)) / sd_s
+  expect_lt(median(zm), 0.25)
+  expect_lt(max(zm), 1)
   # two threads: the same fits up to the order of sums
   expect_equal(coef(fit("qem", 2L)), coef(fq), tolerance = 1e-8)
   expect_equal(coef(fit("svi", 2L)), coef(fs), tolerance = 1e-8)
+})
+
+test_that("5000 cells x 1000 genes in 8 clusters: ARI above 0.9 and K = 8 chosen", {
+  skip_on_cran() # about 100 s on two cores
+  # single-cell-like NB counts (size 2): cluster shares proportional to
+  # 1..8, library sizes over a tenfold range, a batch with gene effects, 25
+  # marker genes per cluster raised by 2 on the log scale, about 90% zeros;
+  # sparse input. The truth's own labels (each row's most probable cluster
+  # under the simulated parameters) have ARI 0.971 (by hand).
+  set.seed(1)
+  n <- 5000
+  p <- 1000
+  K <- 8
+  share <- seq_len(K) / sum(seq_len(K))
+  z <- sample.int(K, n, replace = TRUE, prob = share)
+  mu <- matrix(rnorm(p, -2.9, 1), K, p, byrow = TRUE) + matrix(rnorm(K * p, 0, 0.1), K, p)
+  for (k in seq_len(K)) {
+    up <- sample.int(p, 25)
+    mu[k, up] <- mu[k, up] + 2
+  }
+  sf <- exp(runif(n, log(0.3), log(3)))
+  batch <- factor(sample(c("A", "B"), n, replace = TRUE))
+  lin <- log(sf) + outer(batch == "B", rnorm(p, 0, 0.3))
+  Y <- matrix(rnbinom(n * p, size = 2, mu = exp(lin + mu[z, ])), n, dimnames = list(NULL, paste0("g", 1:p)))
+  expect_gt(mean(Y == 0), 0.87)
+  d <- data.frame(batch, sf)
+  d$Y <- Matrix::Matrix(Y, sparse = TRUE)
+  fit <- svi_fit(Y ~ batch + offset(log(sf)), d, family = count_mixture(K = 7:9, nstart = 1), seed = 1)
+  # ELBO + log K!: 8 by 143 nats over 9 and 1618 over 7 (by hand, dense)
+  expect_identical(fit$K, 8L)
+  expect_identical(fit$criteria$K[fit$criteria$chosen], 8L)
+  expect_gt(adjusted_rand(clusters(fit), z), 0.9)
+  expect_true(all(diff(colSums(fit$resp)) <= 0))
 })
