@@ -239,7 +239,8 @@ svir_mix_data <- function(formula, data, na.action, abort, tt = NULL, xlevels = 
   Y <- svir_pln_response(formula, data, abort)
   sparse <- !is.matrix(Y)
   if (anyNA(if (sparse) Y@x else Y)) abort("The count matrix has missing values: drop or fill those rows.")
-  if (is.null(tt)) {
+  fitting <- is.null(tt)
+  if (fitting) {
     mf <- svir_pln_frame(formula, data, nrow(Y), na.action, abort)
     nas <- as.integer(attr(mf, "na.action"))
     if (length(nas)) Y <- Y[-nas, , drop = FALSE]
@@ -257,6 +258,14 @@ svir_mix_data <- function(formula, data, na.action, abort, tt = NULL, xlevels = 
   bad <- !is.finite(x) | x < 0 | abs(x - round(x)) > 1e-8
   if (any(bad)) {
     abort("The counts must be non-negative whole numbers (found {sum(bad)} other value{?s}, such as {.val {utils::head(unique(x[bad]), 3)}}).")
+  }
+  if (fitting) {
+    rs <- if (sparse) Matrix::rowSums(Y) else rowSums(Y)
+    if (any(rs == 0)) {
+      z <- which(rs == 0)
+      abort(c("{length(z)} row{?s} of the count matrix {?has/have} no counts (numbers {.val {utils::head(z, 5)}}{if (length(z) > 5) ' ...' else ''}): such a row says nothing about its cluster.",
+              i = "Drop {cli::qty(length(z))}{?it/them} first, e.g. {.code data[rowSums(Y) > 0, ]}."))
+    }
   }
   cn <- colnames(Y)
   if (is.null(cn)) cn <- paste0("Y", seq_len(ncol(Y)))

@@ -100,6 +100,15 @@ test_that("count_mixture() refuses what it does not fit, naming the argument", {
                class = "svir_error")
   expect_error(svi_fit(Y ~ 1, s$d, family = count_mixture(2), guide = "fullrank"), "mean-field",
                class = "svir_error")
+  Y0 <- s$d$Y
+  s$d$Y[3, ] <- 0
+  expect_error(svi_fit(Y ~ 1, s$d, family = count_mixture(2)), "1 row of the count matrix has no counts",
+               class = "svir_error")
+  s$d$Y <- Y0
+  s$d$sf[2] <- 0
+  expect_error(svi_fit(Y ~ offset(log(sf)), s$d, family = count_mixture(2)), "size factor", class = "svir_error")
+  s$d$Y[1, 1] <- -1
+  expect_error(svi_fit(Y ~ 1, s$d, family = count_mixture(2)), "non-negative whole numbers", class = "svir_error")
   s$d$Y[1, 1] <- 0.5
   expect_error(svi_fit(Y ~ 1, s$d, family = count_mixture(2)), "whole numbers", class = "svir_error")
 })
