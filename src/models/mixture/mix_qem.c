@@ -24,10 +24,10 @@
  * other blocks are held at their means, not averaged over (the difference
  * is of the order of their posterior variances). One iteration costs (S +
  * 1) evaluations of each entry's density per cluster. The trace is the log
- * joint at the proposals' means (E[log pi] for log pi); at the end the
- * fit's ELBO is estimated from the final proposal with SVI's estimator (10
- * draws, eta's normal matched to the Dirichlet's log-ratio moments) so that
- * criteria over K compare with SVI's. Posterior draws of pi are the
+ * joint at the proposals' means (E[log pi] for log pi); the fit's ELBO is
+ * estimated at the end from the final proposal with SVI's estimator
+ * (mix_model.c, "elbo_full"; eta's normal matched to the Dirichlet's
+ * log-ratio moments), as for SVI's fits, so that criteria over K compare. Posterior draws of pi are the
  * logistic normal with those moments. Not for "dirmult" (its rows do not
  * split into entries). */
 #include "models/mixture/mix_model.h"
@@ -400,35 +400,19 @@ static int qem_mstep(void *work, long t, double et_driver, svir_err *e)
     return 0;
 }
 
-/* the final proposal as [means | log sds], its draws, and the ELBO of that
- * guide estimated by SVI's estimator with 10 draws (the fit's elbo_final) */
+/* the final proposal as [means | log sds] and its draws (its ELBO over all
+ * rows: the model's outputs, "elbo_full") */
 static int qem_finish(void *work, svir_result *res, svir_err *e)
 {
     mix_qem_work *x = work;
     const svir_mix_model *m = x->m;
     const ptrdiff_t D = m->D;
     double *gpar = malloc(sizeof(double) * 2 * (size_t)D);
-    double *grad = malloc(sizeof(double) * 2 * (size_t)D);
-    if (!gpar || !grad) {
-        free(gpar); free(grad);
-        return svir_err_set(e, 2, "out of memory for QEM's result");
-    }
+    if (!gpar) return svir_err_set(e, 2, "out of memory for QEM's result");
     for (ptrdiff_t d = 0; d < D; d++) {
         gpar[d] = x->a[d];
         gpar[D + d] = log(x->sd[d]);
     }
-    svir_control ce = x->c;
-    ce.method = SVIR_METHOD_SVI;
-    ce.num_particles = 10;
-    ce.batch_size = 0;
-    double elbo = NAN;
-    const int st = svir_mix_elbo_grad(m, &ce, gpar, 0, &elbo, grad);
-    free(grad);
-    if (st) {
-        free(gpar);
-        return svir_err_set(e, 2, "out of memory estimating QEM's ELBO");
-    }
-    res->trace_final = elbo;
     const int nd = x->c.ndraws;
     res->ndraws = nd;
     res->D = D;
