@@ -221,6 +221,7 @@
 #' fit
 #' fixef(fit)
 #' VarCorr(fit)
+#' @importFrom stats gaussian
 #' @export
 svi_fit <- function(formula, data, family = gaussian(), prior = NULL,
                     guide = c("meanfield", "fullrank"), method = "auto",
