@@ -593,7 +593,7 @@ print.svi_mixture <- function(x, digits = 3, ...) {
   w <- colMeans(x$pi_draws)
   tab <- rbind(size = round(sz, 1), weight = round(w, digits))
   print(tab)
-  cat(sprintf("ELBO: %.1f (5 draws over all rows at the end); %s after %d %s; start %d of %d kept; %.2f s for all fits\n",
+  cat(sprintf("ELBO: %.1f (over all rows at the end); %s after %d %s; start %d of %d kept; %.2f s for all fits\n",
               x$elbo_final, x$stop_reason, x$steps, if (identical(x$method, "qem")) "iterations" else "steps",
               which(x$starts$kept), nrow(x$starts), x$time))
   if (!is.null(x$criteria)) {

@@ -789,7 +789,8 @@ int svir_mix_resp(const svir_mix_model *m, const double *draws, int nd, int S,
 }
 
 /* the final approximation's ELBO over all rows, SVI's estimator with 5
- * draws: "elbo_full". With minibatches the window mean of the steps'
+ * draws, fewer when 5 passes would exceed 10^9 densities (1 at 10^5 x 2000
+ * x 10, where 5 took two of a fit's four minutes): "elbo_full". With minibatches the window mean of the steps'
  * estimates is noisy (its sd, grown by n / B, had been of the order of the
  * ELBO differences between K), and for QEM the trace is not an ELBO; the
  * starts and the criterion over K compare this instead. */
@@ -800,7 +801,8 @@ static int mix_elbo_full(const svir_mix_model *m, const svir_control *c, const d
     if (!grad) return 2;
     svir_control ce = *c;
     ce.method = SVIR_METHOD_SVI;
-    ce.num_particles = 5;
+    const double per = (double)m->n * m->p * m->K;
+    ce.num_particles = per * 5 <= 1e9 ? 5 : (per < 1e9 ? (int)(1e9 / per) : 1);
     ce.batch_size = 0;
     const int st = svir_mix_elbo_grad(m, &ce, gpar, 0, elbo, grad);
     free(grad);
