@@ -99,17 +99,13 @@ ari <- adjusted_rand
 
 simulate <- function(seed) {
   set.seed(seed)
-  share <- seq_len(K) / sum(seq_len(K))
-  z <- sample.int(K, n, replace = TRUE, prob = share)
-  base <- rnorm(p, -2.5, 1)
-  mu <- matrix(base, K, p, byrow = TRUE) + matrix(rnorm(K * p, 0, 0.2), K, p)
-  for (k in seq_len(K)) {
-    up <- sample.int(p, 10)
-    mu[k, up] <- mu[k, up] + 2
-  }
-  sf <- exp(runif(n, log(0.3), log(3)))
-  batch <- factor(sample(c("A", "B"), n, replace = TRUE))
-  gam <- rnorm(p, 0, 0.3)
+  sp <- sim_sc_params(n, p, K, base = -2.5, noise = 0.2, nup = 10)
+  share <- sp$share
+  z <- sp$z
+  mu <- sp$mu
+  sf <- sp$sf
+  batch <- sp$batch
+  gam <- sp$gam
   eta <- log(sf) + outer(batch == "B", gam) + mu[z, ]
   attr(eta, "gam") <- gam
   Y <- matrix(rnbinom(n * p, size = 2, mu = exp(eta)), n, dimnames = list(NULL, paste0("g", seq_len(p))))

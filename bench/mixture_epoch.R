@@ -35,17 +35,15 @@ peak_mb <- function() {
   l <- grep("^VmHWM:", readLines("/proc/self/status"), value = TRUE)
   as.numeric(gsub("[^0-9]", "", l)) / 1024
 }
+# sim_sc_params() and adjusted_rand(), shared with the tests
+source(file.path(here, "..", "tests", "testthat", "helper-sim.R"))
 set.seed(1)
-share <- seq_len(K) / sum(seq_len(K))
-z <- sample.int(K, n, replace = TRUE, prob = share)
-mu <- matrix(rnorm(p, -2.5, 1), K, p, byrow = TRUE) + matrix(rnorm(K * p, 0, 0.2), K, p)
-for (k in seq_len(K)) {
-  up <- sample.int(p, 10)
-  mu[k, up] <- mu[k, up] + 2
-}
-sf <- exp(runif(n, log(0.3), log(3)))
-batch <- factor(sample(c("A", "B"), n, replace = TRUE))
-gam <- rnorm(p, 0, 0.3)
+sp <- sim_sc_params(n, p, K, base = -2.5, noise = 0.2, nup = 10)
+z <- sp$z
+mu <- sp$mu
+sf <- sp$sf
+batch <- sp$batch
+gam <- sp$gam
 blocks <- split(seq_len(n), ceiling(seq_len(n) / 1e4))
 Y <- do.call(rbind, lapply(blocks, function(i) {
   e <- log(sf[i]) + outer(batch[i] == "B", gam) + mu[z[i], ]
@@ -81,10 +79,7 @@ lines <- c(
   sprintf("- The whole fit: %.1f s (the starts, the steps, the responsibilities and the final ELBO over all rows).", total),
   sprintf("- Peak resident set of the R process: %.0f MB (%.0f MB before the fit, with the counts).", peak, base),
   sprintf("- ARI against the simulated labels at the end: %.3f.",
-          local({
-            source(file.path(here, "..", "tests", "testthat", "helper-sim.R"), local = TRUE)
-            adjusted_rand(clusters(fit), z[keep])
-          })))
+          adjusted_rand(clusters(fit), z[keep])))
 cat(lines, sep = "\n")
 dir.create(a$out, showWarnings = FALSE, recursive = TRUE)
 writeLines(lines, file.path(a$out, sprintf("mixture-epoch-%s.md", format(Sys.Date()))))

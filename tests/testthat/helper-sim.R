@@ -191,3 +191,23 @@ adjusted_rand <- function(a, b) {
   e <- sa * sb / c2(sum(tab))
   (s - e) / ((sa + sb) / 2 - e)
 }
+
+# The parameters of single-cell-like negative binomial mixtures (the scale
+# test in test-mixture.R, bench/mixture.R, bench/mixture_epoch.R): K
+# clusters with shares proportional to 1..K (labels z), gene log-means
+# around `base` (sd 1) with cluster noise of sd `noise`, `nup` marker genes
+# per cluster raised by 2, library sizes `sf` over a tenfold range, a batch
+# with gene effects `gam` (sd 0.3). The random numbers are drawn in the
+# order of the runs recorded in bench/README.md.
+sim_sc_params <- function(n, p, K, base, noise, nup) {
+  share <- seq_len(K) / sum(seq_len(K))
+  z <- sample.int(K, n, replace = TRUE, prob = share)
+  mu <- matrix(rnorm(p, base, 1), K, p, byrow = TRUE) + matrix(rnorm(K * p, 0, noise), K, p)
+  for (k in seq_len(K)) {
+    up <- sample.int(p, nup)
+    mu[k, up] <- mu[k, up] + 2
+  }
+  sf <- exp(runif(n, log(0.3), log(3)))
+  batch <- factor(sample(c("A", "B"), n, replace = TRUE))
+  list(share = share, z = z, mu = mu, sf = sf, batch = batch, gam = rnorm(p, 0, 0.3))
+}

@@ -417,19 +417,12 @@ test_that("5000 cells x 1000 genes in 8 clusters: ARI above 0.9 and K = 8 chosen
   n <- 5000
   p <- 1000
   K <- 8
-  share <- seq_len(K) / sum(seq_len(K))
-  z <- sample.int(K, n, replace = TRUE, prob = share)
-  mu <- matrix(rnorm(p, -2.9, 1), K, p, byrow = TRUE) + matrix(rnorm(K * p, 0, 0.1), K, p)
-  for (k in seq_len(K)) {
-    up <- sample.int(p, 25)
-    mu[k, up] <- mu[k, up] + 2
-  }
-  sf <- exp(runif(n, log(0.3), log(3)))
-  batch <- factor(sample(c("A", "B"), n, replace = TRUE))
-  lin <- log(sf) + outer(batch == "B", rnorm(p, 0, 0.3))
-  Y <- matrix(rnbinom(n * p, size = 2, mu = exp(lin + mu[z, ])), n, dimnames = list(NULL, paste0("g", 1:p)))
+  sp <- sim_sc_params(n, p, K, base = -2.9, noise = 0.1, nup = 25)
+  z <- sp$z
+  lin <- log(sp$sf) + outer(sp$batch == "B", sp$gam)
+  Y <- matrix(rnbinom(n * p, size = 2, mu = exp(lin + sp$mu[z, ])), n, dimnames = list(NULL, paste0("g", 1:p)))
   expect_gt(mean(Y == 0), 0.87)
-  d <- data.frame(batch, sf)
+  d <- data.frame(batch = sp$batch, sf = sp$sf)
   d$Y <- Matrix::Matrix(Y, sparse = TRUE)
   fit <- svi_fit(Y ~ batch + offset(log(sf)), d, family = count_mixture(K = 6:10, nstart = 1), seed = 1)
   # ELBO + log K!: 8 by 381 nats over 9, 638 over 10, 1605 over 7 and
