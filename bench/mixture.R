@@ -127,7 +127,10 @@ peak_mb <- function() {
 reset_peak <- function() invisible(tryCatch(writeLines("5", "/proc/self/clear_refs"), error = function(e) NULL))
 
 # One fit, timed, with the process's peak memory; with --timeout, in a
-# forked child that is killed after that many seconds.
+# forked child that is killed after that many seconds. Each fit starts
+# from the random-number state the simulation left, with or without
+# --timeout (the child inherits it: mc.set.seed = FALSE; in this process
+# the state is put back after the fit).
 timed <- function(f, timeout) {
   body <- function() {
     gc()
@@ -137,7 +140,7 @@ timed <- function(f, timeout) {
   }
   t0 <- proc.time()[["elapsed"]]
   if (timeout > 0) {
-    job <- parallel::mcparallel(body(), silent = FALSE)
+    job <- parallel::mcparallel(body(), silent = FALSE, mc.set.seed = FALSE)
     r <- parallel::mccollect(job, wait = FALSE, timeout = timeout)
     if (is.null(r)) {
       tools::pskill(job$pid, tools::SIGKILL)
@@ -148,7 +151,9 @@ timed <- function(f, timeout) {
     r <- r[[1]]
     if (inherits(r, "try-error")) r <- list(value = simpleError(as.character(r)), peak = NA_real_)
   } else {
+    state <- get(".Random.seed", envir = globalenv())
     r <- body()
+    assign(".Random.seed", state, envir = globalenv())
   }
   r$time <- proc.time()[["elapsed"]] - t0
   r
