@@ -168,7 +168,8 @@ svir_mix_build <- function(formula, data, family, prior, guide, method, control,
   }
   if (!is.null(prior)) cli::cli_warn("{.arg prior} is not used by {.fn count_mixture} fits (see {.help count_mixture} for its priors).")
   be <- svir_choose_backend(backend, model = "mixture", method = method,
-                            minibatch = !is.null(control$batch_size), call = call)
+                            minibatch = !is.null(control$batch_size),
+                            spec = list(dist = svir_codes$mix_dist[[family$dist]]), call = call)
   dat <- svir_mix_data(formula, data, na.action, abort)
   n <- dat$n
   p <- dat$p

@@ -8,6 +8,7 @@
 
 #include "models/glmm/glmm_cuda.h"
 #include "models/pln/pln_cuda.h"
+#include "models/mixture/mix_cuda.h"
 
 #define NOCUDA(err, errlen) (snprintf(err, errlen, "svir was built without CUDA"), 1)
 
@@ -162,6 +163,40 @@ int svir_cuda_pln_fit(const svir_pln_data *dat, double *par, int maxit, double t
     (void)dat; (void)par; (void)maxit; (void)tol; (void)J; (void)iters; (void)trace; (void)B;
     (void)Sigma; (void)secs;
     return NOCUDA(err, errlen);
+}
+
+/* count mixtures (models/mixture/mix_cuda.h) */
+double svir_cuda_mix_bytes(const svir_mix_model *m, int maxrows)
+{
+    (void)m; (void)maxrows;
+    return 0.0;
+}
+
+int svir_cuda_mix_new(const svir_mix_model *m, int maxrows, svir_cuda_mix **out, char *err,
+                      size_t errlen)
+{
+    (void)m; (void)maxrows;
+    *out = NULL;
+    return NOCUDA(err, errlen);
+}
+
+void svir_cuda_mix_free(svir_cuda_mix *d)
+{
+    (void)d;
+}
+
+int svir_cuda_mix_loglik(svir_cuda_mix *d, const double *theta, const double *lp, const int *idx,
+                         int B, double scale, double *ll, double *g, double *a, char *err,
+                         size_t errlen)
+{
+    (void)d; (void)theta; (void)lp; (void)idx; (void)B; (void)scale; (void)ll; (void)g; (void)a;
+    return NOCUDA(err, errlen);
+}
+
+const char *svir_cuda_mix_error(const svir_cuda_mix *d)
+{
+    (void)d;
+    return "";
 }
 
 #else

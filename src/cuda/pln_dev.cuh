@@ -23,15 +23,6 @@
 #define TS 16                /* tile of the p x p products */
 #define NDB 48               /* most device buffers */
 
-#define PCK(call)                                                                       \
-    do {                                                                                \
-        if (svir_cuda_failed((call), #call, err, errlen)) return 3;                     \
-    } while (0)
-#define KCK(name)                                                                       \
-    do {                                                                                \
-        if (svir_cuda_failed(cudaGetLastError(), name, err, errlen)) return 3;          \
-    } while (0)
-
 #define PREC_DMAX 8 /* PLN_PREC_DMAX of models/pln/pln_lbfgs.c */
 /* L-BFGS's pairs on the device (core/svir_lbfgs.c), for the memory count */
 #define PLN_MEM 5

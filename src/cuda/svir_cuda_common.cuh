@@ -19,6 +19,17 @@ static inline int svir_cuda_failed(cudaError_t e, const char *call, char *err, s
     return 1;
 }
 
+/* in a function with err and errlen that returns a status: return 3 when
+ * a runtime call (PCK) or the last kernel launch (KCK) failed */
+#define PCK(call)                                                                       \
+    do {                                                                                \
+        if (svir_cuda_failed((call), #call, err, errlen)) return 3;                     \
+    } while (0)
+#define KCK(name)                                                                       \
+    do {                                                                                \
+        if (svir_cuda_failed(cudaGetLastError(), name, err, errlen)) return 3;          \
+    } while (0)
+
 /* *dst = a new device array of count (at least one) T, a copy of src
  * [count] when src is given */
 template <typename T>

@@ -432,3 +432,49 @@ test_that("5000 cells x 1000 genes in 8 clusters: ARI above 0.9 and K = 8 chosen
   expect_gt(adjusted_rand(clusters(fit), z), 0.9)
   expect_true(all(diff(colSums(fit$resp)) <= 0))
 })
+
+# The device (src/cuda/mix_dev.cu): each SVI step's batch log-likelihood and
+# gradient there, the CPU's driver, draws and guide; refused where it cannot
+# run, and the same fit as the CPU's where it can (skipped without a GPU).
+mix_cuda_ok <- function() {
+  b <- svir_backends()
+  isTRUE(b$available[b$backend == "cuda"])
+}
+
+test_that("count_mixture() on backend = 'cuda' is refused where it cannot run", {
+  s <- sim_mixture(n = 120, p = 10)
+  err <- function(...) tryCatch(svi_fit(..., seed = 1), error = identity)
+  e <- err(Y ~ 1, s$d, family = count_mixture(K = 2, dist = "dirmult"), backend = "cuda")
+  expect_s3_class(e, "svir_error")
+  expect_match(conditionMessage(e), "dist = \"dirmult\") runs on the CPU only", fixed = TRUE)
+  e <- err(Y ~ 1, s$d, family = count_mixture(K = 2), method = "qem", backend = "cuda")
+  expect_match(conditionMessage(e), "method = \"qem\" for count_mixture() runs on the CPU only",
+               fixed = TRUE)
+  skip_if(mix_cuda_ok(), "a CUDA device is present")
+  e <- err(Y ~ 1, s$d, family = count_mixture(K = 2), backend = "cuda")
+  expect_match(conditionMessage(e), "needs a usable CUDA device", fixed = TRUE)
+})
+
+test_that("count mixtures on the device take the CPU's steps (NB, ZINB, Poisson, background)", {
+  skip_if_not(mix_cuda_ok(), "no CUDA device")
+  s <- sim_mixture(n = 400, p = 30)
+  ctl <- function(bs = NULL) svi_control(max_steps = 300, eval_every = 50, batch_size = bs, progress = FALSE)
+  same <- function(f, data, fam, bs = NULL) {
+    fits <- lapply(c("cpu", "cuda"), function(be)
+      suppressWarnings(svi_fit(f, data, family = fam, control = ctl(bs), backend = be, seed = 4)))
+    expect_identical(fits[[2]]$backend, "cuda")
+    expect_identical(fits[[2]]$steps, fits[[1]]$steps)
+    expect_identical(fits[[2]]$stop_reason, fits[[1]]$stop_reason)
+    expect_equal(fits[[2]]$elbo, fits[[1]]$elbo, tolerance = 1e-6)
+    expect_equal(coef(fits[[2]]), coef(fits[[1]]), tolerance = 1e-6)
+    expect_identical(clusters(fits[[2]]), clusters(fits[[1]]))
+  }
+  f <- Y ~ batch + offset(log(sf))
+  for (dist in c("nb", "zinb", "poisson")) same(f, s$d, count_mixture(K = 3, dist = dist, nstart = 1))
+  same(f, s$d, count_mixture(K = 3, nstart = 1), bs = 100)
+  sp <- s$d
+  sp$Y <- Matrix::Matrix(s$d$Y, sparse = TRUE)
+  same(f, sp, count_mixture(K = 3, nstart = 1))
+  cite <- sim_cite(n = 300, p = 8, ne = 100)
+  same(Y ~ 1, cite$d, count_mixture(K = 3, nstart = 1, background = cite$E))
+})

@@ -22,10 +22,18 @@
  *      step; dense and sparse counts) and whole fits against svir_pln_fit;
  *      unless --quick, issue 5's GPU target (n = 100,000, p = 2,000, rank
  *      10; --pln-n N for another n): time to convergence.
+ *   Count mixtures (mix_check.c): one SVI ELBO estimate and its gradient
+ *      with the batch on the device against the CPU (Poisson, NB, ZINB, NB
+ *      with a background; dense and sparse; full batch and minibatch), and
+ *      whole fits of 200 steps on both; unless --quick, issue 17's GPU
+ *      target (10^6 cells x 2000 genes, K = 20, sparse; --mix-n N for
+ *      another n): one epoch's time in batches of 64, 256 and 1024 rows.
  *
  * Usage: gpucheck [--quick] [--bench] [--no-pln] [--pln] [--pln-n N] [--data DIR] [--steps N]
- *   --bench: the timings (4 to 6) without the checks; --no-pln: without the
- *   Poisson-lognormal parts; --pln: those alone. Separate processes keep a
+ *                 [--qem-bench] [--mix] [--no-mix] [--mix-n N]
+ *   --bench: the timings (4 to 7) without the checks; --no-pln: without the
+ *   Poisson-lognormal parts; --pln: those alone; --mix: the count mixtures
+ *   alone, --no-mix: without them. Separate processes keep a
  *   device fault in one part from failing the others (a sticky CUDA error
  *   ends the context). --qem-bench: issue 4's large two-level GLMM alone
  *   (QEM on the device and the CPU, SVI on the device).
@@ -44,14 +52,9 @@
 #include "models/glmm/glmm_cuda.h"
 #include "models/glmm/glmm_svi.h"
 
+#include "check_util.h"
 #include "pln_check.h"
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
+#include "mix_check.h"
 
 typedef struct {
     svir_glmm m;
@@ -225,27 +228,6 @@ static int sim_load(sim *s, const char *dir)
 
 /* the settings of a whole fit for the checks and the benchmark (no
  * posterior draws, one thread) */
-static void fit_control(svir_control *c, int fullrank, long max_steps, double lr, int schedule,
-                        int eval_every, ptrdiff_t batch_size, uint64_t seed)
-{
-    memset(c, 0, sizeof *c);
-    c->guide = fullrank ? SVIR_GUIDE_FULLRANK : SVIR_GUIDE_MEANFIELD;
-    c->max_steps = max_steps;
-    c->lr = lr;
-    c->lr_schedule = schedule;
-    c->lr_decay = 0.3;
-    c->eval_every = eval_every;
-    c->tol_rel_obj = 1e-4;
-    c->patience = 3;
-    c->num_particles = 1;
-    c->stl = 1;
-    c->batch_size = batch_size;
-    c->threads = 1;
-    c->ndraws = 0;
-    c->init_scale = 0.1;
-    c->seed = seed;
-}
-
 /* a fit on the CPU (the SVI driver with the GLMM's table), on the device
  * (its whole fit), and QEM with the groups on the CPU or the device */
 static int cpu_fit(const svir_glmm *m, const svir_control *c, svir_result *r)
@@ -282,7 +264,7 @@ static int step_times(const svir_glmm *m, ptrdiff_t batch, int dev_steps, int cp
 {
     svir_control c;
     svir_result r;
-    fit_control(&c, 0, dev_steps, 0.01, SVIR_LR_CONSTANT, dev_steps + 1, batch, 1);
+    gck_fit_control(&c, 0, dev_steps, 0.01, SVIR_LR_CONSTANT, dev_steps + 1, batch, 1);
     if (dev_fit(m, &c, &r, err, errlen)) {
         svir_result_free(&r);
         return 1;
@@ -314,17 +296,6 @@ static void cpu_pass(const svir_glmm *m, const double *beta, const double *b, do
     svir_aux a;
     svir_aux_set(&a, sigma, phi);
     svir_obs_pass_ref(m, beta, b, &a, ll, gbeta, gaux, G);
-}
-
-static double rel_diff(const double *a, const double *b, ptrdiff_t len)
-{
-    double num = 0.0, den = 1.0;
-    for (ptrdiff_t k = 0; k < len; k++) {
-        const double e = fabs(a[k] - b[k]);
-        if (e > num || isnan(e)) num = e;
-        if (fabs(a[k]) > den) den = fabs(a[k]);
-    }
-    return num / den;
 }
 
 /* issue 4's large two-level GLMM: Poisson, one grouping factor of J levels
@@ -393,16 +364,16 @@ static int qem_bench(void)
         const svir_glmm *m = &s.m;
         s.m.couple = 0;
         svir_control c;
-        fit_control(&c, 1, 3000, 0.05, SVIR_LR_CONSTANT, 100, 0, 42);
+        gck_fit_control(&c, 1, 3000, 0.05, SVIR_LR_CONSTANT, 100, 0, 42);
         c.qem_K = 16;
         c.qem_eta0 = 0.5;
         c.qem_kappa = 0.6;
         c.ndraws = 200;
         c.threads = 16;
         svir_result rq, rc, rs;
-        double t0 = now();
+        double t0 = gck_now();
         int st = qem_fit(m, &c, 1, &rq);
-        const double t_q = now() - t0;
+        const double t_q = gck_now() - t0;
         if (st) {
             printf("QEM benchmark, N = %td: FAILED to run on the device: %s\n", n, rq.message);
             svir_result_free(&rq);
@@ -416,17 +387,17 @@ static int qem_bench(void)
         const long kc = n >= 10000000 ? 2 : 10;
         cc.max_steps = rq.steps < kc ? rq.steps : kc;
         cc.ndraws = 0;
-        t0 = now();
+        t0 = gck_now();
         st = qem_fit(m, &cc, 0, &rc);
-        const double t_c = now() - t0;
+        const double t_c = gck_now() - t0;
         /* SVI on the device, coupled as svi_fit() runs it */
         s.m.couple = 1;
         svir_control cs;
-        fit_control(&cs, 1, 20000, 0.02, SVIR_LR_PLATEAU, 100, 0, 42);
+        gck_fit_control(&cs, 1, 20000, 0.02, SVIR_LR_PLATEAU, 100, 0, 42);
         cs.ndraws = 200;
-        t0 = now();
+        t0 = gck_now();
         const int sts = dev_fit(m, &cs, &rs, err, sizeof err);
-        const double t_s = now() - t0;
+        const double t_s = gck_now() - t0;
         const ptrdiff_t D = m->D;
         double mq[64], ms[64], dmax = 0.0;
         draw_means(&rq, D, mq);
@@ -468,7 +439,7 @@ static int qem_bench(void)
 int main(int argc, char **argv)
 {
     int quick = 0, failed = 0, steps = 1000, pln_only = 0, pln_n = 100000, bench_only = 0,
-        no_pln = 0, qem_only = 0;
+        no_pln = 0, qem_only = 0, mix_only = 0, no_mix = 0, mix_n = 1000000;
     /* line-buffered, so that a run stopped by a time limit keeps its lines */
     setvbuf(stdout, NULL, _IOLBF, 0);
     const char *data = NULL;
@@ -481,9 +452,12 @@ int main(int argc, char **argv)
         else if (strcmp(argv[a], "--no-pln") == 0) no_pln = 1;
         else if (strcmp(argv[a], "--qem-bench") == 0) qem_only = 1;
         else if (strcmp(argv[a], "--pln-n") == 0 && a + 1 < argc) pln_n = atoi(argv[++a]);
+        else if (strcmp(argv[a], "--mix") == 0) mix_only = 1;
+        else if (strcmp(argv[a], "--no-mix") == 0) no_mix = 1;
+        else if (strcmp(argv[a], "--mix-n") == 0 && a + 1 < argc) mix_n = atoi(argv[++a]);
         else {
             fprintf(stderr, "usage: gpucheck [--quick] [--bench] [--no-pln] [--pln] [--pln-n N] "
-                            "[--data DIR] [--steps N] [--qem-bench]\n");
+                            "[--data DIR] [--steps N] [--qem-bench] [--mix] [--no-mix] [--mix-n N]\n");
             return 2;
         }
     }
@@ -495,6 +469,11 @@ int main(int argc, char **argv)
     if (!avail) return 2;
 
     if (qem_only) return qem_bench();
+    if (mix_only) {
+        if (!bench_only) failed |= gpucheck_mix();
+        if (!quick) failed |= gpucheck_mix_bench(mix_n, 2000, 20);
+        return failed;
+    }
     if (pln_only) {
         if (!bench_only) failed |= gpucheck_pln();
         if (!quick) failed |= gpucheck_pln_bench(pln_n, 2000, 10);
@@ -552,7 +531,7 @@ int main(int argc, char **argv)
                     failed = 1;
                 } else {
                     const double e_ll = fabs(ll1 - ll0) / fmax(1.0, fabs(ll0));
-                    const double e_g = fmax(rel_diff(gb0, gb1, m->p), rel_diff(G0, G1, m->nz));
+                    const double e_g = fmax(gck_rel_diff(gb0, gb1, m->p), gck_rel_diff(G0, G1, m->nz));
                     const double e_a = fabs(ga1 - ga0) / fmax(1.0, fabs(ga0));
                     const int ok = e_ll < 1e-12 && e_g < 1e-11 && e_a < 1e-11;
                     printf("pass %-16s p = %2d, slope %d: rel. diff ll %.1e, gradients %.1e, aux %.1e "
@@ -608,12 +587,12 @@ int main(int argc, char **argv)
                         failed = 1;
                         continue;
                     }
-                    const double e_z = fmax(rel_diff(out[0][0], out[1][0], m->nz),
-                                            rel_diff(out[0][1], out[1][1], m->nz));
-                    const double e_g = rel_diff(out[0][2], out[1][2], m->nloc);
+                    const double e_z = fmax(gck_rel_diff(out[0][0], out[1][0], m->nz),
+                                            gck_rel_diff(out[0][1], out[1][1], m->nz));
+                    const double e_g = gck_rel_diff(out[0][2], out[1][2], m->nloc);
                     const double e_s = fmax(fmax(fabs(kl[1] - kl[0]) / fmax(1.0, fabs(kl[0])),
                                                  fabs(lq[1] - lq[0]) / fmax(1.0, fabs(lq[0]))),
-                                            rel_diff(sums[0], sums[1], m->nqq + 2 * (slope ? 3 : 2)));
+                                            gck_rel_diff(sums[0], sums[1], m->nqq + 2 * (slope ? 3 : 2)));
                     const int ok = e_z < 1e-14 && e_g < 1e-12 && e_s < 1e-12;
                     printf("local step, %d groups, slope %d, stl %d, shift %d: rel. diff z/b %.1e, "
                            "gradients %.1e, KL/log q/term sums %.1e: %s\n", 20300, slope, stl, sh, e_z, e_g,
@@ -666,7 +645,7 @@ int main(int argc, char **argv)
                         printf("ELBO step: FAILED to run: %s\n", err);
                         failed = 1;
                     } else {
-                        const double ee = fabs(e1 - e0) / fmax(1.0, fabs(e0)), eg = rel_diff(g0, g1, nv);
+                        const double ee = fabs(e1 - e0) / fmax(1.0, fabs(e0)), eg = gck_rel_diff(g0, g1, nv);
                         const int ok = ee < 1e-11 && eg < 1e-9;
                         printf("ELBO step, %s, %s, stl %d, %s: rel. diff ELBO %.1e, gradient %.1e: %s\n",
                                fam ? "poisson" : "gaussian", fr ? "fullrank" : "meanfield", stl,
@@ -722,7 +701,7 @@ int main(int argc, char **argv)
         for (int fr = 0; fr < 2; fr++)
             for (int mb = 0; mb < 2; mb++) {
                 svir_control c;
-                fit_control(&c, fr, 300, 0.05, SVIR_LR_PLATEAU, 50, mb ? 4000 : 0, 42);
+                gck_fit_control(&c, fr, 300, 0.05, SVIR_LR_PLATEAU, 50, mb ? 4000 : 0, 42);
                 c.ndraws = 100; /* and the posterior draws kept in the fit */
                 svir_result r0, r1;
                 int st = cpu_fit(m, &c, &r0);
@@ -733,10 +712,10 @@ int main(int argc, char **argv)
                     failed = 1;
                 } else {
                     const ptrdiff_t ngp = svir_glmm_n_global(m, c.guide);
-                    const double eg = rel_diff(r0.gpar, r1.gpar, ngp);
-                    const double el = rel_diff(r0.lpar, r1.lpar, m->nloc);
-                    const double ed = rel_diff(r0.draws, r1.draws, (ptrdiff_t)c.ndraws * m->D);
-                    const double er = rel_diff(r0.log_ratio, r1.log_ratio, c.ndraws);
+                    const double eg = gck_rel_diff(r0.gpar, r1.gpar, ngp);
+                    const double el = gck_rel_diff(r0.lpar, r1.lpar, m->nloc);
+                    const double ed = gck_rel_diff(r0.draws, r1.draws, (ptrdiff_t)c.ndraws * m->D);
+                    const double er = gck_rel_diff(r0.log_ratio, r1.log_ratio, c.ndraws);
                     double et = 0.0;
                     for (long k = 0; k < r0.steps && k < r1.steps; k++)
                         et = fmax(et, fabs(r0.trace[k] - r1.trace[k]) / fmax(1.0, fabs(r0.trace[k])));
@@ -771,7 +750,7 @@ int main(int argc, char **argv)
                 }
                 const svir_glmm *m = &s.m;
                 svir_control c;
-                fit_control(&c, slope, 120, 0.05, SVIR_LR_CONSTANT, 40, 0, 42);
+                gck_fit_control(&c, slope, 120, 0.05, SVIR_LR_CONSTANT, 40, 0, 42);
                 s.m.couple = 0;
                 c.qem_K = 8;
                 c.qem_eta0 = 0.5;
@@ -786,9 +765,9 @@ int main(int argc, char **argv)
                     failed = 1;
                 } else {
                     const ptrdiff_t ngp = svir_glmm_n_global(m, c.guide);
-                    const double eg = rel_diff(r0.gpar, r1.gpar, ngp);
-                    const double el = rel_diff(r0.lpar, r1.lpar, m->nloc);
-                    const double er = rel_diff(r0.log_ratio, r1.log_ratio, c.ndraws);
+                    const double eg = gck_rel_diff(r0.gpar, r1.gpar, ngp);
+                    const double el = gck_rel_diff(r0.lpar, r1.lpar, m->nloc);
+                    const double er = gck_rel_diff(r0.log_ratio, r1.log_ratio, c.ndraws);
                     double et = 0.0;
                     for (long k = 0; k < r0.steps && k < r1.steps; k++)
                         et = fmax(et, fabs(r0.trace[k] - r1.trace[k]) / fmax(1.0, fabs(r0.trace[k])));
@@ -808,6 +787,8 @@ int main(int argc, char **argv)
     }
     /* the Poisson-lognormal model (pln_check.c) */
     if (!no_pln) failed |= gpucheck_pln();
+    /* count mixtures (mix_check.c) */
+    if (!no_mix) failed |= gpucheck_mix();
     if (quick) return failed;
 timings:
 
@@ -832,9 +813,9 @@ timings:
         const svir_glmm *m = &s.m;
         svir_cuda_data *d = NULL;
         double ms = 0, bytes = 0, gbs = 0;
-        double t0 = now();
+        double t0 = gck_now();
         int st = svir_cuda_data_new(m, &d, err, sizeof err);
-        const double t_up = now() - t0;
+        const double t_up = gck_now() - t0;
         double *G = malloc(sizeof(double) * (size_t)m->nz), gb[16], ll, ga;
         if (!st) st = svir_cuda_obs_pass_host(d, s.beta, s.b, 1, 1, &ll, gb, &ga, G, NULL, err, sizeof err);
         if (!st) st = svir_cuda_obs_bench(d, 20, (size_t)1 << 30, &ms, &bytes, &gbs, err, sizeof err);
@@ -843,9 +824,9 @@ timings:
             printf("benchmark: FAILED to run: %s\n", err);
             return 1;
         }
-        t0 = now();
+        t0 = gck_now();
         cpu_pass(m, s.beta, s.b, 1, 1, &ll, gb, &ga, G);
-        const double t_cpu = now() - t0;
+        const double t_cpu = gck_now() - t0;
         const double achieved = bytes / (1e-3 * ms) / 1e9;
         printf("observation pass, N = %td: %.3f ms on the device (median of 20), %.0f MB read, "
                "%.0f GB/s = %.0f%% of the device-to-device copy bandwidth (%.0f GB/s, read + write "
@@ -897,5 +878,7 @@ timings:
 
     /* 6. issue 5's GPU target for the Poisson-lognormal model */
     if (!no_pln) failed |= gpucheck_pln_bench(pln_n, 2000, 10);
+    /* 7. issue 17's GPU target for count mixtures */
+    if (!no_mix) failed |= gpucheck_mix_bench(mix_n, 2000, 20);
     return failed;
 }

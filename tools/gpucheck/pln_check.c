@@ -21,6 +21,7 @@
 #include "models/pln/pln.h"
 #include "models/pln/pln_cuda.h"
 
+#include "check_util.h"
 #include "pln_check.h"
 
 typedef struct {
@@ -35,13 +36,6 @@ static void pln_sim_free(pln_sim *s)
     free(s->Y); free(s->O); free(s->Orow); free(s->X); free(s->P); free(s->Yp); free(s->Yi);
     free(s->Yx);
     memset(s, 0, sizeof *s);
-}
-
-static double wall(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
 /* a uniform in (0, 1): number `index` of (stream, step) */
@@ -327,19 +321,6 @@ static int pln_start(const pln_sim *s, const svir_pln_data *d, double *par)
     free(R); free(Q); free(Yo); free(C); free(V); free(lam);
     return 0;
 }
-
-/* max |a - b| / max(1, max |a|) */
-static double rdiff(const double *a, const double *b, ptrdiff_t len)
-{
-    double num = 0.0, den = 1.0;
-    for (ptrdiff_t k = 0; k < len; k++) {
-        const double e = fabs(a[k] - b[k]);
-        if (e > num || isnan(e)) num = e;
-        if (fabs(a[k]) > den) den = fabs(a[k]);
-    }
-    return num / den;
-}
-
 static const char *cov_name(int cov)
 {
     return cov == SVIR_PLN_FULL ? "full" : cov == SVIR_PLN_DIAGONAL ? "diagonal"
@@ -385,11 +366,11 @@ static int fit_cmp(const pln_sim *s, const svir_pln_data *d, int sparse_too, dou
     } else {
         const double ej = fabs(J1 - J0) / fabs(J0);
         /* in the VE step B and Sigma are held (Sigma not reported) */
-        const double eb = fixed ? 0.0 : fmax(rdiff(B0, B1, 2 * p), rdiff(S0, S1, (ptrdiff_t)p * p));
-        const double ep = rdiff(p0, p1, L);
+        const double eb = fixed ? 0.0 : fmax(gck_rel_diff(B0, B1, 2 * p), gck_rel_diff(S0, S1, (ptrdiff_t)p * p));
+        const double ep = gck_rel_diff(p0, p1, L);
         const double es = !sparse_too ? 0.0
-            : fmax(fmax(fabs(J2 - J1) / fabs(J1), rdiff(p1, p2, L)),
-                   fmax(rdiff(B1, B2, 2 * p), rdiff(S1, S2, (ptrdiff_t)p * p)));
+            : fmax(fmax(fabs(J2 - J1) / fabs(J1), gck_rel_diff(p1, p2, L)),
+                   fmax(gck_rel_diff(B1, B2, 2 * p), gck_rel_diff(S1, S2, (ptrdiff_t)p * p)));
         const int ok = path ? abs(it1 - it0) <= 1 && ej < 1e-6 && eb < 1e-6 && ep < 1e-6 && es < 1e-6
                             : it0 < maxit && it1 < maxit && ej < 1e-7 && eb < 1e-4 && es < 1e-6;
         printf("PLN fit, %s, tol %.0e: iterations CPU %d, device %d", lab, tol, it0, it1);
@@ -467,8 +448,8 @@ int gpucheck_pln(void)
                     break;
                 }
                 worst_j = fmax(worst_j, fabs(J1 - J0) / fabs(J0));
-                worst_g = fmax(worst_g, rdiff(g0, g1, L));
-                worst_b = fmax(worst_b, fmax(rdiff(B0, B1, 2 * p), rdiff(S0, S1, (ptrdiff_t)p * p)));
+                worst_g = fmax(worst_g, gck_rel_diff(g0, g1, L));
+                worst_b = fmax(worst_b, fmax(gck_rel_diff(B0, B1, 2 * p), gck_rel_diff(S0, S1, (ptrdiff_t)p * p)));
             }
             const int ok = !bad && worst_j < 1e-11 && worst_g < 1e-10 && worst_b < 1e-10;
             printf("PLN objective, %s, %s: rel. diff J %.1e, gradient %.1e, B and Sigma %.1e: %s\n",
@@ -506,7 +487,7 @@ int gpucheck_pln(void)
         double Bx[2 * 30];
         const int st0 = svir_pln_eval(&d, pt, &J0, g0, Bx, S0, w, err, sizeof err);
         const int st1 = st0 ? 0 : svir_cuda_pln_eval_host(&d, pt, &J1, g1, Bx, S1, err, sizeof err);
-        const double ej = fabs(J1 - J0) / fabs(J0), eg = rdiff(g0, g1, L);
+        const double ej = fabs(J1 - J0) / fabs(J0), eg = gck_rel_diff(g0, g1, L);
         const int ok = !st0 && !st1 && ej < 1e-11 && eg < 1e-10;
         printf("PLN objective, VE step: rel. diff J %.1e, gradient %.1e: %s%s\n", ej, eg,
                ok ? "ok" : "FAILED", st0 || st1 ? err : "");
@@ -596,7 +577,7 @@ int gpucheck_pln_bench(int n, int p, int q)
             printf("  does NOT fit: sized down to n = %d (%.1f GB)\n", n, need / 1e9);
         }
     }
-    double t0 = wall();
+    double t0 = gck_now();
     if (pln_simulate(&s, n, p, q, 2.0, 2026, 0, 0)) {
         printf("PLN benchmark: out of host memory\n");
         return 1;
@@ -616,14 +597,14 @@ int gpucheck_pln_bench(int n, int p, int q)
     } else {
         double mean = 0.0;
         for (ptrdiff_t k = 0; k < np; k++) mean += s.Y[k];
-        printf("  simulated and started in %.1f s (mean count %.2f)\n", wall() - t0, mean / np);
+        printf("  simulated and started in %.1f s (mean count %.2f)\n", gck_now() - t0, mean / np);
         double J = 0.0, secs = 0.0;
         int iters = 0;
         char err[512];
         const double tol = n >= 1.5 * p ? 1e-6 : 1e-8;
-        t0 = wall();
+        t0 = gck_now();
         const int st = svir_cuda_pln_fit(&d, par, maxit, tol, &J, &iters, trace, B, Sig, &secs, err, sizeof err);
-        const double all = wall() - t0;
+        const double all = gck_now() - t0;
         if (st) {
             printf("PLN benchmark: FAILED: %s\n", err);
             failed = 1;

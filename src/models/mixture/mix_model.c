@@ -2,6 +2,8 @@
  * mix_model.h): the state read from the spec R builds (R/mixture.R), and
  * SVI on the CPU with the labels summed out. */
 #include "models/mixture/mix_model.h"
+#include "models/mixture/mix_entry.h"
+#include "models/mixture/mix_cuda.h"
 #include "core/svir_guide.h"
 #include "core/svir_math.h"
 #include "core/svir_out.h"
@@ -89,6 +91,19 @@ static int mix_read(const svir_list *spec, const svir_list *ctrl, const svir_con
     if (e->status) return e->status;
     if (!(m->m_scale > 0) || !(m->tau_scale > 0) || !(m->gamma_scale > 0) || !(m->alpha > 0))
         return svir_err_set(e, 1, "svir internal error: bad mixture priors");
+    svir_mix_layout(m);
+    m->init_mu = svir_list_reals(spec, "init_mu", m->D, 1, e);
+    if (e->status) return e->status;
+    if (m->dist == SVIR_MIX_DIRMULT && (m->dx > 0 || m->O))
+        return svir_err_set(e, 1, "svir internal error: dirmult takes no covariates or offsets");
+    char msg[200];
+    const int st = svir_mix_prepare(m, msg, sizeof msg);
+    return st ? svir_err_set(e, st, "%s", msg) : 0;
+}
+
+void svir_mix_layout(svir_mix_model *m)
+{
+    const int p = m->p, K = m->K;
     m->off_mu = 0;
     m->off_m = (ptrdiff_t)K * p;
     m->off_lt = m->off_m + p;
@@ -98,16 +113,18 @@ static int mix_read(const svir_list *spec, const svir_list *ctrl, const svir_con
     m->off_bg = m->off_zi + (m->dist == SVIR_MIX_ZINB ? p : 0);
     m->off_eta = m->off_bg + (m->bg ? 3 * p : 0);
     m->D = m->off_eta + K - 1;
-    m->init_mu = svir_list_reals(spec, "init_mu", m->D, 1, e);
-    if (e->status) return e->status;
-    if (m->dist == SVIR_MIX_DIRMULT && (m->dx > 0 || m->O))
-        return svir_err_set(e, 1, "svir internal error: dirmult takes no covariates or offsets");
+}
+
+int svir_mix_prepare(svir_mix_model *m, char *err, size_t errlen)
+{
+    const int n = m->n, p = m->p;
     m->lgy = malloc(sizeof(double) * (size_t)n);
     m->tot = malloc(sizeof(double) * (size_t)n);
     double *y = malloc(sizeof(double) * (size_t)p);
     if (!m->lgy || !m->tot || !y) {
         free(y);
-        return svir_err_set(e, 2, "out of memory reading the model");
+        snprintf(err, errlen, "out of memory reading the model");
+        return 2;
     }
     for (int i = 0; i < n; i++) {
         svir_mix_row(m, i, y);
@@ -115,7 +132,8 @@ static int mix_read(const svir_list *spec, const svir_list *ctrl, const svir_con
         for (int j = 0; j < p; j++) {
             if (!(y[j] >= 0.0) || y[j] != floor(y[j])) {
                 free(y);
-                return svir_err_set(e, 1, "svir internal error: counts must be whole numbers");
+                snprintf(err, errlen, "svir internal error: counts must be whole numbers");
+                return 1;
             }
             if (y[j] > 1.0) s += svir_lgamma(y[j] + 1.0);
             N += y[j];
@@ -149,99 +167,29 @@ void svir_mix_row_ll(const svir_mix_model *m, const double *theta, const double 
                      double *dphi, double *dzi, double *cj, double *lkj)
 {
     const int p = m->p, K = m->K, nb = has_phi(m), zi = m->dist == SVIR_MIX_ZINB, bg = m->bg;
-    const double *lphi = theta + m->off_phi, *zeta = theta + m->off_zi;
-    /* what does not depend on the cluster, per column: phi, and the NB's
-     * c0 = lgamma(y + phi) - lgamma(phi) + phi log phi (summed into base,
-     * but for ZINB, whose zeros take it inside a log-sum) and c1 = psi(y +
-     * phi) - psi(phi) + log phi + 1; for ZINB log omega, log(1 - omega)
-     * and omega */
-    double *c0 = cj, *c1 = cj + p, *phs = cj + 2 * p;
-    double *lws = cj + 3 * p, *l1ws = cj + 4 * p, *ws = cj + 5 * p, base = 0.0;
-    /* with a background: its log density lG, d lG/db, d lG/dlog psi, beta,
-     * log beta (in lws) and log(1 - beta) (in l1ws) */
-    double *lG = cj + 6 * p, *gG = cj + 7 * p, *gGp = cj + 8 * p, *bs = cj + 9 * p;
-    if (nb) {
-        for (int j = 0; j < p; j++) {
-            const double phi = exp(lphi[j]), yj = y[j];
-            phs[j] = phi;
-            c0[j] = phi * lphi[j];
-            c1[j] = lphi[j] + 1.0;
-            if (yj > 0.0) {
-                c0[j] += svir_lgamma(yj + phi) - svir_lgamma(phi);
-                if (dphi) c1[j] += svir_digamma(yj + phi) - svir_digamma(phi);
-            }
-            if (!zi && !bg) base += c0[j];
-        }
-    }
-    for (int j = 0; bg && j < p; j++) {
-        const double b = theta[m->off_bg + j], lpsi = theta[m->off_bg + p + j];
-        const double zeta_b = theta[m->off_bg + 2 * p + j], yj = y[j];
-        const double psi = exp(lpsi), eb = exp(b), pm = psi + eb, lpm = log(pm);
-        double l = yj * b - (yj + psi) * lpm + psi * lpsi, c1b = lpsi + 1.0;
-        if (yj > 0.0) {
-            l += svir_lgamma(yj + psi) - svir_lgamma(psi);
-            if (dphi) c1b += svir_digamma(yj + psi) - svir_digamma(psi);
-        }
-        lG[j] = l;
-        gG[j] = psi * (yj - eb) / pm;
-        gGp[j] = dphi ? psi * (c1b - lpm - (yj + psi) / pm) : 0.0;
-        lws[j] = -svir_log1pexp(-zeta_b);
-        l1ws[j] = -svir_log1pexp(zeta_b);
-        bs[j] = exp(lws[j]);
-    }
-    for (int j = 0; zi && j < p; j++) {
-        lws[j] = -svir_log1pexp(-zeta[j]);
-        l1ws[j] = -svir_log1pexp(zeta[j]);
-        ws[j] = exp(lws[j]);
+    const int grad = dl || dphi || dzi;
+    const double *lphi = theta + m->off_phi, *zeta = theta + m->off_zi, *tb = theta + m->off_bg;
+    /* what does not depend on the cluster, per column (mix_entry.h); for
+     * plain NB the c0 are summed into base once */
+    svir_mix_col *cc = (svir_mix_col *)cj;
+    double base = 0.0;
+    for (int j = 0; j < p; j++) {
+        svir_mix_col_prep(nb, zi, bg, dphi != NULL, y[j], nb ? lphi[j] : 0.0, zi ? zeta[j] : 0.0,
+                          bg ? tb[j] : 0.0, bg ? tb[p + j] : 0.0, bg ? tb[2 * p + j] : 0.0, &cc[j]);
+        if (nb && !zi && !bg) base += cc[j].c0;
     }
     for (int k = 0; k < K; k++) {
         const double *mu = theta + m->off_mu + (ptrdiff_t)k * p;
         double *dlk = dl ? dl + (ptrdiff_t)k * p : NULL, *dpk = dphi ? dphi + (ptrdiff_t)k * p : NULL;
         double *dzk = dzi ? dzi + (ptrdiff_t)k * p : NULL;
         double *lk = lkj ? lkj + (ptrdiff_t)k * p : NULL;
-        double s = lp[k] - lgy + base;
+        double s = lp[k] - lgy + base, gl = 0.0, gp = 0.0, gz = 0.0, l1;
         for (int j = 0; j < p; j++) {
-            const double eta = lin[j] + mu[j], mu_ij = exp(eta), yj = y[j];
-            if (!nb) {
-                s += yj * eta - mu_ij;
-                if (dlk) dlk[j] = yj - mu_ij;
-                if (lk) lk[j] = yj * eta - mu_ij;
-                continue;
-            }
-            const double phi = phs[j], pm = phi + mu_ij, lpm = log(pm);
-            const double l = yj * eta - (yj + phi) * lpm;
-            double gl = phi * (yj - mu_ij) / pm, gp = phi * (c1[j] - lpm - (yj + phi) / pm);
-            if (bg) {
-                /* log((1 - beta) F + beta G), the foreground's share f */
-                const double u = l1ws[j] + l + c0[j], v0 = lws[j] + lG[j], mx = v0 > u ? v0 : u;
-                const double v = mx + log(exp(u - mx) + exp(v0 - mx));
-                s += v;
-                gl *= exp(u - v);
-                gp *= exp(u - v);
-                if (dzk) dzk[j] = exp(v0 - v);
-                if (lk) lk[j] = v;
-            } else if (!zi) {
-                s += l;
-                if (lk) lk[j] = l + c0[j];
-            } else {
-                const double lw = lws[j], l1w = l1ws[j], w = ws[j], lnb = l + c0[j];
-                if (yj > 0.0) {
-                    s += l1w + lnb;
-                    if (dzk) dzk[j] = -w;
-                    if (lk) lk[j] = l1w + lnb;
-                } else {
-                    /* log(omega + (1 - omega) NB(0)), its NB part's share f */
-                    const double u = l1w + lnb, mx = lw > u ? lw : u;
-                    const double v = mx + log(exp(lw - mx) + exp(u - mx)), f = exp(u - v);
-                    s += v;
-                    if (lk) lk[j] = v;
-                    gl *= f;
-                    gp *= f;
-                    if (dzk) dzk[j] = w * (1.0 - w) * (1.0 - exp(lnb)) * exp(-v);
-                }
-            }
+            s += svir_mix_entry(nb, zi, bg, grad, &cc[j], y[j], lin[j] + mu[j], &gl, &gp, &gz, &l1);
             if (dlk) dlk[j] = gl;
             if (dpk) dpk[j] = gp;
+            if (dzk) dzk[j] = gz;
+            if (lk) lk[j] = l1;
         }
         a[k] = s;
     }
@@ -433,6 +381,7 @@ typedef struct {
      * nonzero columns [p] */
     double *alpha, *Adm, *dmk;
     int *jz;
+    struct svir_cuda_mix *dev; /* the model's device copy (backend = "cuda"), or NULL */
 } mix_work;
 
 static ptrdiff_t mix_n_global(const void *model, const svir_control *c)
@@ -501,6 +450,7 @@ static void *mix_work_new(const void *model, const svir_control *c)
         return NULL;
     }
     for (ptrdiff_t k = 0; k < w->B; k++) w->idx[k] = (int)k;
+    w->dev = m->dev;
     return w;
 }
 
@@ -559,6 +509,16 @@ static double batch_loglik(mix_work *w, const double *theta, double *g)
     const int zi = m->dist == SVIR_MIX_ZINB, dm = m->dist == SVIR_MIX_DIRMULT;
     const ptrdiff_t D = m->D;
     log_pi(m, theta, w->lp);
+    if (w->dev) {
+        /* the device's (mix_cuda.h); a failure is kept there for the run's
+         * end, and this step's NaN makes the driver reject it */
+        double ll = 0.0;
+        char err[256];
+        if (svir_cuda_mix_loglik(w->dev, theta, w->lp, w->full ? NULL : w->idx, (int)w->B,
+                                 w->scale, &ll, g, NULL, err, sizeof err))
+            return NAN;
+        return ll;
+    }
     if (dm) dm_prep(m, theta, w->alpha, w->Adm);
 #ifdef _OPENMP
 #pragma omp parallel num_threads(T)
@@ -624,14 +584,14 @@ static double batch_loglik(mix_work *w, const double *theta, double *g)
             }
             if (m->bg) {
                 /* the background's share summed over the clusters */
-                const double *gG = cj + 7 * p, *gGp = cj + 8 * p, *bs = cj + 9 * p;
+                const svir_mix_col *cc = (const svir_mix_col *)cj;
                 double *gb = gt + m->off_bg;
                 for (int j = 0; j < p; j++) {
                     double sb = 0.0;
                     for (int k = 0; k < K; k++) sb += r[k] * dzi[(ptrdiff_t)k * p + j];
-                    gb[j] += sb * gG[j];
-                    gb[p + j] += sb * gGp[j];
-                    gb[2 * p + j] += sb - bs[j];
+                    gb[j] += sb * cc[j].gG;
+                    gb[p + j] += sb * cc[j].gGp;
+                    gb[2 * p + j] += sb - cc[j].w;
                 }
             }
             if (m->dx > 0) {
@@ -682,6 +642,10 @@ static double mix_estimate(void *work, long step, const double *gpar, const doub
     double t0 = svir_wall_time(), elbo = 0.0;
     memset(ggrad, 0, sizeof(double) * (size_t)(2 * D));
     for (int s = 0; s < S; s++) {
+        /* each normal its own counter: the same for any number of threads */
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(w->T) schedule(static) if (D >= 20000)
+#endif
         for (ptrdiff_t d = 0; d < D; d++)
             w->eps[d] = svir_normal(w->key, SVIR_STREAM_GLOBAL, (uint64_t)step, (uint64_t)s * D + d);
         svir_guide_theta(D, 0, gpar, w->eps, w->theta);
@@ -862,16 +826,49 @@ static int run_svi(void *model, const svir_control *c, const svir_callbacks *cb,
     return svir_svi_run(&mix_svi_ops, model, c, cb, res);
 }
 
+/* SVI with each step's batch evaluated on the device (mix_cuda.h): the
+ * CPU's driver, draws, prior and guide, so the same steps as the CPU up to
+ * the sums' order. */
+static int run_svi_cuda(void *model, const svir_control *c, const svir_callbacks *cb,
+                        svir_result *res)
+{
+    svir_mix_model *m = model;
+    const int B = c->batch_size > 0 && c->batch_size < m->n ? (int)c->batch_size : m->n;
+    char err[256] = "";
+    svir_cuda_mix *d = NULL;
+    int st = svir_cuda_mix_new(m, B, &d, err, sizeof err);
+    if (st) {
+        snprintf(res->message, sizeof res->message, "%s", err);
+        return st;
+    }
+    m->dev = d;
+    st = svir_svi_run(&mix_svi_ops, model, c, cb, res);
+    m->dev = NULL;
+    if (st != SVIR_INTERRUPTED && svir_cuda_mix_error(d)[0]) {
+        snprintf(res->message, sizeof res->message, "%s", svir_cuda_mix_error(d));
+        st = 3;
+    }
+    svir_cuda_mix_free(d);
+    return st;
+}
+
 static const svir_impl mix_impls[] = {
     {SVIR_METHOD_SVI, SVIR_BACKEND_CPU, 1, 1, run_svi},
+    {SVIR_METHOD_SVI, SVIR_BACKEND_CUDA, 1, 1, run_svi_cuda},
     {SVIR_METHOD_QEM, SVIR_BACKEND_CPU, 1, 0, svir_mix_run_qem},
 };
 
 SVIR_CODE_TABLE(mix_dist, SVIR_MIX_DIST_CODES)
 static const svir_code_table mix_codes[] = {SVIR_CODE_ENTRY("mix_dist", mix_dist)};
 
+/* the device runs the NB, ZINB and Poisson clusters (with a background) */
+static const char *mix_cpu_only(const svir_list *spec)
+{
+    return svir_list_int(spec, "dist", -1) == SVIR_MIX_DIRMULT ? "The Dirichlet-multinomial (dist = \"dirmult\") runs" : NULL;
+}
+
 const svir_model_def svir_mix_def = {
     "mixture", mix_read, mix_free, mix_size, mix_threads, mix_outputs,
     mix_impls, (int)(sizeof mix_impls / sizeof mix_impls[0]),
-    mix_codes, 1, "count_mixture()", NULL, 0.0,
+    mix_codes, 1, "count_mixture()", mix_cpu_only, 0.0,
 };

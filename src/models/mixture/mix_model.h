@@ -54,6 +54,9 @@ typedef struct {
     double *tot;            /* [n] the rows' totals N_i (owned) */
     ptrdiff_t D;
     ptrdiff_t off_mu, off_m, off_lt, off_g, off_phi, off_zi, off_bg, off_eta;
+    /* the device's copy of the data while a fit runs on backend = "cuda"
+     * (mix_cuda.h), else NULL: SVI's steps then evaluate the batch there */
+    struct svir_cuda_mix *dev;
 } svir_mix_model;
 
 extern const svir_model_def svir_mix_def;
@@ -66,9 +69,9 @@ void svir_mix_row(const svir_mix_model *m, int i, double *y);
  * mu, d/dlog phi and d/dlogit omega (with a background: the entry's
  * probability of being background given k, 1 - f_kj); y: the row's counts,
  * lin [p] its o_i + x_i gamma_j, lp [K] log pi, lgy the row's sum of
- * lgamma(y + 1); cj [SVIR_MIX_CJ p] work, which holds after the call, with
- * a background, the background's log density, d/db and d/dlog psi per
- * column at cj + 6 p, 7 p, 8 p and beta at 9 p. With lkj [K x p], each
+ * lgamma(y + 1); cj [SVIR_MIX_CJ p] work, which holds after the call the
+ * columns' shared parts, an array of p svir_mix_col (mix_entry.h: with a
+ * background its log density, d/db, d/dlog psi and beta). With lkj [K x p], each
  * entry's log density given k (less lgamma(y + 1); not for "dirmult"). */
 #define SVIR_MIX_CJ 11
 void svir_mix_row_ll(const svir_mix_model *m, const double *theta, const double *y,
@@ -91,6 +94,14 @@ int svir_mix_elbo_grad(const svir_mix_model *m, const svir_control *c, const dou
  * [n x p] (may be NULL); 0, or 2 when out of memory. For the fit's outputs and predict() on new rows. */
 int svir_mix_resp(const svir_mix_model *m, const double *draws, int nd, int S,
                   const double *mean, double *resp, double *llr, double *fg);
+
+/* the counts' lgamma sums and totals per row, after checking that they are
+ * whole and not negative (1, with a message in err); 2: out of memory. The
+ * spec reader's, and tools/gpucheck's for models it builds itself. */
+int svir_mix_prepare(svir_mix_model *m, char *err, size_t errlen);
+
+/* the parameters' offsets and D from n, p, K, dx, dist and bg */
+void svir_mix_layout(svir_mix_model *m);
 
 /* QEM (mix_qem.c) for the QEM driver; not for "dirmult". */
 int svir_mix_run_qem(void *model, const svir_control *c, const svir_callbacks *cb, svir_result *res);

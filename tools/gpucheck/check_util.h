@@ -1,0 +1,56 @@
+/* what gpucheck's parts share: the relative difference of two arrays and a
+ * monotonic clock */
+#ifndef GPUCHECK_CHECK_UTIL_H
+#define GPUCHECK_CHECK_UTIL_H
+
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+#include <time.h>
+
+#include "infer/svir_model.h"
+
+/* max |a - b| / max(1, max |a|); NaN anywhere counts as a difference */
+static inline double gck_rel_diff(const double *a, const double *b, ptrdiff_t len)
+{
+    double num = 0.0, den = 1.0;
+    for (ptrdiff_t k = 0; k < len; k++) {
+        const double e = fabs(a[k] - b[k]);
+        if (e > num || isnan(e)) num = e;
+        if (fabs(a[k]) > den) den = fabs(a[k]);
+    }
+    return num / den;
+}
+
+/* seconds on a monotonic clock */
+static inline double gck_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* SVI settings for the checks: one particle, path-derivative gradients,
+ * one thread, no draws */
+static inline void gck_fit_control(svir_control *c, int fullrank, long max_steps, double lr, int schedule,
+                        int eval_every, ptrdiff_t batch_size, uint64_t seed)
+{
+    memset(c, 0, sizeof *c);
+    c->guide = fullrank ? SVIR_GUIDE_FULLRANK : SVIR_GUIDE_MEANFIELD;
+    c->max_steps = max_steps;
+    c->lr = lr;
+    c->lr_schedule = schedule;
+    c->lr_decay = 0.3;
+    c->eval_every = eval_every;
+    c->tol_rel_obj = 1e-4;
+    c->patience = 3;
+    c->num_particles = 1;
+    c->stl = 1;
+    c->batch_size = batch_size;
+    c->threads = 1;
+    c->ndraws = 0;
+    c->init_scale = 0.1;
+    c->seed = seed;
+}
+
+#endif
