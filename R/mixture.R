@@ -312,20 +312,36 @@ svir_mix_spec <- function(dat, family, K, m_loc, bgpri = NULL) {
 
 # Up to 10 principal components of log(1 + counts / size factor) (the 500
 # most variable columns at most), on which the starts cluster the rows;
-# once per fit, for every K.
+# once per fit, for every K. Sparse counts stay sparse: the transform keeps
+# the zeros, the columns' variances come from sums, and the components
+# from the eigenvectors of the chosen columns' centred cross-product
+# (p' x p', p' <= 500) as scores L V - mean(L) V.
 svir_mix_pcs <- function(Y, o) {
   n <- nrow(Y)
-  L <- as.matrix(log1p(Y / exp(o - mean(o))))
-  v <- apply(L, 2, stats::var)
-  keep <- order(v, decreasing = TRUE)[seq_len(min(500L, ncol(L)))]
-  keep <- keep[v[keep] > 0]
-  L <- L[, keep, drop = FALSE]
-  npc <- min(10L, ncol(L), n - 1L)
-  if (ncol(L) > 1L && npc > 1L) {
-    sv <- svd(scale(L, scale = FALSE), nu = npc, nv = 0)
-    return(sv$u[, seq_len(npc), drop = FALSE] %*% diag(sv$d[seq_len(npc)], npc))
+  s <- exp(o - mean(o))
+  if (methods::is(Y, "sparseMatrix")) {
+    L <- methods::as(Y, "CsparseMatrix")
+    L@x <- log1p(L@x / s[L@i + 1L])
+    cs <- Matrix::colSums
+  } else {
+    L <- log1p(Y / s)
+    cs <- colSums
   }
-  matrix(L[, 1L], n, 1L)
+  mu <- cs(L) / n
+  v <- (cs(L^2) - n * mu^2) / (n - 1)
+  keep <- order(v, decreasing = TRUE)[seq_len(min(500L, ncol(L)))]
+  keep <- keep[v[keep] > 1e-12 * max(v)]
+  npc <- min(10L, length(keep), n - 1L)
+  if (length(keep) < 1L) return(matrix(0, n, 1L))
+  L <- L[, keep, drop = FALSE]
+  mu <- mu[keep]
+  if (length(keep) > 1L && npc > 1L) {
+    C <- as.matrix(Matrix::crossprod(L)) - n * tcrossprod(mu)
+    V <- eigen(C, symmetric = TRUE)$vectors[, seq_len(npc), drop = FALSE]
+    sc <- as.matrix(L %*% V) - matrix(drop(mu %*% V), n, npc, byrow = TRUE)
+    return(sc)
+  }
+  matrix(as.numeric(L[, 1L]) - mu[1L], n, 1L)
 }
 
 # The background's priors (the engine's bg_loc, bg_scale and, from empty
@@ -381,7 +397,13 @@ svir_mix_bg_prior <- function(background, dat, abort) {
 svir_mix_starts <- function(Y, o, pcs, dx, family, K, seed, m_loc, bgpri = NULL) {
   n <- nrow(Y)
   p <- ncol(Y)
-  ys <- if (is.matrix(Y)) Y else as.matrix(Y)
+  # each cluster's column sums, from sparse counts without densifying them
+  sums <- if (is.matrix(Y)) function(cl) {
+    S <- matrix(0, K, p)
+    r <- rowsum(Y, cl)
+    S[as.integer(rownames(r)), ] <- r
+    S
+  } else function(cl) as.matrix(Matrix::crossprod(Matrix::sparseMatrix(i = seq_len(n), j = cl, x = 1, dims = c(n, K)), Y))
   nb <- family$dist %in% c("nb", "zinb")
   zi <- family$dist == "zinb"
   dm <- family$dist == "dirmult"
@@ -399,10 +421,11 @@ svir_mix_starts <- function(Y, o, pcs, dx, family, K, seed, m_loc, bgpri = NULL)
     }
     km <- tryCatch(stats::kmeans(pcs, ctr, iter.max = 50L), error = function(e) NULL)
     cl <- if (is.null(km)) max.col(-d2(ctr), ties.method = "first") else km$cluster
+    S <- sums(cl)
     mu <- vapply(seq_len(K), function(k) {
       r <- cl == k
       if (!any(r)) return(m_loc)
-      cs <- colSums(ys[r, , drop = FALSE]) + 0.1
+      cs <- S[k, ] + 0.1
       if (dm) log(cs / sum(cs) * p) else log(cs / sum(exp(o[r])))
     }, numeric(p))
     mu <- t(mu) # K x p
