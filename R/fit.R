@@ -199,6 +199,9 @@
 #'   For a [binomial()] response given as a 0/1 vector, a logical, a factor
 #'   or a proportion, the weights are the numbers of trials (the response
 #'   is then the proportion of successes), as in `glm()`. On the CPU.
+#' @param model `NULL` (a GLMM, or the model `family` names), or [bnn()]
+#'   for a Bayesian neural network with `family` [gaussian()], [binomial()]
+#'   or [poisson()].
 #' @param ... Not used; a warning names any argument given here.
 #'
 #' @return An object of class `svi_fit`; see [summary.svi_fit()],
@@ -227,7 +230,7 @@ svi_fit <- function(formula, data, family = gaussian(), prior = NULL,
                     guide = c("meanfield", "fullrank"), method = "auto",
                     control = svi_control(), backend = "auto", seed = NULL,
                     na.action = getOption("na.action"), ziformula = NULL, weights = NULL,
-                    ...) {
+                    model = NULL, ...) {
   call <- match.call()
   dots <- list(...)
   if (length(dots)) {
@@ -243,7 +246,21 @@ svi_fit <- function(formula, data, family = gaussian(), prior = NULL,
   }
   control <- svir_as_control(control)
   seed <- svir_check_seed(seed, call)
-  model <- svir_model_for(family)
+  if (!is.null(model) && !inherits(model, "svir_bnn")) {
+    cli::cli_abort(c("{.arg model} must be {.code NULL} or {.fn bnn}.",
+                     x = "You supplied {.obj_type_friendly {model}}."),
+                   class = "svir_error", call = call)
+  }
+  if (!is.null(model) && inherits(family, "svir_model_family")) {
+    cli::cli_abort("{.arg model} = {.fn bnn} takes {.code gaussian()}, {.code binomial()} or {.code poisson()} as {.arg family}, not {.fn {family$model}}.",
+                   class = "svir_error", call = call)
+  }
+  net <- model
+  model <- svir_model_for(family, net)
+  if (!is.null(net) && (!is.null(ziformula) || !is.null(substitute(weights)))) {
+    cli::cli_abort("{.arg ziformula} and {.arg weights} are for GLMMs, not {.fn bnn}.",
+                   class = "svir_error", call = call)
+  }
   if (!is.null(ziformula) && inherits(family, "svir_model_family")) {
     cli::cli_abort("{.arg ziformula} is for GLMMs (families {.fn poisson} and {.fn negbin}), not {.fn {family$model}}.",
                    class = "svir_error", call = call)
@@ -259,7 +276,7 @@ svi_fit <- function(formula, data, family = gaussian(), prior = NULL,
   job <- model$build(formula = formula, data = data, family = family, prior = prior,
                      guide = guide, method = method, control = control, backend = backend,
                      seed = seed, na.action = na.action, call = call, ziformula = ziformula,
-                     weights = weights, guide_given = guide_given)
+                     weights = weights, guide_given = guide_given, model = net)
   model$finish(svir_run_warm(job), job)
 }
 

@@ -6,21 +6,25 @@
 # job's spec$model names the entry there. See dev/ARCHITECTURE.md.
 
 svir_models <- list(
-  glmm = list(build = function(...) svir_glmm_build(...),
+  glmm = list(build = function(..., model = NULL) svir_glmm_build(...),
               finish = function(...) svir_glmm_finish(...)),
   # svi_fit() refuses a ziformula for pln() before it gets here
   # (its engine is chosen by pln()'s own rules: "auto" is "svi")
-  pln = list(build = function(..., method, ziformula = NULL, weights = NULL, guide_given = NULL)
+  pln = list(build = function(..., method, ziformula = NULL, weights = NULL, guide_given = NULL,
+                              model = NULL)
                svir_pln_build(..., method = if (identical(method, "auto")) "svi" else method),
              finish = function(...) svir_pln_finish(...)),
-  mixture = list(build = function(..., ziformula = NULL, weights = NULL) svir_mix_build(...),
-                 finish = function(...) svir_mix_finish(...))
+  mixture = list(build = function(..., ziformula = NULL, weights = NULL, model = NULL) svir_mix_build(...),
+                 finish = function(...) svir_mix_finish(...)),
+  bnn = list(build = function(..., ziformula = NULL, weights = NULL) svir_bnn_build(...),
+             finish = function(...) svir_bnn_finish(...))
 )
 
 # The entry for a family: a model family (class "svir_model_family", e.g.
-# pln()) names its model; every other family is a GLMM's.
-svir_model_for <- function(family) {
-  name <- if (inherits(family, "svir_model_family")) family$model else "glmm"
+# pln()) names its model; every other family is a GLMM's, unless `model`
+# (svi_fit()'s, a bnn()) gives the network.
+svir_model_for <- function(family, model = NULL) {
+  name <- if (!is.null(model)) "bnn" else if (inherits(family, "svir_model_family")) family$model else "glmm"
   m <- svir_models[[name]]
   if (is.null(m)) {
     cli::cli_abort("svir has no model {.val {name}}.", class = "svir_error", call = NULL)

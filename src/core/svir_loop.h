@@ -167,6 +167,9 @@ SVIR_MATH_HD void svir_loop_step(svir_loop *L, long step, double elbo, int ok)
     L->have_prev = 1;
     L->wsum = L->wss = 0.0;
     L->wcount = 0;
+    /* a warm-up (min_steps with the window rule: a network's KL warm-up):
+     * no best window, rollback or stop before it ends */
+    if (step + 1 < L->min_steps) return;
     if (mean > L->best_mean) {
         L->best_mean = mean;
         L->best_var = var;

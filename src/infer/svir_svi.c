@@ -122,6 +122,7 @@ int svir_svi_run(const svir_svi_ops *ops, void *model, const svir_control *c,
     svir_loop_init(&L, maxs, W, c->lr, c->lr_schedule, c->lr_decay, c->patience, c->tol_rel_obj,
                    res->trace, res->window_trace);
     L.rollback = 1; /* gbest, lbest */
+    L.min_steps = c->min_steps; /* a warm-up without stops (0: none) */
     svir_gate gate;
     svir_gate_init(&gate, cb);
     long step;

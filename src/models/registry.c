@@ -7,11 +7,13 @@
 #include "models/glmm/glmm_svi.h"
 #include "models/pln/pln_model.h"
 #include "models/mixture/mix_model.h"
+#include "models/bnn/bnn_model.h"
 
 const svir_model_def *const svir_models[] = {
     &svir_glmm_def,
     &svir_pln_def,
     &svir_mix_def,
+    &svir_bnn_def,
 };
 const int svir_n_models = (int)(sizeof svir_models / sizeof svir_models[0]);
 

@@ -4,6 +4,7 @@
 #include "models/mixture/mix_model.h"
 #include "models/mixture/mix_entry.h"
 #include "models/mixture/mix_cuda.h"
+#include "infer/svir_gsvi.h"
 #include "core/svir_guide.h"
 #include "core/svir_math.h"
 #include "core/svir_out.h"
@@ -390,12 +391,6 @@ static ptrdiff_t mix_n_global(const void *model, const svir_control *c)
     return 2 * ((const svir_mix_model *)model)->D;
 }
 
-static ptrdiff_t mix_n_local(const void *model)
-{
-    (void)model;
-    return 0;
-}
-
 static void mix_work_free(void *work)
 {
     mix_work *w = work;
@@ -463,24 +458,7 @@ static void mix_init(const void *model, const svir_control *c, double *gpar, dou
 {
     const svir_mix_model *m = model;
     (void)lpar;
-    const double ls = log(c->init_scale > 0 ? c->init_scale : 0.1);
-    for (ptrdiff_t d = 0; d < m->D; d++) {
-        gpar[d] = m->init_mu ? m->init_mu[d] : 0.0;
-        gpar[m->D + d] = ls;
-    }
-}
-
-static void mix_anchor(void *work, const double *gpar)
-{
-    (void)work;
-    (void)gpar;
-}
-
-static int mix_reanchor(void *work, const double *src, int nsets, double *const *gpars,
-                        double *const *lpars)
-{
-    (void)work; (void)src; (void)nsets; (void)gpars; (void)lpars;
-    return 0;
+    svir_gsvi_init(m->D, m->init_mu, c->init_scale, gpar);
 }
 
 /* the rows of step `step`: positions step*B .. step*B+B-1 of an endless
@@ -492,12 +470,7 @@ static void mix_batch(void *work, long step, ptrdiff_t *nspans, const ptrdiff_t 
     (void)off;
     (void)len;
     *nspans = -1; /* no local parameters */
-    if (w->full) return;
-    const uint64_t n = (uint64_t)w->m->n;
-    for (ptrdiff_t k = 0; k < w->B; k++) {
-        const uint64_t pos = (uint64_t)step * (uint64_t)w->B + (uint64_t)k;
-        w->idx[k] = (int)svir_perm_index(pos % n, n, w->key, (uint32_t)(pos / n));
-    }
+    if (!w->full) svir_gsvi_rows(w->idx, w->B, w->m->n, w->key, step);
 }
 
 /* the batch's sum over rows of log sum_k pi_k p(y_i | k) at theta, its
@@ -668,30 +641,13 @@ static double mix_estimate(void *work, long step, const double *gpar, const doub
 static int mix_draws(void *work, const double *gpar, const double *lpar, svir_result *res)
 {
     mix_work *w = work;
-    const svir_mix_model *m = w->m;
-    const ptrdiff_t D = m->D;
-    const int nd = w->c->ndraws;
     (void)lpar;
-    res->ndraws = nd;
-    res->D = D;
-    res->naux = 0;
-    if (nd <= 0) return 0;
-    res->draws = malloc(sizeof(double) * (size_t)nd * (size_t)D);
-    res->log_ratio = malloc(sizeof(double) * (size_t)nd);
-    if (!res->draws || !res->log_ratio) return 2;
-    for (int s = 0; s < nd; s++) {
-        for (ptrdiff_t d = 0; d < D; d++)
-            w->eps[d] = svir_normal(w->key, SVIR_STREAM_DRAWS, (uint64_t)s, (uint64_t)d);
-        svir_guide_theta(D, 0, gpar, w->eps, w->theta);
-        for (ptrdiff_t d = 0; d < D; d++) res->draws[(size_t)s + (size_t)d * nd] = w->theta[d];
-        res->log_ratio[s] = NAN;
-    }
-    return 0;
+    return svir_gsvi_draws(w->m->D, w->c->ndraws, w->key, gpar, res);
 }
 
 static const svir_svi_ops mix_svi_ops = {
-    mix_n_global, mix_n_local, mix_work_new, mix_work_free, mix_work_threads, mix_init,
-    mix_anchor, mix_reanchor, mix_batch, mix_estimate, mix_draws,
+    mix_n_global, svir_gsvi_n_local, mix_work_new, mix_work_free, mix_work_threads, mix_init,
+    svir_gsvi_anchor, svir_gsvi_reanchor, mix_batch, mix_estimate, mix_draws,
 };
 
 /* ---- outputs ------------------------------------------------------------- */

@@ -1,0 +1,16 @@
+/* The Bayesian networks' codes, defined once (R's copies in R/enum.R come
+ * from this file, tools/enum.R). */
+#ifndef SVIR_BNN_CODES_H
+#define SVIR_BNN_CODES_H
+
+#include "core/svir_codes.h"
+
+/* the hidden layers' activation */
+#define SVIR_BNN_ACT_CODES(X)                                                                   \
+    X(RELU, 0, "relu")                                                                         \
+    X(TANH, 1, "tanh")
+
+#define SVIR_BNN_ACT_E(N, V, R) SVIR_CODE_ENUM_(SVIR_BNN_, N, V, R)
+enum { SVIR_BNN_ACT_CODES(SVIR_BNN_ACT_E) SVIR_BNN_NACT };
+
+#endif

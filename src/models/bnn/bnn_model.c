@@ -1,0 +1,422 @@
+/* Bayesian neural networks' table (infer/svir_model.h; the model in
+ * bnn_model.h): the state read from the spec R builds (R/bnn.R), and SVI
+ * with the local reparameterisation on the CPU, the layers' products
+ * through R's BLAS. */
+#include "core/svir_lapack.h"
+
+#include "models/bnn/bnn_model.h"
+#include "core/svir_math.h"
+#include "core/svir_philox.h"
+#include "models/glmm/glmm_codes.h"
+#include "infer/svir_gsvi.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void bnn_free(void *model)
+{
+    free(model);
+}
+
+/* spec: model = "bnn", n, d, L, hidden (L), act, family, X (n x d), y (n),
+ * w_scale, b_scale; init_mu (D) or absent. */
+static int bnn_read(const svir_list *spec, const svir_list *ctrl, const svir_control *c,
+                    void **out, svir_err *e)
+{
+    (void)ctrl;
+    svir_bnn_model *m = calloc(1, sizeof *m);
+    if (!m) return svir_err_set(e, 2, "out of memory reading the model");
+    *out = m;
+    m->n = svir_list_int(spec, "n", 0);
+    m->d = svir_list_int(spec, "d", 0);
+    m->L = svir_list_int(spec, "L", -1);
+    m->act = svir_list_int(spec, "act", -1);
+    m->family = svir_list_int(spec, "family", -1);
+    if (m->n < 1 || m->d < 1 || m->L < 0 || m->L > SVIR_BNN_MAXL || m->act < 0 ||
+        m->act >= SVIR_BNN_NACT ||
+        (m->family != SVIR_GAUSSIAN && m->family != SVIR_BINOMIAL && m->family != SVIR_POISSON))
+        return svir_err_set(e, 1, "svir internal error: bad network dimensions");
+    if (c->method != SVIR_METHOD_SVI)
+        return svir_err_set(e, 1, "svir internal error: networks are fitted by SVI");
+    const int *h = m->L > 0 ? svir_list_ints(spec, "hidden", m->L, 0, e) : NULL;
+    m->X = svir_list_reals(spec, "X", (ptrdiff_t)m->n * m->d, 0, e);
+    m->y = svir_list_reals(spec, "y", m->n, 0, e);
+    m->w_scale = svir_list_num(spec, "w_scale", 0.0);
+    m->b_scale = svir_list_num(spec, "b_scale", 0.0);
+    if (e->status) return e->status;
+    if (!(m->w_scale > 0) || !(m->b_scale > 0))
+        return svir_err_set(e, 1, "svir internal error: bad network priors");
+    m->dims[0] = m->d;
+    for (int l = 0; l < m->L; l++) {
+        if (h[l] < 1) return svir_err_set(e, 1, "svir internal error: bad layer width");
+        m->dims[l + 1] = h[l];
+    }
+    m->dims[m->L + 1] = 1;
+    ptrdiff_t off = 0;
+    for (int l = 0; l <= m->L; l++) {
+        m->off_w[l] = off;
+        off += (ptrdiff_t)m->dims[l] * m->dims[l + 1];
+        m->off_b[l] = off;
+        off += m->dims[l + 1];
+    }
+    m->off_sig = m->family == SVIR_GAUSSIAN ? off++ : -1;
+    m->D = off;
+    m->init_mu = svir_list_reals(spec, "init_mu", m->D, 1, e);
+    m->kl_warmup = svir_list_int(spec, "kl_warmup", 0);
+    return e->status;
+}
+
+/* a step's work: the batch's rows times the weights */
+static double bnn_size(const void *model, const svir_control *c)
+{
+    const svir_bnn_model *m = model;
+    const double B = c->batch_size > 0 && c->batch_size < m->n ? (double)c->batch_size : m->n;
+    return B * (double)m->D;
+}
+
+/* the elementwise loops run on one thread (the products are BLAS's) */
+static int bnn_threads(const void *model, const svir_control *c)
+{
+    (void)model;
+    (void)c;
+    return 1;
+}
+
+static int bnn_outputs(const void *model, const svir_control *c, svir_result *res, svir_err *e)
+{
+    (void)model; (void)c; (void)res; (void)e;
+    return 0;
+}
+
+/* ---- SVI ------------------------------------------------------------------- */
+
+typedef struct {
+    const svir_bnn_model *m;
+    const svir_control *c;
+    int S, full;
+    ptrdiff_t B, R; /* rows of the batch, rows of the stacked particles */
+    double scale;   /* n / B */
+    uint32_t key[2];
+    int *idx;       /* [B] */
+    double *A[SVIR_BNN_MAXL + 1];  /* each layer's input, R x dims[l] */
+    double *Z[SVIR_BNN_MAXL + 1];  /* pre-activations, R x dims[l + 1] */
+    double *E[SVIR_BNN_MAXL + 1];  /* their noise */
+    double *SV[SVIR_BNN_MAXL + 1]; /* their sd under the guide */
+    double *s2;                    /* [D] the guide's variances */
+    double *A2, *G, *Gn, *dV, *T;  /* R x max width scratch */
+    double *tmp;                   /* [max in x out] */
+    double *es, *gs;               /* [S] log sigma's noise, its gradient per particle */
+    double *block;                 /* everything above, one allocation */
+} bnn_work;
+
+static ptrdiff_t bnn_n_global(const void *model, const svir_control *c)
+{
+    (void)c;
+    return 2 * ((const svir_bnn_model *)model)->D;
+}
+
+static void bnn_work_free(void *work)
+{
+    bnn_work *w = work;
+    if (!w) return;
+    free(w->idx);
+    free(w->block);
+    free(w);
+}
+
+static void *bnn_work_new(const void *model, const svir_control *c)
+{
+    const svir_bnn_model *m = model;
+    bnn_work *w = calloc(1, sizeof *w);
+    if (!w) return NULL;
+    w->m = m;
+    w->c = c;
+    w->S = c->num_particles > 0 ? c->num_particles : 1;
+    w->full = c->batch_size <= 0 || c->batch_size >= m->n;
+    w->B = w->full ? m->n : c->batch_size;
+    w->R = w->B * w->S;
+    w->scale = (double)m->n / (double)w->B;
+    w->key[0] = (uint32_t)(c->seed & 0xffffffffu);
+    w->key[1] = (uint32_t)(c->seed >> 32);
+    const ptrdiff_t R = w->R;
+    ptrdiff_t maxw = 1, maxio = 1, tot = 0;
+    for (int l = 0; l <= m->L; l++) {
+        const ptrdiff_t in = m->dims[l], out = m->dims[l + 1];
+        maxw = in > maxw ? in : maxw;
+        maxw = out > maxw ? out : maxw;
+        maxio = in * out > maxio ? in * out : maxio;
+        tot += R * in + 3 * R * out;
+    }
+    tot += m->D + 5 * R * maxw + maxio + 2 * w->S;
+    w->idx = malloc(sizeof(int) * (size_t)w->B);
+    w->block = malloc(sizeof(double) * (size_t)tot);
+    if (!w->idx || !w->block) {
+        bnn_work_free(w);
+        return NULL;
+    }
+    double *p = w->block;
+    for (int l = 0; l <= m->L; l++) {
+        const ptrdiff_t in = m->dims[l], out = m->dims[l + 1];
+        w->A[l] = p; p += R * in;
+        w->Z[l] = p; p += R * out;
+        w->E[l] = p; p += R * out;
+        w->SV[l] = p; p += R * out;
+    }
+    w->s2 = p; p += m->D;
+    w->A2 = p; p += R * maxw;
+    w->G = p; p += R * maxw;
+    w->Gn = p; p += R * maxw;
+    w->dV = p; p += R * maxw;
+    w->T = p; p += R * maxw;
+    w->tmp = p; p += maxio;
+    w->es = p; p += w->S;
+    w->gs = p;
+    for (ptrdiff_t k = 0; k < w->B; k++) w->idx[k] = (int)k;
+    return w;
+}
+
+static int bnn_work_threads(const void *work)
+{
+    (void)work;
+    return 1;
+}
+
+static void bnn_init(const void *model, const svir_control *c, double *gpar, double *lpar)
+{
+    const svir_bnn_model *m = model;
+    (void)lpar;
+    svir_gsvi_init(m->D, m->init_mu, c->init_scale, gpar);
+}
+
+/* the rows of step `step`: positions step*B .. step*B+B-1 of an endless
+ * sequence of epochs, each a keyed permutation of the rows */
+static void bnn_batch(void *work, long step, ptrdiff_t *nspans, const ptrdiff_t **off,
+                      const ptrdiff_t **len)
+{
+    bnn_work *w = work;
+    (void)off;
+    (void)len;
+    *nspans = -1;
+    if (!w->full) svir_gsvi_rows(w->idx, w->B, w->m->n, w->key, step);
+}
+
+/* C (r x c) = alpha op(A) op(B) + beta C, column-major */
+static void gemm(const char *ta, const char *tb, ptrdiff_t r, ptrdiff_t c, ptrdiff_t k,
+                 double alpha, const double *A, ptrdiff_t lda, const double *B, ptrdiff_t ldb,
+                 double beta, double *C, ptrdiff_t ldc)
+{
+    const int ri = (int)r, ci = (int)c, ki = (int)k, la = (int)lda, lb = (int)ldb, lc = (int)ldc;
+    F77_CALL(dgemm)(ta, tb, &ri, &ci, &ki, &alpha, A, &la, B, &lb, &beta, C, &lc FCONE FCONE);
+}
+
+/* the prior sd of a layer's weights and biases */
+static double w_sd(const svir_bnn_model *m, int l)
+{
+    return m->w_scale / sqrt((double)m->dims[l]);
+}
+
+static double bnn_estimate(void *work, long step, const double *gpar, const double *lpar,
+                           double *ggrad, double *lgrad, double *tsplit)
+{
+    bnn_work *w = work;
+    const svir_bnn_model *m = w->m;
+    const ptrdiff_t D = m->D, R = w->R, B = w->B, n = m->n;
+    const int S = w->S, L = m->L;
+    const double *mu = gpar, *ls = gpar + D;
+    double *gmu = ggrad, *gls = ggrad + D;
+    (void)lpar;
+    (void)lgrad;
+    double t0 = svir_wall_time();
+    memset(ggrad, 0, sizeof(double) * (size_t)(2 * D));
+    for (ptrdiff_t k = 0; k < D; k++) w->s2[k] = exp(2.0 * ls[k]);
+    /* the stacked batch: row s B + b is example idx[b] for particle s */
+    for (int c = 0; c < m->d; c++)
+        for (int s = 0; s < S; s++)
+            for (ptrdiff_t b = 0; b < B; b++)
+                w->A[0][s * B + b + (ptrdiff_t)c * R] = m->X[w->idx[b] + (ptrdiff_t)c * n];
+    /* forward: Z = A mu_W + mu_b + sqrt(A^2 s2_W + s2_b) eps, per layer */
+    uint64_t ctr = 0;
+    for (int l = 0; l <= L; l++) {
+        const ptrdiff_t in = m->dims[l], out = m->dims[l + 1];
+        const double *Al = w->A[l];
+        for (ptrdiff_t k = 0; k < R * in; k++) w->A2[k] = Al[k] * Al[k];
+        gemm("N", "N", R, out, in, 1.0, Al, R, mu + m->off_w[l], in, 0.0, w->Z[l], R);
+        gemm("N", "N", R, out, in, 1.0, w->A2, R, w->s2 + m->off_w[l], in, 0.0, w->SV[l], R);
+        for (ptrdiff_t o = 0; o < out; o++) {
+            const double mb = mu[m->off_b[l] + o], vb = w->s2[m->off_b[l] + o];
+            for (ptrdiff_t r = 0; r < R; r++) {
+                const ptrdiff_t k = r + o * R;
+                const double sv = sqrt(w->SV[l][k] + vb);
+                const double e = svir_normal(w->key, SVIR_STREAM_LOCAL, (uint64_t)step, ctr + (uint64_t)k);
+                w->SV[l][k] = sv;
+                w->E[l][k] = e;
+                w->Z[l][k] += mb + sv * e;
+            }
+        }
+        ctr += (uint64_t)(R * out);
+        if (l < L) {
+            double *An = w->A[l + 1];
+            const double *Zl = w->Z[l];
+            if (m->act == SVIR_BNN_RELU)
+                for (ptrdiff_t k = 0; k < R * out; k++) An[k] = Zl[k] > 0.0 ? Zl[k] : 0.0;
+            else
+                for (ptrdiff_t k = 0; k < R * out; k++) An[k] = tanh(Zl[k]);
+        }
+    }
+    const double t1 = svir_wall_time();
+    tsplit[SVIR_PHASE_DRAW] += t1 - t0;
+    /* the likelihood, each particle's rows weighted n / (B S) */
+    const double wt = w->scale / S;
+    const int gauss = m->family == SVIR_GAUSSIAN;
+    double ll = 0.0, elbo = 0.0;
+    const double *eta = w->Z[L];
+    for (int s = 0; s < S; s++) {
+        double lsig = 0.0, sig = 1.0;
+        if (gauss) {
+            w->es[s] = svir_normal(w->key, SVIR_STREAM_GLOBAL, (uint64_t)step, (uint64_t)s);
+            lsig = mu[m->off_sig] + exp(ls[m->off_sig]) * w->es[s];
+            sig = exp(lsig);
+        }
+        double gsig = 0.0;
+        for (ptrdiff_t b = 0; b < B; b++) {
+            const ptrdiff_t r = s * B + b;
+            const double y = m->y[w->idx[b]], et = eta[r];
+            double l, g;
+            if (gauss) {
+                const double res = (y - et) / sig;
+                l = -lsig - SVIR_LOG_SQRT_2PI - 0.5 * res * res;
+                g = res / sig;
+                gsig += wt * (res * res - 1.0);
+            } else if (m->family == SVIR_BINOMIAL) {
+                l = y * et - svir_log1pexp(et);
+                g = y - 1.0 / (1.0 + exp(-et));
+            } else {
+                const double mu_r = exp(et);
+                l = y * et - mu_r - svir_lgamma(y + 1.0);
+                g = y - mu_r;
+            }
+            ll += wt * l;
+            w->G[r] = wt * g;
+        }
+        if (gauss) {
+            /* sigma ~ N+(0, 1): log p(log sigma) = log 2 + log N(sigma) + log sigma */
+            elbo += (SVIR_LOG2 - SVIR_LOG_SQRT_2PI - 0.5 * sig * sig + lsig) / S;
+            w->gs[s] = gsig + (1.0 - sig * sig) / S;
+        }
+    }
+    elbo += ll;
+    const double t2 = svir_wall_time();
+    tsplit[SVIR_PHASE_OBS] += t2 - t1;
+    /* backward, layer by layer */
+    double *G = w->G, *Gn = w->Gn;
+    for (int l = L; l >= 0; l--) {
+        const ptrdiff_t in = m->dims[l], out = m->dims[l + 1];
+        const double *Al = w->A[l], *E = w->E[l], *SV = w->SV[l];
+        double *dV = w->dV;
+        for (ptrdiff_t k = 0; k < R * out; k++) dV[k] = G[k] * E[k] / (2.0 * SV[k]);
+        /* d mu_W = A' G, d s2_W = (A^2)' dV */
+        gemm("T", "N", in, out, R, 1.0, Al, R, G, R, 1.0, gmu + m->off_w[l], in);
+        for (ptrdiff_t k = 0; k < R * in; k++) w->A2[k] = Al[k] * Al[k];
+        gemm("T", "N", in, out, R, 1.0, w->A2, R, dV, R, 0.0, w->tmp, in);
+        for (ptrdiff_t k = 0; k < in * out; k++) {
+            const ptrdiff_t q = m->off_w[l] + k;
+            gls[q] += 2.0 * w->s2[q] * w->tmp[k];
+        }
+        for (ptrdiff_t o = 0; o < out; o++) {
+            double sg = 0.0, sv = 0.0;
+            for (ptrdiff_t r = 0; r < R; r++) {
+                sg += G[r + o * R];
+                sv += dV[r + o * R];
+            }
+            const ptrdiff_t q = m->off_b[l] + o;
+            gmu[q] += sg;
+            gls[q] += 2.0 * w->s2[q] * sv;
+        }
+        if (l == 0) break;
+        /* d A = G mu_W' + 2 A (dV s2_W'), then through the activation */
+        gemm("N", "T", R, in, out, 1.0, G, R, mu + m->off_w[l], in, 0.0, Gn, R);
+        gemm("N", "T", R, in, out, 1.0, dV, R, w->s2 + m->off_w[l], in, 0.0, w->T, R);
+        for (ptrdiff_t k = 0; k < R * in; k++) {
+            const double a = Al[k];
+            const double da = Gn[k] + 2.0 * a * w->T[k];
+            Gn[k] = m->act == SVIR_BNN_RELU ? (a > 0.0 ? da : 0.0) : da * (1.0 - a * a);
+        }
+        double *t = G;
+        G = Gn;
+        Gn = t;
+    }
+    /* minus the weights' KL to their priors, in closed form; its gradient
+     * weighted by beta during a warm-up (the ELBO reported in full) */
+    const double beta = m->kl_warmup > 0 && step < m->kl_warmup ? (double)(step + 1) / m->kl_warmup : 1.0;
+    for (int l = 0; l <= L; l++) {
+        const ptrdiff_t nw = (ptrdiff_t)m->dims[l] * m->dims[l + 1], out = m->dims[l + 1];
+        for (int part = 0; part < 2; part++) {
+            const double tau = part == 0 ? w_sd(m, l) : m->b_scale, it2 = 1.0 / (tau * tau);
+            const ptrdiff_t o0 = part == 0 ? m->off_w[l] : m->off_b[l], cnt = part == 0 ? nw : out;
+            for (ptrdiff_t k = o0; k < o0 + cnt; k++) {
+                elbo -= log(tau) - ls[k] + 0.5 * (w->s2[k] + mu[k] * mu[k]) * it2 - 0.5;
+                gmu[k] -= beta * mu[k] * it2;
+                gls[k] -= beta * (w->s2[k] * it2 - 1.0);
+            }
+        }
+    }
+    if (gauss) {
+        /* log sigma: drawn; its entropy exact */
+        const ptrdiff_t q = m->off_sig;
+        const double sd = exp(ls[q]);
+        for (int s = 0; s < S; s++) {
+            gmu[q] += w->gs[s];
+            gls[q] += w->gs[s] * sd * w->es[s];
+        }
+        elbo += ls[q] + 0.5 + SVIR_LOG_SQRT_2PI;
+        gls[q] += 1.0;
+    }
+    tsplit[SVIR_PHASE_BACKWARD] += svir_wall_time() - t2;
+    return elbo;
+}
+
+/* ndraws draws of the parameters from the guide (R makes the predictions) */
+static int bnn_draws(void *work, const double *gpar, const double *lpar, svir_result *res)
+{
+    bnn_work *w = work;
+    (void)lpar;
+    return svir_gsvi_draws(w->m->D, w->c->ndraws, w->key, gpar, res);
+}
+
+static const svir_svi_ops bnn_svi_ops = {
+    bnn_n_global, svir_gsvi_n_local, bnn_work_new, bnn_work_free, bnn_work_threads, bnn_init,
+    svir_gsvi_anchor, svir_gsvi_reanchor, bnn_batch, bnn_estimate, bnn_draws,
+};
+
+int svir_bnn_elbo_grad(const svir_bnn_model *m, const svir_control *c, const double *gpar,
+                       long step, double *elbo, double *grad)
+{
+    bnn_work *w = bnn_work_new(m, c);
+    if (!w) return 2;
+    double tsplit[SVIR_N_PHASES] = {0};
+    ptrdiff_t ns;
+    bnn_batch(w, step, &ns, NULL, NULL);
+    *elbo = bnn_estimate(w, step, gpar, NULL, grad, NULL, tsplit);
+    bnn_work_free(w);
+    return 0;
+}
+
+static int run_svi(void *model, const svir_control *c, const svir_callbacks *cb, svir_result *res)
+{
+    return svir_svi_run(&bnn_svi_ops, model, c, cb, res);
+}
+
+static const svir_impl bnn_impls[] = {
+    {SVIR_METHOD_SVI, SVIR_BACKEND_CPU, 1, 1, run_svi},
+};
+
+SVIR_CODE_TABLE(bnn_act, SVIR_BNN_ACT_CODES)
+static const svir_code_table bnn_codes[] = {SVIR_CODE_ENTRY("bnn_act", bnn_act)};
+
+const svir_model_def svir_bnn_def = {
+    "bnn", bnn_read, bnn_free, bnn_size, bnn_threads, bnn_outputs,
+    bnn_impls, (int)(sizeof bnn_impls / sizeof bnn_impls[0]),
+    bnn_codes, 1, "bnn()", NULL, 0.0,
+};

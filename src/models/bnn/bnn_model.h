@@ -1,0 +1,47 @@
+/* Bayesian neural networks (issue 18, model = bnn()): a multilayer
+ * perceptron from the standardised inputs x_i (d) through hidden layers of
+ * widths h_1 .. h_L (activation relu or tanh) to one output eta_i, the
+ * linear predictor of a gaussian (identity; y standardised by R), binomial
+ * (logit; y in 0/1) or poisson (log) response. Priors: each weight of a
+ * layer with fan-in m ~ N(0, s^2 / m) (s = w_scale), each bias ~ N(0,
+ * b_scale^2), and for gaussian the noise sd sigma ~ N+(0, 1). The guide is
+ * mean-field Gaussian over the unconstrained parameters
+ *   [layer 0: W (d x h_1, column-major), b (h_1) | layer 1 ... | output
+ *    layer: W (h_L x 1), b (1) | log sigma (gaussian)],
+ * and SVI uses the local reparameterisation (Kingma, Salimans and Welling
+ * 2015): each layer's pre-activations are drawn given its input, from
+ * their Gaussian under the guide, rather than the weights; the weights' KL
+ * is in closed form; log sigma is drawn (its prior by Monte Carlo, its
+ * entropy exact). Particles are stacked as rows, and the layers' products
+ * go through R's BLAS (dgemm). No R API. */
+#ifndef SVIR_BNN_MODEL_H
+#define SVIR_BNN_MODEL_H
+
+#include <stddef.h>
+
+#include "infer/svir_model.h"
+#include "models/bnn/bnn_codes.h"
+
+#define SVIR_BNN_MAXL 8 /* most hidden layers */
+
+typedef struct {
+    int n, d, L, act, family;
+    int dims[SVIR_BNN_MAXL + 2]; /* d, h_1 .. h_L, 1 */
+    const double *X;             /* [n x d] column-major, standardised */
+    const double *y;             /* [n] */
+    double w_scale, b_scale;
+    int kl_warmup;               /* steps over which the KL's weight rises to 1 (0: none) */
+    const double *init_mu;       /* [D] the guide's starting means, or NULL */
+    ptrdiff_t D;
+    ptrdiff_t off_w[SVIR_BNN_MAXL + 1], off_b[SVIR_BNN_MAXL + 1], off_sig; /* off_sig < 0: none */
+} svir_bnn_model;
+
+extern const svir_model_def svir_bnn_def;
+
+/* SVI's ELBO estimate at the guide gpar [2 D] with the noise and rows of
+ * `step`, its gradient into grad [2 D] (the tests' finite differences);
+ * 0, or 2 when out of memory. */
+int svir_bnn_elbo_grad(const svir_bnn_model *m, const svir_control *c, const double *gpar,
+                       long step, double *elbo, double *grad);
+
+#endif
