@@ -94,6 +94,12 @@ def main():
         model = scvi.model.SCVI(ad)
         model.train(accelerator="cpu", devices=1)
         epochs = len(model.history["elbo_train"])
+        print(f"scvi: trained {epochs} epochs in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        # scanpy's neighbour graph calls getnnz(), which scipy's sparse
+        # arrays no longer have (it failed at 10^4 cells after 40 minutes
+        # of training, 2026-12-05); the arrays' own _getnnz is the same
+        if not hasattr(scipy.sparse.csr_array, "getnnz"):
+            scipy.sparse.csr_array.getnnz = lambda self, axis=None: self._getnnz(axis=axis)
         ad.obsm["X_scVI"] = model.get_latent_representation()
         sc.pp.neighbors(ad, use_rep="X_scVI")
         sc.tl.leiden(ad)
