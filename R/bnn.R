@@ -140,14 +140,34 @@ svir_bnn_build <- function(formula, data, family, model, prior, guide, method, c
   }
   y <- as.numeric(y)
   X <- svir_bnn_matrix(tt, mf)
-  n <- nrow(X)
   d <- ncol(X)
   if (d < 1L) abort("The formula gives the network no inputs: name at least one predictor.")
+  # the held-out rows (svi_control(validation = )), drawn from the seed; R's
+  # random numbers are put back after
+  val <- if (is.null(control$validation)) 0 else control$validation
+  hold <- integer(0)
+  if (val > 0) {
+    nv <- round(val * nrow(X))
+    if (nv < 1L || nrow(X) - nv < 2L) {
+      abort("{.code validation = {val}} of {nrow(X)} rows leaves no held-out rows or too few to fit.")
+    }
+    rng <- svir_sim_seed((seed + 7919) %% .Machine$integer.max)
+    hold <- sort(sample.int(nrow(X), nv))
+    if (!is.null(rng$old)) assign(".Random.seed", rng$old, envir = .GlobalEnv)
+  }
+  Xv <- X[hold, , drop = FALSE]
+  yv <- y[hold]
+  if (length(hold)) {
+    X <- X[-hold, , drop = FALSE]
+    y <- y[-hold]
+  }
+  n <- nrow(X)
   if (n < 2L) abort("The data have {n} row{?s} after {.arg na.action}: too few to fit.")
   xc <- colMeans(X)
   xs <- apply(X, 2L, stats::sd)
   xs[!is.finite(xs) | xs == 0] <- 1
   Xs <- sweep(sweep(X, 2L, xc), 2L, xs, "/")
+  Xvs <- sweep(sweep(Xv, 2L, xc), 2L, xs, "/")
   ym <- 0
   ys <- 1
   if (fam == "gaussian") {
@@ -176,14 +196,18 @@ svir_bnn_build <- function(formula, data, family, model, prior, guide, method, c
                act = svir_codes$bnn_act[[model$activation]], family = svir_codes$family[[fam]],
                X = Xs, y = if (fam == "gaussian") (y - ym) / ys else y,
                w_scale = model$prior_scale, b_scale = model$bias_scale, init_mu = init,
-               kl_warmup = model$kl_warmup)
+               kl_warmup = model$kl_warmup, nv = length(hold))
+  if (length(hold)) {
+    spec$Xv <- Xvs
+    spec$yv <- if (fam == "gaussian") (yv - ym) / ys else yv
+  }
   ctrl <- svir_engine_ctrl(control, "meanfield", seed, be$backend, "svi")
   # no stop, rollback or best window before the warm-up ends
   ctrl$min_steps <- model$kl_warmup
   list(spec = spec, ctrl = ctrl, control = control, method = "svi", guide = "meanfield",
        backend = be, seed = seed, family = family, model = model, call = call, formula = formula,
        tt = tt, xlevels = stats::.getXlevels(tt, mf), xcenter = xc, xscale = xs, ymean = ym,
-       yscale = ys, dims = dims, n = n, xnames = colnames(X))
+       yscale = ys, dims = dims, n = n, xnames = colnames(X), nval = length(hold))
 }
 
 svir_bnn_finish <- function(engine, job) {
@@ -195,6 +219,7 @@ svir_bnn_finish <- function(engine, job) {
     xlevels = job$xlevels, xcenter = job$xcenter, xscale = job$xscale, ymean = job$ymean,
     yscale = job$yscale, mean = engine$vpar[seq_len(D)], sd = exp(engine$vpar[D + seq_len(D)]),
     draws = engine$draws, elbo = engine$elbo, elbo_final = engine$elbo_final, steps = engine$steps,
+    nval = job$nval, val_trace = engine$val_trace, val_best_step = engine$val_best_step,
     stop_reason = engine$stop_reason, time = engine$time, backend = job$backend$backend,
     backend_reason = job$backend$reason, control = job$control, seed = job$seed, npar = D
   ), class = "svi_bnn")
@@ -296,6 +321,10 @@ print.svi_bnn <- function(x, ...) {
               if (length(h)) paste(h, collapse = " -> ") else "(no hidden layer)", x$model$activation))
   cat(sprintf("  %d parameters, %d observations; ELBO %.2f (the last window's mean, standardised scale)\n",
               x$npar, x$n, x$elbo_final))
+  if (length(x$val_trace)) {
+    cat(sprintf("  held-out rows: %d; their mean negative log predictive density %.4f at its best (step %d; standardised scale)\n",
+                x$nval, min(x$val_trace), as.integer(x$val_best_step)))
+  }
   cat(sprintf("  %d steps, stopped: %s; %.1f s on %s\n", x$steps, x$stop_reason, x$time, x$backend))
   invisible(x)
 }

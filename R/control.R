@@ -197,6 +197,12 @@ svir_check_real <- function(x, arg, lower = 0, upper = Inf) {
 #'   where the rule puts them; hence `"auto"` is the default. A term of
 #'   several columns keeps the rule's `lambda`. Not with
 #'   `keep_path`. [summary.svi_fit()] prints the choice.
+#' @param validation For [bnn()] fits: the share of the rows held out at
+#'   random (0: none). At the end of each window of `eval_every` steps the
+#'   held-out rows' mean negative log predictive density is evaluated at the
+#'   window's average guide; the fit stops after `patience` windows without
+#'   improvement (stop reason `"early_stop"`) and returns the best window's
+#'   guide. The trace is in `fit$val_trace`. Other models ignore it.
 #' @param progress Show a progress bar while fitting.
 #' @return An object of class `"svi_control"`: a list with the validated
 #'   values (integers for counts, `batch_size` `NULL` for full batches,
@@ -213,7 +219,7 @@ svi_control <- function(max_steps = 10000L, lr = NULL,
                         batch_size = NULL,
                         threads = NULL, ndraws = 1000L, is_draws = 4000L, init_scale = 0.1,
                         K = 16L, keep_path = 0L, warm_start = TRUE, centre = "auto",
-                        progress = interactive()) {
+                        validation = 0, progress = interactive()) {
   schedules <- c("plateau", "constant", "decay")
   if (missing(lr_schedule) || identical(lr_schedule, schedules)) {
     lr_schedule <- "plateau"
@@ -252,6 +258,8 @@ svi_control <- function(max_steps = 10000L, lr = NULL,
     keep_path = svir_check_whole(keep_path, "keep_path", 0L),
     warm_start = svir_check_flag(warm_start, "warm_start"),
     centre = svir_check_centre(centre),
+    validation = if (is.numeric(validation) && length(validation) == 1L && !is.na(validation) &&
+                     validation == 0) 0 else svir_check_real(validation, "validation", 0, 0.9),
     progress = progress
   )
   structure(out, class = "svi_control")

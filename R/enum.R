@@ -3,7 +3,7 @@
 # test-codes.R compares them with what the compiled code reports.
 
 svir_codes <- list(
-  stop = c(converged = 0L, max_steps = 1L, diverged = 2L, interrupted = 3L),
+  stop = c(converged = 0L, max_steps = 1L, diverged = 2L, interrupted = 3L, early_stop = 4L),
   guide = c(meanfield = 0L, fullrank = 1L),
   lr = c(constant = 0L, plateau = 1L, decay = 2L),
   method = c(svi = 0L, qem = 1L, vem = 2L),

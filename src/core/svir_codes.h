@@ -11,7 +11,8 @@
     X(CONVERGED, 0, "converged")                                                               \
     X(MAX_STEPS, 1, "max_steps")                                                               \
     X(DIVERGED, 2, "diverged")                                                                 \
-    X(INTERRUPTED, 3, "interrupted")
+    X(INTERRUPTED, 3, "interrupted")                                                           \
+    X(EARLY_STOP, 4, "early_stop")
 
 /* the Gaussian guide over the global block */
 #define SVIR_GUIDE_CODES(X)                                                                    \

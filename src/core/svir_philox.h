@@ -57,6 +57,7 @@
 #define SVIR_STREAM_PLN_ENTRIES 12 /* PLN QEM: the entries' effects e_ij */
 #define SVIR_STREAM_PLN_MCMC 13   /* PLN MCMC (pln_gibbs.c): normals, step = iteration */
 #define SVIR_STREAM_PLN_MCMC_U 14 /* the same: uniforms */
+#define SVIR_STREAM_BNN_VALID 15  /* networks: the held-out rows' noise, step = chunk */
 
 #define SVIR_PHILOX_M0 0xD2511F53u
 #define SVIR_PHILOX_M1 0xCD9E8D57u

@@ -67,3 +67,16 @@ SEXP svir_bnn_elbo_grad_r(SEXP spec, SEXP ctrl, SEXP gpar, SEXP step)
     static const elbo_grad_entry en = {&svir_bnn_def, bnn_D, bnn_eg};
     return elbo_grad_r(&en, spec, ctrl, gpar, step);
 }
+
+/* the held-out rows' loss of a network at the guide gpar [2 D] */
+SEXP svir_bnn_validate_r(SEXP spec, SEXP ctrl, SEXP gpar)
+{
+    svir_control c;
+    SEXP hp;
+    const svir_bnn_model *m = svir_r_model(&svir_bnn_def, spec, ctrl, &c, &hp);
+    svir_r_check_real(gpar, 2 * m->D, "gpar");
+    double v = 0.0;
+    if (svir_bnn_validate_at(m, &c, REAL(gpar), &v)) Rf_error("svir: out of memory");
+    svir_r_model_done(hp);
+    return Rf_ScalarReal(v);
+}

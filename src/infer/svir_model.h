@@ -53,6 +53,12 @@ typedef struct {
                        double *ggrad, double *lgrad, double *tsplit);
     /* the posterior draws kept in the fit, into res; 0 or 2 */
     int (*draws)(void *work, const double *gpar, const double *lpar, svir_result *res);
+    /* the held-out rows' loss at the guide gpar (their mean negative log
+     * predictive density), or NaN when the fit holds none out; NULL for
+     * models without. At each window's end the driver evaluates it at the
+     * window's average, keeps the best, stops after `patience` windows
+     * without improvement ("early_stop"), and returns the best. */
+    double (*validate)(void *work, const double *gpar);
 } svir_svi_ops;
 
 /* ---- QEM (infer/svir_qem.c): importance weighting and moment matching --

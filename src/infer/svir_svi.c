@@ -5,6 +5,7 @@
 #include "infer/svir_model.h"
 #include "core/svir_adam.h"
 #include "core/svir_loop.h"
+#include "core/svir_out.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -101,6 +102,14 @@ int svir_svi_run(const svir_svi_ops *ops, void *model, const svir_control *c,
     double *gbest = xcalloc((size_t)ngp, sizeof(double), &fail);
     double *lbest = xcalloc((size_t)nloc, sizeof(double), &fail);
     int have_best = 0;
+    /* early stopping on held-out rows (ops->validate): the loss at each
+     * window's average, the best window's average */
+    const long nwin_max = maxs / W + 2;
+    double *vtrace = ops->validate ? xcalloc((size_t)nwin_max, sizeof(double), &fail) : NULL;
+    double *gval = ops->validate ? xcalloc((size_t)ngp, sizeof(double), &fail) : NULL;
+    long nval = 0, vbest_step = -1;
+    double vbest = INFINITY;
+    int vbad = 0;
     /* the path: sums of the iterates since the last snapshot, the anchor */
     const int pe = c->path_every;
     double *tg = pe > 0 ? xcalloc((size_t)ngp, sizeof(double), &fail) : NULL;
@@ -203,6 +212,23 @@ int svir_svi_run(const svir_svi_ops *ops, void *model, const svir_control *c,
             memset(lm1, 0, sizeof(double) * (size_t)nloc);
             memset(lm2, 0, sizeof(double) * (size_t)nloc);
         }
+        if ((L.act & SVIR_LOOP_WINDOW) && vtrace && nval < nwin_max) {
+            const double v = ops->validate(w, gprev);
+            if (!isnan(v)) {
+                vtrace[nval++] = v;
+                if (v < vbest) {
+                    vbest = v;
+                    vbest_step = step + 1;
+                    memcpy(gval, gprev, sizeof(double) * (size_t)ngp);
+                    vbad = 0;
+                } else if (++vbad >= (c->patience > 0 ? c->patience : 1) && step + 1 >= L.min_steps &&
+                           !L.stopped) {
+                    L.stop_reason = SVIR_STOP_EARLY_STOP;
+                    L.steps = step + 1;
+                    L.stopped = 1;
+                }
+            }
+        }
         if (L.stopped) {
             step++;
             break;
@@ -228,6 +254,17 @@ int svir_svi_run(const svir_svi_ops *ops, void *model, const svir_control *c,
         memcpy(lpar, lbest, sizeof(double) * (size_t)nloc);
         break;
     }
+    if (vbest_step > 0 && L.stop_reason != SVIR_STOP_DIVERGED) {
+        /* with held-out rows: the window with the lowest loss */
+        memcpy(gpar, gval, sizeof(double) * (size_t)ngp);
+        const double bs = (double)vbest_step;
+        if (svir_out_copy(res->extra, "val_trace", vtrace, nval, -1) ||
+            svir_out_copy(res->extra, "val_best_step", &bs, 1, -1)) {
+            snprintf(res->message, sizeof res->message, "out of memory keeping the validation trace");
+            status = 2;
+            goto done;
+        }
+    }
 
     const double t_post = svir_wall_time();
     const int draws_fail = ops->draws(w, gpar, lpar, res);
@@ -246,7 +283,7 @@ int svir_svi_run(const svir_svi_ops *ops, void *model, const svir_control *c,
 done:
     free(gpar); free(lpar); free(gg); free(lg); free(gm1); free(gm2); free(lm1); free(lm2);
     free(gsum); free(lsum); free(gprev); free(lprev); free(gbest); free(lbest);
-    free(tg); free(tl); free(ganchor);
+    free(tg); free(tl); free(ganchor); free(vtrace); free(gval);
     ops->work_free(w);
     return status;
 }

@@ -169,3 +169,49 @@ test_that("a 5-unit network's predictions are close to NUTS's (with a KL warm-up
   expect_gt(max(abs(predict(f0, nd, type = "link")$mean - ref$mu_mean) / ref$y_sd), 1.5)
   expect_gt(f0$elbo_final, f$elbo_final)
 })
+
+test_that("the held-out loss is the negative log predictive density", {
+  # without hidden layers and with point-mass guides every draw is the same
+  # network: the loss is the mean of -log p(y | x'w + b) over the held-out
+  # rows, exactly
+  d <- sim_bnn_data(n = 60, seed = 7)
+  for (fam in list(gaussian(), binomial(), poisson())) {
+    y <- c(gaussian = "yg", binomial = "yb", poisson = "yp")[[fam$family]]
+    job <- bnn_job(stats::as.formula(paste(y, "~ x1 + x2")), d, fam, bnn(hidden = integer(0)),
+                   svi_control(validation = 0.3))
+    sp <- job$spec
+    expect_identical(sp$nv, 18L)
+    expect_identical(sp$n, 42L)
+    D <- length(sp$init_mu)
+    mu <- c(0.4, -0.3, 0.2, if (fam$family == "gaussian") log(0.7))
+    v <- c(mu, rep(log(1e-9), D))
+    loss <- .Call(C_svir_bnn_validate_r, sp, job$ctrl, v)
+    eta <- drop(sp$Xv %*% mu[1:2] + mu[3])
+    lp <- switch(fam$family,
+                 gaussian = dnorm(sp$yv, eta, exp(mu[4]), log = TRUE),
+                 binomial = dbinom(sp$yv, 1, plogis(eta), log = TRUE),
+                 poisson = dpois(sp$yv, exp(eta), log = TRUE))
+    expect_equal(loss, -mean(lp), tolerance = 1e-9, label = fam$family)
+  }
+})
+
+test_that("early stopping on held-out rows keeps the best window and says so", {
+  set.seed(1)
+  n <- 200
+  d <- data.frame(x = runif(n, -3, 3))
+  d$y <- sin(d$x) + rnorm(n, sd = 0.5)
+  f <- svi_fit(y ~ x, d, model = bnn(hidden = 50), seed = 1,
+               control = svi_control(validation = 0.25, eval_every = 100, max_steps = 20000,
+                                     progress = FALSE))
+  expect_identical(f$n, 150L)
+  expect_identical(f$nval, 50L)
+  # one loss per window; stopped `patience` (3) windows after the best
+  expect_length(f$val_trace, f$steps / 100)
+  expect_identical(f$stop_reason, "early_stop")
+  expect_identical(length(f$val_trace) - which.min(f$val_trace), 3L)
+  expect_equal(f$val_best_step, 100 * which.min(f$val_trace))
+  expect_output(print(f), "held-out rows: 50")
+  expect_error(svi_control(validation = 0.95), "validation")
+  expect_error(svi_fit(y ~ x, d[1:2, ], model = bnn(3), control = svi_control(validation = 0.5)),
+               "validation", class = "svir_error")
+})

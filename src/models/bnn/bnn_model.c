@@ -65,6 +65,11 @@ static int bnn_read(const svir_list *spec, const svir_list *ctrl, const svir_con
     m->D = off;
     m->init_mu = svir_list_reals(spec, "init_mu", m->D, 1, e);
     m->kl_warmup = svir_list_int(spec, "kl_warmup", 0);
+    m->nv = svir_list_int(spec, "nv", 0);
+    if (m->nv > 0) {
+        m->Xv = svir_list_reals(spec, "Xv", (ptrdiff_t)m->nv * m->d, 0, e);
+        m->yv = svir_list_reals(spec, "yv", m->nv, 0, e);
+    }
     return e->status;
 }
 
@@ -92,7 +97,7 @@ static int bnn_outputs(const void *model, const svir_control *c, svir_result *re
 
 /* ---- SVI ------------------------------------------------------------------- */
 
-typedef struct {
+typedef struct bnn_work {
     const svir_bnn_model *m;
     const svir_control *c;
     int S, full;
@@ -109,6 +114,7 @@ typedef struct {
     double *tmp;                   /* [max in x out] */
     double *es, *gs;               /* [S] log sigma's noise, its gradient per particle */
     double *block;                 /* everything above, one allocation */
+    struct bnn_work *vw;           /* the held-out rows' (bnn_validate), or NULL */
 } bnn_work;
 
 static ptrdiff_t bnn_n_global(const void *model, const svir_control *c)
@@ -121,21 +127,24 @@ static void bnn_work_free(void *work)
 {
     bnn_work *w = work;
     if (!w) return;
+    bnn_work_free(w->vw);
     free(w->idx);
     free(w->block);
     free(w);
 }
 
-static void *bnn_work_new(const void *model, const svir_control *c)
+/* the work for batches of B rows and S particles (full: every row, in
+ * order) */
+static bnn_work *bnn_work_make(const svir_bnn_model *m, const svir_control *c, ptrdiff_t B, int S,
+                               int full)
 {
-    const svir_bnn_model *m = model;
     bnn_work *w = calloc(1, sizeof *w);
     if (!w) return NULL;
     w->m = m;
     w->c = c;
-    w->S = c->num_particles > 0 ? c->num_particles : 1;
-    w->full = c->batch_size <= 0 || c->batch_size >= m->n;
-    w->B = w->full ? m->n : c->batch_size;
+    w->S = S;
+    w->full = full;
+    w->B = B;
     w->R = w->B * w->S;
     w->scale = (double)m->n / (double)w->B;
     w->key[0] = (uint32_t)(c->seed & 0xffffffffu);
@@ -174,6 +183,27 @@ static void *bnn_work_new(const void *model, const svir_control *c)
     w->es = p; p += w->S;
     w->gs = p;
     for (ptrdiff_t k = 0; k < w->B; k++) w->idx[k] = (int)k;
+    return w;
+}
+
+/* the held-out rows are evaluated in chunks of at most BNN_VB rows with
+ * BNN_VS particles */
+#define BNN_VB 256
+#define BNN_VS 16
+
+static void *bnn_work_new(const void *model, const svir_control *c)
+{
+    const svir_bnn_model *m = model;
+    const int full = c->batch_size <= 0 || c->batch_size >= m->n;
+    bnn_work *w = bnn_work_make(m, c, full ? m->n : c->batch_size,
+                                c->num_particles > 0 ? c->num_particles : 1, full);
+    if (w && m->nv > 0) {
+        w->vw = bnn_work_make(m, c, m->nv < BNN_VB ? m->nv : BNN_VB, BNN_VS, 0);
+        if (!w->vw) {
+            bnn_work_free(w);
+            return NULL;
+        }
+    }
     return w;
 }
 
@@ -217,25 +247,21 @@ static double w_sd(const svir_bnn_model *m, int l)
     return m->w_scale / sqrt((double)m->dims[l]);
 }
 
-static double bnn_estimate(void *work, long step, const double *gpar, const double *lpar,
-                           double *ggrad, double *lgrad, double *tsplit)
+/* The stacked rows' pre-activations: row s B + b is row idx[b] of X (n
+ * rows) for particle s; per layer Z = A mu_W + mu_b + sqrt(A^2 s2_W +
+ * s2_b) eps with eps from (stream, step), A' = act(Z) (w->s2 holds the
+ * guide's variances). */
+static void bnn_forward(bnn_work *w, const double *mu, const double *X, ptrdiff_t n,
+                        uint64_t stream, uint64_t step)
 {
-    bnn_work *w = work;
     const svir_bnn_model *m = w->m;
-    const ptrdiff_t D = m->D, R = w->R, B = w->B, n = m->n;
+    const ptrdiff_t R = w->R, B = w->B;
     const int S = w->S, L = m->L;
-    const double *mu = gpar, *ls = gpar + D;
-    double *gmu = ggrad, *gls = ggrad + D;
-    (void)lpar;
-    (void)lgrad;
-    double t0 = svir_wall_time();
-    memset(ggrad, 0, sizeof(double) * (size_t)(2 * D));
-    for (ptrdiff_t k = 0; k < D; k++) w->s2[k] = exp(2.0 * ls[k]);
     /* the stacked batch: row s B + b is example idx[b] for particle s */
     for (int c = 0; c < m->d; c++)
         for (int s = 0; s < S; s++)
             for (ptrdiff_t b = 0; b < B; b++)
-                w->A[0][s * B + b + (ptrdiff_t)c * R] = m->X[w->idx[b] + (ptrdiff_t)c * n];
+                w->A[0][s * B + b + (ptrdiff_t)c * R] = X[w->idx[b] + (ptrdiff_t)c * n];
     /* forward: Z = A mu_W + mu_b + sqrt(A^2 s2_W + s2_b) eps, per layer */
     uint64_t ctr = 0;
     for (int l = 0; l <= L; l++) {
@@ -249,7 +275,7 @@ static double bnn_estimate(void *work, long step, const double *gpar, const doub
             for (ptrdiff_t r = 0; r < R; r++) {
                 const ptrdiff_t k = r + o * R;
                 const double sv = sqrt(w->SV[l][k] + vb);
-                const double e = svir_normal(w->key, SVIR_STREAM_LOCAL, (uint64_t)step, ctr + (uint64_t)k);
+                const double e = svir_normal(w->key, stream, step, ctr + (uint64_t)k);
                 w->SV[l][k] = sv;
                 w->E[l][k] = e;
                 w->Z[l][k] += mb + sv * e;
@@ -265,6 +291,23 @@ static double bnn_estimate(void *work, long step, const double *gpar, const doub
                 for (ptrdiff_t k = 0; k < R * out; k++) An[k] = tanh(Zl[k]);
         }
     }
+}
+
+static double bnn_estimate(void *work, long step, const double *gpar, const double *lpar,
+                           double *ggrad, double *lgrad, double *tsplit)
+{
+    bnn_work *w = work;
+    const svir_bnn_model *m = w->m;
+    const ptrdiff_t D = m->D, R = w->R, B = w->B, n = m->n;
+    const int S = w->S, L = m->L;
+    const double *mu = gpar, *ls = gpar + D;
+    double *gmu = ggrad, *gls = ggrad + D;
+    (void)lpar;
+    (void)lgrad;
+    double t0 = svir_wall_time();
+    memset(ggrad, 0, sizeof(double) * (size_t)(2 * D));
+    for (ptrdiff_t k = 0; k < D; k++) w->s2[k] = exp(2.0 * ls[k]);
+    bnn_forward(w, mu, m->X, n, SVIR_STREAM_LOCAL, (uint64_t)step);
     const double t1 = svir_wall_time();
     tsplit[SVIR_PHASE_DRAW] += t1 - t0;
     /* the likelihood, each particle's rows weighted n / (B S) */
@@ -385,9 +428,67 @@ static int bnn_draws(void *work, const double *gpar, const double *lpar, svir_re
     return svir_gsvi_draws(w->m->D, w->c->ndraws, w->key, gpar, res);
 }
 
+/* log p(y | eta) for the family, sigma on the standardised scale */
+static double bnn_logp(int family, double y, double eta, double lsig)
+{
+    if (family == SVIR_GAUSSIAN) {
+        const double r = (y - eta) / exp(lsig);
+        return -lsig - SVIR_LOG_SQRT_2PI - 0.5 * r * r;
+    }
+    if (family == SVIR_BINOMIAL) return y * eta - svir_log1pexp(eta);
+    return y * eta - exp(eta) - svir_lgamma(y + 1.0);
+}
+
+/* the held-out rows' mean negative log predictive density at the guide
+ * gpar: per row -log of the mean over BNN_VS draws (each its own
+ * pre-activations, local reparameterisation, and its own sigma) of p(y |
+ * eta); the same noise at every call (stream SVIR_STREAM_BNN_VALID), so
+ * that the windows differ only by their parameters */
+static double bnn_validate(void *work, const double *gpar)
+{
+    bnn_work *w = work, *v = w->vw;
+    if (!v) return NAN;
+    const svir_bnn_model *m = w->m;
+    const ptrdiff_t D = m->D, Bv = v->B;
+    const int S = v->S;
+    double lsig[BNN_VS];
+    for (int s = 0; s < S; s++)
+        lsig[s] = m->off_sig >= 0 ? gpar[m->off_sig] + exp(gpar[D + m->off_sig]) *
+                                        svir_normal(v->key, SVIR_STREAM_BNN_VALID, 0xffffffffu, (uint64_t)s)
+                                  : 0.0;
+    for (ptrdiff_t k = 0; k < D; k++) v->s2[k] = exp(2.0 * gpar[D + k]);
+    double tot = 0.0;
+    for (ptrdiff_t c0 = 0; c0 < m->nv; c0 += Bv) {
+        const ptrdiff_t nb = m->nv - c0 < Bv ? m->nv - c0 : Bv;
+        for (ptrdiff_t b = 0; b < Bv; b++) v->idx[b] = (int)(c0 + (b < nb ? b : 0));
+        bnn_forward(v, gpar, m->Xv, m->nv, SVIR_STREAM_BNN_VALID, (uint64_t)(c0 / Bv));
+        const double *eta = v->Z[m->L];
+        for (ptrdiff_t b = 0; b < nb; b++) {
+            double lp[BNN_VS], mx = -INFINITY, se = 0.0;
+            for (int s = 0; s < S; s++) {
+                lp[s] = bnn_logp(m->family, m->yv[c0 + b], eta[s * Bv + b], lsig[s]);
+                mx = lp[s] > mx ? lp[s] : mx;
+            }
+            for (int s = 0; s < S; s++) se += exp(lp[s] - mx);
+            tot -= mx + log(se / S);
+        }
+    }
+    return tot / (double)m->nv;
+}
+
+int svir_bnn_validate_at(const svir_bnn_model *m, const svir_control *c, const double *gpar,
+                         double *loss)
+{
+    bnn_work *w = bnn_work_new(m, c);
+    if (!w) return 2;
+    *loss = bnn_validate(w, gpar);
+    bnn_work_free(w);
+    return 0;
+}
+
 static const svir_svi_ops bnn_svi_ops = {
     bnn_n_global, svir_gsvi_n_local, bnn_work_new, bnn_work_free, bnn_work_threads, bnn_init,
-    svir_gsvi_anchor, svir_gsvi_reanchor, bnn_batch, bnn_estimate, bnn_draws,
+    svir_gsvi_anchor, svir_gsvi_reanchor, bnn_batch, bnn_estimate, bnn_draws, bnn_validate,
 };
 
 int svir_bnn_elbo_grad(const svir_bnn_model *m, const svir_control *c, const double *gpar,

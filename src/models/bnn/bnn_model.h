@@ -31,6 +31,8 @@ typedef struct {
     const double *y;             /* [n] */
     double w_scale, b_scale;
     int kl_warmup;               /* steps over which the KL's weight rises to 1 (0: none) */
+    int nv;                      /* held-out rows (0: none) */
+    const double *Xv, *yv;       /* [nv x d], [nv]: standardised as X and y */
     const double *init_mu;       /* [D] the guide's starting means, or NULL */
     ptrdiff_t D;
     ptrdiff_t off_w[SVIR_BNN_MAXL + 1], off_b[SVIR_BNN_MAXL + 1], off_sig; /* off_sig < 0: none */
@@ -43,5 +45,10 @@ extern const svir_model_def svir_bnn_def;
  * 0, or 2 when out of memory. */
 int svir_bnn_elbo_grad(const svir_bnn_model *m, const svir_control *c, const double *gpar,
                        long step, double *elbo, double *grad);
+
+/* the held-out rows' loss (bnn_validate) at the guide gpar [2 D] into *loss;
+ * 0, or 2 when out of memory */
+int svir_bnn_validate_at(const svir_bnn_model *m, const svir_control *c, const double *gpar,
+                         double *loss);
 
 #endif
