@@ -86,8 +86,12 @@ svir_check_real <- function(x, arg, lower = 0, upper = Inf) {
 #' @param lr Step size (learning rate) of Adam, greater than 0, or `NULL`
 #'   (default) for 0.05 with the mean-field guide and 0.02 with the full-rank
 #'   guide, whose off-diagonal scales make larger steps unstable.
-#' @param lr_schedule Step-size schedule: `"plateau"`, `"constant"` or
-#'   `"decay"` (see the stopping rule below).
+#' @param lr_schedule Step-size schedule: `"plateau"`, `"constant"`,
+#'   `"decay"` (see the stopping rule below) or `"onecycle"`: over the first
+#'   30% of `max_steps` the step size rises from `lr / 25` to `lr`, then falls
+#'   to `lr / 250000` at `max_steps`, both along half a cosine (PyTorch's
+#'   `OneCycleLR` defaults); such a fit runs all `max_steps` (the stopping
+#'   rule does not end it, early stopping on `validation` rows may).
 #' @param lr_decay Factor (between 0 and 1) by which the `"plateau"` schedule
 #'   multiplies the step size at each plateau.
 #' @param eval_every Window length, in steps, of the stopping rule: at
@@ -213,14 +217,14 @@ svir_check_real <- function(x, arg, lower = 0, upper = Inf) {
 #' svi_control(batch_size = 256, num_particles = 4, threads = 2)
 #' @export
 svi_control <- function(max_steps = 10000L, lr = NULL,
-                        lr_schedule = c("plateau", "constant", "decay"),
+                        lr_schedule = c("plateau", "constant", "decay", "onecycle"),
                         lr_decay = 0.3, eval_every = NULL, tol_rel_obj = 1e-4,
                         patience = 3L, num_particles = NULL, stl = TRUE,
                         batch_size = NULL,
                         threads = NULL, ndraws = 1000L, is_draws = 4000L, init_scale = 0.1,
                         K = 16L, keep_path = 0L, warm_start = TRUE, centre = "auto",
                         validation = 0, progress = interactive()) {
-  schedules <- c("plateau", "constant", "decay")
+  schedules <- c("plateau", "constant", "decay", "onecycle")
   if (missing(lr_schedule) || identical(lr_schedule, schedules)) {
     lr_schedule <- "plateau"
   }

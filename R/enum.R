@@ -5,7 +5,7 @@
 svir_codes <- list(
   stop = c(converged = 0L, max_steps = 1L, diverged = 2L, interrupted = 3L, early_stop = 4L),
   guide = c(meanfield = 0L, fullrank = 1L),
-  lr = c(constant = 0L, plateau = 1L, decay = 2L),
+  lr = c(constant = 0L, plateau = 1L, decay = 2L, onecycle = 3L),
   method = c(svi = 0L, qem = 1L, vem = 2L),
   backend = c(cpu = 0L, cuda = 1L),
   phase = c(draw = 0L, observations = 1L, backward = 2L, update = 3L, posterior_draws = 4L),

@@ -606,6 +606,10 @@ svir_qem_plan <- function(spec, K, call = NULL, max_crossed = 50, max_cells = 2^
 }
 
 svir_warn_stop <- function(engine, control) {
+  # the one-cycle schedule runs to max_steps by design
+  if (identical(control$lr_schedule, "onecycle") && identical(engine$stop_reason, "max_steps")) {
+    return(invisible(NULL))
+  }
   switch(engine$stop_reason,
     max_steps = cli::cli_warn(c(
       "The fit stopped at {.code max_steps = {engine$steps}} before the ELBO converged.",

@@ -40,6 +40,7 @@ extern SEXP svir_elbo_grad_r(SEXP spec, SEXP control, SEXP vpar, SEXP step);
 extern SEXP svir_mix_elbo_grad_r(SEXP spec, SEXP control, SEXP gpar, SEXP step);
 extern SEXP svir_bnn_elbo_grad_r(SEXP spec, SEXP control, SEXP gpar, SEXP step);
 extern SEXP svir_bnn_validate_r(SEXP spec, SEXP control, SEXP gpar);
+extern SEXP svir_loop_lr_r(SEXP schedule, SEXP lr, SEXP maxs, SEXP W);
 extern SEXP svir_cuda_elbo_grad_r(SEXP spec, SEXP control, SEXP vpar, SEXP step);
 extern SEXP svir_obs_pass_r(SEXP spec, SEXP beta, SEXP b, SEXP aux, SEXP backend);
 extern SEXP svir_adam_r(SEXP par, SEXP mom, SEXP vel, SEXP g, SEXP lr, SEXP t, SEXP backend);
@@ -85,6 +86,7 @@ static const R_CallMethodDef call_methods[] = {
     VERB(svir_mix_elbo_grad_r, 4),
     VERB(svir_bnn_elbo_grad_r, 4),
     VERB(svir_bnn_validate_r, 3),
+    VERB(svir_loop_lr_r, 4),
     VERB(svir_cuda_elbo_grad_r, 4),
     VERB(svir_obs_pass_r, 5),
     VERB(svir_local_step_r, 9),

@@ -23,7 +23,8 @@
 #define SVIR_LR_CODES(X)                                                                       \
     X(CONSTANT, 0, "constant")                                                                 \
     X(PLATEAU, 1, "plateau")                                                                   \
-    X(DECAY, 2, "decay")
+    X(DECAY, 2, "decay")                                                                       \
+    X(ONECYCLE, 3, "onecycle")
 
 /* the inference drivers (infer/) */
 #define SVIR_METHOD_CODES(X)                                                                   \

@@ -109,6 +109,19 @@ SVIR_MATH_HD void svir_loop_rolling(svir_loop *L, long step)
     }
 }
 
+/* The one-cycle schedule (Smith and Topin 2019; PyTorch's OneCycleLR
+ * defaults): over the first 30% of maxs steps the step size rises from lr
+ * / 25 to lr, then falls to lr / (25 x 10^4) at maxs, both along half a
+ * cosine. */
+SVIR_MATH_HD double svir_loop_onecycle(double lr, long step, long maxs)
+{
+    const double pi = 3.14159265358979323846;
+    const double f = (double)(step + 1) / (double)(maxs > 0 ? maxs : 1), lo = lr / 25.0;
+    if (f <= 0.3) return lo + (lr - lo) * 0.5 * (1.0 - cos(pi * f / 0.3));
+    const double fin = lo / 1e4;
+    return fin + (lr - fin) * 0.5 * (1.0 + cos(pi * (f - 0.3) / 0.7));
+}
+
 /* Step `step` gave the ELBO estimate `elbo`; ok = the estimate and its
  * gradient are finite. Sets L->act (and lr_t, bc1, bc2 with ACCEPT). */
 SVIR_MATH_HD void svir_loop_step(svir_loop *L, long step, double elbo, int ok)
@@ -133,8 +146,9 @@ SVIR_MATH_HD void svir_loop_step(svir_loop *L, long step, double elbo, int ok)
     L->t_adam++;
     L->bc1 = 1.0 - pow(SVIR_ADAM_B1, (double)L->t_adam);
     L->bc2 = 1.0 - pow(SVIR_ADAM_B2, (double)L->t_adam);
-    L->lr_t = L->lr_schedule == SVIR_LR_DECAY ? L->lr / sqrt(1.0 + (double)step / (double)L->W)
-                                              : L->lr;
+    L->lr_t = L->lr_schedule == SVIR_LR_DECAY      ? L->lr / sqrt(1.0 + (double)step / (double)L->W)
+              : L->lr_schedule == SVIR_LR_ONECYCLE ? svir_loop_onecycle(L->lr, step, L->maxs)
+                                                   : L->lr;
     L->act = SVIR_LOOP_ACCEPT;
     if (L->rule == SVIR_RULE_ROLLING) {
         svir_loop_rolling(L, step);
@@ -196,7 +210,9 @@ SVIR_MATH_HD void svir_loop_step(svir_loop *L, long step, double elbo, int ok)
         }
         return;
     }
-    if (!plateau) return;
+    /* the one-cycle schedule runs its whole cycle (early stopping on
+     * held-out rows may still end it) */
+    if (!plateau || L->lr_schedule == SVIR_LR_ONECYCLE) return;
     if (L->lr_schedule == SVIR_LR_PLATEAU && L->reductions < L->patience) {
         L->lr *= L->lr_decay;
         if (L->n_lr_steps < SVIR_LOOP_MAX_LR_STEPS) L->lr_steps[L->n_lr_steps++] = step + 1;

@@ -49,8 +49,8 @@ int svir_control_read(const svir_list *ctrl, svir_control *c, svir_err *e)
     c->lr_schedule = SVIR_LR_PLATEAU;
     const char *sch = svir_list_str(ctrl, "lr_schedule", NULL);
     if (sch) {
-        c->lr_schedule = strcmp(sch, "constant") == 0 ? SVIR_LR_CONSTANT :
-            strcmp(sch, "decay") == 0 ? SVIR_LR_DECAY : SVIR_LR_PLATEAU;
+        const int code = svir_code_value(svir_core_code_table("lr"), sch);
+        c->lr_schedule = code >= 0 ? code : SVIR_LR_PLATEAU;
     }
     c->lr_decay = svir_list_num(ctrl, "lr_decay", 0.3);
     c->eval_every = svir_list_int(ctrl, "eval_every", 100);

@@ -3,6 +3,7 @@
  * R/enum.R), and the Poisson-lognormal objective and fit on the CPU and
  * the device for the parity tests. */
 #include "glue/r_test.h"
+#include "core/svir_loop.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -227,5 +228,25 @@ SEXP svir_backend_auto_r(SEXP model, SEXP method, SEXP minibatch, SEXP size, SEX
     SET_STRING_ELT(nms, 1, Rf_mkChar("reason"));
     Rf_setAttrib(out, R_NamesSymbol, nms);
     UNPROTECT(2);
+    return out;
+}
+
+/* The loop's step sizes lr_t over `steps` accepted steps whose ELBO keeps
+ * rising (no plateau), for a schedule code, lr, max_steps and window W:
+ * test-bnn.R checks the one-cycle formula. */
+SEXP svir_loop_lr_r(SEXP schedule, SEXP lr, SEXP maxs, SEXP W)
+{
+    const long m = (long)Rf_asReal(maxs);
+    SEXP out = PROTECT(Rf_allocVector(REALSXP, m));
+    double *trace = (double *)R_alloc((size_t)m, sizeof(double));
+    double *wtrace = (double *)R_alloc((size_t)(m / Rf_asInteger(W) + 2), sizeof(double));
+    svir_loop L;
+    svir_loop_init(&L, m, Rf_asInteger(W), Rf_asReal(lr), Rf_asInteger(schedule), 0.3, 3, 1e-4,
+                   trace, wtrace);
+    for (long s = 0; s < m; s++) {
+        svir_loop_step(&L, s, (double)s, 1);
+        REAL(out)[s] = L.stopped ? NA_REAL : L.lr_t;
+    }
+    UNPROTECT(1);
     return out;
 }

@@ -78,5 +78,6 @@ SEXP svir_bnn_validate_r(SEXP spec, SEXP ctrl, SEXP gpar)
     double v = 0.0;
     if (svir_bnn_validate_at(m, &c, REAL(gpar), &v)) Rf_error("svir: out of memory");
     svir_r_model_done(hp);
+    UNPROTECT(1); /* hp */
     return Rf_ScalarReal(v);
 }

@@ -215,3 +215,24 @@ test_that("early stopping on held-out rows keeps the best window and says so", {
   expect_error(svi_fit(y ~ x, d[1:2, ], model = bnn(3), control = svi_control(validation = 0.5)),
                "validation", class = "svir_error")
 })
+
+test_that("the one-cycle schedule is PyTorch's OneCycleLR and runs to max_steps", {
+  lr <- .Call(C_svir_loop_lr_r, svir:::svir_codes$lr[["onecycle"]], 0.01, 1000, 100)
+  f <- (seq_len(1000)) / 1000
+  lo <- 0.01 / 25
+  fin <- lo / 1e4
+  want <- ifelse(f <= 0.3, lo + (0.01 - lo) * (1 - cos(pi * f / 0.3)) / 2,
+                 fin + (0.01 - fin) * (1 + cos(pi * (f - 0.3) / 0.7)) / 2)
+  expect_equal(lr, want, tolerance = 1e-14)
+  expect_equal(max(lr), 0.01, tolerance = 1e-3)
+  expect_equal(which.max(lr), 300L)
+  # the ELBO's window rule stops a constant schedule on a plateau (here a
+  # rising ELBO, so it never does) and not a one-cycle one
+  expect_true(all(.Call(C_svir_loop_lr_r, svir:::svir_codes$lr[["constant"]], 0.01, 1000, 100) == 0.01))
+  d <- sim_bnn_data(n = 200)
+  fit <- expect_silent(svi_fit(yg ~ x1 + x2, d, model = bnn(hidden = 8), seed = 1,
+                               control = svi_control(lr_schedule = "onecycle", lr = 0.02,
+                                                     max_steps = 1500, progress = FALSE)))
+  expect_identical(fit$stop_reason, "max_steps")
+  expect_identical(fit$steps, 1500L)
+})
