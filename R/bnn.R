@@ -220,6 +220,7 @@ svir_bnn_finish <- function(engine, job) {
     yscale = job$yscale, mean = engine$vpar[seq_len(D)], sd = exp(engine$vpar[D + seq_len(D)]),
     draws = engine$draws, elbo = engine$elbo, elbo_final = engine$elbo_final, steps = engine$steps,
     nval = job$nval, val_trace = engine$val_trace, val_best_step = engine$val_best_step,
+    ell = engine$ell, kl = engine$kl,
     stop_reason = engine$stop_reason, time = engine$time, backend = job$backend$backend,
     backend_reason = job$backend$reason, control = job$control, seed = job$seed, npar = D
   ), class = "svi_bnn")
@@ -319,8 +320,9 @@ print.svi_bnn <- function(x, ...) {
   cat(sprintf("Bayesian neural network (svir), %s family: %d input%s -> %s -> 1, %s\n",
               x$family$family, x$dims[1L], if (x$dims[1L] == 1L) "" else "s",
               if (length(h)) paste(h, collapse = " -> ") else "(no hidden layer)", x$model$activation))
-  cat(sprintf("  %d parameters, %d observations; ELBO %.2f (the last window's mean, standardised scale)\n",
-              x$npar, x$n, x$elbo_final))
+  cat(sprintf("  %d parameters, %d observations; ELBO %.2f = expected log-likelihood %.2f - KL %.2f\n",
+              x$npar, x$n, x$ell - x$kl, x$ell, x$kl))
+  cat("  (at the final guide, on the standardised scale)\n")
   if (length(x$val_trace)) {
     cat(sprintf("  held-out rows: %d; their mean negative log predictive density %.4f at its best (step %d; standardised scale)\n",
                 x$nval, min(x$val_trace), as.integer(x$val_best_step)))
@@ -331,3 +333,29 @@ print.svi_bnn <- function(x, ...) {
 
 #' @export
 nobs.svi_bnn <- function(object, ...) object$n
+
+#' @rdname prior_summary
+#' @export
+prior_summary.svi_bnn <- function(object, ...) {
+  d <- object$dims
+  L <- length(d) - 1L
+  m <- object$model
+  src <- function(v) if (v == 1) "default" else "user"
+  rows <- lapply(seq_len(L), function(l) {
+    data.frame(class = c("w", "b"), coef = c(sprintf("layer %d (%d x %d)", l, d[l], d[l + 1L]),
+                                             sprintf("layer %d (%d)", l, d[l + 1L])),
+               group = "",
+               prior = c(sprintf("normal(0, %.4g) (%g / sqrt(fan-in %d))", m$prior_scale / sqrt(d[l]),
+                                 m$prior_scale, d[l]),
+                         sprintf("normal(0, %g)", m$bias_scale)),
+               source = c(src(m$prior_scale), src(m$bias_scale)))
+  })
+  out <- do.call(rbind, rows)
+  if (object$family$family == "gaussian") {
+    out <- rbind(out, data.frame(class = "sigma", coef = "", group = "",
+                                 prior = sprintf("half-normal(0, %.4g) (sd 1 on the standardised scale)", object$yscale),
+                                 source = "default"))
+  }
+  out$note <- "inputs standardised; weights on that scale"
+  structure(out, class = c("svir_prior_summary", "data.frame"))
+}

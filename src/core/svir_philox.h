@@ -58,6 +58,8 @@
 #define SVIR_STREAM_PLN_MCMC 13   /* PLN MCMC (pln_gibbs.c): normals, step = iteration */
 #define SVIR_STREAM_PLN_MCMC_U 14 /* the same: uniforms */
 #define SVIR_STREAM_BNN_VALID 15  /* networks: the held-out rows' noise, step = chunk */
+#define SVIR_STREAM_BNN_PARTS 16  /* the same for the training rows' expected log-likelihood */
+#define SVIR_STREAM_BNN_KL 17     /* networks: log sigma's draws for its KL */
 
 #define SVIR_PHILOX_M0 0xD2511F53u
 #define SVIR_PHILOX_M1 0xCD9E8D57u

@@ -236,3 +236,20 @@ test_that("the one-cycle schedule is PyTorch's OneCycleLR and runs to max_steps"
   expect_identical(fit$stop_reason, "max_steps")
   expect_identical(fit$steps, 1500L)
 })
+
+test_that("print() shows the ELBO's parts and prior_summary() the priors", {
+  d <- sim_bnn_data(n = 150)
+  f <- svi_fit(yg ~ x1 + x2, d, model = bnn(hidden = 6, prior_scale = 2), seed = 1,
+               control = svi_control(progress = FALSE))
+  # the parts at the final guide: the ELBO they make is the loop's final
+  # window mean up to its noise and drift
+  expect_true(is.finite(f$ell) && f$kl > 0)
+  expect_lt(abs((f$ell - f$kl) - f$elbo_final), 0.05 * abs(f$elbo_final) + 5)
+  expect_output(print(f), "expected log-likelihood")
+  ps <- prior_summary(f)
+  expect_s3_class(ps, "svir_prior_summary")
+  expect_identical(ps$class, c("w", "b", "w", "b", "sigma"))
+  expect_match(ps$prior[1], "normal(0, 1.414)", fixed = TRUE) # 2 / sqrt(2 inputs)
+  expect_identical(ps$source[1:2], c("user", "default"))
+  expect_output(print(ps), "half-normal")
+})

@@ -9,6 +9,7 @@
 #include "core/svir_philox.h"
 #include "models/glmm/glmm_codes.h"
 #include "infer/svir_gsvi.h"
+#include "core/svir_out.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -89,11 +90,7 @@ static int bnn_threads(const void *model, const svir_control *c)
     return 1;
 }
 
-static int bnn_outputs(const void *model, const svir_control *c, svir_result *res, svir_err *e)
-{
-    (void)model; (void)c; (void)res; (void)e;
-    return 0;
-}
+static int bnn_outputs(const void *model, const svir_control *c, svir_result *res, svir_err *e);
 
 /* ---- SVI ------------------------------------------------------------------- */
 
@@ -439,41 +436,54 @@ static double bnn_logp(int family, double y, double eta, double lsig)
     return y * eta - exp(eta) - svir_lgamma(y + 1.0);
 }
 
-/* the held-out rows' mean negative log predictive density at the guide
- * gpar: per row -log of the mean over BNN_VS draws (each its own
- * pre-activations, local reparameterisation, and its own sigma) of p(y |
- * eta); the same noise at every call (stream SVIR_STREAM_BNN_VALID), so
- * that the windows differ only by their parameters */
-static double bnn_validate(void *work, const double *gpar)
+/* Over rows X [n x d], y [n], in chunks of v->B rows with v->S draws
+ * each (pre-activations by the local reparameterisation, sigma per draw;
+ * from `stream`, the same noise at every call): mode 0, the mean over rows of -log of the mean over draws of p(y |
+ * eta) (the negative log predictive density); mode 1, the mean over rows
+ * and draws of log p(y | eta) (the expected log-likelihood). */
+static double bnn_rows(bnn_work *v, const double *gpar, const double *X, const double *y,
+                       ptrdiff_t n, int mode, uint64_t stream)
 {
-    bnn_work *w = work, *v = w->vw;
-    if (!v) return NAN;
-    const svir_bnn_model *m = w->m;
+    const svir_bnn_model *m = v->m;
     const ptrdiff_t D = m->D, Bv = v->B;
     const int S = v->S;
     double lsig[BNN_VS];
     for (int s = 0; s < S; s++)
         lsig[s] = m->off_sig >= 0 ? gpar[m->off_sig] + exp(gpar[D + m->off_sig]) *
-                                        svir_normal(v->key, SVIR_STREAM_BNN_VALID, 0xffffffffu, (uint64_t)s)
+                                        svir_normal(v->key, stream, 0xffffffffu, (uint64_t)s)
                                   : 0.0;
     for (ptrdiff_t k = 0; k < D; k++) v->s2[k] = exp(2.0 * gpar[D + k]);
     double tot = 0.0;
-    for (ptrdiff_t c0 = 0; c0 < m->nv; c0 += Bv) {
-        const ptrdiff_t nb = m->nv - c0 < Bv ? m->nv - c0 : Bv;
+    for (ptrdiff_t c0 = 0; c0 < n; c0 += Bv) {
+        const ptrdiff_t nb = n - c0 < Bv ? n - c0 : Bv;
         for (ptrdiff_t b = 0; b < Bv; b++) v->idx[b] = (int)(c0 + (b < nb ? b : 0));
-        bnn_forward(v, gpar, m->Xv, m->nv, SVIR_STREAM_BNN_VALID, (uint64_t)(c0 / Bv));
+        bnn_forward(v, gpar, X, n, stream, (uint64_t)(c0 / Bv));
         const double *eta = v->Z[m->L];
         for (ptrdiff_t b = 0; b < nb; b++) {
-            double lp[BNN_VS], mx = -INFINITY, se = 0.0;
+            double lp[BNN_VS], mx = -INFINITY, se = 0.0, sl = 0.0;
             for (int s = 0; s < S; s++) {
-                lp[s] = bnn_logp(m->family, m->yv[c0 + b], eta[s * Bv + b], lsig[s]);
+                lp[s] = bnn_logp(m->family, y[c0 + b], eta[s * Bv + b], lsig[s]);
                 mx = lp[s] > mx ? lp[s] : mx;
+                sl += lp[s];
+            }
+            if (mode == 1) {
+                tot += sl / S;
+                continue;
             }
             for (int s = 0; s < S; s++) se += exp(lp[s] - mx);
             tot -= mx + log(se / S);
         }
     }
-    return tot / (double)m->nv;
+    return tot / (double)n;
+}
+
+/* the held-out rows' mean negative log predictive density at the guide
+ * gpar (bnn_rows, mode 0), for the driver's early stopping */
+static double bnn_validate(void *work, const double *gpar)
+{
+    bnn_work *w = work;
+    if (!w->vw) return NAN;
+    return bnn_rows(w->vw, gpar, w->m->Xv, w->m->yv, w->m->nv, 0, SVIR_STREAM_BNN_VALID);
 }
 
 int svir_bnn_validate_at(const svir_bnn_model *m, const svir_control *c, const double *gpar,
@@ -483,6 +493,48 @@ int svir_bnn_validate_at(const svir_bnn_model *m, const svir_control *c, const d
     if (!w) return 2;
     *loss = bnn_validate(w, gpar);
     bnn_work_free(w);
+    return 0;
+}
+
+/* The ELBO's two parts at the final guide, on the standardised scale:
+ * "ell", the expected log-likelihood of the training rows (bnn_rows, mode
+ * 1, times n), and "kl", the KL of the guide to the prior (the weights' in
+ * closed form, log sigma's by 4000 draws). */
+static int bnn_outputs(const void *model, const svir_control *c, svir_result *res, svir_err *e)
+{
+    const svir_bnn_model *m = model;
+    if (!res->gpar) return 0;
+    const double *mu = res->gpar, *ls = res->gpar + m->D;
+    bnn_work *v = bnn_work_make(m, c, m->n < BNN_VB ? m->n : BNN_VB, BNN_VS, 0);
+    if (!v) return svir_err_set(e, 2, "out of memory computing the ELBO's parts");
+    const double ell = m->n * bnn_rows(v, res->gpar, m->X, m->y, m->n, 1, SVIR_STREAM_BNN_PARTS);
+    double kl = 0.0;
+    for (int l = 0; l <= m->L; l++) {
+        const ptrdiff_t nw = (ptrdiff_t)m->dims[l] * m->dims[l + 1], out = m->dims[l + 1];
+        for (int part = 0; part < 2; part++) {
+            const double tau = part == 0 ? w_sd(m, l) : m->b_scale;
+            const ptrdiff_t o0 = part == 0 ? m->off_w[l] : m->off_b[l], cnt = part == 0 ? nw : out;
+            for (ptrdiff_t k = o0; k < o0 + cnt; k++)
+                kl += log(tau) - ls[k] + 0.5 * (exp(2.0 * ls[k]) + mu[k] * mu[k]) / (tau * tau) - 0.5;
+        }
+    }
+    if (m->off_sig >= 0) {
+        /* E_q[log q - log p] of log sigma, sigma ~ N+(0, 1) */
+        const ptrdiff_t q = m->off_sig;
+        const int nd = 4000;
+        double s = 0.0;
+        for (int k = 0; k < nd; k++) {
+            const double z = svir_normal(v->key, SVIR_STREAM_BNN_KL, 0, (uint64_t)k);
+            const double lsg = mu[q] + exp(ls[q]) * z, sg = exp(lsg);
+            const double lq = -ls[q] - SVIR_LOG_SQRT_2PI - 0.5 * z * z;
+            const double lp = SVIR_LOG2 - SVIR_LOG_SQRT_2PI - 0.5 * sg * sg + lsg;
+            s += lq - lp;
+        }
+        kl += s / nd;
+    }
+    bnn_work_free(v);
+    if (svir_out_copy(res->extra, "ell", &ell, 1, -1) || svir_out_copy(res->extra, "kl", &kl, 1, -1))
+        return svir_err_set(e, 2, "out of memory returning the ELBO's parts");
     return 0;
 }
 
