@@ -32,6 +32,12 @@
 #' @param hidden Widths of the hidden layers, whole numbers of at least 1
 #'   (at most 8 layers); `integer(0)` for none (a GLM).
 #' @param activation `"relu"` or `"tanh"`.
+#' @param prior The weights' prior: `"normal"` (N(0, `prior_scale`^2 /
+#'   fan-in)); `"hierarchical"` (N(0, `prior_scale`^2 / (fan-in x
+#'   lambda_l)) with a precision lambda_l per layer, lambda_l ~ Gamma(6, 6),
+#'   as in probabilistic backpropagation; the guide has a log-normal over each
+#'   lambda_l); or `"laplace"` (Laplace with the normal's variance: heavier
+#'   tails and more mass at 0). Each one's KL is in closed form.
 #' @param prior_scale The weights' prior sd times the square root of the
 #'   layer's fan-in.
 #' @param bias_scale The biases' prior sd.
@@ -54,8 +60,8 @@
 #'                control = svi_control(max_steps = 3000, progress = FALSE))
 #' head(predict(fit, data.frame(x = c(-2, 0, 2))))
 #' @export
-bnn <- function(hidden = 50, activation = c("relu", "tanh"), prior_scale = 1, bias_scale = 1,
-                kl_warmup = 0) {
+bnn <- function(hidden = 50, activation = c("relu", "tanh"), prior = c("normal", "hierarchical", "laplace"),
+                prior_scale = 1, bias_scale = 1, kl_warmup = 0) {
   abort <- function(msg, .envir = parent.frame()) {
     cli::cli_abort(msg, class = "svir_error", call = NULL, .envir = .envir)
   }
@@ -68,6 +74,7 @@ bnn <- function(hidden = 50, activation = c("relu", "tanh"), prior_scale = 1, bi
     abort("{.arg activation} must be {.or {.val {names(svir_codes$bnn_act)}}}.")
   }
   activation <- activation[1L]
+  prior <- svir_match_arg(prior, names(svir_codes$bnn_prior), "prior")
   if (!activation %in% names(svir_codes$bnn_act)) {
     abort(c("{.arg activation} must be {.or {.val {names(svir_codes$bnn_act)}}}.",
             x = "Unknown activation {.val {activation}}."))
@@ -82,7 +89,7 @@ bnn <- function(hidden = 50, activation = c("relu", "tanh"), prior_scale = 1, bi
       abort("{.arg {a}} must be one positive number.")
     }
   }
-  structure(list(hidden = as.integer(hidden), activation = activation, prior_scale = prior_scale,
+  structure(list(hidden = as.integer(hidden), activation = activation, prior = prior, prior_scale = prior_scale,
                  bias_scale = bias_scale, kl_warmup = as.integer(kl_warmup)), class = "svir_bnn")
 }
 
@@ -186,6 +193,7 @@ svir_bnn_build <- function(formula, data, family, model, prior, guide, method, c
     c(stats::rnorm(dims[l] * dims[l + 1L], 0, 1 / sqrt(dims[l])), rep(0, dims[l + 1L]))
   }))
   if (!is.null(rng$old)) assign(".Random.seed", rng$old, envir = .GlobalEnv)
+  if (model$prior == "hierarchical") init <- c(init, rep(0, L + 1L)) # log lambda_l at 0
   if (fam == "gaussian") init <- c(init, log(0.5))
   if (is.null(control$batch_size) && n > 1000L) control$batch_size <- 256L
   if (!is.null(control$batch_size) && control$batch_size >= n) control$batch_size <- NULL
@@ -194,6 +202,7 @@ svir_bnn_build <- function(formula, data, family, model, prior, guide, method, c
                             minibatch = !is.null(control$batch_size), call = call)
   spec <- list(model = "bnn", n = n, d = d, L = L, hidden = as.integer(hidden),
                act = svir_codes$bnn_act[[model$activation]], family = svir_codes$family[[fam]],
+               prior = svir_codes$bnn_prior[[model$prior]],
                X = Xs, y = if (fam == "gaussian") (y - ym) / ys else y,
                w_scale = model$prior_scale, b_scale = model$bias_scale, init_mu = init,
                kl_warmup = model$kl_warmup, nv = length(hold))
@@ -345,10 +354,16 @@ prior_summary.svi_bnn <- function(object, ...) {
     data.frame(class = c("w", "b"), coef = c(sprintf("layer %d (%d x %d)", l, d[l], d[l + 1L]),
                                              sprintf("layer %d (%d)", l, d[l + 1L])),
                group = "",
-               prior = c(sprintf("normal(0, %.4g) (%g / sqrt(fan-in %d))", m$prior_scale / sqrt(d[l]),
-                                 m$prior_scale, d[l]),
+               prior = c(switch(m$prior %||% "normal",
+                                normal = sprintf("normal(0, %.4g) (%g / sqrt(fan-in %d))", m$prior_scale / sqrt(d[l]),
+                                                 m$prior_scale, d[l]),
+                                laplace = sprintf("laplace(0, %.4g) (the variance of normal(0, %g / sqrt(fan-in %d)))",
+                                                  m$prior_scale / sqrt(2 * d[l]), m$prior_scale, d[l]),
+                                hierarchical = sprintf("normal(0, %.4g / sqrt(lambda_%d)), lambda_%d ~ gamma(6, 6)",
+                                                       m$prior_scale / sqrt(d[l]), l, l)),
                          sprintf("normal(0, %g)", m$bias_scale)),
-               source = c(src(m$prior_scale), src(m$bias_scale)))
+               source = c(if ((m$prior %||% "normal") != "normal") "user" else src(m$prior_scale),
+                          src(m$bias_scale)))
   })
   out <- do.call(rbind, rows)
   if (object$family$family == "gaussian") {

@@ -11,6 +11,7 @@ svir_codes <- list(
   phase = c(draw = 0L, observations = 1L, backward = 2L, update = 3L, posterior_draws = 4L),
   rule = c(window = 0L, rolling = 1L),
   bnn_act = c(relu = 0L, tanh = 1L),
+  bnn_prior = c(normal = 0L, hierarchical = 1L, laplace = 2L),
   family = c(gaussian = 0L, binomial = 1L, poisson = 2L, negbin = 3L),
   link = c(identity = 0L, logit = 1L, log = 2L, probit = 3L, cloglog = 4L),
   prior = c(flat = 0L, normal = 1L, student_t = 2L, exponential = 3L, lkj = 4L),

@@ -31,6 +31,18 @@ test_that("the network's ELBO gradient matches finite differences (each activati
     expect_lt(max(abs(fd_grad(f, v) - g)) / max(1, max(abs(g))), 1e-6,
               label = paste(y, act, if (is.null(bs)) "full" else "minibatch"))
   }
+  # the other priors (the layers' precisions are parameters too)
+  for (pr in c("hierarchical", "laplace")) for (y in c("yg", "yb")) {
+    job <- bnn_job(stats::as.formula(paste(y, "~ x1 + x2 + g")), d, fams[[y]],
+                   bnn(hidden = c(5, 3), prior = pr, prior_scale = 1.5))
+    D <- length(job$spec$init_mu)
+    set.seed(4)
+    v <- c(rnorm(D, 0, 0.5), rnorm(D, -1.5, 0.3))
+    ctrl <- modifyList(job$ctrl, list(num_particles = 2L, threads = 1L))
+    f <- function(v) .Call(C_svir_bnn_elbo_grad_r, job$spec, ctrl, v, 4)$elbo
+    g <- .Call(C_svir_bnn_elbo_grad_r, job$spec, ctrl, v, 4)$grad
+    expect_lt(max(abs(fd_grad(f, v) - g)) / max(1, max(abs(g))), 1e-6, label = paste(pr, y))
+  }
   # no hidden layer: a GLM with its KL
   job <- bnn_job(yg ~ x1 + x2, d, gaussian(), bnn(hidden = integer(0)))
   D <- length(job$spec$init_mu)
@@ -252,4 +264,45 @@ test_that("print() shows the ELBO's parts and prior_summary() the priors", {
   expect_match(ps$prior[1], "normal(0, 1.414)", fixed = TRUE) # 2 / sqrt(2 inputs)
   expect_identical(ps$source[1:2], c("user", "default"))
   expect_output(print(ps), "half-normal")
+})
+
+test_that("the Laplace and hierarchical priors' KL terms are their integrals", {
+  # with no hidden layer and the same guide over the weights, the ELBO
+  # estimates of one step under two priors differ by their KLs only
+  d <- sim_bnn_data(n = 25, seed = 4)
+  mk <- function(prior) bnn_job(yg ~ x1 + x2, d, gaussian(),
+                                bnn(hidden = integer(0), prior = prior, prior_scale = 1.3, bias_scale = 0.7))
+  jn <- mk("normal")
+  jl <- mk("laplace")
+  jh <- mk("hierarchical")
+  mu <- c(0.3, -0.2, 0.1)
+  lsd <- log(c(0.2, 0.3, 0.1))
+  sig <- c(log(0.6), log(0.05))
+  lam <- c(0.2, log(0.4)) # log lambda's guide: mean, log sd
+  vn <- c(mu, sig[1], lsd, sig[2])
+  vh <- c(mu, lam[1], sig[1], lsd, lam[2], sig[2])
+  expect_identical(length(jh$spec$init_mu), 5L)
+  e <- function(j, v) .Call(C_svir_bnn_elbo_grad_r, j$spec, j$ctrl, v, 3)$elbo
+  tau <- 1.3 / sqrt(2)
+  sd <- exp(lsd[1:2])
+  kl_normal <- sum(log(tau) - lsd[1:2] + (sd^2 + mu[1:2]^2) / (2 * tau^2) - 0.5)
+  # Laplace with the normal's variance: by quadrature
+  b <- tau / sqrt(2)
+  kl_lap <- sum(vapply(1:2, function(k) stats::integrate(function(w) {
+    lq <- dnorm(w, mu[k], sd[k], log = TRUE)
+    exp(lq) * (lq - (-log(2 * b) - abs(w) / b))
+  }, -Inf, Inf, rel.tol = 1e-10)$value, 0))
+  expect_equal(e(jn, vn) - e(jl, vn), kl_lap - kl_normal, tolerance = 1e-7)
+  # hierarchical, lambda ~ Gamma(6, 6) and w | lambda ~ N(0, tau^2 / lambda):
+  # by Monte Carlo over q
+  set.seed(9)
+  N <- 4e5
+  ll <- rnorm(N, lam[1], exp(lam[2]))
+  v <- dnorm(ll, lam[1], exp(lam[2]), log = TRUE) - (dgamma(exp(ll), 6, 6, log = TRUE) + ll)
+  for (k in 1:2) {
+    w <- rnorm(N, mu[k], sd[k])
+    v <- v + dnorm(w, mu[k], sd[k], log = TRUE) - dnorm(w, 0, tau / sqrt(exp(ll)), log = TRUE)
+  }
+  diff <- (e(jn, vn) - e(jh, vh)) - (mean(v) - kl_normal)
+  expect_lt(abs(diff), 4 * sd(v) / sqrt(N))
 })

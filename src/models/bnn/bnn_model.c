@@ -35,8 +35,9 @@ static int bnn_read(const svir_list *spec, const svir_list *ctrl, const svir_con
     m->L = svir_list_int(spec, "L", -1);
     m->act = svir_list_int(spec, "act", -1);
     m->family = svir_list_int(spec, "family", -1);
+    m->prior = svir_list_int(spec, "prior", 0);
     if (m->n < 1 || m->d < 1 || m->L < 0 || m->L > SVIR_BNN_MAXL || m->act < 0 ||
-        m->act >= SVIR_BNN_NACT ||
+        m->act >= SVIR_BNN_NACT || m->prior < 0 || m->prior >= SVIR_BNN_NPRIOR ||
         (m->family != SVIR_GAUSSIAN && m->family != SVIR_BINOMIAL && m->family != SVIR_POISSON))
         return svir_err_set(e, 1, "svir internal error: bad network dimensions");
     if (c->method != SVIR_METHOD_SVI)
@@ -61,6 +62,11 @@ static int bnn_read(const svir_list *spec, const svir_list *ctrl, const svir_con
         off += (ptrdiff_t)m->dims[l] * m->dims[l + 1];
         m->off_b[l] = off;
         off += m->dims[l + 1];
+    }
+    m->off_lam = -1;
+    if (m->prior == SVIR_BNN_PHIER) {
+        m->off_lam = off;
+        off += m->L + 1;
     }
     m->off_sig = m->family == SVIR_GAUSSIAN ? off++ : -1;
     m->D = off;
@@ -290,6 +296,75 @@ static void bnn_forward(bnn_work *w, const double *mu, const double *X, ptrdiff_
     }
 }
 
+/* The KL of the guide (mu, ls: means and log sds) to the prior of the
+ * weights, biases and (hierarchical) the layers' log precisions, in closed
+ * form; with gmu, gls, minus beta times its gradient added to them.
+ * Per weight, q = N(mu, sd^2) and tau^2 = s^2 / m:
+ *   normal:  log tau - log sd + (sd^2 + mu^2) / (2 tau^2) - 1/2;
+ *   laplace (b = tau / sqrt 2): log(2 b) + E|w| / b - log sd - log(2 pi) / 2
+ *     - 1/2, E|w| = sd sqrt(2/pi) exp(-mu^2 / (2 sd^2)) + mu erf(mu / (sd
+ *     sqrt 2));
+ *   hierarchical, q(log lambda) = N(a, r^2), E lambda = exp(a + r^2/2):
+ *     log tau - a/2 - log sd + E lambda (sd^2 + mu^2) / (2 tau^2) - 1/2 per
+ *     weight, and per layer KL(q(log lambda) || Gamma(6, 6) on lambda) = -log
+ *     r - log(2 pi)/2 - 1/2 - 6 log 6 + lgamma(6) - 6 a + 6 E lambda. */
+static double bnn_kl(const svir_bnn_model *m, const double *mu, const double *ls, double *gmu,
+                     double *gls, double beta)
+{
+    const double ga = 6.0, gb = 6.0;
+    double kl = 0.0;
+    for (int l = 0; l <= m->L; l++) {
+        const ptrdiff_t nw = (ptrdiff_t)m->dims[l] * m->dims[l + 1], out = m->dims[l + 1];
+        const double tau = w_sd(m, l), it2 = 1.0 / (tau * tau);
+        double El = 1.0, la = 0.0, lr = 0.0, r2 = 0.0;
+        if (m->prior == SVIR_BNN_PHIER) {
+            la = mu[m->off_lam + l];
+            lr = ls[m->off_lam + l];
+            r2 = exp(2.0 * lr);
+            El = exp(la + 0.5 * r2);
+        }
+        double sq = 0.0; /* sum over the layer's weights of sd^2 + mu^2 */
+        for (ptrdiff_t k = m->off_w[l]; k < m->off_w[l] + nw; k++) {
+            const double sd2 = exp(2.0 * ls[k]);
+            if (m->prior == SVIR_BNN_PLAPLACE) {
+                const double sd = sqrt(sd2), b = tau / sqrt(2.0), z = mu[k] / sd;
+                const double ph = sqrt(2.0 / 3.14159265358979323846) * exp(-0.5 * z * z);
+                const double ea = sd * ph + mu[k] * erf(z / sqrt(2.0));
+                kl += log(2.0 * b) + ea / b - ls[k] - SVIR_LOG_SQRT_2PI - 0.5;
+                if (gmu) {
+                    gmu[k] -= beta * erf(z / sqrt(2.0)) / b;
+                    gls[k] -= beta * (sd * ph / b - 1.0);
+                }
+                continue;
+            }
+            kl += log(tau) - 0.5 * la - ls[k] + 0.5 * El * (sd2 + mu[k] * mu[k]) * it2 - 0.5;
+            sq += sd2 + mu[k] * mu[k];
+            if (gmu) {
+                gmu[k] -= beta * El * mu[k] * it2;
+                gls[k] -= beta * (El * sd2 * it2 - 1.0);
+            }
+        }
+        if (m->prior == SVIR_BNN_PHIER) {
+            kl += -lr - SVIR_LOG_SQRT_2PI - 0.5 - ga * log(gb) + svir_lgamma(ga) - ga * la + gb * El;
+            if (gmu) {
+                const ptrdiff_t q = m->off_lam + l;
+                gmu[q] -= beta * (-0.5 * (double)nw + 0.5 * El * sq * it2 - ga + gb * El);
+                gls[q] -= beta * (0.5 * El * r2 * sq * it2 - 1.0 + gb * El * r2);
+            }
+        }
+        const double tb = m->b_scale, ib2 = 1.0 / (tb * tb);
+        for (ptrdiff_t k = m->off_b[l]; k < m->off_b[l] + out; k++) {
+            const double sd2 = exp(2.0 * ls[k]);
+            kl += log(tb) - ls[k] + 0.5 * (sd2 + mu[k] * mu[k]) * ib2 - 0.5;
+            if (gmu) {
+                gmu[k] -= beta * mu[k] * ib2;
+                gls[k] -= beta * (sd2 * ib2 - 1.0);
+            }
+        }
+    }
+    return kl;
+}
+
 static double bnn_estimate(void *work, long step, const double *gpar, const double *lpar,
                            double *ggrad, double *lgrad, double *tsplit)
 {
@@ -387,21 +462,11 @@ static double bnn_estimate(void *work, long step, const double *gpar, const doub
         G = Gn;
         Gn = t;
     }
-    /* minus the weights' KL to their priors, in closed form; its gradient
-     * weighted by beta during a warm-up (the ELBO reported in full) */
+    /* minus the KL of the weights (and the layers' precisions) to their
+     * priors, in closed form; its gradient weighted by beta during a
+     * warm-up (the ELBO reported in full) */
     const double beta = m->kl_warmup > 0 && step < m->kl_warmup ? (double)(step + 1) / m->kl_warmup : 1.0;
-    for (int l = 0; l <= L; l++) {
-        const ptrdiff_t nw = (ptrdiff_t)m->dims[l] * m->dims[l + 1], out = m->dims[l + 1];
-        for (int part = 0; part < 2; part++) {
-            const double tau = part == 0 ? w_sd(m, l) : m->b_scale, it2 = 1.0 / (tau * tau);
-            const ptrdiff_t o0 = part == 0 ? m->off_w[l] : m->off_b[l], cnt = part == 0 ? nw : out;
-            for (ptrdiff_t k = o0; k < o0 + cnt; k++) {
-                elbo -= log(tau) - ls[k] + 0.5 * (w->s2[k] + mu[k] * mu[k]) * it2 - 0.5;
-                gmu[k] -= beta * mu[k] * it2;
-                gls[k] -= beta * (w->s2[k] * it2 - 1.0);
-            }
-        }
-    }
+    elbo -= bnn_kl(m, mu, ls, gmu, gls, beta);
     if (gauss) {
         /* log sigma: drawn; its entropy exact */
         const ptrdiff_t q = m->off_sig;
@@ -498,7 +563,7 @@ int svir_bnn_validate_at(const svir_bnn_model *m, const svir_control *c, const d
 
 /* The ELBO's two parts at the final guide, on the standardised scale:
  * "ell", the expected log-likelihood of the training rows (bnn_rows, mode
- * 1, times n), and "kl", the KL of the guide to the prior (the weights' in
+ * 1, times n), and "kl", the KL of the guide to the prior (bnn_kl's in
  * closed form, log sigma's by 4000 draws). */
 static int bnn_outputs(const void *model, const svir_control *c, svir_result *res, svir_err *e)
 {
@@ -508,16 +573,7 @@ static int bnn_outputs(const void *model, const svir_control *c, svir_result *re
     bnn_work *v = bnn_work_make(m, c, m->n < BNN_VB ? m->n : BNN_VB, BNN_VS, 0);
     if (!v) return svir_err_set(e, 2, "out of memory computing the ELBO's parts");
     const double ell = m->n * bnn_rows(v, res->gpar, m->X, m->y, m->n, 1, SVIR_STREAM_BNN_PARTS);
-    double kl = 0.0;
-    for (int l = 0; l <= m->L; l++) {
-        const ptrdiff_t nw = (ptrdiff_t)m->dims[l] * m->dims[l + 1], out = m->dims[l + 1];
-        for (int part = 0; part < 2; part++) {
-            const double tau = part == 0 ? w_sd(m, l) : m->b_scale;
-            const ptrdiff_t o0 = part == 0 ? m->off_w[l] : m->off_b[l], cnt = part == 0 ? nw : out;
-            for (ptrdiff_t k = o0; k < o0 + cnt; k++)
-                kl += log(tau) - ls[k] + 0.5 * (exp(2.0 * ls[k]) + mu[k] * mu[k]) / (tau * tau) - 0.5;
-        }
-    }
+    double kl = bnn_kl(m, mu, ls, NULL, NULL, 1.0);
     if (m->off_sig >= 0) {
         /* E_q[log q - log p] of log sigma, sigma ~ N+(0, 1) */
         const ptrdiff_t q = m->off_sig;
@@ -566,10 +622,12 @@ static const svir_impl bnn_impls[] = {
 };
 
 SVIR_CODE_TABLE(bnn_act, SVIR_BNN_ACT_CODES)
-static const svir_code_table bnn_codes[] = {SVIR_CODE_ENTRY("bnn_act", bnn_act)};
+SVIR_CODE_TABLE(bnn_prior, SVIR_BNN_PRIOR_CODES)
+static const svir_code_table bnn_codes[] = {SVIR_CODE_ENTRY("bnn_act", bnn_act),
+                                            SVIR_CODE_ENTRY("bnn_prior", bnn_prior)};
 
 const svir_model_def svir_bnn_def = {
     "bnn", bnn_read, bnn_free, bnn_size, bnn_threads, bnn_outputs,
     bnn_impls, (int)(sizeof bnn_impls / sizeof bnn_impls[0]),
-    bnn_codes, 1, "bnn()", NULL, 0.0,
+    bnn_codes, 2, "bnn()", NULL, 0.0,
 };

@@ -3,11 +3,14 @@
  * widths h_1 .. h_L (activation relu or tanh) to one output eta_i, the
  * linear predictor of a gaussian (identity; y standardised by R), binomial
  * (logit; y in 0/1) or poisson (log) response. Priors: each weight of a
- * layer with fan-in m ~ N(0, s^2 / m) (s = w_scale), each bias ~ N(0,
+ * layer with fan-in m ~ N(0, s^2 / m) (s = w_scale; or Laplace with that
+ * variance; or hierarchical, below), each bias ~ N(0,
  * b_scale^2), and for gaussian the noise sd sigma ~ N+(0, 1). The guide is
  * mean-field Gaussian over the unconstrained parameters
  *   [layer 0: W (d x h_1, column-major), b (h_1) | layer 1 ... | output
- *    layer: W (h_L x 1), b (1) | log sigma (gaussian)],
+ *    layer: W (h_L x 1), b (1) | log lambda_l per layer (prior
+ *    "hierarchical": weights N(0, s^2 / (m lambda_l)), lambda_l ~ Gamma(6,
+ *    6)) | log sigma (gaussian)],
  * and SVI uses the local reparameterisation (Kingma, Salimans and Welling
  * 2015): each layer's pre-activations are drawn given its input, from
  * their Gaussian under the guide, rather than the weights; the weights' KL
@@ -25,7 +28,7 @@
 #define SVIR_BNN_MAXL 8 /* most hidden layers */
 
 typedef struct {
-    int n, d, L, act, family;
+    int n, d, L, act, family, prior;
     int dims[SVIR_BNN_MAXL + 2]; /* d, h_1 .. h_L, 1 */
     const double *X;             /* [n x d] column-major, standardised */
     const double *y;             /* [n] */
@@ -36,6 +39,7 @@ typedef struct {
     const double *init_mu;       /* [D] the guide's starting means, or NULL */
     ptrdiff_t D;
     ptrdiff_t off_w[SVIR_BNN_MAXL + 1], off_b[SVIR_BNN_MAXL + 1], off_sig; /* off_sig < 0: none */
+    ptrdiff_t off_lam;           /* the layers' log precisions (hierarchical), or -1 */
 } svir_bnn_model;
 
 extern const svir_model_def svir_bnn_def;
