@@ -16,41 +16,36 @@ bnn_job <- function(formula, d, family, net, control = svi_control()) {
                         na.omit, NULL)
 }
 
+# the ELBO estimate's gradient against its finite differences at a random
+# guide (2 particles, step 4), relative to the gradient's size
+bnn_fd_err <- function(job, seed, lsd = -1.5) {
+  D <- length(job$spec$init_mu)
+  set.seed(seed)
+  v <- c(rnorm(D, 0, 0.5), rnorm(D, lsd, 0.3))
+  ctrl <- modifyList(job$ctrl, list(num_particles = 2L, threads = 1L))
+  f <- function(v) .Call(C_svir_bnn_elbo_grad_r, job$spec, ctrl, v, 4)$elbo
+  g <- .Call(C_svir_bnn_elbo_grad_r, job$spec, ctrl, v, 4)$grad
+  max(abs(fd_grad(f, v) - g)) / max(1, max(abs(g)))
+}
+
 test_that("the network's ELBO gradient matches finite differences (each activation and family)", {
   d <- sim_bnn_data()
   fams <- list(yg = gaussian(), yb = binomial(), yp = poisson())
+  fml <- function(y) stats::as.formula(paste(y, "~ x1 + x2 + g"))
   for (y in names(fams)) for (act in c("relu", "tanh")) for (bs in list(NULL, 9L)) {
-    job <- bnn_job(stats::as.formula(paste(y, "~ x1 + x2 + g")), d, fams[[y]],
-                   bnn(hidden = c(5, 3), activation = act), svi_control(batch_size = bs))
-    D <- length(job$spec$init_mu)
-    set.seed(3)
-    v <- c(rnorm(D, 0, 0.5), rnorm(D, -1.5, 0.3))
-    ctrl <- modifyList(job$ctrl, list(num_particles = 2L, threads = 1L))
-    f <- function(v) .Call(C_svir_bnn_elbo_grad_r, job$spec, ctrl, v, 4)$elbo
-    g <- .Call(C_svir_bnn_elbo_grad_r, job$spec, ctrl, v, 4)$grad
-    expect_lt(max(abs(fd_grad(f, v) - g)) / max(1, max(abs(g))), 1e-6,
-              label = paste(y, act, if (is.null(bs)) "full" else "minibatch"))
+    job <- bnn_job(fml(y), d, fams[[y]], bnn(hidden = c(5, 3), activation = act),
+                   svi_control(batch_size = bs))
+    expect_lt(bnn_fd_err(job, 3), 1e-6, label = paste(y, act, if (is.null(bs)) "full" else "minibatch"))
   }
   # the other priors (the layers' precisions are parameters too)
   for (pr in c("hierarchical", "laplace")) for (y in c("yg", "yb")) {
-    job <- bnn_job(stats::as.formula(paste(y, "~ x1 + x2 + g")), d, fams[[y]],
-                   bnn(hidden = c(5, 3), prior = pr, prior_scale = 1.5))
-    D <- length(job$spec$init_mu)
-    set.seed(4)
-    v <- c(rnorm(D, 0, 0.5), rnorm(D, -1.5, 0.3))
-    ctrl <- modifyList(job$ctrl, list(num_particles = 2L, threads = 1L))
-    f <- function(v) .Call(C_svir_bnn_elbo_grad_r, job$spec, ctrl, v, 4)$elbo
-    g <- .Call(C_svir_bnn_elbo_grad_r, job$spec, ctrl, v, 4)$grad
-    expect_lt(max(abs(fd_grad(f, v) - g)) / max(1, max(abs(g))), 1e-6, label = paste(pr, y))
+    job <- bnn_job(fml(y), d, fams[[y]], bnn(hidden = c(5, 3), prior = pr, prior_scale = 1.5))
+    expect_lt(bnn_fd_err(job, 4), 1e-6, label = paste(pr, y))
   }
   # no hidden layer: a GLM with its KL
   job <- bnn_job(yg ~ x1 + x2, d, gaussian(), bnn(hidden = integer(0)))
-  D <- length(job$spec$init_mu)
-  expect_identical(D, 4L) # 2 weights, a bias, log sigma
-  v <- c(rnorm(D, 0, 0.5), rnorm(D, -1, 0.3))
-  f <- function(v) .Call(C_svir_bnn_elbo_grad_r, job$spec, job$ctrl, v, 2)$elbo
-  g <- .Call(C_svir_bnn_elbo_grad_r, job$spec, job$ctrl, v, 2)$grad
-  expect_lt(max(abs(fd_grad(f, v) - g)) / max(1, max(abs(g))), 1e-6)
+  expect_identical(length(job$spec$init_mu), 4L) # 2 weights, a bias, log sigma
+  expect_lt(bnn_fd_err(job, 5, lsd = -1), 1e-6)
 })
 
 test_that("the ELBO of a network without hidden layers is the Bayesian linear model's", {
