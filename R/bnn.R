@@ -229,7 +229,7 @@ svir_bnn_finish <- function(engine, job) {
     yscale = job$yscale, mean = engine$vpar[seq_len(D)], sd = exp(engine$vpar[D + seq_len(D)]),
     draws = engine$draws, elbo = engine$elbo, elbo_final = engine$elbo_final, steps = engine$steps,
     nval = job$nval, val_trace = engine$val_trace, val_best_step = engine$val_best_step,
-    ell = engine$ell, kl = engine$kl,
+    ell = engine$ell, kl = engine$kl, time_split = engine$time_split,
     stop_reason = engine$stop_reason, time = engine$time, backend = job$backend$backend,
     backend_reason = job$backend$reason, control = job$control, seed = job$seed, npar = D
   ), class = "svi_bnn")

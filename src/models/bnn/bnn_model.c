@@ -563,14 +563,17 @@ int svir_bnn_validate_at(const svir_bnn_model *m, const svir_control *c, const d
 
 /* The ELBO's two parts at the final guide, on the standardised scale:
  * "ell", the expected log-likelihood of the training rows (bnn_rows, mode
- * 1, times n), and "kl", the KL of the guide to the prior (bnn_kl's in
+ * 1, times n; 16 draws per row up to 2000 rows, then fewer), and "kl", the KL of the guide to the prior (bnn_kl's in
  * closed form, log sigma's by 4000 draws). */
 static int bnn_outputs(const void *model, const svir_control *c, svir_result *res, svir_err *e)
 {
     const svir_bnn_model *m = model;
     if (!res->gpar) return 0;
     const double *mu = res->gpar, *ls = res->gpar + m->D;
-    bnn_work *v = bnn_work_make(m, c, m->n < BNN_VB ? m->n : BNN_VB, BNN_VS, 0);
+    /* draws per row: 16, fewer from 2000 rows on (one from 32,000): each
+     * draw of a row costs a normal per hidden unit */
+    const int S = m->n * BNN_VS <= 32000 ? BNN_VS : (32000 / m->n > 1 ? 32000 / m->n : 1);
+    bnn_work *v = bnn_work_make(m, c, m->n < BNN_VB ? m->n : BNN_VB, S, 0);
     if (!v) return svir_err_set(e, 2, "out of memory computing the ELBO's parts");
     const double ell = m->n * bnn_rows(v, res->gpar, m->X, m->y, m->n, 1, SVIR_STREAM_BNN_PARTS);
     double kl = bnn_kl(m, mu, ls, NULL, NULL, 1.0);
