@@ -374,3 +374,51 @@ prior_summary.svi_bnn <- function(object, ...) {
   out$note <- "inputs standardised; weights on that scale"
   structure(out, class = c("svir_prior_summary", "data.frame"))
 }
+
+#' Plot a Bayesian neural network's fit
+#'
+#' The ELBO estimate of every step and, when rows were held out
+#' (`svi_control(validation = )`), their mean negative log predictive
+#' density at each window's end beside it, the kept window marked: the ELBO
+#' can still rise while the held-out loss has stopped falling (the network
+#' fits noise, or variational underfitting shows as a loss that never
+#' falls).
+#'
+#' @param x A fit from [svi_fit()] with `model = bnn()`.
+#' @param ... Passed to [graphics::plot()].
+#' @return `x`, invisibly.
+#' @export
+plot.svi_bnn <- function(x, ...) {
+  val <- length(x$val_trace) > 0L
+  if (val) {
+    op <- graphics::par(mfrow = c(1L, 2L))
+    on.exit(graphics::par(op))
+  }
+  graphics::plot(x$elbo, type = "l", xlab = "step", ylab = "ELBO estimate",
+                 main = "Bayesian neural network: ELBO", ...)
+  if (val) {
+    W <- x$val_best_step / which.min(x$val_trace)
+    s <- W * seq_along(x$val_trace)
+    graphics::plot(s, x$val_trace, type = "b", xlab = "step", ylab = "held-out loss (lower is better)",
+                   main = sprintf("%d held-out rows", x$nval), ...)
+    graphics::points(x$val_best_step, min(x$val_trace), pch = 19, col = "red")
+  }
+  invisible(x)
+}
+
+#' @export
+summary.svi_bnn <- function(object, ...) {
+  structure(list(fit = object, priors = prior_summary(object)), class = "summary.svi_bnn")
+}
+
+#' @export
+print.summary.svi_bnn <- function(x, ...) {
+  f <- x$fit
+  print(f)
+  cat(sprintf("  fit: %s guide, %s schedule, batch %s, %d particle%s\n", "mean-field",
+              f$control$lr_schedule, if (is.null(f$control$batch_size)) "full" else f$control$batch_size,
+              f$control$num_particles, if (f$control$num_particles == 1L) "" else "s"))
+  cat("Priors:\n")
+  print(x$priors)
+  invisible(x)
+}

@@ -318,3 +318,16 @@ test_that("a classifier's uncertainty grows away from its training data", {
   expect_gt(mean(predict(fit, far)$sd), 5 * mean(predict(fit, near)$sd))
   expect_true(all(predict(fit, near)$mean < 0.1))
 })
+
+test_that("plot() and summary() of a network", {
+  d <- sim_bnn_data(n = 200)
+  f <- svi_fit(yg ~ x1 + x2, d, model = bnn(hidden = 8), seed = 1,
+               control = svi_control(validation = 0.2, eval_every = 50, progress = FALSE))
+  grDevices::pdf(NULL)
+  on.exit(grDevices::dev.off())
+  expect_invisible(plot(f))
+  s <- summary(f)
+  expect_s3_class(s, "summary.svi_bnn")
+  expect_output(print(s), "plateau schedule, batch full")
+  expect_output(print(s), "Priors:")
+})
