@@ -273,15 +273,16 @@ static void bnn_forward(bnn_work *w, const double *mu, const double *X, ptrdiff_
         for (ptrdiff_t k = 0; k < R * in; k++) w->A2[k] = Al[k] * Al[k];
         gemm("N", "N", R, out, in, 1.0, Al, R, mu + m->off_w[l], in, 0.0, w->Z[l], R);
         gemm("N", "N", R, out, in, 1.0, w->A2, R, w->s2 + m->off_w[l], in, 0.0, w->SV[l], R);
+        /* the layer's noise in one pass (svir_normal's numbers, in pairs) */
+        svir_normal_fill(w->key, stream, step, ctr, R * out, w->E[l]);
         for (ptrdiff_t o = 0; o < out; o++) {
             const double mb = mu[m->off_b[l] + o], vb = w->s2[m->off_b[l] + o];
+            double *SVo = w->SV[l] + o * R, *Zo = w->Z[l] + o * R;
+            const double *Eo = w->E[l] + o * R;
             for (ptrdiff_t r = 0; r < R; r++) {
-                const ptrdiff_t k = r + o * R;
-                const double sv = sqrt(w->SV[l][k] + vb);
-                const double e = svir_normal(w->key, stream, step, ctr + (uint64_t)k);
-                w->SV[l][k] = sv;
-                w->E[l][k] = e;
-                w->Z[l][k] += mb + sv * e;
+                const double sv = sqrt(SVo[r] + vb);
+                SVo[r] = sv;
+                Zo[r] += mb + sv * Eo[r];
             }
         }
         ctr += (uint64_t)(R * out);
