@@ -298,6 +298,7 @@ predict.svi_bnn <- function(object, newdata, type = c("response", "link"), inter
   if (type == "link" || fam != "gaussian") {
     v <- if (type == "link") eta else object$family$linkinv(eta)
     if (fam == "gaussian") v <- object$ymean + object$yscale * v
+    mean_v <- rowMeans(v)
   } else {
     # new observations: each draw's mean plus its noise
     lsig <- object$draws[, ncol(object$draws)]
@@ -306,15 +307,8 @@ predict.svi_bnn <- function(object, newdata, type = c("response", "link"), inter
     if (!is.null(rng$old)) assign(".Random.seed", rng$old, envir = .GlobalEnv)
     v <- object$ymean + object$yscale * (eta + eps * rep(exp(lsig), each = nrow(eta)))
     mean_v <- object$ymean + object$yscale * rowMeans(eta)
-    out <- data.frame(mean = mean_v, sd = apply(v, 1L, stats::sd))
-    if (interval) {
-      q <- apply(v, 1L, stats::quantile, probs = c(a, 1 - a), names = FALSE)
-      out$lower <- q[1L, ]
-      out$upper <- q[2L, ]
-    }
-    return(out)
   }
-  out <- data.frame(mean = rowMeans(v), sd = apply(v, 1L, stats::sd))
+  out <- data.frame(mean = mean_v, sd = apply(v, 1L, stats::sd))
   if (interval) {
     q <- apply(v, 1L, stats::quantile, probs = c(a, 1 - a), names = FALSE)
     out$lower <- q[1L, ]

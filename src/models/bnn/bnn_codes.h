@@ -18,8 +18,8 @@
     X(PHIER, 1, "hierarchical")                                                                \
     X(PLAPLACE, 2, "laplace")
 
-#define SVIR_BNN_ACT_E(N, V, R) SVIR_CODE_ENUM_(SVIR_BNN_, N, V, R)
-enum { SVIR_BNN_ACT_CODES(SVIR_BNN_ACT_E) SVIR_BNN_NACT };
-enum { SVIR_BNN_PRIOR_CODES(SVIR_BNN_ACT_E) SVIR_BNN_NPRIOR };
+#define SVIR_BNN_E(N, V, R) SVIR_CODE_ENUM_(SVIR_BNN_, N, V, R)
+enum { SVIR_BNN_ACT_CODES(SVIR_BNN_E) SVIR_BNN_NACT };
+enum { SVIR_BNN_PRIOR_CODES(SVIR_BNN_E) SVIR_BNN_NPRIOR };
 
 #endif

@@ -297,6 +297,17 @@ static void bnn_forward(bnn_work *w, const double *mu, const double *X, ptrdiff_
     }
 }
 
+/* log p(y | eta) for the family, sigma on the standardised scale */
+static double bnn_logp(int family, double y, double eta, double lsig)
+{
+    if (family == SVIR_GAUSSIAN) {
+        const double r = (y - eta) / exp(lsig);
+        return -lsig - SVIR_LOG_SQRT_2PI - 0.5 * r * r;
+    }
+    if (family == SVIR_BINOMIAL) return y * eta - svir_log1pexp(eta);
+    return y * eta - exp(eta) - svir_lgamma(y + 1.0);
+}
+
 /* The KL of the guide (mu, ls: means and log sds) to the prior of the
  * weights, biases and (hierarchical) the layers' log precisions, in closed
  * form; with gmu, gls, minus beta times its gradient added to them.
@@ -399,21 +410,18 @@ static double bnn_estimate(void *work, long step, const double *gpar, const doub
         for (ptrdiff_t b = 0; b < B; b++) {
             const ptrdiff_t r = s * B + b;
             const double y = m->y[w->idx[b]], et = eta[r];
-            double l, g;
+            /* d log p / d eta (and for gaussian d / d log sigma) */
+            double g;
             if (gauss) {
                 const double res = (y - et) / sig;
-                l = -lsig - SVIR_LOG_SQRT_2PI - 0.5 * res * res;
                 g = res / sig;
                 gsig += wt * (res * res - 1.0);
             } else if (m->family == SVIR_BINOMIAL) {
-                l = y * et - svir_log1pexp(et);
                 g = y - 1.0 / (1.0 + exp(-et));
             } else {
-                const double mu_r = exp(et);
-                l = y * et - mu_r - svir_lgamma(y + 1.0);
-                g = y - mu_r;
+                g = y - exp(et);
             }
-            ll += wt * l;
+            ll += wt * bnn_logp(m->family, y, et, lsig);
             w->G[r] = wt * g;
         }
         if (gauss) {
@@ -489,17 +497,6 @@ static int bnn_draws(void *work, const double *gpar, const double *lpar, svir_re
     bnn_work *w = work;
     (void)lpar;
     return svir_gsvi_draws(w->m->D, w->c->ndraws, w->key, gpar, res);
-}
-
-/* log p(y | eta) for the family, sigma on the standardised scale */
-static double bnn_logp(int family, double y, double eta, double lsig)
-{
-    if (family == SVIR_GAUSSIAN) {
-        const double r = (y - eta) / exp(lsig);
-        return -lsig - SVIR_LOG_SQRT_2PI - 0.5 * r * r;
-    }
-    if (family == SVIR_BINOMIAL) return y * eta - svir_log1pexp(eta);
-    return y * eta - exp(eta) - svir_lgamma(y + 1.0);
 }
 
 /* Over rows X [n x d], y [n], in chunks of v->B rows with v->S draws
