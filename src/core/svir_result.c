@@ -174,6 +174,16 @@ void svir_gate_release(void)
     cur_gate = NULL;
 }
 
+svir_gate *svir_gate_current(void)
+{
+    return cur_gate;
+}
+
+void svir_gate_restore(svir_gate *g)
+{
+    cur_gate = g;
+}
+
 void svir_gate_progress(const svir_gate *g, long step, long every, long max_steps, double obj)
 {
     if (g->cb && g->cb->progress && (every <= 1 || step % every == 0))

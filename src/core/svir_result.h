@@ -89,6 +89,13 @@ int svir_poll(void);
 int svir_interrupt_pending(void);
 /* the fit is over: polls no longer reach the gate */
 void svir_gate_release(void);
+/* the current gate (NULL: none), and setting it back: each driver
+ * (svir_svi_run, svir_qem_run, svir_vem_run) restores on return what it
+ * found, so that no gate outlives the driver's stack frame that holds it
+ * (a poll after a driver called outside svir_fit, as tools/gpucheck does,
+ * read a dead frame's gate before; issue 19) */
+svir_gate *svir_gate_current(void);
+void svir_gate_restore(svir_gate *g);
 /* reports progress every `every` steps (and at step 0) */
 void svir_gate_progress(const svir_gate *g, long step, long every, long max_steps, double obj);
 

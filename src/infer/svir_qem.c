@@ -14,8 +14,8 @@
 #include <stdio.h>
 #include <string.h>
 
-int svir_qem_run(const svir_qem_ops *ops, void *model, const svir_control *c,
-                 const svir_callbacks *cb, svir_result *res)
+static int qem_run(const svir_qem_ops *ops, void *model, const svir_control *c,
+                   const svir_callbacks *cb, svir_result *res)
 {
     if (svir_result_alloc(res, c)) return 2;
     svir_err e = {0, ""};
@@ -78,5 +78,14 @@ int svir_qem_run(const svir_qem_ops *ops, void *model, const svir_control *c,
 done:
     if (st && st != SVIR_INTERRUPTED) snprintf(res->message, sizeof res->message, "%s", e.msg);
     ops->work_free(w);
+    return st;
+}
+
+int svir_qem_run(const svir_qem_ops *ops, void *model, const svir_control *c,
+                 const svir_callbacks *cb, svir_result *res)
+{
+    svir_gate *outer = svir_gate_current();
+    const int st = qem_run(ops, model, c, cb, res);
+    svir_gate_restore(outer);
     return st;
 }

@@ -71,8 +71,8 @@ static void adam_locals(double *lpar, double *lm1, double *lm2, const double *lg
     }
 }
 
-int svir_svi_run(const svir_svi_ops *ops, void *model, const svir_control *c,
-                 const svir_callbacks *cb, svir_result *res)
+static int svi_run(const svir_svi_ops *ops, void *model, const svir_control *c,
+                   const svir_callbacks *cb, svir_result *res)
 {
     if (svir_result_alloc(res, c)) return 2;
     void *w = ops->work_new(model, c);
@@ -286,4 +286,13 @@ done:
     free(tg); free(tl); free(ganchor); free(vtrace); free(gval);
     ops->work_free(w);
     return status;
+}
+
+int svir_svi_run(const svir_svi_ops *ops, void *model, const svir_control *c,
+                 const svir_callbacks *cb, svir_result *res)
+{
+    svir_gate *outer = svir_gate_current();
+    const int st = svi_run(ops, model, c, cb, res);
+    svir_gate_restore(outer);
+    return st;
 }

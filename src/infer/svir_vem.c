@@ -131,8 +131,10 @@ int svir_vem_run(const svir_vem_ops *ops, void *model, const svir_control *c,
 {
     if (svir_result_alloc(res, c)) return 2;
     res->ntrace = -1;
+    svir_gate *outer = svir_gate_current();
     const int st = c->batch_size > 0 && ops->mb_new ? vem_minibatch(ops, model, c, cb, res)
                                                      : vem_full(ops, model, c, cb, res);
+    svir_gate_restore(outer);
     if (res->ntrace < 0) res->ntrace = res->steps;
     return st;
 }
