@@ -6,8 +6,10 @@
 #ifndef SVIR_GLMM_DEV_CUH
 #define SVIR_GLMM_DEV_CUH
 
-#include <cuda_runtime.h>
+#include "cuda/svir_cuda_common.cuh"
+#ifndef SVIR_CUDA_EMU
 #include <cub/device/device_radix_sort.cuh>
+#endif
 
 #include <algorithm>
 #include <climits>
@@ -25,7 +27,6 @@
 #include "core/svir_adam.h"
 #include "core/svir_guide.h"
 #include "core/svir_philox.h"
-#include "cuda/svir_cuda_common.cuh"
 
 #define SVIR_CUDA_BLOCK 256
 #define SVIR_CUDA_WARPS (SVIR_CUDA_BLOCK / 32)

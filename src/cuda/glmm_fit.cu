@@ -22,7 +22,7 @@ __global__ void __launch_bounds__(SVIR_CUDA_BLOCK)
 k_check(const dev_locals L, const double *__restrict__ grad, ptrdiff_t ngp, ptrdiff_t npar,
         const double *__restrict__ cnt, double *__restrict__ partial)
 {
-    __shared__ double sh[SVIR_CUDA_WARPS];
+    SVIR_SHARED(double, sh, [SVIR_CUDA_WARPS]);
     double bad = 0.0;
     for (ptrdiff_t k = (ptrdiff_t)blockIdx.x * blockDim.x + threadIdx.x; k < npar;
          k += (ptrdiff_t)gridDim.x * blockDim.x)
@@ -214,17 +214,17 @@ static int ctx_post(fit_ctx *x, int nd, svir_result *res, char *err, size_t errl
     CK(svir_cuda_upload<double>(&d_lr, NULL, (size_t)nd));
     CK(svir_cuda_upload<double>(&d_shift, NULL, (size_t)nd * (size_t)x->sumq));
     for (int s = 0; s < nd; s++) {
-        k_post_global<<<1, 1>>>(x->md, x->cd, x->fullrank, x->d_par, x->key[0], x->key[1], s, nd,
+        SVIR_LAUNCH(1, 1, k_post_global)(x->md, x->cd, x->fullrank, x->d_par, x->key[0], x->key[1], s, nd,
                                 x->d_eps, x->d_theta, x->g, d->beta, x->d_cu, x->d_cw, d->aux,
                                 x->d_ws, d_draws, d_shift, x->d_scal);
         if (nz > 0) {
             const ptrdiff_t npairs = (nz + 1) / 2;
-            k_normals<<<glmm_grid_for(npairs), 256>>>(x->key[0], x->key[1], SVIR_STREAM_DRAWS_LOCAL,
+            SVIR_LAUNCH(glmm_grid_for(npairs), 256, k_normals)(x->key[0], x->key[1], SVIR_STREAM_DRAWS_LOCAL,
                                                  (uint64_t)s, 0, nz, 0, npairs, x->d_noise);
         }
-        k_local_draw<<<x->nb, SVIR_CUDA_BLOCK>>>(x->L, x->d_par + x->ngp, x->d_A, x->d_noise,
+        SVIR_LAUNCH(x->nb, SVIR_CUDA_BLOCK, k_local_draw)(x->L, x->d_par + x->ngp, x->d_A, x->d_noise,
                                                  x->d_cw, x->d_z, d->b, x->d_ed, x->d_part);
-        k_reduce_partials<<<1, 64>>>(x->d_part, x->nb, 1, x->d_scal + 1);
+        SVIR_LAUNCH(1, 64, k_reduce_partials)(x->d_part, x->nb, 1, x->d_scal + 1);
         CK(cudaGetLastError());
         if (glmm_launch_obs(d)) {
             snprintf(err, errlen, "the CUDA backend has no kernel for family %d with link %d",
@@ -232,7 +232,7 @@ static int ctx_post(fit_ctx *x, int nd, svir_result *res, char *err, size_t errl
             st = 1;
             goto fail;
         }
-        k_post_end<<<1, 1>>>(d->out, x->d_scal, s, d_lr);
+        SVIR_LAUNCH(1, 1, k_post_end)(d->out, x->d_scal, s, d_lr);
         CK(cudaGetLastError());
     }
     CK(cudaMemcpy(res->draws, d_draws, sizeof(double) * (size_t)nd * (size_t)D,
@@ -300,11 +300,11 @@ extern "C" int svir_cuda_fit(const svir_glmm *m, const svir_control *c, const sv
     if (nloc > 0)
         CK(cudaMemcpy(x.d_par + ngp, lpar, sizeof(double) * (size_t)nloc,
                       cudaMemcpyHostToDevice));
-    k_zero<<<glmm_grid_for(x.npar), 256>>>(x.d_mom, x.npar);
-    k_zero<<<glmm_grid_for(x.npar), 256>>>(x.d_vel, x.npar);
-    k_zero<<<glmm_grid_for(x.npar), 256>>>(x.d_sum, x.npar);
-    k_zero<<<glmm_grid_for(x.npar), 256>>>(x.d_prev, x.npar);
-    k_zero<<<glmm_grid_for(x.npar), 256>>>(x.d_best, x.npar);
+    SVIR_LAUNCH(glmm_grid_for(x.npar), 256, k_zero)(x.d_mom, x.npar);
+    SVIR_LAUNCH(glmm_grid_for(x.npar), 256, k_zero)(x.d_vel, x.npar);
+    SVIR_LAUNCH(glmm_grid_for(x.npar), 256, k_zero)(x.d_sum, x.npar);
+    SVIR_LAUNCH(glmm_grid_for(x.npar), 256, k_zero)(x.d_prev, x.npar);
+    SVIR_LAUNCH(glmm_grid_for(x.npar), 256, k_zero)(x.d_best, x.npar);
     CK(cudaGetLastError());
     svir_loop_init(&hL, maxs, W, c->lr, c->lr_schedule, c->lr_decay, c->patience, c->tol_rel_obj,
                    x.d_trace, x.d_wel);
@@ -337,24 +337,24 @@ extern "C" int svir_cuda_fit(const svir_glmm *m, const svir_control *c, const sv
                     goto fail;
                 }
             }
-            k_check<<<ncheck, SVIR_CUDA_BLOCK>>>(x.L, x.d_grad, ngp, x.npar,
+            SVIR_LAUNCH(ncheck, SVIR_CUDA_BLOCK, k_check)(x.L, x.d_grad, ngp, x.npar,
                                                  x.full ? NULL : x.d_cnt, x.d_bad);
-            k_loop<<<1, 1>>>(x.d_loop, x.d_scal, x.d_bad, ncheck, step);
-            k_update<<<glmm_grid_for(x.npar), SVIR_CUDA_BLOCK>>>(
+            SVIR_LAUNCH(1, 1, k_loop)(x.d_loop, x.d_scal, x.d_bad, ncheck, step);
+            SVIR_LAUNCH(glmm_grid_for(x.npar), SVIR_CUDA_BLOCK, k_update)(
                 x.d_loop, x.L, x.full ? NULL : x.d_cnt, ngp, x.npar, x.d_par, x.d_mom, x.d_vel,
                 x.d_grad, x.d_sum, x.d_prev);
             CK(cudaGetLastError());
             if (x.cd.couple) {
-                k_reanchor_g<<<1, 1>>>(x.d_loop, x.md, x.cd, ns, x.d_par, x.d_prev, x.d_best, x.g,
+                SVIR_LAUNCH(1, 1, k_reanchor_g)(x.d_loop, x.md, x.cd, ns, x.d_par, x.d_prev, x.d_best, x.g,
                                        x.d->beta,
                                        x.d_cu, x.d_cref, x.d_comega, x.d_cref_old, x.d_com_old,
                                        x.d_v, x.d_wold, x.d_wnew, x.d_shift);
-                k_reanchor_l<<<x.nb, SVIR_CUDA_BLOCK>>>(x.d_loop, x.L, x.d_cns, x.sumq,
+                SVIR_LAUNCH(x.nb, SVIR_CUDA_BLOCK, k_reanchor_l)(x.d_loop, x.L, x.d_cns, x.sumq,
                                                         x.d_shift, x.d_par + ngp,
                                                         x.d_prev + ngp, x.d_best + ngp);
                 CK(cudaGetLastError());
             }
-            k_best<<<glmm_grid_for(x.npar), SVIR_CUDA_BLOCK>>>(x.d_loop, x.npar, x.d_par,
+            SVIR_LAUNCH(glmm_grid_for(x.npar), SVIR_CUDA_BLOCK, k_best)(x.d_loop, x.npar, x.d_par,
                                                                x.d_prev, x.d_best);
         }
     }

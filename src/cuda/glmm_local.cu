@@ -45,7 +45,7 @@ k_local_draw(const dev_locals L, const double *__restrict__ lpar, const double *
              double *__restrict__ z, double *__restrict__ b, double *__restrict__ ed,
              double *__restrict__ partial)
 {
-    __shared__ double sh[SVIR_CUDA_WARPS];
+    SVIR_SHARED(double, sh, [SVIR_CUDA_WARPS]);
     double lq = 0.0;
     for (ptrdiff_t k = (ptrdiff_t)blockIdx.x * blockDim.x + threadIdx.x; k < L.ngroups;
          k += (ptrdiff_t)gridDim.x * blockDim.x) {
@@ -90,7 +90,7 @@ k_local_back(const dev_locals L, const double *__restrict__ lpar, const double *
              int with_kl,
              double *__restrict__ lgrad, double *__restrict__ partial)
 {
-    __shared__ double sh[SVIR_CUDA_WARPS];
+    SVIR_SHARED(double, sh, [SVIR_CUDA_WARPS]);
     double kl = 0.0;
     for (ptrdiff_t k = (ptrdiff_t)blockIdx.x * blockDim.x + threadIdx.x; k < L.ngroups;
          k += (ptrdiff_t)gridDim.x * blockDim.x) {
@@ -121,7 +121,7 @@ k_term_sums(const dev_lterm tm, const double *__restrict__ lpar, const double *_
             const double *__restrict__ z, const double *__restrict__ cnt,
             const double *__restrict__ nobs, double scale, double *__restrict__ partial)
 {
-    __shared__ double sh[SVIR_CUDA_WARPS];
+    SVIR_SHARED(double, sh, [SVIR_CUDA_WARPS]);
     const int q = tm.q, nv = q * q + 2 * q + 1;
     const ptrdiff_t lb = svir_local_block(q);
     for (int v = 0; v < nv; v++) {
@@ -171,11 +171,11 @@ cudaError_t glmm_launch_term_sums(const svir_glmm *m, const dev_locals &L, int s
         const int q = L.t[t].q, nv = q * q + 2 * q + 1;
         int nbt = (int)std::min<ptrdiff_t>((L.t[t].ngroups + SVIR_CUDA_BLOCK - 1) / SVIR_CUDA_BLOCK, 64);
         if (nbt < 1) nbt = 1;
-        k_term_sums<<<nbt, SVIR_CUDA_BLOCK>>>(L.t[t], lpar, G, z, cnt, nobs, scale, part);
-        k_reduce_range<<<1, 64>>>(part, nbt, nv, 0, q * q, sums + L.t[t].off_qq);
-        k_reduce_range<<<1, 64>>>(part, nbt, nv, q * q, q, sums + m->nqq + L.t[t].qoff);
-        k_reduce_range<<<1, 64>>>(part, nbt, nv, q * q + q, q, sums + m->nqq + sumq + L.t[t].qoff);
-        k_reduce_range<<<1, 64>>>(part, nbt, nv, q * q + 2 * q, 1, sums + m->nqq + 2 * sumq + t);
+        SVIR_LAUNCH(nbt, SVIR_CUDA_BLOCK, k_term_sums)(L.t[t], lpar, G, z, cnt, nobs, scale, part);
+        SVIR_LAUNCH(1, 64, k_reduce_range)(part, nbt, nv, 0, q * q, sums + L.t[t].off_qq);
+        SVIR_LAUNCH(1, 64, k_reduce_range)(part, nbt, nv, q * q, q, sums + m->nqq + L.t[t].qoff);
+        SVIR_LAUNCH(1, 64, k_reduce_range)(part, nbt, nv, q * q + q, q, sums + m->nqq + sumq + L.t[t].qoff);
+        SVIR_LAUNCH(1, 64, k_reduce_range)(part, nbt, nv, q * q + 2 * q, 1, sums + m->nqq + 2 * sumq + t);
     }
     return cudaGetLastError();
 }
@@ -212,18 +212,18 @@ extern "C" int svir_cuda_local_step_host(const svir_glmm *m, const double *lpar,
     svir_philox_key(seed, key);
     if (nz > 0) {
         const ptrdiff_t npairs = (nz + 1) / 2;
-        k_normals<<<(int)std::min<ptrdiff_t>((npairs + 255) / 256, 4096), 256>>>(
+        SVIR_LAUNCH((int)std::min<ptrdiff_t>((npairs + 255) / 256, 4096), 256, k_normals)(
             key[0], key[1], SVIR_STREAM_LOCAL, step, 0, nz, 0, npairs, d_noise);
         CK(cudaGetLastError());
     }
-    k_local_draw<<<nb, SVIR_CUDA_BLOCK>>>(L, d_lpar, d_A, d_noise, NULL, d_z, d_b, d_ed, d_part);
+    SVIR_LAUNCH(nb, SVIR_CUDA_BLOCK, k_local_draw)(L, d_lpar, d_A, d_noise, NULL, d_z, d_b, d_ed, d_part);
     CK(cudaGetLastError());
-    k_reduce_partials<<<1, 64>>>(d_part, nb, 1, d_out + 1);
+    SVIR_LAUNCH(1, 64, k_reduce_partials)(d_part, nb, 1, d_out + 1);
     CK(cudaGetLastError());
-    k_local_back<<<nb, SVIR_CUDA_BLOCK>>>(L, d_lpar, d_A, d_G, d_shift, d_noise, d_z, d_ed, NULL,
+    SVIR_LAUNCH(nb, SVIR_CUDA_BLOCK, k_local_back)(L, d_lpar, d_A, d_G, d_shift, d_noise, d_z, d_ed, NULL,
                                           NULL, scale, 1.0, stl, 1, 1, d_lgrad, d_part);
     CK(cudaGetLastError());
-    k_reduce_partials<<<1, 64>>>(d_part, nb, 1, d_out);
+    SVIR_LAUNCH(1, 64, k_reduce_partials)(d_part, nb, 1, d_out);
     CK(cudaGetLastError());
     CK(cudaMemcpy(o, d_out, sizeof o, cudaMemcpyDeviceToHost));
     CK(glmm_launch_term_sums(m, L, sumq, d_lpar, d_G, d_z, NULL, NULL, scale, d_part, d_sums));
@@ -264,7 +264,7 @@ extern "C" int svir_cuda_adam_host(double *par, double *mom, double *vel, const 
     CK(svir_cuda_upload(&d_m, (const double *)mom, (size_t)n));
     CK(svir_cuda_upload(&d_v, (const double *)vel, (size_t)n));
     CK(svir_cuda_upload(&d_g, g, (size_t)n));
-    k_adam<<<(int)std::min<ptrdiff_t>((n + 255) / 256, 4096), 256>>>(d_p, d_m, d_v, d_g, n, a, sb);
+    SVIR_LAUNCH((int)std::min<ptrdiff_t>((n + 255) / 256, 4096), 256, k_adam)(d_p, d_m, d_v, d_g, n, a, sb);
     CK(cudaGetLastError());
     CK(cudaMemcpy(par, d_p, sizeof(double) * (size_t)n, cudaMemcpyDeviceToHost));
     CK(cudaMemcpy(mom, d_m, sizeof(double) * (size_t)n, cudaMemcpyDeviceToHost));

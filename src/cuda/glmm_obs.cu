@@ -39,7 +39,7 @@ k_obs(const dev_model dm, const int *__restrict__ idx, ptrdiff_t nrows,
 {
     if (dm.halt && *dm.halt) return; /* the same for every thread */
     const svir_aux aux = *auxp;
-    __shared__ double sh[SVIR_CUDA_WARPS];
+    SVIR_SHARED(double, sh, [SVIR_CUDA_WARPS]);
     const ptrdiff_t n = dm.n;
     const int p = dm.p, pc = p < PC ? p : PC;
     svir_glmm m;
@@ -102,7 +102,7 @@ k_xtde(const dev_model dm, const int *__restrict__ idx, ptrdiff_t nrows, int c0,
        const double *__restrict__ de, double *__restrict__ partial)
 {
     if (dm.halt && *dm.halt) return;
-    __shared__ double sh[SVIR_CUDA_WARPS];
+    SVIR_SHARED(double, sh, [SVIR_CUDA_WARPS]);
     const ptrdiff_t n = dm.n;
     const int p = dm.p, pc = p - c0 < SVIR_CUDA_PCHUNK ? p - c0 : SVIR_CUDA_PCHUNK;
     double gx[SVIR_CUDA_PCHUNK];
@@ -209,13 +209,13 @@ int glmm_launch_obs(svir_cuda_data *d)
 #define OBS(FAM, LINK)                                                                  \
     do {                                                                                \
         if (dm.p <= 4)                                                                  \
-            k_obs<FAM, LINK, 4><<<nb, SVIR_CUDA_BLOCK>>>(dm, idx, nr, d->beta, d->b, d->aux, d->de, \
+            SVIR_LAUNCH(nb, SVIR_CUDA_BLOCK, k_obs<FAM, LINK, 4>)(dm, idx, nr, d->beta, d->b, d->aux, d->de, \
                                                          d->partial);                   \
         else if (dm.p <= 16)                                                            \
-            k_obs<FAM, LINK, 16><<<nb, SVIR_CUDA_BLOCK>>>(dm, idx, nr, d->beta, d->b, d->aux, d->de, \
+            SVIR_LAUNCH(nb, SVIR_CUDA_BLOCK, k_obs<FAM, LINK, 16>)(dm, idx, nr, d->beta, d->b, d->aux, d->de, \
                                                           d->partial);                  \
         else                                                                            \
-            k_obs<FAM, LINK, 32><<<nb, SVIR_CUDA_BLOCK>>>(dm, idx, nr, d->beta, d->b, d->aux, d->de, \
+            SVIR_LAUNCH(nb, SVIR_CUDA_BLOCK, k_obs<FAM, LINK, 32>)(dm, idx, nr, d->beta, d->b, d->aux, d->de, \
                                                           d->partial);                  \
     } while (0)
     switch (dm.family * 8 + dm.link) {
@@ -229,14 +229,14 @@ int glmm_launch_obs(svir_cuda_data *d)
     }
 #undef OBS
     for (int c0 = SVIR_CUDA_PCHUNK; c0 < dm.p; c0 += SVIR_CUDA_PCHUNK)
-        k_xtde<<<nb, SVIR_CUDA_BLOCK>>>(dm, idx, nr, c0, d->de, d->partial);
-    k_reduce_partials<<<1, 64>>>(d->partial, nb, dm.p + 2, d->out);
+        SVIR_LAUNCH(nb, SVIR_CUDA_BLOCK, k_xtde)(dm, idx, nr, c0, d->de, d->partial);
+    SVIR_LAUNCH(1, 64, k_reduce_partials)(d->partial, nb, dm.p + 2, d->out);
     for (int t = 0; t < dm.nterms; t++) {
         const dev_term &tm = dm.terms[t];
         const int need = (int)std::min<ptrdiff_t>(((ptrdiff_t)tm.ngroups * 32 + SVIR_CUDA_BLOCK - 1) /
                                                       SVIR_CUDA_BLOCK,
                                                   (ptrdiff_t)d->sms * 16);
-        k_group_sum<<<need > 0 ? need : 1, SVIR_CUDA_BLOCK>>>(tm, dm.n, dm.halt, d->gstart[t],
+        SVIR_LAUNCH(need > 0 ? need : 1, SVIR_CUDA_BLOCK, k_group_sum)(tm, dm.n, dm.halt, d->gstart[t],
                                                               d->gend[t], d->grows[t], idx,
                                                               d->de, d->G);
     }
@@ -427,7 +427,7 @@ extern "C" int svir_cuda_normals_host(uint64_t seed, uint64_t stream, uint64_t s
     uint32_t key[2];
     svir_philox_key(seed, key);
     CK(cudaMalloc((void **)&dout, sizeof(double) * (size_t)count));
-    k_normals<<<nb, 256>>>(key[0], key[1], stream, step, first, count, pair0, npairs, dout);
+    SVIR_LAUNCH(nb, 256, k_normals)(key[0], key[1], stream, step, first, count, pair0, npairs, dout);
     CK(cudaGetLastError());
     CK(cudaMemcpy(out, dout, sizeof(double) * (size_t)count, cudaMemcpyDeviceToHost));
     cudaFree(dout);

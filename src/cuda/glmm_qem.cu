@@ -22,7 +22,7 @@
  * Device memory: the data in the groups' order (n (p + q + 3) doubles), X
  * beta for the K draws (K n), the tables (J K^2), the draws (K J q) and the
  * groups' moments (J (q + q^2)). */
-#include <cuda_runtime.h>
+#include "cuda/svir_cuda_common.cuh"
 
 #include <algorithm>
 #include <math.h>
@@ -34,7 +34,6 @@
 #include "models/glmm/glmm_local.h"
 #include "core/svir_philox.h"
 #include "models/glmm/glmm_qem.h"
-#include "cuda/svir_cuda_common.cuh"
 
 #define QEM_BLOCK 256
 
@@ -306,21 +305,21 @@ extern "C" int svir_cuda_qem_table(svir_cuda_qem *x, const double *beta, const d
                    cudaMemcpyHostToDevice));
     QCK(cudaMemcpy((void *)d.aux, aux, sizeof(svir_aux) * Kz, cudaMemcpyHostToDevice));
     const ptrdiff_t JK = (ptrdiff_t)d.J * d.K;
-    k_qem_draw<<<grid_of(JK), QEM_BLOCK>>>(d, stream, ctr);
-    k_qem_xb<<<grid_of((ptrdiff_t)d.K * d.n), QEM_BLOCK>>>(d);
+    SVIR_LAUNCH(grid_of(JK), QEM_BLOCK, k_qem_draw)(d, stream, ctr);
+    SVIR_LAUNCH(grid_of((ptrdiff_t)d.K * d.n), QEM_BLOCK, k_qem_xb)(d);
     const int g = grid_of(JK * d.K);
     switch (x->family * 8 + x->link) {
-    case SVIR_GAUSSIAN * 8 + SVIR_LINK_IDENTITY: k_qem_pairs<SVIR_GAUSSIAN, SVIR_LINK_IDENTITY><<<g, QEM_BLOCK>>>(d); break;
-    case SVIR_BINOMIAL * 8 + SVIR_LINK_LOGIT: k_qem_pairs<SVIR_BINOMIAL, SVIR_LINK_LOGIT><<<g, QEM_BLOCK>>>(d); break;
-    case SVIR_BINOMIAL * 8 + SVIR_LINK_PROBIT: k_qem_pairs<SVIR_BINOMIAL, SVIR_LINK_PROBIT><<<g, QEM_BLOCK>>>(d); break;
-    case SVIR_BINOMIAL * 8 + SVIR_LINK_CLOGLOG: k_qem_pairs<SVIR_BINOMIAL, SVIR_LINK_CLOGLOG><<<g, QEM_BLOCK>>>(d); break;
-    case SVIR_POISSON * 8 + SVIR_LINK_LOG: k_qem_pairs<SVIR_POISSON, SVIR_LINK_LOG><<<g, QEM_BLOCK>>>(d); break;
-    case SVIR_NEGBIN * 8 + SVIR_LINK_LOG: k_qem_pairs<SVIR_NEGBIN, SVIR_LINK_LOG><<<g, QEM_BLOCK>>>(d); break;
+    case SVIR_GAUSSIAN * 8 + SVIR_LINK_IDENTITY: SVIR_LAUNCH(g, QEM_BLOCK, k_qem_pairs<SVIR_GAUSSIAN, SVIR_LINK_IDENTITY>)(d); break;
+    case SVIR_BINOMIAL * 8 + SVIR_LINK_LOGIT: SVIR_LAUNCH(g, QEM_BLOCK, k_qem_pairs<SVIR_BINOMIAL, SVIR_LINK_LOGIT>)(d); break;
+    case SVIR_BINOMIAL * 8 + SVIR_LINK_PROBIT: SVIR_LAUNCH(g, QEM_BLOCK, k_qem_pairs<SVIR_BINOMIAL, SVIR_LINK_PROBIT>)(d); break;
+    case SVIR_BINOMIAL * 8 + SVIR_LINK_CLOGLOG: SVIR_LAUNCH(g, QEM_BLOCK, k_qem_pairs<SVIR_BINOMIAL, SVIR_LINK_CLOGLOG>)(d); break;
+    case SVIR_POISSON * 8 + SVIR_LINK_LOG: SVIR_LAUNCH(g, QEM_BLOCK, k_qem_pairs<SVIR_POISSON, SVIR_LINK_LOG>)(d); break;
+    case SVIR_NEGBIN * 8 + SVIR_LINK_LOG: SVIR_LAUNCH(g, QEM_BLOCK, k_qem_pairs<SVIR_NEGBIN, SVIR_LINK_LOG>)(d); break;
     default:
         snprintf(err, errlen, "QEM on the device: unknown family or link");
         return 1;
     }
-    k_qem_rows<<<grid_of(JK), QEM_BLOCK>>>(d, log((double)d.K));
+    SVIR_LAUNCH(grid_of(JK), QEM_BLOCK, k_qem_rows)(d, log((double)d.K));
     QCK(cudaGetLastError());
     QCK(cudaMemcpy(lm, d.lm, sizeof(double) * (size_t)JK, cudaMemcpyDeviceToHost));
     return 0;
@@ -331,7 +330,7 @@ extern "C" int svir_cuda_qem_mstep(svir_cuda_qem *x, const double *w0, double et
 {
     qem_dev &d = x->d;
     QCK(cudaMemcpy(d.w0, w0, sizeof(double) * (size_t)d.K, cudaMemcpyHostToDevice));
-    k_qem_mstep<<<grid_of(d.J), QEM_BLOCK>>>(d, et);
+    SVIR_LAUNCH(grid_of(d.J), QEM_BLOCK, k_qem_mstep)(d, et);
     QCK(cudaGetLastError());
     return 0;
 }

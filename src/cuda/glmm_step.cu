@@ -281,7 +281,7 @@ int glmm_ctx_new(fit_ctx *x, const svir_glmm *m, const svir_coupling *cp, int ns
         for (int t = 0; t < nt; t++)
             CK(cudaMemcpy(x->d_nobs + x->L.t[t].first, m->terms[t].nobs,
                           sizeof(double) * (size_t)m->terms[t].ngroups, cudaMemcpyHostToDevice));
-        k_iota<<<glmm_grid_for(x->B), 256>>>(x->d_iota, x->B);
+        SVIR_LAUNCH(glmm_grid_for(x->B), 256, k_iota)(x->d_iota, x->B);
         CK(cudaGetLastError());
         for (int t = 0; t < nt; t++) {
             int bits = 1;
@@ -333,7 +333,7 @@ int glmm_ctx_step(fit_ctx *x, long step, char *err, size_t errlen)
     const double *cnt = x->full ? NULL : x->d_cnt, *nobs = x->full ? NULL : x->d_nobs;
     if (!x->full) {
         const ptrdiff_t B = x->B;
-        k_batch<<<glmm_grid_for(B), 256>>>(d->dm, B, (uint64_t)step, x->key[0], x->key[1], x->d_idx,
+        SVIR_LAUNCH(glmm_grid_for(B), 256, k_batch)(d->dm, B, (uint64_t)step, x->key[0], x->key[1], x->d_idx,
                                       x->d_keys);
         CK(cudaGetLastError());
         for (int t = 0; t < x->nt; t++) {
@@ -345,23 +345,23 @@ int glmm_ctx_step(fit_ctx *x, long step, char *err, size_t errlen)
                                                x->key_bits[t]));
             CK(cudaMemsetAsync(x->d_start + f, 0, sizeof(int) * (size_t)J));
             CK(cudaMemsetAsync(x->d_end + f, 0, sizeof(int) * (size_t)J));
-            k_runs<<<glmm_grid_for(B), 256>>>(x->d_skeys + (ptrdiff_t)t * B, B, x->d_start + f,
+            SVIR_LAUNCH(glmm_grid_for(B), 256, k_runs)(x->d_skeys + (ptrdiff_t)t * B, B, x->d_start + f,
                                          x->d_end + f);
             CK(cudaGetLastError());
             d->gstart[t] = x->d_start + f;
             d->gend[t] = x->d_end + f;
             d->grows[t] = x->d_svals + (ptrdiff_t)t * B;
         }
-        k_counts<<<glmm_grid_for(x->ngroups), 256>>>(x->d_start, x->d_end, x->ngroups, x->d_cnt);
+        SVIR_LAUNCH(glmm_grid_for(x->ngroups), 256, k_counts)(x->d_start, x->d_end, x->ngroups, x->d_cnt);
         CK(cudaGetLastError());
         d->bidx = x->d_idx;
         d->nrows = B;
     }
-    k_zero<<<64, 256>>>(ggrad, x->ngp);
-    k_zero<<<1, 32>>>(x->d_scal, 3);
+    SVIR_LAUNCH(64, 256, k_zero)(ggrad, x->ngp);
+    SVIR_LAUNCH(1, 32, k_zero)(x->d_scal, 3);
     CK(cudaGetLastError());
     for (int s = 0; s < S; s++) {
-        k_global_fwd<<<1, 1>>>(x->md, x->cd, x->fullrank, gpar, x->key[0], x->key[1],
+        SVIR_LAUNCH(1, 1, k_global_fwd)(x->md, x->cd, x->fullrank, gpar, x->key[0], x->key[1],
                                (uint64_t)step, (uint64_t)s * (uint64_t)D, x->d_eps, x->d_theta,
                                x->g, d->beta, x->d_cu, x->d_cw, d->aux, x->d_gtheta, x->d_ws,
                                x->d_scal);
@@ -371,12 +371,12 @@ int glmm_ctx_step(fit_ctx *x, long step, char *err, size_t errlen)
             const uint64_t first = (uint64_t)s * (uint64_t)nz;
             const uint64_t pair0 = first >> 1, pair1 = (first + (uint64_t)nz - 1) >> 1;
             const ptrdiff_t npairs = (ptrdiff_t)(pair1 - pair0 + 1);
-            k_normals<<<glmm_grid_for(npairs), 256>>>(x->key[0], x->key[1], SVIR_STREAM_LOCAL,
+            SVIR_LAUNCH(glmm_grid_for(npairs), 256, k_normals)(x->key[0], x->key[1], SVIR_STREAM_LOCAL,
                                                  (uint64_t)step, first, nz, pair0, npairs,
                                                  x->d_noise);
             CK(cudaGetLastError());
         }
-        k_local_draw<<<x->nb, SVIR_CUDA_BLOCK>>>(x->L, lpar, x->d_A, x->d_noise, NULL, x->d_z,
+        SVIR_LAUNCH(x->nb, SVIR_CUDA_BLOCK, k_local_draw)(x->L, lpar, x->d_A, x->d_noise, NULL, x->d_z,
                                                  d->b, x->d_ed, x->d_part);
         CK(cudaGetLastError());
         if (glmm_launch_obs(d)) {
@@ -385,24 +385,24 @@ int glmm_ctx_step(fit_ctx *x, long step, char *err, size_t errlen)
             return 1;
         }
         CK(cudaGetLastError());
-        k_local_back<<<x->nb, SVIR_CUDA_BLOCK>>>(x->L, lpar, x->d_A, d->G,
+        SVIR_LAUNCH(x->nb, SVIR_CUDA_BLOCK, k_local_back)(x->L, lpar, x->d_A, d->G,
                                                  x->cd.couple ? x->d_cw : NULL, x->d_noise,
                                                  x->d_z, x->d_ed, cnt, nobs, scale, invS, x->stl,
                                                  s == 0, s == S - 1, lgrad, x->d_part);
         CK(cudaGetLastError());
         if (s == S - 1) {
-            k_reduce_partials<<<1, 64>>>(x->d_part, x->nb, 1, x->d_scal + 2);
+            SVIR_LAUNCH(1, 64, k_reduce_partials)(x->d_part, x->nb, 1, x->d_scal + 2);
             CK(cudaGetLastError());
         }
         CK(glmm_launch_term_sums(m, x->L, x->sumq, lpar, d->G, x->d_z, cnt, nobs, scale, x->d_part,
                             x->d_sums));
-        k_global_back<<<1, 1>>>(x->md, x->cd, x->ns, x->fullrank, x->stl, scale, wmul, invS, gpar,
+        SVIR_LAUNCH(1, 1, k_global_back)(x->md, x->cd, x->ns, x->fullrank, x->stl, scale, wmul, invS, gpar,
                                 x->d_eps, x->d_theta, x->g, x->d_cw, d->out, x->d_sums,
                                 x->d_gtheta, x->d_cds, x->d_cdw, x->d_dA, ggrad, x->d_ws,
                                 x->d_scal);
         CK(cudaGetLastError());
     }
-    k_global_end<<<1, 1>>>(x->md, x->fullrank, x->stl, gpar, ggrad, x->d_scal);
+    SVIR_LAUNCH(1, 1, k_global_end)(x->md, x->fullrank, x->stl, gpar, ggrad, x->d_scal);
     CK(cudaGetLastError());
     return 0;
 fail:

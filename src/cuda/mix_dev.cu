@@ -29,14 +29,13 @@
  * Device memory (doubles): the counts (n p dense, or 1.5 per nonzero +
  * (n + 1) / 2), O (n), X (n dx), lgy (n), and per batch of up to Bmax rows:
  * Bmax (p + 2 K + 1) + NCH_MAX D + 2 D + K + 1 (+ Bmax / 2 for the rows). */
-#include <cuda_runtime.h>
+#include "cuda/svir_cuda_common.cuh"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cuda/svir_cuda_common.cuh"
 #include "models/mixture/mix_cuda.h"
 #include "models/mixture/mix_entry.h"
 
@@ -115,7 +114,7 @@ __global__ void __launch_bounds__(MT) k_dens(const mix_args a)
 
 __global__ void __launch_bounds__(MT) k_rowk(const mix_args a)
 {
-    __shared__ double sh[KT * MT];
+    SVIR_SHARED(double, sh, [KT * MT]);
     const int b = blockIdx.x, i = row_of(a, b);
     const double *yb = a.yb + (ptrdiff_t)b * a.p;
     const int plain = a.nb && !a.zi && !a.bg;
@@ -226,7 +225,7 @@ __global__ void k_fold(const mix_args a, int nch, double scale)
 /* block k < K: sum_b (r[b, k] - pi_k); block K: sum_b ll[b] */
 __global__ void __launch_bounds__(MT) k_eta(const mix_args a, int B)
 {
-    __shared__ double sh[MT];
+    SVIR_SHARED(double, sh, [MT]);
     const int k = blockIdx.x;
     double v[1] = {0.0};
     if (k < a.K) {
@@ -410,20 +409,20 @@ static int loglik(svir_cuda_mix *d, const double *theta, const double *lp, const
         PCK(cudaMemcpy((int *)a.idx, idx, sizeof(int) * (size_t)B, cudaMemcpyHostToDevice));
     else
         a.idx = NULL;
-    k_dens<<<B, MT>>>(a);
+    SVIR_LAUNCH(B, MT, k_dens)(a);
     KCK("k_dens");
-    k_rowk<<<B, MT>>>(a);
+    SVIR_LAUNCH(B, MT, k_rowk)(a);
     KCK("k_rowk");
-    k_resp<<<(B + MT - 1) / MT, MT>>>(a, B);
+    SVIR_LAUNCH((B + MT - 1) / MT, MT, k_resp)(a, B);
     KCK("k_resp");
     if (g) {
         const int nch = nchunks(B), CR = (B + nch - 1) / nch;
-        k_grad<<<dim3((unsigned)((d->p + MT - 1) / MT), (unsigned)nch), MT>>>(a, B, CR);
+        SVIR_LAUNCH(dim3((unsigned)((d->p + MT - 1) / MT), (unsigned)nch), MT, k_grad)(a, B, CR);
         KCK("k_grad");
-        k_fold<<<(unsigned)((D + 255) / 256), 256>>>(a, nch, scale);
+        SVIR_LAUNCH((unsigned)((D + 255) / 256), 256, k_fold)(a, nch, scale);
         KCK("k_fold");
     }
-    k_eta<<<K + 1, MT>>>(a, B);
+    SVIR_LAUNCH(K + 1, MT, k_eta)(a, B);
     KCK("k_eta");
     PCK(cudaMemcpy(d->hsum, a.sums, sizeof(double) * (size_t)(K + 1), cudaMemcpyDeviceToHost));
     *ll = scale * d->hsum[K];

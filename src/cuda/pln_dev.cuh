@@ -3,7 +3,7 @@
 #ifndef SVIR_PLN_DEV_CUH
 #define SVIR_PLN_DEV_CUH
 
-#include <cuda_runtime.h>
+#include "cuda/svir_cuda_common.cuh"
 
 #include <math.h>
 #include <stdio.h>
@@ -14,7 +14,6 @@
 
 #include "models/pln/pln_cuda.h"
 #include "models/pln/pln_entry.h"
-#include "cuda/svir_cuda_common.cuh"
 #include "core/svir_lbfgs.h"
 
 #define PB 256               /* threads per block (a power of two) */

@@ -44,7 +44,7 @@
 /* B[l, j] = sum_i P[l, i] M[i, j]; one block per column j */
 __global__ void __launch_bounds__(PB) k_bpm(const pln_args a, const double *__restrict__ M)
 {
-    __shared__ double sh[PB];
+    SVIR_SHARED(double, sh, [PB]);
     const int j = blockIdx.x;
     const ptrdiff_t c = (ptrdiff_t)j * a.n;
     for (int l = 0; l < a.d; l++) {
@@ -61,7 +61,7 @@ __global__ void __launch_bounds__(PB) k_col(const pln_args a, const double *__re
                                             const double *__restrict__ ls, double *__restrict__ grad,
                                             double *__restrict__ A, double *__restrict__ S2o)
 {
-    __shared__ double sh[3 * PB];
+    SVIR_SHARED(double, sh, [3 * PB]);
     const int j = blockIdx.x;
     const ptrdiff_t c = (ptrdiff_t)j * a.n;
     double v[3] = {0.0, 0.0, 0.0}; /* likelihood, S^2, R^2 */
@@ -111,7 +111,8 @@ __global__ void __launch_bounds__(PB) k_col(const pln_args a, const double *__re
 __global__ void k_gram(const double *__restrict__ R, int n, int p, double *__restrict__ C)
 {
     if (blockIdx.y > blockIdx.x) return;
-    __shared__ double Ra[TS][TS + 1], Rb[TS][TS + 1];
+    SVIR_SHARED(double, Ra, [TS][TS + 1]);
+    SVIR_SHARED(double, Rb, [TS][TS + 1]);
     const int tx = threadIdx.x, ty = threadIdx.y;
     const int r = blockIdx.x * TS + tx, s = blockIdx.y * TS + ty;
     const int rc = blockIdx.x * TS + ty, sc = blockIdx.y * TS + ty;
@@ -132,7 +133,8 @@ __global__ void k_gram(const double *__restrict__ R, int n, int p, double *__res
 __global__ void k_rom(const double *__restrict__ R, const double *__restrict__ Om, int n, int p,
                       double *__restrict__ out, int sub)
 {
-    __shared__ double Rs[TS][TS + 1], Os[TS][TS + 1];
+    SVIR_SHARED(double, Rs, [TS][TS + 1]);
+    SVIR_SHARED(double, Os, [TS][TS + 1]);
     const int tx = threadIdx.x, ty = threadIdx.y;
     const int i = blockIdx.x * TS + tx, j = blockIdx.y * TS + ty;
     double acc = 0.0;
@@ -173,7 +175,7 @@ __global__ void __launch_bounds__(PB) k_rmul(const double *__restrict__ R, const
  * grad -= T, and per column out[j] = sum_i R T, out[p + j] = sum_i T^2 */
 __global__ void __launch_bounds__(PB) k_tcol(const pln_args a, double *__restrict__ grad, int lowrank)
 {
-    __shared__ double sh[2 * PB];
+    SVIR_SHARED(double, sh, [2 * PB]);
     const int j = blockIdx.x;
     const ptrdiff_t c = (ptrdiff_t)j * a.n;
     double v[2] = {0.0, 0.0};
@@ -202,7 +204,7 @@ __global__ void __launch_bounds__(PB) k_tcol(const pln_args a, double *__restric
 __global__ void __launch_bounds__(PB) k_atb(const double *__restrict__ T, const double *__restrict__ N,
                                             int n, int p, int q, double *__restrict__ PQ)
 {
-    __shared__ double sh[QC * PB];
+    SVIR_SHARED(double, sh, [QC * PB]);
     const int j = blockIdx.x;
     for (int k0 = 0; k0 < q; k0 += QC) {
         const int kc = q - k0 < QC ? q - k0 : QC;
@@ -252,10 +254,10 @@ int pln_eval_dev(svir_cuda_pln *x, const double *dpar, int set, double *J, doubl
     const double nk = nd + x->k0, s0 = x->s0;
     const double *M = dpar, *ls = dpar + np;
     if (d > 0 && !x->fixed) {
-        k_bpm<<<p, PB>>>(*a, M);
+        SVIR_LAUNCH(p, PB, k_bpm)(*a, M);
         KCK("k_bpm");
     }
-    k_col<<<p, PB>>>(*a, M, ls, grad, x->A[set], x->S2[set]);
+    SVIR_LAUNCH(p, PB, k_col)(*a, M, ls, grad, x->A[set], x->S2[set]);
     KCK("k_col");
     double *hc = x->hcols, *omd = x->homd;
     PCK(cudaMemcpy(hc, a->cols, sizeof(double) * 3 * (size_t)p, cudaMemcpyDeviceToHost));
@@ -269,9 +271,9 @@ int pln_eval_dev(svir_cuda_pln *x, const double *dpar, int set, double *J, doubl
         /* the VE step: T = R Omega, J = lik + n p / 2 + n / 2 log |Omega|
          * - tr(Omega (R'R + diag(s2sum))) / 2 */
         dim3 gr((n + TS - 1) / TS, (p + TS - 1) / TS);
-        k_rom<<<gr, tb>>>(a->R, a->Om, n, p, a->T, 0);
+        SVIR_LAUNCH(gr, tb, k_rom)(a->R, a->Om, n, p, a->T, 0);
         KCK("k_rom");
-        k_tcol<<<p, PB>>>(*a, grad, 0);
+        SVIR_LAUNCH(p, PB, k_tcol)(*a, grad, 0);
         KCK("k_tcol");
         double *ho = hc + 3 * p;
         PCK(cudaMemcpy(ho, a->out, sizeof(double) * 2 * (size_t)p, cudaMemcpyDeviceToHost));
@@ -283,7 +285,7 @@ int pln_eval_dev(svir_cuda_pln *x, const double *dpar, int set, double *J, doubl
         const double invn = 1.0 / nk;
         double logdet = 0.0;
         dim3 gg((p + TS - 1) / TS, (p + TS - 1) / TS);
-        k_gram<<<gg, tb>>>(a->R, n, p, a->Om);
+        SVIR_LAUNCH(gg, tb, k_gram)(a->R, n, p, a->Om);
         KCK("k_gram");
         PCK(cudaMemcpy(Om, a->Om, sizeof(double) * (size_t)p * p, cudaMemcpyDeviceToHost));
         for (int j = 0; j < p; j++)
@@ -296,7 +298,7 @@ int pln_eval_dev(svir_cuda_pln *x, const double *dpar, int set, double *J, doubl
         if (svir_pln_spd_inverse(p, Om, omd, &logdet, err, errlen)) return 1;
         PCK(cudaMemcpy(a->Om, Om, sizeof(double) * (size_t)p * p, cudaMemcpyHostToDevice));
         dim3 gr((n + TS - 1) / TS, (p + TS - 1) / TS);
-        k_rom<<<gr, tb>>>(a->R, a->Om, n, p, grad, 1);
+        SVIR_LAUNCH(gr, tb, k_rom)(a->R, a->Om, n, p, grad, 1);
         KCK("k_rom");
         *J = lik - 0.5 * nk * logdet + 0.5 * (n - nd) * p;
     } else if (x->cov == SVIR_PLN_RANK) {
@@ -309,14 +311,14 @@ int pln_eval_dev(svir_cuda_pln *x, const double *dpar, int set, double *J, doubl
         /* G, V, 1 / psi up; NQ = R G; T = R Psi^-1 - NQ V' (dJ/dM -= T) */
         PCK(cudaMemcpy(x->GV, G, sizeof(double) * (size_t)(2 * pq + p), cudaMemcpyHostToDevice));
         dim3 gq((n + PB - 1) / PB, (q + QC - 1) / QC);
-        k_rmul<<<gq, PB>>>(a->R, a->G, n, p, q, a->NQ);
+        SVIR_LAUNCH(gq, PB, k_rmul)(a->R, a->G, n, p, q, a->NQ);
         KCK("k_rmul");
-        k_tcol<<<p, PB>>>(*a, grad, 1);
+        SVIR_LAUNCH(p, PB, k_tcol)(*a, grad, 1);
         KCK("k_tcol");
         /* NQ = T W, PQ = T'(T W) */
-        k_rmul<<<gq, PB>>>(a->T, dpar + 2 * np, n, p, q, a->NQ);
+        SVIR_LAUNCH(gq, PB, k_rmul)(a->T, dpar + 2 * np, n, p, q, a->NQ);
         KCK("k_rmul");
-        k_atb<<<p, PB>>>(a->T, a->NQ, n, p, q, a->out + 2 * p);
+        SVIR_LAUNCH(p, PB, k_atb)(a->T, a->NQ, n, p, q, a->out + 2 * p);
         KCK("k_atb");
         double *ho = hc + 3 * p; /* sum R T [p], sum T^2 [p], PQ [p q] */
         PCK(cudaMemcpy(ho, a->out, sizeof(double) * (size_t)(2 * p + pq), cudaMemcpyDeviceToHost));
@@ -358,7 +360,7 @@ int pln_eval_dev(svir_cuda_pln *x, const double *dpar, int set, double *J, doubl
     }
     if (!x->fixed)
         PCK(cudaMemcpy(x->omd[set], omd, sizeof(double) * (size_t)p, cudaMemcpyHostToDevice));
-    k_grad_ls<<<p, PB>>>(*a, x->omd[set], x->A[set], x->S2[set], grad, diag);
+    SVIR_LAUNCH(p, PB, k_grad_ls)(*a, x->omd[set], x->A[set], x->S2[set], grad, diag);
     KCK("k_grad_ls");
     if (!isfinite(*J)) {
         snprintf(err, errlen, "the ELBO is not finite");

@@ -19,7 +19,7 @@ __global__ void __launch_bounds__(PB) k_dots(const double *__restrict__ a0, cons
                                              const double *__restrict__ a2, const double *__restrict__ b2,
                                              int nv, ptrdiff_t L, double *__restrict__ part)
 {
-    __shared__ double sh[3 * PB];
+    SVIR_SHARED(double, sh, [3 * PB]);
     double v[3] = {0.0, 0.0, 0.0};
     for (ptrdiff_t k = (ptrdiff_t)blockIdx.x * PB + threadIdx.x; k < L; k += (ptrdiff_t)gridDim.x * PB) {
         v[0] += a0[k] * b0[k];
@@ -37,7 +37,7 @@ __global__ void __launch_bounds__(PB) k_maxcap(const double *__restrict__ dir, p
                                                double ilo, double ihi, ptrdiff_t L,
                                                double *__restrict__ part)
 {
-    __shared__ double sh[PB];
+    SVIR_SHARED(double, sh, [PB]);
     double m = 0.0;
     for (ptrdiff_t k = (ptrdiff_t)blockIdx.x * PB + threadIdx.x; k < L; k += (ptrdiff_t)gridDim.x * PB) {
         const double v = (k < split ? ilo : ihi) * fabs(dir[k]);
@@ -58,7 +58,7 @@ __global__ void __launch_bounds__(PB) k_maxcap(const double *__restrict__ dir, p
 __global__ void __launch_bounds__(PB) k_fold(const double *__restrict__ part, int nb, int nv, int max,
                                              double *__restrict__ out)
 {
-    __shared__ double sh[PB];
+    SVIR_SHARED(double, sh, [PB]);
     const int t = threadIdx.x;
     for (int c = 0; c < nv; c++) {
         double s = 0.0;
@@ -106,9 +106,9 @@ __global__ void __launch_bounds__(PB) k_prec(const pln_args a, double *__restric
                                              const double *__restrict__ omd, const double *__restrict__ XtX,
                                              int dx)
 {
-    __shared__ double sh[PREC_CH * PB];
-    __shared__ double zs[PREC_DMAX];
-    __shared__ int oks;
+    SVIR_SHARED(double, sh, [PREC_CH * PB]);
+    SVIR_SHARED(double, zs, [PREC_DMAX]);
+    SVIR_SHARED(int, oks, );
     const int j = blockIdx.x, n = a.n, nk = dx + dx * (dx + 1) / 2;
     const ptrdiff_t c = (ptrdiff_t)j * n, np = a.np;
     const double oj = omd[j];
@@ -263,10 +263,10 @@ static int dots3(svir_cuda_pln *x, int nv, const double *const *a, const double 
                  double *out, svir_err *e)
 {
     const int nb = pln_nblocks(x->L);
-    k_dots<<<nb, PB>>>(a[0], b[0], a[nv > 1 ? 1 : 0], b[nv > 1 ? 1 : 0], a[nv > 2 ? 2 : 0],
+    SVIR_LAUNCH(nb, PB, k_dots)(a[0], b[0], a[nv > 1 ? 1 : 0], b[nv > 1 ? 1 : 0], a[nv > 2 ? 2 : 0],
                        b[nv > 2 ? 2 : 0], nv, x->L, x->part);
     VKCK("k_dots");
-    k_fold<<<1, PB>>>(x->part, nb, nv, 0, x->scal);
+    SVIR_LAUNCH(1, PB, k_fold)(x->part, nb, nv, 0, x->scal);
     VKCK("k_fold");
     VCK(cudaMemcpy(out, x->scal, sizeof(double) * (size_t)nv, cudaMemcpyDeviceToHost));
     return 0;
@@ -296,10 +296,10 @@ static int dv_direction(void *ctx, double *dir, int nm, const double *cf, double
     const ptrdiff_t L = x->L;
     const int gb = pln_nblocks(L);
     for (int l = 0; l < nm; l++) {
-        k_axpy<<<gb, PB>>>(dir, cf[l], S[l], L);
+        SVIR_LAUNCH(gb, PB, k_axpy)(dir, cf[l], S[l], L);
         VKCK("k_axpy");
     }
-    k_neg<<<gb, PB>>>(dir, L);
+    SVIR_LAUNCH(gb, PB, k_neg)(dir, L);
     VKCK("k_neg");
     const double *a[2] = {g, dir}, *b[2] = {dir, dir};
     double r[2];
@@ -307,9 +307,9 @@ static int dv_direction(void *ctx, double *dir, int nm, const double *cf, double
     if (st) return st;
     *slope = -r[0];
     *dd = r[1];
-    k_maxcap<<<gb, PB>>>(dir, split, 1.0 / cap_lo, 1.0 / cap_hi, L, x->part);
+    SVIR_LAUNCH(gb, PB, k_maxcap)(dir, split, 1.0 / cap_lo, 1.0 / cap_hi, L, x->part);
     VKCK("k_maxcap");
-    k_fold<<<1, PB>>>(x->part, gb, 1, 1, x->scal);
+    SVIR_LAUNCH(1, PB, k_fold)(x->part, gb, 1, 1, x->scal);
     VKCK("k_fold");
     VCK(cudaMemcpy(big, x->scal, sizeof(double), cudaMemcpyDeviceToHost));
     return 0;
@@ -319,7 +319,7 @@ static int dv_step(void *ctx, double *cand, const double *par, double t, const d
                    svir_err *e)
 {
     svir_cuda_pln *x = ((dev_space *)ctx)->x;
-    k_cand<<<pln_nblocks(x->L), PB>>>(cand, par, t, dir, x->L);
+    SVIR_LAUNCH(pln_nblocks(x->L), PB, k_cand)(cand, par, t, dir, x->L);
     VKCK("k_cand");
     return 0;
 }
@@ -328,7 +328,7 @@ static int dv_ydiff(void *ctx, double *y, const double *g, const double *g1, con
                     double *yy, double *dg1, svir_err *e)
 {
     svir_cuda_pln *x = ((dev_space *)ctx)->x;
-    k_ydiff<<<pln_nblocks(x->L), PB>>>(y, g, g1, x->L);
+    SVIR_LAUNCH(pln_nblocks(x->L), PB, k_ydiff)(y, g, g1, x->L);
     VKCK("k_ydiff");
     const double *a[2] = {y, dir}, *b[2] = {y, g1};
     double r[2];
@@ -342,7 +342,7 @@ static int dv_ydiff(void *ctx, double *y, const double *g, const double *g1, con
 static int dv_scale(void *ctx, double *v, double t, svir_err *e)
 {
     svir_cuda_pln *x = ((dev_space *)ctx)->x;
-    k_scale<<<pln_nblocks(x->L), PB>>>(v, t, x->L);
+    SVIR_LAUNCH(pln_nblocks(x->L), PB, k_scale)(v, t, x->L);
     VKCK("k_scale");
     return 0;
 }
@@ -381,17 +381,17 @@ static int pb_precond(void *ctx, int slot, const double *g, double gsign, int nm
     const int gb = pln_nblocks(L);
     VCK(cudaMemcpy(out, g, sizeof(double) * (size_t)L, cudaMemcpyDeviceToDevice));
     if (gsign != 1.0) {
-        k_scale<<<gb, PB>>>(out, gsign, L);
+        SVIR_LAUNCH(gb, PB, k_scale)(out, gsign, L);
         VKCK("k_scale");
     }
     for (int l = 0; l < nm; l++) {
-        k_axpy<<<gb, PB>>>(out, -alpha[l], Y[l], L);
+        SVIR_LAUNCH(gb, PB, k_axpy)(out, -alpha[l], Y[l], L);
         VKCK("k_axpy");
     }
-    k_prec<<<x->p, PB>>>(x->a, out, x->A[slot], x->S2[slot], x->omd[slot], x->XtX, x->dx);
+    SVIR_LAUNCH(x->p, PB, k_prec)(x->a, out, x->A[slot], x->S2[slot], x->omd[slot], x->XtX, x->dx);
     VKCK("k_prec");
     if (tail > 0) {
-        k_prec_tail<<<pln_nblocks(tail), PB>>>(out, x->h0r[slot], 2 * x->np, tail);
+        SVIR_LAUNCH(pln_nblocks(tail), PB, k_prec_tail)(out, x->h0r[slot], 2 * x->np, tail);
         VKCK("k_prec_tail");
     }
     return nm > 0 ? dv_dots(&((svir_cuda_pln_state *)ctx)->space, nm, Y, out, ydot, e) : 0;
@@ -401,7 +401,7 @@ static int pb_precond(void *ctx, int slot, const double *g, double gsign, int nm
 static int pb_start(void *ctx, int slot, double *xv, svir_err *e)
 {
     svir_cuda_pln *x = ((svir_cuda_pln_state *)ctx)->x;
-    k_sstart<<<x->p, PB>>>(x->n, xv + x->np, x->A[slot], x->S2[slot], x->omd[slot]);
+    SVIR_LAUNCH(x->p, PB, k_sstart)(x->n, xv + x->np, x->A[slot], x->S2[slot], x->omd[slot]);
     VKCK("k_sstart");
     return 0;
 }

@@ -5,7 +5,7 @@
  * that has the toolkit's build but no driver or no GPU: every failure is
  * reported in buf and returns 0, never aborts. The query initialises the
  * driver but creates no context (no device memory is taken). */
-#include <cuda_runtime.h>
+#include "cuda/svir_cuda_common.cuh"
 
 #include <stdio.h>
 #include <string.h>

@@ -7,7 +7,18 @@
 #ifndef SVIR_CUDA_COMMON_CUH
 #define SVIR_CUDA_COMMON_CUH
 
+#ifdef SVIR_CUDA_EMU
+/* the CPU emulation (tools/gpucheck's emu build): everything that differs */
+#include "cuda/svir_cuda_emu.cuh"
+#else
 #include <cuda_runtime.h>
+/* SVIR_LAUNCH(grid, block, kernel)(arguments) is kernel<<<grid, block>>>(
+ * arguments); the emulation runs the same launch on the CPU */
+#define SVIR_LAUNCH(g, b, ...) __VA_ARGS__<<<g, b>>>
+/* SVIR_SHARED(double, sh, [n]) is __shared__ double sh[n]; the emulation
+ * gives each block its own, uninitialised, copy */
+#define SVIR_SHARED(T, name, dims) __shared__ T name dims
+#endif
 #include <stdio.h>
 
 static inline int svir_cuda_failed(cudaError_t e, const char *call, char *err, size_t errlen)

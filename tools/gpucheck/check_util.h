@@ -22,6 +22,29 @@ static inline double gck_rel_diff(const double *a, const double *b, ptrdiff_t le
     return num / den;
 }
 
+/* the tally of the checks (gpucheck.c prints it at the end): each check
+ * reports through gck_result, a check that could not run adds to
+ * gck_failed */
+extern int gck_passed, gck_failed;
+static inline const char *gck_result(int ok)
+{
+    if (ok)
+        gck_passed++;
+    else
+        gck_failed++;
+    return ok ? "ok" : "FAILED";
+}
+
+/* 1 in the CPU emulation of the device (SVIR_CUDA_EMU, issue 19): the
+ * checks run at smaller sizes (gck_size) and skip the timings */
+extern int gck_emu;
+/* n on a device; n / div, at least lo, in the emulation */
+static inline ptrdiff_t gck_size(ptrdiff_t n, ptrdiff_t div, ptrdiff_t lo)
+{
+    if (!gck_emu) return n;
+    return n / div > lo ? n / div : lo;
+}
+
 /* seconds on a monotonic clock */
 static inline double gck_now(void)
 {

@@ -242,7 +242,7 @@ int gpucheck_mix(void)
         for (int sp = 0; sp < 2; sp++) {
             msim s;
             const int dist = cases[cs][0], bg = cases[cs][1];
-            if (msim_make(&s, dist, bg, sp, 3000, 300, 6, bg ? 0 : 1)) {
+            if (msim_make(&s, dist, bg, sp, (int)gck_size(3000, 5, 600), (int)gck_size(300, 3, 100), 6, bg ? 0 : 1)) {
                 printf("out of host memory\n");
                 return 1;
             }
@@ -268,6 +268,7 @@ int gpucheck_mix(void)
                 }
                 svir_cuda_mix_free(dev);
                 if (st) {
+                    gck_failed++;
                     printf("mixture ELBO %-15s %s, %s: FAILED to run: %s\n", dist_name(dist, bg),
                            sp ? "sparse" : "dense", mb ? "minibatch" : "full batch",
                            st == 2 ? "out of memory" : err);
@@ -277,7 +278,7 @@ int gpucheck_mix(void)
                     const int ok = ee < 1e-11 && eg < 1e-10;
                     printf("mixture ELBO %-15s %s, %s: rel. diff ELBO %.1e, gradient %.1e: %s\n",
                            dist_name(dist, bg), sp ? "sparse" : "dense ", mb ? "minibatch " : "full batch",
-                           ee, eg, ok ? "ok" : "FAILED");
+                           ee, eg, gck_result(ok));
                     failed |= !ok;
                 }
                 free(g0);
@@ -291,7 +292,7 @@ int gpucheck_mix(void)
         for (int mb = 0; mb < 2; mb++) {
             msim s;
             const int dist = cases[cs][0], bg = cases[cs][1];
-            if (msim_make(&s, dist, bg, 1, 1500, 120, 4, bg ? 0 : 1)) {
+            if (msim_make(&s, dist, bg, 1, (int)gck_size(1500, 5, 300), (int)gck_size(120, 2, 60), 4, bg ? 0 : 1)) {
                 printf("out of host memory\n");
                 return 1;
             }
@@ -306,6 +307,7 @@ int gpucheck_mix(void)
             int st = impl_of(SVIR_BACKEND_CPU)->run(m, &c, NULL, &r0);
             if (!st) st = impl_of(SVIR_BACKEND_CUDA)->run(m, &c, NULL, &r1);
             if (st) {
+                gck_failed++;
                 printf("mixture fit %-15s %s: FAILED to run: %s\n", dist_name(dist, bg),
                        mb ? "minibatch" : "full batch", r1.message[0] ? r1.message : r0.message);
                 failed = 1;
@@ -318,7 +320,7 @@ int gpucheck_mix(void)
                                et < 1e-6;
                 printf("mixture fit %-15s %s: steps %ld / %ld, stop %d / %d, rel. diff guide %.1e, "
                        "ELBO trace %.1e: %s\n", dist_name(dist, bg), mb ? "minibatch " : "full batch",
-                       r0.steps, r1.steps, r0.stop_reason, r1.stop_reason, eg, et, ok ? "ok" : "FAILED");
+                       r0.steps, r1.steps, r0.stop_reason, r1.stop_reason, eg, et, gck_result(ok));
                 failed |= !ok;
             }
             svir_result_free(&r0);

@@ -361,6 +361,7 @@ static int fit_cmp(const pln_sim *s, const svir_pln_data *d, int sparse_too, dou
         }
     }
     if (st) {
+        gck_failed++;
         printf("PLN fit, %s, tol %.0e: FAILED to run: %s\n", lab, tol, err);
         failed = 1;
     } else {
@@ -377,7 +378,7 @@ static int fit_cmp(const pln_sim *s, const svir_pln_data *d, int sparse_too, dou
         if (sparse_too) printf(" (sparse %d)", it2);
         printf("; rel. diff ELBO %.1e, B and Sigma %.1e, M and log S %.1e", ej, eb, ep);
         if (sparse_too) printf(", sparse vs dense %.1e", es);
-        printf(": %s\n", ok ? "ok" : "FAILED");
+        printf(": %s\n", gck_result(ok));
         failed = !ok;
     }
     free(p0); free(p1); free(p2);
@@ -443,6 +444,7 @@ int gpucheck_pln(void)
                 const int st0 = svir_pln_eval(&d, pt, &J0, g0, B0, S0, w, err, sizeof err);
                 const int st1 = st0 ? 0 : svir_cuda_pln_eval_host(&d, pt, &J1, g1, B1, S1, err, sizeof err);
                 if (st0 || st1) {
+                    gck_failed++;
                     printf("PLN objective, %s: FAILED to run: %s\n", cov_name(cov), err);
                     bad = 1;
                     break;
@@ -455,7 +457,7 @@ int gpucheck_pln(void)
             printf("PLN objective, %s, %s: rel. diff J %.1e, gradient %.1e, B and Sigma %.1e: %s\n",
                    cov_name(cov), variant == 0 ? "dense, O per entry" : variant == 1 ? "sparse, O per row"
                                                                                    : "dense, nd = n - d, prior",
-                   worst_j, worst_g, worst_b, ok ? "ok" : "FAILED");
+                   worst_j, worst_g, worst_b, gck_result(ok));
             failed |= !ok;
         }
     {
@@ -467,6 +469,7 @@ int gpucheck_pln(void)
         double J0 = 0, J1 = 0, Om[30 * 30];
         int info = 0;
         if (!w || pln_start(&s, &d, par) || svir_pln_eval(&d, par, &J0, g0, B0, S0, w, err, sizeof err)) {
+            gck_failed++;
             printf("PLN objective, VE step: FAILED to set up\n");
             failed = 1;
             goto done;
@@ -490,7 +493,7 @@ int gpucheck_pln(void)
         const double ej = fabs(J1 - J0) / fabs(J0), eg = gck_rel_diff(g0, g1, L);
         const int ok = !st0 && !st1 && ej < 1e-11 && eg < 1e-10;
         printf("PLN objective, VE step: rel. diff J %.1e, gradient %.1e: %s%s\n", ej, eg,
-               ok ? "ok" : "FAILED", st0 || st1 ? err : "");
+               gck_result(ok), st0 || st1 ? err : "");
         failed |= !ok;
     }
     /* b. whole fits from R's start, CPU against device */
@@ -503,6 +506,7 @@ int gpucheck_pln(void)
         double J0 = 0;
         int info = 0;
         if (!w || pln_start(&s, &d, par) || svir_pln_eval(&d, par, &J0, g0, Bve, S0, w, err, sizeof err)) {
+            gck_failed++;
             printf("PLN fit, VE step: FAILED to set up\n");
             failed = 1;
             goto done;
