@@ -784,11 +784,14 @@ int main(int argc, char **argv)
      * and slopes; the CPU's sufficient sums (Gaussian, Poisson intercepts)
      * against the device's pass over every observation, so up to rounding */
     {
-        const int fams[4][2] = {{SVIR_GAUSSIAN, SVIR_LINK_IDENTITY}, {SVIR_BINOMIAL, SVIR_LINK_LOGIT},
-                                {SVIR_POISSON, SVIR_LINK_LOG}, {SVIR_NEGBIN, SVIR_LINK_LOG}};
+        /* the probit and cloglog links (one case each) since the emulation
+         * listed their device paths as never run (issue 19) */
+        const int fams[6][2] = {{SVIR_GAUSSIAN, SVIR_LINK_IDENTITY}, {SVIR_BINOMIAL, SVIR_LINK_LOGIT},
+                                {SVIR_POISSON, SVIR_LINK_LOG}, {SVIR_NEGBIN, SVIR_LINK_LOG},
+                                {SVIR_BINOMIAL, SVIR_LINK_PROBIT}, {SVIR_BINOMIAL, SVIR_LINK_CLOGLOG}};
         sim_nterms = 1;
-        for (int f = 0; f < 4; f++)
-            for (int slope = 0; slope < 2; slope++) {
+        for (int f = 0; f < 6; f++)
+            for (int slope = 0; slope < (f < 4 ? 2 : 1); slope++) {
                 sim s;
                 if (sim_make(&s, fams[f][0], fams[f][1], gck_size(20000, 10, 500), 3, (int)gck_size(200, 10, 20), 30,
                              slope)) {
@@ -821,8 +824,8 @@ int main(int argc, char **argv)
                         et = fmax(et, fabs(r0.trace[k] - r1.trace[k]) / fmax(1.0, fabs(r0.trace[k])));
                     const int ok = r0.steps == r1.steps && r0.stop_reason == r1.stop_reason &&
                                    eg < 1e-6 && el < 1e-6 && et < 1e-6 && er < 1e-6;
-                    printf("QEM fit, family %d, %s: iterations %ld / %ld, rel. diff globals %.1e, "
-                           "locals %.1e, log P-hat trace %.1e, log ratios %.1e: %s\n", fams[f][0],
+                    printf("QEM fit, family %d, link %d, %s: iterations %ld / %ld, rel. diff globals %.1e, "
+                           "locals %.1e, log P-hat trace %.1e, log ratios %.1e: %s\n", fams[f][0], fams[f][1],
                            slope ? "slope" : "intercept", r0.steps, r1.steps, eg, el, et, er,
                            gck_result(ok));
                     failed |= !ok;
