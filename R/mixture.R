@@ -668,30 +668,9 @@ predict.svi_mixture <- function(object, newdata = NULL, type = c("prob", "class"
   if (is.null(newdata)) {
     r <- object$resp
   } else {
-    f <- object$formula
-    Yn <- svir_pln_response(f, newdata, abort)
-    cn <- colnames(Yn)
-    if (is.null(cn)) {
-      if (ncol(Yn) != object$p) abort("The new count matrix has no column names and {ncol(Yn)} columns; the fit had {object$p}.")
-      cn <- object$colnames
-    }
-    miss <- setdiff(object$colnames, cn)
-    if (length(miss)) {
-      abort(c("The new count matrix lacks {length(miss)} of the fit's column{?s}: {.val {utils::head(miss, 5)}}{if (length(miss) > 5) ' ...' else ''}.",
-              i = "Its columns must include every gene (or taxon) the fit had, by name."))
-    }
-    newdata[[deparse1(f[[2L]])]] <- Yn[, match(object$colnames, cn), drop = FALSE]
-    dat <- svir_mix_data(f, newdata, stats::na.fail, abort, tt = object$tt, xlevels = object$xlevels,
-                         xbar = object$xbar)
-    spec <- svir_mix_spec(dat, object$family, object$K, object$m_loc, object$bg_prior)
-    dr <- object$engine$draws
-    if (is.null(ndraws)) ndraws <- max(1, min(200, floor(2e8 / (as.double(dat$n) * dat$p * object$K))))
-    if (!is.numeric(ndraws) || length(ndraws) != 1L || !(ndraws >= 1)) {
-      abort("{.arg ndraws} must be a number of posterior draws, at least 1.")
-    }
-    S <- min(as.integer(ndraws), nrow(dr))
-    r <- .Call(C_svir_mix_resp_r, spec, dr, S)[, object$ord, drop = FALSE]
-    dimnames(r) <- list(dat$rn, colnames(object$resp))
+    u <- svir_mix_new_rows(object, newdata, ndraws, FALSE, abort)
+    r <- u$resp[, object$ord, drop = FALSE]
+    dimnames(r) <- list(u$rn, colnames(object$resp))
   }
   if (type == "class") {
     z <- max.col(r, ties.method = "first")
@@ -699,6 +678,39 @@ predict.svi_mixture <- function(object, newdata = NULL, type = c("prob", "class"
     return(z)
   }
   r
+}
+
+# New rows for a count-mixture fit: the counts (genes matched by name), the
+# covariates with the fit's levels, evaluated under the first ndraws of the
+# fit's draws (NULL: 200 or fewer, at most 2e8 densities). resp: rows x
+# clusters in the engine's order; with loglik, also each row's log density
+# log sum_k pi_k p(y_i | k) under each draw (draws x rows).
+svir_mix_new_rows <- function(object, newdata, ndraws, loglik, abort) {
+  f <- object$formula
+  Yn <- svir_pln_response(f, newdata, abort)
+  cn <- colnames(Yn)
+  if (is.null(cn)) {
+    if (ncol(Yn) != object$p) abort("The new count matrix has no column names and {ncol(Yn)} columns; the fit had {object$p}.")
+    cn <- object$colnames
+  }
+  miss <- setdiff(object$colnames, cn)
+  if (length(miss)) {
+    abort(c("The new count matrix lacks {length(miss)} of the fit's column{?s}: {.val {utils::head(miss, 5)}}{if (length(miss) > 5) ' ...' else ''}.",
+            i = "Its columns must include every gene (or taxon) the fit had, by name."))
+  }
+  newdata[[deparse1(f[[2L]])]] <- Yn[, match(object$colnames, cn), drop = FALSE]
+  dat <- svir_mix_data(f, newdata, stats::na.fail, abort, tt = object$tt, xlevels = object$xlevels,
+                       xbar = object$xbar)
+  spec <- svir_mix_spec(dat, object$family, object$K, object$m_loc, object$bg_prior)
+  dr <- object$engine$draws
+  if (is.null(ndraws)) ndraws <- max(1, min(200, floor(2e8 / (as.double(dat$n) * dat$p * object$K))))
+  if (!is.numeric(ndraws) || length(ndraws) != 1L || !(ndraws >= 1)) {
+    abort("{.arg ndraws} must be a number of posterior draws, at least 1.")
+  }
+  S <- min(as.integer(ndraws), nrow(dr))
+  out <- .Call(C_svir_mix_resp_r, spec, dr, S, loglik)
+  if (!loglik) return(list(resp = out, rn = dat$rn))
+  list(resp = out[[1L]], loglik = out[[2L]], rn = dat$rn)
 }
 
 #' Marker genes of a cluster

@@ -25,7 +25,7 @@ extern SEXP svir_tree_bound_r(SEXP spec, SEXP control, SEXP gpar, SEXP lpar, SEX
                               SEXP K, SEXP reps);
 
 /* the Poisson-lognormal model's posterior by MCMC (glue/r_mcmc.c) */
-extern SEXP svir_mix_resp_r(SEXP spec, SEXP draws, SEXP S);
+extern SEXP svir_mix_resp_r(SEXP spec, SEXP draws, SEXP S, SEXP loglik);
 extern SEXP svir_pln_mcmc_r(SEXP Y, SEXP X, SEXP O, SEXP Z, SEXP B, SEXP Sigma, SEXP xstep,
                             SEXP set);
 
@@ -80,7 +80,7 @@ static const R_CallMethodDef call_methods[] = {
     VERB(svir_lap_logf_r, 3),
     VERB(svir_lap_integrated_r, 1),
     VERB(svir_pln_mcmc_r, 8),
-    VERB(svir_mix_resp_r, 3),
+    VERB(svir_mix_resp_r, 4),
     VERB(svir_loglik_block_r, 3),
     VERB(svir_elbo_grad_r, 4),
     VERB(svir_mix_elbo_grad_r, 4),

@@ -4,8 +4,9 @@
 #include "models/mixture/mix_model.h"
 
 /* resp (n x K) of the spec's rows, averaged over the first S rows of draws
- * (nd x D, the engine's order) */
-SEXP svir_mix_resp_r(SEXP spec, SEXP draws, SEXP S)
+ * (nd x D, the engine's order); with loglik TRUE, list(resp, loglik) with
+ * each row's log density under each draw (S x n) */
+SEXP svir_mix_resp_r(SEXP spec, SEXP draws, SEXP S, SEXP loglik)
 {
     SEXP hp;
     const svir_mix_model *m = svir_r_model(&svir_mix_def, spec, R_NilValue, NULL, &hp);
@@ -14,9 +15,19 @@ SEXP svir_mix_resp_r(SEXP spec, SEXP draws, SEXP S)
     const int nd = Rf_nrows(draws), s = Rf_asInteger(S);
     if (s < 1 || s > nd) Rf_error("svir internal error: S must be in [1, %d]", nd);
     SEXP resp = PROTECT(Rf_allocMatrix(REALSXP, m->n, m->K));
-    if (svir_mix_resp(m, REAL(draws), nd, s, REAL(draws), REAL(resp), NULL, NULL))
+    const int want = Rf_asLogical(loglik) == TRUE;
+    SEXP lld = PROTECT(want ? Rf_allocMatrix(REALSXP, s, m->n) : R_NilValue);
+    if (svir_mix_resp(m, REAL(draws), nd, s, REAL(draws), REAL(resp), NULL, NULL,
+                      want ? REAL(lld) : NULL))
         Rf_error("svir: out of memory computing the cluster probabilities");
     svir_r_model_done(hp);
-    UNPROTECT(2);
-    return resp;
+    if (!want) {
+        UNPROTECT(3);
+        return resp;
+    }
+    SEXP out = PROTECT(Rf_allocVector(VECSXP, 2));
+    SET_VECTOR_ELT(out, 0, resp);
+    SET_VECTOR_ELT(out, 1, lld);
+    UNPROTECT(4);
+    return out;
 }

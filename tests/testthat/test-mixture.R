@@ -224,44 +224,53 @@ test_that("each distribution's likelihood is R's density", {
       count_mixture(K, dist, nstart = 1)
     fit <- suppressWarnings(svi_fit(f, d, family = fam, seed = 1, control = svi_control(max_steps = 200)))
     D <- length(fit$engine$vpar) / 2
-    th <- fit$engine$vpar[seq_len(D)]
-    mu <- matrix(th[seq_len(K * p)], K, p, byrow = TRUE)
-    off <- K * p + 2 * p
-    gam <- if (dist == "dirmult") 0 else th[off + seq_len(p)]
-    off <- off + if (dist == "dirmult") 0 else p
-    phi <- if (dist %in% c("nb", "zinb", "background")) exp(th[off + seq_len(p)])
-    off <- off + length(phi)
-    om <- if (dist == "zinb") plogis(th[off + seq_len(p)])
-    # the background: NB(exp(b_j), psi_j) with probability beta_j
-    bgm <- exp(th[off + seq_len(p)])
-    psi <- exp(th[off + p + seq_len(p)])
-    beta <- plogis(th[off + 2 * p + seq_len(p)])
-    eta <- c(th[D - (K - 1) + seq_len(K - 1)], 0)
-    lpi <- eta - log(sum(exp(eta)))
-    Y <- d$Y
-    lk <- vapply(seq_len(K), function(k) {
-      if (dist == "dirmult") {
-        al <- exp(mu[k, ])
-        N <- rowSums(Y)
-        return(lgamma(N + 1) - rowSums(lgamma(Y + 1)) + lgamma(sum(al)) - lgamma(N + sum(al)) +
-                 rowSums(lgamma(sweep(Y, 2, al, "+"))) - sum(lgamma(al)))
-      }
-      # the covariates less their means
-      m <- exp(log(d$sf) + outer((d$b == "v") - 0.5, gam) + matrix(mu[k, ], n, p, byrow = TRUE))
-      l <- switch(dist,
-        poisson = dpois(Y, m, log = TRUE),
-        nb = dnbinom(Y, size = rep(phi, each = n), mu = m, log = TRUE),
-        background = log((1 - rep(beta, each = n)) * dnbinom(Y, size = rep(phi, each = n), mu = m) +
-                           rep(beta, each = n) * dnbinom(Y, size = rep(psi, each = n), mu = rep(bgm, each = n))),
-        zinb = {
-          w <- rep(om, each = n)
-          ifelse(Y == 0, log(w + (1 - w) * dnbinom(0, size = rep(phi, each = n), mu = m)),
-                 log(1 - w) + dnbinom(Y, size = rep(phi, each = n), mu = m, log = TRUE))
-        })
-      rowSums(matrix(l, n))
-    }, numeric(n))
-    ll <- apply(sweep(lk, 2, lpi, "+"), 1, function(v) max(v) + log(sum(exp(v - max(v)))))
-    expect_equal(fit$ll_rows, ll, tolerance = 1e-9, label = dist)
+    dens <- function(th) {
+      mu <- matrix(th[seq_len(K * p)], K, p, byrow = TRUE)
+      off <- K * p + 2 * p
+      gam <- if (dist == "dirmult") 0 else th[off + seq_len(p)]
+      off <- off + if (dist == "dirmult") 0 else p
+      phi <- if (dist %in% c("nb", "zinb", "background")) exp(th[off + seq_len(p)])
+      off <- off + length(phi)
+      om <- if (dist == "zinb") plogis(th[off + seq_len(p)])
+      # the background: NB(exp(b_j), psi_j) with probability beta_j
+      bgm <- exp(th[off + seq_len(p)])
+      psi <- exp(th[off + p + seq_len(p)])
+      beta <- plogis(th[off + 2 * p + seq_len(p)])
+      eta <- c(th[D - (K - 1) + seq_len(K - 1)], 0)
+      lpi <- eta - log(sum(exp(eta)))
+      Y <- d$Y
+      lk <- vapply(seq_len(K), function(k) {
+        if (dist == "dirmult") {
+          al <- exp(mu[k, ])
+          N <- rowSums(Y)
+          return(lgamma(N + 1) - rowSums(lgamma(Y + 1)) + lgamma(sum(al)) - lgamma(N + sum(al)) +
+                   rowSums(lgamma(sweep(Y, 2, al, "+"))) - sum(lgamma(al)))
+        }
+        # the covariates less their means
+        m <- exp(log(d$sf) + outer((d$b == "v") - 0.5, gam) + matrix(mu[k, ], n, p, byrow = TRUE))
+        l <- switch(dist,
+          poisson = dpois(Y, m, log = TRUE),
+          nb = dnbinom(Y, size = rep(phi, each = n), mu = m, log = TRUE),
+          background = log((1 - rep(beta, each = n)) * dnbinom(Y, size = rep(phi, each = n), mu = m) +
+                             rep(beta, each = n) * dnbinom(Y, size = rep(psi, each = n), mu = rep(bgm, each = n))),
+          zinb = {
+            w <- rep(om, each = n)
+            ifelse(Y == 0, log(w + (1 - w) * dnbinom(0, size = rep(phi, each = n), mu = m)),
+                   log(1 - w) + dnbinom(Y, size = rep(phi, each = n), mu = m, log = TRUE))
+          })
+        rowSums(matrix(l, n))
+      }, numeric(n))
+      apply(sweep(lk, 2, lpi, "+"), 1, function(v) max(v) + log(sum(exp(v - max(v)))))
+    }
+    expect_equal(fit$ll_rows, dens(fit$engine$vpar[seq_len(D)]), tolerance = 1e-9, label = dist)
+    # the rows' log densities under each posterior draw (log_lik's and the
+    # held-out criterion's), for the rows as new data
+    u <- svir:::svir_mix_new_rows(fit, d, 3, TRUE, stop)
+    expect_identical(dim(u$loglik), c(3L, as.integer(n)))
+    for (s in 1:3) {
+      expect_equal(u$loglik[s, ], dens(fit$engine$draws[s, ]), tolerance = 1e-9,
+                   label = paste(dist, "draw", s))
+    }
   }
 })
 

@@ -653,7 +653,7 @@ static const svir_svi_ops mix_svi_ops = {
 /* ---- outputs ------------------------------------------------------------- */
 
 int svir_mix_resp(const svir_mix_model *m, const double *draws, int nd, int S,
-                  const double *mean, double *resp, double *llr, double *fg)
+                  const double *mean, double *resp, double *llr, double *fg, double *lld)
 {
     const int n = m->n, p = m->p, K = m->K;
     if (nd <= 0) S = 1;
@@ -695,6 +695,7 @@ int svir_mix_resp(const svir_mix_model *m, const double *draws, int nd, int S,
                 llr[i] = mx + log(se);
                 continue;
             }
+            if (lld) lld[s + (ptrdiff_t)i * S] = mx + log(se);
             for (int k = 0; k < K; k++) resp[i + (ptrdiff_t)k * n] += r[k] / se / S;
             for (int j = 0; dz && j < p; j++) {
                 /* foreground: 1 - the background's share given k */
@@ -744,7 +745,7 @@ static int mix_outputs(const void *model, const svir_control *c, svir_result *re
     double *llr = malloc(sizeof(double) * (size_t)m->n);
     double *fg = m->bg ? malloc(sizeof(double) * (size_t)m->n * m->p) : NULL;
     if (!resp || !llr || !res->gpar || (m->bg && !fg) ||
-        svir_mix_resp(m, res->draws, res->ndraws, S, res->gpar, resp, llr, fg)) {
+        svir_mix_resp(m, res->draws, res->ndraws, S, res->gpar, resp, llr, fg, NULL)) {
         free(resp); free(llr); free(fg);
         return svir_err_set(e, 2, "out of memory computing the cluster probabilities");
     }

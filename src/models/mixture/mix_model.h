@@ -91,9 +91,12 @@ int svir_mix_elbo_grad(const svir_mix_model *m, const svir_control *c, const dou
  * of nd draws [nd x D] (nd = 0: at mean), and each row's log sum_k pi_k
  * p(y_i | k) at mean [D] into llr [n] (may be NULL), and with a background
  * each entry's probability of being foreground averaged the same way into fg
- * [n x p] (may be NULL); 0, or 2 when out of memory. For the fit's outputs and predict() on new rows. */
+ * [n x p] (may be NULL), and each row's log sum_k pi_k p(y_i | k) under
+ * each of the S draws into lld [S x n] (may be NULL: log_lik() and held-out
+ * log densities); 0, or 2 when out of memory. For the fit's outputs and
+ * predict() on new rows. */
 int svir_mix_resp(const svir_mix_model *m, const double *draws, int nd, int S,
-                  const double *mean, double *resp, double *llr, double *fg);
+                  const double *mean, double *resp, double *llr, double *fg, double *lld);
 
 /* the counts' lgamma sums and totals per row, after checking that they are
  * whole and not negative (1, with a message in err); 2: out of memory. The
