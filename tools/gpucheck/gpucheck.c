@@ -76,6 +76,10 @@ static void sim_free(sim *s)
 /* random-effect terms of the models sim_make builds: 2 (crossed), or 1 for
  * QEM */
 static int sim_nterms = 2;
+/* 1: the random effects' columns declared in the fixed effects' span (the
+ * intercepts in X's column of ones, the slope in its second column), so
+ * that the coupled guide couples them and a fit moves its anchor */
+static int sim_coupled = 0;
 
 /* s->m from s's arrays (sim_nterms terms, the priors in s), initialised; and
  * room for beta and b */
@@ -151,6 +155,14 @@ static int sim_make(sim *s, int family, int link, ptrdiff_t n, int p, int J0, in
         s->pscale[k] = 2.5;
         s->xmap0[k] = s->xmap1[k] = NAN;
     }
+    if (sim_coupled) {
+        for (int k = 0; k < p; k++) {
+            s->xmap0[k] = s->xmap1[k] = k == 0 ? 1.0 : 0.0;          /* the intercepts */
+            if (slope && p > 1) s->xmap0[p + k] = k == 1 ? 1.0 : 0.0; /* the slope, X's column 2 */
+        }
+    }
+    s->terms[0].xmap = sim_coupled ? s->xmap0 : NULL;
+    s->terms[1].xmap = sim_coupled ? s->xmap1 : NULL;
     s->terms[0].q = q0;
     s->terms[0].ngroups = J0;
     s->terms[0].group = s->g0;
@@ -734,17 +746,24 @@ int main(int argc, char **argv)
     }
     /* 3d. whole fits with a fixed number of steps: the same draws and loop
      * on both sides, so the same parameters up to the order of the sums
-     * (tolerance 1e-6 relative after 300 Adam steps) */
-    {
+     * (tolerance 1e-6 relative after 300 Adam steps); then the coupled
+     * guide (cpl, as svi_fit() runs it), whose anchor the fit moves
+     * (k_reanchor_g and k_reanchor_l, which the emulation listed as never
+     * run by these checks; issue 19) */
+    for (int cpl = 0; cpl < 2; cpl++) {
         sim s;
-        if (sim_make(&s, SVIR_POISSON, SVIR_LINK_LOG, gck_size(40000, 10, 1000), 3, (int)gck_size(400, 10, 20),
-                     30, 1)) {
+        sim_coupled = cpl;
+        const int bad_sim = sim_make(&s, SVIR_POISSON, SVIR_LINK_LOG, gck_size(40000, 10, 1000), 3,
+                                     (int)gck_size(400, 10, 20), 30, 1);
+        sim_coupled = 0;
+        if (bad_sim) {
             printf("out of host memory\n");
             return 1;
         }
         const svir_glmm *m = &s.m;
         for (int fr = 0; fr < 2; fr++)
             for (int mb = 0; mb < 2; mb++) {
+                if (cpl && (fr || mb)) continue; /* coupled: mean-field, full batch */
                 svir_control c;
                 gck_fit_control(&c, fr, 300, 0.05, SVIR_LR_PLATEAU, 50, mb ? gck_size(4000, 10, 100) : 0, 42);
                 c.ndraws = 100; /* and the posterior draws kept in the fit */
@@ -753,8 +772,8 @@ int main(int argc, char **argv)
                 if (!st) st = dev_fit(m, &c, &r1, err, sizeof err);
                 if (st) {
                     gck_failed++;
-                    printf("fit, %s, %s: FAILED to run: %s\n", fr ? "fullrank" : "meanfield",
-                           mb ? "minibatch" : "full batch", err);
+                    printf("fit, %s, %s%s: FAILED to run: %s\n", fr ? "fullrank" : "meanfield",
+                           mb ? "minibatch" : "full batch", cpl ? ", coupled" : "", err);
                     failed = 1;
                 } else {
                     const ptrdiff_t ngp = svir_glmm_n_global(m, c.guide);
@@ -767,9 +786,10 @@ int main(int argc, char **argv)
                         et = fmax(et, fabs(r0.trace[k] - r1.trace[k]) / fmax(1.0, fabs(r0.trace[k])));
                     const int ok = r0.steps == r1.steps && r0.stop_reason == r1.stop_reason &&
                                    eg < 1e-6 && el < 1e-6 && et < 1e-6 && ed < 1e-6 && er < 1e-6;
-                    printf("fit, %s, %s: steps %ld / %ld, stop %d / %d, rel. diff globals %.1e, "
+                    printf("fit, %s, %s%s: steps %ld / %ld, stop %d / %d, rel. diff globals %.1e, "
                            "locals %.1e, ELBO trace %.1e, draws %.1e, log ratios %.1e: %s\n",
                            fr ? "fullrank" : "meanfield", mb ? "minibatch" : "full batch",
+                           cpl ? ", coupled" : "",
                            r0.steps, r1.steps, r0.stop_reason, r1.stop_reason, eg, el, et, ed, er,
                            gck_result(ok));
                     failed |= !ok;
