@@ -91,6 +91,14 @@ __global__ void k_uninit(double *out)
 /* one element past the end */
 __global__ void k_past_end(double *x, int n) { x[n + threadIdx.x] = 1.0; }
 
+/* one element past a shared array's end (i = 64) */
+__global__ void k_shared_past_end(double *out, int i)
+{
+    SVIR_SHARED(double, sh, [64]);
+    sh[i] = 1.0;
+    out[threadIdx.x] = sh[0];
+}
+
 /* runs f in a child process; true when the child was killed by SIGABRT (the
  * emulation's report of an error a device would hang or fault on), or, with
  * any_failure, when it failed in any way (AddressSanitizer exits with 1) */
@@ -274,10 +282,27 @@ extern "C" int gpucheck_emu_selftest(void)
             double *d;
             cudaMalloc(&d, sizeof(double) * 100);
             SVIR_LAUNCH(1, 1, k_past_end)(d, 100);
+        }, true) && !aborts([] {
+            double *d;
+            cudaMalloc(&d, sizeof(double) * 100);
+            SVIR_LAUNCH(1, 1, k_past_end)(d, 99);
         }, true);
         bad += !ok;
         printf("emulation: AddressSanitizer finds a kernel's write past an allocation: %s\n",
                result(ok));
+        /* and, as a control, the same launch inside the array runs clean */
+        const bool ok2 = aborts([] {
+            double *d;
+            cudaMalloc(&d, sizeof(double) * 64);
+            SVIR_LAUNCH(1, 1, k_shared_past_end)(d, 64);
+        }, true) && !aborts([] {
+            double *d;
+            cudaMalloc(&d, sizeof(double) * 64);
+            SVIR_LAUNCH(1, 1, k_shared_past_end)(d, 63);
+        }, true);
+        bad += !ok2;
+        printf("emulation: AddressSanitizer finds a kernel's write past a shared array: %s\n",
+               result(ok2));
     }
 #endif
     /* 8. the radix sort's stand-in is stable by key */
