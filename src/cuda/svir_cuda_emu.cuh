@@ -43,9 +43,14 @@
  *   another thread since the last barrier sees a different value in one of
  *   the two orders, and a read of shared memory nobody wrote sees the two
  *   poisons; the difference is reported with the kernel, its launch site
- *   and the first differing byte (svir_cuda_emu_races() counts them). This
- *   stands for per-byte tracking of the last writer: it finds the races
- *   that change a result, not those whose values happen to agree.
+ *   and the first differing byte (svir_cuda_emu_races() counts them). It
+ *   finds the races that change a result, in global and shared memory.
+ * - Per-byte tracking of shared memory (the build whose .cu files carry
+ *   -fsanitize=thread's instrumentation, `make run-emu-track`; the
+ *   callbacks near the end of this header are its runtime): each byte's
+ *   last writer and reader since the last barrier; another thread's
+ *   access in between is reported with both threads, even where the
+ *   values agree.
  * - Out-of-bounds accesses are left to AddressSanitizer: device
  *   allocations are plain heap blocks of their exact size, so a build
  *   with -fsanitize=address reports an access past one.
@@ -443,6 +448,11 @@ struct block_state {
     unsigned char wslot[1024][16]; /* each lane's value for a shuffle */
     std::vector<std::pair<void *, size_t>> shared; /* declarations reached */
     size_t shared_bytes;
+    /* the per-byte race tracking (a build with -fsanitize=thread's
+     * instrumentation, below): the barrier epoch and each warp's epoch */
+    unsigned epoch, wepoch[32];
+    uintptr_t shared_lo, shared_hi; /* the span of the block's shared arrays */
+    std::vector<std::vector<uint64_t>> wshadow, rshadow; /* per shared array, per byte */
     unsigned char poison;
     bool rev;  /* threads in reverse order */
     int scan;  /* the position, in that order, of the next thread to start */
@@ -456,6 +466,9 @@ inline void *sched_sp = nullptr;
 inline ucontext_t sched_ctx;
 #endif
 inline block_state *blk = nullptr;
+/* in_body: a kernel's own code runs (not the emulation's); in_track: the
+ * race tracking's own accesses (both for the tracking build, below) */
+inline int in_body = 0, in_track = 0;
 inline void (*body)(void *) = nullptr;
 inline void *body_arg = nullptr;
 inline const char *kname = "";
@@ -475,20 +488,28 @@ inline void shared_touch(void *p, size_t n)
 {
     for (auto &e : blk->shared)
         if (e.first == p) return;
+    in_body = 0; /* the emulation's bookkeeping, not the kernel's accesses */
     blk->shared.emplace_back(p, n);
     blk->shared_bytes += n;
+    blk->wshadow.emplace_back(n, 0);
+    blk->rshadow.emplace_back(n, 0);
+    blk->shared_lo = std::min(blk->shared_lo, (uintptr_t)p);
+    blk->shared_hi = std::max(blk->shared_hi, (uintptr_t)p + n);
     if (blk->shared_bytes > ((size_t)48 << 10)) die("the block's shared memory passes 48 KiB");
     std::memset(p, blk->poison, n);
+    in_body = 1;
 }
 
 inline void yield_to_sched()
 {
     fiber &f = pool[blk->th[blk->cur].fib];
+    in_body = 0;
 #if defined(__x86_64__)
     svir_emu_swap(&f.sp, sched_sp);
 #else
     swapcontext(&f.ctx, &sched_ctx);
 #endif
+    in_body = 1;
 }
 
 inline int next_new();
@@ -501,7 +522,9 @@ inline void set_thread_index(int t);
 inline void fiber_main()
 {
     for (;;) {
+        in_body = 1;
         body(body_arg);
+        in_body = 0;
         const int c = blk->cur, f = blk->th[c].fib;
         blk->th[c].state = T_DONE;
         const int nx = next_new();
@@ -600,6 +623,12 @@ inline void run_block(bool rev)
     for (int t = 0; t < n; t++) b.th[t] = thread_rec{T_NEW, -1, 0u};
     b.shared.clear();
     b.shared_bytes = 0;
+    b.wshadow.clear();
+    b.rshadow.clear();
+    b.shared_lo = UINTPTR_MAX;
+    b.shared_hi = 0;
+    b.epoch = 1;
+    std::fill(b.wepoch, b.wepoch + 32, 0u);
     b.poison = rev ? 0x7f : 0xff;
     b.rev = rev;
     b.scan = 0;
@@ -645,6 +674,7 @@ inline void run_block(bool rev)
             if (all) {
                 for (int l = 0; l < 32; l++)
                     if (m >> l & 1u) b.th[32 * w + l].state = T_RUN;
+                b.wepoch[w]++;
                 released = true;
             }
         }
@@ -652,6 +682,7 @@ inline void run_block(bool rev)
         if (bar && bar + done == n) {
             for (int t = 0; t < n; t++)
                 if (b.th[t].state == T_BAR) b.th[t].state = T_RUN;
+            b.epoch++;
             continue;
         }
         for (int t = 0; t < n; t++)
@@ -856,6 +887,109 @@ extern "C" __attribute__((weak)) int svir_cuda_emu_racecheck(void) { return svir
 /* SVIR_LAUNCH(grid, block, kernel)(arguments): kernel<<<grid, block>>>(arguments) */
 #define SVIR_LAUNCH(g, b, ...) \
     svir_emu::make_launcher(dim3(g), dim3(b), #__VA_ARGS__, __FILE__ ":" SVIR_EMU_STR(__LINE__), __VA_ARGS__)
+
+/* ---- per-byte race tracking of shared memory --------------------------------
+ * In a build whose .cu files carry -fsanitize=thread's instrumentation
+ * (every load and store calls __tsan_readN / __tsan_writeN) and that links
+ * no ThreadSanitizer runtime (tools/gpucheck's `make run-emu-track`), these
+ * callbacks are that runtime: an access to a block's shared memory is
+ * checked against each byte's last writer and last reader, recorded as
+ * (barrier epoch, warp epoch, thread). Another thread's write or read of
+ * the byte since the last __syncthreads(), unless both threads are lanes of
+ * one warp with a warp operation between, is a race: reported with the
+ * kernel, its launch site, the byte and both threads, and counted. */
+#if defined(__SANITIZE_THREAD__)
+namespace svir_emu {
+inline long tracked_races = 0;
+__attribute__((no_sanitize_thread)) inline void track_body(const void *a, size_t len, bool write);
+__attribute__((no_sanitize_thread)) inline void track(const void *a, size_t len, bool write)
+{
+    if (in_track || !in_body || !blk) return;
+    const uintptr_t x = (uintptr_t)a;
+    if (x >= blk->shared_hi || x + len <= blk->shared_lo) return; /* not shared memory */
+    in_track = 1;
+    track_body(a, len, write);
+    in_track = 0;
+}
+__attribute__((no_sanitize_thread)) inline void track_body(const void *a, size_t len, bool write)
+{
+    block_state *b = blk;
+    if (b->shared.empty()) return;
+    const uintptr_t x = (uintptr_t)a;
+    for (size_t k = 0; k < b->shared.size(); k++) {
+        const uintptr_t s0 = (uintptr_t)b->shared[k].first;
+        const size_t n = b->shared[k].second;
+        if (x + len <= s0 || x >= s0 + n) continue;
+        const int t = b->cur, w = t / 32;
+        /* the record: epoch (32 bits), warp epoch (16), thread + 1 (16) */
+        const uint64_t me = ((uint64_t)b->epoch << 32) | ((uint64_t)(b->wepoch[w] & 0xffffu) << 16) |
+                            (uint64_t)(t + 1);
+        for (size_t i = (x > s0 ? x - s0 : 0); i < n && s0 + i < x + len; i++) {
+            const uint64_t lw = b->wshadow[k][i], lr = b->rshadow[k][i];
+            for (uint64_t last : {lw, write ? lr : (uint64_t)0}) {
+                const int o = (int)(last & 0xffffu) - 1;
+                if (!last || o == t || (last >> 32) != b->epoch) continue;
+                /* lanes of one warp ordered by a warp operation */
+                if (o / 32 == w && ((last >> 16) & 0xffffu) != (me >> 16 & 0xffffu)) continue;
+                if (!quiet)
+                    std::fprintf(stderr, "svir emulation: shared-memory race in kernel %s launched at "
+                                         "%s, block (%u, %u, %u): thread %d %s byte %zu of a shared "
+                                         "array of %zu bytes that thread %d %s since the last "
+                                         "barrier\n",
+                                 kname, ksite, cur_block.x, cur_block.y, cur_block.z, t,
+                                 write ? "writes" : "reads", i, n, o,
+                                 last == lw ? "wrote" : "read");
+                tracked_races++;
+                races++;
+                return; /* one report per access */
+            }
+            if (write) b->wshadow[k][i] = me;
+            else b->rshadow[k][i] = me;
+        }
+        return;
+    }
+}
+} /* namespace svir_emu */
+#define SVIR_EMU_TSAN_RW(N)                                                                       \
+    extern "C" __attribute__((weak, no_sanitize_thread)) void __tsan_read##N(void *a)              \
+    {                                                                                             \
+        svir_emu::track(a, N, false);                                                             \
+    }                                                                                             \
+    extern "C" __attribute__((weak, no_sanitize_thread)) void __tsan_write##N(void *a)             \
+    {                                                                                             \
+        svir_emu::track(a, N, true);                                                              \
+    }                                                                                             \
+    extern "C" __attribute__((weak, no_sanitize_thread)) void __tsan_unaligned_read##N(void *a)    \
+    {                                                                                             \
+        svir_emu::track(a, N, false);                                                             \
+    }                                                                                             \
+    extern "C" __attribute__((weak, no_sanitize_thread)) void __tsan_unaligned_write##N(void *a)   \
+    {                                                                                             \
+        svir_emu::track(a, N, true);                                                              \
+    }
+SVIR_EMU_TSAN_RW(1)
+SVIR_EMU_TSAN_RW(2)
+SVIR_EMU_TSAN_RW(4)
+SVIR_EMU_TSAN_RW(8)
+SVIR_EMU_TSAN_RW(16)
+#undef SVIR_EMU_TSAN_RW
+extern "C" __attribute__((weak, no_sanitize_thread)) void __tsan_read_range(void *a, unsigned long n)
+{
+    svir_emu::track(a, n, false);
+}
+extern "C" __attribute__((weak, no_sanitize_thread)) void __tsan_write_range(void *a, unsigned long n)
+{
+    svir_emu::track(a, n, true);
+}
+extern "C" __attribute__((weak, no_sanitize_thread)) void __tsan_func_entry(void *) {}
+extern "C" __attribute__((weak, no_sanitize_thread)) void __tsan_func_exit(void) {}
+extern "C" __attribute__((weak, no_sanitize_thread)) void __tsan_init(void) {}
+extern "C" __attribute__((weak, no_sanitize_thread)) void __tsan_vptr_update(void **, void *) {}
+extern "C" __attribute__((weak, no_sanitize_thread)) void __tsan_vptr_read(void **) {}
+extern "C" __attribute__((weak)) long svir_cuda_emu_tracked(void) { return svir_emu::tracked_races; }
+#else
+extern "C" __attribute__((weak)) long svir_cuda_emu_tracked(void) { return -1; }
+#endif
 
 /* ---- device functions: barriers and warp operations ---------------------- */
 
