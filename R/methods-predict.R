@@ -514,12 +514,7 @@ simulate.svi_fit <- function(object, nsim = 1, seed = NULL, newdata = NULL, re.f
   mu <- svir_linkinv(object$family)(E)
   n <- des$n
   fam <- object$family_name
-  trials <- NULL
-  if (fam == "binomial") {
-    trials <- if (is.null(newdata)) {
-      if (is.null(object$trials)) rep(1, n) else as.double(object$trials)
-    } else svir_newdata_trials(object, newdata)
-  }
+  trials <- svir_sim_trials(object, newdata, n)
   Pz <- if (is.null(object$zi)) NULL else
     svir_zi_prob_draws(object, svir_zi_newdata(object, newdata), sel)
   sims <- lapply(seq_len(nsim), function(i) {
@@ -542,6 +537,14 @@ simulate.svi_fit <- function(object, nsim = 1, seed = NULL, newdata = NULL, re.f
   }
   attr(out, "seed") <- rng_state
   out
+}
+
+# Binomial trials of the rows a draw is simulated for (NULL for other
+# families): the fit's, or new data's (svir_newdata_trials).
+svir_sim_trials <- function(object, newdata, n) {
+  if (object$family_name != "binomial") return(NULL)
+  if (!is.null(newdata)) return(svir_newdata_trials(object, newdata))
+  if (is.null(object$trials)) rep(1, n) else as.double(object$trials)
 }
 
 # Binomial trials for new data: from the response if newdata has it, else 1.

@@ -80,11 +80,7 @@ svir_newdata_response <- function(object, newdata) {
 # the observed response (and binomial trials) of the fitting data or newdata
 svir_glmm_observed <- function(object, newdata, n) {
   if (is.null(newdata)) {
-    y <- as.double(object$y)
-    trials <- if (object$family_name == "binomial") {
-      if (is.null(object$trials)) rep(1, n) else as.double(object$trials)
-    }
-    return(list(y = y, trials = trials))
+    return(list(y = as.double(object$y), trials = svir_sim_trials(object, NULL, n)))
   }
   y <- svir_newdata_response(object, newdata)
   if (is.matrix(y) && ncol(y) == 2L) {
@@ -115,11 +111,7 @@ posterior_predict.svi_fit <- function(object, newdata = NULL, re.form = NULL, al
   n <- u$des$n
   S <- length(u$sel)
   fam <- object$family_name
-  trials <- if (fam == "binomial") {
-    if (is.null(newdata)) {
-      if (is.null(object$trials)) rep(1, n) else as.double(object$trials)
-    } else svir_newdata_trials(object, newdata)
-  }
+  trials <- svir_sim_trials(object, newdata, n)
   dr <- object$draws[u$sel, , drop = FALSE]
   m <- t(u$mu) # S x n
   y <- switch(fam,
