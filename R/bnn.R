@@ -205,7 +205,10 @@ svir_bnn_build <- function(formula, data, family, model, prior, guide, method, c
                prior = svir_codes$bnn_prior[[model$prior]],
                X = Xs, y = if (fam == "gaussian") (y - ym) / ys else y,
                w_scale = model$prior_scale, b_scale = model$bias_scale, init_mu = init,
-               kl_warmup = model$kl_warmup, nv = length(hold))
+               kl_warmup = model$kl_warmup, nv = length(hold),
+               # the tiles' products: 0 by the layers' widths; 1 loops, 2
+               # BLAS (a developer's option, for the tests of both)
+               path = as.integer(getOption("svir.bnn_path", 0L)))
   if (length(hold)) {
     spec$Xv <- Xvs
     spec$yv <- if (fam == "gaussian") (yv - ym) / ys else yv

@@ -58,6 +58,7 @@ extern SEXP svir_normal_fill_r(SEXP seed, SEXP stream, SEXP step, SEXP first, SE
 extern SEXP svir_uniforms_r(SEXP seed, SEXP stream, SEXP step, SEXP n);
 extern SEXP svir_box_muller_r(SEXP u1, SEXP u2, SEXP batch);
 extern SEXP svir_cuda_normals_r(SEXP seed, SEXP stream, SEXP step, SEXP first, SEXP n);
+extern SEXP svir_zig_fill_r(SEXP seed, SEXP stream, SEXP step, SEXP block, SEXP n);
 extern SEXP svir_backend_auto_r(SEXP model, SEXP method, SEXP minibatch, SEXP size,
                                 SEXP cpu_only);
 
@@ -103,6 +104,7 @@ static const R_CallMethodDef call_methods[] = {
     VERB(svir_uniforms_r, 4),
     VERB(svir_box_muller_r, 3),
     VERB(svir_cuda_normals_r, 5),
+    VERB(svir_zig_fill_r, 5),
     VERB(svir_backend_auto_r, 5),
     {NULL, NULL, 0}
 };

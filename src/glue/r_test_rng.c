@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "core/svir_philox.h"
+#include "core/svir_zig.h"
 #ifdef SVIR_HAVE_CUDA
 #include "models/glmm/glmm_cuda.h"
 #endif
@@ -77,7 +78,8 @@ SEXP svir_perm_r(SEXP n, SEXP seed, SEXP round_key)
 /* n draws number first..first+n-1 of (stream, step) under seed: kind 0
  * normals one at a time (svir_normal), 1 uniforms (svir_uniform), 2 normals
  * in bulk (svir_normal_fill, which must give the same numbers as kind 0),
- * 3 normals computed on the CUDA device (the same numbers again). */
+ * 3 normals computed on the CUDA device (the same numbers again), 4 the
+ * networks' fast normals (svir_zig_fill: block `first` of (stream, step)). */
 static SEXP draws(SEXP seed, SEXP stream, SEXP step, SEXP first, SEXP n, int kind)
 {
     const R_xlen_t nn = as_count(n, "n");
@@ -101,6 +103,10 @@ static SEXP draws(SEXP seed, SEXP stream, SEXP step, SEXP first, SEXP n, int kin
 #else
         Rf_error("svir was built without CUDA");
 #endif
+    } else if (kind == 4) {
+        svir_zig z;
+        svir_zig_init(&z);
+        svir_zig_fill(&z, key, strm, stp, f0, (ptrdiff_t)nn, x);
     } else if (kind == 2) {
         svir_normal_fill(key, strm, stp, f0, (ptrdiff_t)nn, x);
     } else {
@@ -131,6 +137,11 @@ SEXP svir_uniforms_r(SEXP seed, SEXP stream, SEXP step, SEXP n)
 SEXP svir_normal_fill_r(SEXP seed, SEXP stream, SEXP step, SEXP first, SEXP n)
 {
     return draws(seed, stream, step, first, n, 2);
+}
+
+SEXP svir_zig_fill_r(SEXP seed, SEXP stream, SEXP step, SEXP block, SEXP n)
+{
+    return draws(seed, stream, step, block, n, 4);
 }
 
 SEXP svir_cuda_normals_r(SEXP seed, SEXP stream, SEXP step, SEXP first, SEXP n)

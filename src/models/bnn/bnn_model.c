@@ -7,11 +7,15 @@
 #include "models/bnn/bnn_model.h"
 #include "core/svir_math.h"
 #include "core/svir_philox.h"
+#include "core/svir_zig.h"
 #include "models/glmm/glmm_codes.h"
 #include "infer/svir_gsvi.h"
 #include "core/svir_out.h"
 
 #include <math.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +76,7 @@ static int bnn_read(const svir_list *spec, const svir_list *ctrl, const svir_con
     m->D = off;
     m->init_mu = svir_list_reals(spec, "init_mu", m->D, 1, e);
     m->kl_warmup = svir_list_int(spec, "kl_warmup", 0);
+    m->path = svir_list_int(spec, "path", 0);
     m->nv = svir_list_int(spec, "nv", 0);
     if (m->nv > 0) {
         m->Xv = svir_list_reals(spec, "Xv", (ptrdiff_t)m->nv * m->d, 0, e);
@@ -88,37 +93,64 @@ static double bnn_size(const void *model, const svir_control *c)
     return B * (double)m->D;
 }
 
-/* the elementwise loops run on one thread (the products are BLAS's) */
+/* the noise and elementwise loops run on threads from a million units of
+ * work a step (the products on BLAS's own threads) */
 static int bnn_threads(const void *model, const svir_control *c)
 {
-    (void)model;
-    (void)c;
-    return 1;
+    return svir_default_threads(bnn_size(model, c), 1e6);
 }
 
 static int bnn_outputs(const void *model, const svir_control *c, svir_result *res, svir_err *e);
 
 /* ---- SVI ------------------------------------------------------------------- */
 
+/* The stacked rows (row s B + b: example idx[b] for particle s) go
+ * through the network in tiles of TR rows, forward and backward, so that
+ * a tile's activations stay in cache (at width 1024 and 4096 rows the
+ * whole batch's would be 34 MB an array, and the step memory-bound); the
+ * gradients are summed over the tiles. Two ways to run the tiles' products:
+ *   kernels (every layer thin: fewer than BNN_THIN inputs or outputs, as a
+ *     network's first and last layers are): loops of this file, the tiles
+ *     spread over w->T threads, each with its own lane (buffers and sums),
+ *     the lanes' sums added in order;
+ *   BLAS (a wide layer, where dgemm's blocking pays): one lane, the tiles
+ *     in turn, the products through R's BLAS and its threads. */
+#define BNN_THIN 64
+#define BNN_MAX_LANES 64 /* most threads over the tiles */
+
+typedef struct {
+    double *A[SVIR_BNN_MAXL + 1];  /* a tile's input to each layer, TR x dims[l] */
+    double *A2[SVIR_BNN_MAXL + 1]; /* its square */
+    double *Z[SVIR_BNN_MAXL + 1];  /* pre-activations, TR x dims[l + 1] */
+    double *Q[SVIR_BNN_MAXL + 1];  /* their noise over twice their sd under the guide */
+    double *G, *Gn, *dV, *dVn;     /* TR x max width scratch */
+    double *gmu;                   /* [D] the sums of d/d mu */
+    double *gls;                   /* [D] of d/d log sd (biases), (A^2)' dV (weights) */
+    double *gs;                    /* [S] d/d log sigma, per particle */
+    double ll;                     /* the log-likelihood's sum */
+    double tph[3];                 /* seconds in the draws, the likelihood, the backward pass */
+} bnn_lane;
+
 typedef struct bnn_work {
     const svir_bnn_model *m;
     const svir_control *c;
-    int S, full;
-    ptrdiff_t B, R; /* rows of the batch, rows of the stacked particles */
-    double scale;   /* n / B */
+    int S, full, T, kern, nl;
+    ptrdiff_t B, R;   /* rows of the batch, rows of the stacked particles */
+    ptrdiff_t TR, nt; /* rows per tile, tiles */
+    double scale;     /* n / B */
     uint32_t key[2];
-    int *idx;       /* [B] */
-    double *A[SVIR_BNN_MAXL + 1];  /* each layer's input, R x dims[l] */
-    double *Z[SVIR_BNN_MAXL + 1];  /* pre-activations, R x dims[l + 1] */
-    double *E[SVIR_BNN_MAXL + 1];  /* their noise */
-    double *SV[SVIR_BNN_MAXL + 1]; /* their sd under the guide */
-    double *s2;                    /* [D] the guide's variances */
-    double *A2, *G, *Gn, *dV, *T;  /* R x max width scratch */
-    double *tmp;                   /* [max in x out] */
-    double *es, *gs;               /* [S] log sigma's noise, its gradient per particle */
-    double *block;                 /* everything above, one allocation */
-    struct bnn_work *vw;           /* the held-out rows' (bnn_validate), or NULL */
+    int *idx;         /* [B] */
+    bnn_lane lane[BNN_MAX_LANES];
+    double *s2;             /* [D] the guide's variances */
+    double *eta;            /* [R] the output (bnn_rows) */
+    double *es, *lsig;      /* [S] log sigma's noise, its value */
+    double *block;          /* everything above, one allocation */
+    svir_zig zig;           /* the normals' tables */
+    struct bnn_work *vw;    /* the held-out rows' (bnn_validate), or NULL */
 } bnn_work;
+
+/* a tile's rows times the widest layer: about 128 KB an array */
+#define BNN_TILE_ELEMS 16384
 
 static ptrdiff_t bnn_n_global(const void *model, const svir_control *c)
 {
@@ -152,16 +184,26 @@ static bnn_work *bnn_work_make(const svir_bnn_model *m, const svir_control *c, p
     w->scale = (double)m->n / (double)w->B;
     w->key[0] = (uint32_t)(c->seed & 0xffffffffu);
     w->key[1] = (uint32_t)(c->seed >> 32);
-    const ptrdiff_t R = w->R;
-    ptrdiff_t maxw = 1, maxio = 1, tot = 0;
-    for (int l = 0; l <= m->L; l++) {
-        const ptrdiff_t in = m->dims[l], out = m->dims[l + 1];
-        maxw = in > maxw ? in : maxw;
-        maxw = out > maxw ? out : maxw;
-        maxio = in * out > maxio ? in * out : maxio;
-        tot += R * in + 3 * R * out;
-    }
-    tot += m->D + 5 * R * maxw + maxio + 2 * w->S;
+    w->T = c->threads > 0 ? c->threads : 1;
+    svir_zig_init(&w->zig);
+    ptrdiff_t maxw = 1;
+    w->kern = 1;
+    for (int l = 0; l <= m->L + 1; l++) maxw = m->dims[l] > maxw ? m->dims[l] : maxw;
+    for (int l = 0; l <= m->L; l++)
+        if (m->dims[l] >= BNN_THIN && m->dims[l + 1] >= BNN_THIN) w->kern = 0;
+    if (m->path == 1) w->kern = 1;
+    if (m->path == 2) w->kern = 0;
+    ptrdiff_t TR = BNN_TILE_ELEMS / maxw;
+    TR = TR < 32 ? 32 : (TR / 8) * 8;
+    if (TR >= w->R) TR = w->R;
+    w->TR = TR;
+    w->nt = (w->R + TR - 1) / TR;
+    w->nl = w->T < BNN_MAX_LANES ? w->T : BNN_MAX_LANES;
+    if (w->nl > w->nt) w->nl = (int)w->nt;
+    ptrdiff_t per = 0;
+    for (int l = 0; l <= m->L; l++) per += 2 * TR * m->dims[l] + 2 * TR * m->dims[l + 1];
+    per += 4 * TR * maxw + 2 * m->D + w->S;
+    const ptrdiff_t tot = per * w->nl + m->D + w->R + 2 * w->S;
     w->idx = malloc(sizeof(int) * (size_t)w->B);
     w->block = malloc(sizeof(double) * (size_t)tot);
     if (!w->idx || !w->block) {
@@ -169,22 +211,27 @@ static bnn_work *bnn_work_make(const svir_bnn_model *m, const svir_control *c, p
         return NULL;
     }
     double *p = w->block;
-    for (int l = 0; l <= m->L; l++) {
-        const ptrdiff_t in = m->dims[l], out = m->dims[l + 1];
-        w->A[l] = p; p += R * in;
-        w->Z[l] = p; p += R * out;
-        w->E[l] = p; p += R * out;
-        w->SV[l] = p; p += R * out;
+    for (int k = 0; k < w->nl; k++) {
+        bnn_lane *ln = &w->lane[k];
+        for (int l = 0; l <= m->L; l++) {
+            const ptrdiff_t in = m->dims[l], out = m->dims[l + 1];
+            ln->A[l] = p; p += TR * in;
+            ln->A2[l] = p; p += TR * in;
+            ln->Z[l] = p; p += TR * out;
+            ln->Q[l] = p; p += TR * out;
+        }
+        ln->G = p; p += TR * maxw;
+        ln->Gn = p; p += TR * maxw;
+        ln->dV = p; p += TR * maxw;
+        ln->dVn = p; p += TR * maxw;
+        ln->gmu = p; p += m->D;
+        ln->gls = p; p += m->D;
+        ln->gs = p; p += w->S;
     }
     w->s2 = p; p += m->D;
-    w->A2 = p; p += R * maxw;
-    w->G = p; p += R * maxw;
-    w->Gn = p; p += R * maxw;
-    w->dV = p; p += R * maxw;
-    w->T = p; p += R * maxw;
-    w->tmp = p; p += maxio;
+    w->eta = p; p += w->R;
     w->es = p; p += w->S;
-    w->gs = p;
+    w->lsig = p;
     for (ptrdiff_t k = 0; k < w->B; k++) w->idx[k] = (int)k;
     return w;
 }
@@ -250,50 +297,209 @@ static double w_sd(const svir_bnn_model *m, int l)
     return m->w_scale / sqrt((double)m->dims[l]);
 }
 
-/* The stacked rows' pre-activations: row s B + b is row idx[b] of X (n
- * rows) for particle s; per layer Z = A mu_W + mu_b + sqrt(A^2 s2_W +
- * s2_b) eps with eps from (stream, step), A' = act(Z) (w->s2 holds the
- * guide's variances). */
-static void bnn_forward(bnn_work *w, const double *mu, const double *X, ptrdiff_t n,
-                        uint64_t stream, uint64_t step)
+/* ---- the tiles' products by loops (the kernels path): tiles of tr rows,
+ * column-major, leading dimension tr; eight rows at a time in registers */
+
+/* pairs of doubles (SSE2 on x86-64, NEON on arm64) */
+typedef double bnn_v2 __attribute__((vector_size(16)));
+
+static inline bnn_v2 v2_load(const double *p)
+{
+    bnn_v2 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void v2_store(double *p, bnn_v2 v)
+{
+    memcpy(p, &v, sizeof v);
+}
+
+/* Z = A W, V = A2 S2 (A, A2: tr x in; W, S2: in x out), eight rows at a
+ * time in registers */
+static void k_fwd(ptrdiff_t tr, ptrdiff_t in, ptrdiff_t out, const double *A, const double *A2,
+                  const double *W, const double *S2, double *Z, double *V)
+{
+    for (ptrdiff_t o = 0; o < out; o++) {
+        const double *wo = W + o * in, *so = S2 + o * in;
+        double *Zo = Z + o * tr, *Vo = V + o * tr;
+        ptrdiff_t r0 = 0;
+        for (; r0 + 8 <= tr; r0 += 8) {
+            bnn_v2 z0 = {0, 0}, z1 = z0, z2 = z0, z3 = z0, v0 = z0, v1 = z0, v2 = z0, v3 = z0;
+            for (ptrdiff_t c = 0; c < in; c++) {
+                const double *a = A + c * tr + r0, *b = A2 + c * tr + r0;
+                const double wc = wo[c], sc = so[c];
+                z0 += v2_load(a) * wc;
+                z1 += v2_load(a + 2) * wc;
+                z2 += v2_load(a + 4) * wc;
+                z3 += v2_load(a + 6) * wc;
+                v0 += v2_load(b) * sc;
+                v1 += v2_load(b + 2) * sc;
+                v2 += v2_load(b + 4) * sc;
+                v3 += v2_load(b + 6) * sc;
+            }
+            v2_store(Zo + r0, z0);
+            v2_store(Zo + r0 + 2, z1);
+            v2_store(Zo + r0 + 4, z2);
+            v2_store(Zo + r0 + 6, z3);
+            v2_store(Vo + r0, v0);
+            v2_store(Vo + r0 + 2, v1);
+            v2_store(Vo + r0 + 4, v2);
+            v2_store(Vo + r0 + 6, v3);
+        }
+        for (; r0 < tr; r0++) {
+            double z = 0.0, v = 0.0;
+            for (ptrdiff_t c = 0; c < in; c++) {
+                z += A[c * tr + r0] * wo[c];
+                v += A2[c * tr + r0] * so[c];
+            }
+            Zo[r0] = z;
+            Vo[r0] = v;
+        }
+    }
+}
+
+/* C += A' G (A: tr x in, G: tr x out, C: in x out), four columns of A
+ * at a time against each column of G */
+static void k_tn(ptrdiff_t tr, ptrdiff_t in, ptrdiff_t out, const double *A, const double *G, double *C)
+{
+    const ptrdiff_t tr2 = tr & ~(ptrdiff_t)1;
+    for (ptrdiff_t o = 0; o < out; o++) {
+        const double *Go = G + o * tr;
+        double *Co = C + o * in;
+        ptrdiff_t c = 0;
+        for (; c + 4 <= in; c += 4) {
+            const double *a0 = A + c * tr, *a1 = a0 + tr, *a2 = a1 + tr, *a3 = a2 + tr;
+            bnn_v2 s0 = {0, 0}, s1 = s0, s2 = s0, s3 = s0;
+            for (ptrdiff_t r = 0; r < tr2; r += 2) {
+                const bnn_v2 g = v2_load(Go + r);
+                s0 += v2_load(a0 + r) * g;
+                s1 += v2_load(a1 + r) * g;
+                s2 += v2_load(a2 + r) * g;
+                s3 += v2_load(a3 + r) * g;
+            }
+            double t0 = s0[0] + s0[1], t1 = s1[0] + s1[1], t2 = s2[0] + s2[1], t3 = s3[0] + s3[1];
+            if (tr2 < tr) {
+                t0 += a0[tr2] * Go[tr2];
+                t1 += a1[tr2] * Go[tr2];
+                t2 += a2[tr2] * Go[tr2];
+                t3 += a3[tr2] * Go[tr2];
+            }
+            Co[c] += t0;
+            Co[c + 1] += t1;
+            Co[c + 2] += t2;
+            Co[c + 3] += t3;
+        }
+        for (; c < in; c++) {
+            const double *a = A + c * tr;
+            double sum = 0.0;
+            for (ptrdiff_t r = 0; r < tr; r++) sum += a[r] * Go[r];
+            Co[c] += sum;
+        }
+    }
+}
+
+/* N = G W' (G: tr x out, W: in x out, N: tr x in) */
+static void k_nt(ptrdiff_t tr, ptrdiff_t in, ptrdiff_t out, const double *G, const double *W, double *N)
+{
+    for (ptrdiff_t c = 0; c < in; c++) {
+        double *Nc = N + c * tr;
+        for (ptrdiff_t r = 0; r < tr; r++) Nc[r] = 0.0;
+        for (ptrdiff_t o = 0; o < out; o++) {
+            const double *Go = G + o * tr, wc = W[c + o * in];
+#pragma omp simd
+            for (ptrdiff_t r = 0; r < tr; r++) Nc[r] += Go[r] * wc;
+        }
+    }
+}
+
+/* a layer's column of a tile, given its means Z (A mu_W) and variances Q
+ * (A^2 s2_W), the bias's mean mb and variance vb, and the noise e: Z =
+ * Z + mb + sd e, Q = e / (2 sd) and (hidden layers) A = act(Z), A2 = A^2.
+ * The square roots two at a time where SSE2 has them (sqrt() itself does
+ * not vectorise: it may set errno). */
+static void bnn_column(ptrdiff_t tr, double mb, double vb, const double *e, double *Z, double *Q,
+                       double *A, double *A2, int relu)
+{
+    ptrdiff_t r = 0;
+#if defined(__SSE2__)
+    const __m128d vb2 = _mm_set1_pd(vb);
+    for (; r + 2 <= tr; r += 2) {
+        const bnn_v2 sv = (bnn_v2)_mm_sqrt_pd(_mm_add_pd(_mm_loadu_pd(Q + r), vb2));
+        const bnn_v2 er = v2_load(e + r);
+        v2_store(Z + r, v2_load(Z + r) + mb + sv * er);
+        v2_store(Q + r, er / (2.0 * sv));
+    }
+#endif
+    for (; r < tr; r++) {
+        const double sv = sqrt(Q[r] + vb);
+        Z[r] += mb + sv * e[r];
+        Q[r] = e[r] / (2.0 * sv);
+    }
+    if (!A) return;
+    if (relu) {
+        r = 0;
+#if defined(__SSE2__)
+        for (; r + 2 <= tr; r += 2) {
+            const bnn_v2 a = (bnn_v2)_mm_max_pd(_mm_loadu_pd(Z + r), _mm_setzero_pd());
+            v2_store(A + r, a);
+            v2_store(A2 + r, a * a);
+        }
+#endif
+        for (; r < tr; r++) {
+            const double a = Z[r] > 0.0 ? Z[r] : 0.0;
+            A[r] = a;
+            A2[r] = a * a;
+        }
+    } else {
+        for (r = 0; r < tr; r++) {
+            const double a = tanh(Z[r]);
+            A[r] = a;
+            A2[r] = a * a;
+        }
+    }
+}
+
+/* Tile t's pre-activations (its tr stacked rows from r0 = t TR; row r is
+ * row idx[r mod B] of X, n rows) into lane ln: per layer Z = A mu_W + mu_b
+ * + sqrt(A^2 s2_W + s2_b) eps, A' = act(Z) (w->s2 holds the guide's
+ * variances). The noise of a layer's column o in tile t is block (t, ctr
+ * + o) of (stream, step) (svir_zig.h), ctr counting the earlier layers'
+ * columns, so that the numbers do not depend on the threads or the path;
+ * Q keeps eps / (2 sd) for the backward pass. */
+static void bnn_forward(const bnn_work *w, bnn_lane *ln, const double *mu, const double *X,
+                        ptrdiff_t n, uint64_t stream, uint64_t step, ptrdiff_t t)
 {
     const svir_bnn_model *m = w->m;
-    const ptrdiff_t R = w->R, B = w->B;
-    const int S = w->S, L = m->L;
-    /* the stacked batch: row s B + b is example idx[b] for particle s */
+    const ptrdiff_t B = w->B, r0 = t * w->TR, tr = w->R - r0 < w->TR ? w->R - r0 : w->TR;
+    const int L = m->L, relu = m->act == SVIR_BNN_RELU;
     for (int c = 0; c < m->d; c++)
-        for (int s = 0; s < S; s++)
-            for (ptrdiff_t b = 0; b < B; b++)
-                w->A[0][s * B + b + (ptrdiff_t)c * R] = X[w->idx[b] + (ptrdiff_t)c * n];
-    /* forward: Z = A mu_W + mu_b + sqrt(A^2 s2_W + s2_b) eps, per layer */
+        for (ptrdiff_t k = 0; k < tr; k++) {
+            const double x = X[w->idx[(r0 + k) % B] + (ptrdiff_t)c * n];
+            ln->A[0][k + (ptrdiff_t)c * tr] = x;
+            ln->A2[0][k + (ptrdiff_t)c * tr] = x * x;
+        }
     uint64_t ctr = 0;
     for (int l = 0; l <= L; l++) {
         const ptrdiff_t in = m->dims[l], out = m->dims[l + 1];
-        const double *Al = w->A[l];
-        for (ptrdiff_t k = 0; k < R * in; k++) w->A2[k] = Al[k] * Al[k];
-        gemm("N", "N", R, out, in, 1.0, Al, R, mu + m->off_w[l], in, 0.0, w->Z[l], R);
-        gemm("N", "N", R, out, in, 1.0, w->A2, R, w->s2 + m->off_w[l], in, 0.0, w->SV[l], R);
-        /* the layer's noise in one pass (svir_normal's numbers, in pairs) */
-        svir_normal_fill(w->key, stream, step, ctr, R * out, w->E[l]);
+        if (w->kern) {
+            k_fwd(tr, in, out, ln->A[l], ln->A2[l], mu + m->off_w[l], w->s2 + m->off_w[l], ln->Z[l],
+                  ln->Q[l]);
+        } else {
+            gemm("N", "N", tr, out, in, 1.0, ln->A[l], tr, mu + m->off_w[l], in, 0.0, ln->Z[l], tr);
+            gemm("N", "N", tr, out, in, 1.0, ln->A2[l], tr, w->s2 + m->off_w[l], in, 0.0, ln->Q[l], tr);
+        }
+        double *An = l < L ? ln->A[l + 1] : NULL, *A2n = l < L ? ln->A2[l + 1] : NULL;
+        double *e = ln->G; /* the column's noise (G is free until the backward pass) */
         for (ptrdiff_t o = 0; o < out; o++) {
             const double mb = mu[m->off_b[l] + o], vb = w->s2[m->off_b[l] + o];
-            double *SVo = w->SV[l] + o * R, *Zo = w->Z[l] + o * R;
-            const double *Eo = w->E[l] + o * R;
-            for (ptrdiff_t r = 0; r < R; r++) {
-                const double sv = sqrt(SVo[r] + vb);
-                SVo[r] = sv;
-                Zo[r] += mb + sv * Eo[r];
-            }
+            svir_xoshiro g;
+            svir_xoshiro_seed(&g, w->key, stream, step, (uint64_t)t << 32 | (ctr + (uint64_t)o));
+            for (ptrdiff_t r = 0; r < tr; r++) e[r] = svir_zig_normal(&w->zig, &g);
+            bnn_column(tr, mb, vb, e, ln->Z[l] + o * tr, ln->Q[l] + o * tr,
+                       An ? An + o * tr : NULL, An ? A2n + o * tr : NULL, relu);
         }
-        ctr += (uint64_t)(R * out);
-        if (l < L) {
-            double *An = w->A[l + 1];
-            const double *Zl = w->Z[l];
-            if (m->act == SVIR_BNN_RELU)
-                for (ptrdiff_t k = 0; k < R * out; k++) An[k] = Zl[k] > 0.0 ? Zl[k] : 0.0;
-            else
-                for (ptrdiff_t k = 0; k < R * out; k++) An[k] = tanh(Zl[k]);
-        }
+        ctr += (uint64_t)out;
     }
 }
 
@@ -377,100 +583,171 @@ static double bnn_kl(const svir_bnn_model *m, const double *mu, const double *ls
     return kl;
 }
 
+/* tile t's backward pass after its G (d/d the output) in lane ln, layer
+ * by layer: G = d/dZ, dV = d/d(the variance) = G Q; into the lane's sums
+ * the weights' d/d mu (gmu) and (A^2)' dV (gls), the biases' d/d mu and
+ * d/d log sd */
+static void bnn_backward(const bnn_work *w, bnn_lane *ln, const double *mu, ptrdiff_t t)
+{
+    const svir_bnn_model *m = w->m;
+    const ptrdiff_t r0 = t * w->TR, tr = w->R - r0 < w->TR ? w->R - r0 : w->TR;
+    const int L = m->L, relu = m->act == SVIR_BNN_RELU;
+    double *G = ln->G, *Gn = ln->Gn, *dV = ln->dV, *dVn = ln->dVn;
+    {
+        double sg = 0.0, sv = 0.0; /* the output's bias */
+        for (ptrdiff_t r = 0; r < tr; r++) {
+            dV[r] = G[r] * ln->Q[L][r];
+            sg += G[r];
+            sv += dV[r];
+        }
+        const ptrdiff_t q = m->off_b[L];
+        ln->gmu[q] += sg;
+        ln->gls[q] += 2.0 * w->s2[q] * sv;
+    }
+    for (int l = L; l >= 0; l--) {
+        const ptrdiff_t in = m->dims[l], out = m->dims[l + 1];
+        /* d mu_W = A' G, d s2_W = (A^2)' dV */
+        if (w->kern) {
+            k_tn(tr, in, out, ln->A[l], G, ln->gmu + m->off_w[l]);
+            k_tn(tr, in, out, ln->A2[l], dV, ln->gls + m->off_w[l]);
+        } else {
+            gemm("T", "N", in, out, tr, 1.0, ln->A[l], tr, G, tr, 1.0, ln->gmu + m->off_w[l], in);
+            gemm("T", "N", in, out, tr, 1.0, ln->A2[l], tr, dV, tr, 1.0, ln->gls + m->off_w[l], in);
+        }
+        if (l == 0) break;
+        /* d A = G mu_W' + 2 A (dV s2_W'), then through the activation
+         * into layer l - 1's G and dV, and its biases' gradients */
+        if (w->kern) {
+            k_nt(tr, in, out, G, mu + m->off_w[l], Gn);
+            k_nt(tr, in, out, dV, w->s2 + m->off_w[l], dVn);
+        } else {
+            gemm("N", "T", tr, in, out, 1.0, G, tr, mu + m->off_w[l], in, 0.0, Gn, tr);
+            gemm("N", "T", tr, in, out, 1.0, dV, tr, w->s2 + m->off_w[l], in, 0.0, dVn, tr);
+        }
+        const double *Al = ln->A[l], *Qp = ln->Q[l - 1];
+        const ptrdiff_t ob = m->off_b[l - 1];
+        for (ptrdiff_t k = 0; k < in; k++) {
+            double sg = 0.0, sv = 0.0;
+            for (ptrdiff_t r = k * tr; r < (k + 1) * tr; r++) {
+                const double a = Al[r], da = Gn[r] + 2.0 * a * dVn[r];
+                const double g = relu ? (a > 0.0 ? da : 0.0) : da * (1.0 - a * a);
+                Gn[r] = g;
+                dVn[r] = g * Qp[r];
+                sg += g;
+                sv += dVn[r];
+            }
+            ln->gmu[ob + k] += sg;
+            ln->gls[ob + k] += 2.0 * w->s2[ob + k] * sv;
+        }
+        double *tp = G;
+        G = Gn;
+        Gn = tp;
+        tp = dV;
+        dV = dVn;
+        dVn = tp;
+    }
+}
+
+/* tile t of step `step` in lane ln: the pass, the likelihood, the
+ * backward pass */
+static void bnn_tile(const bnn_work *w, bnn_lane *ln, const double *mu, long step, ptrdiff_t t)
+{
+    const svir_bnn_model *m = w->m;
+    const ptrdiff_t B = w->B, r0 = t * w->TR, tr = w->R - r0 < w->TR ? w->R - r0 : w->TR;
+    const int gauss = m->family == SVIR_GAUSSIAN;
+    /* each particle's rows weighted n / (B S) */
+    const double wt = w->scale / w->S;
+    const double t0 = svir_wall_time();
+    bnn_forward(w, ln, mu, m->X, m->n, SVIR_STREAM_LOCAL, (uint64_t)step, t);
+    const double t1 = svir_wall_time();
+    const double *eta = ln->Z[m->L];
+    for (ptrdiff_t k = 0; k < tr; k++) {
+        const ptrdiff_t r = r0 + k;
+        const int s = (int)(r / B);
+        const double y = m->y[w->idx[r % B]], et = eta[k];
+        /* d log p / d eta (and for gaussian d / d log sigma) */
+        double g;
+        if (gauss) {
+            const double sig = exp(w->lsig[s]), res = (y - et) / sig;
+            g = res / sig;
+            ln->gs[s] += wt * (res * res - 1.0);
+        } else if (m->family == SVIR_BINOMIAL) {
+            g = y - 1.0 / (1.0 + exp(-et));
+        } else {
+            g = y - exp(et);
+        }
+        ln->ll += wt * bnn_logp(m->family, y, et, w->lsig[s]);
+        ln->G[k] = wt * g;
+    }
+    const double t2 = svir_wall_time();
+    bnn_backward(w, ln, mu, t);
+    ln->tph[0] += t1 - t0;
+    ln->tph[1] += t2 - t1;
+    ln->tph[2] += svir_wall_time() - t2;
+}
+
 static double bnn_estimate(void *work, long step, const double *gpar, const double *lpar,
                            double *ggrad, double *lgrad, double *tsplit)
 {
     bnn_work *w = work;
     const svir_bnn_model *m = w->m;
-    const ptrdiff_t D = m->D, R = w->R, B = w->B, n = m->n;
-    const int S = w->S, L = m->L;
+    const ptrdiff_t D = m->D;
+    const int S = w->S, L = m->L, gauss = m->family == SVIR_GAUSSIAN, nl = w->nl;
     const double *mu = gpar, *ls = gpar + D;
     double *gmu = ggrad, *gls = ggrad + D;
     (void)lpar;
     (void)lgrad;
-    double t0 = svir_wall_time();
-    memset(ggrad, 0, sizeof(double) * (size_t)(2 * D));
+    const double t0 = svir_wall_time();
     for (ptrdiff_t k = 0; k < D; k++) w->s2[k] = exp(2.0 * ls[k]);
-    bnn_forward(w, mu, m->X, n, SVIR_STREAM_LOCAL, (uint64_t)step);
-    const double t1 = svir_wall_time();
-    tsplit[SVIR_PHASE_DRAW] += t1 - t0;
-    /* the likelihood, each particle's rows weighted n / (B S) */
-    const double wt = w->scale / S;
-    const int gauss = m->family == SVIR_GAUSSIAN;
-    double ll = 0.0, elbo = 0.0;
-    const double *eta = w->Z[L];
     for (int s = 0; s < S; s++) {
-        double lsig = 0.0, sig = 1.0;
-        if (gauss) {
-            w->es[s] = svir_normal(w->key, SVIR_STREAM_GLOBAL, (uint64_t)step, (uint64_t)s);
-            lsig = mu[m->off_sig] + exp(ls[m->off_sig]) * w->es[s];
-            sig = exp(lsig);
+        w->es[s] = gauss ? svir_normal(w->key, SVIR_STREAM_GLOBAL, (uint64_t)step, (uint64_t)s) : 0.0;
+        w->lsig[s] = gauss ? mu[m->off_sig] + exp(ls[m->off_sig]) * w->es[s] : 0.0;
+    }
+    for (int k = 0; k < nl; k++) {
+        bnn_lane *ln = &w->lane[k];
+        memset(ln->gmu, 0, sizeof(double) * (size_t)D);
+        memset(ln->gls, 0, sizeof(double) * (size_t)D);
+        memset(ln->gs, 0, sizeof(double) * (size_t)S);
+        ln->ll = 0.0;
+        ln->tph[0] = ln->tph[1] = ln->tph[2] = 0.0;
+    }
+    /* the tiles: lane k takes tiles k, k + nl, ... */
+#pragma omp parallel for num_threads(nl) schedule(static, 1) if (nl > 1)
+    for (int k = 0; k < nl; k++)
+        for (ptrdiff_t t = k; t < w->nt; t += nl) bnn_tile(w, &w->lane[k], mu, step, t);
+    const double t1 = svir_wall_time();
+    /* the lanes' sums, in order */
+    double ll = 0.0, elbo = 0.0;
+    memset(ggrad, 0, sizeof(double) * (size_t)(2 * D));
+    for (int k = 0; k < nl; k++) {
+        const bnn_lane *ln = &w->lane[k];
+        for (ptrdiff_t q = 0; q < D; q++) {
+            gmu[q] += ln->gmu[q];
+            gls[q] += ln->gls[q];
         }
-        double gsig = 0.0;
-        for (ptrdiff_t b = 0; b < B; b++) {
-            const ptrdiff_t r = s * B + b;
-            const double y = m->y[w->idx[b]], et = eta[r];
-            /* d log p / d eta (and for gaussian d / d log sigma) */
-            double g;
-            if (gauss) {
-                const double res = (y - et) / sig;
-                g = res / sig;
-                gsig += wt * (res * res - 1.0);
-            } else if (m->family == SVIR_BINOMIAL) {
-                g = y - 1.0 / (1.0 + exp(-et));
-            } else {
-                g = y - exp(et);
-            }
-            ll += wt * bnn_logp(m->family, y, et, lsig);
-            w->G[r] = wt * g;
-        }
-        if (gauss) {
+        ll += ln->ll;
+        if (k > 0)
+            for (int s = 0; s < S; s++) w->lane[0].gs[s] += ln->gs[s];
+    }
+    double *gs = w->lane[0].gs;
+    for (int l = 0; l <= L; l++) {
+        const ptrdiff_t nw = (ptrdiff_t)m->dims[l] * m->dims[l + 1];
+        for (ptrdiff_t q = m->off_w[l]; q < m->off_w[l] + nw; q++) gls[q] *= 2.0 * w->s2[q];
+    }
+    if (gauss)
+        for (int s = 0; s < S; s++) {
             /* sigma ~ N+(0, 1): log p(log sigma) = log 2 + log N(sigma) + log sigma */
-            elbo += (SVIR_LOG2 - SVIR_LOG_SQRT_2PI - 0.5 * sig * sig + lsig) / S;
-            w->gs[s] = gsig + (1.0 - sig * sig) / S;
+            const double sig = exp(w->lsig[s]);
+            elbo += (SVIR_LOG2 - SVIR_LOG_SQRT_2PI - 0.5 * sig * sig + w->lsig[s]) / S;
+            gs[s] += (1.0 - sig * sig) / S;
         }
-    }
     elbo += ll;
-    const double t2 = svir_wall_time();
-    tsplit[SVIR_PHASE_OBS] += t2 - t1;
-    /* backward, layer by layer */
-    double *G = w->G, *Gn = w->Gn;
-    for (int l = L; l >= 0; l--) {
-        const ptrdiff_t in = m->dims[l], out = m->dims[l + 1];
-        const double *Al = w->A[l], *E = w->E[l], *SV = w->SV[l];
-        double *dV = w->dV;
-        for (ptrdiff_t k = 0; k < R * out; k++) dV[k] = G[k] * E[k] / (2.0 * SV[k]);
-        /* d mu_W = A' G, d s2_W = (A^2)' dV */
-        gemm("T", "N", in, out, R, 1.0, Al, R, G, R, 1.0, gmu + m->off_w[l], in);
-        for (ptrdiff_t k = 0; k < R * in; k++) w->A2[k] = Al[k] * Al[k];
-        gemm("T", "N", in, out, R, 1.0, w->A2, R, dV, R, 0.0, w->tmp, in);
-        for (ptrdiff_t k = 0; k < in * out; k++) {
-            const ptrdiff_t q = m->off_w[l] + k;
-            gls[q] += 2.0 * w->s2[q] * w->tmp[k];
-        }
-        for (ptrdiff_t o = 0; o < out; o++) {
-            double sg = 0.0, sv = 0.0;
-            for (ptrdiff_t r = 0; r < R; r++) {
-                sg += G[r + o * R];
-                sv += dV[r + o * R];
-            }
-            const ptrdiff_t q = m->off_b[l] + o;
-            gmu[q] += sg;
-            gls[q] += 2.0 * w->s2[q] * sv;
-        }
-        if (l == 0) break;
-        /* d A = G mu_W' + 2 A (dV s2_W'), then through the activation */
-        gemm("N", "T", R, in, out, 1.0, G, R, mu + m->off_w[l], in, 0.0, Gn, R);
-        gemm("N", "T", R, in, out, 1.0, dV, R, w->s2 + m->off_w[l], in, 0.0, w->T, R);
-        for (ptrdiff_t k = 0; k < R * in; k++) {
-            const double a = Al[k];
-            const double da = Gn[k] + 2.0 * a * w->T[k];
-            Gn[k] = m->act == SVIR_BNN_RELU ? (a > 0.0 ? da : 0.0) : da * (1.0 - a * a);
-        }
-        double *t = G;
-        G = Gn;
-        Gn = t;
-    }
+    /* the phases: the tiles' time split as lane 0 spent it */
+    const double *ph = w->lane[0].tph, tot = ph[0] + ph[1] + ph[2];
+    for (int k = 0; k < 3; k++)
+        tsplit[k == 0 ? SVIR_PHASE_DRAW : k == 1 ? SVIR_PHASE_OBS : SVIR_PHASE_BACKWARD] +=
+            tot > 0 ? (t1 - t0) * ph[k] / tot : 0.0;
+    const double t3 = svir_wall_time();
     /* minus the KL of the weights (and the layers' precisions) to their
      * priors, in closed form; its gradient weighted by beta during a
      * warm-up (the ELBO reported in full) */
@@ -481,13 +758,13 @@ static double bnn_estimate(void *work, long step, const double *gpar, const doub
         const ptrdiff_t q = m->off_sig;
         const double sd = exp(ls[q]);
         for (int s = 0; s < S; s++) {
-            gmu[q] += w->gs[s];
-            gls[q] += w->gs[s] * sd * w->es[s];
+            gmu[q] += gs[s];
+            gls[q] += gs[s] * sd * w->es[s];
         }
         elbo += ls[q] + 0.5 + SVIR_LOG_SQRT_2PI;
         gls[q] += 1.0;
     }
-    tsplit[SVIR_PHASE_BACKWARD] += svir_wall_time() - t2;
+    tsplit[SVIR_PHASE_BACKWARD] += svir_wall_time() - t3;
     return elbo;
 }
 
@@ -520,8 +797,12 @@ static double bnn_rows(bnn_work *v, const double *gpar, const double *X, const d
     for (ptrdiff_t c0 = 0; c0 < n; c0 += Bv) {
         const ptrdiff_t nb = n - c0 < Bv ? n - c0 : Bv;
         for (ptrdiff_t b = 0; b < Bv; b++) v->idx[b] = (int)(c0 + (b < nb ? b : 0));
-        bnn_forward(v, gpar, X, n, stream, (uint64_t)(c0 / Bv));
-        const double *eta = v->Z[m->L];
+        for (ptrdiff_t t = 0; t < v->nt; t++) {
+            bnn_forward(v, &v->lane[0], gpar, X, n, stream, (uint64_t)(c0 / Bv), t);
+            const ptrdiff_t r0 = t * v->TR, tr = v->R - r0 < v->TR ? v->R - r0 : v->TR;
+            memcpy(v->eta + r0, v->lane[0].Z[m->L], sizeof(double) * (size_t)tr);
+        }
+        const double *eta = v->eta;
         for (ptrdiff_t b = 0; b < nb; b++) {
             double lp[BNN_VS], mx = -INFINITY, se = 0.0, sl = 0.0;
             for (int s = 0; s < S; s++) {
