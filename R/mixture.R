@@ -686,6 +686,24 @@ predict.svi_mixture <- function(object, newdata = NULL, type = c("prob", "class"
 # clusters in the engine's order; with loglik, also each row's log density
 # log sum_k pi_k p(y_i | k) under each draw (draws x rows).
 svir_mix_new_rows <- function(object, newdata, ndraws, loglik, abort) {
+  nd <- svir_mix_new_spec(object, newdata, abort)
+  dat <- nd$dat
+  spec <- nd$spec
+  dr <- object$engine$draws
+  if (is.null(ndraws)) ndraws <- max(1, min(200, floor(2e8 / (as.double(dat$n) * dat$p * object$K))))
+  if (!is.numeric(ndraws) || length(ndraws) != 1L || !(ndraws >= 1)) {
+    abort("{.arg ndraws} must be a number of posterior draws, at least 1.")
+  }
+  S <- min(as.integer(ndraws), nrow(dr))
+  out <- .Call(C_svir_mix_resp_r, spec, dr, S, loglik)
+  if (!loglik) return(list(resp = out, rn = dat$rn))
+  list(resp = out[[1L]], loglik = out[[2L]], rn = dat$rn)
+}
+
+# The new rows' data (svir_mix_data, with the fit's terms, levels and
+# covariate means) and the engine's spec for them; the count matrix's
+# columns matched to the fit's by name.
+svir_mix_new_spec <- function(object, newdata, abort) {
   f <- object$formula
   Yn <- svir_pln_response(f, newdata, abort)
   cn <- colnames(Yn)
@@ -702,15 +720,7 @@ svir_mix_new_rows <- function(object, newdata, ndraws, loglik, abort) {
   dat <- svir_mix_data(f, newdata, stats::na.fail, abort, tt = object$tt, xlevels = object$xlevels,
                        xbar = object$xbar)
   spec <- svir_mix_spec(dat, object$family, object$K, object$m_loc, object$bg_prior)
-  dr <- object$engine$draws
-  if (is.null(ndraws)) ndraws <- max(1, min(200, floor(2e8 / (as.double(dat$n) * dat$p * object$K))))
-  if (!is.numeric(ndraws) || length(ndraws) != 1L || !(ndraws >= 1)) {
-    abort("{.arg ndraws} must be a number of posterior draws, at least 1.")
-  }
-  S <- min(as.integer(ndraws), nrow(dr))
-  out <- .Call(C_svir_mix_resp_r, spec, dr, S, loglik)
-  if (!loglik) return(list(resp = out, rn = dat$rn))
-  list(resp = out[[1L]], loglik = out[[2L]], rn = dat$rn)
+  list(dat = dat, spec = spec)
 }
 
 #' Marker genes of a cluster
