@@ -50,8 +50,9 @@ test_that("the network's ELBO gradient matches finite differences (each activati
 
 test_that("the tiles' two paths, and any number of lanes, give the same estimate and gradient", {
   # 60 rows and 2 particles at width 300: tiles of 48 rows, so three tiles
-  # whose sums are added; the products by the file's loops (path 1) or by
-  # BLAS (path 2), the tiles spread over 1 or 3 lanes
+  # whose sums are added; the products by the file's loops (path 1: AVX2's
+  # where the machine has it), by BLAS (path 2) or by the baseline
+  # instruction set's loops (path 3), the tiles spread over 1 to 3 lanes
   d <- sim_bnn_data(n = 60)
   for (act in c("relu", "tanh")) {
     job <- bnn_job(yg ~ x1 + x2 + g, d, gaussian(), bnn(hidden = c(300, 3), activation = act))
@@ -64,13 +65,13 @@ test_that("the tiles' two paths, and any number of lanes, give the same estimate
       .Call(C_svir_bnn_elbo_grad_r, sp, modifyList(job$ctrl, list(num_particles = 2L, threads = threads)), v, 4)
     }
     ref <- run(1L, 1L)
-    for (pt in list(c(2L, 1L), c(1L, 3L), c(2L, 3L))) {
+    for (pt in list(c(2L, 1L), c(1L, 3L), c(2L, 3L), c(3L, 1L), c(3L, 2L))) {
       got <- run(pt[1], pt[2])
       expect_equal(got$elbo, ref$elbo, tolerance = 1e-12, label = paste(act, "path", pt[1], "lanes", pt[2]))
       expect_equal(got$grad, ref$grad, tolerance = 1e-10, label = paste(act, "path", pt[1], "lanes", pt[2]))
     }
     # and the gradient is the estimate's, across the tiles, on both paths
-    for (path in 1:2) {
+    for (path in 1:3) {
       job$spec$path <- path
       expect_lt(bnn_fd_err(job, 6), 1e-6, label = paste(act, "path", path))
     }

@@ -13,9 +13,6 @@
 #include "core/svir_out.h"
 
 #include <math.h>
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,11 +107,12 @@ static int bnn_outputs(const void *model, const svir_control *c, svir_result *re
  * whole batch's would be 34 MB an array, and the step memory-bound); the
  * gradients are summed over the tiles. Two ways to run the tiles' products:
  *   kernels (every layer thin: fewer than BNN_THIN inputs or outputs, as a
- *     network's first and last layers are): loops of this file, the tiles
- *     spread over w->T threads, each with its own lane (buffers and sums),
- *     the lanes' sums added in order;
- *   BLAS (a wide layer, where dgemm's blocking pays): one lane, the tiles
- *     in turn, the products through R's BLAS and its threads. */
+ *     network's first and last layers are; and more than one thread and
+ *     tile): loops of this file (bnn_kern.h), the tiles spread over w->T
+ *     threads, each with its own lane (buffers and sums), the lanes' sums
+ *     added in order;
+ *   BLAS (a wide layer, where dgemm's blocking pays, or one thread): one
+ *     lane, the tiles in turn, the products through R's BLAS. */
 #define BNN_THIN 64
 #define BNN_MAX_LANES 64 /* most threads over the tiles */
 
@@ -131,7 +129,20 @@ typedef struct {
     double tph[3];                 /* seconds in the draws, the likelihood, the backward pass */
 } bnn_lane;
 
+/* the tile kernels of one instruction set (bnn_kern.h) */
+typedef struct {
+    void (*fwd)(ptrdiff_t tr, ptrdiff_t in, ptrdiff_t out, const double *A, const double *A2,
+                const double *W, const double *S2, double *Z, double *V);
+    void (*tn)(ptrdiff_t tr, ptrdiff_t in, ptrdiff_t out, const double *A, const double *G, double *C);
+    void (*nt)(ptrdiff_t tr, ptrdiff_t in, ptrdiff_t out, const double *G, const double *W, double *N);
+    void (*col)(ptrdiff_t tr, double mb, double vb, const double *e, double *Z, double *Q, double *A,
+                double *A2, int relu);
+} bnn_kernels;
+
+static const bnn_kernels *bnn_kernels_pick(int base);
+
 typedef struct bnn_work {
+    const bnn_kernels *k;
     const svir_bnn_model *m;
     const svir_control *c;
     int S, full, T, kern, nl;
@@ -143,7 +154,7 @@ typedef struct bnn_work {
     bnn_lane lane[BNN_MAX_LANES];
     double *s2;             /* [D] the guide's variances */
     double *eta;            /* [R] the output (bnn_rows) */
-    double *es, *lsig;      /* [S] log sigma's noise, its value */
+    double *es, *lsig, *sig; /* [S] log sigma's noise, its value, sigma */
     double *block;          /* everything above, one allocation */
     svir_zig zig;           /* the normals' tables */
     struct bnn_work *vw;    /* the held-out rows' (bnn_validate), or NULL */
@@ -187,23 +198,26 @@ static bnn_work *bnn_work_make(const svir_bnn_model *m, const svir_control *c, p
     w->T = c->threads > 0 ? c->threads : 1;
     svir_zig_init(&w->zig);
     ptrdiff_t maxw = 1;
-    w->kern = 1;
     for (int l = 0; l <= m->L + 1; l++) maxw = m->dims[l] > maxw ? m->dims[l] : maxw;
-    for (int l = 0; l <= m->L; l++)
-        if (m->dims[l] >= BNN_THIN && m->dims[l + 1] >= BNN_THIN) w->kern = 0;
-    if (m->path == 1) w->kern = 1;
-    if (m->path == 2) w->kern = 0;
     ptrdiff_t TR = BNN_TILE_ELEMS / maxw;
     TR = TR < 32 ? 32 : (TR / 8) * 8;
     if (TR >= w->R) TR = w->R;
     w->TR = TR;
     w->nt = (w->R + TR - 1) / TR;
-    w->nl = w->T < BNN_MAX_LANES ? w->T : BNN_MAX_LANES;
+    /* the loops where every layer is thin and the tiles can be spread
+     * over threads; otherwise BLAS (measured faster on one thread) */
+    w->kern = w->T > 1 && w->nt > 1;
+    for (int l = 0; l <= m->L; l++)
+        if (m->dims[l] >= BNN_THIN && m->dims[l + 1] >= BNN_THIN) w->kern = 0;
+    if (m->path == 1 || m->path == 3) w->kern = 1;
+    if (m->path == 2) w->kern = 0;
+    w->k = bnn_kernels_pick(m->path == 3);
+    w->nl = w->kern ? (w->T < BNN_MAX_LANES ? w->T : BNN_MAX_LANES) : 1;
     if (w->nl > w->nt) w->nl = (int)w->nt;
     ptrdiff_t per = 0;
     for (int l = 0; l <= m->L; l++) per += 2 * TR * m->dims[l] + 2 * TR * m->dims[l + 1];
     per += 4 * TR * maxw + 2 * m->D + w->S;
-    const ptrdiff_t tot = per * w->nl + m->D + w->R + 2 * w->S;
+    const ptrdiff_t tot = per * w->nl + m->D + w->R + 3 * w->S;
     w->idx = malloc(sizeof(int) * (size_t)w->B);
     w->block = malloc(sizeof(double) * (size_t)tot);
     if (!w->idx || !w->block) {
@@ -231,7 +245,8 @@ static bnn_work *bnn_work_make(const svir_bnn_model *m, const svir_control *c, p
     w->s2 = p; p += m->D;
     w->eta = p; p += w->R;
     w->es = p; p += w->S;
-    w->lsig = p;
+    w->lsig = p; p += w->S;
+    w->sig = p;
     for (ptrdiff_t k = 0; k < w->B; k++) w->idx[k] = (int)k;
     return w;
 }
@@ -300,164 +315,57 @@ static double w_sd(const svir_bnn_model *m, int l)
 /* ---- the tiles' products by loops (the kernels path): tiles of tr rows,
  * column-major, leading dimension tr; eight rows at a time in registers */
 
-/* pairs of doubles (SSE2 on x86-64, NEON on arm64) */
-typedef double bnn_v2 __attribute__((vector_size(16)));
-
-static inline bnn_v2 v2_load(const double *p)
-{
-    bnn_v2 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline void v2_store(double *p, bnn_v2 v)
-{
-    memcpy(p, &v, sizeof v);
-}
-
-/* Z = A W, V = A2 S2 (A, A2: tr x in; W, S2: in x out), eight rows at a
- * time in registers */
-static void k_fwd(ptrdiff_t tr, ptrdiff_t in, ptrdiff_t out, const double *A, const double *A2,
-                  const double *W, const double *S2, double *Z, double *V)
-{
-    for (ptrdiff_t o = 0; o < out; o++) {
-        const double *wo = W + o * in, *so = S2 + o * in;
-        double *Zo = Z + o * tr, *Vo = V + o * tr;
-        ptrdiff_t r0 = 0;
-        for (; r0 + 8 <= tr; r0 += 8) {
-            bnn_v2 z0 = {0, 0}, z1 = z0, z2 = z0, z3 = z0, v0 = z0, v1 = z0, v2 = z0, v3 = z0;
-            for (ptrdiff_t c = 0; c < in; c++) {
-                const double *a = A + c * tr + r0, *b = A2 + c * tr + r0;
-                const double wc = wo[c], sc = so[c];
-                z0 += v2_load(a) * wc;
-                z1 += v2_load(a + 2) * wc;
-                z2 += v2_load(a + 4) * wc;
-                z3 += v2_load(a + 6) * wc;
-                v0 += v2_load(b) * sc;
-                v1 += v2_load(b + 2) * sc;
-                v2 += v2_load(b + 4) * sc;
-                v3 += v2_load(b + 6) * sc;
-            }
-            v2_store(Zo + r0, z0);
-            v2_store(Zo + r0 + 2, z1);
-            v2_store(Zo + r0 + 4, z2);
-            v2_store(Zo + r0 + 6, z3);
-            v2_store(Vo + r0, v0);
-            v2_store(Vo + r0 + 2, v1);
-            v2_store(Vo + r0 + 4, v2);
-            v2_store(Vo + r0 + 6, v3);
-        }
-        for (; r0 < tr; r0++) {
-            double z = 0.0, v = 0.0;
-            for (ptrdiff_t c = 0; c < in; c++) {
-                z += A[c * tr + r0] * wo[c];
-                v += A2[c * tr + r0] * so[c];
-            }
-            Zo[r0] = z;
-            Vo[r0] = v;
-        }
-    }
-}
-
-/* C += A' G (A: tr x in, G: tr x out, C: in x out), four columns of A
- * at a time against each column of G */
-static void k_tn(ptrdiff_t tr, ptrdiff_t in, ptrdiff_t out, const double *A, const double *G, double *C)
-{
-    const ptrdiff_t tr2 = tr & ~(ptrdiff_t)1;
-    for (ptrdiff_t o = 0; o < out; o++) {
-        const double *Go = G + o * tr;
-        double *Co = C + o * in;
-        ptrdiff_t c = 0;
-        for (; c + 4 <= in; c += 4) {
-            const double *a0 = A + c * tr, *a1 = a0 + tr, *a2 = a1 + tr, *a3 = a2 + tr;
-            bnn_v2 s0 = {0, 0}, s1 = s0, s2 = s0, s3 = s0;
-            for (ptrdiff_t r = 0; r < tr2; r += 2) {
-                const bnn_v2 g = v2_load(Go + r);
-                s0 += v2_load(a0 + r) * g;
-                s1 += v2_load(a1 + r) * g;
-                s2 += v2_load(a2 + r) * g;
-                s3 += v2_load(a3 + r) * g;
-            }
-            double t0 = s0[0] + s0[1], t1 = s1[0] + s1[1], t2 = s2[0] + s2[1], t3 = s3[0] + s3[1];
-            if (tr2 < tr) {
-                t0 += a0[tr2] * Go[tr2];
-                t1 += a1[tr2] * Go[tr2];
-                t2 += a2[tr2] * Go[tr2];
-                t3 += a3[tr2] * Go[tr2];
-            }
-            Co[c] += t0;
-            Co[c + 1] += t1;
-            Co[c + 2] += t2;
-            Co[c + 3] += t3;
-        }
-        for (; c < in; c++) {
-            const double *a = A + c * tr;
-            double sum = 0.0;
-            for (ptrdiff_t r = 0; r < tr; r++) sum += a[r] * Go[r];
-            Co[c] += sum;
-        }
-    }
-}
-
-/* N = G W' (G: tr x out, W: in x out, N: tr x in) */
-static void k_nt(ptrdiff_t tr, ptrdiff_t in, ptrdiff_t out, const double *G, const double *W, double *N)
-{
-    for (ptrdiff_t c = 0; c < in; c++) {
-        double *Nc = N + c * tr;
-        for (ptrdiff_t r = 0; r < tr; r++) Nc[r] = 0.0;
-        for (ptrdiff_t o = 0; o < out; o++) {
-            const double *Go = G + o * tr, wc = W[c + o * in];
-#pragma omp simd
-            for (ptrdiff_t r = 0; r < tr; r++) Nc[r] += Go[r] * wc;
-        }
-    }
-}
-
-/* a layer's column of a tile, given its means Z (A mu_W) and variances Q
- * (A^2 s2_W), the bias's mean mb and variance vb, and the noise e: Z =
- * Z + mb + sd e, Q = e / (2 sd) and (hidden layers) A = act(Z), A2 = A^2.
- * The square roots two at a time where SSE2 has them (sqrt() itself does
- * not vectorise: it may set errno). */
-static void bnn_column(ptrdiff_t tr, double mb, double vb, const double *e, double *Z, double *Q,
-                       double *A, double *A2, int relu)
-{
-    ptrdiff_t r = 0;
-#if defined(__SSE2__)
-    const __m128d vb2 = _mm_set1_pd(vb);
-    for (; r + 2 <= tr; r += 2) {
-        const bnn_v2 sv = (bnn_v2)_mm_sqrt_pd(_mm_add_pd(_mm_loadu_pd(Q + r), vb2));
-        const bnn_v2 er = v2_load(e + r);
-        v2_store(Z + r, v2_load(Z + r) + mb + sv * er);
-        v2_store(Q + r, er / (2.0 * sv));
-    }
+/* The kernels (bnn_kern.h) for the baseline instruction set (pairs of
+ * doubles: SSE2 on x86-64, NEON on arm64) and, on x86-64 where GCC or
+ * clang compiles them, for AVX2 with FMA, picked when the machine has it
+ * (so a fit's numbers are the same on one machine, not across machines). */
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__SSE2__)
+#define BNN_X86 1
+#include <immintrin.h>
 #endif
-    for (; r < tr; r++) {
-        const double sv = sqrt(Q[r] + vb);
-        Z[r] += mb + sv * e[r];
-        Q[r] = e[r] / (2.0 * sv);
-    }
-    if (!A) return;
-    if (relu) {
-        r = 0;
-#if defined(__SSE2__)
-        for (; r + 2 <= tr; r += 2) {
-            const bnn_v2 a = (bnn_v2)_mm_max_pd(_mm_loadu_pd(Z + r), _mm_setzero_pd());
-            v2_store(A + r, a);
-            v2_store(A2 + r, a * a);
-        }
+
+#define BNN_VW 2
+#define BNN_KS _base
+#define BNN_ATTR
+#ifdef BNN_X86
+#define BNN_SQRT(v) ((bnn_vec_base)_mm_sqrt_pd((__m128d)(v)))
+#define BNN_MAX0(v) ((bnn_vec_base)_mm_max_pd((__m128d)(v), _mm_setzero_pd()))
 #endif
-        for (; r < tr; r++) {
-            const double a = Z[r] > 0.0 ? Z[r] : 0.0;
-            A[r] = a;
-            A2[r] = a * a;
-        }
-    } else {
-        for (r = 0; r < tr; r++) {
-            const double a = tanh(Z[r]);
-            A[r] = a;
-            A2[r] = a * a;
-        }
-    }
+#include "models/bnn/bnn_kern.h"
+#undef BNN_VW
+#undef BNN_KS
+#undef BNN_ATTR
+#undef BNN_SQRT
+#undef BNN_MAX0
+
+#ifdef BNN_X86
+#define BNN_VW 4
+#define BNN_KS _avx2
+#define BNN_ATTR __attribute__((target("avx2,fma")))
+#define BNN_SQRT(v) ((bnn_vec_avx2)_mm256_sqrt_pd((__m256d)(v)))
+#define BNN_MAX0(v) ((bnn_vec_avx2)_mm256_max_pd((__m256d)(v), _mm256_setzero_pd()))
+#include "models/bnn/bnn_kern.h"
+#undef BNN_VW
+#undef BNN_KS
+#undef BNN_ATTR
+#undef BNN_SQRT
+#undef BNN_MAX0
+#endif
+
+static const bnn_kernels bnn_k_base = {k_fwd_base, k_tn_base, k_nt_base, bnn_column_base};
+#ifdef BNN_X86
+static const bnn_kernels bnn_k_avx2 = {k_fwd_avx2, k_tn_avx2, k_nt_avx2, bnn_column_avx2};
+#endif
+
+/* the machine's kernels (base: 1 for the baseline's, whatever the machine) */
+static const bnn_kernels *bnn_kernels_pick(int base)
+{
+#ifdef BNN_X86
+    __builtin_cpu_init();
+    if (!base && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &bnn_k_avx2;
+#endif
+    (void)base;
+    return &bnn_k_base;
 }
 
 /* Tile t's pre-activations (its tr stacked rows from r0 = t TR; row r is
@@ -483,7 +391,7 @@ static void bnn_forward(const bnn_work *w, bnn_lane *ln, const double *mu, const
     for (int l = 0; l <= L; l++) {
         const ptrdiff_t in = m->dims[l], out = m->dims[l + 1];
         if (w->kern) {
-            k_fwd(tr, in, out, ln->A[l], ln->A2[l], mu + m->off_w[l], w->s2 + m->off_w[l], ln->Z[l],
+            w->k->fwd(tr, in, out, ln->A[l], ln->A2[l], mu + m->off_w[l], w->s2 + m->off_w[l], ln->Z[l],
                   ln->Q[l]);
         } else {
             gemm("N", "N", tr, out, in, 1.0, ln->A[l], tr, mu + m->off_w[l], in, 0.0, ln->Z[l], tr);
@@ -496,7 +404,7 @@ static void bnn_forward(const bnn_work *w, bnn_lane *ln, const double *mu, const
             svir_xoshiro g;
             svir_xoshiro_seed(&g, w->key, stream, step, (uint64_t)t << 32 | (ctr + (uint64_t)o));
             for (ptrdiff_t r = 0; r < tr; r++) e[r] = svir_zig_normal(&w->zig, &g);
-            bnn_column(tr, mb, vb, e, ln->Z[l] + o * tr, ln->Q[l] + o * tr,
+            w->k->col(tr, mb, vb, e, ln->Z[l] + o * tr, ln->Q[l] + o * tr,
                        An ? An + o * tr : NULL, An ? A2n + o * tr : NULL, relu);
         }
         ctr += (uint64_t)out;
@@ -608,8 +516,8 @@ static void bnn_backward(const bnn_work *w, bnn_lane *ln, const double *mu, ptrd
         const ptrdiff_t in = m->dims[l], out = m->dims[l + 1];
         /* d mu_W = A' G, d s2_W = (A^2)' dV */
         if (w->kern) {
-            k_tn(tr, in, out, ln->A[l], G, ln->gmu + m->off_w[l]);
-            k_tn(tr, in, out, ln->A2[l], dV, ln->gls + m->off_w[l]);
+            w->k->tn(tr, in, out, ln->A[l], G, ln->gmu + m->off_w[l]);
+            w->k->tn(tr, in, out, ln->A2[l], dV, ln->gls + m->off_w[l]);
         } else {
             gemm("T", "N", in, out, tr, 1.0, ln->A[l], tr, G, tr, 1.0, ln->gmu + m->off_w[l], in);
             gemm("T", "N", in, out, tr, 1.0, ln->A2[l], tr, dV, tr, 1.0, ln->gls + m->off_w[l], in);
@@ -618,8 +526,8 @@ static void bnn_backward(const bnn_work *w, bnn_lane *ln, const double *mu, ptrd
         /* d A = G mu_W' + 2 A (dV s2_W'), then through the activation
          * into layer l - 1's G and dV, and its biases' gradients */
         if (w->kern) {
-            k_nt(tr, in, out, G, mu + m->off_w[l], Gn);
-            k_nt(tr, in, out, dV, w->s2 + m->off_w[l], dVn);
+            w->k->nt(tr, in, out, G, mu + m->off_w[l], Gn);
+            w->k->nt(tr, in, out, dV, w->s2 + m->off_w[l], dVn);
         } else {
             gemm("N", "T", tr, in, out, 1.0, G, tr, mu + m->off_w[l], in, 0.0, Gn, tr);
             gemm("N", "T", tr, in, out, 1.0, dV, tr, w->s2 + m->off_w[l], in, 0.0, dVn, tr);
@@ -668,7 +576,7 @@ static void bnn_tile(const bnn_work *w, bnn_lane *ln, const double *mu, long ste
         /* d log p / d eta (and for gaussian d / d log sigma) */
         double g;
         if (gauss) {
-            const double sig = exp(w->lsig[s]), res = (y - et) / sig;
+            const double sig = w->sig[s], res = (y - et) / sig;
             g = res / sig;
             ln->gs[s] += wt * (res * res - 1.0);
         } else if (m->family == SVIR_BINOMIAL) {
@@ -702,6 +610,7 @@ static double bnn_estimate(void *work, long step, const double *gpar, const doub
     for (int s = 0; s < S; s++) {
         w->es[s] = gauss ? svir_normal(w->key, SVIR_STREAM_GLOBAL, (uint64_t)step, (uint64_t)s) : 0.0;
         w->lsig[s] = gauss ? mu[m->off_sig] + exp(ls[m->off_sig]) * w->es[s] : 0.0;
+        w->sig[s] = exp(w->lsig[s]);
     }
     for (int k = 0; k < nl; k++) {
         bnn_lane *ln = &w->lane[k];

@@ -34,7 +34,8 @@ typedef struct {
     const double *y;             /* [n] */
     double w_scale, b_scale;
     int kl_warmup;               /* steps over which the KL's weight rises to 1 (0: none) */
-    int path;                    /* the tiles' products: 0 by the widths, 1 loops, 2 BLAS (tests) */
+    int path;                    /* the tiles' products: 0 by the widths, 1 loops, 2 BLAS, 3 loops
+                                  * for the baseline instruction set (tests) */
     int nv;                      /* held-out rows (0: none) */
     const double *Xv, *yv;       /* [nv x d], [nv]: standardised as X and y */
     const double *init_mu;       /* [D] the guide's starting means, or NULL */
