@@ -78,6 +78,26 @@ test_that("the tiles' two paths, and any number of lanes, give the same estimate
   }
 })
 
+test_that("kl_weight tempers the weights' KL in the gradient, not in the ELBO", {
+  # the gradient is linear in the weight beta: g(beta) = g_ll - beta g_kl,
+  # so g(0.5) = (2/3) g(0.25) + (1/3) g(1); the ELBO does not move
+  d <- sim_bnn_data()
+  g <- lapply(c(0.25, 0.5, 1), function(b) {
+    job <- bnn_job(yg ~ x1 + x2 + g, d, gaussian(), bnn(hidden = 6, kl_weight = b))
+    D <- length(job$spec$init_mu)
+    set.seed(8)
+    v <- c(rnorm(D, 0, 0.5), rnorm(D, -1.5, 0.3))
+    .Call(C_svir_bnn_elbo_grad_r, job$spec, modifyList(job$ctrl, list(threads = 1L)), v, 2)
+  })
+  expect_equal(g[[2]]$grad, 2 / 3 * g[[1]]$grad + 1 / 3 * g[[3]]$grad, tolerance = 1e-10)
+  expect_false(isTRUE(all.equal(g[[2]]$grad, g[[3]]$grad)))
+  expect_identical(g[[1]]$elbo, g[[3]]$elbo)
+  for (bad in list(0, 1.5, NA, c(0.5, 0.5), "a")) {
+    expect_error(bnn(kl_weight = bad), "kl_weight", class = "svir_error")
+  }
+  expect_output(print(bnn(kl_weight = 0.5)), "KL weight 0.5")
+})
+
 test_that("the ELBO of a network without hidden layers is the Bayesian linear model's", {
   # with no hidden layer the output is x'w + b: the estimate with the
   # local reparameterisation has the exact expected log-likelihood for

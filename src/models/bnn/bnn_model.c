@@ -73,6 +73,9 @@ static int bnn_read(const svir_list *spec, const svir_list *ctrl, const svir_con
     m->D = off;
     m->init_mu = svir_list_reals(spec, "init_mu", m->D, 1, e);
     m->kl_warmup = svir_list_int(spec, "kl_warmup", 0);
+    m->kl_weight = svir_list_num(spec, "kl_weight", 1.0);
+    if (!(m->kl_weight > 0.0 && m->kl_weight <= 1.0))
+        return svir_err_set(e, 1, "svir internal error: bad KL weight");
     m->path = svir_list_int(spec, "path", 0);
     m->nv = svir_list_int(spec, "nv", 0);
     if (m->nv > 0) {
@@ -658,9 +661,10 @@ static double bnn_estimate(void *work, long step, const double *gpar, const doub
             tot > 0 ? (t1 - t0) * ph[k] / tot : 0.0;
     const double t3 = svir_wall_time();
     /* minus the KL of the weights (and the layers' precisions) to their
-     * priors, in closed form; its gradient weighted by beta during a
-     * warm-up (the ELBO reported in full) */
-    const double beta = m->kl_warmup > 0 && step < m->kl_warmup ? (double)(step + 1) / m->kl_warmup : 1.0;
+     * priors, in closed form; its gradient weighted by beta: kl_weight,
+     * times the warm-up's ramp (the ELBO reported in full) */
+    const double beta = m->kl_weight *
+                        (m->kl_warmup > 0 && step < m->kl_warmup ? (double)(step + 1) / m->kl_warmup : 1.0);
     elbo -= bnn_kl(m, mu, ls, gmu, gls, beta);
     if (gauss) {
         /* log sigma: drawn; its entropy exact */

@@ -33,7 +33,8 @@ typedef struct {
     const double *X;             /* [n x d] column-major, standardised */
     const double *y;             /* [n] */
     double w_scale, b_scale;
-    int kl_warmup;               /* steps over which the KL's weight rises to 1 (0: none) */
+    int kl_warmup;               /* steps over which the KL's weight rises to kl_weight (0: none) */
+    double kl_weight;            /* the KL's weight in the gradient's objective, (0, 1] */
     int path;                    /* the tiles' products: 0 by the widths, 1 loops, 2 BLAS, 3 loops
                                   * for the baseline instruction set (tests) */
     int nv;                      /* held-out rows (0: none) */
