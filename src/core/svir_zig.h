@@ -95,13 +95,15 @@ static inline double svir_xoshiro_u01(svir_xoshiro *g)
     return (double)((svir_xoshiro_next(g) >> 11) + 1) * 0x1.0p-53;
 }
 
-/* one standard normal (the slow paths out of line in effect: rare) */
-static inline double svir_zig_normal(const svir_zig *z, svir_xoshiro *g)
+/* A normal from its first word b onwards: the fast test, then (about 1%
+ * of draws) the wedge or the tail, drawing more words from g. Vector code
+ * that ran the fast test on b itself hands the misses here, so that the
+ * numbers stay the same. */
+static inline double svir_zig_from(const svir_zig *z, svir_xoshiro *g, uint64_t b)
 {
     for (;;) {
-        const uint64_t b = svir_xoshiro_next(g);
         const int i = (int)(b & 0xff);
-        const double u = (double)(b >> 11) * 0x1.0p-52 - 1.0; /* [-1, 1) */
+        const double u = (double)(b >> 11) * 0x1.0p-52 - 1.0; /* [-1, 1), exact */
         const double x = u * z->x[i];
         if (fabs(x) < z->x[i + 1]) return x;
         if (i == 0) {
@@ -115,7 +117,14 @@ static inline double svir_zig_normal(const svir_zig *z, svir_xoshiro *g)
         }
         /* a wedge: a uniform height in the layer against the density */
         if (z->f[i] + (z->f[i + 1] - z->f[i]) * svir_xoshiro_u01(g) < exp(-0.5 * x * x)) return x;
+        b = svir_xoshiro_next(g);
     }
+}
+
+/* one standard normal */
+static inline double svir_zig_normal(const svir_zig *z, svir_xoshiro *g)
+{
+    return svir_zig_from(z, g, svir_xoshiro_next(g));
 }
 
 /* out[0 .. count) = block idx of (stream, step) */

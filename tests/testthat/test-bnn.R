@@ -177,6 +177,13 @@ test_that("seeds reproduce a network's fit bit for bit", {
   expect_identical(a$mean, b$mean)
   expect_identical(a$elbo, b$elbo)
   expect_false(identical(a$mean, c$mean))
+  # two threads over five tiles of 48 rows (the lanes' sums added in order)
+  g <- function() svi_fit(yg ~ x1 + x2 + g, d, model = bnn(hidden = 300), seed = 5,
+                          control = svi_control(max_steps = 100, threads = 2L, progress = FALSE))
+  a <- suppressWarnings(g())
+  b <- suppressWarnings(g())
+  expect_identical(a$mean, b$mean)
+  expect_identical(a$elbo, b$elbo)
 })
 
 test_that("bnn() and svi_fit(model = bnn()) refuse bad input, naming the argument", {

@@ -93,11 +93,11 @@ static double bnn_size(const void *model, const svir_control *c)
     return B * (double)m->D;
 }
 
-/* the noise and elementwise loops run on threads from a million units of
- * work a step (the products on BLAS's own threads) */
+/* the tiles run on threads from 10^5 units of work a step (rows times
+ * parameters; a step of 256 rows at width 256 is 8 of them) */
 static int bnn_threads(const void *model, const svir_control *c)
 {
-    return svir_default_threads(bnn_size(model, c), 1e6);
+    return svir_default_threads(bnn_size(model, c), 1e5);
 }
 
 static int bnn_outputs(const void *model, const svir_control *c, svir_result *res, svir_err *e);
@@ -140,6 +140,9 @@ typedef struct {
     void (*nt)(ptrdiff_t tr, ptrdiff_t in, ptrdiff_t out, const double *G, const double *W, double *N);
     void (*col)(ptrdiff_t tr, double mb, double vb, const double *e, double *Z, double *Q, double *A,
                 double *A2, int relu);
+    /* n normals from each of 4 generators into e + j ld, the same numbers
+     * as svir_zig_normal's from each; NULL: one generator at a time */
+    void (*zig4)(const svir_zig *z, svir_xoshiro g[4], ptrdiff_t n, double *e, ptrdiff_t ld);
 } bnn_kernels;
 
 static const bnn_kernels *bnn_kernels_pick(int base);
@@ -355,9 +358,78 @@ static double w_sd(const svir_bnn_model *m, int l)
 #undef BNN_MAX0
 #endif
 
-static const bnn_kernels bnn_k_base = {k_fwd_base, k_tn_base, k_nt_base, bnn_column_base};
 #ifdef BNN_X86
-static const bnn_kernels bnn_k_avx2 = {k_fwd_avx2, k_tn_avx2, k_nt_avx2, bnn_column_avx2};
+/* Four generators in the lanes of AVX2 registers: xoshiro256++'s step,
+ * and the ziggurat's fast test (layer from the low byte, its edges
+ * gathered; the top 53 bits made a double exactly in two parts, as the
+ * scalar cast does); a lane that misses goes on in svir_zig_from with its
+ * generator, so each lane's numbers are svir_zig_normal's. No FMA here:
+ * every operation rounds as the scalar code's. */
+__attribute__((target("avx2"))) static void bnn_zig4_avx2(const svir_zig *z, svir_xoshiro g[4],
+                                                          ptrdiff_t n, double *e, ptrdiff_t ld)
+{
+    uint64_t S[4][4], bw[4];
+    double xs[4];
+    for (int k = 0; k < 4; k++)
+        for (int j = 0; j < 4; j++) S[k][j] = g[j].s[k];
+    __m256i s0 = _mm256_loadu_si256((const __m256i *)S[0]), s1 = _mm256_loadu_si256((const __m256i *)S[1]);
+    __m256i s2 = _mm256_loadu_si256((const __m256i *)S[2]), s3 = _mm256_loadu_si256((const __m256i *)S[3]);
+    const __m256i m8 = _mm256_set1_epi64x(0xff), m21 = _mm256_set1_epi64x(0x1fffff);
+    const __m256i magic = _mm256_set1_epi64x(0x4330000000000000);
+    const __m256d two52 = _mm256_set1_pd(0x1p52), two21 = _mm256_set1_pd(0x1p21);
+    const __m256d sc = _mm256_set1_pd(0x1p-52), one = _mm256_set1_pd(1.0), sign = _mm256_set1_pd(-0.0);
+    for (ptrdiff_t r = 0; r < n; r++) {
+        const __m256i sum = _mm256_add_epi64(s0, s3);
+        const __m256i b =
+            _mm256_add_epi64(_mm256_or_si256(_mm256_slli_epi64(sum, 23), _mm256_srli_epi64(sum, 41)), s0);
+        const __m256i t = _mm256_slli_epi64(s1, 17);
+        s2 = _mm256_xor_si256(s2, s0);
+        s3 = _mm256_xor_si256(s3, s1);
+        s1 = _mm256_xor_si256(s1, s2);
+        s0 = _mm256_xor_si256(s0, s3);
+        s2 = _mm256_xor_si256(s2, t);
+        s3 = _mm256_or_si256(_mm256_slli_epi64(s3, 45), _mm256_srli_epi64(s3, 19));
+        const __m256i i = _mm256_and_si256(b, m8);
+        const __m256d xi = _mm256_i64gather_pd(z->x, i, 8), xi1 = _mm256_i64gather_pd(z->x + 1, i, 8);
+        const __m256i nn = _mm256_srli_epi64(b, 11);
+        const __m256d hi = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(_mm256_srli_epi64(nn, 21), magic)), two52);
+        const __m256d lo = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(_mm256_and_si256(nn, m21), magic)), two52);
+        const __m256d u = _mm256_sub_pd(_mm256_mul_pd(_mm256_add_pd(_mm256_mul_pd(hi, two21), lo), sc), one);
+        const __m256d x = _mm256_mul_pd(u, xi);
+        const int ok = _mm256_movemask_pd(_mm256_cmp_pd(_mm256_andnot_pd(sign, x), xi1, _CMP_LT_OQ));
+        _mm256_storeu_pd(xs, x);
+        if (ok == 15) {
+            e[r] = xs[0];
+            e[ld + r] = xs[1];
+            e[2 * ld + r] = xs[2];
+            e[3 * ld + r] = xs[3];
+            continue;
+        }
+        _mm256_storeu_si256((__m256i *)S[0], s0);
+        _mm256_storeu_si256((__m256i *)S[1], s1);
+        _mm256_storeu_si256((__m256i *)S[2], s2);
+        _mm256_storeu_si256((__m256i *)S[3], s3);
+        _mm256_storeu_si256((__m256i *)bw, b);
+        for (int j = 0; j < 4; j++) {
+            if (ok >> j & 1) {
+                e[j * ld + r] = xs[j];
+                continue;
+            }
+            svir_xoshiro gj = {{S[0][j], S[1][j], S[2][j], S[3][j]}};
+            e[j * ld + r] = svir_zig_from(z, &gj, bw[j]);
+            for (int k = 0; k < 4; k++) S[k][j] = gj.s[k];
+        }
+        s0 = _mm256_loadu_si256((const __m256i *)S[0]);
+        s1 = _mm256_loadu_si256((const __m256i *)S[1]);
+        s2 = _mm256_loadu_si256((const __m256i *)S[2]);
+        s3 = _mm256_loadu_si256((const __m256i *)S[3]);
+    }
+}
+#endif
+
+static const bnn_kernels bnn_k_base = {k_fwd_base, k_tn_base, k_nt_base, bnn_column_base, NULL};
+#ifdef BNN_X86
+static const bnn_kernels bnn_k_avx2 = {k_fwd_avx2, k_tn_avx2, k_nt_avx2, bnn_column_avx2, bnn_zig4_avx2};
 #endif
 
 /* the machine's kernels (base: 1 for the baseline's, whatever the machine) */
@@ -401,14 +473,23 @@ static void bnn_forward(const bnn_work *w, bnn_lane *ln, const double *mu, const
             gemm("N", "N", tr, out, in, 1.0, ln->A2[l], tr, w->s2 + m->off_w[l], in, 0.0, ln->Q[l], tr);
         }
         double *An = l < L ? ln->A[l + 1] : NULL, *A2n = l < L ? ln->A2[l + 1] : NULL;
-        double *e = ln->G; /* the column's noise (G is free until the backward pass) */
-        for (ptrdiff_t o = 0; o < out; o++) {
-            const double mb = mu[m->off_b[l] + o], vb = w->s2[m->off_b[l] + o];
-            svir_xoshiro g;
-            svir_xoshiro_seed(&g, w->key, stream, step, (uint64_t)t << 32 | (ctr + (uint64_t)o));
-            for (ptrdiff_t r = 0; r < tr; r++) e[r] = svir_zig_normal(&w->zig, &g);
-            w->k->col(tr, mb, vb, e, ln->Z[l] + o * tr, ln->Q[l] + o * tr,
-                       An ? An + o * tr : NULL, An ? A2n + o * tr : NULL, relu);
+        double *e = ln->G; /* the columns' noise (G is free until the backward pass) */
+        for (ptrdiff_t o0 = 0; o0 < out;) {
+            /* four columns' noise at a time where the machine can */
+            const int nc = w->k->zig4 && out - o0 >= 4 ? 4 : 1;
+            svir_xoshiro g[4];
+            for (int j = 0; j < nc; j++)
+                svir_xoshiro_seed(&g[j], w->key, stream, step, (uint64_t)t << 32 | (ctr + (uint64_t)(o0 + j)));
+            if (nc == 4) w->k->zig4(&w->zig, g, tr, e, tr);
+            else
+                for (ptrdiff_t r = 0; r < tr; r++) e[r] = svir_zig_normal(&w->zig, &g[0]);
+            for (int j = 0; j < nc; j++) {
+                const ptrdiff_t o = o0 + j;
+                const double mb = mu[m->off_b[l] + o], vb = w->s2[m->off_b[l] + o];
+                w->k->col(tr, mb, vb, e + j * tr, ln->Z[l] + o * tr, ln->Q[l] + o * tr,
+                          An ? An + o * tr : NULL, An ? A2n + o * tr : NULL, relu);
+            }
+            o0 += nc;
         }
         ctr += (uint64_t)out;
     }
@@ -437,14 +518,14 @@ static double bnn_logp(int family, double y, double eta, double lsig)
  *     log tau - a/2 - log sd + E lambda (sd^2 + mu^2) / (2 tau^2) - 1/2 per
  *     weight, and per layer KL(q(log lambda) || Gamma(6, 6) on lambda) = -log
  *     r - log(2 pi)/2 - 1/2 - 6 log 6 + lgamma(6) - 6 a + 6 E lambda. */
-static double bnn_kl(const svir_bnn_model *m, const double *mu, const double *ls, double *gmu,
-                     double *gls, double beta)
+static double bnn_kl(const svir_bnn_model *m, const double *mu, const double *ls, const double *s2,
+                     double *gmu, double *gls, double beta)
 {
     const double ga = 6.0, gb = 6.0;
     double kl = 0.0;
     for (int l = 0; l <= m->L; l++) {
         const ptrdiff_t nw = (ptrdiff_t)m->dims[l] * m->dims[l + 1], out = m->dims[l + 1];
-        const double tau = w_sd(m, l), it2 = 1.0 / (tau * tau);
+        const double tau = w_sd(m, l), it2 = 1.0 / (tau * tau), ltau = log(tau);
         double El = 1.0, la = 0.0, lr = 0.0, r2 = 0.0;
         if (m->prior == SVIR_BNN_PHIER) {
             la = mu[m->off_lam + l];
@@ -454,7 +535,7 @@ static double bnn_kl(const svir_bnn_model *m, const double *mu, const double *ls
         }
         double sq = 0.0; /* sum over the layer's weights of sd^2 + mu^2 */
         for (ptrdiff_t k = m->off_w[l]; k < m->off_w[l] + nw; k++) {
-            const double sd2 = exp(2.0 * ls[k]);
+            const double sd2 = s2 ? s2[k] : exp(2.0 * ls[k]);
             if (m->prior == SVIR_BNN_PLAPLACE) {
                 const double sd = sqrt(sd2), b = tau / sqrt(2.0), z = mu[k] / sd;
                 const double ph = sqrt(2.0 / 3.14159265358979323846) * exp(-0.5 * z * z);
@@ -466,7 +547,7 @@ static double bnn_kl(const svir_bnn_model *m, const double *mu, const double *ls
                 }
                 continue;
             }
-            kl += log(tau) - 0.5 * la - ls[k] + 0.5 * El * (sd2 + mu[k] * mu[k]) * it2 - 0.5;
+            kl += ltau - 0.5 * la - ls[k] + 0.5 * El * (sd2 + mu[k] * mu[k]) * it2 - 0.5;
             sq += sd2 + mu[k] * mu[k];
             if (gmu) {
                 gmu[k] -= beta * El * mu[k] * it2;
@@ -481,10 +562,10 @@ static double bnn_kl(const svir_bnn_model *m, const double *mu, const double *ls
                 gls[q] -= beta * (0.5 * El * r2 * sq * it2 - 1.0 + gb * El * r2);
             }
         }
-        const double tb = m->b_scale, ib2 = 1.0 / (tb * tb);
+        const double tb = m->b_scale, ib2 = 1.0 / (tb * tb), ltb = log(tb);
         for (ptrdiff_t k = m->off_b[l]; k < m->off_b[l] + out; k++) {
-            const double sd2 = exp(2.0 * ls[k]);
-            kl += log(tb) - ls[k] + 0.5 * (sd2 + mu[k] * mu[k]) * ib2 - 0.5;
+            const double sd2 = s2 ? s2[k] : exp(2.0 * ls[k]);
+            kl += ltb - ls[k] + 0.5 * (sd2 + mu[k] * mu[k]) * ib2 - 0.5;
             if (gmu) {
                 gmu[k] -= beta * mu[k] * ib2;
                 gls[k] -= beta * (sd2 * ib2 - 1.0);
@@ -665,7 +746,7 @@ static double bnn_estimate(void *work, long step, const double *gpar, const doub
      * times the warm-up's ramp (the ELBO reported in full) */
     const double beta = m->kl_weight *
                         (m->kl_warmup > 0 && step < m->kl_warmup ? (double)(step + 1) / m->kl_warmup : 1.0);
-    elbo -= bnn_kl(m, mu, ls, gmu, gls, beta);
+    elbo -= bnn_kl(m, mu, ls, w->s2, gmu, gls, beta);
     if (gauss) {
         /* log sigma: drawn; its entropy exact */
         const ptrdiff_t q = m->off_sig;
@@ -768,7 +849,7 @@ static int bnn_outputs(const void *model, const svir_control *c, svir_result *re
     bnn_work *v = bnn_work_make(m, c, m->n < BNN_VB ? m->n : BNN_VB, S, 0);
     if (!v) return svir_err_set(e, 2, "out of memory computing the ELBO's parts");
     const double ell = m->n * bnn_rows(v, res->gpar, m->X, m->y, m->n, 1, SVIR_STREAM_BNN_PARTS);
-    double kl = bnn_kl(m, mu, ls, NULL, NULL, 1.0);
+    double kl = bnn_kl(m, mu, ls, NULL, NULL, NULL, 1.0);
     if (m->off_sig >= 0) {
         /* E_q[log q - log p] of log sigma, sigma ~ N+(0, 1) */
         const ptrdiff_t q = m->off_sig;
