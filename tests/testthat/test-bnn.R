@@ -49,7 +49,7 @@ test_that("the network's ELBO gradient matches finite differences (each activati
 })
 
 test_that("the tiles' two paths, and any number of lanes, give the same estimate and gradient", {
-  # 60 rows and 2 particles at width 300: tiles of 48 rows, so three tiles
+  # 60 rows and 2 particles at width 300: tiles of 64 rows, so two tiles
   # whose sums are added; the products by the file's loops (path 1: AVX2's
   # where the machine has it), by BLAS (path 2) or by the baseline
   # instruction set's loops (path 3), the tiles spread over 1 to 3 lanes
@@ -177,7 +177,7 @@ test_that("seeds reproduce a network's fit bit for bit", {
   expect_identical(a$mean, b$mean)
   expect_identical(a$elbo, b$elbo)
   expect_false(identical(a$mean, c$mean))
-  # two threads over five tiles of 48 rows (the lanes' sums added in order)
+  # two threads over four tiles of 64 rows (the lanes' sums added in order)
   g <- function() svi_fit(yg ~ x1 + x2 + g, d, model = bnn(hidden = 300), seed = 5,
                           control = svi_control(max_steps = 100, threads = 2L, progress = FALSE))
   a <- suppressWarnings(g())

@@ -206,7 +206,7 @@ static bnn_work *bnn_work_make(const svir_bnn_model *m, const svir_control *c, p
     ptrdiff_t maxw = 1;
     for (int l = 0; l <= m->L + 1; l++) maxw = m->dims[l] > maxw ? m->dims[l] : maxw;
     ptrdiff_t TR = BNN_TILE_ELEMS / maxw;
-    TR = TR < 32 ? 32 : (TR / 8) * 8;
+    TR = TR < 64 ? 64 : (TR / 8) * 8;
     if (TR >= w->R) TR = w->R;
     w->TR = TR;
     w->nt = (w->R + TR - 1) / TR;
@@ -690,37 +690,45 @@ static double bnn_estimate(void *work, long step, const double *gpar, const doub
     (void)lpar;
     (void)lgrad;
     const double t0 = svir_wall_time();
-    for (ptrdiff_t k = 0; k < D; k++) w->s2[k] = exp(2.0 * ls[k]);
     for (int s = 0; s < S; s++) {
         w->es[s] = gauss ? svir_normal(w->key, SVIR_STREAM_GLOBAL, (uint64_t)step, (uint64_t)s) : 0.0;
         w->lsig[s] = gauss ? mu[m->off_sig] + exp(ls[m->off_sig]) * w->es[s] : 0.0;
         w->sig[s] = exp(w->lsig[s]);
     }
-    for (int k = 0; k < nl; k++) {
-        bnn_lane *ln = &w->lane[k];
-        memset(ln->gmu, 0, sizeof(double) * (size_t)D);
-        memset(ln->gls, 0, sizeof(double) * (size_t)D);
-        memset(ln->gs, 0, sizeof(double) * (size_t)S);
-        ln->ll = 0.0;
-        ln->tph[0] = ln->tph[1] = ln->tph[2] = 0.0;
-    }
-    /* the tiles: lane k takes tiles k, k + nl, ... */
-#pragma omp parallel for num_threads(nl) schedule(static, 1) if (nl > 1)
-    for (int k = 0; k < nl; k++)
-        for (ptrdiff_t t = k; t < w->nt; t += nl) bnn_tile(w, &w->lane[k], mu, step, t);
-    const double t1 = svir_wall_time();
-    /* the lanes' sums, in order */
     double ll = 0.0, elbo = 0.0;
-    memset(ggrad, 0, sizeof(double) * (size_t)(2 * D));
-    for (int k = 0; k < nl; k++) {
-        const bnn_lane *ln = &w->lane[k];
-        for (ptrdiff_t q = 0; q < D; q++) {
-            gmu[q] += ln->gmu[q];
-            gls[q] += ln->gls[q];
+    /* one team a step: the variances, the tiles (lane k takes tiles k, k +
+     * nl, ...), then the lanes' sums in order, each a slice of the
+     * parameters (the same numbers for any team) */
+#pragma omp parallel num_threads(nl) if (nl > 1)
+    {
+#pragma omp for schedule(static)
+        for (ptrdiff_t k = 0; k < D; k++) w->s2[k] = exp(2.0 * ls[k]);
+#pragma omp for schedule(static, 1)
+        for (int k = 0; k < nl; k++) {
+            bnn_lane *ln = &w->lane[k];
+            memset(ln->gmu, 0, sizeof(double) * (size_t)D);
+            memset(ln->gls, 0, sizeof(double) * (size_t)D);
+            memset(ln->gs, 0, sizeof(double) * (size_t)S);
+            ln->ll = 0.0;
+            ln->tph[0] = ln->tph[1] = ln->tph[2] = 0.0;
+            for (ptrdiff_t t = k; t < w->nt; t += nl) bnn_tile(w, ln, mu, step, t);
         }
-        ll += ln->ll;
+#pragma omp for schedule(static)
+        for (ptrdiff_t q = 0; q < D; q++) {
+            double a = 0.0, b = 0.0;
+            for (int k = 0; k < nl; k++) {
+                a += w->lane[k].gmu[q];
+                b += w->lane[k].gls[q];
+            }
+            gmu[q] = a;
+            gls[q] = b;
+        }
+    }
+    const double t1 = svir_wall_time();
+    for (int k = 0; k < nl; k++) {
+        ll += w->lane[k].ll;
         if (k > 0)
-            for (int s = 0; s < S; s++) w->lane[0].gs[s] += ln->gs[s];
+            for (int s = 0; s < S; s++) w->lane[0].gs[s] += w->lane[k].gs[s];
     }
     double *gs = w->lane[0].gs;
     for (int l = 0; l <= L; l++) {
