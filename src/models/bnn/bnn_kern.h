@@ -71,52 +71,68 @@ BNN_ATTR static void BNN_CAT(k_fwd, BNN_KS)(ptrdiff_t tr, ptrdiff_t in, ptrdiff_
     }
 }
 
-/* C += A' G (A: tr x in, G: tr x out, C: in x out), four columns of A
- * at a time against each column of G */
+/* C += A' G (A: tr x in, G: tr x out, C: in x out): four columns of A at
+ * a time against each column of G, two vectors of rows a step (eight
+ * independent sums, so that the adds' latency does not bind) */
 BNN_ATTR static void BNN_CAT(k_tn, BNN_KS)(ptrdiff_t tr, ptrdiff_t in, ptrdiff_t out,
                                            const double *A, const double *G, double *C)
 {
     const int VW = BNN_VW;
-    const ptrdiff_t trv = tr - tr % VW;
+    const ptrdiff_t tr2 = tr - tr % (2 * VW);
     for (ptrdiff_t o = 0; o < out; o++) {
         const double *Go = G + o * tr;
         double *Co = C + o * in;
         ptrdiff_t c = 0;
         for (; c + 4 <= in; c += 4) {
             const double *a0 = A + c * tr, *a1 = a0 + tr, *a2 = a1 + tr, *a3 = a2 + tr;
-            BNN_V s0 = {0}, s1 = s0, s2 = s0, s3 = s0;
-            for (ptrdiff_t r = 0; r < trv; r += VW) {
-                const BNN_V g = BNN_LD(Go + r);
+            BNN_V s0 = {0}, s1 = s0, s2 = s0, s3 = s0, t0 = s0, t1 = s0, t2 = s0, t3 = s0;
+            for (ptrdiff_t r = 0; r < tr2; r += 2 * VW) {
+                const BNN_V g = BNN_LD(Go + r), h = BNN_LD(Go + r + VW);
                 s0 += BNN_LD(a0 + r) * g;
                 s1 += BNN_LD(a1 + r) * g;
                 s2 += BNN_LD(a2 + r) * g;
                 s3 += BNN_LD(a3 + r) * g;
+                t0 += BNN_LD(a0 + r + VW) * h;
+                t1 += BNN_LD(a1 + r + VW) * h;
+                t2 += BNN_LD(a2 + r + VW) * h;
+                t3 += BNN_LD(a3 + r + VW) * h;
             }
-            double t0 = 0.0, t1 = 0.0, t2 = 0.0, t3 = 0.0;
+            s0 += t0;
+            s1 += t1;
+            s2 += t2;
+            s3 += t3;
+            double u0 = 0.0, u1 = 0.0, u2 = 0.0, u3 = 0.0;
             for (int j = 0; j < VW; j++) {
-                t0 += s0[j];
-                t1 += s1[j];
-                t2 += s2[j];
-                t3 += s3[j];
+                u0 += s0[j];
+                u1 += s1[j];
+                u2 += s2[j];
+                u3 += s3[j];
             }
-            for (ptrdiff_t r = trv; r < tr; r++) {
-                t0 += a0[r] * Go[r];
-                t1 += a1[r] * Go[r];
-                t2 += a2[r] * Go[r];
-                t3 += a3[r] * Go[r];
+            for (ptrdiff_t r = tr2; r < tr; r++) {
+                u0 += a0[r] * Go[r];
+                u1 += a1[r] * Go[r];
+                u2 += a2[r] * Go[r];
+                u3 += a3[r] * Go[r];
             }
-            Co[c] += t0;
-            Co[c + 1] += t1;
-            Co[c + 2] += t2;
-            Co[c + 3] += t3;
+            Co[c] += u0;
+            Co[c + 1] += u1;
+            Co[c + 2] += u2;
+            Co[c + 3] += u3;
         }
         for (; c < in; c++) {
             const double *a = A + c * tr;
-            BNN_V s0 = {0};
-            for (ptrdiff_t r = 0; r < trv; r += VW) s0 += BNN_LD(a + r) * BNN_LD(Go + r);
+            BNN_V s0 = {0}, s1 = s0, s2 = s0, s3 = s0;
+            ptrdiff_t r = 0;
+            for (; r + 4 * VW <= tr; r += 4 * VW) {
+                s0 += BNN_LD(a + r) * BNN_LD(Go + r);
+                s1 += BNN_LD(a + r + VW) * BNN_LD(Go + r + VW);
+                s2 += BNN_LD(a + r + 2 * VW) * BNN_LD(Go + r + 2 * VW);
+                s3 += BNN_LD(a + r + 3 * VW) * BNN_LD(Go + r + 3 * VW);
+            }
+            s0 += s1 + (s2 + s3);
             double sum = 0.0;
             for (int j = 0; j < VW; j++) sum += s0[j];
-            for (ptrdiff_t r = trv; r < tr; r++) sum += a[r] * Go[r];
+            for (; r < tr; r++) sum += a[r] * Go[r];
             Co[c] += sum;
         }
     }

@@ -360,8 +360,7 @@ static double w_sd(const svir_bnn_model *m, int l)
 
 #ifdef BNN_X86
 /* Four generators in the lanes of AVX2 registers: xoshiro256++'s step,
- * and the ziggurat's fast test (layer from the low byte, its edges
- * gathered; the top 53 bits made a double exactly in two parts, as the
+ * and the ziggurat's fast test (layer from the low byte; the top 53 bits made a double exactly in two parts, as the
  * scalar cast does); a lane that misses goes on in svir_zig_from with its
  * generator, so each lane's numbers are svir_zig_normal's. No FMA here:
  * every operation rounds as the scalar code's. */
@@ -389,8 +388,11 @@ __attribute__((target("avx2"))) static void bnn_zig4_avx2(const svir_zig *z, svi
         s0 = _mm256_xor_si256(s0, s3);
         s2 = _mm256_xor_si256(s2, t);
         s3 = _mm256_or_si256(_mm256_slli_epi64(s3, 45), _mm256_srli_epi64(s3, 19));
-        const __m256i i = _mm256_and_si256(b, m8);
-        const __m256d xi = _mm256_i64gather_pd(z->x, i, 8), xi1 = _mm256_i64gather_pd(z->x + 1, i, 8);
+        /* the layers' edges by scalar loads (AMD's gathers are slower) */
+        uint64_t iv[4];
+        _mm256_storeu_si256((__m256i *)iv, _mm256_and_si256(b, m8));
+        const __m256d xi = _mm256_set_pd(z->x[iv[3]], z->x[iv[2]], z->x[iv[1]], z->x[iv[0]]);
+        const __m256d xi1 = _mm256_set_pd(z->x[iv[3] + 1], z->x[iv[2] + 1], z->x[iv[1] + 1], z->x[iv[0] + 1]);
         const __m256i nn = _mm256_srli_epi64(b, 11);
         const __m256d hi = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(_mm256_srli_epi64(nn, 21), magic)), two52);
         const __m256d lo = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(_mm256_and_si256(nn, m21), magic)), two52);
