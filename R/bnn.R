@@ -344,6 +344,9 @@ print.svi_bnn <- function(x, ...) {
   cat(sprintf("  %d parameters, %d observations; ELBO %.2f = expected log-likelihood %.2f - KL %.2f\n",
               x$npar, x$n, x$ell - x$kl, x$ell, x$kl))
   cat("  (at the final guide, on the standardised scale)\n")
+  if (!is.null(x$model$kl_weight) && x$model$kl_weight != 1) {
+    cat(sprintf("  fitted to a tempered objective: the weights' KL weighted %g (kl_weight)\n", x$model$kl_weight))
+  }
   if (length(x$val_trace)) {
     cat(sprintf("  held-out rows: %d; their mean negative log predictive density %.4f at its best (step %d; standardised scale)\n",
                 x$nval, min(x$val_trace), as.integer(x$val_best_step)))

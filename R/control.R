@@ -115,7 +115,9 @@ svir_check_real <- function(x, arg, lower = 0, upper = Inf) {
 #' @param num_particles Monte Carlo draws per step for the ELBO gradient;
 #'   more draws give a less noisy gradient at a proportional cost. `NULL`
 #'   (default) chooses `min(8, ceiling(4000 / B))` for a batch of `B`
-#'   observations: several draws where a step is cheap, one for large data.
+#'   observations: several draws where a step is cheap, one for large data;
+#'   networks ([bnn()]) take one (their local reparameterisation already
+#'   draws each row's pre-activations afresh).
 #' @param stl Use the path-derivative ("sticking the landing", Roeder et al.
 #'   2017) gradient of the entropy and of the random effects' prior: an
 #'   unbiased estimator whose variance vanishes as the guide approaches the
