@@ -145,12 +145,12 @@ static const int cases[5][4] = {{1, SVIR_BNN_RELU, SVIR_GAUSSIAN, SVIR_BNN_PNORM
                                 {2, SVIR_BNN_RELU, SVIR_GAUSSIAN, SVIR_BNN_PHIER},
                                 {0, SVIR_BNN_RELU, SVIR_BINOMIAL, SVIR_BNN_PNORMAL}};
 
-/* case cs on 300 rows of 4 inputs; 0, or 1 (said) when out of memory */
-static int case_make(bsim *s, int cs)
+/* case cs on n rows of 4 inputs; 0, or 1 (said) when out of memory */
+static int case_make(bsim *s, int cs, int n)
 {
     static const int h1[1] = {40}, h2[2] = {16, 8};
     const int L = cases[cs][0];
-    if (bsim_make(s, 300, 4, L, L == 1 ? h1 : h2, cases[cs][1], cases[cs][2], cases[cs][3])) {
+    if (bsim_make(s, n, 4, L, L == 1 ? h1 : h2, cases[cs][1], cases[cs][2], cases[cs][3])) {
         printf("out of host memory\n");
         bsim_free(s);
         return 1;
@@ -167,7 +167,7 @@ int gpucheck_bnn(void)
     for (int cs = 0; cs < 5; cs++) {
         bsim s;
         const int L = cases[cs][0];
-        if (case_make(&s, cs)) return 1;
+        if (case_make(&s, cs, 300)) return 1;
         svir_bnn_model *m = &s.m;
         const ptrdiff_t D = m->D;
         char net[64];
@@ -213,11 +213,13 @@ int gpucheck_bnn(void)
     for (int cs = 0; cs < 2; cs++)
         for (int mb = 0; mb < 2; mb++) {
             bsim s;
-            if (case_make(&s, cs)) return 1;
+            /* in the emulation fewer rows and steps: the race check
+             * snapshots the device's memory at each of a step's launches */
+            if (case_make(&s, cs, (int)gck_size(300, 2, 150))) return 1;
             svir_bnn_model *m = &s.m;
             m->init_mu = s.gpar;
             svir_control c;
-            const long steps = 200;
+            const long steps = gck_emu ? 60 : 200;
             bnn_control(&c, mb ? 64 : 0, steps, 2, 7);
             c.threads = cs == 0 ? 1 : 2; /* the CPU's BLAS path, and its loops */
             svir_result r0, r1;
