@@ -25,7 +25,11 @@
 #' minibatch gradients have low variance), with the weights' KL in closed
 #' form and the gradients derived by hand (checked against finite
 #' differences in the tests). Particles are stacked as rows, and each
-#' layer's products go through R's BLAS. Minibatches of 256 rows are used
+#' layer's products go through R's BLAS; with `backend = "cuda"` in
+#' [svi_fit()] the batch's forward and backward passes run on the GPU
+#' (cuBLAS, with the CPU's very noise, so both give the same fit up to the
+#' order of floating-point sums) and the rest of each step on the CPU.
+#' Minibatches of 256 rows are used
 #' by default above 1000 rows (`svi_control(batch_size = )`). `method =
 #' "qem"` is not offered for networks.
 #'

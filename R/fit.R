@@ -185,6 +185,10 @@
 #'   least 10^5 observations: there, on an NVIDIA H200, a step was 4.4 times
 #'   faster than 16 CPU threads (`bench/README.md`, "GPU"). Otherwise the CPU.
 #'   The fit records the reason in `backend_reason`.
+#'   For [bnn()] networks `"cuda"` runs each step's batch on the GPU (the
+#'   layers' products by cuBLAS, the same noise as the CPU's) and the rest
+#'   of the step (the KL, log sigma, Adam) on the CPU; `"auto"` keeps
+#'   networks on the CPU (no device timing measured yet).
 #' @param seed `NULL` or a whole number in `0 .. 2^53`; see Reproducibility.
 #' @param na.action How to handle missing values, as in [stats::lm()]; by
 #'   default `getOption("na.action")`.

@@ -9,6 +9,7 @@
 #include "models/glmm/glmm_cuda.h"
 #include "models/pln/pln_cuda.h"
 #include "models/mixture/mix_cuda.h"
+#include "models/bnn/bnn_cuda.h"
 
 #define NOCUDA(err, errlen) (snprintf(err, errlen, "svir was built without CUDA"), 1)
 
@@ -194,6 +195,41 @@ int svir_cuda_mix_loglik(svir_cuda_mix *d, const double *theta, const double *lp
 }
 
 const char *svir_cuda_mix_error(const svir_cuda_mix *d)
+{
+    (void)d;
+    return "";
+}
+
+/* networks (models/bnn/bnn_cuda.h) */
+double svir_cuda_bnn_bytes(const svir_bnn_model *m, ptrdiff_t B, int S)
+{
+    (void)m; (void)B; (void)S;
+    return 0.0;
+}
+
+int svir_cuda_bnn_new(const svir_bnn_model *m, ptrdiff_t B, int S, ptrdiff_t TR,
+                      const uint32_t key[2], svir_cuda_bnn **out, char *err, size_t errlen)
+{
+    (void)m; (void)B; (void)S; (void)TR; (void)key;
+    *out = NULL;
+    return NOCUDA(err, errlen);
+}
+
+void svir_cuda_bnn_free(svir_cuda_bnn *d)
+{
+    (void)d;
+}
+
+int svir_cuda_bnn_step(svir_cuda_bnn *d, const double *mu, const double *s2, const double *lsig,
+                       const double *sig, const int *idx, long step, double wt, double *g,
+                       double *ll, double *gs, char *err, size_t errlen)
+{
+    (void)d; (void)mu; (void)s2; (void)lsig; (void)sig; (void)idx; (void)step; (void)wt; (void)g;
+    (void)ll; (void)gs;
+    return NOCUDA(err, errlen);
+}
+
+const char *svir_cuda_bnn_error(const svir_cuda_bnn *d)
 {
     (void)d;
     return "";

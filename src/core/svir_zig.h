@@ -13,7 +13,10 @@
  * (its top 53 bits), accepted at once in about 99% of draws; the wedges by
  * rejection against the density, the base by Marsaglia's (1964) tail
  * method. About 3 ns a number on one core (test-philox.R checks the
- * distribution). Host code only; no R API. */
+ * distribution). Compiled for the device too (SVIR_HD, as svir_philox.h),
+ * so that the networks' CUDA code draws the CPU's very numbers; the tables
+ * are computed on the host (svir_zig_init) and copied to the device, so
+ * that they are the same bits. No R API. */
 #ifndef SVIR_ZIG_H
 #define SVIR_ZIG_H
 
@@ -32,7 +35,7 @@ typedef struct {
     double x[257], f[257];
 } svir_zig;
 
-static inline void svir_zig_init(svir_zig *z)
+SVIR_HD void svir_zig_init(svir_zig *z)
 {
     const double r = SVIR_ZIG_R, v = SVIR_ZIG_V;
     z->x[0] = v / exp(-0.5 * r * r);
@@ -48,7 +51,7 @@ typedef struct {
     uint64_t s[4];
 } svir_xoshiro;
 
-static inline uint64_t svir_splitmix64(uint64_t *x)
+SVIR_HD uint64_t svir_splitmix64(uint64_t *x)
 {
     uint64_t z = (*x += 0x9E3779B97F4A7C15u);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
@@ -57,7 +60,7 @@ static inline uint64_t svir_splitmix64(uint64_t *x)
 }
 
 /* block idx of (stream, step): its generator */
-static inline void svir_xoshiro_seed(svir_xoshiro *g, const uint32_t key[2], uint64_t stream,
+SVIR_HD void svir_xoshiro_seed(svir_xoshiro *g, const uint32_t key[2], uint64_t stream,
                                      uint64_t step, uint64_t idx)
 {
     uint32_t ctr[4], w[4];
@@ -70,12 +73,12 @@ static inline void svir_xoshiro_seed(svir_xoshiro *g, const uint32_t key[2], uin
     g->s[3] = svir_splitmix64(&b);
 }
 
-static inline uint64_t svir_rotl64(uint64_t x, int k)
+SVIR_HD uint64_t svir_rotl64(uint64_t x, int k)
 {
     return (x << k) | (x >> (64 - k));
 }
 
-static inline uint64_t svir_xoshiro_next(svir_xoshiro *g)
+SVIR_HD uint64_t svir_xoshiro_next(svir_xoshiro *g)
 {
     uint64_t *s = g->s;
     const uint64_t out = svir_rotl64(s[0] + s[3], 23) + s[0];
@@ -90,7 +93,7 @@ static inline uint64_t svir_xoshiro_next(svir_xoshiro *g)
 }
 
 /* uniform on (0, 1], from the top 53 bits */
-static inline double svir_xoshiro_u01(svir_xoshiro *g)
+SVIR_HD double svir_xoshiro_u01(svir_xoshiro *g)
 {
     return (double)((svir_xoshiro_next(g) >> 11) + 1) * 0x1.0p-53;
 }
@@ -99,7 +102,7 @@ static inline double svir_xoshiro_u01(svir_xoshiro *g)
  * of draws) the wedge or the tail, drawing more words from g. Vector code
  * that ran the fast test on b itself hands the misses here, so that the
  * numbers stay the same. */
-static inline double svir_zig_from(const svir_zig *z, svir_xoshiro *g, uint64_t b)
+SVIR_HD double svir_zig_from(const svir_zig *z, svir_xoshiro *g, uint64_t b)
 {
     for (;;) {
         const int i = (int)(b & 0xff);
@@ -122,13 +125,13 @@ static inline double svir_zig_from(const svir_zig *z, svir_xoshiro *g, uint64_t 
 }
 
 /* one standard normal */
-static inline double svir_zig_normal(const svir_zig *z, svir_xoshiro *g)
+SVIR_HD double svir_zig_normal(const svir_zig *z, svir_xoshiro *g)
 {
     return svir_zig_from(z, g, svir_xoshiro_next(g));
 }
 
 /* out[0 .. count) = block idx of (stream, step) */
-static inline void svir_zig_fill(const svir_zig *z, const uint32_t key[2], uint64_t stream,
+SVIR_HD void svir_zig_fill(const svir_zig *z, const uint32_t key[2], uint64_t stream,
                                  uint64_t step, uint64_t idx, ptrdiff_t count, double *out)
 {
     svir_xoshiro g;

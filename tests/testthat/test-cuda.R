@@ -283,6 +283,47 @@ for (cs in family_cases) {
   })
 }
 
+# Bayesian networks on the device (src/cuda/bnn_dev.cu): each step's batch
+# there (the products by cuBLAS, the CPU's noise), the rest on the host, so
+# the same fit up to the order of the sums.
+bnn_data <- function(n = 300, seed = 4) {
+  set.seed(seed)
+  d <- data.frame(x1 = rnorm(n), x2 = rnorm(n), x3 = rnorm(n))
+  d$y <- sin(d$x1) + 0.5 * d$x2 + rnorm(n, sd = 0.3)
+  d$yb <- as.integer(d$y > 0)
+  d
+}
+
+test_that("a network on backend = 'cuda' needs a device and says so", {
+  skip_if(cuda_ok(), "a CUDA device is present")
+  err <- tryCatch(svi_fit(y ~ x1 + x2, bnn_data(60), model = bnn(hidden = 4), backend = "cuda",
+                          seed = 1, control = svi_control(max_steps = 5, progress = FALSE)),
+                  error = identity)
+  expect_s3_class(err, "svir_error")
+  expect_match(conditionMessage(err), "CUDA device", fixed = TRUE)
+})
+
+test_that("a network fit on the device agrees with the CPU's", {
+  skip_if_not(cuda_ok(), "no CUDA device")
+  d <- bnn_data()
+  cases <- list(list(f = y ~ x1 + x2 + x3, fam = gaussian(), m = bnn(hidden = 24)),
+                list(f = yb ~ x1 + x2 + x3, fam = binomial(),
+                     m = bnn(hidden = c(12, 6), activation = "tanh")))
+  for (cs in cases) for (bs in list(NULL, 64L)) {
+    ctl <- svi_control(max_steps = 200, eval_every = 50, batch_size = bs, num_particles = 2L,
+                       progress = FALSE)
+    # (200 steps do not converge: the warning saying so is not the test's)
+    fits <- lapply(c("cpu", "cuda"), function(be) suppressWarnings(
+      svi_fit(cs$f, d, family = cs$fam, model = cs$m, control = ctl, backend = be, seed = 3)))
+    expect_identical(fits[[2]]$backend, "cuda")
+    expect_identical(fits[[2]]$steps, fits[[1]]$steps)
+    expect_identical(fits[[2]]$stop_reason, fits[[1]]$stop_reason)
+    expect_equal(fits[[2]]$elbo, fits[[1]]$elbo, tolerance = 1e-6)
+    expect_equal(fits[[2]]$mean, fits[[1]]$mean, tolerance = 1e-6)
+    expect_equal(fits[[2]]$sd, fits[[1]]$sd, tolerance = 1e-6)
+  }
+})
+
 # QEM on the device (src/cuda/glmm_qem.cu): the groups' draws, tables
 # and M-step there, the globals on the host.
 test_that("QEM on the device needs a device and says so", {

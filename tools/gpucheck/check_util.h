@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/svir_result.h"
 #include "infer/svir_model.h"
 
 /* max |a - b| / max(1, max |a|); NaN anywhere counts as a difference */
@@ -43,6 +44,27 @@ static inline ptrdiff_t gck_size(ptrdiff_t n, ptrdiff_t div, ptrdiff_t lo)
 {
     if (!gck_emu) return n;
     return n / div > lo ? n / div : lo;
+}
+
+/* the model's way to fit by `method` on `backend`, or NULL */
+static inline const svir_impl *gck_impl_of(const svir_model_def *def, int method, int backend)
+{
+    for (int k = 0; k < def->nimpls; k++)
+        if (def->impls[k].method == method && def->impls[k].backend == backend) return &def->impls[k];
+    return NULL;
+}
+
+/* two fits of the same steps (CPU and device): 1 when they took the same
+ * steps and stop and their guides gpar [np] and ELBO traces agree within
+ * tol relative (the largest differences into *eg and *et) */
+static inline int gck_fits_agree(const svir_result *a, const svir_result *b, ptrdiff_t np, double tol,
+                                 double *eg, double *et)
+{
+    *eg = gck_rel_diff(a->gpar, b->gpar, np);
+    *et = 0.0;
+    for (long k = 0; k < a->steps && k < b->steps; k++)
+        *et = fmax(*et, fabs(a->trace[k] - b->trace[k]) / fmax(1.0, fabs(a->trace[k])));
+    return a->steps == b->steps && a->stop_reason == b->stop_reason && *eg < tol && *et < tol;
 }
 
 /* seconds on a monotonic clock */

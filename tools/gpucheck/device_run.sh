@@ -18,6 +18,8 @@
 #   memcheck the GLMM checks under compute-sanitizer's memcheck
 #   mix     the count-mixture parity checks (gpucheck --mix --quick)
 #   mixbench issue 17's count-mixture target (gpucheck --mix --bench)
+#   bnn     the networks' parity checks (gpucheck --bnn --quick)
+#   bnnbench issue 18's network timing, width 1024, batch 4096 (gpucheck --bnn --bench)
 # and, named only: ncu (the observation pass's kernels under Nsight Compute), qembench (issue 4's large two-level GLMM, gpucheck
 # --qem-bench) and numpyro-long (NumPyro for 10^4 steps from both inits; with
 # TARGET=ELBO in the environment, the step at which it reaches that ELBO).
@@ -63,12 +65,14 @@ CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false OMP_NUM_THREADS=16
 # the parts named on the command line after the deadline, else all
 parts=${*:2}
-[ -z "$parts" ] && parts="glmm pln mix numpyro bench plnbench mixbench memcheck"
+[ -z "$parts" ] && parts="glmm pln mix bnn numpyro bench plnbench mixbench bnnbench memcheck"
 for p in $parts; do
     case $p in
-    glmm) part glmm 150 "$G" --quick --no-pln --no-mix ;;
+    glmm) part glmm 150 "$G" --quick --no-pln --no-mix --no-bnn ;;
     mix) part mix 90 "$G" --mix --quick ;;
     mixbench) part mixbench 150 "$G" --mix --bench ;;
+    bnn) part bnn 60 "$G" --bnn --quick ;;
+    bnnbench) part bnnbench 90 "$G" --bnn --bench ;;
     pln) part pln 90 "$G" --pln --quick ;;
     numpyro) part numpyro 110 python3 bench/gpu_glmm.py --save /tmp/glmm ;;
     # NumPyro for 10^4 full-batch steps from both of its inits, and the step
@@ -80,25 +84,25 @@ for p in $parts; do
             ${TARGET:+--target $TARGET} ;;
     bench)
         if [ -f /tmp/glmm/header.json ]; then
-            part bench 150 "$G" --bench --no-pln --no-mix --data /tmp/glmm
+            part bench 150 "$G" --bench --no-pln --no-mix --no-bnn --data /tmp/glmm
         else
-            part bench 150 "$G" --bench --no-pln --no-mix
+            part bench 150 "$G" --bench --no-pln --no-mix --no-bnn
         fi ;;
     plnbench) part plnbench 120 "$G" --pln --bench ;;
     qembench) part qembench 150 "$G" --qem-bench ;;
-    memcheck) part memcheck 120 "$CS" --tool memcheck --print-limit 20 "$G" --quick --no-pln --no-mix ;;
+    memcheck) part memcheck 120 "$CS" --tool memcheck --print-limit 20 "$G" --quick --no-pln --no-mix --no-bnn ;;
     # the observation pass's kernels at issue 3's size under Nsight Compute
     # (time, DRAM bytes, throughput), clocks left as they are
     ncu) part ncu 150 "$(command -v ncu || echo /usr/local/cuda/bin/ncu)" --clock-control none \
             -k "regex:k_obs|k_group" -c 8 --section SpeedOfLight \
             --metrics dram__bytes_read.sum,dram__bytes_write.sum,gpu__time_duration.sum \
-            "$G" --bench --no-pln --no-mix --steps 100 ;;
+            "$G" --bench --no-pln --no-mix --no-bnn --steps 100 ;;
     *) echo "unknown part $p" | tee -a "$summary" ;;
     esac
 done
 echo
 # the lines that matter: failures, and the timing lines
-grep -h -E "FAILED|numpyro|target|ELBO \(mean|observation pass|fit steps|N = .*x$|PLN benchmark|count-mixture|QEM|SVI|globals|ERROR SUMMARY|Invalid|k_obs|k_group|dram__bytes|gpu__time_duration|Memory Throughput|DRAM Throughput" \
+grep -h -E "FAILED|numpyro|target|ELBO \(mean|observation pass|fit steps|N = .*x$|PLN benchmark|count-mixture|network steps|QEM|SVI|globals|ERROR SUMMARY|Invalid|k_obs|k_group|dram__bytes|gpu__time_duration|Memory Throughput|DRAM Throughput" \
     "$OUT"/*.log 2>/dev/null | cut -c1-600
-echo "checks passed: $(cat "$OUT"/glmm.log "$OUT"/pln.log "$OUT"/mix.log 2>/dev/null | grep -c ': ok$'), failed: $(cat "$OUT"/*.log 2>/dev/null | grep -c 'FAILED')"
+echo "checks passed: $(cat "$OUT"/glmm.log "$OUT"/pln.log "$OUT"/mix.log "$OUT"/bnn.log 2>/dev/null | grep -c ': ok$'), failed: $(cat "$OUT"/*.log 2>/dev/null | grep -c 'FAILED')"
 cat "$summary"

@@ -3,6 +3,7 @@
  * must do too, and what the emulation must catch. Each is one check of the
  * tally (gck_result). */
 #include "cuda/svir_cuda_common.cuh"
+#include "cuda/svir_cublas_emu.cuh"
 
 #include <signal.h>
 #include <sys/wait.h>
@@ -250,6 +251,40 @@ extern "C" int gpucheck_emu_selftest(void)
         bad += !ok;
         printf("emulation: copies to a host pointer named as the device's, past an allocation's "
                "end, and frees of host pointers fail: %s\n", result(ok));
+    }
+    /* 6b. cuBLAS's stand-in: a product right, and one on a host pointer,
+     * past an allocation's end or with a short leading dimension refused */
+    {
+        std::vector<double> hv{1, 2, 3, 4, 5, 6}, out(4);
+        double *a, *c;
+        cudaMalloc(&a, sizeof(double) * 6);
+        cudaMalloc(&c, sizeof(double) * 4);
+        cudaMemcpy(a, hv.data(), sizeof(double) * 6, cudaMemcpyHostToDevice);
+        cublasHandle_t hd;
+        cublasCreate(&hd);
+        const double one = 1.0, zero = 0.0;
+        /* C (2 x 2) = A A' with A 2 x 3 column-major: [[35, 44], [44, 56]] */
+        bool ok = cublasDgemm(hd, CUBLAS_OP_N, CUBLAS_OP_T, 2, 2, 3, &one, a, 2, a, 2, &zero, c, 2) ==
+                  CUBLAS_STATUS_SUCCESS;
+        cudaMemcpy(out.data(), c, sizeof(double) * 4, cudaMemcpyDeviceToHost);
+        ok = ok && out[0] == 35 && out[1] == 44 && out[2] == 44 && out[3] == 56;
+        svir_emu::quiet = 1;
+        ok = ok && cublasDgemm(hd, CUBLAS_OP_N, CUBLAS_OP_T, 2, 2, 3, &one, hv.data(), 2, a, 2, &zero, c,
+                               2) == CUBLAS_STATUS_INVALID_VALUE &&
+             cublasDgemm(hd, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 4, &one, a, 2, a, 2, &zero, c, 2) ==
+                 CUBLAS_STATUS_INVALID_VALUE &&
+             cublasDgemm(hd, CUBLAS_OP_N, CUBLAS_OP_T, 2, 2, 3, &one, a, 1, a, 2, &zero, c, 2) ==
+                 CUBLAS_STATUS_INVALID_VALUE;
+        svir_emu::quiet = 0;
+        ok = ok && cublasDestroy(hd) == CUBLAS_STATUS_SUCCESS &&
+             cublasDgemm(hd, CUBLAS_OP_N, CUBLAS_OP_T, 2, 2, 3, &one, a, 2, a, 2, &zero, c, 2) ==
+                 CUBLAS_STATUS_NOT_INITIALIZED;
+        cudaFree(a);
+        cudaFree(c);
+        bad += !ok;
+        printf("emulation: cuBLAS's stand-in multiplies, and refuses a host pointer, a matrix past "
+               "an allocation's end, a short leading dimension and a destroyed handle: %s\n",
+               result(ok));
     }
     /* 7. a warp operation whose mask names an exited lane is reported */
     {

@@ -28,12 +28,19 @@
  *      whole fits of 200 steps on both; unless --quick, issue 17's GPU
  *      target (10^6 cells x 2000 genes, K = 20, sparse; --mix-n N for
  *      another n): one epoch's time in batches of 64, 256 and 1024 rows.
+ *   Bayesian networks (bnn_check.c): the device's part of one SVI estimate
+ *      (forward pass with the CPU's noise, likelihood, backward pass) against
+ *      the CPU's at the same guide and step (relu and tanh, one and two
+ *      hidden layers and none, gaussian, binomial, poisson; full batch and
+ *      minibatch; 2 particles), and whole fits on both; unless --quick, issue
+ *      18's timing (one hidden layer of 1024 relu units, batches of 4096).
  *
  * Usage: gpucheck [--quick] [--bench] [--no-pln] [--pln] [--pln-n N] [--data DIR] [--steps N]
- *                 [--qem-bench] [--mix] [--no-mix] [--mix-n N]
+ *                 [--qem-bench] [--mix] [--no-mix] [--mix-n N] [--bnn] [--no-bnn]
  *   --bench: the timings (4 to 7) without the checks; --no-pln: without the
  *   Poisson-lognormal parts; --pln: those alone; --mix: the count mixtures
- *   alone, --no-mix: without them. Separate processes keep a
+ *   alone, --no-mix: without them; --bnn, --no-bnn the same for the
+ *   networks. Separate processes keep a
  *   device fault in one part from failing the others (a sticky CUDA error
  *   ends the context). --qem-bench: issue 4's large two-level GLMM alone
  *   (QEM on the device and the CPU, SVI on the device).
@@ -55,6 +62,7 @@
 #include "check_util.h"
 #include "pln_check.h"
 #include "mix_check.h"
+#include "bnn_check.h"
 
 typedef struct {
     svir_glmm m;
@@ -483,7 +491,7 @@ static int tally(int failed)
 int main(int argc, char **argv)
 {
     int quick = 0, failed = 0, steps = 1000, pln_only = 0, pln_n = 100000, bench_only = 0,
-        no_pln = 0, qem_only = 0, mix_only = 0, no_mix = 0, mix_n = 1000000;
+        no_pln = 0, qem_only = 0, mix_only = 0, no_mix = 0, mix_n = 1000000, bnn_only = 0, no_bnn = 0;
     /* line-buffered, so that a run stopped by a time limit keeps its lines */
     setvbuf(stdout, NULL, _IOLBF, 0);
     const char *data = NULL;
@@ -499,10 +507,12 @@ int main(int argc, char **argv)
         else if (strcmp(argv[a], "--mix") == 0) mix_only = 1;
         else if (strcmp(argv[a], "--no-mix") == 0) no_mix = 1;
         else if (strcmp(argv[a], "--mix-n") == 0 && a + 1 < argc) mix_n = atoi(argv[++a]);
+        else if (strcmp(argv[a], "--bnn") == 0) bnn_only = 1;
+        else if (strcmp(argv[a], "--no-bnn") == 0) no_bnn = 1;
         else if (strcmp(argv[a], "--emu") == 0) quick = 1; /* the emulation: no timings */
         else {
             fprintf(stderr, "usage: gpucheck [--quick] [--emu] [--bench] [--no-pln] [--pln] [--pln-n N] "
-                            "[--data DIR] [--steps N] [--qem-bench] [--mix] [--no-mix] [--mix-n N]\n");
+                            "[--data DIR] [--steps N] [--qem-bench] [--mix] [--no-mix] [--mix-n N] [--bnn] [--no-bnn]\n");
             return 2;
         }
     }
@@ -518,6 +528,11 @@ int main(int argc, char **argv)
 #endif
 
     if (qem_only) return qem_bench();
+    if (bnn_only) {
+        if (!bench_only) failed |= gpucheck_bnn();
+        if (!quick) failed |= gpucheck_bnn_bench(1024, 4096);
+        return tally(failed);
+    }
     if (mix_only) {
         if (!bench_only) failed |= gpucheck_mix();
         if (!quick) failed |= gpucheck_mix_bench(mix_n, 2000, 20);
@@ -868,6 +883,8 @@ int main(int argc, char **argv)
     if (!no_pln) failed |= gpucheck_pln();
     /* count mixtures (mix_check.c) */
     if (!no_mix) failed |= gpucheck_mix();
+    /* Bayesian networks (bnn_check.c) */
+    if (!no_bnn) failed |= gpucheck_bnn();
     if (quick) return tally(failed);
 timings:
 
@@ -959,5 +976,7 @@ timings:
     if (!no_pln) failed |= gpucheck_pln_bench(pln_n, 2000, 10);
     /* 7. issue 17's GPU target for count mixtures */
     if (!no_mix) failed |= gpucheck_mix_bench(mix_n, 2000, 20);
+    /* 8. issue 18's timing for networks */
+    if (!no_bnn) failed |= gpucheck_bnn_bench(1024, 4096);
     return tally(failed);
 }

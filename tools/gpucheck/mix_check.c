@@ -219,10 +219,7 @@ static void mix_control(svir_control *c, ptrdiff_t batch, long steps, uint64_t s
 
 static const svir_impl *impl_of(int backend)
 {
-    for (int k = 0; k < svir_mix_def.nimpls; k++)
-        if (svir_mix_def.impls[k].method == SVIR_METHOD_SVI && svir_mix_def.impls[k].backend == backend)
-            return &svir_mix_def.impls[k];
-    return NULL;
+    return gck_impl_of(&svir_mix_def, SVIR_METHOD_SVI, backend);
 }
 
 static const char *dist_name(int dist, int bg)
@@ -312,12 +309,8 @@ int gpucheck_mix(void)
                        mb ? "minibatch" : "full batch", r1.message[0] ? r1.message : r0.message);
                 failed = 1;
             } else {
-                const double eg = gck_rel_diff(r0.gpar, r1.gpar, 2 * m->D);
-                double et = 0.0;
-                for (long k = 0; k < r0.steps && k < r1.steps; k++)
-                    et = fmax(et, fabs(r0.trace[k] - r1.trace[k]) / fmax(1.0, fabs(r0.trace[k])));
-                const int ok = r0.steps == r1.steps && r0.stop_reason == r1.stop_reason && eg < 1e-6 &&
-                               et < 1e-6;
+                double eg, et;
+                const int ok = gck_fits_agree(&r0, &r1, 2 * m->D, 1e-6, &eg, &et);
                 printf("mixture fit %-15s %s: steps %ld / %ld, stop %d / %d, rel. diff guide %.1e, "
                        "ELBO trace %.1e: %s\n", dist_name(dist, bg), mb ? "minibatch " : "full batch",
                        r0.steps, r1.steps, r0.stop_reason, r1.stop_reason, eg, et, gck_result(ok));

@@ -5,6 +5,8 @@
 #include "core/svir_lapack.h"
 
 #include "models/bnn/bnn_model.h"
+#include "models/bnn/bnn_cuda.h"
+#include "models/bnn/bnn_entry.h"
 #include "core/svir_math.h"
 #include "core/svir_philox.h"
 #include "core/svir_zig.h"
@@ -16,6 +18,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+void svir_bnn_layout(svir_bnn_model *m)
+{
+    m->dims[0] = m->d;
+    m->dims[m->L + 1] = 1;
+    ptrdiff_t off = 0;
+    for (int l = 0; l <= m->L; l++) {
+        m->off_w[l] = off;
+        off += (ptrdiff_t)m->dims[l] * m->dims[l + 1];
+        m->off_b[l] = off;
+        off += m->dims[l + 1];
+    }
+    m->off_lam = -1;
+    if (m->prior == SVIR_BNN_PHIER) {
+        m->off_lam = off;
+        off += m->L + 1;
+    }
+    m->off_sig = m->family == SVIR_GAUSSIAN ? off++ : -1;
+    m->D = off;
+}
 
 static void bnn_free(void *model)
 {
@@ -56,21 +78,7 @@ static int bnn_read(const svir_list *spec, const svir_list *ctrl, const svir_con
         if (h[l] < 1) return svir_err_set(e, 1, "svir internal error: bad layer width");
         m->dims[l + 1] = h[l];
     }
-    m->dims[m->L + 1] = 1;
-    ptrdiff_t off = 0;
-    for (int l = 0; l <= m->L; l++) {
-        m->off_w[l] = off;
-        off += (ptrdiff_t)m->dims[l] * m->dims[l + 1];
-        m->off_b[l] = off;
-        off += m->dims[l + 1];
-    }
-    m->off_lam = -1;
-    if (m->prior == SVIR_BNN_PHIER) {
-        m->off_lam = off;
-        off += m->L + 1;
-    }
-    m->off_sig = m->family == SVIR_GAUSSIAN ? off++ : -1;
-    m->D = off;
+    svir_bnn_layout(m);
     m->init_mu = svir_list_reals(spec, "init_mu", m->D, 1, e);
     m->kl_warmup = svir_list_int(spec, "kl_warmup", 0);
     m->kl_weight = svir_list_num(spec, "kl_weight", 1.0);
@@ -164,6 +172,7 @@ typedef struct bnn_work {
     double *block;          /* everything above, one allocation */
     svir_zig zig;           /* the normals' tables */
     struct bnn_work *vw;    /* the held-out rows' (bnn_validate), or NULL */
+    svir_cuda_bnn *dev;     /* the device's (backend = "cuda"), or NULL */
 } bnn_work;
 
 /* a tile's rows times the widest layer: about 128 KB an array */
@@ -183,6 +192,15 @@ static void bnn_work_free(void *work)
     free(w->idx);
     free(w->block);
     free(w);
+}
+
+ptrdiff_t svir_bnn_tile_rows(const svir_bnn_model *m, ptrdiff_t R)
+{
+    ptrdiff_t maxw = 1;
+    for (int l = 0; l <= m->L + 1; l++) maxw = m->dims[l] > maxw ? m->dims[l] : maxw;
+    ptrdiff_t TR = BNN_TILE_ELEMS / maxw;
+    TR = TR < 64 ? 64 : (TR / 8) * 8;
+    return TR >= R ? R : TR;
 }
 
 /* the work for batches of B rows and S particles (full: every row, in
@@ -205,9 +223,7 @@ static bnn_work *bnn_work_make(const svir_bnn_model *m, const svir_control *c, p
     svir_zig_init(&w->zig);
     ptrdiff_t maxw = 1;
     for (int l = 0; l <= m->L + 1; l++) maxw = m->dims[l] > maxw ? m->dims[l] : maxw;
-    ptrdiff_t TR = BNN_TILE_ELEMS / maxw;
-    TR = TR < 64 ? 64 : (TR / 8) * 8;
-    if (TR >= w->R) TR = w->R;
+    const ptrdiff_t TR = svir_bnn_tile_rows(m, w->R);
     w->TR = TR;
     w->nt = (w->R + TR - 1) / TR;
     /* the loops where every layer is thin and the tiles can be spread
@@ -268,6 +284,7 @@ static void *bnn_work_new(const void *model, const svir_control *c)
     const int full = c->batch_size <= 0 || c->batch_size >= m->n;
     bnn_work *w = bnn_work_make(m, c, full ? m->n : c->batch_size,
                                 c->num_particles > 0 ? c->num_particles : 1, full);
+    if (w) w->dev = m->dev;
     if (w && m->nv > 0) {
         w->vw = bnn_work_make(m, c, m->nv < BNN_VB ? m->nv : BNN_VB, BNN_VS, 0);
         if (!w->vw) {
@@ -497,17 +514,6 @@ static void bnn_forward(const bnn_work *w, bnn_lane *ln, const double *mu, const
     }
 }
 
-/* log p(y | eta) for the family, sigma on the standardised scale */
-static double bnn_logp(int family, double y, double eta, double lsig)
-{
-    if (family == SVIR_GAUSSIAN) {
-        const double r = (y - eta) / exp(lsig);
-        return -lsig - SVIR_LOG_SQRT_2PI - 0.5 * r * r;
-    }
-    if (family == SVIR_BINOMIAL) return y * eta - svir_log1pexp(eta);
-    return y * eta - exp(eta) - svir_lgamma(y + 1.0);
-}
-
 /* The KL of the guide (mu, ls: means and log sds) to the prior of the
  * weights, biases and (hierarchical) the layers' log precisions, in closed
  * form; with gmu, gls, minus beta times its gradient added to them.
@@ -660,17 +666,10 @@ static void bnn_tile(const bnn_work *w, bnn_lane *ln, const double *mu, long ste
         const int s = (int)(r / B);
         const double y = m->y[w->idx[r % B]], et = eta[k];
         /* d log p / d eta (and for gaussian d / d log sigma) */
-        double g;
-        if (gauss) {
-            const double sig = w->sig[s], res = (y - et) / sig;
-            g = res / sig;
-            ln->gs[s] += wt * (res * res - 1.0);
-        } else if (m->family == SVIR_BINOMIAL) {
-            g = y - 1.0 / (1.0 + exp(-et));
-        } else {
-            g = y - exp(et);
-        }
-        ln->ll += wt * bnn_logp(m->family, y, et, w->lsig[s]);
+        double gs;
+        const double g = svir_bnn_dlogp(m->family, y, et, w->sig[s], &gs);
+        if (gauss) ln->gs[s] += wt * gs;
+        ln->ll += wt * svir_bnn_logp(m->family, y, et, w->lsig[s]);
         ln->G[k] = wt * g;
     }
     const double t2 = svir_wall_time();
@@ -680,27 +679,19 @@ static void bnn_tile(const bnn_work *w, bnn_lane *ln, const double *mu, long ste
     ln->tph[2] += svir_wall_time() - t2;
 }
 
-static double bnn_estimate(void *work, long step, const double *gpar, const double *lpar,
-                           double *ggrad, double *lgrad, double *tsplit)
+/* the tiles on the CPU in one team: the variances (w->s2 from the log
+ * sds ls), the tiles (lane k taking tiles k, k + nl, ...), then the
+ * lanes' sums in order, each thread a slice of the parameters (the same
+ * numbers for any team): into ggrad [2 D] the sums of d/d mu and of (A^2)'
+ * dV (weights) or d/d log sd (biases), into lane 0's gs the sums of d/d
+ * log sigma; the log-likelihood's sum returned */
+static double bnn_lanes(bnn_work *w, const double *mu, const double *ls, long step, double *ggrad,
+                        double *tsplit, double t0)
 {
-    bnn_work *w = work;
     const svir_bnn_model *m = w->m;
     const ptrdiff_t D = m->D;
-    const int S = w->S, L = m->L, gauss = m->family == SVIR_GAUSSIAN, nl = w->nl;
-    const double *mu = gpar, *ls = gpar + D;
+    const int S = w->S, nl = w->nl;
     double *gmu = ggrad, *gls = ggrad + D;
-    (void)lpar;
-    (void)lgrad;
-    const double t0 = svir_wall_time();
-    for (int s = 0; s < S; s++) {
-        w->es[s] = gauss ? svir_normal(w->key, SVIR_STREAM_GLOBAL, (uint64_t)step, (uint64_t)s) : 0.0;
-        w->lsig[s] = gauss ? mu[m->off_sig] + exp(ls[m->off_sig]) * w->es[s] : 0.0;
-        w->sig[s] = exp(w->lsig[s]);
-    }
-    double ll = 0.0, elbo = 0.0;
-    /* one team a step: the variances, the tiles (lane k takes tiles k, k +
-     * nl, ...), then the lanes' sums in order, each a slice of the
-     * parameters (the same numbers for any team) */
 #pragma omp parallel num_threads(nl) if (nl > 1)
     {
 #pragma omp for schedule(static)
@@ -727,11 +718,31 @@ static double bnn_estimate(void *work, long step, const double *gpar, const doub
         }
     }
     const double t1 = svir_wall_time();
+    double ll = 0.0;
     for (int k = 0; k < nl; k++) {
         ll += w->lane[k].ll;
         if (k > 0)
             for (int s = 0; s < S; s++) w->lane[0].gs[s] += w->lane[k].gs[s];
     }
+    /* the phases: the tiles' time split as lane 0 spent it */
+    const double *ph = w->lane[0].tph, tot = ph[0] + ph[1] + ph[2];
+    for (int k = 0; k < 3; k++)
+        tsplit[k == 0 ? SVIR_PHASE_DRAW : k == 1 ? SVIR_PHASE_OBS : SVIR_PHASE_BACKWARD] +=
+            tot > 0 ? (t1 - t0) * ph[k] / tot : 0.0;
+    return ll;
+}
+
+/* the estimate's end from the batch's sums (ggrad, ll, lane 0's gs), the
+ * same for both backends: the weights' d/d log sd, log sigma's prior, the
+ * KL and log sigma's entropy; the ELBO into *elbo */
+static void bnn_finish(bnn_work *w, long step, const double *gpar, double *ggrad, double ll,
+                       double *elbo_out, double *tsplit)
+{
+    const svir_bnn_model *m = w->m;
+    const ptrdiff_t D = m->D;
+    const int S = w->S, L = m->L, gauss = m->family == SVIR_GAUSSIAN;
+    const double *mu = gpar, *ls = gpar + D;
+    double *gmu = ggrad, *gls = ggrad + D, elbo = 0.0;
     double *gs = w->lane[0].gs;
     for (int l = 0; l <= L; l++) {
         const ptrdiff_t nw = (ptrdiff_t)m->dims[l] * m->dims[l + 1];
@@ -745,11 +756,6 @@ static double bnn_estimate(void *work, long step, const double *gpar, const doub
             gs[s] += (1.0 - sig * sig) / S;
         }
     elbo += ll;
-    /* the phases: the tiles' time split as lane 0 spent it */
-    const double *ph = w->lane[0].tph, tot = ph[0] + ph[1] + ph[2];
-    for (int k = 0; k < 3; k++)
-        tsplit[k == 0 ? SVIR_PHASE_DRAW : k == 1 ? SVIR_PHASE_OBS : SVIR_PHASE_BACKWARD] +=
-            tot > 0 ? (t1 - t0) * ph[k] / tot : 0.0;
     const double t3 = svir_wall_time();
     /* minus the KL of the weights (and the layers' precisions) to their
      * priors, in closed form; its gradient weighted by beta: kl_weight,
@@ -769,6 +775,42 @@ static double bnn_estimate(void *work, long step, const double *gpar, const doub
         gls[q] += 1.0;
     }
     tsplit[SVIR_PHASE_BACKWARD] += svir_wall_time() - t3;
+    *elbo_out = elbo;
+}
+
+/* SVI's estimate at step `step`: the batch's part on the CPU's lanes or
+ * on the device, then bnn_finish's host part */
+static double bnn_estimate(void *work, long step, const double *gpar, const double *lpar,
+                           double *ggrad, double *lgrad, double *tsplit)
+{
+    bnn_work *w = work;
+    const svir_bnn_model *m = w->m;
+    const ptrdiff_t D = m->D;
+    const int S = w->S, gauss = m->family == SVIR_GAUSSIAN;
+    const double *mu = gpar, *ls = gpar + D;
+    (void)lpar;
+    (void)lgrad;
+    const double t0 = svir_wall_time();
+    for (int s = 0; s < S; s++) {
+        w->es[s] = gauss ? svir_normal(w->key, SVIR_STREAM_GLOBAL, (uint64_t)step, (uint64_t)s) : 0.0;
+        w->lsig[s] = gauss ? mu[m->off_sig] + exp(ls[m->off_sig]) * w->es[s] : 0.0;
+        w->sig[s] = exp(w->lsig[s]);
+    }
+    double ll = 0.0, elbo = 0.0;
+    if (w->dev) {
+        /* the batch's part on the device (bnn_cuda.h); a failure is kept
+         * there for the run's end, and this step's NaN makes the driver
+         * reject it */
+        for (ptrdiff_t k = 0; k < D; k++) w->s2[k] = exp(2.0 * ls[k]);
+        char err[256];
+        if (svir_cuda_bnn_step(w->dev, mu, w->s2, w->lsig, w->sig, w->full ? NULL : w->idx, step,
+                               w->scale / S, ggrad, &ll, w->lane[0].gs, err, sizeof err))
+            return NAN;
+        tsplit[SVIR_PHASE_OBS] += svir_wall_time() - t0;
+    } else {
+        ll = bnn_lanes(w, mu, ls, step, ggrad, tsplit, t0);
+    }
+    bnn_finish(w, step, gpar, ggrad, ll, &elbo, tsplit);
     return elbo;
 }
 
@@ -810,7 +852,7 @@ static double bnn_rows(bnn_work *v, const double *gpar, const double *X, const d
         for (ptrdiff_t b = 0; b < nb; b++) {
             double lp[BNN_VS], mx = -INFINITY, se = 0.0, sl = 0.0;
             for (int s = 0; s < S; s++) {
-                lp[s] = bnn_logp(m->family, y[c0 + b], eta[s * Bv + b], lsig[s]);
+                lp[s] = svir_bnn_logp(m->family, y[c0 + b], eta[s * Bv + b], lsig[s]);
                 mx = lp[s] > mx ? lp[s] : mx;
                 sl += lp[s];
             }
@@ -903,8 +945,44 @@ static int run_svi(void *model, const svir_control *c, const svir_callbacks *cb,
     return svir_svi_run(&bnn_svi_ops, model, c, cb, res);
 }
 
+int svir_bnn_dev_new(const svir_bnn_model *m, const svir_control *c, svir_cuda_bnn **out,
+                     char *err, size_t errlen)
+{
+    const ptrdiff_t B = c->batch_size > 0 && c->batch_size < m->n ? c->batch_size : m->n;
+    const int S = c->num_particles > 0 ? c->num_particles : 1;
+    const uint32_t key[2] = {(uint32_t)(c->seed & 0xffffffffu), (uint32_t)(c->seed >> 32)};
+    return svir_cuda_bnn_new(m, B, S, svir_bnn_tile_rows(m, B * S), key, out, err, errlen);
+}
+
+/* SVI with each step's batch evaluated on the device (bnn_cuda.h): the
+ * CPU's driver, guide, KL and log sigma, the same noise (svir_zig.h's
+ * blocks by the CPU's tiles), so the same steps as the CPU up to the sums'
+ * order. */
+static int run_svi_cuda(void *model, const svir_control *c, const svir_callbacks *cb,
+                        svir_result *res)
+{
+    svir_bnn_model *m = model;
+    char err[256] = "";
+    svir_cuda_bnn *d = NULL;
+    int st = svir_bnn_dev_new(m, c, &d, err, sizeof err);
+    if (st) {
+        snprintf(res->message, sizeof res->message, "%s", err);
+        return st;
+    }
+    m->dev = d;
+    st = svir_svi_run(&bnn_svi_ops, model, c, cb, res);
+    m->dev = NULL;
+    if (st != SVIR_INTERRUPTED && svir_cuda_bnn_error(d)[0]) {
+        snprintf(res->message, sizeof res->message, "%s", svir_cuda_bnn_error(d));
+        st = 3;
+    }
+    svir_cuda_bnn_free(d);
+    return st;
+}
+
 static const svir_impl bnn_impls[] = {
     {SVIR_METHOD_SVI, SVIR_BACKEND_CPU, 1, 1, run_svi},
+    {SVIR_METHOD_SVI, SVIR_BACKEND_CUDA, 1, 1, run_svi_cuda},
 };
 
 SVIR_CODE_TABLE(bnn_act, SVIR_BNN_ACT_CODES)

@@ -16,7 +16,8 @@
  * their Gaussian under the guide, rather than the weights; the weights' KL
  * is in closed form; log sigma is drawn (its prior by Monte Carlo, its
  * entropy exact). Particles are stacked as rows, and the layers' products
- * go through R's BLAS (dgemm). No R API. */
+ * go through R's BLAS (dgemm) on the CPU, cuBLAS on the device (bnn_cuda.h).
+ * No R API. */
 #ifndef SVIR_BNN_MODEL_H
 #define SVIR_BNN_MODEL_H
 
@@ -43,15 +44,33 @@ typedef struct {
     ptrdiff_t D;
     ptrdiff_t off_w[SVIR_BNN_MAXL + 1], off_b[SVIR_BNN_MAXL + 1], off_sig; /* off_sig < 0: none */
     ptrdiff_t off_lam;           /* the layers' log precisions (hierarchical), or -1 */
+    /* the device's copy of the data while a fit runs on backend = "cuda"
+     * (bnn_cuda.h), or NULL */
+    struct svir_cuda_bnn *dev;
 } svir_bnn_model;
+
+/* the stacked rows per tile of the noise and the CPU's tiles, for R
+ * stacked rows (the device draws the same noise by the same tiles) */
+ptrdiff_t svir_bnn_tile_rows(const svir_bnn_model *m, ptrdiff_t R);
 
 extern const svir_model_def svir_bnn_def;
 
+/* m's dims[0] and dims[L + 1] and the guide's layout (off_*, D) from d, L,
+ * the hidden widths dims[1 .. L], the prior and the family */
+void svir_bnn_layout(svir_bnn_model *m);
+
 /* SVI's ELBO estimate at the guide gpar [2 D] with the noise and rows of
- * `step`, its gradient into grad [2 D] (the tests' finite differences);
+ * `step`, its gradient into grad [2 D] (the tests' finite differences; with
+ * m->dev set, the batch's part on the device: gpucheck's parity check);
  * 0, or 2 when out of memory. */
 int svir_bnn_elbo_grad(const svir_bnn_model *m, const svir_control *c, const double *gpar,
                        long step, double *elbo, double *grad);
+
+/* the device's copy of m for fits under control c (its batch size,
+ * particles, seed and the CPU's tiles; bnn_cuda.h): set m->dev to it for
+ * svir_bnn_elbo_grad on the device; 0 or svir_cuda_bnn_new's status */
+int svir_bnn_dev_new(const svir_bnn_model *m, const svir_control *c, struct svir_cuda_bnn **out,
+                     char *err, size_t errlen);
 
 /* the held-out rows' loss (bnn_validate) at the guide gpar [2 D] into *loss;
  * 0, or 2 when out of memory */
