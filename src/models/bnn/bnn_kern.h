@@ -12,6 +12,7 @@
 #define BNN_ST BNN_CAT(bnn_st, BNN_KS)
 
 typedef double BNN_V __attribute__((vector_size(8 * BNN_VW)));
+typedef long long BNN_CAT(bnn_ivec, BNN_KS) __attribute__((vector_size(8 * BNN_VW)));
 
 BNN_ATTR static inline BNN_V BNN_LD(const double *p)
 {
@@ -153,6 +154,46 @@ BNN_ATTR static void BNN_CAT(k_nt, BNN_KS)(ptrdiff_t tr, ptrdiff_t in, ptrdiff_t
             for (ptrdiff_t r = trv; r < tr; r++) Nc[r] += Go[r] * wc;
         }
     }
+}
+
+/* The backward pass through the activation over a column of a tile: da
+ * = Gn + 2 A dVn (d/dA), g = da act'(A) (relu: A > 0; tanh: 1 - A^2),
+ * then Gn = g, dVn = g Q, and the column's sums of g and g Q into *sg and
+ * *sv (the bias's gradients); vector sums, so the adds' latency does not
+ * bind */
+BNN_ATTR static void BNN_CAT(k_back, BNN_KS)(ptrdiff_t tr, const double *A, double *Gn,
+                                             double *dVn, const double *Q, int relu, double *sg,
+                                             double *sv)
+{
+    typedef BNN_CAT(bnn_ivec, BNN_KS) BNN_VI;
+    const int VW = BNN_VW;
+    const BNN_V zero = {0};
+    BNN_V s0 = zero, s1 = zero;
+    ptrdiff_t r = 0;
+    for (; r + VW <= tr; r += VW) {
+        const BNN_V a = BNN_LD(A + r), da = BNN_LD(Gn + r) + 2.0 * a * BNN_LD(dVn + r);
+        const BNN_V g = relu ? (BNN_V)((BNN_VI)da & (BNN_VI)(a > zero)) : da * (1.0 - a * a);
+        const BNN_V v = g * BNN_LD(Q + r);
+        BNN_ST(Gn + r, g);
+        BNN_ST(dVn + r, v);
+        s0 += g;
+        s1 += v;
+    }
+    double t0 = 0.0, t1 = 0.0;
+    for (int j = 0; j < VW; j++) {
+        t0 += s0[j];
+        t1 += s1[j];
+    }
+    for (; r < tr; r++) {
+        const double a = A[r], da = Gn[r] + 2.0 * a * dVn[r];
+        const double g = relu ? (a > 0.0 ? da : 0.0) : da * (1.0 - a * a);
+        Gn[r] = g;
+        dVn[r] = g * Q[r];
+        t0 += g;
+        t1 += dVn[r];
+    }
+    *sg = t0;
+    *sv = t1;
 }
 
 /* a layer's column of a tile, given its means Z (A mu_W) and variances Q

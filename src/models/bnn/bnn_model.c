@@ -151,6 +151,8 @@ typedef struct {
     /* n normals from each of 4 generators into e + j ld, the same numbers
      * as svir_zig_normal's from each; NULL: one generator at a time */
     void (*zig4)(const svir_zig *z, svir_xoshiro g[4], ptrdiff_t n, double *e, ptrdiff_t ld);
+    void (*back)(ptrdiff_t tr, const double *A, double *Gn, double *dVn, const double *Q, int relu,
+                 double *sg, double *sv);
 } bnn_kernels;
 
 static const bnn_kernels *bnn_kernels_pick(int base);
@@ -446,9 +448,11 @@ __attribute__((target("avx2"))) static void bnn_zig4_avx2(const svir_zig *z, svi
 }
 #endif
 
-static const bnn_kernels bnn_k_base = {k_fwd_base, k_tn_base, k_nt_base, bnn_column_base, NULL};
+static const bnn_kernels bnn_k_base = {k_fwd_base, k_tn_base, k_nt_base, bnn_column_base, NULL,
+                                       k_back_base};
 #ifdef BNN_X86
-static const bnn_kernels bnn_k_avx2 = {k_fwd_avx2, k_tn_avx2, k_nt_avx2, bnn_column_avx2, bnn_zig4_avx2};
+static const bnn_kernels bnn_k_avx2 = {k_fwd_avx2, k_tn_avx2, k_nt_avx2, bnn_column_avx2, bnn_zig4_avx2,
+                                       k_back_avx2};
 #endif
 
 /* the machine's kernels (base: 1 for the baseline's, whatever the machine) */
@@ -627,15 +631,8 @@ static void bnn_backward(const bnn_work *w, bnn_lane *ln, const double *mu, ptrd
         const double *Al = ln->A[l], *Qp = ln->Q[l - 1];
         const ptrdiff_t ob = m->off_b[l - 1];
         for (ptrdiff_t k = 0; k < in; k++) {
-            double sg = 0.0, sv = 0.0;
-            for (ptrdiff_t r = k * tr; r < (k + 1) * tr; r++) {
-                const double a = Al[r], da = Gn[r] + 2.0 * a * dVn[r];
-                const double g = relu ? (a > 0.0 ? da : 0.0) : da * (1.0 - a * a);
-                Gn[r] = g;
-                dVn[r] = g * Qp[r];
-                sg += g;
-                sv += dVn[r];
-            }
+            double sg, sv;
+            w->k->back(tr, Al + k * tr, Gn + k * tr, dVn + k * tr, Qp + k * tr, relu, &sg, &sv);
             ln->gmu[ob + k] += sg;
             ln->gls[ob + k] += 2.0 * w->s2[ob + k] * sv;
         }
