@@ -222,26 +222,10 @@ int gpucheck_bnn(void)
             const long steps = gck_emu ? 60 : 200;
             bnn_control(&c, mb ? 64 : 0, steps, 2, 7);
             c.threads = cs == 0 ? 1 : 2; /* the CPU's BLAS path, and its loops */
-            svir_result r0, r1;
-            memset(&r0, 0, sizeof r0);
-            memset(&r1, 0, sizeof r1);
-            int st = impl_of(SVIR_BACKEND_CPU)->run(m, &c, NULL, &r0);
-            if (!st) st = impl_of(SVIR_BACKEND_CUDA)->run(m, &c, NULL, &r1);
-            if (st) {
-                gck_failed++;
-                printf("network fit %s %s: FAILED to run: %s\n", fam_name(m->family),
-                       mb ? "minibatch" : "full batch", r1.message[0] ? r1.message : r0.message);
-                failed = 1;
-            } else {
-                double eg, et;
-                const int ok = gck_fits_agree(&r0, &r1, 2 * m->D, 1e-6, &eg, &et);
-                printf("network fit %-8s %s: steps %ld / %ld, stop %d / %d, rel. diff guide %.1e, "
-                       "ELBO trace %.1e: %s\n", fam_name(m->family), mb ? "minibatch " : "full batch",
-                       r0.steps, r1.steps, r0.stop_reason, r1.stop_reason, eg, et, gck_result(ok));
-                failed |= !ok;
-            }
-            svir_result_free(&r0);
-            svir_result_free(&r1);
+            char label[64];
+            snprintf(label, sizeof label, "network fit %-8s", fam_name(m->family));
+            failed |= gck_fit_pair(label, mb, impl_of(SVIR_BACKEND_CPU), impl_of(SVIR_BACKEND_CUDA), m,
+                                   &c, 2 * m->D, 1e-6);
             bsim_free(&s);
         }
     return failed;

@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -65,6 +66,37 @@ static inline int gck_fits_agree(const svir_result *a, const svir_result *b, ptr
     for (long k = 0; k < a->steps && k < b->steps; k++)
         *et = fmax(*et, fabs(a->trace[k] - b->trace[k]) / fmax(1.0, fabs(a->trace[k])));
     return a->steps == b->steps && a->stop_reason == b->stop_reason && *eg < tol && *et < tol;
+}
+
+/* A whole fit on the CPU (cpu) and on the device (dev) from one model and
+ * control, compared by gck_fits_agree over np parameters at tol; one line
+ * "<label> <full batch|minibatch>: ..." (label padded by the caller); 1
+ * when they disagree or either failed to run */
+static inline int gck_fit_pair(const char *label, int mb, const svir_impl *cpu, const svir_impl *dev,
+                               void *model, const svir_control *c, ptrdiff_t np, double tol)
+{
+    svir_result r0, r1;
+    memset(&r0, 0, sizeof r0);
+    memset(&r1, 0, sizeof r1);
+    int st = cpu->run(model, c, NULL, &r0);
+    if (!st) st = dev->run(model, c, NULL, &r1);
+    int failed;
+    if (st) {
+        gck_failed++;
+        printf("%s %s: FAILED to run: %s\n", label, mb ? "minibatch" : "full batch",
+               r1.message[0] ? r1.message : r0.message);
+        failed = 1;
+    } else {
+        double eg, et;
+        const int ok = gck_fits_agree(&r0, &r1, np, tol, &eg, &et);
+        printf("%s %s: steps %ld / %ld, stop %d / %d, rel. diff guide %.1e, ELBO trace %.1e: %s\n",
+               label, mb ? "minibatch " : "full batch", r0.steps, r1.steps, r0.stop_reason,
+               r1.stop_reason, eg, et, gck_result(ok));
+        failed = !ok;
+    }
+    svir_result_free(&r0);
+    svir_result_free(&r1);
+    return failed;
 }
 
 /* seconds on a monotonic clock */
