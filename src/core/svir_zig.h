@@ -12,8 +12,8 @@
  * 64-bit word gives the layer (its low 8 bits) and a uniform in [-1, 1)
  * (its top 53 bits), accepted at once in about 99% of draws; the wedges by
  * rejection against the density, the base by Marsaglia's (1964) tail
- * method. About 3 ns a number on one core (test-philox.R checks the
- * distribution). Compiled for the device too (SVIR_HD, as svir_philox.h),
+ * method. About 2-3 ns a number on one core (bench/normals.c;
+ * test-philox.R checks the distribution). Compiled for the device too (SVIR_HD, as svir_philox.h),
  * so that the networks' CUDA code draws the CPU's very numbers; the tables
  * are computed on the host (svir_zig_init) and copied to the device, so
  * that they are the same bits. No R API. */
