@@ -225,9 +225,13 @@ svir_bnn_build <- function(formula, data, family, model, prior, guide, method, c
                w_scale = model$prior_scale, b_scale = model$bias_scale, init_mu = init,
                kl_warmup = model$kl_warmup, kl_weight = if (is.null(model$kl_weight)) 1 else model$kl_weight,
                nv = length(hold),
-               # the tiles' products: 0 by the layers' widths; 1 loops, 2
-               # BLAS (a developer's option, for the tests of both)
-               path = as.integer(getOption("svir.bnn_path", 0L)))
+               # the tiles' passes: 0 by the layers' widths (one hidden
+               # layer fused), 1 layer by layer by loops, 2 by BLAS, 3
+               # fused; the loops' instruction set: 0 the machine's best, 1
+               # the baseline, 2 AVX2 at most (developers' options, for the
+               # tests of each)
+               path = as.integer(getOption("svir.bnn_path", 0L)),
+               isa = as.integer(getOption("svir.bnn_isa", 0L)))
   if (length(hold)) {
     spec$Xv <- Xvs
     spec$yv <- if (fam == "gaussian") (yv - ym) / ys else yv

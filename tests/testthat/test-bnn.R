@@ -28,6 +28,15 @@ bnn_fd_err <- function(job, seed, lsd = -1.5) {
   max(abs(fd_grad(f, v) - g)) / max(1, max(abs(g)))
 }
 
+# the estimate and gradient at v, step `step`, 2 particles, by path
+# (spec$path), instruction set (spec$isa) and threads
+bnn_run <- function(job, v, step, path, threads, isa = 0L) {
+  sp <- job$spec
+  sp$path <- path
+  sp$isa <- isa
+  .Call(C_svir_bnn_elbo_grad_r, sp, modifyList(job$ctrl, list(num_particles = 2L, threads = threads)), v, step)
+}
+
 test_that("the network's ELBO gradient matches finite differences (each activation and family)", {
   d <- sim_bnn_data()
   fams <- list(yg = gaussian(), yb = binomial(), yp = poisson())
@@ -48,33 +57,70 @@ test_that("the network's ELBO gradient matches finite differences (each activati
   expect_lt(bnn_fd_err(job, 5, lsd = -1), 1e-6)
 })
 
-test_that("the tiles' two paths, and any number of lanes, give the same estimate and gradient", {
+test_that("the tiles' paths, instruction sets and any number of lanes give the same estimate and gradient", {
   # 60 rows and 2 particles at width 300: tiles of 64 rows, so two tiles
-  # whose sums are added; the products by the file's loops (path 1: AVX2's
-  # where the machine has it), by BLAS (path 2) or by the baseline
-  # instruction set's loops (path 3), the tiles spread over 1 to 3 lanes
+  # whose sums are added; the products by the file's loops (path 1: the
+  # machine's best kernels, AVX-512's or AVX2's where it has them), by
+  # BLAS (path 2), by the baseline instruction set's loops (isa 1) or
+  # AVX2's at most (isa 2), the tiles spread over 1 to 3 lanes
   d <- sim_bnn_data(n = 60)
   for (act in c("relu", "tanh")) {
     job <- bnn_job(yg ~ x1 + x2 + g, d, gaussian(), bnn(hidden = c(300, 3), activation = act))
     D <- length(job$spec$init_mu)
     set.seed(2)
     v <- c(rnorm(D, 0, 0.3), rnorm(D, -1.5, 0.3))
-    run <- function(path, threads) {
-      sp <- job$spec
-      sp$path <- path
-      .Call(C_svir_bnn_elbo_grad_r, sp, modifyList(job$ctrl, list(num_particles = 2L, threads = threads)), v, 4)
-    }
+    run <- function(path, threads, isa = 0L) bnn_run(job, v, 4, path, threads, isa)
     ref <- run(1L, 1L)
-    for (pt in list(c(2L, 1L), c(1L, 3L), c(2L, 3L), c(3L, 1L), c(3L, 2L))) {
-      got <- run(pt[1], pt[2])
-      expect_equal(got$elbo, ref$elbo, tolerance = 1e-12, label = paste(act, "path", pt[1], "lanes", pt[2]))
-      expect_equal(got$grad, ref$grad, tolerance = 1e-10, label = paste(act, "path", pt[1], "lanes", pt[2]))
+    for (pt in list(c(2L, 1L, 0L), c(1L, 3L, 0L), c(2L, 3L, 0L), c(1L, 1L, 1L), c(1L, 2L, 1L), c(1L, 2L, 2L))) {
+      got <- run(pt[1], pt[2], pt[3])
+      lab <- paste(act, "path", pt[1], "lanes", pt[2], "isa", pt[3])
+      expect_equal(got$elbo, ref$elbo, tolerance = 1e-12, label = lab)
+      expect_equal(got$grad, ref$grad, tolerance = 1e-10, label = lab)
     }
     # and the gradient is the estimate's, across the tiles, on both paths
-    for (path in 1:3) {
+    for (path in 1:2) {
       job$spec$path <- path
       expect_lt(bnn_fd_err(job, 6), 1e-6, label = paste(act, "path", path))
     }
+    job$spec$path <- 1L
+    job$spec$isa <- 1L
+    expect_lt(bnn_fd_err(job, 6), 1e-6, label = paste(act, "baseline loops"))
+  }
+})
+
+test_that("one hidden layer's fused pass gives the layered passes' estimate and gradient", {
+  # 61 rows and 2 particles at width 303 with 5 inputs: two tiles (the
+  # second of 58 rows: whole vectors and a few rows more), the hidden
+  # columns' noise 8, 4 and 1 at a time, the inputs padded to 8 columns;
+  # the fused pass (path 3, on each instruction set and 1 to 3 lanes)
+  # against the layered ones (loops, BLAS)
+  d <- sim_bnn_data(n = 61)
+  fams <- list(yg = gaussian(), yb = binomial())
+  for (y in names(fams)) for (act in c("relu", "tanh")) {
+    job <- bnn_job(stats::as.formula(paste(y, "~ x1 + x2 + g + I(x1 * x2)")), d, fams[[y]],
+                   bnn(hidden = 303, activation = act))
+    expect_identical(job$spec$d, 5L)
+    D <- length(job$spec$init_mu)
+    set.seed(3)
+    v <- c(rnorm(D, 0, 0.3), rnorm(D, -1.5, 0.3))
+    run <- function(path, threads, isa = 0L) bnn_run(job, v, 5, path, threads, isa)
+    ref <- run(1L, 1L)
+    for (pt in list(c(2L, 1L, 0L), c(3L, 1L, 0L), c(3L, 2L, 0L), c(3L, 3L, 0L), c(3L, 2L, 1L), c(3L, 1L, 2L),
+                    c(0L, 2L, 0L))) {
+      got <- run(pt[1], pt[2], pt[3])
+      lab <- paste(y, act, "path", pt[1], "lanes", pt[2], "isa", pt[3])
+      expect_equal(got$elbo, ref$elbo, tolerance = 1e-12, label = lab)
+      expect_equal(got$grad, ref$grad, tolerance = 1e-10, label = lab)
+    }
+    # a different step's noise gives a different estimate (the comparison
+    # above can fail)
+    expect_false(isTRUE(all.equal(run(3L, 1L)$elbo, bnn_run(job, v, 6, 3L, 1L)$elbo, tolerance = 1e-12)))
+    # the fused pass's gradient against finite differences, on the
+    # machine's kernels and the baseline's
+    job$spec$path <- 3L
+    expect_lt(bnn_fd_err(job, 7), 1e-6, label = paste(y, act, "fused"))
+    job$spec$isa <- 1L
+    expect_lt(bnn_fd_err(job, 7), 1e-6, label = paste(y, act, "fused, baseline"))
   }
 })
 

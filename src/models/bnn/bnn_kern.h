@@ -1,9 +1,10 @@
 /* The networks' tile kernels (bnn_model.c), written once for a vector of
  * BNN_VW doubles and included once per instruction set: the includer
- * defines BNN_VW (2 or 4), BNN_KS (a name suffix), BNN_ATTR (the
+ * defines BNN_VW (2, 4 or 8), BNN_KS (a name suffix), BNN_ATTR (the
  * functions' target attribute, or nothing), and for x86 BNN_SQRT(v),
- * BNN_MAX0(v) (a vector's square roots, its maximum with 0), or leaves
- * them undefined for plain loops. Tiles are column-major with leading
+ * BNN_MAX0(v) (a vector's square roots, its maximum with 0) and
+ * optionally BNN_RSQRT(v) (its reciprocal square roots, to a few units in
+ * the last place), or leaves them undefined for plain loops. Tiles are column-major with leading
  * dimension tr. No R API. */
 #define BNN_CAT2(a, b) a##b
 #define BNN_CAT(a, b) BNN_CAT2(a, b)
@@ -156,6 +157,15 @@ BNN_ATTR static void BNN_CAT(k_nt, BNN_KS)(ptrdiff_t tr, ptrdiff_t in, ptrdiff_t
     }
 }
 
+/* d/d the pre-activation from da = d/d the activation's value a: da
+ * act'(a) (relu: a > 0; tanh: 1 - a^2) */
+BNN_ATTR static inline BNN_V BNN_CAT(bnn_dact, BNN_KS)(BNN_V da, BNN_V a, int relu)
+{
+    typedef BNN_CAT(bnn_ivec, BNN_KS) BNN_VI;
+    const BNN_V zero = {0};
+    return relu ? (BNN_V)((BNN_VI)da & (BNN_VI)(a > zero)) : da * (1.0 - a * a);
+}
+
 /* The backward pass through the activation over a column of a tile: da
  * = Gn + 2 A dVn (d/dA), g = da act'(A) (relu: A > 0; tanh: 1 - A^2),
  * then Gn = g, dVn = g Q, and the column's sums of g and g Q into *sg and
@@ -165,14 +175,13 @@ BNN_ATTR static void BNN_CAT(k_back, BNN_KS)(ptrdiff_t tr, const double *A, doub
                                              double *dVn, const double *Q, int relu, double *sg,
                                              double *sv)
 {
-    typedef BNN_CAT(bnn_ivec, BNN_KS) BNN_VI;
     const int VW = BNN_VW;
     const BNN_V zero = {0};
     BNN_V s0 = zero, s1 = zero;
     ptrdiff_t r = 0;
     for (; r + VW <= tr; r += VW) {
         const BNN_V a = BNN_LD(A + r), da = BNN_LD(Gn + r) + 2.0 * a * BNN_LD(dVn + r);
-        const BNN_V g = relu ? (BNN_V)((BNN_VI)da & (BNN_VI)(a > zero)) : da * (1.0 - a * a);
+        const BNN_V g = BNN_CAT(bnn_dact, BNN_KS)(da, a, relu);
         const BNN_V v = g * BNN_LD(Q + r);
         BNN_ST(Gn + r, g);
         BNN_ST(dVn + r, v);
@@ -208,7 +217,16 @@ BNN_ATTR static void BNN_CAT(bnn_column, BNN_KS)(ptrdiff_t tr, double mb, double
     ptrdiff_t r = 0;
     const int VW = BNN_VW;
     (void)VW;
-#ifdef BNN_SQRT
+#if defined(BNN_RSQRT)
+    /* 1 / sd to a few units in the last place (BNN_RSQRT), then sd = v /
+     * sd and Q = e / (2 sd) by products: no square root and no division,
+     * each several times a product's time */
+    for (; r + VW <= tr; r += VW) {
+        const BNN_V v = BNN_LD(Q + r) + vb, is = BNN_RSQRT(v), er = BNN_LD(e + r);
+        BNN_ST(Z + r, BNN_LD(Z + r) + mb + (v * is) * er);
+        BNN_ST(Q + r, (0.5 * er) * is);
+    }
+#elif defined(BNN_SQRT)
     for (; r + VW <= tr; r += VW) {
         const BNN_V sv = BNN_SQRT(BNN_LD(Q + r) + vb), er = BNN_LD(e + r);
         BNN_ST(Z + r, BNN_LD(Z + r) + mb + sv * er);
@@ -240,6 +258,312 @@ BNN_ATTR static void BNN_CAT(bnn_column, BNN_KS)(ptrdiff_t tr, double mb, double
             const double a = tanh(Z[r]);
             A[r] = a;
             A2[r] = a * a;
+        }
+    }
+}
+
+/* ---- one hidden layer, fused (bnn_model.c's bnn_fused_*): a tile's
+ * hidden units column by column, so that only their values and Q are
+ * kept, and the output's sums and the backward pass come from them in the
+ * same sweep (no tr x width arrays for A^2, the output's G W' or the
+ * layered passes' reloads) */
+
+/* a vector's elementwise act(z) (relu or tanh) */
+BNN_ATTR static inline BNN_V BNN_CAT(bnn_act, BNN_KS)(BNN_V z, int relu)
+{
+    typedef BNN_CAT(bnn_ivec, BNN_KS) BNN_VI;
+    const BNN_V zero = {0};
+    if (relu) return (BNN_V)((BNN_VI)z & (BNN_VI)(z > zero));
+    BNN_V a;
+    for (int j = 0; j < BNN_VW; j++) a[j] = tanh(z[j]);
+    return a;
+}
+
+/* a unit's column ops on a vector of rows: its pre-activation's mean z
+ * and variance v (A mu_W, A^2 s2_W), the bias's mb, vb, the noise er: z
+ * + mb + sd er, Q = er / (2 sd) into *q, as bnn_column */
+BNN_ATTR static inline BNN_V BNN_CAT(bnn_draw, BNN_KS)(BNN_V z, BNN_V v, double mb, double vb, BNN_V er,
+                                                       BNN_V *q)
+{
+    v += vb;
+#if defined(BNN_RSQRT)
+    const BNN_V is = BNN_RSQRT(v);
+    *q = (0.5 * er) * is;
+    return z + mb + (v * is) * er;
+#else
+    BNN_V sv;
+#if defined(BNN_SQRT)
+    sv = BNN_SQRT(v);
+#else
+    for (int j = 0; j < BNN_VW; j++) sv[j] = sqrt(v[j]);
+#endif
+    *q = er / (2.0 * sv);
+    return z + mb + sv * er;
+#endif
+}
+
+/* Hidden columns o .. o + 3 of a tile from its inputs A (tr x d; A2 their
+ * squares), the columns' weight means W and variances S2 (d x 4, column
+ * o's at W + j d), the biases' mb, vb [4] and the noise e (tr x 4,
+ * leading dimension tr): the units' values into Ah and their Q into Qh
+ * (tr x 4), and the output's mean and variance sums Zo, Vo [tr] += a w2[j]
+ * and a^2 s22[j], column after column (the layered pass's order). Eight
+ * independent sums over the inputs (named, so that they stay in
+ * registers), so that the products' latency does not bind; the body
+ * inlined once per activation. */
+BNN_ATTR static inline __attribute__((always_inline)) void
+BNN_CAT(k_ffwd4_body, BNN_KS)(ptrdiff_t tr, ptrdiff_t d, const double *A, const double *A2, const double *W,
+                             const double *S2, const double *mb, const double *vb, const double *e,
+                             double *Ah, double *Qh, const double *w2, const double *s22, double *Zo,
+                             double *Vo, const int relu)
+{
+    const int VW = BNN_VW;
+    ptrdiff_t r = 0;
+    BNN_V q;
+#define BNN_FCOL(j, z, v, r)                                                                                 \
+    {                                                                                                        \
+        const BNN_V a = BNN_CAT(bnn_act, BNN_KS)(                                                            \
+            BNN_CAT(bnn_draw, BNN_KS)(z, v, mb[j], vb[j], BNN_LD(e + j * tr + r), &q), relu);                \
+        BNN_ST(Ah + j * tr + r, a);                                                                          \
+        BNN_ST(Qh + j * tr + r, q);                                                                          \
+        zo += a * w2[j];                                                                                     \
+        vo += (a * a) * s22[j];                                                                              \
+    }
+    /* the four columns' ends on rows r .. r + VW - 1, and the output's sums */
+#define BNN_F4(r, z0, z1, z2, z3, v0, v1, v2, v3)                                                            \
+    {                                                                                                        \
+        BNN_V zo = BNN_LD(Zo + (r)), vo = BNN_LD(Vo + (r));                                                  \
+        BNN_FCOL(0, z0, v0, r)                                                                               \
+        BNN_FCOL(1, z1, v1, r)                                                                               \
+        BNN_FCOL(2, z2, v2, r)                                                                               \
+        BNN_FCOL(3, z3, v3, r)                                                                               \
+        BNN_ST(Zo + (r), zo);                                                                                \
+        BNN_ST(Vo + (r), vo);                                                                                \
+    }
+#if BNN_VW == 8
+    /* two vectors of rows a step where there are 32 registers: each
+     * weight loaded once for both */
+    for (; r + 2 * VW <= tr; r += 2 * VW) {
+        BNN_V z0 = {0}, z1 = z0, z2 = z0, z3 = z0, v0 = z0, v1 = z0, v2 = z0, v3 = z0;
+        BNN_V x0 = z0, x1 = z0, x2 = z0, x3 = z0, u0 = z0, u1 = z0, u2 = z0, u3 = z0;
+        for (ptrdiff_t c = 0; c < d; c++) {
+            const BNN_V a = BNN_LD(A + c * tr + r), b = BNN_LD(A2 + c * tr + r);
+            const BNN_V a1 = BNN_LD(A + c * tr + r + VW), b1 = BNN_LD(A2 + c * tr + r + VW);
+            const double w0 = W[c], w1 = W[d + c], w2_ = W[2 * d + c], w3 = W[3 * d + c];
+            const double t0 = S2[c], t1 = S2[d + c], t2 = S2[2 * d + c], t3 = S2[3 * d + c];
+            z0 += a * w0;
+            z1 += a * w1;
+            z2 += a * w2_;
+            z3 += a * w3;
+            x0 += a1 * w0;
+            x1 += a1 * w1;
+            x2 += a1 * w2_;
+            x3 += a1 * w3;
+            v0 += b * t0;
+            v1 += b * t1;
+            v2 += b * t2;
+            v3 += b * t3;
+            u0 += b1 * t0;
+            u1 += b1 * t1;
+            u2 += b1 * t2;
+            u3 += b1 * t3;
+        }
+        BNN_F4(r, z0, z1, z2, z3, v0, v1, v2, v3)
+        BNN_F4(r + VW, x0, x1, x2, x3, u0, u1, u2, u3)
+    }
+#endif
+    for (; r + VW <= tr; r += VW) {
+        BNN_V z0 = {0}, z1 = z0, z2 = z0, z3 = z0, v0 = z0, v1 = z0, v2 = z0, v3 = z0;
+        for (ptrdiff_t c = 0; c < d; c++) {
+            const BNN_V a = BNN_LD(A + c * tr + r), b = BNN_LD(A2 + c * tr + r);
+            z0 += a * W[c];
+            z1 += a * W[d + c];
+            z2 += a * W[2 * d + c];
+            z3 += a * W[3 * d + c];
+            v0 += b * S2[c];
+            v1 += b * S2[d + c];
+            v2 += b * S2[2 * d + c];
+            v3 += b * S2[3 * d + c];
+        }
+        BNN_F4(r, z0, z1, z2, z3, v0, v1, v2, v3)
+    }
+#undef BNN_F4
+#undef BNN_FCOL
+    for (; r < tr; r++) {
+        for (int j = 0; j < 4; j++) {
+            double z = 0.0, v = 0.0;
+            for (ptrdiff_t c = 0; c < d; c++) {
+                z += A[c * tr + r] * W[j * d + c];
+                v += A2[c * tr + r] * S2[j * d + c];
+            }
+            const double sv = sqrt(v + vb[j]), er = e[j * tr + r];
+            z += mb[j] + sv * er;
+            const double a = relu ? (z > 0.0 ? z : 0.0) : tanh(z);
+            Ah[j * tr + r] = a;
+            Qh[j * tr + r] = er / (2.0 * sv);
+            Zo[r] += a * w2[j];
+            Vo[r] += (a * a) * s22[j];
+        }
+    }
+}
+
+BNN_ATTR static void BNN_CAT(k_ffwd4, BNN_KS)(ptrdiff_t tr, ptrdiff_t d, const double *A, const double *A2,
+                                              const double *W, const double *S2, const double *mb,
+                                              const double *vb, const double *e, double *Ah, double *Qh,
+                                              const double *w2, const double *s22, double *Zo, double *Vo,
+                                              int relu)
+{
+    if (relu) BNN_CAT(k_ffwd4_body, BNN_KS)(tr, d, A, A2, W, S2, mb, vb, e, Ah, Qh, w2, s22, Zo, Vo, 1);
+    else BNN_CAT(k_ffwd4_body, BNN_KS)(tr, d, A, A2, W, S2, mb, vb, e, Ah, Qh, w2, s22, Zo, Vo, 0);
+}
+
+/* as k_ffwd4 for one column */
+BNN_ATTR static void BNN_CAT(k_ffwd1, BNN_KS)(ptrdiff_t tr, ptrdiff_t d, const double *A, const double *A2,
+                                              const double *W, const double *S2, const double *mb,
+                                              const double *vb, const double *e, double *Ah, double *Qh,
+                                              const double *w2, const double *s22, double *Zo, double *Vo,
+                                              int relu)
+{
+    const int VW = BNN_VW;
+    ptrdiff_t r = 0;
+    for (; r + 2 * VW <= tr; r += 2 * VW) {
+        BNN_V z0 = {0}, z1 = z0, v0 = z0, v1 = z0;
+        for (ptrdiff_t c = 0; c < d; c++) {
+            z0 += BNN_LD(A + c * tr + r) * W[c];
+            z1 += BNN_LD(A + c * tr + r + VW) * W[c];
+            v0 += BNN_LD(A2 + c * tr + r) * S2[c];
+            v1 += BNN_LD(A2 + c * tr + r + VW) * S2[c];
+        }
+        BNN_V q0, q1;
+        const BNN_V a0 = BNN_CAT(bnn_act, BNN_KS)(BNN_CAT(bnn_draw, BNN_KS)(z0, v0, mb[0], vb[0], BNN_LD(e + r), &q0), relu);
+        const BNN_V a1 =
+            BNN_CAT(bnn_act, BNN_KS)(BNN_CAT(bnn_draw, BNN_KS)(z1, v1, mb[0], vb[0], BNN_LD(e + r + VW), &q1), relu);
+        BNN_ST(Ah + r, a0);
+        BNN_ST(Ah + r + VW, a1);
+        BNN_ST(Qh + r, q0);
+        BNN_ST(Qh + r + VW, q1);
+        BNN_ST(Zo + r, BNN_LD(Zo + r) + a0 * w2[0]);
+        BNN_ST(Zo + r + VW, BNN_LD(Zo + r + VW) + a1 * w2[0]);
+        BNN_ST(Vo + r, BNN_LD(Vo + r) + (a0 * a0) * s22[0]);
+        BNN_ST(Vo + r + VW, BNN_LD(Vo + r + VW) + (a1 * a1) * s22[0]);
+    }
+    for (; r < tr; r++) {
+        double z = 0.0, v = 0.0;
+        for (ptrdiff_t c = 0; c < d; c++) {
+            z += A[c * tr + r] * W[c];
+            v += A2[c * tr + r] * S2[c];
+        }
+        const double sv = sqrt(v + vb[0]), er = e[r];
+        z += mb[0] + sv * er;
+        const double a = relu ? (z > 0.0 ? z : 0.0) : tanh(z);
+        Ah[r] = a;
+        Qh[r] = er / (2.0 * sv);
+        Zo[r] += a * w2[0];
+        Vo[r] += (a * a) * s22[0];
+    }
+}
+
+/* a vector's sum */
+BNN_ATTR static inline double BNN_CAT(bnn_hsum, BNN_KS)(BNN_V v)
+{
+    double s = 0.0;
+    for (int j = 0; j < BNN_VW; j++) s += v[j];
+    return s;
+}
+
+/* the sums of four vectors (a vector's first four elements are a's,
+ * b's, c's, d's sums), of eight (BNN_RED8, where the includer has it: its
+ * elements the eight sums) */
+BNN_ATTR static inline void BNN_CAT(bnn_sum4, BNN_KS)(BNN_V a, BNN_V b, BNN_V c, BNN_V d, double s[4])
+{
+#ifdef BNN_RED4
+    const BNN_V r = BNN_RED4(a, b, c, d);
+    for (int j = 0; j < 4; j++) s[j] = r[j];
+#else
+    s[0] = BNN_CAT(bnn_hsum, BNN_KS)(a);
+    s[1] = BNN_CAT(bnn_hsum, BNN_KS)(b);
+    s[2] = BNN_CAT(bnn_hsum, BNN_KS)(c);
+    s[3] = BNN_CAT(bnn_hsum, BNN_KS)(d);
+#endif
+}
+
+/* The backward pass over hidden column o of a unit, from the output's G
+ * (d/d its mean) and dV (d/d its variance) [tr], the unit's values a and
+ * Q q [tr] and its outgoing weight's mean w2 and variance s22: into s[0],
+ * s[1] the outgoing weight's a' G and (a^2)' dV; g = (G w2 + 2 a dV s22)
+ * act'(a), dv = g q, into s[2], s[3] their sums (the bias's); the
+ * incoming weights' A' g and A2' dv added to C, C2 [d]. A, A2: tr x d
+ * with columns up to a multiple of 4 (zeros past d). gb, vb: tr of
+ * scratch for g and dv. */
+BNN_ATTR static void BNN_CAT(k_fback, BNN_KS)(ptrdiff_t tr, ptrdiff_t d, const double *A, const double *A2,
+                                              const double *a, const double *q, const double *G,
+                                              const double *dV, double w2, double s22, int relu,
+                                              double *gb, double *vb, double *C, double *C2, double s[4])
+{
+    const int VW = BNN_VW;
+    const BNN_V zero = {0};
+    BNN_V so = zero, sv2 = zero, sg = zero, sv = zero;
+    ptrdiff_t r = 0;
+    const ptrdiff_t trv = tr - tr % VW;
+    for (; r < trv; r += VW) {
+        const BNN_V av = BNN_LD(a + r), gv = BNN_LD(G + r), dv = BNN_LD(dV + r);
+        so += av * gv;
+        sv2 += (av * av) * dv;
+        const BNN_V da = gv * w2 + 2.0 * av * (dv * s22);
+        const BNN_V g = BNN_CAT(bnn_dact, BNN_KS)(da, av, relu);
+        const BNN_V v = g * BNN_LD(q + r);
+        BNN_ST(gb + r, g);
+        BNN_ST(vb + r, v);
+        sg += g;
+        sv += v;
+    }
+    double t[4];
+    BNN_CAT(bnn_sum4, BNN_KS)(so, sv2, sg, sv, t);
+    for (; r < tr; r++) {
+        t[0] += a[r] * G[r];
+        t[1] += (a[r] * a[r]) * dV[r];
+        const double da = G[r] * w2 + 2.0 * a[r] * (dV[r] * s22);
+        const double g = relu ? (a[r] > 0.0 ? da : 0.0) : da * (1.0 - a[r] * a[r]);
+        gb[r] = g;
+        vb[r] = g * q[r];
+        t[2] += g;
+        t[3] += vb[r];
+    }
+    for (int k = 0; k < 4; k++) s[k] = t[k];
+    /* A' g and A2' dv, four inputs at a time (the last four padded) */
+    for (ptrdiff_t c = 0; c < d; c += 4) {
+        BNN_V x0 = zero, x1 = zero, x2 = zero, x3 = zero, y0 = zero, y1 = zero, y2 = zero, y3 = zero;
+        const double *a0 = A + c * tr, *b0 = A2 + c * tr;
+        for (r = 0; r < trv; r += VW) {
+            const BNN_V g = BNN_LD(gb + r), v = BNN_LD(vb + r);
+            x0 += BNN_LD(a0 + r) * g;
+            x1 += BNN_LD(a0 + tr + r) * g;
+            x2 += BNN_LD(a0 + 2 * tr + r) * g;
+            x3 += BNN_LD(a0 + 3 * tr + r) * g;
+            y0 += BNN_LD(b0 + r) * v;
+            y1 += BNN_LD(b0 + tr + r) * v;
+            y2 += BNN_LD(b0 + 2 * tr + r) * v;
+            y3 += BNN_LD(b0 + 3 * tr + r) * v;
+        }
+        double u[4], w[4];
+#ifdef BNN_RED8
+        const BNN_V sum = BNN_RED8(x0, x1, x2, x3, y0, y1, y2, y3);
+        for (int j = 0; j < 4; j++) {
+            u[j] = sum[j];
+            w[j] = sum[4 + j];
+        }
+#else
+        BNN_CAT(bnn_sum4, BNN_KS)(x0, x1, x2, x3, u);
+        BNN_CAT(bnn_sum4, BNN_KS)(y0, y1, y2, y3, w);
+#endif
+        const int nj = d - c < 4 ? (int)(d - c) : 4;
+        for (int j = 0; j < nj; j++) {
+            for (r = trv; r < tr; r++) {
+                u[j] += a0[j * tr + r] * gb[r];
+                w[j] += b0[j * tr + r] * vb[r];
+            }
+            C[c + j] += u[j];
+            C2[c + j] += w[j];
         }
     }
 }

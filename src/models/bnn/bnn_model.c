@@ -85,6 +85,7 @@ static int bnn_read(const svir_list *spec, const svir_list *ctrl, const svir_con
     if (!(m->kl_weight > 0.0 && m->kl_weight <= 1.0))
         return svir_err_set(e, 1, "svir internal error: bad KL weight");
     m->path = svir_list_int(spec, "path", 0);
+    m->isa = svir_list_int(spec, "isa", 0);
     m->nv = svir_list_int(spec, "nv", 0);
     if (m->nv > 0) {
         m->Xv = svir_list_reals(spec, "Xv", (ptrdiff_t)m->nv * m->d, 0, e);
@@ -116,14 +117,21 @@ static int bnn_outputs(const void *model, const svir_control *c, svir_result *re
  * through the network in tiles of TR rows, forward and backward, so that
  * a tile's activations stay in cache (at width 1024 and 4096 rows the
  * whole batch's would be 34 MB an array, and the step memory-bound); the
- * gradients are summed over the tiles. Two ways to run the tiles' products:
+ * gradients are summed over the tiles. Three ways to run a tile:
+ *   fused (one hidden layer with fewer than BNN_THIN inputs, the common
+ *     network): the hidden units a few columns at a time through their
+ *     pre-activations, draws and activations into the output's sums, and
+ *     back, by the kernels of bnn_kern.h (bnn_fused_forward);
  *   kernels (every layer thin: fewer than BNN_THIN inputs or outputs, as a
  *     network's first and last layers are; and more than one thread and
- *     tile): loops of this file (bnn_kern.h), the tiles spread over w->T
- *     threads, each with its own lane (buffers and sums), the lanes' sums
- *     added in order;
- *   BLAS (a wide layer, where dgemm's blocking pays, or one thread): one
- *     lane, the tiles in turn, the products through R's BLAS. */
+ *     tile): layer by layer by those loops;
+ *   BLAS (a wide layer, where dgemm's blocking pays, or one thread): layer
+ *     by layer, the products through R's BLAS.
+ * Fused or kernels, the tiles are spread over w->T threads, each with its
+ * own lane (buffers and sums), the lanes' sums added in order; BLAS: one
+ * lane, the tiles in turn. The kernels are compiled for the baseline
+ * instruction set, AVX2 and AVX-512, the machine's best picked at run
+ * time. */
 #define BNN_THIN 64
 #define BNN_MAX_LANES 64 /* most threads over the tiles */
 
@@ -148,11 +156,23 @@ typedef struct {
     void (*nt)(ptrdiff_t tr, ptrdiff_t in, ptrdiff_t out, const double *G, const double *W, double *N);
     void (*col)(ptrdiff_t tr, double mb, double vb, const double *e, double *Z, double *Q, double *A,
                 double *A2, int relu);
-    /* n normals from each of 4 generators into e + j ld, the same numbers
-     * as svir_zig_normal's from each; NULL: one generator at a time */
+    /* n normals from each of 8 (4) generators into e + j ld, the same
+     * numbers as svir_zig_normal's from each; NULL: fewer at a time */
+    void (*zig8)(const svir_zig *z, svir_xoshiro g[8], ptrdiff_t n, double *e, ptrdiff_t ld);
     void (*zig4)(const svir_zig *z, svir_xoshiro g[4], ptrdiff_t n, double *e, ptrdiff_t ld);
     void (*back)(ptrdiff_t tr, const double *A, double *Gn, double *dVn, const double *Q, int relu,
                  double *sg, double *sv);
+    /* one hidden layer, fused: four hidden columns' (one column's) forward
+     * pass, a hidden column's backward pass */
+    void (*ffwd4)(ptrdiff_t tr, ptrdiff_t d, const double *A, const double *A2, const double *W,
+                  const double *S2, const double *mb, const double *vb, const double *e, double *Ah,
+                  double *Qh, const double *w2, const double *s22, double *Zo, double *Vo, int relu);
+    void (*ffwd1)(ptrdiff_t tr, ptrdiff_t d, const double *A, const double *A2, const double *W,
+                  const double *S2, const double *mb, const double *vb, const double *e, double *Ah,
+                  double *Qh, const double *w2, const double *s22, double *Zo, double *Vo, int relu);
+    void (*fback)(ptrdiff_t tr, ptrdiff_t d, const double *A, const double *A2, const double *a,
+                  const double *q, const double *G, const double *dV, double w2, double s22, int relu,
+                  double *gb, double *vb, double *C, double *C2, double s[4]);
 } bnn_kernels;
 
 static const bnn_kernels *bnn_kernels_pick(int base);
@@ -161,7 +181,7 @@ typedef struct bnn_work {
     const bnn_kernels *k;
     const svir_bnn_model *m;
     const svir_control *c;
-    int S, full, T, kern, nl;
+    int S, full, T, kern, fused, nl;
     ptrdiff_t B, R;   /* rows of the batch, rows of the stacked particles */
     ptrdiff_t TR, nt; /* rows per tile, tiles */
     double scale;     /* n / B */
@@ -233,13 +253,17 @@ static bnn_work *bnn_work_make(const svir_bnn_model *m, const svir_control *c, p
     w->kern = w->T > 1 && w->nt > 1;
     for (int l = 0; l <= m->L; l++)
         if (m->dims[l] >= BNN_THIN && m->dims[l + 1] >= BNN_THIN) w->kern = 0;
-    if (m->path == 1 || m->path == 3) w->kern = 1;
+    if (m->path == 1) w->kern = 1;
     if (m->path == 2) w->kern = 0;
-    w->k = bnn_kernels_pick(m->path == 3);
-    w->nl = w->kern ? (w->T < BNN_MAX_LANES ? w->T : BNN_MAX_LANES) : 1;
+    /* one hidden layer with a thin input: fused (bnn_fused_forward), the
+     * tiles over the threads */
+    w->fused = (m->path == 0 || m->path == 3) && m->L == 1 && m->dims[0] < BNN_THIN;
+    w->k = bnn_kernels_pick(m->isa == 1 ? 0 : m->isa == 2 ? 1 : 2);
+    w->nl = w->kern || w->fused ? (w->T < BNN_MAX_LANES ? w->T : BNN_MAX_LANES) : 1;
     if (w->nl > w->nt) w->nl = (int)w->nt;
     ptrdiff_t per = 0;
     for (int l = 0; l <= m->L; l++) per += 2 * TR * m->dims[l] + 2 * TR * m->dims[l + 1];
+    per += 2 * TR * 3; /* the inputs' columns padded to a multiple of 4 */
     per += 4 * TR * maxw + 2 * m->D + w->S;
     const ptrdiff_t tot = per * w->nl + m->D + w->R + 3 * w->S;
     w->idx = malloc(sizeof(int) * (size_t)w->B);
@@ -252,7 +276,7 @@ static bnn_work *bnn_work_make(const svir_bnn_model *m, const svir_control *c, p
     for (int k = 0; k < w->nl; k++) {
         bnn_lane *ln = &w->lane[k];
         for (int l = 0; l <= m->L; l++) {
-            const ptrdiff_t in = m->dims[l], out = m->dims[l + 1];
+            const ptrdiff_t in = m->dims[l] + (l == 0 ? (4 - m->dims[0] % 4) % 4 : 0), out = m->dims[l + 1];
             ln->A[l] = p; p += TR * in;
             ln->A2[l] = p; p += TR * in;
             ln->Z[l] = p; p += TR * out;
@@ -375,6 +399,58 @@ static double w_sd(const svir_bnn_model *m, int l)
 #undef BNN_ATTR
 #undef BNN_SQRT
 #undef BNN_MAX0
+
+/* AVX-512: eight doubles a vector; 1 / sd from the 14-bit estimate and
+ * two Newton steps, y (3/2 - v y^2 / 2), each squaring the relative error
+ * (2^-14, 2^-27, below 2^-53 but for the steps' own rounding) */
+#define BNN_A512 __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma")))
+BNN_A512 static inline __m512d bnn_rsqrt512(__m512d v)
+{
+    const __m512d th = _mm512_set1_pd(1.5), hv = _mm512_mul_pd(_mm512_set1_pd(0.5), v);
+    __m512d y = _mm512_rsqrt14_pd(v);
+    y = _mm512_mul_pd(y, _mm512_fnmadd_pd(_mm512_mul_pd(hv, y), y, th));
+    return _mm512_mul_pd(y, _mm512_fnmadd_pd(_mm512_mul_pd(hv, y), y, th));
+}
+/* the sums of four (eight) vectors by a tree of shuffles: [sums of a, b,
+ * c, d, a, b, c, d] ([a, b, c, d, e, f, g, h]) */
+BNN_A512 static inline __m512d bnn_pairs512(__m512d a, __m512d b)
+{
+    return _mm512_add_pd(_mm512_unpacklo_pd(a, b), _mm512_unpackhi_pd(a, b));
+}
+BNN_A512 static inline __m512d bnn_lanes512(__m512d a, __m512d b)
+{
+    return _mm512_add_pd(_mm512_shuffle_f64x2(a, b, 0x88), _mm512_shuffle_f64x2(a, b, 0xdd));
+}
+BNN_A512 static inline __m512d bnn_red4_512(__m512d a, __m512d b, __m512d c, __m512d d)
+{
+    const __m512d s = bnn_lanes512(bnn_pairs512(a, b), bnn_pairs512(c, d));
+    return bnn_lanes512(s, s);
+}
+BNN_A512 static inline __m512d bnn_red8_512(__m512d a, __m512d b, __m512d c, __m512d d, __m512d e, __m512d f,
+                                            __m512d g, __m512d h)
+{
+    return bnn_lanes512(bnn_lanes512(bnn_pairs512(a, b), bnn_pairs512(c, d)),
+                        bnn_lanes512(bnn_pairs512(e, f), bnn_pairs512(g, h)));
+}
+#define BNN_RED4(a, b, c, d) ((bnn_vec_avx512)bnn_red4_512((__m512d)(a), (__m512d)(b), (__m512d)(c), (__m512d)(d)))
+#define BNN_RED8(a, b, c, d, e, f, g, h)                                                                      \
+    ((bnn_vec_avx512)bnn_red8_512((__m512d)(a), (__m512d)(b), (__m512d)(c), (__m512d)(d), (__m512d)(e),     \
+                                  (__m512d)(f), (__m512d)(g), (__m512d)(h)))
+#define BNN_VW 8
+#define BNN_KS _avx512
+#define BNN_ATTR BNN_A512
+#define BNN_SQRT(v) ((bnn_vec_avx512)_mm512_sqrt_pd((__m512d)(v)))
+#define BNN_RSQRT(v) ((bnn_vec_avx512)bnn_rsqrt512((__m512d)(v)))
+#define BNN_MAX0(v) ((bnn_vec_avx512)_mm512_max_pd((__m512d)(v), _mm512_setzero_pd()))
+#include "models/bnn/bnn_kern.h"
+#undef BNN_VW
+#undef BNN_KS
+#undef BNN_ATTR
+#undef BNN_SQRT
+#undef BNN_RSQRT
+#undef BNN_MAX0
+#undef BNN_RED4
+#undef BNN_RED8
 #endif
 
 #ifdef BNN_X86
@@ -448,21 +524,115 @@ __attribute__((target("avx2"))) static void bnn_zig4_avx2(const svir_zig *z, svi
 }
 #endif
 
-static const bnn_kernels bnn_k_base = {k_fwd_base, k_tn_base, k_nt_base, bnn_column_base, NULL,
-                                       k_back_base};
 #ifdef BNN_X86
-static const bnn_kernels bnn_k_avx2 = {k_fwd_avx2, k_tn_avx2, k_nt_avx2, bnn_column_avx2, bnn_zig4_avx2,
-                                       k_back_avx2};
+/* Eight generators in an AVX-512 register's lanes, as bnn_zig4_avx2 four
+ * (the layers' edges by gathers; the words' top 53 bits made a double
+ * exactly by one conversion), the rows kept eight at a time and written
+ * as eight columns by an 8 x 8 transpose. */
+BNN_A512 static inline void bnn_put8(__m512d r[8], double *e, ptrdiff_t ld)
+{
+    __m512d t[8], u[8];
+    for (int k = 0; k < 4; k++) {
+        t[2 * k] = _mm512_unpacklo_pd(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_pd(r[2 * k], r[2 * k + 1]);
+    }
+    /* u[0], u[1]: columns (0, 4), (2, 6) of rows 0-3; u[2], u[3]: (1, 5),
+     * (3, 7); u[4 ..]: rows 4-7's */
+    for (int h = 0; h < 2; h++) {
+        u[4 * h] = _mm512_shuffle_f64x2(t[4 * h], t[4 * h + 2], 0x88);
+        u[4 * h + 1] = _mm512_shuffle_f64x2(t[4 * h], t[4 * h + 2], 0xdd);
+        u[4 * h + 2] = _mm512_shuffle_f64x2(t[4 * h + 1], t[4 * h + 3], 0x88);
+        u[4 * h + 3] = _mm512_shuffle_f64x2(t[4 * h + 1], t[4 * h + 3], 0xdd);
+    }
+    static const int col[4][2] = {{0, 4}, {2, 6}, {1, 5}, {3, 7}};
+    for (int k = 0; k < 4; k++) {
+        _mm512_storeu_pd(e + col[k][0] * ld, _mm512_shuffle_f64x2(u[k], u[k + 4], 0x88));
+        _mm512_storeu_pd(e + col[k][1] * ld, _mm512_shuffle_f64x2(u[k], u[k + 4], 0xdd));
+    }
+}
+
+BNN_A512 static void bnn_zig8_avx512(const svir_zig *z, svir_xoshiro g[8], ptrdiff_t n, double *e,
+                                     ptrdiff_t ld)
+{
+    uint64_t S[4][8], bw[8];
+    double xs[8];
+    for (int k = 0; k < 4; k++)
+        for (int j = 0; j < 8; j++) S[k][j] = g[j].s[k];
+    __m512i s0 = _mm512_loadu_si512(S[0]), s1 = _mm512_loadu_si512(S[1]);
+    __m512i s2 = _mm512_loadu_si512(S[2]), s3 = _mm512_loadu_si512(S[3]);
+    const __m512i m8 = _mm512_set1_epi64(0xff);
+    const __m512d sc = _mm512_set1_pd(0x1p-52), one = _mm512_set1_pd(1.0);
+    __m512d rows[8];
+    for (ptrdiff_t r = 0; r < n; r++) {
+        const __m512i b = _mm512_add_epi64(_mm512_rol_epi64(_mm512_add_epi64(s0, s3), 23), s0);
+        const __m512i t = _mm512_slli_epi64(s1, 17);
+        s2 = _mm512_xor_si512(s2, s0);
+        s3 = _mm512_xor_si512(s3, s1);
+        s1 = _mm512_xor_si512(s1, s2);
+        s0 = _mm512_xor_si512(s0, s3);
+        s2 = _mm512_xor_si512(s2, t);
+        s3 = _mm512_rol_epi64(s3, 45);
+        const __m512i iv = _mm512_and_si512(b, m8);
+        const __m512d xi = _mm512_i64gather_pd(iv, z->x, 8), xi1 = _mm512_i64gather_pd(iv, z->x + 1, 8);
+        /* (b >> 11) < 2^53 converts exactly; the product by 2^-52 is exact */
+        const __m512d u = _mm512_sub_pd(_mm512_mul_pd(_mm512_cvtepi64_pd(_mm512_srli_epi64(b, 11)), sc), one);
+        __m512d x = _mm512_mul_pd(u, xi);
+        const __mmask8 ok = _mm512_cmp_pd_mask(_mm512_abs_pd(x), xi1, _CMP_LT_OQ);
+        if (ok != 0xff) {
+            _mm512_storeu_pd(xs, x);
+            _mm512_storeu_si512(S[0], s0);
+            _mm512_storeu_si512(S[1], s1);
+            _mm512_storeu_si512(S[2], s2);
+            _mm512_storeu_si512(S[3], s3);
+            _mm512_storeu_si512(bw, b);
+            for (int j = 0; j < 8; j++) {
+                if (ok >> j & 1) continue;
+                svir_xoshiro gj = {{S[0][j], S[1][j], S[2][j], S[3][j]}};
+                xs[j] = svir_zig_from(z, &gj, bw[j]);
+                for (int k = 0; k < 4; k++) S[k][j] = gj.s[k];
+            }
+            s0 = _mm512_loadu_si512(S[0]);
+            s1 = _mm512_loadu_si512(S[1]);
+            s2 = _mm512_loadu_si512(S[2]);
+            s3 = _mm512_loadu_si512(S[3]);
+            x = _mm512_loadu_pd(xs);
+        }
+        rows[r & 7] = x;
+        if ((r & 7) == 7) bnn_put8(rows, e + r - 7, ld);
+    }
+    /* the last rows short of eight */
+    for (ptrdiff_t r = n - (n & 7); r < n; r++) {
+        _mm512_storeu_pd(xs, rows[r & 7]);
+        for (int j = 0; j < 8; j++) e[j * ld + r] = xs[j];
+    }
+}
 #endif
 
-/* the machine's kernels (base: 1 for the baseline's, whatever the machine) */
-static const bnn_kernels *bnn_kernels_pick(int base)
+static const bnn_kernels bnn_k_base = {k_fwd_base,   k_tn_base,   k_nt_base,  bnn_column_base,
+                                       NULL,         NULL,        k_back_base, k_ffwd4_base,
+                                       k_ffwd1_base, k_fback_base};
+#ifdef BNN_X86
+static const bnn_kernels bnn_k_avx2 = {k_fwd_avx2,   k_tn_avx2,     k_nt_avx2,   bnn_column_avx2,
+                                       NULL,         bnn_zig4_avx2, k_back_avx2, k_ffwd4_avx2,
+                                       k_ffwd1_avx2, k_fback_avx2};
+static const bnn_kernels bnn_k_avx512 = {k_fwd_avx512,    k_tn_avx512,   k_nt_avx512,   bnn_column_avx512,
+                                         bnn_zig8_avx512, bnn_zig4_avx2, k_back_avx512, k_ffwd4_avx512,
+                                         k_ffwd1_avx512,  k_fback_avx512};
+#endif
+
+/* the machine's kernels, or at most level's: 0 the baseline instruction
+ * set's, 1 AVX2's, 2 (or more) the best the machine has */
+static const bnn_kernels *bnn_kernels_pick(int level)
 {
 #ifdef BNN_X86
     __builtin_cpu_init();
-    if (!base && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &bnn_k_avx2;
+    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (level >= 2 && avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vl"))
+        return &bnn_k_avx512;
+    if (level >= 1 && avx2) return &bnn_k_avx2;
 #endif
-    (void)base;
+    (void)level;
     return &bnn_k_base;
 }
 
@@ -473,18 +643,58 @@ static const bnn_kernels *bnn_kernels_pick(int base)
  * + o) of (stream, step) (svir_zig.h), ctr counting the earlier layers'
  * columns, so that the numbers do not depend on the threads or the path;
  * Q keeps eps / (2 sd) for the backward pass. */
+/* tile t's first row and rows */
+static void bnn_tile_span(const bnn_work *w, ptrdiff_t t, ptrdiff_t *r0, ptrdiff_t *tr)
+{
+    *r0 = t * w->TR;
+    *tr = w->R - *r0 < w->TR ? w->R - *r0 : w->TR;
+}
+
+/* tile t's inputs and their squares into lane ln's A[0], A2[0]; its rows
+ * returned */
+static ptrdiff_t bnn_inputs(const bnn_work *w, bnn_lane *ln, const double *X, ptrdiff_t n, ptrdiff_t t)
+{
+    ptrdiff_t r0, tr;
+    bnn_tile_span(w, t, &r0, &tr);
+    const ptrdiff_t B = w->B, d = w->m->d;
+    for (ptrdiff_t c = 0; c < d; c++)
+        for (ptrdiff_t k = 0; k < tr; k++) {
+            const double x = X[w->idx[(r0 + k) % B] + c * n];
+            ln->A[0][k + c * tr] = x;
+            ln->A2[0][k + c * tr] = x * x;
+        }
+    /* zeros up to a multiple of four columns (k_fback's blocks) */
+    const ptrdiff_t pad = (4 - d % 4) % 4;
+    memset(ln->A[0] + d * tr, 0, sizeof(double) * (size_t)(pad * tr));
+    memset(ln->A2[0] + d * tr, 0, sizeof(double) * (size_t)(pad * tr));
+    return tr;
+}
+
+/* columns o0 .. o0 + nc - 1's noise (8, 4 or 1 columns, as many as the
+ * kernels draw at once with `left` columns left) in tile t: block (t, ctr
+ * + o) of (stream, step) each, into e (tr x nc); nc returned */
+static int bnn_noise(const bnn_work *w, uint64_t stream, uint64_t step, ptrdiff_t t, uint64_t ctr,
+                     ptrdiff_t o0, ptrdiff_t left, double *e)
+{
+    const int nc = w->k->zig8 && left >= 8 ? 8 : w->k->zig4 && left >= 4 ? 4 : 1;
+    ptrdiff_t r0, tr;
+    bnn_tile_span(w, t, &r0, &tr);
+    svir_xoshiro g[8];
+    for (int j = 0; j < nc; j++)
+        svir_xoshiro_seed(&g[j], w->key, stream, step, (uint64_t)t << 32 | (ctr + (uint64_t)(o0 + j)));
+    if (nc == 8) w->k->zig8(&w->zig, g, tr, e, tr);
+    else if (nc == 4) w->k->zig4(&w->zig, g, tr, e, tr);
+    else
+        for (ptrdiff_t r = 0; r < tr; r++) e[r] = svir_zig_normal(&w->zig, &g[0]);
+    return nc;
+}
+
 static void bnn_forward(const bnn_work *w, bnn_lane *ln, const double *mu, const double *X,
                         ptrdiff_t n, uint64_t stream, uint64_t step, ptrdiff_t t)
 {
     const svir_bnn_model *m = w->m;
-    const ptrdiff_t B = w->B, r0 = t * w->TR, tr = w->R - r0 < w->TR ? w->R - r0 : w->TR;
     const int L = m->L, relu = m->act == SVIR_BNN_RELU;
-    for (int c = 0; c < m->d; c++)
-        for (ptrdiff_t k = 0; k < tr; k++) {
-            const double x = X[w->idx[(r0 + k) % B] + (ptrdiff_t)c * n];
-            ln->A[0][k + (ptrdiff_t)c * tr] = x;
-            ln->A2[0][k + (ptrdiff_t)c * tr] = x * x;
-        }
+    const ptrdiff_t tr = bnn_inputs(w, ln, X, n, t);
     uint64_t ctr = 0;
     for (int l = 0; l <= L; l++) {
         const ptrdiff_t in = m->dims[l], out = m->dims[l + 1];
@@ -498,14 +708,7 @@ static void bnn_forward(const bnn_work *w, bnn_lane *ln, const double *mu, const
         double *An = l < L ? ln->A[l + 1] : NULL, *A2n = l < L ? ln->A2[l + 1] : NULL;
         double *e = ln->G; /* the columns' noise (G is free until the backward pass) */
         for (ptrdiff_t o0 = 0; o0 < out;) {
-            /* four columns' noise at a time where the machine can */
-            const int nc = w->k->zig4 && out - o0 >= 4 ? 4 : 1;
-            svir_xoshiro g[4];
-            for (int j = 0; j < nc; j++)
-                svir_xoshiro_seed(&g[j], w->key, stream, step, (uint64_t)t << 32 | (ctr + (uint64_t)(o0 + j)));
-            if (nc == 4) w->k->zig4(&w->zig, g, tr, e, tr);
-            else
-                for (ptrdiff_t r = 0; r < tr; r++) e[r] = svir_zig_normal(&w->zig, &g[0]);
+            const int nc = bnn_noise(w, stream, step, t, ctr, o0, out - o0, e);
             for (int j = 0; j < nc; j++) {
                 const ptrdiff_t o = o0 + j;
                 const double mb = mu[m->off_b[l] + o], vb = w->s2[m->off_b[l] + o];
@@ -515,6 +718,74 @@ static void bnn_forward(const bnn_work *w, bnn_lane *ln, const double *mu, const
             o0 += nc;
         }
         ctr += (uint64_t)out;
+    }
+}
+
+/* Tile t's pass through a network of one hidden layer with a thin input
+ * (w->fused), the hidden units a column block at a time (their noise as
+ * bnn_forward's, so the same numbers): each column's pre-activations, its
+ * draw and activation, its values and Q kept (A[1], Q[0]), and the
+ * output's mean and variance summed as it goes (Z[1], Q[1]); then the
+ * output's draw. Neither A^2 of the hidden layer nor the layered pass's
+ * separate sweeps: the same estimate as bnn_forward's but for rounding. */
+static void bnn_fused_forward(const bnn_work *w, bnn_lane *ln, const double *mu, const double *X,
+                              ptrdiff_t n, uint64_t stream, uint64_t step, ptrdiff_t t)
+{
+    const svir_bnn_model *m = w->m;
+    const int relu = m->act == SVIR_BNN_RELU;
+    const ptrdiff_t tr = bnn_inputs(w, ln, X, n, t), d = m->dims[0], H = m->dims[1];
+    const double *W = mu + m->off_w[0], *S2 = w->s2 + m->off_w[0], *mb = mu + m->off_b[0],
+                 *vb = w->s2 + m->off_b[0], *w2 = mu + m->off_w[1], *s22 = w->s2 + m->off_w[1];
+    double *Zo = ln->Z[1], *Vo = ln->Q[1], *e = ln->G;
+    memset(Zo, 0, sizeof(double) * (size_t)tr);
+    memset(Vo, 0, sizeof(double) * (size_t)tr);
+    for (ptrdiff_t o0 = 0; o0 < H;) {
+        const int nc = bnn_noise(w, stream, step, t, 0, o0, H - o0, e);
+        int j = 0;
+        for (; j + 4 <= nc; j += 4) {
+            const ptrdiff_t o = o0 + j;
+            w->k->ffwd4(tr, d, ln->A[0], ln->A2[0], W + o * d, S2 + o * d, mb + o, vb + o, e + j * tr,
+                        ln->A[1] + o * tr, ln->Q[0] + o * tr, w2 + o, s22 + o, Zo, Vo, relu);
+        }
+        for (; j < nc; j++) {
+            const ptrdiff_t o = o0 + j;
+            w->k->ffwd1(tr, d, ln->A[0], ln->A2[0], W + o * d, S2 + o * d, mb + o, vb + o, e + j * tr,
+                        ln->A[1] + o * tr, ln->Q[0] + o * tr, w2 + o, s22 + o, Zo, Vo, relu);
+        }
+        o0 += nc;
+    }
+    bnn_noise(w, stream, step, t, (uint64_t)H, 0, 1, e);
+    w->k->col(tr, mu[m->off_b[1]], w->s2[m->off_b[1]], e, Zo, Vo, NULL, NULL, relu);
+}
+
+/* tile t's backward pass after bnn_fused_forward and its G: the output's
+ * bias, then each hidden column's (bnn_kern.h's k_fback), into the lane's
+ * sums as bnn_backward's */
+static void bnn_fused_backward(const bnn_work *w, bnn_lane *ln, const double *mu, ptrdiff_t t)
+{
+    const svir_bnn_model *m = w->m;
+    ptrdiff_t r0, tr;
+    bnn_tile_span(w, t, &r0, &tr);
+    const ptrdiff_t d = m->dims[0], H = m->dims[1];
+    const int relu = m->act == SVIR_BNN_RELU;
+    double *G = ln->G, *dV = ln->dV;
+    double sg = 0.0, sv = 0.0;
+    for (ptrdiff_t r = 0; r < tr; r++) {
+        dV[r] = G[r] * ln->Q[1][r];
+        sg += G[r];
+        sv += dV[r];
+    }
+    ln->gmu[m->off_b[1]] += sg;
+    ln->gls[m->off_b[1]] += 2.0 * w->s2[m->off_b[1]] * sv;
+    const ptrdiff_t ow = m->off_w[0], ob = m->off_b[0], o2 = m->off_w[1];
+    for (ptrdiff_t o = 0; o < H; o++) {
+        double s[4];
+        w->k->fback(tr, d, ln->A[0], ln->A2[0], ln->A[1] + o * tr, ln->Q[0] + o * tr, G, dV, mu[o2 + o],
+                    w->s2[o2 + o], relu, ln->Gn, ln->dVn, ln->gmu + ow + o * d, ln->gls + ow + o * d, s);
+        ln->gmu[o2 + o] += s[0];
+        ln->gls[o2 + o] += s[1];
+        ln->gmu[ob + o] += s[2];
+        ln->gls[ob + o] += 2.0 * w->s2[ob + o] * s[3];
     }
 }
 
@@ -594,7 +865,8 @@ static double bnn_kl(const svir_bnn_model *m, const double *mu, const double *ls
 static void bnn_backward(const bnn_work *w, bnn_lane *ln, const double *mu, ptrdiff_t t)
 {
     const svir_bnn_model *m = w->m;
-    const ptrdiff_t r0 = t * w->TR, tr = w->R - r0 < w->TR ? w->R - r0 : w->TR;
+    ptrdiff_t r0, tr;
+    bnn_tile_span(w, t, &r0, &tr);
     const int L = m->L, relu = m->act == SVIR_BNN_RELU;
     double *G = ln->G, *Gn = ln->Gn, *dV = ln->dV, *dVn = ln->dVn;
     {
@@ -650,12 +922,15 @@ static void bnn_backward(const bnn_work *w, bnn_lane *ln, const double *mu, ptrd
 static void bnn_tile(const bnn_work *w, bnn_lane *ln, const double *mu, long step, ptrdiff_t t)
 {
     const svir_bnn_model *m = w->m;
-    const ptrdiff_t B = w->B, r0 = t * w->TR, tr = w->R - r0 < w->TR ? w->R - r0 : w->TR;
+    const ptrdiff_t B = w->B;
+    ptrdiff_t r0, tr;
+    bnn_tile_span(w, t, &r0, &tr);
     const int gauss = m->family == SVIR_GAUSSIAN;
     /* each particle's rows weighted n / (B S) */
     const double wt = w->scale / w->S;
     const double t0 = svir_wall_time();
-    bnn_forward(w, ln, mu, m->X, m->n, SVIR_STREAM_LOCAL, (uint64_t)step, t);
+    if (w->fused) bnn_fused_forward(w, ln, mu, m->X, m->n, SVIR_STREAM_LOCAL, (uint64_t)step, t);
+    else bnn_forward(w, ln, mu, m->X, m->n, SVIR_STREAM_LOCAL, (uint64_t)step, t);
     const double t1 = svir_wall_time();
     const double *eta = ln->Z[m->L];
     for (ptrdiff_t k = 0; k < tr; k++) {
@@ -670,7 +945,8 @@ static void bnn_tile(const bnn_work *w, bnn_lane *ln, const double *mu, long ste
         ln->G[k] = wt * g;
     }
     const double t2 = svir_wall_time();
-    bnn_backward(w, ln, mu, t);
+    if (w->fused) bnn_fused_backward(w, ln, mu, t);
+    else bnn_backward(w, ln, mu, t);
     ln->tph[0] += t1 - t0;
     ln->tph[1] += t2 - t1;
     ln->tph[2] += svir_wall_time() - t2;
@@ -841,8 +1117,10 @@ static double bnn_rows(bnn_work *v, const double *gpar, const double *X, const d
         const ptrdiff_t nb = n - c0 < Bv ? n - c0 : Bv;
         for (ptrdiff_t b = 0; b < Bv; b++) v->idx[b] = (int)(c0 + (b < nb ? b : 0));
         for (ptrdiff_t t = 0; t < v->nt; t++) {
-            bnn_forward(v, &v->lane[0], gpar, X, n, stream, (uint64_t)(c0 / Bv), t);
-            const ptrdiff_t r0 = t * v->TR, tr = v->R - r0 < v->TR ? v->R - r0 : v->TR;
+            if (v->fused) bnn_fused_forward(v, &v->lane[0], gpar, X, n, stream, (uint64_t)(c0 / Bv), t);
+            else bnn_forward(v, &v->lane[0], gpar, X, n, stream, (uint64_t)(c0 / Bv), t);
+            ptrdiff_t r0, tr;
+            bnn_tile_span(v, t, &r0, &tr);
             memcpy(v->eta + r0, v->lane[0].Z[m->L], sizeof(double) * (size_t)tr);
         }
         const double *eta = v->eta;

@@ -36,8 +36,10 @@ typedef struct {
     double w_scale, b_scale;
     int kl_warmup;               /* steps over which the KL's weight rises to kl_weight (0: none) */
     double kl_weight;            /* the KL's weight in the gradient's objective, (0, 1] */
-    int path;                    /* the tiles' products: 0 by the widths, 1 loops, 2 BLAS, 3 loops
-                                  * for the baseline instruction set (tests) */
+    int path;                    /* the tiles' passes: 0 by the widths, 1 layer by layer by
+                                  * loops, 2 by BLAS, 3 fused where it applies (tests) */
+    int isa;                     /* the loops' instruction set: 0 the machine's best, 1 the
+                                  * baseline, 2 AVX2 at most (tests) */
     int nv;                      /* held-out rows (0: none) */
     const double *Xv, *yv;       /* [nv x d], [nv]: standardised as X and y */
     const double *init_mu;       /* [D] the guide's starting means, or NULL */
