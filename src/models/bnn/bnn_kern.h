@@ -487,25 +487,22 @@ BNN_ATTR static inline void BNN_CAT(bnn_sum4, BNN_KS)(BNN_V a, BNN_V b, BNN_V c,
 #endif
 }
 
-/* The backward pass over hidden column o of a unit, from the output's G
- * (d/d its mean) and dV (d/d its variance) [tr], the unit's values a and
- * Q q [tr] and its outgoing weight's mean w2 and variance s22: into s[0],
- * s[1] the outgoing weight's a' G and (a^2)' dV; g = (G w2 + 2 a dV s22)
- * act'(a), dv = g q, into s[2], s[3] their sums (the bias's); the
- * incoming weights' A' g and A2' dv added to C, C2 [d]. A, A2: tr x d
- * with columns up to a multiple of 4 (zeros past d). gb, vb: tr of
- * scratch for g and dv. */
-BNN_ATTR static void BNN_CAT(k_fback, BNN_KS)(ptrdiff_t tr, ptrdiff_t d, const double *A, const double *A2,
-                                              const double *a, const double *q, const double *G,
-                                              const double *dV, double w2, double s22, int relu,
-                                              double *gb, double *vb, double *C, double *C2, double s[4])
+/* The backward pass's first sweep over a hidden column of a tile, from
+ * the output's G (d/d its mean) and dV (d/d its variance) [tr], the
+ * unit's values a and Q q [tr] and its outgoing weight's mean w2 and
+ * variance s22: into s[0], s[1] the outgoing weight's a' G and (a^2)' dV;
+ * g = (G w2 + 2 a dV s22) act'(a) into gb and dv = g q into vb [tr], and
+ * their sums (the bias's) into s[2], s[3] */
+BNN_ATTR static inline void BNN_CAT(bnn_fpass1, BNN_KS)(ptrdiff_t tr, const double *a, const double *q,
+                                                        const double *G, const double *dV, double w2,
+                                                        double s22, int relu, double *gb, double *vb,
+                                                        double s[4])
 {
     const int VW = BNN_VW;
     const BNN_V zero = {0};
     BNN_V so = zero, sv2 = zero, sg = zero, sv = zero;
     ptrdiff_t r = 0;
-    const ptrdiff_t trv = tr - tr % VW;
-    for (; r < trv; r += VW) {
+    for (; r + VW <= tr; r += VW) {
         const BNN_V av = BNN_LD(a + r), gv = BNN_LD(G + r), dv = BNN_LD(dV + r);
         so += av * gv;
         sv2 += (av * av) * dv;
@@ -517,55 +514,111 @@ BNN_ATTR static void BNN_CAT(k_fback, BNN_KS)(ptrdiff_t tr, ptrdiff_t d, const d
         sg += g;
         sv += v;
     }
-    double t[4];
-    BNN_CAT(bnn_sum4, BNN_KS)(so, sv2, sg, sv, t);
+    BNN_CAT(bnn_sum4, BNN_KS)(so, sv2, sg, sv, s);
     for (; r < tr; r++) {
-        t[0] += a[r] * G[r];
-        t[1] += (a[r] * a[r]) * dV[r];
+        s[0] += a[r] * G[r];
+        s[1] += (a[r] * a[r]) * dV[r];
         const double da = G[r] * w2 + 2.0 * a[r] * (dV[r] * s22);
         const double g = relu ? (a[r] > 0.0 ? da : 0.0) : da * (1.0 - a[r] * a[r]);
         gb[r] = g;
         vb[r] = g * q[r];
-        t[2] += g;
-        t[3] += vb[r];
+        s[2] += g;
+        s[3] += vb[r];
     }
-    for (int k = 0; k < 4; k++) s[k] = t[k];
-    /* A' g and A2' dv, four inputs at a time (the last four padded) */
+}
+
+/* the eight sums x0 .. x3, y0 .. y3 (vectors) with the rows past the
+ * vectors' (trv .. tr) added into C[0 .. nj), C2[0 .. nj) */
+BNN_ATTR static inline void BNN_CAT(bnn_fsum8, BNN_KS)(BNN_V x0, BNN_V x1, BNN_V x2, BNN_V x3, BNN_V y0, BNN_V y1,
+                                                       BNN_V y2, BNN_V y3, ptrdiff_t trv, ptrdiff_t tr,
+                                                       const double *a0, const double *b0, const double *gb,
+                                                       const double *vb, int nj, double *C, double *C2)
+{
+    double u[4], w[4];
+#ifdef BNN_RED8
+    const BNN_V sum = BNN_RED8(x0, x1, x2, x3, y0, y1, y2, y3);
+    for (int j = 0; j < 4; j++) {
+        u[j] = sum[j];
+        w[j] = sum[4 + j];
+    }
+#else
+    BNN_CAT(bnn_sum4, BNN_KS)(x0, x1, x2, x3, u);
+    BNN_CAT(bnn_sum4, BNN_KS)(y0, y1, y2, y3, w);
+#endif
+    for (int j = 0; j < nj; j++) {
+        for (ptrdiff_t r = trv; r < tr; r++) {
+            u[j] += a0[j * tr + r] * gb[r];
+            w[j] += b0[j * tr + r] * vb[r];
+        }
+        C[j] += u[j];
+        C2[j] += w[j];
+    }
+}
+
+/* The second sweep over one (two: `two`) hidden columns: the incoming
+ * weights' A' g and A2' dv (g and dv in gb, vb; the second column's at +
+ * tr) added to C, C2 [d] (the second column's at + d), four inputs at a
+ * time, each input's vectors loaded once for both columns. A, A2: tr x d
+ * with columns up to a multiple of 4 (zeros past d). */
+BNN_ATTR static inline __attribute__((always_inline)) void
+BNN_CAT(bnn_fpass2, BNN_KS)(ptrdiff_t tr, ptrdiff_t d, const double *A, const double *A2, const double *gb,
+                            const double *vb, double *C, double *C2, const int two)
+{
+    const int VW = BNN_VW;
+    const BNN_V zero = {0};
+    const ptrdiff_t trv = tr - tr % VW;
     for (ptrdiff_t c = 0; c < d; c += 4) {
         BNN_V x0 = zero, x1 = zero, x2 = zero, x3 = zero, y0 = zero, y1 = zero, y2 = zero, y3 = zero;
+        BNN_V p0 = zero, p1 = zero, p2 = zero, p3 = zero, q0 = zero, q1 = zero, q2 = zero, q3 = zero;
         const double *a0 = A + c * tr, *b0 = A2 + c * tr;
-        for (r = 0; r < trv; r += VW) {
+        for (ptrdiff_t r = 0; r < trv; r += VW) {
+            const BNN_V a_0 = BNN_LD(a0 + r), a_1 = BNN_LD(a0 + tr + r), a_2 = BNN_LD(a0 + 2 * tr + r),
+                        a_3 = BNN_LD(a0 + 3 * tr + r);
+            const BNN_V b_0 = BNN_LD(b0 + r), b_1 = BNN_LD(b0 + tr + r), b_2 = BNN_LD(b0 + 2 * tr + r),
+                        b_3 = BNN_LD(b0 + 3 * tr + r);
             const BNN_V g = BNN_LD(gb + r), v = BNN_LD(vb + r);
-            x0 += BNN_LD(a0 + r) * g;
-            x1 += BNN_LD(a0 + tr + r) * g;
-            x2 += BNN_LD(a0 + 2 * tr + r) * g;
-            x3 += BNN_LD(a0 + 3 * tr + r) * g;
-            y0 += BNN_LD(b0 + r) * v;
-            y1 += BNN_LD(b0 + tr + r) * v;
-            y2 += BNN_LD(b0 + 2 * tr + r) * v;
-            y3 += BNN_LD(b0 + 3 * tr + r) * v;
-        }
-        double u[4], w[4];
-#ifdef BNN_RED8
-        const BNN_V sum = BNN_RED8(x0, x1, x2, x3, y0, y1, y2, y3);
-        for (int j = 0; j < 4; j++) {
-            u[j] = sum[j];
-            w[j] = sum[4 + j];
-        }
-#else
-        BNN_CAT(bnn_sum4, BNN_KS)(x0, x1, x2, x3, u);
-        BNN_CAT(bnn_sum4, BNN_KS)(y0, y1, y2, y3, w);
-#endif
-        const int nj = d - c < 4 ? (int)(d - c) : 4;
-        for (int j = 0; j < nj; j++) {
-            for (r = trv; r < tr; r++) {
-                u[j] += a0[j * tr + r] * gb[r];
-                w[j] += b0[j * tr + r] * vb[r];
+            x0 += a_0 * g;
+            x1 += a_1 * g;
+            x2 += a_2 * g;
+            x3 += a_3 * g;
+            y0 += b_0 * v;
+            y1 += b_1 * v;
+            y2 += b_2 * v;
+            y3 += b_3 * v;
+            if (two) {
+                const BNN_V h = BNN_LD(gb + tr + r), u = BNN_LD(vb + tr + r);
+                p0 += a_0 * h;
+                p1 += a_1 * h;
+                p2 += a_2 * h;
+                p3 += a_3 * h;
+                q0 += b_0 * u;
+                q1 += b_1 * u;
+                q2 += b_2 * u;
+                q3 += b_3 * u;
             }
-            C[c + j] += u[j];
-            C2[c + j] += w[j];
         }
+        const int nj = d - c < 4 ? (int)(d - c) : 4;
+        BNN_CAT(bnn_fsum8, BNN_KS)(x0, x1, x2, x3, y0, y1, y2, y3, trv, tr, a0, b0, gb, vb, nj, C + c, C2 + c);
+        if (two)
+            BNN_CAT(bnn_fsum8, BNN_KS)(p0, p1, p2, p3, q0, q1, q2, q3, trv, tr, a0, b0, gb + tr, vb + tr, nj,
+                                       C + d + c, C2 + d + c);
     }
+}
+
+/* The backward pass over hidden columns o (and o + 1: nc = 2) of a tile:
+ * bnn_fpass1 on each (a, q at + tr for the second; w2, s22 [nc]; its
+ * sums into s[4 ..]), then bnn_fpass2. gb, vb: 2 tr of scratch. */
+BNN_ATTR static void BNN_CAT(k_fback, BNN_KS)(ptrdiff_t tr, ptrdiff_t d, const double *A, const double *A2,
+                                              const double *a, const double *q, const double *G,
+                                              const double *dV, const double *w2, const double *s22,
+                                              int relu, int nc, double *gb, double *vb, double *C,
+                                              double *C2, double s[8])
+{
+    for (int j = 0; j < nc; j++)
+        BNN_CAT(bnn_fpass1, BNN_KS)(tr, a + j * tr, q + j * tr, G, dV, w2[j], s22[j], relu, gb + j * tr,
+                                    vb + j * tr, s + 4 * j);
+    if (nc == 2) BNN_CAT(bnn_fpass2, BNN_KS)(tr, d, A, A2, gb, vb, C, C2, 1);
+    else BNN_CAT(bnn_fpass2, BNN_KS)(tr, d, A, A2, gb, vb, C, C2, 0);
 }
 
 #undef BNN_CAT2

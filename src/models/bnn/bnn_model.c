@@ -171,8 +171,8 @@ typedef struct {
                   const double *S2, const double *mb, const double *vb, const double *e, double *Ah,
                   double *Qh, const double *w2, const double *s22, double *Zo, double *Vo, int relu);
     void (*fback)(ptrdiff_t tr, ptrdiff_t d, const double *A, const double *A2, const double *a,
-                  const double *q, const double *G, const double *dV, double w2, double s22, int relu,
-                  double *gb, double *vb, double *C, double *C2, double s[4]);
+                  const double *q, const double *G, const double *dV, const double *w2, const double *s22,
+                  int relu, int nc, double *gb, double *vb, double *C, double *C2, double s[8]);
 } bnn_kernels;
 
 static const bnn_kernels *bnn_kernels_pick(int base);
@@ -778,14 +778,18 @@ static void bnn_fused_backward(const bnn_work *w, bnn_lane *ln, const double *mu
     ln->gmu[m->off_b[1]] += sg;
     ln->gls[m->off_b[1]] += 2.0 * w->s2[m->off_b[1]] * sv;
     const ptrdiff_t ow = m->off_w[0], ob = m->off_b[0], o2 = m->off_w[1];
-    for (ptrdiff_t o = 0; o < H; o++) {
-        double s[4];
-        w->k->fback(tr, d, ln->A[0], ln->A2[0], ln->A[1] + o * tr, ln->Q[0] + o * tr, G, dV, mu[o2 + o],
-                    w->s2[o2 + o], relu, ln->Gn, ln->dVn, ln->gmu + ow + o * d, ln->gls + ow + o * d, s);
-        ln->gmu[o2 + o] += s[0];
-        ln->gls[o2 + o] += s[1];
-        ln->gmu[ob + o] += s[2];
-        ln->gls[ob + o] += 2.0 * w->s2[ob + o] * s[3];
+    /* two columns at a time (Gn, dVn: 2 tr of scratch) */
+    for (ptrdiff_t o = 0; o < H;) {
+        const int nc = H - o >= 2 ? 2 : 1;
+        double s[8];
+        w->k->fback(tr, d, ln->A[0], ln->A2[0], ln->A[1] + o * tr, ln->Q[0] + o * tr, G, dV, mu + o2 + o,
+                    w->s2 + o2 + o, relu, nc, ln->Gn, ln->dVn, ln->gmu + ow + o * d, ln->gls + ow + o * d, s);
+        for (int j = 0; j < nc; j++, o++) {
+            ln->gmu[o2 + o] += s[4 * j];
+            ln->gls[o2 + o] += s[4 * j + 1];
+            ln->gmu[ob + o] += s[4 * j + 2];
+            ln->gls[ob + o] += 2.0 * w->s2[ob + o] * s[4 * j + 3];
+        }
     }
 }
 
