@@ -10,6 +10,7 @@
 #include "core/svir_math.h"
 #include "core/svir_philox.h"
 #include "core/svir_zig.h"
+#include "core/svir_zig_simd.h"
 #include "models/glmm/glmm_codes.h"
 #include "infer/svir_gsvi.h"
 #include "core/svir_out.h"
@@ -366,8 +367,10 @@ static double w_sd(const svir_bnn_model *m, int l)
 
 /* The kernels (bnn_kern.h) for the baseline instruction set (pairs of
  * doubles: SSE2 on x86-64, NEON on arm64) and, on x86-64 where GCC or
- * clang compiles them, for AVX2 with FMA, picked when the machine has it
- * (so a fit's numbers are the same on one machine, not across machines). */
+ * clang compiles them, for AVX2 with FMA and for AVX-512, the best the
+ * machine has picked at run time (so a fit's numbers are the same on one
+ * machine, not across machines); the noise by core/svir_zig_simd.h's 4-
+ * and 8-lane ziggurats there. */
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__SSE2__)
 #define BNN_X86 1
 #include <immintrin.h>
@@ -453,170 +456,16 @@ BNN_A512 static inline __m512d bnn_red8_512(__m512d a, __m512d b, __m512d c, __m
 #undef BNN_RED8
 #endif
 
-#ifdef BNN_X86
-/* Four generators in the lanes of AVX2 registers: xoshiro256++'s step,
- * and the ziggurat's fast test (layer from the low byte; the top 53 bits made a double exactly in two parts, as the
- * scalar cast does); a lane that misses goes on in svir_zig_from with its
- * generator, so each lane's numbers are svir_zig_normal's. No FMA here:
- * every operation rounds as the scalar code's. */
-__attribute__((target("avx2"))) static void bnn_zig4_avx2(const svir_zig *z, svir_xoshiro g[4],
-                                                          ptrdiff_t n, double *e, ptrdiff_t ld)
-{
-    uint64_t S[4][4], bw[4];
-    double xs[4];
-    for (int k = 0; k < 4; k++)
-        for (int j = 0; j < 4; j++) S[k][j] = g[j].s[k];
-    __m256i s0 = _mm256_loadu_si256((const __m256i *)S[0]), s1 = _mm256_loadu_si256((const __m256i *)S[1]);
-    __m256i s2 = _mm256_loadu_si256((const __m256i *)S[2]), s3 = _mm256_loadu_si256((const __m256i *)S[3]);
-    const __m256i m8 = _mm256_set1_epi64x(0xff), m21 = _mm256_set1_epi64x(0x1fffff);
-    const __m256i magic = _mm256_set1_epi64x(0x4330000000000000);
-    const __m256d two52 = _mm256_set1_pd(0x1p52), two21 = _mm256_set1_pd(0x1p21);
-    const __m256d sc = _mm256_set1_pd(0x1p-52), one = _mm256_set1_pd(1.0), sign = _mm256_set1_pd(-0.0);
-    for (ptrdiff_t r = 0; r < n; r++) {
-        const __m256i sum = _mm256_add_epi64(s0, s3);
-        const __m256i b =
-            _mm256_add_epi64(_mm256_or_si256(_mm256_slli_epi64(sum, 23), _mm256_srli_epi64(sum, 41)), s0);
-        const __m256i t = _mm256_slli_epi64(s1, 17);
-        s2 = _mm256_xor_si256(s2, s0);
-        s3 = _mm256_xor_si256(s3, s1);
-        s1 = _mm256_xor_si256(s1, s2);
-        s0 = _mm256_xor_si256(s0, s3);
-        s2 = _mm256_xor_si256(s2, t);
-        s3 = _mm256_or_si256(_mm256_slli_epi64(s3, 45), _mm256_srli_epi64(s3, 19));
-        /* the layers' edges by scalar loads (AMD's gathers are slower) */
-        uint64_t iv[4];
-        _mm256_storeu_si256((__m256i *)iv, _mm256_and_si256(b, m8));
-        const __m256d xi = _mm256_set_pd(z->x[iv[3]], z->x[iv[2]], z->x[iv[1]], z->x[iv[0]]);
-        const __m256d xi1 = _mm256_set_pd(z->x[iv[3] + 1], z->x[iv[2] + 1], z->x[iv[1] + 1], z->x[iv[0] + 1]);
-        const __m256i nn = _mm256_srli_epi64(b, 11);
-        const __m256d hi = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(_mm256_srli_epi64(nn, 21), magic)), two52);
-        const __m256d lo = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(_mm256_and_si256(nn, m21), magic)), two52);
-        const __m256d u = _mm256_sub_pd(_mm256_mul_pd(_mm256_add_pd(_mm256_mul_pd(hi, two21), lo), sc), one);
-        const __m256d x = _mm256_mul_pd(u, xi);
-        const int ok = _mm256_movemask_pd(_mm256_cmp_pd(_mm256_andnot_pd(sign, x), xi1, _CMP_LT_OQ));
-        _mm256_storeu_pd(xs, x);
-        if (ok == 15) {
-            e[r] = xs[0];
-            e[ld + r] = xs[1];
-            e[2 * ld + r] = xs[2];
-            e[3 * ld + r] = xs[3];
-            continue;
-        }
-        _mm256_storeu_si256((__m256i *)S[0], s0);
-        _mm256_storeu_si256((__m256i *)S[1], s1);
-        _mm256_storeu_si256((__m256i *)S[2], s2);
-        _mm256_storeu_si256((__m256i *)S[3], s3);
-        _mm256_storeu_si256((__m256i *)bw, b);
-        for (int j = 0; j < 4; j++) {
-            if (ok >> j & 1) {
-                e[j * ld + r] = xs[j];
-                continue;
-            }
-            svir_xoshiro gj = {{S[0][j], S[1][j], S[2][j], S[3][j]}};
-            e[j * ld + r] = svir_zig_from(z, &gj, bw[j]);
-            for (int k = 0; k < 4; k++) S[k][j] = gj.s[k];
-        }
-        s0 = _mm256_loadu_si256((const __m256i *)S[0]);
-        s1 = _mm256_loadu_si256((const __m256i *)S[1]);
-        s2 = _mm256_loadu_si256((const __m256i *)S[2]);
-        s3 = _mm256_loadu_si256((const __m256i *)S[3]);
-    }
-}
-#endif
-
-#ifdef BNN_X86
-/* Eight generators in an AVX-512 register's lanes, as bnn_zig4_avx2 four
- * (the layers' edges by gathers; the words' top 53 bits made a double
- * exactly by one conversion), the rows kept eight at a time and written
- * as eight columns by an 8 x 8 transpose. */
-BNN_A512 static inline void bnn_put8(__m512d r[8], double *e, ptrdiff_t ld)
-{
-    __m512d t[8], u[8];
-    for (int k = 0; k < 4; k++) {
-        t[2 * k] = _mm512_unpacklo_pd(r[2 * k], r[2 * k + 1]);
-        t[2 * k + 1] = _mm512_unpackhi_pd(r[2 * k], r[2 * k + 1]);
-    }
-    /* u[0], u[1]: columns (0, 4), (2, 6) of rows 0-3; u[2], u[3]: (1, 5),
-     * (3, 7); u[4 ..]: rows 4-7's */
-    for (int h = 0; h < 2; h++) {
-        u[4 * h] = _mm512_shuffle_f64x2(t[4 * h], t[4 * h + 2], 0x88);
-        u[4 * h + 1] = _mm512_shuffle_f64x2(t[4 * h], t[4 * h + 2], 0xdd);
-        u[4 * h + 2] = _mm512_shuffle_f64x2(t[4 * h + 1], t[4 * h + 3], 0x88);
-        u[4 * h + 3] = _mm512_shuffle_f64x2(t[4 * h + 1], t[4 * h + 3], 0xdd);
-    }
-    static const int col[4][2] = {{0, 4}, {2, 6}, {1, 5}, {3, 7}};
-    for (int k = 0; k < 4; k++) {
-        _mm512_storeu_pd(e + col[k][0] * ld, _mm512_shuffle_f64x2(u[k], u[k + 4], 0x88));
-        _mm512_storeu_pd(e + col[k][1] * ld, _mm512_shuffle_f64x2(u[k], u[k + 4], 0xdd));
-    }
-}
-
-BNN_A512 static void bnn_zig8_avx512(const svir_zig *z, svir_xoshiro g[8], ptrdiff_t n, double *e,
-                                     ptrdiff_t ld)
-{
-    uint64_t S[4][8], bw[8];
-    double xs[8];
-    for (int k = 0; k < 4; k++)
-        for (int j = 0; j < 8; j++) S[k][j] = g[j].s[k];
-    __m512i s0 = _mm512_loadu_si512(S[0]), s1 = _mm512_loadu_si512(S[1]);
-    __m512i s2 = _mm512_loadu_si512(S[2]), s3 = _mm512_loadu_si512(S[3]);
-    const __m512i m8 = _mm512_set1_epi64(0xff);
-    const __m512d sc = _mm512_set1_pd(0x1p-52), one = _mm512_set1_pd(1.0);
-    __m512d rows[8];
-    for (ptrdiff_t r = 0; r < n; r++) {
-        const __m512i b = _mm512_add_epi64(_mm512_rol_epi64(_mm512_add_epi64(s0, s3), 23), s0);
-        const __m512i t = _mm512_slli_epi64(s1, 17);
-        s2 = _mm512_xor_si512(s2, s0);
-        s3 = _mm512_xor_si512(s3, s1);
-        s1 = _mm512_xor_si512(s1, s2);
-        s0 = _mm512_xor_si512(s0, s3);
-        s2 = _mm512_xor_si512(s2, t);
-        s3 = _mm512_rol_epi64(s3, 45);
-        const __m512i iv = _mm512_and_si512(b, m8);
-        const __m512d xi = _mm512_i64gather_pd(iv, z->x, 8), xi1 = _mm512_i64gather_pd(iv, z->x + 1, 8);
-        /* (b >> 11) < 2^53 converts exactly; the product by 2^-52 is exact */
-        const __m512d u = _mm512_sub_pd(_mm512_mul_pd(_mm512_cvtepi64_pd(_mm512_srli_epi64(b, 11)), sc), one);
-        __m512d x = _mm512_mul_pd(u, xi);
-        const __mmask8 ok = _mm512_cmp_pd_mask(_mm512_abs_pd(x), xi1, _CMP_LT_OQ);
-        if (ok != 0xff) {
-            _mm512_storeu_pd(xs, x);
-            _mm512_storeu_si512(S[0], s0);
-            _mm512_storeu_si512(S[1], s1);
-            _mm512_storeu_si512(S[2], s2);
-            _mm512_storeu_si512(S[3], s3);
-            _mm512_storeu_si512(bw, b);
-            for (int j = 0; j < 8; j++) {
-                if (ok >> j & 1) continue;
-                svir_xoshiro gj = {{S[0][j], S[1][j], S[2][j], S[3][j]}};
-                xs[j] = svir_zig_from(z, &gj, bw[j]);
-                for (int k = 0; k < 4; k++) S[k][j] = gj.s[k];
-            }
-            s0 = _mm512_loadu_si512(S[0]);
-            s1 = _mm512_loadu_si512(S[1]);
-            s2 = _mm512_loadu_si512(S[2]);
-            s3 = _mm512_loadu_si512(S[3]);
-            x = _mm512_loadu_pd(xs);
-        }
-        rows[r & 7] = x;
-        if ((r & 7) == 7) bnn_put8(rows, e + r - 7, ld);
-    }
-    /* the last rows short of eight */
-    for (ptrdiff_t r = n - (n & 7); r < n; r++) {
-        _mm512_storeu_pd(xs, rows[r & 7]);
-        for (int j = 0; j < 8; j++) e[j * ld + r] = xs[j];
-    }
-}
-#endif
 
 static const bnn_kernels bnn_k_base = {k_fwd_base,   k_tn_base,   k_nt_base,  bnn_column_base,
                                        NULL,         NULL,        k_back_base, k_ffwd4_base,
                                        k_ffwd1_base, k_fback_base};
 #ifdef BNN_X86
 static const bnn_kernels bnn_k_avx2 = {k_fwd_avx2,   k_tn_avx2,     k_nt_avx2,   bnn_column_avx2,
-                                       NULL,         bnn_zig4_avx2, k_back_avx2, k_ffwd4_avx2,
+                                       NULL,         svir_zig4_avx2, k_back_avx2, k_ffwd4_avx2,
                                        k_ffwd1_avx2, k_fback_avx2};
 static const bnn_kernels bnn_k_avx512 = {k_fwd_avx512,    k_tn_avx512,   k_nt_avx512,   bnn_column_avx512,
-                                         bnn_zig8_avx512, bnn_zig4_avx2, k_back_avx512, k_ffwd4_avx512,
+                                         svir_zig8_avx512, svir_zig4_avx2, k_back_avx512, k_ffwd4_avx512,
                                          k_ffwd1_avx512,  k_fback_avx512};
 #endif
 
