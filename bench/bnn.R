@@ -23,7 +23,8 @@
 #   mean and standard error over the splits. Published (Gal and Ghahramani
 #   2016, table): PBP 3.01 / -2.57, MC dropout 2.97 / -2.46.
 # speed: per-step time at n = 50,000 synthetic rows (10 standard normal
-#   inputs, y = sin(x1) + noise), one hidden layer of 50, 256 and 1024
+#   inputs, y = sin(x1) + noise; both sides the same rows, NumPyro's as CSV
+#   standardised as svir standardises), one hidden layer of 50, 256 and 1024
 #   relu units, batches of 256 and 4096: svir's steps (the engine's loop
 #   time over 200 steps, set-up excluded) and NumPyro's (its jitted update,
 #   the median step after 50, compile excluded; rows drawn with replacement,
@@ -31,7 +32,8 @@
 #   a step at 4096 of 50,000 rows), with each one's ELBO after the same
 #   number of steps (svir's: its expected log-likelihood less its KL at the
 #   final guide, fit$ell - fit$kl; NumPyro's: minus its mean loss over the
-#   last 10% of the steps).
+#   last 10% of the steps) and test RMSE and log predictive density on
+#   5,000 held-out rows from the same model.
 # Results to stdout and <out>/bnn-<date>.md, with the BLAS that ran.
 file_arg <- grep("^--file=", commandArgs(FALSE), value = TRUE)
 here <- if (length(file_arg)) dirname(normalizePath(sub("^--file=", "", file_arg[1]))) else "bench"
@@ -150,14 +152,18 @@ if ("boston" %in% parts) {
 
 if ("speed" %in% parts) {
   n <- 50000L
+  nt <- 5000L
   set.seed(11)
-  X <- matrix(stats::rnorm(n * 10), n, dimnames = list(NULL, paste0("x", 1:10)))
-  d <- data.frame(X, y = sin(X[, 1]) + stats::rnorm(n, sd = 0.1))
+  X <- matrix(stats::rnorm((n + nt) * 10), n + nt, dimnames = list(NULL, paste0("x", 1:10)))
+  dall <- data.frame(X, y = sin(X[, 1]) + stats::rnorm(n + nt, sd = 0.1))
+  d <- dall[seq_len(n), ]
+  dt <- dall[n + seq_len(nt), ]
   say("## Per-step time, n = %d, 10 inputs, one hidden layer (relu)", n)
   say("")
-  say("| width | batch | svir ms/step (range) | NumPyro ms/step | NumPyro / svir | svir ELBO | NumPyro ELBO |")
-  say("|---:|---:|---:|---:|---:|---:|---:|")
+  say("| width | batch | svir ms/step (range) | NumPyro ms/step | NumPyro / svir | svir ELBO | NumPyro ELBO | svir test RMSE, LL | NumPyro test RMSE, LL |")
+  say("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
   reps <- 3L
+  ftr <- fte <- NULL
   for (h in c(50L, 256L, 1024L)) for (b in c(256L, 4096L)) {
     ns <- 200L
     # svir: the median over `reps` fits of the loop's own time per step
@@ -166,29 +172,53 @@ if ("speed" %in% parts) {
     for (k in seq_len(reps)) {
       fit <- svi_fit(y ~ ., d, model = bnn(hidden = h), seed = 1,
                      control = svi_control(batch_size = b, max_steps = ns, eval_every = ns, lr = 0.01,
-                                           lr_schedule = "constant", num_particles = 1L, ndraws = 1L,
+                                           lr_schedule = "constant", num_particles = 1L, ndraws = 200L,
                                            progress = FALSE))
       ms[k] <- 1e3 * sum(fit$time_split[1:4]) / fit$steps
     }
     ms_s <- stats::median(ms)
+    # the test rows' metrics in y's units: svir's predictive density the
+    # mixture over its 200 draws
+    tt <- stats::delete.response(fit$tt)
+    Xt <- svir:::svir_bnn_matrix(tt, stats::model.frame(tt, dt), fit$xlevels)
+    Xts <- sweep(sweep(Xt, 2L, fit$xcenter), 2L, fit$xscale, "/")
+    mu <- fit$ymean + fit$yscale * matrix(svir:::svir_bnn_forward(fit$dims, "relu", Xts, fit$draws), nt)
+    sig <- matrix(fit$yscale * exp(fit$draws[, ncol(fit$draws)]), nt, ncol(mu), byrow = TRUE)
+    m_s <- c(rmse = sqrt(mean((dt$y - rowMeans(mu))^2)),
+             ll = mean(log(rowMeans(exp(stats::dnorm(dt$y, mu, sig, log = TRUE))))))
+    # NumPyro on the same rows, standardised as svir's (written once)
+    if (is.null(ftr)) {
+      Xs <- sweep(sweep(as.matrix(d[, 1:10]), 2L, fit$xcenter), 2L, fit$xscale, "/")
+      colnames(Xs) <- colnames(Xts) <- paste0("x", 1:10)
+      ftr <- tempfile(fileext = ".csv")
+      fte <- tempfile(fileext = ".csv")
+      utils::write.csv(data.frame(Xs, y = (d$y - fit$ymean) / fit$yscale), ftr, row.names = FALSE)
+      utils::write.csv(data.frame(Xts, y = (dt$y - fit$ymean) / fit$yscale), fte, row.names = FALSE)
+    }
     # NumPyro: the median over two runs of its median step
     np <- NULL
     ms_n <- NA
+    m_n <- c(rmse = NA, ll = NA)
     if (file.exists(np_script)) {
-      nps <- lapply(1:2, function(k) numpyro(c("--synthetic", paste0(n, ",10"), "--hidden", h, "--act", "relu",
+      nps <- lapply(1:2, function(k) numpyro(c("--train", ftr, "--test", fte, "--hidden", h, "--act", "relu",
                                                 "--batch", b, "--steps", ns, "--lr", "0.01", "--seed", "1",
-                                                "--timing-only", "--init", "sample", "--subsample", "index")))
+                                                "--ndraws", "200", "--init", "sample", "--subsample", "index")))
       ok <- !vapply(nps, is.null, TRUE)
       if (any(ok)) {
         np <- nps[[which(ok)[1]]]
         ms_n <- stats::median(vapply(nps[ok], function(x) x$step_ms_median, 0))
+        # its predictive of y as a normal with its draws' mean and sd
+        pm <- fit$ymean + fit$yscale * unlist(np$pred_mean)
+        psd <- fit$yscale * unlist(np$pred_sd)
+        m_n <- c(rmse = sqrt(mean((dt$y - pm)^2)), ll = mean(stats::dnorm(dt$y, pm, psd, log = TRUE)))
       }
     }
-    say("| %d | %d | %.3f (%.3f-%.3f) | %.3f | %.2f | %.4g | %.4g |", h, b, ms_s, min(ms), max(ms), ms_n,
-        ms_n / ms_s, fit$ell - fit$kl, if (is.null(np)) NA else np$elbo_final)
+    say("| %d | %d | %.3f (%.3f-%.3f) | %.3f | %.2f | %.4g | %.4g | %.3f, %.2f | %.3f, %.2f |", h, b, ms_s,
+        min(ms), max(ms), ms_n, ms_n / ms_s, fit$ell - fit$kl, if (is.null(np)) NA else np$elbo_final,
+        m_s[["rmse"]], m_s[["ll"]], m_n[["rmse"]], m_n[["ll"]])
   }
   say("")
-  say("svir's ms/step: the median (and range) over %d fits of its loop's time (the pre-activations' draws and forward pass, the likelihood, the backward pass, Adam) over %d steps, set-up and outputs excluded, on its default threads; NumPyro's: the median over two runs of its median step after the first 50, compile excluded.", reps, 200L)
+  say("svir's ms/step: the median (and range) over %d fits of its loop's time (the pre-activations' draws and forward pass, the likelihood, the backward pass, Adam) over %d steps, set-up and outputs excluded, on its default threads; NumPyro's: the median over two runs of its median step after the first 50, compile excluded (its rows drawn with replacement). Test metrics on %d held-out rows from the same model (y = sin(x1) + N(0, 0.1^2); RMSE and log predictive density per row in y's units): svir's predictive the mixture over 200 draws, NumPyro's a normal with its 200 predictive draws' mean and sd.", reps, 200L, nt)
   say("")
 }
 dir.create(a$out, showWarnings = FALSE, recursive = TRUE)

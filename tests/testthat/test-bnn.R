@@ -112,6 +112,11 @@ test_that("one hidden layer's fused pass gives the layered passes' estimate and 
       expect_equal(got$elbo, ref$elbo, tolerance = 1e-12, label = lab)
       expect_equal(got$grad, ref$grad, tolerance = 1e-10, label = lab)
     }
+    # pre-activation variances far below float's range (sds e^-60): the
+    # vector units' reciprocal square roots give way to the exact ones
+    vt <- c(v[seq_len(D)], rep(-60, D))
+    expect_equal(bnn_run(job, vt, 5, 3L, 2L)$grad, bnn_run(job, vt, 5, 1L, 1L, 1L)$grad, tolerance = 1e-10,
+                 label = paste(y, act, "tiny variances"))
     # a different step's noise gives a different estimate (the comparison
     # above can fail)
     expect_false(isTRUE(all.equal(run(3L, 1L)$elbo, bnn_run(job, v, 6, 3L, 1L)$elbo, tolerance = 1e-12)))

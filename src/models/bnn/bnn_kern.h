@@ -558,7 +558,8 @@ BNN_ATTR static inline void BNN_CAT(bnn_fsum8, BNN_KS)(BNN_V x0, BNN_V x1, BNN_V
 /* The second sweep over one (two: `two`) hidden columns: the incoming
  * weights' A' g and A2' dv (g and dv in gb, vb; the second column's at +
  * tr) added to C, C2 [d] (the second column's at + d), four inputs at a
- * time, each input's vectors loaded once for both columns. A, A2: tr x d
+ * time, each input's vectors loaded once for both columns (two: 20
+ * vectors live, for AVX-512's 32 registers). A, A2: tr x d
  * with columns up to a multiple of 4 (zeros past d). */
 BNN_ATTR static inline __attribute__((always_inline)) void
 BNN_CAT(bnn_fpass2, BNN_KS)(ptrdiff_t tr, ptrdiff_t d, const double *A, const double *A2, const double *gb,
@@ -617,8 +618,15 @@ BNN_ATTR static void BNN_CAT(k_fback, BNN_KS)(ptrdiff_t tr, ptrdiff_t d, const d
     for (int j = 0; j < nc; j++)
         BNN_CAT(bnn_fpass1, BNN_KS)(tr, a + j * tr, q + j * tr, G, dV, w2[j], s22[j], relu, gb + j * tr,
                                     vb + j * tr, s + 4 * j);
-    if (nc == 2) BNN_CAT(bnn_fpass2, BNN_KS)(tr, d, A, A2, gb, vb, C, C2, 1);
-    else BNN_CAT(bnn_fpass2, BNN_KS)(tr, d, A, A2, gb, vb, C, C2, 0);
+#if BNN_VW == 8
+    /* both columns in one sweep where there are 32 registers */
+    if (nc == 2) {
+        BNN_CAT(bnn_fpass2, BNN_KS)(tr, d, A, A2, gb, vb, C, C2, 1);
+        return;
+    }
+#endif
+    for (int j = 0; j < nc; j++)
+        BNN_CAT(bnn_fpass2, BNN_KS)(tr, d, A, A2, gb + j * tr, vb + j * tr, C + j * d, C2 + j * d, 0);
 }
 
 #undef BNN_CAT2

@@ -401,6 +401,7 @@ static double w_sd(const svir_bnn_model *m, int l)
 #undef BNN_KS
 #undef BNN_ATTR
 #undef BNN_SQRT
+#undef BNN_RSQRT
 #undef BNN_MAX0
 
 /* AVX-512: eight doubles a vector; 1 / sd from the 14-bit estimate and
@@ -409,6 +410,10 @@ static double w_sd(const svir_bnn_model *m, int l)
 #define BNN_A512 __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma")))
 BNN_A512 static inline __m512d bnn_rsqrt512(__m512d v)
 {
+    /* far outside (2^-100, 2^100) (never in a sane fit): 1 / sqrt(v) */
+    if ((_mm512_cmp_pd_mask(v, _mm512_set1_pd(0x1p-100), _CMP_GE_OQ) &
+         _mm512_cmp_pd_mask(v, _mm512_set1_pd(0x1p100), _CMP_LE_OQ)) != 0xff)
+        return _mm512_div_pd(_mm512_set1_pd(1.0), _mm512_sqrt_pd(v));
     const __m512d th = _mm512_set1_pd(1.5), hv = _mm512_mul_pd(_mm512_set1_pd(0.5), v);
     __m512d y = _mm512_rsqrt14_pd(v);
     y = _mm512_mul_pd(y, _mm512_fnmadd_pd(_mm512_mul_pd(hv, y), y, th));
