@@ -595,3 +595,110 @@ log_lik.svi_pln <- function(object, newdata = NULL, ndraws = NULL, ...) {
   colnames(ll) <- u$names
   ll
 }
+
+# ---- posterior predictive checks ----------------------------------------------
+
+#' Posterior predictive checks
+#'
+#' `pp_check()` (the generic of \pkg{bayesplot}, a suggested package) for
+#' svir's fits, as for rstanarm's and brms's: the observed response against
+#' replicated data sets from [posterior_predict()][svir-rstantools], drawn
+#' by one of bayesplot's `ppc_` functions.
+#'
+#' The observed values are those the fit's [log_lik()][svir-rstantools]
+#' uses: for GLMMs the fitting data's response (or `newdata`'s); networks
+#' and count mixtures keep no data, so `newdata` (holding the response, or
+#' the count matrix) is required; for Poisson-lognormal models and count
+#' mixtures, the count matrix's entries in column-major order.
+#'
+#' @param object A fit from [svi_fit()]: a GLMM, a network ([bnn()]), a
+#'   Poisson-lognormal model ([pln()]) or a count mixture
+#'   ([count_mixture()]).
+#' @param type The plot: a bayesplot `ppc_` function's name without the
+#'   prefix, such as `"dens_overlay"` (the default), `"hist"`,
+#'   `"ecdf_overlay"`, `"stat"`, `"bars"` or `"rootogram"` (counts).
+#' @param ndraws The number of replicated data sets (posterior draws).
+#' @param newdata Rows to check on, with the response; `NULL`: the fit's
+#'   own data where it keeps it.
+#' @param seed A seed for the replicates' draws (R's generator is restored
+#'   after), or `NULL`.
+#' @param ... Passed to the `ppc_` function (`stat = "mean"` for `"stat"`).
+#' @return A ggplot object (bayesplot's).
+#' @examplesIf requireNamespace("bayesplot", quietly = TRUE) && requireNamespace("lme4", quietly = TRUE)
+#' data(sleepstudy, package = "lme4")
+#' fit <- svi_fit(Reaction ~ Days + (Days | Subject), data = sleepstudy, seed = 1)
+#' pp_check(fit)
+#' pp_check(fit, type = "stat", stat = "sd")
+#' @name svir-pp_check
+NULL
+
+# the observed values and the replicates (draws x observations) for
+# pp_check()
+svir_pp_data <- function(object, newdata, ndraws, seed) {
+  abort <- function(msg, .envir = parent.frame()) {
+    cli::cli_abort(msg, class = "svir_error", call = NULL, .envir = .envir)
+  }
+  if (!is.numeric(ndraws) || length(ndraws) != 1L || is.na(ndraws) || ndraws < 1) {
+    abort("{.arg ndraws} must be a positive whole number of replicated data sets.")
+  }
+  ndraws <- as.integer(ndraws)
+  if (inherits(object, "svi_bnn")) {
+    yrep <- posterior_predict.svi_bnn(object, newdata = newdata, ndraws = ndraws, seed = seed)
+    y <- svir_bnn_draws_eta(object, newdata, 1L, TRUE)$y
+  } else if (inherits(object, "svi_pln")) {
+    yrep <- posterior_predict.svi_pln(object, newdata = newdata, ndraws = ndraws, seed = seed)
+    y <- svir_pln_draws_eta(object, newdata, 1L, TRUE)$y
+  } else if (inherits(object, "svi_mixture")) {
+    yrep <- posterior_predict.svi_mixture(object, newdata = newdata, ndraws = ndraws, seed = seed)
+    Y <- svir_mix_new_spec(object, newdata, abort)$dat$Y
+    y <- as.double(as.matrix(Y))
+  } else {
+    yrep <- posterior_predict.svi_fit(object, newdata = newdata, ndraws = ndraws, seed = seed)
+    y <- svir_glmm_observed(object, newdata, ncol(yrep))$y
+  }
+  if (length(y) != ncol(yrep) || anyNA(y)) {
+    abort("The observed response has {length(y)} value{?s} (or missing ones) where the replicates have {ncol(yrep)}.")
+  }
+  list(y = y, yrep = yrep)
+}
+
+svir_pp_check <- function(object, type, ndraws, newdata, seed, ...) {
+  if (!requireNamespace("bayesplot", quietly = TRUE)) {
+    cli::cli_abort(c("pp_check() needs the {.pkg bayesplot} package.",
+                     i = "Install it (Debian: {.code apt-get install r-cran-bayesplot})."),
+                   class = "svir_error", call = NULL)
+  }
+  fun <- if (is.character(type) && length(type) == 1L && !is.na(type)) paste0("ppc_", sub("^ppc_", "", type))
+  if (is.null(fun) || !exists(fun, envir = asNamespace("bayesplot"), mode = "function", inherits = FALSE)) {
+    cli::cli_abort(c("{.arg type} must name one of bayesplot's {.code ppc_} functions without the prefix.",
+                     i = "For example {.val dens_overlay}, {.val hist}, {.val ecdf_overlay}, {.val stat} or {.val bars}."),
+                   class = "svir_error", call = NULL)
+  }
+  u <- svir_pp_data(object, newdata, ndraws, seed)
+  get(fun, envir = asNamespace("bayesplot"))(y = u$y, yrep = u$yrep, ...)
+}
+
+#' @rdname svir-pp_check
+#' @exportS3Method bayesplot::pp_check
+pp_check.svi_fit <- function(object, type = "dens_overlay", ndraws = 50, newdata = NULL, seed = NULL, ...) {
+  svir_pp_check(object, type, ndraws, newdata, seed, ...)
+}
+
+#' @rdname svir-pp_check
+#' @exportS3Method bayesplot::pp_check
+pp_check.svi_bnn <- function(object, type = "dens_overlay", ndraws = 50, newdata = NULL, seed = NULL, ...) {
+  svir_pp_check(object, type, ndraws, newdata, seed, ...)
+}
+
+#' @rdname svir-pp_check
+#' @exportS3Method bayesplot::pp_check
+pp_check.svi_pln <- function(object, type = "dens_overlay", ndraws = 50, newdata = NULL, seed = NULL, ...) {
+  svir_pp_check(object, type, ndraws, newdata, seed, ...)
+}
+
+#' @rdname svir-pp_check
+#' @exportS3Method bayesplot::pp_check
+pp_check.svi_mixture <- function(object, type = "dens_overlay", ndraws = 50, newdata = NULL, seed = NULL,
+                                 ...) {
+  svir_pp_check(object, type, ndraws, newdata, seed, ...)
+}

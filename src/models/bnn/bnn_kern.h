@@ -4,8 +4,9 @@
  * functions' target attribute, or nothing), and for x86 BNN_SQRT(v),
  * BNN_MAX0(v) (a vector's square roots, its maximum with 0) and
  * optionally BNN_RSQRT(v) (its reciprocal square roots, to a few units in
- * the last place), or leaves them undefined for plain loops. Tiles are column-major with leading
- * dimension tr. No R API. */
+ * the last place), BNN_RED4 and BNN_RED8 (sums of four and eight vectors
+ * in one), or leaves them undefined for plain loops. Tiles are
+ * column-major with leading dimension tr. No R API. */
 #define BNN_CAT2(a, b) a##b
 #define BNN_CAT(a, b) BNN_CAT2(a, b)
 #define BNN_V BNN_CAT(bnn_vec, BNN_KS)
@@ -218,8 +219,8 @@ BNN_ATTR static void BNN_CAT(bnn_column, BNN_KS)(ptrdiff_t tr, double mb, double
     const int VW = BNN_VW;
     (void)VW;
 #if defined(BNN_RSQRT)
-    /* 1 / sd to a few units in the last place (BNN_RSQRT), then sd = v /
-     * sd and Q = e / (2 sd) by products: no square root and no division,
+    /* is = 1 / sd to a few units in the last place (BNN_RSQRT), then sd =
+     * v is and Q = e is / 2 by products: no square root and no division,
      * each several times a product's time */
     for (; r + VW <= tr; r += VW) {
         const BNN_V v = BNN_LD(Q + r) + vb, is = BNN_RSQRT(v), er = BNN_LD(e + r);

@@ -461,7 +461,6 @@ BNN_A512 static inline __m512d bnn_red8_512(__m512d a, __m512d b, __m512d c, __m
 #undef BNN_RED8
 #endif
 
-
 static const bnn_kernels bnn_k_base = {k_fwd_base,   k_tn_base,   k_nt_base,  bnn_column_base,
                                        NULL,         NULL,        k_back_base, k_ffwd4_base,
                                        k_ffwd1_base, k_fback_base};
@@ -490,13 +489,6 @@ static const bnn_kernels *bnn_kernels_pick(int level)
     return &bnn_k_base;
 }
 
-/* Tile t's pre-activations (its tr stacked rows from r0 = t TR; row r is
- * row idx[r mod B] of X, n rows) into lane ln: per layer Z = A mu_W + mu_b
- * + sqrt(A^2 s2_W + s2_b) eps, A' = act(Z) (w->s2 holds the guide's
- * variances). The noise of a layer's column o in tile t is block (t, ctr
- * + o) of (stream, step) (svir_zig.h), ctr counting the earlier layers'
- * columns, so that the numbers do not depend on the threads or the path;
- * Q keeps eps / (2 sd) for the backward pass. */
 /* tile t's first row and rows */
 static void bnn_tile_span(const bnn_work *w, ptrdiff_t t, ptrdiff_t *r0, ptrdiff_t *tr)
 {
@@ -543,6 +535,13 @@ static int bnn_noise(const bnn_work *w, uint64_t stream, uint64_t step, ptrdiff_
     return nc;
 }
 
+/* Tile t's pre-activations (its tr stacked rows from r0 = t TR; row r is
+ * row idx[r mod B] of X, n rows) into lane ln: per layer Z = A mu_W + mu_b
+ * + sqrt(A^2 s2_W + s2_b) eps, A' = act(Z) (w->s2 holds the guide's
+ * variances). The noise of a layer's column o in tile t is block (t, ctr
+ * + o) of (stream, step) (svir_zig.h), ctr counting the earlier layers'
+ * columns, so that the numbers do not depend on the threads or the path;
+ * Q keeps eps / (2 sd) for the backward pass. */
 static void bnn_forward(const bnn_work *w, bnn_lane *ln, const double *mu, const double *X,
                         ptrdiff_t n, uint64_t stream, uint64_t step, ptrdiff_t t)
 {
