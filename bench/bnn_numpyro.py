@@ -197,7 +197,7 @@ def main(argv=None):
            "hidden": args.hidden, "act": args.act, "batch": min(args.batch, int(X.shape[0])),
            "steps": args.steps, "lr": args.lr, "seed": args.seed, "init": args.init,
            "subsample": args.subsample, "threads": args.threads, "cpu_count": os.cpu_count(),
-           "xla_flags": os.environ.get("XLA_FLAGS", ""), **res}
+           "xla_flags": os.environ.get("XLA_FLAGS", ""), "device": str(jax.devices()[0]), **res}
     if Xt is not None and not args.timing_only:
         out.update(predict(model, guide, params, Xt, args))
         if args.family == "gaussian":  # test RMSE on the standardised scale, for the log line
@@ -205,9 +205,10 @@ def main(argv=None):
     with open(args.out, "w") as fh:
         json.dump(out, fh)
     rmse = " test RMSE %.3f" % out["test_rmse"] if "test_rmse" in out else ""
-    print("numpyro bnn n=%d d=%d hidden=%s batch=%d steps=%d: compile %.2f s, loop %.2f s, %.3f ms/step, "
-          "ELBO %.6g%s" % (out["n"], out["d"], args.hidden, out["batch"], args.steps, res["compile_s"],
-                           res["loop_s"], res["step_ms_median"], res["elbo_final"], rmse), file=sys.stderr)
+    print("numpyro bnn n=%d d=%d hidden=%s batch=%d steps=%d on %s: compile %.2f s, loop %.2f s, %.3f ms/step, "
+          "ELBO %.6g%s" % (out["n"], out["d"], args.hidden, out["batch"], args.steps, out["device"],
+                           res["compile_s"], res["loop_s"], res["step_ms_median"], res["elbo_final"], rmse),
+          file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,11 @@
 #   bnn     the networks' parity checks (gpucheck --bnn --quick)
 #   bnnbench issue 18's network timing, width 1024, batch 4096 (gpucheck --bnn --bench)
 # and, named only: ncu (the observation pass's kernels under Nsight Compute), qembench (issue 4's large two-level GLMM, gpucheck
-# --qem-bench) and numpyro-long (NumPyro for 10^4 steps from both inits; with
-# TARGET=ELBO in the environment, the step at which it reaches that ELBO).
+# --qem-bench), numpyro-long (NumPyro for 10^4 steps from both inits; with
+# TARGET=ELBO in the environment, the step at which it reaches that ELBO)
+# and bnnnumpyro (NumPyro's network step at bnnbench's width and batch on
+# the machine's JAX, its device in the log: issue 18's GPU comparison,
+# `device_run.sh 300 bnn bnnbench bnnnumpyro`).
 set -u
 OUT=${OUT:-/tmp/gpucheck-out}
 mkdir -p "$OUT"
@@ -73,6 +76,11 @@ for p in $parts; do
     mixbench) part mixbench 150 "$G" --mix --bench ;;
     bnn) part bnn 60 "$G" --bnn --quick ;;
     bnnbench) part bnnbench 90 "$G" --bnn --bench ;;
+    bnnnumpyro)
+        # NumPyro's step on the machine's JAX (its GPU where it has one)
+        part bnnnumpyro 120 python3 bench/bnn_numpyro.py --synthetic 50000,10 --hidden 1024 --act relu \
+            --batch 4096 --steps 200 --lr 0.01 --seed 1 --timing-only --init sample --subsample index \
+            --out "$OUT/bnn_numpyro.json" ;;
     pln) part pln 90 "$G" --pln --quick ;;
     numpyro) part numpyro 110 python3 bench/gpu_glmm.py --save /tmp/glmm ;;
     # NumPyro for 10^4 full-batch steps from both of its inits, and the step
