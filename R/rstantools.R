@@ -627,8 +627,8 @@ log_lik.svi_pln <- function(object, newdata = NULL, ndraws = NULL, ...) {
 #' @examplesIf requireNamespace("bayesplot", quietly = TRUE) && requireNamespace("lme4", quietly = TRUE)
 #' data(sleepstudy, package = "lme4")
 #' fit <- svi_fit(Reaction ~ Days + (Days | Subject), data = sleepstudy, seed = 1)
-#' pp_check(fit)
-#' pp_check(fit, type = "stat", stat = "sd")
+#' bayesplot::pp_check(fit)
+#' bayesplot::pp_check(fit, type = "stat", stat = "sd")
 #' @name svir-pp_check
 NULL
 
