@@ -228,13 +228,15 @@ svir_bnn_draws_eta <- function(object, newdata, ndraws, need_y) {
   }
   dr <- object$draws[sel, , drop = FALSE]
   eta <- matrix(svir_bnn_forward(object$dims, object$model$activation, Xs, dr), nrow(Xs))
-  y <- NULL
-  if (need_y) {
-    y <- svir_newdata_response(object, newdata)
-    if (is.factor(y)) y <- as.integer(y != levels(y)[1L])
-    y <- as.double(y)
-  }
-  list(eta = eta, draws = dr, y = y, names = rownames(newdata))
+  list(eta = eta, draws = dr, y = if (need_y) svir_bnn_observed(object, newdata), names = rownames(newdata))
+}
+
+# newdata's observed response for a network (a factor: 1 for its second
+# level)
+svir_bnn_observed <- function(object, newdata) {
+  y <- svir_newdata_response(object, newdata)
+  if (is.factor(y)) y <- as.integer(y != levels(y)[1L])
+  as.double(y)
 }
 
 #' @rdname svir-rstantools
@@ -644,7 +646,7 @@ svir_pp_data <- function(object, newdata, ndraws, seed) {
   ndraws <- as.integer(ndraws)
   if (inherits(object, "svi_bnn")) {
     yrep <- posterior_predict.svi_bnn(object, newdata = newdata, ndraws = ndraws, seed = seed)
-    y <- svir_bnn_draws_eta(object, newdata, 1L, TRUE)$y
+    y <- svir_bnn_observed(object, newdata)
   } else if (inherits(object, "svi_pln")) {
     yrep <- posterior_predict.svi_pln(object, newdata = newdata, ndraws = ndraws, seed = seed)
     y <- svir_pln_draws_eta(object, newdata, 1L, TRUE)$y

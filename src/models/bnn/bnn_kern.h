@@ -5,8 +5,9 @@
  * BNN_MAX0(v) (a vector's square roots, its maximum with 0) and
  * optionally BNN_RSQRT(v) (its reciprocal square roots, to a few units in
  * the last place), BNN_RED4 and BNN_RED8 (sums of four and eight vectors
- * in one), or leaves them undefined for plain loops. Tiles are
- * column-major with leading dimension tr. No R API. */
+ * in one), or leaves them undefined for plain loops; the file undefines
+ * them at its end. Tiles are column-major with leading dimension tr. No R
+ * API. */
 #define BNN_CAT2(a, b) a##b
 #define BNN_CAT(a, b) BNN_CAT2(a, b)
 #define BNN_V BNN_CAT(bnn_vec, BNN_KS)
@@ -635,3 +636,12 @@ BNN_ATTR static void BNN_CAT(k_fback, BNN_KS)(ptrdiff_t tr, ptrdiff_t d, const d
 #undef BNN_V
 #undef BNN_LD
 #undef BNN_ST
+/* the includer's parameters, so that the next instruction set starts clean */
+#undef BNN_VW
+#undef BNN_KS
+#undef BNN_ATTR
+#undef BNN_SQRT
+#undef BNN_RSQRT
+#undef BNN_MAX0
+#undef BNN_RED4
+#undef BNN_RED8

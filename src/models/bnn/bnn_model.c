@@ -384,11 +384,6 @@ static double w_sd(const svir_bnn_model *m, int l)
 #define BNN_MAX0(v) ((bnn_vec_base)_mm_max_pd((__m128d)(v), _mm_setzero_pd()))
 #endif
 #include "models/bnn/bnn_kern.h"
-#undef BNN_VW
-#undef BNN_KS
-#undef BNN_ATTR
-#undef BNN_SQRT
-#undef BNN_MAX0
 
 #ifdef BNN_X86
 #define BNN_VW 4
@@ -397,12 +392,6 @@ static double w_sd(const svir_bnn_model *m, int l)
 #define BNN_SQRT(v) ((bnn_vec_avx2)_mm256_sqrt_pd((__m256d)(v)))
 #define BNN_MAX0(v) ((bnn_vec_avx2)_mm256_max_pd((__m256d)(v), _mm256_setzero_pd()))
 #include "models/bnn/bnn_kern.h"
-#undef BNN_VW
-#undef BNN_KS
-#undef BNN_ATTR
-#undef BNN_SQRT
-#undef BNN_RSQRT
-#undef BNN_MAX0
 
 /* AVX-512: eight doubles a vector; 1 / sd from the 14-bit estimate and
  * two Newton steps, y (3/2 - v y^2 / 2), each squaring the relative error
@@ -451,14 +440,6 @@ BNN_A512 static inline __m512d bnn_red8_512(__m512d a, __m512d b, __m512d c, __m
 #define BNN_RSQRT(v) ((bnn_vec_avx512)bnn_rsqrt512((__m512d)(v)))
 #define BNN_MAX0(v) ((bnn_vec_avx512)_mm512_max_pd((__m512d)(v), _mm512_setzero_pd()))
 #include "models/bnn/bnn_kern.h"
-#undef BNN_VW
-#undef BNN_KS
-#undef BNN_ATTR
-#undef BNN_SQRT
-#undef BNN_RSQRT
-#undef BNN_MAX0
-#undef BNN_RED4
-#undef BNN_RED8
 #endif
 
 static const bnn_kernels bnn_k_base = {k_fwd_base,   k_tn_base,   k_nt_base,  bnn_column_base,
